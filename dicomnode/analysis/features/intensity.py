@@ -1,0 +1,195 @@
+"""IBSI-1 local intensity and intensity-based statistical features.
+
+Local intensity features look at the whole image around the ROI (a 1 cm^3 sphere may reach outside the ROI);
+statistical features see only the intensities of the ROI intensity mask.
+
+References
+----------
+Zwanenburg A. et al., "The Image Biomarker Standardization Initiative", Radiology 2020;295:328-338;
+IBSI reference manual (theibsi/ibsi-doc ``docs/03_Image_features.rst``), sections "Local intensity features" and
+"Intensity-based statistical features".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import fft as sfft
+
+from dicomnode.analysis.features.base import FeatureValue
+from dicomnode.analysis.features.processing import check_spacing, roi_bounding_box
+
+__all__ = ["PEAK_RADIUS_MM", "local_intensity_features", "sphere_mean", "statistics_features"]
+
+#: Radius of a 1 cm^3 sphere, in mm: (3 / (4 pi))^(1/3) cm.
+PEAK_RADIUS_MM = 10.0 * (3.0 / (4.0 * np.pi)) ** (1.0 / 3.0)
+
+_STAT = "intensity statistics"
+_LOCAL = "local intensity"
+
+
+def statistics_features(values: np.ndarray) -> list[FeatureValue]:
+    """The 18 IBSI intensity-based statistical features.
+
+    Parameters
+    ----------
+    values : (N,) ndarray
+        Intensities of the N voxels of the ROI intensity mask, in the image's unit (HU for CT; never rescaled).
+
+    Returns
+    -------
+    list of FeatureValue
+        Family "intensity statistics": mean, variance (no bias correction), skewness, (excess) kurtosis, median,
+        minimum, 10th/90th percentile, maximum, interquartile range, range, mean absolute deviation, robust mean
+        absolute deviation (10-90th percentile values), median absolute deviation (mean distance to the median),
+        coefficient of variation, quartile coefficient of dispersion, energy (sum of squares, unit^2) and root mean
+        square. Percentiles interpolate linearly (numpy's default). Skewness and kurtosis are 0 when the variance is.
+
+    Raises
+    ------
+    ValueError
+        If `values` is empty or holds NaN/inf.
+    """
+    x = _check_values(values)
+    return [FeatureValue(_STAT, name, "", value) for name, value in _moments_and_quantiles(x)] + [
+        FeatureValue(_STAT, "energy", "", float(np.dot(x, x))),
+        FeatureValue(_STAT, "root mean square", "", float(np.sqrt(np.dot(x, x) / x.size))),
+    ]
+
+
+def _check_values(values: np.ndarray) -> np.ndarray:
+    x = np.asarray(values, dtype=np.float64).ravel()
+    if x.size == 0:
+        raise ValueError("no ROI voxels: the intensity mask is empty")
+    if not np.isfinite(x).all():
+        raise ValueError("values holds NaN or infinite intensities; mask them out first")
+    return x
+
+
+def _moments_and_quantiles(x: np.ndarray) -> list[tuple[str, float]]:
+    """Features shared by intensity statistics and the intensity histogram, in the manual's order (no mode)."""
+    mean = float(x.mean())
+    dev = x - mean
+    var = float(np.dot(dev, dev) / x.size)
+    if var > 0:
+        skew = float(np.mean(dev**3) / var**1.5)
+        kurt = float(np.mean(dev**4) / var**2 - 3.0)
+    else:
+        skew = kurt = 0.0
+    p10, p25, median, p75, p90 = (float(p) for p in np.percentile(x, [10, 25, 50, 75, 90]))
+    lo, hi = float(x.min()), float(x.max())
+    robust = x[(x >= p10) & (x <= p90)]
+    rmad = float(np.mean(np.abs(robust - robust.mean())))
+    return [
+        ("mean", mean),
+        ("variance", var),
+        ("skewness", skew),
+        ("(excess) kurtosis", kurt),
+        ("median", median),
+        ("minimum", lo),
+        ("10th percentile", p10),
+        ("90th percentile", p90),
+        ("maximum", hi),
+        ("interquartile range", p75 - p25),
+        ("range", hi - lo),
+        ("mean absolute deviation", float(np.mean(np.abs(dev)))),
+        ("robust mean absolute deviation", rmad),
+        ("median absolute deviation", float(np.mean(np.abs(x - median)))),
+        ("coefficient of variation", float(np.sqrt(var) / mean) if mean != 0 else float("nan")),
+        ("quartile coefficient of dispersion", (p75 - p25) / (p75 + p25) if p75 + p25 != 0 else float("nan")),
+    ]
+
+
+def sphere_mean(
+    image: np.ndarray, spacing_mm: tuple[float, float, float], *, radius_mm: float = PEAK_RADIUS_MM
+) -> np.ndarray:
+    """Mean intensity in a sphere around every voxel (voxel centres within `radius_mm`, the centre included).
+
+    Near the image border the mean is over the voxels that exist (no padding values enter it). Computed as two
+    FFT convolutions, so the cost does not grow with the sphere's voxel count; crop to the region of interest plus
+    `radius_mm` first.
+
+    Parameters
+    ----------
+    image : (Z, Y, X) ndarray
+        Intensities, in the image's unit.
+    spacing_mm : tuple of 3 float
+        Voxel spacing along (z, y, x), in mm.
+    radius_mm : float, optional
+        Sphere radius, in mm. Default: 1 cm^3 sphere, ~6.2 mm.
+
+    Returns
+    -------
+    (Z, Y, X) ndarray of float64
+        Sphere means, in the image's unit.
+    """
+    if radius_mm <= 0:
+        raise ValueError(f"radius_mm must be > 0 mm, got {radius_mm}")
+    kernel = _sphere_kernel(spacing_mm, radius_mm)
+    sums = _fft_convolve_same(np.asarray(image, dtype=np.float64), kernel)
+    counts = _fft_convolve_same(np.ones(image.shape, dtype=np.float64), kernel)
+    return sums / np.rint(counts)
+
+
+def local_intensity_features(
+    image: np.ndarray, intensity_mask: np.ndarray, spacing_mm: tuple[float, float, float]
+) -> list[FeatureValue]:
+    """IBSI local and global intensity peak.
+
+    Parameters
+    ----------
+    image : (Z, Y, X) ndarray
+        The whole image (or the ROI's bounding box plus at least 6.2 mm where the image extends that far), in the
+        image's unit: the sphere draws on voxels outside the ROI too.
+    intensity_mask : (Z, Y, X) ndarray of bool
+        ROI intensity mask; only its voxels serve as sphere centres.
+    spacing_mm : tuple of 3 float
+        Voxel spacing along (z, y, x), in mm.
+
+    Returns
+    -------
+    list of FeatureValue
+        "local intensity peak": the highest sphere mean among the ROI voxels of maximum intensity;
+        "global intensity peak": the highest sphere mean among all ROI voxels. Both in the image's unit.
+
+    Raises
+    ------
+    ValueError
+        If shapes differ, the spacing is not 3 positive numbers or the mask is empty.
+    """
+    spacing = check_spacing(spacing_mm)
+    mask = np.asarray(intensity_mask, dtype=bool)
+    if image.shape != mask.shape or image.ndim != 3:
+        raise ValueError(f"image {image.shape} and intensity_mask {mask.shape} must be the same 3-D shape")
+    if not mask.any():
+        raise ValueError("no ROI voxels: the intensity mask is empty")
+    # Crop to the ROI bounding box plus the sphere radius: voxels farther away never enter a mean.
+    margin = np.floor(PEAK_RADIUS_MM / np.asarray(spacing)).astype(int)
+    box = roi_bounding_box(mask, margin_voxels=tuple(int(m) for m in margin))
+    sub_image = np.asarray(image[box], dtype=np.float64)
+    sub_mask = mask[box]
+    means = sphere_mean(sub_image, spacing)
+    roi_values = sub_image[sub_mask]
+    roi_means = means[sub_mask]
+    local = float(roi_means[roi_values == roi_values.max()].max())
+    return [
+        FeatureValue(_LOCAL, "local intensity peak", "", local),
+        FeatureValue(_LOCAL, "global intensity peak", "", float(roi_means.max())),
+    ]
+
+
+def _sphere_kernel(spacing_mm: tuple[float, float, float], radius_mm: float) -> np.ndarray:
+    half = np.floor(radius_mm / np.asarray(spacing_mm, dtype=float)).astype(int)
+    axes = [np.arange(-h, h + 1) * s for h, s in zip(half, spacing_mm)]
+    dz, dy, dx = np.meshgrid(*axes, indexing="ij")
+    # A tiny relative slack keeps voxels exactly on the sphere surface inside despite rounding.
+    return (dz**2 + dy**2 + dx**2 <= radius_mm**2 * (1 + 1e-12)).astype(np.float64)
+
+
+def _fft_convolve_same(array: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Linear convolution with an odd-sized, centred kernel; output aligned with `array` (zero outside)."""
+    shape = [a + k - 1 for a, k in zip(array.shape, kernel.shape)]
+    fshape = [sfft.next_fast_len(n, real=True) for n in shape]
+    spec = sfft.rfftn(array, fshape, workers=-1) * sfft.rfftn(kernel, fshape, workers=-1)
+    full = sfft.irfftn(spec, fshape, workers=-1)
+    start = [k // 2 for k in kernel.shape]
+    return full[tuple(slice(s, s + n) for s, n in zip(start, array.shape))]

@@ -1,0 +1,106 @@
+"""Profiles: ordered lists of configured steps run over one volume.
+
+A step is a function ``(ctx: Context, params: Mapping) -> None`` that reads and extends the :class:`Context`
+(pure data: arrays, label maps, measurements). Steps are registered by name in :data:`STEPS`; a profile
+(``[profiles.NAME]`` in the config, shipped ones in ``conf/profiles/``) lists step names and gives each a table of
+parameters. The runner times each step and records its peak memory (through a meter passed in by the caller, so
+that this module reads no files), and records a failing *optional* step (``optional = true`` in its table) without
+losing the others; a failing required step raises :class:`~dicomnode.errors.AnalysisError` naming the step.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback as tb
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from dicomnode.analysis.volume import LabelMap, Measurement, Volume
+from dicomnode.errors import AnalysisError
+
+
+@dataclass
+class Context:
+    """What the steps of one run share. Mutable on purpose: each step adds what it made."""
+
+    volume: Volume                       # the working image (enhanced/denoised steps replace it)
+    original: Volume                     # as loaded: features are measured on it unless a step says otherwise
+    header: Mapping[str, str] = field(default_factory=dict)  # plain strings: BodyPartExamined, SeriesDescription...
+    labels: LabelMap = field(default_factory=LabelMap)
+    measurements: dict[int, list[Measurement]] = field(default_factory=dict)  # per segment number
+    posteriors: np.ndarray | None = None  # (K, Z, Y, X) float32 class posteriors, when a step made them
+    classes: tuple[str, ...] = ()
+    feature_maps: dict[str, np.ndarray] = field(default_factory=dict)
+    derived: dict[str, Volume] = field(default_factory=dict)   # synthesised series, by name
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    scene: dict[str, Any] | None = None
+    classifications: list[dict[str, Any]] = field(default_factory=list)
+    similarities: list[dict[str, Any]] = field(default_factory=list)
+    corrections: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    name: str
+    seconds: float
+    peak_rss_mb: float
+    ok: bool = True
+    optional: bool = False
+    error: str = ""
+
+
+StepFn = Callable[[Context, Mapping[str, Any]], None]
+STEPS: dict[str, StepFn] = {}
+
+
+def step(name: str) -> Callable[[StepFn], StepFn]:
+    def register(fn: StepFn) -> StepFn:
+        STEPS[name] = fn
+        return fn
+    return register
+
+
+MeterFactory = Callable[[], Any]  # a context manager with .peak_rss_mb after exit
+
+
+def run_steps(ctx: Context, steps: list[str] | tuple[str, ...], params: Mapping[str, Mapping[str, Any]], *,
+              meter: MeterFactory | None = None,
+              progress: Callable[[str], None] | None = None) -> list[StepRecord]:
+    """Run ``steps`` in order over ``ctx``; return one record per step."""
+    records: list[StepRecord] = []
+    for name in steps:
+        fn = STEPS.get(name)
+        if fn is None:
+            raise AnalysisError(f"unknown step {name!r}; known steps: {', '.join(sorted(STEPS))}")
+        p = dict(params.get(name, {}))
+        optional = bool(p.pop("optional", False))
+        if progress is not None:
+            progress(name)
+        m = meter() if meter is not None else nullcontext()
+        t0 = time.perf_counter()
+        err = ""
+        with m:
+            try:
+                fn(ctx, p)
+            except Exception as e:  # noqa: BLE001 - recorded, then re-raised unless optional
+                err = f"{type(e).__name__}: {e}"
+                if not optional:
+                    raise AnalysisError(f"step {name!r} failed: {err}") from e
+                ctx.notes.append(f"optional step {name} failed: {err}")
+                ctx.notes.append(tb.format_exc(limit=3))
+        seconds = time.perf_counter() - t0
+        peak = float(getattr(m, "peak_rss_mb", 0.0) or 0.0)
+        records.append(StepRecord(name, round(seconds, 4), round(peak, 1), ok=not err, optional=optional, error=err))
+    return records
+
+
+# Import the step modules so that they register themselves. They are thin adapters from the Context to the pure
+# functions of the analysis modules.
+from dicomnode.analysis import steps as _steps  # noqa: E402,F401
+
+STEP_NAMES = frozenset(STEPS)

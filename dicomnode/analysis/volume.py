@@ -1,0 +1,183 @@
+"""The volume and label-map model shared by every analysis step.
+
+A :class:`Volume` is a (z, y, x) array in physical units with its voxel spacing and the patient-space geometry that
+maps voxel indices to DICOM patient coordinates (LPS, mm). A :class:`LabelMap` is a tuple of possibly overlapping
+binary segments, each named and coded (SNOMED CT by default).
+
+Conventions
+-----------
+* Axis order is always (z, y, x): z = slice index (sorted along the slice normal), y = row, x = column.
+* ``spacing_mm`` is (dz, dy, dx) in mm; dz is the distance between slice centres along the normal.
+* ``origin_mm`` is the patient (x, y, z) position of the centre of voxel [0, 0, 0] (DICOM ImagePositionPatient of
+  the first slice).
+* ``direction`` is a 3x3 matrix whose *columns* are unit vectors in patient space: column 0 points along
+  increasing x index (DICOM ImageOrientationPatient[0:3]), column 1 along increasing y index (IOP[3:6]), column 2
+  along increasing z index (the slice normal in the direction the slices were sorted).
+* The patient position of voxel (k, j, i) is ``origin + direction @ ([i, j, k] * [dx, dy, dz])``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Code:
+    """A coded concept: (code value, coding scheme designator, code meaning), e.g. SNOMED CT."""
+
+    value: str
+    scheme: str
+    meaning: str
+
+
+# SNOMED CT codes used for segments (DICOM CID 7150 / 7151 / 7153).
+CATEGORY_TISSUE = Code("85756007", "SCT", "Tissue")
+CATEGORY_ANATOMICAL_STRUCTURE = Code("123037004", "SCT", "Anatomical Structure")
+CATEGORY_MORPHOLOGICALLY_ABNORMAL = Code("49755003", "SCT", "Morphologically Altered Structure")
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Volume:
+    """An image volume in physical units.
+
+    Parameters
+    ----------
+    array : (Z, Y, X) ndarray
+        Voxel values in the series' own unit (HU for CT, SUV for PET where known); float32 by convention.
+    spacing_mm : tuple of 3 float
+        Voxel spacing along (z, y, x), in mm.
+    origin_mm : tuple of 3 float
+        Patient (x, y, z) position of the centre of voxel [0, 0, 0], in mm.
+    direction : (3, 3) ndarray
+        Columns are the patient-space unit vectors of increasing x, y and z index.
+    modality : str
+        DICOM modality of the source ("CT", "MR", "PT", ...).
+    unit : str
+        Unit of the values: "HU", "SUV", or "" when arbitrary.
+    """
+
+    array: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    origin_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
+    modality: str = ""
+    unit: str = ""
+
+    def __post_init__(self) -> None:
+        if self.array.ndim != 3:
+            raise ValueError(f"Volume.array must be 3-D (z, y, x), got shape {self.array.shape}")
+        if len(self.spacing_mm) != 3 or any(not (s > 0) for s in self.spacing_mm):
+            raise ValueError(f"Volume.spacing_mm must be 3 positive values in mm, got {self.spacing_mm}")
+        d = np.asarray(self.direction, dtype=float)
+        if d.shape != (3, 3):
+            raise ValueError(f"Volume.direction must be 3x3, got shape {d.shape}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def voxel_volume_mm3(self) -> float:
+        dz, dy, dx = self.spacing_mm
+        return float(dz * dy * dx)
+
+    def index_to_patient(self, zyx: np.ndarray) -> np.ndarray:
+        """Map (N, 3) voxel indices (z, y, x), fractional allowed, to (N, 3) patient (x, y, z) in mm."""
+        zyx = np.atleast_2d(np.asarray(zyx, dtype=float))
+        ijk = zyx[:, ::-1] * np.asarray(self.spacing_mm[::-1])  # (x, y, z) offsets in mm along the index axes
+        return np.asarray(self.origin_mm) + ijk @ np.asarray(self.direction, dtype=float).T
+
+    def patient_to_index(self, xyz: np.ndarray) -> np.ndarray:
+        """Map (N, 3) patient (x, y, z) in mm to (N, 3) fractional voxel indices (z, y, x)."""
+        xyz = np.atleast_2d(np.asarray(xyz, dtype=float))
+        d = np.asarray(self.direction, dtype=float)
+        ijk_mm = (xyz - np.asarray(self.origin_mm)) @ np.linalg.inv(d).T
+        return (ijk_mm / np.asarray(self.spacing_mm[::-1]))[:, ::-1]
+
+    def with_array(self, array: np.ndarray, *, unit: str | None = None) -> "Volume":
+        """A new volume with the same geometry and another array of the same shape."""
+        if array.shape != self.array.shape:
+            raise ValueError(f"shape {array.shape} differs from the volume's {self.array.shape}")
+        return Volume(array, self.spacing_mm, self.origin_mm, self.direction, self.modality,
+                      self.unit if unit is None else unit)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentInfo:
+    """What a segment is.
+
+    Parameters
+    ----------
+    number : int
+        Segment number, 1-based, unique within a label map (becomes the SEG SegmentNumber).
+    label : str
+        Short name, e.g. "body", "lung_left" (becomes the SEG SegmentLabel and the results.json ``label``).
+    category : Code
+        SNOMED CT segmented property category.
+    type : Code
+        SNOMED CT segmented property type.
+    algorithm : str
+        Name of the step that made it, e.g. "segment.ct_body".
+    """
+
+    number: int
+    label: str
+    category: Code
+    type: Code
+    algorithm: str = "dicomnode"
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Segment:
+    """A named binary mask on a volume's grid. Segments of a label map may overlap (lungs lie inside the body)."""
+
+    info: SegmentInfo
+    mask: np.ndarray  # (Z, Y, X) bool
+
+    def __post_init__(self) -> None:
+        if self.mask.dtype != np.bool_ or self.mask.ndim != 3:
+            raise ValueError(f"Segment.mask must be a 3-D bool array, got {self.mask.dtype} {self.mask.shape}")
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class LabelMap:
+    """An ordered tuple of segments on one grid, plus notes on what was searched for and not found."""
+
+    segments: tuple[Segment, ...] = ()
+    not_found: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        numbers = [s.info.number for s in self.segments]
+        if len(set(numbers)) != len(numbers):
+            raise ValueError(f"segment numbers must be unique, got {numbers}")
+        shapes = {s.mask.shape for s in self.segments}
+        if len(shapes) > 1:
+            raise ValueError(f"all segments must share one grid, got shapes {sorted(shapes)}")
+
+    def by_label(self, label: str) -> Segment | None:
+        for s in self.segments:
+            if s.info.label == label:
+                return s
+        return None
+
+    def add(self, info: SegmentInfo, mask: np.ndarray) -> "LabelMap":
+        return LabelMap(self.segments + (Segment(info, mask),), self.not_found)
+
+    def next_number(self) -> int:
+        return max((s.info.number for s in self.segments), default=0) + 1
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One named value, with its unit (UCUM) and, where one exists, a code.
+
+    ``name`` is the stable key used in results.json (e.g. "volume_ml", "mean", "ibsi.morphology.sphericity").
+    """
+
+    name: str
+    value: float
+    unit: str
+    code: Code | None = None
+    derivation: str = ""

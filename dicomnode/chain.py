@@ -1,0 +1,187 @@
+"""One series through the analysis chain: files in, result files out.
+
+:func:`run_chain` is the job that every executor runs (the local process pool, a Dask worker) and that
+``dicomnode process`` calls: a plain function of (series files, profile) that writes the SEG, the SR and
+``results.json`` into an output folder and returns their paths. It knows nothing of the network or the index.
+
+Result UIDs are derived from the source series, the profile (name, version and a digest of its parameters) and the
+set of source instances, so a re-run on the same input re-makes the same objects (a PACS never holds two copies),
+while a series that received more instances gets new ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from dicomnode.analysis.pipeline import Context, StepRecord, run_steps
+from dicomnode.config import Profile
+from dicomnode.obs.memory import PeakRSS
+
+log = logging.getLogger(__name__)
+
+RESULTS_JSON = "results.json"
+HEADER_KEYWORDS = ("BodyPartExamined", "SeriesDescription", "StudyDescription", "ProtocolName", "Modality",
+                   "Units", "ImageType")
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """Everything a worker needs: where the series' files are, what to run, where to write."""
+
+    files: tuple[str, ...]
+    profile: Profile
+    out_dir: str
+    uid_root: str
+    job_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    series_uid: str
+    files: tuple[str, ...]          # DICOM result files to send, in sending order
+    sop_instance_uids: tuple[str, ...]  # of ``files``, same order
+    results_json: str
+    seconds: float
+
+
+def profile_fingerprint(profile: Profile) -> str:
+    """The profile's declared version plus a digest of its steps and parameters."""
+    blob = json.dumps({"steps": profile.steps, "params": profile.params, "outputs": profile.outputs},
+                      sort_keys=True, default=str)
+    return f"{profile.version}.{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def input_digest(sop_instance_uids: Sequence[str]) -> str:
+    return hashlib.sha256("\\".join(sorted(sop_instance_uids)).encode()).hexdigest()[:16]
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _header_strings(ds: Any) -> dict[str, str]:
+    out = {}
+    for kw in HEADER_KEYWORDS:
+        v = ds.get(kw, None)
+        if v is not None:
+            out[kw] = "\\".join(str(x) for x in v) if kw == "ImageType" else str(v)
+    return out
+
+
+def run_chain(spec: JobSpec, *, progress: Callable[[str], None] | None = None) -> JobOutcome:
+    """Load the series, run the profile, build and write the results. Raises a DicomnodeError on bad input."""
+    from dicomnode.io.load import load_series
+    from dicomnode.results.seg import build_seg
+    from dicomnode.results.sr import build_sr
+    from dicomnode.results.uids import ResultUids
+
+    t0 = time.perf_counter()
+    out = Path(spec.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records: list[StepRecord] = []
+
+    with PeakRSS() as m:
+        series = load_series([Path(f) for f in spec.files])
+    records.append(StepRecord("load", round(time.perf_counter() - t0, 4), round(m.peak_rss_mb, 1)))
+    header = _header_strings(series.headers[0])
+    ctx = Context(volume=series.volume, original=series.volume, header=header)
+    records += run_steps(ctx, spec.profile.steps, spec.profile.params, meter=PeakRSS, progress=progress)
+
+    version = f"{profile_fingerprint(spec.profile)}.{input_digest([f[0] for f in series.frames])}"
+    uids = ResultUids.for_series(spec.uid_root, series.series_uid, spec.profile.name, version)
+    files: list[str] = []
+    sops: list[str] = []
+    t1 = time.perf_counter()
+    with PeakRSS() as m:
+        if ctx.labels.segments and ("seg" in spec.profile.outputs or "sr" in spec.profile.outputs):
+            seg = build_seg(series, ctx.labels, uids)
+            seg_path = out / "seg.dcm"
+            _atomic_write(seg_path, lambda p: seg.save_as(p, enforce_file_format=True))
+            if "seg" in spec.profile.outputs:
+                files.append(str(seg_path))
+                sops.append(str(seg.SOPInstanceUID))
+            if "sr" in spec.profile.outputs:
+                sr = build_sr(series, seg, ctx.labels, ctx.measurements, uids)
+                sr_path = out / "sr.dcm"
+                _atomic_write(sr_path, lambda p: sr.save_as(p, enforce_file_format=True))
+                files.append(str(sr_path))
+                sops.append(str(sr.SOPInstanceUID))
+        elif not ctx.labels.segments:
+            ctx.notes.append("no segment was found: no SEG or SR was made")
+    records.append(StepRecord("results", round(time.perf_counter() - t1, 4), round(m.peak_rss_mb, 1)))
+
+    results = build_results_json(series_uid=series.series_uid, modality=series.modality, profile=spec.profile,
+                                 ctx=ctx, records=records, files=files, job_id=spec.job_id)
+    rj = out / RESULTS_JSON
+    _atomic_write(rj, lambda p: Path(p).write_text(json.dumps(results, indent=2, allow_nan=False, default=_json)))
+    seconds = time.perf_counter() - t0
+    log.info("chain done", extra={"series_uid": series.series_uid, "job_id": spec.job_id,
+                                  "profile": spec.profile.name, "seconds": round(seconds, 3),
+                                  "segments": len(ctx.labels.segments)})
+    return JobOutcome(series.series_uid, tuple(files), tuple(sops), str(rj), seconds)
+
+
+def _json(o: Any) -> Any:
+    import numpy as np
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _finite(v: float) -> float | None:
+    return None if v != v or v in (float("inf"), float("-inf")) else float(v)
+
+
+def build_results_json(*, series_uid: str, modality: str, profile: Profile, ctx: Context,
+                       records: Sequence[StepRecord], files: Sequence[str], job_id: int | None) -> dict[str, Any]:
+    """The ``results.json`` contract: series_instance_uid, modality, profile, segments, steps (+ more keys)."""
+    segments = []
+    for seg in ctx.labels.segments:
+        meas = ctx.measurements.get(seg.info.number, [])
+        vol = next((m.value for m in meas if m.name == "volume_ml"), None)
+        segments.append({
+            "number": seg.info.number,
+            "label": seg.info.label,
+            "volume_ml": _finite(vol) if vol is not None else None,
+            "category": seg.info.category.meaning,
+            "type": seg.info.type.meaning,
+            "features": {m.name: _finite(m.value) for m in meas},
+            "units": {m.name: m.unit for m in meas},
+        })
+    return {
+        "series_instance_uid": series_uid,
+        "modality": modality,
+        "profile": profile.name,
+        "profile_version": profile.version,
+        "segments": segments,
+        "not_found": list(ctx.labels.not_found),
+        "steps": [{"name": r.name, "seconds": r.seconds, "peak_rss_mb": r.peak_rss_mb, "ok": r.ok,
+                   **({"error": r.error} if r.error else {})} for r in records],
+        "findings": ctx.findings,
+        "scene": ctx.scene,
+        "classifications": ctx.classifications,
+        "similarities": ctx.similarities,
+        "corrections": ctx.corrections,
+        "notes": ctx.notes,
+        "outputs": [Path(f).name for f in files],
+        "job_id": job_id,
+    }

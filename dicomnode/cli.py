@@ -1,0 +1,352 @@
+"""The ``dicomnode`` command.
+
+Exit codes: 0 success; 1 the command ran but something failed (a file not sent, a job failed); 2 bad usage or an
+invalid configuration (the message names the key, the value and the fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from dicomnode import __version__
+from dicomnode.errors import ConfigError, DicomnodeError
+
+
+def _load_config(path: str | None):
+    from dicomnode.config import load_config
+    path = path or os.environ.get("DICOMNODE_CONFIG") or None
+    return load_config(path)
+
+
+def _config_or_exit(path: str | None):
+    try:
+        return _load_config(path)
+    except ConfigError as e:
+        print(f"dicomnode: invalid configuration\n{e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def cmd_serve(a: argparse.Namespace) -> int:
+    from dicomnode.node import run_forever
+    from dicomnode.obs.logs import setup_logging
+
+    cfg = _config_or_exit(a.config)
+    setup_logging(a.log_format or cfg.node.log_format)
+    return run_forever(cfg, reload=lambda: _load_config(a.config))
+
+
+def cmd_config_check(a: argparse.Namespace) -> int:
+    try:
+        cfg = _load_config(a.file)
+    except ConfigError as e:
+        print(f"{e}", file=sys.stderr)
+        return 2
+    print(f"{a.file}: OK — AE {cfg.node.ae_title} on {cfg.node.bind}:{cfg.node.port}, data in {cfg.node.data_dir}, "
+          f"{len(cfg.peers)} peer(s), {len(cfg.destinations)} destination(s), {len(cfg.rules)} rule(s), "
+          f"profiles: {', '.join(sorted(cfg.profiles))}")
+    return 0
+
+
+def cmd_echo(a: argparse.Namespace) -> int:
+    from dicomnode.net.scu import echo
+    try:
+        status = echo(a.host, a.port, ae_title=a.aec, calling_ae=a.aet, timeout_s=a.timeout)
+    except DicomnodeError as e:
+        print(f"dicomnode echo: {e}", file=sys.stderr)
+        return 1
+    print(f"C-ECHO {a.aec}@{a.host}:{a.port}: status 0x{status:04X}{' (success)' if status == 0 else ''}")
+    return 0 if status == 0 else 1
+
+
+def cmd_send(a: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from dicomnode.net.scu import iter_dicom_files, parse_address, send_files
+    try:
+        ae, host, port = parse_address(a.to)
+    except ValueError as e:
+        print(f"dicomnode send: --to {e}", file=sys.stderr)
+        return 2
+    missing = [p for p in a.paths if not Path(p).exists()]
+    if missing:
+        print(f"dicomnode send: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    files = iter_dicom_files(a.paths)
+    if not files:
+        print("dicomnode send: no files found under the given paths", file=sys.stderr)
+        return 2
+    bar = tqdm(total=len(files), unit="file", desc=f"send to {ae}", file=sys.stderr, disable=a.quiet)
+    try:
+        results = send_files(files, host=host, port=port, ae_title=ae, calling_ae=a.aet, timeout_s=a.timeout,
+                             on_sent=lambda r: bar.update(1))
+    except DicomnodeError as e:
+        bar.close()
+        print(f"dicomnode send: {e}", file=sys.stderr)
+        return 1
+    bar.close()
+    failed = [r for r in results if not r.ok]
+    print(f"sent {len(results) - len(failed)} of {len(results)} file(s) to {a.to}")
+    if failed:
+        print(f"{len(failed)} failure(s):", file=sys.stderr)
+        for r in failed:
+            print(f"  {r.path}: {r.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _db(a: argparse.Namespace):
+    from dicomnode.node import DB_NAME, open_database
+    cfg = _config_or_exit(getattr(a, "config", None))
+    if not (Path(cfg.node.data_dir) / DB_NAME).exists():
+        print(f"dicomnode: no node data in {cfg.node.data_dir} (start it with `dicomnode serve` first, or pass "
+              f"--config with the node's file)", file=sys.stderr)
+        raise SystemExit(1)
+    return cfg, open_database(cfg)
+
+
+def _ts(t: float | None) -> str:
+    return "-" if not t else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def status_dict(cfg: Any, db: Any) -> dict[str, Any]:
+    series = db.list_series(limit=100)
+    jobs = db.list_jobs(limit=100)
+    exports = db.list_exports(limit=200)
+    from dicomnode.store.db import ExportState, JobState
+    return {
+        "node": {"ae_title": cfg.node.ae_title, "port": cfg.node.port, "data_dir": str(cfg.node.data_dir)},
+        "instances": db.count_instances(),
+        "series": [{"series_uid": s.series_uid, "modality": s.modality, "state": s.state.value,
+                    "instances": s.instance_count, "last_received_at": s.last_received_at, "rule": s.rule,
+                    "note": s.note} for s in series],
+        "jobs": {"counts": db.count_jobs(),
+                 "recent": [{"id": j.id, "series_uid": j.series_uid, "state": j.state.value, "profile": j.profile,
+                             "attempts": j.attempts, "seconds": j.seconds, "error": j.error,
+                             "result_dir": j.result_dir, "results": list(j.results)} for j in jobs]},
+        "outbox": {"counts": db.count_exports(),
+                   "dead": [{"id": e.id, "destination": e.destination, "sop_instance_uid": e.sop_instance_uid,
+                             "attempts": e.attempts, "error": e.last_error}
+                            for e in exports if e.state is ExportState.DEAD]},
+        "failed_jobs": [j.id for j in jobs if j.state is JobState.FAILED],
+    }
+
+
+def cmd_status(a: argparse.Namespace) -> int:
+    cfg, db = _db(a)
+    st = status_dict(cfg, db)
+    if a.json:
+        print(json.dumps(st, indent=2, default=str))
+        return 0
+    print(f"node {st['node']['ae_title']} :{st['node']['port']}  data {st['node']['data_dir']}  "
+          f"instances {st['instances']}")
+    print(f"series ({len(st['series'])} most recent):")
+    for s in st["series"]:
+        print(f"  {s['series_uid']}  {s['modality']:<3} {s['state']:<9} {s['instances']:>5} inst  "
+              f"{_ts(s['last_received_at'])}  {s['note']}")
+    print(f"jobs: {st['jobs']['counts'] or 'none'}")
+    for j in st["jobs"]["recent"][:20]:
+        print(f"  #{j['id']:<5} {j['state']:<8} {j['profile']:<8} {j['series_uid']}  "
+              f"{(j['error'] or '') if j['state'] != 'done' else (j['result_dir'] or '')}")
+    print(f"outbox: {st['outbox']['counts'] or 'empty'}")
+    for e in st["outbox"]["dead"]:
+        print(f"  dead #{e['id']} -> {e['destination']}: {e['error']}  (requeue: dicomnode exports retry {e['id']})")
+    return 0
+
+
+def cmd_jobs(a: argparse.Namespace) -> int:
+    from dicomnode.store.db import JobState
+    cfg, db = _db(a)
+    if a.action == "list":
+        rows = db.list_jobs(JobState(a.state) if a.state else None)
+        if a.json:
+            print(json.dumps([{"id": j.id, "series_uid": j.series_uid, "state": j.state.value, "profile": j.profile,
+                               "attempts": j.attempts, "error": j.error} for j in rows], indent=2))
+            return 0
+        for j in rows:
+            print(f"#{j.id:<5} {j.state.value:<8} attempts {j.attempts}  {j.profile:<8} {j.series_uid}  {j.error or ''}")
+        return 0
+    if a.id is None:
+        print(f"dicomnode jobs {a.action}: give the job ID", file=sys.stderr)
+        return 2
+    job = db.get_job(a.id)
+    if job is None:
+        print(f"dicomnode jobs: no job {a.id}", file=sys.stderr)
+        return 1
+    if a.action == "show":
+        d = {k: getattr(job, k) for k in job.__slots__}
+        d["state"] = job.state.value
+        print(json.dumps(d, indent=2, default=str))
+        return 0
+    # retry
+    if job.state not in (JobState.FAILED, JobState.DONE):
+        print(f"dicomnode jobs retry: job {a.id} is {job.state.value}; only failed or done jobs can be retried",
+              file=sys.stderr)
+        return 1
+    db.requeue_job(a.id, time.time())
+    print(f"job {a.id} queued again (a running node picks it up within a second)")
+    return 0
+
+
+def cmd_exports(a: argparse.Namespace) -> int:
+    from dicomnode.store.db import ExportState
+    cfg, db = _db(a)
+    if a.action == "list":
+        for e in db.list_exports(ExportState(a.state) if a.state else None):
+            print(f"#{e.id:<5} {e.state.value:<7} -> {e.destination:<10} attempts {e.attempts}  {e.sop_instance_uid}"
+                  f"  {e.last_error or ''}")
+        return 0
+    if a.id is None:
+        print("dicomnode exports retry: give the export ID", file=sys.stderr)
+        return 2
+    try:
+        db.requeue_export(a.id, time.time())
+    except Exception as e:  # noqa: BLE001
+        print(f"dicomnode exports retry: {e}", file=sys.stderr)
+        return 1
+    print(f"export {a.id} queued again")
+    return 0
+
+
+def cmd_process(a: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from dicomnode.chain import JobSpec, run_chain
+    from dicomnode.config import DEFAULT_PROFILE_BY_MODALITY, GENERIC_PROFILE
+    from dicomnode.net.scu import iter_dicom_files
+
+    cfg = _config_or_exit(a.config)
+    src = Path(a.dir)
+    if not src.is_dir():
+        print(f"dicomnode process: {src} is not a folder of DICOM files", file=sys.stderr)
+        return 2
+    files = iter_dicom_files([src])
+    if not files:
+        print(f"dicomnode process: no files in {src}", file=sys.stderr)
+        return 2
+    profile_name = a.profile
+    if profile_name is None:
+        from dicomnode.io.headers import read_tags
+        try:
+            modality = read_tags(files[0]).get("Modality", "")
+        except Exception as e:  # noqa: BLE001
+            print(f"dicomnode process: {files[0]}: not readable as DICOM ({e})", file=sys.stderr)
+            return 1
+        profile_name = DEFAULT_PROFILE_BY_MODALITY.get(modality.upper(), GENERIC_PROFILE)
+    if profile_name not in cfg.profiles:
+        print(f"dicomnode process: --profile {profile_name!r}: no such profile; use one of "
+              f"{', '.join(sorted(cfg.profiles))}", file=sys.stderr)
+        return 2
+    profile = cfg.profiles[profile_name]
+    bar = tqdm(total=len(profile.steps) + 1, desc="process", unit="step", file=sys.stderr, disable=a.quiet)
+
+    def progress(name: str) -> None:
+        bar.set_postfix_str(name)
+        bar.update(1)
+
+    try:
+        outcome = run_chain(JobSpec(files=tuple(map(str, files)), profile=profile, out_dir=a.out,
+                                    uid_root=cfg.node.uid_root), progress=progress)
+    except DicomnodeError as e:
+        bar.close()
+        print(f"dicomnode process: {src}: {e}", file=sys.stderr)
+        return 1
+    bar.update(1)
+    bar.close()
+    print(f"{outcome.series_uid}: {len(outcome.files)} result file(s) and results.json in {a.out} "
+          f"({outcome.seconds:.1f} s)")
+    return 0
+
+
+def cmd_bench(a: argparse.Namespace, rest: Sequence[str]) -> int:
+    import importlib
+    mod = {"ingest": "dicomnode.bench.ingest", "results": "dicomnode.bench.results",
+           "analysis": "dicomnode.bench.analysis"}[a.what]
+    return int(importlib.import_module(mod).main(list(rest)) or 0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dicomnode", description="A PACS-integrated DICOM node.")
+    p.add_argument("--version", action="version", version=f"dicomnode {__version__}")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--config", "-c", metavar="FILE",
+                        help="node configuration (TOML); default: $DICOMNODE_CONFIG or the embedded defaults")
+        return sp
+
+    s = with_config(sub.add_parser("serve", help="run the node in the foreground (logs on stderr)"))
+    s.add_argument("--log-format", choices=["text", "json"], help="overrides node.log_format")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("config", help="configuration tools")
+    cs = s.add_subparsers(dest="config_cmd", required=True)
+    c = cs.add_parser("check", help="validate a configuration file; exit 2 with every error if it is invalid")
+    c.add_argument("file")
+    c.set_defaults(func=cmd_config_check)
+
+    s = sub.add_parser("echo", help="C-ECHO a DICOM peer")
+    s.add_argument("host")
+    s.add_argument("port", type=int)
+    s.add_argument("--aet", default="DICOMNODE", help="our (calling) AE title")
+    s.add_argument("--aec", default="ANY-SCP", help="the peer's (called) AE title")
+    s.add_argument("--timeout", type=float, default=10.0, help="seconds")
+    s.set_defaults(func=cmd_echo)
+
+    s = sub.add_parser("send", help="C-STORE files and folders to a peer")
+    s.add_argument("paths", nargs="+", metavar="PATH")
+    s.add_argument("--to", required=True, metavar="AE@HOST:PORT")
+    s.add_argument("--aet", default="DICOMNODE", help="our (calling) AE title")
+    s.add_argument("--timeout", type=float, default=30.0, help="seconds")
+    s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_send)
+
+    s = with_config(sub.add_parser("status", help="series, jobs and outbox at a glance"))
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    s = with_config(sub.add_parser("jobs", help="list, show or retry jobs"))
+    s.add_argument("action", choices=["list", "show", "retry"])
+    s.add_argument("id", nargs="?", type=int)
+    s.add_argument("--state", choices=["pending", "running", "done", "failed"])
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_jobs)
+
+    s = with_config(sub.add_parser("exports", help="list the outbox or requeue a dead-lettered export"))
+    s.add_argument("action", choices=["list", "retry"])
+    s.add_argument("id", nargs="?", type=int)
+    s.add_argument("--state", choices=["pending", "sending", "sent", "dead"])
+    s.set_defaults(func=cmd_exports)
+
+    s = with_config(sub.add_parser("process", help="run the analysis chain on a folder holding one series"))
+    s.add_argument("dir", metavar="DIR")
+    s.add_argument("--profile", help="profile name; default: the one for the series' modality")
+    s.add_argument("--out", required=True, metavar="OUT", help="output folder (SEG, SR, results.json)")
+    s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_process)
+
+    s = sub.add_parser("bench", help="benchmarks that print JSON figures", add_help=False)
+    s.add_argument("what", choices=["ingest", "results", "analysis"])
+    s.set_defaults(func=None, bench=True)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if argv[:1] == ["bench"]:
+        a, rest = parser.parse_known_args(argv)
+        return cmd_bench(a, rest)
+    a = parser.parse_args(argv)
+    return int(a.func(a) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

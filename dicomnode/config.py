@@ -1,0 +1,498 @@
+"""Configuration: one TOML file, validated once into frozen dataclasses.
+
+Every error in a file is reported (not just the first), each naming the key, the value and the fix. With no file,
+the embedded defaults serve: AE title ``DICOMNODE``, port 11112, data in ``./dicomnode-data``, SQLite, local
+workers, no destination. ``conf/dicomnode.toml`` is a commented example of every key.
+
+Analysis profiles: the shipped defaults live in ``conf/profiles/<name>.toml`` (``ct``, ``mr``, ``pet``,
+``generic``); ``[profiles.NAME]`` tables in the node's file add profiles or replace a shipped one whole.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from dicomnode.errors import ConfigError, ConfigErrors
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+PROFILES_DIR = CONF_DIR / "profiles"
+
+DEFAULT_PROFILE_BY_MODALITY = {"CT": "ct", "MR": "mr", "PT": "pet"}
+GENERIC_PROFILE = "generic"
+
+# DICOM result types a rule may ask for; "seg" and "sr" are always made when a profile segments.
+_AE_MAX = 16
+
+
+def _ae_ok(ae: object) -> bool:
+    return isinstance(ae, str) and 0 < len(ae.strip()) <= _AE_MAX and "\\" not in ae and ae.isprintable()
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """DICOM TLS. With ``enabled``, the SCP speaks TLS only; certificate and key are PEM files."""
+
+    enabled: bool = False
+    certificate: str = ""
+    private_key: str = ""
+    ca_certificates: str = ""
+    require_peer_certificate: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSection:
+    ae_title: str = "DICOMNODE"
+    bind: str = "0.0.0.0"
+    port: int = 11112
+    data_dir: Path = Path("dicomnode-data")
+    max_pdu_bytes: int = 0  # 0 = unlimited
+    uid_root: str = "1.2.826.0.1.3680043.10.1561."
+    log_format: str = "text"  # "text" | "json"
+    min_free_disk_mb: int = 0  # refuse new associations below this much free space; 0 = off
+    tls: TlsConfig = field(default_factory=TlsConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    ae_title: str
+    host: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesSection:
+    quiet_seconds: float = 30.0
+    check_interval_seconds: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    tls: bool = False
+
+    @property
+    def address(self) -> str:
+        return f"{self.ae_title}@{self.host}:{self.port}"
+
+
+MatchValue = str | tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """A routing rule: DICOM keyword -> value (exact), list of values (any of), or glob (``*``, ``?``, ``[...]``).
+
+    Matching is case-sensitive on the stored value, after stripping padding; a keyword absent from the series
+    matches only the empty string.
+    """
+
+    name: str
+    match: Mapping[str, MatchValue]
+    profile: str | None = None
+    destinations: tuple[str, ...] = ()
+    quiet_seconds: float | None = None
+
+    def matches(self, tags: Mapping[str, str]) -> bool:
+        for keyword, want in self.match.items():
+            have = str(tags.get(keyword, "") or "").strip()
+            options = want if isinstance(want, tuple) else (want,)
+            if not any(fnmatch.fnmatchcase(have, str(o)) for o in options):
+                return False
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """An analysis profile: an ordered list of steps and the parameters of each."""
+
+    name: str
+    steps: tuple[str, ...]
+    params: Mapping[str, Mapping[str, Any]]
+    version: str = "1"
+    outputs: tuple[str, ...] = ("seg", "sr")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkersSection:
+    count: int = 2
+    backend: str = "local"  # "local" | "dask"
+    scheduler: str = ""
+    transfer: str = "shared"  # "shared" | "bytes" (dask)
+    max_attempts: int = 3
+    retry_backoff_seconds: tuple[float, ...] = (10.0, 60.0, 600.0)
+    lease_seconds: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSection:
+    max_attempts: int = 5
+    retry_backoff_seconds: tuple[float, ...] = (10.0, 60.0, 300.0, 900.0)
+    timeout_seconds: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    node: NodeSection = field(default_factory=NodeSection)
+    peers: tuple[Peer, ...] = ()
+    series: SeriesSection = field(default_factory=SeriesSection)
+    destinations: tuple[Destination, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    profiles: Mapping[str, Profile] = field(default_factory=dict)
+    workers: WorkersSection = field(default_factory=WorkersSection)
+    export: ExportSection = field(default_factory=ExportSection)
+    source: str = "<defaults>"
+
+    def destination(self, name: str) -> Destination:
+        for d in self.destinations:
+            if d.name == name:
+                return d
+        raise KeyError(name)
+
+    def profile_for(self, rule_profile: str | None, modality: str) -> Profile:
+        name = rule_profile or DEFAULT_PROFILE_BY_MODALITY.get(modality.upper(), GENERIC_PROFILE)
+        return self.profiles[name]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Parsing
+# ---------------------------------------------------------------------------------------------------------------
+
+class _Collector:
+    def __init__(self) -> None:
+        self.errors: list[ConfigError] = []
+
+    def err(self, key: str, value: object, fix: str) -> None:
+        self.errors.append(ConfigError(key, value, fix))
+
+    def table(self, doc: Mapping[str, Any], key: str) -> dict[str, Any]:
+        v = doc.get(key, {})
+        if not isinstance(v, dict):
+            self.err(key, v, f"[{key}] must be a table")
+            return {}
+        return v
+
+    def unknown(self, table: Mapping[str, Any], prefix: str, allowed: set[str]) -> None:
+        for k in table:
+            if k not in allowed:
+                close = ", ".join(sorted(allowed))
+                self.err(f"{prefix}.{k}" if prefix else k, table[k], f"unknown key; allowed here: {close}")
+
+    def string(self, t: Mapping[str, Any], key: str, prefix: str, default: str | None = None,
+               required: bool = False) -> str | None:
+        if key not in t:
+            if required:
+                self.err(f"{prefix}.{key}", None, "required; add it")
+            return default
+        v = t[key]
+        if not isinstance(v, str):
+            self.err(f"{prefix}.{key}", v, "must be a string in quotes")
+            return default
+        return v
+
+    def number(self, t: Mapping[str, Any], key: str, prefix: str, default: float, *, minimum: float | None = None,
+               integer: bool = False, maximum: float | None = None, example: str = "") -> Any:
+        if key not in t:
+            return default
+        v = t[key]
+        ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
+        if isinstance(v, bool) or not ok_type:
+            kind = "a whole number" if integer else "a number"
+            self.err(f"{prefix}.{key}", v, f"must be {kind}{', e.g. ' + example if example else ''}")
+            return default
+        if minimum is not None and v < minimum:
+            self.err(f"{prefix}.{key}", v, f"must be >= {minimum}{', e.g. ' + example if example else ''}")
+            return default
+        if maximum is not None and v > maximum:
+            self.err(f"{prefix}.{key}", v, f"must be <= {maximum}")
+            return default
+        return v
+
+    def boolean(self, t: Mapping[str, Any], key: str, prefix: str, default: bool) -> bool:
+        if key not in t:
+            return default
+        v = t[key]
+        if not isinstance(v, bool):
+            self.err(f"{prefix}.{key}", v, "must be true or false (no quotes)")
+            return default
+        return v
+
+    def ae(self, t: Mapping[str, Any], key: str, prefix: str, default: str | None = None,
+           required: bool = False) -> str | None:
+        v = self.string(t, key, prefix, default, required)
+        if v is not None and not _ae_ok(v):
+            self.err(f"{prefix}.{key}", v, "an AE title is 1 to 16 printable characters, no backslash, e.g. 'PACS'")
+            return default
+        return v.strip() if v else v
+
+    def backoff(self, t: Mapping[str, Any], key: str, prefix: str, default: tuple[float, ...]) -> tuple[float, ...]:
+        if key not in t:
+            return default
+        v = t[key]
+        if (not isinstance(v, list) or not v
+                or any(isinstance(x, bool) or not isinstance(x, (int, float)) or x < 0 for x in v)):
+            self.err(f"{prefix}.{key}", v, "must be a non-empty list of seconds >= 0, e.g. [10, 60, 600]")
+            return default
+        return tuple(float(x) for x in v)
+
+
+def _parse_node(c: _Collector, doc: Mapping[str, Any], base_dir: Path) -> NodeSection:
+    t = c.table(doc, "node")
+    c.unknown(t, "node", {"ae_title", "bind", "port", "data_dir", "max_pdu_bytes", "uid_root", "log_format",
+                          "min_free_disk_mb", "tls"})
+    d = NodeSection()
+    data_dir = c.string(t, "data_dir", "node", str(d.data_dir))
+    dd = Path(data_dir).expanduser() if data_dir else d.data_dir
+    if not dd.is_absolute() and "data_dir" in t:
+        dd = (base_dir / dd)
+    uid_root = c.string(t, "uid_root", "node", d.uid_root) or d.uid_root
+    from dicomnode.uids import is_valid_uid
+    if not is_valid_uid(uid_root.rstrip(".")) or len(uid_root.rstrip(".")) > 40:
+        c.err("node.uid_root", uid_root, "a UID prefix of digits and dots, at most 40 characters, e.g. '1.2.826.0.1.3680043.10.1561.'")
+        uid_root = d.uid_root
+    if not uid_root.endswith("."):
+        uid_root += "."
+    log_format = c.string(t, "log_format", "node", d.log_format)
+    if log_format not in ("text", "json"):
+        c.err("node.log_format", log_format, "use 'text' or 'json'")
+        log_format = d.log_format
+    tls = _parse_tls(c, t.get("tls", {}), "node.tls", base_dir)
+    return NodeSection(
+        ae_title=c.ae(t, "ae_title", "node", d.ae_title) or d.ae_title,
+        bind=c.string(t, "bind", "node", d.bind) or d.bind,
+        port=c.number(t, "port", "node", d.port, minimum=0, maximum=65535, integer=True, example="11112"),
+        data_dir=dd,
+        max_pdu_bytes=c.number(t, "max_pdu_bytes", "node", d.max_pdu_bytes, minimum=0, integer=True,
+                               example="0 (unlimited) or 131072"),
+        uid_root=uid_root,
+        log_format=log_format or "text",
+        min_free_disk_mb=c.number(t, "min_free_disk_mb", "node", d.min_free_disk_mb, minimum=0, integer=True,
+                                  example="1024"),
+        tls=tls,
+    )
+
+
+def _parse_tls(c: _Collector, t: Any, prefix: str, base_dir: Path) -> TlsConfig:
+    if not isinstance(t, dict):
+        c.err(prefix, t, f"[{prefix}] must be a table")
+        return TlsConfig()
+    c.unknown(t, prefix, {"enabled", "certificate", "private_key", "ca_certificates", "require_peer_certificate"})
+    enabled = c.boolean(t, "enabled", prefix, False)
+
+    def path(key: str) -> str:
+        v = c.string(t, key, prefix, "") or ""
+        if v and not Path(v).is_absolute():
+            v = str(base_dir / v)
+        if enabled and key != "ca_certificates" and not v:
+            c.err(f"{prefix}.{key}", v, "required when TLS is enabled: the path of a PEM file")
+        if enabled and v and not Path(v).is_file():
+            c.err(f"{prefix}.{key}", v, "no such file; give the path of a PEM file")
+        return v
+
+    return TlsConfig(enabled=enabled, certificate=path("certificate"), private_key=path("private_key"),
+                     ca_certificates=path("ca_certificates"),
+                     require_peer_certificate=c.boolean(t, "require_peer_certificate", prefix, True))
+
+
+def _parse_list_of_tables(c: _Collector, doc: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
+    v = doc.get(key, [])
+    if not isinstance(v, list) or any(not isinstance(x, dict) for x in v):
+        c.err(key, v, f"use [[{key}]] tables")
+        return []
+    return v
+
+
+def _parse_profile(c: _Collector, name: str, t: Any, prefix: str) -> Profile | None:
+    if not isinstance(t, dict):
+        c.err(prefix, t, "a profile is a table with `steps = [...]`")
+        return None
+    steps = t.get("steps")
+    if not isinstance(steps, list) or any(not isinstance(s, str) for s in steps):
+        c.err(f"{prefix}.steps", steps, "a list of step names, e.g. [\"denoise\", \"segment\", \"features\"]")
+        return None
+    from dicomnode.analysis.pipeline import STEP_NAMES
+    for i, s in enumerate(steps):
+        if s not in STEP_NAMES:
+            c.err(f"{prefix}.steps[{i}]", s, f"unknown step; known steps: {', '.join(sorted(STEP_NAMES))}")
+    params: dict[str, dict[str, Any]] = {}
+    for k, v in t.items():
+        if k in ("steps", "version", "outputs", "description"):
+            continue
+        if isinstance(v, dict):
+            if k not in steps:
+                c.err(f"{prefix}.{k}", v, f"parameters for a step that is not in {prefix}.steps; add it there or remove the table")
+            params[k] = dict(v)
+        else:
+            c.err(f"{prefix}.{k}", v, "unknown key; a profile has steps, version, outputs, description and one table per step")
+    version = t.get("version", "1")
+    if not isinstance(version, (str, int)):
+        c.err(f"{prefix}.version", version, "a string such as \"1\"")
+        version = "1"
+    outputs = t.get("outputs", ["seg", "sr"])
+    allowed_outputs = {"seg", "sr", "derived"}
+    if not isinstance(outputs, list) or any(o not in allowed_outputs for o in outputs):
+        c.err(f"{prefix}.outputs", outputs, f"a list drawn from {sorted(allowed_outputs)}")
+        outputs = ["seg", "sr"]
+    return Profile(name=name, steps=tuple(steps), params=params, version=str(version), outputs=tuple(outputs))
+
+
+def load_default_profiles() -> dict[str, Profile]:
+    """The shipped profiles from ``conf/profiles/*.toml`` (one profile per file, named by the file stem)."""
+    profiles: dict[str, Profile] = {}
+    c = _Collector()
+    for path in sorted(PROFILES_DIR.glob("*.toml")):
+        with path.open("rb") as f:
+            doc = tomllib.load(f)
+        p = _parse_profile(c, path.stem, doc, f"{path.name}")
+        if p is not None:
+            profiles[path.stem] = p
+    if c.errors:
+        raise ConfigErrors(c.errors, str(PROFILES_DIR))
+    return profiles
+
+
+def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Path | None = None) -> NodeConfig:
+    """Validate a parsed TOML document; raise :class:`ConfigErrors` listing every problem."""
+    base_dir = base_dir or Path.cwd()
+    c = _Collector()
+    c.unknown(doc, "", {"node", "peers", "series", "destinations", "rules", "profiles", "workers", "export"})
+    node = _parse_node(c, doc, base_dir)
+
+    peers = []
+    for i, t in enumerate(_parse_list_of_tables(c, doc, "peers")):
+        p = f"peers[{i}]"
+        c.unknown(t, p, {"ae_title", "host"})
+        ae = c.ae(t, "ae_title", p, required=True)
+        host = c.string(t, "host", p, None)
+        if ae:
+            peers.append(Peer(ae, host or None))
+
+    st = c.table(doc, "series")
+    c.unknown(st, "series", {"quiet_seconds", "check_interval_seconds"})
+    series = SeriesSection(
+        quiet_seconds=float(c.number(st, "quiet_seconds", "series", 30.0, minimum=0.1, example="30")),
+        check_interval_seconds=float(c.number(st, "check_interval_seconds", "series", 1.0, minimum=0.05,
+                                              example="1")),
+    )
+
+    dests: list[Destination] = []
+    for i, t in enumerate(_parse_list_of_tables(c, doc, "destinations")):
+        p = f"destinations[{i}]"
+        c.unknown(t, p, {"name", "ae_title", "host", "port", "tls"})
+        name = c.string(t, "name", p, required=True)
+        ae = c.ae(t, "ae_title", p, required=True)
+        host = c.string(t, "host", p, required=True)
+        port = c.number(t, "port", p, None, minimum=1, maximum=65535, integer=True, example="104")
+        if "port" not in t:
+            c.err(f"{p}.port", None, "required; the destination's DICOM port, e.g. 104")
+        if name and any(d.name == name for d in dests):
+            c.err(f"{p}.name", name, "duplicate destination name; names must be unique")
+        if name and ae and host and port:
+            dests.append(Destination(name, ae, host, int(port), c.boolean(t, "tls", p, False)))
+
+    profiles = load_default_profiles()
+    pt = c.table(doc, "profiles")
+    for name, t in pt.items():
+        prof = _parse_profile(c, name, t, f"profiles.{name}")
+        if prof is not None:
+            profiles[name] = prof
+
+    rules: list[Rule] = []
+    dest_names = {d.name for d in dests}
+    for i, t in enumerate(_parse_list_of_tables(c, doc, "rules")):
+        p = f"rules[{i}]"
+        c.unknown(t, p, {"name", "match", "profile", "destinations", "quiet_seconds"})
+        name = c.string(t, "name", p, f"rule{i}") or f"rule{i}"
+        m = t.get("match", {})
+        match: dict[str, MatchValue] = {}
+        if not isinstance(m, dict):
+            c.err(f"{p}.match", m, "a table of DICOM keyword = value, list of values or glob, e.g. { Modality = \"CT\" }")
+        else:
+            from pydicom.datadict import tag_for_keyword
+            for kw, val in m.items():
+                if tag_for_keyword(kw) is None:
+                    c.err(f"{p}.match.{kw}", val, "not a DICOM keyword; use e.g. Modality, BodyPartExamined, SeriesDescription")
+                    continue
+                if isinstance(val, str):
+                    match[kw] = val
+                elif isinstance(val, list) and val and all(isinstance(x, (str, int)) for x in val):
+                    match[kw] = tuple(str(x) for x in val)
+                elif isinstance(val, int) and not isinstance(val, bool):
+                    match[kw] = str(val)
+                else:
+                    c.err(f"{p}.match.{kw}", val, "a string, a glob such as \"CHEST*\", or a list of strings")
+        profile = c.string(t, "profile", p, None)
+        if profile is not None and profile not in profiles:
+            c.err(f"{p}.profile", profile, f"no such profile; define [profiles.{profile}] or use one of {sorted(profiles)}")
+        dl = t.get("destinations", [])
+        if isinstance(dl, str):
+            dl = [dl]
+        if not isinstance(dl, list) or any(not isinstance(x, str) for x in dl):
+            c.err(f"{p}.destinations", dl, "a list of destination names, e.g. [\"PACS\"]")
+            dl = []
+        for j, dn in enumerate(dl):
+            if dn not in dest_names:
+                hint = f"use one of {sorted(dest_names)}" if dest_names else "add a [[destinations]] table with that name"
+                c.err(f"{p}.destinations[{j}]", dn, f"no [[destinations]] named {dn}; {hint}")
+        q = t.get("quiet_seconds")
+        quiet = None
+        if q is not None:
+            quiet = float(c.number(t, "quiet_seconds", p, 30.0, minimum=0.1, example="30"))
+        rules.append(Rule(name=name, match=match, profile=profile, destinations=tuple(dl), quiet_seconds=quiet))
+
+    wt = c.table(doc, "workers")
+    c.unknown(wt, "workers", {"count", "backend", "scheduler", "transfer", "max_attempts", "retry_backoff_seconds",
+                              "lease_seconds"})
+    wd = WorkersSection()
+    backend = c.string(wt, "backend", "workers", wd.backend)
+    if backend not in ("local", "dask"):
+        c.err("workers.backend", backend, "use \"local\" or \"dask\"")
+        backend = wd.backend
+    transfer = c.string(wt, "transfer", "workers", wd.transfer)
+    if transfer not in ("shared", "bytes"):
+        c.err("workers.transfer", transfer, "use \"shared\" or \"bytes\"")
+        transfer = wd.transfer
+    workers = WorkersSection(
+        count=c.number(wt, "count", "workers", wd.count, minimum=1, maximum=256, integer=True, example="2"),
+        backend=backend or "local",
+        scheduler=c.string(wt, "scheduler", "workers", "") or "",
+        transfer=transfer or "shared",
+        max_attempts=c.number(wt, "max_attempts", "workers", wd.max_attempts, minimum=1, integer=True, example="3"),
+        retry_backoff_seconds=c.backoff(wt, "retry_backoff_seconds", "workers", wd.retry_backoff_seconds),
+        lease_seconds=float(c.number(wt, "lease_seconds", "workers", wd.lease_seconds, minimum=1, example="3600")),
+    )
+
+    et = c.table(doc, "export")
+    c.unknown(et, "export", {"max_attempts", "retry_backoff_seconds", "timeout_seconds"})
+    ed = ExportSection()
+    export = ExportSection(
+        max_attempts=c.number(et, "max_attempts", "export", ed.max_attempts, minimum=1, integer=True, example="5"),
+        retry_backoff_seconds=c.backoff(et, "retry_backoff_seconds", "export", ed.retry_backoff_seconds),
+        timeout_seconds=float(c.number(et, "timeout_seconds", "export", ed.timeout_seconds, minimum=1, example="30")),
+    )
+
+    if c.errors:
+        raise ConfigErrors(c.errors, source)
+    return NodeConfig(node=node, peers=tuple(peers), series=series, destinations=tuple(dests), rules=tuple(rules),
+                      profiles=profiles, workers=workers, export=export, source=source)
+
+
+def load_config(path: Path | str | None = None) -> NodeConfig:
+    """Read and validate a config file; ``None`` gives the embedded defaults."""
+    if path is None:
+        return parse_config({}, source="<defaults>")
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigErrors([ConfigError("--config", str(path), "no such file; give the path of a TOML file")],
+                           str(path)) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigErrors([ConfigError("(syntax)", str(path), f"not valid TOML: {e}")], str(path)) from None
+    return parse_config(doc, source=str(path), base_dir=path.resolve().parent)

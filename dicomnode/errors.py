@@ -1,0 +1,89 @@
+"""Exceptions raised by dicomnode.
+
+Every exception says what went wrong and what to do about it.
+
+::
+
+    DicomnodeError
+     +-- ConfigError          a config file or value is invalid (names the key, the value and the fix)
+     +-- SpoolError           an instance could not be stored durably
+     |    +-- SpoolFullError  the disk is full / out of resources (answered with 0xA700)
+     |    +-- InvalidUIDError a UID from the network breaks the UID grammar (never becomes a path)
+     +-- SeriesLoadError      files could not be turned into one volume (names the file and the field)
+     +-- AnalysisError        an analysis step could not run on its input
+     +-- ResultError          a result object (SEG, SR, derived series) could not be built
+     +-- SendError            a C-STORE to a destination failed (refused, timed out, failure status)
+     +-- ModelError           a model file is missing, not ours or of another version
+"""
+
+from __future__ import annotations
+
+
+class DicomnodeError(Exception):
+    """Base class of all dicomnode errors."""
+
+
+class ConfigError(DicomnodeError):
+    """An invalid configuration value.
+
+    Parameters
+    ----------
+    key : str
+        Dotted path of the key, e.g. ``rules[2].destinations``.
+    value : object
+        The offending value (shown with ``repr``).
+    fix : str
+        What is expected instead, phrased as advice.
+    """
+
+    def __init__(self, key: str, value: object, fix: str) -> None:
+        self.key = key
+        self.value = value
+        self.fix = fix
+        super().__init__(f"{key} = {value!r}: {fix}")
+
+
+class ConfigErrors(ConfigError):
+    """Several config errors at once: a file is checked whole and every error is reported."""
+
+    def __init__(self, errors: list[ConfigError], source: str = "") -> None:
+        self.errors = list(errors)
+        self.source = source
+        head = f"{source}: " if source else ""
+        lines = "\n".join(f"  - {e}" for e in self.errors)
+        Exception.__init__(self, f"{head}{len(self.errors)} configuration error(s):\n{lines}")
+        self.key = self.errors[0].key if self.errors else ""
+        self.value = self.errors[0].value if self.errors else None
+        self.fix = self.errors[0].fix if self.errors else ""
+
+
+class SpoolError(DicomnodeError):
+    """An instance could not be stored."""
+
+
+class SpoolFullError(SpoolError):
+    """The disk is full or an I/O error occurred; the sender should keep the instance and retry later."""
+
+
+class InvalidUIDError(SpoolError):
+    """A UID breaks the DICOM UID grammar (digits and dots, at most 64 characters)."""
+
+
+class SeriesLoadError(DicomnodeError):
+    """A series could not be loaded into one volume."""
+
+
+class AnalysisError(DicomnodeError):
+    """An analysis step could not run on its input."""
+
+
+class ResultError(DicomnodeError):
+    """A result object could not be built."""
+
+
+class SendError(DicomnodeError):
+    """A C-STORE to a destination failed."""
+
+
+class ModelError(DicomnodeError):
+    """A model file is missing, was not written by dicomnode, or is of an incompatible version."""

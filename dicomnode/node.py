@@ -1,0 +1,276 @@
+"""The node: wires the stages, starts and stops them, recovers unfinished work on start.
+
+Data flow (see ``docs/architecture.md``)::
+
+    net.scp --(durable file = commit point)--> queue --> index writer (store.db rows; routes new series)
+    series monitor: open series quiet for quiet_seconds --> routing --> jobs row (same transaction)
+    jobs.Dispatcher --> executors (process pool) --> chain.run_chain --> result files
+    --> exports rows --> export.Outbox --> net.scu C-STORE
+
+Recovery on start: instances on disk but missing from the index (the node died between the acknowledgement and the
+index write) are indexed again from the spool; jobs left running go back to pending; exports left sending go back
+to pending; open series resume their quiet period from the index.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from dicomnode.config import NodeConfig
+from dicomnode.executors import Executor, make_executor
+from dicomnode.export.outbox import Outbox
+from dicomnode.io.headers import is_image_storage, read_tags
+from dicomnode.jobs import Dispatcher
+from dicomnode.routing import RouteDecision, quiet_seconds, route
+from dicomnode.store.db import Database, InstanceRecord, SeriesState
+from dicomnode.store.spool import Spool, StoredInstance
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "index.sqlite"
+
+
+def _record(s: StoredInstance) -> InstanceRecord:
+    return InstanceRecord(s.sop_instance_uid, s.series_uid, s.study_uid, s.sop_class_uid, s.modality,
+                          s.transfer_syntax, str(s.path), s.size_bytes, s.calling_ae, s.peer_host, s.received_at)
+
+
+def open_database(config: NodeConfig) -> Database:
+    return Database(Path(config.node.data_dir) / DB_NAME)
+
+
+class Node:
+    """A running node. ``start()`` returns once it accepts associations; ``stop()`` shuts down cleanly."""
+
+    def __init__(self, config: NodeConfig, *, executor: Executor | None = None) -> None:
+        self._config = config
+        self.data_dir = Path(config.node.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.db = open_database(config)
+        self.spool = Spool(self.data_dir / "instances")
+        self._inbox: "queue.Queue[StoredInstance]" = queue.Queue()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._executor = executor
+        self.scp = None
+        self.dispatcher: Dispatcher | None = None
+        self.outbox: Outbox | None = None
+        self._config_lock = threading.Lock()
+
+    # -- configuration ----------------------------------------------------------------------------------------
+    @property
+    def config(self) -> NodeConfig:
+        with self._config_lock:
+            return self._config
+
+    def replace_config(self, config: NodeConfig) -> None:
+        """Swap rules, peers, destinations and profiles (SIGHUP). Network and storage settings need a restart."""
+        with self._config_lock:
+            old = self._config
+            self._config = config
+        if self.scp is not None and hasattr(self.scp, "set_peers"):
+            from dicomnode.net.scp import PeerRule
+            self.scp.set_peers([PeerRule(p.ae_title, p.host) for p in config.peers])
+        if (old.node.port, old.node.bind, old.node.data_dir) != (config.node.port, config.node.bind,
+                                                                 config.node.data_dir):
+            log.warning("node.port, node.bind and node.data_dir changes take effect after a restart")
+
+    # -- life cycle -------------------------------------------------------------------------------------------
+    def recover(self) -> dict[str, int]:
+        """Bring the index in line with the disk and requeue unfinished work."""
+        now = time.time()
+        clean = self.db.get_meta("clean_shutdown") == "1"
+        self.db.set_meta("clean_shutdown", "0")
+        reindexed = 0
+        if not clean:
+            known = self.db.known_instance_paths()
+            missing = [s for s in self.spool.scan() if str(s.path) not in known]
+            if missing:
+                self._index(missing)
+                reindexed = len(missing)
+        jobs = self.db.release_running_jobs(now=now)
+        exports = self.db.release_sending_exports(now)
+        summary = {"reindexed_instances": reindexed, "requeued_jobs": len(jobs), "requeued_exports": len(exports),
+                   "open_series": len(self.db.list_series(SeriesState.OPEN))}
+        log.info("recovered", extra={**summary, "clean_shutdown": clean})
+        return summary
+
+    def start(self) -> None:
+        from dicomnode.net.scp import PeerRule, StorageSCP
+
+        cfg = self.config
+        self.recover()
+        executor = self._executor or make_executor(cfg.workers.backend, cfg.workers.count, cfg.workers.scheduler)
+        self.outbox = Outbox(self.db, lambda: self.config)
+        self.dispatcher = Dispatcher(self.db, lambda: self.config, executor, on_done=self.outbox.wake)
+        for name, target in (("indexer", self._index_loop), ("series-monitor", self._monitor_loop)):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        self.dispatcher.start()
+        self.outbox.start()
+        ssl_context = None
+        if cfg.node.tls.enabled:
+            from dicomnode.net.tls import server_context
+            ssl_context = server_context(cfg.node.tls)
+        self.scp = StorageSCP(ae_title=cfg.node.ae_title, bind=cfg.node.bind, port=cfg.node.port, spool=self.spool,
+                              sink=self._inbox.put, peers=[PeerRule(p.ae_title, p.host) for p in cfg.peers],
+                              max_pdu_bytes=cfg.node.max_pdu_bytes, ssl_context=ssl_context, admit=self._admit)
+        self.scp.start()
+        log.info("node started", extra={"ae_title": cfg.node.ae_title, "bind": cfg.node.bind, "port": self.scp.port,
+                                        "data_dir": str(self.data_dir), "workers": executor.capacity})
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Stop accepting, finish the stores in flight, index them, stop the workers (the queue stays)."""
+        if self.scp is not None:
+            self.scp.stop(timeout_s)
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout_s)
+        self._drain()
+        if self.dispatcher is not None:
+            self.dispatcher.stop(timeout_s)
+        if self.outbox is not None:
+            self.outbox.stop(timeout_s)
+        self.db.set_meta("clean_shutdown", "1")
+        log.info("node stopped")
+
+    @property
+    def port(self) -> int:
+        return self.scp.port if self.scp is not None else self.config.node.port
+
+    # -- admission --------------------------------------------------------------------------------------------
+    def _admit(self) -> str | None:
+        min_mb = self.config.node.min_free_disk_mb
+        if min_mb <= 0:
+            return None
+        free_mb = shutil.disk_usage(self.data_dir).free / 2**20
+        if free_mb < min_mb:
+            return f"free disk space {free_mb:.0f} MB is below node.min_free_disk_mb = {min_mb}"
+        return None
+
+    # -- index writer -----------------------------------------------------------------------------------------
+    def _index_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                first = self._inbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            batch = [first]
+            deadline = time.monotonic() + 0.05
+            while len(batch) < 1000 and time.monotonic() < deadline:
+                try:
+                    batch.append(self._inbox.get(timeout=max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
+            try:
+                self._index(batch)
+            except Exception:  # noqa: BLE001 - files are on disk; recovery on start indexes them
+                log.exception("indexing %d instances failed; they will be indexed again at the next start",
+                              len(batch))
+
+    def _drain(self) -> None:
+        batch = []
+        while True:
+            try:
+                batch.append(self._inbox.get_nowait())
+            except queue.Empty:
+                break
+        if batch:
+            self._index(batch)
+
+    def _index(self, stored: list[StoredInstance]) -> None:
+        fresh = [s for s in stored if not s.duplicate]
+        if not fresh:
+            return
+        new_series: dict[str, tuple[str | None, float | None]] = {}
+        for s in fresh:
+            if s.series_uid in new_series or self.db.get_series(s.series_uid) is not None:
+                continue
+            decision = self._route(str(s.path), s.sop_class_uid)
+            new_series[s.series_uid] = (decision.rule.name if decision.rule else None,
+                                        quiet_seconds(self.config, decision))
+        added, reopened = self.db.add_instances([_record(s) for s in fresh], new_series)
+        for uid in reopened:
+            log.info("series reopened: instances arrived after completion", extra={"series_uid": uid})
+        for uid in new_series:
+            log.info("series opened", extra={"series_uid": uid})
+
+    def _route(self, path: str, sop_class_uid: str) -> RouteDecision:
+        tags = read_tags(path)
+        return route(self.config, tags, is_image=is_image_storage(tags.get("SOPClassUID", sop_class_uid)))
+
+    # -- series completion ------------------------------------------------------------------------------------
+    def _monitor_loop(self) -> None:
+        while not self._stop.wait(self.config.series.check_interval_seconds):
+            try:
+                self.complete_due(time.time())
+            except Exception:  # noqa: BLE001
+                log.exception("series completion pass failed")
+
+    def complete_due(self, now: float) -> list[int]:
+        """Close every open series that has been quiet long enough; queue a job where a rule says so."""
+        job_ids = []
+        cfg = self.config
+        for s in self.db.open_series_quiet_since(now, cfg.series.quiet_seconds):
+            paths = self.db.instance_paths(s.series_uid)
+            if not paths:
+                continue
+            decision = self._route(paths[0], s.sop_class_uid)
+            if decision.runs_job:
+                assert decision.profile is not None and decision.rule is not None
+                job_id = self.db.complete_series(s.series_uid, SeriesState.COMPLETE, now,
+                                                 expected_last=s.last_received_at, note=decision.reason,
+                                                 job=(decision.rule.name, decision.profile.name,
+                                                      decision.destinations))
+                if job_id is not None:
+                    job_ids.append(job_id)
+                    self.db.audit("series complete", series_uid=s.series_uid,
+                                  detail={"instances": s.instance_count, "rule": decision.rule.name,
+                                          "profile": decision.profile.name, "job_id": job_id,
+                                          "calling_ae": s.calling_ae})
+                    log.info("series complete", extra={"series_uid": s.series_uid, "instances": s.instance_count,
+                                                       "trigger": "quiet", "rule": decision.rule.name,
+                                                       "profile": decision.profile.name, "job_id": job_id})
+            else:
+                state = SeriesState.UNROUTED if decision.reason == "no rule matched" else SeriesState.IGNORED
+                self.db.complete_series(s.series_uid, state, now, expected_last=s.last_received_at,
+                                        note=decision.reason)
+                log.info("series complete, no job", extra={"series_uid": s.series_uid, "reason": decision.reason,
+                                                           "instances": s.instance_count})
+        if job_ids and self.dispatcher is not None:
+            self.dispatcher.wake()
+        return job_ids
+
+
+def run_forever(config: NodeConfig, *, reload: Callable[[], NodeConfig] | None = None) -> int:
+    """``dicomnode serve``: start, wait for SIGTERM/SIGINT (stop) or SIGHUP (reload), stop cleanly."""
+    import signal
+
+    node = Node(config)
+    stop = threading.Event()
+    hup = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if reload is not None:
+        signal.signal(signal.SIGHUP, lambda *_: hup.set())
+    node.start()
+    try:
+        while not stop.is_set():
+            stop.wait(0.5)
+            if hup.is_set():
+                hup.clear()
+                try:
+                    node.replace_config(reload())  # type: ignore[misc]
+                    log.info("configuration reloaded")
+                except Exception as e:  # noqa: BLE001 - keep the old config
+                    log.error("configuration reload refused; keeping the running configuration: %s", e)
+    finally:
+        node.stop()
+    return 0

@@ -1,0 +1,56 @@
+"""Routing: which rule applies to a complete series, and so which profile runs and where results go.
+
+Rules are tried in the order of the config file and **the first matching rule applies** (like a mail filter);
+list several destinations in one rule to send one result to many places. With no ``[[rules]]`` at all (the embedded
+defaults), every image series is processed with its modality's default profile and the results stay in the data
+folder. With rules and no match, the series is kept and logged, and no job runs.
+
+Objects that are not images (SEG, SR, RT, presentation states...) and objects this node made itself (their Series
+Instance UID starts with the node's UID root) never start a job, so a PACS that routes everything back cannot make
+a loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from dicomnode.config import NodeConfig, Profile, Rule
+
+DEFAULT_RULE = "(default)"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    rule: Rule | None
+    profile: Profile | None
+    destinations: tuple[str, ...]
+    reason: str           # why there is no job, or which rule matched
+
+    @property
+    def runs_job(self) -> bool:
+        return self.profile is not None
+
+
+def route(config: NodeConfig, tags: Mapping[str, str], *, is_image: bool) -> RouteDecision:
+    """Decide for one series from its header tags (keyword -> string) and whether it holds images."""
+    series_uid = tags.get("SeriesInstanceUID", "")
+    if series_uid.startswith(config.node.uid_root):
+        return RouteDecision(None, None, (), "made by this node (UID root): never processed again")
+    if not is_image:
+        return RouteDecision(None, None, (), f"not an image series (SOP class {tags.get('SOPClassUID', '?')})")
+    modality = tags.get("Modality", "")
+    if not config.rules:
+        return RouteDecision(Rule(DEFAULT_RULE, {}), config.profile_for(None, modality), (),
+                             f"no rules configured: default profile for modality {modality or '?'}")
+    for rule in config.rules:
+        if rule.matches(tags):
+            return RouteDecision(rule, config.profile_for(rule.profile, modality), rule.destinations,
+                                 f"rule {rule.name}")
+    return RouteDecision(None, None, (), "no rule matched")
+
+
+def quiet_seconds(config: NodeConfig, decision: RouteDecision) -> float:
+    if decision.rule is not None and decision.rule.quiet_seconds is not None:
+        return decision.rule.quiet_seconds
+    return config.series.quiet_seconds

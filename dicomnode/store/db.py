@@ -1,0 +1,585 @@
+"""The SQLite (WAL) index: instances, series, jobs, exports, audit. The only module that speaks SQL.
+
+Files on disk are content; this index says what they are. The spool's renamed file is the commit point of a
+received instance (see :mod:`dicomnode.store.spool`); the index row follows off the hot path and is rebuilt from the
+spool on start (:meth:`Database.known_instance_paths` + ``Spool.scan``), so the index may run with
+``synchronous=NORMAL``.
+
+Every state change that matters is one transaction here and one log line in the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS instances (
+    sop_instance_uid TEXT PRIMARY KEY,
+    series_uid TEXT NOT NULL,
+    study_uid TEXT NOT NULL,
+    sop_class_uid TEXT NOT NULL,
+    modality TEXT NOT NULL DEFAULT '',
+    transfer_syntax TEXT NOT NULL DEFAULT '',
+    path TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL DEFAULT 0,
+    calling_ae TEXT NOT NULL DEFAULT '',
+    peer_host TEXT NOT NULL DEFAULT '',
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_series ON instances(series_uid);
+CREATE TABLE IF NOT EXISTS series (
+    series_uid TEXT PRIMARY KEY,
+    study_uid TEXT NOT NULL,
+    modality TEXT NOT NULL DEFAULT '',
+    sop_class_uid TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL,
+    generation INTEGER NOT NULL DEFAULT 0,
+    instance_count INTEGER NOT NULL DEFAULT 0,
+    first_received_at REAL NOT NULL,
+    last_received_at REAL NOT NULL,
+    completed_at REAL,
+    rule TEXT,
+    quiet_seconds REAL,
+    calling_ae TEXT NOT NULL DEFAULT '',
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS series_state ON series(state);
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    series_uid TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    rule TEXT NOT NULL DEFAULT '',
+    profile TEXT NOT NULL,
+    destinations TEXT NOT NULL DEFAULT '[]',
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    worker TEXT,
+    lease_until REAL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    seconds REAL,
+    error TEXT,
+    traceback TEXT,
+    result_dir TEXT,
+    results TEXT NOT NULL DEFAULT '[]',
+    UNIQUE(series_uid, generation, profile)
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, not_before);
+CREATE TABLE IF NOT EXISTS exports (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id INTEGER,
+    series_uid TEXT NOT NULL DEFAULT '',
+    destination TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sop_instance_uid TEXT NOT NULL,
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_at REAL NOT NULL,
+    sent_at REAL,
+    UNIQUE(destination, sop_instance_uid)
+);
+CREATE INDEX IF NOT EXISTS exports_state ON exports(state, not_before);
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    event TEXT NOT NULL,
+    actor TEXT NOT NULL DEFAULT '',
+    series_uid TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
+"""
+
+
+class SeriesState(str, Enum):
+    OPEN = "open"            # instances still arriving (or the quiet period has not passed)
+    COMPLETE = "complete"    # quiet period passed; a job was queued
+    UNROUTED = "unrouted"    # complete, but no rule matched: kept, no job
+    IGNORED = "ignored"      # complete, not an image series (SEG, SR, RT, PR...) or made by this node: no job
+
+
+class JobState(str, Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+JOB_TRANSITIONS: dict[JobState, set[JobState]] = {
+    JobState.PENDING: {JobState.RUNNING},
+    JobState.RUNNING: {JobState.DONE, JobState.FAILED, JobState.PENDING},  # -> PENDING: retry, or lease lost
+    JobState.FAILED: {JobState.PENDING},                                   # -> PENDING: operator retry
+    JobState.DONE: {JobState.PENDING},                                     # -> PENDING: operator re-run
+}
+
+
+class ExportState(str, Enum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    DEAD = "dead"            # dead letter: every attempt failed; listed and requeueable
+
+
+EXPORT_TRANSITIONS: dict[ExportState, set[ExportState]] = {
+    ExportState.PENDING: {ExportState.SENDING},
+    ExportState.SENDING: {ExportState.SENT, ExportState.PENDING, ExportState.DEAD},
+    ExportState.DEAD: {ExportState.PENDING},
+    ExportState.SENT: set(),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesRow:
+    series_uid: str
+    study_uid: str
+    modality: str
+    sop_class_uid: str
+    state: SeriesState
+    generation: int
+    instance_count: int
+    first_received_at: float
+    last_received_at: float
+    completed_at: float | None
+    rule: str | None
+    quiet_seconds: float | None
+    calling_ae: str
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    id: int
+    series_uid: str
+    generation: int
+    rule: str
+    profile: str
+    destinations: tuple[str, ...]
+    state: JobState
+    attempts: int
+    not_before: float
+    worker: str | None
+    lease_until: float | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    seconds: float | None
+    error: str | None
+    traceback: str | None
+    result_dir: str | None
+    results: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRow:
+    id: int
+    job_id: int | None
+    series_uid: str
+    destination: str
+    path: str
+    sop_instance_uid: str
+    state: ExportState
+    attempts: int
+    not_before: float
+    last_error: str | None
+    created_at: float
+    sent_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """What the index keeps of one stored instance (mirrors ``spool.StoredInstance``)."""
+
+    sop_instance_uid: str
+    series_uid: str
+    study_uid: str
+    sop_class_uid: str
+    modality: str
+    transfer_syntax: str
+    path: str
+    size_bytes: int
+    calling_ae: str
+    peer_host: str
+    received_at: float
+
+
+class IllegalTransition(RuntimeError):
+    pass
+
+
+def _series(r: sqlite3.Row) -> SeriesRow:
+    d = dict(r)
+    d["state"] = SeriesState(d["state"])
+    return SeriesRow(**d)
+
+
+def _job(r: sqlite3.Row) -> JobRow:
+    d = dict(r)
+    d["state"] = JobState(d["state"])
+    d["destinations"] = tuple(json.loads(d["destinations"]))
+    d["results"] = tuple(json.loads(d["results"]))
+    return JobRow(**d)
+
+
+def _export(r: sqlite3.Row) -> ExportRow:
+    d = dict(r)
+    d["state"] = ExportState(d["state"])
+    return ExportRow(**d)
+
+
+class Database:
+    """Thread-safe access to the index: one connection per thread, WAL, busy timeout."""
+
+    def __init__(self, path: Path | str, *, timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._timeout_s = timeout_s
+        self._local = threading.local()
+        conn = self._conn()
+        conn.executescript(_SCHEMA)
+        conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    # -- connections and transactions ------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        c = getattr(self._local, "conn", None)
+        if c is None:
+            c = sqlite3.connect(self.path, timeout=self._timeout_s, isolation_level=None, check_same_thread=False)
+            c.row_factory = sqlite3.Row
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute("PRAGMA synchronous=NORMAL")
+            c.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = c
+        return c
+
+    @contextmanager
+    def immediate(self) -> Iterator[Any]:
+        """BEGIN IMMEDIATE ... COMMIT: one state change, one transaction."""
+        c = self._conn()
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            yield c
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        else:
+            c.execute("COMMIT")
+
+    def close(self) -> None:
+        c = getattr(self._local, "conn", None)
+        if c is not None:
+            c.close()
+            self._local.conn = None
+
+    def _all(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        return self._conn().execute(sql, args).fetchall()
+
+    def _one(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Row | None:
+        return self._conn().execute(sql, args).fetchone()
+
+    # -- meta ------------------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        r = self._one("SELECT value FROM meta WHERE key = ?", (key,))
+        return None if r is None else r["value"]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.immediate() as tx:
+            tx.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                       (key, value))
+
+    # -- instances and series ----------------------------------------------------------------------------------
+    def add_instances(self, records: Iterable[InstanceRecord],
+                      new_series: dict[str, tuple[str | None, float | None]] | None = None
+                      ) -> tuple[int, set[str]]:
+        """Index stored instances in one transaction.
+
+        New instances open (or re-open) their series and move its quiet-period clock. ``new_series`` gives, for
+        series the caller routed already, (rule name, quiet seconds). Returns (number of new instances, series
+        UIDs that were re-opened after completion).
+        """
+        added = 0
+        reopened: set[str] = set()
+        with self.immediate() as tx:
+            for r in records:
+                cur = tx.execute(
+                    "INSERT OR IGNORE INTO instances(sop_instance_uid, series_uid, study_uid, sop_class_uid, modality,"
+                    " transfer_syntax, path, size_bytes, calling_ae, peer_host, received_at)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (r.sop_instance_uid, r.series_uid, r.study_uid, r.sop_class_uid, r.modality, r.transfer_syntax,
+                     r.path, r.size_bytes, r.calling_ae, r.peer_host, r.received_at))
+                if cur.rowcount == 0:
+                    continue
+                added += 1
+                row = tx.execute("SELECT state FROM series WHERE series_uid = ?", (r.series_uid,)).fetchone()
+                if row is None:
+                    rule, quiet = (new_series or {}).get(r.series_uid, (None, None))
+                    tx.execute(
+                        "INSERT INTO series(series_uid, study_uid, modality, sop_class_uid, state, generation,"
+                        " instance_count, first_received_at, last_received_at, rule, quiet_seconds, calling_ae)"
+                        " VALUES (?,?,?,?,?,0,1,?,?,?,?,?)",
+                        (r.series_uid, r.study_uid, r.modality, r.sop_class_uid, SeriesState.OPEN.value,
+                         r.received_at, r.received_at, rule, quiet, r.calling_ae))
+                else:
+                    if row["state"] != SeriesState.OPEN.value:
+                        reopened.add(r.series_uid)
+                    tx.execute(
+                        "UPDATE series SET instance_count = instance_count + 1, state = ?,"
+                        " last_received_at = MAX(last_received_at, ?) WHERE series_uid = ?",
+                        (SeriesState.OPEN.value, r.received_at, r.series_uid))
+        return added, reopened
+
+    def set_series_routing(self, series_uid: str, rule: str | None, quiet_seconds: float | None) -> None:
+        with self.immediate() as tx:
+            tx.execute("UPDATE series SET rule = ?, quiet_seconds = ? WHERE series_uid = ?",
+                       (rule, quiet_seconds, series_uid))
+
+    def known_instance_paths(self) -> set[str]:
+        return {r["path"] for r in self._all("SELECT path FROM instances")}
+
+    def count_instances(self, series_uid: str | None = None) -> int:
+        if series_uid is None:
+            return int(self._one("SELECT COUNT(*) AS n FROM instances")["n"])
+        return int(self._one("SELECT COUNT(*) AS n FROM instances WHERE series_uid = ?", (series_uid,))["n"])
+
+    def instance_paths(self, series_uid: str) -> list[str]:
+        return [r["path"] for r in self._all("SELECT path FROM instances WHERE series_uid = ? ORDER BY path",
+                                             (series_uid,))]
+
+    def instance_uids(self, series_uid: str) -> list[str]:
+        return [r["sop_instance_uid"] for r in
+                self._all("SELECT sop_instance_uid FROM instances WHERE series_uid = ? ORDER BY sop_instance_uid",
+                          (series_uid,))]
+
+    def get_series(self, series_uid: str) -> SeriesRow | None:
+        r = self._one("SELECT * FROM series WHERE series_uid = ?", (series_uid,))
+        return None if r is None else _series(r)
+
+    def list_series(self, state: SeriesState | None = None, limit: int = 1000) -> list[SeriesRow]:
+        if state is None:
+            rows = self._all("SELECT * FROM series ORDER BY last_received_at DESC LIMIT ?", (limit,))
+        else:
+            rows = self._all("SELECT * FROM series WHERE state = ? ORDER BY last_received_at DESC LIMIT ?",
+                             (state.value, limit))
+        return [_series(r) for r in rows]
+
+    def open_series_quiet_since(self, now: float, default_quiet_s: float) -> list[SeriesRow]:
+        """Open series whose last instance is older than their quiet period."""
+        rows = self._all(
+            "SELECT * FROM series WHERE state = ? AND last_received_at <= ? - COALESCE(quiet_seconds, ?)",
+            (SeriesState.OPEN.value, now, default_quiet_s))
+        return [_series(r) for r in rows]
+
+    def complete_series(self, series_uid: str, state: SeriesState, now: float, *, expected_last: float,
+                        note: str = "", job: tuple[str, str, Sequence[str]] | None = None) -> int | None:
+        """Close an open series (and queue its job, atomically). Returns the job id, if one was queued.
+
+        Does nothing (returns None) when an instance arrived after ``expected_last``: the series stays open.
+        ``job`` is (rule, profile, destinations).
+        """
+        with self.immediate() as tx:
+            r = tx.execute("SELECT state, generation, last_received_at FROM series WHERE series_uid = ?",
+                           (series_uid,)).fetchone()
+            if r is None or r["state"] != SeriesState.OPEN.value or r["last_received_at"] > expected_last:
+                return None
+            gen = r["generation"] + 1
+            tx.execute("UPDATE series SET state = ?, generation = ?, completed_at = ?, note = ? WHERE series_uid = ?",
+                       (state.value, gen, now, note, series_uid))
+            if job is None:
+                return None
+            rule, profile, dests = job
+            cur = tx.execute(
+                "INSERT OR IGNORE INTO jobs(series_uid, generation, rule, profile, destinations, state, created_at)"
+                " VALUES (?,?,?,?,?,?,?)",
+                (series_uid, gen, rule, profile, json.dumps(list(dests)), JobState.PENDING.value, now))
+            return int(cur.lastrowid) if cur.rowcount else None
+
+    # -- jobs -------------------------------------------------------------------------------------------------
+    def get_job(self, job_id: int) -> JobRow | None:
+        r = self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return None if r is None else _job(r)
+
+    def list_jobs(self, state: JobState | None = None, limit: int = 1000) -> list[JobRow]:
+        if state is None:
+            rows = self._all("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._all("SELECT * FROM jobs WHERE state = ? ORDER BY id DESC LIMIT ?", (state.value, limit))
+        return [_job(r) for r in rows]
+
+    def count_jobs(self) -> dict[str, int]:
+        return {r["state"]: r["n"] for r in self._all("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")}
+
+    def claim_job(self, worker: str, lease_seconds: float, now: float) -> JobRow | None:
+        with self.immediate() as tx:
+            r = tx.execute("SELECT id FROM jobs WHERE state = ? AND not_before <= ? ORDER BY not_before, id LIMIT 1",
+                           (JobState.PENDING.value, now)).fetchone()
+            if r is None:
+                return None
+            tx.execute("UPDATE jobs SET state = ?, worker = ?, lease_until = ?, started_at = ?,"
+                       " attempts = attempts + 1 WHERE id = ?",
+                       (JobState.RUNNING.value, worker, now + lease_seconds, now, r["id"]))
+            row = tx.execute("SELECT * FROM jobs WHERE id = ?", (r["id"],)).fetchone()
+        return _job(row)
+
+    def _transition_job(self, tx: sqlite3.Connection, job_id: int, to: JobState) -> sqlite3.Row:
+        r = tx.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if r is None:
+            raise KeyError(f"no job {job_id}")
+        frm = JobState(r["state"])
+        if to not in JOB_TRANSITIONS[frm]:
+            raise IllegalTransition(f"job {job_id}: {frm.value} -> {to.value} is not allowed")
+        return r
+
+    def finish_job(self, job_id: int, now: float, *, result_dir: str, results: Sequence[str], seconds: float,
+                   exports: Sequence[tuple[str, str, str]]) -> list[int]:
+        """RUNNING -> DONE and queue its exports (destination, path, sop_instance_uid) in one transaction.
+
+        An export whose (destination, SOP instance UID) was queued or sent before is not queued again: results
+        have deterministic UIDs, so "already sent" means done. Returns the new export ids.
+        """
+        ids: list[int] = []
+        with self.immediate() as tx:
+            job = self._transition_job(tx, job_id, JobState.DONE)
+            tx.execute("UPDATE jobs SET state = ?, finished_at = ?, seconds = ?, result_dir = ?, results = ?,"
+                       " error = NULL, traceback = NULL, lease_until = NULL WHERE id = ?",
+                       (JobState.DONE.value, now, seconds, result_dir, json.dumps(list(results)), job_id))
+            for dest, path, sop in exports:
+                cur = tx.execute(
+                    "INSERT INTO exports(job_id, series_uid, destination, path, sop_instance_uid, state, created_at)"
+                    " VALUES (?,?,?,?,?,?,?) ON CONFLICT(destination, sop_instance_uid) DO UPDATE SET"
+                    " path = excluded.path, job_id = excluded.job_id,"
+                    " state = CASE WHEN exports.state = 'dead' THEN 'pending' ELSE exports.state END,"
+                    " attempts = CASE WHEN exports.state = 'dead' THEN 0 ELSE exports.attempts END"
+                    " WHERE exports.state != 'sent'",
+                    (job_id, job["series_uid"], dest, path, sop, ExportState.PENDING.value, now))
+                if cur.rowcount and cur.lastrowid:
+                    ids.append(int(cur.lastrowid))
+        return ids
+
+    def fail_job(self, job_id: int, now: float, *, error: str, traceback: str, retry_at: float | None) -> JobState:
+        """RUNNING -> PENDING (retry at ``retry_at``) or -> FAILED (``retry_at`` None), keeping the traceback."""
+        to = JobState.PENDING if retry_at is not None else JobState.FAILED
+        with self.immediate() as tx:
+            self._transition_job(tx, job_id, to)
+            tx.execute("UPDATE jobs SET state = ?, finished_at = ?, error = ?, traceback = ?, not_before = ?,"
+                       " lease_until = NULL WHERE id = ?",
+                       (to.value, now, error, traceback, retry_at if retry_at is not None else 0, job_id))
+        return to
+
+    def requeue_job(self, job_id: int, now: float, *, reset_attempts: bool = True) -> None:
+        """FAILED or DONE -> PENDING (operator's retry)."""
+        with self.immediate() as tx:
+            self._transition_job(tx, job_id, JobState.PENDING)
+            tx.execute("UPDATE jobs SET state = ?, not_before = ?, attempts = CASE WHEN ? THEN 0 ELSE attempts END"
+                       " WHERE id = ?", (JobState.PENDING.value, now, int(reset_attempts), job_id))
+
+    def release_running_jobs(self, *, now: float, only_expired: bool = False) -> list[int]:
+        """RUNNING -> PENDING for jobs whose worker is gone (all of them at start-up, or those past their lease)."""
+        with self.immediate() as tx:
+            if only_expired:
+                rows = tx.execute("SELECT id FROM jobs WHERE state = ? AND lease_until < ?",
+                                  (JobState.RUNNING.value, now)).fetchall()
+            else:
+                rows = tx.execute("SELECT id FROM jobs WHERE state = ?", (JobState.RUNNING.value,)).fetchall()
+            ids = [r["id"] for r in rows]
+            for i in ids:
+                tx.execute("UPDATE jobs SET state = ?, worker = NULL, lease_until = NULL, not_before = ? WHERE id = ?",
+                           (JobState.PENDING.value, now, i))
+        return ids
+
+    # -- exports ----------------------------------------------------------------------------------------------
+    def claim_export(self, now: float) -> ExportRow | None:
+        with self.immediate() as tx:
+            r = tx.execute("SELECT id FROM exports WHERE state = ? AND not_before <= ? ORDER BY not_before, id LIMIT 1",
+                           (ExportState.PENDING.value, now)).fetchone()
+            if r is None:
+                return None
+            tx.execute("UPDATE exports SET state = ?, attempts = attempts + 1 WHERE id = ?",
+                       (ExportState.SENDING.value, r["id"]))
+            row = tx.execute("SELECT * FROM exports WHERE id = ?", (r["id"],)).fetchone()
+        return _export(row)
+
+    def claim_exports_for(self, destination: str, now: float, limit: int) -> list[ExportRow]:
+        """Claim up to ``limit`` more due exports of one destination (to share one association)."""
+        if limit <= 0:
+            return []
+        with self.immediate() as tx:
+            ids = [r["id"] for r in tx.execute(
+                "SELECT id FROM exports WHERE state = ? AND destination = ? AND not_before <= ? ORDER BY id LIMIT ?",
+                (ExportState.PENDING.value, destination, now, limit)).fetchall()]
+            for i in ids:
+                tx.execute("UPDATE exports SET state = ?, attempts = attempts + 1 WHERE id = ?",
+                           (ExportState.SENDING.value, i))
+            rows = [tx.execute("SELECT * FROM exports WHERE id = ?", (i,)).fetchone() for i in ids]
+        return [_export(r) for r in rows]
+
+    def _transition_export(self, tx: sqlite3.Connection, export_id: int, to: ExportState) -> None:
+        r = tx.execute("SELECT state FROM exports WHERE id = ?", (export_id,)).fetchone()
+        if r is None:
+            raise KeyError(f"no export {export_id}")
+        frm = ExportState(r["state"])
+        if to not in EXPORT_TRANSITIONS[frm]:
+            raise IllegalTransition(f"export {export_id}: {frm.value} -> {to.value} is not allowed")
+
+    def export_sent(self, export_id: int, now: float) -> None:
+        with self.immediate() as tx:
+            self._transition_export(tx, export_id, ExportState.SENT)
+            tx.execute("UPDATE exports SET state = ?, sent_at = ?, last_error = NULL WHERE id = ?",
+                       (ExportState.SENT.value, now, export_id))
+
+    def export_failed(self, export_id: int, now: float, *, error: str, retry_at: float | None) -> ExportState:
+        to = ExportState.PENDING if retry_at is not None else ExportState.DEAD
+        with self.immediate() as tx:
+            self._transition_export(tx, export_id, to)
+            tx.execute("UPDATE exports SET state = ?, last_error = ?, not_before = ? WHERE id = ?",
+                       (to.value, error, retry_at if retry_at is not None else 0, export_id))
+        return to
+
+    def requeue_export(self, export_id: int, now: float) -> None:
+        with self.immediate() as tx:
+            self._transition_export(tx, export_id, ExportState.PENDING)
+            tx.execute("UPDATE exports SET state = ?, attempts = 0, not_before = ? WHERE id = ?",
+                       (ExportState.PENDING.value, now, export_id))
+
+    def release_sending_exports(self, now: float) -> list[int]:
+        with self.immediate() as tx:
+            ids = [r["id"] for r in tx.execute("SELECT id FROM exports WHERE state = ?",
+                                               (ExportState.SENDING.value,)).fetchall()]
+            for i in ids:
+                tx.execute("UPDATE exports SET state = ?, not_before = ? WHERE id = ?",
+                           (ExportState.PENDING.value, now, i))
+        return ids
+
+    def list_exports(self, state: ExportState | None = None, limit: int = 1000) -> list[ExportRow]:
+        if state is None:
+            rows = self._all("SELECT * FROM exports ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._all("SELECT * FROM exports WHERE state = ? ORDER BY id DESC LIMIT ?", (state.value, limit))
+        return [_export(r) for r in rows]
+
+    def count_exports(self) -> dict[str, int]:
+        return {r["state"]: r["n"] for r in self._all("SELECT state, COUNT(*) AS n FROM exports GROUP BY state")}
+
+    # -- audit ------------------------------------------------------------------------------------------------
+    def audit(self, event: str, *, actor: str = "", series_uid: str = "", detail: dict[str, Any] | None = None,
+              now: float | None = None) -> None:
+        with self.immediate() as tx:
+            tx.execute("INSERT INTO audit(at, event, actor, series_uid, detail) VALUES (?,?,?,?,?)",
+                       (time.time() if now is None else now, event, actor, series_uid,
+                        json.dumps(detail or {}, sort_keys=True)))
+
+    def list_audit(self, since: float = 0.0, limit: int = 10000) -> list[dict[str, Any]]:
+        rows = self._all("SELECT * FROM audit WHERE at >= ? ORDER BY id LIMIT ?", (since, limit))
+        return [dict(r) | {"detail": json.loads(r["detail"])} for r in rows]

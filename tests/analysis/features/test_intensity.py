@@ -1,0 +1,106 @@
+"""Intensity statistics and local intensity peaks on hand-computed arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dicomnode.analysis.features.intensity import (
+    PEAK_RADIUS_MM,
+    local_intensity_features,
+    sphere_mean,
+    statistics_features,
+)
+
+
+def _stats(values) -> dict[str, float]:
+    return {f.feature: f.value for f in statistics_features(np.asarray(values))}
+
+
+def test_statistics_by_hand() -> None:
+    f = _stats([1.0, 2.0, 3.0, 4.0, 10.0])
+    assert len(f) == 18
+    assert f["mean"] == 4.0
+    assert f["variance"] == pytest.approx((9 + 4 + 1 + 0 + 36) / 5)  # no bias correction
+    assert f["median"] == 3.0 and f["minimum"] == 1.0 and f["maximum"] == 10.0 and f["range"] == 9.0
+    assert f["interquartile range"] == pytest.approx(4.0 - 2.0)
+    assert f["mean absolute deviation"] == pytest.approx((3 + 2 + 1 + 0 + 6) / 5)
+    assert f["median absolute deviation"] == pytest.approx((2 + 1 + 0 + 1 + 7) / 5)
+    assert f["energy"] == pytest.approx(1 + 4 + 9 + 16 + 100)
+    assert f["root mean square"] == pytest.approx(np.sqrt(130 / 5))
+    assert f["coefficient of variation"] == pytest.approx(np.sqrt(f["variance"]) / 4.0)
+    assert f["quartile coefficient of dispersion"] == pytest.approx(2.0 / 6.0)
+    # P10 = 1.4, P90 = 7.6: the robust set is {2, 3, 4}, mean 3, deviations 1, 0, 1.
+    assert f["robust mean absolute deviation"] == pytest.approx(2 / 3)
+
+
+def test_skewness_kurtosis_match_scipy() -> None:
+    from scipy import stats
+
+    x = np.random.default_rng(0).gamma(2.0, size=1000)
+    f = _stats(x)
+    assert f["skewness"] == pytest.approx(stats.skew(x))
+    assert f["(excess) kurtosis"] == pytest.approx(stats.kurtosis(x))  # Fisher (excess), biased
+
+
+def test_constant_values() -> None:
+    f = _stats([5.0] * 4)
+    assert f["variance"] == 0 and f["skewness"] == 0 and f["(excess) kurtosis"] == 0
+
+
+def test_statistics_reject_empty_and_nan() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        statistics_features(np.array([]))
+    with pytest.raises(ValueError, match="NaN"):
+        statistics_features(np.array([1.0, np.nan]))
+
+
+def test_peak_radius_is_one_millilitre() -> None:
+    assert 4 / 3 * np.pi * PEAK_RADIUS_MM**3 == pytest.approx(1000.0)
+
+
+def test_sphere_mean_by_hand() -> None:
+    # 1 mm voxels, radius 1.5 mm: centre + 6 face + 12 edge neighbours (sqrt 2 = 1.41); corners (1.73) are out.
+    image = np.zeros((5, 5, 5))
+    image[2, 2, 2] = 19.0
+    means = sphere_mean(image, (1.0, 1.0, 1.0), radius_mm=1.5)
+    assert means[2, 2, 2] == pytest.approx(1.0)
+    assert means[2, 2, 3] == pytest.approx(1.0)  # face neighbour sees the spike too
+    assert means[3, 3, 3] == pytest.approx(0.0, abs=1e-12)  # a corner neighbour does not
+    # At the image corner only the voxels that exist count: 1 + 3 + 3 = 7 of them.
+    ones = sphere_mean(np.ones((5, 5, 5)), (1.0, 1.0, 1.0), radius_mm=1.5)
+    assert ones[0, 0, 0] == pytest.approx(1.0)
+
+
+def test_local_and_global_peak() -> None:
+    spacing = (2.0, 1.0, 1.0)
+    image = np.zeros((20, 30, 30), np.float32)
+    image[10, 15, 15] = 100.0  # the maximum, isolated
+    image[4:9, 5:12, 5:12] = 50.0  # a bright plateau: a higher sphere mean
+    mask = np.zeros(image.shape, bool)
+    mask[2:18, 3:27, 3:27] = True
+    f = {x.feature: x.value for x in local_intensity_features(image, mask, spacing)}
+    n = np.count_nonzero(_sphere(spacing))
+    assert f["local intensity peak"] == pytest.approx(100.0 / n)
+    assert f["global intensity peak"] > f["local intensity peak"]
+    # Values outside the ROI enter the sphere means: surrounding the ROI with a bright shell changes the peaks.
+    shell = image.copy()
+    shell[~mask] = 1000.0
+    g = {x.feature: x.value for x in local_intensity_features(shell, mask, spacing)}
+    assert g["global intensity peak"] > f["global intensity peak"]
+
+
+def _sphere(spacing):
+    h = [int(PEAK_RADIUS_MM // s) for s in spacing]
+    g = np.meshgrid(*[np.arange(-k, k + 1) * s for k, s in zip(h, spacing)], indexing="ij")
+    return sum(a * a for a in g) <= PEAK_RADIUS_MM**2
+
+
+def test_local_peak_crop_equals_whole_image() -> None:
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(30, 40, 40)).astype(np.float32)
+    mask = np.zeros(image.shape, bool)
+    mask[12:18, 15:25, 18:22] = True
+    a = local_intensity_features(image, mask, (1.5, 0.8, 0.8))
+    means = sphere_mean(image, (1.5, 0.8, 0.8))
+    assert a[1].value == pytest.approx(means[mask].max())

@@ -1,0 +1,44 @@
+from dicomnode.config import parse_config
+from dicomnode.routing import route
+
+CT = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def _cfg(rules=None, dests=None):
+    doc = {}
+    if dests:
+        doc["destinations"] = dests
+    if rules:
+        doc["rules"] = rules
+    return parse_config(doc)
+
+
+def test_no_rules_runs_modality_default_profile():
+    d = route(_cfg(), {"Modality": "MR", "SeriesInstanceUID": "1.2.3"}, is_image=True)
+    assert d.runs_job and d.profile.name == "mr" and d.destinations == ()
+    d = route(_cfg(), {"Modality": "US", "SeriesInstanceUID": "1.2.3"}, is_image=True)
+    assert d.profile.name == "generic"
+
+
+def test_first_matching_rule_applies():
+    dests = [{"name": "A", "ae_title": "A", "host": "h", "port": 1}, {"name": "B", "ae_title": "B", "host": "h", "port": 2}]
+    cfg = _cfg([{"name": "ct", "match": {"Modality": "CT"}, "destinations": ["A"]},
+                {"name": "all", "match": {}, "destinations": ["B"], "profile": "generic"}], dests)
+    d = route(cfg, {"Modality": "CT", "SeriesInstanceUID": "1.2.3"}, is_image=True)
+    assert d.rule.name == "ct" and d.destinations == ("A",) and d.profile.name == "ct"
+    d = route(cfg, {"Modality": "MR", "SeriesInstanceUID": "1.2.3"}, is_image=True)
+    assert d.rule.name == "all" and d.profile.name == "generic"
+
+
+def test_no_match_no_job():
+    cfg = _cfg([{"name": "ct", "match": {"Modality": "CT"}}])
+    d = route(cfg, {"Modality": "MR", "SeriesInstanceUID": "1.2.3"}, is_image=True)
+    assert not d.runs_job and d.reason == "no rule matched"
+
+
+def test_non_images_and_own_objects_never_start_a_job():
+    cfg = _cfg([{"name": "all", "match": {}}])
+    assert not route(cfg, {"Modality": "SEG", "SeriesInstanceUID": "1.2.3"}, is_image=False).runs_job
+    own = cfg.node.uid_root + "5.6"
+    d = route(cfg, {"Modality": "CT", "SeriesInstanceUID": own}, is_image=True)
+    assert not d.runs_job and "made by this node" in d.reason
