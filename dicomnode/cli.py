@@ -78,7 +78,11 @@ def cmd_send(a: argparse.Namespace) -> int:
     if missing:
         print(f"dicomnode send: no such file or folder: {', '.join(missing)}", file=sys.stderr)
         return 2
-    files = iter_dicom_files(a.paths)
+    skipped: list[Path] = []
+    files = iter_dicom_files(a.paths, skipped)
+    if skipped:
+        print(f"skipped {len(skipped)} file(s) that are not DICOM: {', '.join(str(f) for f in skipped[:5])}"
+              f"{' ...' if len(skipped) > 5 else ''}", file=sys.stderr)
     if not files:
         print("dicomnode send: no files found under the given paths", file=sys.stderr)
         return 2
@@ -226,7 +230,10 @@ def cmd_process(a: argparse.Namespace) -> int:
     if not src.is_dir():
         print(f"dicomnode process: {src} is not a folder of DICOM files", file=sys.stderr)
         return 2
-    files = iter_dicom_files([src])
+    skipped: list[Path] = []
+    files = iter_dicom_files([src], skipped)
+    if skipped and not a.quiet:
+        print(f"skipped {len(skipped)} file(s) that are not DICOM in {src}", file=sys.stderr)
     if not files:
         print(f"dicomnode process: no files in {src}", file=sys.stderr)
         return 2

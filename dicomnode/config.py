@@ -50,7 +50,7 @@ class NodeSection:
     port: int = 11112
     data_dir: Path = Path("dicomnode-data")
     max_pdu_bytes: int = 0  # 0 = unlimited
-    uid_root: str = "1.2.826.0.1.3680043.10.1561."
+    uid_root: str = "2.25."  # UUID-derived UIDs (no registration needed); or your organisation's root
     log_format: str = "text"  # "text" | "json"
     min_free_disk_mb: int = 0  # refuse new associations below this much free space; 0 = off
     tls: TlsConfig = field(default_factory=TlsConfig)
@@ -253,7 +253,8 @@ def _parse_node(c: _Collector, doc: Mapping[str, Any], base_dir: Path) -> NodeSe
     uid_root = c.string(t, "uid_root", "node", d.uid_root) or d.uid_root
     from dicomnode.uids import is_valid_uid
     if not is_valid_uid(uid_root.rstrip(".")) or len(uid_root.rstrip(".")) > 40:
-        c.err("node.uid_root", uid_root, "a UID prefix of digits and dots, at most 40 characters, e.g. '1.2.826.0.1.3680043.10.1561.'")
+        c.err("node.uid_root", uid_root, "a UID prefix of digits and dots, at most 40 characters, e.g. '2.25.' "
+              "(UUID-derived) or your organisation's registered root")
         uid_root = d.uid_root
     if not uid_root.endswith("."):
         uid_root += "."

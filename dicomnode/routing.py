@@ -5,9 +5,10 @@ list several destinations in one rule to send one result to many places. With no
 defaults), every image series is processed with its modality's default profile and the results stay in the data
 folder. With rules and no match, the series is kept and logged, and no job runs.
 
-Objects that are not images (SEG, SR, RT, presentation states...) and objects this node made itself (their Series
-Instance UID starts with the node's UID root) never start a job, so a PACS that routes everything back cannot make
-a loop.
+Objects that are not images (SEG, SR, RT, presentation states...) and objects this node made itself (Manufacturer
+``dicomnode``, or a Series Instance UID under the node's own registered UID root) never start a job, so a PACS that
+routes everything back cannot make a loop. (The shared ``2.25.`` UUID root says nothing about who made a UID, so it
+is not used for that test.)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Mapping
 from dicomnode.config import NodeConfig, Profile, Rule
 
 DEFAULT_RULE = "(default)"
+OUR_MANUFACTURER = "dicomnode"  # what results/ writes as Manufacturer
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +37,9 @@ class RouteDecision:
 def route(config: NodeConfig, tags: Mapping[str, str], *, is_image: bool) -> RouteDecision:
     """Decide for one series from its header tags (keyword -> string) and whether it holds images."""
     series_uid = tags.get("SeriesInstanceUID", "")
-    if series_uid.startswith(config.node.uid_root):
-        return RouteDecision(None, None, (), "made by this node (UID root): never processed again")
+    own_root = config.node.uid_root != "2.25." and series_uid.startswith(config.node.uid_root)
+    if own_root or tags.get("Manufacturer", "").strip() == OUR_MANUFACTURER:
+        return RouteDecision(None, None, (), "made by this node (or another dicomnode): never processed again")
     if not is_image:
         return RouteDecision(None, None, (), f"not an image series (SOP class {tags.get('SOPClassUID', '?')})")
     modality = tags.get("Modality", "")

@@ -39,6 +39,9 @@ def test_no_match_no_job():
 def test_non_images_and_own_objects_never_start_a_job():
     cfg = _cfg([{"name": "all", "match": {}}])
     assert not route(cfg, {"Modality": "SEG", "SeriesInstanceUID": "1.2.3"}, is_image=False).runs_job
-    own = cfg.node.uid_root + "5.6"
-    d = route(cfg, {"Modality": "CT", "SeriesInstanceUID": own}, is_image=True)
+    d = route(cfg, {"Modality": "CT", "SeriesInstanceUID": "2.25.1", "Manufacturer": "dicomnode"}, is_image=True)
     assert not d.runs_job and "made by this node" in d.reason
+    # 2.25 is everybody's root: a UUID-derived UID from a scanner is processed
+    assert route(cfg, {"Modality": "CT", "SeriesInstanceUID": "2.25.1"}, is_image=True).runs_job
+    own = parse_config({"node": {"uid_root": "1.2.3.4."}, "rules": [{"name": "all", "match": {}}]})
+    assert not route(own, {"Modality": "CT", "SeriesInstanceUID": "1.2.3.4.5"}, is_image=True).runs_job

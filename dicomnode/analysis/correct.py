@@ -60,6 +60,37 @@ def _structure(connectivity: int, slice_wise: bool) -> np.ndarray:
     return s
 
 
+def _label(mask: np.ndarray, structure: np.ndarray, work: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """``ndi.label`` writing into ``work`` (a flat int32 buffer reused across calls) when it is large enough."""
+    if work is None or work.size < mask.size:
+        return ndi.label(mask, structure=structure)
+    labels = work[:mask.size].reshape(mask.shape)
+    n = ndi.label(mask, structure=structure, output=labels)
+    return labels, int(n)
+
+
+def _holes(mask: np.ndarray, slice_wise: bool, work: np.ndarray | None = None
+           ) -> tuple[tuple[slice, ...], np.ndarray] | None:
+    """(bounding box, holes inside it) of a mask, or None when it has no holes."""
+    box = _bbox(mask, pad=1)
+    if box is None:
+        return None
+    crop = mask[box]
+    labels, n = _label(~crop, _structure(1, slice_wise), work)
+    if n == 0:
+        return None
+    # Components on a face of the crop touch the grid's border: each face is either the grid's edge or a padding
+    # layer outside the mask's bounding box, which is all background and connected to the outside.
+    touching = np.zeros(n + 1, dtype=bool)
+    for axis in ((1, 2) if slice_wise else (0, 1, 2)):
+        touching[np.unique(np.take(labels, 0, axis=axis))] = True
+        touching[np.unique(np.take(labels, labels.shape[axis] - 1, axis=axis))] = True
+    touching[0] = True  # label 0 is the mask itself
+    if touching.all():
+        return None
+    return box, ~touching[labels]
+
+
 def fill_holes(mask: np.ndarray, *, slice_wise: bool = False) -> np.ndarray:
     """Fill the holes of a binary mask.
 
@@ -79,21 +110,35 @@ def fill_holes(mask: np.ndarray, *, slice_wise: bool = False) -> np.ndarray:
     """
     _check_mask(mask)
     out = mask.copy()
-    box = _bbox(mask, pad=1)
-    if box is None:
-        return out
-    crop = mask[box]
-    labels, n = ndi.label(~crop, structure=_structure(1, slice_wise))
-    if n == 0:
-        return out
-    # Components on a face of the crop touch the grid's border: each face is either the grid's edge or a padding
-    # layer outside the mask's bounding box, which is all background and connected to the outside.
-    touching = np.zeros(n + 1, dtype=bool)
-    for axis in ((1, 2) if slice_wise else (0, 1, 2)):
-        touching[np.unique(np.take(labels, 0, axis=axis))] = True
-        touching[np.unique(np.take(labels, labels.shape[axis] - 1, axis=axis))] = True
-    touching[0] = True  # label 0 is the mask itself
-    out[box] |= ~touching[labels]
+    found = _holes(mask, slice_wise)
+    if found is not None:
+        box, holes = found
+        out[box] |= holes
+    return out
+
+
+def _small_components(mask: np.ndarray, min_voxels: float, connectivity: int,
+                      work: np.ndarray | None = None) -> np.ndarray | None:
+    """A mask with the components below ``min_voxels`` removed, or None when there are none."""
+    box = _bbox(mask, pad=0)
+    if box is None or min_voxels <= 1:
+        return None
+    labels, n = _label(mask[box], _structure(connectivity, slice_wise=False), work)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    small = np.flatnonzero(sizes[1:] < min_voxels) + 1
+    if small.size == 0:
+        return None
+    out = mask.copy()
+    crop = out[box]
+    if small.size <= 2000:  # few: clear each inside its own bounding box (no pass over the whole crop)
+        objects = ndi.find_objects(labels)
+        for lab in small:
+            sl = objects[lab - 1]
+            crop[sl][labels[sl] == lab] = False
+    else:
+        keep = sizes >= min_voxels
+        keep[0] = False
+        crop[...] = keep[labels]
     return out
 
 
@@ -121,21 +166,9 @@ def remove_small_components(mask: np.ndarray, spacing_mm: tuple[float, float, fl
         raise ValueError(f"min_volume_ml must be >= 0 mL, got {min_volume_ml}")
     _check_mask(mask)
     sp = _check_spacing(spacing_mm)
-    structure = _structure(connectivity, slice_wise=False)
-    out = mask.copy()
-    min_voxels = min_volume_ml * 1000.0 / (sp[0] * sp[1] * sp[2])
-    box = _bbox(mask, pad=0)
-    if box is None or min_voxels <= 1:
-        return out
-    labels, n = ndi.label(mask[box], structure=structure)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    keep = sizes >= min_voxels
-    keep[0] = False
-    out[box] = keep[labels]
-    return out
-
-
-_fill_holes = fill_holes  # correct_labels has a parameter of the same name
+    _structure(connectivity, slice_wise=False)
+    out = _small_components(mask, min_volume_ml * 1000.0 / (sp[0] * sp[1] * sp[2]), connectivity)
+    return mask.copy() if out is None else out
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -248,21 +281,30 @@ def correct_labels(labels: LabelMap, spacing_mm: tuple[float, float, float], *, 
     """
     if not min_volume_ml >= 0:
         raise ValueError(f"min_volume_ml must be >= 0 mL, got {min_volume_ml}")
-    _check_spacing(spacing_mm)
+    _structure(connectivity, slice_wise=False)
     fill = fill_holes
     filled_labels = set(hole_filled_labels)
     segments: list[Segment] = []
     not_found = list(labels.not_found)
     changed: dict[str, int] = {}
+    min_voxels = min_volume_ml * 1000.0 / float(np.prod(_check_spacing(spacing_mm)))
+    # one int32 label buffer for all segments: allocating (and page-faulting) a fresh one per call costs more
+    # than the labelling itself on large volumes
+    work = np.empty(labels.segments[0].mask.size, dtype=np.int32) if labels.segments else None
     for seg in labels.segments:
-        mask = seg.mask
+        mask = seg.mask  # unchanged segments share their mask with the input (no copy)
         if min_volume_ml > 0:
-            mask = remove_small_components(mask, spacing_mm, min_volume_ml=min_volume_ml, connectivity=connectivity)
+            cleaned = _small_components(mask, min_voxels, connectivity, work)
+            mask = mask if cleaned is None else cleaned
         if fill and seg.info.label in filled_labels:
-            mask = _fill_holes(mask, slice_wise=slice_wise)
-        changed[seg.info.label] = int(np.count_nonzero(mask != seg.mask))
+            found = _holes(mask, slice_wise, work)
+            if found is not None:
+                box, holes = found
+                mask = mask.copy() if mask is seg.mask else mask
+                mask[box] |= holes
+        changed[seg.info.label] = 0 if mask is seg.mask else int(np.count_nonzero(mask != seg.mask))
         if mask.any():
-            segments.append(Segment(seg.info, mask))
+            segments.append(seg if mask is seg.mask else Segment(seg.info, mask))
         elif seg.info.label not in not_found:
             not_found.append(seg.info.label)
     return LabelMap(tuple(segments), tuple(not_found)), changed

@@ -1,7 +1,18 @@
 """Adapters that run the analysis functions as profile steps over a :class:`~dicomnode.analysis.pipeline.Context`.
 
-Each adapter reads its parameters (checked by the function it calls), calls pure functions and stores what they
-return in the context. Step names are the keys of ``[profiles.NAME]`` tables.
+Each adapter reads its parameters (checked by the function it calls, unknown keys refused), calls pure functions
+and stores what they return in the context. Step names are the entries of a profile's ``steps`` list and the names
+of its per-step tables (``[profiles.NAME.STEP]``).
+
+| step | what | parameters |
+|---|---|---|
+| ``enhance`` | replaces the working image | ``method`` = "background_blend" (alpha, background_sigma_mm) / "window" (center, width) / "clahe" (clip_limit, kernel_size_mm, value_range) |
+| ``denoise`` | replaces the working image | ``method`` = "gaussian" (sigma_mm) / "box_mean" (size_mm or n) / "median" (size_mm) / "nl_means" (h_factor, patch_size, patch_distance) |
+| ``segment`` | makes the label map | ``method`` = "auto" (CT: ``segment_ct``, others: ``segment_generic``) / "ct" / "generic" / "foreground" (threshold); plus the chosen function's keywords |
+| ``foreground`` | the simple body/foreground segmentation | ``threshold`` |
+| ``correct`` | cleans the label map | ``min_volume_ml``, ``fill_holes``, ``slice_wise``, ``posterior_sigma_mm``, ``posterior_iterations`` |
+| ``features`` | measures every segment | see :class:`~dicomnode.analysis.region_features.RegionFeatureSettings` |
+| ``measure`` | volume, mean, SD of every segment | none |
 """
 
 from __future__ import annotations
@@ -11,17 +22,29 @@ from typing import Any, Mapping
 import numpy as np
 from scipy import ndimage as ndi
 
+from dicomnode.analysis import correct as _correct
+from dicomnode.analysis import denoise as _denoise
+from dicomnode.analysis import enhance as _enhance
+from dicomnode.analysis import segment as _segment
+from dicomnode.analysis.codes import ENTIRE_BODY
 from dicomnode.analysis.measure import basic_measurements
 from dicomnode.analysis.pipeline import Context, step
-from dicomnode.analysis.volume import CATEGORY_ANATOMICAL_STRUCTURE, Code, LabelMap, SegmentInfo
-
-_ENTIRE_BODY = Code("38266002", "SCT", "Entire body")
+from dicomnode.analysis.region_features import RegionFeatureSettings, region_features
+from dicomnode.analysis.volume import CATEGORY_ANATOMICAL_STRUCTURE, LabelMap, SegmentInfo
 
 
 def _check_keys(name: str, params: Mapping[str, Any], allowed: set[str]) -> None:
     unknown = set(params) - allowed
     if unknown:
         raise ValueError(f"step {name}: unknown parameter(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+
+
+def _method(name: str, params: Mapping[str, Any], choices: dict[str, Any], default: str) -> tuple[str, dict]:
+    p = dict(params)
+    method = str(p.pop("method", default))
+    if method not in choices:
+        raise ValueError(f"step {name}: method {method!r} is unknown; choose one of {sorted(choices)}")
+    return method, p
 
 
 def foreground(image: np.ndarray, *, threshold: float) -> np.ndarray:
@@ -55,9 +78,109 @@ def _foreground_step(ctx: Context, params: Mapping[str, Any]) -> None:
         ctx.labels = LabelMap(ctx.labels.segments, ctx.labels.not_found + ("foreground",))
         ctx.notes.append(f"foreground: nothing above {thr:g}")
         return
-    info = SegmentInfo(ctx.labels.next_number(), "foreground", CATEGORY_ANATOMICAL_STRUCTURE, _ENTIRE_BODY,
+    info = SegmentInfo(ctx.labels.next_number(), "foreground", CATEGORY_ANATOMICAL_STRUCTURE, ENTIRE_BODY,
                        "foreground.threshold")
     ctx.labels = ctx.labels.add(info, mask)
+
+
+@step("enhance")
+def _enhance_step(ctx: Context, params: Mapping[str, Any]) -> None:
+    v = ctx.volume
+    method, p = _method("enhance", params, {"background_blend": 1, "window": 1, "clahe": 1}, "background_blend")
+    if method == "background_blend":
+        out = _enhance.background_blend(v.array, v.spacing_mm, **p)
+    elif method == "window":
+        out = _enhance.window(v.array, **p)
+    else:
+        if "value_range" in p:
+            p["value_range"] = tuple(p["value_range"])
+        out = _enhance.clahe(v.array, v.spacing_mm, **p)
+        ctx.volume = v.with_array(out.astype(np.float32, copy=False), unit="")
+        ctx.notes.append("enhance.clahe: working image mapped to [0, 1]")
+        return
+    ctx.volume = v.with_array(out.astype(np.float32, copy=False))
+
+
+@step("denoise")
+def _denoise_step(ctx: Context, params: Mapping[str, Any]) -> None:
+    v = ctx.volume
+    method, p = _method("denoise", params, {"gaussian": 1, "box_mean": 1, "median": 1, "nl_means": 1}, "gaussian")
+    if method == "nl_means":
+        res = _denoise.nl_means(v.array, v.spacing_mm, **p)
+        out = res.denoised
+        ctx.notes.append(f"denoise.nl_means: estimated noise sigma {float(res.sigma_estimated):.4g} {v.unit}".strip())
+    else:
+        out = getattr(_denoise, method)(v.array, v.spacing_mm, **p)
+    mode = "3-D" if _denoise.is_volumetric(v.spacing_mm) else "slice-wise"
+    ctx.notes.append(f"denoise.{method}: {mode}")
+    ctx.volume = v.with_array(out.astype(np.float32, copy=False))
+
+
+@step("segment")
+def _segment_step(ctx: Context, params: Mapping[str, Any]) -> None:
+    v = ctx.volume
+    method, p = _method("segment", params, {"auto": 1, "ct": 1, "generic": 1, "foreground": 1}, "auto")
+    if method == "foreground":
+        _foreground_step(ctx, p)
+        return
+    if method == "auto":
+        method = "ct" if v.modality == "CT" and v.unit == "HU" else "generic"
+    for k in ("bone_range_hu", "adipose_range_hu", "soft_tissue_range_hu"):
+        if k in p:
+            p[k] = tuple(p[k])
+    if method == "ct":
+        res = _segment.segment_ct(v.array, v.spacing_mm, direction=np.asarray(v.direction), **p)
+    else:
+        res = _segment.segment_generic(v.array, v.spacing_mm, rng=ctx.rng, **p)
+    # renumber after what earlier steps made
+    base = ctx.labels.next_number() - 1
+    labels = ctx.labels
+    for s in res.labels.segments:
+        info = SegmentInfo(base + s.info.number, s.info.label, s.info.category, s.info.type, s.info.algorithm)
+        labels = labels.add(info, s.mask)
+    ctx.labels = LabelMap(labels.segments, ctx.labels.not_found + tuple(res.labels.not_found))
+    ctx.posteriors = res.posteriors
+    ctx.classes = tuple(res.classes)
+    ctx.notes.extend(res.notes)
+
+
+@step("correct")
+def _correct_step(ctx: Context, params: Mapping[str, Any]) -> None:
+    p = dict(params)
+    sigma = p.pop("posterior_sigma_mm", None)
+    iterations = int(p.pop("posterior_iterations", 3))
+    if "hole_filled_labels" in p:
+        p["hole_filled_labels"] = tuple(p["hole_filled_labels"])
+    sp = ctx.volume.spacing_mm
+    if sigma is not None and ctx.posteriors is not None and ctx.classes:
+        sm = _correct.smooth_posteriors(ctx.posteriors, sp, sigma_mm=float(sigma), iterations=iterations)
+        ctx.corrections["posterior_smoothing"] = int(sm.voxels_changed)
+        ctx.posteriors = sm.posteriors
+        segs = []
+        for s in ctx.labels.segments:
+            if s.info.label in ctx.classes:
+                k = ctx.classes.index(s.info.label)
+                segs.append(type(s)(s.info, sm.labels == k))
+            else:
+                segs.append(s)
+        ctx.labels = LabelMap(tuple(segs), ctx.labels.not_found)
+    labels, changed = _correct.correct_labels(ctx.labels, sp, **p)
+    # a segment emptied by the correction is dropped and listed as not found
+    kept = tuple(s for s in labels.segments if s.mask.any())
+    dropped = tuple(s.info.label for s in labels.segments if not s.mask.any())
+    ctx.labels = LabelMap(kept, labels.not_found + dropped)
+    for k, n in changed.items():
+        ctx.corrections[k] = ctx.corrections.get(k, 0) + int(n)
+
+
+@step("features")
+def _features_step(ctx: Context, params: Mapping[str, Any]) -> None:
+    settings = RegionFeatureSettings.from_params(params)
+    img = ctx.original
+    for seg in ctx.labels.segments:
+        meas, notes = region_features(img.array, seg.mask, img.spacing_mm, unit=img.unit, settings=settings)
+        ctx.measurements.setdefault(seg.info.number, []).extend(meas)
+        ctx.notes.extend(f"{seg.info.label}: {n}" for n in notes)
 
 
 @step("measure")

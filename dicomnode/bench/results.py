@@ -3,7 +3,9 @@
 ``dicomnode bench results`` (or ``python -m dicomnode.bench.results``) writes a synthetic CT series like a real one
 (300 slices of 512 x 512, int16, CT Image Storage headers) to a temporary folder, makes 6 overlapping segments on
 it, then times, in this process, the first ("cold") and a second ("warm") run of each step:
-``load_series``, ``build_seg``, SEG ``save_as``, ``build_sr``, SR ``save_as``. It prints one JSON object.
+``load_series``, ``build_seg``, SEG ``save_as``, ``build_sr``, SR ``save_as``. The last run also times the same SEG
+built with highdicom's own overlap check (``build_seg_highdicom_check_seconds``, checked to give identical pixel data).
+It prints one JSON object.
 
 The target (issue "Node core", perf.md): build_seg + build_sr <= 1.5 s warm for this case.
 """
@@ -151,7 +153,8 @@ def synthetic_labels(volume: Volume) -> LabelMap:
     """Six overlapping segments of the synthetic CT: body, both lungs, lungs together, bone and the tumour."""
     hu = volume.array
     body = hu > -300
-    lungs = (hu < -500) & (np.cumsum(body, axis=2) > 0) & (np.cumsum(body[:, :, ::-1], axis=2)[:, :, ::-1] > 0)
+    inside = np.logical_or.accumulate(body, axis=2) & np.logical_or.accumulate(body[:, :, ::-1], axis=2)[:, :, ::-1]
+    lungs = (hu < -500) & inside  # air enclosed left and right by the body
     half = hu.shape[2] // 2
     lung_right = lungs.copy()
     lung_right[:, :, half:] = False  # image left = patient right
@@ -242,6 +245,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             _, times["save_sr_seconds"] = _timed(sr.save_as, tmp_path / f"sr{run}.dcm", enforce_file_format=True)
             times["seg_plus_sr_seconds"] = sum(times[k] for k in ("build_seg_seconds", "save_seg_seconds",
                                                                   "build_sr_seconds", "save_sr_seconds"))
+            if run == max(1, args.runs) - 1:  # the same SEG with highdicom's own overlap check, for comparison
+                from unittest import mock
+
+                import dicomnode.results.seg as seg_module
+
+                with mock.patch.object(seg_module, "_segmentation_class", lambda overlap: highdicom.seg.Segmentation):
+                    plain, times["build_seg_highdicom_check_seconds"] = _timed(build_seg, series, labels, uids)
+                assert plain.SegmentsOverlap == seg.SegmentsOverlap and plain.NumberOfFrames == seg.NumberOfFrames
+                assert plain.PixelData == seg.PixelData
+                del plain
             runs.append({
                 "run": "cold" if run == 0 else "warm",
                 **{k: round(v, 3) for k, v in times.items()},

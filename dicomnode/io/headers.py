@@ -38,6 +38,16 @@ def read_tags(path: Path | str) -> dict[str, str]:
     return out
 
 
+def is_dicom_file(path: Path | str) -> bool:
+    """True when the file has the DICOM Part 10 preamble ("DICM" at byte 128)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(128)
+            return f.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
 def is_image_storage(sop_class_uid: str) -> bool:
     """True for storage SOP classes that hold images the chain can analyse (CT, MR, PET, SC, enhanced...).
 

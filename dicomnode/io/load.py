@@ -301,9 +301,10 @@ def _check_pixel_module(path: Path, ds: Dataset) -> None:
             f"{path}: PhotometricInterpretation (0028,0004) is missing: cannot tell how to read the pixels"
         )
     if photometric not in _GREYSCALE:
-        kind = "colour" if photometric.startswith(("RGB", "YBR", "PALETTE", "HSV", "ARGB", "CMYK")) else "unknown"
+        colour = photometric.startswith(("RGB", "YBR", "PALETTE", "HSV", "ARGB", "CMYK"))
+        kind = "a colour" if colour else "an unknown"
         raise SeriesLoadError(
-            f"{path}: PhotometricInterpretation (0028,0004) is {photometric!r}, a {kind} interpretation; only "
+            f"{path}: PhotometricInterpretation (0028,0004) is {photometric!r}, {kind} interpretation; only "
             "greyscale (MONOCHROME1/MONOCHROME2) images can be analysed"
         )
     samples = int(ds.get("SamplesPerPixel", 1) or 1)

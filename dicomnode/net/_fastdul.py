@@ -602,7 +602,12 @@ class FastDUL(DULServiceProvider):
                 except queue.Empty:
                     self._wait()
                     continue
+                before = self.state_machine.current_state
                 self.state_machine.do_action(event)
+                if before != "Sta1" and self.state_machine.current_state == "Sta1" and not self.assoc.is_established:
+                    # the connection ended before an association was established: release the acceptor
+                    # thread waiting for an A-ASSOCIATE-RQ now instead of after the ACSE timeout
+                    self.to_user_queue.put(None)  # type: ignore[arg-type]
         finally:
             self._wake_r.close()
             self._wake_w.close()

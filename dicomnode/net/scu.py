@@ -186,12 +186,24 @@ def parse_address(spec: str) -> tuple[str, str, int]:
     return ae, host.strip("[]"), int(port)
 
 
-def iter_dicom_files(paths: Iterable[Path | str]) -> list[Path]:
-    """Files named directly, and every file below named folders (sorted); hidden files are skipped."""
+def iter_dicom_files(paths: Iterable[Path | str], skipped: list[Path] | None = None) -> list[Path]:
+    """Files named directly, and the DICOM files below named folders (sorted).
+
+    In folders, hidden files and files without the DICOM preamble (READMEs, licences, annotations) are skipped
+    and appended to ``skipped``, as DCMTK's ``storescu +sd`` does; a file named directly is always returned, so
+    that the caller reports it if it is not DICOM.
+    """
+    from dicomnode.io.headers import is_dicom_file
+
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")))
+            for f in sorted(f for f in p.rglob("*") if f.is_file()):
+                if f.name.startswith(".") or not is_dicom_file(f):
+                    if skipped is not None:
+                        skipped.append(f)
+                    continue
+                out.append(f)
         else:
             out.append(p)
     return out

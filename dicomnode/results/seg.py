@@ -24,8 +24,6 @@ from collections.abc import Mapping, Sequence
 import highdicom as hd
 import numpy as np
 from highdicom.seg import SegmentsOverlapValues
-from pydicom.dataset import Dataset
-from pydicom.sr.codedict import codes
 
 from dicomnode.analysis.volume import Code, LabelMap, Segment
 from dicomnode.errors import ResultError
@@ -41,11 +39,13 @@ from dicomnode.results._common import (
 )
 from dicomnode.results.uids import ResultUids
 
-__all__ = ["DEFAULT_ALGORITHM_FAMILY", "build_seg", "segments_overlap"]
+__all__ = ["ALGORITHM_FAMILY_AI", "DEFAULT_ALGORITHM_FAMILY", "build_seg", "segments_overlap"]
 
 #: Algorithm family (CID 7162) of segments whose algorithm is not in ``algorithm_families``: thresholds and
 #: morphology, what our classical segmentation steps do.
 DEFAULT_ALGORITHM_FAMILY = Code("123104", "DCM", "Morphological Operations")  # codes.cid7162.MorphologicalOperations
+#: The family to give model-based steps in ``algorithm_families``.
+ALGORITHM_FAMILY_AI = Code("123110", "DCM", "Artificial Intelligence")  # codes.cid7162.ArtificialIntelligence
 
 #: Slices per slab of the overlap check: small enough to stop early, large enough to keep numpy efficient.
 _OVERLAP_SLAB_SLICES = 8
@@ -278,6 +278,3 @@ def build_seg(
     seg.SeriesDescription = lo(series_description or f"dicomnode SEG {uids.profile} {uids.profile_version}")
     return seg
 
-
-# CID 7162 codes that callers may pass in ``algorithm_families``, named for convenience.
-ALGORITHM_FAMILY_AI = Code(codes.cid7162.ArtificialIntelligence.value, "DCM", "Artificial Intelligence")

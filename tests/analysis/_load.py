@@ -1,8 +1,5 @@
-"""A small private series loader for the analysis tests (real data).
-
-The product's loader is ``dicomnode/io/load.py``; this one only exists so the analysis tests do not depend on it.
-It sorts the slices along the slice normal by ImagePositionPatient, applies the rescale and returns a Volume.
-"""
+"""Real-data helpers for the analysis tests: load a series folder (with the product's loader) and rasterise an
+RTSTRUCT contour onto its grid."""
 
 from __future__ import annotations
 
@@ -12,40 +9,13 @@ import numpy as np
 import pydicom
 
 from dicomnode.analysis.volume import Volume
+from dicomnode.io.load import load_series
 
 
-def load_dir(folder: Path | str) -> tuple[Volume, list[pydicom.Dataset]]:
-    """Load one series folder into a (Z, Y, X) float32 Volume; also return the sorted headers (no pixel data)."""
-    paths = sorted(p for p in Path(folder).iterdir() if p.is_file() and p.suffix in (".dcm", ""))
-    dss = []
-    for p in paths:
-        try:
-            ds = pydicom.dcmread(p)
-        except Exception:  # noqa: BLE001 - README, XML and the like
-            continue
-        if "PixelData" in ds:
-            dss.append(ds)
-    if not dss:
-        raise ValueError(f"no image instances in {folder}")
-    iop = np.asarray(dss[0].ImageOrientationPatient, dtype=float)
-    row_dir, col_dir = iop[:3], iop[3:]  # row_dir: along increasing column index (x); col_dir: along rows (y)
-    normal = np.cross(row_dir, col_dir)
-    dss.sort(key=lambda d: float(np.dot(normal, np.asarray(d.ImagePositionPatient, dtype=float))))
-    positions = np.array([np.dot(normal, np.asarray(d.ImagePositionPatient, dtype=float)) for d in dss])
-    dz = float(np.median(np.diff(positions))) if len(dss) > 1 else float(getattr(dss[0], "SliceThickness", 1.0))
-    dy, dx = (float(v) for v in dss[0].PixelSpacing)  # PixelSpacing = (row spacing, column spacing)
-    arr = np.empty((len(dss), int(dss[0].Rows), int(dss[0].Columns)), dtype=np.float32)
-    for k, d in enumerate(dss):
-        slope = float(getattr(d, "RescaleSlope", 1.0) or 1.0)
-        inter = float(getattr(d, "RescaleIntercept", 0.0) or 0.0)
-        arr[k] = d.pixel_array.astype(np.float32) * slope + inter
-    direction = np.stack([row_dir, col_dir, normal], axis=1)
-    modality = str(dss[0].Modality)
-    unit = {"CT": "HU", "PT": "SUV"}.get(modality, "")
-    vol = Volume(arr, (dz, dy, dx), tuple(float(v) for v in dss[0].ImagePositionPatient), direction, modality, unit)
-    for d in dss:
-        del d.PixelData
-    return vol, dss
+def load_dir(folder: Path | str) -> tuple[Volume, tuple[str, ...]]:
+    """Load one series folder with the product's loader; return the volume and the SOP Instance UID of each z."""
+    loaded = load_series(sorted(p for p in Path(folder).iterdir() if p.suffix == ".dcm"))
+    return loaded.volume, tuple(uid for uid, _ in loaded.frames)
 
 
 def rasterise_rtstruct(rtstruct_path: Path | str, volume: Volume, roi_prefix: str = "GTV_Mass") -> np.ndarray:

@@ -52,8 +52,7 @@ def _check_seg_sr(seg_path: Path, sr_path: Path, source_series: str) -> None:
     for g in groups:
         ref = g.referenced_segment
         assert ref is not None
-        seg_number = int(ref.ReferencedSegmentNumber if hasattr(ref, "ReferencedSegmentNumber")
-                         else ref[0].ReferencedSegmentNumber)
+        (seg_number,) = ref.referenced_segment_numbers
         vol = [m for m in g.get_measurements() if m.name.meaning == "Volume"]
         assert vol, "no Volume measurement in the group"
         mask = seg.get_segment_mask(seg_number) if hasattr(seg, "get_segment_mask") else None
@@ -113,7 +112,7 @@ def test_unknown_calling_ae_and_wrong_called_ae_are_refused(make_node):
 def test_seg_and_sr_sent_to_the_node_start_no_job(make_node):
     node = make_node()
     files = [SEG_SR / n for n in ("seg_image_ct_binary.dcm", "sr_document.dcm")]
-    sent = storescu(node.port, files)
+    sent = storescu(node.port, files, extra=["-R"])  # -R: propose the files' own SOP classes
     assert sent.returncode == 0, sent.stderr
     st = wait_until(lambda: (s := node.status()) and len(s["series"]) == 2 and
                     all(x["state"] != "open" for x in s["series"]) and s, timeout_s=60, what="both series complete")

@@ -237,8 +237,8 @@ def zones(roi: _Roi, *, in_plane: bool, with_distance: bool) -> Zones:
         big = np.iinfo(np.int64).max
         dmin = np.full(n + 1, big, dtype=np.int64)
         np.minimum.at(dmin, ids, dcore)
-        distance = dmin[1:]
-        # A zone voxel outside the morphological mask has distance 0; IBSI defines no such case, keep it at 0.
+        # A zone voxel outside the morphological mask (distance 0) counts as an edge voxel: IBSI defines no such case.
+        distance = np.maximum(dmin[1:], 1)
     return Zones(level=level[1:], size=size, z=zslice[1:], distance=distance)
 
 

@@ -39,10 +39,10 @@ def histogram_features(levels: np.ndarray, n_levels: int) -> list[FeatureValue]:
     -------
     list of FeatureValue
         Family "intensity histogram", in grey-level units: mean, variance, skewness, (excess) kurtosis, median,
-        minimum, 10th/90th percentile, maximum, mode (the lowest most frequent level), interquartile range, range,
-        mean/robust mean/median absolute deviation, coefficient of variation, quartile coefficient of dispersion,
-        entropy (log2), uniformity, maximum/minimum histogram gradient (voxel counts per level) and the level where
-        each occurs.
+        minimum, 10th/90th percentile, maximum, mode (the most frequent level; ties go to the level closest to the
+        mean), interquartile range, range, mean/robust mean/median absolute deviation, coefficient of variation,
+        quartile coefficient of dispersion, entropy (log2), uniformity, maximum/minimum histogram gradient (voxel
+        counts per level) and the level where each occurs.
 
     Raises
     ------
@@ -72,7 +72,10 @@ def histogram_features(levels: np.ndarray, n_levels: int) -> list[FeatureValue]:
         "90th percentile", "maximum",
     ]
     out = [FeatureValue(_IH, name, "", shared[name]) for name in order]
-    out.append(FeatureValue(_IH, "mode", "", float(np.argmax(counts) + 1)))
+    # Mode: the most frequent level; among equally frequent ones the closest to the mean (as MIRP), then the lowest.
+    tied = np.flatnonzero(counts == counts.max()) + 1
+    mode = tied[np.argmin(np.abs(tied - shared["mean"]))]
+    out.append(FeatureValue(_IH, "mode", "", float(mode)))
     out += [
         FeatureValue(_IH, name, "", shared[name])
         for name in (

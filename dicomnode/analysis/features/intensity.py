@@ -124,7 +124,7 @@ def sphere_mean(
     """
     if radius_mm <= 0:
         raise ValueError(f"radius_mm must be > 0 mm, got {radius_mm}")
-    kernel = _sphere_kernel(spacing_mm, radius_mm)
+    kernel = _sphere_kernel(check_spacing(spacing_mm), radius_mm)
     sums = _fft_convolve_same(np.asarray(image, dtype=np.float64), kernel)
     counts = _fft_convolve_same(np.ones(image.shape, dtype=np.float64), kernel)
     return sums / np.rint(counts)

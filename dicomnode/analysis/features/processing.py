@@ -230,10 +230,15 @@ def resample(
     sub_image = np.asarray(image[in_box], dtype=np.float32)
     sub_mask = np.asarray(mask[in_box], dtype=np.float32)
     sub_shift = shift - in_lo
+    # Interpolate in float64 and round before storing float32, so that rounding ties (x.5) are decided on the
+    # exact interpolated value, not on its float32 approximation.
     new_image = _affine(sub_image, scale, sub_shift, out_shape, order)
     if round_intensities:
         np.rint(new_image, out=new_image)
-    new_mask = _affine(sub_mask, scale, sub_shift, out_shape, mask_order) >= pv_threshold - 1e-6
+    new_image = new_image.astype(np.float32)
+    # A mask value that ties with the threshold in exact arithmetic (common: 0.5 half-way between two voxels)
+    # comes out as 0.5 +/- round-off; count it as inside, as ">= threshold" means.
+    new_mask = _affine(sub_mask, scale, sub_shift, out_shape, mask_order) >= pv_threshold - 1e-9
     grid_offset = tuple(float(o + s * n) for o, s, n in zip(offset, start, new))
     return new_image, new_mask, ResampledGrid(new, grid_offset, full_shape, tuple(start))
 
@@ -242,69 +247,76 @@ def _affine(array: np.ndarray, scale: np.ndarray, shift: np.ndarray, shape: list
     if np.allclose(scale, 1.0) and np.allclose(shift, np.round(shift)) and order <= 1:
         # Same grid, integer shift: plain copy with edge extension (no interpolation error at all).
         idx = [np.clip(np.arange(n) + int(round(s)), 0, a - 1) for n, s, a in zip(shape, shift, array.shape)]
-        return array[np.ix_(*idx)].astype(np.float32)
+        return array[np.ix_(*idx)].astype(np.float64)
     return ndi.affine_transform(
         array, scale, offset=shift, output_shape=tuple(shape), order=order, mode="nearest", prefilter=order > 1,
-        output=np.float32,
+        output=np.float64,
     )
 
 
 def resegment(
-    image: np.ndarray, intensity_mask: np.ndarray, *, lower: float | None = None, upper: float | None = None
+    image: np.ndarray,
+    intensity_mask: np.ndarray,
+    *,
+    lower: float | None = None,
+    upper: float | None = None,
+    n_sd: float | None = None,
 ) -> np.ndarray:
-    """Range re-segmentation: keep the ROI voxels whose intensity lies in [lower, upper].
+    """Re-segmentation of the intensity mask by an intensity range and/or outliers (mean +/- n_sd SD).
+
+    When both are given (IBSI config E), the outlier bounds are computed from the ROI as passed in (before the
+    range is applied) and the two intervals are intersected, as MIRP does; IBSI leaves the order open.
 
     Parameters
     ----------
     image : (Z, Y, X) ndarray
         Intensities, in the image's unit (HU for CT).
     intensity_mask : (Z, Y, X) ndarray of bool
-        Current intensity mask.
+        Current intensity mask (normally the interpolated morphological mask).
     lower, upper : float, optional
         Range bounds in the image's unit, inclusive; None leaves that side open (IBSI config A: -500, 400 HU).
+    n_sd : float, optional
+        Outlier filtering: keep mean +/- n_sd population standard deviations of the ROI intensities (IBSI: 3).
 
     Returns
     -------
     (Z, Y, X) ndarray of bool
         The new intensity mask (the morphological mask is not changed).
+
+    Raises
+    ------
+    ValueError
+        On an inverted range, n_sd <= 0, shape mismatch, or an empty mask with n_sd.
     """
     if lower is not None and upper is not None and upper < lower:
         raise ValueError(f"upper ({upper}) must be >= lower ({lower})")
     if image.shape != intensity_mask.shape:
         raise ValueError(f"image {image.shape} and intensity_mask {intensity_mask.shape} must have the same shape")
-    out = np.asarray(intensity_mask, dtype=bool).copy()
-    if lower is not None:
-        out &= image >= lower
-    if upper is not None:
-        out &= image <= upper
+    mask = np.asarray(intensity_mask, dtype=bool)
+    lo = -math.inf if lower is None else float(lower)
+    hi = math.inf if upper is None else float(upper)
+    if n_sd is not None:
+        if not n_sd > 0:
+            raise ValueError(f"n_sd must be > 0, got {n_sd}")
+        values = np.asarray(image[mask], dtype=np.float64)
+        if values.size == 0:
+            raise ValueError("the intensity mask is empty: no ROI intensities for outlier filtering")
+        mean, sd = float(values.mean()), float(values.std())
+        lo, hi = max(lo, mean - n_sd * sd), min(hi, mean + n_sd * sd)
+    out = mask.copy()
+    if lo > -math.inf:
+        out &= image >= lo
+    if hi < math.inf:
+        out &= image <= hi
     return out
 
 
 def outlier_mask(image: np.ndarray, intensity_mask: np.ndarray, *, n_sd: float = 3.0) -> np.ndarray:
-    """Outlier re-segmentation: keep the ROI voxels within mean +/- n_sd standard deviations.
-
-    Mean and (population) standard deviation are those of the ROI intensities in `intensity_mask`; apply range
-    re-segmentation first when both are used (IBSI config E).
-
-    Parameters
-    ----------
-    image : (Z, Y, X) ndarray
-        Intensities, in the image's unit.
-    intensity_mask : (Z, Y, X) ndarray of bool
-        Current intensity mask (at least one voxel).
-    n_sd : float, optional
-        Half-width of the kept interval in standard deviations. Default 3.
+    """Outlier re-segmentation alone: ``resegment(image, intensity_mask, n_sd=n_sd)``.
 
     Returns
     -------
     (Z, Y, X) ndarray of bool
-        The new intensity mask.
+        The ROI voxels within mean +/- n_sd standard deviations of the ROI intensities.
     """
-    if not n_sd > 0:
-        raise ValueError(f"n_sd must be > 0, got {n_sd}")
-    mask = np.asarray(intensity_mask, dtype=bool)
-    values = np.asarray(image[mask], dtype=np.float64)
-    if values.size == 0:
-        raise ValueError("the intensity mask is empty")
-    mean, sd = values.mean(), values.std()
-    return resegment(image, mask, lower=mean - n_sd * sd, upper=mean + n_sd * sd)
+    return resegment(image, intensity_mask, n_sd=n_sd)

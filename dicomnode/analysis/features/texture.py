@@ -33,7 +33,6 @@ high-throughput image-based phenotyping, Radiology 2020;295:328-338. IBSI refere
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -402,7 +401,6 @@ if __name__ == "__main__":  # pragma: no cover - developer tool: python -m dicom
     if "--bench" in sys.argv[1:]:
         from dicomnode.analysis.features._texture_bench import main as _bench_main
 
-        with warnings.catch_warnings():
-            _bench_main(sys.argv[1:])
+        _bench_main(sys.argv[1:])
     else:
         print("usage: python -m dicomnode.analysis.features.texture --bench [--levels N] [--repeat R]")

@@ -58,4 +58,5 @@ def test_reference_value(row):
     if tolerance > 0:
         assert abs(result - reference) <= tolerance, f"{result} vs {reference} +/- {tolerance}"
     else:
-        assert _round_3_significant(result) == reference, f"{result} (rounded {_round_3_significant(result)}) vs {reference}"
+        rounded = _round_3_significant(result)
+        assert rounded == reference, f"{result} (rounded {rounded}) vs {reference}"

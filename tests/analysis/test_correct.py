@@ -1,0 +1,93 @@
+"""correct.py: every correction changes exactly the voxels it should, and says how many."""
+
+import numpy as np
+import pytest
+
+from dicomnode.analysis.codes import segment_codes
+from dicomnode.analysis.correct import correct_labels, fill_holes, remove_small_components, smooth_posteriors
+from dicomnode.analysis.volume import LabelMap, Segment, SegmentInfo
+
+SPACING = (2.0, 1.0, 1.0)  # 2 mm^3 voxels: 500 voxels per mL
+
+
+def _info(number, label):
+    return SegmentInfo(number, label, *segment_codes(label))
+
+
+def _hand_made():
+    """A 6 x 10 x 10 grid: a body block with a 1-voxel hole, a bone ring (a canal) and a 2-voxel speck of bone."""
+    body = np.zeros((6, 10, 10), bool)
+    body[1:5, 1:9, 1:9] = True
+    body[2, 4, 4] = False                      # hole: 1 voxel
+    bone = np.zeros_like(body)
+    bone[1:5, 5:8, 5:8] = True
+    bone[1:5, 6, 6] = False                    # spinal canal: a hole in every slice, must stay
+    bone[1, 2, 2] = bone[1, 2, 3] = True       # speck: 2 voxels = 0.004 mL
+    return body, bone
+
+
+def test_remove_small_components_removes_exactly_the_small_ones():
+    _, bone = _hand_made()
+    out = remove_small_components(bone, SPACING, min_volume_ml=0.01)  # 5 voxels
+    assert np.count_nonzero(bone & ~out) == 2 and not (out & ~bone).any()
+    assert not out[1, 2, 2] and not out[1, 2, 3]
+    np.testing.assert_array_equal(remove_small_components(bone, SPACING, min_volume_ml=0), bone)
+
+
+def test_fill_holes_3d_and_slice_wise():
+    body, bone = _hand_made()
+    filled = fill_holes(body)
+    assert np.count_nonzero(filled & ~body) == 1 and filled[2, 4, 4]
+    # the canal is open at both ends: no 3-D hole, but a hole in each of the 4 slices
+    assert np.count_nonzero(fill_holes(bone) != bone) == 0
+    assert np.count_nonzero(fill_holes(bone, slice_wise=True) != bone) == 4
+    edge = np.zeros((3, 5, 5), bool)
+    edge[:, :, 0:3] = True
+    edge[1, 2, 0] = False  # touches the grid border: not a hole
+    np.testing.assert_array_equal(fill_holes(edge), edge)
+
+
+def test_correct_labels_counts_changed_voxels_per_segment():
+    body, bone = _hand_made()
+    lm = LabelMap((Segment(_info(1, "body"), body), Segment(_info(2, "bone"), bone)), ("lung_left",))
+    out, changed = correct_labels(lm, SPACING, min_volume_ml=0.01)
+    assert changed == {"body": 1, "bone": 2}  # hole filled; speck removed, canal kept (bone is not hole-filled)
+    assert out.by_label("body").mask[2, 4, 4] and not out.by_label("bone").mask[1, 6, 6]
+    assert out.not_found == ("lung_left",)
+    assert lm.by_label("body").mask[2, 4, 4] == False  # noqa: E712 - the input is not modified
+    _, unchanged = correct_labels(lm, SPACING, min_volume_ml=0, fill_holes=False)
+    assert unchanged == {"body": 0, "bone": 0}
+
+
+def test_correct_labels_drops_emptied_segments_into_not_found():
+    speck = np.zeros((3, 5, 5), bool)
+    speck[1, 1, 1] = True
+    out, changed = correct_labels(LabelMap((Segment(_info(1, "bone"), speck),)), SPACING, min_volume_ml=1.0)
+    assert out.segments == () and out.not_found == ("bone",) and changed == {"bone": 1}
+
+
+def test_smooth_posteriors_flips_a_weak_isolated_voxel_and_counts_it():
+    post = np.zeros((2, 5, 9, 9), np.float32)
+    post[0] = 0.9
+    post[1] = 0.1
+    post[:, 2, 4, 4] = (0.4, 0.6)    # weakly class 1 among confident class 0: flips
+    post[:, 2, 1, 1] = (0.01, 0.99)  # strongly class 1: stays
+    post[:, 0, 0, 0] = 0             # outside the region: label -1
+    res = smooth_posteriors(post, (1.0, 1.0, 1.0), sigma_mm=1.0, iterations=2)
+    assert res.voxels_changed == 1
+    assert res.labels[2, 4, 4] == 0 and res.labels[2, 1, 1] == 1 and res.labels[0, 0, 0] == -1
+    assert res.labels.dtype == np.int16 and res.posteriors.dtype == np.float32
+    np.testing.assert_allclose(res.posteriors.sum(axis=0)[post.sum(axis=0) > 0], 1, atol=1e-5)
+    assert smooth_posteriors(post, (1.0, 1.0, 1.0), iterations=0).voxels_changed == 0
+
+
+def test_options_are_checked():
+    body, _ = _hand_made()
+    with pytest.raises(ValueError, match="min_volume_ml"):
+        remove_small_components(body, SPACING, min_volume_ml=-1)
+    with pytest.raises(ValueError, match="bool"):
+        fill_holes(body.astype(np.uint8))
+    with pytest.raises(ValueError, match="connectivity"):
+        correct_labels(LabelMap(), SPACING, connectivity=4)
+    with pytest.raises(ValueError, match="iterations"):
+        smooth_posteriors(np.zeros((2, 2, 2, 2)), SPACING, iterations=-1)
