@@ -92,6 +92,8 @@ def run_chain(spec: JobSpec, *, progress: Callable[[str], None] | None = None) -
     from dicomnode.results.sr import build_sr
     from dicomnode.results.uids import ResultUids
 
+    from dicomnode.steps import registry
+    registry()
     t0 = time.perf_counter()
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)

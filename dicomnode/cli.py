@@ -271,11 +271,16 @@ def cmd_process(a: argparse.Namespace) -> int:
     return 0
 
 
+def _benches() -> list[str]:
+    import pkgutil
+
+    import dicomnode.bench
+    return sorted(m.name for m in pkgutil.iter_modules(dicomnode.bench.__path__) if not m.name.startswith("_"))
+
+
 def cmd_bench(a: argparse.Namespace, rest: Sequence[str]) -> int:
     import importlib
-    mod = {"ingest": "dicomnode.bench.ingest", "results": "dicomnode.bench.results",
-           "analysis": "dicomnode.bench.analysis"}[a.what]
-    return int(importlib.import_module(mod).main(list(rest)) or 0)
+    return int(importlib.import_module(f"dicomnode.bench.{a.what}").main(list(rest)) or 0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -340,8 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_process)
 
     s = sub.add_parser("bench", help="benchmarks that print JSON figures", add_help=False)
-    s.add_argument("what", choices=["ingest", "results", "analysis"])
+    s.add_argument("what", choices=_benches())
     s.set_defaults(func=None, bench=True)
+
+    import importlib
+    import pkgutil
+
+    import dicomnode.commands
+    for m in sorted(pkgutil.iter_modules(dicomnode.commands.__path__), key=lambda m: m.name):
+        if not m.name.startswith("_"):
+            importlib.import_module(f"dicomnode.commands.{m.name}").add_parser(sub)
     return p
 
 

@@ -127,6 +127,10 @@ class WorkersSection:
     max_attempts: int = 3
     retry_backoff_seconds: tuple[float, ...] = (10.0, 60.0, 600.0)
     lease_seconds: float = 3600.0
+    memory_limit_mb: int = 0  # dask LocalCluster: per worker; 0 = Dask's default (host memory / count)
+    resources: Mapping[str, float] = field(default_factory=dict)  # dask resources one job needs
+    dashboard_address: str = ":8787"  # dask LocalCluster dashboard; "" = none, ":0" = any free port
+    connect_timeout_seconds: float = 10.0  # dask scheduler connection
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,7 +320,8 @@ def _parse_profile(c: _Collector, name: str, t: Any, prefix: str) -> Profile | N
     if not isinstance(steps, list) or any(not isinstance(s, str) for s in steps):
         c.err(f"{prefix}.steps", steps, "a list of step names, e.g. [\"denoise\", \"segment\", \"features\"]")
         return None
-    from dicomnode.analysis.pipeline import STEP_NAMES
+    from dicomnode.steps import step_names
+    STEP_NAMES = step_names()
     for i, s in enumerate(steps):
         if s not in STEP_NAMES:
             c.err(f"{prefix}.steps[{i}]", s, f"unknown step; known steps: {', '.join(sorted(STEP_NAMES))}")
@@ -448,7 +453,8 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
 
     wt = c.table(doc, "workers")
     c.unknown(wt, "workers", {"count", "backend", "scheduler", "transfer", "max_attempts", "retry_backoff_seconds",
-                              "lease_seconds"})
+                              "lease_seconds", "memory_limit_mb", "resources", "dashboard_address",
+                              "connect_timeout_seconds"})
     wd = WorkersSection()
     backend = c.string(wt, "backend", "workers", wd.backend)
     if backend not in ("local", "dask"):
@@ -458,14 +464,33 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
     if transfer not in ("shared", "bytes"):
         c.err("workers.transfer", transfer, "use \"shared\" or \"bytes\"")
         transfer = wd.transfer
+    scheduler = c.string(wt, "scheduler", "workers", "") or ""
+    if scheduler and not scheduler.startswith(("tcp://", "tls://", "inproc://", "ucx://", "ws://", "wss://")):
+        c.err("workers.scheduler", scheduler, "a Dask scheduler address such as \"tcp://10.0.0.5:8786\", "
+              "or leave it out to start a local cluster")
+        scheduler = ""
+    resources: dict[str, float] = {}
+    rt = wt.get("resources", {})
+    if not isinstance(rt, dict) or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0
+                                       for v in rt.values()):
+        c.err("workers.resources", rt, "a table of resource name = amount > 0 one job needs, e.g. { MEMORY = 4e9 }"
+              " (start the workers with `dask worker --resources \"MEMORY=16e9\"`)")
+    else:
+        resources = {str(k): float(v) for k, v in rt.items()}
     workers = WorkersSection(
         count=c.number(wt, "count", "workers", wd.count, minimum=1, maximum=256, integer=True, example="2"),
         backend=backend or "local",
-        scheduler=c.string(wt, "scheduler", "workers", "") or "",
+        scheduler=scheduler,
         transfer=transfer or "shared",
         max_attempts=c.number(wt, "max_attempts", "workers", wd.max_attempts, minimum=1, integer=True, example="3"),
         retry_backoff_seconds=c.backoff(wt, "retry_backoff_seconds", "workers", wd.retry_backoff_seconds),
         lease_seconds=float(c.number(wt, "lease_seconds", "workers", wd.lease_seconds, minimum=1, example="3600")),
+        memory_limit_mb=c.number(wt, "memory_limit_mb", "workers", wd.memory_limit_mb, minimum=0, integer=True,
+                                 example="4096 (0: the host's memory / count)"),
+        resources=resources,
+        dashboard_address=c.string(wt, "dashboard_address", "workers", wd.dashboard_address) or "",
+        connect_timeout_seconds=float(c.number(wt, "connect_timeout_seconds", "workers",
+                                               wd.connect_timeout_seconds, minimum=0.5, example="10")),
     )
 
     et = c.table(doc, "export")

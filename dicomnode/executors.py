@@ -1,25 +1,76 @@
-"""Where jobs run: behind one interface, a local process pool (default) or, later, a Dask cluster.
+"""Where jobs run: behind one interface, a local process pool (default) or a Dask distributed cluster.
 
 An executor takes a :class:`~dicomnode.chain.JobSpec` and returns a future of a
 :class:`~dicomnode.chain.JobOutcome`; it never touches the index. The dispatcher in :mod:`dicomnode.jobs` owns the
-job's state.
+job's state. Both back ends run the same function, :func:`dicomnode.chain.run_chain` (on Dask wrapped by
+:mod:`dicomnode.remote` for log context and memory errors).
+
+A future may end in one of these, besides the chain's own errors::
+
+    DicomnodeError
+     +-- RequeueJob          not a failure: the worker or the scheduler connection was lost; the dispatcher puts
+     |                       the job back to pending without counting an attempt
+     +-- WorkerMemoryError   the job ran its worker out of memory (names the series and the memory limit); final
+
+Dask back end (``[workers] backend = "dask"``): ``scheduler = "tcp://HOST:PORT"`` connects to a running cluster
+(``dask scheduler`` + ``dask worker``, or any deployment: SSH, Kubernetes, HPC); without it an in-process
+``LocalCluster`` of ``count`` single-threaded worker processes starts with the node. ``transfer = "shared"`` passes
+file paths (the data folder is mounted at the same path on every worker); ``transfer = "bytes"`` ships the series'
+files with the task and gets the result files back as bytes, which are written into the job's output folder here.
+A worker lost in the middle of a job is handled by Dask itself: the task runs again on another worker (up to
+``distributed.scheduler.allowed-failures`` times; then it is taken for a job that kills its workers, i.e. runs them
+out of memory). Result UIDs are deterministic and the outbox never queues a (destination, SOP Instance UID) twice,
+so a job that runs twice still sends its results once.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
-from concurrent.futures import Future, ProcessPoolExecutor
+import os
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Protocol
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Mapping, Protocol
 
-from dicomnode.chain import JobOutcome, JobSpec, run_chain
+from dicomnode.chain import RESULTS_JSON, JobOutcome, JobSpec, run_chain
+from dicomnode.config import WorkersSection
+from dicomnode.errors import DicomnodeError
 
 log = logging.getLogger(__name__)
 
+#: how long a job waits before it is claimed again when the cluster cannot be reached
+REQUEUE_DELAY_SECONDS = 5.0
+
+
+class RequeueJob(DicomnodeError):
+    """The job did not fail: the worker running it or the connection to the Dask scheduler was lost.
+
+    The dispatcher puts the job back to pending, without counting an attempt, to be claimed again after
+    ``delay_seconds``. Nothing to do unless it repeats: then check that the scheduler and workers are up
+    (``dicomnode status`` shows the cluster).
+    """
+
+    def __init__(self, message: str, *, delay_seconds: float = 0.0) -> None:
+        super().__init__(message)
+        self.delay_seconds = delay_seconds
+
+
+class WorkerMemoryError(DicomnodeError):
+    """A job ran its worker out of memory. The message names the series and the memory limit per worker.
+
+    Final (not retried): raise the workers' memory limit or choose a lighter profile, then ``dicomnode jobs retry``.
+    """
+
 
 class Executor(Protocol):
-    capacity: int
+    @property
+    def capacity(self) -> int: ...
 
     def submit(self, spec: JobSpec) -> "Future[JobOutcome]": ...
 
@@ -53,11 +104,330 @@ class LocalExecutor:
             self._pool = self._new_pool()
             return self._pool.submit(run_chain, spec)
 
+    def cluster_status(self) -> dict[str, Any]:
+        return {"backend": "local", "workers": self.capacity, "tasks_in_flight": None, "dashboard": None}
+
     def shutdown(self, *, wait: bool) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=True)
 
 
-def make_executor(backend: str, count: int, scheduler: str = "") -> Executor:
+# ---------------------------------------------------------------------------------------------------------------
+# Dask
+# ---------------------------------------------------------------------------------------------------------------
+
+def _series_uid_of(spec: JobSpec) -> str:
+    """The Series Instance UID of a job's first file (a header read), for logs and messages; "" if unreadable."""
+    if not spec.files:
+        return ""
+    try:
+        from dicomnode.io.load import read_header
+        return str(read_header(spec.files[0]).get("SeriesInstanceUID", "") or "")
+    except Exception:  # noqa: BLE001 - the chain reports bad input properly; this is for messages only
+        return ""
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_remote_result(result: Any, out_dir: str) -> JobOutcome:
+    """Write a :class:`dicomnode.remote.RemoteResult` into ``out_dir`` (atomically, file by file).
+
+    Returns the :class:`JobOutcome` with the paths on this machine, as if the chain had run here.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for f in result.files:
+        if Path(f.name).name != f.name or f.name in ("", ".", ".."):
+            raise ValueError(f"a worker returned a result file named {f.name!r}; expected a bare file name")
+        _write_atomic(out / f.name, f.data)
+        paths.append(str(out / f.name))
+    rj = out / RESULTS_JSON
+    _write_atomic(rj, result.results_json)
+    return JobOutcome(result.series_uid, tuple(paths), tuple(f.sop_instance_uid for f in result.files), str(rj),
+                      result.seconds)
+
+
+def _mb(n_bytes: float | None) -> float | None:
+    return None if not n_bytes else round(n_bytes / 2**20, 1)
+
+
+def _status_from_info(info: Mapping[str, Any], processing: Mapping[str, Any], dashboard: str | None,
+                      scheduler: str) -> dict[str, Any]:
+    workers = []
+    for addr, w in sorted(info.get("workers", {}).items()):
+        workers.append({"address": addr, "name": str(w.get("name", "")), "host": w.get("host", ""),
+                        "nthreads": w.get("nthreads", 0), "memory_limit_mb": _mb(w.get("memory_limit")),
+                        "memory_mb": _mb((w.get("metrics") or {}).get("memory")),
+                        "tasks": len(processing.get(addr, ())), "resources": w.get("resources", {})})
+    return {"backend": "dask", "scheduler": scheduler, "dashboard": dashboard,
+            "workers": workers, "n_workers": len(workers), "threads": int(info.get("total_threads", 0)),
+            "tasks_processing": sum(len(v) for v in processing.values())}
+
+
+def cluster_status(scheduler: str, *, timeout_seconds: float = 5.0) -> dict[str, Any]:
+    """The state of a Dask cluster seen from outside the node (``dicomnode status``).
+
+    Connects a short-lived client to ``scheduler`` (``tcp://HOST:PORT``). Returns ``{"backend": "dask",
+    "scheduler", "dashboard", "workers": [{address, name, host, nthreads, memory_limit_mb, memory_mb, tasks,
+    resources}], "n_workers", "threads", "tasks_processing"}``, or ``{"backend": "dask", "scheduler", "error"}``
+    when the scheduler cannot be reached.
+    """
+    from distributed import Client
+    try:
+        with Client(scheduler, timeout=timeout_seconds, set_as_default=False) as client:
+            return _status_from_info(client.scheduler_info(n_workers=-1), client.processing(),
+                                     client.dashboard_link, scheduler)
+    except (OSError, TimeoutError) as e:
+        return {"backend": "dask", "scheduler": scheduler,
+                "error": f"cannot reach the Dask scheduler at {scheduler}: {e}"}
+
+
+class DaskExecutor:
+    """Jobs as tasks on a Dask distributed cluster; one task per job, one job per worker thread.
+
+    Parameters
+    ----------
+    count : int
+        Without ``scheduler``: the number of worker processes of the in-process ``LocalCluster`` (one thread each).
+        With ``scheduler``: the least number of jobs kept on the cluster; :attr:`capacity` grows to the cluster's
+        total threads as workers join.
+    scheduler : str, optional
+        ``tcp://HOST:PORT`` of a running ``dask scheduler``; empty: start a ``LocalCluster``.
+    transfer : {"shared", "bytes"}
+        How series reach workers: paths on a shared mount, or bytes with the task (results come back as bytes).
+    memory_limit_mb : int, optional
+        Memory limit of each ``LocalCluster`` worker in MB; 0: Dask's default (the host's memory / ``count``).
+        A worker of an external cluster has the limit it was started with (``dask worker --memory-limit``).
+    resources : mapping of str to float, optional
+        Dask resources each job needs (``client.submit(..., resources=...)``), e.g. ``{"MEMORY": 4e9}``; only
+        workers started with them (``dask worker --resources "MEMORY=16e9"``) run jobs. ``LocalCluster``
+        workers get exactly one job's worth.
+    dashboard_address : str, optional
+        Where a ``LocalCluster`` serves its dashboard, e.g. ``":8787"`` (``":0"``: any free port; ``""``: none).
+    connect_timeout_seconds : float, optional
+        How long to wait for the scheduler when connecting (and reconnecting after the connection was lost).
+    """
+
+    def __init__(self, count: int, scheduler: str = "", *, transfer: str = "shared", memory_limit_mb: int = 0,
+                 resources: Mapping[str, float] | None = None, dashboard_address: str = ":8787",
+                 connect_timeout_seconds: float = 10.0) -> None:
+        from distributed import Client, LocalCluster
+
+        if transfer not in ("shared", "bytes"):
+            raise ValueError(f"transfer = {transfer!r}: use \"shared\" or \"bytes\"")
+        self.transfer = transfer
+        self.resources = dict(resources or {})
+        self._count = count
+        self._scheduler = scheduler
+        self._timeout_s = connect_timeout_seconds
+        self._lock = threading.Lock()
+        self._inflight: dict[str, tuple[Any, "Future[JobOutcome]", JobSpec, str]] = {}
+        self._closed = False
+        self._threads = count
+        self._threads_checked = 0.0
+        self._cluster = None
+        if scheduler:
+            self._client = Client(scheduler, timeout=connect_timeout_seconds, set_as_default=False)
+        else:
+            self._cluster = LocalCluster(
+                n_workers=count, threads_per_worker=1, processes=True,
+                memory_limit=f"{memory_limit_mb}MiB" if memory_limit_mb else "auto",
+                dashboard_address=dashboard_address or None, resources=self.resources or None,
+                host="127.0.0.1")
+            self._client = Client(self._cluster, set_as_default=False)
+        self._forward_logs()
+        info = self._client.scheduler_info(n_workers=-1)
+        self.scheduler_address = str(self._client.scheduler.address)
+        self.dashboard_link = self._dashboard()
+        limits = sorted({_mb(w.get("memory_limit")) for w in info.get("workers", {}).values()} - {None})
+        log.info("dask cluster ready", extra={"scheduler": self.scheduler_address, "dashboard": self.dashboard_link,
+                                              "workers": info.get("n_workers", 0),
+                                              "threads": info.get("total_threads", 0), "transfer": transfer,
+                                              "memory_limit_mb": limits, "local_cluster": not scheduler})
+
+    # -- helpers --------------------------------------------------------------------------------------------------
+    def _dashboard(self) -> str | None:
+        try:
+            info = self._client.scheduler_info(n_workers=0)
+            return self._client.dashboard_link if "dashboard" in info.get("services", {}) else None
+        except Exception:  # noqa: BLE001 - the dashboard is optional (it needs bokeh)
+            return None
+
+    def _forward_logs(self) -> None:
+        """Worker-side ``dicomnode`` records (with job id and series UID) are re-emitted in the node's log."""
+        try:
+            self._client.forward_logging("dicomnode", level=logging.INFO)
+        except Exception as e:  # noqa: BLE001 - logs are not worth failing the start for
+            log.warning("worker logs are not forwarded to the node", extra={"error": str(e)})
+
+    def _ensure_client(self) -> Any:
+        """The client, reconnected if the scheduler connection was lost for good; else :class:`RequeueJob`."""
+        from distributed import Client
+
+        status = self._client.status
+        if status == "running":
+            return self._client
+        if status in ("connecting", "newly-created"):
+            raise RequeueJob(f"the connection to the Dask scheduler {self.scheduler_address} is being restored",
+                             delay_seconds=REQUEUE_DELAY_SECONDS)
+        if not self._scheduler:
+            raise RequeueJob("the local Dask cluster is closed", delay_seconds=REQUEUE_DELAY_SECONDS)
+        try:
+            client = Client(self._scheduler, timeout=self._timeout_s, set_as_default=False)
+        except (OSError, TimeoutError) as e:
+            raise RequeueJob(f"cannot reach the Dask scheduler at {self._scheduler}: {e}",
+                             delay_seconds=REQUEUE_DELAY_SECONDS) from e
+        old, self._client = self._client, client
+        try:
+            old.close(timeout=1)
+        except Exception:  # noqa: BLE001
+            pass
+        self._forward_logs()
+        log.info("reconnected to the Dask scheduler", extra={"scheduler": self._scheduler})
+        return client
+
+    # -- the Executor interface -------------------------------------------------------------------------------
+    @property
+    def capacity(self) -> int:
+        """Jobs to keep on the cluster: ``count``, or the cluster's total threads when that is more."""
+        if not self._scheduler:
+            return self._count
+        now = time.monotonic()
+        if now - self._threads_checked > 5.0 and self._client.status == "running":
+            self._threads_checked = now
+            try:
+                self._threads = int(self._client.scheduler_info(n_workers=0).get("total_threads", 0))
+            except Exception:  # noqa: BLE001 - keep the last known figure
+                pass
+        return max(self._count, self._threads)
+
+    @property
+    def tasks_in_flight(self) -> int:
+        with self._lock:
+            return len(self._inflight)
+
+    def submit(self, spec: JobSpec) -> "Future[JobOutcome]":
+        """Submit one job as one task; the returned future ends with the outcome or the error, never blocks."""
+        out: Future[JobOutcome] = Future()
+        from dicomnode import remote
+
+        series_uid = _series_uid_of(spec)
+        key = f"dicomnode-job-{spec.job_id if spec.job_id is not None else 'x'}-{uuid.uuid4().hex[:12]}"
+        try:
+            if self._closed:
+                raise RequeueJob("the Dask executor is shut down")
+            client = self._ensure_client()
+            opts: dict[str, Any] = {"key": key, "pure": False, "resources": self.resources or None}
+            if self.transfer == "bytes":
+                payload = tuple(Path(f).read_bytes() for f in spec.files)
+                dfut = client.submit(remote.run_job_bytes, replace(spec, files=()), payload, series_uid, **opts)
+            else:
+                dfut = client.submit(remote.run_job, spec, series_uid, **opts)
+        except BaseException as e:  # noqa: BLE001 - the dispatcher sees every error through the future
+            out.set_exception(e)
+            return out
+        with self._lock:
+            self._inflight[key] = (dfut, out, spec, series_uid)
+        log.info("job submitted to dask", extra={"job_id": spec.job_id, "series_uid": series_uid, "key": key,
+                                                 "transfer": self.transfer})
+        dfut.add_done_callback(lambda f, k=key: self._resolve(k, f))
+        return out
+
+    def _resolve(self, key: str, dfut: Any) -> None:
+        with self._lock:
+            entry = self._inflight.pop(key, None)
+        if entry is None:
+            return
+        _, out, spec, series_uid = entry
+        if out.done():
+            return
+        try:
+            out.set_result(self._outcome(dfut, spec, series_uid))
+        except BaseException as e:  # noqa: BLE001
+            out.set_exception(e)
+
+    def _outcome(self, dfut: Any, spec: JobSpec, series_uid: str) -> JobOutcome:
+        from distributed.scheduler import KilledWorker
+
+        try:
+            result = dfut.result()
+        except CancelledError as e:  # distributed's FutureCancelledError; ours never cancels a running job
+            reason = getattr(e, "reason", "") or "unknown"
+            raise RequeueJob(f"the Dask task of job {spec.job_id} (series {series_uid}) was cancelled "
+                             f"({reason}); the job is queued again",
+                             delay_seconds=REQUEUE_DELAY_SECONDS if "connection" in reason else 0.0) from None
+        except KilledWorker as e:
+            from dicomnode.remote import format_memory_limit
+            ws = e.last_worker
+            raise WorkerMemoryError(
+                f"series {series_uid} (job {spec.job_id}): {e.allowed_failures + 1} worker(s) died while running "
+                f"it, the last {getattr(ws, 'address', '?')}; the usual cause is running out of memory "
+                f"(limit {format_memory_limit(getattr(ws, 'memory_limit', None))}); give the workers more memory "
+                "(workers.memory_limit_mb, or `dask worker --memory-limit`) or use a lighter profile, "
+                "then `dicomnode jobs retry`") from None
+        if self.transfer == "bytes":
+            return write_remote_result(result, spec.out_dir)
+        return result
+
+    def cluster_status(self) -> dict[str, Any]:
+        """Workers, tasks in flight and the dashboard link, from the node's own client (no new connection)."""
+        try:
+            st = _status_from_info(self._client.scheduler_info(n_workers=-1), self._client.processing(),
+                                   self.dashboard_link, self.scheduler_address)
+        except Exception as e:  # noqa: BLE001
+            st = {"backend": "dask", "scheduler": self.scheduler_address, "dashboard": self.dashboard_link,
+                  "error": f"cannot reach the Dask scheduler: {e}"}
+        st["tasks_in_flight"] = self.tasks_in_flight
+        st["transfer"] = self.transfer
+        st["local_cluster"] = self._cluster is not None
+        return st
+
+    def shutdown(self, *, wait: bool) -> None:
+        """Close the client (and the local cluster). Jobs still out end with :class:`RequeueJob`."""
+        self._closed = True
+        with self._lock:
+            left = list(self._inflight.values())
+            self._inflight.clear()
+        for _, out, spec, series_uid in left:
+            if not out.done():
+                out.set_exception(RequeueJob(f"the node stopped while job {spec.job_id} (series {series_uid}) "
+                                             "was on the cluster"))
+        try:
+            self._client.close(timeout=10)
+        except Exception:  # noqa: BLE001
+            pass
+        if self._cluster is not None:
+            try:
+                self._cluster.close(timeout=30)
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def make_executor(backend: str, count: int, scheduler: str = "", **options: Any) -> Executor:
+    """``"local"``: :class:`LocalExecutor`; ``"dask"``: :class:`DaskExecutor` (``options`` go to it)."""
     if backend == "local":
         return LocalExecutor(count)
-    raise ValueError(f"workers.backend = {backend!r} is not available in this build; use \"local\"")
+    if backend == "dask":
+        return DaskExecutor(count, scheduler, **options)
+    raise ValueError(f"workers.backend = {backend!r}: use \"local\" or \"dask\"")
+
+
+def executor_for(workers: WorkersSection) -> Executor:
+    """The executor the ``[workers]`` section asks for."""
+    if workers.backend != "dask":
+        return LocalExecutor(workers.count)
+    return DaskExecutor(workers.count, workers.scheduler, transfer=workers.transfer,
+                        memory_limit_mb=workers.memory_limit_mb, resources=workers.resources,
+                        dashboard_address=workers.dashboard_address,
+                        connect_timeout_seconds=workers.connect_timeout_seconds)

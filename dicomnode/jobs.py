@@ -4,8 +4,10 @@ Life cycle (see :data:`dicomnode.store.db.JOB_TRANSITIONS`): ``pending -> runnin
 keeps its message and traceback; it is retried with backoff (``workers.retry_backoff_seconds``) until
 ``workers.max_attempts``, then stays ``failed`` and visible until an operator runs ``dicomnode jobs retry ID``.
 Input that can never be processed (a :class:`~dicomnode.errors.SeriesLoadError`: one slice, broken geometry,
-empty UIDs...) fails at once, without retries. Jobs that were running when the node died are queued again on
-start (:meth:`Database.release_running_jobs`).
+empty UIDs...) fails at once, without retries; so does a job that ran its worker out of memory
+(:class:`~dicomnode.executors.WorkerMemoryError`). Jobs that were running when the node died are queued again on
+start (:meth:`Database.release_running_jobs`). A job whose worker or cluster connection was lost
+(:class:`~dicomnode.executors.RequeueJob`) is not a failure: it goes back to pending without counting an attempt.
 
 When a job is done its result files are queued in the outbox, one row per destination and file, in the same
 transaction.
@@ -18,19 +20,19 @@ import os
 import threading
 import time
 import traceback
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from typing import Callable
 
 from dicomnode.chain import JobOutcome, JobSpec
 from dicomnode.config import NodeConfig
 from dicomnode.errors import SeriesLoadError
-from dicomnode.executors import Executor
+from dicomnode.executors import Executor, RequeueJob, WorkerMemoryError
 from dicomnode.store.db import Database, JobRow, JobState
 
 log = logging.getLogger(__name__)
 
-PERMANENT_ERRORS = (SeriesLoadError,)
+PERMANENT_ERRORS = (SeriesLoadError, WorkerMemoryError)
 
 
 def results_dir(data_dir: Path, series_uid: str, job_id: int) -> Path:
@@ -113,7 +115,11 @@ class Dispatcher:
                        uid_root=cfg.node.uid_root, job_id=job.id)
         log.info("job started", extra={"job_id": job.id, "series_uid": job.series_uid, "profile": job.profile,
                                        "attempt": job.attempts, "instances": len(files)})
-        fut = self.executor.submit(spec)
+        try:
+            fut = self.executor.submit(spec)
+        except RequeueJob as e:
+            self._requeue(job, e)
+            return
         with self._lock:
             self._running[job.id] = fut
         fut.add_done_callback(lambda f, j=job: self._done(j, f))
@@ -123,6 +129,14 @@ class Dispatcher:
         try:
             try:
                 outcome = fut.result()
+            except (RequeueJob, CancelledError) as e:
+                if self._stop.is_set():
+                    return  # stop() has put the jobs still out back to pending
+                if isinstance(e, RequeueJob):
+                    self._requeue(job, e)
+                    return
+                self._record_failure(job, cfg, f"{type(e).__name__}: {e}", "", final=False)
+                return
             except BaseException as e:  # noqa: BLE001 - any failure is recorded on the job
                 tb_text = "".join(traceback.format_exception(type(e), e, e.__traceback__))
                 remote_tb = getattr(getattr(e, "__cause__", None), "tb", "")
@@ -147,6 +161,19 @@ class Dispatcher:
             self._wake.set()
             if self._on_done:
                 self._on_done()
+
+    def _requeue(self, job: JobRow, e: RequeueJob) -> None:
+        """Running -> pending, not counted as an attempt: the job did not fail, its worker or cluster was lost."""
+        now = time.time()
+        release = getattr(self.db, "release_job", None)
+        if release is not None:
+            release(job.id, now, not_before=now + e.delay_seconds, note=str(e))
+        else:  # until store/db.py has release_job: a retry that counts an attempt
+            self.db.fail_job(job.id, now, error=f"requeued: {e}", traceback="", retry_at=now + e.delay_seconds)
+        self.db.audit("job requeued", series_uid=job.series_uid, detail={"job_id": job.id, "reason": str(e)})
+        log.warning("job requeued: not a failure", extra={"job_id": job.id, "series_uid": job.series_uid,
+                                                          "reason": str(e),
+                                                          "retry_in_s": round(e.delay_seconds, 1)})
 
     def _record_failure(self, job: JobRow, cfg: NodeConfig, error: str, tb_text: str, *, final: bool) -> None:
         now = time.time()

@@ -37,8 +37,13 @@ def basic_measurements(image: np.ndarray, mask: np.ndarray, spacing_mm: tuple[fl
     n = int(np.count_nonzero(mask))
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
     if n:
-        vals = image[mask].astype(np.float64)
-        mean, sd = float(vals.mean()), float(vals.std())
+        vals = image[mask]
+        mean = float(vals.mean(dtype=np.float64))
+        ss = 0.0
+        for i in range(0, vals.size, 1 << 22):  # chunked: no full-size float64 temporary
+            d = vals[i:i + (1 << 22)].astype(np.float64) - mean
+            ss += float(np.dot(d, d))
+        sd = float(np.sqrt(ss / n))
     else:
         mean = sd = float("nan")
     ucum = {"HU": "[hnsf'U]", "SUV": "{SUVbw}g/ml"}.get(unit, "1")

@@ -74,7 +74,7 @@ def run_steps(ctx: Context, steps: list[str] | tuple[str, ...], params: Mapping[
     """Run ``steps`` in order over ``ctx``; return one record per step."""
     records: list[StepRecord] = []
     for name in steps:
-        fn = STEPS.get(name)
+        fn = STEPS.get(name)  # registered by dicomnode.steps.registry()
         if fn is None:
             raise AnalysisError(f"unknown step {name!r}; known steps: {', '.join(sorted(STEPS))}")
         p = dict(params.get(name, {}))
@@ -98,9 +98,3 @@ def run_steps(ctx: Context, steps: list[str] | tuple[str, ...], params: Mapping[
         records.append(StepRecord(name, round(seconds, 4), round(peak, 1), ok=not err, optional=optional, error=err))
     return records
 
-
-# Import the step modules so that they register themselves. They are thin adapters from the Context to the pure
-# functions of the analysis modules.
-from dicomnode.analysis import steps as _steps  # noqa: E402,F401
-
-STEP_NAMES = frozenset(STEPS)

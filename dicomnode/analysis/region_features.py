@@ -171,7 +171,7 @@ def region_features(image: np.ndarray, mask: np.ndarray, spacing_mm: tuple[float
         return meas, ["empty segment: no features"]
     ucum = _ucum(unit)
     fams = set(settings.families)
-    values = image[mask].astype(np.float64)
+    values = image[mask]  # in the image's dtype: the feature functions avoid float64 copies of large ROIs
     feats: list[FeatureValue] = []
     if "intensity statistics" in fams:
         feats += statistics_features(values)

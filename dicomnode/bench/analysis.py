@@ -1,28 +1,27 @@
-"""``dicomnode bench analysis``: time the CT analysis steps on a synthetic 512 x 512 x 300 chest phantom.
+"""``dicomnode bench analysis``: the default CT profile on a synthetic 512 x 512 x 300 chest phantom.
 
 Builds the phantom (0.8 x 0.8 x 1.5 mm: body with a fat layer, two lungs, a spine, a patient table, Gaussian
-noise), runs the steps named by ``--steps`` in order (default: the CT profile's ``denoise,segment,correct``), and
-prints one JSON object: per step the wall time in seconds and the process's peak RSS in MB after it, plus the
-segment volumes. The step list is a parameter so the pipeline's real profile can be swapped in.
+noise), runs a profile (default: the shipped ``ct`` profile, every step of it, through the same pipeline runner the
+node uses) and prints one JSON object: per step the wall time and the peak RSS during the step, the total, the peak
+RSS as a multiple of the float32 volume, and the segment volumes. Targets (issue "Analysis chain, part 1"): the
+whole CT profile <= 10 s on 2 cores, peak RSS <= 6x the float32 volume.
 
 Example::
 
-    python -m dicomnode.bench.analysis --steps denoise,segment,correct
+    dicomnode bench analysis [--profile ct] [--shape 300,512,512]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["STEPS", "main", "make_ct_phantom"]
+__all__ = ["main", "make_ct_phantom"]
 
 AIR_HU, SOFT_HU, FAT_HU, LUNG_HU, BONE_HU, TABLE_HU = -1000.0, 40.0, -100.0, -850.0, 700.0, 100.0
 
@@ -105,99 +104,61 @@ def make_ct_phantom(shape: tuple[int, int, int], spacing_mm: tuple[float, float,
     return image, truth
 
 
-@dataclass
-class _State:
-    image: np.ndarray
-    spacing_mm: tuple[float, float, float]
-    labels: object = None
-    info: dict = field(default_factory=dict)
-
-
-def _step_denoise(st: _State) -> None:
-    from dicomnode.analysis.denoise import gaussian
-
-    st.image = gaussian(st.image, st.spacing_mm, sigma_mm=0.8)
-    st.info["denoise"] = "gaussian sigma 0.8 mm"
-
-
-def _step_segment(st: _State) -> None:
-    from dicomnode.analysis.segment import segment_ct
-
-    res = segment_ct(st.image, st.spacing_mm)
-    st.labels = res.labels
-    st.info["segment_notes"] = list(res.notes)
-
-
-def _step_correct(st: _State) -> None:
-    from dicomnode.analysis.correct import correct_labels
-
-    st.labels, changed = correct_labels(st.labels, st.spacing_mm, min_volume_ml=0.1)
-    st.info["voxels_changed"] = changed
-
-
-#: name -> step; each takes the running state (image, spacing, labels) and updates it.
-STEPS: dict[str, Callable[[_State], None]] = {
-    "denoise": _step_denoise,
-    "segment": _step_segment,
-    "correct": _step_correct,
-}
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark; print JSON to stdout; return 0 (2 on a bad argument)."""
-    parser = argparse.ArgumentParser(prog="dicomnode bench analysis", description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", default="denoise,segment,correct",
-                        help=f"comma-separated steps, in order, from {sorted(STEPS)} (default: %(default)s)")
-    parser.add_argument("--shape", default="300,512,512", help="Z,Y,X voxels (default: %(default)s)")
-    parser.add_argument("--spacing-mm", default="1.5,0.8,0.8", help="dz,dy,dx in mm (default: %(default)s)")
-    parser.add_argument("--noise-hu", type=float, default=20.0, help="noise SD in HU (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
-    unknown = [s for s in steps if s not in STEPS]
-    if unknown:
-        print(f"unknown step(s) {unknown}; choose from {sorted(STEPS)}", file=sys.stderr)
-        return 2
-    shape = tuple(int(v) for v in args.shape.split(","))
-    spacing = tuple(float(v) for v in args.spacing_mm.split(","))
-    if len(shape) != 3 or len(spacing) != 3:
-        print("--shape and --spacing-mm need 3 comma-separated values (z, y, x)", file=sys.stderr)
-        return 2
+    from dicomnode.analysis.pipeline import Context, run_steps
+    from dicomnode.analysis.volume import Volume
+    from dicomnode.config import load_config
+    from dicomnode.obs.memory import PeakRSS, rss_mb
+    from dicomnode.steps import registry
 
-    rss0 = _peak_rss_mb()
+    ap = argparse.ArgumentParser(prog="dicomnode bench analysis", description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="ct", help="profile name (shipped or from --config); default ct")
+    ap.add_argument("--config", help="node configuration with [profiles.NAME] tables")
+    ap.add_argument("--shape", default="300,512,512", help="Z,Y,X voxels")
+    ap.add_argument("--spacing-mm", default="1.5,0.8,0.8", help="z,y,x mm")
+    ap.add_argument("--noise-hu", type=float, default=20.0)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+    shape = tuple(int(x) for x in a.shape.split(","))
+    spacing = tuple(float(x) for x in a.spacing_mm.split(","))
+    cfg = load_config(a.config)
+    registry()
+    profile = cfg.profiles[a.profile]
     t0 = time.perf_counter()
-    image, _ = make_ct_phantom(shape, spacing, rng=np.random.default_rng(args.seed), noise_hu=args.noise_hu,
+    image, _ = make_ct_phantom(shape, spacing, rng=np.random.default_rng(a.seed), noise_hu=a.noise_hu,
                                with_truth=False)
-    report: dict = {
-        "shape_zyx": list(shape), "spacing_mm_zyx": list(spacing), "volume_mb_float32": image.nbytes / 2**20,
-        "phantom_seconds": round(time.perf_counter() - t0, 3), "peak_rss_mb_before": round(rss0, 1),
-        "peak_rss_mb_after_phantom": round(_peak_rss_mb(), 1), "steps": [],
+    image = np.round(image, out=image)  # a scanner stores integer HU (int16 + rescale): so does the phantom
+    build_s = time.perf_counter() - t0
+    vol = Volume(image, spacing, modality="CT", unit="HU")
+    base_mb = rss_mb()
+    ctx = Context(volume=vol, original=vol)
+    t0 = time.perf_counter()
+    records = run_steps(ctx, profile.steps, profile.params, meter=PeakRSS)
+    total = time.perf_counter() - t0
+    volume_mb = image.nbytes / 2**20
+    peak = max([r.peak_rss_mb for r in records] + [base_mb])
+    out = {
+        "bench": "analysis",
+        "profile": profile.name,
+        "steps_in_profile": list(profile.steps),
+        "shape_zyx": list(shape),
+        "spacing_mm_zyx": list(spacing),
+        "phantom_build_seconds": round(build_s, 3),
+        "steps": [{"name": r.name, "seconds": r.seconds, "peak_rss_mb": r.peak_rss_mb, "ok": r.ok} for r in records],
+        "total_seconds": round(total, 3),
+        "rss_before_mb": round(base_mb, 1),
+        "peak_rss_mb": round(peak, 1),
+        "float32_volume_mb": round(volume_mb, 1),
+        "peak_rss_over_volume": round(peak / volume_mb, 2),
+        "targets": {"total_seconds": 10.0, "peak_rss_over_volume": 6.0},
+        "segments_ml": {s.info.label: round(float(s.mask.sum()) * float(np.prod(spacing)) / 1000.0, 1)
+                        for s in ctx.labels.segments},
+        "findings": len(ctx.findings),
+        "scene": (ctx.scene or {}).get("label"),
     }
-    st = _State(image, spacing)  # type: ignore[arg-type]
-    del image  # the state owns the volume: a step that replaces it frees the old one
-    total = 0.0
-    for name in steps:
-        t = time.perf_counter()
-        STEPS[name](st)
-        dt = time.perf_counter() - t
-        total += dt
-        report["steps"].append({"step": name, "seconds": round(dt, 3), "peak_rss_mb": round(_peak_rss_mb(), 1)})
-    report["total_seconds"] = round(total, 3)
-    report["peak_rss_mb"] = round(_peak_rss_mb(), 1)
-    report["peak_rss_over_volume"] = round(report["peak_rss_mb"] / report["volume_mb_float32"], 2)
-    if st.labels is not None:
-        vox_ml = spacing[0] * spacing[1] * spacing[2] / 1000.0
-        report["volumes_ml"] = {s.info.label: round(float(np.count_nonzero(s.mask)) * vox_ml, 1)
-                                for s in st.labels.segments}
-        report["not_found"] = list(st.labels.not_found)
-    report.update(st.info)
-    print(json.dumps(report, indent=2))
+    print(json.dumps(out, indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -6,7 +6,6 @@ import logging
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -508,3 +507,36 @@ def test_dcmtk_tools_exist() -> None:
     for tool in ("storescu", "echoscu", "storescp", "dcmcjpeg", "dcmcjpls"):
         assert Path(dcmtk(tool)).exists()
     assert shutil.which("mount") is not None
+
+
+def test_tls_association_stores(start_node: Callable[..., Node], tmp_path: Path) -> None:
+    import ssl
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                           str(cert), "-days", "1", "-subj", "/CN=localhost"], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert, key)
+    node = start_node(ssl_context=server)
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+    client.check_hostname = False
+
+    ae = AE("TLSSCU")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    silent = socket.create_connection(("127.0.0.1", node.port))  # never handshakes: must not block others
+    started = time.monotonic()
+    assoc = ae.associate("127.0.0.1", node.port, ae_title="DICOMNODE", tls_args=(client, None))
+    assert assoc.is_established and time.monotonic() - started < 5
+    silent.close()
+    try:
+        datasets = [small_ct(generate_uid(), i, rows=256) for i in range(5)]
+        assert [int(assoc.send_c_store(ds).Status) for ds in datasets] == [0] * 5
+    finally:
+        assoc.release()
+    assert len(node.files()) == 5
+    for stored, ds in zip(sorted(node.received, key=lambda s: s.sop_instance_uid),
+                          sorted(datasets, key=lambda d: d.SOPInstanceUID)):
+        assert pydicom.dcmread(stored.path).PixelData == ds.PixelData
+    plain = echoscu(node.port)  # a plain-TCP peer cannot talk to the TLS port
+    assert plain.returncode != 0

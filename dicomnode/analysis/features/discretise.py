@@ -27,6 +27,8 @@ __all__ = [
 ]
 
 
+_CHUNK = 1 << 22  # values per chunk of float64 arithmetic
+
 def discretise_fixed_bin_size(values: np.ndarray, *, bin_size: float, lower: float) -> np.ndarray:
     """Fixed bin size discretisation.
 
@@ -55,8 +57,13 @@ def discretise_fixed_bin_size(values: np.ndarray, *, bin_size: float, lower: flo
         raise ValueError(f"bin_size must be a finite number > 0, got {bin_size}")
     if not np.isfinite(lower):
         raise ValueError(f"lower must be finite, got {lower}")
-    x = np.asarray(values, dtype=np.float64)
-    return (np.floor((x - lower) / bin_size) + 1).astype(np.int32)
+    x = np.asarray(values)
+    out = np.empty(x.shape, dtype=np.int32)
+    flat_in, flat_out = x.reshape(-1), out.reshape(-1)
+    for i in range(0, flat_in.size, _CHUNK):  # float64 arithmetic, chunked: no full-size temporaries
+        c = flat_in[i:i + _CHUNK].astype(np.float64)
+        flat_out[i:i + _CHUNK] = np.floor((c - lower) / bin_size) + 1
+    return out
 
 
 def fixed_bin_size_centres(levels: np.ndarray, *, bin_size: float, lower: float) -> np.ndarray:
@@ -101,7 +108,9 @@ def discretise_fixed_bin_number(values: np.ndarray, *, n_bins: int) -> np.ndarra
     """
     if int(n_bins) != n_bins or n_bins < 1:
         raise ValueError(f"n_bins must be an integer >= 1, got {n_bins}")
-    x = np.asarray(values, dtype=np.float64)
+    x = np.asarray(values)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
     if x.size == 0:
         raise ValueError("values is empty: fixed bin number needs at least one ROI voxel")
     lo, hi = float(x.min()), float(x.max())
@@ -109,7 +118,11 @@ def discretise_fixed_bin_number(values: np.ndarray, *, n_bins: int) -> np.ndarra
         raise ValueError("values holds NaN or infinite intensities; mask them out first")
     if hi == lo:
         return np.ones(x.shape, dtype=np.int32)
-    levels = np.floor(n_bins * (x - lo) / (hi - lo)).astype(np.int32) + 1
+    levels = np.empty(x.shape, dtype=np.int32)
+    flat_in, flat_out = x.reshape(-1), levels.reshape(-1)
+    for i in range(0, flat_in.size, _CHUNK):
+        c = flat_in[i:i + _CHUNK].astype(np.float64)
+        flat_out[i:i + _CHUNK] = np.floor(n_bins * (c - lo) / (hi - lo)) + 1
     np.minimum(levels, n_bins, out=levels)
     return levels
 

@@ -59,9 +59,12 @@ def histogram_features(levels: np.ndarray, n_levels: int) -> list[FeatureValue]:
     x = x.ravel()
     if x.min() < 1 or x.max() > n_levels:
         raise ValueError(f"levels must lie in 1..{n_levels}, got {x.min()}..{x.max()}")
-    counts = np.bincount(x, minlength=n_levels + 1)[1:].astype(np.float64)
+    counts = np.zeros(n_levels + 1, dtype=np.int64)
+    for i in range(0, x.size, 1 << 22):  # chunked: bincount would copy all levels to intp at once
+        counts += np.bincount(x[i:i + (1 << 22)], minlength=n_levels + 1)
+    counts = counts[1:].astype(np.float64)
     p = counts / x.size
-    shared = dict(_moments_and_quantiles(x.astype(np.float64)))
+    shared = dict(_moments_and_quantiles(x))
     nonzero = p[p > 0]
     if n_levels > 1:
         grad = np.gradient(counts)  # central differences inside, one-sided (n2 - n1, nN - nN-1) at the ends
@@ -139,34 +142,57 @@ def ivh_curve(
     ValueError
         On conflicting or invalid settings, or empty `values`.
     """
-    x = np.asarray(values, dtype=np.float64).ravel()
+    x = np.asarray(values).ravel()  # counted in chunks below: no full-size float64 temporaries of a large ROI
     if x.size == 0:
         raise ValueError("no ROI voxels: the intensity mask is empty")
-    if not np.isfinite(x).all():
+    lo_all, hi_all = float(x.min()), float(x.max())
+    if not (np.isfinite(lo_all) and np.isfinite(hi_all)):
         raise ValueError("values holds NaN or infinite intensities; mask them out first")
+    chunk = 1 << 22
+
+    def chunks():
+        for i in range(0, x.size, chunk):
+            yield x[i:i + chunk].astype(np.float64)
+
     if n_bins is not None:
         if bin_width is not None or lower is not None or upper is not None:
             raise ValueError("n_bins (arbitrary units) takes no bin_width, lower or upper")
-        d = discretise_fixed_bin_number(x, n_bins=n_bins).astype(np.float64)
+        if int(n_bins) != n_bins or n_bins < 1:
+            raise ValueError(f"n_bins must be an integer >= 1, got {n_bins}")
+
+        def discretised(c: np.ndarray) -> np.ndarray:  # discretise_fixed_bin_number over the whole ROI's range
+            if hi_all == lo_all:
+                return np.ones(c.shape)
+            return np.minimum(np.floor(n_bins * (c - lo_all) / (hi_all - lo_all)) + 1, n_bins)
+
         g_min, g_max, step = 1.0, float(n_bins), 1.0
     elif bin_width is not None:
-        lo = float(x.min()) if lower is None else float(lower)
-        hi = float(x.max()) if upper is None else float(upper)
-        d = fixed_bin_size_centres(discretise_fixed_bin_size(x, bin_size=bin_width, lower=lo), bin_size=bin_width,
-                                   lower=lo)
+        lo = lo_all if lower is None else float(lower)
+        hi = hi_all if upper is None else float(upper)
+
+        def discretised(c: np.ndarray) -> np.ndarray:
+            return fixed_bin_size_centres(discretise_fixed_bin_size(c, bin_size=bin_width, lower=lo),
+                                          bin_size=bin_width, lower=lo)
+
         g_min, g_max, step = lo + 0.5 * bin_width, hi - 0.5 * bin_width, float(bin_width)
     else:
-        if not np.array_equal(x, np.rint(x)):
-            raise ValueError("values are not discrete: give bin_width (calibrated) or n_bins (arbitrary units)")
-        g_min = float(x.min()) if lower is None else float(lower)
-        g_max = float(x.max()) if upper is None else float(upper)
-        d, step = x, 1.0
+        for c in chunks():
+            if not np.array_equal(c, np.rint(c)):
+                raise ValueError("values are not discrete: give bin_width (calibrated) or n_bins (arbitrary units)")
+        g_min = lo_all if lower is None else float(lower)
+        g_max = hi_all if upper is None else float(upper)
+
+        def discretised(c: np.ndarray) -> np.ndarray:
+            return c
+
+        step = 1.0
     if g_max < g_min:
         raise ValueError(f"upper ({g_max}) must not be below lower ({g_min})")
-    # Discretised intensities are g_min + k * step; index them and count, so the curve costs O(N + K).
     n_steps = int(round((g_max - g_min) / step)) + 1
-    k = np.clip(np.rint((d - g_min) / step).astype(np.int64), 0, n_steps - 1)
-    counts = np.bincount(k, minlength=n_steps)
+    counts = np.zeros(n_steps, dtype=np.int64)
+    for c in chunks():
+        k = np.clip(np.rint((discretised(c) - g_min) / step).astype(np.int64), 0, n_steps - 1)
+        counts += np.bincount(k, minlength=n_steps)
     below = np.concatenate(([0], np.cumsum(counts)[:-1]))
     volume_fraction = 1.0 - below / x.size
     intensities = g_min + step * np.arange(n_steps)

@@ -50,14 +50,22 @@ def statistics_features(values: np.ndarray) -> list[FeatureValue]:
         If `values` is empty or holds NaN/inf.
     """
     x = _check_values(values)
-    return [FeatureValue(_STAT, name, "", value) for name, value in _moments_and_quantiles(x)] + [
-        FeatureValue(_STAT, "energy", "", float(np.dot(x, x))),
-        FeatureValue(_STAT, "root mean square", "", float(np.sqrt(np.dot(x, x) / x.size))),
+    shared = _moments_and_quantiles(x)
+    energy = dict(shared)[_ENERGY]
+    return [FeatureValue(_STAT, name, "", value) for name, value in shared if name != _ENERGY] + [
+        FeatureValue(_STAT, "energy", "", energy),
+        FeatureValue(_STAT, "root mean square", "", float(np.sqrt(energy / x.size))),
     ]
 
 
+_ENERGY = "_energy"  # sum of squares, passed along with the shared features
+
+
 def _check_values(values: np.ndarray) -> np.ndarray:
-    x = np.asarray(values, dtype=np.float64).ravel()
+    """The values as a flat numeric array, in their own dtype (no float64 copy of a large ROI)."""
+    x = np.asarray(values).ravel()
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        x = x.astype(np.float64)
     if x.size == 0:
         raise ValueError("no ROI voxels: the intensity mask is empty")
     if not np.isfinite(x).all():
@@ -65,20 +73,90 @@ def _check_values(values: np.ndarray) -> np.ndarray:
     return x
 
 
-def _moments_and_quantiles(x: np.ndarray) -> list[tuple[str, float]]:
-    """Features shared by intensity statistics and the intensity histogram, in the manual's order (no mode)."""
-    mean = float(x.mean())
-    dev = x - mean
-    var = float(np.dot(dev, dev) / x.size)
-    if var > 0:
-        skew = float(np.mean(dev**3) / var**1.5)
-        kurt = float(np.mean(dev**4) / var**2 - 3.0)
-    else:
-        skew = kurt = 0.0
-    p10, p25, median, p75, p90 = (float(p) for p in np.percentile(x, [10, 25, 50, 75, 90]))
+def _weighted_quantiles(vals: np.ndarray, counts: np.ndarray, qs: list[float]) -> list[float]:
+    """``np.percentile(x, qs)`` (linear interpolation) of the data given as sorted unique values and counts."""
+    n = int(counts.sum())
+    cum = np.cumsum(counts)
+    out = []
+    for q in qs:
+        pos = q / 100.0 * (n - 1)
+        lo_i = int(np.floor(pos))
+        frac = pos - lo_i
+        v_lo = vals[np.searchsorted(cum, lo_i + 1)]
+        v_hi = vals[np.searchsorted(cum, min(lo_i + 2, n))]
+        out.append(float(v_lo + frac * (v_hi - v_lo)))
+    return out
+
+
+def _integer_histogram(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(sorted unique values, counts) when ``x`` holds integers over a modest range, else None."""
     lo, hi = float(x.min()), float(x.max())
-    robust = x[(x >= p10) & (x <= p90)]
-    rmad = float(np.mean(np.abs(robust - robust.mean())))
+    if hi - lo > 2_000_000:
+        return None
+    if not np.issubdtype(x.dtype, np.integer):
+        # chunked, so that checking a large ROI costs no full-size temporaries
+        step = 1 << 22
+        for i in range(0, x.size, step):
+            c = x[i:i + step]
+            if not np.array_equal(c, np.round(c)):
+                return None
+        counts = np.zeros(int(hi - lo) + 1, dtype=np.int64)
+        for i in range(0, x.size, step):
+            counts += np.bincount((x[i:i + step] - lo).astype(np.int64), minlength=counts.size)
+    else:
+        counts = np.zeros(int(hi - lo) + 1, dtype=np.int64)
+        for i in range(0, x.size, 1 << 22):
+            counts += np.bincount(x[i:i + (1 << 22)].astype(np.int64) - int(lo), minlength=counts.size)
+    nz = np.flatnonzero(counts)
+    return (nz + lo).astype(np.float64), counts[nz].astype(np.float64)
+
+
+def _moments_and_quantiles(x: np.ndarray) -> list[tuple[str, float]]:
+    """Features shared by intensity statistics and the intensity histogram, in the manual's order (no mode).
+
+    Integer-valued data (HU, discretised grey levels) are reduced to a histogram first, on which every value is
+    computed exactly in O(N + range) instead of several passes and a partition over all N values.
+    """
+    hist = _integer_histogram(x) if x.size > 100_000 else None
+    if hist is not None:
+        vals, counts = hist
+        n = counts.sum()
+        mean = float(np.dot(vals, counts) / n)
+        dev = vals - mean
+        dev2 = dev * dev
+        var = float(np.dot(dev2, counts) / n)
+        if var > 0:
+            skew = float(np.dot(dev2 * dev, counts) / n / var**1.5)
+            kurt = float(np.dot(dev2 * dev2, counts) / n / var**2 - 3.0)
+        else:
+            skew = kurt = 0.0
+        p10, p25, median, p75, p90 = _weighted_quantiles(vals, counts, [10, 25, 50, 75, 90])
+        lo, hi = float(vals[0]), float(vals[-1])
+        sel = (vals >= p10) & (vals <= p90)
+        rv, rc = vals[sel], counts[sel]
+        rmean = float(np.dot(rv, rc) / rc.sum())
+        rmad = float(np.dot(np.abs(rv - rmean), rc) / rc.sum())
+        mad = float(np.dot(np.abs(dev), counts) / n)
+        medad = float(np.dot(np.abs(vals - median), counts) / n)
+        energy = float(np.dot(vals * vals, counts))
+    else:
+        x = x.astype(np.float64, copy=False)
+        energy = float(np.dot(x, x))
+        mean = float(x.mean())
+        dev = x - mean
+        dev2 = dev * dev
+        var = float(dev2.sum() / x.size)
+        if var > 0:
+            skew = float(np.dot(dev2, dev) / x.size / var**1.5)
+            kurt = float(np.dot(dev2, dev2) / x.size / var**2 - 3.0)
+        else:
+            skew = kurt = 0.0
+        p10, p25, median, p75, p90 = (float(p) for p in np.percentile(x, [10, 25, 50, 75, 90]))
+        lo, hi = float(x.min()), float(x.max())
+        robust = x[(x >= p10) & (x <= p90)]
+        rmad = float(np.mean(np.abs(robust - robust.mean())))
+        mad = float(np.mean(np.abs(dev)))
+        medad = float(np.mean(np.abs(x - median)))
     return [
         ("mean", mean),
         ("variance", var),
@@ -91,11 +169,12 @@ def _moments_and_quantiles(x: np.ndarray) -> list[tuple[str, float]]:
         ("maximum", hi),
         ("interquartile range", p75 - p25),
         ("range", hi - lo),
-        ("mean absolute deviation", float(np.mean(np.abs(dev)))),
+        ("mean absolute deviation", mad),
         ("robust mean absolute deviation", rmad),
-        ("median absolute deviation", float(np.mean(np.abs(x - median)))),
+        ("median absolute deviation", medad),
         ("coefficient of variation", float(np.sqrt(var) / mean) if mean != 0 else float("nan")),
         ("quartile coefficient of dispersion", (p75 - p25) / (p75 + p25) if p75 + p25 != 0 else float("nan")),
+        (_ENERGY, energy),
     ]
 
 

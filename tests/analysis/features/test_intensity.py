@@ -104,3 +104,21 @@ def test_local_peak_crop_equals_whole_image() -> None:
     a = local_intensity_features(image, mask, (1.5, 0.8, 0.8))
     means = sphere_mean(image, (1.5, 0.8, 0.8))
     assert a[1].value == pytest.approx(means[mask].max())
+
+
+def test_histogram_path_equals_direct_path_on_integer_data(monkeypatch):
+    """Large integer-valued ROIs (HU, grey levels) use an exact histogram path: same numbers as the direct one."""
+    import numpy as np
+
+    from dicomnode.analysis.features import intensity
+
+    rng = np.random.default_rng(1)
+    for x in (rng.integers(-1024, 2000, size=300_001).astype(np.float64), rng.integers(1, 40, size=200_001),
+              np.round(rng.normal(0, 50, 1_000_001))):
+        assert intensity._integer_histogram(np.asarray(x)) is not None
+        fast = dict(intensity._moments_and_quantiles(np.asarray(x)))
+        with monkeypatch.context() as m:
+            m.setattr(intensity, "_integer_histogram", lambda v: None)
+            slow = dict(intensity._moments_and_quantiles(np.asarray(x, dtype=np.float64)))
+        for k in fast:
+            assert np.isclose(fast[k], slow[k], rtol=1e-9, atol=1e-9, equal_nan=True), (k, fast[k], slow[k])

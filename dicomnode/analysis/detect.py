@@ -1,0 +1,790 @@
+"""Target recognition: candidate focal findings (nodules, masses, tumours), each with a mask, a size and a probability.
+
+Two detectors share one pipeline, *blob search -> region growing -> features -> Bayes posterior*:
+
+* :func:`detect_lung` (CT of the chest): bright blobs inside the lungs. The search region is each lung closed in
+  plane by ``closing_mm`` (an EDT closing per slice) with its holes filled, so that a mass that touches the chest wall
+  or the mediastinum, which the lung threshold leaves out as a bite or a hole, is still inside it; the broad
+  concavity around the heart is wider than the closing and stays out. Outside the region the image is set to lung
+  parenchyma (``parenchyma_hu``): the chest wall and the mediastinum then cast no blob, and a mass that touches them
+  becomes an isolated blob. Candidates grow at full resolution over soft-tissue density (``tissue_range_hu``) inside
+  the region, limited to a ball around the blob, after an opening that detaches vessels.
+* :func:`detect_tissue` (any other series): blobs of either polarity that depart from their surroundings, on the
+  image normalised by the foreground's median and spread (robust z-score, clipped), with everything outside the
+  foreground set to the median so that the body outline casts no blob. Candidates grow from the blob's core level
+  to half-way to its surroundings' level (a half-maximum contour, as for PET lesions), inside the foreground,
+  limited to a ball. When the tissue model of ``segment_generic`` is given (class means and spreads), a feature says
+  how unlikely the region's mean is under every class.
+
+Blob search: a scale-normalised Laplacian of Gaussian in mm, ``-sigma^2 * sum_i d2/dx_i^2`` with
+``sigma = r / sqrt(3)`` (the scale at which a ball of radius ``r`` responds most) over geometric radii, on a grid
+block-averaged to about ``coarse_mm``; candidates are the local maxima over space and scale ([1]_, [2]_).
+
+Probability: a naive Bayes model with two classes (target, other) and hand-set Gaussian class-conditional
+densities of the features below (not fitted to data: there is not enough labelled data in the repository; the
+densities encode textbook values, e.g. nodules are compact and round, vessels elongated, chest-wall pieces touch
+little lung). Posterior ``P(target | x) = p(x | target) P(target) / sum_c p(x | c) P(c)``. Treat it as a ranking
+score with a probabilistic form, not as a calibrated probability.
+
+Features of a region (all in mm / mL / image units): ``volume_ml``, ``diameter_mm`` (largest 3-D extent, between
+voxel centres, plus one voxel), ``equivalent_diameter_mm``, ``compactness`` (volume / volume of the ball of
+diameter ``diameter_mm``: 1 for a ball, small for a tube), ``elongation`` (sqrt of the smallest / largest principal
+variance, voxel extent included: 1 for a ball, ~0 for a tube), ``mean``, ``surround_mean``, ``contrast`` (mean -
+surround), ``cnr`` (|contrast| / spread), ``lung_contact`` (lung method: fraction of the surrounding shell that is
+air or lung, below ``-400`` HU), ``mirror_tissue`` (lung method, axial series: fraction of the region whose mirror
+image across the mid-sagittal plane of the lungs is tissue too: hilar vessels and other anatomy come in left-right
+pairs, a tumour mostly does not), ``tissue_outlier`` (tissue method with a model: -log10 of the largest class
+likelihood ratio of the region mean), ``blob_response`` and ``blob_radius_mm``.
+
+References
+----------
+.. [1] T. Lindeberg, "Feature detection with automatic scale selection", IJCV 30(2), 1998.
+.. [2] S. Diciotti et al., "Automated segmentation refinement of small lung nodules in CT scans by local shape
+   analysis", IEEE TBME 58(12), 2011 (LoG nodule candidates, vessel detachment by opening).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from dicomnode.analysis.denoise import _check_image, _check_spacing
+from dicomnode.analysis.volume import Volume
+
+__all__ = [
+    "DetectionResult",
+    "DetectionSettings",
+    "Finding",
+    "LUNG_MODEL",
+    "TISSUE_MODEL",
+    "NaiveBayes",
+    "blob_candidates",
+    "detect",
+    "detect_lung",
+    "detect_tissue",
+    "max_diameter_mm",
+]
+
+_SQRT3 = math.sqrt(3.0)
+
+
+# ------------------------------------------------------------------------------------------------ results
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Finding:
+    """One candidate focal finding.
+
+    Attributes
+    ----------
+    label : str
+        "nodule" (largest diameter <= 30 mm), "mass" (> 30 mm) for the lung method; "lesion" for the tissue method.
+    mask : (Z, Y, X) bool ndarray
+        The region on the full grid.
+    centroid_zyx : tuple of 3 float
+        Centroid in (fractional) voxel indices (z, y, x).
+    centroid_mm : tuple of 3 float or None
+        Centroid in DICOM patient coordinates (x, y, z), mm; set by :func:`detect` from the volume's geometry.
+    volume_ml : float
+        Region volume, mL.
+    diameter_mm : float
+        Largest 3-D diameter, mm.
+    probability : float
+        Posterior probability of the target class, in [0, 1].
+    features : mapping of str to float
+        The features listed in the module docstring.
+    """
+
+    label: str
+    mask: np.ndarray
+    centroid_zyx: tuple[float, float, float]
+    volume_ml: float
+    diameter_mm: float
+    probability: float
+    features: Mapping[str, float] = field(default_factory=dict)
+    centroid_mm: tuple[float, float, float] | None = None
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class DetectionResult:
+    """What a detector found.
+
+    Attributes
+    ----------
+    findings : tuple of Finding
+        Accepted findings (size limits and probability threshold passed), most probable first, at most
+        ``max_findings``.
+    rejected : tuple of Finding
+        Grown candidates that failed a limit (for inspection and tests), most probable first.
+    n_candidates : int
+        Blob candidates searched.
+    notes : tuple of str
+    """
+
+    findings: tuple[Finding, ...]
+    rejected: tuple[Finding, ...]
+    n_candidates: int
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionSettings:
+    """Limits shared by the detectors.
+
+    Parameters
+    ----------
+    min_diameter_mm : float
+        Smallest largest-diameter of a finding, mm. Default 4.
+    min_volume_ml : float
+        Smallest volume of a finding, mL. Default 0.03.
+    max_findings : int
+        At most this many findings, most probable first. Default 10.
+    probability_threshold : float
+        Findings need at least this posterior probability. Default 0.5.
+    """
+
+    min_diameter_mm: float = 4.0
+    min_volume_ml: float = 0.03
+    max_findings: int = 10
+    probability_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.min_diameter_mm >= 0:
+            raise ValueError(f"min_diameter_mm must be >= 0 mm, got {self.min_diameter_mm}")
+        if not self.min_volume_ml >= 0:
+            raise ValueError(f"min_volume_ml must be >= 0 mL, got {self.min_volume_ml}")
+        if int(self.max_findings) != self.max_findings or self.max_findings < 0:
+            raise ValueError(f"max_findings must be an integer >= 0, got {self.max_findings}")
+        if not 0 <= self.probability_threshold <= 1:
+            raise ValueError(f"probability_threshold must be in [0, 1], got {self.probability_threshold}")
+
+
+# ------------------------------------------------------------------------------------------------ Bayes model
+
+
+@dataclass(frozen=True, slots=True)
+class NaiveBayes:
+    """Two-class naive Bayes over named features with Gaussian class-conditional densities.
+
+    Parameters
+    ----------
+    prior : float
+        P(target) before the features are seen, in (0, 1).
+    target, other : mapping of str to (mean, sd)
+        Per feature, the Gaussian density under each class. Features missing from a candidate are skipped.
+    clip : mapping of str to (low, high), optional
+        Features are clipped to these ranges before evaluation (keeps one extreme value from dominating).
+    """
+
+    prior: float
+    target: Mapping[str, tuple[float, float]]
+    other: Mapping[str, tuple[float, float]]
+    clip: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.prior < 1:
+            raise ValueError(f"prior must be in (0, 1), got {self.prior}")
+        if set(self.target) != set(self.other):
+            raise ValueError("target and other must name the same features")
+        for name, (_, sd) in (*self.target.items(), *self.other.items()):
+            if not sd > 0:
+                raise ValueError(f"feature {name}: sd must be > 0, got {sd}")
+
+    def posterior(self, features: Mapping[str, float]) -> float:
+        """P(target | features)."""
+        log_odds = math.log(self.prior) - math.log1p(-self.prior)
+        for name, (mt, st) in self.target.items():
+            if name not in features or not np.isfinite(features[name]):
+                continue
+            x = float(features[name])
+            if name in self.clip:
+                x = min(max(x, self.clip[name][0]), self.clip[name][1])
+            mo, so = self.other[name]
+            log_odds += (-0.5 * ((x - mt) / st) ** 2 - math.log(st)) - (-0.5 * ((x - mo) / so) ** 2 - math.log(so))
+        return float(1.0 / (1.0 + math.exp(-min(max(log_odds, -700.0), 700.0))))
+
+
+#: Lung nodules and masses vs. vessels, airway walls and pieces of chest wall or mediastinum.
+LUNG_MODEL = NaiveBayes(
+    prior=0.1,
+    target={"log10_volume_ml": (0.5, 1.0), "compactness": (0.45, 0.15), "elongation": (0.7, 0.15),
+            "contrast": (650.0, 200.0), "lung_contact": (0.75, 0.25), "mirror_tissue": (0.15, 0.25)},
+    other={"log10_volume_ml": (-1.2, 0.7), "compactness": (0.15, 0.12), "elongation": (0.3, 0.15),
+           "contrast": (300.0, 250.0), "lung_contact": (0.3, 0.25), "mirror_tissue": (0.6, 0.3)},
+    clip={"log10_volume_ml": (-2.0, 2.5), "compactness": (0.0, 1.0), "elongation": (0.0, 1.0),
+          "contrast": (0.0, 1000.0), "lung_contact": (0.0, 1.0), "mirror_tissue": (0.0, 1.0)},
+)
+
+#: Focal lesions (tumours, hot spots) vs. pieces of normal anatomy and noise, on robust z-scored intensities.
+TISSUE_MODEL = NaiveBayes(
+    prior=0.1,
+    target={"log10_volume_ml": (1.3, 0.9), "compactness": (0.45, 0.15), "elongation": (0.7, 0.15),
+            "cnr": (3.0, 1.5)},
+    other={"log10_volume_ml": (0.0, 0.9), "compactness": (0.2, 0.15), "elongation": (0.35, 0.2),
+           "cnr": (0.8, 0.8)},
+    clip={"log10_volume_ml": (-2.0, 3.5), "compactness": (0.0, 1.0), "elongation": (0.0, 1.0),
+          "cnr": (0.0, 8.0)},
+)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+def _factors(spacing_mm: Sequence[float], coarse_mm: float) -> tuple[int, int, int]:
+    return tuple(max(1, int(round(coarse_mm / s))) for s in spacing_mm)  # type: ignore[return-value]
+
+
+def _block_mean(image: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
+    """Mean over f-blocks (the array is padded at the far end by edge values to a multiple of f)."""
+    if f == (1, 1, 1):
+        return image.astype(np.float32, copy=True)
+    pad = [(0, (-n) % k) for n, k in zip(image.shape, f)]
+    a = np.pad(image, pad, mode="edge") if any(p[1] for p in pad) else image
+    z, y, x = (n // k for n, k in zip(a.shape, f))
+    return a.reshape(z, f[0], y, f[1], x, f[2]).mean(axis=(1, 3, 5), dtype=np.float32)
+
+
+def _block_any(mask: np.ndarray, f: tuple[int, int, int], frac: float = 0.5) -> np.ndarray:
+    return _block_mean(mask.astype(np.float32), f) >= frac
+
+
+def blob_candidates(image: np.ndarray, spacing_mm: Sequence[float], radii_mm: Sequence[float], *,
+                    polarity: int = 1, min_response: float = 0.0, allowed: np.ndarray | None = None,
+                    max_candidates: int = 50, in_view: bool = False) -> list[tuple[tuple[int, int, int], float, float]]:
+    """Local maxima of the scale-normalised Laplacian of Gaussian over space and scale.
+
+    Parameters
+    ----------
+    image : (Z, Y, X) ndarray
+        Intensities (any unit).
+    spacing_mm : tuple of 3 float
+        Voxel spacing (dz, dy, dx), mm.
+    radii_mm : sequence of float
+        Blob radii to search, mm (increasing); the Gaussian scale of radius ``r`` is ``r / sqrt(3)``.
+    polarity : {1, -1}, optional
+        1 finds bright blobs, -1 dark ones. Default 1.
+    min_response : float, optional
+        Smallest normalised response kept, in image units (a ball of contrast C responds with about 0.4 C).
+    allowed : (Z, Y, X) bool ndarray, optional
+        Blob centres must lie here.
+    max_candidates : int, optional
+        Keep at most this many, strongest first. Default 50.
+    in_view : bool, optional
+        Keep only blobs whose ball (centre +- radius) lies inside the array: a blob cut by the edge of the field
+        of view cannot be told from a cut-off structure. Default False.
+
+    Returns
+    -------
+    list of ((z, y, x), radius_mm, response)
+        Strongest first.
+    """
+    if polarity not in (1, -1):
+        raise ValueError(f"polarity must be 1 (bright) or -1 (dark), got {polarity}")
+    radii = [float(r) for r in radii_mm]
+    if not radii or any(not r > 0 for r in radii):
+        raise ValueError(f"radii_mm must be positive mm, got {radii_mm}")
+    img = image.astype(np.float32, copy=False)
+    sp = np.asarray(spacing_mm, dtype=float)
+    stack = np.empty((len(radii),) + img.shape, dtype=np.float32)
+    for i, r in enumerate(radii):
+        s_mm = r / _SQRT3
+        sig = s_mm / sp
+        lap = np.zeros(img.shape, dtype=np.float32)
+        for ax in range(3):
+            order = [0, 0, 0]
+            order[ax] = 2
+            lap += ndi.gaussian_filter(img, sig, order=order, mode="nearest") / np.float32(sp[ax] ** 2)
+        stack[i] = -polarity * s_mm ** 2 * lap
+    peaks = stack == ndi.maximum_filter(stack, size=3, mode="nearest")
+    peaks &= stack > min_response
+    if allowed is not None:
+        peaks &= allowed[None]
+    if in_view:
+        for i, r in enumerate(radii):
+            for ax in range(3):
+                m = int(math.ceil(r / sp[ax] - 0.5))
+                if m <= 0:
+                    continue
+                sl = [i, slice(None), slice(None), slice(None)]
+                sl[ax + 1] = slice(0, m)
+                peaks[tuple(sl)] = False
+                sl[ax + 1] = slice(max(0, img.shape[ax] - m), None)
+                peaks[tuple(sl)] = False
+    idx = np.argwhere(peaks)
+    if idx.size == 0:
+        return []
+    resp = stack[tuple(idx.T)]
+    order = np.argsort(-resp)[: int(max_candidates)]
+    return [((int(idx[o, 1]), int(idx[o, 2]), int(idx[o, 3])), radii[int(idx[o, 0])], float(resp[o]))
+            for o in order]
+
+
+def _ball_box(center: Sequence[float], radius_mm: float, spacing_mm: Sequence[float],
+              shape: Sequence[int]) -> tuple[slice, ...]:
+    return tuple(slice(max(0, int(math.floor(c - radius_mm / s))), min(n, int(math.ceil(c + radius_mm / s)) + 1))
+                 for c, s, n in zip(center, spacing_mm, shape))
+
+
+def _distance_mm(box: tuple[slice, ...], center: Sequence[float], spacing_mm: Sequence[float]) -> np.ndarray:
+    """Distance of each voxel of ``box`` from ``center`` (voxel indices), mm."""
+    axes = [((np.arange(b.start, b.stop) - c) * s) ** 2 for b, c, s in zip(box, center, spacing_mm)]
+    return np.sqrt(axes[0][:, None, None] + axes[1][None, :, None] + axes[2][None, None, :])
+
+
+def max_diameter_mm(mask: np.ndarray, spacing_mm: Sequence[float]) -> float:
+    """Largest distance between two voxel centres of ``mask`` plus one voxel (mean spacing), mm; 0 when empty."""
+    pts = np.argwhere(mask)
+    if len(pts) == 0:
+        return 0.0
+    sp = np.asarray(spacing_mm, dtype=float)
+    extra = float(np.mean(sp))
+    xyz = pts * sp
+    if len(xyz) > 4:
+        try:
+            from scipy.spatial import ConvexHull
+            xyz = xyz[ConvexHull(xyz).vertices]
+        except Exception:  # noqa: BLE001 - flat or degenerate point sets: all points, subsampled
+            xyz = xyz[:: max(1, len(xyz) // 2000)]
+    d2 = ((xyz[:, None, :] - xyz[None, :, :]) ** 2).sum(-1)
+    return float(math.sqrt(float(d2.max()))) + extra
+
+
+def _shape_features(mask: np.ndarray, spacing_mm: Sequence[float]) -> dict[str, float]:
+    sp = np.asarray(spacing_mm, dtype=float)
+    n = int(np.count_nonzero(mask))
+    vol_mm3 = n * float(np.prod(sp))
+    diam = max_diameter_mm(mask, sp)
+    pts = np.argwhere(mask) * sp
+    cov = np.cov(pts.T) if n > 1 else np.zeros((3, 3))
+    cov = cov + np.diag(sp ** 2 / 12.0)  # each voxel is a box, not a point
+    ev = np.linalg.eigvalsh(cov)
+    return {
+        "volume_ml": vol_mm3 / 1000.0,
+        "log10_volume_ml": math.log10(max(vol_mm3 / 1000.0, 1e-6)),
+        "diameter_mm": diam,
+        "equivalent_diameter_mm": (6.0 * vol_mm3 / math.pi) ** (1.0 / 3.0),
+        "compactness": vol_mm3 / (math.pi * diam ** 3 / 6.0) if diam > 0 else 0.0,
+        "elongation": float(math.sqrt(max(ev[0], 0.0) / ev[-1])) if ev[-1] > 0 else 0.0,
+    }
+
+
+def _component_at(mask: np.ndarray, seed: Sequence[int], spacing_mm: Sequence[float],
+                  max_seed_mm: float) -> np.ndarray | None:
+    """The connected component of ``mask`` holding ``seed``, or the one nearest to it within ``max_seed_mm``."""
+    lab, n = ndi.label(mask)
+    if n == 0:
+        return None
+    s = tuple(int(v) for v in seed)
+    k = int(lab[s])
+    if k == 0:
+        dist, (iz, iy, ix) = ndi.distance_transform_edt(lab == 0, sampling=spacing_mm, return_indices=True)
+        if dist[s] > max_seed_mm:
+            return None
+        k = int(lab[iz[s], iy[s], ix[s]])
+    return lab == k
+
+
+def _shell(region: np.ndarray, spacing_mm: Sequence[float], width_mm: float) -> np.ndarray:
+    d = ndi.distance_transform_edt(~region, sampling=spacing_mm)
+    return (d > 0) & (d <= width_mm)
+
+
+def _resolve_overlaps(found: list[Finding], shape: tuple[int, ...]) -> list[Finding]:
+    """Largest first; a region that shares more than 20 % of its voxels with a kept one is dropped."""
+    kept: list[Finding] = []
+    taken = np.zeros(shape, dtype=bool)
+    for f in sorted(found, key=lambda f: -f.volume_ml):
+        n = int(np.count_nonzero(f.mask))
+        if n == 0 or np.count_nonzero(taken & f.mask) > 0.2 * n:
+            continue
+        kept.append(f)
+        taken |= f.mask
+    return kept
+
+
+def _radii(min_radius_mm: float, max_radius_mm: float, ratio: float = 1.5) -> list[float]:
+    radii = [min_radius_mm]
+    while radii[-1] * ratio <= max_radius_mm * 1.0001:
+        radii.append(radii[-1] * ratio)
+    return radii
+
+
+def _split(found: list[Finding], settings: DetectionSettings) -> tuple[tuple[Finding, ...], tuple[Finding, ...]]:
+    found = sorted(found, key=lambda f: -f.probability)
+    ok, rejected = [], []
+    for f in found:
+        good = (f.diameter_mm >= settings.min_diameter_mm and f.volume_ml >= settings.min_volume_ml
+                and f.probability >= settings.probability_threshold)
+        (ok if good and len(ok) < settings.max_findings else rejected).append(f)
+    return tuple(ok), tuple(rejected)
+
+
+def _finding(label: str, region_box: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...],
+             feats: dict[str, float], model: NaiveBayes) -> Finding:
+    full = np.zeros(shape, dtype=bool)
+    full[box] = region_box
+    c = np.argwhere(region_box).mean(axis=0) + np.array([b.start for b in box])
+    return Finding(label=label, mask=full, centroid_zyx=(float(c[0]), float(c[1]), float(c[2])),
+                   volume_ml=feats["volume_ml"], diameter_mm=feats["diameter_mm"],
+                   probability=model.posterior(feats), features=feats)
+
+
+# ------------------------------------------------------------------------------------------------ lung
+
+
+def _closed_region(lung: np.ndarray, spacing_mm: Sequence[float], closing_mm: float) -> np.ndarray:
+    """Each slice of ``lung`` closed by a disk of ``closing_mm`` (via distance transforms) with holes filled."""
+    if not lung.any():
+        return lung.copy()
+    sp = tuple(float(s) for s in spacing_mm)
+    pad_y = int(math.ceil(closing_mm / sp[1])) + 1
+    pad_x = int(math.ceil(closing_mm / sp[2])) + 1
+    m = np.pad(lung, ((0, 0), (pad_y, pad_y), (pad_x, pad_x)))
+    out = np.zeros_like(m)
+    for z in np.flatnonzero(m.reshape(m.shape[0], -1).any(axis=1)):
+        sl = m[z]
+        dil = ndi.distance_transform_edt(~sl, sampling=sp[1:]) <= closing_mm
+        closed = ndi.distance_transform_edt(dil, sampling=sp[1:]) > closing_mm
+        out[z] = ndi.binary_fill_holes(closed | sl)
+    return out[:, pad_y:-pad_y, pad_x:-pad_x]
+
+
+def detect_lung(image: np.ndarray, spacing_mm: Sequence[float], lungs: Sequence[np.ndarray], *,
+                settings: DetectionSettings = DetectionSettings(), closing_mm: float = 25.0,
+                tissue_range_hu: tuple[float, float] = (-400.0, 200.0), parenchyma_hu: float = -850.0,
+                max_radius_mm: float = 40.0, coarse_mm: float = 2.5, min_response_hu: float = 100.0,
+                vessel_opening_mm: float = 1.5, max_candidates: int = 40, mirror_axis: int | None = 2,
+                model: NaiveBayes = LUNG_MODEL) -> DetectionResult:
+    """Nodules and masses inside the lungs of a CT in HU.
+
+    Parameters
+    ----------
+    image : (Z, Y, X) ndarray
+        CT in HU, denoised (the working image).
+    spacing_mm : tuple of 3 float
+        Voxel spacing (dz, dy, dx), mm.
+    lungs : sequence of (Z, Y, X) bool ndarray
+        The lung masks (e.g. ``lung_left``, ``lung_right`` of ``segment_ct``); each is closed on its own.
+    settings : DetectionSettings, optional
+        Size limits, maximum number and probability threshold.
+    closing_mm : float, optional
+        Radius of the in-plane closing that brings bites and holes of the lung masks (masses at the chest wall or
+        mediastinum) into the search region, mm. Default 12.
+    tissue_range_hu : (float, float), optional
+        A finding is made of voxels in this range, HU. Default (-400, 200).
+    parenchyma_hu : float, optional
+        Value given to everything outside the search region before the blob search, HU. Default -850.
+    max_radius_mm : float, optional
+        Largest blob radius searched, mm. Default 40. The smallest is ``settings.min_diameter_mm / 2``.
+    coarse_mm : float, optional
+        The blob search runs on a grid block-averaged to about this spacing, mm. Default 2.5.
+    min_response_hu : float, optional
+        Smallest normalised blob response, HU. Default 100.
+    vessel_opening_mm : float, optional
+        Radius of the opening that detaches vessels from a candidate before its component is taken, mm (in plane
+        only when the slices are thicker than 2.5 times the pixels). 0 turns it off. Default 1.5.
+    max_candidates : int, optional
+        Blob candidates grown, strongest first. Default 40.
+    mirror_axis : {0, 1, 2} or None, optional
+        The index axis that runs left-right in the patient (2 for axial slices), for the ``mirror_tissue``
+        feature; the mirror plane is half-way across the lungs' extent on it. None leaves the feature out. Default 2.
+    model : NaiveBayes, optional
+        The probability model. Default :data:`LUNG_MODEL`.
+
+    Returns
+    -------
+    DetectionResult
+        Findings labelled "nodule" (diameter <= 30 mm) or "mass". ``centroid_mm`` is None (see :func:`detect`).
+    """
+    _check_image(image)
+    sp = _check_spacing(spacing_mm)
+    lo, hi = tissue_range_hu
+    if not lo < hi:
+        raise ValueError(f"tissue_range_hu must be (low, high) with low < high, got {tissue_range_hu}")
+    for name, v in (("closing_mm", closing_mm), ("max_radius_mm", max_radius_mm), ("coarse_mm", coarse_mm)):
+        if not v > 0:
+            raise ValueError(f"{name} must be > 0 mm, got {v}")
+    if not vessel_opening_mm >= 0:
+        raise ValueError(f"vessel_opening_mm must be >= 0 mm, got {vessel_opening_mm}")
+    lungs = [np.asarray(m, dtype=bool) for m in lungs]
+    if any(m.shape != image.shape for m in lungs):
+        raise ValueError("every lung mask must have the image's shape")
+    notes: list[str] = []
+    if not lungs or not any(m.any() for m in lungs):
+        return DetectionResult((), (), 0, ("no lungs: nothing to search",))
+
+    f = _factors(sp, coarse_mm)
+    csp = tuple(s * k for s, k in zip(sp, f))
+    # the lungs' bounding box, padded by the closing radius and one coarse voxel
+    union = np.zeros(image.shape, dtype=bool)
+    for m in lungs:
+        union |= m
+    zs, ys, xs = (np.flatnonzero(union.any(axis=axes)) for axes in ((1, 2), (0, 2), (0, 1)))
+    pad = [int(math.ceil((closing_mm if a else 0) / s)) + k for a, s, k in zip((0, 1, 1), sp, f)]
+    box = tuple(slice(max(0, int(v[0]) - p), min(n, int(v[-1]) + p + 1))
+                for v, p, n in zip((zs, ys, xs), pad, image.shape))
+    mirror = None
+    if mirror_axis is not None:
+        if mirror_axis not in (0, 1, 2):
+            raise ValueError(f"mirror_axis must be 0, 1, 2 or None, got {mirror_axis}")
+        ext = np.flatnonzero(union.any(axis=tuple(a for a in range(3) if a != mirror_axis)))
+        mirror = (mirror_axis, float(ext[0] + ext[-1]))
+    del union
+    # the search region on the coarse grid
+    region_c = None
+    for m in lungs:
+        if not m[box].any():
+            continue
+        r = _closed_region(_block_any(m[box], f, 0.5), csp, closing_mm)
+        region_c = r if region_c is None else region_c | r
+    if region_c is None:
+        return DetectionResult((), (), 0, ("no lungs: nothing to search",))
+    img_c = _block_mean(image[box], f)
+    np.clip(img_c, -1000.0, hi, out=img_c)
+    img_c[~region_c] = parenchyma_hu
+    radii = _radii(max(settings.min_diameter_mm / 2.0, 1.0), max_radius_mm)
+    cands = blob_candidates(img_c, csp, radii, polarity=1, min_response=min_response_hu,
+                            allowed=region_c & (img_c > lo), max_candidates=max_candidates)
+    notes.append(f"lung search: {len(cands)} blob candidate(s) on a {csp[0]:.2g} x {csp[1]:.2g} x {csp[2]:.2g} mm "
+                 f"grid, radii {radii[0]:.3g}..{radii[-1]:.3g} mm")
+
+    # full-resolution refinement around each candidate
+    opening = None
+    if vessel_opening_mm > 0:
+        volumetric = sp[0] <= 2.5 * 0.5 * (sp[1] + sp[2])
+        rad = [vessel_opening_mm / s if (a or volumetric) else 0.0 for a, s in zip((0, 1, 1), sp)]
+        n = [int(math.floor(r)) for r in rad]
+        g = np.ogrid[tuple(slice(-k, k + 1) for k in n)]
+        ball = sum((gi / max(r, 1e-9)) ** 2 for gi, r in zip(g, rad)) <= 1.0
+        opening = ball if ball.sum() > 1 else None
+    found: list[Finding] = []
+    for (cz, cy, cx), r_mm, resp in cands:
+        center = [box[a].start + (c + 0.5) * f[a] - 0.5 for a, c in enumerate((cz, cy, cx))]
+        grow_mm = max(2.0 * r_mm, r_mm + 6.0)
+        bb = _ball_box(center, grow_mm + 4.0, sp, image.shape)
+        im = image[bb]
+        dist = _distance_mm(bb, center, sp)
+        # the coarse region on this box, back at full resolution
+        idx = [np.clip((np.arange(b.start, b.stop) - box[a].start) // f[a], 0, region_c.shape[a] - 1)
+               for a, b in enumerate(bb)]
+        inside = region_c[np.ix_(*idx)]
+        cand = (im >= lo) & (im <= hi) & inside & (dist <= grow_mm)
+        if opening is not None:
+            opened = ndi.binary_opening(cand, structure=opening)
+            cand = opened if opened.any() else cand
+        seed = [int(round(c)) - b.start for c, b in zip(center, bb)]
+        seed = [min(max(s, 0), n - 1) for s, n in zip(seed, cand.shape)]
+        region = _component_at(cand, seed, sp, max_seed_mm=max(r_mm, 2.0))
+        if region is None:
+            continue
+        feats = _shape_features(region, sp)
+        shell = _shell(region, sp, 3.0)
+        vals = im[region]
+        sv = im[shell]
+        feats["mean"] = float(vals.mean())
+        feats["surround_mean"] = float(sv.mean()) if sv.size else float("nan")
+        feats["contrast"] = feats["mean"] - feats["surround_mean"] if sv.size else float("nan")
+        feats["lung_contact"] = float(np.mean(sv < lo)) if sv.size else 0.0
+        if mirror is not None:
+            pts = np.argwhere(region) + np.array([b.start for b in bb])
+            ax, twice_mid = mirror
+            pts[:, ax] = np.clip(np.round(twice_mid - pts[:, ax]).astype(int), 0, image.shape[ax] - 1)
+            feats["mirror_tissue"] = float(np.mean(image[tuple(pts.T)] > lo))
+        feats["blob_radius_mm"] = r_mm
+        feats["blob_response"] = resp
+        label = "nodule" if feats["diameter_mm"] <= 30.0 else "mass"
+        found.append(_finding(label, region, bb, image.shape, feats, model))
+    found = _resolve_overlaps(found, image.shape)
+    ok, rejected = _split(found, settings)
+    return DetectionResult(ok, rejected, len(cands), tuple(notes))
+
+
+# ------------------------------------------------------------------------------------------------ tissue model
+
+
+def _robust_scale(values: np.ndarray) -> tuple[float, float]:
+    q1, med, q3 = np.percentile(values, [25, 50, 75])
+    spread = float(q3 - q1) / 1.349
+    if not spread > 0:
+        spread = float(np.std(values)) or 1.0
+    return float(med), spread
+
+
+def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np.ndarray, *,
+                  settings: DetectionSettings = DetectionSettings(min_diameter_mm=10.0, min_volume_ml=0.5,
+                                                                  max_findings=3),
+                  class_means: Sequence[float] | None = None, class_sds: Sequence[float] | None = None,
+                  polarity: str = "both", window: tuple[float, float] | None = None,
+                  max_radius_mm: float = 45.0, coarse_mm: float = 4.0, min_response: float = 0.5,
+                  z_clip: float = 4.0, max_candidates: int = 30,
+                  model: NaiveBayes = TISSUE_MODEL) -> DetectionResult:
+    """Focal regions that depart from their surroundings and from the tissue model, in any modality.
+
+    Parameters
+    ----------
+    image : (Z, Y, X) ndarray
+        Intensities in the series' unit (the denoised working image).
+    spacing_mm : tuple of 3 float
+        Voxel spacing (dz, dy, dx), mm.
+    foreground : (Z, Y, X) bool ndarray
+        Where to search (the body / foreground segment).
+    settings : DetectionSettings, optional
+        Limits. Default: diameter >= 10 mm, volume >= 0.5 mL, at most 3 findings, probability >= 0.5.
+    class_means, class_sds : sequence of float, optional
+        The tissue model (e.g. the Gaussian mixture of ``segment_generic``), in image units: adds the feature
+        ``tissue_outlier``, how unlikely the region's mean is under the nearest class (reported, not in the model).
+    polarity : {"both", "bright", "dark"}, optional
+        Which blobs to look for. Default "both" (PET lesions are bright, T1 MR tumours in fat dark).
+    window : (float, float), optional
+        Intensities are clipped to this range first (e.g. (-200, 250) HU for CT, so that bone casts no blob).
+        Default: none (the robust z-score is clipped to +-``z_clip`` anyway).
+    max_radius_mm : float, optional
+        Largest blob radius, mm. Default 45. The smallest is ``settings.min_diameter_mm / 2``.
+    coarse_mm : float, optional
+        Blob search grid spacing, about, mm. Default 4.
+    min_response : float, optional
+        Smallest normalised blob response, in robust standard deviations. Default 0.5.
+    z_clip : float, optional
+        Robust z-scores are clipped to +- this. Default 4.
+    max_candidates : int, optional
+        Candidates grown per polarity, strongest first. Default 30.
+    model : NaiveBayes, optional
+        Default :data:`TISSUE_MODEL`.
+
+    Returns
+    -------
+    DetectionResult
+        Findings labelled "lesion".
+    """
+    _check_image(image)
+    sp = _check_spacing(spacing_mm)
+    if polarity not in ("both", "bright", "dark"):
+        raise ValueError(f"polarity must be 'both', 'bright' or 'dark', got {polarity!r}")
+    if foreground.shape != image.shape or foreground.dtype != np.bool_:
+        raise ValueError("foreground must be a bool mask with the image's shape")
+    if window is not None and not window[0] < window[1]:
+        raise ValueError(f"window must be (low, high) with low < high, got {window}")
+    if (class_means is None) != (class_sds is None):
+        raise ValueError("give class_means and class_sds together")
+    if not foreground.any():
+        return DetectionResult((), (), 0, ("empty foreground: nothing to search",))
+    img = image.astype(np.float32, copy=True)
+    if window is not None:
+        np.clip(img, window[0], window[1], out=img)
+    step = max(1, int(np.count_nonzero(foreground)) // 500_000)
+    med, spread = _robust_scale(img[foreground][::step])
+    z = (img - med) / spread          # unclipped: region growing follows the true levels
+    z[~foreground] = 0.0
+
+    f = _factors(sp, coarse_mm)
+    csp = tuple(s * k for s, k in zip(sp, f))
+    z_c = _block_mean(z, f)
+    np.clip(z_c, -z_clip, z_clip, out=z_c)  # clipped for the search: one extreme structure does not dominate
+    fg_c = _block_any(foreground, f, 0.99)
+    radii = _radii(max(settings.min_diameter_mm / 2.0, 2.0 * max(csp)), max_radius_mm)
+    pols = {"both": (1, -1), "bright": (1,), "dark": (-1,)}[polarity]
+    cands = []
+    for pol in pols:
+        cands += [(c, r, resp, pol) for c, r, resp in
+                  blob_candidates(z_c, csp, radii, polarity=pol, min_response=min_response, allowed=fg_c,
+                                  max_candidates=max_candidates, in_view=True)]
+    notes = [f"tissue search: median {med:.4g}, spread {spread:.4g}; {len(cands)} blob candidate(s) on a "
+             f"{csp[0]:.2g} x {csp[1]:.2g} x {csp[2]:.2g} mm grid, radii {radii[0]:.3g}..{radii[-1]:.3g} mm"]
+
+    found: list[Finding] = []
+    for (cz, cy, cx), r_mm, resp, pol in cands:
+        center = [(c + 0.5) * k - 0.5 for c, k in zip((cz, cy, cx), f)]
+        grow_mm = 1.5 * r_mm
+        bb = _ball_box(center, 2.0 * r_mm + 2.0 * max(sp), sp, image.shape)
+        zz = z[bb]
+        fg = foreground[bb]
+        dist = _distance_mm(bb, center, sp)
+        core = fg & (dist <= 0.5 * r_mm)
+        ring = fg & (dist >= 1.3 * r_mm) & (dist <= 2.0 * r_mm)
+        if not core.any() or not ring.any():
+            continue
+        core_level = float(np.median(zz[core]))
+        ring_level = float(np.median(zz[ring]))
+        if (core_level - ring_level) * pol <= 0:
+            continue
+        thr = 0.5 * (core_level + ring_level)
+        cand = fg & (dist <= grow_mm) & ((zz - thr) * pol > 0)
+        seed = [min(max(int(round(c)) - b.start, 0), n - 1) for c, b, n in zip(center, bb, cand.shape)]
+        region = _component_at(cand, seed, sp, max_seed_mm=0.5 * r_mm)
+        if region is None:
+            continue
+        region = ndi.binary_fill_holes(region)
+        feats = _shape_features(region, sp)
+        shell = _shell(region, sp, max(3.0, 1.5 * max(sp))) & fg
+        vals = img[bb][region]
+        feats["mean"] = float(vals.mean())
+        sv = img[bb][shell]
+        feats["surround_mean"] = float(sv.mean()) if sv.size else float("nan")
+        feats["contrast"] = feats["mean"] - feats["surround_mean"] if sv.size else float("nan")
+        feats["cnr"] = abs(feats["contrast"]) / spread if sv.size else 0.0
+        feats["polarity"] = float(pol)
+        feats["blob_radius_mm"] = r_mm
+        feats["blob_response"] = resp
+        if class_means is not None and class_sds is not None:
+            mu = np.asarray(class_means, dtype=float)
+            sd = np.maximum(np.asarray(class_sds, dtype=float), 1e-12)
+            # how many class SDs the region mean lies from the nearest class
+            feats["tissue_outlier"] = float(np.min(np.abs(feats["mean"] - mu) / sd))
+        found.append(_finding("lesion", region, bb, image.shape, feats, model))
+    found = _resolve_overlaps(found, image.shape)
+    ok, rejected = _split(found, settings)
+    return DetectionResult(ok, rejected, len(cands), tuple(notes))
+
+
+# ------------------------------------------------------------------------------------------------ entry point
+
+
+def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), foreground: np.ndarray | None = None,
+           settings: DetectionSettings = DetectionSettings(), **options) -> DetectionResult:
+    """Run a detector on a volume and give each finding its centroid in patient coordinates.
+
+    Parameters
+    ----------
+    volume : Volume
+        The working (denoised) volume; its geometry maps centroids to DICOM patient coordinates.
+    method : {"lung", "tissue_model"}
+        Which detector (see the module docstring).
+    lungs : sequence of (Z, Y, X) bool ndarray
+        For "lung": the lung masks.
+    foreground : (Z, Y, X) bool ndarray, optional
+        For "tissue_model": where to search. Default: the whole volume.
+    settings : DetectionSettings
+        Limits.
+    **options
+        Keywords of :func:`detect_lung` or :func:`detect_tissue`.
+
+    Returns
+    -------
+    DetectionResult
+        With ``centroid_mm`` set on every finding (accepted and rejected).
+    """
+    if method == "lung":
+        if "mirror_axis" not in options:
+            # the index axis along the patient's left-right direction, when one is (nearly) aligned with it
+            lateral = np.abs(np.asarray(volume.direction, dtype=float)[0])
+            options["mirror_axis"] = 2 - int(np.argmax(lateral)) if lateral.max() > 0.9 else None
+        res = detect_lung(volume.array, volume.spacing_mm, lungs, settings=settings, **options)
+    elif method == "tissue_model":
+        fg = np.ones(volume.shape, dtype=bool) if foreground is None else foreground
+        res = detect_tissue(volume.array, volume.spacing_mm, fg, settings=settings, **options)
+    else:
+        raise ValueError(f"method must be 'lung' or 'tissue_model', got {method!r}")
+
+    def place(fs: tuple[Finding, ...]) -> tuple[Finding, ...]:
+        out = []
+        for f in fs:
+            xyz = volume.index_to_patient(np.asarray(f.centroid_zyx))[0]
+            out.append(Finding(f.label, f.mask, f.centroid_zyx, f.volume_ml, f.diameter_mm, f.probability,
+                               f.features, (float(xyz[0]), float(xyz[1]), float(xyz[2]))))
+        return tuple(out)
+
+    return DetectionResult(place(res.findings), place(res.rejected), res.n_candidates, res.notes)

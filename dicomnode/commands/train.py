@@ -1,0 +1,356 @@
+"""``dicomnode train``: train a classifier from labelled series and save it as a dicomnode model file.
+
+::
+
+    dicomnode train --labels labels.csv --task scene --out scene.skops [--phantoms 20] [--seed 0]
+
+``labels.csv`` has one row per series: ``folder,label[,patient]`` (a header row ``folder,label,patient`` is
+allowed; relative folders are taken from the CSV's own folder). ``folder`` is a folder of one DICOM series, or a
+NIfTI file (``.nii``/``.nii.gz``, values taken as HU when the voxel values reach below -500, for CT volumes).
+
+Tasks:
+
+* ``scene``: body region. Each series is cut into 60 mm axial slabs (every 30 mm); each slab's scene descriptors
+  (:mod:`dicomnode.analysis.scene`) are one sample. ``--phantoms N`` adds N synthetic slabs per (region, modality)
+  (:mod:`dicomnode.analysis.scene_phantoms`) to every training fold; they are never scored.
+* any other name: a per-series classifier on the whole-series scene descriptors plus body intensity percentiles
+  (one sample per series), e.g. to tell two protocols apart.
+
+The classifier is :class:`~dicomnode.analysis.classify.GaussianMixtureBayes` after standardisation. The command
+prints the cross-validated accuracy (leave-one-patient-out when patients are given, else leave-one-series-out;
+samples of one patient are never scored by a model that saw that patient) and the confusion matrix, then fits on
+everything and saves with :func:`dicomnode.modelio.save_model`, the card carrying the CV figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import shutil
+import struct
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dicomnode.analysis.volume import Volume
+from dicomnode.errors import DicomnodeError, SeriesLoadError
+
+__all__ = [
+    "LabelledSeries",
+    "add_parser",
+    "confusion_text",
+    "load_volume",
+    "make_scene_estimator",
+    "read_labels",
+    "read_nifti",
+    "series_samples",
+    "train",
+]
+
+SLAB_MM = 60.0
+STRIDE_MM = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class LabelledSeries:
+    path: Path
+    label: str
+    patient: str
+
+
+def read_labels(csv_path: Path | str) -> list[LabelledSeries]:
+    """Rows of ``folder,label[,patient]``; relative folders are resolved against the CSV's folder.
+
+    Raises :class:`DicomnodeError` naming the line when a row is malformed or a folder does not exist.
+    """
+    csv_path = Path(csv_path)
+    rows: list[LabelledSeries] = []
+    with csv_path.open(newline="") as f:
+        for i, row in enumerate(csv.reader(f), start=1):
+            row = [c.strip() for c in row]
+            if not row or not any(row) or row[0].startswith("#"):
+                continue
+            if i == 1 and row[0].lower() == "folder":
+                continue
+            if len(row) < 2 or not row[0] or not row[1]:
+                raise DicomnodeError(f"{csv_path}:{i}: expected 'folder,label[,patient]', got {row!r}")
+            p = Path(row[0])
+            p = p if p.is_absolute() else (csv_path.parent / p)
+            if not p.exists():
+                raise DicomnodeError(f"{csv_path}:{i}: {p} does not exist; give a series folder or a NIfTI file")
+            patient = row[2] if len(row) > 2 and row[2] else str(p)
+            rows.append(LabelledSeries(p, row[1], patient))
+    if not rows:
+        raise DicomnodeError(f"{csv_path}: no labelled series; add rows 'folder,label[,patient]'")
+    return rows
+
+
+def read_nifti(path: Path | str) -> Volume:
+    """A NIfTI-1 file (``.nii`` or ``.nii.gz``, single-volume) as a Volume in DICOM patient coordinates (LPS).
+
+    Uses the sform when set, else the qform's pixdim with an axis-aligned RAS orientation. Values are scaled by
+    scl_slope/scl_inter. Values whose minimum is below -500 are taken as CT in HU.
+    """
+    path = Path(path)
+    raw = gzip.open(path, "rb").read() if path.name.endswith(".gz") else path.read_bytes()
+    if len(raw) < 352:
+        raise SeriesLoadError(f"{path}: too short for a NIfTI-1 header")
+    endian = "<" if struct.unpack("<i", raw[:4])[0] == 348 else ">"
+    if struct.unpack(endian + "i", raw[:4])[0] != 348:
+        raise SeriesLoadError(f"{path}: not a NIfTI-1 file (sizeof_hdr is not 348)")
+    dim = struct.unpack(endian + "8h", raw[40:56])
+    datatype = struct.unpack(endian + "h", raw[70:72])[0]
+    pixdim = struct.unpack(endian + "8f", raw[76:108])
+    vox_offset = int(struct.unpack(endian + "f", raw[108:112])[0])
+    slope, inter = struct.unpack(endian + "ff", raw[112:120])
+    sform = struct.unpack(endian + "h", raw[254:256])[0]
+    srow = np.array(struct.unpack(endian + "12f", raw[280:328]), dtype=float).reshape(3, 4)
+    dtypes = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4"}
+    if datatype not in dtypes:
+        raise SeriesLoadError(f"{path}: NIfTI datatype {datatype} is not supported")
+    nd = dim[0]
+    if nd < 3 or any(d > 1 for d in dim[4:1 + nd]):
+        raise SeriesLoadError(f"{path}: a 3-D volume is needed, got dim {dim[1:1 + nd]}")
+    shape = dim[1:4]
+    a = np.frombuffer(raw, dtype=endian + dtypes[datatype], count=int(np.prod(shape)), offset=vox_offset)
+    a = a.reshape(shape, order="F").astype(np.float32)
+    if slope not in (0.0, 1.0) or inter != 0.0:
+        a = a * (slope or 1.0) + inter
+    if sform > 0:
+        aff = srow
+    else:
+        aff = np.concatenate([np.diag(pixdim[1:4]), np.zeros((3, 1))], axis=1)
+    spacing_xyz = np.linalg.norm(aff[:, :3], axis=0)
+    ras_dirs = aff[:, :3] / spacing_xyz
+    lps = np.diag([-1.0, -1.0, 1.0])
+    direction = lps @ ras_dirs
+    origin = lps @ aff[:, 3]
+    arr = np.ascontiguousarray(np.transpose(a, (2, 1, 0)))  # (i, j, k) -> (z, y, x)
+    is_ct = float(arr.min()) < -500
+    return Volume(arr, (float(spacing_xyz[2]), float(spacing_xyz[1]), float(spacing_xyz[0])),
+                  tuple(float(v) for v in origin), direction, "CT" if is_ct else "", "HU" if is_ct else "")
+
+
+def _dicom_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() not in (".md", ".txt", ".xml", ".json", ".csv")
+                  and not p.name.startswith("."))
+
+
+def _repaired_copy(files: list[Path], tmp: Path) -> list[Path]:
+    """Copies of ``files`` whose empty SOP/Study/Series UIDs are filled (from the file meta and the folder name):
+    training needs pixels, not identities, and never sends these copies anywhere."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    key = str(files[0].parent.resolve())
+    study = generate_uid(entropy_srcs=[key, "study"])
+    series = generate_uid(entropy_srcs=[key, "series"])
+    out = []
+    for i, f in enumerate(files):
+        ds = pydicom.dcmread(f)
+        meta = ds.file_meta
+        if not str(ds.get("SOPInstanceUID", "") or "").strip():
+            ds.SOPInstanceUID = meta.get("MediaStorageSOPInstanceUID") or generate_uid(entropy_srcs=[key, str(i)])
+        if not str(ds.get("SOPClassUID", "") or "").strip():
+            ds.SOPClassUID = meta.get("MediaStorageSOPClassUID")
+        if not str(ds.get("StudyInstanceUID", "") or "").strip():
+            ds.StudyInstanceUID = study
+        if not str(ds.get("SeriesInstanceUID", "") or "").strip():
+            ds.SeriesInstanceUID = series
+        p = tmp / f"{i:05d}.dcm"
+        ds.save_as(p)
+        out.append(p)
+    return out
+
+
+def load_volume(path: Path | str) -> Volume:
+    """A series folder (via :func:`dicomnode.io.load.load_series`) or a NIfTI file, as a Volume.
+
+    A folder whose instances have empty UIDs (de-identification damage) is loaded from a repaired temporary copy:
+    training uses the pixels only.
+    """
+    from dicomnode.io.load import load_series
+
+    path = Path(path)
+    if path.is_file() and (path.name.endswith(".nii") or path.name.endswith(".nii.gz")):
+        return read_nifti(path)
+    files = _dicom_files(path) if path.is_dir() else [path]
+    try:
+        return load_series(files).volume
+    except SeriesLoadError as exc:
+        if "empty or missing" not in str(exc):
+            raise
+    tmp = Path(tempfile.mkdtemp(prefix="dicomnode-train-"))
+    try:
+        return load_series(_repaired_copy(files, tmp)).volume
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def series_samples(volume: Volume, task: str, *, keep: tuple[float, float] = (0.0, 1.0)) -> tuple[
+        np.ndarray, tuple[str, ...]]:
+    """The training samples (rows) of one volume for ``task`` and the feature names.
+
+    ``scene``: one row per axial slab (:func:`~dicomnode.analysis.scene.slab_descriptors`); ``keep`` limits the
+    slabs to a fraction of the axial extent. Other tasks: one row, whole-series descriptors plus body intensity
+    percentiles.
+    """
+    from dicomnode.analysis.scene import MODEL_FEATURES, descriptor_vector, scene_descriptors, slab_descriptors
+
+    v = volume
+    if task == "scene":
+        descs = slab_descriptors(v.array, v.spacing_mm, direction=v.direction, modality=v.modality, unit=v.unit,
+                                 slab_mm=SLAB_MM, stride_mm=STRIDE_MM, keep=keep)
+        return np.array([descriptor_vector(d) for d in descs]).reshape(-1, len(MODEL_FEATURES)), MODEL_FEATURES
+    d = scene_descriptors(v.array, v.spacing_mm, direction=v.direction, modality=v.modality, unit=v.unit)
+    arr = v.array[:: max(1, v.shape[0] // 24), ::4, ::4]
+    q = np.percentile(arr, [5, 25, 50, 75, 95])
+    names = MODEL_FEATURES + ("p05", "p25", "p50", "p75", "p95")
+    return np.concatenate([descriptor_vector(d), q])[None, :], names
+
+
+def make_scene_estimator():
+    """The estimator of the scene model: standardisation, then a Gaussian-mixture Bayes classifier."""
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from dicomnode.analysis.classify import GaussianMixtureBayes
+
+    return Pipeline([("scale", StandardScaler()),
+                     ("bayes", GaussianMixtureBayes(n_components=3, covariance_type="diag", reg_covar=0.1))])
+
+
+def phantom_samples(n_per: int, regions: Sequence[str], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n_per`` phantom slabs per (region, modality): rows of scene descriptors and their labels."""
+    from dicomnode.analysis.scene import descriptor_vector, scene_descriptors
+    from dicomnode.analysis.scene_phantoms import PHANTOM_MODALITIES, scene_phantom
+
+    rng = np.random.default_rng(seed)
+    X, y = [], []
+    for r in regions:
+        for m in PHANTOM_MODALITIES:
+            for _ in range(n_per):
+                img, sp = scene_phantom(r, m, rng=rng)
+                d = scene_descriptors(img, sp, modality=m, unit="HU" if m == "CT" else "")
+                X.append(descriptor_vector(d))
+                y.append(r)
+    return np.array(X), np.array(y)
+
+
+def confusion_text(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str]) -> str:
+    """A confusion matrix as text: rows true class, columns predicted class."""
+    w = max(8, *(len(c) for c in classes))
+    lines = ["true \\ predicted".ljust(w + 2) + " ".join(c.rjust(w) for c in classes)]
+    for t in classes:
+        counts = [sum(1 for a, b in zip(y_true, y_pred) if a == t and b == p) for p in classes]
+        lines.append(t.ljust(w + 2) + " ".join(str(c).rjust(w) for c in counts))
+    return "\n".join(lines)
+
+
+def train(rows: Sequence[LabelledSeries], task: str, out: Path | str, *, phantoms: int = 0, seed: int = 0,
+          training_data: str = "", extra_samples: tuple[np.ndarray, np.ndarray] | None = None,
+          print_fn=print) -> dict:
+    """Compute samples, cross-validate by patient, fit on everything, save. Returns the card's figures."""
+    from sklearn.metrics import accuracy_score
+
+    from dicomnode.analysis.classify import grouped_cross_validation
+    from dicomnode.modelio import ModelCard, save_model
+
+    Xs, ys, gs, series_of = [], [], [], []
+    names: tuple[str, ...] = ()
+    for r in rows:
+        X, names = series_samples(load_volume(r.path), task)
+        if len(X) == 0:
+            print_fn(f"warning: {r.path} gave no sample (too short?)")
+            continue
+        Xs.append(X)
+        ys += [r.label] * len(X)
+        gs += [r.patient] * len(X)
+        series_of += [str(r.path)] * len(X)
+    if not Xs:
+        raise DicomnodeError("no training sample could be made from the labelled series")
+    X = np.concatenate(Xs)
+    y = np.array(ys)
+    g = np.array(gs, dtype=object)
+    scored = np.ones(len(y), dtype=bool)
+    n_real = len(y)
+    if task == "scene" and phantoms > 0:
+        regions = sorted(set(ys))
+        from dicomnode.analysis.scene_phantoms import PHANTOM_REGIONS
+        regions = [r for r in regions if r in PHANTOM_REGIONS]
+        Xp, yp = phantom_samples(phantoms, regions, seed)
+        if len(Xp):
+            X = np.concatenate([X, Xp])
+            y = np.concatenate([y, yp])
+            g = np.concatenate([g, np.array(["phantom"] * len(yp), dtype=object)])
+            scored = np.concatenate([scored, np.zeros(len(yp), dtype=bool)])
+    if extra_samples is not None:
+        Xe, ye = extra_samples
+        X = np.concatenate([X, Xe])
+        y = np.concatenate([y, ye])
+        g = np.concatenate([g, np.array(["extra"] * len(ye), dtype=object)])
+        scored = np.concatenate([scored, np.zeros(len(ye), dtype=bool)])
+    classes = [str(c) for c in np.unique(y)]
+    patients = sorted(set(gs))
+    cv_acc = None
+    figures: dict = {"classes": classes, "n_samples": int(n_real), "n_patients": len(patients)}
+    if len(patients) >= 2:
+        pred, _ = grouped_cross_validation(make_scene_estimator, X, y, g, scored=scored)
+        yt, yp_ = y[scored].tolist(), pred[scored].tolist()
+        cv_acc = float(accuracy_score(yt, yp_))
+        per_patient = {}
+        for p in patients:
+            m = g[:n_real] == p
+            per_patient[p] = {"label": str(y[:n_real][m][0]), "samples": int(m.sum()),
+                              "correct": int((pred[:n_real][m] == y[:n_real][m]).sum())}
+        figures.update(cv_accuracy=cv_acc, per_patient=per_patient,
+                       confusion=[[sum(1 for a, b in zip(yt, yp_) if a == t and b == q) for q in classes]
+                                  for t in classes])
+        print_fn(f"cross-validated accuracy (leave one patient out, {len(patients)} patients, {n_real} samples"
+                 f"{', phantoms in training folds only' if not scored.all() else ''}): {cv_acc:.3f}")
+        print_fn(confusion_text(yt, yp_, classes))
+    else:
+        print_fn("cross-validation needs at least 2 patients: none done (the card says so)")
+    est = make_scene_estimator().fit(X, y)
+    card = ModelCard(
+        task=task, classes=tuple(str(c) for c in est.classes_), feature_names=tuple(names),
+        training_data=training_data or (f"{len(rows)} labelled series of {len(patients)} patients, {n_real} samples"
+                                        + (f", plus {phantoms} phantom slabs per region and modality"
+                                           if task == "scene" and phantoms else "")),
+        cv_accuracy=cv_acc,
+        cv_scheme=(f"leave-one-patient-out over {len(patients)} patients; slabs of {SLAB_MM:g} mm every "
+                   f"{STRIDE_MM:g} mm" if task == "scene" else f"leave-one-patient-out over {len(patients)} patients")
+        if cv_acc is not None else "none (fewer than 2 patients)",
+        extra={k: v for k, v in figures.items() if k != "classes"},
+    )
+    save_model(out, est, card)
+    print_fn(f"saved {out}")
+    return figures
+
+
+def _run(a: argparse.Namespace) -> int:
+    try:
+        rows = read_labels(a.labels)
+        train(rows, a.task, a.out, phantoms=a.phantoms, seed=a.seed)
+    except DicomnodeError as e:
+        print(f"dicomnode train: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train a classifier from labelled series (folder,label[,patient])",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--labels", required=True, help="CSV with rows folder,label[,patient]")
+    p.add_argument("--task", required=True, help="task name: 'scene' (body region) or any other name")
+    p.add_argument("--out", required=True, help="model file to write (.skops)")
+    p.add_argument("--phantoms", type=int, default=0,
+                   help="scene task: synthetic slabs per region and modality added to training (never scored)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the phantoms")
+    p.set_defaults(func=_run)

@@ -1,0 +1,278 @@
+"""Model files: a trained classifier and its model card, saved and loaded safely.
+
+A dicomnode model file is a `skops <https://skops.readthedocs.io>`_ file (a zip of a JSON schema and numpy arrays;
+loading it never unpickles code) holding one dict::
+
+    {"format": "dicomnode-model", "format_version": 1, "card": {...}, "estimator": <fitted scikit-learn object>}
+
+:func:`load_model` refuses, with :class:`~dicomnode.errors.ModelError`:
+
+* a file that is not a skops file (a pickle, a truncated download, anything else);
+* a skops file whose schema names a type outside :data:`TRUSTED_TYPES` / :data:`TRUSTED_MODULE_PREFIXES` (checked on
+  the schema before anything is built; skops's own check then runs with only our own types added to its defaults);
+* a skops file that does not hold our dict, or one of another ``format_version``.
+
+The card (:class:`ModelCard`) says what the model does and how well: task, classes, feature names, training data,
+cross-validated accuracy by patient, dicomnode version, creation time. :func:`save_model` also writes it as JSON
+beside the model (``NAME.card.json``) for people and reviews.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from dicomnode.errors import ModelError
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MODELS_DIR",
+    "TRUSTED_MODULE_PREFIXES",
+    "TRUSTED_TYPES",
+    "LoadedModel",
+    "ModelCard",
+    "load_model",
+    "resolve_model",
+    "save_model",
+]
+
+FORMAT = "dicomnode-model"
+FORMAT_VERSION = 1
+#: Where shipped models live (``dicomnode/models/NAME.skops``).
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+
+#: Our own estimator types that a model may hold (skops does not trust them by default).
+TRUSTED_TYPES: tuple[str, ...] = ("dicomnode.analysis.classify.GaussianMixtureBayes",)
+#: Every other type in a model's schema must live in one of these modules (checked before loading).
+TRUSTED_MODULE_PREFIXES: tuple[str, ...] = ("sklearn.", "numpy", "builtins", "scipy.sparse", "collections",
+                                            "skops.io")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCard:
+    """What a model is, what it was trained on and how well it does.
+
+    Parameters
+    ----------
+    task : str
+        Name of the task, e.g. "scene".
+    classes : tuple of str
+        Class names, in the estimator's order.
+    feature_names : tuple of str
+        The features the estimator expects, in order.
+    training_data : str
+        Plain description of the training data (series, patients, phantoms).
+    cv_accuracy : float or None
+        Accuracy cross-validated by patient (a patient's samples are never scored by a model that saw them);
+        None when it could not be measured.
+    cv_scheme : str
+        How it was cross-validated, e.g. "leave-one-patient-out over 7 real patients".
+    created : str
+        ISO 8601 UTC time of training.
+    dicomnode_version : str
+        Version of dicomnode that trained it.
+    extra : dict
+        Anything else worth keeping: per-patient results, confusion matrix, limits, excluded classes.
+    """
+
+    task: str
+    classes: tuple[str, ...]
+    feature_names: tuple[str, ...]
+    training_data: str
+    cv_accuracy: float | None = None
+    cv_scheme: str = ""
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    dicomnode_version: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.task:
+            raise ValueError("ModelCard.task must be a non-empty name, e.g. 'scene'")
+        if not self.classes or not self.feature_names:
+            raise ValueError("ModelCard needs the model's classes and feature names")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["classes"] = list(self.classes)
+        d["feature_names"] = list(self.feature_names)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelCard":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        known["classes"] = tuple(str(c) for c in known.get("classes", ()))
+        known["feature_names"] = tuple(str(c) for c in known.get("feature_names", ()))
+        return cls(**known)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """A loaded model: the fitted estimator, its card, and where it came from."""
+
+    estimator: Any
+    card: ModelCard
+    path: Path
+
+
+def _version() -> str:
+    from dicomnode.results._common import SOFTWARE_VERSION  # noqa: PLC0415 - one source of the version string
+    return SOFTWARE_VERSION
+
+
+def save_model(path: Path | str, estimator: Any, card: ModelCard, *, write_card_json: bool = True) -> Path:
+    """Write ``estimator`` and ``card`` to ``path`` as a dicomnode model file (atomic: tmp file, then rename).
+
+    Returns the path. Raises :class:`ModelError` when the estimator holds a type that :func:`load_model` would
+    refuse (so a model that cannot be loaded is never written) or lacks ``predict_proba``.
+    """
+    import skops.io as sio
+
+    if not hasattr(estimator, "predict_proba"):
+        raise ModelError(f"{type(estimator).__name__} gives no probabilities (predict_proba): it cannot be a "
+                         "dicomnode classifier")
+    path = Path(path)
+    if not card.dicomnode_version:
+        card = ModelCard(**{**asdict(card), "dicomnode_version": _version()})
+    obj = {"format": FORMAT, "format_version": FORMAT_VERSION, "card": card.to_dict(), "estimator": estimator}
+    data = sio.dumps(obj)
+    _check_types(_schema_types_from_bytes(data), str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".skops", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    if write_card_json:
+        card_path = path.with_name(path.name.removesuffix(".skops") + ".card.json")
+        card_path.write_text(json.dumps(card.to_dict(), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def resolve_model(name_or_path: str | Path) -> Path:
+    """A model file path from a path or the name of a shipped model ("scene" -> ``dicomnode/models/scene.skops``).
+
+    Raises :class:`ModelError` when neither exists, listing the shipped models.
+    """
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    shipped = MODELS_DIR / f"{name_or_path}.skops"
+    if "/" not in str(name_or_path) and shipped.is_file():
+        return shipped
+    names = sorted(f.name.removesuffix(".skops") for f in MODELS_DIR.glob("*.skops"))
+    raise ModelError(f"model {str(name_or_path)!r} not found: give the path of a .skops model file or the name of "
+                     f"a shipped model ({', '.join(names) or 'none shipped'}); train one with `dicomnode train`")
+
+
+def _walk_types(node: Any, out: set[str]) -> None:
+    if isinstance(node, dict):
+        mod, cls = node.get("__module__"), node.get("__class__")
+        if isinstance(mod, str) and isinstance(cls, str):
+            out.add(f"{mod}.{cls}")
+        for v in node.values():
+            _walk_types(v, out)
+    elif isinstance(node, list):
+        for v in node:
+            _walk_types(v, out)
+
+
+def _schema_types(zf: zipfile.ZipFile) -> set[str]:
+    schema = json.loads(zf.read("schema.json"))
+    out: set[str] = set()
+    _walk_types(schema, out)
+    return out
+
+
+def _schema_types_from_bytes(data: bytes) -> set[str]:
+    import io
+
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        return _schema_types(zf)
+
+
+def _check_types(types: set[str], where: str) -> None:
+    bad = sorted(t for t in types if t not in TRUSTED_TYPES and not t.startswith(TRUSTED_MODULE_PREFIXES))
+    if bad:
+        raise ModelError(f"{where}: holds types outside dicomnode's allowlist: {', '.join(bad)}; a dicomnode model "
+                         "holds scikit-learn/numpy objects and dicomnode's own estimators only. Do not load files "
+                         "from unknown sources; retrain with `dicomnode train`")
+
+
+def load_model(path: Path | str, *, task: str | None = None) -> LoadedModel:
+    """Load a dicomnode model file safely.
+
+    Parameters
+    ----------
+    path : Path or str
+        A ``.skops`` file written by :func:`save_model`.
+    task : str, optional
+        When given, the card's task must be this one.
+
+    Raises
+    ------
+    ModelError
+        The file is missing, not a skops file (e.g. a pickle or a truncated file), holds untrusted types, is not a
+        dicomnode model, is of another format version, or is for another task. The message says which and what
+        to do.
+    """
+    import skops.io as sio
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found; give the path of a .skops model or train one with "
+                         "`dicomnode train`")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if "schema.json" not in zf.namelist():
+                raise ModelError(f"{path}: a zip file but not a skops model (no schema.json); not a dicomnode model")
+            bad = zf.testzip()
+            if bad is not None:
+                raise ModelError(f"{path}: damaged (member {bad} fails its CRC); copy or train the model again")
+            types = _schema_types(zf)
+    except zipfile.BadZipFile as exc:
+        raise ModelError(f"{path}: not a dicomnode model file (not a skops zip: {exc}); pickles and other formats "
+                         "are refused because loading them can run code; the file may also be truncated. Use a "
+                         "model written by `dicomnode train` or scripts/train_default_models.py") from exc
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"{path}: cannot be read as a skops model ({type(exc).__name__}: {exc})") from exc
+    _check_types(types, str(path))
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+        unexpected = sorted(set(untrusted) - set(TRUSTED_TYPES))
+        if unexpected:
+            raise ModelError(f"{path}: skops reports untrusted types {', '.join(unexpected)}; refused")
+        obj = sio.load(path, trusted=list(TRUSTED_TYPES))
+    except ModelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - skops raises many kinds on damaged content
+        raise ModelError(f"{path}: skops could not load it ({type(exc).__name__}: {exc}); the file is damaged or "
+                         "was written by an incompatible skops/scikit-learn; train the model again") from exc
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise ModelError(f"{path}: a skops file, but not a dicomnode model (it holds {type(obj).__name__}, not a "
+                         f"'{FORMAT}' record); write models with `dicomnode train`")
+    version = obj.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ModelError(f"{path}: dicomnode model format version {version!r}, this dicomnode reads version "
+                         f"{FORMAT_VERSION}; train the model again with this version")
+    try:
+        card = ModelCard.from_dict(dict(obj.get("card") or {}))
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: the model card is incomplete ({exc}); train the model again") from exc
+    est = obj.get("estimator")
+    if not hasattr(est, "predict_proba"):
+        raise ModelError(f"{path}: the estimator {type(est).__name__} gives no probabilities; not usable")
+    if task is not None and card.task != task:
+        raise ModelError(f"{path}: a model for task {card.task!r}, not {task!r}; give a {task!r} model")
+    return LoadedModel(est, card, path)

@@ -1,0 +1,215 @@
+"""Radiomics features of regions -> a TID 1500 Measurement Report (Comprehensive 3D SR), built with highdicom.
+
+One TID 1411 volumetric measurement group per region: tracking identifier (the ROI name / segment label) and a
+deterministic tracking UID, the algorithm ("dicomnode radiomics", with the settings' name as its parameter), a
+reference to the region and one numeric measurement per finite feature value.
+
+* A region from a **SEG** is referenced as "Referenced Segment" (SEG SOP instance + segment number) with the source
+  series ("Source series for segmentation").
+* A region from an **RTSTRUCT** is referenced as "Region In Space" (DCM 130488), a COMPOSITE reference to the RT
+  Structure Set instance, which TID 1411 allows for regions defined by another object; the group's tracking
+  identifier is the ROI name and its ROI number is in the tracking UID's key. highdicom reads such groups back
+  (``reference_type`` is "Region In Space") but cannot build them, so the group is built with a segment reference
+  that is then swapped for the COMPOSITE item.
+
+Every feature is a measurement named in our private scheme ``99DCMNODE`` (:func:`feature_code`): the code value is a
+stable hash of ``"<family>: <feature> (<aggregation>)"`` (:func:`~dicomnode.results.sr.private_code_value`), the
+code meaning that text (cut to 64 characters). Units are UCUM: mm3, mm2, mm, /mm, [hnsf'U] (HU) and its square,
+{SUVbw}g/ml, 1. Non-finite values (a texture feature undefined for the region) are left out: an SR holds numbers.
+The source images and the RTSTRUCT / SEG are listed as evidence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import highdicom as hd
+import numpy as np
+from highdicom.coding_schemes import CodingSchemeIdentificationItem
+from highdicom.sr import CodedConcept, CompositeContentItem, RelationshipTypeValues
+from pydicom.dataset import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import RTStructureSetStorage, SegmentationStorage
+
+from dicomnode.analysis.features.base import FeatureValue
+from dicomnode.analysis.radiomics import RadiomicsSettings, feature_unit
+from dicomnode.errors import ResultError
+from dicomnode.io.load import LoadedSeries
+from dicomnode.io.roi import Region, RegionKind
+from dicomnode.results._common import MANUFACTURER, MODEL_NAME, SOFTWARE_VERSION, lo, source_datasets
+from dicomnode.results.sr import PRIVATE_SCHEME, private_code_value, unit_code
+from dicomnode.results.uids import ResultUids
+
+__all__ = ["REGION_IN_SPACE", "build_radiomics_sr", "feature_code", "feature_name", "image_unit_ucum"]
+
+#: TID 1411 row "Region In Space": a COMPOSITE reference to an object that defines the region (an RT Structure Set).
+REGION_IN_SPACE = CodedConcept("130488", "DCM", "Region in Space")
+_PROCEDURES = {
+    "CT": CodedConcept("25045-6", "LN", "CT unspecified body region"),
+    "MR": CodedConcept("25056-3", "LN", "MRI unspecified body region"),
+    "PT": CodedConcept("44136-0", "LN", "PET unspecified body region"),
+}
+_PROCEDURE_OTHER = CodedConcept("363679005", "SCT", "Imaging")
+_IMAGE_UNITS = {"HU": "[hnsf'U]", "SUV": "{SUVbw}g/ml", "Bq/mL": "Bq/ml", "": "1"}
+
+
+def feature_name(f: FeatureValue) -> str:
+    """``"<family>: <feature>"`` plus ``" (<aggregation>)"`` for texture, e.g. ``"GLCM: contrast (3D, merged)"``."""
+    return f"{f.family}: {f.feature}" + (f" ({f.aggregation})" if f.aggregation else "")
+
+
+def feature_code(f: FeatureValue) -> hd.sr.CodedConcept:
+    """The concept name of a feature in our private scheme.
+
+    The code value is :func:`~dicomnode.results.sr.private_code_value` of :func:`feature_name` (stable); the meaning
+    is that name in Latin-1 (the typographic apostrophe of "Moran\u2019s I" becomes "'"), cut to 64 characters."""
+    name = feature_name(f)
+    return hd.sr.CodedConcept(value=private_code_value(name), scheme_designator=PRIVATE_SCHEME,
+                              meaning=lo(name.replace("\u2019", "'")))
+
+
+def image_unit_ucum(unit: str) -> str:
+    """A Volume's unit ("HU", "SUV", "" ...) as UCUM."""
+    return _IMAGE_UNITS.get(unit, unit or "1")
+
+
+def build_radiomics_sr(
+    series: LoadedSeries,
+    regions: Sequence[Region],
+    features: Sequence[Sequence[FeatureValue]],
+    uids: ResultUids,
+    *,
+    settings: RadiomicsSettings | None = None,
+    series_number: int = 9003,
+    instance_number: int = 1,
+    software_version: str = SOFTWARE_VERSION,
+    series_description: str | None = None,
+) -> hd.sr.Comprehensive3DSR:
+    """A TID 1500 measurement report of the radiomics features of one or more regions of a series.
+
+    Parameters
+    ----------
+    series : LoadedSeries
+        The image series the features were computed on (referenced as evidence).
+    regions : sequence of Region
+        The regions (from :func:`dicomnode.io.roi.read_region`, or a Region made for a SEG the node built itself):
+        label, number, kind and the RTSTRUCT / SEG dataset that defines it.
+    features : sequence of sequence of FeatureValue
+        Per region, its feature values (from :func:`dicomnode.analysis.radiomics.extract_features`).
+    uids : ResultUids
+        Gives the SR's Series and SOP Instance UIDs and the tracking UIDs.
+    settings : RadiomicsSettings, optional
+        The settings used: named in the algorithm identification, and they decide the unit of the IVH intensities.
+    series_number, instance_number : int, optional
+        Default 9003 and 1.
+    software_version : str, optional
+        Default: the installed dicomnode version.
+    series_description : str, optional
+        Default "dicomnode radiomics <settings name>".
+
+    Returns
+    -------
+    highdicom.sr.Comprehensive3DSR
+
+    Raises
+    ------
+    ResultError
+        When regions and features differ in length, a region's dataset is neither an RTSTRUCT nor a SEG, or
+        highdicom refuses the content.
+    """
+    if len(regions) != len(features):
+        raise ResultError(f"series {series.series_uid}: {len(regions)} regions but {len(features)} feature lists; "
+                          "give one feature list per region")
+    settings_name = settings.name if settings is not None else "unspecified"
+    algo = hd.sr.AlgorithmIdentification(name="dicomnode radiomics", version=lo(software_version),
+                                          parameters=[lo(f"settings={settings_name}")])
+    image_unit = image_unit_ucum(series.volume.unit)
+    source_series = hd.sr.SourceSeriesForSegmentation(series.series_uid)
+    groups = []
+    evidence: dict[str, Dataset] = {}
+    try:
+        for region, values in zip(regions, features):
+            ds = region.dataset
+            sop_class = str(ds.SOPClassUID)
+            if sop_class not in (RTStructureSetStorage, SegmentationStorage):
+                raise ResultError(f"region {region.label!r}: its dataset is SOP class {sop_class}, neither an "
+                                  "RTSTRUCT nor a SEG: the SR cannot reference it")
+            evidence.setdefault(str(ds.SOPInstanceUID), _evidence(ds))
+            measurements = [
+                hd.sr.Measurement(name=feature_code(f), value=float(f.value),
+                                  unit=unit_code(feature_unit(f, image_unit, settings)), algorithm_id=algo)
+                for f in values if np.isfinite(f.value)
+            ]
+            key = f"radiomics.{region.kind}.{ds.SOPInstanceUID}.{region.number}"
+            group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(uid=uids.tracking_uid(key), identifier=lo(region.label)),
+                referenced_segment=hd.sr.ReferencedSegment(
+                    sop_class_uid=SegmentationStorage, sop_instance_uid=str(ds.SOPInstanceUID),
+                    segment_number=int(region.number), source_series=source_series),
+                algorithm_id=algo,
+                measurements=measurements or None,
+            )
+            if region.kind == RegionKind.RTSTRUCT or sop_class == RTStructureSetStorage:
+                _reference_rtstruct(group, ds)
+            groups.append(group)
+        observer = hd.sr.ObserverContext(
+            observer_type=codes.DCM.Device,
+            observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+                uid=uids.uid("observer.device"), name=MODEL_NAME, manufacturer_name=MANUFACTURER,
+                model_name=MODEL_NAME),
+        )
+        report = hd.sr.MeasurementReport(
+            observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+            procedure_reported=_PROCEDURES.get(series.modality, _PROCEDURE_OTHER),
+            imaging_measurements=groups,
+            title=codes.cid7021.ImagingMeasurementReport,
+        )
+        sr = hd.sr.Comprehensive3DSR(
+            evidence=[*source_datasets(series), *evidence.values()],
+            content=report,
+            series_instance_uid=uids.sr_series_uid,
+            series_number=series_number,
+            sop_instance_uid=uids.sr_instance_uid,
+            instance_number=instance_number,
+            manufacturer=MANUFACTURER,
+            is_complete=True,
+            coding_schemes=[CodingSchemeIdentificationItem(
+                designator=PRIVATE_SCHEME, name="dicomnode measurement names",
+                responsible_organization="dicomnode project")],
+        )
+    except ResultError:
+        raise
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise ResultError(f"series {series.series_uid}: highdicom refused to build the radiomics SR: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    sr.SeriesDescription = lo(series_description or f"dicomnode radiomics {settings_name}")
+    sr.SoftwareVersions = lo(software_version)
+    return sr
+
+
+def _reference_rtstruct(group: hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations, ds: Dataset) -> None:
+    """Swap the group's segment reference (and its source series item) for "Region In Space" -> the RTSTRUCT."""
+    items = group[0].ContentSequence
+    segment = codes.DCM.ReferencedSegment
+    source = codes.DCM.SourceSeriesForSegmentation
+    position = next(i for i, item in enumerate(items) if item.name == segment)
+    composite = CompositeContentItem(
+        name=REGION_IN_SPACE,
+        referenced_sop_class_uid=RTStructureSetStorage,
+        referenced_sop_instance_uid=str(ds.SOPInstanceUID),
+        relationship_type=RelationshipTypeValues.CONTAINS,
+    )
+    kept = [item for item in items if item.name not in (segment, source)]
+    kept.insert(position, composite)
+    group[0].ContentSequence = kept
+
+
+def _evidence(ds: Dataset) -> Dataset:
+    """The identifying part of an RTSTRUCT / SEG, enough for the evidence sequences (no contours, no pixels)."""
+    out = Dataset()
+    for keyword in ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "PatientID",
+                    "PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "AccessionNumber",
+                    "StudyID", "ReferringPhysicianName", "Modality"):
+        if keyword in ds:
+            setattr(out, keyword, ds.data_element(keyword).value)
+    return out

@@ -1,0 +1,133 @@
+"""radiomics_cli.py: ``dicomnode radiomics`` on RTSTRUCT and SEG regions, CSV and JSON, single and batch."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dicomnode.io.load import load_series
+from dicomnode.io.roi import read_region
+from dicomnode.radiomics_cli import BATCH_COLUMNS, COLUMNS, run
+from helpers import SHARED_DATA
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+STS = SHARED_DATA / "sts"
+CT2, RS2 = STS / "STS_002" / "CT", STS / "STS_002" / "CT_rtstruct" / "RS.dcm"
+CT3, RS3 = STS / "STS_003" / "CT", STS / "STS_003" / "CT_rtstruct" / "RS.dcm"
+
+
+@pytest.fixture(scope="module")
+def fast_settings(tmp_path_factory) -> Path:
+    """Config C without the slowest families, for the batch runs."""
+    path = tmp_path_factory.mktemp("settings") / "fast.toml"
+    path.write_text('name = "fast"\n[interpolation]\nmethod = "linear"\nspacing_mm = 3.0\nround_intensities = true\n'
+                    '[features]\nfamilies = ["intensity statistics", "GLCM"]\n')
+    return path
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_rtstruct_to_csv_and_json(tmp_path: Path) -> None:
+    out_csv, out_json = tmp_path / "f.csv", tmp_path / "f.json"
+    assert run([str(CT2), "--roi", str(RS2), "--roi-name", "GTV_Mass", "--settings", "ibsi-config-C",
+                "--out", str(out_csv)]) == 0
+    assert run([str(CT2), "--roi", str(RS2), "--settings", "ibsi-config-C", "--out", str(out_json)]) == 0
+    with out_csv.open(encoding="utf-8") as f:
+        assert f.readline().strip() == ",".join(COLUMNS)
+    rows = read_csv(out_csv)
+    data = json.loads(out_json.read_text(encoding="utf-8"))
+    assert [tuple(r) for r in data] == [COLUMNS] * len(data)
+    assert len(rows) == len(data) == 213  # all families, 3D aggregations
+    for r, d in zip(rows, data):
+        assert (r["family"], r["feature"], r["aggregation"]) == (d["family"], d["feature"], d["aggregation"])
+        assert float(r["value"]) == d["value"]  # full precision in both
+    # names exactly as in the IBSI reference table
+    with (SHARED_DATA / "ibsi" / "digital_phantom_reference.tsv").open(encoding="utf-8") as f:
+        reference = {(r["family"], r["feature"], r["aggregation"]) for r in csv.DictReader(f, delimiter="\t")}
+    ours = {(r["family"], r["feature"], r["aggregation"]) for r in rows}
+    assert {k for k in reference if k[2] in ("", "3D", "3D, averaged", "3D, merged")} <= ours
+    assert ours - reference <= {("morphology", "volume density (OMBB)", ""), ("morphology", "area density (OMBB)", ""),
+                                ("intensity-volume histogram", "area under the IVH curve", "")}
+    volume = next(float(r["value"]) for r in rows if r["feature"] == "volume (voxel counting)")
+    assert 40_000 < volume < 70_000  # mm3
+
+
+def test_seg_region(tmp_path: Path) -> None:
+    from dicomnode.analysis.volume import CATEGORY_MORPHOLOGICALLY_ABNORMAL, Code, LabelMap, SegmentInfo
+    from dicomnode.results.seg import build_seg
+    from dicomnode.results.uids import ResultUids
+
+    series = load_series(sorted(CT2.glob("*.dcm")))
+    mask = read_region(RS2, series, name="GTV_Mass").mask
+    labels = LabelMap().add(SegmentInfo(1, "gtv", CATEGORY_MORPHOLOGICALLY_ABNORMAL,
+                                        Code("108369006", "SCT", "Tumor")), mask)
+    seg_path = tmp_path / "seg.dcm"
+    build_seg(series, labels, ResultUids.for_series(None, series.series_uid, "cli-test", "1")).save_as(seg_path)
+    rt_out, seg_out = tmp_path / "rt.csv", tmp_path / "seg.csv"
+    assert run([str(CT2), "--roi", str(RS2), "--settings", "ibsi-config-A", "--out", str(rt_out)]) == 0
+    assert run([str(CT2), "--roi", str(seg_path), "--roi-name", "gtv", "--settings", "ibsi-config-A",
+                "--out", str(seg_out)]) == 0
+    assert read_csv(rt_out) == read_csv(seg_out)  # the same region, whatever the file
+
+
+def test_errors_and_usage(tmp_path: Path, capsys) -> None:
+    assert run([str(CT2), "--roi", str(RS2), "--roi-name", "Liver", "--out", str(tmp_path / "x.csv")]) == 1
+    err = capsys.readouterr().err
+    assert "no ROI named 'Liver'" in err and "GTV_Mass_CT" in err and str(RS2) in err
+    assert run([str(CT2), "--roi", str(RS2), "--out", str(tmp_path / "x.txt")]) == 2
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[discretisation]\nmethod = "fixed_bin_size"\n')
+    assert run([str(CT2), "--roi", str(RS2), "--settings", str(bad), "--out", str(tmp_path / "x.csv")]) == 2
+    assert "discretisation.bin_size" in capsys.readouterr().err
+    assert run(["--out", str(tmp_path / "x.csv")]) == 2
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_batch_with_one_bad_row(tmp_path: Path, fast_settings: Path, capsys) -> None:
+    cases = tmp_path / "cases.csv"
+    cases.write_text(
+        "case,image_dir,roi_file,roi_name\n"
+        f"s2,{CT2},{RS2},GTV_Mass\n"
+        f"bad,{CT2},{RS2},NoSuchROI\n"
+        f"s3,{CT3},{RS3},GTV\n"
+    )
+    out = tmp_path / "all.csv"
+    code = run(["--batch", str(cases), "--out", str(out), "--workers", "2", "--settings", str(fast_settings), "-q"])
+    assert code == 1  # one case failed ...
+    err = capsys.readouterr().err
+    assert "2 of 3 case(s) done" in err and "case bad" in err and "NoSuchROI" in err
+    rows = read_csv(out)  # ... and the others are written
+    with out.open(encoding="utf-8") as f:
+        assert f.readline().strip() == ",".join(BATCH_COLUMNS)
+    assert {r["case"] for r in rows} == {"s2", "s3"}
+    per_case = {c: [r for r in rows if r["case"] == c] for c in ("s2", "s3")}
+    assert len(per_case["s2"]) == len(per_case["s3"]) == 18 + 50
+    assert per_case["s3"][0]["roi_name"] == "GTV" and per_case["s3"][0]["image_dir"] == str(CT3)
+    # the batch row equals a single run
+    single = tmp_path / "single.json"
+    assert run([str(CT3), "--roi", str(RS3), "--roi-name", "GTV", "--settings", str(fast_settings),
+                "--out", str(single)]) == 0
+    expected = json.loads(single.read_text())
+    assert [float(r["value"]) for r in per_case["s3"]] == [d["value"] for d in expected]
+    assert all(math.isfinite(float(r["value"])) for r in rows)
+
+
+def test_batch_json_relative_paths_no_header(tmp_path: Path, fast_settings: Path) -> None:
+    link = tmp_path / "data"
+    link.symlink_to(STS / "STS_002")
+    cases = tmp_path / "cases.csv"
+    cases.write_text("data/CT,data/CT_rtstruct/RS.dcm,GTV_Mass\n")
+    out = tmp_path / "all.json"
+    assert run(["--batch", str(cases), "--out", str(out), "--workers", "1", "--settings", str(fast_settings),
+                "-q"]) == 0
+    data = json.loads(out.read_text())
+    assert tuple(data[0]) == BATCH_COLUMNS and data[0]["case"] == "1" and data[0]["roi_file"] == "data/CT_rtstruct/RS.dcm"
+    assert np.isfinite([d["value"] for d in data]).all()
