@@ -37,10 +37,14 @@ class JobSpec:
     """Everything a worker needs: where the series' files are, what to run, where to write."""
 
     files: tuple[str, ...]
-    profile: Profile
+    profile: Profile | None
     out_dir: str
     uid_root: str
     job_id: int | None = None
+    kind: str = "chain"                   # "chain" | "radiomics"
+    roi_files: tuple[str, ...] = ()       # radiomics: the RTSTRUCT/SEG files holding the regions
+    radiomics_settings: str = ""          # radiomics: settings name or TOML path
+    roi_names: tuple[str, ...] = ()       # radiomics: globs of the regions to measure; () = all
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,10 @@ def _header_strings(ds: Any) -> dict[str, str]:
 
 def run_chain(spec: JobSpec, *, progress: Callable[[str], None] | None = None) -> JobOutcome:
     """Load the series, run the profile, build and write the results. Raises a DicomnodeError on bad input."""
+    if spec.kind == "radiomics":
+        from dicomnode.radiomics_job import run_radiomics
+        return run_radiomics(spec)
+    assert spec.profile is not None, "a chain job needs a profile"
     from dicomnode.io.load import load_series
     from dicomnode.results.seg import build_seg
     from dicomnode.results.sr import build_sr
@@ -120,7 +128,9 @@ def run_chain(spec: JobSpec, *, progress: Callable[[str], None] | None = None) -
                 files.append(str(seg_path))
                 sops.append(str(seg.SOPInstanceUID))
             if "sr" in spec.profile.outputs:
-                sr = build_sr(series, seg, ctx.labels, ctx.measurements, uids)
+                from dicomnode.results.sr_evaluations import evaluation_groups
+                extra = evaluation_groups(ctx.scene, ctx.classifications, ctx.similarities, uids)
+                sr = build_sr(series, seg, ctx.labels, ctx.measurements, uids, extra_groups=extra)
                 sr_path = out / "sr.dcm"
                 _atomic_write(sr_path, lambda p: sr.save_as(p, enforce_file_format=True))
                 files.append(str(sr_path))

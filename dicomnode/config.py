@@ -34,7 +34,11 @@ def _ae_ok(ae: object) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class TlsConfig:
-    """DICOM TLS. With ``enabled``, the SCP speaks TLS only; certificate and key are PEM files."""
+    """DICOM TLS. With ``enabled``, the SCP speaks TLS only; certificate and key are PEM files.
+
+    The same certificate and key are presented, and ``ca_certificates`` verifies the peer, when the node sends to a
+    destination with ``tls = true`` (whether or not ``enabled`` is set: that switch is for receiving only).
+    """
 
     enabled: bool = False
     certificate: str = ""
@@ -75,6 +79,7 @@ class Destination:
     host: str
     port: int
     tls: bool = False
+    ca_certificates: str = ""  # PEM CAs that verify this destination (TLS); default: [node.tls] ca_certificates
 
     @property
     def address(self) -> str:
@@ -97,6 +102,8 @@ class Rule:
     profile: str | None = None
     destinations: tuple[str, ...] = ()
     quiet_seconds: float | None = None
+    radiomics: str | None = None          # settings name or file: this rule computes features of RTSTRUCT/SEG regions
+    roi_names: tuple[str, ...] = ()       # globs of the ROI names / segment labels to measure; () = all
 
     def matches(self, tags: Mapping[str, str]) -> bool:
         for keyword, want in self.match.items():
@@ -141,6 +148,29 @@ class ExportSection:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSection:
+    """Prometheus ``/metrics`` over HTTP; ``port = 0`` (default) serves none."""
+
+    port: int = 0
+    bind: str = "127.0.0.1"
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSection:
+    """What the node deletes, and when. 0 days = keep for ever (default).
+
+    Received instances of a series are deleted ``delete_received_after_days`` after the series was last handled:
+    completed, its jobs finished and its results sent. Never deleted: an open series, a series with a pending or
+    running job or an unsent result; with ``keep_failed``, also a series whose latest job failed or whose result
+    was dead-lettered, until an operator retries it.
+    """
+
+    delete_received_after_days: float = 0.0
+    keep_failed: bool = True
+    check_interval_seconds: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     node: NodeSection = field(default_factory=NodeSection)
     peers: tuple[Peer, ...] = ()
@@ -150,6 +180,8 @@ class NodeConfig:
     profiles: Mapping[str, Profile] = field(default_factory=dict)
     workers: WorkersSection = field(default_factory=WorkersSection)
     export: ExportSection = field(default_factory=ExportSection)
+    metrics: MetricsSection = field(default_factory=MetricsSection)
+    retention: RetentionSection = field(default_factory=RetentionSection)
     source: str = "<defaults>"
 
     def destination(self, name: str) -> Destination:
@@ -366,7 +398,8 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
     """Validate a parsed TOML document; raise :class:`ConfigErrors` listing every problem."""
     base_dir = base_dir or Path.cwd()
     c = _Collector()
-    c.unknown(doc, "", {"node", "peers", "series", "destinations", "rules", "profiles", "workers", "export"})
+    c.unknown(doc, "", {"node", "peers", "series", "destinations", "rules", "profiles", "workers", "export",
+                        "metrics", "retention"})
     node = _parse_node(c, doc, base_dir)
 
     peers = []
@@ -389,7 +422,7 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
     dests: list[Destination] = []
     for i, t in enumerate(_parse_list_of_tables(c, doc, "destinations")):
         p = f"destinations[{i}]"
-        c.unknown(t, p, {"name", "ae_title", "host", "port", "tls"})
+        c.unknown(t, p, {"name", "ae_title", "host", "port", "tls", "ca_certificates"})
         name = c.string(t, "name", p, required=True)
         ae = c.ae(t, "ae_title", p, required=True)
         host = c.string(t, "host", p, required=True)
@@ -398,8 +431,19 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
             c.err(f"{p}.port", None, "required; the destination's DICOM port, e.g. 104")
         if name and any(d.name == name for d in dests):
             c.err(f"{p}.name", name, "duplicate destination name; names must be unique")
+        tls_on = c.boolean(t, "tls", p, False)
+        ca = c.string(t, "ca_certificates", p, "") or ""
+        if ca and not Path(ca).is_absolute():
+            ca = str(base_dir / ca)
+        if ca and not Path(ca).is_file():
+            c.err(f"{p}.ca_certificates", ca, "no such file; give the path of a PEM file of CA certificates")
+        if tls_on:
+            for key in ("certificate", "private_key"):
+                v = getattr(node.tls, key)
+                if v and not Path(v).is_file():
+                    c.err(f"node.tls.{key}", v, f"no such file; {p} uses TLS and presents this file")
         if name and ae and host and port:
-            dests.append(Destination(name, ae, host, int(port), c.boolean(t, "tls", p, False)))
+            dests.append(Destination(name, ae, host, int(port), tls_on, ca))
 
     profiles = load_default_profiles()
     pt = c.table(doc, "profiles")
@@ -412,7 +456,7 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
     dest_names = {d.name for d in dests}
     for i, t in enumerate(_parse_list_of_tables(c, doc, "rules")):
         p = f"rules[{i}]"
-        c.unknown(t, p, {"name", "match", "profile", "destinations", "quiet_seconds"})
+        c.unknown(t, p, {"name", "match", "profile", "destinations", "quiet_seconds", "radiomics", "roi_names"})
         name = c.string(t, "name", p, f"rule{i}") or f"rule{i}"
         m = t.get("match", {})
         match: dict[str, MatchValue] = {}
@@ -449,7 +493,30 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
         quiet = None
         if q is not None:
             quiet = float(c.number(t, "quiet_seconds", p, 30.0, minimum=0.1, example="30"))
-        rules.append(Rule(name=name, match=match, profile=profile, destinations=tuple(dl), quiet_seconds=quiet))
+        radiomics = c.string(t, "radiomics", p, None)
+        if radiomics is not None:
+            if profile is not None:
+                c.err(f"{p}.radiomics", radiomics, "a rule either runs a profile on images or radiomics on regions; "
+                      "remove `profile` or split the rule in two")
+            from dicomnode.radiomics_settings import builtin_settings, resolve_settings
+            rpath = radiomics
+            if radiomics not in builtin_settings() and not Path(radiomics).is_absolute():
+                rpath = str(base_dir / radiomics)
+            try:
+                resolve_settings(rpath)
+                radiomics = rpath
+            except ConfigError as e:
+                c.err(f"{p}.radiomics", radiomics, f"{e}; use a shipped name ({', '.join(sorted(builtin_settings()))})"
+                      f" or the path of a settings TOML")
+            except OSError as e:
+                c.err(f"{p}.radiomics", radiomics, f"cannot read it ({e.strerror}); use a shipped name "
+                      f"({', '.join(sorted(builtin_settings()))}) or the path of a settings TOML")
+        roi_names = t.get("roi_names", [])
+        if not isinstance(roi_names, list) or any(not isinstance(x, str) for x in roi_names):
+            c.err(f"{p}.roi_names", roi_names, "a list of ROI names or globs, e.g. [\"GTV*\"]")
+            roi_names = []
+        rules.append(Rule(name=name, match=match, profile=profile, destinations=tuple(dl), quiet_seconds=quiet,
+                          radiomics=radiomics, roi_names=tuple(roi_names)))
 
     wt = c.table(doc, "workers")
     c.unknown(wt, "workers", {"count", "backend", "scheduler", "transfer", "max_attempts", "retry_backoff_seconds",
@@ -502,10 +569,34 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
         timeout_seconds=float(c.number(et, "timeout_seconds", "export", ed.timeout_seconds, minimum=1, example="30")),
     )
 
+    mt = c.table(doc, "metrics")
+    c.unknown(mt, "metrics", {"port", "bind"})
+    md = MetricsSection()
+    metrics = MetricsSection(
+        port=c.number(mt, "port", "metrics", md.port, minimum=0, maximum=65535, integer=True,
+                      example="9108 (0 = no metrics endpoint)"),
+        bind=c.string(mt, "bind", "metrics", md.bind) or md.bind,
+    )
+    if metrics.port and metrics.port == node.port:
+        c.err("metrics.port", metrics.port, "is node.port too; use another port, e.g. 9108")
+
+    rt_ = c.table(doc, "retention")
+    c.unknown(rt_, "retention", {"delete_received_after_days", "keep_failed", "check_interval_seconds"})
+    rd = RetentionSection()
+    retention = RetentionSection(
+        delete_received_after_days=float(c.number(rt_, "delete_received_after_days", "retention",
+                                                  rd.delete_received_after_days, minimum=0,
+                                                  example="30 (0 = keep for ever)")),
+        keep_failed=c.boolean(rt_, "keep_failed", "retention", rd.keep_failed),
+        check_interval_seconds=float(c.number(rt_, "check_interval_seconds", "retention", rd.check_interval_seconds,
+                                              minimum=1, example="3600")),
+    )
+
     if c.errors:
         raise ConfigErrors(c.errors, source)
     return NodeConfig(node=node, peers=tuple(peers), series=series, destinations=tuple(dests), rules=tuple(rules),
-                      profiles=profiles, workers=workers, export=export, source=source)
+                      profiles=profiles, workers=workers, export=export, metrics=metrics, retention=retention,
+                      source=source)
 
 
 def load_config(path: Path | str | None = None) -> NodeConfig:

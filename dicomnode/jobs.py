@@ -104,15 +104,23 @@ class Dispatcher:
         return started
 
     def _submit(self, job: JobRow, cfg: NodeConfig) -> None:
-        files = tuple(self.db.instance_paths(job.series_uid))
-        try:
-            profile = cfg.profiles[job.profile]
-        except KeyError:
-            self._record_failure(job, cfg, f"profile {job.profile!r} is not in the config any more", "", final=True)
-            return
-        spec = JobSpec(files=files, profile=profile,
-                       out_dir=str(results_dir(cfg.node.data_dir, job.series_uid, job.id)),
-                       uid_root=cfg.node.uid_root, job_id=job.id)
+        out_dir = str(results_dir(cfg.node.data_dir, job.series_uid, job.id))
+        if job.kind == "radiomics":
+            # the job's own series holds the regions (RTSTRUCT/SEG); the images are the series it depends on
+            files = tuple(self.db.instance_paths(job.depends_on or ""))
+            rule = next((r for r in cfg.rules if r.name == job.rule), None)
+            spec = JobSpec(files=files, profile=None, out_dir=out_dir, uid_root=cfg.node.uid_root, job_id=job.id,
+                           kind="radiomics", roi_files=tuple(self.db.instance_paths(job.series_uid)),
+                           radiomics_settings=job.profile, roi_names=rule.roi_names if rule else ())
+        else:
+            files = tuple(self.db.instance_paths(job.series_uid))
+            try:
+                profile = cfg.profiles[job.profile]
+            except KeyError:
+                self._record_failure(job, cfg, f"profile {job.profile!r} is not in the config any more", "",
+                                     final=True)
+                return
+            spec = JobSpec(files=files, profile=profile, out_dir=out_dir, uid_root=cfg.node.uid_root, job_id=job.id)
         log.info("job started", extra={"job_id": job.id, "series_uid": job.series_uid, "profile": job.profile,
                                        "attempt": job.attempts, "instances": len(files)})
         try:

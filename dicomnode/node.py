@@ -25,10 +25,12 @@ from typing import Callable
 from dicomnode.config import NodeConfig
 from dicomnode.executors import Executor, make_executor
 from dicomnode.export.outbox import Outbox
-from dicomnode.io.headers import is_image_storage, read_tags
+from dicomnode.io.headers import is_image_storage, is_region_storage, read_tags, referenced_series_uid
 from dicomnode.jobs import Dispatcher
+from dicomnode.obs.metrics import NodeMetrics
 from dicomnode.routing import RouteDecision, quiet_seconds, route
 from dicomnode.store.db import Database, InstanceRecord, SeriesState
+from dicomnode.store.retention import RetentionReport, run_retention
 from dicomnode.store.spool import Spool, StoredInstance
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ class Node:
         self.dispatcher: Dispatcher | None = None
         self.outbox: Outbox | None = None
         self._config_lock = threading.Lock()
+        self.metrics = NodeMetrics(self.db, lambda: self.config, self.data_dir)
 
     # -- configuration ----------------------------------------------------------------------------------------
     @property
@@ -80,6 +83,12 @@ class Node:
         if (old.node.port, old.node.bind, old.node.data_dir) != (config.node.port, config.node.bind,
                                                                  config.node.data_dir):
             log.warning("node.port, node.bind and node.data_dir changes take effect after a restart")
+        if old.node.tls != config.node.tls or old.metrics != config.metrics or old.workers != config.workers:
+            log.warning("[node.tls] (receiving side), [metrics] and [workers] changes take effect after a restart")
+        self.db.audit("config reloaded", actor="SIGHUP",
+                      detail={"source": config.source, "peers": [p.ae_title for p in config.peers],
+                              "destinations": [d.address for d in config.destinations],
+                              "rules": [r.name for r in config.rules]})
 
     # -- life cycle -------------------------------------------------------------------------------------------
     def recover(self) -> dict[str, int]:
@@ -107,9 +116,10 @@ class Node:
         cfg = self.config
         self.recover()
         executor = self._executor or make_executor(cfg.workers.backend, cfg.workers.count, cfg.workers.scheduler)
-        self.outbox = Outbox(self.db, lambda: self.config)
+        self.outbox = Outbox(self.db, lambda: self.config, metrics=self.metrics)
         self.dispatcher = Dispatcher(self.db, lambda: self.config, executor, on_done=self.outbox.wake)
-        for name, target in (("indexer", self._index_loop), ("series-monitor", self._monitor_loop)):
+        for name, target in (("indexer", self._index_loop), ("series-monitor", self._monitor_loop),
+                             ("retention", self._retention_loop)):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -120,9 +130,12 @@ class Node:
             from dicomnode.net.tls import server_context
             ssl_context = server_context(cfg.node.tls)
         self.scp = StorageSCP(ae_title=cfg.node.ae_title, bind=cfg.node.bind, port=cfg.node.port, spool=self.spool,
-                              sink=self._inbox.put, peers=[PeerRule(p.ae_title, p.host) for p in cfg.peers],
+                              sink=self._received, peers=[PeerRule(p.ae_title, p.host) for p in cfg.peers],
                               max_pdu_bytes=cfg.node.max_pdu_bytes, ssl_context=ssl_context, admit=self._admit)
+        self.metrics.watch_refusals()
         self.scp.start()
+        if cfg.metrics.port:
+            self.metrics.serve(cfg.metrics.port, cfg.metrics.bind)
         log.info("node started", extra={"ae_title": cfg.node.ae_title, "bind": cfg.node.bind, "port": self.scp.port,
                                         "data_dir": str(self.data_dir), "workers": executor.capacity})
 
@@ -138,6 +151,7 @@ class Node:
             self.dispatcher.stop(timeout_s)
         if self.outbox is not None:
             self.outbox.stop(timeout_s)
+        self.metrics.close()
         self.db.set_meta("clean_shutdown", "1")
         log.info("node stopped")
 
@@ -154,6 +168,31 @@ class Node:
         if free_mb < min_mb:
             return f"free disk space {free_mb:.0f} MB is below node.min_free_disk_mb = {min_mb}"
         return None
+
+    def _received(self, stored: StoredInstance) -> None:
+        """The SCP's sink (called once an instance is committed): count it, queue it for the index writer."""
+        self.metrics.received(stored.size_bytes, stored.duplicate)
+        self._inbox.put(stored)
+
+    # -- retention --------------------------------------------------------------------------------------------
+    def _retention_loop(self) -> None:
+        last = float("-inf")
+        while not self._stop.wait(1.0):
+            policy = self.config.retention
+            if policy.delete_received_after_days <= 0 or time.monotonic() - last < policy.check_interval_seconds:
+                continue
+            last = time.monotonic()
+            try:
+                self.apply_retention()
+            except Exception:  # noqa: BLE001
+                log.exception("retention pass failed")
+
+    def apply_retention(self, now: float | None = None) -> RetentionReport:
+        """One retention pass under the current ``[retention]`` policy (see :mod:`dicomnode.store.retention`)."""
+        report = run_retention(self.db, self.spool, self.config.retention, now=now,
+                               results_root=self.data_dir / "results")
+        self.metrics.retention_deleted.inc(report.instances)
+        return report
 
     # -- index writer -----------------------------------------------------------------------------------------
     def _index_loop(self) -> None:
@@ -204,7 +243,8 @@ class Node:
 
     def _route(self, path: str, sop_class_uid: str) -> RouteDecision:
         tags = read_tags(path)
-        return route(self.config, tags, is_image=is_image_storage(tags.get("SOPClassUID", sop_class_uid)))
+        sop_class = tags.get("SOPClassUID", sop_class_uid)
+        return route(self.config, tags, is_image=is_image_storage(sop_class), is_region=is_region_storage(sop_class))
 
     # -- series completion ------------------------------------------------------------------------------------
     def _monitor_loop(self) -> None:
@@ -223,7 +263,27 @@ class Node:
             if not paths:
                 continue
             decision = self._route(paths[0], s.sop_class_uid)
-            if decision.runs_job:
+            depends_on = None
+            if decision.radiomics is not None:
+                depends_on = referenced_series_uid(paths[0])
+                if depends_on is None:
+                    decision = RouteDecision(None, None, (), "region object references no image series")
+            if decision.runs_job and decision.radiomics is not None:
+                assert decision.rule is not None
+                job_id = self.db.complete_series(s.series_uid, SeriesState.COMPLETE, now,
+                                                 expected_last=s.last_received_at, note=decision.reason,
+                                                 job=(decision.rule.name, decision.radiomics, decision.destinations,
+                                                      "radiomics", depends_on))
+                if job_id is not None:
+                    job_ids.append(job_id)
+                    self.db.audit("series complete", series_uid=s.series_uid,
+                                  detail={"instances": s.instance_count, "rule": decision.rule.name,
+                                          "radiomics": decision.radiomics, "job_id": job_id,
+                                          "image_series_uid": depends_on, "calling_ae": s.calling_ae})
+                    log.info("region series complete; radiomics job waits for its image series",
+                             extra={"series_uid": s.series_uid, "image_series_uid": depends_on, "job_id": job_id,
+                                    "rule": decision.rule.name})
+            elif decision.runs_job:
                 assert decision.profile is not None and decision.rule is not None
                 job_id = self.db.complete_series(s.series_uid, SeriesState.COMPLETE, now,
                                                  expected_last=s.last_received_at, note=decision.reason,
@@ -231,6 +291,7 @@ class Node:
                                                       decision.destinations))
                 if job_id is not None:
                     job_ids.append(job_id)
+                    self._audit_received(s, "job")
                     self.db.audit("series complete", series_uid=s.series_uid,
                                   detail={"instances": s.instance_count, "rule": decision.rule.name,
                                           "profile": decision.profile.name, "job_id": job_id,
@@ -242,11 +303,26 @@ class Node:
                 state = SeriesState.UNROUTED if decision.reason == "no rule matched" else SeriesState.IGNORED
                 self.db.complete_series(s.series_uid, state, now, expected_last=s.last_received_at,
                                         note=decision.reason)
+                after = self.db.get_series(s.series_uid)
+                if after is not None and after.state is not SeriesState.OPEN:
+                    self._audit_received(s, state.value)
                 log.info("series complete, no job", extra={"series_uid": s.series_uid, "reason": decision.reason,
                                                            "instances": s.instance_count})
         if job_ids and self.dispatcher is not None:
             self.dispatcher.wake()
         return job_ids
+
+
+    def _audit_received(self, s, outcome: str) -> None:  # noqa: ANN001 - a SeriesRow
+        """Audit "received": who sent the series (AE titles, addresses, counts; UIDs only, no PHI)."""
+        self.metrics.series_completed.labels(outcome=outcome).inc()
+        senders = self.db.series_senders(s.series_uid)
+        self.db.audit("received", actor=",".join(sorted({x["calling_ae"] for x in senders})),
+                      series_uid=s.series_uid,
+                      detail={"study_uid": s.study_uid, "modality": s.modality, "sop_class_uid": s.sop_class_uid,
+                              "instances": sum(x["instances"] for x in senders),
+                              "bytes": sum(x["bytes"] for x in senders), "senders": senders,
+                              "outcome": outcome, "generation": s.generation + 1})
 
 
 def run_forever(config: NodeConfig, *, reload: Callable[[], NodeConfig] | None = None) -> int:

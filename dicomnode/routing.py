@@ -28,18 +28,29 @@ class RouteDecision:
     profile: Profile | None
     destinations: tuple[str, ...]
     reason: str           # why there is no job, or which rule matched
+    radiomics: str | None = None     # settings of a radiomics job on the regions of an RTSTRUCT/SEG
 
     @property
     def runs_job(self) -> bool:
-        return self.profile is not None
+        return self.profile is not None or self.radiomics is not None
 
 
-def route(config: NodeConfig, tags: Mapping[str, str], *, is_image: bool) -> RouteDecision:
-    """Decide for one series from its header tags (keyword -> string) and whether it holds images."""
+def route(config: NodeConfig, tags: Mapping[str, str], *, is_image: bool, is_region: bool = False) -> RouteDecision:
+    """Decide for one series from its header tags (keyword -> string) and whether it holds images or regions.
+
+    Region objects (RTSTRUCT, SEG) from elsewhere are matched against the rules that have ``radiomics`` set, in
+    order; image series against the others. A radiomics job waits for the image series the regions reference.
+    """
     series_uid = tags.get("SeriesInstanceUID", "")
     own_root = config.node.uid_root != "2.25." and series_uid.startswith(config.node.uid_root)
     if own_root or tags.get("Manufacturer", "").strip() == OUR_MANUFACTURER:
         return RouteDecision(None, None, (), "made by this node (or another dicomnode): never processed again")
+    if is_region:
+        for rule in config.rules:
+            if rule.radiomics is not None and rule.matches(tags):
+                return RouteDecision(rule, None, rule.destinations, f"rule {rule.name} (radiomics)",
+                                     radiomics=rule.radiomics)
+        return RouteDecision(None, None, (), "region object: no radiomics rule matched")
     if not is_image:
         return RouteDecision(None, None, (), f"not an image series (SOP class {tags.get('SOPClassUID', '?')})")
     modality = tags.get("Modality", "")
@@ -47,7 +58,7 @@ def route(config: NodeConfig, tags: Mapping[str, str], *, is_image: bool) -> Rou
         return RouteDecision(Rule(DEFAULT_RULE, {}), config.profile_for(None, modality), (),
                              f"no rules configured: default profile for modality {modality or '?'}")
     for rule in config.rules:
-        if rule.matches(tags):
+        if rule.radiomics is None and rule.matches(tags):
             return RouteDecision(rule, config.profile_for(rule.profile, modality), rule.destinations,
                                  f"rule {rule.name}")
     return RouteDecision(None, None, (), "no rule matched")

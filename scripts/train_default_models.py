@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train the models shipped in ``dicomnode/models/`` reproducibly, from data the repository can reach.
 
-    python scripts/train_default_models.py [--data ../shared/data] [--out dicomnode/models] [--phantoms 30]
+    python scripts/train_default_models.py [--data ../shared/data] [--out dicomnode/models] [--phantoms 20]
 
 Scene model (``scene.skops``): body region from the scene descriptors of 60 mm axial slabs (every 30 mm).
 
@@ -46,6 +46,8 @@ from dicomnode.commands.train import (SLAB_MM, STRIDE_MM, confusion_text, load_v
 from dicomnode.modelio import ModelCard, save_model  # noqa: E402
 
 SEED = 20240601
+#: Each real slab enters training this many times (phantoms once).
+REAL_WEIGHT = 3
 
 
 def iliac_crest_fraction(volume) -> float:
@@ -100,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="the shared data folder")
     ap.add_argument("--out", default=str(REPO / "dicomnode" / "models"), help="where to write the models")
-    ap.add_argument("--phantoms", type=int, default=30, help="phantom slabs per region and modality")
+    ap.add_argument("--phantoms", type=int, default=20, help="phantom slabs per region and modality")
     a = ap.parse_args(argv)
     data = Path(a.data)
 
@@ -118,9 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     X, y, g = np.array(X), np.array(y), np.array(g, dtype=object)
     n_real = len(y)
     Xp, yp = phantom_samples(a.phantoms, ["head", "chest", "abdomen", "pelvis", "extremity"], SEED)
-    Xa = np.concatenate([X, Xp])
-    ya = np.concatenate([y, yp])
-    ga = np.concatenate([g, np.array(["phantom"] * len(yp), dtype=object)])
+    # real slabs count REAL_WEIGHT times in training (copies, never scored twice): there are few of them
+    Xa = np.concatenate([X] * REAL_WEIGHT + [Xp])
+    ya = np.concatenate([y] * REAL_WEIGHT + [yp])
+    ga = np.concatenate([g] * REAL_WEIGHT + [np.array(["phantom"] * len(yp), dtype=object)])
     scored = np.arange(len(ya)) < n_real
 
     pred, proba = grouped_cross_validation(make_scene_estimator, Xa, ya, ga, scored=scored)
@@ -160,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
                    "in every training fold"),
         extra={"per_patient": per_patient, "per_series": per_series, "confusion_classes": classes,
                "confusion": conf, "excluded_classes": ["neck"], "phantoms_per_region_modality": a.phantoms,
-               "seed": SEED,
+               "seed": SEED, "real_weight": REAL_WEIGHT,
                "limits": "one real patient for chest, head and pelvis each: their CV figures measure transfer "
                          "from phantoms and other regions, on one patient"},
     )

@@ -10,7 +10,7 @@ Two detectors share one pipeline, *blob search -> region growing -> features -> 
   becomes an isolated blob. Candidates grow at full resolution over soft-tissue density (``tissue_range_hu``) inside
   the region, limited to a ball around the blob, after an opening that detaches vessels.
 * :func:`detect_tissue` (any other series): blobs of either polarity that depart from their surroundings, on the
-  image normalised by the foreground's median and spread (robust z-score, clipped), with everything outside the
+  image normalised by the foreground's median and the within-tissue spread (the median local SD; clipped), with everything outside the
   foreground set to the median so that the body outline casts no blob. Candidates grow from the blob's core level
   to half-way to its surroundings' level (a half-maximum contour, as for PET lesions), inside the foreground,
   limited to a ball. When the tissue model of ``segment_generic`` is given (class means and spreads), a feature says
@@ -30,11 +30,14 @@ Features of a region (all in mm / mL / image units): ``volume_ml``, ``diameter_m
 voxel centres, plus one voxel), ``equivalent_diameter_mm``, ``compactness`` (volume / volume of the ball of
 diameter ``diameter_mm``: 1 for a ball, small for a tube), ``elongation`` (sqrt of the smallest / largest principal
 variance, voxel extent included: 1 for a ball, ~0 for a tube), ``mean``, ``surround_mean``, ``contrast`` (mean -
-surround), ``cnr`` (|contrast| / spread), ``lung_contact`` (lung method: fraction of the surrounding shell that is
+surround), ``cnr`` (|contrast| / within-tissue spread, and its log10), ``truncation`` (fraction of the region's boundary
+on the growth limit: 0 for an isolated blob, large for a piece cut out of a larger structure), ``enclosure``
+(tissue method: fraction of the surrounding shell on the other side of the region's threshold: 1 when the region
+differs from its surroundings all around, as a focal lesion does), ``lung_contact`` (lung method: fraction of the surrounding shell that is
 air or lung, below ``-400`` HU), ``mirror_tissue`` (lung method, axial series: fraction of the region whose mirror
 image across the mid-sagittal plane of the lungs is tissue too: hilar vessels and other anatomy come in left-right
-pairs, a tumour mostly does not), ``tissue_outlier`` (tissue method with a model: -log10 of the largest class
-likelihood ratio of the region mean), ``blob_response`` and ``blob_radius_mm``.
+pairs, a tumour mostly does not), ``tissue_outlier`` (tissue method with a tissue model: how many class SDs the region's mean lies from the
+nearest class mean; left out of the posterior when no model is given), ``blob_response`` and ``blob_radius_mm``.
 
 References
 ----------
@@ -219,15 +222,15 @@ LUNG_MODEL = NaiveBayes(
           "contrast": (0.0, 1000.0), "lung_contact": (0.0, 1.0), "mirror_tissue": (0.0, 1.0)},
 )
 
-#: Focal lesions (tumours, hot spots) vs. pieces of normal anatomy and noise, on robust z-scored intensities.
+#: Focal lesions (tumours, hot spots) vs. pieces of normal anatomy and noise.
 TISSUE_MODEL = NaiveBayes(
     prior=0.1,
     target={"log10_volume_ml": (1.3, 0.9), "compactness": (0.45, 0.15), "elongation": (0.7, 0.15),
-            "cnr": (3.0, 1.5)},
+            "log10_cnr": (0.9, 0.45), "truncation": (0.05, 0.12), "tissue_outlier": (3.0, 2.0)},
     other={"log10_volume_ml": (0.0, 0.9), "compactness": (0.2, 0.15), "elongation": (0.35, 0.2),
-           "cnr": (0.8, 0.8)},
+           "log10_cnr": (0.5, 0.3), "truncation": (0.45, 0.15), "tissue_outlier": (0.5, 0.7)},
     clip={"log10_volume_ml": (-2.0, 3.5), "compactness": (0.0, 1.0), "elongation": (0.0, 1.0),
-          "cnr": (0.0, 8.0)},
+          "log10_cnr": (-1.0, 2.5), "truncation": (0.0, 1.0), "tissue_outlier": (0.0, 8.0)},
 )
 
 
@@ -386,6 +389,16 @@ def _component_at(mask: np.ndarray, seed: Sequence[int], spacing_mm: Sequence[fl
             return None
         k = int(lab[iz[s], iy[s], ix[s]])
     return lab == k
+
+
+def _truncation(region: np.ndarray, dist: np.ndarray, grow_mm: float, spacing_mm: Sequence[float]) -> float:
+    """Fraction of the region's boundary voxels that lie on the growth limit (a ball of ``grow_mm``): 0 for an
+    isolated blob, large for a piece cut out of a bigger structure."""
+    boundary = region & ~ndi.binary_erosion(region)
+    n = int(np.count_nonzero(boundary))
+    if n == 0:
+        return 0.0
+    return float(np.count_nonzero(boundary & (dist > grow_mm - max(spacing_mm)))) / n
 
 
 def _shell(region: np.ndarray, spacing_mm: Sequence[float], width_mm: float) -> np.ndarray:
@@ -573,12 +586,19 @@ def detect_lung(image: np.ndarray, spacing_mm: Sequence[float], lungs: Sequence[
                for a, b in enumerate(bb)]
         inside = region_c[np.ix_(*idx)]
         cand = (im >= lo) & (im <= hi) & inside & (dist <= grow_mm)
-        if opening is not None:
-            opened = ndi.binary_opening(cand, structure=opening)
-            cand = opened if opened.any() else cand
         seed = [int(round(c)) - b.start for c, b in zip(center, bb)]
         seed = [min(max(s, 0), n - 1) for s, n in zip(seed, cand.shape)]
-        region = _component_at(cand, seed, sp, max_seed_mm=max(r_mm, 2.0))
+        region = None
+        if opening is not None:
+            # detach vessels by an opening, take the component, then give back the surface voxels the opening
+            # took from it (at most one opening radius away: a vessel stays detached)
+            opened = ndi.binary_opening(cand, structure=opening)
+            core = _component_at(opened, seed, sp, max_seed_mm=max(r_mm, 2.0)) if opened.any() else None
+            if core is not None:
+                region = cand & ndi.binary_dilation(core, structure=opening)
+                region = _component_at(region, seed, sp, max_seed_mm=max(r_mm, 2.0))
+        if region is None:
+            region = _component_at(cand, seed, sp, max_seed_mm=max(r_mm, 2.0))
         if region is None:
             continue
         feats = _shape_features(region, sp)
@@ -589,6 +609,7 @@ def detect_lung(image: np.ndarray, spacing_mm: Sequence[float], lungs: Sequence[
         feats["surround_mean"] = float(sv.mean()) if sv.size else float("nan")
         feats["contrast"] = feats["mean"] - feats["surround_mean"] if sv.size else float("nan")
         feats["lung_contact"] = float(np.mean(sv < lo)) if sv.size else 0.0
+        feats["truncation"] = _truncation(region, dist, grow_mm, sp)
         if mirror is not None:
             pts = np.argwhere(region) + np.array([b.start for b in bb])
             ax, twice_mid = mirror
@@ -606,6 +627,19 @@ def detect_lung(image: np.ndarray, spacing_mm: Sequence[float], lungs: Sequence[
 # ------------------------------------------------------------------------------------------------ tissue model
 
 
+def _noise_sd(image: np.ndarray, mask: np.ndarray, spacing_mm: Sequence[float], sigma_mm: float = 2.0) -> float:
+    """The median over ``mask`` of the local standard deviation (Gaussian window of ``sigma_mm``, in plane): the
+    spread of intensities *within* a tissue (noise and texture), the unit of contrast-to-noise ratios."""
+    sig = [0.0] + [sigma_mm / s for s in spacing_mm[1:]]
+    m = ndi.gaussian_filter(image, sig)
+    v = ndi.gaussian_filter(image * image, sig) - m * m
+    sd = np.sqrt(np.clip(v[mask], 0, None))
+    val = float(np.median(sd)) if sd.size else 0.0
+    if not val > 0:
+        val = float(np.std(image[mask])) if mask.any() else 1.0
+    return val or 1.0
+
+
 def _robust_scale(values: np.ndarray) -> tuple[float, float]:
     q1, med, q3 = np.percentile(values, [25, 50, 75])
     spread = float(q3 - q1) / 1.349
@@ -619,8 +653,8 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
                                                                   max_findings=3),
                   class_means: Sequence[float] | None = None, class_sds: Sequence[float] | None = None,
                   polarity: str = "both", window: tuple[float, float] | None = None,
-                  max_radius_mm: float = 45.0, coarse_mm: float = 4.0, min_response: float = 0.5,
-                  z_clip: float = 4.0, max_candidates: int = 30,
+                  max_radius_mm: float = 45.0, coarse_mm: float = 4.0, min_response: float = 1.0,
+                  z_clip: float = 8.0, max_candidates: int = 30,
                   model: NaiveBayes = TISSUE_MODEL) -> DetectionResult:
     """Focal regions that depart from their surroundings and from the tissue model, in any modality.
 
@@ -636,7 +670,8 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         Limits. Default: diameter >= 10 mm, volume >= 0.5 mL, at most 3 findings, probability >= 0.5.
     class_means, class_sds : sequence of float, optional
         The tissue model (e.g. the Gaussian mixture of ``segment_generic``), in image units: adds the feature
-        ``tissue_outlier``, how unlikely the region's mean is under the nearest class (reported, not in the model).
+        ``tissue_outlier``: how many class SDs the region's mean lies from the nearest class mean (a region of a normal
+        tissue class is no lesion). Without a model the feature is left out of the posterior.
     polarity : {"both", "bright", "dark"}, optional
         Which blobs to look for. Default "both" (PET lesions are bright, T1 MR tumours in fat dark).
     window : (float, float), optional
@@ -647,9 +682,10 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
     coarse_mm : float, optional
         Blob search grid spacing, about, mm. Default 4.
     min_response : float, optional
-        Smallest normalised blob response, in robust standard deviations. Default 0.5.
+        Smallest normalised blob response, in units of the within-tissue spread. Default 1.
     z_clip : float, optional
-        Robust z-scores are clipped to +- this. Default 4.
+        For the blob search, intensities (in units of the within-tissue spread, from the foreground median) are
+        clipped to +- this: one extreme structure (bone, a bladder) does not outshine the rest. Default 8.
     max_candidates : int, optional
         Candidates grown per polarity, strongest first. Default 30.
     model : NaiveBayes, optional
@@ -676,7 +712,8 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
     if window is not None:
         np.clip(img, window[0], window[1], out=img)
     step = max(1, int(np.count_nonzero(foreground)) // 500_000)
-    med, spread = _robust_scale(img[foreground][::step])
+    med, _ = _robust_scale(img[foreground][::step])
+    spread = _noise_sd(img, foreground, sp)
     z = (img - med) / spread          # unclipped: region growing follows the true levels
     z[~foreground] = 0.0
 
@@ -692,7 +729,7 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         cands += [(c, r, resp, pol) for c, r, resp in
                   blob_candidates(z_c, csp, radii, polarity=pol, min_response=min_response, allowed=fg_c,
                                   max_candidates=max_candidates, in_view=True)]
-    notes = [f"tissue search: median {med:.4g}, spread {spread:.4g}; {len(cands)} blob candidate(s) on a "
+    notes = [f"tissue search: median {med:.4g}, within-tissue spread {spread:.4g}; {len(cands)} blob candidate(s) on a "
              f"{csp[0]:.2g} x {csp[1]:.2g} x {csp[2]:.2g} mm grid, radii {radii[0]:.3g}..{radii[-1]:.3g} mm"]
 
     found: list[Finding] = []
@@ -726,6 +763,9 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         feats["surround_mean"] = float(sv.mean()) if sv.size else float("nan")
         feats["contrast"] = feats["mean"] - feats["surround_mean"] if sv.size else float("nan")
         feats["cnr"] = abs(feats["contrast"]) / spread if sv.size else 0.0
+        feats["log10_cnr"] = math.log10(max(feats["cnr"], 1e-3))
+        feats["truncation"] = _truncation(region, dist, grow_mm, sp)
+        feats["enclosure"] = float(np.mean((zz[shell] - thr) * pol < 0)) if sv.size else 0.0
         feats["polarity"] = float(pol)
         feats["blob_radius_mm"] = r_mm
         feats["blob_response"] = resp

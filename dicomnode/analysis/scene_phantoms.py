@@ -201,8 +201,8 @@ def scene_phantom(region: str, modality: str, *, rng: np.random.Generator, pixel
         Square field of view before any crop, in mm. Default: random, as scanners are set up for the region
         (head 220-280 mm, extremity 200-480 mm, trunk 380-500 mm).
     crop_probability : float, optional
-        Chance of cropping the slab to a 150-230 mm square around a body point. Default 0.6 for ``extremity``
-        (sarcoma-like crops), 0.2 otherwise.
+        Chance of cropping the slab to a square around a body point (150-230 mm for head and extremity, 260-360 mm
+        for the trunk). Default 0.6 for ``extremity`` (sarcoma-like crops), 0.15 otherwise.
 
     Returns
     -------
@@ -243,12 +243,13 @@ def scene_phantom(region: str, modality: str, *, rng: np.random.Generator, pixel
     else:
         img = ndi.gaussian_filter(img, (0.5, 6 / pixel_mm / 2.355 * 2, 6 / pixel_mm / 2.355 * 2))
         img = np.clip(img * (1 + rng.normal(0, 0.15, img.shape)), 0, None).astype(np.float32)
-    crop_p = (0.6 if region == "extremity" else 0.2) if crop_probability is None else crop_probability
+    crop_p = (0.6 if region == "extremity" else 0.15) if crop_probability is None else crop_probability
     if rng.random() < crop_p:
         body = np.argwhere(labels[n_slices // 2] > 0)
         if len(body):
             cy, cx = body[rng.integers(len(body))]
-            h = int(rng.uniform(150, 230) / pixel_mm / 2)
+            size_mm = rng.uniform(150, 230) if region in ("extremity", "head") else rng.uniform(260, 360)
+            h = int(size_mm / pixel_mm / 2)
             y0, x0 = max(0, cy - h), max(0, cx - h)
             img = img[:, y0:cy + h, x0:cx + h]
     return np.ascontiguousarray(img), (float(slice_mm), float(pixel_mm), float(pixel_mm))

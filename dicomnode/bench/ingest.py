@@ -361,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="how to run the node: the full `dicomnode serve` or the StorageSCP alone")
     parser.add_argument("--receivers", default="node,storescp,orthanc", help="comma-separated subset")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-results", action="store_true",
+                        help="skip the SEG + SR encoding figures (dicomnode bench results)")
     parser.add_argument("--work-dir", type=Path, default=None, help="parent of the temp folder (same disk as data)")
     args = parser.parse_args(argv)
     args.receivers = [r.strip() for r in args.receivers.split(",") if r.strip()]
@@ -371,6 +373,16 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"{tool} is missing: apt-get install dcmtk")
     with tempfile.TemporaryDirectory(prefix="dicomnode-bench-", dir=args.work_dir) as tmp:
         result = run(args, Path(tmp))
+    if not args.no_results:
+        # Result encoding (SEG + SR, 300 slices, 6 segments) in a fresh process, so its first call is cold.
+        import subprocess
+        import sys
+        proc = subprocess.run([sys.executable, "-m", "dicomnode", "bench", "results", "--slices", str(args.slices)],
+                              capture_output=True, text=True)
+        try:
+            result["result_encoding"] = json.loads(proc.stdout)
+        except json.JSONDecodeError:
+            result["result_encoding"] = {"error": (proc.stderr or proc.stdout)[-2000:]}
     print(json.dumps(result, indent=2))
     return 0
 

@@ -10,12 +10,16 @@ UIDs are deterministic, "already sent" means done: the index never queues a sent
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from dicomnode.config import NodeConfig
+from dicomnode.config import Destination, NodeConfig
 from dicomnode.store.db import Database, ExportRow, ExportState
+
+if TYPE_CHECKING:
+    from dicomnode.obs.metrics import NodeMetrics
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +32,10 @@ def backoff_s(schedule: tuple[float, ...], attempt: int) -> float:
 class Outbox:
     """Sends due exports in a background thread until stopped."""
 
-    def __init__(self, db: Database, config: Callable[[], NodeConfig], *, poll_s: float = 0.5) -> None:
+    def __init__(self, db: Database, config: Callable[[], NodeConfig], *, poll_s: float = 0.5,
+                 metrics: "NodeMetrics | None" = None) -> None:
         self.db = db
+        self._metrics = metrics
         self._config = config
         self._poll_s = poll_s
         self._stop = threading.Event()
@@ -77,7 +83,8 @@ class Outbox:
         by_path = {r.path: r for r in rows}
         try:
             results = send_files(list(by_path), host=dest.host, port=dest.port, ae_title=dest.ae_title,
-                                 calling_ae=cfg.node.ae_title, timeout_s=cfg.export.timeout_seconds)
+                                 calling_ae=cfg.node.ae_title, timeout_s=cfg.export.timeout_seconds,
+                                 ssl_context=tls_context(cfg, dest))
         except Exception as e:  # noqa: BLE001 - no association at all: every row retries
             for r in rows:
                 self._failed(r, cfg, str(e))
@@ -86,6 +93,8 @@ class Outbox:
             r = by_path[res.path]
             if res.ok:
                 self.db.export_sent(r.id, time.time())
+                if self._metrics is not None:
+                    self._metrics.exports_sent.labels(destination=dest.name).inc()
                 self.db.audit("result sent", actor=dest.address, series_uid=r.series_uid,
                               detail={"sop_instance_uid": r.sop_instance_uid, "export_id": r.id,
                                       "status": res.status})
@@ -101,6 +110,10 @@ class Outbox:
         if not final and r.attempts < cfg.export.max_attempts:
             retry_at = now + backoff_s(cfg.export.retry_backoff_seconds, r.attempts)
         state = self.db.export_failed(r.id, now, error=error, retry_at=retry_at)
+        if self._metrics is not None:
+            self._metrics.exports_failed.labels(destination=r.destination).inc()
+            if state is ExportState.DEAD:
+                self._metrics.exports_dead.labels(destination=r.destination).inc()
         if state is ExportState.DEAD:
             log.error("result dead-lettered", extra={"export_id": r.id, "sop_instance_uid": r.sop_instance_uid,
                                                      "destination": r.destination, "attempts": r.attempts,
@@ -111,3 +124,19 @@ class Outbox:
             log.warning("send failed; will retry", extra={"export_id": r.id, "destination": r.destination,
                                                           "attempt": r.attempts, "retry_in_s": round(retry_at - now, 1)
                                                           if retry_at else None, "error": error})
+
+
+def tls_context(cfg: NodeConfig, dest: Destination) -> ssl.SSLContext | None:
+    """The client TLS context for a destination with ``tls = true`` (None otherwise).
+
+    The destination is verified against its own ``ca_certificates``, else ``[node.tls] ca_certificates``, else the
+    system's CAs; the node presents ``[node.tls] certificate`` / ``private_key`` when they are set. Host names are
+    not checked (DICOM peers are usually addressed by IP): the CA is what is trusted.
+    """
+    if not dest.tls:
+        return None
+    from dicomnode.net.tls import client_context
+
+    t = cfg.node.tls
+    return client_context(ca_certificates=dest.ca_certificates or t.ca_certificates, certificate=t.certificate,
+                          private_key=t.private_key)

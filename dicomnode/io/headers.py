@@ -38,6 +38,31 @@ def read_tags(path: Path | str) -> dict[str, str]:
     return out
 
 
+REGION_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.481.3",  # RT Structure Set Storage
+    "1.2.840.10008.5.1.4.1.1.66.4",   # Segmentation Storage
+}
+
+
+def is_region_storage(sop_class_uid: str) -> bool:
+    """True for objects that define regions on images (RT Structure Set, Segmentation)."""
+    return sop_class_uid in REGION_SOP_CLASSES
+
+
+def referenced_series_uid(path: Path | str) -> str | None:
+    """The image series an RTSTRUCT or SEG refers to, from its references; None when it names none."""
+    ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    for item in ds.get("ReferencedSeriesSequence", []):  # SEG (and many others)
+        if item.get("SeriesInstanceUID"):
+            return str(item.SeriesInstanceUID)
+    for frame in ds.get("ReferencedFrameOfReferenceSequence", []):  # RTSTRUCT
+        for study in frame.get("RTReferencedStudySequence", []):
+            for series in study.get("RTReferencedSeriesSequence", []):
+                if series.get("SeriesInstanceUID"):
+                    return str(series.SeriesInstanceUID)
+    return None
+
+
 def is_dicom_file(path: Path | str) -> bool:
     """True when the file has the DICOM Part 10 preamble ("DICM" at byte 128)."""
     try:

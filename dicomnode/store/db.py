@@ -75,6 +75,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     traceback TEXT,
     result_dir TEXT,
     results TEXT NOT NULL DEFAULT '[]',
+    kind TEXT NOT NULL DEFAULT 'chain',
+    depends_on TEXT,
     UNIQUE(series_uid, generation, profile)
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, not_before);
@@ -182,6 +184,8 @@ class JobRow:
     traceback: str | None
     result_dir: str | None
     results: tuple[str, ...]
+    kind: str = "chain"             # "chain" (analysis profile) | "radiomics" (features of an RTSTRUCT/SEG region)
+    depends_on: str | None = None   # a series that must be complete first (the image series of a region)
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,7 +391,7 @@ class Database:
         """Close an open series (and queue its job, atomically). Returns the job id, if one was queued.
 
         Does nothing (returns None) when an instance arrived after ``expected_last``: the series stays open.
-        ``job`` is (rule, profile, destinations).
+        ``job`` is (rule, profile, destinations) or (rule, profile, destinations, kind, depends_on).
         """
         with self.immediate() as tx:
             r = tx.execute("SELECT state, generation, last_received_at FROM series WHERE series_uid = ?",
@@ -399,11 +403,12 @@ class Database:
                        (state.value, gen, now, note, series_uid))
             if job is None:
                 return None
-            rule, profile, dests = job
+            rule, profile, dests, kind, depends_on = (tuple(job) + ("chain", None))[:5]
             cur = tx.execute(
-                "INSERT OR IGNORE INTO jobs(series_uid, generation, rule, profile, destinations, state, created_at)"
-                " VALUES (?,?,?,?,?,?,?)",
-                (series_uid, gen, rule, profile, json.dumps(list(dests)), JobState.PENDING.value, now))
+                "INSERT OR IGNORE INTO jobs(series_uid, generation, rule, profile, destinations, state, created_at,"
+                " kind, depends_on) VALUES (?,?,?,?,?,?,?,?,?)",
+                (series_uid, gen, rule, profile, json.dumps(list(dests)), JobState.PENDING.value, now, kind,
+                 depends_on))
             return int(cur.lastrowid) if cur.rowcount else None
 
     # -- jobs -------------------------------------------------------------------------------------------------
@@ -423,8 +428,11 @@ class Database:
 
     def claim_job(self, worker: str, lease_seconds: float, now: float) -> JobRow | None:
         with self.immediate() as tx:
-            r = tx.execute("SELECT id FROM jobs WHERE state = ? AND not_before <= ? ORDER BY not_before, id LIMIT 1",
-                           (JobState.PENDING.value, now)).fetchone()
+            # a job that depends on another series (a region's image series) waits until that one is complete
+            r = tx.execute("SELECT id FROM jobs WHERE state = ? AND not_before <= ? AND (depends_on IS NULL OR"
+                           " EXISTS (SELECT 1 FROM series s WHERE s.series_uid = jobs.depends_on AND s.state != ?))"
+                           " ORDER BY not_before, id LIMIT 1",
+                           (JobState.PENDING.value, now, SeriesState.OPEN.value)).fetchone()
             if r is None:
                 return None
             tx.execute("UPDATE jobs SET state = ?, worker = ?, lease_until = ?, started_at = ?,"
@@ -583,3 +591,104 @@ class Database:
     def list_audit(self, since: float = 0.0, limit: int = 10000) -> list[dict[str, Any]]:
         rows = self._all("SELECT * FROM audit WHERE at >= ? ORDER BY id LIMIT ?", (since, limit))
         return [dict(r) | {"detail": json.loads(r["detail"])} for r in rows]
+
+    # -- senders, metrics -------------------------------------------------------------------------------------
+    def series_senders(self, series_uid: str) -> list[dict[str, Any]]:
+        """Who sent a series: calling AE title, address, instances and bytes per sender (for the audit trail)."""
+        rows = self._all("SELECT calling_ae, peer_host, COUNT(*) AS instances, SUM(size_bytes) AS bytes"
+                         " FROM instances WHERE series_uid = ? GROUP BY calling_ae, peer_host ORDER BY calling_ae",
+                         (series_uid,))
+        return [{"calling_ae": r["calling_ae"], "peer_host": r["peer_host"], "instances": int(r["instances"]),
+                 "bytes": int(r["bytes"] or 0)} for r in rows]
+
+    def count_series(self) -> dict[str, int]:
+        return {r["state"]: r["n"] for r in self._all("SELECT state, COUNT(*) AS n FROM series GROUP BY state")}
+
+    def job_duration_histogram(self, bounds_s: Sequence[float]) -> dict[str, tuple[list[int], float, int]]:
+        """Finished (done) jobs per profile: cumulative counts at each upper bound (seconds), sum, count."""
+        cases = ", ".join(f"SUM(CASE WHEN seconds <= {float(b)!r} THEN 1 ELSE 0 END)" for b in bounds_s)
+        rows = self._all(f"SELECT profile, {cases + ',' if cases else ''} SUM(seconds) AS total, COUNT(*) AS n"
+                         " FROM jobs WHERE state = ? AND seconds IS NOT NULL GROUP BY profile",
+                         (JobState.DONE.value,))
+        return {r["profile"]: ([int(r[i + 1] or 0) for i in range(len(bounds_s))], float(r["total"] or 0.0),
+                               int(r["n"])) for r in rows}
+
+    def activity_since(self, since: float) -> dict[str, Any]:
+        """Counts since ``since`` for ``dicomnode status`` (received instances, bytes, series; jobs; sent results)."""
+        r = self._one("SELECT COUNT(*) AS n, COALESCE(SUM(size_bytes), 0) AS b, COUNT(DISTINCT series_uid) AS s"
+                      " FROM instances WHERE received_at >= ?", (since,))
+        j = self._one("SELECT COUNT(*) AS n, AVG(seconds) AS mean, MAX(seconds) AS max FROM jobs"
+                      " WHERE state = 'done' AND finished_at >= ?", (since,))
+        f = self._one("SELECT COUNT(*) AS n FROM jobs WHERE state = 'failed' AND finished_at >= ?", (since,))
+        e = self._one("SELECT COUNT(*) AS n FROM exports WHERE state = 'sent' AND sent_at >= ?", (since,))
+        return {"instances": int(r["n"]), "bytes": int(r["b"]), "series": int(r["s"]), "jobs_done": int(j["n"]),
+                "job_seconds_mean": None if j["mean"] is None else round(float(j["mean"]), 3),
+                "job_seconds_max": None if j["max"] is None else round(float(j["max"]), 3),
+                "jobs_failed": int(f["n"]), "results_sent": int(e["n"])}
+
+    # -- retention --------------------------------------------------------------------------------------------
+    _RETAINABLE = (
+        "s.state != 'open' AND s.completed_at IS NOT NULL AND s.completed_at <= :before"
+        " AND s.last_received_at <= :before"
+        " AND EXISTS (SELECT 1 FROM instances i WHERE i.series_uid = s.series_uid)"
+        " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.series_uid = s.series_uid"
+        "   AND (j.state IN ('pending', 'running') OR COALESCE(j.finished_at, j.created_at) > :before))"
+        " AND NOT EXISTS (SELECT 1 FROM exports e WHERE e.series_uid = s.series_uid"
+        "   AND (e.state IN ('pending', 'sending') OR COALESCE(e.sent_at, e.created_at) > :before))"
+        " AND (:keep_failed = 0 OR ("
+        "   NOT EXISTS (SELECT 1 FROM exports e WHERE e.series_uid = s.series_uid AND e.state = 'dead')"
+        "   AND COALESCE((SELECT j.state FROM jobs j WHERE j.series_uid = s.series_uid ORDER BY j.id DESC LIMIT 1),"
+        "                '') != 'failed'))"
+    )
+
+    def retention_candidates(self, before: float, *, keep_failed: bool, limit: int = 1000) -> list[str]:
+        """Series whose received instances may be deleted: handled, and last touched before ``before``.
+
+        Handled means: not open; no job pending or running; no result waiting to be sent; with ``keep_failed``,
+        the latest job did not fail and no result was dead-lettered. "Last touched" covers the last instance,
+        completion, job end and result sending. See :meth:`purging` for the deletion itself.
+        """
+        rows = self._all(f"SELECT s.series_uid FROM series s WHERE {self._RETAINABLE}"
+                         " ORDER BY s.completed_at LIMIT :limit",
+                         {"before": before, "keep_failed": int(keep_failed), "limit": limit})
+        return [r["series_uid"] for r in rows]
+
+    @contextmanager
+    def purging(self, series_uid: str, before: float, *, keep_failed: bool,
+                note: str = "") -> Iterator["PurgePlan | None"]:
+        """Delete a series' instance rows, in one transaction with the caller's file removal.
+
+        Yields ``None`` when the series is no longer retainable (an instance arrived, a job was queued...);
+        otherwise a :class:`PurgePlan` naming the instance files and the result folders whose results were all
+        sent. The caller removes those files inside the ``with`` block; on a normal exit the instance rows are
+        deleted and the series row is kept (instance count 0, ``note``), so a late instance re-opens it and its
+        next job gets a new generation. On an exception nothing changes in the index (files already removed are
+        tolerated by the next pass). The series and job rows, exports and audit stay as history.
+        """
+        with self.immediate() as tx:
+            ok = tx.execute(f"SELECT 1 FROM series s WHERE s.series_uid = :uid AND {self._RETAINABLE}",
+                            {"uid": series_uid, "before": before, "keep_failed": int(keep_failed)}).fetchone()
+            if ok is None:
+                yield None
+                return
+            inst = tx.execute("SELECT path, size_bytes FROM instances WHERE series_uid = ?", (series_uid,)).fetchall()
+            dirs = [r["result_dir"] for r in tx.execute(
+                "SELECT j.result_dir FROM jobs j WHERE j.series_uid = ? AND j.state = 'done' AND j.result_dir IS NOT"
+                " NULL AND EXISTS (SELECT 1 FROM exports e WHERE e.job_id = j.id)"
+                " AND NOT EXISTS (SELECT 1 FROM exports e WHERE e.job_id = j.id AND e.state != 'sent')",
+                (series_uid,)).fetchall()]
+            yield PurgePlan(series_uid, tuple(r["path"] for r in inst), sum(int(r["size_bytes"]) for r in inst),
+                            tuple(dirs))
+            tx.execute("DELETE FROM instances WHERE series_uid = ?", (series_uid,))
+            tx.execute("UPDATE series SET instance_count = 0, note = ? WHERE series_uid = ?", (note, series_uid))
+
+
+@dataclass(frozen=True, slots=True)
+class PurgePlan:
+    """What retention removes for one series (see :meth:`Database.purging`)."""
+
+    series_uid: str
+    instance_paths: tuple[str, ...]
+    bytes: int
+    result_dirs: tuple[str, ...]
+

@@ -5,6 +5,7 @@ storescu -> `dicomnode serve` (subprocess) -> series complete -> job -> SEG + SR
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import subprocess
@@ -193,3 +194,45 @@ def test_dicomnode_send_and_echo_cli(make_node, tmp_path):
     p = subprocess.run([sys.executable, "-m", "dicomnode", "send", str(STS_CT), "--to", f"DICOMNODE@127.0.0.1:{free_port()}",
                         "-q"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 1 and "association" in p.stderr
+
+
+def test_bad_series_fails_its_job_visibly_and_can_be_retried(make_node):
+    node = make_node()
+    one = sorted(p for p in STS_CT.iterdir() if p.is_file())[:1]  # a one-slice "series": no volume can be made
+    assert storescu(node.port, one).returncode == 0
+    st = wait_until(lambda: (s := node.status())["jobs"]["counts"].get("failed") == 1 and s, timeout_s=60,
+                    what="the job to fail")
+    job_id = st["failed_jobs"][0]
+    shown = json.loads(node.cli("jobs", "show", str(job_id)).stdout)
+    assert shown["state"] == "failed" and shown["attempts"] == 1          # bad input: no pointless retries
+    assert "SeriesLoadError" in shown["error"] and "slice" in shown["error"]
+    assert "Traceback" in shown["traceback"]
+    listed = node.cli("jobs", "list").stdout
+    assert f"#{job_id}" in listed and "failed" in listed
+    # the node kept serving: another series is processed meanwhile
+    assert storescu(node.port, [SHARED_DATA / "sts" / "STS_002" / "CT"]).returncode == 0
+    wait_until(lambda: node.status()["jobs"]["counts"].get("done") == 1, timeout_s=120, what="the good job")
+    assert "queued again" in node.cli("jobs", "retry", str(job_id)).stdout
+    wait_until(lambda: (j := json.loads(node.cli("jobs", "show", str(job_id)).stdout))["state"] == "failed"
+               and j["attempts"] == 1 and j["finished_at"] > shown["finished_at"], timeout_s=60, what="the retry")
+    p = node.cli("jobs", "retry", "99999", check=False)
+    assert p.returncode == 1 and "no job 99999" in p.stderr
+
+
+def test_dead_lettered_results_are_listed_and_requeued(make_node, storescp):
+    dest = storescp(start=False)
+    node = make_node({"destinations": [{"name": "DEST", "ae_title": "DEST", "host": "127.0.0.1", "port": dest.port}],
+                      "rules": [{"name": "all", "match": {}, "destinations": ["DEST"]}],
+                      "export": {"max_attempts": 2, "retry_backoff_seconds": [0.5], "timeout_seconds": 5}})
+    assert storescu(node.port, [STS_CT]).returncode == 0
+    st = wait_until(lambda: (s := node.status())["outbox"]["counts"].get("dead") == 2 and s, timeout_s=180,
+                    what="both results dead-lettered")
+    dead = st["outbox"]["dead"]
+    assert all(d["destination"] == "DEST" and d["attempts"] == 2 and "association" in d["error"] for d in dead)
+    assert "dead" in node.cli("exports", "list", "--state", "dead").stdout
+    assert "result dead-lettered" in node.log()
+    dest.start()
+    for d in dead:
+        node.cli("exports", "retry", str(d["id"]))
+    wait_until(lambda: node.status()["outbox"]["counts"] == {"sent": 2}, timeout_s=60, what="requeued results sent")
+    assert sorted(pydicom.dcmread(f).Modality for f in dest.files()) == ["SEG", "SR"]

@@ -1,0 +1,206 @@
+"""Profile steps of recognition: ``match``, ``classify`` and ``scene``.
+
+| step | what | parameters |
+|---|---|---|
+| ``match`` | compares paired segments (``X_left`` / ``X_right``, e.g. the lungs): ``ctx.similarities`` + measurements of the first segment of each pair | ``pairs`` (list of [a, b] labels; default: every ``*_left``/``*_right`` pair present), ``n_bins`` (64) |
+| ``classify`` | a trained model's posteriors: ``ctx.classifications`` | ``model`` (path or shipped name, required), ``segment`` (label whose measurements are the features; default: scene descriptors when the model uses them, else the first segment that has every feature) |
+| ``scene`` | body region with posteriors, and whether the header agrees: ``ctx.scene`` | ``model`` (default "scene", the shipped model) |
+
+``ctx.scene`` is ``{"label", "probabilities", "header_body_part", "agrees_with_header", "model"}``.
+``header_body_part`` is read from BodyPartExamined, else from the series/study descriptions and protocol name,
+mapped to ``head``, ``neck``, ``chest``, ``abdomen``, ``pelvis``, ``extremity`` (None when they say nothing usable,
+e.g. PARTIALBODY); a header naming two regions (ABDOMENPELVIS) agrees with either. ``agrees_with_header`` is None
+when the header says nothing usable or names a region the model cannot recognise (it has no ``neck`` class).
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any, Mapping
+
+from dicomnode.analysis.classify import classify as _classify
+from dicomnode.analysis.classify import feature_vector
+from dicomnode.analysis.match import compare_paired
+from dicomnode.analysis.pipeline import Context, step
+from dicomnode.analysis.scene import MODEL_FEATURES, descriptor_vector, scene_descriptors
+from dicomnode.analysis.volume import Measurement
+from dicomnode.modelio import LoadedModel, load_model, resolve_model
+
+__all__ = ["header_body_part", "header_regions"]
+
+#: BodyPartExamined defined terms (PS3.16 Annex L, CID 4031 and common vendor values) -> region(s).
+_BODY_PART: dict[str, tuple[str, ...]] = {}
+for _regions, _terms in (
+    (("head",), "HEAD BRAIN SKULL FACE EAR EYE ORBIT NOSE SINUS JAW TMJ IAC SELLA PITUITARY HEADNECK"),
+    (("neck",), "NECK CSPINE LARYNX PHARYNX THYROID"),
+    (("chest",), "CHEST THORAX LUNG HEART BREAST MEDIASTINUM TSPINE CHESTWALL AORTA RIB RIBS STERNUM CARDIAC"),
+    (("abdomen",), "ABDOMEN LIVER KIDNEY PANCREAS STOMACH SPLEEN GALLBLADDER LSPINE ADRENAL BOWEL COLON"),
+    (("pelvis",), "PELVIS HIP BLADDER PROSTATE UTERUS OVARY RECTUM SSPINE SACRUM COCCYX"),
+    (("extremity",), "EXTREMITY LEG THIGH KNEE FOOT ANKLE ARM HAND SHOULDER ELBOW WRIST FEMUR TIBIA FIBULA "
+                     "HUMERUS FOREARM UPRARM LOWERLEG UPPERLEG CALF FINGER TOE"),
+    (("chest", "abdomen"), "CHESTABDOMEN THORAXABDOMEN TLSPINE"),
+    (("abdomen", "pelvis"), "ABDOMENPELVIS ABDPELVIS ABDOMENANDPELVIS"),
+    (("chest", "abdomen", "pelvis"), "CHESTABDPELVIS CHESTABDOMENPELVIS"),
+):
+    for _t in _terms.split():
+        _BODY_PART[_t] = _regions
+
+#: Words in descriptions / protocol names -> region.
+_WORDS: tuple[tuple[str, str], ...] = (
+    ("head", r"head|brain|skull|cranial|cranium|neuro|cerebr\w*|schaedel|schädel|kopf"),
+    ("neck", r"neck|cervical|hals|thyroid"),
+    ("chest", r"chest|thorax|thx|thorac\w*|lung|lungs|pulmo\w*|cardiac|heart|thoraxroutine"),
+    ("abdomen", r"abdomen|abd|abdominal|liver|hepat\w*|renal|kidney|pancrea\w*|upper\s*abdomen"),
+    ("pelvis", r"pelvis|pelvic|becken|hip|hips|prostate|bladder"),
+    ("extremity", r"extremity|extremities|thigh|leg|legs|knee|femur|arm|arms|foot|ankle|shoulder|elbow|wrist|"
+                  r"hand|tibia|limb"),
+)
+
+
+def header_regions(header: Mapping[str, str]) -> tuple[str, ...]:
+    """The body region(s) a header names: BodyPartExamined first, else descriptions and protocol name.
+
+    Returns an empty tuple when nothing usable is found (missing, PARTIALBODY, WHOLEBODY, unknown words).
+    """
+    bpe = re.sub(r"[^A-Z]", "", str(header.get("BodyPartExamined", "") or "").upper())
+    if bpe in _BODY_PART:
+        return _BODY_PART[bpe]
+    found: list[str] = []
+    text = " ".join(str(header.get(k, "") or "") for k in ("SeriesDescription", "StudyDescription", "ProtocolName"))
+    words = re.split(r"[^a-zA-Zäöü]+", text.lower())
+    for region, pattern in _WORDS:
+        rx = re.compile(rf"^(?:{pattern})$")
+        if any(rx.match(w) for w in words if w):
+            found.append(region)
+    return tuple(found)
+
+
+def header_body_part(header: Mapping[str, str]) -> str | None:
+    """The first region :func:`header_regions` finds, or None."""
+    r = header_regions(header)
+    return r[0] if r else None
+
+
+@lru_cache(maxsize=8)
+def _load_cached(path: str, mtime_ns: int, task: str | None) -> LoadedModel:
+    return load_model(path, task=task)
+
+
+def _model(name_or_path: str, task: str | None = None) -> LoadedModel:
+    p = resolve_model(name_or_path)
+    return _load_cached(str(p), p.stat().st_mtime_ns, task)
+
+
+def _check_keys(name: str, params: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = set(params) - allowed
+    if unknown:
+        raise ValueError(f"step {name}: unknown parameter(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+
+
+def _scene_vector(ctx: Context, names: tuple[str, ...]):
+    v = ctx.original
+    desc = scene_descriptors(v.array, v.spacing_mm, direction=v.direction, modality=v.modality, unit=v.unit)
+    ctx.notes.extend(desc.notes)
+    return descriptor_vector(desc, names)
+
+
+@step("scene")
+def _scene_step(ctx: Context, params: Mapping[str, Any]) -> None:
+    """Body region from the image (the scene model), compared with what the header says."""
+    _check_keys("scene", params, {"model"})
+    m = _model(str(params.get("model", "scene")), "scene")
+    x = _scene_vector(ctx, m.card.feature_names)
+    res = _classify(m.estimator, x)
+    regions = header_regions(ctx.header)
+    agrees: bool | None
+    if not regions:
+        agrees = None
+    elif not set(regions) & set(m.card.classes):
+        agrees = None
+        ctx.notes.append(f"scene: the header names {'/'.join(regions)}, which model {m.path.name} cannot "
+                         "recognise; no agreement given")
+    else:
+        agrees = res.label in regions
+    if agrees is False:
+        ctx.notes.append(f"scene: the image looks like {res.label} (p = {res.probabilities[res.label]:.2f}) but the "
+                         f"header says {'/'.join(regions)}")
+    ctx.scene = {
+        "label": res.label,
+        "probabilities": {k: round(v, 6) for k, v in res.probabilities.items()},
+        "header_body_part": regions[0] if regions else None,
+        "agrees_with_header": agrees,
+        "model": m.path.name,
+    }
+
+
+@step("classify")
+def _classify_step(ctx: Context, params: Mapping[str, Any]) -> None:
+    """Posteriors of a trained model (``dicomnode train``) for this series or one of its segments."""
+    _check_keys("classify", params, {"model", "segment"})
+    if "model" not in params:
+        raise ValueError("step classify: parameter 'model' (a .skops path or a shipped model name) is required")
+    m = _model(str(params["model"]))
+    names = m.card.feature_names
+    segment = params.get("segment")
+    if segment is None and set(names) <= set(MODEL_FEATURES):
+        x = _scene_vector(ctx, names)
+        where = None
+    else:
+        candidates = [s for s in ctx.labels.segments if segment is None or s.info.label == segment]
+        x = where = None
+        for s in candidates:
+            values = {mm.name: mm.value for mm in ctx.measurements.get(s.info.number, [])}
+            if all(n in values for n in names):
+                x, where = feature_vector(values, names), s.info.label
+                break
+        if x is None:
+            raise ValueError(f"step classify: no segment{f' {segment!r}' if segment else ''} has every feature of "
+                             f"model {m.path.name} ({', '.join(names[:5])}...); run the 'features' step first")
+    res = _classify(m.estimator, x)
+    entry: dict[str, Any] = {"task": m.card.task, "label": res.label,
+                             "probabilities": {k: round(v, 6) for k, v in res.probabilities.items()},
+                             "model": m.path.name}
+    if where is not None:
+        entry["segment"] = where
+    ctx.classifications.append(entry)
+
+
+def _default_pairs(labels: list[str]) -> list[tuple[str, str]]:
+    pairs = []
+    for lab in labels:
+        if lab.endswith("_left") and lab[:-5] + "_right" in labels:
+            pairs.append((lab, lab[:-5] + "_right"))
+    return pairs
+
+
+@step("match")
+def _match_step(ctx: Context, params: Mapping[str, Any]) -> None:
+    """Compare paired segments: mirrored shape overlap, histogram and intensity NCC, volume ratio."""
+    _check_keys("match", params, {"pairs", "n_bins"})
+    present = [s.info.label for s in ctx.labels.segments]
+    pairs = [tuple(p) for p in params["pairs"]] if "pairs" in params else _default_pairs(present)
+    n_bins = int(params.get("n_bins", 64))
+    v = ctx.original
+    for pair in pairs:
+        if len(pair) != 2:
+            raise ValueError(f"step match: each of 'pairs' must be [label_a, label_b], got {list(pair)}")
+        a, b = ctx.labels.by_label(str(pair[0])), ctx.labels.by_label(str(pair[1]))
+        if a is None or b is None or not a.mask.any() or not b.mask.any():
+            ctx.notes.append(f"match: {pair[0]} / {pair[1]} not both present; not compared")
+            continue
+        c = compare_paired(v.array, a.mask, b.mask, v.spacing_mm, direction=v.direction, n_bins=n_bins)
+        values = {"volume_ratio": c.volume_ratio, "shape_dice": c.shape_dice, "histogram_ncc": c.histogram_ncc,
+                  "intensity_ncc": c.intensity_ncc}
+        methods = {"volume_ratio": "smaller / larger volume",
+                   "shape_dice": "Dice after mirroring across the left-right axis and centroid alignment",
+                   "histogram_ncc": "weighted NCC of intensity histograms",
+                   "intensity_ncc": "centred NCC of mirrored intensities"}
+        for k, val in values.items():
+            ctx.similarities.append({"name": k, "a": a.info.label, "b": b.info.label, "value": round(float(val), 6),
+                                     "method": methods[k]})
+            ctx.measurements.setdefault(a.info.number, []).append(
+                Measurement(f"match.{b.info.label}.{k}", float(val), "1", derivation=methods[k]))
+        ctx.measurements.setdefault(a.info.number, []).append(
+            Measurement(f"match.{b.info.label}.mean_difference", c.mean_difference, v.unit or "1",
+                        derivation="mean of a minus mean of b"))

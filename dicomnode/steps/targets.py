@@ -1,0 +1,142 @@
+"""Profile steps of target recognition and image synthesis.
+
+| step | what | parameters |
+|---|---|---|
+| ``detect`` | focal findings -> segments of the label map, ``ctx.findings``, per-segment measurements ``probability`` and ``diameter_mm`` | ``method`` = "auto" (CT in HU with lungs: "lung"; else "tissue_model") / "lung" / "tissue_model"; ``min_diameter_mm``, ``min_volume_ml``, ``max_findings``, ``probability_threshold``; plus keywords of :func:`~dicomnode.analysis.detect.detect_lung` / :func:`~dicomnode.analysis.detect.detect_tissue` |
+| ``synthesize`` | derived volumes in ``ctx.derived`` ("mip", "minip", "avg", "working") | ``projections`` (list of "mip", "minip", "avg"; default ["mip"]), ``slab_mm`` (default 10), ``spacing_mm`` (default = slab), ``source`` ("original", default, or "working": what the projections are made of), ``include_working`` (default false) |
+
+``detect`` runs after ``segment`` (and ``correct``), before ``features``/``measure`` (which then measure the findings
+too). Findings are numbered per kind: ``nodule_1``, ``mass_1``, ``lesion_1``... (labels must be unique: they name the
+SEG segment and the SR tracking identifier).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Mapping
+
+import numpy as np
+
+from dicomnode.analysis import detect as _detect
+from dicomnode.analysis import synthesize as _synth
+from dicomnode.analysis.pipeline import Context, step
+from dicomnode.analysis.volume import CATEGORY_MORPHOLOGICALLY_ABNORMAL, Code, Measurement, SegmentInfo
+
+__all__ = ["FINDING_TYPES", "PROBABILITY", "DIAMETER"]
+
+#: SNOMED CT segmented property type of each finding label (category: Morphologically Altered Structure).
+FINDING_TYPES: dict[str, Code] = {
+    "nodule": Code("27925004", "SCT", "Nodule"),
+    "mass": Code("4147007", "SCT", "Mass"),
+    "lesion": Code("52988006", "SCT", "Lesion"),
+}
+PROBABILITY = Code("122157", "DCM", "Probability")  # pydicom codes.DCM.Probability
+DIAMETER = Code("81827009", "SCT", "Diameter")
+
+_LIMITS = {"min_diameter_mm", "min_volume_ml", "max_findings", "probability_threshold"}
+_TUPLE_OPTIONS = {"tissue_range_hu", "window"}
+
+
+def _options(fn: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+    allowed = set(inspect.signature(fn).parameters) - {"image", "spacing_mm", "lungs", "foreground", "settings",
+                                                      "model", "class_means", "class_sds"}
+    unknown = set(params) - allowed
+    if unknown:
+        raise ValueError(f"step detect: unknown parameter(s) {sorted(unknown)} for {fn.__name__}; "
+                         f"allowed: {sorted(allowed | _LIMITS | {'method'})}")
+    return {k: tuple(v) if k in _TUPLE_OPTIONS else v for k, v in params.items()}
+
+
+def _class_model(ctx: Context) -> tuple[list[float], list[float]] | None:
+    """Mean and SD of each intensity class, weighted by the posteriors (every 2nd voxel per axis)."""
+    if ctx.posteriors is None or not ctx.classes:
+        return None
+    img = ctx.volume.array[::2, ::2, ::2]
+    means, sds = [], []
+    for k in range(ctx.posteriors.shape[0]):
+        w = ctx.posteriors[k, ::2, ::2, ::2]
+        s = float(w.sum())
+        if s <= 0:
+            continue
+        m = float((w * img).sum() / s)
+        means.append(m)
+        sds.append(float(np.sqrt(max((w * (img - m) ** 2).sum() / s, 1e-12))))
+    return (means, sds) if means else None
+
+
+@step("detect")
+def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
+    p = dict(params)
+    method = str(p.pop("method", "auto"))
+    if method not in ("auto", "lung", "tissue_model"):
+        raise ValueError(f"step detect: method {method!r} is unknown; choose one of auto, lung, tissue_model")
+    limits = {k: p.pop(k) for k in list(p) if k in _LIMITS}
+    v = ctx.volume
+    lungs = [s.mask for s in ctx.labels.segments if s.info.label in ("lung_left", "lung_right")]
+    if method == "auto":
+        method = "lung" if (v.modality == "CT" and v.unit == "HU" and lungs) else "tissue_model"
+    if method == "lung":
+        settings = _detect.DetectionSettings(**limits)
+        res = _detect.detect(v, method="lung", lungs=lungs, settings=settings, **_options(_detect.detect_lung, p))
+    else:
+        defaults = dict(min_diameter_mm=10.0, min_volume_ml=0.5, max_findings=3)
+        settings = _detect.DetectionSettings(**{**defaults, **limits})
+        body = ctx.labels.by_label("body") or ctx.labels.by_label("foreground")
+        opts = _options(_detect.detect_tissue, p)
+        if v.modality == "CT" and v.unit == "HU":
+            opts.setdefault("window", (-200.0, 250.0))
+        model = _class_model(ctx)
+        if model is not None:
+            opts["class_means"], opts["class_sds"] = model
+        res = _detect.detect(v, method="tissue_model", foreground=None if body is None else body.mask,
+                             settings=settings, **opts)
+    ctx.notes.extend(f"detect.{method}: {n}" for n in res.notes)
+    ctx.notes.append(f"detect.{method}: {len(res.findings)} finding(s) accepted, {len(res.rejected)} candidate(s) "
+                     f"below the limits (probability >= {settings.probability_threshold:g}, diameter >= "
+                     f"{settings.min_diameter_mm:g} mm, volume >= {settings.min_volume_ml:g} mL)")
+    counts: dict[str, int] = {}
+    labels = ctx.labels
+    for f in res.findings:
+        counts[f.label] = counts.get(f.label, 0) + 1
+        label = f"{f.label}_{counts[f.label]}"
+        number = labels.next_number()
+        info = SegmentInfo(number, label, CATEGORY_MORPHOLOGICALLY_ABNORMAL, FINDING_TYPES[f.label],
+                           f"detect.{method}")
+        labels = labels.add(info, f.mask)
+        ctx.measurements.setdefault(number, []).extend([
+            Measurement("probability", float(f.probability), "1", PROBABILITY, "naive Bayes posterior"),
+            Measurement("diameter_mm", float(f.diameter_mm), "mm", DIAMETER, "largest 3-D diameter"),
+        ])
+        ctx.findings.append({
+            "label": label,
+            "centroid_mm": [round(float(c), 3) for c in (f.centroid_mm or (np.nan,) * 3)],
+            "volume_ml": round(float(f.volume_ml), 4),
+            "diameter_mm": round(float(f.diameter_mm), 2),
+            "probability": round(float(f.probability), 4),
+            "segment_number": number,
+        })
+    ctx.labels = labels
+
+
+@step("synthesize")
+def _synthesize_step(ctx: Context, params: Mapping[str, Any]) -> None:
+    allowed = {"projections", "slab_mm", "spacing_mm", "source", "include_working"}
+    unknown = set(params) - allowed
+    if unknown:
+        raise ValueError(f"step synthesize: unknown parameter(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+    projections = list(params.get("projections", ["mip"]))
+    bad = [x for x in projections if x not in _synth.PROJECTIONS]
+    if bad:
+        raise ValueError(f"step synthesize: projections {bad} unknown; choose from {sorted(_synth.PROJECTIONS)}")
+    slab = float(params.get("slab_mm", 10.0))
+    spacing = params.get("spacing_mm")
+    source = str(params.get("source", "original"))
+    if source not in ("original", "working"):
+        raise ValueError(f"step synthesize: source must be 'original' or 'working', got {source!r}")
+    # default: projections of the original intensities (a MIP of a smoothed image hides small bright detail)
+    vol = ctx.original if source == "original" else ctx.volume
+    for name in projections:
+        ctx.derived[name] = _synth.thick_slab(vol, projection=name, slab_mm=slab,
+                                              spacing_mm=None if spacing is None else float(spacing))
+    if bool(params.get("include_working", False)):
+        ctx.derived["working"] = ctx.volume

@@ -1,0 +1,124 @@
+"""DICOM TLS on both sides, against DCMTK: echoscu/storescu +tls to the node; the node's outbox to storescp +tls.
+
+Certificates are made per test with openssl: a CA, a node certificate, a client certificate, and a rogue CA with a
+client certificate of its own (a peer the node must refuse).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from helpers import STS_CT, dcmtk, dcmtk_env, free_port, storescu, wait_for_port, wait_until
+
+OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    p = subprocess.run([OPENSSL, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+
+
+def _ca(d: Path, name: str) -> None:
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem",
+             "-days", "2", "-subj", f"/CN={name}", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+
+
+def _leaf(d: Path, name: str, ca: str) -> None:
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+             "-subj", f"/CN={name}", cwd=d)
+    (d / f"{name}.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                                   "extendedKeyUsage=serverAuth,clientAuth\n")
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key", "-CAcreateserial",
+             "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Path:
+    assert Path(OPENSSL).exists(), "openssl is missing: apt-get install -y openssl"
+    d = tmp_path_factory.mktemp("pki")
+    _ca(d, "ca")
+    for name in ("node", "client", "dest"):
+        _leaf(d, name, "ca")
+    _ca(d, "rogue-ca")
+    _leaf(d, "rogue", "rogue-ca")
+    return d
+
+
+def _tls_node(make_node, pki: Path, extra: dict | None = None):
+    cfg = {"node": {"tls": {"enabled": True, "certificate": str(pki / "node.pem"),
+                            "private_key": str(pki / "node.key"), "ca_certificates": str(pki / "ca.pem"),
+                            "require_peer_certificate": True}},
+           "series": {"quiet_seconds": 3600}}
+    cfg.update(extra or {})
+    return make_node(cfg)
+
+
+def _echoscu(port: int, *tls: str) -> subprocess.CompletedProcess:
+    return subprocess.run([dcmtk("echoscu"), "-aet", "WORKSTATION", "-aec", "DICOMNODE", *tls, "127.0.0.1",
+                           str(port)], capture_output=True, text=True, env=dcmtk_env(), timeout=60)
+
+
+def test_dcmtk_echoscu_and_storescu_over_tls_to_the_node(make_node, pki):
+    node = _tls_node(make_node, pki)
+    client = ["+tls", str(pki / "client.key"), str(pki / "client.pem"), "+cf", str(pki / "ca.pem")]
+    echo = _echoscu(node.port, *client)
+    assert echo.returncode == 0, echo.stdout + echo.stderr
+    files = sorted(p for p in STS_CT.iterdir() if p.is_file())[:10]
+    sent = storescu(node.port, files, extra=client)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    wait_until(lambda: node.status()["instances"] == len(files), timeout_s=30, what="instances indexed")
+
+
+def test_peers_without_a_valid_certificate_are_refused(make_node, pki):
+    node = _tls_node(make_node, pki)
+    ca = ["+cf", str(pki / "ca.pem")]
+    rogue = _echoscu(node.port, "+tls", str(pki / "rogue.key"), str(pki / "rogue.pem"), *ca)
+    assert rogue.returncode != 0, "a certificate from another CA was accepted"
+    anonymous = _echoscu(node.port, "+tla", *ca)
+    assert anonymous.returncode != 0, "a peer without a certificate was accepted"
+    plain = _echoscu(node.port)
+    assert plain.returncode != 0, "a peer without TLS was accepted"
+    sent = storescu(node.port, sorted(STS_CT.iterdir())[:2], extra=["+tla", *ca])
+    assert sent.returncode != 0
+    # the node is still up and serves a valid peer
+    ok = _echoscu(node.port, "+tls", str(pki / "client.key"), str(pki / "client.pem"), *ca)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert node.status()["instances"] == 0
+
+
+def test_node_sends_results_over_tls_to_dcmtk_storescp(make_node, pki, tmp_path):
+    port = free_port()
+    out = tmp_path / "received"
+    out.mkdir()
+    # storescp requires a client certificate signed by our CA (-rc is its default with +tls; say it anyway)
+    scp = subprocess.Popen([dcmtk("storescp"), "-aet", "DEST", "+tls", str(pki / "dest.key"), str(pki / "dest.pem"),
+                            "+cf", str(pki / "ca.pem"), "-rc", "-od", str(out), str(port)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dcmtk_env())
+    try:
+        wait_for_port(port)
+        # TLS for sending only: the node presents its certificate and verifies DEST against the CA
+        node = make_node({"node": {"tls": {"enabled": False, "certificate": str(pki / "node.pem"),
+                                           "private_key": str(pki / "node.key"),
+                                           "ca_certificates": str(pki / "ca.pem")}},
+                          "destinations": [{"name": "DEST", "ae_title": "DEST", "host": "127.0.0.1", "port": port,
+                                            "tls": True}],
+                          "rules": [{"name": "all", "match": {"Modality": "CT"}, "destinations": ["DEST"]}],
+                          "series": {"quiet_seconds": 1}})
+        sent = storescu(node.port, [STS_CT])
+        assert sent.returncode == 0, sent.stderr
+        wait_until(lambda: node.status()["outbox"]["counts"].get("sent") == 2, timeout_s=120,
+                   what=f"results sent over TLS\n{node.log()[-3000:]}")
+        got = sorted(pydicom.dcmread(f, stop_before_pixels=True).Modality for f in out.iterdir())
+        assert got == ["SEG", "SR"]
+    finally:
+        scp.terminate()
+        try:
+            scp.wait(10)
+        except subprocess.TimeoutExpired:
+            scp.kill()

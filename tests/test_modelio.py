@@ -1,0 +1,81 @@
+"""modelio.py: safe model files: round trip, and refusal of files that are not ours."""
+
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+import skops.io as sio
+from sklearn.naive_bayes import GaussianNB
+
+from dicomnode.analysis.classify import GaussianMixtureBayes
+from dicomnode.errors import ModelError
+from dicomnode.modelio import FORMAT, ModelCard, load_model, resolve_model, save_model
+
+CARD = ModelCard("demo", ("a", "b"), ("f0", "f1"), "synthetic", cv_accuracy=1.0, cv_scheme="none")
+
+
+def _fit(est):
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(0, 1, (30, 2)), rng.normal(4, 1, (30, 2))])
+    return est.fit(X, np.array(["a"] * 30 + ["b"] * 30)), X
+
+
+@pytest.mark.parametrize("est", [GaussianNB(), GaussianMixtureBayes(2)])
+def test_round_trip_same_predictions(tmp_path, est):
+    est, X = _fit(est)
+    p = save_model(tmp_path / "m.skops", est, CARD)
+    m = load_model(p, task="demo")
+    np.testing.assert_allclose(m.estimator.predict_proba(X), est.predict_proba(X))
+    assert m.card.classes == ("a", "b") and m.card.cv_accuracy == 1.0 and m.card.dicomnode_version
+    assert (tmp_path / "m.card.json").is_file()
+    with pytest.raises(ModelError, match="task"):
+        load_model(p, task="scene")
+
+
+def test_plain_pickle_refused(tmp_path):
+    p = tmp_path / "evil.skops"
+    p.write_bytes(pickle.dumps({"format": FORMAT}))
+    with pytest.raises(ModelError, match="not a dicomnode model file.*pickle"):
+        load_model(p)
+
+
+def test_truncated_file_refused(tmp_path):
+    est, _ = _fit(GaussianNB())
+    p = save_model(tmp_path / "m.skops", est, CARD)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="truncated|damaged"):
+        load_model(p)
+
+
+def test_foreign_skops_object_refused(tmp_path):
+    est, _ = _fit(GaussianNB())
+    p = tmp_path / "foreign.skops"
+    sio.dump(est, p)  # a valid skops file, but not our record
+    with pytest.raises(ModelError, match="not a dicomnode model"):
+        load_model(p)
+    sio.dump({"format": FORMAT, "format_version": 99, "card": CARD.to_dict(), "estimator": est}, p)
+    with pytest.raises(ModelError, match="version 99"):
+        load_model(p)
+
+
+def test_untrusted_type_refused(tmp_path):
+    est, _ = _fit(GaussianNB())
+    p = save_model(tmp_path / "m.skops", est, CARD)
+    with zipfile.ZipFile(p) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    members["schema.json"] = members["schema.json"].replace(b'"sklearn.naive_bayes"', b'"os"')
+    bad = tmp_path / "bad.skops"
+    with zipfile.ZipFile(bad, "w") as z:
+        for n, b in members.items():
+            z.writestr(n, b)
+    with pytest.raises(ModelError, match="allowlist"):
+        load_model(bad)
+
+
+def test_missing_and_shipped():
+    with pytest.raises(ModelError, match="not found"):
+        resolve_model("no-such-model")
+    m = load_model(resolve_model("scene"), task="scene")
+    assert "neck" not in m.card.classes and m.card.cv_accuracy is not None
