@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -130,17 +131,32 @@ def run_chain(spec: JobSpec, *, progress: Callable[[str], None] | None = None) -
             if "sr" in spec.profile.outputs:
                 from dicomnode.results.sr_evaluations import evaluation_groups
                 extra = evaluation_groups(ctx.scene, ctx.classifications, ctx.similarities, uids)
-                sr = build_sr(series, seg, ctx.labels, ctx.measurements, uids, extra_groups=extra)
+                finite = {k: [m for m in v if math.isfinite(m.value)] for k, v in ctx.measurements.items()}
+                dropped = sum(len(v) for v in ctx.measurements.values()) - sum(len(v) for v in finite.values())
+                if dropped:
+                    ctx.notes.append(f"{dropped} undefined measurement(s) (NaN) left out of the SR; null in results.json")
+                sr = build_sr(series, seg, ctx.labels, finite, uids, extra_groups=extra)
                 sr_path = out / "sr.dcm"
                 _atomic_write(sr_path, lambda p: sr.save_as(p, enforce_file_format=True))
                 files.append(str(sr_path))
                 sops.append(str(sr.SOPInstanceUID))
         elif not ctx.labels.segments:
             ctx.notes.append("no segment was found: no SEG or SR was made")
+        if "derived" in spec.profile.outputs and ctx.derived:
+            from dicomnode.results.derived import build_all_derived
+            slab = spec.profile.params.get("synthesize", {}).get("slab_mm")
+            for kind, datasets in build_all_derived(series, ctx.derived, uids, slab_mm=slab).items():
+                folder = out / "derived" / kind
+                folder.mkdir(parents=True, exist_ok=True)
+                for i, ds in enumerate(datasets, start=1):
+                    path = folder / f"{i:04d}.dcm"
+                    _atomic_write(path, lambda p, d=ds: d.save_as(p, enforce_file_format=True))
+                    files.append(str(path))
+                    sops.append(str(ds.SOPInstanceUID))
     records.append(StepRecord("results", round(time.perf_counter() - t1, 4), round(m.peak_rss_mb, 1)))
 
     results = build_results_json(series_uid=series.series_uid, modality=series.modality, profile=spec.profile,
-                                 ctx=ctx, records=records, files=files, job_id=spec.job_id)
+                                 ctx=ctx, records=records, files=files, job_id=spec.job_id, out_dir=str(out))
     rj = out / RESULTS_JSON
     _atomic_write(rj, lambda p: Path(p).write_text(json.dumps(results, indent=2, allow_nan=False, default=_json)))
     seconds = time.perf_counter() - t0
@@ -164,7 +180,8 @@ def _finite(v: float) -> float | None:
 
 
 def build_results_json(*, series_uid: str, modality: str, profile: Profile, ctx: Context,
-                       records: Sequence[StepRecord], files: Sequence[str], job_id: int | None) -> dict[str, Any]:
+                       records: Sequence[StepRecord], files: Sequence[str], job_id: int | None,
+                       out_dir: str = "") -> dict[str, Any]:
     """The ``results.json`` contract: series_instance_uid, modality, profile, segments, steps (+ more keys)."""
     segments = []
     for seg in ctx.labels.segments:
@@ -194,6 +211,6 @@ def build_results_json(*, series_uid: str, modality: str, profile: Profile, ctx:
         "similarities": ctx.similarities,
         "corrections": ctx.corrections,
         "notes": ctx.notes,
-        "outputs": [Path(f).name for f in files],
+        "outputs": [os.path.relpath(f, out_dir) if out_dir else Path(f).name for f in files],
         "job_id": job_id,
     }

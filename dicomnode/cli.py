@@ -139,7 +139,18 @@ def status_dict(cfg: Any, db: Any) -> dict[str, Any]:
                              "attempts": e.attempts, "error": e.last_error}
                             for e in exports if e.state is ExportState.DEAD]},
         "failed_jobs": [j.id for j in jobs if j.state is JobState.FAILED],
+        **_cluster(cfg, db),
     }
+
+
+def _cluster(cfg: Any, db: Any) -> dict[str, Any]:
+    if cfg.workers.backend != "dask":
+        return {}
+    from dicomnode.executors import cluster_status
+    addr = cfg.workers.scheduler or db.get_meta("dask_scheduler") or ""
+    if not addr:
+        return {"cluster": {"backend": "dask", "error": "no scheduler address known (is the node running?)"}}
+    return {"cluster": cluster_status(addr, timeout_seconds=3)}
 
 
 def cmd_status(a: argparse.Namespace) -> int:
@@ -158,6 +169,14 @@ def cmd_status(a: argparse.Namespace) -> int:
     for j in st["jobs"]["recent"][:20]:
         print(f"  #{j['id']:<5} {j['state']:<8} {j['profile']:<8} {j['series_uid']}  "
               f"{(j['error'] or '') if j['state'] != 'done' else (j['result_dir'] or '')}")
+    c = st.get("cluster")
+    if c:
+        summary = c.get("error") or (f"{c.get('n_workers', 0)} worker(s), {c.get('threads', 0)} thread(s), "
+                                     f"{c.get('tasks_processing', 0)} task(s) in flight")
+        print(f"cluster: {summary}  dashboard {c.get('dashboard') or '-'}")
+        for w in c.get("workers", []):
+            print(f"  {w.get('name', ''):<8} {w.get('address', '')}  {w.get('tasks', 0)} task(s)  "
+                  f"{w.get('memory_mb', '?')}/{w.get('memory_limit_mb', '?')} MB")
     print(f"outbox: {st['outbox']['counts'] or 'empty'}")
     for e in st["outbox"]["dead"]:
         print(f"  dead #{e['id']} -> {e['destination']}: {e['error']}  (requeue: dicomnode exports retry {e['id']})")

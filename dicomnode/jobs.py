@@ -173,11 +173,7 @@ class Dispatcher:
     def _requeue(self, job: JobRow, e: RequeueJob) -> None:
         """Running -> pending, not counted as an attempt: the job did not fail, its worker or cluster was lost."""
         now = time.time()
-        release = getattr(self.db, "release_job", None)
-        if release is not None:
-            release(job.id, now, not_before=now + e.delay_seconds, note=str(e))
-        else:  # until store/db.py has release_job: a retry that counts an attempt
-            self.db.fail_job(job.id, now, error=f"requeued: {e}", traceback="", retry_at=now + e.delay_seconds)
+        self.db.release_job(job.id, now, not_before=now + e.delay_seconds, note=str(e))
         self.db.audit("job requeued", series_uid=job.series_uid, detail={"job_id": job.id, "reason": str(e)})
         log.warning("job requeued: not a failure", extra={"job_id": job.id, "series_uid": job.series_uid,
                                                           "reason": str(e),

@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Callable
 
 from dicomnode.config import NodeConfig
-from dicomnode.executors import Executor, make_executor
+from dicomnode.executors import Executor, executor_for
 from dicomnode.export.outbox import Outbox
 from dicomnode.io.headers import is_image_storage, is_region_storage, read_tags, referenced_series_uid
 from dicomnode.jobs import Dispatcher
 from dicomnode.obs.metrics import NodeMetrics
 from dicomnode.routing import RouteDecision, quiet_seconds, route
-from dicomnode.store.db import Database, InstanceRecord, SeriesState
+from dicomnode.store.db import Database, InstanceRecord, SeriesRow, SeriesState
 from dicomnode.store.retention import RetentionReport, run_retention
 from dicomnode.store.spool import Spool, StoredInstance
 
@@ -115,7 +115,9 @@ class Node:
 
         cfg = self.config
         self.recover()
-        executor = self._executor or make_executor(cfg.workers.backend, cfg.workers.count, cfg.workers.scheduler)
+        executor = self._executor or executor_for(cfg.workers)
+        if getattr(executor, "scheduler_address", None):
+            self.db.set_meta("dask_scheduler", str(executor.scheduler_address))
         self.outbox = Outbox(self.db, lambda: self.config, metrics=self.metrics)
         self.dispatcher = Dispatcher(self.db, lambda: self.config, executor, on_done=self.outbox.wake)
         for name, target in (("indexer", self._index_loop), ("series-monitor", self._monitor_loop),
@@ -276,6 +278,7 @@ class Node:
                                                       "radiomics", depends_on))
                 if job_id is not None:
                     job_ids.append(job_id)
+                    self._audit_received(s, "job")
                     self.db.audit("series complete", series_uid=s.series_uid,
                                   detail={"instances": s.instance_count, "rule": decision.rule.name,
                                           "radiomics": decision.radiomics, "job_id": job_id,
@@ -312,8 +315,7 @@ class Node:
             self.dispatcher.wake()
         return job_ids
 
-
-    def _audit_received(self, s, outcome: str) -> None:  # noqa: ANN001 - a SeriesRow
+    def _audit_received(self, s: SeriesRow, outcome: str) -> None:
         """Audit "received": who sent the series (AE titles, addresses, counts; UIDs only, no PHI)."""
         self.metrics.series_completed.labels(outcome=outcome).inc()
         senders = self.db.series_senders(s.series_uid)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train the models shipped in ``dicomnode/models/`` reproducibly, from data the repository can reach.
 
-    python scripts/train_default_models.py [--data ../shared/data] [--out dicomnode/models] [--phantoms 20]
+    python scripts/train_default_models.py [--data ../shared/data] [--out dicomnode/models] [--phantoms 40]
 
 Scene model (``scene.skops``): body region from the scene descriptors of 60 mm axial slabs (every 30 mm).
 
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="the shared data folder")
     ap.add_argument("--out", default=str(REPO / "dicomnode" / "models"), help="where to write the models")
-    ap.add_argument("--phantoms", type=int, default=20, help="phantom slabs per region and modality")
+    ap.add_argument("--phantoms", type=int, default=40, help="phantom slabs per region and modality")
     a = ap.parse_args(argv)
     data = Path(a.data)
 
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         classes=tuple(str(c) for c in est.classes_),
         feature_names=MODEL_FEATURES,
         training_data=(
-            f"{n_real} axial slabs ({SLAB_MM:g} mm every {STRIDE_MM:g} mm) of 15 real series of 8 patients from "
+            f"{n_real} axial slabs ({SLAB_MM:g} mm every {STRIDE_MM:g} mm) of 15 real series of 7 patients from "
             "../shared/data: chest CT (Lung_Dx-A0002, 2 kernels), head T1 MR (1 volunteer), upper-abdomen CT "
             "(1 patient), abdomen-pelvis CT NIfTI split at the iliac crest into abdomen and pelvis (1 patient), "
             "thigh CT/MR/PET (STS_001-003); plus "

@@ -194,8 +194,6 @@ class _RequeueingExecutor:
         pass
 
 
-@pytest.mark.xfail(not hasattr(Database, "release_job"), strict=True,
-                   reason="store/db.py has no release_job yet: the fallback counts the attempt")
 def test_requeued_job_goes_back_to_pending_without_counting_an_attempt(tmp_path):
     db = Database(tmp_path / "i.sqlite")
     db.add_instances([InstanceRecord("1.1", "1.2.3", "1.2", "1.2.840.10008.5.1.4.1.1.2", "CT",

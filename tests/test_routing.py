@@ -45,3 +45,29 @@ def test_non_images_and_own_objects_never_start_a_job():
     assert route(cfg, {"Modality": "CT", "SeriesInstanceUID": "2.25.1"}, is_image=True).runs_job
     own = parse_config({"node": {"uid_root": "1.2.3.4."}, "rules": [{"name": "all", "match": {}}]})
     assert not route(own, {"Modality": "CT", "SeriesInstanceUID": "1.2.3.4.5"}, is_image=True).runs_job
+
+
+def test_radiomics_rules_match_regions_only():
+    cfg = _cfg([{"name": "contours", "match": {"Modality": "RTSTRUCT"}, "radiomics": "ibsi-config-C"},
+                {"name": "ct", "match": {"Modality": "CT"}}])
+    d = route(cfg, {"Modality": "RTSTRUCT", "SeriesInstanceUID": "1.2"}, is_image=False, is_region=True)
+    assert d.runs_job and d.radiomics.endswith("ibsi-config-C") and d.profile is None
+    d = route(cfg, {"Modality": "CT", "SeriesInstanceUID": "1.2"}, is_image=True)
+    assert d.rule.name == "ct" and d.radiomics is None
+    d = route(cfg, {"Modality": "SEG", "SeriesInstanceUID": "1.2"}, is_image=False, is_region=True)
+    assert not d.runs_job and "no radiomics rule" in d.reason
+    # our own SEG never starts a radiomics job
+    d = route(cfg, {"Modality": "RTSTRUCT", "Manufacturer": "dicomnode", "SeriesInstanceUID": "1.2"},
+              is_image=False, is_region=True)
+    assert not d.runs_job
+
+
+def test_radiomics_rule_errors_name_the_key():
+    import pytest
+
+    from dicomnode.errors import ConfigErrors
+    with pytest.raises(ConfigErrors) as ei:
+        parse_config({"rules": [{"name": "r", "match": {}, "radiomics": "no-such-settings", "profile": "ct"}]})
+    keys = [e.key for e in ei.value.errors]
+    assert keys.count("rules[0].radiomics") == 2
+    assert "ibsi-config-C" in str(ei.value)

@@ -175,9 +175,12 @@ def region_features(image: np.ndarray, mask: np.ndarray, spacing_mm: tuple[float
     feats: list[FeatureValue] = []
     if "intensity statistics" in fams:
         feats += statistics_features(values)
-    if "intensity-volume histogram" in fams:
-        if unit == "HU":
-            feats += ivh_features(np.round(values), bin_width=1.0)
+    constant = bool(values.min() == values.max())
+    if "intensity-volume histogram" in fams and constant:
+        notes.append("intensity-volume histogram left out: the segment's intensities are all equal")
+    elif "intensity-volume histogram" in fams:
+        if unit == "HU":  # calibrated and discrete: the HU themselves, interval 1 HU (IBSI configs A, B, D)
+            feats += ivh_features(np.round(values))
         else:
             feats += ivh_features(values, n_bins=1000)
     levels_roi = None

@@ -15,6 +15,11 @@
   > 1.8 x the median: fat on T1 MR, hot tissue on PET); the fractions are taken over the whole body, over its
   outer *ring* (within ``ring_mm`` of the outline: the skull of a head) and over its *core* (deeper than
   ``core_mm``: lungs, a femur);
+* *organ*: the largest region of homogeneous mid-intensity tissue (3 x 3 local mean within 10-200 HU and local
+  standard deviation < 25 HU on CT; 0.5-1.6 x and < 0.15 x the body's median otherwise), eroded once, as a
+  fraction of the body: the liver and spleen of the upper abdomen (and thigh muscles), against bowel in fat;
+* *lateral bright*: bright tissue further than 0.3 x the half-width from the body's centre column, as a fraction
+  of the body, and its largest connected piece: iliac wings and femoral heads against a spine-only slice;
 * shape: total cross-section area (cm^2), number of components (two thighs, arms beside the trunk), the largest
   component's major axis (mm) and minor/major ratio, the fraction of the outline that lies on the image border
   (a cropped field of view) and the fraction of the field of view filled by the body.
@@ -63,6 +68,9 @@ MODEL_FEATURES: tuple[str, ...] = (
     "ring_bright",
     "core_dark",
     "core_bright",
+    "organ_fraction",
+    "lateral_bright",
+    "lateral_bright_blob",
     "is_ct",
 )
 
@@ -73,6 +81,13 @@ _CT_FAT_HU = (-150.0, -30.0)
 _CT_SOFT_HU = (-30.0, 150.0)
 _REL_DARK = 0.35
 _REL_BRIGHT = 1.8
+#: "Organ" tissue: 3 x 3 (12 mm) local mean inside this band and local standard deviation below the limit.
+_CT_ORGAN_HU = (10.0, 200.0)
+_CT_ORGAN_STD_HU = 25.0
+_REL_ORGAN = (0.5, 1.6)
+_REL_ORGAN_STD = 0.15
+#: Bright tissue further than this fraction of the half-width from the body's centre column is "lateral".
+_LATERAL = 0.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,8 +240,13 @@ def scene_descriptors(image: np.ndarray, spacing_mm: tuple[float, float, float],
         ref = float(np.median(bodyvals)) if bodyvals.size else 0.0
         dark_thr, bright_thr = _REL_DARK * ref, _REL_BRIGHT * ref
 
+    if is_ct:
+        organ_lo, organ_hi, organ_std = _CT_ORGAN_HU[0], _CT_ORGAN_HU[1], _CT_ORGAN_STD_HU
+    else:
+        organ_lo, organ_hi, organ_std = _REL_ORGAN[0] * ref, _REL_ORGAN[1] * ref, _REL_ORGAN_STD * ref
     names = ("area_cm2", "n_components", "major_axis_mm", "minor_major_ratio", "edge_fraction", "fov_fill",
-             "dark_fraction", "bright_fraction", "ring_dark", "ring_bright", "core_dark", "core_bright")
+             "dark_fraction", "bright_fraction", "ring_dark", "ring_bright", "core_dark", "core_bright",
+             "organ_fraction", "lateral_bright", "lateral_bright_blob")
     ct_names = ("air_lung_fraction", "fat_fraction", "soft_tissue_fraction", "bone_fraction")
     per = {k: np.full(len(slices), np.nan) for k in names + (ct_names if is_ct else ())}
     min_px = min_component_cm2 / pix_cm2
@@ -273,6 +293,20 @@ def scene_descriptors(image: np.ndarray, spacing_mm: tuple[float, float, float],
         per["ring_bright"][i] = (bright & ring).sum() / max(int(ring.sum()), 1)
         per["core_dark"][i] = (dark & core).sum() / max(int(core.sum()), 1)
         per["core_bright"][i] = (bright & core).sum() / max(int(core.sum()), 1)
+        # organ: the largest homogeneous mid-intensity region (liver, spleen; thigh muscles), eroded once so
+        # that thin bridges between neighbouring structures do not join them
+        mean3 = ndi.uniform_filter(sl, 3)
+        std3 = np.sqrt(np.clip(ndi.uniform_filter(sl * sl, 3) - mean3 * mean3, 0, None))
+        organ = ndi.binary_erosion(filled & (mean3 > organ_lo) & (mean3 < organ_hi) & (std3 < organ_std),
+                                   structure=st)
+        olab, nolab = ndi.label(organ)
+        per["organ_fraction"][i] = (np.bincount(olab.ravel())[1:].max() if nolab else 0) / area_px
+        # lateral bright tissue (CT: bone away from the spine: iliac wings, femoral heads, ribs, scapulae)
+        half_width = max((xx.max() - xx.min()) / 2.0, 1.0)
+        lateral = bright & (np.abs(np.arange(sl.shape[1])[None, :] - xx.mean()) > _LATERAL * half_width)
+        llab, nllab = ndi.label(lateral)
+        per["lateral_bright"][i] = lateral.sum() / area_px
+        per["lateral_bright_blob"][i] = (np.bincount(llab.ravel())[1:].max() if nllab else 0) / area_px
         if is_ct:
             per["air_lung_fraction"][i] = dark.sum() / area_px
             per["fat_fraction"][i] = (((sl >= _CT_FAT_HU[0]) & (sl < _CT_FAT_HU[1])) & filled).sum() / area_px

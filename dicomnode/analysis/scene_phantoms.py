@@ -4,7 +4,10 @@
 skin fat, muscle, organs, lungs, bones, brain) for ``head``, ``chest``, ``abdomen``, ``pelvis`` or ``extremity``,
 and renders it as CT (HU), T1-weighted MR (arbitrary units, fat bright, cortical bone and air dark) or PET (SUV,
 brain hot, blurred). Sizes follow adult anatomy (trunk 28-38 cm wide, head 14-16 cm wide, thigh 12-18 cm across);
-a share of the slabs is cropped around a point in the body, as sarcoma series are.
+a share of the slabs is cropped around a point in the body, as sarcoma series are. The abdomen has a large
+homogeneous liver (and spleen, lung bases at the dome) beside textured bowel in fat, lower ribs, kidneys and psoas;
+the pelvis has thick iliac wings, textured gluteal muscles, bowel, then hips and bladder. Arms often touch the
+trunk; CT is blurred (2 mm) so that edges have partial volume, with 10-35 HU of noise.
 
 These phantoms are deliberately simple. They teach a model the coarse facts the scene descriptors measure (a
 skull ring, lungs inside a wide trunk, a femur inside a round limb); they are never used to score a model
@@ -29,7 +32,7 @@ _VALUES = np.array([
     (-100.0, 900.0, 0.35),   # fat
     (45.0, 320.0, 0.9),      # soft tissue (muscle, organs)
     (1100.0, 25.0, 0.5),     # cortical bone
-    (250.0, 750.0, 1.1),     # marrow / cancellous bone
+    (200.0, 750.0, 1.1),     # marrow / cancellous bone
     (35.0, 480.0, 7.0),      # brain
     (8.0, 90.0, 0.5),        # CSF
 ])
@@ -55,10 +58,21 @@ def _trunk(sl, yy, xx, rng, ry, rx, fat_mm):
     sl[_ellipse(yy, xx, 0, 0, ry - fat_mm, rx - fat_mm)] = SOFT
 
 
+def _viscera(sl, yy, xx, rng, ry, rx, fat_share, cy=0.0, cx=0.0, angle=0.0, grain_mm=3.0):
+    """Bowel loops in mesenteric fat (or a muscle with fat streaks) inside an ellipse: a smoothed random field
+    split into fat and soft tissue. Real abdomens are not one homogeneous block: the organ descriptor must see
+    texture there and a homogeneous liver beside it."""
+    inside = _ellipse(yy, xx, cy, cx, ry, rx, angle)
+    pix = float(abs(xx[0, 1] - xx[0, 0])) or 1.0
+    field = ndi.gaussian_filter(rng.normal(0, 1, yy.shape), grain_mm / pix)
+    cut = np.quantile(field[inside], fat_share) if inside.any() else 0.0
+    sl[inside] = np.where(field[inside] < cut, FAT, SOFT)
+
+
 def _arms(sl, yy, xx, rng, rx):
     for side in (-1, 1):
         r = rng.uniform(38, 50)
-        cx = side * (rx + r + rng.uniform(5, 30))
+        cx = side * (rx + r + rng.uniform(-10, 30))  # arms at the side, often touching the trunk
         cy = rng.uniform(-20, 40)
         sl[_ellipse(yy, xx, cy, cx, r, r * rng.uniform(0.8, 1.0))] = FAT
         sl[_ellipse(yy, xx, cy, cx, r - 8, r * 0.8 - 8)] = SOFT
@@ -104,38 +118,66 @@ def _slice(region: str, t: float, p: dict, yy, xx, rng) -> np.ndarray:
         if p["arms"]:
             _arms(sl, yy, xx, rng, rx)
     elif region == "abdomen":
+        # t: 0 diaphragm dome ... 1 iliac crest
         ry, rx = p["ry"], p["rx"]
         _trunk(sl, yy, xx, rng, ry, rx, p["fat_mm"])
-        for _ in range(p["n_fat"]):
-            sl[_ellipse(yy, xx, rng.uniform(-0.5, 0.4) * ry, rng.uniform(-0.6, 0.6) * rx, rng.uniform(8, 25),
-                        rng.uniform(8, 30))] = FAT
+        iry, irx = ry - p["fat_mm"] - 12, rx - p["fat_mm"] - 12  # inside the abdominal wall muscles
+        _viscera(sl, yy, xx, rng, iry, irx, p["visceral_fat"])
+        side = p["liver_side"]
+        if t < 0.6:  # liver: a large homogeneous organ in the right upper quadrant, shrinking downwards
+            f = 1.0 - (t / 0.6) ** 2
+            sl[_ellipse(yy, xx, 0.1 * iry, side * 0.35 * irx, iry * (0.45 + 0.45 * f), irx * (0.3 + 0.45 * f),
+                        0.3 * side)] = SOFT
+        if t < 0.35:  # spleen, posterior on the other side
+            sl[_ellipse(yy, xx, 0.4 * iry, -side * 0.6 * irx, 0.35 * iry, 0.2 * irx, -0.6 * side)] = SOFT
+        if t < 0.12 and p["lung_bases"]:  # lung bases behind the liver and spleen
+            for sd in (-1, 1):
+                sl[_ellipse(yy, xx, 0.7 * iry, sd * 0.65 * irx, 0.2 * iry, 0.2 * irx)] = LUNG
+        if 0.3 < t < 0.85:  # kidneys in their fat
+            for sd in (-1, 1):
+                sl[_ellipse(yy, xx, 0.45 * iry, sd * 0.45 * irx, 30, 24)] = FAT
+                sl[_ellipse(yy, xx, 0.45 * iry, sd * 0.45 * irx, 25, 19)] = SOFT
+        if t > 0.5:  # psoas muscles
+            for sd in (-1, 1):
+                sl[_ellipse(yy, xx, 0.55 * iry, sd * 40, 18 + 20 * (t - 0.5), 15 + 15 * (t - 0.5))] = SOFT
         for _ in range(p["n_gas"]):
             sl[_ellipse(yy, xx, rng.uniform(-0.6, 0.3) * ry, rng.uniform(-0.6, 0.6) * rx, rng.uniform(3, 12),
                         rng.uniform(3, 15))] = AIR
         _bone(sl, yy, xx, 0.62 * ry, 0, p["spine_mm"], 3)
-        if t < 0.3:  # lower ribs
-            for side in (-1, 1):
-                for a in (0.3, 0.5, 0.7):
-                    _bone(sl, yy, xx, (ry - p["fat_mm"] - 8) * np.cos(np.pi * a) * -1,
-                          side * (rx - p["fat_mm"] - 8) * np.sin(np.pi * a), 5, 2)
+        if t < 0.45:  # lower ribs: short bony arcs around the wall, more of them higher up
+            n_ribs = int(6 + 10 * (0.45 - t) / 0.45)
+            for a in np.linspace(-0.85 * np.pi, 0.85 * np.pi, n_ribs):
+                _bone(sl, yy, xx, -(ry - p["fat_mm"] - 6) * np.cos(a), (rx - p["fat_mm"] - 6) * np.sin(a),
+                      4, 1.5, rx=7, angle=a)
         if p["arms"]:
             _arms(sl, yy, xx, rng, rx)
     elif region == "pelvis":
+        # t: 0 iliac crest ... 1 pubis / hips
         ry, rx = p["ry"], p["rx"]
         _trunk(sl, yy, xx, rng, ry, rx, p["fat_mm"])
+        iry, irx = ry - p["fat_mm"] - 10, rx - p["fat_mm"] - 10
+        _viscera(sl, yy, xx, rng, iry * 0.95, irx * 0.9, p["visceral_fat"])
         for _ in range(p["n_gas"]):
             sl[_ellipse(yy, xx, rng.uniform(-0.3, 0.3) * ry, rng.uniform(-0.4, 0.4) * rx, rng.uniform(3, 10),
                         rng.uniform(3, 12))] = AIR
-        if t < 0.5:  # iliac wings and sacrum
-            for side in (-1, 1):
-                _bone(sl, yy, xx, 0.25 * ry, side * 0.55 * rx, 0.45 * ry, 2.5, rx=9, angle=side * 0.5)
-            _bone(sl, yy, xx, 0.6 * ry, 0, 22, 3, rx=35)
-        else:  # acetabula, femoral heads, pubis
-            for side in (-1, 1):
-                _bone(sl, yy, xx, 0.05 * ry, side * 0.6 * rx, 24, 3)
-                _bone(sl, yy, xx, -0.55 * ry, side * 0.18 * rx, 10, 3, rx=25)
+        for sd in (-1, 1):  # gluteal muscles, posterolateral, with a fat plane and fat streaks
+            sl[_ellipse(yy, xx, 0.55 * iry, sd * 0.55 * irx, 0.4 * iry + 4, 0.4 * irx + 4, sd * 0.4)] = FAT
+            _viscera(sl, yy, xx, rng, 0.4 * iry, 0.4 * irx, p["muscle_fat"], 0.55 * iry, sd * 0.55 * irx,
+                     sd * 0.4, grain_mm=2.0)
+        if t < 0.5:  # iliac wings (broad, thick lateral bones) and sacrum
+            thick = p["iliac_mm"]
+            for sd in (-1, 1):
+                _bone(sl, yy, xx, 0.2 * iry, sd * 0.62 * irx, 0.5 * iry * (0.7 + 0.6 * t), 2.5, rx=thick,
+                      angle=sd * 0.5)
+            _bone(sl, yy, xx, 0.62 * ry, 0, 22, 3, rx=35)
+        else:  # acetabula, femoral heads, pubis, bladder
+            for sd in (-1, 1):
+                _bone(sl, yy, xx, 0.05 * ry, sd * 0.6 * rx, 24, 3)
+                _bone(sl, yy, xx, -0.55 * ry, sd * 0.18 * rx, 10, 3, rx=25)
             sl[_ellipse(yy, xx, -0.25 * ry, 0, 0.25 * ry, 0.2 * rx)] = SOFT  # bladder
             _bone(sl, yy, xx, 0.7 * ry, 0, 10, 3, rx=14)
+        if p["arms_pelvis"]:
+            _arms(sl, yy, xx, rng, rx)
     elif region == "extremity":
         for (cy, cx, r, fat, bones) in p["limbs"]:
             sl[_ellipse(yy, xx, cy, cx, r, r * 0.92)] = FAT
@@ -156,7 +198,10 @@ def _params(region: str, rng: np.random.Generator) -> dict:
                 "pelvis": (rng.uniform(100, 135), rng.uniform(160, 200))}[region]
         return {"ry": base[0], "rx": base[1], "fat_mm": rng.uniform(8, 40), "lung": rng.uniform(0.7, 1.1),
                 "spine_mm": rng.uniform(15, 22), "arms": bool(rng.random() < 0.35),
-                "n_fat": int(rng.integers(2, 9)), "n_gas": int(rng.integers(0, 7))}
+                "n_fat": int(rng.integers(2, 9)), "n_gas": int(rng.integers(0, 7)),
+                "arms_pelvis": bool(rng.random() < 0.25), "visceral_fat": rng.uniform(0.2, 0.55),
+                "liver_side": float(rng.choice([-1.0, 1.0])), "lung_bases": bool(rng.random() < 0.7),
+                "iliac_mm": rng.uniform(5, 12), "muscle_fat": rng.uniform(0.1, 0.3)}
     if region == "extremity":
         kind = rng.choice(["thighs", "thigh", "legs", "arm"], p=[0.4, 0.3, 0.15, 0.15])
         limbs = []
@@ -231,10 +276,11 @@ def scene_phantom(region: str, modality: str, *, rng: np.random.Generator, pixel
     m = PHANTOM_MODALITIES.index(modality)
     img = _VALUES[labels, m].astype(np.float32)
     if modality == "CT":
+        img = ndi.gaussian_filter(img, (0, 2.0 / pixel_mm, 2.0 / pixel_mm))  # resolution: partial volume at edges
         if rng.random() < 0.5:  # table
             body_bottom = yy[labels.max(axis=0) > 0].max() if (labels > 0).any() else 0
             img[:, (yy[:, 0] > body_bottom + 15) & (yy[:, 0] < body_bottom + 21), :] = 200.0
-        img += rng.normal(0, 15, img.shape).astype(np.float32)
+        img += rng.normal(0, rng.uniform(10, 35), img.shape).astype(np.float32)
     elif modality == "MR":
         g = rng.normal(0, 1, (3,))
         bias = 1 + 0.15 * (g[0] * yy / fov_mm + g[1] * xx / fov_mm)

@@ -45,3 +45,4 @@ def setup_logging(fmt: str = "text", level: int = logging.INFO) -> None:
     root.setLevel(level)
     # pynetdicom logs every PDU at INFO/DEBUG, identifiers included: keep it to warnings.
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # a local Dask cluster is chatty at INFO

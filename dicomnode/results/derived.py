@@ -25,6 +25,7 @@ the attributes above they pass ``dciodvfy`` without errors (tests/results/test_d
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
@@ -50,7 +51,7 @@ from dicomnode.results._common import (
 )
 from dicomnode.results.uids import ResultUids
 
-__all__ = ["DERIVATION_CODES", "SOURCE_IMAGE_PURPOSE", "build_derived_series"]
+__all__ = ["DERIVATION_CODES", "SOURCE_IMAGE_PURPOSE", "build_all_derived", "build_derived_series"]
 
 #: Derivation (DICOM CID 7203) by kind; other kinds need ``derivation_code``.
 DERIVATION_CODES: dict[str, Code] = {
@@ -329,3 +330,46 @@ def build_derived_series(
         out.append(ds)
     return out
 
+
+def build_all_derived(
+    series: LoadedSeries,
+    derived: Mapping[str, Volume],
+    uids: ResultUids,
+    *,
+    slab_mm: float | None = None,
+    first_series_number: int = 9101,
+) -> dict[str, list[Dataset]]:
+    """Every volume of ``ctx.derived`` as a derived series: what ``chain.py`` calls when a profile asks for them.
+
+    Parameters
+    ----------
+    series : LoadedSeries
+        The source.
+    derived : mapping of str to Volume
+        ``Context.derived``: "mip", "minip", "avg" (thick slabs of ``slab_mm``) and "working".
+    uids : ResultUids
+        The run's result UIDs.
+    slab_mm : float, optional
+        Slab thickness of the projections (the ``synthesize`` step's ``slab_mm``), for SliceThickness. Default:
+        each volume's slice spacing.
+    first_series_number : int, optional
+        Series numbers are given in sorted kind order from this one. Default 9101 (SEG 9001, SR 9002).
+
+    Returns
+    -------
+    dict of str to list of Dataset
+        Kind -> the datasets of its series.
+    """
+    names = {"mip": "MIP", "minip": "MinIP", "avg": "AvgIP"}
+    out: dict[str, list[Dataset]] = {}
+    for i, kind in enumerate(sorted(derived)):
+        vol = derived[kind]
+        if kind in names:
+            thick = float(slab_mm) if slab_mm is not None else float(vol.spacing_mm[0])
+            desc = f"dicomnode {names[kind]} {thick:g} mm slabs every {vol.spacing_mm[0]:g} mm"
+        else:
+            thick = None
+            desc = f"dicomnode {kind} image ({uids.profile})"
+        out[kind] = build_derived_series(series, vol, uids, kind=kind, description=desc,
+                                         series_number=first_series_number + i, slice_thickness_mm=thick)
+    return out

@@ -102,7 +102,7 @@ def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
         number = labels.next_number()
         info = SegmentInfo(number, label, CATEGORY_MORPHOLOGICALLY_ABNORMAL, FINDING_TYPES[f.label],
                            f"detect.{method}")
-        labels = labels.add(info, f.mask)
+        labels = labels.add(info, f.full_mask(v.shape))
         ctx.measurements.setdefault(number, []).extend([
             Measurement("probability", float(f.probability), "1", PROBABILITY, "naive Bayes posterior"),
             Measurement("diameter_mm", float(f.diameter_mm), "mm", DIAMETER, "largest 3-D diameter"),

@@ -493,6 +493,16 @@ class Database:
             tx.execute("UPDATE jobs SET state = ?, not_before = ?, attempts = CASE WHEN ? THEN 0 ELSE attempts END"
                        " WHERE id = ?", (JobState.PENDING.value, now, int(reset_attempts), job_id))
 
+    def release_job(self, job_id: int, now: float, *, not_before: float, note: str = "") -> None:
+        """RUNNING -> PENDING without counting the attempt: its worker or the cluster connection was lost."""
+        with self.immediate() as tx:
+            r = self._transition_job(tx, job_id, JobState.PENDING)
+            if r["state"] != JobState.RUNNING.value:
+                raise IllegalTransition(f"job {job_id}: only a running job can be released")
+            tx.execute("UPDATE jobs SET state = ?, worker = NULL, lease_until = NULL, not_before = ?,"
+                       " attempts = MAX(attempts - 1, 0), error = ? WHERE id = ?",
+                       (JobState.PENDING.value, not_before, note or None, job_id))
+
     def release_running_jobs(self, *, now: float, only_expired: bool = False) -> list[int]:
         """RUNNING -> PENDING for jobs whose worker is gone (all of them at start-up, or those past their lease)."""
         with self.immediate() as tx:
@@ -632,6 +642,8 @@ class Database:
         " AND s.last_received_at <= :before"
         " AND EXISTS (SELECT 1 FROM instances i WHERE i.series_uid = s.series_uid)"
         " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.series_uid = s.series_uid"
+        "   AND (j.state IN ('pending', 'running') OR COALESCE(j.finished_at, j.created_at) > :before))"
+        " AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.depends_on = s.series_uid"  # e.g. radiomics on its images
         "   AND (j.state IN ('pending', 'running') OR COALESCE(j.finished_at, j.created_at) > :before))"
         " AND NOT EXISTS (SELECT 1 FROM exports e WHERE e.series_uid = s.series_uid"
         "   AND (e.state IN ('pending', 'sending') OR COALESCE(e.sent_at, e.created_at) > :before))"

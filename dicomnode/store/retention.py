@@ -3,9 +3,9 @@
 ``[retention] delete_received_after_days = N`` (0 = keep for ever, the default). A series is deleted when all of
 these hold, judged in the same transaction that deletes its rows (:meth:`Database.purging`):
 
-* it is not open, and its last instance, its completion, the end of each of its jobs and the sending of each of
-  its results are all older than N days;
-* no job of it is pending or running, and no result of it waits to be sent;
+* it is not open, and its last instance, its completion, the end of each of its jobs (and of jobs that read it,
+  such as radiomics on its images) and the sending of each of its results are all older than N days;
+* no job of it, or reading it, is pending or running, and no result of it waits to be sent;
 * with ``keep_failed = true`` (default): its latest job did not fail and none of its results was dead-lettered
   (``dicomnode jobs retry`` / ``dicomnode exports retry`` first; once handled, the clock starts again).
 

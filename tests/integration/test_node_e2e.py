@@ -19,6 +19,8 @@ import pydicom
 from helpers import SHARED_DATA, STS_CT, dciodvfy, dcmtk, dcmtk_env, free_port, storescu, wait_until
 
 SEG_SR = SHARED_DATA / "seg-sr-examples"
+# a small profile for tests about delivery, not analysis: one segment, SEG + SR only
+BASIC = {"basic": {"steps": ["foreground", "measure"], "outputs": ["seg", "sr"]}}
 
 
 def _source_series_uid(folder: Path) -> str:
@@ -81,15 +83,26 @@ def test_storescu_to_node_to_storescp_seg_and_sr(make_node, storescp):
     files = wait_until(lambda: len(dest.files()) >= 2 and dest.files(), timeout_s=180,
                        what="SEG and SR at the destination")
     time.sleep(1.0)  # let a (wrong) second copy arrive, if any would
+    st = wait_until(lambda: (s := node.status())["jobs"]["counts"] == {"done": 1} and s, timeout_s=60,
+                    what="the job")
+    n_results = len(st["jobs"]["recent"][0]["results"])
+    wait_until(lambda: len(dest.files()) == n_results, timeout_s=60, what="every result at the destination")
+    time.sleep(1.0)  # let a (wrong) second copy arrive, if any would
     got = _by_modality(dest.files())
-    assert set(got) == {"SEG", "SR"} and len(got["SEG"]) == 1 and len(got["SR"]) == 1, \
+    assert set(got) == {"SEG", "SR", "CT"} and len(got["SEG"]) == 1 and len(got["SR"]) == 1, \
         f"{[(m, len(v)) for m, v in got.items()]}\n{node.log()[-3000:]}"
     _check_seg_sr(got["SEG"][0][0], got["SR"][0][0], _source_series_uid(STS_CT))
-    st = node.status()
+    # the default CT profile also returns a derived series (10 mm MIP): valid, marked derived, referencing the source
+    mip = sorted(got["CT"], key=lambda fd: float(fd[1].ImagePositionPatient[2]))
+    assert len({str(d.SeriesInstanceUID) for _, d in mip}) == 1
+    assert all(d.ImageType[0] == "DERIVED" and d.Manufacturer == "dicomnode" for _, d in mip)
+    for f, d in (mip[0], mip[-1]):
+        n, out = dciodvfy(f)
+        assert n == 0, out
+        assert d.SourceImageSequence[0].ReferencedSOPInstanceUID
     assert st["instances"] == n_files
-    assert st["jobs"]["counts"] == {"done": 1}
-    assert st["outbox"]["counts"] == {"sent": 2}
-    assert not files is None
+    assert node.status()["outbox"]["counts"] == {"sent": n_results}
+    assert files
 
 
 def test_unknown_calling_ae_and_wrong_called_ae_are_refused(make_node):
@@ -145,7 +158,7 @@ def test_killed_node_keeps_every_acknowledged_instance_and_processes_the_series(
                     what="the job to finish")
     assert st["instances"] == len(files)
     job = st["jobs"]["recent"][0]
-    assert {Path(r).name for r in job["results"]} == {"seg.dcm", "sr.dcm"}
+    assert {"seg.dcm", "sr.dcm"} <= {Path(r).name for r in job["results"]}
     with sqlite3.connect(node2.data_dir / "index.sqlite") as c:
         assert c.execute("SELECT COUNT(*) FROM instances").fetchone()[0] == len(files)
 
@@ -153,7 +166,8 @@ def test_killed_node_keeps_every_acknowledged_instance_and_processes_the_series(
 def test_destination_down_at_first_gets_results_once_up(make_node, storescp):
     dest = storescp(start=False)
     node = make_node({"destinations": [{"name": "DEST", "ae_title": "DEST", "host": "127.0.0.1", "port": dest.port}],
-                      "rules": [{"name": "all", "match": {}, "destinations": ["DEST"]}]})
+                      "rules": [{"name": "all", "match": {}, "destinations": ["DEST"], "profile": "basic"}],
+                      "profiles": BASIC})
     sent = storescu(node.port, [STS_CT])
     assert sent.returncode == 0, sent.stderr
     wait_until(lambda: node.status()["jobs"]["counts"].get("done") == 1, timeout_s=180, what="job done")
@@ -222,7 +236,8 @@ def test_bad_series_fails_its_job_visibly_and_can_be_retried(make_node):
 def test_dead_lettered_results_are_listed_and_requeued(make_node, storescp):
     dest = storescp(start=False)
     node = make_node({"destinations": [{"name": "DEST", "ae_title": "DEST", "host": "127.0.0.1", "port": dest.port}],
-                      "rules": [{"name": "all", "match": {}, "destinations": ["DEST"]}],
+                      "rules": [{"name": "all", "match": {}, "destinations": ["DEST"], "profile": "basic"}],
+                      "profiles": BASIC,
                       "export": {"max_attempts": 2, "retry_backoff_seconds": [0.5], "timeout_seconds": 5}})
     assert storescu(node.port, [STS_CT]).returncode == 0
     st = wait_until(lambda: (s := node.status())["outbox"]["counts"].get("dead") == 2 and s, timeout_s=180,

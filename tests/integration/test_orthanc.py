@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from helpers import REPO, SHARED_DATA, STS_CT, dciodvfy, free_port, storescu, wa
 
 ORTHANC = Path("/usr/sbin/Orthanc")
 AUTOROUTE = REPO / "deploy" / "orthanc" / "autoroute.lua"
+FRAGMENT = REPO / "deploy" / "orthanc" / "orthanc.json"
 STS2_CT = SHARED_DATA / "sts" / "STS_002" / "CT"
 STS3_CT = SHARED_DATA / "sts" / "STS_003" / "CT"
 
@@ -39,15 +39,17 @@ class OrthancProcess:
     def start(self) -> "OrthancProcess":
         assert ORTHANC.exists(), "Orthanc is missing: apt-get install -y orthanc"
         self.root.mkdir(parents=True, exist_ok=True)
-        cfg = {
-            "Name": "dicomnode-test", "DicomAet": "ORTHANC",
+        # the recipe's fragment, with this test's ports, folders and a short StableAge
+        cfg = json.loads(FRAGMENT.read_text())
+        assert cfg["DicomModalities"]["dicomnode"]["AET"] == "DICOMNODE"
+        cfg["DicomModalities"]["dicomnode"].update(Host="127.0.0.1", Port=self.node_port)
+        cfg.update({
+            "Name": "dicomnode-test",
             "StorageDirectory": str(self.root / "storage"), "IndexDirectory": str(self.root / "index"),
             "HttpPort": self.http_port, "DicomPort": self.dicom_port,
-            "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "HttpServerEnabled": True,
-            "Plugins": [], "LuaScripts": [str(AUTOROUTE)], "StableAge": 1, "SyncStorageArea": True,
-            "DicomModalities": {"dicomnode": ["DICOMNODE", "127.0.0.1", self.node_port]},
-            "DicomScuTimeout": 30, "ConcurrentJobs": 2,
-        }
+            "AuthenticationEnabled": False,  # loopback only (RemoteAccessAllowed false); no users in a test
+            "Plugins": [], "LuaScripts": [str(AUTOROUTE)], "StableAge": 1,
+        })
         (self.root / "orthanc.json").write_text(json.dumps(cfg, indent=2))
         env = dict(os.environ, TCP_NODELAY="1")  # Debian's Orthanc is DCMTK-based: see shared/perf.md
         self._log = open(self.root / "orthanc.log", "ab")
@@ -112,26 +114,41 @@ def _study_uid(folder: Path) -> str:
     return str(pydicom.dcmread(f, stop_before_pixels=True).StudyInstanceUID)
 
 
-def _check_results(orthanc: OrthancProcess, study_uid: str, tmp: Path) -> dict[str, list[dict]]:
-    """Exactly one SEG and one SR series, one instance each, valid for dciodvfy; returns the study's series."""
-    by_mod = orthanc.series_of_study(study_uid)
-    assert len(by_mod.get("SEG", [])) == 1 and len(by_mod.get("SR", [])) == 1, \
-        {m: len(v) for m, v in by_mod.items()}
-    for mod in ("SEG", "SR"):
-        (series,) = by_mod[mod]
-        assert len(series["Instances"]) == 1, (mod, series["Instances"])
-        path = tmp / f"{mod}-{series['Instances'][0]}.dcm"
-        path.write_bytes(orthanc.get(f"/instances/{series['Instances'][0]}/file"))
-        n, out = dciodvfy(path)
-        assert n == 0, f"dciodvfy reports {n} error(s) for the {mod} read back from Orthanc:\n{out}"
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        assert ds.StudyInstanceUID == study_uid and ds.Manufacturer == "dicomnode"
-    return by_mod
+def _ours(series: list[dict]) -> list[dict]:
+    return [x for x in series if x["MainDicomTags"].get("Manufacturer", "") == "dicomnode"]
 
 
-def _results_in(orthanc: OrthancProcess, study_uid: str) -> bool:
-    by_mod = orthanc.series_of_study(study_uid)
-    return bool(by_mod.get("SEG")) and bool(by_mod.get("SR"))
+def _results_in(orthanc: OrthancProcess, study_uid: str, expected: int | None = None) -> bool:
+    """SEG and SR (and, with ``expected``, that many result instances in all) made by the node are in the study."""
+    ours = _ours([x for v in orthanc.series_of_study(study_uid).values() for x in v])
+    mods = {x["MainDicomTags"].get("Modality") for x in ours}
+    return {"SEG", "SR"} <= mods and (expected is None or sum(len(x["Instances"]) for x in ours) >= expected)
+
+
+def _check_results(orthanc: OrthancProcess, study_uid: str, tmp: Path) -> tuple[list[dict], list[dict]]:
+    """Exactly one SEG and one SR series (one instance each) made by the node, plus any derived series; every
+    result instance read back from Orthanc is valid for dciodvfy. Returns (the node's series, the other series)."""
+    series = [x for v in orthanc.series_of_study(study_uid).values() for x in v]
+    ours = _ours(series)
+    mods = sorted(x["MainDicomTags"].get("Modality", "") for x in ours)
+    assert mods.count("SEG") == 1 and mods.count("SR") == 1, mods
+    for x in ours:
+        mod = x["MainDicomTags"].get("Modality", "")
+        if mod in ("SEG", "SR"):
+            assert len(x["Instances"]) == 1, (mod, x["Instances"])
+        for inst in x["Instances"]:
+            path = tmp / f"{mod}-{inst}.dcm"
+            path.write_bytes(orthanc.get(f"/instances/{inst}/file"))
+            n, out = dciodvfy(path)
+            assert n == 0, f"dciodvfy reports {n} error(s) for a {mod} read back from Orthanc:\n{out}"
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            assert ds.StudyInstanceUID == study_uid and ds.Manufacturer == "dicomnode"
+    return ours, [x for x in series if x not in ours]
+
+
+def _job_results(node) -> int:  # noqa: ANN001
+    done = [j for j in node.status()["jobs"]["recent"] if j["state"] == "done"]
+    return sum(len(j["results"]) for j in done)
 
 
 def test_orthanc_autoroutes_to_the_node_and_gets_seg_and_sr_back_without_loop(make_node, orthanc, tmp_path):
@@ -148,25 +165,33 @@ def test_orthanc_autoroutes_to_the_node_and_gets_seg_and_sr_back_without_loop(ma
         assert o.post("/instances", f.read_bytes())["Status"] in ("Success", "AlreadyStored")
     study = _study_uid(STS_CT)
     # 2. Orthanc's Lua script routes it to the node, the node processes it and sends SEG + SR back
-    wait_until(lambda: _results_in(o, study), timeout_s=120, what=f"SEG and SR in Orthanc\n{node.log()[-3000:]}")
-    time.sleep(1.0)
-    _check_results(o, study, tmp_path)
+    wait_until(lambda: node.status()["jobs"]["counts"].get("done") == 1, timeout_s=120,
+               what=f"the job done\n{node.log()[-3000:]}")
+    n_results = _job_results(node)  # SEG, SR and the profile's derived instances, if any
+    wait_until(lambda: _results_in(o, study, n_results), timeout_s=60,
+               what=f"{n_results} results in Orthanc\n{node.log()[-3000:]}")
+    ours, _ = _check_results(o, study, tmp_path)
     # 3. no loop: Orthanc does not route the results back; one set of results after a while longer
-    wait_until(lambda: o.log().count("not sending series") >= 2, timeout_s=30, what="results skipped by the Lua")
+    wait_until(lambda: o.log().count("not sending series") >= len(ours), timeout_s=30,
+               what="every result series skipped by the Lua")
     time.sleep(4.0)  # > StableAge + the node's quiet period: a loop would have shown by now
-    by_mod = _check_results(o, study, tmp_path)
-    assert len(by_mod["CT"][0]["Instances"]) == len(files)
+    ours, others = _check_results(o, study, tmp_path)
+    assert sum(len(x["Instances"]) for x in ours) == n_results
+    assert len(others) == 1 and len(others[0]["Instances"]) == len(files)  # the source series, untouched
     log = o.log()
-    assert "dicomnode-autoroute: sending series" in log and log.count("dicomnode-autoroute: sending series") == 1
+    assert log.count("dicomnode-autoroute: sending series") == 1
     assert "modality SEG is not an imaging modality" in log and "modality SR is not an imaging modality" in log
+    for x in ours:  # derived series (e.g. CT MIP) are images: skipped because the node made them
+        if x["MainDicomTags"]["Modality"] not in ("SEG", "SR"):
+            assert f"{x['MainDicomTags']['SeriesInstanceUID']} ({x['ID']}): made by dicomnode" in log
     st = node.status()
     assert st["instances"] == len(files), "the node received something back from Orthanc"
-    assert st["jobs"]["counts"] == {"done": 1} and st["outbox"]["counts"] == {"sent": 2}
+    assert st["jobs"]["counts"] == {"done": 1} and st["outbox"]["counts"] == {"sent": n_results}
     audit = json.loads(node.cli("audit", "--json").stdout)
     received = [e for e in audit if e["event"] == "received"]
     assert len(received) == 1 and received[0]["actor"] == "ORTHANC"
     assert received[0]["detail"]["senders"][0]["peer_host"] == "127.0.0.1"
-    assert sum(e["event"] == "result sent" for e in audit) == 2
+    assert sum(e["event"] == "result sent" for e in audit) == n_results
 
     # 4. the workstation path: `dicomnode send` and DCMTK storescu to the node, results to Orthanc
     p = subprocess.run([sys.executable, "-m", "dicomnode", "send", str(STS2_CT), "--to",
@@ -175,11 +200,10 @@ def test_orthanc_autoroutes_to_the_node_and_gets_seg_and_sr_back_without_loop(ma
     assert p.returncode == 0, p.stderr
     sent = storescu(node.port, [STS3_CT], aet="WORKSTATION")
     assert sent.returncode == 0, sent.stderr
+    wait_until(lambda: node.status()["jobs"]["counts"] == {"done": 3}, timeout_s=180,
+               what=f"three jobs done\n{node.log()[-3000:]}")
+    wait_until(lambda: node.status()["outbox"]["counts"] == {"sent": _job_results(node)}, timeout_s=60,
+               what="every result sent")
     for folder in (STS2_CT, STS3_CT):
-        wait_until(lambda: _results_in(o, _study_uid(folder)), timeout_s=120,
-                   what=f"results of {folder} in Orthanc\n{node.log()[-3000:]}")
-    time.sleep(3.0)
-    for folder in (STS2_CT, STS3_CT):
-        by_mod = _check_results(o, _study_uid(folder), tmp_path)
-        assert "CT" not in by_mod  # only the results went to the PACS
-    assert node.status()["jobs"]["counts"] == {"done": 3}
+        ours, others = _check_results(o, _study_uid(folder), tmp_path)
+        assert others == []  # only the results went to the PACS, not the workstation's images

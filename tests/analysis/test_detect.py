@@ -1,0 +1,258 @@
+"""Target recognition: sphere phantoms with known answers, the chest CT's lung mass, the sarcomas' PET hot spots."""
+
+from __future__ import annotations
+
+import glob
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests use --import-mode=importlib: find _load.py
+from _load import load_dir, rasterise_rtstruct  # noqa: E402
+from helpers import SHARED_DATA  # noqa: E402
+
+from dicomnode.analysis.denoise import gaussian  # noqa: E402
+from dicomnode.analysis.detect import (  # noqa: E402
+    DetectionSettings,
+    NaiveBayes,
+    blob_candidates,
+    detect,
+    detect_lung,
+    detect_tissue,
+    max_diameter_mm,
+)
+from dicomnode.analysis.segment import segment_ct, segment_generic  # noqa: E402
+from dicomnode.analysis.volume import Volume  # noqa: E402
+
+CHEST = SHARED_DATA / "chest-ct" / "A0002_B40f"
+LUNG_SP = (1.5, 1.0, 1.0)
+TISSUE_SP = (2.0, 1.5, 1.5)
+
+
+def _ball(shape, spacing, centre, r):
+    z, y, x = np.ogrid[tuple(slice(0, n) for n in shape)]
+    return (((z - centre[0]) * spacing[0]) ** 2 + ((y - centre[1]) * spacing[1]) ** 2
+            + ((x - centre[2]) * spacing[2]) ** 2) <= r * r
+
+
+def lung_phantom(spheres, seed, shape=(60, 128, 160)):
+    """Two ellipsoidal 'lungs' (-850 HU) in soft tissue (40 HU), with vessels (tubes of 1.5-2 mm radius, 30 HU)
+    and spheres of 0 HU; Gaussian noise of 20 HU; smoothed like the denoise step."""
+    sp = LUNG_SP
+    z, y, x = np.indices(shape).astype(np.float32)
+    zm, ym, xm = [(n - 1) / 2 for n in shape]
+    img = np.full(shape, 40.0, np.float32)
+    lungs = []
+    for cx in (xm - 38, xm + 38):
+        m = (((x - cx) / 32) ** 2 + ((y - ym) / 50) ** 2 + ((z - zm) * sp[0] / 80) ** 2) <= 1
+        img[m] = -850
+        lungs.append(m)
+    inside = lungs[0] | lungs[1]
+    for cx in (xm - 55, xm + 25):
+        img[((x - cx) ** 2 + ((z - zm) * sp[0]) ** 2 <= 1.5 ** 2) & inside] = 30
+        img[((x - cx - 8) ** 2 + (y - ym + 10) ** 2 <= 2.0 ** 2) & inside] = 30
+    for c, r in spheres:
+        img[_ball(shape, sp, c, r)] = 0
+    img += np.random.default_rng(seed).normal(0, 20, shape).astype(np.float32)
+    return gaussian(img, sp, sigma_mm=0.8), lungs
+
+
+def tissue_phantom(spheres, seed, shape=(48, 112, 112)):
+    """A cylinder of tissue (100) with a bright outer layer (300, like subcutaneous fat in T1 MR), spheres of other
+    intensities; noise SD 10; smoothed."""
+    sp = TISSUE_SP
+    _, y, x = np.indices(shape).astype(np.float32)
+    ym, xm = (shape[1] - 1) / 2, (shape[2] - 1) / 2
+    rr = ((y - ym) * sp[1]) ** 2 + ((x - xm) * sp[2]) ** 2
+    body = rr <= 75 ** 2
+    img = np.zeros(shape, np.float32)
+    img[body] = 100.0
+    img[body & (rr >= 62 ** 2)] = 300.0
+    for c, r, v in spheres:
+        img[_ball(shape, sp, c, r)] = v
+    img += np.random.default_rng(seed).normal(0, 10, shape).astype(np.float32)
+    return gaussian(img, sp, sigma_mm=1.0), body
+
+
+def _class_model(img, sp):
+    """Class means and SDs of segment_generic's Gaussian mixture (what the detect step passes on)."""
+    r = segment_generic(img, sp, rng=np.random.default_rng(0))
+    means, sds = [], []
+    for w in r.posteriors:
+        m = float((w * img).sum() / w.sum())
+        means.append(m)
+        sds.append(float(np.sqrt((w * (img - m) ** 2).sum() / w.sum())))
+    return r.labels.by_label("body").mask, means, sds
+
+
+def _check_spheres(findings, spheres, spacing, shape):
+    for c, r, *_ in spheres:
+        truth_ml = np.count_nonzero(_ball(shape, spacing, c, r)) * np.prod(spacing) / 1000
+        near = [f for f in findings if np.max(np.abs(np.subtract(f.centroid_zyx, c))) <= 1.0]
+        assert len(near) == 1, f"sphere at {c} (r {r} mm): found {[f.centroid_zyx for f in findings]}"
+        assert near[0].volume_ml == pytest.approx(truth_ml, rel=0.10)
+        assert near[0].diameter_mm == pytest.approx(2 * r, abs=2.5 * max(spacing))
+    assert len(findings) == len(spheres)
+
+
+# ---------------------------------------------------------------------------------------------- phantoms
+
+
+def test_lung_phantom_every_sphere_found_within_a_voxel_and_10_percent():
+    spheres = [((30, 50, 40), 4.0), ((20, 80, 120), 6.0), ((38, 70, 50), 9.0)]
+    img, lungs = lung_phantom(spheres, seed=1)
+    res = detect_lung(img, LUNG_SP, lungs)
+    _check_spheres(res.findings, spheres, LUNG_SP, img.shape)
+    assert all(f.label == "nodule" and f.probability >= 0.5 for f in res.findings)
+
+
+def test_lung_phantom_without_spheres_has_no_finding_above_threshold():
+    img, lungs = lung_phantom([], seed=2)
+    res = detect_lung(img, LUNG_SP, lungs)
+    assert res.findings == ()
+    assert res.n_candidates > 0  # the vessels were looked at and refused
+    assert all(f.probability < 0.5 for f in res.rejected)
+
+
+def test_lung_sphere_touching_the_chest_wall_is_inside_the_search_region():
+    # a 9 mm sphere centred on the lateral edge of a lung: half of it lies in the chest wall, a bite in the mask
+    img, lungs = lung_phantom([], seed=3)
+    c = (30, 63.5, 12.5)  # 3 mm inside the lateral edge of the left lung (x = 79.5 - 38 - 32 = 9.5)
+    m = _ball(img.shape, LUNG_SP, c, 9.0)
+    img[m] = 0.0
+    lungs = [lung & ~m for lung in lungs]
+    res = detect_lung(img, LUNG_SP, lungs)
+    near = [f for f in res.findings if np.linalg.norm(np.subtract(f.centroid_zyx, c) * LUNG_SP) < 8]
+    assert near, [f.centroid_zyx for f in res.findings + res.rejected]
+
+
+def test_tissue_phantom_every_sphere_found_within_a_voxel_and_10_percent():
+    spheres = [((24, 40, 40), 10.0, 250.0), ((20, 70, 72), 14.0, 30.0), ((28, 60, 40), 7.0, 220.0)]
+    img, _ = tissue_phantom(spheres, seed=3)
+    body, means, sds = _class_model(img, TISSUE_SP)
+    res = detect_tissue(img, TISSUE_SP, body, class_means=means, class_sds=sds)
+    _check_spheres(res.findings, spheres, TISSUE_SP, img.shape)
+    assert {f.features["polarity"] for f in res.findings} == {1.0, -1.0}  # bright and dark
+
+
+def test_tissue_phantom_without_spheres_has_no_finding_above_threshold():
+    img, _ = tissue_phantom([], seed=4)
+    body, means, sds = _class_model(img, TISSUE_SP)
+    res = detect_tissue(img, TISSUE_SP, body, class_means=means, class_sds=sds)
+    assert res.findings == ()
+    assert all(f.probability < 0.5 for f in res.rejected)
+
+
+def test_limits_threshold_and_maximum_number():
+    spheres = [((30, 50, 40), 4.0), ((20, 80, 120), 6.0), ((38, 70, 50), 9.0)]
+    img, lungs = lung_phantom(spheres, seed=1)
+    big_only = detect_lung(img, LUNG_SP, lungs, settings=DetectionSettings(min_diameter_mm=15))
+    assert [round(f.diameter_mm) for f in big_only.findings] == [19]
+    assert len(detect_lung(img, LUNG_SP, lungs, settings=DetectionSettings(max_findings=2)).findings) == 2
+    assert detect_lung(img, LUNG_SP, lungs, settings=DetectionSettings(min_volume_ml=5)).findings == ()
+    with pytest.raises(ValueError, match="probability_threshold"):
+        DetectionSettings(probability_threshold=1.5)
+
+
+def test_detect_places_centroids_in_patient_coordinates():
+    spheres = [((20, 80, 120), 6.0)]
+    img, lungs = lung_phantom(spheres, seed=1)
+    c, s_ = np.cos(np.pi / 4), np.sin(np.pi / 4)
+    d = np.array([[c, -s_, 0], [s_, c, 0], [0, 0, 1]], float)  # rotated 45 degrees in plane: no lateral index axis
+    vol = Volume(img, LUNG_SP, (10.0, -20.0, 30.0), d, "CT", "HU")
+    res = detect(vol, method="lung", lungs=lungs)
+    f = res.findings[0]
+    assert np.allclose(f.centroid_mm, vol.index_to_patient(np.array(f.centroid_zyx))[0])
+    assert "mirror_tissue" not in f.features  # no index axis runs left-right
+
+
+def test_blob_candidates_scale_follows_radius():
+    sp = (1.0, 1.0, 1.0)
+    img = np.zeros((64, 64, 64), np.float32)
+    img[_ball(img.shape, sp, (32, 32, 32), 8.0)] = 100
+    (c, r, resp), *_ = blob_candidates(img, sp, [2, 3, 4.5, 6.75, 10.1, 15.2])
+    assert c == (32, 32, 32) and r in (6.75, 10.1) and resp > 30
+    (cd, _, _), *_ = blob_candidates(-img, sp, [6.75, 10.1], polarity=-1)
+    assert cd == (32, 32, 32)
+
+
+def test_max_diameter_and_naive_bayes():
+    m = np.zeros((1, 1, 11), bool)
+    m[0, 0, :] = True
+    assert max_diameter_mm(m, (1.0, 1.0, 2.0)) == pytest.approx(20 + 4 / 3)
+    nb = NaiveBayes(0.5, {"a": (1.0, 1.0)}, {"a": (-1.0, 1.0)})
+    assert nb.posterior({"a": 0.0}) == pytest.approx(0.5)
+    assert nb.posterior({"a": 2.0}) > 0.95 and nb.posterior({}) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        NaiveBayes(0.0, {}, {})
+
+
+# ---------------------------------------------------------------------------------------------- real series
+
+
+def _boxes(uids):
+    boxes = {}
+    for f in (CHEST / "annotations").glob("*.xml"):
+        b = ET.parse(f).find(".//bndbox")
+        boxes[uids.index(f.stem)] = [int(b.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax")]
+    return boxes
+
+
+def test_chest_ct_mass_found_inside_the_radiologists_boxes():
+    vol, uids = load_dir(CHEST)
+    work = vol.with_array(gaussian(vol.array, vol.spacing_mm, sigma_mm=0.8))
+    seg = segment_ct(work.array, work.spacing_mm, direction=work.direction)
+    lungs = [seg.labels.by_label(n).mask for n in ("lung_left", "lung_right")]
+    res = detect(work, method="lung", lungs=lungs)
+    boxes = _boxes(uids)
+    top = res.findings[0]  # the most probable finding
+    z, row, col = (int(round(v)) for v in top.centroid_zyx)
+    assert z in boxes, (top.centroid_zyx, sorted(boxes))
+    x0, y0, x1, y1 = boxes[z]
+    assert x0 <= col <= x1 and y0 <= row <= y1, (top.centroid_zyx, boxes[z])
+    assert top.label == "mass" and top.volume_ml > 30 and top.probability > 0.9
+    # patient coordinates: the patient's right (x < 0 in LPS), posterior (y > 0 of the body centre)
+    assert top.centroid_mm[0] < 0
+
+
+@pytest.mark.parametrize("patient", ["STS_002", "STS_003"])
+@pytest.mark.parametrize("modality", ["CT", "PET"])
+def test_sarcoma_found_inside_the_rtstruct_contour(patient, modality):
+    folder = SHARED_DATA / "sts" / patient / modality
+    vol, _ = load_dir(folder)
+    truth = rasterise_rtstruct(glob.glob(str(folder) + "_rtstruct/*.dcm")[0], vol)
+    work = vol.with_array(gaussian(vol.array, vol.spacing_mm, sigma_mm=2.0 if modality == "PET" else 1.0))
+    if modality == "CT":
+        body = segment_ct(work.array, work.spacing_mm, direction=work.direction).labels.by_label("body").mask
+        res = detect(work, method="tissue_model", foreground=body, settings=DetectionSettings(min_diameter_mm=10),
+                     window=(-200.0, 250.0))
+    else:
+        body, means, sds = _class_model(work.array, work.spacing_mm)
+        res = detect(work, method="tissue_model", foreground=body, settings=DetectionSettings(min_diameter_mm=10),
+                     class_means=means, class_sds=sds)
+    top = res.findings[0]
+    assert truth[tuple(int(round(v)) for v in top.centroid_zyx)], (top.centroid_zyx, np.argwhere(truth).mean(0))
+    assert top.probability >= 0.5
+
+
+@pytest.mark.xfail(strict=True, reason="STS_001: a 365 mL intramuscular tumour, near-isodense on CT and with a "
+                                       "necrotic (cold) centre on PET; the blob model ranks other structures first")
+@pytest.mark.parametrize("modality", ["CT", "PET"])
+def test_sts_001_not_yet_found(modality):
+    folder = SHARED_DATA / "sts" / "STS_001" / modality
+    vol, _ = load_dir(folder)
+    truth = rasterise_rtstruct(glob.glob(str(folder) + "_rtstruct/*.dcm")[0], vol)
+    work = vol.with_array(gaussian(vol.array, vol.spacing_mm, sigma_mm=2.0 if modality == "PET" else 1.0))
+    if modality == "CT":
+        body = segment_ct(work.array, work.spacing_mm).labels.by_label("body").mask
+        res = detect(work, method="tissue_model", foreground=body, window=(-200.0, 250.0),
+                     settings=DetectionSettings(min_diameter_mm=10))
+    else:
+        body, means, sds = _class_model(work.array, work.spacing_mm)
+        res = detect(work, method="tissue_model", foreground=body, class_means=means, class_sds=sds,
+                     settings=DetectionSettings(min_diameter_mm=10))
+    top = res.findings[0]
+    assert truth[tuple(int(round(v)) for v in top.centroid_zyx)]

@@ -1,0 +1,136 @@
+"""Derived series (thick-slab projections, the working image): dciodvfy-clean, right geometry, deterministic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from dicomnode.analysis.synthesize import thick_slab
+from dicomnode.errors import ResultError
+from dicomnode.io.load import LoadedSeries, load_series
+from dicomnode.results.derived import build_derived_series
+from dicomnode.results.uids import ResultUids
+from helpers import SHARED_DATA, dciodvfy
+
+STS = SHARED_DATA / "sts" / "STS_001"
+
+
+def _load(folder: Path) -> LoadedSeries:
+    return load_series(sorted(folder.glob("*.dcm")))
+
+
+def _uids(series: LoadedSeries) -> ResultUids:
+    return ResultUids.for_series(None, series.series_uid, "test", "1")
+
+
+@pytest.mark.parametrize("folder", [STS / "CT", STS / "MR_T1", STS / "PET", SHARED_DATA / "head-mr" / "T1_sag"],
+                         ids=["CT", "MR", "PET", "MR-sagittal"])
+def test_derived_series_pass_dciodvfy(folder, tmp_path):
+    series = _load(folder)
+    uids = _uids(series)
+    outputs = [("mip", thick_slab(series.volume, projection="mip", slab_mm=10.0), 10.0),
+               ("avg", thick_slab(series.volume, projection="avg", slab_mm=6.0, spacing_mm=3.0), 6.0),
+               ("working", series.volume, None)]
+    for kind, vol, thickness in outputs:
+        dss = build_derived_series(series, vol, uids, kind=kind, description=f"{kind} test", series_number=9100,
+                                   slice_thickness_mm=thickness)
+        assert len(dss) == vol.shape[0]
+        for ds in (dss[0], dss[len(dss) // 2]):
+            path = tmp_path / f"{kind}_{ds.InstanceNumber}.dcm"
+            ds.save_as(path, enforce_file_format=True)
+            errors, out = dciodvfy(path)
+            assert errors == 0, out
+            back = pydicom.dcmread(path)
+            assert back.SOPClassUID == series.sop_class_uid
+            assert back.Modality == series.modality
+            assert back.Manufacturer == "dicomnode"
+            assert list(back.ImageType)[:2] in (["DERIVED", "SECONDARY"], ["DERIVED", "PRIMARY"])
+            assert back.DerivationCodeSequence[0].CodingSchemeDesignator == "DCM"
+            assert back.StudyInstanceUID == series.study_uid
+            assert back.FrameOfReferenceUID == series.headers[0].FrameOfReferenceUID
+            refs = {r.ReferencedSOPInstanceUID for r in back.SourceImageSequence}
+            assert refs <= {uid for uid, _ in series.frames} and refs
+            assert back.SourceImageSequence[0].PurposeOfReferenceCodeSequence[0].CodeValue == "121322"
+
+
+def test_mip_of_a_planted_point_lands_at_its_patient_position(tmp_path):
+    series = _load(STS / "CT")
+    vol = series.volume
+    arr = np.full(vol.shape, -100.0, np.float32)
+    point = (23, 61, 87)
+    arr[point] = 2500.0
+    planted = LoadedSeries(vol.with_array(arr), series.headers, series.frames, series.study_uid, series.series_uid,
+                           series.modality, series.sop_class_uid)
+    mip = thick_slab(planted.volume, projection="mip", slab_mm=9.81)  # 3 source slices of 3.27 mm a slab
+    dss = build_derived_series(planted, mip, _uids(series), kind="mip", description="MIP 9.81 mm",
+                               series_number=9100, slice_thickness_mm=9.81)
+    hits = []
+    for ds in dss:
+        ds.save_as(tmp_path / "x.dcm", enforce_file_format=True)
+        back = pydicom.dcmread(tmp_path / "x.dcm")
+        px = back.pixel_array * float(back.RescaleSlope) + float(back.RescaleIntercept)
+        if px.max() > 2000:
+            r, c = np.unravel_index(np.argmax(px), px.shape)
+            ipp = np.array([float(v) for v in back.ImagePositionPatient])
+            iop = np.array([float(v) for v in back.ImageOrientationPatient])
+            dr, dc = (float(v) for v in back.PixelSpacing)
+            hits.append((back, ipp + iop[:3] * c * dc + iop[3:] * r * dr))
+    assert len(hits) == 1
+    back, xyz = hits[0]
+    truth = vol.index_to_patient(np.array(point))[0]
+    normal = np.asarray(vol.direction)[:, 2]
+    in_plane = (xyz - truth) - ((xyz - truth) @ normal) * normal
+    assert np.linalg.norm(in_plane) < 1e-3
+    assert abs((xyz - truth) @ normal) <= 9.81 / 2 + 1e-3
+    assert float(back.SliceThickness) == pytest.approx(9.81)
+    assert float(back.SpacingBetweenSlices) == pytest.approx(9.81)
+    # the slab holding the point references the 3 source slices it was made of, the point's among them
+    refs = [r.ReferencedSOPInstanceUID for r in back.SourceImageSequence]
+    assert len(refs) == 3 and series.frames[point[0]][0] in refs
+    assert int(back.pixel_array.max()) == 2500 and float(back.RescaleSlope) == 1.0  # CT in HU: stored as is
+
+
+def test_uids_are_deterministic_and_kind_specific():
+    series = _load(STS / "PET")
+    uids = _uids(series)
+    mip = thick_slab(series.volume, projection="mip", slab_mm=10.0)
+    a = build_derived_series(series, mip, uids, kind="mip", description="MIP", series_number=9100)
+    b = build_derived_series(series, mip, uids, kind="mip", description="MIP", series_number=9100)
+    assert [d.SOPInstanceUID for d in a] == [d.SOPInstanceUID for d in b]
+    assert a[0].SeriesInstanceUID == uids.series_uid("mip") and a[2].SOPInstanceUID == uids.instance_uid("mip", 3)
+    assert a[0].PixelData == b[0].PixelData
+    # PET: intercept 0 and the SUV values back within one quantisation step
+    assert float(a[0].RescaleIntercept) == 0.0
+    back = np.stack([d.pixel_array * float(d.RescaleSlope) for d in a])
+    assert np.allclose(back, mip.array, atol=float(a[0].RescaleSlope))
+    w = build_derived_series(series, series.volume, uids, kind="working", description="w", series_number=9101)
+    assert w[0].SeriesInstanceUID != a[0].SeriesInstanceUID
+
+
+def test_bad_inputs_are_refused():
+    series = _load(STS / "PET")
+    with pytest.raises(ResultError, match="derivation_code"):
+        build_derived_series(series, series.volume, _uids(series), kind="sharpened", description="x",
+                             series_number=1)
+    small = series.volume.with_array(series.volume.array)  # same shape: fine
+    build_derived_series(series, small, _uids(series), kind="working", description="x", series_number=1)
+    cropped = thick_slab(series.volume, projection="mip", slab_mm=10.0)
+    from dicomnode.analysis.volume import Volume
+    bad = Volume(cropped.array[:, :10], cropped.spacing_mm, cropped.origin_mm, cropped.direction, "PT", "SUV")
+    with pytest.raises(ResultError, match="in-plane shape"):
+        build_derived_series(series, bad, _uids(series), kind="mip", description="x", series_number=1)
+
+
+def test_build_all_derived_numbers_and_describes_each_series():
+    from dicomnode.results.derived import build_all_derived
+    series = _load(STS / "PET")
+    d = {"mip": thick_slab(series.volume, projection="mip", slab_mm=12.0, spacing_mm=6.0), "working": series.volume}
+    out = build_all_derived(series, d, _uids(series), slab_mm=12.0)
+    assert sorted(out) == ["mip", "working"]
+    assert out["mip"][0].SeriesNumber == 9101 and out["working"][0].SeriesNumber == 9102
+    assert out["mip"][0].SeriesDescription == "dicomnode MIP 12 mm slabs every 6 mm"
+    assert float(out["mip"][0].SliceThickness) == 12.0 and float(out["mip"][0].SpacingBetweenSlices) == 6.0
+    assert len(out["working"]) == series.volume.shape[0]

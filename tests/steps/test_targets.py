@@ -1,0 +1,98 @@
+"""steps/targets.py: the detect and synthesize steps in a profile, up to the SEG, SR and results.json."""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from dicomnode.analysis.pipeline import Context, run_steps
+from dicomnode.analysis.volume import Volume
+from dicomnode.chain import JobSpec, run_chain
+from dicomnode.config import Profile
+from dicomnode.steps import registry
+from helpers import SHARED_DATA, dciodvfy
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
+from test_detect import TISSUE_SP, tissue_phantom  # noqa: E402
+
+warnings.filterwarnings("ignore", category=UserWarning)
+CHEST = SHARED_DATA / "chest-ct" / "A0002_B40f"
+FINDING_KEYS = {"label", "centroid_mm", "volume_ml", "diameter_mm", "probability", "segment_number"}
+
+
+def test_detect_step_on_a_tissue_phantom_adds_coded_segments_and_findings():
+    registry()
+    spheres = [((24, 40, 40), 10.0, 250.0), ((20, 70, 72), 14.0, 30.0)]
+    img, _ = tissue_phantom(spheres, seed=3)
+    v = Volume(img, TISSUE_SP, (5.0, 6.0, 7.0), np.eye(3), "MR", "")
+    ctx = Context(volume=v, original=v)
+    run_steps(ctx, ["segment", "detect"], {"segment": {"method": "generic"}, "detect": {"max_findings": 5}})
+    assert len(ctx.findings) == 2
+    for f in ctx.findings:
+        assert set(f) == FINDING_KEYS
+        seg = next(s for s in ctx.labels.segments if s.info.number == f["segment_number"])
+        assert seg.info.label == f["label"] and f["label"].startswith("lesion_")
+        assert seg.info.category.value == "49755003" and seg.info.type.value == "52988006"
+        assert {m.name for m in ctx.measurements[seg.info.number]} == {"probability", "diameter_mm"}
+        assert 0.5 <= f["probability"] <= 1
+    centres = sorted(tuple(np.round(f["centroid_mm"], 1)) for f in ctx.findings)
+    expected = sorted(tuple(np.round(v.index_to_patient(np.array(c))[0], 1)) for c, _, _ in spheres)
+    assert np.allclose(centres, expected, atol=max(TISSUE_SP))
+
+
+def test_step_parameters_are_checked():
+    registry()
+    v = Volume(np.zeros((4, 8, 8), np.float32), (1.0, 1.0, 1.0), modality="CT", unit="HU")
+    with pytest.raises(Exception, match="unknown parameter"):
+        run_steps(Context(volume=v, original=v), ["detect"], {"detect": {"method": "lung", "sigma": 1}})
+    with pytest.raises(Exception, match="method"):
+        run_steps(Context(volume=v, original=v), ["detect"], {"detect": {"method": "magic"}})
+    with pytest.raises(Exception, match="projections"):
+        run_steps(Context(volume=v, original=v), ["synthesize"], {"synthesize": {"projections": ["median"]}})
+    ctx = Context(volume=v, original=v)
+    run_steps(ctx, ["detect"], {})  # no lungs, no body: the tissue model over the whole (empty) volume
+    assert ctx.findings == [] and not ctx.labels.segments
+
+
+def test_synthesize_step_fills_derived():
+    registry()
+    a = np.random.default_rng(0).normal(0, 1, (12, 8, 8)).astype(np.float32)
+    v = Volume(a, (2.0, 1.0, 1.0), modality="CT", unit="HU")
+    ctx = Context(volume=v.with_array(a + 1), original=v)
+    run_steps(ctx, ["synthesize"], {"synthesize": {"projections": ["mip", "minip", "avg"], "slab_mm": 8,
+                                                   "include_working": True}})
+    assert set(ctx.derived) == {"mip", "minip", "avg", "working"}
+    assert ctx.derived["mip"].shape == (3, 8, 8) and ctx.derived["mip"].spacing_mm[0] == 8.0
+    assert np.array_equal(ctx.derived["mip"].array[0], a[:4].max(axis=0))  # of the original by default
+    assert ctx.derived["working"] is ctx.volume
+
+
+def test_chest_ct_profile_reports_the_mass_in_seg_sr_and_results_json(tmp_path):
+    profile = Profile(
+        name="ct-targets",
+        steps=("denoise", "segment", "correct", "detect", "measure", "synthesize"),
+        params={"denoise": {"method": "gaussian", "sigma_mm": 0.8}, "correct": {"min_volume_ml": 0.5},
+                "detect": {"method": "auto", "probability_threshold": 0.9, "max_findings": 5},
+                "synthesize": {"projections": ["mip"], "slab_mm": 16}},
+    )
+    files = tuple(str(p) for p in sorted(CHEST.glob("*.dcm")))
+    outcome = run_chain(JobSpec(files=files, profile=profile, out_dir=str(tmp_path), uid_root="2.25."))
+    results = json.loads(Path(outcome.results_json).read_text())
+    assert results["findings"], results["notes"]
+    top = max(results["findings"], key=lambda f: f["probability"])
+    assert set(top) == FINDING_KEYS and top["label"].startswith("mass_")
+    assert top["centroid_mm"][0] < 0  # the patient's right
+    seg_entry = next(s for s in results["segments"] if s["number"] == top["segment_number"])
+    assert seg_entry["type"] == "Mass" and seg_entry["volume_ml"] == pytest.approx(top["volume_ml"], rel=1e-3)
+    seg = pydicom.dcmread(tmp_path / "seg.dcm")
+    assert top["label"] in [s.SegmentLabel for s in seg.SegmentSequence]
+    errors, out = dciodvfy(tmp_path / "sr.dcm")
+    assert errors == 0, out
+    sr_text = str(pydicom.dcmread(tmp_path / "sr.dcm"))
+    assert "Probability" in sr_text and top["label"] in sr_text
