@@ -193,25 +193,38 @@ def compare_paired(image: np.ndarray, mask_a: np.ndarray, mask_b: np.ndarray,
     if len(spacing_mm) != 3 or any(not (s > 0) for s in spacing_mm):
         raise ValueError(f"spacing_mm must be 3 positive values in mm, got {spacing_mm}")
     axis = _lr_axis(np.eye(3) if direction is None else direction)
-    va, vb = float(mask_a.sum()), float(mask_b.sum())
-    # mirror b across the left-right axis, then shift it so that its centroid falls on a's
-    mb = np.flip(mask_b, axis=axis)
-    ib = np.flip(np.asarray(image, dtype=np.float32), axis=axis)
-    shift = np.round(np.array(ndi.center_of_mass(mask_a)) - np.array(ndi.center_of_mass(mb))).astype(int)
-    mb = ndi.shift(mb, shift, order=0, mode="constant", cval=0, prefilter=False).astype(bool)
-    ib = ndi.shift(ib, shift, order=0, mode="nearest", prefilter=False)
-    inter = mask_a & mb
-    dice = 2.0 * inter.sum() / (mask_a.sum() + mb.sum())
-    a_vals = image[mask_a].astype(float)
-    b_vals = image[mask_b].astype(float)
+    # Mirror b across the left-right axis, then shift it so that its centroid falls on a's. Done on b's voxel
+    # indices rather than on whole-volume copies: the same numbers as flipping and shifting the arrays
+    # (order 0, voxels shifted out of the field of view dropped), in memory proportional to the structure.
+    ia = np.nonzero(mask_a)
+    ib_idx = np.nonzero(mask_b)
+    va, vb = float(ia[0].size), float(ib_idx[0].size)
+    n_axis = mask_b.shape[axis]
+    mirrored = [c.astype(np.int64) for c in ib_idx]
+    mirrored[axis] = (n_axis - 1) - mirrored[axis]
+    com_a = np.array([c.mean() for c in ia])
+    com_mb = np.array([c.mean() for c in mirrored])
+    shift = np.round(com_a - com_mb).astype(int)
+    moved = [c + d for c, d in zip(mirrored, shift)]
+    inside = np.ones(moved[0].shape, dtype=bool)
+    for c, n in zip(moved, mask_b.shape):
+        inside &= (c >= 0) & (c < n)
+    moved = [c[inside] for c in moved]
+    src = [c[inside] for c in ib_idx]
+    hit = mask_a[tuple(moved)]
+    dice = 2.0 * np.count_nonzero(hit) / (va + float(np.count_nonzero(inside)))
+    a_vals = image[ia].astype(float)
+    b_vals = image[ib_idx].astype(float)
     lo, hi = float(min(a_vals.min(), b_vals.min())), float(max(a_vals.max(), b_vals.max()))
     if hi <= lo:
         hi = lo + 1.0
     ha, _ = np.histogram(a_vals, bins=n_bins, range=(lo, hi))
     hb, _ = np.histogram(b_vals, bins=n_bins, range=(lo, hi))
     hist_ncc = weighted_ncc(ha / ha.sum(), hb / hb.sum())
-    inten_ncc = weighted_ncc(np.asarray(image, dtype=float), ib.astype(float), inter.astype(float), centred=True) \
-        if inter.sum() > 1 else 0.0
+    # intensities of a and of mirrored b where the two overlap
+    pa = image[tuple(c[hit] for c in moved)].astype(float)
+    pb = image[tuple(c[hit] for c in src)].astype(float)
+    inten_ncc = weighted_ncc(pa, pb, centred=True) if pa.size > 1 else 0.0
     return PairedComparison(volume_ratio=min(va, vb) / max(va, vb), shape_dice=float(dice),
                             histogram_ncc=hist_ncc, intensity_ncc=float(inten_ncc),
                             mean_difference=float(a_vals.mean() - b_vals.mean()))

@@ -89,3 +89,21 @@ def test_options_are_checked():
         gaussian(img, (1.0, 0.0, 1.0))
     with pytest.raises(ValueError, match="h_factor"):
         nl_means(img, SPACING, h_factor=0)
+
+
+def test_threaded_gaussian_is_identical_to_one_call():
+    import numpy as np
+    from scipy import ndimage as ndi
+
+    from dicomnode.analysis.denoise import _z_parallel, gaussian
+    rng = np.random.default_rng(7)
+    img = rng.normal(0, 50, (64, 40, 36)).astype(np.float32)
+    sp = (1.5, 0.8, 0.8)
+    sigmas = [0.8 / s for s in sp]
+    whole = ndi.gaussian_filter(img, sigmas, output=np.float32, mode="reflect")
+    assert np.array_equal(gaussian(img, sp, sigma_mm=0.8), whole)
+    halo = int(4.0 * sigmas[0] + 0.5)
+    for w in (2, 3, 5):
+        split = _z_parallel(img, halo, lambda b: ndi.gaussian_filter(b, sigmas, output=np.float32, mode="reflect"),
+                            workers=w)
+        assert np.array_equal(split, whole)

@@ -51,3 +51,37 @@ def test_paired_mirror_images_are_alike():
     small[3:5, 12:16, 45:50] = True
     c2 = compare_paired(img, a, small, (2.0, 1.0, 1.0))
     assert c2.volume_ratio < 0.1 and c2.shape_dice < 0.2
+
+
+def _reference_compare(image, mask_a, mask_b, axis):
+    """The definition, on whole arrays: mirror b, shift its centroid onto a's (order 0), compare."""
+    import numpy as np
+    from scipy import ndimage as ndi
+
+    from dicomnode.analysis.match import weighted_ncc
+    mb = np.flip(mask_b, axis=axis)
+    ib = np.flip(image.astype(np.float32), axis=axis)
+    shift = np.round(np.array(ndi.center_of_mass(mask_a)) - np.array(ndi.center_of_mass(mb))).astype(int)
+    mb = ndi.shift(mb, shift, order=0, mode="constant", cval=0, prefilter=False).astype(bool)
+    ib = ndi.shift(ib, shift, order=0, mode="nearest", prefilter=False)
+    inter = mask_a & mb
+    dice = 2.0 * inter.sum() / (mask_a.sum() + mb.sum())
+    ncc = weighted_ncc(image.astype(float), ib.astype(float), inter.astype(float), centred=True)
+    return dice, ncc
+
+
+def test_paired_comparison_equals_the_whole_array_definition():
+    import numpy as np
+
+    from dicomnode.analysis.match import compare_paired
+    rng = np.random.default_rng(3)
+    shape = (20, 40, 50)
+    z, y, x = np.indices(shape)
+    for trial in range(4):
+        img = rng.normal(0, 10, shape).astype(np.float32)
+        a = ((z - 10) ** 2 / 60 + (y - 20) ** 2 / 150 + (x - 12) ** 2 / 40) < 1
+        b = ((z - 9) ** 2 / 50 + (y - 22) ** 2 / 120 + (x - 36 - trial) ** 2 / 50) < 1
+        d = np.eye(3) if trial % 2 == 0 else np.diag([-1.0, 1.0, 1.0])
+        r = compare_paired(img, a, b, (2.0, 1.0, 1.0), direction=d)
+        dice, ncc = _reference_compare(img, a, b, axis=2)
+        assert np.isclose(r.shape_dice, dice, rtol=1e-12) and np.isclose(r.intensity_ncc, ncc, rtol=1e-9)
