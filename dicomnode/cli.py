@@ -140,7 +140,13 @@ def status_dict(cfg: Any, db: Any) -> dict[str, Any]:
                             for e in exports if e.state is ExportState.DEAD]},
         "failed_jobs": [j.id for j in jobs if j.state is JobState.FAILED],
         **_cluster(cfg, db),
+        "summary": _summary(cfg, db),
     }
+
+
+def _summary(cfg: Any, db: Any) -> dict[str, Any]:
+    from dicomnode.obs.metrics import metrics_summary
+    return metrics_summary(db, cfg)
 
 
 def _cluster(cfg: Any, db: Any) -> dict[str, Any]:
@@ -153,6 +159,11 @@ def _cluster(cfg: Any, db: Any) -> dict[str, Any]:
     return {"cluster": cluster_status(addr, timeout_seconds=3)}
 
 
+def _activity(a: dict[str, Any]) -> str:
+    return (f"{a.get('instances', 0)} instances, {a.get('series', 0)} series, {a.get('jobs_done', 0)} jobs done "
+            f"({a.get('jobs_failed', 0)} failed), {a.get('results_sent', 0)} results sent")
+
+
 def cmd_status(a: argparse.Namespace) -> int:
     cfg, db = _db(a)
     st = status_dict(cfg, db)
@@ -161,6 +172,13 @@ def cmd_status(a: argparse.Namespace) -> int:
         return 0
     print(f"node {st['node']['ae_title']} :{st['node']['port']}  data {st['node']['data_dir']}  "
           f"instances {st['instances']}")
+    sm = st["summary"]
+    disk = sm["disk"]
+    print(f"disk free {disk['free_mb']} MB (watermark {disk['min_free_disk_mb']} MB: "
+          f"{'accepting' if disk['accepting'] else 'REFUSING new associations'})  "
+          f"dead letters {sm['dead_letters']}  metrics {sm['metrics_url'] or 'off'}")
+    print(f"last hour: {_activity(sm['last_hour'])}")
+    print(f"last 24 h: {_activity(sm['last_24h'])}")
     print(f"series ({len(st['series'])} most recent):")
     for s in st["series"]:
         print(f"  {s['series_uid']}  {s['modality']:<3} {s['state']:<9} {s['instances']:>5} inst  "

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 from dicomnode.errors import ConfigError, ConfigErrors
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).parent / "conf"  # a link to the repository's conf/, shipped as package data
 PROFILES_DIR = CONF_DIR / "profiles"
 
 DEFAULT_PROFILE_BY_MODALITY = {"CT": "ct", "MR": "mr", "PT": "pet"}

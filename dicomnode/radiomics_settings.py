@@ -48,7 +48,7 @@ from dicomnode.errors import ConfigError, ConfigErrors
 __all__ = ["SETTINGS_DIR", "builtin_settings", "load_settings", "resolve_settings", "settings_from_dict"]
 
 #: The shipped settings files.
-SETTINGS_DIR = Path(__file__).resolve().parent.parent / "conf" / "radiomics"
+SETTINGS_DIR = Path(__file__).parent / "conf" / "radiomics"  # shipped inside the package (dicomnode/conf)
 
 _KEYS: dict[str, set[str]] = {
     "": {"name", "description", "interpolation", "resegmentation", "discretisation", "ivh", "texture", "features"},
