@@ -89,7 +89,8 @@ class LocalExecutor:
     def __init__(self, count: int) -> None:
         self.capacity = count
         self._ctx = multiprocessing.get_context("forkserver")
-        self._ctx.set_forkserver_preload(["dicomnode.chain"])
+        # workers start with the result builders imported, so a job does not pay highdicom's first-use cost
+        self._ctx.set_forkserver_preload(["dicomnode.chain", "dicomnode.results.seg", "dicomnode.results.sr"])
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
