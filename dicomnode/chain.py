@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 from dicomnode.analysis.pipeline import Context, StepRecord, run_steps
 from dicomnode.config import Profile
+from dicomnode.fsio import atomic_write
 from dicomnode.obs.memory import PeakRSS
 
 log = logging.getLogger(__name__)
@@ -66,19 +66,6 @@ def profile_fingerprint(profile: Profile) -> str:
 
 def input_digest(sop_instance_uids: Sequence[str]) -> str:
     return hashlib.sha256("\\".join(sorted(sop_instance_uids)).encode()).hexdigest()[:16]
-
-
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _header_strings(ds: Any) -> dict[str, str]:
@@ -124,7 +111,7 @@ def run_chain(spec: JobSpec, *, progress: Callable[[str], None] | None = None) -
         if ctx.labels.segments and ("seg" in spec.profile.outputs or "sr" in spec.profile.outputs):
             seg = build_seg(series, ctx.labels, uids)
             seg_path = out / "seg.dcm"
-            _atomic_write(seg_path, lambda p: seg.save_as(p, enforce_file_format=True))
+            atomic_write(seg_path, lambda p: seg.save_as(p, enforce_file_format=True))
             if "seg" in spec.profile.outputs:
                 files.append(str(seg_path))
                 sops.append(str(seg.SOPInstanceUID))
@@ -137,7 +124,7 @@ def run_chain(spec: JobSpec, *, progress: Callable[[str], None] | None = None) -
                     ctx.notes.append(f"{dropped} undefined measurement(s) (NaN) left out of the SR; null in results.json")
                 sr = build_sr(series, seg, ctx.labels, finite, uids, extra_groups=extra)
                 sr_path = out / "sr.dcm"
-                _atomic_write(sr_path, lambda p: sr.save_as(p, enforce_file_format=True))
+                atomic_write(sr_path, lambda p: sr.save_as(p, enforce_file_format=True))
                 files.append(str(sr_path))
                 sops.append(str(sr.SOPInstanceUID))
         elif not ctx.labels.segments:
@@ -150,7 +137,7 @@ def run_chain(spec: JobSpec, *, progress: Callable[[str], None] | None = None) -
                 folder.mkdir(parents=True, exist_ok=True)
                 for i, ds in enumerate(datasets, start=1):
                     path = folder / f"{i:04d}.dcm"
-                    _atomic_write(path, lambda p, d=ds: d.save_as(p, enforce_file_format=True))
+                    atomic_write(path, lambda p, d=ds: d.save_as(p, enforce_file_format=True))
                     files.append(str(path))
                     sops.append(str(ds.SOPInstanceUID))
     records.append(StepRecord("results", round(time.perf_counter() - t1, 4), round(m.peak_rss_mb, 1)))
@@ -158,7 +145,7 @@ def run_chain(spec: JobSpec, *, progress: Callable[[str], None] | None = None) -
     results = build_results_json(series_uid=series.series_uid, modality=series.modality, profile=spec.profile,
                                  ctx=ctx, records=records, files=files, job_id=spec.job_id, out_dir=str(out))
     rj = out / RESULTS_JSON
-    _atomic_write(rj, lambda p: Path(p).write_text(json.dumps(results, indent=2, allow_nan=False, default=_json)))
+    atomic_write(rj, lambda p: Path(p).write_text(json.dumps(results, indent=2, allow_nan=False, default=_json)))
     seconds = time.perf_counter() - t0
     log.info("chain done", extra={"series_uid": series.series_uid, "job_id": spec.job_id,
                                   "profile": spec.profile.name, "seconds": round(seconds, 3),

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
-import tempfile
 import threading
 import time
 import uuid
@@ -38,6 +36,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
+from dicomnode.fsio import atomic_write_bytes
 from dicomnode.chain import RESULTS_JSON, JobOutcome, JobSpec, run_chain
 from dicomnode.config import WorkersSection
 from dicomnode.errors import DicomnodeError
@@ -127,19 +126,6 @@ def _series_uid_of(spec: JobSpec) -> str:
         return ""
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_remote_result(result: Any, out_dir: str) -> JobOutcome:
     """Write a :class:`dicomnode.remote.RemoteResult` into ``out_dir`` (atomically, file by file).
 
@@ -151,10 +137,10 @@ def write_remote_result(result: Any, out_dir: str) -> JobOutcome:
     for f in result.files:
         if Path(f.name).name != f.name or f.name in ("", ".", ".."):
             raise ValueError(f"a worker returned a result file named {f.name!r}; expected a bare file name")
-        _write_atomic(out / f.name, f.data)
+        atomic_write_bytes(out / f.name, f.data)
         paths.append(str(out / f.name))
     rj = out / RESULTS_JSON
-    _write_atomic(rj, result.results_json)
+    atomic_write_bytes(rj, result.results_json)
     return JobOutcome(result.series_uid, tuple(paths), tuple(f.sop_instance_uid for f in result.files), str(rj),
                       result.seconds)
 

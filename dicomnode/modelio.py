@@ -20,14 +20,13 @@ beside the model (``NAME.card.json``) for people and reviews.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from dicomnode.fsio import atomic_write_bytes
 from dicomnode.errors import ModelError
 
 __all__ = [
@@ -144,16 +143,7 @@ def save_model(path: Path | str, estimator: Any, card: ModelCard, *, write_card_
     data = sio.dumps(obj)
     _check_types(_schema_types_from_bytes(data), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".skops", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data, suffix=".skops")
     if write_card_json:
         card_path = path.with_name(path.name.removesuffix(".skops") + ".card.json")
         card_path.write_text(json.dumps(card.to_dict(), indent=2, sort_keys=True) + "\n")

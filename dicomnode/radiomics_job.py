@@ -16,7 +16,8 @@ import json
 import time
 from pathlib import Path
 
-from dicomnode.chain import RESULTS_JSON, JobOutcome, JobSpec, _atomic_write, input_digest
+from dicomnode.chain import RESULTS_JSON, JobOutcome, JobSpec, input_digest
+from dicomnode.fsio import atomic_write
 from dicomnode.errors import SeriesLoadError
 
 RADIOMICS_CSV = "radiomics.csv"
@@ -63,7 +64,7 @@ def run_radiomics(spec: JobSpec) -> JobOutcome:
     uids = ResultUids.for_series(spec.uid_root, series.series_uid, f"radiomics:{settings.name}", version)
     sr = build_radiomics_sr(series, regions, features, uids, settings=settings)
     sr_path = out / "sr.dcm"
-    _atomic_write(sr_path, lambda p: sr.save_as(p, enforce_file_format=True))
+    atomic_write(sr_path, lambda p: sr.save_as(p, enforce_file_format=True))
 
     def write_csv(p: str) -> None:
         with open(p, "w", newline="") as f:
@@ -71,7 +72,7 @@ def run_radiomics(spec: JobSpec) -> JobOutcome:
             w.writeheader()
             w.writerows(rows)
 
-    _atomic_write(out / RADIOMICS_CSV, write_csv)
+    atomic_write(out / RADIOMICS_CSV, write_csv)
     seconds = time.perf_counter() - t0
     results = {
         "series_instance_uid": series.series_uid,
@@ -85,5 +86,5 @@ def run_radiomics(spec: JobSpec) -> JobOutcome:
         "job_id": spec.job_id,
     }
     rj = out / RESULTS_JSON
-    _atomic_write(rj, lambda p: Path(p).write_text(json.dumps(results, indent=2)))
+    atomic_write(rj, lambda p: Path(p).write_text(json.dumps(results, indent=2)))
     return JobOutcome(series.series_uid, (str(sr_path),), (str(sr.SOPInstanceUID),), str(rj), seconds)

@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage as ndi
 from scipy.signal import fftconvolve
 
 __all__ = ["PairedComparison", "TemplateMatch", "compare_paired", "match_template", "weighted_ncc"]

@@ -20,7 +20,7 @@ use :mod:`dicomnode.analysis.radiomics` (``dicomnode radiomics``) instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np

@@ -423,7 +423,7 @@ def segment_generic(image: np.ndarray, spacing_mm: tuple[float, float, float], *
     if foreground_threshold is not None and not np.isfinite(foreground_threshold):
         raise ValueError(f"foreground_threshold must be finite, got {foreground_threshold}")
     _check_image(image)
-    sp = _check_spacing(spacing_mm)
+    _check_spacing(spacing_mm)
     from sklearn.mixture import GaussianMixture
 
     img = image if image.dtype == np.float32 else image.astype(np.float32)

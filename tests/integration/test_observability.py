@@ -6,7 +6,6 @@ import json
 import re
 import sqlite3
 import subprocess
-import time
 import urllib.request
 
 import tomli_w

@@ -1,6 +1,5 @@
 """results/sr_evaluations.py: scene, classification and similarity groups in a TID 1500 SR, dciodvfy-clean."""
 
-import numpy as np
 import pytest
 
 from dicomnode.analysis.volume import CATEGORY_ANATOMICAL_STRUCTURE, Code, LabelMap, Measurement, SegmentInfo

@@ -12,7 +12,6 @@ import numpy as np
 
 from dicomnode.analysis.features.base import FeatureValue
 from dicomnode.analysis.features.discretise import (
-    discretise_fixed_bin_number,
     discretise_fixed_bin_size,
     fixed_bin_size_centres,
 )
