@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import threading
 import time
 import uuid
@@ -76,10 +77,12 @@ class Executor(Protocol):
     def shutdown(self, *, wait: bool) -> None: ...
 
 
-def _init_worker() -> None:
+def _init_worker(threads: int = 0) -> None:
     import signal
     # The node handles SIGINT/SIGTERM; workers finish or are stopped by the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if threads > 0 and not os.environ.get("DICOMNODE_THREADS"):  # an explicit setting wins
+        os.environ["DICOMNODE_THREADS"] = str(threads)  # this worker's share of the cores, for threaded filters
 
 
 class LocalExecutor:
@@ -93,7 +96,9 @@ class LocalExecutor:
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=self.capacity, mp_context=self._ctx, initializer=_init_worker)
+        threads = max(1, (os.cpu_count() or 1) // self.capacity)
+        return ProcessPoolExecutor(max_workers=self.capacity, mp_context=self._ctx, initializer=_init_worker,
+                                   initargs=(threads,))
 
     def submit(self, spec: JobSpec) -> "Future[JobOutcome]":
         try:

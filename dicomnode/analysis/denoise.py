@@ -160,7 +160,10 @@ def _z_parallel(image: np.ndarray, halo: int, fn, *, workers: int | None = None)
     from concurrent.futures import ThreadPoolExecutor
 
     n = image.shape[0]
-    workers = workers or min(os.cpu_count() or 1, 8)
+    # A worker process shares its host with others: the executor sets DICOMNODE_THREADS to its share of the cores
+    # (Dask workers started as documented have OMP_NUM_THREADS=1); a lone process uses every core.
+    budget = os.environ.get("DICOMNODE_THREADS") or os.environ.get("OMP_NUM_THREADS") or ""
+    workers = workers or (int(budget) if budget.isdigit() and int(budget) > 0 else min(os.cpu_count() or 1, 8))
     if workers < 2 or n < 4 * (halo + 1) * workers:
         return fn(image)
     out = np.empty(image.shape, dtype=np.float32)

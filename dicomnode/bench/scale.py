@@ -37,7 +37,10 @@ from typing import Any, Sequence
 __all__ = ["main"]
 
 _ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "NUMEXPR_NUM_THREADS": "1"}
+               "NUMEXPR_NUM_THREADS": "1",
+               # Dask's statistical profiler samples every worker thread's stack every 10 ms, holding the GIL:
+               # the dicomnode worker set-up in docs/scaling.md turns it off, and so does the bench
+               "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
 
 
 def _free_port() -> int:
@@ -191,6 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--config", "-c", help="config file with the profile (default: the embedded defaults)")
     p.add_argument("--keep", action="store_true", help="keep the temporary folder (logs, outputs)")
     args = p.parse_args(list(argv or []))
+    # "one worker" is one core in every round: the local pool's worker gets the same single thread as a Dask
+    # worker (started with OMP_NUM_THREADS=1), so the rounds compare executors, not thread counts
+    os.environ.setdefault("DICOMNODE_THREADS", "1")
     work = Path(tempfile.mkdtemp(prefix="dicomnode-bench-scale-"))
     try:
         print(json.dumps(run(args, work), indent=2))

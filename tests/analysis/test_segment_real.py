@@ -108,3 +108,38 @@ def test_sarcoma_crops_cover_the_tumour(patient, modality):
     # air around the thigh is in view in every crop (25-40% of the field of view): the body is not the whole image
     assert 0.5 < body.mean() < 0.95
     assert all(s.mask.any() for s in res.labels.segments)
+
+
+def test_abdomen_ct_jpeg2000_plausible_body_and_tissue_classes(tmp_path):
+    """The upper-abdomen slab (JPEG 2000, empty UIDs repaired on a copy): body, bone, fat and soft tissue found."""
+    import numpy as np
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    from dicomnode.analysis.segment import segment_ct
+    from dicomnode.io.load import load_series
+    from helpers import SHARED_DATA
+
+    study, series = generate_uid(), generate_uid()
+    paths = []
+    for i, f in enumerate(sorted((SHARED_DATA / "abdomen-ct" / "upper_abdomen_j2k").iterdir())):
+        if f.suffix in (".txt", ".md"):
+            continue
+        ds = pydicom.dcmread(f)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        out = tmp_path / f"{i:03d}.dcm"
+        ds.save_as(out)
+        paths.append(out)
+    vol = load_series(paths).volume
+    assert vol.unit == "HU"
+    res = segment_ct(vol.array, vol.spacing_mm, direction=np.asarray(vol.direction))
+    got = {s.info.label: s.mask for s in res.labels.segments}
+    assert {"body", "bone", "adipose_tissue", "soft_tissue"} <= set(got), res.notes
+    body_fraction = got["body"].mean()
+    assert 0.2 < body_fraction < 0.9          # an abdomen in a typical CT field of view
+    for label in ("bone", "adipose_tissue", "soft_tissue"):
+        inside = (got[label] & got["body"]).sum() / got[label].sum()
+        assert inside > 0.95, label            # tissue classes lie inside the body
+    ml = {k: m.sum() * float(np.prod(vol.spacing_mm)) / 1000 for k, m in got.items()}
+    assert ml["soft_tissue"] > ml["bone"] > 0

@@ -252,3 +252,15 @@ def test_dead_lettered_results_are_listed_and_requeued(make_node, storescp):
         node.cli("exports", "retry", str(d["id"]))
     wait_until(lambda: node.status()["outbox"]["counts"] == {"sent": 2}, timeout_s=60, what="requeued results sent")
     assert sorted(pydicom.dcmread(f).Modality for f in dest.files()) == ["SEG", "SR"]
+
+
+def test_abdomen_ct_with_empty_uids_is_refused_clearly_and_the_node_keeps_serving(make_node):
+    node = make_node()
+    abdomen = SHARED_DATA / "abdomen-ct" / "upper_abdomen_j2k"
+    sent = storescu(node.port, [abdomen], extra=["-R"])  # JPEG 2000 files: propose their own transfer syntax
+    assert sent.returncode != 0 or "0xc212" in (sent.stdout + sent.stderr).lower()
+    assert "0xc212" in (sent.stdout + sent.stderr).lower()        # invalid UID: the failure status
+    assert re.search(r"UID", node.log()) and "invalid" in node.log().lower()
+    assert node.status()["instances"] == 0
+    assert storescu(node.port, sorted(p for p in STS_CT.iterdir() if p.is_file())[:3]).returncode == 0
+    wait_until(lambda: node.status()["instances"] == 3, timeout_s=30, what="the next sender's instances")

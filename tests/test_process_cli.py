@@ -1,0 +1,63 @@
+"""`dicomnode process`: the chain offline on real series, the results.json contract, bad input answered clearly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import highdicom as hd
+import pytest
+
+from helpers import SHARED_DATA, dciodvfy
+
+STS = SHARED_DATA / "sts"
+ABDOMEN_J2K = SHARED_DATA / "abdomen-ct" / "upper_abdomen_j2k"
+
+
+def _process(folder, out, *extra):
+    return subprocess.run([sys.executable, "-m", "dicomnode", "process", str(folder), "--out", str(out), "-q",
+                           *extra], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("series", ["STS_001/CT", "STS_002/MR_T1", "STS_003/PET"])
+def test_process_writes_seg_sr_and_the_results_json_contract(series, tmp_path):
+    p = _process(STS / series, tmp_path)
+    assert p.returncode == 0, p.stderr
+    res = json.loads((tmp_path / "results.json").read_text())
+    for key in ("series_instance_uid", "modality", "profile", "segments", "steps", "findings", "scene",
+                "classifications", "similarities"):
+        assert key in res, key
+    assert res["profile"] == {"CT": "ct", "MR": "mr", "PT": "pet"}[res["modality"]]
+    assert res["segments"], res["notes"]
+    for seg in res["segments"]:
+        assert {"number", "label", "volume_ml", "features"} <= set(seg)
+        assert seg["volume_ml"] > 0
+    fov_ml = max(s["volume_ml"] for s in res["segments"])
+    assert all(s["volume_ml"] <= fov_ml for s in res["segments"])
+    for step in res["steps"]:
+        assert {"name", "seconds", "peak_rss_mb"} <= set(step) and step["seconds"] >= 0
+    for f in res["findings"]:
+        assert {"label", "centroid_mm", "volume_ml", "diameter_mm", "probability"} <= set(f)
+        assert len(f["centroid_mm"]) == 3
+    if res["scene"] is not None:
+        assert {"label", "probabilities", "header_body_part", "agrees_with_header"} <= set(res["scene"])
+    for name in ("seg.dcm", "sr.dcm"):
+        n, out = dciodvfy(tmp_path / name)
+        assert n == 0, out
+    seg = hd.seg.segread(tmp_path / "seg.dcm")
+    assert len(seg.SegmentSequence) == len(res["segments"])
+
+
+def test_process_refuses_the_abdomen_ct_with_empty_uids_naming_the_field(tmp_path):
+    p = _process(ABDOMEN_J2K, tmp_path)
+    assert p.returncode == 1
+    assert "UID" in p.stderr and "empty" in p.stderr.lower()
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_process_unknown_profile_and_missing_folder_are_usage_errors(tmp_path):
+    p = _process(STS / "STS_001" / "CT", tmp_path, "--profile", "nope")
+    assert p.returncode == 2 and "no such profile" in p.stderr
+    p = _process(tmp_path / "missing", tmp_path / "o")
+    assert p.returncode == 2 and "not a folder" in p.stderr
