@@ -127,6 +127,7 @@ def test_abdomen_ct_jpeg2000_plausible_body_and_tissue_classes(tmp_path):
             continue
         ds = pydicom.dcmread(f)
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
         out = tmp_path / f"{i:03d}.dcm"
         ds.save_as(out)
