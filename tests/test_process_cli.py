@@ -47,6 +47,16 @@ def test_process_writes_seg_sr_and_the_results_json_contract(series, tmp_path):
         assert n == 0, out
     seg = hd.seg.segread(tmp_path / "seg.dcm")
     assert len(seg.SegmentSequence) == len(res["segments"])
+    # the physician's tumour contour lies inside the body/foreground segment written to the SEG
+    from dicomnode.io.load import load_series
+    from dicomnode.io.roi import read_region
+    images = load_series(sorted((STS / series).iterdir()))
+    largest = max(res["segments"], key=lambda x: x["volume_ml"])
+    body = read_region(tmp_path / "seg.dcm", images, number=largest["number"]).mask
+    rtstruct = next((STS / f"{series}_rtstruct").iterdir())
+    tumour = read_region(rtstruct, images, name="GTV_Mass").mask
+    assert tumour.sum() > 0
+    assert (tumour & body).sum() >= 0.9 * tumour.sum(), (largest["label"], (tumour & body).sum() / tumour.sum())
 
 
 def test_process_refuses_the_abdomen_ct_with_empty_uids_naming_the_field(tmp_path):
