@@ -32,8 +32,10 @@ class NodeProcess:
     def start(self) -> "NodeProcess":
         env = dict(os.environ, **self.extra_env)
         self._log = open(self.log_path, "ab")
+        # its own session: the node's worker pool (a forkserver and its workers) outlives a SIGKILLed node, so the
+        # tests kill the whole process group (as systemd's KillMode=control-group does in production)
         self.proc = subprocess.Popen([sys.executable, "-m", "dicomnode", "serve", "--config", str(self.config_path)],
-                                     stdout=self._log, stderr=subprocess.STDOUT, env=env)
+                                     stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         try:
             wait_for_port(self.port, timeout_s=60)
         except TimeoutError:
@@ -44,9 +46,19 @@ class NodeProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def kill(self) -> None:
+        """SIGKILL the node (no clean shutdown), then whatever it left behind in its process group."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(30)
+        self.reap()
+
+    def reap(self) -> None:
+        """Kill every process left in the node's process group (its worker pool after a SIGKILL)."""
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
     def stop(self) -> int:
         if self.proc and self.proc.poll() is None:
@@ -57,6 +69,8 @@ class NodeProcess:
                 self.proc.kill()
                 self.proc.wait(10)
                 raise AssertionError("node did not stop within 60 s of SIGTERM")
+            finally:
+                self.reap()
         return self.proc.returncode if self.proc else 0
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
