@@ -270,38 +270,29 @@ class Node:
                 depends_on = referenced_series_uid(paths[0])
                 if depends_on is None:
                     decision = RouteDecision(None, None, (), "region object references no image series")
-            if decision.runs_job and decision.radiomics is not None:
+            if decision.runs_job:
                 assert decision.rule is not None
+                if decision.radiomics is not None:  # regions: the job waits for the image series they reference
+                    kind, runs, what = "radiomics", decision.radiomics, {"radiomics": decision.radiomics,
+                                                                        "image_series_uid": depends_on}
+                    message = "region series complete; radiomics job waits for its image series"
+                else:
+                    assert decision.profile is not None
+                    kind, runs, what = "chain", decision.profile.name, {"profile": decision.profile.name}
+                    message = "series complete"
                 job_id = self.db.complete_series(s.series_uid, SeriesState.COMPLETE, now,
                                                  expected_last=s.last_received_at, note=decision.reason,
-                                                 job=(decision.rule.name, decision.radiomics, decision.destinations,
-                                                      "radiomics", depends_on))
+                                                 job=(decision.rule.name, runs, decision.destinations, kind,
+                                                      depends_on))
                 if job_id is not None:
                     job_ids.append(job_id)
                     self._audit_received(s, "job")
                     self.db.audit("series complete", series_uid=s.series_uid,
-                                  detail={"instances": s.instance_count, "rule": decision.rule.name,
-                                          "radiomics": decision.radiomics, "job_id": job_id,
-                                          "image_series_uid": depends_on, "calling_ae": s.calling_ae})
-                    log.info("region series complete; radiomics job waits for its image series",
-                             extra={"series_uid": s.series_uid, "image_series_uid": depends_on, "job_id": job_id,
-                                    "rule": decision.rule.name})
-            elif decision.runs_job:
-                assert decision.profile is not None and decision.rule is not None
-                job_id = self.db.complete_series(s.series_uid, SeriesState.COMPLETE, now,
-                                                 expected_last=s.last_received_at, note=decision.reason,
-                                                 job=(decision.rule.name, decision.profile.name,
-                                                      decision.destinations))
-                if job_id is not None:
-                    job_ids.append(job_id)
-                    self._audit_received(s, "job")
-                    self.db.audit("series complete", series_uid=s.series_uid,
-                                  detail={"instances": s.instance_count, "rule": decision.rule.name,
-                                          "profile": decision.profile.name, "job_id": job_id,
-                                          "calling_ae": s.calling_ae})
-                    log.info("series complete", extra={"series_uid": s.series_uid, "instances": s.instance_count,
-                                                       "trigger": "quiet", "rule": decision.rule.name,
-                                                       "profile": decision.profile.name, "job_id": job_id})
+                                  detail={"instances": s.instance_count, "rule": decision.rule.name, **what,
+                                          "job_id": job_id, "calling_ae": s.calling_ae})
+                    log.info(message, extra={"series_uid": s.series_uid, "instances": s.instance_count,
+                                             "trigger": "quiet", "rule": decision.rule.name, **what,
+                                             "job_id": job_id})
             else:
                 state = SeriesState.UNROUTED if decision.reason == "no rule matched" else SeriesState.IGNORED
                 self.db.complete_series(s.series_uid, state, now, expected_last=s.last_received_at,
