@@ -25,6 +25,7 @@ from dicomnode.analysis.pipeline import Context, StepRecord, run_steps
 from dicomnode.config import Profile
 from dicomnode.fsio import atomic_write
 from dicomnode.obs.memory import PeakRSS
+from dicomnode.workerproc import tune_malloc
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ def _header_strings(ds: Any) -> dict[str, str]:
 
 def run_chain(spec: JobSpec, *, progress: Callable[[str], None] | None = None) -> JobOutcome:
     """Load the series, run the profile, build and write the results. Raises a DicomnodeError on bad input."""
+    tune_malloc()  # the same allocation policy in a pool worker, a Dask worker and `dicomnode process`
     if spec.kind == "radiomics":
         from dicomnode.radiomics_job import run_radiomics
         return run_radiomics(spec)

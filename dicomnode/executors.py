@@ -77,10 +77,13 @@ class Executor(Protocol):
     def shutdown(self, *, wait: bool) -> None: ...
 
 
-def _init_worker(threads: int = 0) -> None:
+def _init_worker(threads: int = 0, node_pid: int = 0) -> None:
     import signal
+    from dicomnode.workerproc import exit_with
     # The node handles SIGINT/SIGTERM; workers finish or are stopped by the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if node_pid:
+        exit_with(node_pid)  # a SIGKILLed node leaves no worker (nor, once they are gone, a forkserver) behind
     if threads > 0 and not os.environ.get("DICOMNODE_THREADS"):  # an explicit setting wins
         os.environ["DICOMNODE_THREADS"] = str(threads)  # this worker's share of the cores, for threaded filters
 
@@ -98,7 +101,7 @@ class LocalExecutor:
     def _new_pool(self) -> ProcessPoolExecutor:
         threads = max(1, (os.cpu_count() or 1) // self.capacity)
         return ProcessPoolExecutor(max_workers=self.capacity, mp_context=self._ctx, initializer=_init_worker,
-                                   initargs=(threads,))
+                                   initargs=(threads, os.getpid()))
 
     def submit(self, spec: JobSpec) -> "Future[JobOutcome]":
         try:
