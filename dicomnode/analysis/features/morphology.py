@@ -194,6 +194,9 @@ def _min_area_rectangle(points2d: np.ndarray) -> tuple[float, float]:
     return float(widths[i]), float(depths[i])
 
 
+_MORAN_FLOAT64_MAX_PADDED = 2**21  # padded grids up to this many voxels (16 MB in float64) use float64 FFTs
+
+
 def moran_geary(
     values: np.ndarray, intensity_mask: np.ndarray, spacing_mm: tuple[float, float, float]
 ) -> tuple[float, float]:
@@ -230,20 +233,34 @@ def moran_geary(
     if zz == 0.0:
         return 1.0, 1.0
     shape = m.shape
+    # The FFTs run in float32 when the padded grid is large: half the memory and half the memory traffic (two
+    # jobs side by side ran this 1.5-1.8 s each in float64, 0.9 s in float32, alone both take 0.87 s); the sums
+    # are taken in float64. Relative error stays below 1e-5 (tests/analysis/features/test_moran_geary.py
+    # checks both paths against the direct sum over all pairs).
+    n_padded = math.prod(2 * k - 1 for k in shape)
+    ftype = np.float32 if n_padded > _MORAN_FLOAT64_MAX_PADDED else np.float64
     axes = [np.arange(-(k - 1), k) * s for k, s in zip(shape, spacing)]
     dz, dy, dx = np.meshgrid(*axes, indexing="ij", sparse=True)
-    dist = np.sqrt(dz * dz + dy * dy + dx * dx)
+    dist = np.sqrt(dz * dz + dy * dy + dx * dx).astype(ftype)
     dist[tuple(k - 1 for k in shape)] = np.inf  # the centre: no self pairs
-    kernel = 1.0 / dist
+    kernel = np.reciprocal(dist, out=dist)
     fshape = [sfft.next_fast_len(2 * k - 1, real=True) for k in shape]
     kf = sfft.rfftn(kernel, fshape, workers=-1)
+    del kernel, dist
     crop = tuple(slice(k - 1, 2 * k - 1) for k in shape)
-    kz = sfft.irfftn(sfft.rfftn(z, fshape, workers=-1) * kf, fshape, workers=-1)[crop]
-    km = sfft.irfftn(sfft.rfftn(m.astype(np.float64), fshape, workers=-1) * kf, fshape, workers=-1)[crop]
-    w_sum = float(km[m].sum())
-    zkz = float(np.dot(z[m], kz[m]))
+
+    def convolve(a: np.ndarray) -> np.ndarray:
+        spectrum = sfft.rfftn(a.astype(ftype, copy=False), fshape, workers=-1)
+        spectrum *= kf
+        return sfft.irfftn(spectrum, fshape, workers=-1)[crop][m].astype(np.float64)
+
+    kz = convolve(z)
+    km = convolve(m)
+    w_sum = float(km.sum())
+    zm = z[m]
+    zkz = float(np.dot(zm, kz))
     moran = n / w_sum * zkz / zz
-    geary_num = 2.0 * float(np.dot(z[m] ** 2, km[m])) - 2.0 * zkz
+    geary_num = 2.0 * float(np.dot(zm**2, km)) - 2.0 * zkz
     geary = (n - 1) / (2.0 * w_sum) * geary_num / zz
     return moran, geary
 
