@@ -35,9 +35,15 @@ def coded(code: Code | hd.sr.CodedConcept) -> hd.sr.CodedConcept:
     return hd.sr.CodedConcept(value=code.value, scheme_designator=code.scheme, meaning=lo(code.meaning))
 
 
+_TO_LATIN1 = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-",
+                            "\u2014": "-", "\u2212": "-", "\u2264": "<=", "\u2265": ">="})
+
+
 def lo(text: str) -> str:
-    """``text`` cut to fit a LO value (64 characters)."""
-    return text[:_MAX_LO_CHARS]
+    """``text`` in Latin-1 (the results' character set: typographic quotes and dashes become ASCII, anything else
+    outside it "?"), cut to fit a LO value (64 characters)."""
+    latin1 = text.translate(_TO_LATIN1).encode("latin-1", "replace").decode("latin-1")
+    return latin1[:_MAX_LO_CHARS]
 
 
 def source_datasets(series: LoadedSeries) -> list[Dataset]:

@@ -62,10 +62,11 @@ def feature_code(f: FeatureValue) -> hd.sr.CodedConcept:
     """The concept name of a feature in our private scheme.
 
     The code value is :func:`~dicomnode.results.sr.private_code_value` of :func:`feature_name` (stable); the meaning
-    is that name in Latin-1 (the typographic apostrophe of "Moran\u2019s I" becomes "'"), cut to 64 characters."""
+    is that name in Latin-1 (the typographic apostrophe of "Moran\u2019s I" becomes "'"; :func:`lo`), cut to 64
+    characters."""
     name = feature_name(f)
     return hd.sr.CodedConcept(value=private_code_value(name), scheme_designator=PRIVATE_SCHEME,
-                              meaning=lo(name.replace("\u2019", "'")))
+                              meaning=lo(name))
 
 
 def image_unit_ucum(unit: str) -> str:

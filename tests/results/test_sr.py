@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import highdicom as hd
@@ -50,6 +51,7 @@ def stats(series: LoadedSeries, labels: LabelMap) -> dict[int, list[Measurement]
             Measurement("sd", float(values.std()), series.volume.unit),
             Measurement("voxel_count", float(s.mask.sum()), "{voxels}"),
             Measurement("ibsi.morphology.sphericity", 0.5, "1"),
+            Measurement("morphology/Moran\u2019s I index", 0.25, "1"),  # IBSI's typographic apostrophe
         ]
     return out
 
@@ -75,7 +77,9 @@ def test_sr_is_valid_and_holds_the_measurements(ct: LoadedSeries, ct_results, tm
     measurements = stats(ct, labels)
     sr = build_sr(ct, seg, labels, measurements, uids)
     path = tmp_path / "sr.dcm"
-    sr.save_as(path, enforce_file_format=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every text fits the SR's character set: nothing is replaced on writing
+        sr.save_as(path, enforce_file_format=True)
 
     n_errors, out = dciodvfy(path)
     assert n_errors == 0, out
@@ -108,6 +112,8 @@ def test_sr_is_valid_and_holds_the_measurements(ct: LoadedSeries, ct_results, tm
         assert private.name.scheme_designator == PRIVATE_SCHEME
         assert private.name.value == private_code_value("ibsi.morphology.sphericity")
         assert by_name["voxel_count"].name.value == "voxel_count" and by_name["voxel_count"].value == s.mask.sum()
+        moran = by_name["morphology/Moran's I index"]  # written in Latin-1 ...
+        assert moran.name.value == private_code_value("morphology/Moran\u2019s I index")  # ... same code value
     # our private scheme is declared
     assert [i.CodingSchemeDesignator for i in back.CodingSchemeIdentificationSequence].count(PRIVATE_SCHEME) == 1
     # the evidence lists the SEG and the source series
