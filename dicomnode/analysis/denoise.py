@@ -156,14 +156,12 @@ def _z_parallel(image: np.ndarray, halo: int, fn, *, workers: int | None = None)
     so every output voxel is computed from exactly the neighbours it would see in one call on the whole volume,
     and the volume's own borders keep the filter's boundary mode: the result is identical to ``fn(image)``.
     """
-    import os
     from concurrent.futures import ThreadPoolExecutor
 
+    from dicomnode.analysis.threads import thread_budget
+
     n = image.shape[0]
-    # A worker process shares its host with others: the executor sets DICOMNODE_THREADS to its share of the cores
-    # (Dask workers started as documented have OMP_NUM_THREADS=1); a lone process uses every core.
-    budget = os.environ.get("DICOMNODE_THREADS") or os.environ.get("OMP_NUM_THREADS") or ""
-    workers = workers or (int(budget) if budget.isdigit() and int(budget) > 0 else min(os.cpu_count() or 1, 8))
+    workers = workers or thread_budget()
     if workers < 2 or n < 4 * (halo + 1) * workers:
         return fn(image)
     out = np.empty(image.shape, dtype=np.float32)

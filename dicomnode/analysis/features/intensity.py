@@ -17,6 +17,7 @@ from scipy import fft as sfft
 
 from dicomnode.analysis.features.base import FeatureValue
 from dicomnode.analysis.features.processing import check_spacing, roi_bounding_box
+from dicomnode.analysis.threads import thread_budget
 
 __all__ = ["PEAK_RADIUS_MM", "local_intensity_features", "sphere_mean", "statistics_features"]
 
@@ -268,7 +269,7 @@ def _fft_convolve_same(array: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """Linear convolution with an odd-sized, centred kernel; output aligned with `array` (zero outside)."""
     shape = [a + k - 1 for a, k in zip(array.shape, kernel.shape)]
     fshape = [sfft.next_fast_len(n, real=True) for n in shape]
-    spec = sfft.rfftn(array, fshape, workers=-1) * sfft.rfftn(kernel, fshape, workers=-1)
-    full = sfft.irfftn(spec, fshape, workers=-1)
+    spec = sfft.rfftn(array, fshape, workers=thread_budget()) * sfft.rfftn(kernel, fshape, workers=thread_budget())
+    full = sfft.irfftn(spec, fshape, workers=thread_budget())
     start = [k // 2 for k in kernel.shape]
     return full[tuple(slice(s, s + n) for s, n in zip(start, array.shape))]

@@ -23,6 +23,7 @@ from skimage.measure import marching_cubes
 
 from dicomnode.analysis.features.base import FeatureValue
 from dicomnode.analysis.features.processing import check_spacing, roi_bounding_box
+from dicomnode.analysis.threads import thread_budget
 
 __all__ = [
     "ellipsoid_area",
@@ -245,14 +246,14 @@ def moran_geary(
     dist[tuple(k - 1 for k in shape)] = np.inf  # the centre: no self pairs
     kernel = np.reciprocal(dist, out=dist)
     fshape = [sfft.next_fast_len(2 * k - 1, real=True) for k in shape]
-    kf = sfft.rfftn(kernel, fshape, workers=-1)
+    kf = sfft.rfftn(kernel, fshape, workers=thread_budget())
     del kernel, dist
     crop = tuple(slice(k - 1, 2 * k - 1) for k in shape)
 
     def convolve(a: np.ndarray) -> np.ndarray:
-        spectrum = sfft.rfftn(a.astype(ftype, copy=False), fshape, workers=-1)
+        spectrum = sfft.rfftn(a.astype(ftype, copy=False), fshape, workers=thread_budget())
         spectrum *= kf
-        return sfft.irfftn(spectrum, fshape, workers=-1)[crop][m].astype(np.float64)
+        return sfft.irfftn(spectrum, fshape, workers=thread_budget())[crop][m].astype(np.float64)
 
     kz = convolve(z)
     km = convolve(m)

@@ -1,0 +1,40 @@
+"""analysis/threads.py: the thread budget threaded filters and FFTs respect."""
+
+from __future__ import annotations
+
+import os
+
+from dicomnode.analysis.threads import thread_budget
+
+
+def test_budget_follows_the_worker_settings(monkeypatch) -> None:
+    monkeypatch.setenv("DICOMNODE_THREADS", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    assert thread_budget() == 1  # the pool's per-worker share wins
+    monkeypatch.delenv("DICOMNODE_THREADS")
+    assert thread_budget() == 4  # a Dask worker started with OMP_NUM_THREADS
+    monkeypatch.setenv("OMP_NUM_THREADS", "zero")
+    monkeypatch.setenv("DICOMNODE_THREADS", "")
+    assert thread_budget() == max(1, min(os.cpu_count() or 1, 8))  # a lone process: every core, up to 8
+    assert thread_budget(cap=1) == 1
+
+
+def test_moran_fft_stays_on_one_thread_in_a_one_core_worker(monkeypatch) -> None:
+    """With a budget of 1 the FFTs of Moran's I run on the calling thread only (no helper threads' CPU time)."""
+    import threading
+    import time
+
+    import numpy as np
+
+    from dicomnode.analysis.features.morphology import moran_geary
+
+    monkeypatch.setenv("DICOMNODE_THREADS", "1")
+    rng = np.random.default_rng(0)
+    mask = rng.random((40, 90, 110)) < 0.02
+    x = rng.normal(size=mask.shape)
+    before_threads = threading.active_count()
+    t_cpu, t_thread = time.process_time(), time.thread_time()
+    moran_geary(x, mask, (2.5, 0.9, 0.8))
+    process_cpu, thread_cpu = time.process_time() - t_cpu, time.thread_time() - t_thread
+    assert threading.active_count() == before_threads
+    assert process_cpu - thread_cpu < 0.1 * thread_cpu + 0.02, (process_cpu, thread_cpu)
