@@ -5,6 +5,8 @@ writes N synthetic CT series (``write_synthetic_ct`` of :mod:`dicomnode.bench.re
 and noise) as DICOM into a temporary folder, then, in one run:
 
 * ``local_1``: :class:`~dicomnode.executors.LocalExecutor` with 1 process;
+* ``local_2``: the same with 2 processes: what this machine gives two jobs side by side without Dask (the
+  ceiling for ``dask_2``);
 * ``dask_1``: :class:`~dicomnode.executors.DaskExecutor` on a real ``dask scheduler`` and one
   ``dask worker --nworkers 1 --nthreads 1`` (subprocesses on free loopback ports);
 * ``dask_2``: the same with a second worker.
@@ -12,9 +14,10 @@ and noise) as DICOM into a temporary folder, then, in one run:
 Before each timed round every worker runs one series untimed (imports and first-call costs are paid by any
 long-running worker once, not per job). A round submits all N series at once and ends when the last is done.
 Workers run with ``OMP_NUM_THREADS=1`` etc. (one core per worker). Prints one JSON object: per round the wall time,
-series per minute and the mean job time (``JobOutcome.seconds``, measured inside the chain); the scaling of 2 Dask
-workers over 1 (target >= 1.8) and the Dask executor's overhead per job against the local pool (target <= 5% of
-the job time).
+series per minute, the mean job time (``JobOutcome.seconds``, measured inside the chain) and the CPU seconds used by
+this process, the scheduler, the nannies and the workers; the scaling of 2 Dask workers over 1 (target >= 1.8)
+beside that of 2 local processes over 1, and the Dask executor's overhead per job against the local pool (target
+<= 5% of the job time).
 """
 
 from __future__ import annotations
@@ -97,8 +100,32 @@ class _Cluster:
                 p.wait(10)
 
 
+def _cpu_seconds(cluster: "_Cluster | None") -> dict[str, float]:
+    """CPU seconds used so far by this process (the node's side: client, executor) and, on a cluster, by the
+    scheduler, the nannies (the ``dask worker`` processes) and the workers they started."""
+    import psutil
+
+    def cpu(p: Any) -> float:
+        try:
+            t = p.cpu_times()
+            return float(t.user + t.system)
+        except psutil.Error:
+            return 0.0
+
+    me = psutil.Process()
+    out = {"node": cpu(me)}
+    if cluster is None:
+        out["workers"] = sum(cpu(c) for c in me.children(recursive=True))
+        return out
+    procs = [psutil.Process(p.pid) for p in cluster.procs]
+    out["scheduler"] = cpu(procs[0])
+    out["nannies"] = sum(cpu(p) for p in procs[1:])
+    out["workers"] = sum(cpu(c) for p in procs[1:] for c in p.children(recursive=True))
+    return out
+
+
 def _round(executor: Any, series: Sequence[list[str]], profile: Any, out: Path, name: str,
-           warm: Sequence[list[str]]) -> dict[str, Any]:
+           warm: Sequence[list[str]], cluster: "_Cluster | None" = None) -> dict[str, Any]:
     from dicomnode.chain import JobSpec
 
     def spec(files: list[str], i: int, tag: str) -> JobSpec:
@@ -107,14 +134,18 @@ def _round(executor: Any, series: Sequence[list[str]], profile: Any, out: Path, 
 
     for f in [executor.submit(spec(w, i, "warm")) for i, w in enumerate(warm)]:
         f.result()
+    cpu0 = _cpu_seconds(cluster)
     t0 = time.perf_counter()
     futs = [executor.submit(spec(s, i, "s")) for i, s in enumerate(series)]
     wait(futs)
     wall = time.perf_counter() - t0
+    cpu1 = _cpu_seconds(cluster)
     outcomes = [f.result() for f in futs]
     job_s = [o.seconds for o in outcomes]
     return {"wall_s": round(wall, 2), "series_per_min": round(60 * len(series) / wall, 2),
-            "mean_job_s": round(sum(job_s) / len(job_s), 3), "wall_per_series_s": round(wall / len(series), 3)}
+            "mean_job_s": round(sum(job_s) / len(job_s), 3), "wall_per_series_s": round(wall / len(series), 3),
+            # where the machine's CPU went during the round (seconds; workers = the processes running the jobs)
+            "cpu_s": {k: round(cpu1[k] - cpu0.get(k, 0.0), 2) for k in cpu1}}
 
 
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -140,11 +171,12 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     out = work / "out"
     rounds: dict[str, Any] = {}
 
-    local = LocalExecutor(1)
-    try:
-        rounds["local_1"] = _round(local, series, profile, out, "local_1", warm[:1])
-    finally:
-        local.shutdown(wait=True)
+    for n in (1, 2):  # local_2: what two processes side by side get from this machine, without Dask
+        local = LocalExecutor(n)
+        try:
+            rounds[f"local_{n}"] = _round(local, series, profile, out, f"local_{n}", warm[:n])
+        finally:
+            local.shutdown(wait=True)
 
     cluster = _Cluster(work)
     try:
@@ -152,18 +184,19 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         try:
             cluster.add_worker(probe, 1)
             ex = DaskExecutor(1, cluster.address, transfer=args.transfer)
-            rounds["dask_1"] = _round(ex, series, profile, out, "dask_1", warm[:1])
+            rounds["dask_1"] = _round(ex, series, profile, out, "dask_1", warm[:1], cluster)
             cluster.add_worker(probe, 2)
             ex._threads_checked = 0.0  # see the new worker now, not in 5 s
-            rounds["dask_2"] = _round(ex, series, profile, out, "dask_2", warm[:2])
+            rounds["dask_2"] = _round(ex, series, profile, out, "dask_2", warm[:2], cluster)
             ex.shutdown(wait=True)
         finally:
             probe.close()
     finally:
         cluster.close()
 
-    l1, d1, d2 = rounds["local_1"], rounds["dask_1"], rounds["dask_2"]
+    l1, l2, d1, d2 = rounds["local_1"], rounds["local_2"], rounds["dask_1"], rounds["dask_2"]
     scaling = d1["wall_s"] / d2["wall_s"]
+    local_scaling = l1["wall_s"] / l2["wall_s"]
     overhead_s = d1["wall_per_series_s"] - l1["wall_per_series_s"]
     return {
         "bench": "scale",
@@ -174,6 +207,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "scaling_efficiency": round(scaling / 2, 3),
         "scaling_target": 1.8,
         "scaling_met": scaling >= 1.8,
+        # the same two processes without Dask: the machine's own ceiling (shared L3 cache and memory bandwidth)
+        "local_scaling_2_vs_1": round(local_scaling, 3),
+        "job_slowdown_2_workers": round(d2["mean_job_s"] / d1["mean_job_s"], 3),
+        "job_slowdown_2_local": round(l2["mean_job_s"] / l1["mean_job_s"], 3),
         "dask_overhead_per_job_s": round(overhead_s, 3),
         "dask_overhead_pct_of_job": round(100 * overhead_s / l1["wall_per_series_s"], 2),
         "overhead_target_pct": 5.0,
