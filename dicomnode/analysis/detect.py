@@ -14,7 +14,9 @@ Two detectors share one pipeline, *blob search -> region growing -> features -> 
   everything outside the foreground set to the median so that the body outline casts no blob. Candidates grow from
   the blob's core level to half-way to its surroundings' level (a half-maximum contour, as for PET lesions), inside
   the foreground, limited to a ball. When the tissue model of ``segment_generic`` is given (class means and
-  spreads), a feature says how far the region's mean lies from every class.
+  spreads), a feature says how far the region's mean lies from every class. With ``hot_threshold`` (the detect
+  step sets SUV 2.5 for PET) every connected region above that level is a candidate too, its holes filled: a large
+  lesion with a necrotic centre (STS_001's PET) is a dark blob in a bright ring to the blob search.
 
 Blob search: a scale-normalised Laplacian of Gaussian in mm, ``-sigma^2 * sum_i d2/dx_i^2`` with
 ``sigma = r / sqrt(3)`` (the scale at which a ball of radius ``r`` responds most) over geometric radii, on a grid
@@ -726,6 +728,7 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
                   polarity: str = "both", window: tuple[float, float] | None = None,
                   max_radius_mm: float = 45.0, coarse_mm: float = 4.0, min_response: float = 1.0,
                   z_clip: float = 8.0, max_candidates: int = 20, work_mm: float | None = 2.0,
+                  hot_threshold: float | None = None,
                   model: NaiveBayes = TISSUE_MODEL) -> DetectionResult:
     """Focal regions that depart from their surroundings and from the tissue model, in any modality.
 
@@ -763,6 +766,11 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         Regions grow on a grid block-averaged to about this spacing (mm); masks are brought back to the full grid
         by repetition. A 1 mm CT is worked at 2 mm: four to eight times fewer voxels, for findings of 10 mm and more.
         None works at full resolution. Default 2.
+    hot_threshold : float, optional
+        An absolute level in image units (e.g. SUV 2.5 for PET, the clinical convention for a hot lesion): every
+        connected region above it is a candidate too, beside the blobs, with its holes filled slice by slice and
+        in 3-D (a necrotic, cold centre belongs to the lesion around it). Blobs alone miss a large lesion with a
+        cold centre: at its own scale it looks like a dark blob in a bright ring. Default: none.
     model : NaiveBayes, optional
         Default :data:`TISSUE_MODEL`.
 
@@ -789,7 +797,8 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         res = detect_tissue(_block_mean(image, w), sp_w, _block_any(foreground, w), settings=settings,
                             class_means=class_means, class_sds=class_sds, polarity=polarity, window=window,
                             max_radius_mm=max_radius_mm, coarse_mm=coarse_mm, min_response=min_response,
-                            z_clip=z_clip, max_candidates=max_candidates, work_mm=None, model=model)
+                            z_clip=z_clip, max_candidates=max_candidates, work_mm=None,
+                            hot_threshold=hot_threshold, model=model)
         notes = res.notes + (f"regions grown on a {sp_w[0]:.2g} x {sp_w[1]:.2g} x {sp_w[2]:.2g} mm grid",)
         return DetectionResult(tuple(_upsample(f, w, image.shape) for f in res.findings),
                                tuple(_upsample(f, w, image.shape) for f in res.rejected), res.n_candidates, notes)
@@ -860,9 +869,58 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
             # how many class SDs the region mean lies from the nearest class
             feats["tissue_outlier"] = float(np.min(np.abs(feats["mean"] - mu) / sd))
         found.append(_finding("lesion", region, bb, feats, model))
+    n_hot = 0
+    if hot_threshold is not None:
+        for region, bb in _hot_regions(img, foreground, sp, hot_threshold, settings):
+            n_hot += 1
+            feats = _shape_features(region, sp)
+            shell = _shell(region, sp, max(3.0, 1.5 * max(sp))) & foreground[bb]
+            vals = img[bb][region]
+            sv = img[bb][shell]
+            feats["mean"] = float(vals.mean())
+            feats["surround_mean"] = float(sv.mean()) if sv.size else float("nan")
+            feats["contrast"] = feats["mean"] - feats["surround_mean"] if sv.size else float("nan")
+            feats["cnr"] = abs(feats["contrast"]) / spread if sv.size else 0.0
+            feats["log10_cnr"] = math.log10(max(feats["cnr"], 1e-3))
+            feats["truncation"] = 0.0  # the whole connected region, not a piece cut out by a growth limit
+            feats["enclosure"] = float(np.mean(sv < hot_threshold)) if sv.size else 0.0
+            feats["polarity"] = 1.0
+            feats["blob_radius_mm"] = feats["equivalent_diameter_mm"] / 2.0
+            feats["blob_response"] = feats["cnr"]
+            if class_means is not None and class_sds is not None:
+                mu = np.asarray(class_means, dtype=float)
+                sd = np.maximum(np.asarray(class_sds, dtype=float), 1e-12)
+                feats["tissue_outlier"] = float(np.min(np.abs(feats["mean"] - mu) / sd))
+            found.append(_finding("lesion", region, bb, feats, model))
+        notes.append(f"hot regions above {hot_threshold:g}: {n_hot} candidate(s)")
     found = _resolve_overlaps(found)
     ok, rejected = _split(found, settings)
-    return DetectionResult(ok, rejected, len(cands), tuple(notes))
+    return DetectionResult(ok, rejected, len(cands) + n_hot, tuple(notes))
+
+
+def _hot_regions(img: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[float], threshold: float,
+                 settings: DetectionSettings, max_regions: int = 20) -> list[tuple[np.ndarray, tuple[slice, ...]]]:
+    """Connected regions of ``img > threshold`` in the foreground, holes filled (slice by slice, then in 3-D), as
+    (mask on its bounding box, bounding box); at least ``settings.min_volume_ml``, the largest first."""
+    hot = (img > threshold) & foreground
+    lab, n = ndi.label(hot)
+    if n == 0:
+        return []
+    voxel_ml = float(np.prod(spacing_mm)) / 1000.0
+    sizes = np.bincount(lab.ravel())[1:]
+    order = [int(k) + 1 for k in np.argsort(-sizes) if sizes[k] * voxel_ml >= settings.min_volume_ml]
+    out = []
+    # room around each region for its surround shell (the width used by detect_tissue)
+    margin = int(math.ceil(max(3.0, 1.5 * max(spacing_mm)) / min(spacing_mm))) + 1
+    boxes = ndi.find_objects(lab)
+    for k in order[:max_regions]:
+        pad = tuple(slice(max(0, b.start - margin), min(b.stop + margin, dim))
+                    for b, dim in zip(boxes[k - 1], img.shape))
+        region = lab[pad] == k
+        for z in range(region.shape[0]):
+            region[z] = ndi.binary_fill_holes(region[z])
+        out.append((ndi.binary_fill_holes(region), pad))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ entry point

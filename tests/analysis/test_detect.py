@@ -190,6 +190,28 @@ def test_max_diameter_and_naive_bayes():
         NaiveBayes(0.0, {}, {})
 
 
+def test_pet_lesion_with_a_cold_centre_found_whole():
+    """A hot rim (SUV 4) around a necrotic centre (SUV 0.5), 36 mm across, in SUV 0.6 tissue: the hot-region
+    candidate (SUV > 2.5, holes filled) is the whole lesion, centre and volume. (On this clean sphere the blob
+    search finds it too; on STS_001's irregular rim only the hot region does: the real-series test below.)"""
+    shape, sp = (40, 48, 48), (2.0, 2.0, 2.0)
+    centre, r_out, r_in = (20.0, 24.0, 24.0), 18.0, 10.0
+    rng = np.random.default_rng(3)
+    img = 0.6 + 0.05 * rng.normal(size=shape)
+    img[_ball(shape, sp, centre, r_out)] = 4.0
+    img[_ball(shape, sp, centre, r_in)] = 0.5
+    img = gaussian(img.astype(np.float32), sp, sigma_mm=2.0)
+    vol = Volume(img, sp, unit="SUV", modality="PT")
+    res = detect(vol, method="tissue_model", foreground=np.ones(shape, bool),
+                 settings=DetectionSettings(min_diameter_mm=10), hot_threshold=2.5)
+    assert "hot regions above 2.5: 1 candidate(s)" in res.notes
+    top = res.findings[0]
+    assert np.max(np.abs(np.subtract(top.centroid_zyx, centre))) <= 1.0, top.centroid_zyx
+    truth_ml = np.count_nonzero(_ball(shape, sp, centre, r_out)) * 8.0 / 1000
+    assert top.volume_ml == pytest.approx(truth_ml, rel=0.10)
+    assert top.probability >= 0.5
+
+
 # ---------------------------------------------------------------------------------------------- real series
 
 
@@ -218,8 +240,8 @@ def test_chest_ct_mass_found_inside_the_radiologists_boxes():
     assert top.centroid_mm[0] < 0
 
 
-@pytest.mark.parametrize("patient", ["STS_002", "STS_003"])
-@pytest.mark.parametrize("modality", ["CT", "PET"])
+@pytest.mark.parametrize("patient, modality", [("STS_002", "CT"), ("STS_003", "CT"), ("STS_001", "PET"),
+                                               ("STS_002", "PET"), ("STS_003", "PET")])
 def test_sarcoma_found_inside_the_rtstruct_contour(patient, modality):
     folder = SHARED_DATA / "sts" / patient / modality
     vol, _ = load_dir(folder)
@@ -232,27 +254,25 @@ def test_sarcoma_found_inside_the_rtstruct_contour(patient, modality):
     else:
         body, means, sds = _class_model(work.array, work.spacing_mm)
         res = detect(work, method="tissue_model", foreground=body, settings=DetectionSettings(min_diameter_mm=10),
-                     class_means=means, class_sds=sds)
+                     class_means=means, class_sds=sds, hot_threshold=2.5)  # as the detect step does for SUV
     top = res.findings[0]
     assert truth[tuple(int(round(v)) for v in top.centroid_zyx)], (top.centroid_zyx, np.argwhere(truth).mean(0))
     assert top.probability >= 0.5
+    found = top.full_mask(truth.shape)
+    assert (found & truth).sum() / found.sum() > 0.3  # mostly tumour, not a region that merely holds its centre
 
 
-@pytest.mark.xfail(strict=True, reason="STS_001: a 365 mL intramuscular tumour, near-isodense on CT and with a "
-                                       "necrotic (cold) centre on PET; the blob model ranks other structures first")
-@pytest.mark.parametrize("modality", ["CT", "PET"])
-def test_sts_001_not_yet_found(modality):
-    folder = SHARED_DATA / "sts" / "STS_001" / modality
+@pytest.mark.xfail(strict=True, reason="STS_001 CT: a 365 mL intramuscular tumour with the density of the muscle "
+                                       "around it (mean 28 HU inside the contour, 31 HU over the body): nothing "
+                                       "in this non-contrast CT sets it apart; the physicians drew it from MR/PET")
+def test_sts_001_ct_not_found():
+    folder = SHARED_DATA / "sts" / "STS_001" / "CT"
     vol, _ = load_dir(folder)
     truth = rasterise_rtstruct(glob.glob(str(folder) + "_rtstruct/*.dcm")[0], vol)
-    work = vol.with_array(gaussian(vol.array, vol.spacing_mm, sigma_mm=2.0 if modality == "PET" else 1.0))
-    if modality == "CT":
-        body = segment_ct(work.array, work.spacing_mm).labels.by_label("body").mask
-        res = detect(work, method="tissue_model", foreground=body, window=(-200.0, 250.0),
-                     settings=DetectionSettings(min_diameter_mm=10))
-    else:
-        body, means, sds = _class_model(work.array, work.spacing_mm)
-        res = detect(work, method="tissue_model", foreground=body, class_means=means, class_sds=sds,
-                     settings=DetectionSettings(min_diameter_mm=10))
+    assert abs(float(vol.array[truth].mean()) - 28.5) < 1.0  # the reason above, measured
+    work = vol.with_array(gaussian(vol.array, vol.spacing_mm, sigma_mm=1.0))
+    body = segment_ct(work.array, work.spacing_mm).labels.by_label("body").mask
+    res = detect(work, method="tissue_model", foreground=body, window=(-200.0, 250.0),
+                 settings=DetectionSettings(min_diameter_mm=10))
     top = res.findings[0]
     assert truth[tuple(int(round(v)) for v in top.centroid_zyx)]
