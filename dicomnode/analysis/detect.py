@@ -849,53 +849,48 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         if region is None:
             continue
         region = ndi.binary_fill_holes(region)
-        feats = _shape_features(region, sp)
-        shell = _shell(region, sp, max(3.0, 1.5 * max(sp))) & fg
-        vals = img[bb][region]
-        feats["mean"] = float(vals.mean())
-        sv = img[bb][shell]
-        feats["surround_mean"] = float(sv.mean()) if sv.size else float("nan")
-        feats["contrast"] = feats["mean"] - feats["surround_mean"] if sv.size else float("nan")
-        feats["cnr"] = abs(feats["contrast"]) / spread if sv.size else 0.0
-        feats["log10_cnr"] = math.log10(max(feats["cnr"], 1e-3))
+        feats, shell = _region_features(img[bb], region, fg, sp, spread, class_means, class_sds)
         feats["truncation"] = _truncation(region, dist, grow_mm, sp)
-        feats["enclosure"] = float(np.mean((zz[shell] - thr) * pol < 0)) if sv.size else 0.0
+        feats["enclosure"] = float(np.mean((zz[shell] - thr) * pol < 0)) if shell.any() else 0.0
         feats["polarity"] = float(pol)
         feats["blob_radius_mm"] = r_mm
         feats["blob_response"] = resp
-        if class_means is not None and class_sds is not None:
-            mu = np.asarray(class_means, dtype=float)
-            sd = np.maximum(np.asarray(class_sds, dtype=float), 1e-12)
-            # how many class SDs the region mean lies from the nearest class
-            feats["tissue_outlier"] = float(np.min(np.abs(feats["mean"] - mu) / sd))
         found.append(_finding("lesion", region, bb, feats, model))
     n_hot = 0
     if hot_threshold is not None:
         for region, bb in _hot_regions(img, foreground, sp, hot_threshold, settings):
             n_hot += 1
-            feats = _shape_features(region, sp)
-            shell = _shell(region, sp, max(3.0, 1.5 * max(sp))) & foreground[bb]
-            vals = img[bb][region]
-            sv = img[bb][shell]
-            feats["mean"] = float(vals.mean())
-            feats["surround_mean"] = float(sv.mean()) if sv.size else float("nan")
-            feats["contrast"] = feats["mean"] - feats["surround_mean"] if sv.size else float("nan")
-            feats["cnr"] = abs(feats["contrast"]) / spread if sv.size else 0.0
-            feats["log10_cnr"] = math.log10(max(feats["cnr"], 1e-3))
+            feats, shell = _region_features(img[bb], region, foreground[bb], sp, spread, class_means, class_sds)
             feats["truncation"] = 0.0  # the whole connected region, not a piece cut out by a growth limit
-            feats["enclosure"] = float(np.mean(sv < hot_threshold)) if sv.size else 0.0
+            feats["enclosure"] = float(np.mean(img[bb][shell] < hot_threshold)) if shell.any() else 0.0
             feats["polarity"] = 1.0
             feats["blob_radius_mm"] = feats["equivalent_diameter_mm"] / 2.0
             feats["blob_response"] = feats["cnr"]
-            if class_means is not None and class_sds is not None:
-                mu = np.asarray(class_means, dtype=float)
-                sd = np.maximum(np.asarray(class_sds, dtype=float), 1e-12)
-                feats["tissue_outlier"] = float(np.min(np.abs(feats["mean"] - mu) / sd))
             found.append(_finding("lesion", region, bb, feats, model))
         notes.append(f"hot regions above {hot_threshold:g}: {n_hot} candidate(s)")
     found = _resolve_overlaps(found)
     ok, rejected = _split(found, settings)
     return DetectionResult(ok, rejected, len(cands) + n_hot, tuple(notes))
+
+
+def _region_features(img: np.ndarray, region: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[float],
+                     spread: float, class_means: Sequence[float] | None, class_sds: Sequence[float] | None
+                     ) -> tuple[dict[str, float], np.ndarray]:
+    """Shape and intensity features of ``region`` (on the box ``img``), and its surround shell in the foreground."""
+    feats = _shape_features(region, spacing_mm)
+    shell = _shell(region, spacing_mm, max(3.0, 1.5 * max(spacing_mm))) & foreground
+    feats["mean"] = float(img[region].mean())
+    sv = img[shell]
+    feats["surround_mean"] = float(sv.mean()) if sv.size else float("nan")
+    feats["contrast"] = feats["mean"] - feats["surround_mean"] if sv.size else float("nan")
+    feats["cnr"] = abs(feats["contrast"]) / spread if sv.size else 0.0
+    feats["log10_cnr"] = math.log10(max(feats["cnr"], 1e-3))
+    if class_means is not None and class_sds is not None:
+        mu = np.asarray(class_means, dtype=float)
+        sd = np.maximum(np.asarray(class_sds, dtype=float), 1e-12)
+        # how many class SDs the region mean lies from the nearest class
+        feats["tissue_outlier"] = float(np.min(np.abs(feats["mean"] - mu) / sd))
+    return feats, shell
 
 
 def _hot_regions(img: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[float], threshold: float,
