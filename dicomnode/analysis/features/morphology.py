@@ -236,7 +236,7 @@ def moran_geary(
     shape = m.shape
     # The FFTs run in float32 when the padded grid is large: half the memory and half the memory traffic (two
     # jobs side by side ran this 1.5-1.8 s each in float64, 0.9 s in float32, alone both take 0.87 s); the sums
-    # are taken in float64. Relative error stays below 1e-5 (tests/analysis/features/test_moran_geary.py
+    # are taken in float64. Relative error stays below 1e-5 (tests/analysis/features/test_morphology.py
     # checks both paths against the direct sum over all pairs).
     n_padded = math.prod(2 * k - 1 for k in shape)
     ftype = np.float32 if n_padded > _MORAN_FLOAT64_MAX_PADDED else np.float64
