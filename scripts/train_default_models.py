@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="the shared data folder")
     ap.add_argument("--out", default=str(REPO / "dicomnode" / "models"), help="where to write the models")
     ap.add_argument("--phantoms", type=int, default=40, help="phantom slabs per region and modality")
+    ap.add_argument("--seed", type=int, default=SEED,
+                    help=f"phantom seed (default {SEED}, the shipped models'; others check how much the figures "
+                         "depend on the draw)")
     a = ap.parse_args(argv)
     data = Path(a.data)
 
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:9s} {patient:24s} {len(descs):3d} slabs  {Path(path).relative_to(data)}")
     X, y, g = np.array(X), np.array(y), np.array(g, dtype=object)
     n_real = len(y)
-    Xp, yp = phantom_samples(a.phantoms, ["head", "chest", "abdomen", "pelvis", "extremity"], SEED)
+    Xp, yp = phantom_samples(a.phantoms, ["head", "chest", "abdomen", "pelvis", "extremity"], a.seed)
     # real slabs count REAL_WEIGHT times in training (copies, never scored twice): there are few of them
     Xa = np.concatenate([X] * REAL_WEIGHT + [Xp])
     ya = np.concatenate([y] * REAL_WEIGHT + [yp])
@@ -157,13 +160,13 @@ def main(argv: list[str] | None = None) -> int:
             "(1 patient), abdomen-pelvis CT NIfTI split at the iliac crest into abdomen and pelvis (1 patient), "
             "thigh CT/MR/PET (STS_001-003); plus "
             f"{len(yp)} synthetic phantom slabs ({a.phantoms} per region and modality: head, chest, abdomen, "
-            f"pelvis, extremity x CT, MR, PET; seed {SEED}). No neck data: no neck class."),
+            f"pelvis, extremity x CT, MR, PET; seed {a.seed}). No neck data: no neck class."),
         cv_accuracy=acc,
         cv_scheme=(f"leave-one-patient-out over {len(set(g))} real patients, scored on real slabs only; phantoms "
                    "in every training fold"),
         extra={"per_patient": per_patient, "per_series": per_series, "confusion_classes": classes,
                "confusion": conf, "excluded_classes": ["neck"], "phantoms_per_region_modality": a.phantoms,
-               "seed": SEED, "real_weight": REAL_WEIGHT,
+               "seed": a.seed, "real_weight": REAL_WEIGHT,
                "limits": "one real patient for chest, head and pelvis each: their CV figures measure transfer "
                          "from phantoms and other regions, on one patient"},
     )

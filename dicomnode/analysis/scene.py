@@ -18,10 +18,10 @@
 * *organ*: the largest region of homogeneous mid-intensity tissue (3 x 3 local mean within 10-200 HU and local
   standard deviation < 25 HU on CT; 0.5-1.6 x and < 0.15 x the body's median otherwise), eroded once, as a
   fraction of the body: the liver and spleen of the upper abdomen (and thigh muscles), against bowel in fat;
-* *lateral bright*: bright tissue further than 0.3 x the half-width from the body's centre column, as a fraction
-  of the body, and its largest connected piece: iliac wings and femoral heads against a spine-only slice;
-* shape: total cross-section area (cm^2), number of components (two thighs, arms beside the trunk), the largest
-  component's major axis (mm) and minor/major ratio, the fraction of the outline that lies on the image border
+* *lateral bright*: bright tissue of the largest part (the trunk) further than 0.3 x its half-width from its
+  centre column, as a fraction of the body, and its largest connected piece: iliac wings and femoral heads against a spine-only slice;
+* shape: total cross-section area (cm^2), number of parts (two thighs, arms beside the trunk: parts that touch
+  count apart, see :func:`_body_parts`), the largest part's major axis (mm) and minor/major ratio, the fraction of the outline that lies on the image border
   (a cropped field of view) and the fraction of the field of view filled by the body.
 
 Each per-slice value is summarised by its median over the slices that hold body. The per-slice series are kept in
@@ -86,6 +86,8 @@ _CT_ORGAN_HU = (10.0, 200.0)
 _CT_ORGAN_STD_HU = 25.0
 _REL_ORGAN = (0.5, 1.6)
 _REL_ORGAN_STD = 0.15
+#: A block is solid body when at least this fraction of its full-resolution pixels is body (see _body_parts).
+_SOLID = 0.9
 #: Bright tissue further than this fraction of the half-width from the body's centre column is "lateral".
 _LATERAL = 0.3
 
@@ -157,6 +159,46 @@ def _block_mean(sl: np.ndarray, fy: int, fx: int) -> np.ndarray:
     return sl[:y, :x].reshape(y // fy, fy, x // fx, fx).mean(axis=(1, 3), dtype=np.float32)
 
 
+def _body_parts(filled: np.ndarray, solid: np.ndarray, depth_px: float, min_px: float) -> tuple[np.ndarray, int]:
+    """Label the body mask ``filled`` into its parts: trunk, arms lying against it, thighs that touch.
+
+    ``solid`` holds the pixels whose whole block is body at full resolution, so the thin gap of air between an
+    arm and the trunk, lost in the block means, separates them. Its parts are the watershed basins of the
+    distance to its outline, grown from the maxima that stand at least ``depth_px`` above the bridge joining them
+    to a deeper part (arms that touch the trunk over a short length). Parts smaller than ``min_px`` pixels are
+    dropped; every pixel of ``filled`` then takes the label of the nearest part, and a connected piece of
+    ``filled`` holding no part stays a part of its own. The labels partition ``filled`` exactly.
+    """
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    solid = solid & filled
+    dist = ndi.distance_transform_edt(solid)
+    markers, n = ndi.label(h_maxima(dist, depth_px) & solid) if solid.any() else (None, 0)
+    if n == 0:
+        return ndi.label(filled)
+    parts = watershed(-dist, markers, mask=solid)
+    sizes = np.bincount(parts.ravel(), minlength=n + 1)[1:]
+    big = np.flatnonzero(sizes >= min_px) + 1
+    if big.size == 0:
+        return ndi.label(filled)
+    relabel = np.zeros(n + 1, dtype=np.int32)
+    relabel[big] = np.arange(1, big.size + 1)
+    core = relabel[parts]
+    _, (iy, ix) = ndi.distance_transform_edt(core == 0, return_indices=True)
+    out = np.where(filled, core[iy, ix], 0)
+    mlab, _ = ndi.label(filled)
+    has_core = np.zeros(int(mlab.max()) + 1, dtype=bool)
+    has_core[np.unique(mlab[core > 0])] = True
+    orphan = filled & ~has_core[mlab]
+    n_out = int(big.size)
+    if orphan.any():
+        olab, n_orphan = ndi.label(orphan)
+        out[orphan] = olab[orphan] + n_out
+        n_out += n_orphan
+    return out, n_out
+
+
 def _foreground_threshold(values: np.ndarray) -> float:
     """Otsu's threshold on the log intensity (as ``segment_generic``), for values >= 0 in any unit."""
     from skimage.filters import threshold_otsu
@@ -176,7 +218,7 @@ def _foreground_threshold(values: np.ndarray) -> float:
 def scene_descriptors(image: np.ndarray, spacing_mm: tuple[float, float, float], *,
                       direction: np.ndarray | None = None, modality: str = "", unit: str = "",
                       pixel_mm: float = 4.0, max_slices: int = 24, min_component_cm2: float = 10.0,
-                      ring_mm: float = 12.0, core_mm: float = 25.0) -> SceneDescriptors:
+                      ring_mm: float = 12.0, core_mm: float = 25.0, split_mm: float = 12.0) -> SceneDescriptors:
     """Descriptors of the body region shown by a volume, from its pixels only.
 
     Parameters
@@ -199,6 +241,9 @@ def scene_descriptors(image: np.ndarray, spacing_mm: tuple[float, float, float],
         Smaller body components (table, cables, noise) are dropped, in cm^2. Default 10.
     ring_mm, core_mm : float, optional
         Depth of the outer ring and the minimum depth of the core, from the body outline, in mm. Defaults 12, 25.
+    split_mm : float, optional
+        Body parts joined by bridges narrower than about twice this (arms lying against the trunk, thighs that
+        touch) count as separate components; shape and lateral bone are measured on the largest. Default 12.
 
     Returns
     -------
@@ -250,6 +295,7 @@ def scene_descriptors(image: np.ndarray, spacing_mm: tuple[float, float, float],
     ct_names = ("air_lung_fraction", "fat_fraction", "soft_tissue_fraction", "bone_fraction")
     per = {k: np.full(len(slices), np.nan) for k in names + (ct_names if is_ct else ())}
     min_px = min_component_cm2 / pix_cm2
+    split_px = split_mm / max(py, px)
     st = ndi.generate_binary_structure(2, 1)
     for i, sl in enumerate(slices):
         body = ndi.binary_opening(sl > body_thr, structure=st)
@@ -261,7 +307,9 @@ def scene_descriptors(image: np.ndarray, spacing_mm: tuple[float, float, float],
         if keep.size == 0:
             continue
         filled = ndi.binary_fill_holes(np.isin(lab, keep))
-        lab, nlab = ndi.label(filled)
+        solid = _block_mean(ndi.binary_fill_holes(np.asarray(ax[ks[i]]) > body_thr).astype(np.float32),
+                            fy, fx) >= _SOLID
+        lab, nlab = _body_parts(filled, solid, split_px, min_px)
         area_px = int(filled.sum())
         sizes = np.bincount(lab.ravel())[1:]
         big = lab == (int(np.argmax(sizes)) + 1)
@@ -303,7 +351,7 @@ def scene_descriptors(image: np.ndarray, spacing_mm: tuple[float, float, float],
         per["organ_fraction"][i] = (np.bincount(olab.ravel())[1:].max() if nolab else 0) / area_px
         # lateral bright tissue (CT: bone away from the spine: iliac wings, femoral heads, ribs, scapulae)
         half_width = max((xx.max() - xx.min()) / 2.0, 1.0)
-        lateral = bright & (np.abs(np.arange(sl.shape[1])[None, :] - xx.mean()) > _LATERAL * half_width)
+        lateral = bright & big & (np.abs(np.arange(sl.shape[1])[None, :] - xx.mean()) > _LATERAL * half_width)
         llab, nllab = ndi.label(lateral)
         per["lateral_bright"][i] = lateral.sum() / area_px
         per["lateral_bright_blob"][i] = (np.bincount(llab.ravel())[1:].max() if nllab else 0) / area_px

@@ -167,7 +167,7 @@ def _slice(region: str, t: float, p: dict, yy, xx, rng) -> np.ndarray:
         if t < 0.5:  # iliac wings (broad, thick lateral bones) and sacrum
             thick = p["iliac_mm"]
             for sd in (-1, 1):
-                _bone(sl, yy, xx, 0.2 * iry, sd * 0.62 * irx, 0.5 * iry * (0.7 + 0.6 * t), 2.5, rx=thick,
+                _bone(sl, yy, xx, 0.2 * iry, sd * 0.62 * irx, 0.5 * iry * (0.7 + 0.6 * t), 1.5, rx=thick,
                       angle=sd * 0.5)
             _bone(sl, yy, xx, 0.62 * ry, 0, 22, 3, rx=35)
         else:  # acetabula, femoral heads, pubis, bladder
@@ -201,7 +201,7 @@ def _params(region: str, rng: np.random.Generator) -> dict:
                 "n_fat": int(rng.integers(2, 9)), "n_gas": int(rng.integers(0, 7)),
                 "arms_pelvis": bool(rng.random() < 0.25), "visceral_fat": rng.uniform(0.2, 0.55),
                 "liver_side": float(rng.choice([-1.0, 1.0])), "lung_bases": bool(rng.random() < 0.7),
-                "iliac_mm": rng.uniform(5, 12), "muscle_fat": rng.uniform(0.1, 0.3)}
+                "iliac_mm": rng.uniform(3, 8), "muscle_fat": rng.uniform(0.1, 0.3)}
     if region == "extremity":
         kind = rng.choice(["thighs", "thigh", "legs", "arm"], p=[0.4, 0.3, 0.15, 0.15])
         limbs = []
