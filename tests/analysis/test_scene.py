@@ -157,3 +157,12 @@ def test_touching_thighs_are_two_parts_and_a_chest_with_lungs_is_one():
     chest[:, :90] = chest[:, 422:] = -1000.0  # no arms in view
     d = scene_descriptors(np.repeat(chest[None], 4, axis=0), (5.0, 1.0, 1.0), modality="CT", unit="HU")
     assert d.values["n_components"] == 1 and d.values["core_dark"] > 0.2
+
+
+def test_fill_holes_matches_scipy():
+    from scipy import ndimage as ndi
+
+    from dicomnode.analysis.scene import _fill_holes
+
+    m = np.random.default_rng(5).random((64, 80)) > 0.35
+    assert np.array_equal(_fill_holes(m), ndi.binary_fill_holes(m))
