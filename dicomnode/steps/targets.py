@@ -2,7 +2,7 @@
 
 | step | what | parameters |
 |---|---|---|
-| ``detect`` | focal findings -> segments of the label map, ``ctx.findings``, per-segment measurements ``probability`` and ``diameter_mm`` | ``method`` = "auto" (CT in HU with lungs: "lung"; else "tissue_model") / "lung" / "tissue_model"; ``min_diameter_mm``, ``min_volume_ml``, ``max_findings``, ``probability_threshold``; plus keywords of :func:`~dicomnode.analysis.detect.detect_lung` / :func:`~dicomnode.analysis.detect.detect_tissue` |
+| ``detect`` | focal findings -> segments of the label map, ``ctx.findings`` (with the ``detect_features`` their probability came from), per-segment measurements ``probability`` and ``diameter_mm`` | ``method`` = "auto" (CT in HU with lungs: "lung"; else "tissue_model") / "lung" / "tissue_model"; ``min_diameter_mm``, ``min_volume_ml``, ``max_findings``, ``probability_threshold``; plus keywords of :func:`~dicomnode.analysis.detect.detect_lung` / :func:`~dicomnode.analysis.detect.detect_tissue` |
 | ``synthesize`` | derived volumes in ``ctx.derived`` ("mip", "minip", "avg", "working") | ``projections`` (list of "mip", "minip", "avg"; default ["mip"]), ``slab_mm`` (default 10), ``spacing_mm`` (default = slab), ``source`` ("original", default, or "working": what the projections are made of), ``include_working`` (default false) |
 
 ``detect`` runs after ``segment`` (and ``correct``), before ``features``/``measure`` (which then measure the findings
@@ -116,6 +116,8 @@ def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
             "diameter_mm": round(float(f.diameter_mm), 2),
             "probability": round(float(f.probability), 4),
             "segment_number": number,
+            # what the probability was computed from (dicomnode.analysis.detect, "Features of a region")
+            "detect_features": {k: round(float(x), 4) for k, x in sorted(f.features.items()) if np.isfinite(x)},
         })
     ctx.labels = labels
 

@@ -23,7 +23,7 @@ from test_detect import TISSUE_SP, tissue_phantom  # noqa: E402
 
 warnings.filterwarnings("ignore", category=UserWarning)
 CHEST = SHARED_DATA / "chest-ct" / "A0002_B40f"
-FINDING_KEYS = {"label", "centroid_mm", "volume_ml", "diameter_mm", "probability", "segment_number"}
+FINDING_KEYS = {"label", "centroid_mm", "volume_ml", "diameter_mm", "probability", "segment_number", "detect_features"}
 
 
 def test_detect_step_on_a_tissue_phantom_adds_coded_segments_and_findings():
@@ -88,6 +88,9 @@ def test_chest_ct_profile_reports_the_mass_in_seg_sr_and_results_json(tmp_path):
     top = max(results["findings"], key=lambda f: f["probability"])
     assert set(top) == FINDING_KEYS and top["label"].startswith("mass_")
     assert top["centroid_mm"][0] < 0  # the patient's right
+    # the features the probability came from, as LUNG_MODEL reads them
+    assert {"log10_volume_ml", "compactness", "elongation", "contrast", "lung_contact"} <= set(top["detect_features"])
+    assert top["detect_features"]["volume_ml"] == pytest.approx(top["volume_ml"], rel=1e-3)
     seg_entry = next(s for s in results["segments"] if s["number"] == top["segment_number"])
     assert seg_entry["type"] == "Mass" and seg_entry["volume_ml"] == pytest.approx(top["volume_ml"], rel=1e-3)
     seg = pydicom.dcmread(tmp_path / "seg.dcm")
