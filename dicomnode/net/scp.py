@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import itertools
+import contextlib
 import logging
 import signal
 import socket
@@ -215,7 +216,37 @@ class _FastRequestHandler(RequestHandler):
             except OSError:
                 pass
             return
+        if isinstance(self.request, ssl.SSLSocket) and not self._tls_handshake():
+            return
         super().handle()
+
+    def _tls_handshake(self) -> bool:
+        """Handshake now, in this association's thread, so that a failure gets a log line saying who and why
+        (pynetdicom would only see a dead socket). False when it failed; the connection is then closed."""
+        scp = self.server.scp
+        address, port = self.client_address[0], self.client_address[1]
+        try:
+            if scp.network_timeout_s is not None:
+                self.request.settimeout(scp.network_timeout_s)
+            self.request.do_handshake()
+            return True
+        except (ssl.SSLError, OSError) as exc:
+            if isinstance(exc, ssl.SSLEOFError) or "UNEXPECTED_EOF" in str(exc):
+                # connected and closed without a word: a port probe (health check, load balancer), not a peer
+                log.debug("connection from %s:%s closed before a TLS handshake", address, port)
+                with contextlib.suppress(OSError):
+                    self.request.close()
+                return False
+            why = getattr(exc, "reason", None) or exc.__class__.__name__
+            if isinstance(exc, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(exc):
+                why = "not TLS (a plain DICOM peer?)"
+            log.warning(
+                "TLS handshake failed from %s:%s: %s; connection closed", address, port, why,
+                extra={"peer": f"{address}:{port}", "reason": str(why)},
+            )
+            with contextlib.suppress(OSError):
+                self.request.close()
+            return False
 
 
 class _StockRequestHandler(_FastRequestHandler):

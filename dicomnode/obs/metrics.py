@@ -5,7 +5,8 @@ Two kinds of series, both on the node's own registry (no global state, so two no
 * **Counters of this process** (reset at restart, as Prometheus expects of counters), fed by the node:
   ``dicomnode_instances_received_total``, ``dicomnode_instances_duplicate_total``,
   ``dicomnode_received_bytes_total``, ``dicomnode_associations_refused_total{kind}`` (kind ``permanent``: peer
-  policy, wrong called AE; ``transient``: disk watermark, stopping), ``dicomnode_series_completed_total{outcome}``
+  policy, wrong called AE; ``transient``: disk watermark, stopping; ``tls``: failed TLS handshake, e.g. no or an
+  untrusted client certificate, or a plain peer on a TLS port), ``dicomnode_series_completed_total{outcome}``
   (``job``, ``unrouted``, ``ignored``), ``dicomnode_exports_sent_total{destination}``,
   ``dicomnode_exports_failed_total{destination}`` (failed attempts, each retried or dead-lettered),
   ``dicomnode_exports_dead_lettered_total{destination}``, ``dicomnode_retention_deleted_instances_total``.
@@ -87,6 +88,8 @@ class _RefusalCounter(logging.Handler):
         if isinstance(record.msg, str) and record.msg.startswith("association rejected"):
             kind = "permanent" if getattr(record, "permanent", False) else "transient"
             self._counter.labels(kind=kind).inc()
+        elif isinstance(record.msg, str) and record.msg.startswith("TLS handshake failed"):
+            self._counter.labels(kind="tls").inc()
 
 
 class NodeMetrics:
@@ -111,7 +114,7 @@ class NodeMetrics:
                                     registry=r)
         self.retention_deleted = Counter("dicomnode_retention_deleted_instances",
                                          "Received instances deleted by retention", registry=r)
-        for kind in ("permanent", "transient"):
+        for kind in ("permanent", "transient", "tls"):
             self.associations_refused.labels(kind=kind)
         for outcome in ("job", "unrouted", "ignored"):
             self.series_completed.labels(outcome=outcome)

@@ -97,6 +97,11 @@ def test_peers_without_a_valid_certificate_are_refused(make_node, pki):
     ok = _echoscu(node.port, "+tls", str(pki / "client.key"), str(pki / "client.pem"), *ca)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert node.status()["instances"] == 0
+    # each refused peer is a log line saying who and why (four failed handshakes: rogue, anonymous, plain, storescu)
+    failed = [line for line in node.log().splitlines() if "TLS handshake failed from 127.0.0.1:" in line]
+    reasons = sorted(line.split(": ")[2].split(";")[0] for line in failed)
+    assert reasons == ["CERTIFICATE_VERIFY_FAILED", "PEER_DID_NOT_RETURN_A_CERTIFICATE",
+                       "PEER_DID_NOT_RETURN_A_CERTIFICATE", "not TLS (a plain DICOM peer?)"], node.log()[-3000:]
 
 
 def test_node_sends_results_over_tls_to_dcmtk_storescp(make_node, pki, tmp_path):

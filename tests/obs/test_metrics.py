@@ -31,6 +31,8 @@ def test_registry_exposes_index_gauges_histogram_and_counters(tmp_path):
     m.watch_refusals("test.scp")
     logging.getLogger("test.scp").warning("association rejected: %s", "x", extra={"permanent": False})
     logging.getLogger("test.scp").warning("something else")
+    logging.getLogger("test.scp").warning("TLS handshake failed from %s:%s: %s; connection closed", "10.0.0.9", 4,
+                                          "CERTIFICATE_VERIFY_FAILED")
     m.close()
     text = generate_latest(m.registry).decode()
     for line in ("dicomnode_instances_received_total 1.0", "dicomnode_instances_duplicate_total 1.0",
@@ -41,7 +43,8 @@ def test_registry_exposes_index_gauges_histogram_and_counters(tmp_path):
                  'dicomnode_job_duration_seconds_sum{profile="ct"} 3.0',
                  "dicomnode_disk_free_watermark_bytes 1.048576e+07"):
         assert line in text, line
-    assert "dicomnode_associations_refused_total" in text
+    for kind, n in (("transient", 1.0), ("permanent", 0.0), ("tls", 1.0)):
+        assert f'dicomnode_associations_refused_total{{kind="{kind}"}} {n}' in text, kind
 
 
 def test_http_endpoint_serves_and_stops(tmp_path):
