@@ -54,10 +54,35 @@ def cmd_config_check(a: argparse.Namespace) -> int:
     return 0
 
 
+def _client_tls(a: argparse.Namespace, command: str):  # noqa: ANN202 - ssl.SSLContext | None
+    """The TLS context the --tls* options ask for (None without them). Raises SystemExit(2) naming a bad option."""
+    if not (a.tls or a.tls_ca or a.tls_cert or a.tls_key):
+        return None
+    import ssl
+
+    from dicomnode.net.tls import client_context
+    for opt, path in (("--tls-ca", a.tls_ca), ("--tls-cert", a.tls_cert), ("--tls-key", a.tls_key)):
+        if path and not Path(path).is_file():
+            print(f"dicomnode {command}: {opt} {path}: no such file", file=sys.stderr)
+            raise SystemExit(2)
+    if a.tls_key and not a.tls_cert:
+        print(f"dicomnode {command}: --tls-key needs --tls-cert (the certificate of that key)", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        return client_context(ca_certificates=a.tls_ca or "", certificate=a.tls_cert or "",
+                              private_key=a.tls_key or "")
+    except (ssl.SSLError, OSError, ValueError) as e:
+        print(f"dicomnode {command}: cannot use the TLS files (--tls-ca {a.tls_ca or '-'}, --tls-cert "
+              f"{a.tls_cert or '-'}, --tls-key {a.tls_key or '-'}): {e}; give PEM files, the key matching the "
+              "certificate", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def cmd_echo(a: argparse.Namespace) -> int:
     from dicomnode.net.scu import echo
+    ssl_context = _client_tls(a, "echo")
     try:
-        status = echo(a.host, a.port, ae_title=a.aec, calling_ae=a.aet, timeout_s=a.timeout)
+        status = echo(a.host, a.port, ae_title=a.aec, calling_ae=a.aet, timeout_s=a.timeout, ssl_context=ssl_context)
     except DicomnodeError as e:
         print(f"dicomnode echo: {e}", file=sys.stderr)
         return 1
@@ -86,10 +111,11 @@ def cmd_send(a: argparse.Namespace) -> int:
     if not files:
         print("dicomnode send: no files found under the given paths", file=sys.stderr)
         return 2
+    ssl_context = _client_tls(a, "send")
     bar = tqdm(total=len(files), unit="file", desc=f"send to {ae}", file=sys.stderr, disable=a.quiet)
     try:
         results = send_files(files, host=host, port=port, ae_title=ae, calling_ae=a.aet, timeout_s=a.timeout,
-                             on_sent=lambda r: bar.update(1))
+                             ssl_context=ssl_context, on_sent=lambda r: bar.update(1))
     except DicomnodeError as e:
         bar.close()
         print(f"dicomnode send: {e}", file=sys.stderr)
@@ -341,12 +367,20 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("file")
     c.set_defaults(func=cmd_config_check)
 
+    def add_tls_options(sp: argparse.ArgumentParser) -> None:
+        g = sp.add_argument_group("DICOM TLS (any of these turns it on)")
+        g.add_argument("--tls", action="store_true", help="use TLS; trust the system's CAs unless --tls-ca")
+        g.add_argument("--tls-ca", metavar="PEM", help="CA certificate(s) the peer's certificate must chain to")
+        g.add_argument("--tls-cert", metavar="PEM", help="our certificate, for peers that require one")
+        g.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert (if not inside it)")
+
     s = sub.add_parser("echo", help="C-ECHO a DICOM peer")
     s.add_argument("host")
     s.add_argument("port", type=int)
     s.add_argument("--aet", default="DICOMNODE", help="our (calling) AE title")
     s.add_argument("--aec", default="ANY-SCP", help="the peer's (called) AE title")
     s.add_argument("--timeout", type=float, default=10.0, help="seconds")
+    add_tls_options(s)
     s.set_defaults(func=cmd_echo)
 
     s = sub.add_parser("send", help="C-STORE files and folders to a peer")
@@ -355,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--aet", default="DICOMNODE", help="our (calling) AE title")
     s.add_argument("--timeout", type=float, default=30.0, help="seconds")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_tls_options(s)
     s.set_defaults(func=cmd_send)
 
     s = with_config(sub.add_parser("status", help="series, jobs and outbox at a glance"))

@@ -66,9 +66,9 @@ def echo(host: str, port: int, *, ae_title: str = "ANY-SCP", calling_ae: str = "
     """C-ECHO; returns the status (0x0000 on success) or raises SendError saying what failed."""
     ae = _ae(calling_ae, timeout_s)
     ae.add_requested_context(Verification)
-    assoc = ae.associate(host, port, ae_title=ae_title, **_tls_args(ssl_context, host))
+    assoc, why = _associate(ae, host, port, ae_title, ssl_context)
     if not assoc.is_established:
-        raise SendError(f"association with {ae_title}@{host}:{port} was {_why_not(assoc)}")
+        raise SendError(f"association with {ae_title}@{host}:{port} was {why}")
     try:
         status = assoc.send_c_echo()
     finally:
@@ -78,7 +78,41 @@ def echo(host: str, port: int, *, ae_title: str = "ANY-SCP", calling_ae: str = "
     return int(status.Status)
 
 
-def _why_not(assoc) -> str:  # noqa: ANN001
+class _TransportErrors(logging.Handler):
+    """Collects pynetdicom's "TCP Initialisation Error" records (the TLS or socket error of a failed connect),
+    which it logs instead of raising; :meth:`of` picks those of one association by thread, so concurrent sends do
+    not see each other's."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self._records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if isinstance(record.msg, str) and record.msg.startswith("TCP Initialisation Error"):
+            self._records.append(record)
+
+    def of(self, assoc) -> str:  # noqa: ANN001
+        idents = {getattr(assoc, "ident", None), getattr(getattr(assoc, "dul", None), "ident", None)} - {None}
+        msgs = [r.getMessage().split(": ", 1)[-1] for r in self._records if r.thread in idents]
+        return msgs[-1] if msgs else ""
+
+
+def _associate(ae: AE, host: str, port: int, ae_title: str, ssl_context: ssl.SSLContext | None):  # noqa: ANN202
+    """``ae.associate`` and, when it failed, why (the connect error pynetdicom only logs)."""
+    errors = _TransportErrors()
+    transport = logging.getLogger("pynetdicom.transport")
+    transport.addHandler(errors)
+    try:
+        assoc = ae.associate(host, port, ae_title=ae_title, **_tls_args(ssl_context, host))
+    finally:
+        transport.removeHandler(errors)
+    why = "" if assoc.is_established else _why_not(assoc, errors.of(assoc), tls=ssl_context is not None)
+    return assoc, why
+
+
+def _why_not(assoc, connect_error: str = "", *, tls: bool = False) -> str:  # noqa: ANN001
+    if connect_error:
+        return f"not established: {connect_error}"
     if assoc.is_rejected:
         rj = getattr(assoc.acceptor, "primitive", None)
         if rj is not None and getattr(rj, "result", None) is not None:
@@ -86,7 +120,9 @@ def _why_not(assoc) -> str:  # noqa: ANN001
                     f"{getattr(rj, 'reason_str', '')})").replace(": )", ")")
         return "rejected"
     if assoc.is_aborted:
-        return "aborted"
+        if tls:
+            return "aborted (over TLS: the peer may have refused our certificate, or have none we trust; its log says)"
+        return "aborted (a peer that requires TLS would drop a plain connection this way)"
     return "not established (no answer: is the destination up, and are host and port right?)"
 
 
@@ -138,9 +174,9 @@ def send_files(paths: Sequence[Path | str], *, host: str, port: int, ae_title: s
                                                              if t != ts])
             else:
                 ae.add_requested_context(sop_class, [ts])
-        assoc = ae.associate(host, port, ae_title=ae_title, **_tls_args(ssl_context, host))
+        assoc, why = _associate(ae, host, port, ae_title, ssl_context)
         if not assoc.is_established:
-            last_error = f"association with {ae_title}@{host}:{port} was {_why_not(assoc)}"
+            last_error = f"association with {ae_title}@{host}:{port} was {why}"
             for p, _, sop, _ in batch:
                 r = SendResult(str(p), sop, None, False, last_error)
                 results.append(r)

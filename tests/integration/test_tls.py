@@ -133,3 +133,34 @@ def test_node_sends_results_over_tls_to_dcmtk_storescp(make_node, pki, tmp_path)
             scp.wait(10)
         except subprocess.TimeoutExpired:
             scp.kill()
+
+
+def test_dicomnode_echo_and_send_speak_tls(make_node, pki, tmp_path):
+    import sys
+
+    node = _tls_node(make_node, pki)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "dicomnode", *args], capture_output=True, text=True, timeout=120)
+
+    tls = ["--tls-ca", str(pki / "ca.pem"), "--tls-cert", str(pki / "client.pem"), "--tls-key", str(pki / "client.key")]
+    peer = ["127.0.0.1", str(node.port), "--aet", "WORKSTATION", "--aec", "DICOMNODE"]
+    ok = run("echo", *peer, *tls)
+    assert ok.returncode == 0 and "(success)" in ok.stdout, ok.stdout + ok.stderr
+    no_cert = run("echo", *peer, "--tls-ca", str(pki / "ca.pem"))  # the node requires a client certificate
+    assert no_cert.returncode == 1 and "aborted (over TLS: the peer may have refused our certificate" in no_cert.stderr
+    assert no_cert.stderr.startswith("dicomnode echo: association with DICOMNODE@127.0.0.1:"), no_cert.stderr
+    rogue = run("echo", *peer, "--tls-ca", str(pki / "rogue-ca.pem"), "--tls-cert", str(pki / "client.pem"),
+                "--tls-key", str(pki / "client.key"))  # we must not trust a node our CA did not sign
+    assert rogue.returncode == 1 and "not established: [SSL: CERTIFICATE_VERIFY_FAILED]" in rogue.stderr, rogue.stderr
+    missing = run("echo", *peer, "--tls-ca", str(tmp_path / "nope.pem"))
+    assert missing.returncode == 2 and f"--tls-ca {tmp_path / 'nope.pem'}: no such file" in missing.stderr
+    wrong_key = run("echo", *peer, "--tls-cert", str(pki / "client.pem"), "--tls-key", str(pki / "rogue.key"))
+    assert wrong_key.returncode == 2 and "--tls-key" in wrong_key.stderr, wrong_key.stderr
+
+    files = [str(p) for p in sorted(STS_CT.glob("*.dcm"))[:3]]
+    sent = run("send", *files, "--to", f"DICOMNODE@127.0.0.1:{node.port}", "--aet", "WORKSTATION", "-q", *tls)
+    assert sent.returncode == 0 and "sent 3 of 3" in sent.stdout, sent.stdout + sent.stderr
+    wait_until(lambda: node.status()["instances"] == 3, timeout_s=30, what="3 instances stored over TLS")
+    plain = run("send", *files, "--to", f"DICOMNODE@127.0.0.1:{node.port}", "--aet", "WORKSTATION", "-q")
+    assert plain.returncode == 1 and "a peer that requires TLS would drop" in plain.stderr, plain.stdout + plain.stderr
