@@ -44,26 +44,26 @@ LEARNED_FEATURES = ("log10_volume_ml", "compactness", "elongation", "log10_cnr",
                     "polarity")
 
 
-def candidates(data: Path, patient: str, modality: str) -> list[dict]:
+def candidates(data: Path, patient: str, modality: str, profiles: dict) -> list[dict]:
     """Every detect candidate of one series, with its hand-set probability, features and whether it hits."""
     folder = data / "sts" / patient / modality
     series = load_series(sorted(folder.glob("*.dcm")))
     truth = read_region(next((data / "sts" / patient / f"{modality}_rtstruct").glob("*.dcm")), series,
                         name="GTV_Mass").mask
-    profile = load_default_profiles()[PROFILE[modality]]
+    profile = profiles[PROFILE[modality]]
     steps = list(profile.steps[:profile.steps.index("detect") + 1])
     params = {k: dict(v) for k, v in profile.params.items()}
     params["detect"] = {**params.get("detect", {}), "probability_threshold": 0.0, "max_findings": 50}
     ctx = Context(volume=series.volume, original=series.volume, header={})
-    registry()
     run_steps(ctx, steps, params)
     out = []
     for f in ctx.findings:
         mask = ctx.labels.by_label(f["label"]).mask
         centre = tuple(int(round(c)) for c in np.argwhere(mask).mean(axis=0))
         tumour = float((mask & truth).sum() / mask.sum())
-        out.append({"label": f["label"], "probability": f["probability"], "hit": bool(truth[centre]) and tumour > 0.3,
-                    "tumour_fraction": round(tumour, 3), "volume_ml": f["volume_ml"], "features": f["detect_features"]})
+        out.append({"label": f["label"], "probability": f["probability"],
+                    "hit": bool(truth[centre]) and tumour > 0.3, "tumour_fraction": round(tumour, 3),
+                    "volume_ml": f["volume_ml"], "features": f["detect_features"]})
     return out
 
 
@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     warnings.filterwarnings("ignore", category=UserWarning)
     data = Path(a.data)
-    rows = {(p, m): candidates(data, p, m) for p in PATIENTS for m in PROFILE}
+    registry()
+    profiles = load_default_profiles()
+    rows = {(p, m): candidates(data, p, m, profiles) for p in PATIENTS for m in PROFILE}
 
     def score(probs: dict) -> dict:
         res = {}
@@ -106,9 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     learned = score(learned_probs)
 
     print(f"{'series':16s} {'cands':>5s} | hand-set: top hits, rank of first hit (p) | LOPO Gaussian NB: same")
+    def fmt(r: dict) -> str:
+        return f"{'yes' if r['top_hits'] else 'no ':3s} {str(r['rank_of_first_hit']):>4s} ({r['its_probability']})"
+
     for key in hand:
         h, g = hand[key], learned[key]
-        fmt = lambda s: f"{'yes' if s['top_hits'] else 'no ':3s} {str(s['rank_of_first_hit']):>4s} ({s['its_probability']})"  # noqa: E731
         print(f"{key:16s} {h['candidates']:5d} | {fmt(h):28s} | {fmt(g)}")
     findable = sum(1 for s in hand.values() if s["rank_of_first_hit"])
     print(f"\nseries whose tumour is among the candidates: {findable} of {len(hand)}")

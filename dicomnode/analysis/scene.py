@@ -19,10 +19,12 @@
   standard deviation < 25 HU on CT; 0.5-1.6 x and < 0.15 x the body's median otherwise), eroded once, as a
   fraction of the body: the liver and spleen of the upper abdomen (and thigh muscles), against bowel in fat;
 * *lateral bright*: bright tissue of the largest part (the trunk) further than 0.3 x its half-width from its
-  centre column, as a fraction of the body, and its largest connected piece: iliac wings and femoral heads against a spine-only slice;
+  centre column, as a fraction of the body, and its largest connected piece: iliac wings and femoral heads
+  against a spine-only slice;
 * shape: total cross-section area (cm^2), number of parts (two thighs, arms beside the trunk: parts that touch
-  count apart, see :func:`_body_parts`), the largest part's major axis (mm) and minor/major ratio, the fraction of the outline that lies on the image border
-  (a cropped field of view) and the fraction of the field of view filled by the body.
+  count apart, see :func:`_body_parts`), the largest part's major axis (mm) and minor/major ratio, the fraction
+  of the outline that lies on the image border (a cropped field of view) and the fraction of the field of view
+  filled by the body.
 
 Each per-slice value is summarised by its median over the slices that hold body. The per-slice series are kept in
 :attr:`SceneDescriptors.per_slice`; CT also gets per-slice tissue fractions (air/lung, fat, soft tissue, bone).

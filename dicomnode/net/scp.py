@@ -38,9 +38,9 @@ status    name                       when
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import itertools
-import contextlib
 import logging
 import signal
 import socket
