@@ -50,7 +50,25 @@ def source_datasets(series: LoadedSeries) -> list[Dataset]:
     """The source headers to hand to highdicom: the first one cleaned (highdicom copies its Patient and Study
     modules into the result), the others as they are. The caller's datasets are never changed."""
     headers = list(series.headers)
-    return [clean_header(headers[0]), *headers[1:]]
+    first = clean_header(headers[0])
+    _share_uniform_geometry(first)
+    return [first, *headers[1:]]
+
+
+def _share_uniform_geometry(ds: Dataset) -> None:
+    """In a multi-frame copy, put Pixel Measures and Plane Orientation into the shared functional groups when every
+    frame has the same one (Siemens XA puts them per frame; highdicom reads them from the shared group only). The
+    copy is highdicom's input, never written."""
+    if "PerFrameFunctionalGroupsSequence" not in ds or "SharedFunctionalGroupsSequence" not in ds:
+        return
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    frames = ds.PerFrameFunctionalGroupsSequence
+    for keyword in ("PixelMeasuresSequence", "PlaneOrientationSequence"):
+        if keyword in shared or not all(keyword in f for f in frames):
+            continue
+        first = frames[0][keyword]
+        if all(f[keyword].value == first.value for f in frames):
+            setattr(shared, keyword, first.value)
 
 
 def source_notes(series: LoadedSeries) -> list[str]:
