@@ -12,9 +12,16 @@ scheme :data:`PRIVATE_SCHEME` ("99DCMNODE"), its code value derived from the nam
 short names as they are, longer ones as a hash, :func:`private_code_value`); the code meaning is the name. The SR
 then declares the scheme in its Coding Scheme Identification Sequence.
 
-Later steps add groups that are not tied to a segment (findings with a probability, a scene classification,
-similarity measures) with ``extra_groups``: any highdicom TID 1501/1410/1411 group objects, appended after the
-segment groups. :func:`evaluation_group` builds the common case, a qualitative finding with numeric measurements.
+Groups not tied to a segment (a scene classification, body regions, classifications, similarity measures) are TID
+1501 groups (:func:`evaluation_group`); :func:`build_evaluation_sr` puts them into a report of their own (Pixelmed's
+SR validator checks all groups of a report against one template: see there). ``extra_groups`` of :func:`build_sr`
+still appends them to a segment report for callers that do not need Pixelmed's approval.
+
+What the node sends (``dicomnode.chain``): the main report (:func:`build_sr` with the key measurements,
+:func:`is_key_measurement`), the evaluations report (:func:`build_evaluation_sr`) and the feature reports, one per
+segment (:func:`build_feature_srs`), so that each stays small: Pixelmed's DicomSRValidator, the validator of the IHE AIR
+Connectathon, needs memory and time that grow faster than the number of content items. Each NUM carries its concept,
+value and UCUM unit; the algorithm (TID 4019) and the device observer context are given once per group.
 """
 
 from __future__ import annotations
