@@ -40,8 +40,7 @@ def broken(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
     """Each broken copy of the sts CT, processed with the CT profile (SEG, SR, feature SRs, MIP series)."""
     root = tmp_path_factory.mktemp("broken")
     made = {
-        "age": patient_age_stars(STS_CT, root / "age"),
-        "refs": incomplete_references(STS_CT, root / "refs"),
+        "age_refs": incomplete_references(patient_age_stars(STS_CT, root / "age"), root / "age_refs"),
         "implicit": implicit_vr_philips_like(STS_CT, root / "implicit"),
         "lung": paired_body_part(STS_CT, root / "lung"),
         "lung_r": paired_body_part(STS_CT, root / "lung_r", laterality="R"),
@@ -50,7 +49,7 @@ def broken(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
 
 
 def test_patient_age_stars_is_left_out_and_named_without_its_value(broken) -> None:
-    out, res = broken["age"]
+    out, res = broken["age_refs"]
     _check_dciodvfy(_outputs(out, res))
     for name in ("seg.dcm", "sr.dcm", "derived/mip/0001.dcm"):
         ds = pydicom.dcmread(out / name)
@@ -64,7 +63,7 @@ def test_patient_age_stars_is_left_out_and_named_without_its_value(broken) -> No
 
 
 def test_incomplete_reference_items_are_left_out(broken) -> None:
-    out, res = broken["refs"]
+    out, res = broken["age_refs"]
     _check_dciodvfy(_outputs(out, res))
     for name in ("seg.dcm", "sr.dcm", "derived/mip/0001.dcm"):
         ds = pydicom.dcmread(out / name)
