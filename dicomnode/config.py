@@ -361,7 +361,15 @@ def _parse_profile(c: _Collector, name: str, t: Any, prefix: str) -> Profile | N
     for k, v in t.items():
         if k in ("steps", "version", "outputs", "description"):
             continue
-        if isinstance(v, dict):
+        if isinstance(v, dict) and k == "load":  # how io/load.py reads the series: [profiles.X.load] phase = ...
+            phase = v.get("phase", "first")
+            if set(v) - {"phase"}:
+                c.err(f"{prefix}.load", v, "the only load option is phase")
+            if not (phase in ("first", "last", "all") or (type(phase) is int and phase >= 1)):
+                c.err(f"{prefix}.load.phase", phase, "\"first\", \"last\", \"all\" or a phase number >= 1: which "
+                      "temporal phase of a series with several images per position to analyse")
+            params[k] = dict(v)
+        elif isinstance(v, dict):
             if k not in steps:
                 c.err(f"{prefix}.{k}", v, f"parameters for a step that is not in {prefix}.steps; add it there or remove the table")
             params[k] = dict(v)
