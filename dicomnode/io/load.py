@@ -831,6 +831,7 @@ def _resample_along_stack(array: np.ndarray, along: np.ndarray,
     b = np.clip(np.searchsorted(along, targets, side="right"), 1, len(along) - 1)
     a = b - 1
     w = np.clip((targets - along[a]) / (along[b] - along[a]), 0.0, 1.0)
+    w[w < 1e-6], w[w > 1 - 1e-6] = 0.0, 1.0  # a target on a source slice copies it exactly
     for j in range(len(targets)):
         np.multiply(array[a[j]], np.float32(1.0 - w[j]), out=out[j])
         out[j] += np.float32(w[j]) * array[b[j]]
