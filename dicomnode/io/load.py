@@ -2,9 +2,20 @@
 
 :func:`load_series` reads the files of one series, single-frame slices or (enhanced / legacy converted) multi-frame
 images, decodes compressed pixel data through pydicom's plugins (pylibjpeg), sorts the frames along the slice normal,
-applies the modality rescale and returns float32 voxels (z, y, x) with the geometry of the Volume conventions.
-Anything that cannot become one regular volume raises :class:`~dicomnode.errors.SeriesLoadError` whose message names
-the file, the DICOM attribute and what to do.
+applies the modality rescale (per frame) and returns float32 voxels (z, y, x) with the geometry of the Volume
+conventions. What real series need and what the loader does about it, each said in ``LoadedSeries.notes``:
+
+* non-image objects in the series (Raw Data, ...): ignored;
+* several images per position (temporal phases): split into phases, one loaded (``phase``);
+* gantry tilt: kept as acquired on a sheared grid (``Volume.direction`` column 2 is then the slice-to-slice step per
+  mm along the normal, not a unit vector), so every voxel keeps its DICOM position and volumes stay exact;
+* small slice-spacing irregularities: one regular grid; mixed spacing (two slice thicknesses): resampled onto a
+  regular grid, and :func:`on_source_slices` maps label maps back onto the source slices for the SEG;
+* PixelPaddingValue: the lowest real value, never tissue;
+* PET in Bq/ml: SUVbw (:mod:`dicomnode.io.suv`), or Bq/ml with the reason.
+
+Anything that cannot become one volume raises :class:`~dicomnode.errors.SeriesLoadError` (a multi-plane localizer:
+:class:`~dicomnode.errors.SeriesRefusedError`) whose message names the file, the DICOM attribute and what to do.
 
 :func:`group_series` sorts a pile of files into series for batch runs, :func:`read_header` reads one header.
 """
