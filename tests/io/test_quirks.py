@@ -88,6 +88,14 @@ def test_raw_data_object_in_the_image_series_is_ignored_with_a_note(philips_enha
     assert len(philips_enhanced.headers) == 1
     assert str(philips_enhanced.headers[0].SOPClassUID) == "1.2.840.10008.5.1.4.1.1.4.1"  # Enhanced MR
     assert any("Raw Data Storage" in n and "ignored 1" in n for n in philips_enhanced.notes)
+    # README: the per-frame RescaleSlope (about 37000) of the PixelValueTransformation group is applied
+    (image,) = [f for f in files if f not in raw]
+    ds = pydicom.dcmread(image)
+    item = ds.PerFrameFunctionalGroupsSequence[10]
+    slope = float(item.PixelValueTransformationSequence[0].RescaleSlope)
+    assert 36000 < slope < 38000
+    z = z_of(philips_enhanced, ds, 11)
+    assert np.allclose(philips_enhanced.volume.array[z], ds.pixel_array[10] * np.float32(slope), rtol=1e-6)
     # the raw data object alone is refused with a reason, not a crash
     with pytest.raises(SeriesLoadError, match="no image among the 1 file.*Raw Data Storage"):
         load_series(raw)
