@@ -115,7 +115,8 @@ def test_process_all_phases_writes_each_phase_with_its_own_results(tmp_path):
         assert any(f"phase {k} of 3" in n for n in res["notes"]), res["notes"]
         seg = hd.seg.segread(folder / "seg.dcm")
         seg_uids.add(str(seg.SOPInstanceUID))
-        referenced[k] = {str(i.ReferencedSOPInstanceUID) for i in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence}
+        instances = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+        referenced[k] = {str(i.ReferencedSOPInstanceUID) for i in instances}
         assert len(referenced[k]) <= 60
         n, text = dciodvfy(folder / "seg.dcm")
         assert n == 0, text

@@ -878,7 +878,8 @@ def _fill_padding(datasets: list[Dataset], frames: list[_Frame], array: np.ndarr
         fill = min(fill, -1000.0)
     array[padded] = np.float32(fill)
     notes.append(
-        f"{n} voxels ({100.0 * n / padded.size:.1f} %) hold PixelPaddingValue {', '.join(map(str, sorted(values, key=str)))} "
+        f"{n} voxels ({100.0 * n / padded.size:.1f} %) hold PixelPaddingValue "
+        f"{', '.join(map(str, sorted(values, key=str)))} "
         f"(outside the reconstructed field of view): set to {fill:g}, the lowest real value, so they never count as "
         "tissue"
     )

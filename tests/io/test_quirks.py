@@ -124,7 +124,8 @@ def test_philips_enhanced_and_classic_copies_give_the_same_volume(philips_enhanc
     enhanced.save_as(path, enforce_file_format=True)
     again = load_series([path])
     assert again.is_multiframe and np.array_equal(again.volume.array, b.array)
-    assert again.volume.origin_mm == pytest.approx(b.origin_mm) and again.volume.spacing_mm == pytest.approx(b.spacing_mm)
+    assert again.volume.origin_mm == pytest.approx(b.origin_mm)
+    assert again.volume.spacing_mm == pytest.approx(b.spacing_mm)
 
 
 # --- temporal phases ----------------------------------------------------------------------------------------------
