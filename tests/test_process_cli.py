@@ -151,6 +151,7 @@ REFUSED = {
 RESULTS_PENDING = {
     "head-ct/CT": "PatientBirthDate",
     "enhanced-mr/philips_T1W_FFE_CS2_enhanced": "PixelMeasuresSequence",
+    "enhanced-mr/siemens_xa30_T1_sag": "PixelMeasuresSequence",
 }
 #: Heavy series (hundreds of slices or 512 x 512 x 30 and more): still run, marked slow.
 HEAVY = {"wholebody-pet-mr/PET", "breast-mr/DCE_3DFGRE", "chest-ct/A0002_B40f", "chest-ct/A0002_B70f", "head-ct/CT",
