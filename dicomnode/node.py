@@ -141,7 +141,11 @@ class Node:
             ssl_context = server_context(cfg.node.tls)
         self.scp = StorageSCP(ae_title=cfg.node.ae_title, bind=cfg.node.bind, port=cfg.node.port, spool=self.spool,
                               sink=self._received, peers=[PeerRule(p.ae_title, p.host) for p in cfg.peers],
-                              max_pdu_bytes=cfg.node.max_pdu_bytes, ssl_context=ssl_context, admit=self._admit)
+                              max_pdu_bytes=cfg.node.max_pdu_bytes, ssl_context=ssl_context, admit=self._admit,
+                              max_associations=cfg.node.max_associations,
+                              max_associations_per_peer=cfg.node.max_associations_per_peer,
+                              network_timeout_s=cfg.node.idle_timeout_seconds,
+                              artim_timeout_s=cfg.node.artim_timeout_seconds)
         self.metrics.watch_refusals()
         self.scp.start()
         if cfg.metrics.port:

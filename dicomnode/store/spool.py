@@ -27,7 +27,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,6 +242,7 @@ class Spool:
         dataset_bytes: Chunks,
         calling_ae: str = "",
         peer_host: str = "",
+        verify: "Callable[[Path, int], None] | None" = None,
     ) -> StoredInstance:
         """Store one instance durably; return once it is committed.
 
@@ -258,6 +259,10 @@ class Spool:
             it is not consumed when a UID is invalid.
         calling_ae, peer_host : str, optional
             Where the instance came from; kept in the result (and the AE in the file meta).
+        verify : callable, optional
+            Called with the written temp file and the offset of its data set before the commit; whatever it
+            raises (e.g. a data set that does not parse to its end) removes the temp file and is re-raised, so
+            nothing that fails it is ever stored.
 
         Returns
         -------
@@ -306,6 +311,8 @@ class Spool:
                 except OSError as exc:  # the source failed (e.g. a network error), not the disk
                     raise _SourceError(exc) from exc
                 size_bytes += _write_all(fd, chunk)
+            if verify is not None:
+                verify(temp, len(meta))
             os.fsync(fd)
             os.close(fd)
             fd = -1
