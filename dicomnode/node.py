@@ -25,7 +25,8 @@ from typing import Callable
 from dicomnode.config import NodeConfig
 from dicomnode.executors import Executor, executor_for
 from dicomnode.export.outbox import Outbox
-from dicomnode.io.headers import is_image_storage, is_region_storage, read_tags, referenced_series_uid
+from dicomnode.io.headers import (HeaderReadError, is_image_storage, is_region_storage, read_tags,
+                                  referenced_series_uid)
 from dicomnode.jobs import Dispatcher
 from dicomnode.obs.metrics import NodeMetrics
 from dicomnode.routing import RouteDecision, quiet_seconds, route
@@ -300,7 +301,11 @@ class Node:
             log.info("series opened", extra={"series_uid": uid})
 
     def _route(self, path: str, sop_class_uid: str) -> RouteDecision:
-        tags = read_tags(path)
+        try:
+            tags = read_tags(path)  # bounded: top-level values only, sequences walked to a nesting cap, no pixels
+        except HeaderReadError as e:
+            log.warning("header unreadable for routing; routing on the SOP class alone: %s", e)
+            tags = {}
         sop_class = tags.get("SOPClassUID", sop_class_uid)
         return route(self.config, tags, is_image=is_image_storage(sop_class), is_region=is_region_storage(sop_class))
 
