@@ -9,7 +9,7 @@ Data flow (see ``docs/architecture.md``)::
 
 Recovery on start: instances on disk but missing from the index (the node died between the acknowledgement and the
 index write) are indexed again from the spool; jobs left running go back to pending; exports left sending go back
-to pending; open series resume their quiet period from the index.
+to pending; open series get a whole quiet period from the start (their senders could not send meanwhile).
 """
 
 from __future__ import annotations
@@ -114,6 +114,7 @@ class Node:
                     self._retry = missing
         jobs = self.db.release_running_jobs(now=now)
         exports = self.db.release_sending_exports(now)
+        self.db.restart_quiet_periods(now)
         summary = {"reindexed_instances": reindexed, "requeued_jobs": len(jobs), "requeued_exports": len(exports),
                    "open_series": len(self.db.list_series(SeriesState.OPEN))}
         log.info("recovered", extra={**summary, "clean_shutdown": clean})

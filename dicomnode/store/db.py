@@ -362,6 +362,15 @@ class Database:
                         (SeriesState.OPEN.value, r.received_at, r.series_uid))
         return added, reopened
 
+    def restart_quiet_periods(self, now: float) -> int:
+        """At start-up: open series get a whole quiet period from ``now``. While the node was down their senders
+        could not send, so the silence before the restart says nothing; completing them at once would process a
+        series cut short by the outage (and process it again when the sender resends the rest)."""
+        with self.immediate() as tx:
+            cur = tx.execute("UPDATE series SET last_received_at = ? WHERE state = ? AND last_received_at < ?",
+                             (now, SeriesState.OPEN.value, now))
+        return cur.rowcount
+
     def set_series_routing(self, series_uid: str, rule: str | None, quiet_seconds: float | None) -> None:
         with self.immediate() as tx:
             tx.execute("UPDATE series SET rule = ?, quiet_seconds = ? WHERE series_uid = ?",
