@@ -105,7 +105,7 @@ class Node:
         reindexed = 0
         if not clean:  # killed, or stopped with instances it could not index: every file must have its row
             known = self.db.known_instance_paths()
-            missing = [s for s in self.spool.scan() if str(s.path) not in known]
+            missing = list(self.spool.scan(skip=known))
             if missing:
                 self._pending(missing, +1)
                 if self._try_index(missing):

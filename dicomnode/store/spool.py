@@ -27,7 +27,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -379,8 +379,11 @@ class Spool:
 
     # -- scan and remove -----------------------------------------------------------------------
 
-    def scan(self) -> Iterator[StoredInstance]:
-        """Yield every committed instance; remove temp files left by a crash.
+    def scan(self, skip: "Container[str]" = ()) -> Iterator[StoredInstance]:
+        """Yield every committed instance whose path is not in ``skip``; remove temp files left by a crash.
+
+        ``skip`` (e.g. the paths already indexed) is checked before a file is opened, so a rescan after a crash
+        reads only the files the index lacks, not a million it has.
 
         Reads file meta and header only (``stop_before_pixels``). Files that cannot be read, or
         whose UIDs break the grammar or do not match their path, are skipped with a warning (they
@@ -402,7 +405,7 @@ class Spool:
                     log.info("removing unfinished temp file %s", path, extra={"path": str(path)})
                     _remove_quietly(path)
                     continue
-                if not name.endswith(_SUFFIX) or name.startswith("."):
+                if not name.endswith(_SUFFIX) or name.startswith(".") or str(path) in skip:
                     continue
                 try:
                     ds = dcmread(path, stop_before_pixels=True, specific_tags=tags)
