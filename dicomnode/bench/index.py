@@ -93,7 +93,7 @@ def _completion_scan(db, open_series: int, repeats: int = 20) -> float:
         for s in due:
             db.instance_paths(s.series_uid)
         times.append(time.perf_counter() - t0)
-        assert len(due) == open_series, (len(due), open_series)
+        assert len(due) >= open_series, (len(due), open_series)  # (and the series sent by the ingest rounds)
     return statistics.median(times)
 
 

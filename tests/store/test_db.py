@@ -151,3 +151,18 @@ def test_concurrent_writers(tmp_path):
         t.join()
     assert db.count_instances() == 400
     assert len(db.list_series()) == 8
+
+
+def test_completion_scan_and_status_queries_use_indexes(tmp_path):
+    """Their cost follows the open series and the recent rows, not the size of the index (bench index measures)."""
+    db = Database(tmp_path / "i.sqlite")
+    db.add_instances([rec(f"1.{i}", t=i) for i in range(50)])
+    conn = db._conn()
+    for sql, args in (("SELECT * FROM series WHERE state = ? AND last_received_at <= ? - COALESCE(quiet_seconds, ?)",
+                       ("open", 1, 30)),
+                      ("SELECT path FROM instances WHERE series_uid = ? ORDER BY path", ("1.2.3",)),
+                      ("SELECT COUNT(*) AS n, COALESCE(SUM(size_bytes), 0) AS b, COUNT(DISTINCT series_uid) AS s"
+                       " FROM instances WHERE received_at >= ?", (1,)),
+                      ("SELECT * FROM series ORDER BY last_received_at DESC LIMIT ?", (20,))):
+        plan = " ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, args))
+        assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, (sql, plan)
