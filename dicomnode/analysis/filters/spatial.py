@@ -305,6 +305,10 @@ def gabor(image: np.ndarray, spacing_mm: tuple[float, float, float], *, sigma_mm
         if n < 1 or abs(n * dtheta_rad - 2 * math.pi) > 1e-6:
             raise ValueError(f"dtheta_rad must divide 2 pi, e.g. pi/8; got {dtheta_rad}")
         thetas = [k * dtheta_rad for k in range(n)]
+        if n % 2 == 0 and resp in (GaborResponse.MODULUS, GaborResponse.REAL):
+            # for a real image the kernel at theta + pi is the conjugate one: same modulus and real part, so the
+            # pooled (max, min or average) map needs only theta in [0, pi)
+            thetas = thetas[: n // 2]
     else:
         thetas = [float(theta_rad)]
     img = _as_float(image)
