@@ -294,16 +294,18 @@ def extract_features(
         raise ValueError("the ROI mask is empty: no voxel to compute features of")
     s = settings
     # 1-2. crop (+ interpolate): only the ROI's bounding box plus the sphere radius and a kernel margin is needed.
+    # a filtered image reads beyond the ROI only for the local intensity sphere: drop that margin when not asked
+    peak_mm = PEAK_RADIUS_MM if s.filter is None or "local intensity" in s.families else 0.0
     if s.interpolation is Interpolation.NONE:
-        margin = tuple(int(math.ceil(PEAK_RADIUS_MM / d)) + 1 for d in spacing)
-        if s.filter is not None:  # the response must be exact over the ROI plus the local intensity sphere
+        margin = tuple(int(math.ceil(peak_mm / d)) + 1 for d in spacing)
+        if s.filter is not None:  # the response must be exact over the ROI (plus the local intensity sphere)
             margin = tuple(m + f for m, f in zip(margin, filter_margin_voxels(s.filter, spacing)))
         img, morph, _ = crop_to_roi(image, mask, margin_voxels=margin)
         img = np.asarray(img, dtype=np.float64)
         morph = np.array(morph, dtype=bool)
     else:
         new = s.spacing_mm
-        margin_mm = PEAK_RADIUS_MM + 2.0 * max(max(new), max(spacing))
+        margin_mm = peak_mm + 2.0 * max(max(new), max(spacing))
         if s.filter is not None:
             coarse = tuple(max(a, b) for a, b in zip(new, spacing))  # in-plane-only keeps the original z spacing
             margin_mm += max(f * d for f, d in zip(filter_margin_voxels(s.filter, coarse), coarse))

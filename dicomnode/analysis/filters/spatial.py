@@ -18,6 +18,7 @@ import math
 from enum import Enum
 
 import numpy as np
+import scipy.fft
 from scipy import ndimage as ndi
 
 from dicomnode.analysis.features.processing import check_spacing
@@ -25,6 +26,7 @@ from dicomnode.analysis.filters._common import (
     Boundary,
     Pooling,
     _Pool,
+    fft_workers,
     fftn,
     ifftn,
     pad,
@@ -198,6 +200,50 @@ def _separable(img: np.ndarray, kernels: list[np.ndarray], axes: tuple[int, ...]
     return out
 
 
+def _rotated_chains(chains: list[tuple[np.ndarray, ...]], axes: tuple[int, ...]):
+    """Per right-angle rotation, the 1D filter chain of every image axis, for filtering without rotating the image.
+
+    Rotating the image, filtering axis ``axes[i]`` with ``chains[i]`` and rotating back equals filtering the original
+    image along ``axes[perm[i]]`` with ``chains[i]`` reversed when the rotation flips that axis (odd-length, centred
+    filters; every IBSI boundary is symmetric under a flip). Yields one tuple of (axis, chain) pairs per rotation.
+    """
+    for perm, flips in rotations(len(axes)):
+        per_axis = {}
+        for i, chain in enumerate(chains):
+            per_axis[axes[perm[i]]] = tuple(h[::-1] for h in chain) if flips[i] else chain
+        yield tuple((ax, per_axis[ax]) for ax in axes)
+
+
+def _pooled_separable(img: np.ndarray, rotations_chains, mode: str, pooling: Pooling) -> np.ndarray:
+    """Pool separable responses over rotations, sharing the 1D passes that rotations have in common.
+
+    Rotations are visited in an order where consecutive ones share the longest prefix of per-axis chains; the
+    intermediate results of that prefix are kept (one array per axis), so e.g. the 24 rotations of a level-2 HHH
+    wavelet need 28 1D passes instead of 144. Identical rotations are computed once and weighted.
+    """
+    keyed: dict[tuple, list] = {}
+    for rc in rotations_chains:
+        key = tuple((ax, tuple(h.tobytes() for h in chain)) for ax, chain in rc)
+        keyed.setdefault(key, [rc, 0])[1] += 1
+    acc = _Pool(pooling)
+    stack: list[tuple[tuple, np.ndarray]] = []  # (prefix key, result after that prefix)
+    for key in sorted(keyed):
+        rc, weight = keyed[key]
+        depth = 0
+        while depth < len(stack) and depth < len(key) and stack[depth][0] == key[: depth + 1]:
+            depth += 1
+        del stack[depth:]
+        out = stack[-1][1] if stack else img
+        for level in range(depth, len(key)):
+            ax, chain = rc[level]
+            for h in chain:
+                out = ndi.convolve1d(out, h, axis=ax, mode=mode)
+            stack.append((key[: level + 1], out))
+        for _ in range(weight if pooling is Pooling.AVERAGE else 1):
+            acc.add(out)
+    return acc.result()
+
+
 def laws(image: np.ndarray, *, kernel: str, boundary: Boundary | str = Boundary.MIRROR, in_plane_only: bool = False,
          rotation_invariant: bool = False, pooling: Pooling | str = Pooling.MAX,
          energy_delta_voxels: int | None = None) -> np.ndarray:
@@ -230,12 +276,8 @@ def laws(image: np.ndarray, *, kernel: str, boundary: Boundary | str = Boundary.
     axes = _axes(in_plane_only)
     img = _as_float(image)
     if rotation_invariant:
-        acc = _Pool(Pooling.parse(pooling))
-        for perm, flips in rotations(len(axes)):
-            # kernel i goes to axis perm[i], reversed when flipped: the kernel rotated by a right angle
-            ks = [kernels[perm.index(i)][::-1] if flips[i] else kernels[perm.index(i)] for i in range(len(axes))]
-            acc.add(_separable(img, ks, axes, b.ndimage_mode))
-        out = acc.result()
+        out = _pooled_separable(img, _rotated_chains([(k,) for k in kernels], axes), b.ndimage_mode,
+                                Pooling.parse(pooling))
     else:
         out = _separable(img, kernels, axes, b.ndimage_mode)
     if energy_delta_voxels is not None:
@@ -344,8 +386,9 @@ def _gabor_plane(img, spacing, ax_x, ax_y, sigma, lam, gamma, thetas, b, resp, t
     other = [a for a in range(3) if a not in (ax_x, ax_y)][0]
     work = np.transpose(img, (other, ax_y, ax_x))
     padded = pad(work, ((0, 0), (ry, ry), (rx, rx)), b)
-    shape = padded.shape[1:]
-    spec = fftn(padded.astype(np.complex64), axes=(1, 2))
+    # zero-extend to a fast FFT size: outputs [r, r + n) read only [0, n + 2r), so nothing wraps into them
+    shape = tuple(scipy.fft.next_fast_len(n, real=False) for n in padded.shape[1:])
+    spec = scipy.fft.fftn(padded.astype(np.complex64), s=shape, axes=(1, 2), workers=fft_workers())
     ny, nx = work.shape[1:]
     for theta in thetas:
         k = _gabor_kernel(spacing[ax_x], spacing[ax_y], rx, ry, sigma, lam, gamma, theta)
@@ -434,9 +477,9 @@ def separable_wavelet(image: np.ndarray, *, wavelet: str, map: str, level: int =
     img = _as_float(image)
     if not rotation_invariant:
         return _wavelet_once(img, lo, hi, letters, axes, int(level), b.ndimage_mode).astype(np.float32)
-    acc = _Pool(Pooling.parse(pooling))
-    for rot in rotations(len(axes)):
-        r = _wavelet_once(np.ascontiguousarray(rotate(img, rot, axes)), lo, hi, letters, axes, int(level),
-                          b.ndimage_mode)
-        acc.add(unrotate(r, rot, axes))
-    return acc.result().astype(np.float32)
+    chains = []
+    for c in letters:  # level-1 ... level-(n-1) low-pass, then the map's filter at level n, on each axis
+        chain = [_dilate(_alignment(lo), lev) for lev in range(1, int(level))]
+        chains.append((*chain, _dilate(_alignment(lo if c == "L" else hi), int(level))))
+    return _pooled_separable(img, _rotated_chains(chains, axes), b.ndimage_mode,
+                             Pooling.parse(pooling)).astype(np.float32)
