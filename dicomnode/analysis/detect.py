@@ -72,6 +72,8 @@ __all__ = [
     "Finding",
     "LUNG_MODEL",
     "TISSUE_MODEL",
+    "FEATURE_CLIP",
+    "FittedModel",
     "NaiveBayes",
     "blob_candidates",
     "detect",
@@ -250,6 +252,48 @@ TISSUE_MODEL = NaiveBayes(
     clip={"log10_volume_ml": (-2.0, 3.5), "compactness": (0.0, 1.0), "elongation": (0.0, 1.0),
           "log10_cnr": (-1.0, 2.5), "truncation": (0.0, 1.0), "tissue_outlier": (0.0, 8.0)},
 )
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class FittedModel:
+    """A probability model fitted to scored candidates (``scripts/evaluate_findings.py``): a scikit-learn
+    classifier with ``predict_proba`` over ``feature_names``, target class 1.
+
+    Parameters
+    ----------
+    estimator : object
+        Fitted, e.g. a ``Pipeline(StandardScaler, LogisticRegression)``.
+    feature_names : tuple of str
+        Its inputs, in order.
+    fill : mapping of str to float
+        The value a candidate without the feature gets (e.g. ``mirror_uptake`` when the body's midline is not in
+        view); features are clipped as :data:`FEATURE_CLIP` says first.
+    """
+
+    estimator: object
+    feature_names: tuple[str, ...]
+    fill: Mapping[str, float]
+
+    def vector(self, features: Mapping[str, float]) -> list[float]:
+        out = []
+        for name in self.feature_names:
+            x = features.get(name, float("nan"))
+            x = float(self.fill.get(name, 0.0)) if x is None or not np.isfinite(x) else float(x)
+            lo, hi = FEATURE_CLIP.get(name, (-np.inf, np.inf))
+            out.append(min(max(x, lo), hi))
+        return out
+
+    def posterior(self, features: Mapping[str, float]) -> float:
+        """P(target | features)."""
+        return float(self.estimator.predict_proba(np.asarray([self.vector(features)]))[0, 1])
+
+
+#: Ranges features are clipped to before a fitted model sees them.
+FEATURE_CLIP: dict[str, tuple[float, float]] = {
+    "log10_volume_ml": (-2.0, 3.5), "compactness": (0.0, 1.0), "elongation": (0.0, 1.0), "log10_cnr": (-1.0, 2.5),
+    "truncation": (0.0, 1.0), "enclosure": (0.0, 1.0), "mirror_uptake": (0.0, 1.0), "midline_offset": (0.0, 1.5),
+    "log2_to_reference": (-4.0, 6.0), "tissue_outlier": (0.0, 8.0),
+}
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -492,7 +536,7 @@ def _split(found: list[Finding], settings: DetectionSettings) -> tuple[tuple[Fin
 
 
 def _finding(label: str, region_box: np.ndarray, box: tuple[slice, ...], feats: dict[str, float],
-             model: NaiveBayes) -> Finding:
+             model: NaiveBayes | FittedModel) -> Finding:
     """A finding from a region on ``box``, cropped to the region's own bounding box."""
     idx = np.argwhere(region_box)
     lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
@@ -728,8 +772,8 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
                   polarity: str = "both", window: tuple[float, float] | None = None,
                   max_radius_mm: float = 45.0, coarse_mm: float = 4.0, min_response: float = 1.0,
                   z_clip: float = 8.0, max_candidates: int = 20, work_mm: float | None = 2.0,
-                  hot_threshold: float | None = None,
-                  model: NaiveBayes = TISSUE_MODEL) -> DetectionResult:
+                  hot_threshold: float | None = None, mirror_axis: int | None = 2,
+                  model: NaiveBayes | FittedModel = TISSUE_MODEL) -> DetectionResult:
     """Focal regions that depart from their surroundings and from the tissue model, in any modality.
 
     Parameters
@@ -771,7 +815,11 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         connected region above it is a candidate too, beside the blobs, with its holes filled slice by slice and
         in 3-D (a necrotic, cold centre belongs to the lesion around it). Blobs alone miss a large lesion with a
         cold centre: at its own scale it looks like a dark blob in a bright ring. Default: none.
-    model : NaiveBayes, optional
+    mirror_axis : {0, 1, 2} or None, optional
+        The index axis that runs left-right in the patient, for the context features ``mirror_uptake`` and
+        ``midline_offset`` (left out when None, or when the foreground touches the edge of the field of view on
+        more than a quarter of it: a crop shows no midline). Default 2.
+    model : NaiveBayes or FittedModel, optional
         Default :data:`TISSUE_MODEL`.
 
     Returns
@@ -798,7 +846,7 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
                             class_means=class_means, class_sds=class_sds, polarity=polarity, window=window,
                             max_radius_mm=max_radius_mm, coarse_mm=coarse_mm, min_response=min_response,
                             z_clip=z_clip, max_candidates=max_candidates, work_mm=None,
-                            hot_threshold=hot_threshold, model=model)
+                            hot_threshold=hot_threshold, mirror_axis=mirror_axis, model=model)
         notes = res.notes + (f"regions grown on a {sp_w[0]:.2g} x {sp_w[1]:.2g} x {sp_w[2]:.2g} mm grid",)
         return DetectionResult(tuple(_upsample(f, w, image.shape) for f in res.findings),
                                tuple(_upsample(f, w, image.shape) for f in res.rejected), res.n_candidates, notes)
@@ -869,8 +917,60 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
             found.append(_finding("lesion", region, bb, feats, model))
         notes.append(f"hot regions above {hot_threshold:g}: {n_hot} candidate(s)")
     found = _resolve_overlaps(found)
+    found = _with_context(found, img, foreground, med, mirror_axis, model, notes)
     ok, rejected = _split(found, settings)
     return DetectionResult(ok, rejected, len(cands) + n_hot, tuple(notes))
+
+
+def _with_context(found: list[Finding], img: np.ndarray, foreground: np.ndarray, reference: float,
+                  mirror_axis: int | None, model: NaiveBayes | FittedModel, notes: list[str]) -> list[Finding]:
+    """Add the context features and recompute each probability.
+
+    * ``log2_to_reference``: log2 of the region's mean over the reference level (the foreground's median: the
+      background tissue, muscle and fat), scale-free in any unit;
+    * ``midline_offset``: distance of the centroid from the body's mid-sagittal plane (per slice, the foreground's
+      centre along ``mirror_axis``) over the body's half-width there;
+    * ``mirror_uptake``: fraction of the region whose mirror image across that plane departs from the reference as
+      the region does (more than half its contrast): brain, bladder, heart and kidneys are symmetric or paired,
+      most lesions are not.
+    """
+    if not found:
+        return found
+    from dicomnode.analysis.segment import _border_fraction
+
+    if mirror_axis is not None and mirror_axis not in (0, 1, 2):
+        raise ValueError(f"mirror_axis must be 0, 1, 2 or None, got {mirror_axis}")
+    crop = mirror_axis in (None, 0) or _border_fraction(foreground) > 0.25  # axis 0: slices run left-right
+    if crop:
+        notes.append("no body midline in view (a crop or no left-right axis): mirror_uptake, midline_offset left out")
+    else:
+        # per slice, the foreground's centre and half-width along the left-right axis
+        ax = int(mirror_axis)  # type: ignore[arg-type]
+        prof = foreground.any(axis=3 - ax)  # (Z, n along the left-right axis)
+        cnt = prof.sum(axis=1)
+        lo = np.where(cnt > 0, np.argmax(prof, axis=1), 0)
+        hi = np.where(cnt > 0, prof.shape[1] - 1 - np.argmax(prof[:, ::-1], axis=1), 0)
+        centre = 0.5 * (lo + hi)
+        half = np.maximum(0.5 * (hi - lo), 1.0)
+    out = []
+    for f in found:
+        feats = dict(f.features)
+        mean = feats.get("mean", float("nan"))
+        if reference > 0 and mean > 0:
+            feats["log2_to_reference"] = math.log2(mean / reference)
+        if not crop:
+            pts = np.argwhere(f.mask) + np.array([b.start for b in f.box])
+            z = pts[:, 0]
+            c = centre[z]
+            feats["midline_offset"] = float(abs(np.mean(pts[:, ax]) - np.mean(c)) / np.mean(half[z]))
+            mirrored = pts.copy()
+            mirrored[:, ax] = np.clip(np.round(2 * c - pts[:, ax]).astype(int), 0, img.shape[ax] - 1)
+            level = reference + 0.5 * (mean - reference)
+            vals = img[tuple(mirrored.T)]
+            feats["mirror_uptake"] = float(np.mean((vals - level) * np.sign(mean - reference) > 0))
+        out.append(Finding(f.label, f.mask, f.box, f.centroid_zyx, f.volume_ml, f.diameter_mm,
+                           model.posterior(feats), feats, f.centroid_mm))
+    return out
 
 
 def _region_features(img: np.ndarray, region: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[float],
@@ -945,11 +1045,11 @@ def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), for
     DetectionResult
         With ``centroid_mm`` set on every finding (accepted and rejected).
     """
+    if "mirror_axis" not in options:
+        # the index axis along the patient's left-right direction, when one is (nearly) aligned with it
+        lateral = np.abs(np.asarray(volume.direction, dtype=float)[0])
+        options["mirror_axis"] = 2 - int(np.argmax(lateral)) if lateral.max() > 0.9 else None
     if method == "lung":
-        if "mirror_axis" not in options:
-            # the index axis along the patient's left-right direction, when one is (nearly) aligned with it
-            lateral = np.abs(np.asarray(volume.direction, dtype=float)[0])
-            options["mirror_axis"] = 2 - int(np.argmax(lateral)) if lateral.max() > 0.9 else None
         res = detect_lung(volume.array, volume.spacing_mm, lungs, settings=settings, **options)
     elif method == "tissue_model":
         fg = np.ones(volume.shape, dtype=bool) if foreground is None else foreground
