@@ -522,7 +522,7 @@ def _log_otsu_threshold(image: np.ndarray, max_samples: int = 2_000_000) -> floa
 
 def segment_generic(image: np.ndarray, spacing_mm: tuple[float, float, float], *, rng: np.random.Generator,
                     n_classes: int = 3, foreground_threshold: float | None = None,
-                    min_part_fraction: float = 0.1, max_samples: int = 200_000,
+                    min_part_fraction: float = 0.1, max_samples: int = 50_000,
                     fov_inside_body_fraction: float = 0.25, chunk_voxels: int = 1_000_000) -> SegmentationResult:
     """Segment the foreground and intensity classes of an MR, PET or other volume.
 
@@ -543,7 +543,8 @@ def segment_generic(image: np.ndarray, spacing_mm: tuple[float, float, float], *
     min_part_fraction : float, optional
         Besides the largest foreground component, keep those with at least this fraction of its size. Default 0.1.
     max_samples : int, optional
-        The mixture is fitted on at most this many foreground voxels drawn with ``rng``. Default 200 000.
+        The mixture is fitted on at most this many foreground voxels drawn with ``rng``. Default 50 000 (a 1-D
+        mixture of a few classes needs no more; 200 000 cost 2 s on a whole-body PET).
     fov_inside_body_fraction : float, optional
         As in :func:`segment_ct`. Default 0.25.
     chunk_voxels : int, optional
@@ -598,12 +599,13 @@ def segment_generic(image: np.ndarray, spacing_mm: tuple[float, float, float], *
     k_eff = int(min(n_classes, np.unique(sample).size))
     if k_eff < n_classes:
         notes.append(f"only {k_eff} distinct intensities in the foreground: {n_classes - k_eff} class(es) empty")
-    gmm = GaussianMixture(n_components=k_eff, covariance_type="full", random_state=int(rng.integers(2**31 - 1)),
+    gmm = GaussianMixture(n_components=k_eff, covariance_type="diag",  # 1-D: diag = full, cheaper
+                          random_state=int(rng.integers(2**31 - 1)),
                           reg_covar=1e-6 * float(np.var(sample) + 1e-12))
     gmm.fit(sample)
     order = np.argsort(gmm.means_[:, 0])
     means = gmm.means_[order, 0]
-    sds = np.sqrt(gmm.covariances_[order, 0, 0])
+    sds = np.sqrt(gmm.covariances_[order, 0])
     log_w = np.log(gmm.weights_[order])
     notes.append("classes (mean, SD): " + ", ".join(f"{classes[k]} {means[k]:.4g} +/- {sds[k]:.3g}"
                                                    for k in range(k_eff)))
