@@ -167,6 +167,11 @@ def fit(rows: list[dict]):
     return FittedModel(est, FEATURES, fill)
 
 
+def with_rule(p: float, features: dict) -> float:
+    """The detect step's hand-set rule on top of the model: symmetric or paired regions x 0.1 (detect_tissue)."""
+    return p * 0.1 if features.get("symmetric") else p
+
+
 def score(results: dict[str, list[dict]], probs: dict[str, np.ndarray]) -> dict[str, dict]:
     out = {}
     for key, cands in results.items():
@@ -199,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="the shared data folder")
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("--write-model", action="store_true", help="fit on all patients, write dicomnode/models/findings")
+    ap.add_argument("--candidates", help="a JSON file of the scored candidates: read when it exists (no series is "
+                                         "run), else written")
     a = ap.parse_args(argv)
     warnings.filterwarnings("ignore", category=UserWarning)
     data = Path(a.data)
@@ -206,9 +213,13 @@ def main(argv: list[str] | None = None) -> int:
     profiles = load_default_profiles()
     todo = cases(data)
     patient = {name: p for name, p, *_ in todo}
-    results = {}
-    for name, _, folder, prof, truth in todo:
-        results[name] = candidates(folder, profiles[prof], truth)
+    cache = Path(a.candidates) if a.candidates else None
+    if cache is not None and cache.is_file():
+        results = json.loads(cache.read_text())
+    else:
+        results = {name: candidates(folder, profiles[prof], truth) for name, _, folder, prof, truth in todo}
+        if cache is not None:
+            cache.write_text(json.dumps(results))
     tissue = [k for k in results if not k.startswith("A0002")]
     hand = score(results, {k: [c["probability"] for c in v] for k, v in results.items()})
     lopo_probs = {}
@@ -217,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         model = fit(train)
         for k in tissue:
             if patient[k] == held:
-                lopo_probs[k] = [model.posterior(c["features"]) for c in results[k]]
+                lopo_probs[k] = [with_rule(model.posterior(c["features"]), c["features"]) for c in results[k]]
     for k in results:
         lopo_probs.setdefault(k, [c["probability"] for c in results[k]])  # lung method: hand-set
     lopo = score(results, lopo_probs)

@@ -809,6 +809,7 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
                   max_radius_mm: float = 45.0, coarse_mm: float = 4.0, min_response: float = 1.0,
                   z_clip: float = 8.0, max_candidates: int = 20, work_mm: float | None = 2.0,
                   hot_threshold: float | None = None, mirror_axis: int | None = 2,
+                  symmetric_max: float | None = 0.3, symmetric_factor: float = 0.1,
                   model: NaiveBayes | FittedModel = TISSUE_MODEL) -> DetectionResult:
     """Focal regions that depart from their surroundings and from the tissue model, in any modality.
 
@@ -855,6 +856,12 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         The index axis that runs left-right in the patient, for the context features ``mirror_uptake`` and
         ``midline_offset`` (left out when None, or when the foreground touches the edge of the field of view on
         more than a quarter of it: a crop shows no midline). Default 2.
+    symmetric_max, symmetric_factor : float, optional
+        Normal anatomy is symmetric or paired (brain, bladder, kidneys, salivary glands; on PET the usual sites of
+        physiological uptake besides the heart): a region whose ``mirror_uptake`` exceeds ``symmetric_max`` has its
+        probability multiplied by ``symmetric_factor`` (feature ``symmetric`` = 1). A hand-set rule on top of the
+        model, as readers (and PERCIST's exclusion of physiological uptake) do; it also lowers a lesion on the
+        midline or bilateral disease. None turns it off. Defaults 0.3 and 0.1.
     model : NaiveBayes or FittedModel, optional
         Default :data:`TISSUE_MODEL`.
 
@@ -873,6 +880,8 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         raise ValueError(f"window must be (low, high) with low < high, got {window}")
     if (class_means is None) != (class_sds is None):
         raise ValueError("give class_means and class_sds together")
+    if not 0 <= symmetric_factor <= 1:
+        raise ValueError(f"symmetric_factor must be in [0, 1], got {symmetric_factor}")
     if not foreground.any():
         return DetectionResult((), (), 0, ("empty foreground: nothing to search",))
     w = _factors(sp, work_mm) if work_mm is not None else (1, 1, 1)
@@ -882,7 +891,8 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
                             class_means=class_means, class_sds=class_sds, polarity=polarity, window=window,
                             max_radius_mm=max_radius_mm, coarse_mm=coarse_mm, min_response=min_response,
                             z_clip=z_clip, max_candidates=max_candidates, work_mm=None,
-                            hot_threshold=hot_threshold, mirror_axis=mirror_axis, model=model)
+                            hot_threshold=hot_threshold, mirror_axis=mirror_axis, symmetric_max=symmetric_max,
+                            symmetric_factor=symmetric_factor, model=model)
         notes = res.notes + (f"regions grown on a {sp_w[0]:.2g} x {sp_w[1]:.2g} x {sp_w[2]:.2g} mm grid",)
         return DetectionResult(tuple(_upsample(f, w, image.shape) for f in res.findings),
                                tuple(_upsample(f, w, image.shape) for f in res.rejected), res.n_candidates, notes)
@@ -955,13 +965,14 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
             found.append(_finding("lesion", region, bb, feats, model))
         notes.append(f"hot regions above {hot_threshold:g}: {n_hot} candidate(s)")
     found = _resolve_overlaps(found)
-    found = _with_context(found, img, foreground, med, mirror_axis, model, notes)
+    found = _with_context(found, img, foreground, med, mirror_axis, model, notes, symmetric_max, symmetric_factor)
     ok, rejected = _split(found, settings)
     return DetectionResult(ok, rejected, len(cands) + n_hot, tuple(notes))
 
 
 def _with_context(found: list[Finding], img: np.ndarray, foreground: np.ndarray, reference: float,
-                  mirror_axis: int | None, model: NaiveBayes | FittedModel, notes: list[str]) -> list[Finding]:
+                  mirror_axis: int | None, model: NaiveBayes | FittedModel, notes: list[str],
+                  symmetric_max: float | None = None, symmetric_factor: float = 1.0) -> list[Finding]:
     """Add the context features and recompute each probability.
 
     * ``log2_to_reference``: log2 of the region's mean over the reference level (the foreground's median: the
@@ -1006,8 +1017,16 @@ def _with_context(found: list[Finding], img: np.ndarray, foreground: np.ndarray,
             level = reference + 0.5 * (mean - reference)
             vals = img[tuple(mirrored.T)]
             feats["mirror_uptake"] = float(np.mean((vals - level) * np.sign(mean - reference) > 0))
-        out.append(Finding(f.label, f.mask, f.box, f.centroid_zyx, f.volume_ml, f.diameter_mm,
-                           model.posterior(feats), feats, f.centroid_mm))
+        p = model.posterior(feats)
+        if symmetric_max is not None and feats.get("mirror_uptake", 0.0) > symmetric_max:
+            feats["symmetric"] = 1.0
+            p *= symmetric_factor
+        out.append(Finding(f.label, f.mask, f.box, f.centroid_zyx, f.volume_ml, f.diameter_mm, p, feats,
+                           f.centroid_mm))
+    n_sym = sum(1 for f in out if f.features.get("symmetric"))
+    if n_sym:
+        notes.append(f"{n_sym} symmetric or paired region(s) (mirror_uptake > {symmetric_max:g}: normal anatomy "
+                     f"or physiological uptake) down-weighted x{symmetric_factor:g}")
     return out
 
 
