@@ -104,6 +104,7 @@ def _profile_for(case: Case, config: NodeConfig, first_file: Path) -> Profile:
         return config.profiles[case.profile]
     from dicomnode.io.headers import read_tags
     from dicomnode.routing import route
+
     decision = route(config, read_tags(first_file), is_image=True)
     if decision.profile is None:
         raise DicomnodeError(f"the node would run no job on this series ({decision.reason}); give profile = NAME "
@@ -141,6 +142,8 @@ def evaluate_case(case: Case, config: NodeConfig, out_dir: Path, *, data_root: P
     try:
         if not files:
             raise DicomnodeError(f"{case.series}: no DICOM files")
+        from dicomnode.io.headers import read_tags
+        res.modality = read_tags(files[0]).get("Modality", "")
         profile = _profile_for(case, config, files[0])
         res.profile = profile.name
         res.reporting_threshold = float(profile.params.get("detect", {}).get("probability_threshold",
@@ -178,8 +181,10 @@ def _score_refusal(res: CaseResult, case: Case) -> None:
         res.scene_correct, res.scene_confident_wrong = False, False
     if case.regions and not case.expect_refusal:
         res.regions_agreement = 0.0
-    if res.lungs_expected:
+    if res.lungs_expected and res.modality == "CT":
         res.lungs_found = False
+    else:
+        res.lungs_expected = False
     res.lesions = []
 
 
