@@ -13,7 +13,8 @@ Phantoms:
 Each profile runs in a fresh Python process (so that its peak RSS is its own) through the same pipeline runner the
 node uses: ``ct`` on the CT phantom, ``pet`` on the PET phantom, ``mr`` and ``generic`` on the MR phantom. One JSON
 object is printed: the CPU model, and per profile the per-step wall time and peak RSS, the total, voxels per second
-and its ratio to the CT profile's, the peak RSS as a multiple of the float32 volume (of the whole process, and of
+and its ratio to the CT profile's (also per CPU second, which a machine shared with other work distorts less), the
+peak RSS as a multiple of the float32 volume (of the whole process, and of
 what the run added above the process before it), and the segment volumes.
 
 Targets (issue 13): every shipped profile >= 0.6x the CT profile's voxels per second in the same run; peak RSS <= 6x
@@ -312,9 +313,24 @@ def run_one(profile_name: str, phantom: str, shape: tuple[int, int, int], spacin
     vol = Volume(image, spacing, modality=modality, unit=unit)
     base_mb = rss_mb()
     ctx = Context(volume=vol, original=vol)
+    cpu: list[float] = []
+
+    class Meter(PeakRSS):
+        """PeakRSS that also records the process CPU time of the step (all threads), for a busy machine."""
+
+        def __enter__(self) -> "Meter":
+            self._cpu0 = time.process_time()
+            return super().__enter__()
+
+        def __exit__(self, *exc: object) -> None:
+            super().__exit__(*exc)
+            cpu.append(time.process_time() - self._cpu0)
+
     t0 = time.perf_counter()
-    records = run_steps(ctx, profile.steps, profile.params, meter=PeakRSS)
+    c0 = time.process_time()
+    records = run_steps(ctx, profile.steps, profile.params, meter=Meter)
     total = time.perf_counter() - t0
+    total_cpu = time.process_time() - c0
     volume_mb = image.nbytes / 2**20
     peak = max([r.peak_rss_mb for r in records] + [base_mb])
     voxels = int(np.prod(shape))
@@ -326,9 +342,12 @@ def run_one(profile_name: str, phantom: str, shape: tuple[int, int, int], spacin
         "spacing_mm_zyx": list(spacing),
         "voxels": voxels,
         "phantom_build_seconds": round(build_s, 3),
-        "steps": [{"name": r.name, "seconds": r.seconds, "peak_rss_mb": r.peak_rss_mb, "ok": r.ok} for r in records],
+        "steps": [{"name": r.name, "seconds": r.seconds, "cpu_seconds": round(c, 3), "peak_rss_mb": r.peak_rss_mb,
+                   "ok": r.ok} for r, c in zip(records, cpu)],
         "total_seconds": round(total, 3),
+        "total_cpu_seconds": round(total_cpu, 3),
         "voxels_per_second": round(voxels / total),
+        "voxels_per_cpu_second": round(voxels / total_cpu),
         "rss_before_mb": round(base_mb, 1),
         "peak_rss_mb": round(peak, 1),
         "float32_volume_mb": round(volume_mb, 1),
@@ -389,12 +408,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return p.returncode
         runs.append(json.loads(p.stdout.strip().splitlines()[-1]))
     ct_vps = next((r["voxels_per_second"] for r in runs if r["profile"] == "ct"), None)
+    ct_cpu = next((r["voxels_per_cpu_second"] for r in runs if r["profile"] == "ct"), None)
     for r in runs:
         r["ratio_to_ct"] = round(r["voxels_per_second"] / ct_vps, 3) if ct_vps else None
+        r["cpu_ratio_to_ct"] = round(r["voxels_per_cpu_second"] / ct_cpu, 3) if ct_cpu else None
     out = {
         "bench": "analysis",
         "cpu_model": cpu_model(),
         "cpus": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),  # a busy machine stretches wall times: see cpu_seconds
         "python": platform.python_version(),
         "numpy": np.__version__,
         "runs": runs,
