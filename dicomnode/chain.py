@@ -102,6 +102,7 @@ def run_chain(spec: JobSpec, *, progress: Callable[[str], None] | None = None) -
     records.append(StepRecord("load", round(time.perf_counter() - t0, 4), round(m.peak_rss_mb, 1)))
     header = _header_strings(series.headers[0])
     ctx = Context(volume=series.volume, original=series.volume, header=header)
+    ctx.notes.extend(series.notes)  # what the loader did: SUV conversion and its inputs, phase chosen, ...
     records += run_steps(ctx, spec.profile.steps, spec.profile.params, meter=PeakRSS, progress=progress)
 
     version = f"{profile_fingerprint(spec.profile)}.{input_digest([f[0] for f in series.frames])}"

@@ -25,6 +25,7 @@ from pydicom.uid import UID
 
 from dicomnode.analysis.volume import Volume
 from dicomnode.errors import SeriesLoadError
+from dicomnode.io.suv import SuvConversion, suvbw_conversion
 
 __all__ = ["LoadedSeries", "group_series", "load_series", "read_header"]
 
@@ -35,6 +36,10 @@ _ORIENTATION_TOL = 1e-4
 #: Slice distances may differ from the median by this fraction (and at least by _SPACING_ABS_TOL_MM).
 _SPACING_REL_TOL = 0.01
 _SPACING_ABS_TOL_MM = 0.01
+#: Irregular steps are accepted on a regular grid up to this fraction of the mean step, when no slice drifts more than
+#: _DRIFT_REL_TOL of a step from its DICOM position.
+_IRREGULAR_REL_TOL = 0.05
+_DRIFT_REL_TOL = 0.1
 
 _UID_FIELDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 _PIXEL_FIELDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
@@ -66,6 +71,11 @@ class LoadedSeries:
         DICOM Modality of the source ("CT", "MR", "PT", ...).
     sop_class_uid : str
         SOP Class UID of the source images.
+    notes : tuple of str
+        What the loader did that the analysis and the reader of ``results.json`` should know (the SUV conversion and
+        its inputs, or why the values stay in Bq/ml; ignored non-image objects; the phase chosen; tilt). No PHI.
+    suv : SuvConversion or None
+        For PET in BQML: the conversion applied (``suv.ok``) or why none was (values left in Bq/ml).
     """
 
     volume: Volume
@@ -75,6 +85,8 @@ class LoadedSeries:
     series_uid: str
     modality: str
     sop_class_uid: str
+    notes: tuple[str, ...] = ()
+    suv: SuvConversion | None = None
 
     @property
     def is_multiframe(self) -> bool:
@@ -200,19 +212,28 @@ def load_series(paths: Sequence[Path]) -> LoadedSeries:
     pixel_spacing = _check_pixel_spacing(paths, frames)
     order = _sort_along_normal(paths, frames, normal)
     frames = [frames[i] for i in order]
-    dz_mm = _check_slice_spacing(paths, frames, normal)
+    notes: list[str] = []
+    dz_mm = _check_slice_spacing(paths, frames, normal, notes)
 
     array = _decode(paths, datasets, frames)
 
     first = datasets[frames[0].file_index]
     modality = str(first.get("Modality", "") or "")
+    unit = _unit(first, modality)
+    suv = None
+    if modality == "PT" and unit == "Bq/mL":
+        suv = suvbw_conversion([datasets[f.file_index] for f in frames])
+        notes.append(suv.note)
+        if suv.factors is not None:
+            array *= np.asarray(suv.factors, dtype=np.float32)[:, None, None]
+            unit = "SUV"
     volume = Volume(
         array=array,
         spacing_mm=(dz_mm, float(pixel_spacing[0]), float(pixel_spacing[1])),
         origin_mm=tuple(float(v) for v in frames[0].position),  # type: ignore[arg-type]
         direction=direction,
         modality=modality,
-        unit=_unit(first, modality),
+        unit=unit,
     )
 
     # headers: one per file, ordered by the first z index at which each file appears
@@ -235,6 +256,8 @@ def load_series(paths: Sequence[Path]) -> LoadedSeries:
         series_uid=str(first.SeriesInstanceUID),
         modality=modality,
         sop_class_uid=str(first.SOPClassUID),
+        notes=tuple(notes),
+        suv=suv,
     )
     log.debug(
         "series loaded",
@@ -471,13 +494,27 @@ def _sort_along_normal(paths: list[Path], frames: list[_Frame], normal: np.ndarr
     return order
 
 
-def _check_slice_spacing(paths: list[Path], frames: list[_Frame], normal: np.ndarray) -> float:
+def _check_slice_spacing(paths: list[Path], frames: list[_Frame], normal: np.ndarray, notes: list[str]) -> float:
     positions = np.stack([f.position for f in frames])
     steps = np.diff(positions, axis=0)
     along = steps @ normal
     dz_mm = float(np.median(along))
     tol_mm = max(_SPACING_ABS_TOL_MM, _SPACING_REL_TOL * dz_mm)
-    for k in np.flatnonzero(np.abs(along - dz_mm) > tol_mm):
+    uneven = np.flatnonzero(np.abs(along - dz_mm) > tol_mm)
+    if uneven.size:
+        # small scanner irregularities (a whole-body PET's 3.19...3.29 mm steps) are kept on one regular grid when
+        # no slice then lies more than a fraction of a slice from its true position
+        mean_mm = float((positions[-1] - positions[0]) @ normal) / (len(frames) - 1)
+        drift_mm = float(np.max(np.abs((positions - positions[0]) @ normal - mean_mm * np.arange(len(frames)))))
+        if np.all(np.abs(along - mean_mm) <= _IRREGULAR_REL_TOL * mean_mm) and drift_mm <= _DRIFT_REL_TOL * mean_mm:
+            notes.append(
+                f"slice spacing varies from {along.min():.3f} to {along.max():.3f} mm ({uneven.size} irregular "
+                f"step(s)); the volume uses the mean {mean_mm:.4f} mm, every slice within {drift_mm:.3f} mm of its "
+                "DICOM position"
+            )
+            dz_mm = mean_mm
+            uneven = np.array([], dtype=int)
+    for k in uneven:
         a, b = frames[k], frames[k + 1]
         kind = "a gap" if along[k] > dz_mm else "uneven spacing"
         missing = f", about {round(along[k] / dz_mm) - 1} slice(s) missing" if along[k] > 1.5 * dz_mm else ""
