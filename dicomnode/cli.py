@@ -432,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from dicomnode.obs.logs import capture_warnings
+    capture_warnings()  # library warnings quote patient data: scrubbed, once each, through logging
     parser = build_parser()
     if argv[:1] == ["bench"]:
         a, rest = parser.parse_known_args(argv)

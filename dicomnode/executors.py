@@ -151,7 +151,10 @@ class Executor(Protocol):
 
 def _init_worker(threads: int = 0, node_pid: int = 0) -> None:
     import signal
+
+    from dicomnode.obs.logs import setup_job_process_logging
     from dicomnode.workerproc import exit_with
+    setup_job_process_logging()  # the node's log format; library warnings scrubbed, once each
     # The node handles SIGINT/SIGTERM; workers finish or are stopped by the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if node_pid:
