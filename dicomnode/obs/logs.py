@@ -164,7 +164,9 @@ def setup_logging(fmt: str = "text", level: int = logging.INFO) -> None:
 
 
 def setup_job_process_logging() -> None:
-    """In a job process started by a node: the node's log format (JSON or text), warnings captured; else nothing."""
+    """In a job process: the node's log format (JSON or text) if it set one, and library warnings captured."""
     fmt = os.environ.get(LOG_FORMAT_ENV)
     if fmt in ("text", "json"):
         setup_logging(fmt, logging.WARNING)  # the node logs the jobs' progress; a job process only its warnings
+    else:
+        capture_warnings()  # e.g. `dicomnode batch`: plain lines on stderr, still scrubbed and once
