@@ -14,15 +14,19 @@ to pending; open series get a whole quiet period from the start (their senders c
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import queue
 import shutil
+import socket
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
 from dicomnode.config import NodeConfig
+from dicomnode.errors import ConfigError
 from dicomnode.executors import Executor, executor_for
 from dicomnode.export.outbox import Outbox
 from dicomnode.io.headers import (HeaderReadError, is_image_storage, is_region_storage, read_tags,
@@ -46,6 +50,70 @@ def _record(s: StoredInstance) -> InstanceRecord:
 
 def open_database(config: NodeConfig) -> Database:
     return Database(Path(config.node.data_dir) / DB_NAME)
+
+
+def _port_error(key: str, host: str, port: int, how: str) -> ConfigError | None:
+    """Try to bind ``host:port`` as a server would (SO_REUSEADDR); the error naming ``key``, or None if it is free."""
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        return ConfigError(key.replace("port", "bind"), host, f"cannot resolve this address ({e.strerror}); use an "
+                           "address of this machine, e.g. 0.0.0.0 (all) or 127.0.0.1")
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            where = f"{host}:{port}"
+            if e.errno == errno.EADDRINUSE:
+                return ConfigError(key, port, f"{where} is in use by another program; stop it, or choose a free "
+                                   f"port ({how})")
+            if e.errno == errno.EACCES:
+                return ConfigError(key, port, f"no permission to listen on {where} (ports below 1024 need "
+                                   "privileges); use a port >= 1024 such as 11112, or grant CAP_NET_BIND_SERVICE")
+            if e.errno == errno.EADDRNOTAVAIL:
+                return ConfigError(key.replace("port", "bind"), host, f"{host} is not an address of this machine; "
+                                   "use 0.0.0.0 (all) or one of its addresses")
+            return ConfigError(key, port, f"cannot listen on {where}: {e.strerror}")
+    return None
+
+
+def _folder_error(key: str, folder: Path) -> ConfigError | None:
+    """Whether the node can create and write ``folder`` (nothing is created); the error naming ``key``, or None."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        what = "is a file" if probe == folder else f"cannot be created: {probe} is a file"
+        return ConfigError(key, str(folder), f"{what}; give a folder (it is created if missing), e.g. "
+                           "/var/lib/dicomnode")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        what = "is not writable" if probe == folder else f"cannot be created: {probe} is not writable"
+        return ConfigError(key, str(folder), f"{what} (read-only file system or no permission); give a folder "
+                           "the node's user can write, e.g. /var/lib/dicomnode, or fix its permissions")
+    db = folder / DB_NAME
+    if db.exists() and not os.access(db, os.R_OK | os.W_OK):
+        return ConfigError(key, str(folder), f"{db} is not writable; fix its permissions or use another folder")
+    return None
+
+
+def preflight(config: NodeConfig, *, port_hint: str = "node.port, or serve --port") -> list[ConfigError]:
+    """What would stop the node from starting, found before anything is created: ports in use, data folder.
+
+    Each error names its key and the fix (``serve`` and ``config check --runtime`` print them, exit 2).
+    """
+    errors = []
+    for e in (_folder_error("node.data_dir", config.node.data_dir),
+              _port_error("node.port", config.node.bind, config.node.port, port_hint),
+              _port_error("metrics.port", config.metrics.bind, config.metrics.port, "metrics.port, or 0 for none")
+              if config.metrics.port else None):
+        if e is not None:
+            errors.append(e)
+    return errors
 
 
 class Node:
@@ -100,7 +168,9 @@ class Node:
     def recover(self) -> dict[str, int]:
         """Bring the index in line with the disk and requeue unfinished work."""
         now = time.time()
-        clean = self.db.get_meta("clean_shutdown") == "1"
+        previous = self.db.get_meta("clean_shutdown")
+        first_start = previous is None
+        clean = previous == "1" or first_start  # an empty folder has nothing to recover
         self.db.set_meta("clean_shutdown", "0")
         reindexed = 0
         if not clean:  # killed, or stopped with instances it could not index: every file must have its row
@@ -117,7 +187,13 @@ class Node:
         self.db.restart_quiet_periods(now)
         summary = {"reindexed_instances": reindexed, "requeued_jobs": len(jobs), "requeued_exports": len(exports),
                    "open_series": len(self.db.list_series(SeriesState.OPEN))}
-        log.info("recovered", extra={**summary, "clean_shutdown": clean})
+        if first_start:
+            log.info("first start: a new data folder", extra={"data_dir": str(self.data_dir)})
+        elif clean:
+            log.info("recovered", extra={**summary, "clean_shutdown": True})
+        else:
+            log.warning("recovered after an unclean stop (killed or crashed): index checked against the disk",
+                        extra={**summary, "clean_shutdown": False})
         return summary
 
     def start(self) -> None:
@@ -153,7 +229,13 @@ class Node:
         if cfg.metrics.port:
             self.metrics.serve(cfg.metrics.port, cfg.metrics.bind)
         log.info("node started", extra={"ae_title": cfg.node.ae_title, "bind": cfg.node.bind, "port": self.scp.port,
-                                        "data_dir": str(self.data_dir), "workers": executor.capacity})
+                                        "data_dir": str(self.data_dir), "workers": executor.capacity,
+                                        "quiet_seconds": cfg.series.quiet_seconds,
+                                        "rules_quiet_seconds": {r.name: r.quiet_seconds for r in cfg.rules
+                                                                if r.quiet_seconds is not None}})
+        log.info(f"a series is processed once no instance has arrived for {cfg.series.quiet_seconds:g} s "
+                 "(series.quiet_seconds)" + "".join(f"; rule {r.name}: {r.quiet_seconds:g} s" for r in cfg.rules
+                                                    if r.quiet_seconds is not None))
 
     def stop(self, timeout_s: float = 60.0) -> None:
         """Stop accepting, finish the stores in flight, index them, stop the workers (the queue stays)."""
