@@ -87,6 +87,10 @@ def test_irregular_pet_slice_steps_are_kept_on_one_grid_with_a_note(wholebody) -
 # --- the formula's branches, on the real header with one input changed -------------------------------------------
 
 
+def _rp(ds: pydicom.Dataset) -> pydicom.Dataset:
+    return ds.RadiopharmaceuticalInformationSequence[0]
+
+
 def _header() -> pydicom.Dataset:
     return pydicom.dcmread(_files(WB_PET)[0], stop_before_pixels=True)
 
@@ -123,10 +127,10 @@ def test_injection_datetime_wins_over_the_time_of_day() -> None:
 @pytest.mark.parametrize("change, field", [
     (lambda ds: setattr(ds, "PatientWeight", None), "PatientWeight"),
     (lambda ds: setattr(ds, "PatientWeight", 0), "PatientWeight"),
-    (lambda ds: delattr(ds.RadiopharmaceuticalInformationSequence[0], "RadionuclideTotalDose"), "RadionuclideTotalDose"),
-    (lambda ds: setattr(ds.RadiopharmaceuticalInformationSequence[0], "RadionuclideTotalDose", 388.78), "MBq"),
-    (lambda ds: delattr(ds.RadiopharmaceuticalInformationSequence[0], "RadionuclideHalfLife"), "RadionuclideHalfLife"),
-    (lambda ds: delattr(ds.RadiopharmaceuticalInformationSequence[0], "RadiopharmaceuticalStartTime"), "injection time"),
+    (lambda ds: delattr(_rp(ds), "RadionuclideTotalDose"), "RadionuclideTotalDose"),
+    (lambda ds: setattr(_rp(ds), "RadionuclideTotalDose", 388.78), "MBq"),
+    (lambda ds: delattr(_rp(ds), "RadionuclideHalfLife"), "RadionuclideHalfLife"),
+    (lambda ds: delattr(_rp(ds), "RadiopharmaceuticalStartTime"), "injection time"),
     (lambda ds: delattr(ds, "RadiopharmaceuticalInformationSequence"), "RadiopharmaceuticalInformationSequence"),
     (lambda ds: setattr(ds, "DecayCorrection", ""), "DecayCorrection"),
 ])
