@@ -170,7 +170,8 @@ def evaluate_case(case: Case, config: NodeConfig, out_dir: Path, *, data_root: P
     if case.expect_refusal:
         res.message = "the node processed a series it should refuse"
     try:
-        series = load_series(files)
+        phase = profile.params.get("load", {}).get("phase", "first")  # the phase the chain scored (chain.py)
+        series = load_series(files, phase=1 if phase == "all" else phase)
         _score(res, case, series, results, work)
     except Exception as e:  # noqa: BLE001 - a truth that does not fit is this case's problem, not the run's
         log.exception("evaluate: scoring failed", extra={"case": case.id})
