@@ -409,15 +409,17 @@ def _log_stack(image: np.ndarray, spacing_mm: Sequence[float],
 def _max3(a: np.ndarray, axis: int) -> np.ndarray:
     """Maximum over each voxel and its two neighbours along ``axis`` (edges: nearest), with numpy (several times
     faster than ``scipy.ndimage.maximum_filter1d`` for a width of 3)."""
-    out = a.copy()
     n = a.shape[axis]
     if n < 2:
-        return out
+        return a.copy()
+    out = np.empty_like(a)
     lo = [slice(None)] * a.ndim
     hi = [slice(None)] * a.ndim
-    lo[axis], hi[axis] = slice(0, n - 1), slice(1, n)
-    np.maximum(out[tuple(lo)], a[tuple(hi)], out=out[tuple(lo)])
-    np.maximum(out[tuple(hi)], a[tuple(lo)], out=out[tuple(hi)])
+    last = [slice(None)] * a.ndim
+    lo[axis], hi[axis], last[axis] = slice(0, n - 1), slice(1, n), slice(n - 1, n)
+    np.maximum(a[tuple(lo)], a[tuple(hi)], out=out[tuple(lo)])  # each voxel and its successor
+    out[tuple(last)] = a[tuple(last)]
+    np.maximum(out[tuple(hi)], a[tuple(lo)], out=out[tuple(hi)])  # ... and its predecessor
     return out
 
 

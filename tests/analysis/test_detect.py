@@ -330,3 +330,13 @@ def test_liver_reference_finds_the_large_homogeneous_organ_and_not_a_crop():
     assert 400 < ml < 1600  # the organ's core: its rim (within the 10 mm window of the edge) is left out
     muscle = rng.normal(0.7, 0.1, shape).astype(np.float32)
     assert liver_reference(muscle, fg, sp) is None
+
+
+def test_three_wide_maximum_matches_scipy_on_every_axis():
+    from scipy import ndimage as ndi
+
+    from dicomnode.analysis.detect import _max3
+
+    a = np.random.default_rng(0).normal(size=(5, 7, 9, 11)).astype(np.float32)
+    for axis in range(4):
+        assert np.array_equal(_max3(a, axis), ndi.maximum_filter1d(a, 3, axis=axis, mode="nearest"))
