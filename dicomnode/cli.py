@@ -33,25 +33,39 @@ def _config_or_exit(path: str | None):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+def _serve_config(a: argparse.Namespace):
+    """The file's config with the command line's overrides (serve --port/--aet/--bind/--data-dir/--log-format)."""
+    from dicomnode.config import apply_overrides
+    return apply_overrides(_load_config(a.config), port=a.port, ae_title=a.aet, bind=a.bind, data_dir=a.data_dir,
+                           log_format=a.log_format)
+
+
 def cmd_serve(a: argparse.Namespace) -> int:
-    from dicomnode.node import run_forever
+    """Start the node in the foreground. Start-up errors: one line each naming the key and the fix, exit 2, and
+    nothing created (:func:`dicomnode.node.preflight` runs before the data folder is made)."""
+    import logging
+
+    from dicomnode.node import preflight, run_forever
     from dicomnode.obs.logs import setup_logging
 
-    cfg = _config_or_exit(a.config)
-    setup_logging(a.log_format or cfg.node.log_format)
-    return run_forever(cfg, reload=lambda: _load_config(a.config))
-
-
-def cmd_config_check(a: argparse.Namespace) -> int:
     try:
-        cfg = _load_config(a.file)
+        cfg = _serve_config(a)
     except ConfigError as e:
-        print(f"{e}", file=sys.stderr)
+        print(f"dicomnode: invalid configuration\n{e}", file=sys.stderr)
         return 2
-    print(f"{a.file}: OK — AE {cfg.node.ae_title} on {cfg.node.bind}:{cfg.node.port}, data in {cfg.node.data_dir}, "
-          f"{len(cfg.peers)} peer(s), {len(cfg.destinations)} destination(s), {len(cfg.rules)} rule(s), "
-          f"profiles: {', '.join(sorted(cfg.profiles))}")
-    return 0
+    where = f"node.port in {a.config}" if a.config else "node.port in the config file"
+    errors = preflight(cfg, port_hint=f"serve --port, or {where}")
+    if errors:
+        for e in errors:
+            print(f"dicomnode serve: {e}", file=sys.stderr)
+        return 2
+    setup_logging(cfg.node.log_format, getattr(logging, a.log_level.upper()))
+    try:
+        return run_forever(cfg, reload=lambda: _serve_config(a))
+    except OSError as e:  # lost a race with another program after the checks: still one line
+        print(f"dicomnode serve: cannot start: {e.strerror or e} (node.port {cfg.node.port}, node.data_dir "
+              f"{cfg.node.data_dir}); run `dicomnode config check --runtime FILE`", file=sys.stderr)
+        return 2
 
 
 def _client_tls(a: argparse.Namespace, command: str):  # noqa: ANN202 - ssl.SSLContext | None
@@ -357,15 +371,20 @@ def build_parser() -> argparse.ArgumentParser:
                         help="node configuration (TOML); default: $DICOMNODE_CONFIG or the embedded defaults")
         return sp
 
-    s = with_config(sub.add_parser("serve", help="run the node in the foreground (logs on stderr)"))
+    s = with_config(sub.add_parser(
+        "serve", help="run the node in the foreground (logs on stderr)",
+        description="Run the node in the foreground: receive, store, analyse, send. Logs go to stderr. SIGTERM and "
+                    "SIGINT stop it cleanly, SIGHUP reloads rules, peers, destinations and profiles. The options "
+                    "override the file's [node] keys. Exit 2 with one line naming the key and the fix when it "
+                    "cannot start (invalid config, port in use, data folder not writable)."))
+    s.add_argument("--port", type=int, metavar="PORT", help="overrides node.port (DICOM port to listen on)")
+    s.add_argument("--aet", metavar="AE", help="overrides node.ae_title (our AE title)")
+    s.add_argument("--bind", metavar="ADDRESS", help="overrides node.bind (e.g. 0.0.0.0 or 127.0.0.1)")
+    s.add_argument("--data-dir", metavar="DIR", help="overrides node.data_dir (relative to the working folder)")
     s.add_argument("--log-format", choices=["text", "json"], help="overrides node.log_format")
+    s.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info",
+                   help="least level logged (default: info)")
     s.set_defaults(func=cmd_serve)
-
-    s = sub.add_parser("config", help="configuration tools")
-    cs = s.add_subparsers(dest="config_cmd", required=True)
-    c = cs.add_parser("check", help="validate a configuration file; exit 2 with every error if it is invalid")
-    c.add_argument("file")
-    c.set_defaults(func=cmd_config_check)
 
     def add_tls_options(sp: argparse.ArgumentParser) -> None:
         g = sp.add_argument_group("DICOM TLS (any of these turns it on)")
@@ -432,6 +451,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from dicomnode.obs.logs import capture_warnings
+    capture_warnings()  # library warnings quote patient data: scrubbed, once each, through logging
     parser = build_parser()
     if argv[:1] == ["bench"]:
         a, rest = parser.parse_known_args(argv)
