@@ -165,10 +165,10 @@ class FilterSpec:
             if d is not None and not (isinstance(d, int) and not isinstance(d, bool) and d >= 0):
                 bad("energy_delta_voxels", d, "use an integer >= 0 (voxels), e.g. 7, or remove the key")
         if k is FilterKind.GABOR:
-            for key in ("gabor_sigma_mm", "gabor_lambda_mm", "gabor_gamma"):
+            for key, example in (("gabor_sigma_mm", "5.0 (mm)"), ("gabor_lambda_mm", "2.0 (mm)"),
+                                 ("gabor_gamma", "1.5 (aspect ratio)")):
                 if not positive(getattr(self, key)):
-                    bad(key, getattr(self, key), "use a number > 0, e.g. 5.0" if key != "gabor_gamma" else
-                        "use an aspect ratio > 0, e.g. 1.5")
+                    bad(key, getattr(self, key), f"the Gabor filter needs {key} > 0, e.g. {example}")
             if self.rotation_invariance:
                 dt = self.gabor_dtheta_rad
                 n = round(2 * math.pi / dt) if positive(dt) else 0
