@@ -156,7 +156,17 @@ def _db(a: argparse.Namespace):
 
 
 def _ts(t: float | None) -> str:
-    return "-" if not t else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    """ISO 8601 local time with its UTC offset, for people; "-" for none."""
+    from dicomnode.admin import iso
+    return iso(t) or "-"
+
+
+def _series_entry(s: Any, cfg: Any, now: float) -> dict[str, Any]:
+    from dicomnode.admin import series_completion
+    eta = series_completion(s, cfg, now)
+    return {"series_uid": s.series_uid, "modality": s.modality, "state": s.state.value,
+            "instances": s.instance_count, "last_received_at": s.last_received_at, "rule": s.rule, "note": s.note,
+            "completes_at": eta[0] if eta else None, "completes_in_s": round(eta[1], 1) if eta else None}
 
 
 def status_dict(cfg: Any, db: Any) -> dict[str, Any]:
@@ -164,12 +174,12 @@ def status_dict(cfg: Any, db: Any) -> dict[str, Any]:
     jobs = db.list_jobs(limit=100)
     exports = db.list_exports(limit=200)
     from dicomnode.store.db import ExportState, JobState
+    now = time.time()
     return {
-        "node": {"ae_title": cfg.node.ae_title, "port": cfg.node.port, "data_dir": str(cfg.node.data_dir)},
+        "node": {"ae_title": cfg.node.ae_title, "port": cfg.node.port, "data_dir": str(cfg.node.data_dir),
+                 "quiet_seconds": cfg.series.quiet_seconds},
         "instances": db.count_instances(),
-        "series": [{"series_uid": s.series_uid, "modality": s.modality, "state": s.state.value,
-                    "instances": s.instance_count, "last_received_at": s.last_received_at, "rule": s.rule,
-                    "note": s.note} for s in series],
+        "series": [_series_entry(s, cfg, now) for s in series],
         "jobs": {"counts": db.count_jobs(),
                  "recent": [{"id": j.id, "series_uid": j.series_uid, "state": j.state.value, "profile": j.profile,
                              "attempts": j.attempts, "seconds": j.seconds, "error": j.error,
@@ -206,9 +216,25 @@ def _activity(a: dict[str, Any]) -> str:
 
 def cmd_status(a: argparse.Namespace) -> int:
     cfg, db = _db(a)
+    if a.watch is None:
+        return _print_status(cfg, db, a.json)
+    try:
+        while True:
+            if not a.json and sys.stdout.isatty():
+                print("\033[H\033[2J", end="")  # clear the terminal, as watch(1) does
+            _print_status(cfg, db, a.json)
+            sys.stdout.flush()
+            time.sleep(a.watch)
+            if not a.json:
+                print()
+    except KeyboardInterrupt:
+        return 0
+
+
+def _print_status(cfg: Any, db: Any, as_json: bool) -> int:
     st = status_dict(cfg, db)
-    if a.json:
-        print(json.dumps(st, indent=2, default=str))
+    if as_json:
+        print(json.dumps(st, default=str))
         return 0
     print(f"node {st['node']['ae_title']} :{st['node']['port']}  data {st['node']['data_dir']}  "
           f"instances {st['instances']}")
@@ -221,8 +247,10 @@ def cmd_status(a: argparse.Namespace) -> int:
     print(f"last 24 h: {_activity(sm['last_24h'])}")
     print(f"series ({len(st['series'])} most recent):")
     for s in st["series"]:
+        when = (f"completes in {s['completes_in_s']:.0f} s ({_ts(s['completes_at'])}) if nothing more arrives"
+                if s["completes_at"] else s["note"])
         print(f"  {s['series_uid']}  {s['modality']:<3} {s['state']:<9} {s['instances']:>5} inst  "
-              f"{_ts(s['last_received_at'])}  {s['note']}")
+              f"last {_ts(s['last_received_at'])}  {when}")
     print(f"jobs: {st['jobs']['counts'] or 'none'}")
     for j in st["jobs"]["recent"][:20]:
         print(f"  #{j['id']:<5} {j['state']:<8} {j['profile']:<8} {j['series_uid']}  "
@@ -253,8 +281,15 @@ def cmd_jobs(a: argparse.Namespace) -> int:
         for j in rows:
             print(f"#{j.id:<5} {j.state.value:<8} attempts {j.attempts}  {j.profile:<8} {j.series_uid}  {j.error or ''}")
         return 0
+    if a.action == "retry" and a.failed:
+        from dicomnode.admin import retry_failed_jobs
+        ids = retry_failed_jobs(db)
+        print(f"{len(ids)} failed job(s) queued again{': ' + ', '.join(map(str, ids)) if ids else ''}"
+              f"{' (a running node picks them up within a second)' if ids else ''}")
+        return 0
     if a.id is None:
-        print(f"dicomnode jobs {a.action}: give the job ID", file=sys.stderr)
+        hint = " (or --failed for every failed job)" if a.action == "retry" else ""
+        print(f"dicomnode jobs {a.action}: give the job ID{hint}", file=sys.stderr)
         return 2
     job = db.get_job(a.id)
     if job is None:
@@ -263,6 +298,9 @@ def cmd_jobs(a: argparse.Namespace) -> int:
     if a.action == "show":
         d = {k: getattr(job, k) for k in job.__slots__}
         d["state"] = job.state.value
+        from dicomnode.admin import iso
+        for k in ("not_before", "lease_until", "created_at", "started_at", "finished_at"):
+            d[k] = iso(d[k], milliseconds=True)  # ISO 8601
         print(json.dumps(d, indent=2, default=str))
         return 0
     # retry
@@ -279,12 +317,33 @@ def cmd_exports(a: argparse.Namespace) -> int:
     from dicomnode.store.db import ExportState
     cfg, db = _db(a)
     if a.action == "list":
+        now = time.time()
         for e in db.list_exports(ExportState(a.state) if a.state else None):
-            print(f"#{e.id:<5} {e.state.value:<7} -> {e.destination:<10} attempts {e.attempts}  {e.sop_instance_uid}"
-                  f"  {e.last_error or ''}")
+            if a.destination and e.destination != a.destination:
+                continue
+            when = ""
+            if e.state is ExportState.PENDING:
+                when = "next attempt now" if e.not_before <= now else f"next attempt {_ts(e.not_before)}"
+            elif e.state is ExportState.SENT:
+                when = f"sent {_ts(e.sent_at)}"
+            elif e.state is ExportState.DEAD:
+                when = f"dead: dicomnode exports retry {e.id}"
+            print(f"#{e.id:<5} {e.state.value:<7} -> {e.destination:<10} attempts {e.attempts}  {when}  "
+                  f"{e.sop_instance_uid}  {e.last_error or ''}".rstrip())
+        return 0
+    if a.dead:
+        from dicomnode.admin import retry_dead_exports
+        if a.destination and a.destination not in {d.name for d in cfg.destinations}:
+            print(f"dicomnode exports retry: --destination {a.destination}: no such destination; configured: "
+                  f"{', '.join(d.name for d in cfg.destinations) or 'none'}", file=sys.stderr)
+            return 2
+        ids = retry_dead_exports(db, destination=a.destination)
+        print(f"{len(ids)} dead-lettered export(s){' to ' + a.destination if a.destination else ''} queued again"
+              f"{': ' + ', '.join(map(str, ids)) if ids else ''}")
         return 0
     if a.id is None:
-        print("dicomnode exports retry: give the export ID", file=sys.stderr)
+        print("dicomnode exports retry: give the export ID (or --dead for every dead-lettered one)",
+              file=sys.stderr)
         return 2
     try:
         db.requeue_export(a.id, time.time())
@@ -394,8 +453,8 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert (if not inside it)")
 
     s = sub.add_parser("echo", help="C-ECHO a DICOM peer")
-    s.add_argument("host")
-    s.add_argument("port", type=int)
+    s.add_argument("host", help="the peer's host name or address")
+    s.add_argument("port", type=int, help="the peer's DICOM port")
     s.add_argument("--aet", default="DICOMNODE", help="our (calling) AE title")
     s.add_argument("--aec", default="ANY-SCP", help="the peer's (called) AE title")
     s.add_argument("--timeout", type=float, default=10.0, help="seconds")
@@ -403,40 +462,55 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_echo)
 
     s = sub.add_parser("send", help="C-STORE files and folders to a peer")
-    s.add_argument("paths", nargs="+", metavar="PATH")
-    s.add_argument("--to", required=True, metavar="AE@HOST:PORT")
+    s.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files or folders (searched recursively)")
+    s.add_argument("--to", required=True, metavar="AE@HOST:PORT", help="the peer: its AE title, host and port")
     s.add_argument("--aet", default="DICOMNODE", help="our (calling) AE title")
     s.add_argument("--timeout", type=float, default=30.0, help="seconds")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     add_tls_options(s)
     s.set_defaults(func=cmd_send)
 
-    s = with_config(sub.add_parser("status", help="series, jobs and outbox at a glance"))
-    s.add_argument("--json", action="store_true")
+    s = with_config(sub.add_parser(
+        "status", help="series, jobs and outbox at a glance",
+        description="The node's series (open ones with the time they complete), jobs, outbox and activity, read "
+                    "from its data folder (the node may be running or not). Times are ISO 8601."))
+    s.add_argument("--json", action="store_true", help="one JSON object (epoch seconds) instead of text")
+    s.add_argument("--watch", type=float, nargs="?", const=2.0, metavar="SECONDS",
+                   help="print again every SECONDS (default 2) until Ctrl-C; with --json one object per line")
     s.set_defaults(func=cmd_status)
 
-    s = with_config(sub.add_parser("jobs", help="list, show or retry jobs"))
-    s.add_argument("action", choices=["list", "show", "retry"])
-    s.add_argument("id", nargs="?", type=int)
-    s.add_argument("--state", choices=["pending", "running", "done", "failed"])
-    s.add_argument("--json", action="store_true")
+    s = with_config(sub.add_parser("jobs", help="list, show or retry jobs",
+                                   description="The job queue. retry ID (or --failed: every failed job) queues "
+                                               "jobs again; a running node picks them up within a second."))
+    s.add_argument("action", choices=["list", "show", "retry"], help="list jobs, show one, or retry")
+    s.add_argument("id", nargs="?", type=int, metavar="ID", help="the job id (show, retry)")
+    s.add_argument("--state", choices=["pending", "running", "done", "failed"], help="list: only jobs in this state")
+    s.add_argument("--failed", action="store_true", help="retry: every failed job")
+    s.add_argument("--json", action="store_true", help="list: JSON")
     s.set_defaults(func=cmd_jobs)
 
-    s = with_config(sub.add_parser("exports", help="list the outbox or requeue a dead-lettered export"))
-    s.add_argument("action", choices=["list", "retry"])
-    s.add_argument("id", nargs="?", type=int)
-    s.add_argument("--state", choices=["pending", "sending", "sent", "dead"])
+    s = with_config(sub.add_parser("exports", help="list the outbox or requeue dead-lettered exports",
+                                   description="The outbox: one row per result file and destination. list shows "
+                                               "when the next attempt is due; retry ID (or --dead) requeues "
+                                               "dead-lettered exports."))
+    s.add_argument("action", choices=["list", "retry"], help="list the outbox, or retry")
+    s.add_argument("id", nargs="?", type=int, metavar="ID", help="retry: the export id")
+    s.add_argument("--state", choices=["pending", "sending", "sent", "dead"], help="list: only this state")
+    s.add_argument("--dead", action="store_true", help="retry: every dead-lettered export")
+    s.add_argument("--destination", metavar="NAME", help="list, retry --dead: only this destination")
     s.set_defaults(func=cmd_exports)
 
     s = with_config(sub.add_parser("process", help="run the analysis chain on a folder holding one series"))
-    s.add_argument("dir", metavar="DIR")
+    s.add_argument("dir", metavar="DIR", help="a folder with the DICOM files of one series")
     s.add_argument("--profile", help="profile name; default: the one for the series' modality")
     s.add_argument("--out", required=True, metavar="OUT", help="output folder (SEG, SR, results.json)")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_process)
 
-    s = sub.add_parser("bench", help="benchmarks that print JSON figures", add_help=False)
-    s.add_argument("what", choices=_benches())
+    s = sub.add_parser("bench", help="benchmarks that print JSON figures", add_help=False,
+                       description="Benchmarks that print JSON figures; `dicomnode bench WHAT --help` lists the "
+                                   "options of one.")
+    s.add_argument("what", choices=_benches(), help="which benchmark")
     s.set_defaults(func=None, bench=True)
 
     import importlib
@@ -455,6 +529,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     capture_warnings()  # library warnings quote patient data: scrubbed, once each, through logging
     parser = build_parser()
     if argv[:1] == ["bench"]:
+        if len(argv) == 1 or argv[1] in ("-h", "--help"):
+            print(f"usage: dicomnode bench {{{','.join(_benches())}}} [options]\n\nBenchmarks that print JSON "
+                  "figures (no timed assertions anywhere: speed is measured here).\n`dicomnode bench WHAT --help` "
+                  "lists the options of one.")
+            return 0 if len(argv) > 1 else 2
         a, rest = parser.parse_known_args(argv)
         return cmd_bench(a, rest)
     a = parser.parse_args(argv)
