@@ -355,24 +355,49 @@ def cmd_exports(a: argparse.Namespace) -> int:
 
 
 def cmd_process(a: argparse.Namespace) -> int:
+    """Exit codes: 0 done; 1 the series could not be processed (unreadable or inconsistent data, an analysis
+    error: the message names the file and the field); 2 nothing to process as asked (not a folder, no DICOM image
+    files, several series, unknown profile). On failure no output folder is left behind (unless it existed)."""
+    import shutil
+
     from tqdm import tqdm
 
+    from dicomnode.batch import find_series
     from dicomnode.chain import JobSpec, run_chain
     from dicomnode.config import DEFAULT_PROFILE_BY_MODALITY, GENERIC_PROFILE
-    from dicomnode.net.scu import iter_dicom_files
 
     cfg = _config_or_exit(a.config)
     src = Path(a.dir)
     if not src.is_dir():
-        print(f"dicomnode process: {src} is not a folder of DICOM files", file=sys.stderr)
+        print(f"dicomnode process: {src} is not a folder; give the folder holding the DICOM files of one series",
+              file=sys.stderr)
         return 2
-    skipped: list[Path] = []
-    files = iter_dicom_files([src], skipped)
-    if skipped and not a.quiet:
-        print(f"skipped {len(skipped)} file(s) that are not DICOM in {src}", file=sys.stderr)
+    found = find_series(src)
+    if len(found.series) > 1:
+        parts = "; ".join(f"{uid} ({len(fs)} files in {fs[0].parent})" for uid, fs in sorted(found.series.items()))
+        print(f"dicomnode process: {src} holds {len(found.series)} series: {parts}. `dicomnode process` takes one "
+              f"series; run `dicomnode batch {src} --out {a.out}` for all of them, or give the folder of one",
+              file=sys.stderr)
+        return 2
+    files = next(iter(found.series.values()), [])
+    if not files and found.failures:  # DICOM images, but no usable series: the loader names the file and field
+        from dicomnode.net.scu import iter_dicom_files
+        files = iter_dicom_files([src], [])
     if not files:
-        print(f"dicomnode process: no files in {src}", file=sys.stderr)
+        some = sorted(p for p in src.rglob("*") if p.is_file())
+        named = f"; e.g. {', '.join(str(p) for p in some[:3])}" if some else ""
+        what = []
+        if found.not_dicom:
+            what.append(f"{found.not_dicom} file(s) that are not DICOM")
+        if found.not_images:
+            what.append(f"{found.not_images} DICOM object(s) that are not images (SEG, SR, RT...: for the "
+                        "features of contours use `dicomnode radiomics`)")
+        print(f"dicomnode process: {src} holds no DICOM image files{' (' + ', '.join(what) + named + ')' if what else ''}"
+              "; give the folder holding the DICOM files of one series", file=sys.stderr)
         return 2
+    if (found.not_dicom or found.not_images) and not a.quiet:
+        print(f"skipped {found.not_dicom + found.not_images} file(s) in {src} that are not DICOM images",
+              file=sys.stderr)
     profile_name = a.profile
     if profile_name is None:
         from dicomnode.io.headers import read_tags
@@ -387,6 +412,7 @@ def cmd_process(a: argparse.Namespace) -> int:
               f"{', '.join(sorted(cfg.profiles))}", file=sys.stderr)
         return 2
     profile = cfg.profiles[profile_name]
+    out_existed = Path(a.out).exists()
     bar = tqdm(total=len(profile.steps) + 1, desc="process", unit="step", file=sys.stderr, disable=a.quiet)
 
     def progress(name: str) -> None:
@@ -398,6 +424,8 @@ def cmd_process(a: argparse.Namespace) -> int:
                                     uid_root=cfg.node.uid_root), progress=progress)
     except DicomnodeError as e:
         bar.close()
+        if not out_existed:
+            shutil.rmtree(a.out, ignore_errors=True)  # nothing half-made left behind
         print(f"dicomnode process: {src}: {e}", file=sys.stderr)
         return 1
     bar.update(1)
@@ -500,7 +528,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--destination", metavar="NAME", help="list, retry --dead: only this destination")
     s.set_defaults(func=cmd_exports)
 
-    s = with_config(sub.add_parser("process", help="run the analysis chain on a folder holding one series"))
+    s = with_config(sub.add_parser(
+        "process", help="run the analysis chain on a folder holding one series",
+        description="Run the analysis chain on the DICOM files of one series: seg.dcm, sr.dcm, derived/ and "
+                    "results.json in OUT. Exit codes: 0 done; 1 the series could not be processed (the message "
+                    "names the file and the field); 2 nothing to process as asked (not a folder, no DICOM images, "
+                    "several series: use `dicomnode batch`, unknown profile). On failure OUT is not left behind."))
     s.add_argument("dir", metavar="DIR", help="a folder with the DICOM files of one series")
     s.add_argument("--profile", help="profile name; default: the one for the series' modality")
     s.add_argument("--out", required=True, metavar="OUT", help="output folder (SEG, SR, results.json)")
