@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -104,6 +105,41 @@ def cmd_echo(a: argparse.Namespace) -> int:
     return 0 if status == 0 else 1
 
 
+def _unsendable(path: Path) -> str | None:
+    """Why a DICOM file cannot be C-STOREd at all (empty or invalid SOP UIDs), or None."""
+    from dicomnode.io.load import read_header
+    from dicomnode.uids import is_valid_uid
+    try:
+        ds = read_header(path)
+    except Exception as e:  # noqa: BLE001 - named per file
+        return f"cannot read its header ({e})"
+    bad = []
+    for keyword, tag in (("SOPClassUID", "(0008,0016)"), ("SOPInstanceUID", "(0008,0018)")):
+        value = str(ds.get(keyword, "") or "").strip()
+        if not value:
+            bad.append(f"empty {keyword} {tag}")
+        elif not is_valid_uid(value):
+            bad.append(f"{keyword} {tag} is not a valid UID")
+    if bad:
+        return (f"{' and '.join(bad)}: a DICOM peer cannot store a file without them; repair the header (e.g. DCMTK's "
+                "dcmodify) and send again")
+    return None
+
+
+def _send_error(error: str, calling_ae: str) -> str:
+    """A send failure in the words of the user: the context the peer refused, the AE title it does not know."""
+    m = re.search(r"No presentation context for '([^']*)' has been accepted by the peer with '([^']*)' transfer "
+                  r"syntax", error)
+    if m:
+        return (f"the destination accepted no presentation context for SOP class {m.group(1) or '(empty)'} in "
+                f"{m.group(2)}: it does not take this kind of object or this encoding (decompress it, e.g. with "
+                "DCMTK's dcmdjpeg / dcmdjp2k, or ask its administrator)")
+    if "Calling AE title not recognised" in error or "reason 3" in error and "source 1" in error:
+        return (f"{error}; the peer does not accept our calling AE title {calling_ae}: pass --aet with one it "
+                "knows (a dicomnode lists them as [[peers]])")
+    return error
+
+
 def cmd_send(a: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -125,6 +161,25 @@ def cmd_send(a: argparse.Namespace) -> int:
     if not files:
         print("dicomnode send: no files found under the given paths", file=sys.stderr)
         return 2
+    refused: dict[str, list[Path]] = {}
+    sendable = []
+    for f in files:
+        why = _unsendable(f)
+        if why is None:
+            sendable.append(f)
+        else:
+            refused.setdefault(why, []).append(f)
+    if refused:
+        n = sum(map(len, refused.values()))
+        print(f"{n} file(s) will not be sent:", file=sys.stderr)
+        for why, fs in refused.items():
+            print(f"  {why}:", file=sys.stderr)
+            for f in fs:
+                print(f"    {f}", file=sys.stderr)
+    if not sendable:
+        print(f"sent 0 of {len(files)} file(s) to {a.to}")
+        return 1
+    files = sendable
     ssl_context = _client_tls(a, "send")
     bar = tqdm(total=len(files), unit="file", desc=f"send to {ae}", file=sys.stderr, disable=a.quiet)
     try:
@@ -132,17 +187,17 @@ def cmd_send(a: argparse.Namespace) -> int:
                              ssl_context=ssl_context, on_sent=lambda r: bar.update(1))
     except DicomnodeError as e:
         bar.close()
-        print(f"dicomnode send: {e}", file=sys.stderr)
+        print(f"dicomnode send: {_send_error(str(e), a.aet)}", file=sys.stderr)
         return 1
     bar.close()
     failed = [r for r in results if not r.ok]
-    print(f"sent {len(results) - len(failed)} of {len(results)} file(s) to {a.to}")
+    total = len(results) + sum(map(len, refused.values()))
+    print(f"sent {len(results) - len(failed)} of {total} file(s) to {a.to}")
     if failed:
         print(f"{len(failed)} failure(s):", file=sys.stderr)
         for r in failed:
-            print(f"  {r.path}: {r.error}", file=sys.stderr)
-        return 1
-    return 0
+            print(f"  {r.path}: {_send_error(r.error or '', a.aet)}", file=sys.stderr)
+    return 1 if failed or refused else 0
 
 
 def _db(a: argparse.Namespace):

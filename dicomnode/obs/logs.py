@@ -127,9 +127,10 @@ def capture_warnings() -> None:
     warnings.showwarning = _showwarning
     warnings.simplefilter("default")
     root = logging.getLogger()
-    if not root.handlers:  # commands without setup_logging: a plain handler, still scrubbed and once
+    if not root.handlers:  # commands without setup_logging: a plain handler for the warnings only, scrubbed, once
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(lambda record: hasattr(record, "category"))  # what the command says itself is enough
         _add_filters(handler)
         root.addHandler(handler)
         root.setLevel(logging.WARNING)
