@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Mapping
 
 from dicomnode.config import NodeConfig
 from dicomnode.errors import DicomnodeError
@@ -156,3 +156,44 @@ def check_destinations(config: NodeConfig, *, names: tuple[str, ...] = (), timeo
         except (DicomnodeError, OSError) as e:
             out.append(DestinationCheck(d.name, d.address, False, None, time.perf_counter() - t0, str(e), d.tls))
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class RuleCheck:
+    index: int
+    name: str
+    fires: bool
+    why: str  # for a rule that does not fire: the first keyword that does not match, with the value seen
+
+
+def _mismatch(rule: Any, tags: Mapping[str, str]) -> str | None:
+    import fnmatch
+    for keyword, want in rule.match.items():
+        have = str(tags.get(keyword, "") or "").strip()
+        options = want if isinstance(want, tuple) else (want,)
+        if not any(fnmatch.fnmatchcase(have, str(o)) for o in options):
+            wanted = options[0] if len(options) == 1 else f"one of {', '.join(options)}"
+            return f"{keyword} is {have!r}{' (absent)' if keyword not in tags else ''}, not {wanted}"
+    return None
+
+
+def explain_route(config: NodeConfig, path: str) -> tuple[Any, list[RuleCheck]]:
+    """Which rule a file's series gets (the node's own decision, :func:`dicomnode.routing.route`) and, for each rule
+    tried before, why it did not match. Returns (RouteDecision, checks of the rules of the file's kind in order)."""
+    from dicomnode.io.headers import is_image_storage, is_region_storage, read_tags
+    from dicomnode.routing import route
+
+    tags = read_tags(path)
+    sop_class = tags.get("SOPClassUID", "")
+    region = is_region_storage(sop_class)
+    decision = route(config, tags, is_image=is_image_storage(sop_class), is_region=region)
+    checks = []
+    for i, rule in enumerate(config.rules):
+        if (rule.radiomics is not None) != region:
+            continue
+        fires = decision.rule is rule
+        checks.append(RuleCheck(i, rule.name, fires, "" if fires else (_mismatch(rule, tags) or "matches, but an "
+                                                                           "earlier rule fired")))
+        if fires:
+            break
+    return decision, checks

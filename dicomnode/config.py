@@ -17,7 +17,7 @@ import fnmatch
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from dicomnode.errors import ConfigError, ConfigErrors
 
@@ -187,6 +187,7 @@ class NodeConfig:
     metrics: MetricsSection = field(default_factory=MetricsSection)
     retention: RetentionSection = field(default_factory=RetentionSection)
     source: str = "<defaults>"
+    warnings: tuple[str, ...] = ()  # not errors, but likely mistakes (shadowed rules); config check prints them
 
     def destination(self, name: str) -> Destination:
         for d in self.destinations:
@@ -670,7 +671,44 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
         raise ConfigErrors(c.errors, source)
     return NodeConfig(node=node, peers=tuple(peers), series=series, destinations=tuple(dests), rules=tuple(rules),
                       profiles=profiles, workers=workers, export=export, metrics=metrics, retention=retention,
-                      source=source)
+                      source=source, warnings=tuple(shadowed_rules(rules)))
+
+
+def _is_glob(v: str) -> bool:
+    return any(ch in v for ch in "*?[")
+
+
+def _covers(wide: MatchValue, narrow: MatchValue | None) -> bool:
+    """Whether every value ``narrow`` accepts (None: any value) is accepted by ``wide``."""
+    pats = wide if isinstance(wide, tuple) else (wide,)
+    if narrow is None:
+        return "*" in pats
+    for v in (narrow if isinstance(narrow, tuple) else (narrow,)):
+        if _is_glob(v):
+            if not any(p == "*" or p == v for p in pats):
+                return False
+        elif not any(fnmatch.fnmatchcase(v, p) for p in pats):
+            return False
+    return True
+
+
+def shadowed_rules(rules: Sequence[Rule]) -> list[str]:
+    """Warnings for rules that can never fire: an earlier rule of the same kind matches every series they match.
+
+    Rules are tried in order and the first match applies, so ``rules[j]`` is dead when some earlier ``rules[i]``
+    (both for images, or both radiomics rules) accepts every value ``rules[j]`` accepts, keyword by keyword.
+    """
+    out = []
+    for j, later in enumerate(rules):
+        for i, earlier in enumerate(rules[:j]):
+            if (earlier.radiomics is None) != (later.radiomics is None):
+                continue
+            if all(_covers(want, later.match.get(kw)) for kw, want in earlier.match.items()):
+                out.append(f"rules[{j}] ({later.name}) never fires: rules[{i}] ({earlier.name}) comes first and "
+                           f"matches every series it matches; move rules[{j}] above it or narrow rules[{i}] "
+                           f"(`dicomnode rules test FILE` shows which rule a file gets)")
+                break
+    return out
 
 
 def load_config(path: Path | str | None = None) -> NodeConfig:
