@@ -61,6 +61,10 @@ class NodeSection:
     log_format: str = "text"  # "text" | "json"
     min_free_disk_mb: int = 0  # refuse new associations below this much free space; 0 = off
     tls: TlsConfig = field(default_factory=TlsConfig)
+    max_associations: int = 32           # open associations before new ones are refused (transient)
+    max_associations_per_peer: int = 8   # open associations from one address: one peer cannot take every slot
+    idle_timeout_seconds: float = 60.0   # an association silent this long is aborted
+    artim_timeout_seconds: float = 30.0  # a connection without an A-ASSOCIATE-RQ this long is closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +289,8 @@ class _Collector:
 def _parse_node(c: _Collector, doc: Mapping[str, Any], base_dir: Path) -> NodeSection:
     t = c.table(doc, "node")
     c.unknown(t, "node", {"ae_title", "bind", "port", "data_dir", "max_pdu_bytes", "uid_root", "log_format",
-                          "min_free_disk_mb", "tls"})
+                          "min_free_disk_mb", "tls", "max_associations", "max_associations_per_peer",
+                          "idle_timeout_seconds", "artim_timeout_seconds"})
     d = NodeSection()
     data_dir = c.string(t, "data_dir", "node", str(d.data_dir))
     dd = Path(data_dir).expanduser() if data_dir else d.data_dir
@@ -316,7 +321,27 @@ def _parse_node(c: _Collector, doc: Mapping[str, Any], base_dir: Path) -> NodeSe
         min_free_disk_mb=c.number(t, "min_free_disk_mb", "node", d.min_free_disk_mb, minimum=0, integer=True,
                                   example="1024"),
         tls=tls,
+        **_parse_node_limits(c, t, d),
     )
+
+
+def _parse_node_limits(c: _Collector, t: Mapping[str, Any], d: NodeSection) -> dict[str, Any]:
+    """[node] association limits and timers."""
+    limits = {
+        "max_associations": c.number(t, "max_associations", "node", d.max_associations, minimum=1, integer=True,
+                                     example="32"),
+        "max_associations_per_peer": c.number(t, "max_associations_per_peer", "node", d.max_associations_per_peer,
+                                              minimum=1, integer=True, example="8"),
+        "idle_timeout_seconds": c.number(t, "idle_timeout_seconds", "node", d.idle_timeout_seconds, minimum=1,
+                                         example="60"),
+        "artim_timeout_seconds": c.number(t, "artim_timeout_seconds", "node", d.artim_timeout_seconds, minimum=1,
+                                          example="30"),
+    }
+    if limits["max_associations_per_peer"] > limits["max_associations"]:
+        c.err("node.max_associations_per_peer", limits["max_associations_per_peer"],
+              f"must be <= node.max_associations ({limits['max_associations']}), or one peer can take every slot")
+        limits["max_associations_per_peer"] = limits["max_associations"]
+    return limits
 
 
 def _parse_tls(c: _Collector, t: Any, prefix: str, base_dir: Path) -> TlsConfig:
@@ -366,7 +391,15 @@ def _parse_profile(c: _Collector, name: str, t: Any, prefix: str) -> Profile | N
     for k, v in t.items():
         if k in ("steps", "version", "outputs", "description"):
             continue
-        if isinstance(v, dict):
+        if isinstance(v, dict) and k == "load":  # how io/load.py reads the series: [profiles.X.load] phase = ...
+            phase = v.get("phase", "first")
+            if set(v) - {"phase"}:
+                c.err(f"{prefix}.load", v, "the only load option is phase")
+            if not (phase in ("first", "last", "all") or (type(phase) is int and phase >= 1)):
+                c.err(f"{prefix}.load.phase", phase, "\"first\", \"last\", \"all\" or a phase number >= 1: which "
+                      "temporal phase of a series with several images per position to analyse")
+            params[k] = dict(v)
+        elif isinstance(v, dict):
             if k not in steps:
                 c.err(f"{prefix}.{k}", v, f"parameters for a step that is not in {prefix}.steps; add it there or remove the table")
             params[k] = dict(v)

@@ -276,3 +276,35 @@ def test_sts_001_ct_not_found():
                  settings=DetectionSettings(min_diameter_mm=10))
     top = res.findings[0]
     assert truth[tuple(int(round(v)) for v in top.centroid_zyx)]
+
+
+def test_mirror_uptake_and_midline_offset_tell_a_paired_organ_from_a_lateral_lesion():
+    """Two bright spheres mirrored across the body's midline (like kidneys) and one on one side only: the pair has
+    mirror_uptake near 1, the lone one near 0; midline_offset measures in half-widths; in a crop (the body cut by the edge of
+    the field of view) the two features are left out."""
+    shape = (40, 120, 120)
+    sp = TISSUE_SP
+    spheres = [((20, 60, 35), 8.0, 400.0), ((20, 60, 84), 8.0, 400.0), ((20, 45, 75), 8.0, 400.0)]
+    img, body = tissue_phantom(spheres, seed=5, shape=shape)
+    body = np.broadcast_to(body, shape).copy()
+    res = detect_tissue(img, sp, body, settings=DetectionSettings(min_diameter_mm=8, probability_threshold=0.0,
+                                                                  max_findings=10), polarity="bright")
+    feats = {}
+    for f in res.findings:
+        c = tuple(int(round(v)) for v in f.centroid_zyx)
+        for centre, _, _ in spheres:
+            if max(abs(a - b) for a, b in zip(c, centre)) <= 2:
+                feats[centre] = f.features
+    assert len(feats) == 3, [f.centroid_zyx for f in res.findings]
+    pair = [feats[spheres[0][0]], feats[spheres[1][0]]]
+    lone = feats[spheres[2][0]]
+    assert all(p["mirror_uptake"] > 0.8 for p in pair)
+    assert lone["mirror_uptake"] < 0.1
+    # distance from the midline (column 59.5) over the body's half-width (50 columns)
+    assert [p["midline_offset"] for p in pair] == pytest.approx([0.49, 0.49], abs=0.05)
+    assert lone["midline_offset"] == pytest.approx(0.31, abs=0.05)
+    assert all(p["log2_to_reference"] > 1.0 for p in (*pair, lone))  # 400 against a body median of 100
+    crop = detect_tissue(img[:, 20:100, 20:100], sp, body[:, 20:100, 20:100],
+                         settings=DetectionSettings(min_diameter_mm=8, probability_threshold=0.0), polarity="bright")
+    assert crop.findings and all("mirror_uptake" not in f.features for f in crop.findings)
+    assert any("no body midline" in n for n in crop.notes)
