@@ -144,6 +144,9 @@ def clean_header_with_notes(ds: Dataset) -> tuple[Dataset, list[HeaderNote]]:
     out = copy.deepcopy(ds)
     sop_class = str(ds.get("SOPClassUID", ""))
     notes = list(_clean_dataset(out, (), _Tables(_types(sop_class), _required_children(sop_class)), _codec(ds)))
+    fixed = _deidentification(out)
+    if fixed:
+        notes = [n for n in notes if n.keyword != "DeidentificationMethod"] + fixed
     if notes:
         log.debug("fixed invalid source values for result objects", extra={"keywords": [n.keyword for n in notes]})
     return out, notes
@@ -169,6 +172,10 @@ def _clean_dataset(ds: Dataset, path: tuple[str, ...], tables: _Tables, codec: s
                 yield from _clean_sequence(ds, elem, path, keyword, kind, tables, codec)
             continue
         problem = _problem(elem, codec)
+        if problem is None and kind == "1C" and elem.value in (None, ""):
+            del ds[elem.tag]  # a Type 1C attribute present must have a value; absent is right when its condition fails
+            yield HeaderNote(name, "left out", "empty, but Type 1C (a value or nothing)")
+            continue
         if problem is None:
             continue
         if kind.startswith("3"):
@@ -176,6 +183,18 @@ def _clean_dataset(ds: Dataset, path: tuple[str, ...], tables: _Tables, codec: s
             yield HeaderNote(name, "left out", problem)
         elif fix_element(elem, codec=codec):
             yield HeaderNote(name, "emptied" if elem.value in (None, "") else "fixed", problem)
+
+
+def _deidentification(ds: Dataset) -> list[HeaderNote]:
+    """Patient Identity Removed YES needs De-identification Method or its code sequence (Type 1C): when the source
+    gives neither, say that it did not record one (leaving the flag out would hide that the data are de-identified)."""
+    if str(ds.get("PatientIdentityRemoved", "")).strip().upper() != "YES":
+        return []
+    if ds.get("DeidentificationMethod") or ds.get("DeidentificationMethodCodeSequence"):
+        return []
+    ds.DeidentificationMethod = "not recorded by the source"
+    return [HeaderNote("DeidentificationMethod", "fixed",
+                       "Type 1C when Patient Identity Removed is YES; the source gave no method")]
 
 
 def _clean_sequence(ds: Dataset, elem: DataElement, path: tuple[str, ...], keyword: str, kind: str,

@@ -46,11 +46,19 @@ def lo(text: str) -> str:
     return latin1[:_MAX_LO_CHARS]
 
 
+#: Type 2 attributes of the Patient and General Study modules: a result has them, empty when the source lacks them.
+_PATIENT_STUDY_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                        "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
 def source_datasets(series: LoadedSeries) -> list[Dataset]:
     """The source headers to hand to highdicom: the first one cleaned (highdicom copies its Patient and Study
     modules into the result), the others as they are. The caller's datasets are never changed."""
     headers = list(series.headers)
     first = clean_header(headers[0])
+    for keyword in _PATIENT_STUDY_TYPE2:
+        if keyword not in first:
+            setattr(first, keyword, None)  # Type 2: present, empty when the source lacks it (highdicom reads them)
     _share_uniform_geometry(first)
     return [first, *headers[1:]]
 

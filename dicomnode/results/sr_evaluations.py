@@ -38,6 +38,7 @@ REGION_CODES: dict[str, Code] = {
     "abdomen": Code("818981001", "SCT", "Abdomen"),
     "pelvis": Code("816092008", "SCT", "Pelvis"),
     "extremity": Code("66019005", "SCT", "Limb"),
+    "unknown": Code("261665006", "SCT", "Unknown"),  # the scene step's answer when it does not know
 }
 _TARGET_REGION = Code("123014", "DCM", "Target Region")
 _ANATOMICAL_STRUCTURE = Code("91723000", "SCT", "Anatomical Structure")
