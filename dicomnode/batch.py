@@ -13,9 +13,12 @@
    one row per series x segment (:func:`result_rows`).
 
 The table's columns: ``series_uid, modality, profile, profile_version, segment_number, segment_label, volume_ml``,
-every feature of the segments (by its name, in the order first seen), ``scene_label, scene_probability,
-n_findings, max_finding_probability, seconds_total`` and ``seconds_<step>`` for each step (load, the profile's
-steps, results). A series without any segment gives one row with empty segment columns.
+every feature of the segments (by its name, in the order first seen), ``scene_label, scene_probability`` (the
+probability of the chosen scene label), ``n_findings, max_finding_probability, seconds_total``, ``seconds_<step>``
+for each step (load, the profile's steps, results), then where each row came from: ``source_folder`` (the folder
+holding the series' files: their common parent), ``patient_id``, ``study_id`` (DICOM Study ID) and
+``study_instance_uid``. A series without any segment gives one row with empty segment columns. The table is for the
+researcher who ran the batch: it names patients by their ID, as the source files do.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ MAX_REQUEUES = 3
 FIXED_COLUMNS = ("series_uid", "modality", "profile", "profile_version", "segment_number", "segment_label",
                  "volume_ml")
 SUMMARY_COLUMNS = ("scene_label", "scene_probability", "n_findings", "max_finding_probability", "seconds_total")
+SOURCE_COLUMNS = ("source_folder", "patient_id", "study_id", "study_instance_uid")
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +227,8 @@ def run_batch(root: Path | str, out: Path | str, profile: Profile | Callable[[st
                 report.done.append(uid)
                 _progress(on_progress, uid, "done", None)
 
-    rows = write_table(out, sorted(report.done + report.skipped))
+    rows = write_table(out, sorted(report.done + report.skipped),
+                       sources={uid: source_of(found.series[uid]) for uid in report.done + report.skipped})
     report.rows = rows
     report.table_parquet = str(out / TABLE_PARQUET)
     report.table_csv = str(out / TABLE_CSV)
@@ -241,6 +246,19 @@ def _progress(cb: Callable[[str, str], None] | None, uid: str, status: str, fail
                                             "first_file": failure.first_file})
     if cb is not None:
         cb(uid, status)
+
+
+def source_of(files: Sequence[Path]) -> dict[str, str]:
+    """Where a series came from: its folder (the files' common parent), patient ID, study ID and Study UID."""
+    from dicomnode.io.load import read_header
+    folder = os.path.commonpath([str(Path(f).parent) for f in files]) if files else ""
+    try:
+        ds = read_header(files[0])
+    except Exception:  # noqa: BLE001 - it was read when the series was found; the folder is still worth having
+        return {"source_folder": folder}
+    return {"source_folder": folder, "patient_id": str(ds.get("PatientID", "") or ""),
+            "study_id": str(ds.get("StudyID", "") or ""),
+            "study_instance_uid": str(ds.get("StudyInstanceUID", "") or "")}
 
 
 def _modality_of(path: Path) -> str:
@@ -273,9 +291,12 @@ def result_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
         "profile": results.get("profile"),
         "profile_version": results.get("profile_version"),
     }
+    scene = scene if isinstance(scene, Mapping) else {}
+    label = scene.get("label")
+    probs_by_label = scene.get("probabilities") if isinstance(scene.get("probabilities"), Mapping) else {}
     summary: dict[str, Any] = {
-        "scene_label": scene.get("label") if isinstance(scene, Mapping) else None,
-        "scene_probability": _float(scene.get("probability")) if isinstance(scene, Mapping) else None,
+        "scene_label": label,
+        "scene_probability": _float(probs_by_label.get(label, scene.get("probability"))),
         "n_findings": len(findings),
         "max_finding_probability": max(probs) if probs else None,
         "seconds_total": round(sum(float(s.get("seconds") or 0.0) for s in steps), 4),
@@ -304,20 +325,22 @@ def _float(v: Any) -> float | None:
 def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     features: list[str] = []
     timing: list[str] = []
-    seen = set(FIXED_COLUMNS) | set(SUMMARY_COLUMNS)
+    seen = set(FIXED_COLUMNS) | set(SUMMARY_COLUMNS) | set(SOURCE_COLUMNS)
     for r in rows:
         for k in r:
             if k in seen:
                 continue
             seen.add(k)
             (timing if k.startswith("seconds_") else features).append(k)
-    return [*FIXED_COLUMNS, *features, *SUMMARY_COLUMNS, *timing]
+    return [*FIXED_COLUMNS, *features, *SUMMARY_COLUMNS, *timing, *SOURCE_COLUMNS]
 
 
-def write_table(out: Path, series_uids: Sequence[str]) -> int:
+def write_table(out: Path, series_uids: Sequence[str],
+                sources: Mapping[str, Mapping[str, str]] | None = None) -> int:
     """Collect ``OUT/<uid>/results.json`` of ``series_uids`` into ``results.parquet`` and ``results.csv``.
 
-    Returns the number of rows. Both files are replaced atomically; written even when empty (columns only).
+    ``sources`` gives each series' source columns (:func:`source_of`). Returns the number of rows. Both files are
+    replaced atomically; written even when empty (columns only).
     """
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -327,12 +350,14 @@ def write_table(out: Path, series_uids: Sequence[str]) -> int:
     for uid in series_uids:
         rj = _done_marker(out, uid)
         try:
-            rows.extend(result_rows(json.loads(rj.read_text())))
+            src = dict((sources or {}).get(uid, {}))
+            rows.extend({**r, **{c: src.get(c) for c in SOURCE_COLUMNS}} for r in result_rows(json.loads(rj.read_text())))
         except (OSError, ValueError) as e:
             log.warning("results.json unreadable; series left out of the table",
                         extra={"series_uid": uid, "error": str(e)})
     cols = _columns(rows)
-    text_cols = {"series_uid", "modality", "profile", "profile_version", "segment_label", "scene_label"}
+    text_cols = {"series_uid", "modality", "profile", "profile_version", "segment_label", "scene_label",
+                 *SOURCE_COLUMNS}
     int_cols = {"segment_number", "n_findings"}
     fields = [pa.field(c, pa.string() if c in text_cols else pa.int64() if c in int_cols else pa.float64())
               for c in cols]

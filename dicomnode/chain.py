@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -85,7 +85,7 @@ def run_chain(spec: JobSpec, *, progress: Callable[[str], None] | None = None) -
         from dicomnode.radiomics_job import run_radiomics
         return run_radiomics(spec)
     assert spec.profile is not None, "a chain job needs a profile"
-    from dicomnode.io.load import load_series
+    from dicomnode.io.load import load_series, on_source_slices
     from dicomnode.results.seg import build_seg
     from dicomnode.results.sr import build_sr
     from dicomnode.results.uids import ResultUids
@@ -97,11 +97,21 @@ def run_chain(spec: JobSpec, *, progress: Callable[[str], None] | None = None) -
     out.mkdir(parents=True, exist_ok=True)
     records: list[StepRecord] = []
 
+    phase = spec.profile.params.get("load", {}).get("phase", "first")  # [profiles.X.load] phase
     with PeakRSS() as m:
-        series = load_series([Path(f) for f in spec.files])
+        series = load_series([Path(f) for f in spec.files], phase=1 if phase == "all" else phase)
     records.append(StepRecord("load", round(time.perf_counter() - t0, 4), round(m.peak_rss_mb, 1)))
     header = _header_strings(series.headers[0])
     ctx = Context(volume=series.volume, original=series.volume, header=header)
+    ctx.notes.extend(series.notes)  # what the loader did: SUV conversion and its inputs, phase chosen, ...
+    others: list[JobOutcome] = []
+    if phase == "all" and series.n_phases > 1:  # each further phase: its own results in phase_N/, its own UIDs
+        for k in range(2, series.n_phases + 1):
+            params = {**spec.profile.params, "load": {"phase": k}}
+            others.append(run_chain(replace(spec, out_dir=str(out / f"phase_{k}"),
+                                            profile=replace(spec.profile, params=params)), progress=progress))
+        ctx.notes.append(f"load phase = \"all\": phase 1 here, phases 2...{series.n_phases} in "
+                         f"{', '.join(f'phase_{k}/' for k in range(2, series.n_phases + 1))}")
     records += run_steps(ctx, spec.profile.steps, spec.profile.params, meter=PeakRSS, progress=progress)
 
     version = f"{profile_fingerprint(spec.profile)}.{input_digest([f[0] for f in series.frames])}"
@@ -111,7 +121,7 @@ def run_chain(spec: JobSpec, *, progress: Callable[[str], None] | None = None) -
     t1 = time.perf_counter()
     with PeakRSS() as m:
         if ctx.labels.segments and ("seg" in spec.profile.outputs or "sr" in spec.profile.outputs):
-            seg = build_seg(series, ctx.labels, uids)
+            seg = build_seg(*on_source_slices(series, ctx.labels), uids)  # the SEG frames are the source slices
             seg_path = out / "seg.dcm"
             atomic_write(seg_path, lambda p: seg.save_as(p, enforce_file_format=True))
             if "seg" in spec.profile.outputs:
@@ -148,6 +158,9 @@ def run_chain(spec: JobSpec, *, progress: Callable[[str], None] | None = None) -
                                  ctx=ctx, records=records, files=files, job_id=spec.job_id, out_dir=str(out))
     rj = out / RESULTS_JSON
     atomic_write(rj, lambda p: Path(p).write_text(json.dumps(results, indent=2, allow_nan=False, default=_json)))
+    for o in others:
+        files += o.files
+        sops += o.sop_instance_uids
     seconds = time.perf_counter() - t0
     log.info("chain done", extra={"series_uid": series.series_uid, "job_id": spec.job_id,
                                   "profile": spec.profile.name, "seconds": round(seconds, 3),

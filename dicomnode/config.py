@@ -5,7 +5,10 @@ the embedded defaults serve: AE title ``DICOMNODE``, port 11112, data in ``./dic
 workers, no destination. ``conf/dicomnode.toml`` is a commented example of every key.
 
 Analysis profiles: the shipped defaults live in ``conf/profiles/<name>.toml`` (``ct``, ``mr``, ``pet``,
-``generic``); ``[profiles.NAME]`` tables in the node's file add profiles or replace a shipped one whole.
+``generic``); ``[profiles.NAME]`` tables in the node's file add profiles or replace a shipped one whole. With
+``extends = "BASE"`` a profile starts from another one (shipped or in the file; ``[profiles.ct] extends = "ct"``
+changes the shipped ``ct``): ``steps``, ``outputs`` and ``version`` are the base's unless given, and each step table
+overrides only the keys it names (see :func:`_extend`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import fnmatch
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from dicomnode.errors import ConfigError, ConfigErrors
 
@@ -58,6 +61,10 @@ class NodeSection:
     log_format: str = "text"  # "text" | "json"
     min_free_disk_mb: int = 0  # refuse new associations below this much free space; 0 = off
     tls: TlsConfig = field(default_factory=TlsConfig)
+    max_associations: int = 32           # open associations before new ones are refused (transient)
+    max_associations_per_peer: int = 8   # open associations from one address: one peer cannot take every slot
+    idle_timeout_seconds: float = 60.0   # an association silent this long is aborted
+    artim_timeout_seconds: float = 30.0  # a connection without an A-ASSOCIATE-RQ this long is closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +130,7 @@ class Profile:
     params: Mapping[str, Mapping[str, Any]]
     version: str = "1"
     outputs: tuple[str, ...] = ("seg", "sr")
+    extends: str | None = None  # the profile it was built on (``extends = "ct"``), for config show and messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +191,7 @@ class NodeConfig:
     metrics: MetricsSection = field(default_factory=MetricsSection)
     retention: RetentionSection = field(default_factory=RetentionSection)
     source: str = "<defaults>"
+    warnings: tuple[str, ...] = ()  # not errors, but likely mistakes (shadowed rules); config check prints them
 
     def destination(self, name: str) -> Destination:
         for d in self.destinations:
@@ -280,7 +289,8 @@ class _Collector:
 def _parse_node(c: _Collector, doc: Mapping[str, Any], base_dir: Path) -> NodeSection:
     t = c.table(doc, "node")
     c.unknown(t, "node", {"ae_title", "bind", "port", "data_dir", "max_pdu_bytes", "uid_root", "log_format",
-                          "min_free_disk_mb", "tls"})
+                          "min_free_disk_mb", "tls", "max_associations", "max_associations_per_peer",
+                          "idle_timeout_seconds", "artim_timeout_seconds"})
     d = NodeSection()
     data_dir = c.string(t, "data_dir", "node", str(d.data_dir))
     dd = Path(data_dir).expanduser() if data_dir else d.data_dir
@@ -311,7 +321,27 @@ def _parse_node(c: _Collector, doc: Mapping[str, Any], base_dir: Path) -> NodeSe
         min_free_disk_mb=c.number(t, "min_free_disk_mb", "node", d.min_free_disk_mb, minimum=0, integer=True,
                                   example="1024"),
         tls=tls,
+        **_parse_node_limits(c, t, d),
     )
+
+
+def _parse_node_limits(c: _Collector, t: Mapping[str, Any], d: NodeSection) -> dict[str, Any]:
+    """[node] association limits and timers."""
+    limits = {
+        "max_associations": c.number(t, "max_associations", "node", d.max_associations, minimum=1, integer=True,
+                                     example="32"),
+        "max_associations_per_peer": c.number(t, "max_associations_per_peer", "node", d.max_associations_per_peer,
+                                              minimum=1, integer=True, example="8"),
+        "idle_timeout_seconds": c.number(t, "idle_timeout_seconds", "node", d.idle_timeout_seconds, minimum=1,
+                                         example="60"),
+        "artim_timeout_seconds": c.number(t, "artim_timeout_seconds", "node", d.artim_timeout_seconds, minimum=1,
+                                          example="30"),
+    }
+    if limits["max_associations_per_peer"] > limits["max_associations"]:
+        c.err("node.max_associations_per_peer", limits["max_associations_per_peer"],
+              f"must be <= node.max_associations ({limits['max_associations']}), or one peer can take every slot")
+        limits["max_associations_per_peer"] = limits["max_associations"]
+    return limits
 
 
 def _parse_tls(c: _Collector, t: Any, prefix: str, base_dir: Path) -> TlsConfig:
@@ -361,7 +391,15 @@ def _parse_profile(c: _Collector, name: str, t: Any, prefix: str) -> Profile | N
     for k, v in t.items():
         if k in ("steps", "version", "outputs", "description"):
             continue
-        if isinstance(v, dict):
+        if isinstance(v, dict) and k == "load":  # how io/load.py reads the series: [profiles.X.load] phase = ...
+            phase = v.get("phase", "first")
+            if set(v) - {"phase"}:
+                c.err(f"{prefix}.load", v, "the only load option is phase")
+            if not (phase in ("first", "last", "all") or (type(phase) is int and phase >= 1)):
+                c.err(f"{prefix}.load.phase", phase, "\"first\", \"last\", \"all\" or a phase number >= 1: which "
+                      "temporal phase of a series with several images per position to analyse")
+            params[k] = dict(v)
+        elif isinstance(v, dict):
             if k not in steps:
                 c.err(f"{prefix}.{k}", v, f"parameters for a step that is not in {prefix}.steps; add it there or remove the table")
             params[k] = dict(v)
@@ -377,6 +415,71 @@ def _parse_profile(c: _Collector, name: str, t: Any, prefix: str) -> Profile | N
         c.err(f"{prefix}.outputs", outputs, f"a list drawn from {sorted(allowed_outputs)}")
         outputs = ["seg", "sr"]
     return Profile(name=name, steps=tuple(steps), params=params, version=str(version), outputs=tuple(outputs))
+
+
+def _extend(base: Profile, t: Mapping[str, Any]) -> dict[str, Any]:
+    """The table of a profile that ``extends`` ``base``: the base's keys, then ``t``'s (step tables merged per key).
+
+    ``steps``, ``outputs``, ``version`` and ``description`` given in ``t`` replace the base's; a step table of ``t``
+    updates the base's table of that step key by key (``[profiles.mine.detect] max_findings = 3`` keeps every other
+    detect parameter of the base). Parameters of base steps that ``t``'s ``steps`` drops are dropped too.
+    """
+    merged: dict[str, Any] = {"steps": list(base.steps), "outputs": list(base.outputs), "version": base.version}
+    steps = t.get("steps", merged["steps"])
+    for k, v in base.params.items():
+        if isinstance(steps, list) and k in steps:
+            merged[k] = dict(v)
+    for k, v in t.items():
+        if k == "extends":
+            continue
+        if isinstance(v, dict) and isinstance(merged.get(k), dict):
+            merged[k] = {**merged[k], **v}
+        else:
+            merged[k] = v
+    return merged
+
+
+def _resolve_profile(c: _Collector, name: str, tables: Mapping[str, Any], shipped: Mapping[str, Profile],
+                     done: dict[str, Profile | None], chain: tuple[str, ...] = ()) -> Profile | None:
+    """``[profiles.NAME]`` of the file, its ``extends`` resolved (file profiles first, then shipped ones)."""
+    if name in done:
+        return done[name]
+    prefix = f"profiles.{name}"
+    t = tables[name]
+    if not isinstance(t, dict) or "extends" not in t:
+        done[name] = _parse_profile(c, name, t, prefix)
+        return done[name]
+    base_name = t["extends"]
+    if not isinstance(base_name, str):
+        c.err(f"{prefix}.extends", base_name, "the name of a profile in quotes, e.g. \"ct\"")
+        done[name] = None
+        return None
+    known = sorted(set(tables) | set(shipped))
+    if base_name in chain or (base_name == name and name not in shipped):
+        c.err(f"{prefix}.extends", base_name, f"profiles extend each other in a circle ({' -> '.join((*chain, name, base_name))}); "
+              "let one of them extend a shipped profile (ct, mr, pet, generic) instead")
+        done[name] = None
+        return None
+    if base_name == name:  # [profiles.ct] extends = "ct": the shipped one
+        base: Profile | None = shipped[name]
+    elif base_name in tables:
+        base = _resolve_profile(c, base_name, tables, shipped, done, (*chain, name))
+        if base is None:
+            done[name] = None  # the base's own error is reported; this one follows from it
+            return None
+    elif base_name in shipped:
+        base = shipped[base_name]
+    else:
+        c.err(f"{prefix}.extends", base_name, f"no such profile; extend one of {', '.join(known)}")
+        done[name] = None
+        return None
+    assert base is not None
+    prof = _parse_profile(c, name, _extend(base, t), prefix)
+    if prof is not None:
+        from dataclasses import replace
+        prof = replace(prof, extends=base_name)
+    done[name] = prof
+    return prof
 
 
 def load_default_profiles() -> dict[str, Profile]:
@@ -420,10 +523,13 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
     )
 
     dests: list[Destination] = []
+    declared: set[str] = set()  # names of [[destinations]] tables, valid or not: a rule naming one is not at fault
     for i, t in enumerate(_parse_list_of_tables(c, doc, "destinations")):
         p = f"destinations[{i}]"
         c.unknown(t, p, {"name", "ae_title", "host", "port", "tls", "ca_certificates"})
         name = c.string(t, "name", p, required=True)
+        if name:
+            declared.add(name)
         ae = c.ae(t, "ae_title", p, required=True)
         host = c.string(t, "host", p, required=True)
         port = c.number(t, "port", p, None, minimum=1, maximum=65535, integer=True, example="104")
@@ -447,8 +553,10 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
 
     profiles = load_default_profiles()
     pt = c.table(doc, "profiles")
-    for name, t in pt.items():
-        prof = _parse_profile(c, name, t, f"profiles.{name}")
+    shipped = dict(profiles)
+    resolved: dict[str, Profile | None] = {}
+    for name in pt:
+        prof = _resolve_profile(c, name, pt, shipped, resolved)
         if prof is not None:
             profiles[name] = prof
 
@@ -486,7 +594,7 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
             c.err(f"{p}.destinations", dl, "a list of destination names, e.g. [\"PACS\"]")
             dl = []
         for j, dn in enumerate(dl):
-            if dn not in dest_names:
+            if dn not in dest_names and dn not in declared:  # an invalid table has its own error already
                 hint = f"use one of {sorted(dest_names)}" if dest_names else "add a [[destinations]] table with that name"
                 c.err(f"{p}.destinations[{j}]", dn, f"no [[destinations]] named {dn}; {hint}")
         q = t.get("quiet_seconds")
@@ -596,7 +704,44 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
         raise ConfigErrors(c.errors, source)
     return NodeConfig(node=node, peers=tuple(peers), series=series, destinations=tuple(dests), rules=tuple(rules),
                       profiles=profiles, workers=workers, export=export, metrics=metrics, retention=retention,
-                      source=source)
+                      source=source, warnings=tuple(shadowed_rules(rules)))
+
+
+def _is_glob(v: str) -> bool:
+    return any(ch in v for ch in "*?[")
+
+
+def _covers(wide: MatchValue, narrow: MatchValue | None) -> bool:
+    """Whether every value ``narrow`` accepts (None: any value) is accepted by ``wide``."""
+    pats = wide if isinstance(wide, tuple) else (wide,)
+    if narrow is None:
+        return "*" in pats
+    for v in (narrow if isinstance(narrow, tuple) else (narrow,)):
+        if _is_glob(v):
+            if not any(p == "*" or p == v for p in pats):
+                return False
+        elif not any(fnmatch.fnmatchcase(v, p) for p in pats):
+            return False
+    return True
+
+
+def shadowed_rules(rules: Sequence[Rule]) -> list[str]:
+    """Warnings for rules that can never fire: an earlier rule of the same kind matches every series they match.
+
+    Rules are tried in order and the first match applies, so ``rules[j]`` is dead when some earlier ``rules[i]``
+    (both for images, or both radiomics rules) accepts every value ``rules[j]`` accepts, keyword by keyword.
+    """
+    out = []
+    for j, later in enumerate(rules):
+        for i, earlier in enumerate(rules[:j]):
+            if (earlier.radiomics is None) != (later.radiomics is None):
+                continue
+            if all(_covers(want, later.match.get(kw)) for kw, want in earlier.match.items()):
+                out.append(f"rules[{j}] ({later.name}) never fires: rules[{i}] ({earlier.name}) comes first and "
+                           f"matches every series it matches; move rules[{j}] above it or narrow rules[{i}] "
+                           f"(`dicomnode rules test FILE` shows which rule a file gets)")
+                break
+    return out
 
 
 def load_config(path: Path | str | None = None) -> NodeConfig:
@@ -613,3 +758,145 @@ def load_config(path: Path | str | None = None) -> NodeConfig:
     except tomllib.TOMLDecodeError as e:
         raise ConfigErrors([ConfigError("(syntax)", str(path), f"not valid TOML: {e}")], str(path)) from None
     return parse_config(doc, source=str(path), base_dir=path.resolve().parent)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command-line overrides and the effective configuration
+# ---------------------------------------------------------------------------------------------------------------
+
+def apply_overrides(config: NodeConfig, *, port: int | None = None, ae_title: str | None = None,
+                    bind: str | None = None, data_dir: Path | str | None = None,
+                    log_format: str | None = None) -> NodeConfig:
+    """``config`` with the given ``[node]`` keys replaced (``serve --port/--aet/--bind/--data-dir``), validated.
+
+    Raises :class:`ConfigErrors` naming the option, its value and the fix. A relative ``data_dir`` is taken from
+    the working directory, as a path given on a command line is.
+    """
+    from dataclasses import replace
+
+    c = _Collector()
+    changes: dict[str, Any] = {}
+    if port is not None:
+        if not 0 <= port <= 65535:
+            c.err("--port", port, "a TCP port from 1 to 65535, e.g. 11112 (0: any free port)")
+        changes["port"] = port
+    if ae_title is not None:
+        if not _ae_ok(ae_title):
+            c.err("--aet", ae_title, "an AE title is 1 to 16 printable characters, no backslash, e.g. DICOMNODE")
+        changes["ae_title"] = ae_title.strip()
+    if bind is not None:
+        if not bind.strip():
+            c.err("--bind", bind, "an address of this machine, e.g. 0.0.0.0 (all) or 127.0.0.1")
+        changes["bind"] = bind.strip()
+    if data_dir is not None:
+        changes["data_dir"] = Path(data_dir).expanduser().absolute()
+    if log_format is not None:
+        if log_format not in ("text", "json"):
+            c.err("--log-format", log_format, "use text or json")
+        changes["log_format"] = log_format
+    if c.errors:
+        raise ConfigErrors(c.errors, "command line")
+    if not changes:
+        return config
+    return replace(config, node=replace(config.node, **changes))
+
+
+#: keys whose values are never printed (``config show``): passwords, tokens and the like
+_SECRET = ("password", "passwd", "secret", "token", "credential", "api_key")
+
+
+def _plain(value: Any) -> Any:
+    from dataclasses import fields, is_dataclass
+
+    if is_dataclass(value):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def redact(doc: Any) -> Any:
+    """``doc`` with the value of every secret-looking key (password, token, secret...) replaced by ``"<redacted>"``."""
+    if isinstance(doc, dict):
+        return {k: ("<redacted>" if any(s in k.lower() for s in _SECRET) and v not in ("", None)
+                    else redact(v)) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [redact(v) for v in doc]
+    return doc
+
+
+def effective_config(config: NodeConfig) -> dict[str, Any]:
+    """The configuration in force, defaults filled in, as a TOML-shaped document; secrets redacted.
+
+    Tables as in the file: ``node``, ``peers``, ``series``, ``destinations``, ``rules``, ``profiles`` (shipped ones
+    included), ``workers``, ``export``, ``metrics``, ``retention``; plus ``source``, the file it came from.
+    """
+    doc = _plain(config)
+    for p in doc["peers"]:
+        if p.get("host") is None:
+            p.pop("host")
+    for r in doc["rules"]:
+        for k in ("profile", "quiet_seconds", "radiomics"):
+            if r.get(k) is None:
+                r.pop(k)
+    profiles = {}
+    for name, prof in doc["profiles"].items():
+        t: dict[str, Any] = {"steps": prof["steps"], "version": prof["version"], "outputs": prof["outputs"]}
+        if prof.get("extends"):
+            t["extends"] = prof["extends"]
+        t.update(prof["params"])
+        profiles[name] = t
+    doc["profiles"] = profiles
+    return redact(doc)
+
+
+def _toml_value(v: Any) -> str:
+    import json
+
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v) if not (isinstance(v, float) and v != v) else "nan"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, Mapping):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    return json.dumps(str(v))
+
+
+def _toml_key(k: str) -> str:
+    import json
+    import re
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+
+
+def to_toml(doc: Mapping[str, Any]) -> str:
+    """A TOML text of ``doc`` (tables, arrays of tables, scalars; ``None`` values left out)."""
+    out: list[str] = []
+
+    def table(t: Mapping[str, Any], path: list[str], array: bool = False) -> None:
+        inline = {"match"} if path[:1] == ["rules"] else {"resources"} if path == ["workers"] else set()
+        scalars = {k: v for k, v in t.items() if v is not None and not (isinstance(v, Mapping) and v and k not in inline)
+                   and not (isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v))}
+        if path:
+            name = ".".join(_toml_key(p) for p in path)
+            out.append(f"\n[[{name}]]" if array else f"\n[{name}]")
+        for k, v in scalars.items():
+            out.append(f"{_toml_key(k)} = {_toml_value(v)}")
+        for k, v in t.items():
+            if k in scalars or v is None:
+                continue
+            if isinstance(v, Mapping):
+                table(v, [*path, k])
+            else:
+                for item in v:
+                    table(item, [*path, k], array=True)
+
+    table(doc, [])
+    return "\n".join(out).lstrip("\n") + "\n"

@@ -10,6 +10,7 @@ Every exception says what went wrong and what to do about it.
      |    +-- SpoolFullError  the disk is full / out of resources (answered with 0xA700)
      |    +-- InvalidUIDError a UID from the network breaks the UID grammar (never becomes a path)
      +-- SeriesLoadError      files could not be turned into one volume (names the file and the field)
+     |    +-- SeriesRefusedError  readable, but not a series the chain analyses (a multi-plane localizer)
      +-- AnalysisError        an analysis step could not run on its input
      +-- ResultError          a result object (SEG, SR, derived series) could not be built
      +-- SendError            a C-STORE to a destination failed (refused, timed out, failure status)
@@ -74,7 +75,19 @@ class InvalidUIDError(SpoolError):
 
 
 class SeriesLoadError(DicomnodeError):
-    """A series could not be loaded into one volume."""
+    """A series could not be loaded into one volume.
+
+    A permanent failure: the same files fail the same way, so a job that raises it fails at once, without retries
+    (``dicomnode.jobs.PERMANENT_ERRORS``); ``process`` exits 1 and ``batch`` lists it in failures.csv.
+    """
+
+
+class SeriesRefusedError(SeriesLoadError):
+    """A readable series that is refused on purpose: it is not one volume (e.g. a 3-plane localizer).
+
+    The message says what the series is and why it is not analysed; nothing can be retried. Route such series away
+    (a rule on ImageType or SeriesDescription) instead.
+    """
 
 
 class AnalysisError(DicomnodeError):

@@ -11,6 +11,13 @@ A future may end in one of these, besides the chain's own errors::
      +-- RequeueJob          not a failure: the worker or the scheduler connection was lost; the dispatcher puts
      |                       the job back to pending without counting an attempt
      +-- WorkerMemoryError   the job ran its worker out of memory (names the series and the memory limit); final
+     +-- WorkerStartError    a local job process could not start (e.g. the package does not import there); the
+                             message is the start-up error itself, reproduced in a Python started the same way
+
+Local back end: job processes are forked from a forkserver, which Python starts as ``python -c ...``; such a
+process puts the working directory first on ``sys.path``, so a folder named ``dicomnode`` where the node was started
+(the parent of a clone, say) would hide the installed package. :func:`job_process_environment` sets
+``PYTHONSAFEPATH`` for the processes the node starts, so they import what the node itself imported.
 
 Dask back end (``[workers] backend = "dask"``): ``scheduler = "tcp://HOST:PORT"`` connects to a running cluster
 (``dask scheduler`` + ``dask worker``, or any deployment: SSH, Kubernetes, HPC); without it an in-process
@@ -28,6 +35,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -68,6 +77,69 @@ class WorkerMemoryError(DicomnodeError):
     """
 
 
+class WorkerStartError(DicomnodeError):
+    """A local job process died before it could run its job, usually because it cannot import the package.
+
+    The message is the real error, found by starting a Python the way the pool's forkserver starts (same
+    interpreter, flags, environment and working directory) and importing what a job process imports. Fix the
+    environment (the message says what is wrong), then ``dicomnode jobs retry --failed``.
+    """
+
+
+#: what a job process imports before it runs a job (the forkserver's preload, then the job function's module)
+_JOB_PROCESS_IMPORTS = ("dicomnode.chain", "dicomnode.results.seg", "dicomnode.results.sr", "dicomnode.executors")
+
+
+def job_process_environment() -> None:
+    """Make the Python processes this process starts from now on import the installed package, whatever the cwd.
+
+    ``PYTHONSAFEPATH=1`` (Python 3.11+) keeps the working directory off the front of ``sys.path`` of ``python -c``
+    processes such as the forkserver of the local pool. Called before a pool starts; idempotent.
+    """
+    os.environ["PYTHONSAFEPATH"] = "1"
+
+
+_PROBE = """\
+import json, sys
+preload, data = json.loads(sys.argv[1])
+for name in preload:  # as the forkserver does, an ImportError here is not yet fatal
+    try:
+        __import__(name)
+    except ImportError:
+        pass
+from multiprocessing import spawn
+spawn.prepare(data)  # as each job process does: the node's sys.path, its main module re-run as __mp_main__
+import dicomnode.executors, dicomnode.chain
+"""
+
+
+def diagnose_job_process_start(timeout_seconds: float = 120.0) -> str | None:
+    """Start a Python as the forkserver does, prepare it as a job process; its error, or None if that works.
+
+    The probe imports the forkserver's preload, then runs :func:`multiprocessing.spawn.prepare` with this process's
+    preparation data (``sys.path``, the main module) and imports the job function's module, i.e. what a job process
+    goes through before its first job. Returns the last line of the error (``ImportError: cannot import name
+    ...``), a newline and the whole traceback.
+    """
+    import json
+    from multiprocessing import spawn, util
+
+    prep = spawn.get_preparation_data("probe")
+    data = {k: v for k, v in prep.items()
+            if k in ("sys_path", "sys_argv", "dir", "init_main_from_name", "init_main_from_path")}
+    cmd = [sys.executable, *util._args_from_interpreter_flags(), "-c", _PROBE,
+           json.dumps([list(_JOB_PROCESS_IMPORTS[:3]), data])]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_seconds, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"{type(e).__name__}: {e}"
+    if p.returncode == 0:
+        return None
+    lines = [x for x in p.stderr.strip().splitlines() if x.strip()]
+    last = lines[-1].strip() if lines else f"exit status {p.returncode}"
+    return f"{last}\n{p.stderr.strip()}"
+
+
 class Executor(Protocol):
     @property
     def capacity(self) -> int: ...
@@ -79,7 +151,10 @@ class Executor(Protocol):
 
 def _init_worker(threads: int = 0, node_pid: int = 0) -> None:
     import signal
+
+    from dicomnode.obs.logs import setup_job_process_logging
     from dicomnode.workerproc import exit_with
+    setup_job_process_logging()  # the node's log format; library warnings scrubbed, once each
     # The node handles SIGINT/SIGTERM; workers finish or are stopped by the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if node_pid:
@@ -93,9 +168,12 @@ class LocalExecutor:
 
     def __init__(self, count: int) -> None:
         self.capacity = count
+        job_process_environment()
         self._ctx = multiprocessing.get_context("forkserver")
         # workers start with the result builders imported, so a job does not pay highdicom's first-use cost
-        self._ctx.set_forkserver_preload(["dicomnode.chain", "dicomnode.results.seg", "dicomnode.results.sr"])
+        self._ctx.set_forkserver_preload(list(_JOB_PROCESS_IMPORTS[:3]))
+        self._start_error: tuple[float, str | None] | None = None  # (when, diagnosis) of the last broken pool
+        self._diag_lock = threading.Lock()
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -105,18 +183,54 @@ class LocalExecutor:
 
     def submit(self, spec: JobSpec) -> "Future[JobOutcome]":
         try:
-            return self._pool.submit(run_chain, spec)
+            inner = self._pool.submit(run_chain, spec)
         except (BrokenProcessPool, RuntimeError):
             log.warning("worker pool broken (a worker died); starting a new pool")
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = self._new_pool()
-            return self._pool.submit(run_chain, spec)
+            inner = self._pool.submit(run_chain, spec)
+        out: Future[JobOutcome] = Future()
+        inner.add_done_callback(lambda f: self._resolve(f, out, spec))
+        return out
+
+    def _resolve(self, inner: "Future[JobOutcome]", out: "Future[JobOutcome]", spec: JobSpec) -> None:
+        try:
+            out.set_result(inner.result())
+        except BrokenProcessPool as e:
+            cause = self._diagnose()
+            if cause is None:
+                out.set_exception(e)
+                return
+            first, _, detail = cause.partition("\n")
+            err = WorkerStartError(f"job processes cannot start: {first} (a Python started like the worker pool "
+                                   "fails the same way; fix that environment, then retry the job)")
+            err.__cause__ = _StartTraceback(detail)
+            log.error("job processes cannot start", extra={"job_id": spec.job_id, "error": first})
+            out.set_exception(err)
+        except BaseException as e:  # noqa: BLE001 - the caller sees every error through the future
+            out.set_exception(e)
+
+    def _diagnose(self) -> str | None:
+        """Why the pool broke, if a job process cannot start at all (one probe per minute at most)."""
+        with self._diag_lock:
+            now = time.monotonic()
+            if self._start_error is None or now - self._start_error[0] > 60.0:
+                self._start_error = (now, diagnose_job_process_start())
+            return self._start_error[1]
 
     def cluster_status(self) -> dict[str, Any]:
         return {"backend": "local", "workers": self.capacity, "tasks_in_flight": None, "dashboard": None}
 
     def shutdown(self, *, wait: bool) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=True)
+
+
+class _StartTraceback(Exception):
+    """The start-up traceback of a job process, kept as ``tb`` the way concurrent.futures keeps remote ones."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -4,9 +4,11 @@ Life cycle (see :data:`dicomnode.store.db.JOB_TRANSITIONS`): ``pending -> runnin
 keeps its message and traceback; it is retried with backoff (``workers.retry_backoff_seconds``) until
 ``workers.max_attempts``, then stays ``failed`` and visible until an operator runs ``dicomnode jobs retry ID``.
 Input that can never be processed (a :class:`~dicomnode.errors.SeriesLoadError`: one slice, broken geometry,
-empty UIDs...) fails at once, without retries; so does a job that ran its worker out of memory
+empty UIDs...; or its :class:`~dicomnode.errors.SeriesRefusedError`: a multi-plane localizer) fails at once, without
+retries; so does a job that ran its worker out of memory
 (:class:`~dicomnode.executors.WorkerMemoryError`). Jobs that were running when the node died are queued again on
-start (:meth:`Database.release_running_jobs`). A job whose worker or cluster connection was lost
+start (:meth:`Database.release_running_jobs`), their attempt given back: a run cut short by a node kill is not a
+failed attempt. A job whose worker or cluster connection was lost
 (:class:`~dicomnode.executors.RequeueJob`) is not a failure: it goes back to pending without counting an attempt.
 
 When a job is done its result files are queued in the outbox, one row per destination and file, in the same

@@ -9,23 +9,28 @@ Data flow (see ``docs/architecture.md``)::
 
 Recovery on start: instances on disk but missing from the index (the node died between the acknowledgement and the
 index write) are indexed again from the spool; jobs left running go back to pending; exports left sending go back
-to pending; open series resume their quiet period from the index.
+to pending; open series get a whole quiet period from the start (their senders could not send meanwhile).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import queue
 import shutil
+import socket
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
 from dicomnode.config import NodeConfig
+from dicomnode.errors import ConfigError
 from dicomnode.executors import Executor, executor_for
 from dicomnode.export.outbox import Outbox
-from dicomnode.io.headers import is_image_storage, is_region_storage, read_tags, referenced_series_uid
+from dicomnode.io.headers import (HeaderReadError, is_image_storage, is_region_storage, read_tags,
+                                  referenced_series_uid)
 from dicomnode.jobs import Dispatcher
 from dicomnode.obs.metrics import NodeMetrics
 from dicomnode.routing import RouteDecision, quiet_seconds, route
@@ -47,6 +52,70 @@ def open_database(config: NodeConfig) -> Database:
     return Database(Path(config.node.data_dir) / DB_NAME)
 
 
+def _port_error(key: str, host: str, port: int, how: str) -> ConfigError | None:
+    """Try to bind ``host:port`` as a server would (SO_REUSEADDR); the error naming ``key``, or None if it is free."""
+    if port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        return ConfigError(key.replace("port", "bind"), host, f"cannot resolve this address ({e.strerror}); use an "
+                           "address of this machine, e.g. 0.0.0.0 (all) or 127.0.0.1")
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            where = f"{host}:{port}"
+            if e.errno == errno.EADDRINUSE:
+                return ConfigError(key, port, f"{where} is in use by another program; stop it, or choose a free "
+                                   f"port ({how})")
+            if e.errno == errno.EACCES:
+                return ConfigError(key, port, f"no permission to listen on {where} (ports below 1024 need "
+                                   "privileges); use a port >= 1024 such as 11112, or grant CAP_NET_BIND_SERVICE")
+            if e.errno == errno.EADDRNOTAVAIL:
+                return ConfigError(key.replace("port", "bind"), host, f"{host} is not an address of this machine; "
+                                   "use 0.0.0.0 (all) or one of its addresses")
+            return ConfigError(key, port, f"cannot listen on {where}: {e.strerror}")
+    return None
+
+
+def _folder_error(key: str, folder: Path) -> ConfigError | None:
+    """Whether the node can create and write ``folder`` (nothing is created); the error naming ``key``, or None."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        what = "is a file" if probe == folder else f"cannot be created: {probe} is a file"
+        return ConfigError(key, str(folder), f"{what}; give a folder (it is created if missing), e.g. "
+                           "/var/lib/dicomnode")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        what = "is not writable" if probe == folder else f"cannot be created: {probe} is not writable"
+        return ConfigError(key, str(folder), f"{what} (read-only file system or no permission); give a folder "
+                           "the node's user can write, e.g. /var/lib/dicomnode, or fix its permissions")
+    db = folder / DB_NAME
+    if db.exists() and not os.access(db, os.R_OK | os.W_OK):
+        return ConfigError(key, str(folder), f"{db} is not writable; fix its permissions or use another folder")
+    return None
+
+
+def preflight(config: NodeConfig, *, port_hint: str = "node.port, or serve --port") -> list[ConfigError]:
+    """What would stop the node from starting, found before anything is created: ports in use, data folder.
+
+    Each error names its key and the fix (``serve`` and ``config check --runtime`` print them, exit 2).
+    """
+    errors = []
+    for e in (_folder_error("node.data_dir", config.node.data_dir),
+              _port_error("node.port", config.node.bind, config.node.port, port_hint),
+              _port_error("metrics.port", config.metrics.bind, config.metrics.port, "metrics.port, or 0 for none")
+              if config.metrics.port else None):
+        if e is not None:
+            errors.append(e)
+    return errors
+
+
 class Node:
     """A running node. ``start()`` returns once it accepts associations; ``stop()`` shuts down cleanly."""
 
@@ -57,6 +126,11 @@ class Node:
         self.db = open_database(config)
         self.spool = Spool(self.data_dir / "instances")
         self._inbox: "queue.Queue[StoredInstance]" = queue.Queue()
+        # acknowledged instances not yet in the index, per series: such a series never completes
+        self._unindexed: dict[str, int] = {}
+        self._unindexed_lock = threading.Lock()
+        self._retry: list[StoredInstance] = []   # instances whose index write failed: written again until it works
+        self._index_error = ""                   # why the last index write failed ("" when it worked)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._executor = executor
@@ -94,20 +168,32 @@ class Node:
     def recover(self) -> dict[str, int]:
         """Bring the index in line with the disk and requeue unfinished work."""
         now = time.time()
-        clean = self.db.get_meta("clean_shutdown") == "1"
+        previous = self.db.get_meta("clean_shutdown")
+        first_start = previous is None
+        clean = previous == "1" or first_start  # an empty folder has nothing to recover
         self.db.set_meta("clean_shutdown", "0")
         reindexed = 0
-        if not clean:
+        if not clean:  # killed, or stopped with instances it could not index: every file must have its row
             known = self.db.known_instance_paths()
-            missing = [s for s in self.spool.scan() if str(s.path) not in known]
+            missing = list(self.spool.scan(skip=known))
             if missing:
-                self._index(missing)
-                reindexed = len(missing)
+                self._pending(missing, +1)
+                if self._try_index(missing):
+                    reindexed = len(missing)
+                else:
+                    self._retry = missing
         jobs = self.db.release_running_jobs(now=now)
         exports = self.db.release_sending_exports(now)
+        self.db.restart_quiet_periods(now)
         summary = {"reindexed_instances": reindexed, "requeued_jobs": len(jobs), "requeued_exports": len(exports),
                    "open_series": len(self.db.list_series(SeriesState.OPEN))}
-        log.info("recovered", extra={**summary, "clean_shutdown": clean})
+        if first_start:
+            log.info("first start: a new data folder", extra={"data_dir": str(self.data_dir)})
+        elif clean:
+            log.info("recovered", extra={**summary, "clean_shutdown": True})
+        else:
+            log.warning("recovered after an unclean stop (killed or crashed): index checked against the disk",
+                        extra={**summary, "clean_shutdown": False})
         return summary
 
     def start(self) -> None:
@@ -133,13 +219,25 @@ class Node:
             ssl_context = server_context(cfg.node.tls)
         self.scp = StorageSCP(ae_title=cfg.node.ae_title, bind=cfg.node.bind, port=cfg.node.port, spool=self.spool,
                               sink=self._received, peers=[PeerRule(p.ae_title, p.host) for p in cfg.peers],
-                              max_pdu_bytes=cfg.node.max_pdu_bytes, ssl_context=ssl_context, admit=self._admit)
+                              max_pdu_bytes=cfg.node.max_pdu_bytes, ssl_context=ssl_context, admit=self._admit,
+                              max_associations=cfg.node.max_associations,
+                              max_associations_per_peer=cfg.node.max_associations_per_peer,
+                              network_timeout_s=cfg.node.idle_timeout_seconds,
+                              artim_timeout_s=cfg.node.artim_timeout_seconds)
         self.metrics.watch_refusals()
         self.scp.start()
         if cfg.metrics.port:
             self.metrics.serve(cfg.metrics.port, cfg.metrics.bind)
         log.info("node started", extra={"ae_title": cfg.node.ae_title, "bind": cfg.node.bind, "port": self.scp.port,
-                                        "data_dir": str(self.data_dir), "workers": executor.capacity})
+                                        "data_dir": str(self.data_dir), "workers": executor.capacity,
+                                        "quiet_seconds": cfg.series.quiet_seconds,
+                                        "rules_quiet_seconds": {r.name: r.quiet_seconds for r in cfg.rules
+                                                                if r.quiet_seconds is not None}})
+        for w in cfg.warnings:
+            log.warning("configuration: %s", w)
+        log.info(f"a series is processed once no instance has arrived for {cfg.series.quiet_seconds:g} s "
+                 "(series.quiet_seconds)" + "".join(f"; rule {r.name}: {r.quiet_seconds:g} s" for r in cfg.rules
+                                                    if r.quiet_seconds is not None))
 
     def stop(self, timeout_s: float = 60.0) -> None:
         """Stop accepting, finish the stores in flight, index them, stop the workers (the queue stays)."""
@@ -148,14 +246,18 @@ class Node:
         self._stop.set()
         for t in self._threads:
             t.join(timeout_s)
-        self._drain()
+        indexed = self._drain()
         if self.dispatcher is not None:
             self.dispatcher.stop(timeout_s)
         if self.outbox is not None:
             self.outbox.stop(timeout_s)
         self.metrics.close()
-        self.db.set_meta("clean_shutdown", "1")
-        log.info("node stopped")
+        if indexed:
+            self.db.set_meta("clean_shutdown", "1")
+            log.info("node stopped")
+        else:  # the next start rescans the spool and indexes what is missing
+            log.error("node stopped with acknowledged instances not in the index; the next start indexes them",
+                      extra={"instances": len(self._retry), "error": self._index_error})
 
     @property
     def port(self) -> int:
@@ -163,6 +265,8 @@ class Node:
 
     # -- admission --------------------------------------------------------------------------------------------
     def _admit(self) -> str | None:
+        if self._index_error:
+            return f"the index cannot be written ({self._index_error}); free disk space in node.data_dir"
         min_mb = self.config.node.min_free_disk_mb
         if min_mb <= 0:
             return None
@@ -174,6 +278,7 @@ class Node:
     def _received(self, stored: StoredInstance) -> None:
         """The SCP's sink (called once an instance is committed): count it, queue it for the index writer."""
         self.metrics.received(stored.size_bytes, stored.duplicate)
+        self._pending([stored], +1)
         self._inbox.put(stored)
 
     # -- retention --------------------------------------------------------------------------------------------
@@ -202,6 +307,9 @@ class Node:
             try:
                 first = self._inbox.get(timeout=0.2)
             except queue.Empty:
+                if self._retry:
+                    self._try_index([])
+                    self._stop.wait(1.0)
                 continue
             batch = [first]
             deadline = time.monotonic() + 0.05
@@ -210,24 +318,58 @@ class Node:
                     batch.append(self._inbox.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
-            try:
-                self._index(batch)
-            except Exception:  # noqa: BLE001 - files are on disk; recovery on start indexes them
-                log.exception("indexing %d instances failed; they will be indexed again at the next start",
-                              len(batch))
+            if not self._try_index(batch):
+                self._stop.wait(1.0)
 
-    def _drain(self) -> None:
+    def _try_index(self, batch: list[StoredInstance]) -> bool:
+        """Index ``batch`` and whatever failed before; on failure keep them all for the next try. True if done.
+
+        An index write can fail after the commit point (e.g. "database or disk is full"): the instances are
+        acknowledged and on disk, so they are written again until it works, their series cannot complete
+        meanwhile, new associations are refused (transient) and a stop does not count as clean (the next start
+        rescans the spool).
+        """
+        todo = self._retry + batch
+        try:
+            self._index(todo)
+        except Exception as e:  # noqa: BLE001 - the files are on disk: keep them and try again
+            self._retry = todo
+            if not self._index_error:
+                log.error("index write failed; %d acknowledged instances will be indexed once it works: %s",
+                          len(todo), e, extra={"instances": len(todo), "error": str(e)})
+            self._index_error = str(e)
+            return False
+        self._retry = []
+        if self._index_error:
+            log.info("index writes work again", extra={"instances": len(todo)})
+            self._index_error = ""
+        self._pending(todo, -1)
+        return True
+
+    def _pending(self, stored: list[StoredInstance], delta: int) -> None:
+        with self._unindexed_lock:
+            for s in stored:
+                n = self._unindexed.get(s.series_uid, 0) + delta
+                if n > 0:
+                    self._unindexed[s.series_uid] = n
+                else:
+                    self._unindexed.pop(s.series_uid, None)
+
+    def _drain(self) -> bool:
+        """Index what is still queued (at stop); False when some acknowledged instances could not be indexed."""
         batch = []
         while True:
             try:
                 batch.append(self._inbox.get_nowait())
             except queue.Empty:
                 break
-        if batch:
-            self._index(batch)
+        if batch or self._retry:
+            return self._try_index(batch)
+        return True
 
     def _index(self, stored: list[StoredInstance]) -> None:
-        fresh = [s for s in stored if not s.duplicate]
+        # resends too: a file whose row is missing gets it, and a resend keeps its open series open
+        fresh = stored
         if not fresh:
             return
         new_series: dict[str, tuple[str | None, float | None]] = {}
@@ -244,7 +386,11 @@ class Node:
             log.info("series opened", extra={"series_uid": uid})
 
     def _route(self, path: str, sop_class_uid: str) -> RouteDecision:
-        tags = read_tags(path)
+        try:
+            tags = read_tags(path)  # bounded: top-level values only, sequences walked to a nesting cap, no pixels
+        except HeaderReadError as e:
+            log.warning("header unreadable for routing; routing on the SOP class alone: %s", e)
+            tags = {}
         sop_class = tags.get("SOPClassUID", sop_class_uid)
         return route(self.config, tags, is_image=is_image_storage(sop_class), is_region=is_region_storage(sop_class))
 
@@ -261,6 +407,9 @@ class Node:
         job_ids = []
         cfg = self.config
         for s in self.db.open_series_quiet_since(now, cfg.series.quiet_seconds):
+            with self._unindexed_lock:
+                if s.series_uid in self._unindexed:
+                    continue  # an acknowledged instance of it is not in the index yet
             paths = self.db.instance_paths(s.series_uid)
             if not paths:
                 continue

@@ -2,7 +2,8 @@
 
 The file is read once and checked whole: every error is reported (a :class:`~dicomnode.errors.ConfigErrors` naming
 each key, its value and the fix). ``conf/radiomics/`` ships ``ibsi-config-A.toml`` ... ``ibsi-config-E.toml`` (the
-five IBSI-1 configurations) and ``default.toml``; :func:`resolve_settings` takes such a name or a path.
+five IBSI-1 configurations), ``ibsi2-config-1A.toml`` ... ``ibsi2-config-9B.toml`` (the IBSI-2 phase-2 filter
+configurations) and ``default.toml``; :func:`resolve_settings` takes such a name or a path.
 
 Layout (every key optional; intensities in the image's own unit, HU for CT)::
 
@@ -33,15 +34,31 @@ Layout (every key optional; intensities in the image's own unit, HU for CT)::
     ngldm_coarseness = 0                   # NGLDM alpha (only 0)
     [features]
     families = ["morphology", "GLCM"]      # default: all
+    [filter]                               # IBSI-2: features of a filter's response map (after re-segmentation)
+    kind = "gabor"                         # mean | laplacian_of_gaussian | laws | gabor | separable_wavelet |
+                                           # nonseparable_wavelet | riesz_laplacian_of_gaussian | riesz_simoncelli
+    dimensionality = "3D"                  # "2D": each axial slice; "3D": the volume
+    boundary = "mirror"                    # zero | nearest | periodic | mirror (edge voxel repeated)
+    gabor_sigma_mm = 5.0                   # plus the kind's parameters: support_voxels, sigma_mm, truncate_sigma,
+    gabor_lambda_mm = 2.0                  # laws_kernel, energy_delta_voxels, gabor_gamma, gabor_theta_rad,
+    gabor_gamma = 1.5                      # wavelet, wavelet_map, level, riesz_order,
+    rotation_invariance = true             # riesz_structure_tensor_sigma_mm, response (Gabor: modulus | real |
+    gabor_dtheta_rad = "pi/8"              # imaginary | argument); angles in radians or as "pi/8", "5*pi/4"
+    pooling = "average"                    # max | average | min (rotation invariance)
+    orthogonal_planes = true
 """
 
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
+from dicomnode.analysis.filters import Boundary, FilterKind, FilterSpec, Pooling
+from dicomnode.analysis.filters.spatial import GaborResponse
+from dicomnode.analysis.filters.spec import PARAMETERS
 from dicomnode.analysis.radiomics import ALL_FAMILIES, Discretisation, Interpolation, RadiomicsSettings
 from dicomnode.errors import ConfigError, ConfigErrors
 
@@ -51,7 +68,8 @@ __all__ = ["SETTINGS_DIR", "builtin_settings", "load_settings", "resolve_setting
 SETTINGS_DIR = Path(__file__).parent / "conf" / "radiomics"  # shipped inside the package (dicomnode/conf)
 
 _KEYS: dict[str, set[str]] = {
-    "": {"name", "description", "interpolation", "resegmentation", "discretisation", "ivh", "texture", "features"},
+    "": {"name", "description", "interpolation", "resegmentation", "discretisation", "ivh", "texture", "features",
+         "filter"},
     "interpolation": {"method", "spacing_mm", "in_plane_only", "round_intensities", "mask_method",
                       "mask_partial_volume_threshold"},
     "resegmentation": {"range", "outlier_sd"},
@@ -59,6 +77,10 @@ _KEYS: dict[str, set[str]] = {
     "ivh": {"method", "bin_size", "n_bins"},
     "texture": {"dimensions", "distance", "zone_linkage_distance", "ngldm_coarseness"},
     "features": {"families"},
+    "filter": {"kind", "dimensionality", "boundary", "support_voxels", "sigma_mm", "truncate_sigma", "laws_kernel",
+               "rotation_invariance", "pooling", "energy_delta_voxels", "gabor_sigma_mm", "gabor_lambda_mm",
+               "gabor_gamma", "gabor_theta_rad", "gabor_dtheta_rad", "orthogonal_planes", "response", "wavelet",
+               "wavelet_map", "level", "riesz_order", "riesz_structure_tensor_sigma_mm"},
 }
 _FIXED = {"distance": (1, "only Chebyshev distance 1 is implemented (IBSI default); use 1"),
           "zone_linkage_distance": (1, "only linkage distance 1 is implemented (IBSI default); use 1"),
@@ -71,7 +93,7 @@ def builtin_settings() -> dict[str, Path]:
 
 
 def resolve_settings(name_or_path: str | Path | None) -> RadiomicsSettings:
-    """Load settings by shipped name ("default", "ibsi-config-A" ... "ibsi-config-E") or from a TOML path.
+    """Load settings by shipped name ("default", "ibsi-config-A" ... "-E", "ibsi2-config-1A" ... "-9B") or a TOML path.
 
     Raises
     ------
@@ -222,6 +244,12 @@ def settings_from_dict(data: dict[str, Any], *, source: str = "", default_name: 
             else:
                 kw["families"] = tuple(dict.fromkeys(fams))
 
+    # [filter]
+    if isinstance(data.get("filter"), dict):
+        spec = _filter_spec(data["filter"], err)
+        if spec is not None:
+            kw["filter"] = spec
+
     settings = None
     try:
         settings = RadiomicsSettings(**kw)
@@ -256,3 +284,107 @@ def _dedupe(errors: list[ConfigError]) -> list[ConfigError]:
             seen.add(str(e))
             out.append(e)
     return out
+
+
+_ANGLE = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*\*\s*)?pi\s*(?:/\s*(\d+(?:\.\d+)?))?\s*$")
+
+
+def _angle(v: object) -> float | None:
+    """Radians from a number or a string like "pi/8", "5*pi/4"; None when neither."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        return float(v)
+    if isinstance(v, str):
+        m = _ANGLE.match(v)
+        if m:
+            return float(m.group(1) or 1.0) * math.pi / float(m.group(2) or 1.0)
+    return None
+
+
+def _filter_spec(t: dict[str, Any], err) -> FilterSpec | None:
+    """The [filter] table as a FilterSpec; every bad key reported through `err`, None when any is bad."""
+    bad: set[str] = set()
+
+    def fail(key: str, value: object, fix: str) -> None:
+        bad.add(f"filter.{key}")
+        err(f"filter.{key}", value, fix)
+
+    kw: dict[str, Any] = {}
+    if "kind" not in t:
+        fail("kind", None, f"[filter] needs kind = one of {[k.value for k in FilterKind]}")
+    else:
+        try:
+            kw["kind"] = FilterKind(t["kind"])
+        except ValueError:
+            fail("kind", t["kind"], f"use one of {[k.value for k in FilterKind]}")
+    dim = t.get("dimensionality", "3D")
+    if dim not in ("2D", "3D"):
+        fail("dimensionality", dim, "use \"2D\" (each axial slice) or \"3D\"")
+    else:
+        kw["in_plane_only"] = dim == "2D"
+    for key, parse in (("boundary", Boundary.parse), ("pooling", Pooling.parse), ("response", GaborResponse)):
+        if key in t:
+            try:
+                kw[key] = parse(t[key])
+            except ValueError:
+                choices = {"boundary": Boundary, "pooling": Pooling, "response": GaborResponse}[key]
+                fail(key, t[key], f"use one of {[c.value for c in choices]}")
+    for key in ("rotation_invariance", "orthogonal_planes"):
+        if key in t:
+            if isinstance(t[key], bool):
+                kw[key] = t[key]
+            else:
+                fail(key, t[key], "use true or false")
+    for key in ("support_voxels", "energy_delta_voxels", "level"):
+        if key in t:
+            if isinstance(t[key], int) and not isinstance(t[key], bool):
+                kw[key] = t[key]
+            else:
+                fail(key, t[key], "use an integer, e.g. 1")
+    for key in ("sigma_mm", "truncate_sigma", "gabor_sigma_mm", "gabor_lambda_mm", "gabor_gamma",
+                "riesz_structure_tensor_sigma_mm"):
+        if key in t:
+            v = t[key]
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                kw[key] = float(v)
+            else:
+                fail(key, v, "use a number, e.g. 1.5")
+    for key in ("gabor_theta_rad", "gabor_dtheta_rad"):
+        if key in t:
+            a = _angle(t[key])
+            if a is None:
+                fail(key, t[key], "use radians: a number or a string like \"pi/8\" or \"5*pi/4\"")
+            else:
+                kw[key] = a
+    for key in ("laws_kernel", "wavelet", "wavelet_map"):
+        if key in t:
+            if isinstance(t[key], str) and t[key]:
+                kw[key] = t[key].lower() if key == "wavelet" else t[key].upper()
+            else:
+                fail(key, t[key], "use a string, e.g. \"L5E5E5\", \"db3\" or \"LLH\"")
+    if "riesz_order" in t:
+        o = t["riesz_order"]
+        if isinstance(o, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in o):
+            kw["riesz_order"] = tuple(o)
+        else:
+            fail("riesz_order", o, "use a list of integers in (x, y, z) order, e.g. [0, 2, 0]")
+    if "kind" in kw:
+        allowed = set(PARAMETERS[kw["kind"]]) | {"kind", "dimensionality", "boundary"}
+        if kw["kind"] is FilterKind.GABOR:
+            allowed.add("truncate_sigma")
+        for key in t:
+            if key in _KEYS["filter"] and key not in allowed:
+                fail(key, t[key], f"not a parameter of {kw['kind'].value}; it takes {sorted(allowed - {'kind'})}")
+    if "kind" not in kw:
+        return None
+    try:
+        spec = FilterSpec(**kw)
+    except ConfigErrors as exc:
+        problems = exc.errors
+    except ConfigError as exc:
+        problems = [exc]
+    else:
+        return spec if not bad else None
+    for e in problems:  # the spec's own checks, except on keys already reported as unreadable
+        if e.key not in bad:
+            err(e.key, e.value, e.fix)
+    return None

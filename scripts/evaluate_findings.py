@@ -1,21 +1,24 @@
 #!/usr/bin/env python3
-"""Score the ``detect`` step against the physicians' contours of ``../shared/data/sts`` (docs/models.md).
+"""Score the ``detect`` step against the physicians' truths and fit the findings model (docs/models.md).
 
-    python scripts/evaluate_findings.py [--data ../shared/data] [--json out.json]
+    python scripts/evaluate_findings.py [--data ../shared/data] [--json out.json] [--write-model]
 
-For each of the 9 series (STS_001..003 x CT, MR_T1, PET) the shipped profile of its modality (ct, mr, pet) runs
-its own steps up to ``detect``, exactly as the node does, except that the detect limits are opened
-(``probability_threshold = 0``, ``max_findings = 50``) so that every candidate is seen. The truth is the RTSTRUCT's
-``GTV_Mass`` region read onto the series' grid by :func:`dicomnode.io.roi.read_region`. A candidate *hits* when its
-centroid lies inside the contour and more than 30 % of it is tumour (the test's criterion).
+Series (each with the profile of its modality, run as the node does up to ``detect``, with the detect limits opened:
+``probability_threshold = 0``, ``max_findings = 50``, so that every candidate is seen):
 
-Printed per series: whether the most probable candidate hits, the rank of the best-ranked hit (none: no candidate
-hits) and its probability, for
+* ``sts/STS_00{1,2,3}/{CT,MR_T1,PET}``: RTSTRUCT ``GTV_Mass`` (:func:`dicomnode.io.roi.read_region`);
+* ``wholebody-pet-mr/PET`` (Bq/ml; the loader gives SUV body weight) and
+  ``wholebody-pet-mr/MR_T2``: ``GTV_Mass``. Same patient as STS_001: one patient in the leave-one-out folds;
+* ``chest-ct/A0002_B40f``: the radiologists' boxes (lung method; hand-set model: one patient cannot be left out).
 
-* the shipped hand-set naive-Bayes model (:data:`dicomnode.analysis.detect.TISSUE_MODEL`), and
-* a Gaussian naive Bayes fitted to the candidates of the *other two* patients (leave one patient out), over the
-  features every candidate has. It is the check of whether these data can train a better model than the hand-set
-  one; it is not shipped (docs/models.md says why).
+A candidate *hits* when its centroid lies inside the truth and more than 30 % of it is tumour.
+
+The tissue-method model (:class:`dicomnode.analysis.detect.FittedModel`): a logistic regression on standardised,
+scale-free candidate features (:data:`FEATURES`), fitted to the candidates of the *other* patients (leave one
+patient out) and scored on the held-out patient's series. Printed per series: whether the most probable candidate
+hits, the rank of the first hit and its probability, and the false findings at the reporting threshold 0.5; then a
+reliability table of the held-out probabilities. ``--write-model`` fits on all patients and writes
+``dicomnode/models/findings.skops`` and its card.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import json
 import sys
 import warnings
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -31,39 +35,116 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from dicomnode.analysis.detect import FittedModel  # noqa: E402
 from dicomnode.analysis.pipeline import Context, run_steps  # noqa: E402
 from dicomnode.config import load_default_profiles  # noqa: E402
 from dicomnode.io.load import load_series  # noqa: E402
 from dicomnode.io.roi import read_region  # noqa: E402
 from dicomnode.steps import registry  # noqa: E402
 
-PROFILE = {"CT": "ct", "MR_T1": "mr", "PET": "pet"}
-PATIENTS = ("STS_001", "STS_002", "STS_003")
-#: Features present on every tissue-method candidate (``tissue_outlier`` is absent on CT, which has no class model).
-LEARNED_FEATURES = ("log10_volume_ml", "compactness", "elongation", "log10_cnr", "truncation", "enclosure",
-                    "polarity")
+#: Scale-free features of a tissue-method candidate the model uses.
+FEATURES = ("log10_volume_ml", "compactness", "elongation", "log10_cnr", "truncation", "enclosure", "polarity",
+            "log2_to_reference", "mirror_uptake", "midline_offset")
+THRESHOLD = 0.5
 
 
-def candidates(data: Path, patient: str, modality: str, profiles: dict) -> list[dict]:
-    """Every detect candidate of one series, with its hand-set probability, features and whether it hits."""
-    folder = data / "sts" / patient / modality
-    series = load_series(sorted(folder.glob("*.dcm")))
-    truth = read_region(next((data / "sts" / patient / f"{modality}_rtstruct").glob("*.dcm")), series,
-                        name="GTV_Mass").mask
-    profile = profiles[PROFILE[modality]]
+def _boxes(series, annotations: Path) -> np.ndarray:
+    uids = [u for u, _ in series.frames]
+    mask = np.zeros(series.volume.shape, dtype=bool)
+    for xml in annotations.glob("*.xml"):
+        k = uids.index(xml.stem)
+        for obj in ET.parse(xml).getroot().iter("object"):
+            b = obj.find("bndbox")
+            x0, x1, y0, y1 = (int(b.findtext(t)) for t in ("xmin", "xmax", "ymin", "ymax"))
+            mask[k, y0:y1 + 1, x0:x1 + 1] = True
+    return mask
+
+
+def cases(data: Path) -> list[tuple[str, str, Path, str, object]]:
+    """(case name, patient, series folder, profile, truth) with truth = (RTSTRUCT path, ROI) or a boxes folder."""
+    out = []
+    for p in ("STS_001", "STS_002", "STS_003"):
+        for mod, prof in (("CT", "ct"), ("MR_T1", "mr"), ("PET", "pet")):
+            out.append((f"{p}/{mod}", p, data / "sts" / p / mod, prof,
+                        (next((data / "sts" / p / f"{mod}_rtstruct").glob("*.dcm")), "GTV_Mass")))
+    wb = data / "wholebody-pet-mr"
+    for mod, prof in (("PET", "pet"), ("MR_T2", "mr")):
+        out.append((f"wholebody/{mod}", "STS_001", wb / mod, prof, (next((wb / f"{mod}_rtstruct").glob("*.dcm")),
+                                                                     "GTV_Mass")))
+    chest = data / "chest-ct" / "A0002_B40f"
+    out.append(("A0002/CT", "A0002", chest, "ct", chest / "annotations"))
+    return out
+
+
+def candidates(folder: Path, profile, truth) -> list[dict]:
+    """Every detect candidate of one series with its features, probability and whether it hits."""
+    paths = sorted(p for p in folder.iterdir() if p.suffix == ".dcm")
+    series = load_series(paths)  # the whole-body PET in Bq/ml comes out in SUV (body weight)
+    volume = series.volume
+    mask = _boxes(series, truth) if isinstance(truth, Path) else read_region(truth[0], series, name=truth[1]).mask
     steps = list(profile.steps[:profile.steps.index("detect") + 1])
     params = {k: dict(v) for k, v in profile.params.items()}
     params["detect"] = {**params.get("detect", {}), "probability_threshold": 0.0, "max_findings": 50}
-    ctx = Context(volume=series.volume, original=series.volume, header={})
+    params["detect"]["model"] = "hand-set"  # the candidates' own features are scored here, not the shipped model
+    ctx = Context(volume=volume, original=volume, header={})
     run_steps(ctx, steps, params)
     out = []
     for f in ctx.findings:
-        mask = ctx.labels.by_label(f["label"]).mask
-        centre = tuple(int(round(c)) for c in np.argwhere(mask).mean(axis=0))
-        tumour = float((mask & truth).sum() / mask.sum())
-        out.append({"label": f["label"], "probability": f["probability"],
-                    "hit": bool(truth[centre]) and tumour > 0.3, "tumour_fraction": round(tumour, 3),
-                    "volume_ml": f["volume_ml"], "features": f["detect_features"]})
+        m = ctx.labels.by_label(f["label"]).mask
+        centre = tuple(int(round(c)) for c in np.argwhere(m).mean(axis=0))
+        tumour = float((m & mask).sum() / m.sum())
+        out.append({"label": f["label"], "probability": f["probability"], "hit": bool(mask[centre]) and tumour > 0.3,
+                    "tumour_fraction": round(tumour, 3), "volume_ml": f["volume_ml"],
+                    "features": f["detect_features"]})
+    return out
+
+
+def fit(rows: list[dict]):
+    """A standardised logistic regression on FEATURES, and the fill values of missing features (training means)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    fill = {}
+    for name in FEATURES:
+        vals = [r["features"][name] for r in rows if name in r["features"]]
+        fill[name] = float(np.mean(vals)) if vals else 0.0
+    proto = FittedModel(None, FEATURES, fill)
+    X = np.array([proto.vector(r["features"]) for r in rows])
+    y = np.array([r["hit"] for r in rows], dtype=int)
+    est = make_pipeline(StandardScaler(), LogisticRegression(C=0.3, max_iter=1000)).fit(X, y)
+    return FittedModel(est, FEATURES, fill)
+
+
+def with_rule(p: float, features: dict) -> float:
+    """The detect step's hand-set rule on top of the model: symmetric or paired regions x 0.1 (detect_tissue)."""
+    return p * 0.1 if features.get("symmetric") else p
+
+
+def score(results: dict[str, list[dict]], probs: dict[str, np.ndarray]) -> dict[str, dict]:
+    out = {}
+    for key, cands in results.items():
+        pr = np.asarray(probs[key], dtype=float)
+        hits = np.array([c["hit"] for c in cands], dtype=bool)
+        order = np.argsort(-pr, kind="stable")
+        rank = next((i + 1 for i, j in enumerate(order) if hits[j]), None)
+        out[key] = {"candidates": len(cands), "top_hits": bool(len(cands) and hits[order[0]]),
+                    "rank_of_first_hit": rank,
+                    "its_probability": round(float(pr[order[rank - 1]]), 3) if rank else None,
+                    "false_at_threshold": int(np.sum((pr >= THRESHOLD) & ~hits)),
+                    "true_at_threshold": int(np.sum((pr >= THRESHOLD) & hits))}
+    return out
+
+
+def reliability(results: dict, probs: dict, bins=(0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0001)) -> list[dict]:
+    p = np.concatenate([np.asarray(probs[k], dtype=float) for k in results])
+    h = np.concatenate([[c["hit"] for c in results[k]] for k in results]).astype(float)
+    out = []
+    for lo, hi in zip(bins[:-1], bins[1:]):
+        sel = (p >= lo) & (p < hi)
+        out.append({"bin": f"{lo:.1f}-{min(hi, 1):.1f}", "n": int(sel.sum()),
+                    "mean_probability": round(float(p[sel].mean()), 3) if sel.any() else None,
+                    "fraction_hits": round(float(h[sel].mean()), 3) if sel.any() else None})
     return out
 
 
@@ -71,58 +152,75 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(REPO.parent / "shared" / "data"), help="the shared data folder")
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--write-model", action="store_true", help="fit on all patients, write dicomnode/models/findings")
+    ap.add_argument("--candidates", help="a JSON file of the scored candidates: read when it exists (no series is "
+                                         "run), else written")
     a = ap.parse_args(argv)
     warnings.filterwarnings("ignore", category=UserWarning)
     data = Path(a.data)
     registry()
     profiles = load_default_profiles()
-    rows = {(p, m): candidates(data, p, m, profiles) for p in PATIENTS for m in PROFILE}
+    todo = cases(data)
+    patient = {name: p for name, p, *_ in todo}
+    cache = Path(a.candidates) if a.candidates else None
+    if cache is not None and cache.is_file():
+        results = json.loads(cache.read_text())
+    else:
+        results = {name: candidates(folder, profiles[prof], truth) for name, _, folder, prof, truth in todo}
+        if cache is not None:
+            cache.write_text(json.dumps(results))
+    tissue = [k for k in results if not k.startswith("A0002")]
+    hand = score(results, {k: [c["probability"] for c in v] for k, v in results.items()})
+    lopo_probs = {}
+    for held in sorted({patient[k] for k in tissue}):
+        train = [c for k in tissue if patient[k] != held for c in results[k]]
+        model = fit(train)
+        for k in tissue:
+            if patient[k] == held:
+                lopo_probs[k] = [with_rule(model.posterior(c["features"]), c["features"]) for c in results[k]]
+    for k in results:
+        lopo_probs.setdefault(k, [c["probability"] for c in results[k]])  # lung method: hand-set
+    lopo = score(results, lopo_probs)
 
-    def score(probs: dict) -> dict:
-        res = {}
-        for key, cands in rows.items():
-            pr = np.asarray(probs[key])
-            hits = np.array([c["hit"] for c in cands], dtype=bool)
-            order = np.argsort(-pr, kind="stable")
-            rank = next((i + 1 for i, j in enumerate(order) if hits[j]), None)
-            res["/".join(key)] = {"candidates": len(cands), "top_hits": bool(hits[order[0]]) if len(cands) else False,
-                                  "rank_of_first_hit": rank,
-                                  "its_probability": round(float(pr[order[rank - 1]]), 3) if rank else None}
-        return res
-
-    hand = score({k: [c["probability"] for c in v] for k, v in rows.items()})
-
-    from sklearn.naive_bayes import GaussianNB
-
-    def vec(c: dict) -> list[float]:
-        return [float(c["features"].get(k, 0.0)) for k in LEARNED_FEATURES]
-
-    learned_probs = {}
-    for held in PATIENTS:
-        X = [vec(c) for (p, _), v in rows.items() if p != held for c in v]
-        y = [c["hit"] for (p, _), v in rows.items() if p != held for c in v]
-        est = GaussianNB().fit(np.array(X), np.array(y))
-        for (p, m), v in rows.items():
-            if p == held:
-                learned_probs[(p, m)] = est.predict_proba(np.array([vec(c) for c in v]))[:, 1] if v else []
-    learned = score(learned_probs)
-
-    print(f"{'series':16s} {'cands':>5s} | hand-set: top hits, rank of first hit (p) | LOPO Gaussian NB: same")
     def fmt(r: dict) -> str:
-        return f"{'yes' if r['top_hits'] else 'no ':3s} {str(r['rank_of_first_hit']):>4s} ({r['its_probability']})"
+        return (f"{'yes' if r['top_hits'] else 'no ':3s} {str(r['rank_of_first_hit']):>4s} ({r['its_probability']}) "
+                f"FP@0.5={r['false_at_threshold']}")
 
-    for key in hand:
-        h, g = hand[key], learned[key]
-        print(f"{key:16s} {h['candidates']:5d} | {fmt(h):28s} | {fmt(g)}")
-    findable = sum(1 for s in hand.values() if s["rank_of_first_hit"])
-    print(f"\nseries whose tumour is among the candidates: {findable} of {len(hand)}")
-    print(f"top candidate is the tumour: hand-set {sum(s['top_hits'] for s in hand.values())}, "
-          f"LOPO Gaussian NB {sum(s['top_hits'] for s in learned.values())}")
-    print(f"top candidate is the tumour with probability >= 0.5: hand-set "
-          f"{sum(1 for s in hand.values() if s['top_hits'] and s['its_probability'] >= 0.5)}, LOPO Gaussian NB "
-          f"{sum(1 for s in learned.values() if s['top_hits'] and s['its_probability'] >= 0.5)}")
+    print(f"{'series':16s} {'cands':>5s} | hand-set: top hits, rank of first hit (p), false at 0.5 | LOPO logistic")
+    for key in results:
+        print(f"{key:16s} {hand[key]['candidates']:5d} | {fmt(hand[key]):34s} | {fmt(lopo[key])}")
+    for label, s in (("hand-set", hand), ("LOPO logistic", lopo)):
+        print(f"{label}: top candidate is the tumour in {sum(v['top_hits'] for v in s.values())} of {len(s)}; "
+              f"reported (top and p >= 0.5) in "
+              f"{sum(1 for v in s.values() if v['top_hits'] and v['its_probability'] >= THRESHOLD)}; "
+              f"false findings at 0.5: {sum(v['false_at_threshold'] for v in s.values())}")
+    rel = reliability({k: results[k] for k in tissue}, lopo_probs)
+    print("reliability of the LOPO probabilities (tissue method):")
+    for r in rel:
+        print(f"  {r['bin']:8s} n={r['n']:4d} mean p={r['mean_probability']} hits={r['fraction_hits']}")
     if a.json:
-        Path(a.json).write_text(json.dumps({"hand_set": hand, "lopo_gaussian_nb": learned}, indent=1))
+        Path(a.json).write_text(json.dumps({"hand_set": hand, "lopo_logistic": lopo, "reliability": rel}, indent=1))
+    if a.write_model:
+        from dicomnode.modelio import MODELS_DIR, ModelCard, save_model
+
+        model = fit([c for k in tissue for c in results[k]])
+        lr = model.estimator[-1]
+        card = ModelCard(
+            task="findings", classes=("other", "target"), feature_names=FEATURES,
+            training_data=("detect candidates (tissue method) of sts STS_001/002/003 CT, MR T1, PET and the "
+                           "whole-body PET and T2 MR of STS_001, scored against the GTV_Mass RTSTRUCTs; "
+                           f"{sum(len(results[k]) for k in tissue)} candidates, "
+                           f"{sum(c['hit'] for k in tissue for c in results[k])} hits"),
+            cv_accuracy=round(sum(lopo[k]["top_hits"] for k in tissue) / len(tissue), 3),
+            cv_scheme=("leave-one-patient-out over 3 patients; cv_accuracy = fraction of the 11 series whose top "
+                       "candidate is the tumour"),
+            extra={"fill": model.fill, "lopo": {k: lopo[k] for k in tissue}, "reliability": rel,
+                   "coefficients": dict(zip(FEATURES, [round(float(c), 4) for c in lr.coef_[0]])),
+                   "intercept": round(float(lr.intercept_[0]), 4),
+                   "limits": "3 patients; no physiological-uptake negatives outside STS_001's whole-body PET; "
+                             "isodense CT sarcoma and T1-only MR are not separable (docs/models.md)"})
+        save_model(MODELS_DIR / "findings.skops", model.estimator, card)
+        print(f"wrote {MODELS_DIR / 'findings.skops'}")
     return 0
 
 

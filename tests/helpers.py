@@ -7,6 +7,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -74,3 +75,74 @@ def wait_until(pred, timeout_s: float = 120, interval_s: float = 0.25, what: str
             return last
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last: {last!r})")
+
+
+def dicomnode_exe() -> str:
+    """The installed ``dicomnode`` console script (what a user runs), beside this interpreter or on PATH."""
+    beside = Path(sys.executable).parent / "dicomnode"
+    exe = str(beside) if beside.exists() else shutil.which("dicomnode")
+    assert exe, "the dicomnode console script is not installed: pip install -e ."
+    return exe
+
+
+def run_cli(*args: str, cwd: Path | str, timeout: float = 300, env: dict | None = None,
+            input: str | None = None) -> subprocess.CompletedProcess:
+    """Run the real ``dicomnode`` command as a user would, from ``cwd``; stdout/stderr captured as text."""
+    return subprocess.run([dicomnode_exe(), *map(str, args)], cwd=str(cwd), capture_output=True, text=True,
+                          timeout=timeout, env=env, input=input)
+
+
+class UserNode:
+    """``dicomnode serve --config FILE`` run from ``cwd`` with the console script, as a user starts it.
+
+    Its own session, so :meth:`stop` and :meth:`kill` also end the worker pool it leaves in its process group.
+    """
+
+    def __init__(self, config_path: Path, cwd: Path, port: int, *extra_args: str, env: dict | None = None) -> None:
+        self.config_path, self.cwd, self.port, self.extra_args, self.env = config_path, cwd, port, extra_args, env
+        self.log_path = config_path.with_suffix(".log")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, *, wait: bool = True) -> "UserNode":
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([dicomnode_exe(), "serve", "--config", str(self.config_path),
+                                          *self.extra_args], cwd=str(self.cwd), stdout=log, stderr=subprocess.STDOUT,
+                                         env=self.env, start_new_session=True)
+        if wait:
+            try:
+                wait_for_port(self.port, timeout_s=60)
+            except TimeoutError:
+                self.kill()
+                raise AssertionError(f"node did not start:\n{self.log()}") from None
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return run_cli(*args, "--config", str(self.config_path), cwd=self.cwd, timeout=timeout, env=self.env)
+
+    def stop(self) -> int | None:
+        import signal
+        rc = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+        return rc if rc is not None else (self.proc.returncode if self.proc else None)
+
+    def kill(self) -> None:
+        import signal
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            pass

@@ -95,3 +95,23 @@ def test_result_rows_summarise_scene_findings_and_timing():
     assert rows[0]["seconds_total"] == 1.5 and rows[0]["seconds_segment"] == 1.0
     empty = result_rows({"series_instance_uid": "1.2.4", "segments": [], "steps": []})
     assert len(empty) == 1 and empty[0]["segment_number"] is None
+
+
+def test_batch_lists_a_refused_localizer_with_its_reason(tmp_path):
+    """mr-localizer/LOC: three orientations in one series, files without an extension: a failures.csv row."""
+    root = tmp_path / "archive"
+    root.mkdir()
+    for f in sorted((SHARED_DATA / "mr-localizer" / "LOC").iterdir()):
+        os.symlink(f, root / f.name)
+    out = tmp_path / "out"
+    ex = LocalExecutor(1)
+    try:
+        report = run_batch(root, out, QUICK, ex, uid_root="2.25.")
+    finally:
+        ex.shutdown(wait=True)
+    assert report.found == 1 and not report.done
+    (failure,) = report.failed
+    assert failure.reason.startswith("SeriesRefusedError") and "3 image orientations" in failure.reason
+    with open(report.failures_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and "localizer" in rows[0]["reason"] and "refused" in rows[0]["reason"]

@@ -131,3 +131,49 @@ def test_batch_json_relative_paths_no_header(tmp_path: Path, fast_settings: Path
     data = json.loads(out.read_text())
     assert tuple(data[0]) == BATCH_COLUMNS and data[0]["case"] == "1" and data[0]["roi_file"] == "data/CT_rtstruct/RS.dcm"
     assert np.isfinite([d["value"] for d in data]).all()
+
+
+def _ibsi1_statistics_names() -> list[str]:
+    with (SHARED_DATA / "ibsi" / "digital_phantom_reference.tsv").open(encoding="utf-8") as f:
+        return [r["feature"] for r in csv.DictReader(f, delimiter="\t") if r["family"] == "intensity statistics"]
+
+
+def test_ibsi2_config_through_the_console_script(tmp_path: Path) -> None:
+    """`dicomnode radiomics --settings ibsi2-config-3B` (a subprocess, as a user runs it): the CSV of today, 18 rows
+    of intensity statistics named as IBSI-1, of the LoG response (not the unfiltered image of config 1B)."""
+    import os
+    import subprocess
+
+    values = {}
+    for config in ("ibsi2-config-3B", "ibsi2-config-1B"):
+        out = tmp_path / f"{config}.csv"
+        proc = subprocess.run(["dicomnode", "radiomics", str(CT2), "--roi", str(RS2), "--roi-name", "GTV_Mass",
+                               "--settings", config, "--out", str(out), "-q"],
+                              capture_output=True, text=True, timeout=300, env=dict(os.environ))
+        assert proc.returncode == 0, proc.stderr
+        with out.open(encoding="utf-8") as f:
+            assert f.readline().strip() == ",".join(COLUMNS)
+        rows = read_csv(out)
+        assert [r["family"] for r in rows] == ["intensity statistics"] * 18
+        assert [r["feature"] for r in rows] == _ibsi1_statistics_names()
+        assert all(r["aggregation"] == "" and math.isfinite(float(r["value"])) for r in rows)
+        values[config] = {r["feature"]: float(r["value"]) for r in rows}
+    log, plain = values["ibsi2-config-3B"], values["ibsi2-config-1B"]
+    assert -1000 <= plain["minimum"] and plain["maximum"] <= 400  # re-segmented HU
+    assert abs(log["mean"]) < abs(plain["mean"])  # a band-pass response: small mean in a soft-tissue mass
+    assert log["variance"] > 0
+
+
+def test_ibsi2_config_in_batch(tmp_path: Path) -> None:
+    cases = tmp_path / "cases.csv"
+    cases.write_text(f"case,image_dir,roi_file,roi_name\ns2,{CT2},{RS2},GTV_Mass\ns3,{CT3},{RS3},GTV\n")
+    out = tmp_path / "all.csv"
+    assert run(["--batch", str(cases), "--out", str(out), "--workers", "2", "--settings", "ibsi2-config-6A",
+                "-q"]) == 0
+    rows = read_csv(out)
+    assert [r["case"] for r in rows] == ["s2"] * 18 + ["s3"] * 18
+    assert {r["family"] for r in rows} == {"intensity statistics"}
+    single = tmp_path / "s3.json"
+    assert run([str(CT3), "--roi", str(RS3), "--roi-name", "GTV", "--settings", "ibsi2-config-6A",
+                "--out", str(single)]) == 0
+    assert [float(r["value"]) for r in rows[18:]] == [d["value"] for d in json.loads(single.read_text())]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from dicomnode.analysis.denoise import _check_spacing, gaussian
+from dicomnode.analysis.denoise import _check_spacing, gaussian, is_volumetric
 from dicomnode.analysis.volume import LabelMap, Segment
 
 __all__ = [
@@ -233,21 +233,56 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
         raise ValueError(f"posteriors must be a (K, Z, Y, X) ndarray, got {getattr(posteriors, 'shape', None)}")
     sp = _check_spacing(spacing_mm)
     p0 = posteriors.astype(np.float32, copy=False)
-    valid = p0.sum(axis=0) > 0
-    q = p0.copy()
+    valid = p0[0] > 0
+    for k in range(1, p0.shape[0]):
+        valid |= p0[k] > 0
+    labels = np.full(valid.shape, -1, dtype=np.int16)
+    smoothed = np.zeros(p0.shape, dtype=np.float32)
+    # Work inside the bounding box of the region, grown by the kernel's radius: outside it every posterior is 0
+    # and stays 0, and the zeros in the margin give the filter what the whole grid would (the result is identical).
+    volumetric = is_volumetric(sp, max_anisotropy=max_anisotropy)
+    radius = [int(4.0 * sigma_mm / s + 0.5) + 1 for s in sp]
+    if not volumetric:
+        radius[0] = 0
+    box = _bbox(valid, pad=0)
+    if box is None:
+        return PosteriorSmoothing(labels, smoothed, 0)
+    box = tuple(slice(max(0, b.start - r), min(n, b.stop + r)) for b, r, n in zip(box, radius, valid.shape))
+    p0c = p0[(slice(None),) + box]
+    validc = valid[box]
+    q = smoothed[(slice(None),) + box]  # smoothed in place: one (K, Z, Y, X) array besides the input, not two
+    q[...] = p0c
     for _ in range(int(iterations)):
         for k in range(q.shape[0]):
             q[k] = gaussian(q[k], sp, sigma_mm=sigma_mm, max_anisotropy=max_anisotropy)
-        q *= p0
+        q *= p0c
         total = q.sum(axis=0)
         np.divide(q, total, out=q, where=total > 0)
         # Where a voxel's own evidence and its neighbourhood disagree completely, keep its own posterior.
-        lost = valid & ~(total > 0)
+        lost = validc & ~(total > 0)
         if lost.any():
-            q[:, lost] = p0[:, lost]
-    before = np.where(valid, np.argmax(p0, axis=0), -1).astype(np.int16)
-    after = np.where(valid, np.argmax(q, axis=0), -1).astype(np.int16)
-    return PosteriorSmoothing(after, q, int(np.count_nonzero(before != after)))
+            q[:, lost] = p0c[:, lost]
+    before = _argmax_classes(p0c)
+    after = _argmax_classes(q)
+    changed = int(np.count_nonzero((before != after) & validc))
+    after[~validc] = -1
+    labels[box] = after
+    return PosteriorSmoothing(labels, smoothed, changed)
+
+
+def _argmax_classes(p: np.ndarray) -> np.ndarray:
+    """``np.argmax(p, axis=0)`` as int16 for a few classes (first maximum on ties), without an int64 temporary.
+
+    A class-by-class pass over contiguous volumes is several times faster than numpy's strided reduction over the
+    leading axis.
+    """
+    out = np.zeros(p.shape[1:], dtype=np.int16)
+    best = p[0].copy()
+    for k in range(1, p.shape[0]):
+        better = p[k] > best
+        out[better] = k
+        np.maximum(best, p[k], out=best)
+    return out
 
 
 def correct_labels(labels: LabelMap, spacing_mm: tuple[float, float, float], *, min_volume_ml: float = 0.1,

@@ -72,8 +72,11 @@ __all__ = [
     "Finding",
     "LUNG_MODEL",
     "TISSUE_MODEL",
+    "FEATURE_CLIP",
+    "FittedModel",
     "NaiveBayes",
     "blob_candidates",
+    "liver_reference",
     "detect",
     "detect_lung",
     "detect_tissue",
@@ -252,6 +255,48 @@ TISSUE_MODEL = NaiveBayes(
 )
 
 
+@dataclass(frozen=True, eq=False, slots=True)
+class FittedModel:
+    """A probability model fitted to scored candidates (``scripts/evaluate_findings.py``): a scikit-learn
+    classifier with ``predict_proba`` over ``feature_names``, target class 1.
+
+    Parameters
+    ----------
+    estimator : object
+        Fitted, e.g. a ``Pipeline(StandardScaler, LogisticRegression)``.
+    feature_names : tuple of str
+        Its inputs, in order.
+    fill : mapping of str to float
+        The value a candidate without the feature gets (e.g. ``mirror_uptake`` when the body's midline is not in
+        view); features are clipped as :data:`FEATURE_CLIP` says first.
+    """
+
+    estimator: object
+    feature_names: tuple[str, ...]
+    fill: Mapping[str, float]
+
+    def vector(self, features: Mapping[str, float]) -> list[float]:
+        out = []
+        for name in self.feature_names:
+            x = features.get(name, float("nan"))
+            x = float(self.fill.get(name, 0.0)) if x is None or not np.isfinite(x) else float(x)
+            lo, hi = FEATURE_CLIP.get(name, (-np.inf, np.inf))
+            out.append(min(max(x, lo), hi))
+        return out
+
+    def posterior(self, features: Mapping[str, float]) -> float:
+        """P(target | features)."""
+        return float(self.estimator.predict_proba(np.asarray([self.vector(features)]))[0, 1])
+
+
+#: Ranges features are clipped to before a fitted model sees them.
+FEATURE_CLIP: dict[str, tuple[float, float]] = {
+    "log10_volume_ml": (-2.0, 3.5), "compactness": (0.0, 1.0), "elongation": (0.0, 1.0), "log10_cnr": (-1.0, 2.5),
+    "truncation": (0.0, 1.0), "enclosure": (0.0, 1.0), "mirror_uptake": (0.0, 1.0), "midline_offset": (0.0, 1.5),
+    "log2_to_reference": (-4.0, 6.0), "tissue_outlier": (0.0, 8.0),
+}
+
+
 # ------------------------------------------------------------------------------------------------ helpers
 
 
@@ -336,6 +381,14 @@ def blob_candidates(image: np.ndarray, spacing_mm: Sequence[float], radii_mm: Se
     """
     if polarity not in (1, -1):
         raise ValueError(f"polarity must be 1 (bright) or -1 (dark), got {polarity}")
+    stack, radii = _log_stack(image, spacing_mm, radii_mm)
+    return _stack_peaks(stack, radii, spacing_mm, polarity=polarity, min_response=min_response, allowed=allowed,
+                        max_candidates=max_candidates, in_view=in_view)
+
+
+def _log_stack(image: np.ndarray, spacing_mm: Sequence[float],
+               radii_mm: Sequence[float]) -> tuple[np.ndarray, list[float]]:
+    """The scale-normalised LoG response ``-sigma^2 * Laplacian`` (bright blobs positive) per radius: (R, Z, Y, X)."""
     radii = [float(r) for r in radii_mm]
     if not radii or any(not r > 0 for r in radii):
         raise ValueError(f"radii_mm must be positive mm, got {radii_mm}")
@@ -344,14 +397,44 @@ def blob_candidates(image: np.ndarray, spacing_mm: Sequence[float], radii_mm: Se
     stack = np.empty((len(radii),) + img.shape, dtype=np.float32)
     for i, r in enumerate(radii):
         s_mm = r / _SQRT3
-        sig = s_mm / sp
-        smooth = ndi.gaussian_filter(img, sig, mode="nearest")  # then second differences: 3 passes, not 9
-        lap = np.zeros(img.shape, dtype=np.float32)
+        smooth = ndi.gaussian_filter(img, s_mm / sp, mode="nearest")  # then second differences: 3 passes, not 9
+        lap = stack[i]
+        lap[...] = 0
         for ax in range(3):
             lap += _second_derivative(smooth, ax) / np.float32(sp[ax] ** 2)
-        stack[i] = -polarity * s_mm ** 2 * lap
-    peaks = stack == ndi.maximum_filter(stack, size=3, mode="nearest")
-    peaks &= stack > min_response
+        lap *= np.float32(-(s_mm ** 2))
+    return stack, radii
+
+
+def _max3(a: np.ndarray, axis: int) -> np.ndarray:
+    """Maximum over each voxel and its two neighbours along ``axis`` (edges: nearest), with numpy (several times
+    faster than ``scipy.ndimage.maximum_filter1d`` for a width of 3)."""
+    n = a.shape[axis]
+    if n < 2:
+        return a.copy()
+    out = np.empty_like(a)
+    lo = [slice(None)] * a.ndim
+    hi = [slice(None)] * a.ndim
+    last = [slice(None)] * a.ndim
+    lo[axis], hi[axis], last[axis] = slice(0, n - 1), slice(1, n), slice(n - 1, n)
+    np.maximum(a[tuple(lo)], a[tuple(hi)], out=out[tuple(lo)])  # each voxel and its successor
+    out[tuple(last)] = a[tuple(last)]
+    np.maximum(out[tuple(hi)], a[tuple(lo)], out=out[tuple(hi)])  # ... and its predecessor
+    return out
+
+
+def _stack_peaks(stack: np.ndarray, radii: list[float], spacing_mm: Sequence[float], *, polarity: int,
+                 min_response: float, allowed: np.ndarray | None, max_candidates: int,
+                 in_view: bool) -> list[tuple[tuple[int, int, int], float, float]]:
+    """Local maxima over space and scale of ``polarity * stack`` above ``min_response``, strongest first."""
+    sp = np.asarray(spacing_mm, dtype=float)
+    signed = stack if polarity == 1 else -stack
+    mx = signed
+    for ax in range(4):
+        mx = _max3(mx, ax)
+    peaks = signed == mx
+    del mx
+    peaks &= signed > min_response
     if allowed is not None:
         peaks &= allowed[None]
     if in_view:
@@ -363,12 +446,12 @@ def blob_candidates(image: np.ndarray, spacing_mm: Sequence[float], radii_mm: Se
                 sl = [i, slice(None), slice(None), slice(None)]
                 sl[ax + 1] = slice(0, m)
                 peaks[tuple(sl)] = False
-                sl[ax + 1] = slice(max(0, img.shape[ax] - m), None)
+                sl[ax + 1] = slice(max(0, stack.shape[ax + 1] - m), None)
                 peaks[tuple(sl)] = False
     idx = np.argwhere(peaks)
     if idx.size == 0:
         return []
-    resp = stack[tuple(idx.T)]
+    resp = signed[tuple(idx.T)]
     order = np.argsort(-resp)[: int(max_candidates)]
     return [((int(idx[o, 1]), int(idx[o, 2]), int(idx[o, 3])), radii[int(idx[o, 0])], float(resp[o]))
             for o in order]
@@ -492,7 +575,7 @@ def _split(found: list[Finding], settings: DetectionSettings) -> tuple[tuple[Fin
 
 
 def _finding(label: str, region_box: np.ndarray, box: tuple[slice, ...], feats: dict[str, float],
-             model: NaiveBayes) -> Finding:
+             model: NaiveBayes | FittedModel) -> Finding:
     """A finding from a region on ``box``, cropped to the region's own bounding box."""
     idx = np.argwhere(region_box)
     lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
@@ -728,8 +811,9 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
                   polarity: str = "both", window: tuple[float, float] | None = None,
                   max_radius_mm: float = 45.0, coarse_mm: float = 4.0, min_response: float = 1.0,
                   z_clip: float = 8.0, max_candidates: int = 20, work_mm: float | None = 2.0,
-                  hot_threshold: float | None = None,
-                  model: NaiveBayes = TISSUE_MODEL) -> DetectionResult:
+                  hot_threshold: float | None = None, mirror_axis: int | None = 2,
+                  symmetric_max: float | None = 0.3, symmetric_factor: float = 0.1, percist_liver: bool = False,
+                  model: NaiveBayes | FittedModel = TISSUE_MODEL) -> DetectionResult:
     """Focal regions that depart from their surroundings and from the tissue model, in any modality.
 
     Parameters
@@ -771,7 +855,23 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         connected region above it is a candidate too, beside the blobs, with its holes filled slice by slice and
         in 3-D (a necrotic, cold centre belongs to the lesion around it). Blobs alone miss a large lesion with a
         cold centre: at its own scale it looks like a dark blob in a bright ring. Default: none.
-    model : NaiveBayes, optional
+    mirror_axis : {0, 1, 2} or None, optional
+        The index axis that runs left-right in the patient, for the context features ``mirror_uptake`` and
+        ``midline_offset`` (left out when None, or when the foreground touches the edge of the field of view on
+        more than a quarter of it: a crop shows no midline). Default 2.
+    percist_liver : bool, optional
+        PET in SUV: look for the liver as the reference region (:func:`liver_reference`) and, when it is in view,
+        use PERCIST's threshold ``1.5 x liver mean + 2 x liver SD`` for the hot regions where it is below
+        ``hot_threshold`` (Wahl et al. 2009; above it, STS_001's necrotic sarcoma falls apart into pieces), note
+        it, and give each finding ``log2_to_liver`` and ``above_percist`` (its mean above the threshold: PERCIST's
+        measurable disease). Default False (the detect step sets it for SUV).
+    symmetric_max, symmetric_factor : float, optional
+        Normal anatomy is symmetric or paired (brain, bladder, kidneys, salivary glands; on PET the usual sites of
+        physiological uptake besides the heart): a region whose ``mirror_uptake`` exceeds ``symmetric_max`` has its
+        probability multiplied by ``symmetric_factor`` (feature ``symmetric`` = 1). A hand-set rule on top of the
+        model, as readers (and PERCIST's exclusion of physiological uptake) do; it also lowers a lesion on the
+        midline or bilateral disease. None turns it off. Defaults 0.3 and 0.1.
+    model : NaiveBayes or FittedModel, optional
         Default :data:`TISSUE_MODEL`.
 
     Returns
@@ -789,6 +889,8 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         raise ValueError(f"window must be (low, high) with low < high, got {window}")
     if (class_means is None) != (class_sds is None):
         raise ValueError("give class_means and class_sds together")
+    if not 0 <= symmetric_factor <= 1:
+        raise ValueError(f"symmetric_factor must be in [0, 1], got {symmetric_factor}")
     if not foreground.any():
         return DetectionResult((), (), 0, ("empty foreground: nothing to search",))
     w = _factors(sp, work_mm) if work_mm is not None else (1, 1, 1)
@@ -798,7 +900,8 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
                             class_means=class_means, class_sds=class_sds, polarity=polarity, window=window,
                             max_radius_mm=max_radius_mm, coarse_mm=coarse_mm, min_response=min_response,
                             z_clip=z_clip, max_candidates=max_candidates, work_mm=None,
-                            hot_threshold=hot_threshold, model=model)
+                            hot_threshold=hot_threshold, mirror_axis=mirror_axis, symmetric_max=symmetric_max,
+                            symmetric_factor=symmetric_factor, percist_liver=percist_liver, model=model)
         notes = res.notes + (f"regions grown on a {sp_w[0]:.2g} x {sp_w[1]:.2g} x {sp_w[2]:.2g} mm grid",)
         return DetectionResult(tuple(_upsample(f, w, image.shape) for f in res.findings),
                                tuple(_upsample(f, w, image.shape) for f in res.rejected), res.n_candidates, notes)
@@ -819,10 +922,12 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
     radii = _radii(max(settings.min_diameter_mm / 2.0, 2.0 * max(csp)), max_radius_mm)
     pols = {"both": (1, -1), "bright": (1,), "dark": (-1,)}[polarity]
     cands = []
+    stack, radii = _log_stack(z_c, csp, radii)  # one response for both polarities
     for pol in pols:
         cands += [(c, r, resp, pol) for c, r, resp in
-                  blob_candidates(z_c, csp, radii, polarity=pol, min_response=min_response, allowed=fg_c,
-                                  max_candidates=max_candidates, in_view=True)]
+                  _stack_peaks(stack, radii, csp, polarity=pol, min_response=min_response, allowed=fg_c,
+                               max_candidates=max_candidates, in_view=True)]
+    del stack
     notes = [f"tissue search: median {med:.4g}, within-tissue spread {spread:.4g}; {len(cands)} blob candidate(s) on a "
              f"{csp[0]:.2g} x {csp[1]:.2g} x {csp[2]:.2g} mm grid, radii {radii[0]:.3g}..{radii[-1]:.3g} mm"]
 
@@ -857,6 +962,18 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         feats["blob_response"] = resp
         found.append(_finding("lesion", region, bb, feats, model))
     n_hot = 0
+    liver = None
+    if percist_liver and hot_threshold is not None:
+        liver = liver_reference(img, foreground, sp)
+        if liver is None:
+            notes.append(f"PERCIST: no liver in view; hot regions above the fixed {hot_threshold:g}")
+        else:
+            percist = 1.5 * liver[0] + 2.0 * liver[1]
+            notes.append(f"PERCIST: liver reference mean {liver[0]:.3g}, SD {liver[1]:.3g} ({liver[2]:.0f} mL), "
+                         f"threshold 1.5 x mean + 2 x SD = {percist:.3g}; hot regions above "
+                         f"{min(percist, hot_threshold):.3g}")
+            # only ever lowers the fixed level: above it, a heterogeneous tumour (a necrotic sarcoma) falls apart
+            hot_threshold = min(percist, hot_threshold)
     if hot_threshold is not None:
         for region, bb in _hot_regions(img, foreground, sp, hot_threshold, settings):
             n_hot += 1
@@ -869,8 +986,109 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
             found.append(_finding("lesion", region, bb, feats, model))
         notes.append(f"hot regions above {hot_threshold:g}: {n_hot} candidate(s)")
     found = _resolve_overlaps(found)
+    if liver is not None:
+        for f in found:
+            if f.features.get("mean", 0.0) > 0:
+                f.features["log2_to_liver"] = math.log2(f.features["mean"] / liver[0])  # type: ignore[index]
+                f.features["above_percist"] = float(f.features["mean"] > 1.5 * liver[0] + 2.0 * liver[1])  # type: ignore[index]
+    found = _with_context(found, img, foreground, med, mirror_axis, model, notes, symmetric_max, symmetric_factor)
     ok, rejected = _split(found, settings)
     return DetectionResult(ok, rejected, len(cands) + n_hot, tuple(notes))
+
+
+def _with_context(found: list[Finding], img: np.ndarray, foreground: np.ndarray, reference: float,
+                  mirror_axis: int | None, model: NaiveBayes | FittedModel, notes: list[str],
+                  symmetric_max: float | None = None, symmetric_factor: float = 1.0) -> list[Finding]:
+    """Add the context features and recompute each probability.
+
+    * ``log2_to_reference``: log2 of the region's mean over the reference level (the foreground's median: the
+      background tissue, muscle and fat), scale-free in any unit;
+    * ``midline_offset``: distance of the centroid from the body's mid-sagittal plane (per slice, the foreground's
+      centre along ``mirror_axis``) over the body's half-width there;
+    * ``mirror_uptake``: fraction of the region whose mirror image across that plane departs from the reference as
+      the region does (more than half its contrast): brain, bladder, heart and kidneys are symmetric or paired,
+      most lesions are not.
+    """
+    if not found:
+        return found
+    from dicomnode.analysis.segment import _border_fraction
+
+    if mirror_axis is not None and mirror_axis not in (0, 1, 2):
+        raise ValueError(f"mirror_axis must be 0, 1, 2 or None, got {mirror_axis}")
+    crop = mirror_axis in (None, 0) or _border_fraction(foreground) > 0.25  # axis 0: slices run left-right
+    if crop:
+        notes.append("no body midline in view (a crop or no left-right axis): mirror_uptake, midline_offset left out")
+    else:
+        # per slice, the foreground's centre and half-width along the left-right axis
+        ax = int(mirror_axis)  # type: ignore[arg-type]
+        prof = foreground.any(axis=3 - ax)  # (Z, n along the left-right axis)
+        cnt = prof.sum(axis=1)
+        lo = np.where(cnt > 0, np.argmax(prof, axis=1), 0)
+        hi = np.where(cnt > 0, prof.shape[1] - 1 - np.argmax(prof[:, ::-1], axis=1), 0)
+        centre = 0.5 * (lo + hi)
+        half = np.maximum(0.5 * (hi - lo), 1.0)
+    out = []
+    for f in found:
+        feats = dict(f.features)
+        mean = feats.get("mean", float("nan"))
+        if reference > 0 and mean > 0:
+            feats["log2_to_reference"] = math.log2(mean / reference)
+        if not crop:
+            pts = np.argwhere(f.mask) + np.array([b.start for b in f.box])
+            z = pts[:, 0]
+            c = centre[z]
+            feats["midline_offset"] = float(abs(np.mean(pts[:, ax]) - np.mean(c)) / np.mean(half[z]))
+            mirrored = pts.copy()
+            mirrored[:, ax] = np.clip(np.round(2 * c - pts[:, ax]).astype(int), 0, img.shape[ax] - 1)
+            level = reference + 0.5 * (mean - reference)
+            vals = img[tuple(mirrored.T)]
+            feats["mirror_uptake"] = float(np.mean((vals - level) * np.sign(mean - reference) > 0))
+        p = model.posterior(feats)
+        if symmetric_max is not None and feats.get("mirror_uptake", 0.0) > symmetric_max:
+            feats["symmetric"] = 1.0
+            p *= symmetric_factor
+        out.append(Finding(f.label, f.mask, f.box, f.centroid_zyx, f.volume_ml, f.diameter_mm, p, feats,
+                           f.centroid_mm))
+    n_sym = sum(1 for f in out if f.features.get("symmetric"))
+    if n_sym:
+        notes.append(f"{n_sym} symmetric or paired region(s) (mirror_uptake > {symmetric_max:g}: normal anatomy "
+                     f"or physiological uptake) down-weighted x{symmetric_factor:g}")
+    return out
+
+
+def liver_reference(image: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[float], *,
+                    window_mm: float = 10.0, suv_range: tuple[float, float] = (1.0, 4.0), max_cv: float = 0.2,
+                    min_volume_ml: float = 300.0) -> tuple[float, float, float] | None:
+    """The liver as PERCIST's reference region on a PET in SUV: (mean SUV, SD, volume mL), or None when not in view.
+
+    The liver is the largest region of homogeneous, moderate uptake: where the local mean (Gaussian window of
+    ``window_mm``) lies in ``suv_range`` and the local SD is below ``max_cv`` times it, at least ``min_volume_ml``
+    (brain and bladder are hotter, muscle and lung colder, the blood pool of the heart smaller). Its mean and SD are
+    those of the SUV over that region.
+
+    References
+    ----------
+    .. [1] R. L. Wahl et al., "From RECIST to PERCIST: evolving considerations for PET response criteria in solid
+       tumors", J Nucl Med 50 Suppl 1, 2009 (liver reference, threshold 1.5 x mean + 2 SD).
+    """
+    img = image.astype(np.float32, copy=False)
+    sig = [window_mm / s for s in spacing_mm]
+    m = ndi.gaussian_filter(img, sig)
+    v = ndi.gaussian_filter(img * img, sig)
+    v -= m * m
+    np.clip(v, 0, None, out=v)
+    hom = foreground & (m > suv_range[0]) & (m < suv_range[1]) & (v < (max_cv * m) ** 2)
+    del m, v
+    lab, n = ndi.label(hom)
+    if n == 0:
+        return None
+    sizes = np.bincount(lab.ravel())[1:]
+    k = int(np.argmax(sizes)) + 1
+    vol_ml = float(sizes[k - 1]) * float(np.prod(spacing_mm)) / 1000.0
+    if vol_ml < min_volume_ml:
+        return None
+    vals = img[lab == k]
+    return float(vals.mean()), float(vals.std()), vol_ml
 
 
 def _region_features(img: np.ndarray, region: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[float],
@@ -945,11 +1163,11 @@ def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), for
     DetectionResult
         With ``centroid_mm`` set on every finding (accepted and rejected).
     """
+    if "mirror_axis" not in options:
+        # the index axis along the patient's left-right direction, when one is (nearly) aligned with it
+        lateral = np.abs(np.asarray(volume.direction, dtype=float)[0])
+        options["mirror_axis"] = 2 - int(np.argmax(lateral)) if lateral.max() > 0.9 else None
     if method == "lung":
-        if "mirror_axis" not in options:
-            # the index axis along the patient's left-right direction, when one is (nearly) aligned with it
-            lateral = np.abs(np.asarray(volume.direction, dtype=float)[0])
-            options["mirror_axis"] = 2 - int(np.argmax(lateral)) if lateral.max() > 0.9 else None
         res = detect_lung(volume.array, volume.spacing_mm, lungs, settings=settings, **options)
     elif method == "tissue_model":
         fg = np.ones(volume.shape, dtype=bool) if foreground is None else foreground

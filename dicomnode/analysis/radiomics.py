@@ -13,7 +13,10 @@
    lower bound unless given), fixed bin number over the ROI's min..max, or none (integer grey levels as they are);
    the intensity-volume histogram has its own discretisation (none: the values with interval 1; fixed bin size; fixed
    bin number);
-5. the families the settings name, texture with the aggregations they name (2D, 2.5D, 3D).
+5. filtering (IBSI-2, optional ``[filter]``): the image is replaced by the response map of one convolutional filter
+   (:mod:`dicomnode.analysis.filters`), computed on the crop, whose margin includes the kernel's reach; the masks
+   come from step 3, on the unfiltered intensities (IBSI order: interpolation, re-segmentation, filtering);
+6. the families the settings name, on the response map when filtered, texture with the aggregations they name.
 
 The settings are :class:`RadiomicsSettings`, a frozen dataclass valid from birth; ``dicomnode.radiomics_settings``
 loads one from TOML. ``conf/radiomics/ibsi-config-A.toml`` ... ``-E.toml`` are the five IBSI-1 configurations.
@@ -45,6 +48,7 @@ from dicomnode.analysis.features.morphology import morphology_features
 from dicomnode.analysis.features.processing import check_spacing, crop_to_roi, resample, resegment
 from dicomnode.analysis.features.texture import FAMILIES as TEXTURE_FAMILIES
 from dicomnode.analysis.features.texture import texture_features
+from dicomnode.analysis.filters import FilterSpec, apply_filter, filter_margin_voxels
 from dicomnode.errors import ConfigError, ConfigErrors
 
 __all__ = [
@@ -138,6 +142,9 @@ class RadiomicsSettings:
         ``[features] families``: any of :data:`ALL_FAMILIES`.
     dimensions : tuple of str
         ``[texture] dimensions``: texture aggregations by dimensionality, any of "2D", "2.5D", "3D".
+    filter : FilterSpec or None
+        ``[filter]``: an IBSI-2 filter applied after interpolation and re-segmentation; the features are those of
+        its response map. None: no filter.
     """
 
     name: str = "custom"
@@ -159,6 +166,7 @@ class RadiomicsSettings:
     ivh_n_bins: int | None = 1000
     families: tuple[str, ...] = ALL_FAMILIES
     dimensions: tuple[str, ...] = ("3D",)
+    filter: FilterSpec | None = None
 
     def __post_init__(self) -> None:
         errors = self.problems()
@@ -209,6 +217,8 @@ class RadiomicsSettings:
             bad("features.families", self.families, f"use a non-empty list of {list(ALL_FAMILIES)}")
         if isinstance(self.dimensions, str) or not self.dimensions or not all(d in DIMENSIONS for d in self.dimensions):
             bad("texture.dimensions", self.dimensions, "use a non-empty list of \"2D\", \"2.5D\", \"3D\"")
+        if self.filter is not None and not isinstance(self.filter, FilterSpec):
+            bad("filter", self.filter, "give a [filter] table (kind = \"laplacian_of_gaussian\", ...) or none")
         return errs
 
     @staticmethod
@@ -284,14 +294,21 @@ def extract_features(
         raise ValueError("the ROI mask is empty: no voxel to compute features of")
     s = settings
     # 1-2. crop (+ interpolate): only the ROI's bounding box plus the sphere radius and a kernel margin is needed.
+    # a filtered image reads beyond the ROI only for the local intensity sphere: drop that margin when not asked
+    peak_mm = PEAK_RADIUS_MM if s.filter is None or "local intensity" in s.families else 0.0
     if s.interpolation is Interpolation.NONE:
-        margin = tuple(int(math.ceil(PEAK_RADIUS_MM / d)) + 1 for d in spacing)
+        margin = tuple(int(math.ceil(peak_mm / d)) + 1 for d in spacing)
+        if s.filter is not None:  # the response must be exact over the ROI (plus the local intensity sphere)
+            margin = tuple(m + f for m, f in zip(margin, filter_margin_voxels(s.filter, spacing)))
         img, morph, _ = crop_to_roi(image, mask, margin_voxels=margin)
         img = np.asarray(img, dtype=np.float64)
         morph = np.array(morph, dtype=bool)
     else:
         new = s.spacing_mm
-        margin_mm = PEAK_RADIUS_MM + 2.0 * max(max(new), max(spacing))
+        margin_mm = peak_mm + 2.0 * max(max(new), max(spacing))
+        if s.filter is not None:
+            coarse = tuple(max(a, b) for a, b in zip(new, spacing))  # in-plane-only keeps the original z spacing
+            margin_mm += max(f * d for f, d in zip(filter_margin_voxels(s.filter, coarse), coarse))
         img, morph, grid = resample(
             image, mask, spacing, new_spacing_mm=new, order=s.interpolation.order, in_plane_only=s.in_plane_only,
             pv_threshold=s.mask_pv_threshold, round_intensities=s.round_intensities,
@@ -309,10 +326,13 @@ def extract_features(
     if not imask.any():
         raise ValueError(f"the intensity mask is empty after re-segmentation (range [{s.range_lower}, "
                          f"{s.range_upper}], outliers {s.outlier_sd} SD): no ROI intensity lies in the range")
+    # 4. filtering (IBSI-2): the masks stay those of the unfiltered image
+    if s.filter is not None:
+        img = apply_filter(img, spacing, s.filter).astype(np.float64)
     values = img[imask]
     families = set(s.families)
     texture = [f for f in TEXTURE_FAMILIES if f in families]
-    # 4. discretisation (intensity histogram and texture)
+    # 5. discretisation (intensity histogram and texture)
     levels = n_levels = None
     if "intensity histogram" in families or texture:
         levels, n_levels = _discretise(values, s)

@@ -7,6 +7,13 @@ tumour-like tissue at the centre) and runs :func:`dicomnode.analysis.radiomics.e
   FBS 25 HU from -1000 HU, IVH FBS 2.5 HU), 3D texture;
 * ``ibsi-config-C``: the shipped IBSI configuration C (trilinear to 2 mm, rounding, the same intensity settings).
 
+A third round, ``filtered`` (IBSI-2), runs the native settings with only the intensity statistics, unfiltered and
+then on the response map of each of three filters: a Laplacian of Gaussian (sigma 1.5 mm, 3D), a level-2 wavelet
+(db3 HHH, 3D, rotation-invariant over 24 rotations, IBSI-2 config 7B) and a Gabor filter with 16 orientations
+(sigma 5 mm, lambda 2 mm, gamma 1.5, dtheta pi/8, averaged over the three orthogonal planes, config 5B). Each
+reports wall and CPU seconds and peak RSS; the filter's own cost is the difference to the unfiltered run. Targets:
+each filter <= 3 s and <= 2 GB on 2 cores.
+
 Each family runs alone in a fresh forked process (so its peak RSS is its own: the parent's image pages plus what
 the family allocates), then all families together. Every time includes the crop (and interpolation) that the
 family needs; ``preprocessing`` is the crop/interpolation/re-segmentation with only the intensity statistics.
@@ -70,6 +77,12 @@ kw = dict(
 if case == "ibsi-config-C":
     kw.update(new_spacing=2.0, spline_order=1, anti_aliasing=False, roi_spline_order=1,
               roi_interpolation_mask_inclusion_threshold=0.5)
+elif case.startswith("filtered:"):
+    kw.update(json.loads(case[len("filtered:"):]))
+    for key in ("glcm_spatial_method", "glrlm_spatial_method", "glszm_spatial_method", "gldzm_spatial_method",
+                "ngtdm_spatial_method", "ngldm_spatial_method", "ivh_discretisation_method",
+                "ivh_discretisation_bin_width"):
+        kw.pop(key)
 t0 = time.perf_counter()
 result = extract_features(**kw)
 seconds = time.perf_counter() - t0
@@ -113,11 +126,12 @@ def _child(conn, image, mask, spacing, settings) -> None:
     from dicomnode.analysis.radiomics import extract_features
 
     try:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         values = extract_features(image, mask, spacing, settings)
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         moran = [v.value for v in values if v.feature.startswith(("Moran", "Geary"))]
-        conn.send({"seconds": round(seconds, 3), "peak_rss_mb": round(_peak_rss_mb(), 1), "n_values": len(values),
+        conn.send({"seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3), "peak_rss_mb": round(_peak_rss_mb(), 1),
+                   "n_values": len(values),
                    "n_nan": int(sum(not np.isfinite(v.value) for v in values)),
                    **({"moran_i_geary_c": [round(m, 6) for m in moran]} if moran else {})})
     except Exception as exc:  # noqa: BLE001 - reported in the JSON
@@ -135,6 +149,39 @@ def _run_forked(image, mask, spacing, settings) -> dict:
     result = parent.recv()
     proc.join()
     return result
+
+
+#: The filtered round's filters, as [filter] tables of the radiomics settings.
+FILTERS: dict[str, dict] = {
+    "laplacian_of_gaussian": {"kind": "laplacian_of_gaussian", "dimensionality": "3D", "sigma_mm": 1.5,
+                              "truncate_sigma": 4.0},
+    "wavelet_db3_HHH_level2": {"kind": "separable_wavelet", "dimensionality": "3D", "wavelet": "db3",
+                               "wavelet_map": "HHH", "level": 2, "rotation_invariance": True, "pooling": "average"},
+    "gabor_16_orientations": {"kind": "gabor", "dimensionality": "3D", "gabor_sigma_mm": 5.0, "gabor_lambda_mm": 2.0,
+                              "gabor_gamma": 1.5, "rotation_invariance": True, "gabor_dtheta_rad": "pi/8",
+                              "pooling": "average", "orthogonal_planes": True},
+}
+_FILTER_TARGET_SECONDS, _FILTER_TARGET_MB = 3.0, 2048.0
+
+
+def _filtered_round(image, mask, spacing) -> dict:
+    """Intensity statistics of the native grid, unfiltered and after each filter of :data:`FILTERS`."""
+    from dicomnode.radiomics_settings import settings_from_dict
+
+    base = {"name": "filtered round", "resegmentation": {"range": [-1000, 400]},
+            "features": {"families": ["intensity statistics"]}}
+    plain = _run_forked(image, mask, spacing, settings_from_dict(base))
+    out: dict = {"unfiltered": plain, "filters": {}}
+    for name, table in FILTERS.items():
+        r = _run_forked(image, mask, spacing, settings_from_dict({**base, "filter": table}))
+        if "seconds" in r and "seconds" in plain:
+            r["filter_seconds"] = round(r["seconds"] - plain["seconds"], 3)
+            r["meets_target"] = bool(r["seconds"] <= _FILTER_TARGET_SECONDS and r["peak_rss_mb"] <= _FILTER_TARGET_MB)
+        r["filter"] = table
+        out["filters"][name] = r
+    out["target"] = {"seconds_each": _FILTER_TARGET_SECONDS, "peak_rss_mb_each": _FILTER_TARGET_MB}
+    out["meets_target"] = all(r.get("meets_target", False) for r in out["filters"].values())
+    return out
 
 
 def _find_mirp(explicit: str | None) -> tuple[str | None, str]:
@@ -176,6 +223,34 @@ def _run_mirp(python: str, image: np.ndarray, mask: np.ndarray, spacing, case: s
     return out
 
 
+# MIRP's filter parameters for the filtered round (mirp 2.x names; not verified here: MIRP is not installed on the
+# development machine, so a wrong name shows as that filter's "error" in the JSON).
+_MIRP_FILTERS = {
+    "laplacian_of_gaussian": {"filter_kernels": "laplacian_of_gaussian", "laplacian_of_gaussian_sigma": 1.5},
+    "wavelet_db3_HHH_level2": {"filter_kernels": "wavelet", "separable_wavelet_families": "db3",
+                               "separable_wavelet_set": "hhh", "separable_wavelet_decomposition_level": 2,
+                               "separable_wavelet_rotation_invariance": True, "separable_wavelet_pooling_method": "mean"},
+    "gabor_16_orientations": {"filter_kernels": "gabor", "gabor_sigma": 5.0, "gabor_lambda": 2.0, "gabor_gamma": 1.5,
+                              "gabor_theta_step": 22.5, "gabor_rotation_invariance": True,
+                              "gabor_pool_theta": True, "gabor_response": "modulus"},
+}
+
+
+def _run_mirp_filtered(python: str, image, mask, spacing, timeout_s: float) -> dict:
+    out = {}
+    for name, kwargs in _MIRP_FILTERS.items():
+        extra = {"response_map_feature_families": "statistics", "base_feature_families": "statistics",
+                 "boundary_condition": "mirror", **kwargs}
+        out[name] = _run_mirp(python, image, mask, spacing, "filtered:" + json.dumps(extra), timeout_s)
+    return out
+
+
+def _thread_budget() -> int:
+    from dicomnode.analysis.threads import thread_budget
+
+    return thread_budget()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print JSON to stdout; return 0 (2 on a bad argument)."""
     from dicomnode.analysis.radiomics import ALL_FAMILIES
@@ -186,7 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--spacing-mm", default="1.5,0.8,0.8", help="dz,dy,dx in mm (default: %(default)s)")
     parser.add_argument("--volume-ml", type=float, default=100.0, help="region volume (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cases", default="native,ibsi-config-C", help="comma-separated (default: %(default)s)")
+    parser.add_argument("--cases", default="native,ibsi-config-C,filtered",
+                        help="comma-separated (default: %(default)s)")
     parser.add_argument("--no-mirp", action="store_true", help="do not time MIRP")
     parser.add_argument("--mirp-python", help="a Python that imports mirp (default: this one, or a known venv)")
     parser.add_argument("--mirp-timeout-s", type=float, default=900.0, help="per MIRP case (default: %(default)s)")
@@ -194,8 +270,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     shape = tuple(int(v) for v in args.shape.split(","))
     spacing = tuple(float(v) for v in args.spacing_mm.split(","))
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
-    if len(shape) != 3 or len(spacing) != 3 or not set(cases) <= {"native", "ibsi-config-C"}:
-        print("--shape and --spacing-mm need 3 values (z, y, x); --cases: native, ibsi-config-C", file=sys.stderr)
+    if len(shape) != 3 or len(spacing) != 3 or not set(cases) <= {"native", "ibsi-config-C", "filtered"}:
+        print("--shape and --spacing-mm need 3 values (z, y, x); --cases: native, ibsi-config-C, filtered",
+              file=sys.stderr)
         return 2
 
     config_c = resolve_settings("ibsi-config-C")
@@ -211,7 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "mb": round(image.nbytes / 2**20, 1), "region_voxels": int(mask.sum()),
                   "region_ml": round(float(mask.sum()) * voxel_ml, 2),
                   "build_seconds": round(time.perf_counter() - t0, 2)},
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                    "load_average_1min_at_start": round(os.getloadavg()[0], 2),
+                    "thread_budget": _thread_budget()},
         "parent_peak_rss_mb_after_image": round(_peak_rss_mb(), 1),
         "notes": [
             "each family alone in a fresh forked process; seconds include the crop (+ interpolation) it needs",
@@ -223,6 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     targets = {"native": 5.0, "ibsi-config-C": 2.0}
     for case in cases:
+        if case == "filtered":
+            report["cases"][case] = _filtered_round(image, mask, spacing)
+            continue
         settings = replace(settings_of[case], dimensions=("3D",))
         fams: dict[str, dict] = {"preprocessing": _run_forked(image, mask, spacing,
                                                               replace(settings, families=("intensity statistics",)))}
@@ -249,6 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                           "Moran's I / Geary's C approximated (MIRP default)",
                               "cases": {}}
             for case in cases:
+                if case == "filtered":
+                    report["mirp"]["cases"][case] = _run_mirp_filtered(python, image, mask, spacing,
+                                                                       args.mirp_timeout_s)
+                    continue
                 m = _run_mirp(python, image, mask, spacing, case, args.mirp_timeout_s)
                 ours = report["cases"][case]["all_families"].get("seconds")
                 if "seconds" in m and ours:

@@ -1,7 +1,8 @@
 """The persistent outbox: results queued in the index are C-STOREd to their destinations, with retries.
 
 Each export row is one (destination, SOP instance). A worker claims the oldest due rows of one destination, sends
-them over one association and marks each sent, or schedules a retry with exponential backoff
+them over one association and marks each sent as its C-STORE response arrives (one durable row update per response,
+so a node killed mid-batch sends at most the instance in flight again), or schedules a retry with exponential backoff
 (``export.retry_backoff_seconds``); after ``export.max_attempts`` the row is dead-lettered: listed by
 ``dicomnode status`` / ``dicomnode exports list`` and requeued by ``dicomnode exports retry ID``. Because result
 UIDs are deterministic, "already sent" means done: the index never queues a sent (destination, UID) again.
@@ -19,6 +20,7 @@ from dicomnode.config import Destination, NodeConfig
 from dicomnode.store.db import Database, ExportRow, ExportState
 
 if TYPE_CHECKING:
+    from dicomnode.net.scu import SendResult
     from dicomnode.obs.metrics import NodeMetrics
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class Outbox:
         self._thread.join(timeout_s)
 
     def _run(self) -> None:
+        self.db.durable_commits()  # "sent" must outlive a power cut as well as a kill
         while not self._stop.is_set():
             try:
                 busy = self.send_due()
@@ -81,28 +84,36 @@ class Outbox:
                 self._failed(r, cfg, f"no [[destinations]] named {r.destination} in the config any more", final=True)
             return True
         by_path = {r.path: r for r in rows}
+        recorded: set[str] = set()
+
+        def on_sent(res: SendResult) -> None:
+            # one durable row update per C-STORE response, before the next instance goes: after a kill, at most
+            # the instance in flight is sent again
+            recorded.add(res.path)
+            self._record(by_path[res.path], res, dest, cfg)
+
         try:
-            results = send_files(list(by_path), host=dest.host, port=dest.port, ae_title=dest.ae_title,
-                                 calling_ae=cfg.node.ae_title, timeout_s=cfg.export.timeout_seconds,
-                                 ssl_context=tls_context(cfg, dest))
-        except Exception as e:  # noqa: BLE001 - no association at all: every row retries
+            send_files(list(by_path), host=dest.host, port=dest.port, ae_title=dest.ae_title,
+                       calling_ae=cfg.node.ae_title, timeout_s=cfg.export.timeout_seconds,
+                       ssl_context=tls_context(cfg, dest), on_sent=on_sent)
+        except Exception as e:  # noqa: BLE001 - no association at all: every row not yet answered retries
             for r in rows:
-                self._failed(r, cfg, str(e))
-            return True
-        for res in results:
-            r = by_path[res.path]
-            if res.ok:
-                self.db.export_sent(r.id, time.time())
-                if self._metrics is not None:
-                    self._metrics.exports_sent.labels(destination=dest.name).inc()
-                self.db.audit("result sent", actor=dest.address, series_uid=r.series_uid,
-                              detail={"sop_instance_uid": r.sop_instance_uid, "export_id": r.id,
-                                      "status": res.status})
-                log.info("result sent", extra={"export_id": r.id, "sop_instance_uid": r.sop_instance_uid,
-                                               "destination": dest.address, "status": res.status})
-            else:
-                self._failed(r, cfg, res.error)
+                if r.path not in recorded:
+                    self._failed(r, cfg, str(e))
         return True
+
+    def _record(self, r: ExportRow, res: "SendResult", dest: Destination, cfg: NodeConfig) -> None:
+        if res.ok:
+            self.db.export_sent(r.id, time.time())
+            if self._metrics is not None:
+                self._metrics.exports_sent.labels(destination=dest.name).inc()
+            self.db.audit("result sent", actor=dest.address, series_uid=r.series_uid,
+                          detail={"sop_instance_uid": r.sop_instance_uid, "export_id": r.id,
+                                  "status": res.status})
+            log.info("result sent", extra={"export_id": r.id, "sop_instance_uid": r.sop_instance_uid,
+                                           "destination": dest.address, "status": res.status})
+        else:
+            self._failed(r, cfg, res.error)
 
     def _failed(self, r: ExportRow, cfg: NodeConfig, error: str, final: bool = False) -> None:
         now = time.time()

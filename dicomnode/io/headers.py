@@ -14,17 +14,101 @@ _NEVER_ANALYSE = {
 }
 
 
+MAX_TAG_VALUE_BYTES = 64 * 1024   # a routing value longer than this is not read (it is no routing value)
+MAX_HEADER_ELEMENTS = 100_000     # top-level elements walked before giving up
+
+
+class HeaderReadError(ValueError):
+    """A stored file's header cannot be read for routing (it broke a bound); the series is routed without it."""
+
+
 def read_tags(path: Path | str) -> dict[str, str]:
     """Top-level, non-sequence, non-binary elements of a stored file's header as keyword -> string.
 
     Multi-valued elements are joined with a backslash, as DICOM writes them. Used for routing rules only; the
-    values are never logged.
+    values are never logged. Bounded work whatever the file holds: values are read only for top-level elements of
+    text and number VRs up to :data:`MAX_TAG_VALUE_BYTES`; everything else is seeked over, sequences of undefined
+    length are walked (not decoded) to the receive side's nesting cap, and the walk stops at Pixel Data.
+
+    Raises
+    ------
+    HeaderReadError
+        The header breaks a bound or does not parse.
     """
+    from pydicom.charset import default_encoding
+    from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag
+    from pydicom.dataelem import RawDataElement, convert_raw_data_element
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    from dicomnode.net._header import MalformedDataset, _FileSource, _header_of, _walk_fragments, _walk_sequence
+
+    out: dict[str, str] = {}
+    with open(path, "rb") as f:
+        try:
+            read_preamble(f, False)
+            meta = _read_file_meta_info(f)
+        except Exception as e:  # noqa: BLE001
+            raise HeaderReadError(f"{path}: no readable file meta: {e}") from e
+        ts = str(meta.get("TransferSyntaxUID", "1.2.840.10008.1.2"))
+        if ts == "1.2.840.10008.1.2.1.99":  # deflated: inflate the header only, within bounds, via pydicom
+            return _read_tags_deflated(path)
+        implicit, little = ts == "1.2.840.10008.1.2", ts != "1.2.840.10008.1.2.2"
+        import os
+        src = _FileSource(f, f.tell(), os.fstat(f.fileno()).st_size)
+        try:
+            for _ in range(MAX_HEADER_ELEMENTS):
+                if src.at_end():
+                    break
+                tag, vr, length = _header_of(src, implicit, little)
+                if tag == 0x7FE00010 or tag >> 16 == 0xFFFE:
+                    break
+                if length == 0xFFFFFFFF:
+                    if vr in (b"OB", b"OW") or tag == 0x7FE00010:
+                        _walk_fragments(src, little)
+                    else:
+                        nested = vr == b"UN"
+                        _walk_sequence(src, implicit or nested, little or nested, depth=1)
+                    continue
+                vr_s = vr.decode("ascii") if vr else "UN"
+                if vr_s == "UN" and dictionary_has_tag(tag):  # as pydicom does: a known tag's VR replaces UN
+                    vr_s = dictionary_VR(tag)
+                if vr_s == "US or SS":  # as pydicom resolves it (Pixel Representation comes first)
+                    vr_s = "SS" if out.get("PixelRepresentation") == "1" else "US"
+                elif " or " in vr_s:
+                    vr_s = "OB"  # binary either way: skipped
+                if vr_s in _SKIPPED_VRS or length > MAX_TAG_VALUE_BYTES or not keyword_for_tag(tag):
+                    src.skip(length)
+                    continue
+                raw = RawDataElement(tag, vr_s, length, src.read(length), 0, implicit, little)
+                try:
+                    elem = convert_raw_data_element(raw, encoding=default_encoding)
+                except Exception:  # noqa: BLE001 - a value that does not convert is no routing value
+                    continue
+                v = elem.value
+                if not elem.keyword:
+                    continue
+                if v is None:
+                    out[elem.keyword] = ""
+                elif isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue":
+                    out[elem.keyword] = "\\".join(str(x) for x in v)
+                else:
+                    out[elem.keyword] = str(v)
+        except MalformedDataset as e:
+            raise HeaderReadError(f"{path}: {e}") from e
+    if "SOPClassUID" not in out and meta.get("MediaStorageSOPClassUID"):
+        out["SOPClassUID"] = str(meta.MediaStorageSOPClassUID)
+    return out
+
+
+_SKIPPED_VRS = {"SQ", "OB", "OW", "OF", "OD", "OL", "OV", "UN"}
+
+
+def _read_tags_deflated(path: Path | str) -> dict[str, str]:
+    """Deflated files (rare; received ones were checked against the inflation caps): pydicom, header only."""
     ds = pydicom.dcmread(str(path), stop_before_pixels=True)
     out: dict[str, str] = {}
     for elem in ds:
-        if not isinstance(elem, DataElement) or not elem.keyword or elem.VR in ("SQ", "OB", "OW", "OF", "OD", "OL",
-                                                                                  "OV", "UN"):
+        if not isinstance(elem, DataElement) or not elem.keyword or elem.VR in _SKIPPED_VRS:
             continue
         v = elem.value
         if v is None:

@@ -324,15 +324,16 @@ def read_seg_segment(ds: Dataset, series: LoadedSeries, *, label: str | None = N
     try:
         seg = hd.seg.Segmentation.from_dataset(ds, copy=False)
         vol = seg.get_volume(segment_numbers=[seg_number], combine_segments=False, skip_overlap_checks=True)
-    except Exception as exc:  # highdicom refuses irregular frame geometry with assorted errors
-        raise SeriesLoadError(f"{where}: segment {seg_number} cannot be read as a volume "
-                              f"(PerFrameFunctionalGroupsSequence/PlanePositionSequence): {type(exc).__name__}: "
-                              f"{exc}") from exc
-    data = np.asarray(vol.array)
-    if data.ndim == 4:
-        data = data[..., 0]
-    data = data >= 0.5 if data.dtype.kind == "f" else data.astype(bool)
-    mask = _sample_nearest(data, np.asarray(vol.affine, dtype=float), series)
+    except Exception as exc:  # highdicom refuses irregular frame geometry (and some dimension indexes) variously
+        log.debug("highdicom cannot read the SEG as a volume; placing its frames one by one",
+                  extra={"error": f"{type(exc).__name__}: {exc}"})
+        mask = _place_seg_frames(ds, seg_number, series, where)
+    else:
+        data = np.asarray(vol.array)
+        if data.ndim == 4:
+            data = data[..., 0]
+        data = data >= 0.5 if data.dtype.kind == "f" else data.astype(bool)
+        mask = _sample_nearest(data, np.asarray(vol.affine, dtype=float), series)
     if not mask.any():
         raise SeriesLoadError(f"{where}: segment {seg_number} ({seg_label!r}) covers no voxel of series "
                               f"{series.series_uid}: it lies outside the images")
@@ -341,6 +342,56 @@ def read_seg_segment(ds: Dataset, series: LoadedSeries, *, label: str | None = N
         if field in header:
             del header[field]
     return Region(seg_label, seg_number, mask, RegionKind.SEG, header, path)
+
+
+def _place_seg_frames(ds: Dataset, seg_number: int, series: LoadedSeries, where: str) -> np.ndarray:
+    """Each SEG frame of the segment placed by its own plane position/orientation; pixels -> our nearest voxel.
+
+    The fallback for SEGs whose dimension index highdicom cannot use (e.g. a fractional SEG indexed by stack
+    position only); fractional values count from half the MaximumFractionalValue.
+    """
+    def functional(item: Dataset | None, sequence: str, keyword: str) -> object:
+        for group in (item, shared):
+            if group is not None and sequence in group and group[sequence].value:
+                inner = group[sequence].value[0]
+                if keyword in inner:
+                    return inner[keyword].value
+        return None
+
+    shared_seq = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared_seq[0] if shared_seq else None
+    per_frame = list(ds.get("PerFrameFunctionalGroupsSequence", []) or [])
+    try:
+        pixels = np.asarray(ds.pixel_array)
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many kinds on bad pixel data
+        raise SeriesLoadError(f"{where}: the SEG's PixelData cannot be decoded: {type(exc).__name__}: {exc}") from exc
+    if pixels.ndim == 2:
+        pixels = pixels[None]
+    if len(per_frame) != pixels.shape[0]:
+        raise SeriesLoadError(f"{where}: PerFrameFunctionalGroupsSequence has {len(per_frame)} items for "
+                              f"{pixels.shape[0]} frames")
+    fractional = str(ds.get("SegmentationType", "")).upper() == "FRACTIONAL"
+    threshold = 0.5 * float(ds.get("MaximumFractionalValue", 255) or 255) if fractional else 0.5
+    out = np.zeros(series.volume.shape, dtype=bool)
+    for k, item in enumerate(per_frame):
+        if int(functional(item, "SegmentIdentificationSequence", "ReferencedSegmentNumber") or 1) != seg_number:
+            continue
+        rc = np.argwhere(pixels[k] >= threshold)
+        if not rc.size:
+            continue
+        try:
+            ipp = np.asarray([float(v) for v in functional(item, "PlanePositionSequence", "ImagePositionPatient")])
+            iop = np.asarray([float(v) for v in functional(item, "PlaneOrientationSequence",
+                                                           "ImageOrientationPatient")])
+            dy, dx = (float(v) for v in functional(item, "PixelMeasuresSequence", "PixelSpacing"))
+        except (TypeError, ValueError) as exc:
+            raise SeriesLoadError(f"{where}: frame {k + 1} has no usable PlanePosition/PlaneOrientation/"
+                                  f"PixelMeasures functional group") from exc
+        patient = ipp + np.outer(rc[:, 1] * dx, iop[:3]) + np.outer(rc[:, 0] * dy, iop[3:])
+        zyx = np.rint(series.volume.patient_to_index(patient)).astype(np.int64)
+        inside = np.all((zyx >= 0) & (zyx < np.array(out.shape)), axis=1)
+        out[tuple(zyx[inside].T)] = True
+    return out
 
 
 def _sample_nearest(data: np.ndarray, affine: np.ndarray, series: LoadedSeries) -> np.ndarray:

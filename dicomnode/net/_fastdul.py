@@ -54,6 +54,11 @@ log = logging.getLogger(__name__)
 
 _PDATA = 0x04
 _MAX_COMMAND_BYTES = 1 << 20
+# Largest PDU body accepted per PDU type before anything is buffered (PS3.8 9.3). An A-ASSOCIATE-RQ/AC with 128
+# presentation contexts of 40 transfer syntaxes each stays below 400 kB; A-ASSOCIATE-RJ, A-RELEASE and A-ABORT have
+# 4-byte bodies. A P-DATA-TF is capped by the maximum length we announced (see FastDUL.max_pdata_bytes).
+MAX_PDU_BYTES_BY_TYPE = {0x01: 1 << 20, 0x02: 1 << 20, 0x03: 4, 0x05: 4, 0x06: 4, 0x07: 4}
+_PDATA_OUTSIDE_TRANSFER_BYTES = 1 << 20  # a P-DATA-TF before or after the association is read only to refuse it
 _BUFFER_BYTES = 1 << 20
 _IDLE_WAIT_S = 0.05
 
@@ -62,6 +67,32 @@ C_STORE_RQ = 0x0001
 C_ECHO_RQ = 0x0030
 C_CANCEL_RQ = 0x0FFF
 _NO_DATASET = 0x0101
+
+
+class PeerLogLimit:
+    """At most ``lines`` log lines per peer address in ``window_s`` seconds, then one line saying more were
+    dropped: a hostile peer cannot grow the log by more than a few lines per connection."""
+
+    def __init__(self, lines: int = 5, window_s: float = 60.0) -> None:
+        self.lines = lines
+        self.window_s = window_s
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def allow(self, peer: str) -> bool:
+        now = time.monotonic()
+        start, n = self._seen.get(peer, (now, 0))
+        if now - start > self.window_s:
+            start, n = now, 0
+        if len(self._seen) > 4096:  # many addresses: forget the old windows
+            self._seen = {k: v for k, v in self._seen.items() if now - v[0] <= self.window_s}
+        self._seen[peer] = (start, n + 1)
+        if n == self.lines:
+            log.warning("further protocol errors from %s are not logged for %.0f s", peer, self.window_s,
+                        extra={"peer": peer})
+        return n < self.lines
+
+
+peer_log_limit = PeerLogLimit()
 
 
 class PeerGone(Exception):
@@ -208,7 +239,7 @@ def _cmd_element(elem: int, value: bytes) -> bytes:
 
 
 def _pad_ui(uid: str) -> bytes:
-    raw = uid.encode("ascii")
+    raw = uid.encode("ascii", "replace")  # a non-ASCII UID (answered 0xC212) is echoed with '?'
     return raw + b"\x00" if len(raw) % 2 else raw
 
 
@@ -294,6 +325,7 @@ class MessageReceiver:
         self._handlers = handlers
         self._on_pdu = on_pdu
         self._pdu_left = 0
+        self.max_pdu_bytes = 0  # largest P-DATA-TF body accepted; 0 = any
 
     def _next_pdv(self) -> tuple[int, int, int] | None:
         """Return (context id, message control header, data length) of the next PDV.
@@ -305,6 +337,8 @@ class MessageReceiver:
             pdu_type, _, pdu_length = struct.unpack(">BBL", reader.peek(6))
             if pdu_type != _PDATA:
                 return None
+            if self.max_pdu_bytes and pdu_length > self.max_pdu_bytes:
+                raise ProtocolError(f"P-DATA-TF of {pdu_length} bytes, more than the {self.max_pdu_bytes} announced")
             reader.skip(6)
             self._on_pdu()
             self._pdu_left = pdu_length
@@ -430,6 +464,7 @@ class FastDUL(DULServiceProvider):
         self._wake_w.setblocking(False)
         self._reader: SocketReader | None = None
         self._receiver: MessageReceiver | None = None
+        self.max_pdata_bytes = 0  # largest P-DATA-TF body accepted (our announced maximum length); 0 = any
 
     # -- waking the reactor --------------------------------------------------------------------
 
@@ -498,9 +533,8 @@ class FastDUL(DULServiceProvider):
     def _is_transport_event(self) -> bool:
         assoc_sock = cast("AssociationSocket", self.socket)
         if self.state_machine.current_state == "Sta13":
-            if self._readable():
-                self._read_pdu_data()
-                return True
+            # our A-ABORT (or A-RELEASE-RP) is sent: whatever the peer still sends is not read, not decoded and
+            # not logged; the connection is closed (pynetdicom would answer each further PDU with an A-ABORT)
             assoc_sock.close()
             return True
         if self._readable():
@@ -526,10 +560,18 @@ class FastDUL(DULServiceProvider):
         pdu_type, _, pdu_length = struct.unpack(">BBL", header)
         if pdu_type not in (0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07):
             reader.skip(6)
-            log.error("unknown PDU type 0x%02X received, aborting the association", pdu_type)
-            self.event_queue.put("Evt19")
+            self._refuse_pdu(f"unknown PDU type 0x{pdu_type:02X}")
             return
-        if pdu_type == _PDATA and self.state_machine.current_state == "Sta6":
+        in_transfer = self.state_machine.current_state == "Sta6"
+        if pdu_type == _PDATA:
+            cap = self.max_pdata_bytes if in_transfer else _PDATA_OUTSIDE_TRANSFER_BYTES
+        else:
+            cap = MAX_PDU_BYTES_BY_TYPE[pdu_type]
+        if cap and pdu_length > cap:
+            reader.skip(6)
+            self._refuse_pdu(f"PDU type 0x{pdu_type:02X} of {pdu_length} bytes, more than the {cap} allowed")
+            return
+        if pdu_type == _PDATA and in_transfer:
             self._serve_pdata(reader)
             return
         reader.skip(6)
@@ -541,11 +583,23 @@ class FastDUL(DULServiceProvider):
         try:
             pdu, event = self._decode_pdu(bytearray(header + body))
         except Exception as exc:  # noqa: BLE001 - pynetdicom's own READ_PDU_EXC_F handling
-            log.error("unable to decode a received PDU (type 0x%02X): %s", pdu_type, exc)
-            self.event_queue.put("Evt19")
+            self._refuse_pdu(f"undecodable PDU (type 0x{pdu_type:02X}): {exc}")
             return
         self.event_queue.put(event)
         self._recv_pdu.put(pdu)
+
+    def _peer(self) -> str:
+        try:
+            return str(self.assoc.requestor.address)
+        except Exception:  # noqa: BLE001
+            return "?"
+
+    def _refuse_pdu(self, why: str) -> None:
+        """A PDU that breaks the protocol: one (rate-limited) log line, A-ABORT, then the connection closes."""
+        peer = self._peer()
+        if peer_log_limit.allow(peer):
+            log.error("association %s from %s: %s; aborting", self.assoc.name, peer, why, extra={"peer": peer})
+        self.event_queue.put("Evt19")
 
     def _serve_pdata(self, reader: SocketReader) -> None:
         if self._receiver is None:
@@ -553,6 +607,7 @@ class FastDUL(DULServiceProvider):
             self._receiver = MessageReceiver(
                 reader, raw.sendall, self._make_handlers(self.assoc), self._idle_timer.restart
             )
+            self._receiver.max_pdu_bytes = self.max_pdata_bytes
         try:
             self._receiver.serve()
         except PeerGone as exc:
@@ -562,9 +617,8 @@ class FastDUL(DULServiceProvider):
             log.warning("association %s: %s; the message in progress was discarded", self.assoc.name, exc)
             self._receiver = None
         except (ProtocolError, OSError) as exc:
-            log.error("association %s: protocol error (%s), aborting", self.assoc.name, exc)
             self._receiver = None
-            self.event_queue.put("Evt19")
+            self._refuse_pdu(f"protocol error ({exc})")
 
     def run_reactor(self) -> None:
         """Run the DUL reactor: event-driven, one PDU (or DIMSE message) at a time."""

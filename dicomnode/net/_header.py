@@ -16,7 +16,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
-__all__ = ["HeaderFields", "HeaderScanner", "NeedMoreData", "scan_header"]
+__all__ = ["HeaderFields", "HeaderScanner", "MalformedDataset", "NeedMoreData", "check_dataset_file", "scan_header"]
 
 # (group << 16 | element) of the wanted attributes
 _SOP_CLASS = 0x00080016
@@ -66,6 +66,10 @@ class HeaderFields:
     modality: str
 
 
+def _is_vr(vr: bytes) -> bool:
+    return len(vr) == 2 and 65 <= vr[0] <= 90 and 65 <= vr[1] <= 90
+
+
 def _text(raw: bytes) -> str:
     return raw.decode("ascii", "replace").rstrip("\x00 ").lstrip(" ")
 
@@ -112,6 +116,9 @@ def _element(buf: memoryview, pos: int, implicit: bool, little: bool) -> tuple[i
         vr = b""
     else:
         vr = bytes(buf[pos + 4 : pos + 6])
+        if not _is_vr(vr) and group != 0xFFFE:
+            raise ValueError(f"no VR at byte {pos + 4} ({vr!r}): the data set is not explicit VR, or a length "
+                             "before it is wrong")
         if vr in _LONG_VRS:
             if pos + 12 > end:
                 raise NeedMoreData
@@ -163,6 +170,7 @@ def scan_header(data: bytes | bytearray | memoryview, *, implicit: bool, little:
     pos = 0
     end = len(buf)
     tag_fmt = "<HH" if little else ">HH"
+    previous = -1
     try:
         while True:
             if pos + 4 > end:
@@ -170,7 +178,11 @@ def scan_header(data: bytes | bytearray | memoryview, *, implicit: bool, little:
                     break
                 raise NeedMoreData
             group, elem = struct.unpack_from(tag_fmt, buf, pos)
-            if (group << 16 | elem) > _LAST_WANTED:
+            if (group << 16 | elem) <= previous:
+                raise ValueError(f"element ({group:04X},{elem:04X}) at byte {pos} is out of order: a length before it"
+                                 " is wrong")
+            previous = group << 16 | elem
+            if previous > _LAST_WANTED:
                 break
             after, tag, value_at = _element(buf, pos, implicit, little)
             if tag in _WANTED:
@@ -181,6 +193,8 @@ def scan_header(data: bytes | bytearray | memoryview, *, implicit: bool, little:
     except NeedMoreData:
         if not complete:
             raise
+        if pos < end:
+            raise ValueError(f"element at byte {pos} runs past the end of the data set (wrong length?)") from None
     except struct.error as exc:  # pragma: no cover - guarded by the length checks above
         raise ValueError(f"truncated element at byte {pos}") from exc
     return HeaderFields(
@@ -234,12 +248,15 @@ class HeaderScanner:
         self.received.append(chunk)
         self.received_bytes += len(chunk)
         if self._inflater is not None:
-            try:
-                self._plain += self._inflater.decompress(chunk)
-                if last:
-                    self._plain += self._inflater.flush()
+            try:  # inflate no more than the header may take, whatever the ratio
+                room = MAX_HEADER_BYTES + 1 - len(self._plain)
+                self._plain += self._inflater.decompress(self._inflater.unconsumed_tail + chunk, room)
+                if last and len(self._plain) <= MAX_HEADER_BYTES:
+                    self._plain += self._inflater.flush(MAX_HEADER_BYTES + 1 - len(self._plain))
             except zlib.error as exc:
                 raise ValueError(f"deflated dataset cannot be inflated: {exc}") from exc
+            if len(self._plain) > MAX_HEADER_BYTES:
+                raise ValueError(f"no SeriesInstanceUID within the first {MAX_HEADER_BYTES} inflated bytes")
             view: bytes | bytearray = self._plain
         elif len(self.received) == 1:
             view = chunk
@@ -251,3 +268,189 @@ class HeaderScanner:
             if self.received_bytes > MAX_HEADER_BYTES:
                 raise ValueError(f"no SeriesInstanceUID within the first {MAX_HEADER_BYTES} bytes") from None
             return None
+
+
+# -- the whole data set, to its end -------------------------------------------------------------------------------
+
+MAX_NESTING = 32              # sequences within sequences
+MAX_INFLATE_RATIO = 200       # inflated bytes per deflated byte (after the first MAX_INFLATE_SLACK_BYTES)
+MAX_INFLATE_SLACK_BYTES = 16 << 20
+MAX_INFLATED_BYTES = 4 << 30  # a deflated data set that inflates past this is refused
+_PIXEL_DATA = 0x7FE00010
+
+
+class MalformedDataset(ValueError):
+    """The data set does not parse to its end (a wrong length, a bad VR, a bomb): answer 0xC210, store nothing."""
+
+
+class _FileSource:
+    """Element reads from a file: values are skipped by seeking, never read."""
+
+    def __init__(self, f, offset: int, size: int) -> None:  # noqa: ANN001
+        self._f = f
+        self._f.seek(offset)
+        self.pos = 0
+        self._size = size - offset
+
+    def at_end(self) -> bool:
+        return self.pos >= self._size
+
+    def read(self, n: int) -> bytes:
+        data = self._f.read(n)
+        if len(data) != n:
+            raise MalformedDataset(f"the data set ends inside an element header at byte {self.pos}")
+        self.pos += n
+        return data
+
+    def skip(self, n: int) -> None:
+        if self.pos + n > self._size:
+            raise MalformedDataset(f"a value of {n} bytes at byte {self.pos} runs past the end of the data set")
+        self._f.seek(n, 1)
+        self.pos += n
+
+
+class _InflateSource:
+    """Element reads from a deflated data set, inflated as it is walked (bounded memory, size and ratio)."""
+
+    def __init__(self, f, offset: int, size: int) -> None:  # noqa: ANN001
+        self._f = f
+        self._f.seek(offset)
+        self._z = zlib.decompressobj(-zlib.MAX_WBITS)
+        self._buf = b""
+        self._in = 0
+        self.pos = 0
+        self._out = 0
+
+    def _more(self) -> bool:
+        if self._z.unconsumed_tail:
+            data = self._z.unconsumed_tail
+        else:
+            data = self._f.read(1 << 16)
+            self._in += len(data)
+        try:
+            got = self._z.decompress(data, 1 << 20) if data else self._z.flush()
+        except zlib.error as exc:
+            raise MalformedDataset(f"deflated data set cannot be inflated: {exc}") from exc
+        self._out += len(got)
+        if self._out > min(MAX_INFLATED_BYTES, MAX_INFLATE_SLACK_BYTES + MAX_INFLATE_RATIO * self._in):
+            raise MalformedDataset(f"deflated data set inflates past {self._out} bytes from {self._in}: refused "
+                                   f"(more than {MAX_INFLATE_RATIO}:1)")
+        self._buf += got
+        return bool(got) or bool(data)
+
+    def at_end(self) -> bool:
+        while not self._buf:
+            if not self._more():
+                return True
+        return False
+
+    def read(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            if not self._more():
+                raise MalformedDataset(f"the data set ends inside an element header at byte {self.pos}")
+        data, self._buf = self._buf[:n], self._buf[n:]
+        self.pos += n
+        return data
+
+    def skip(self, n: int) -> None:
+        left = n
+        while left:
+            if not self._buf and not self._more():
+                raise MalformedDataset(f"a value of {n} bytes at byte {self.pos} runs past the end of the data set")
+            k = min(left, len(self._buf))
+            self._buf = self._buf[k:]
+            left -= k
+            self.pos += k
+
+
+def _header_of(src, implicit: bool, little: bool) -> tuple[int, bytes, int]:  # noqa: ANN001
+    raw = src.read(8)
+    group, elem = struct.unpack("<HH" if little else ">HH", raw[:4])
+    tag = group << 16 | elem
+    if group == 0xFFFE:
+        return tag, b"", struct.unpack("<L" if little else ">L", raw[4:])[0]
+    if implicit:
+        return tag, b"", struct.unpack("<L", raw[4:])[0]
+    vr = raw[4:6]
+    if not _is_vr(vr):
+        raise MalformedDataset(f"no VR at byte {src.pos - 4} ({vr!r}): a length before it is wrong")
+    if vr in _LONG_VRS:
+        return tag, vr, struct.unpack("<L" if little else ">L", src.read(4))[0]
+    return tag, vr, struct.unpack("<H" if little else ">H", raw[6:])[0]
+
+
+def _walk(src, implicit: bool, little: bool, *, depth: int, end: int | None, in_item: bool) -> None:  # noqa: ANN001
+    """Walk elements until ``end`` (defined-length item), an item delimiter (``in_item``) or the end of data."""
+    if depth > MAX_NESTING:
+        raise MalformedDataset(f"sequences nested deeper than {MAX_NESTING}")
+    previous = -1
+    while True:
+        if end is not None:
+            if src.pos == end:
+                return
+            if src.pos > end:
+                raise MalformedDataset(f"an element runs past the end of its item at byte {end}")
+        elif not in_item and src.at_end():
+            return
+        at = src.pos
+        tag, vr, length = _header_of(src, implicit, little)
+        if tag == _ITEM_END and in_item:
+            return
+        if tag >> 16 == 0xFFFE:
+            raise MalformedDataset(f"item tag ({tag >> 16:04X},{tag & 0xFFFF:04X}) outside a sequence at byte {at}")
+        if tag <= previous:
+            raise MalformedDataset(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) at byte {at} is out of order: a "
+                                   "length before it is wrong")
+        previous = tag
+        if length != _UNDEFINED:
+            src.skip(length)
+        elif tag == _PIXEL_DATA and vr in (b"OB", b"OW", b""):
+            _walk_fragments(src, little)
+        else:  # a sequence (or UN, whose content is implicit VR little endian)
+            nested = vr == b"UN"
+            _walk_sequence(src, implicit or nested, little or nested, depth=depth + 1)
+
+
+def _walk_sequence(src, implicit: bool, little: bool, *, depth: int) -> None:  # noqa: ANN001
+    while True:
+        at = src.pos
+        tag, _, length = _header_of(src, True, little)  # item tags have no VR
+        if tag == _SEQ_END:
+            return
+        if tag != _ITEM:
+            raise MalformedDataset(f"({tag >> 16:04X},{tag & 0xFFFF:04X}) at byte {at} where a sequence item belongs")
+        if length == _UNDEFINED:
+            _walk(src, implicit, little, depth=depth, end=None, in_item=True)
+        else:
+            src.skip(length)
+
+
+def _walk_fragments(src, little: bool) -> None:  # noqa: ANN001
+    while True:
+        at = src.pos
+        tag, _, length = _header_of(src, True, little)
+        if tag == _SEQ_END:
+            return
+        if tag != _ITEM or length == _UNDEFINED:
+            raise MalformedDataset(f"encapsulated pixel data broken at byte {at}")
+        src.skip(length)
+
+
+def check_dataset_file(path, offset: int, transfer_syntax: str) -> None:  # noqa: ANN001
+    """Walk the data set of a stored file from ``offset`` to its end; raise :class:`MalformedDataset` if it breaks.
+
+    Values of defined length are skipped (seeked over), so the cost is the number of elements, not the bytes;
+    undefined-length sequences are walked to a nesting depth of :data:`MAX_NESTING`; a deflated data set is
+    inflated as it is walked, in bounded memory, and refused past :data:`MAX_INFLATE_RATIO` : 1.
+    """
+    import os
+
+    implicit = transfer_syntax == _IMPLICIT
+    little = transfer_syntax != _BIG_ENDIAN
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        src = (_InflateSource if transfer_syntax == _DEFLATED else _FileSource)(f, offset, size)
+        try:
+            _walk(src, implicit, little, depth=0, end=None, in_item=False)
+        except struct.error as exc:  # pragma: no cover - reads are exact
+            raise MalformedDataset(str(exc)) from exc

@@ -26,12 +26,15 @@ status    name                       when
 0x0000    SUCCESS                    committed (also for a resent SOP Instance UID: kept once)
 0xA700    OUT_OF_RESOURCES           :class:`~dicomnode.errors.SpoolFullError` (disk full, I/O)
 0xA900    DATASET_MISMATCH           data set SOP Class / Instance UID differ from the command
-0xC210    CANNOT_UNDERSTAND          the data set header cannot be parsed
+0xC210    CANNOT_UNDERSTAND          the data set does not parse to its end (a wrong length, an
+                                     element out of order, sequences nested too deep, a deflated
+                                     data set that inflates past 200:1); nothing is stored
 0xC211    PROCESSING_FAILURE         any other exception (logged); the SCP keeps serving
 0xC212    INVALID_UID                a UID (command's Affected SOP Instance UID, data set's
                                      SOP Class / Study / Series / SOP Instance UID) breaks the
                                      UID grammar or is missing; nothing is written
-0x0122    SOP_CLASS_NOT_SUPPORTED    the request came on a context that was not accepted
+0x0122    SOP_CLASS_NOT_SUPPORTED    the request came on a context that was not accepted, or its SOP Class
+                                     UID is not that context's abstract syntax
 ========  =========================  ========================================================
 """
 
@@ -61,8 +64,9 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from dicomnode.errors import InvalidUIDError, SpoolFullError
-from dicomnode.net._fastdul import C_ECHO_RQ, C_STORE_RQ, Command, FastAssociation, FastDUL, MessageHandler
-from dicomnode.net._header import HeaderFields, HeaderScanner
+from dicomnode.net._fastdul import (C_ECHO_RQ, C_STORE_RQ, Command, FastAssociation, FastDUL, MessageHandler,
+                                   peer_log_limit)
+from dicomnode.net._header import HeaderFields, HeaderScanner, check_dataset_file
 from dicomnode.store.spool import Spool, StoredInstance
 from dicomnode.uids import check_uid
 
@@ -186,7 +190,9 @@ class _FastRequestHandler(RequestHandler):
         assoc = FastAssociation(self.ae, "acceptor")
         assoc._server = self.server
         assoc.dul = FastDUL(assoc, scp._handlers_for, scp._is_stopping)
+        assoc.dul.max_pdata_bytes = scp.max_pdu_bytes
         assoc.network_timeout = assoc.network_timeout  # re-applies the timeout to the new DUL's idle timer
+        assoc.acse_timeout = assoc.acse_timeout  # and the ARTIM timeout to its ARTIM timer
         assoc.name = f"AcceptorThread@{datetime.now():%Y%m%d%H%M%S}"
 
         sock = AssociationSocket(assoc, client_socket=self.request)
@@ -299,8 +305,14 @@ class StorageSCP:
         Returns a reason to refuse new associations (e.g. low disk space), or ``None`` to admit.
     max_associations : int, optional
         Concurrent associations before new ones are rejected (transient). Default 32.
+    max_associations_per_peer : int, optional
+        Concurrent associations from one address before its new ones are rejected (transient), so that one
+        peer cannot take every slot. Default 8.
     network_timeout_s : float, optional
         An association silent for this long is aborted. Default 60 s.
+    artim_timeout_s : float, optional
+        A connection that sends no A-ASSOCIATE-RQ within this time is closed (the ARTIM timer; also the
+        time given to release and abort exchanges). Default 30 s.
     fast_receive : bool, optional
         Use the fast receive path (default) or pynetdicom's stock one.
     """
@@ -318,7 +330,9 @@ class StorageSCP:
         ssl_context: ssl.SSLContext | None = None,
         admit: Callable[[], str | None] | None = None,
         max_associations: int = 32,
+        max_associations_per_peer: int = 8,
         network_timeout_s: float | None = 60.0,
+        artim_timeout_s: float = 30.0,
         fast_receive: bool = True,
     ) -> None:
         title = ae_title.strip()
@@ -328,6 +342,10 @@ class StorageSCP:
             raise ValueError(f"max_pdu_bytes = {max_pdu_bytes}: use 0 (unlimited) or a size in bytes")
         if max_associations < 1:
             raise ValueError(f"max_associations = {max_associations}: use 1 or more")
+        if max_associations_per_peer < 1:
+            raise ValueError(f"max_associations_per_peer = {max_associations_per_peer}: use 1 or more")
+        if artim_timeout_s <= 0:
+            raise ValueError(f"artim_timeout_s = {artim_timeout_s}: use seconds > 0, e.g. 30")
         self.ae_title = title
         self.bind = bind
         self._requested_port = port
@@ -338,7 +356,9 @@ class StorageSCP:
         self.ssl_context = ssl_context
         self.admit = admit
         self.max_associations = max_associations
+        self.max_associations_per_peer = max_associations_per_peer
         self.network_timeout_s = network_timeout_s
+        self.artim_timeout_s = artim_timeout_s
         self.fast_receive = fast_receive
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -370,8 +390,9 @@ class StorageSCP:
     def _make_ae(self) -> AE:
         ae = AE(ae_title=self.ae_title)
         ae.maximum_pdu_size = self.max_pdu_bytes
-        ae.maximum_associations = self.max_associations
+        ae.maximum_associations = self.max_associations + 8  # ours is checked first, with a reason in the log
         ae.network_timeout = self.network_timeout_s
+        ae.acse_timeout = self.artim_timeout_s
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(context.abstract_syntax, list(TRANSFER_SYNTAXES))
         ae.add_supported_context(Verification)
@@ -509,7 +530,13 @@ class StorageSCP:
 
     # -- peer policy ---------------------------------------------------------------------------
 
-    def _refusal(self, calling: str, called: str, address: str) -> tuple[tuple[int, int, int], str] | None:
+    def _load(self, address: str, this: Any) -> tuple[int, int]:
+        """(associations accepted and still alive, those of them from ``address``), ``this`` not counted."""
+        live = [a for a in self._live_assocs() if a is not this and id(a) in self._stats]
+        return len(live), sum(1 for a in live if str(a.requestor.address) == address)
+
+    def _refusal(self, calling: str, called: str, address: str,
+                 assoc: Any = None) -> tuple[tuple[int, int, int], str] | None:
         if self._stopping.is_set():
             return _RJ_BUSY, "the node is stopping"
         if called != self.ae_title:
@@ -522,6 +549,12 @@ class StorageSCP:
             if not any(rule.matches_host(address) for rule in rules):
                 hosts = ", ".join(str(rule.host) for rule in rules)
                 return _RJ_CALLING_AE, f"calling AE title {calling!r} may only connect from {hosts}"
+        total, from_peer = self._load(address, assoc)
+        if total >= self.max_associations:
+            return _RJ_BUSY, f"{total} associations open (node.max_associations = {self.max_associations})"
+        if from_peer >= self.max_associations_per_peer:
+            return _RJ_BUSY, (f"{from_peer} associations open from {address} "
+                              f"(node.max_associations_per_peer = {self.max_associations_per_peer})")
         if self.admit is not None:
             reason = self.admit()
             if reason:
@@ -536,7 +569,7 @@ class StorageSCP:
         address = str(assoc.requestor.address)
         port = assoc.requestor.port
         try:
-            refusal = self._refusal(calling, called, address)
+            refusal = self._refusal(calling, called, address, assoc)
         except Exception as exc:  # noqa: BLE001 - a broken admit() must not accept by accident
             log.exception("association policy check failed")
             refusal = (_RJ_BUSY, f"policy check failed: {exc}")
@@ -573,6 +606,17 @@ class StorageSCP:
             context = contexts.get(context_id)
             if context is None or stream is None:
                 return StoreStatus.SOP_CLASS_NOT_SUPPORTED, "no accepted presentation context or no data set"
+            if command.sop_class_uid.strip() != str(context.abstract_syntax):
+                stats.failed += 1
+                if peer_log_limit.allow(peer_host):
+                    log.warning(
+                        "C-STORE refused (0x%04X) from %s at %s: SOP Class UID %s sent on the presentation context "
+                        "of %s", StoreStatus.SOP_CLASS_NOT_SUPPORTED, calling_ae, peer_host,
+                        command.sop_class_uid.encode("ascii", "replace").decode()[:64], context.abstract_syntax,
+                        extra={"calling_ae": calling_ae, "peer_host": peer_host,
+                               "status": StoreStatus.SOP_CLASS_NOT_SUPPORTED},
+                    )
+                return StoreStatus.SOP_CLASS_NOT_SUPPORTED, "SOP class differs from its presentation context"
             status, comment = self._store(
                 command.sop_class_uid, command.sop_instance_uid, str(context.transfer_syntax[0]),
                 stream, calling_ae, peer_host, stats,
@@ -628,6 +672,7 @@ class StorageSCP:
                 dataset_bytes=itertools.chain(scanner.received, iterator),
                 calling_ae=calling_ae,
                 peer_host=peer_host,
+                verify=lambda path, offset: check_dataset_file(path, offset, transfer_syntax),
             )
         except InvalidUIDError as exc:
             stats.failed += 1
@@ -648,11 +693,11 @@ class StorageSCP:
         except ValueError as exc:
             stats.failed += 1
             log.warning(
-                "C-STORE refused (0x%04X) for %s from %s: unreadable data set header: %s",
+                "C-STORE refused (0x%04X) for %s from %s: the data set does not parse: %s",
                 StoreStatus.CANNOT_UNDERSTAND, sop, calling_ae, exc,
                 extra={"sop_instance_uid": sop, "calling_ae": calling_ae, "status": StoreStatus.CANNOT_UNDERSTAND},
             )
-            return StoreStatus.CANNOT_UNDERSTAND, "cannot parse the data set header"
+            return StoreStatus.CANNOT_UNDERSTAND, "the data set does not parse to its end"
         except Exception:  # noqa: BLE001 - the SCP keeps serving whatever happens
             stats.failed += 1
             log.exception(

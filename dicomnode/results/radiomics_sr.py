@@ -17,6 +17,11 @@ stable hash of ``"<family>: <feature> (<aggregation>)"`` (:func:`~dicomnode.resu
 code meaning that text (cut to 64 characters). Units are UCUM: mm3, mm2, mm, /mm, [hnsf'U] (HU) and its square,
 {SUVbw}g/ml, 1. Non-finite values (a texture feature undefined for the region) are left out: an SR holds numbers.
 The source images and the RTSTRUCT / SEG are listed as evidence.
+
+Features of a filtered image (settings with an IBSI-2 ``[filter]``) carry the filter as the measurement's "Measurement
+Method" modifier (:func:`filter_method`): a ``99DCMNODE`` code whose value hashes the filter's kind and every
+parameter and whose meaning spells them (cut to 64 characters); the algorithm's parameters list each one in full
+(``filter.kind=gabor``, ``filter.gabor_sigma_mm=5.0``, ...). Two filtered values of one feature differ by it.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ from dicomnode.results._common import MANUFACTURER, MODEL_NAME, SOFTWARE_VERSION
 from dicomnode.results.sr import PRIVATE_SCHEME, private_code_value, unit_code
 from dicomnode.results.uids import ResultUids
 
-__all__ = ["REGION_IN_SPACE", "build_radiomics_sr", "feature_code", "feature_name", "image_unit_ucum"]
+__all__ = ["REGION_IN_SPACE", "build_radiomics_sr", "feature_code", "feature_name", "filter_method",
+           "image_unit_ucum"]
 
 #: TID 1411 row "Region In Space": a COMPOSITE reference to an object that defines the region (an RT Structure Set).
 REGION_IN_SPACE = CodedConcept("130488", "DCM", "Region in Space")
@@ -67,6 +73,15 @@ def feature_code(f: FeatureValue) -> hd.sr.CodedConcept:
     name = feature_name(f)
     return hd.sr.CodedConcept(value=private_code_value(name), scheme_designator=PRIVATE_SCHEME,
                               meaning=lo(name))
+
+
+def filter_method(settings: RadiomicsSettings | None) -> hd.sr.CodedConcept | None:
+    """The "Measurement Method" of features of a filtered image: the filter, kind and parameters; None unfiltered."""
+    spec = settings.filter if settings is not None else None
+    if spec is None:
+        return None
+    return hd.sr.CodedConcept(value=private_code_value(f"filter: {spec.label}"), scheme_designator=PRIVATE_SCHEME,
+                              meaning=lo(spec.label))
 
 
 def image_unit_ucum(unit: str) -> str:
@@ -122,8 +137,11 @@ def build_radiomics_sr(
         raise ResultError(f"series {series.series_uid}: {len(regions)} regions but {len(features)} feature lists; "
                           "give one feature list per region")
     settings_name = settings.name if settings is not None else "unspecified"
+    filter_params = [] if settings is None or settings.filter is None else [
+        f"filter.{k}={v}" for k, v in {"kind": settings.filter.kind.value, **settings.filter.parameters()}.items()]
     algo = hd.sr.AlgorithmIdentification(name="dicomnode radiomics", version=lo(software_version),
-                                          parameters=[lo(f"settings={settings_name}")])
+                                          parameters=[lo(f"settings={settings_name}"), *filter_params])
+    method = filter_method(settings)
     image_unit = image_unit_ucum(series.volume.unit)
     source_series = hd.sr.SourceSeriesForSegmentation(series.series_uid)
     groups = []
@@ -138,7 +156,8 @@ def build_radiomics_sr(
             evidence.setdefault(str(ds.SOPInstanceUID), _evidence(ds))
             measurements = [
                 hd.sr.Measurement(name=feature_code(f), value=float(f.value),
-                                  unit=unit_code(feature_unit(f, image_unit, settings)), algorithm_id=algo)
+                                  unit=unit_code(feature_unit(f, image_unit, settings)), algorithm_id=algo,
+                                  method=method)
                 for f in values if np.isfinite(f.value)
             ]
             key = f"radiomics.{region.kind}.{ds.SOPInstanceUID}.{region.number}"

@@ -2,7 +2,7 @@
 
 | step | what | parameters |
 |---|---|---|
-| ``detect`` | focal findings -> segments of the label map, ``ctx.findings`` (with the ``detect_features`` their probability came from), per-segment measurements ``probability`` and ``diameter_mm`` | ``method`` = "auto" (CT in HU with lungs: "lung"; else "tissue_model") / "lung" / "tissue_model"; ``min_diameter_mm``, ``min_volume_ml``, ``max_findings``, ``probability_threshold``; plus keywords of :func:`~dicomnode.analysis.detect.detect_lung` / :func:`~dicomnode.analysis.detect.detect_tissue` |
+| ``detect`` | focal findings -> segments of the label map, ``ctx.findings`` (with the ``detect_features`` their probability came from), per-segment measurements ``probability`` and ``diameter_mm`` | ``method`` = "auto" (CT in HU with lungs: "lung"; else "tissue_model") / "lung" / "tissue_model"; ``min_diameter_mm``, ``min_volume_ml``, ``max_findings``, ``probability_threshold``; ``model`` (tissue method: "findings", the shipped fitted model, default; "hand-set"; or a .skops path); plus keywords of :func:`~dicomnode.analysis.detect.detect_lung` / :func:`~dicomnode.analysis.detect.detect_tissue` |
 | ``synthesize`` | derived volumes in ``ctx.derived`` ("mip", "minip", "avg", "working") | ``projections`` (list of "mip", "minip", "avg"; default ["mip"]), ``slab_mm`` (default 10), ``spacing_mm`` (default = slab), ``source`` ("original", default, or "working": what the projections are made of), ``include_working`` (default false) |
 
 ``detect`` runs after ``segment`` (and ``correct``), before ``features``/``measure`` (which then measure the findings
@@ -40,11 +40,24 @@ _TUPLE_OPTIONS = {"tissue_range_hu", "window"}
 def _options(fn: Any, params: Mapping[str, Any]) -> dict[str, Any]:
     allowed = set(inspect.signature(fn).parameters) - {"image", "spacing_mm", "lungs", "foreground", "settings",
                                                       "model", "class_means", "class_sds"}
+    allowed |= {"model"} if fn is _detect.detect_tissue else set()
     unknown = set(params) - allowed
     if unknown:
         raise ValueError(f"step detect: unknown parameter(s) {sorted(unknown)} for {fn.__name__}; "
                          f"allowed: {sorted(allowed | _LIMITS | {'method'})}")
-    return {k: tuple(v) if k in _TUPLE_OPTIONS else v for k, v in params.items()}
+    return {k: tuple(v) if k in _TUPLE_OPTIONS else v for k, v in params.items() if k != "model"}
+
+
+def _tissue_model(name: str) -> tuple[Any, str]:
+    """The probability model of the tissue method: "findings" (shipped, fitted: docs/models.md), a .skops path of
+    the same task, or "hand-set" (:data:`~dicomnode.analysis.detect.TISSUE_MODEL`); with how the SR names it."""
+    if name == "hand-set":
+        return _detect.TISSUE_MODEL, "naive Bayes posterior (hand-set)"
+    from dicomnode.steps.recognition import _model
+
+    m = _model(name, "findings")
+    return (_detect.FittedModel(m.estimator, tuple(m.card.feature_names), dict(m.card.extra.get("fill", {}))),
+            f"logistic regression ({m.path.name}, fitted leave one patient out)")
 
 
 def _class_model(ctx: Context) -> tuple[list[float], list[float]] | None:
@@ -71,13 +84,18 @@ def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
     if method not in ("auto", "lung", "tissue_model"):
         raise ValueError(f"step detect: method {method!r} is unknown; choose one of auto, lung, tissue_model")
     limits = {k: p.pop(k) for k in list(p) if k in _LIMITS}
+    model_name = str(p.get("model", "findings"))
     v = ctx.volume
     lungs = [s.mask for s in ctx.labels.segments if s.info.label in ("lung_left", "lung_right")]
     if method == "auto":
         method = "lung" if (v.modality == "CT" and v.unit == "HU" and lungs) else "tissue_model"
     if method == "lung":
         settings = _detect.DetectionSettings(**limits)
+        if p.pop("model", "hand-set") != "hand-set":
+            raise ValueError("step detect: the lung method's model is hand-set (model = \"hand-set\"); 'model' "
+                             "chooses the tissue method's")
         res = _detect.detect(v, method="lung", lungs=lungs, settings=settings, **_options(_detect.detect_lung, p))
+        how = "naive Bayes posterior (hand-set)"
     else:
         defaults = dict(min_diameter_mm=10.0, min_volume_ml=0.5, max_findings=3)
         settings = _detect.DetectionSettings(**{**defaults, **limits})
@@ -85,11 +103,13 @@ def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
         opts = _options(_detect.detect_tissue, p)
         if v.modality == "CT" and v.unit == "HU":
             opts.setdefault("window", (-200.0, 250.0))
-        if v.unit == "SUV":  # PET: every region above SUV 2.5 is a candidate too (a lesion with a cold centre)
-            opts.setdefault("hot_threshold", 2.5)
+        if v.unit == "SUV":  # PET: every region above SUV 2.5 is a candidate too (a lesion with a cold centre),
+            opts.setdefault("hot_threshold", 2.5)  # or above PERCIST's threshold when the liver is in view
+            opts.setdefault("percist_liver", True)
         model = _class_model(ctx)
         if model is not None:
             opts["class_means"], opts["class_sds"] = model
+        opts["model"], how = _tissue_model(model_name)
         res = _detect.detect(v, method="tissue_model", foreground=None if body is None else body.mask,
                              settings=settings, **opts)
     ctx.notes.extend(f"detect.{method}: {n}" for n in res.notes)
@@ -106,7 +126,7 @@ def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
                            f"detect.{method}")
         labels = labels.add(info, f.full_mask(v.shape))
         ctx.measurements.setdefault(number, []).extend([
-            Measurement("probability", float(f.probability), "1", PROBABILITY, "naive Bayes posterior"),
+            Measurement("probability", float(f.probability), "1", PROBABILITY, how),
             Measurement("diameter_mm", float(f.diameter_mm), "mm", DIAMETER, "largest 3-D diameter"),
         ])
         ctx.findings.append({

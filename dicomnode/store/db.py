@@ -38,6 +38,7 @@ CREATE TABLE IF NOT EXISTS instances (
     received_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS instances_series ON instances(series_uid);
+CREATE INDEX IF NOT EXISTS instances_received ON instances(received_at);
 CREATE TABLE IF NOT EXISTS series (
     series_uid TEXT PRIMARY KEY,
     study_uid TEXT NOT NULL,
@@ -55,6 +56,7 @@ CREATE TABLE IF NOT EXISTS series (
     note TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS series_state ON series(state);
+CREATE INDEX IF NOT EXISTS series_last ON series(last_received_at);
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     series_uid TEXT NOT NULL,
@@ -277,10 +279,22 @@ class Database:
         try:
             yield c
         except BaseException:
-            c.execute("ROLLBACK")
+            if c.in_transaction:  # SQLite may have rolled back already (e.g. on "database or disk is full")
+                c.execute("ROLLBACK")
             raise
         else:
-            c.execute("COMMIT")
+            try:
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+
+    def durable_commits(self) -> None:
+        """Make this thread's commits survive a power cut too (``synchronous=FULL``: the WAL is fsynced on
+        each commit). For state that must never be repeated, such as "this result was sent"; the rest of the
+        index is rebuilt from the spool and keeps ``NORMAL``, which survives a process crash."""
+        self._conn().execute("PRAGMA synchronous=FULL")
 
     def close(self) -> None:
         c = getattr(self._local, "conn", None)
@@ -310,7 +324,8 @@ class Database:
                       ) -> tuple[int, set[str]]:
         """Index stored instances in one transaction.
 
-        New instances open (or re-open) their series and move its quiet-period clock. ``new_series`` gives, for
+        New instances open (or re-open) their series and move its quiet-period clock; an instance indexed
+        already (a resend) moves the clock of its open series only. ``new_series`` gives, for
         series the caller routed already, (rule name, quiet seconds). Returns (number of new instances, series
         UIDs that were re-opened after completion).
         """
@@ -325,6 +340,10 @@ class Database:
                     (r.sop_instance_uid, r.series_uid, r.study_uid, r.sop_class_uid, r.modality, r.transfer_syntax,
                      r.path, r.size_bytes, r.calling_ae, r.peer_host, r.received_at))
                 if cur.rowcount == 0:
+                    # indexed already (a resend): the sender is still at work, so an open series stays open
+                    tx.execute("UPDATE series SET last_received_at = MAX(last_received_at, ?)"
+                               " WHERE series_uid = ? AND state = ?",
+                               (r.received_at, r.series_uid, SeriesState.OPEN.value))
                     continue
                 added += 1
                 row = tx.execute("SELECT state FROM series WHERE series_uid = ?", (r.series_uid,)).fetchone()
@@ -344,6 +363,15 @@ class Database:
                         " last_received_at = MAX(last_received_at, ?) WHERE series_uid = ?",
                         (SeriesState.OPEN.value, r.received_at, r.series_uid))
         return added, reopened
+
+    def restart_quiet_periods(self, now: float) -> int:
+        """At start-up: open series get a whole quiet period from ``now``. While the node was down their senders
+        could not send, so the silence before the restart says nothing; completing them at once would process a
+        series cut short by the outage (and process it again when the sender resends the rest)."""
+        with self.immediate() as tx:
+            cur = tx.execute("UPDATE series SET last_received_at = ? WHERE state = ? AND last_received_at < ?",
+                             (now, SeriesState.OPEN.value, now))
+        return cur.rowcount
 
     def set_series_routing(self, series_uid: str, rule: str | None, quiet_seconds: float | None) -> None:
         with self.immediate() as tx:
@@ -486,6 +514,16 @@ class Database:
                        (to.value, now, error, traceback, retry_at if retry_at is not None else 0, job_id))
         return to
 
+    def add_job(self, series_uid: str, generation: int, *, rule: str, profile: str, destinations: Sequence[str],
+                now: float) -> int:
+        """A new pending chain job for a stored series (``dicomnode reprocess``); its id."""
+        with self.immediate() as tx:
+            cur = tx.execute("INSERT INTO jobs(series_uid, generation, rule, profile, destinations, state, created_at,"
+                             " not_before) VALUES (?,?,?,?,?,?,?,?)",
+                             (series_uid, generation, rule, profile, json.dumps(list(destinations)),
+                              JobState.PENDING.value, now, now))
+            return int(cur.lastrowid)
+
     def requeue_job(self, job_id: int, now: float, *, reset_attempts: bool = True) -> None:
         """FAILED or DONE -> PENDING (operator's retry)."""
         with self.immediate() as tx:
@@ -504,7 +542,11 @@ class Database:
                        (JobState.PENDING.value, not_before, note or None, job_id))
 
     def release_running_jobs(self, *, now: float, only_expired: bool = False) -> list[int]:
-        """RUNNING -> PENDING for jobs whose worker is gone (all of them at start-up, or those past their lease)."""
+        """RUNNING -> PENDING for jobs whose worker is gone (all of them at start-up, or those past their lease).
+
+        At start-up and shutdown (``only_expired`` false) the run was cut short by the node itself (killed or
+        stopping), not by the job: its attempt is given back. A lease that expired while the node ran counts.
+        """
         with self.immediate() as tx:
             if only_expired:
                 rows = tx.execute("SELECT id FROM jobs WHERE state = ? AND lease_until < ?",
@@ -513,8 +555,9 @@ class Database:
                 rows = tx.execute("SELECT id FROM jobs WHERE state = ?", (JobState.RUNNING.value,)).fetchall()
             ids = [r["id"] for r in rows]
             for i in ids:
-                tx.execute("UPDATE jobs SET state = ?, worker = NULL, lease_until = NULL, not_before = ? WHERE id = ?",
-                           (JobState.PENDING.value, now, i))
+                tx.execute("UPDATE jobs SET state = ?, worker = NULL, lease_until = NULL, not_before = ?,"
+                           " attempts = CASE WHEN ? THEN attempts ELSE MAX(attempts - 1, 0) END WHERE id = ?",
+                           (JobState.PENDING.value, now, int(only_expired), i))
         return ids
 
     # -- exports ----------------------------------------------------------------------------------------------
@@ -572,12 +615,14 @@ class Database:
                        (ExportState.PENDING.value, now, export_id))
 
     def release_sending_exports(self, now: float) -> list[int]:
+        """SENDING -> PENDING at start-up: the node died before their response came (or before their turn in
+        the association). Not a failed attempt: the attempt is given back."""
         with self.immediate() as tx:
             ids = [r["id"] for r in tx.execute("SELECT id FROM exports WHERE state = ?",
                                                (ExportState.SENDING.value,)).fetchall()]
             for i in ids:
-                tx.execute("UPDATE exports SET state = ?, not_before = ? WHERE id = ?",
-                           (ExportState.PENDING.value, now, i))
+                tx.execute("UPDATE exports SET state = ?, not_before = ?, attempts = MAX(attempts - 1, 0)"
+                           " WHERE id = ?", (ExportState.PENDING.value, now, i))
         return ids
 
     def list_exports(self, state: ExportState | None = None, limit: int = 1000) -> list[ExportRow]:

@@ -27,7 +27,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,6 +242,7 @@ class Spool:
         dataset_bytes: Chunks,
         calling_ae: str = "",
         peer_host: str = "",
+        verify: "Callable[[Path, int], None] | None" = None,
     ) -> StoredInstance:
         """Store one instance durably; return once it is committed.
 
@@ -258,6 +259,10 @@ class Spool:
             it is not consumed when a UID is invalid.
         calling_ae, peer_host : str, optional
             Where the instance came from; kept in the result (and the AE in the file meta).
+        verify : callable, optional
+            Called with the written temp file and the offset of its data set before the commit; whatever it
+            raises (e.g. a data set that does not parse to its end) removes the temp file and is re-raised, so
+            nothing that fails it is ever stored.
 
         Returns
         -------
@@ -306,6 +311,8 @@ class Spool:
                 except OSError as exc:  # the source failed (e.g. a network error), not the disk
                     raise _SourceError(exc) from exc
                 size_bytes += _write_all(fd, chunk)
+            if verify is not None:
+                verify(temp, len(meta))
             os.fsync(fd)
             os.close(fd)
             fd = -1
@@ -372,8 +379,11 @@ class Spool:
 
     # -- scan and remove -----------------------------------------------------------------------
 
-    def scan(self) -> Iterator[StoredInstance]:
-        """Yield every committed instance; remove temp files left by a crash.
+    def scan(self, skip: "Container[str]" = ()) -> Iterator[StoredInstance]:
+        """Yield every committed instance whose path is not in ``skip``; remove temp files left by a crash.
+
+        ``skip`` (e.g. the paths already indexed) is checked before a file is opened, so a rescan after a crash
+        reads only the files the index lacks, not a million it has.
 
         Reads file meta and header only (``stop_before_pixels``). Files that cannot be read, or
         whose UIDs break the grammar or do not match their path, are skipped with a warning (they
@@ -395,7 +405,7 @@ class Spool:
                     log.info("removing unfinished temp file %s", path, extra={"path": str(path)})
                     _remove_quietly(path)
                     continue
-                if not name.endswith(_SUFFIX) or name.startswith("."):
+                if not name.endswith(_SUFFIX) or name.startswith(".") or str(path) in skip:
                     continue
                 try:
                     ds = dcmread(path, stop_before_pixels=True, specific_tags=tags)

@@ -91,3 +91,42 @@ def test_options_are_checked():
         correct_labels(LabelMap(), SPACING, connectivity=4)
     with pytest.raises(ValueError, match="iterations"):
         smooth_posteriors(np.zeros((2, 2, 2, 2)), SPACING, iterations=-1)
+
+
+def _smooth_reference(posteriors, spacing, sigma_mm, iterations):
+    """The whole-grid formula of smooth_posteriors' docstring, with scipy directly (no cropping, no threads)."""
+    from scipy import ndimage as ndi
+
+    from dicomnode.analysis.denoise import is_volumetric
+    p0 = posteriors.astype(np.float32)
+    sig = [sigma_mm / s for s in spacing]
+    if not is_volumetric(spacing):
+        sig[0] = 0.0
+    q = p0.copy()
+    for _ in range(iterations):
+        for k in range(q.shape[0]):
+            q[k] = ndi.gaussian_filter(q[k], sig, mode="reflect", output=np.float32)
+        q *= p0
+        total = q.sum(axis=0)
+        np.divide(q, total, out=q, where=total > 0)
+    valid = p0.sum(axis=0) > 0
+    return np.where(valid, np.argmax(q, axis=0), -1), q
+
+
+@pytest.mark.parametrize("spacing, region", [
+    ((2.0, 1.0, 1.0), (slice(5, 20), slice(8, 30), slice(3, 25))),    # inside the grid: the cropped path
+    ((2.0, 1.0, 1.0), (slice(0, 26), slice(0, 40), slice(10, 36))),   # touching the grid's borders
+    ((5.0, 1.0, 1.0), (slice(2, 22), slice(5, 35), slice(5, 30))),    # slice-wise (anisotropic) smoothing
+])
+def test_smooth_posteriors_equals_the_whole_grid_formula(spacing, region):
+    rng = np.random.default_rng(3)
+    post = np.zeros((3, 26, 40, 36), np.float32)
+    raw = rng.random((3,) + tuple(s.stop - s.start for s in region)).astype(np.float32) ** 3
+    post[(slice(None),) + region] = raw / raw.sum(axis=0)
+    res = smooth_posteriors(post, spacing, sigma_mm=2.0, iterations=2)
+    labels, q = _smooth_reference(post, spacing, 2.0, 2)
+    np.testing.assert_allclose(res.posteriors, q, atol=1e-5)
+    np.testing.assert_array_equal(res.labels, labels)
+    before = np.where(post.sum(axis=0) > 0, np.argmax(post, axis=0), -1)
+    assert res.voxels_changed == np.count_nonzero(before != labels) > 0
+    assert res.labels.dtype == np.int16 and res.posteriors.shape == post.shape

@@ -276,3 +276,67 @@ def test_sts_001_ct_not_found():
                  settings=DetectionSettings(min_diameter_mm=10))
     top = res.findings[0]
     assert truth[tuple(int(round(v)) for v in top.centroid_zyx)]
+
+
+def test_mirror_uptake_and_midline_offset_tell_a_paired_organ_from_a_lateral_lesion():
+    """Two bright spheres mirrored across the body's midline (like kidneys) and one on one side only: the pair has
+    mirror_uptake near 1, the lone one near 0; midline_offset measures in half-widths; in a crop (the body cut by the edge of
+    the field of view) the two features are left out."""
+    shape = (40, 120, 120)
+    sp = TISSUE_SP
+    spheres = [((20, 60, 35), 8.0, 400.0), ((20, 60, 84), 8.0, 400.0), ((20, 45, 75), 8.0, 400.0)]
+    img, body = tissue_phantom(spheres, seed=5, shape=shape)
+    body = np.broadcast_to(body, shape).copy()
+    res = detect_tissue(img, sp, body, settings=DetectionSettings(min_diameter_mm=8, probability_threshold=0.0,
+                                                                  max_findings=10), polarity="bright")
+    feats = {}
+    for f in res.findings:
+        c = tuple(int(round(v)) for v in f.centroid_zyx)
+        for centre, _, _ in spheres:
+            if max(abs(a - b) for a, b in zip(c, centre)) <= 2:
+                feats[centre] = f.features
+    assert len(feats) == 3, [f.centroid_zyx for f in res.findings]
+    pair = [feats[spheres[0][0]], feats[spheres[1][0]]]
+    lone = feats[spheres[2][0]]
+    assert all(p["mirror_uptake"] > 0.8 for p in pair)
+    assert lone["mirror_uptake"] < 0.1
+    # distance from the midline (column 59.5) over the body's half-width (50 columns)
+    assert [p["midline_offset"] for p in pair] == pytest.approx([0.49, 0.49], abs=0.05)
+    assert lone["midline_offset"] == pytest.approx(0.31, abs=0.05)
+    assert all(p["log2_to_reference"] > 1.0 for p in (*pair, lone))  # 400 against a body median of 100
+    crop = detect_tissue(img[:, 20:100, 20:100], sp, body[:, 20:100, 20:100],
+                         settings=DetectionSettings(min_diameter_mm=8, probability_threshold=0.0), polarity="bright")
+    assert crop.findings and all("mirror_uptake" not in f.features for f in crop.findings)
+    assert any("no body midline" in n for n in crop.notes)
+
+
+def test_liver_reference_finds_the_large_homogeneous_organ_and_not_a_crop():
+    """PERCIST's reference: a 1.5 L homogeneous region of SUV 2 (SD 0.2) beside hot spots (bladder-like SUV 20,
+    small) and cold tissue: mean and SD within 5 %; without it (muscle only) there is no reference."""
+    from dicomnode.analysis.detect import liver_reference
+
+    rng = np.random.default_rng(1)
+    sp = (4.0, 4.0, 4.0)
+    shape = (60, 80, 80)
+    img = rng.normal(0.7, 0.1, shape).astype(np.float32)  # muscle and fat
+    fg = np.ones(shape, dtype=bool)
+    liver = _ball(shape, sp, (30, 40, 25), 72.0)  # about 1.56 L
+    img[liver] = rng.normal(2.0, 0.2, int(liver.sum()))
+    img[_ball(shape, sp, (30, 40, 60), 20.0)] = 20.0  # a small very hot organ
+    ref = liver_reference(img, fg, sp)
+    assert ref is not None
+    mean, sd, ml = ref
+    assert mean == pytest.approx(2.0, rel=0.05) and sd == pytest.approx(0.2, rel=0.25)
+    assert 400 < ml < 1600  # the organ's core: its rim (within the 10 mm window of the edge) is left out
+    muscle = rng.normal(0.7, 0.1, shape).astype(np.float32)
+    assert liver_reference(muscle, fg, sp) is None
+
+
+def test_three_wide_maximum_matches_scipy_on_every_axis():
+    from scipy import ndimage as ndi
+
+    from dicomnode.analysis.detect import _max3
+
+    a = np.random.default_rng(0).normal(size=(5, 7, 9, 11)).astype(np.float32)
+    for axis in range(4):
+        assert np.array_equal(_max3(a, axis), ndi.maximum_filter1d(a, 3, axis=axis, mode="nearest"))

@@ -8,17 +8,19 @@ import sys
 
 import highdicom as hd
 import pydicom
+import pytest
 
 from helpers import SHARED_DATA, dciodvfy, storescu, wait_until
 
 STS = SHARED_DATA / "sts" / "STS_001"
 
 
-def test_rtstruct_and_ct_give_a_radiomics_sr_with_the_cli_numbers(make_node, storescp, tmp_path):
+@pytest.mark.parametrize("settings", ["ibsi-config-C", "ibsi2-config-3B"])  # IBSI-1 and an IBSI-2 filter (LoG, 3D)
+def test_rtstruct_and_ct_give_a_radiomics_sr_with_the_cli_numbers(make_node, storescp, tmp_path, settings):
     dest = storescp()
     node = make_node({
         "destinations": [{"name": "DEST", "ae_title": "DEST", "host": "127.0.0.1", "port": dest.port}],
-        "rules": [{"name": "contours", "match": {"Modality": "RTSTRUCT"}, "radiomics": "ibsi-config-C",
+        "rules": [{"name": "contours", "match": {"Modality": "RTSTRUCT"}, "radiomics": settings,
                    "roi_names": ["GTV*"], "destinations": ["DEST"]}],
     })
     # the contour arrives first: its job must wait for the CT it references
@@ -41,12 +43,19 @@ def test_rtstruct_and_ct_give_a_radiomics_sr_with_the_cli_numbers(make_node, sto
     table = tmp_path / "cli.csv"
     roi_file = next((STS / "CT_rtstruct").iterdir())
     p = subprocess.run([sys.executable, "-m", "dicomnode", "radiomics", str(STS / "CT"), "--roi", str(roi_file),
-                        "--roi-name", "GTV_Mass", "--settings", "ibsi-config-C", "--out", str(table)],
+                        "--roi-name", "GTV_Mass", "--settings", settings, "--out", str(table)],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     rows = list(csv.DictReader(table.open()))
-    assert len(rows) == len(by_name) > 100
     cli = {(r["family"], r["feature"], r["aggregation"]): float(r["value"]) for r in rows}
+    if settings.startswith("ibsi2"):  # the 18 intensity statistics of the LoG response, the filter as modifier
+        assert len(rows) == len(by_name) == 18
+        for (family, feature, _), value in cli.items():
+            assert abs(by_name[f"{family}: {feature}"] - value) <= 1e-9 * max(abs(value), 1.0), feature
+        methods = {m.method.meaning for m in groups[0].get_measurements()}
+        assert len(methods) == 1 and methods.pop().startswith("laplacian_of_gaussian(3D, mirror, sigma_mm=1.5")
+        return
+    assert len(rows) == len(by_name) > 100
     vol_mesh = cli[("morphology", "volume (mesh)", "")]
     sr_vol = [v for k, v in by_name.items() if "volume (mesh)" in k]
     assert sr_vol and abs(sr_vol[0] - vol_mesh) <= 1e-6 * vol_mesh

@@ -111,3 +111,40 @@ def test_two_regions_seg_and_rtstruct(tmp_path: Path) -> None:
     with pytest.raises(ResultError, match="2 regions but 1 feature lists"):
         build_radiomics_sr(series, [rt, seg], feats[:1], uids)
     assert np.isfinite(list(values.values())).all()
+
+
+def test_filtered_features_carry_the_filter_as_a_modifier(tmp_path: Path) -> None:
+    """Two filtered values of one feature (LoG and mean, IBSI-2 configs 3A and 2A) differ by their method modifier;
+    the unfiltered SR has none. Every SR passes dciodvfy."""
+    methods, means = {}, {}
+    for config in ("ibsi2-config-3A", "ibsi2-config-2A", "ibsi2-config-1A"):
+        table, sr_path = tmp_path / f"{config}.csv", tmp_path / f"{config}.dcm"
+        assert run([str(CASE / "CT"), "--roi", str(CASE / "CT_rtstruct" / "RS.dcm"), "--roi-name", "GTV_Mass",
+                    "--settings", config, "--out", str(table), "--sr", str(sr_path), "--quiet"]) == 0
+        n_errors, out = dciodvfy(sr_path)
+        assert n_errors == 0, out
+        group = groups_by_label(hd.sr.srread(sr_path))["GTV_Mass_CT"]
+        measurements = group.get_measurements()
+        assert len(measurements) == 18  # the intensity statistics of the response map
+        found = {m.method for m in measurements}
+        assert len(found) == 1
+        methods[config] = found.pop()
+        means[config] = next(m.value for m in measurements if m.name.meaning == "intensity statistics: mean")
+        params = [str(item.TextValue) for item in _walk(group[0])
+                  if "ConceptNameCodeSequence" in item and item.ConceptNameCodeSequence[0].CodeMeaning
+                  == "Algorithm Parameters"]
+        if config != "ibsi2-config-1A":
+            assert any(p.startswith("filter.kind=") for p in params), params
+    assert methods["ibsi2-config-1A"] is None
+    log, mean = methods["ibsi2-config-3A"], methods["ibsi2-config-2A"]
+    assert log.scheme_designator == mean.scheme_designator == PRIVATE_SCHEME
+    assert log.value != mean.value
+    assert log.meaning.startswith("laplacian_of_gaussian(2D, mirror, sigma_mm=1.5")
+    assert mean.meaning == "mean(2D, mirror, support_voxels=5)"
+    assert len({means[c] for c in means}) == 3  # three different numbers for one feature code
+
+
+def _walk(item):
+    for child in getattr(item, "ContentSequence", []):
+        yield child
+        yield from _walk(child)

@@ -99,3 +99,33 @@ def test_chest_ct_profile_reports_the_mass_in_seg_sr_and_results_json(tmp_path):
     assert errors == 0, out
     sr_text = str(pydicom.dcmread(tmp_path / "sr.dcm"))
     assert "Probability" in sr_text and top["label"] in sr_text
+
+
+def test_shipped_findings_model_is_fitted_leave_one_patient_out_and_used_by_default():
+    """The tissue method's default model is the shipped, fitted one (scripts/evaluate_findings.py --write-model);
+    its card says how it was scored. "hand-set" gives the naive Bayes back; the lung method takes no other model."""
+    from dicomnode.analysis.detect import TISSUE_MODEL
+    from dicomnode.modelio import load_model, resolve_model
+
+    m = load_model(resolve_model("findings"), task="findings")
+    assert m.card.classes == ("other", "target")
+    assert "leave-one-patient-out" in m.card.cv_scheme and set(m.card.extra["fill"]) == set(m.card.feature_names)
+    assert len(m.card.extra["lopo"]) == 11  # every tissue-method series with a truth, scored held out
+    registry()
+    spheres = [((24, 40, 40), 10.0, 250.0)]
+    img, _ = tissue_phantom(spheres, seed=3)
+    v = Volume(img, TISSUE_SP, (5.0, 6.0, 7.0), np.eye(3), "MR", "")
+    probs = {}
+    for model in ("findings", "hand-set"):
+        ctx = Context(volume=v, original=v)
+        run_steps(ctx, ["segment", "detect"], {"segment": {"method": "generic"},
+                                               "detect": {"model": model, "probability_threshold": 0.0}})
+        top = ctx.findings[0]
+        probs[model] = top["probability"]
+        if model == "hand-set":
+            assert top["probability"] == pytest.approx(TISSUE_MODEL.posterior(
+                {k: float(x) for k, x in top["detect_features"].items()}), abs=1e-3)
+    assert probs["findings"] != probs["hand-set"]
+    ct = Volume(np.zeros((4, 8, 8), np.float32), (1.0, 1.0, 1.0), modality="CT", unit="HU")
+    with pytest.raises(Exception, match="lung method"):
+        run_steps(Context(volume=ct, original=ct), ["detect"], {"detect": {"method": "lung", "model": "findings"}})

@@ -1,6 +1,8 @@
 import threading
 import time
 
+import sqlite3
+
 import pytest
 
 from dicomnode.store.db import (Database, ExportState, IllegalTransition, InstanceRecord, JobState, SeriesState)
@@ -16,7 +18,32 @@ def test_instances_are_indexed_once_and_open_their_series(tmp_path):
     added, reopened = db.add_instances([rec("1.1", t=1), rec("1.2", t=2), rec("1.1", t=3)])
     assert added == 2 and not reopened
     s = db.get_series("1.2.3")
-    assert s.state is SeriesState.OPEN and s.instance_count == 2 and s.last_received_at == 2
+    assert s.state is SeriesState.OPEN and s.instance_count == 2 and s.last_received_at == 3  # a resend counts
+
+
+def test_a_resend_refreshes_the_quiet_period_of_an_open_series_only(tmp_path):
+    db = Database(tmp_path / "i.sqlite")
+    db.add_instances([rec("1.1", t=1), rec("1.2", t=2)])
+    assert db.add_instances([rec("1.1", t=50)]) == (0, set())
+    assert db.get_series("1.2.3").last_received_at == 50
+    assert db.open_series_quiet_since(now=55, default_quiet_s=10) == []   # the sender is still at it
+    db.complete_series("1.2.3", SeriesState.COMPLETE, 70, expected_last=50, job=("r", "ct", []))
+    assert db.add_instances([rec("1.2", t=80)]) == (0, set())              # nothing new: stays complete
+    s = db.get_series("1.2.3")
+    assert s.state is SeriesState.COMPLETE and s.last_received_at == 50 and s.instance_count == 2
+
+
+def test_a_full_database_fails_the_write_and_leaves_the_index_usable(tmp_path):
+    db = Database(tmp_path / "i.sqlite")
+    db.add_instances([rec("1.0", t=1)])
+    conn = db._conn()
+    pages = conn.execute("PRAGMA page_count").fetchone()[0]
+    conn.execute(f"PRAGMA max_page_count = {pages}")  # SQLite's own "database or disk is full"
+    with pytest.raises(sqlite3.OperationalError, match="full"):
+        db.add_instances([rec(f"1.{i}", t=2) for i in range(1, 2000)])
+    assert not conn.in_transaction and db.count_instances() == 1     # rolled back as a whole
+    conn.execute("PRAGMA max_page_count = 1073741823")
+    assert db.add_instances([rec(f"1.{i}", t=2) for i in range(1, 2000)])[0] == 1999
 
 
 def test_series_completion_queues_a_job_atomically_and_reopens(tmp_path):
@@ -67,7 +94,27 @@ def test_running_jobs_are_released_at_start(tmp_path):
     jid = db.complete_series("1.2.3", SeriesState.COMPLETE, 20, expected_last=1, job=("r", "ct", []))
     db.claim_job("w", 60, now=100)
     assert db.release_running_jobs(now=110) == [jid]
-    assert db.get_job(jid).state is JobState.PENDING
+    j = db.get_job(jid)
+    assert j.state is JobState.PENDING and j.attempts == 0   # cut short by the node's death: not a failed attempt
+    db.claim_job("w", 60, now=120)
+    assert db.release_running_jobs(now=200, only_expired=True) == [jid]
+    assert db.get_job(jid).attempts == 1                     # a lease that ran out while the node lived counts
+
+
+def test_exports_in_flight_at_a_kill_go_back_without_an_attempt(tmp_path):
+    db = Database(tmp_path / "i.sqlite")
+    db.add_instances([rec("1.1", t=1)])
+    jid = db.complete_series("1.2.3", SeriesState.COMPLETE, 2, expected_last=1, job=("r", "ct", ["A"]))
+    db.claim_job("w", 60, now=3)
+    db.finish_job(jid, 4, result_dir="/r", results=["/r/a.dcm", "/r/b.dcm"], seconds=1,
+                  exports=[("A", "/r/a.dcm", "9.1"), ("A", "/r/b.dcm", "9.2")])
+    first = db.claim_export(5)
+    rest = db.claim_exports_for("A", 5, 10)
+    db.export_sent(first.id, 6)                              # its response came before the kill
+    assert db.release_sending_exports(7) == [rest[0].id]
+    e = {x.id: x for x in db.list_exports()}
+    assert e[first.id].state is ExportState.SENT
+    assert e[rest[0].id].state is ExportState.PENDING and e[rest[0].id].attempts == 0
 
 
 def test_exports_dead_letter_requeue_and_already_sent_is_done(tmp_path):
@@ -104,3 +151,18 @@ def test_concurrent_writers(tmp_path):
         t.join()
     assert db.count_instances() == 400
     assert len(db.list_series()) == 8
+
+
+def test_completion_scan_and_status_queries_use_indexes(tmp_path):
+    """Their cost follows the open series and the recent rows, not the size of the index (bench index measures)."""
+    db = Database(tmp_path / "i.sqlite")
+    db.add_instances([rec(f"1.{i}", t=i) for i in range(50)])
+    conn = db._conn()
+    for sql, args in (("SELECT * FROM series WHERE state = ? AND last_received_at <= ? - COALESCE(quiet_seconds, ?)",
+                       ("open", 1, 30)),
+                      ("SELECT path FROM instances WHERE series_uid = ? ORDER BY path", ("1.2.3",)),
+                      ("SELECT COUNT(*) AS n, COALESCE(SUM(size_bytes), 0) AS b, COUNT(DISTINCT series_uid) AS s"
+                       " FROM instances WHERE received_at >= ?", (1,)),
+                      ("SELECT * FROM series ORDER BY last_received_at DESC LIMIT ?", (20,))):
+        plan = " ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, args))
+        assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, (sql, plan)

@@ -251,3 +251,32 @@ def test_concurrent_stores_of_one_instance_leave_one_file(spool: Spool) -> None:
     assert len(all_files(spool.root)) == 1
     assert results[0].path.read_bytes().endswith(raw)
     assert os.listdir(results[0].path.parent) == [results[0].path.name]
+
+
+def test_scan_skips_known_paths_without_opening_them(spool: Spool) -> None:
+    stored = [store(spool, make_dataset()) for _ in range(3)]
+    known = {str(stored[0].path), str(stored[1].path)}
+    stored[0].path.write_bytes(b"unreadable: it must not even be opened")
+    found = list(spool.scan(skip=known))
+    assert [s.path for s in found] == [stored[2].path]
+
+
+def test_a_data_set_that_fails_verify_is_never_stored(spool: Spool) -> None:
+    from dicomnode.net._header import MalformedDataset, check_dataset_file
+
+    ds = make_dataset()
+    good = store(spool, ds)
+    check_dataset_file(good.path, good.path.read_bytes().index(b"DICM") + 4 + _meta_length(good.path),
+                       ExplicitVRLittleEndian)
+    with pytest.raises(MalformedDataset):
+        spool.store(sop_class_uid=good.sop_class_uid, sop_instance_uid="1.2.3.4.5.6.7", transfer_syntax=ExplicitVRLittleEndian,
+                    study_uid=good.study_uid, series_uid=good.series_uid, modality="CT",
+                    dataset_bytes=b"\x08\x00\x16\x00UI\xff\x00" + b"1" * 40,
+                    verify=lambda p, off: check_dataset_file(p, off, ExplicitVRLittleEndian))
+    assert not list(good.path.parent.glob("1.2.3.4.5.6.7*")) and not list(good.path.parent.glob(".*.part"))
+
+
+def _meta_length(path) -> int:
+    import struct
+    data = path.read_bytes()
+    return 12 + struct.unpack_from("<L", data, 132 + 8)[0]

@@ -1,0 +1,71 @@
+"""CI: `dicomnode evaluate conf/evaluation/shared.toml` on ../shared/data, with floors on what it scores.
+
+The floors are the figures measured when the command was added (docs/evaluation.md): they guard against
+regressions and are raised as recognition improves. No time is asserted (speed is `dicomnode bench`'s job).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from helpers import REPO
+
+pytestmark = pytest.mark.slow
+
+#: summary key -> least number of successes (Proportion) or bound, as measured (docs/evaluation.md)
+FLOORS = {
+    "scene_correct": 13,
+    "lesions_found": 8,
+    "top_finding_true": 8,
+    "series_with_a_true_finding": 8,
+    "refusals_expected_and_made": 1,
+}
+CEILINGS = {
+    "scene_confident_wrong": 3,
+}
+MAX_FALSE_FINDINGS = 15
+MIN_DICE_MEAN = 0.44
+MIN_LUNGS_FOUND = 2
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    out = tmp_path_factory.mktemp("evaluation")
+    p = subprocess.run([sys.executable, "-m", "dicomnode", "evaluate", str(REPO / "conf" / "evaluation" / "shared.toml"),
+                        "--out", str(out), "-q"], capture_output=True, text=True, timeout=3000, cwd=REPO)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return out, json.loads((out / "evaluation.json").read_text())
+
+
+def test_every_shared_case_ran_without_internal_error(shared):
+    out, doc = shared
+    assert doc["summary"]["status"]["error"] == 0, [(c["id"], c["message"]) for c in doc["cases"]
+                                                   if c["status"] == "error"]
+    with (out / "evaluation.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == len(doc["cases"]) >= 20
+    for c in doc["cases"]:
+        if c["status"] == "ok":
+            assert (out / c["png"]).stat().st_size > 1000, c["id"]
+
+
+def test_shared_evaluation_meets_its_floors(shared):
+    s = shared[1]["summary"]
+    for key, floor in FLOORS.items():
+        assert s[key]["successes"] >= floor, (key, s[key])
+    for key, ceiling in CEILINGS.items():
+        assert s[key]["successes"] <= ceiling, (key, s[key])
+    assert s["false_findings_total"] <= MAX_FALSE_FINDINGS
+    assert s["dice_best_mean"] is not None and s["dice_best_mean"] >= MIN_DICE_MEAN
+    assert s["lungs_found"]["successes"] >= MIN_LUNGS_FOUND
+
+
+def test_chest_ct_tumour_is_the_top_finding(shared):
+    """The one series with radiologists' boxes: the mass ranks first, the lungs are found, the scene is chest."""
+    for cid in ("chest-ct-b40f", "chest-ct-b70f"):
+        c = next(c for c in shared[1]["cases"] if c["id"] == cid)
+        assert c["scene_correct"] and c["lungs_found"] and c["first_true_rank"] == 1, c
