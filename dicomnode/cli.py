@@ -447,7 +447,8 @@ def cmd_process(a: argparse.Namespace) -> int:
         if found.not_images:
             what.append(f"{found.not_images} DICOM object(s) that are not images ({_sop_class_names(some)}: for "
                         "the features of contours use `dicomnode radiomics`)")
-        print(f"dicomnode process: {src} holds no DICOM image files{' (' + ', '.join(what) + named + ')' if what else ''}"
+        detail = f" ({', '.join(what)}{named})" if what else ""
+        print(f"dicomnode process: {src} holds no DICOM image files{detail}"
               "; give the folder holding the DICOM files of one series", file=sys.stderr)
         return 1
     if (found.not_dicom or found.not_images) and not a.quiet:
