@@ -246,6 +246,8 @@ class Node:
                                         "quiet_seconds": cfg.series.quiet_seconds,
                                         "rules_quiet_seconds": {r.name: r.quiet_seconds for r in cfg.rules
                                                                 if r.quiet_seconds is not None}})
+        for w in cfg.warnings:
+            log.warning("configuration: %s", w)
         log.info(f"a series is processed once no instance has arrived for {cfg.series.quiet_seconds:g} s "
                  "(series.quiet_seconds)" + "".join(f"; rule {r.name}: {r.quiet_seconds:g} s" for r in cfg.rules
                                                     if r.quiet_seconds is not None))

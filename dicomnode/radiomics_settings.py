@@ -2,7 +2,8 @@
 
 The file is read once and checked whole: every error is reported (a :class:`~dicomnode.errors.ConfigErrors` naming
 each key, its value and the fix). ``conf/radiomics/`` ships ``ibsi-config-A.toml`` ... ``ibsi-config-E.toml`` (the
-five IBSI-1 configurations) and ``default.toml``; :func:`resolve_settings` takes such a name or a path.
+five IBSI-1 configurations), ``ibsi2-config-1A.toml`` ... ``ibsi2-config-9B.toml`` (the IBSI-2 phase-2 filter
+configurations) and ``default.toml``; :func:`resolve_settings` takes such a name or a path.
 
 Layout (every key optional; intensities in the image's own unit, HU for CT)::
 
@@ -92,7 +93,7 @@ def builtin_settings() -> dict[str, Path]:
 
 
 def resolve_settings(name_or_path: str | Path | None) -> RadiomicsSettings:
-    """Load settings by shipped name ("default", "ibsi-config-A" ... "ibsi-config-E") or from a TOML path.
+    """Load settings by shipped name ("default", "ibsi-config-A" ... "-E", "ibsi2-config-1A" ... "-9B") or a TOML path.
 
     Raises
     ------
@@ -301,10 +302,10 @@ def _angle(v: object) -> float | None:
 
 def _filter_spec(t: dict[str, Any], err) -> FilterSpec | None:
     """The [filter] table as a FilterSpec; every bad key reported through `err`, None when any is bad."""
-    bad: list[bool] = []
+    bad: set[str] = set()
 
     def fail(key: str, value: object, fix: str) -> None:
-        bad.append(True)
+        bad.add(f"filter.{key}")
         err(f"filter.{key}", value, fix)
 
     kw: dict[str, Any] = {}
@@ -373,13 +374,17 @@ def _filter_spec(t: dict[str, Any], err) -> FilterSpec | None:
         for key in t:
             if key in _KEYS["filter"] and key not in allowed:
                 fail(key, t[key], f"not a parameter of {kw['kind'].value}; it takes {sorted(allowed - {'kind'})}")
-    if bad:
+    if "kind" not in kw:
         return None
     try:
-        return FilterSpec(**kw)
+        spec = FilterSpec(**kw)
     except ConfigErrors as exc:
-        for e in exc.errors:
-            err(e.key, e.value, e.fix)
+        problems = exc.errors
     except ConfigError as exc:
-        err(exc.key, exc.value, exc.fix)
+        problems = [exc]
+    else:
+        return spec if not bad else None
+    for e in problems:  # the spec's own checks, except on keys already reported as unreadable
+        if e.key not in bad:
+            err(e.key, e.value, e.fix)
     return None

@@ -7,7 +7,7 @@ Series (each with the profile of its modality, run as the node does up to ``dete
 ``probability_threshold = 0``, ``max_findings = 50``, so that every candidate is seen):
 
 * ``sts/STS_00{1,2,3}/{CT,MR_T1,PET}``: RTSTRUCT ``GTV_Mass`` (:func:`dicomnode.io.roi.read_region`);
-* ``wholebody-pet-mr/PET`` (Bq/ml; SUV body weight from its header here until the loader gives SUV) and
+* ``wholebody-pet-mr/PET`` (Bq/ml; the loader gives SUV body weight) and
   ``wholebody-pet-mr/MR_T2``: ``GTV_Mass``. Same patient as STS_001: one patient in the leave-one-out folds;
 * ``chest-ct/A0002_B40f``: the radiologists' boxes (lung method; hand-set model: one patient cannot be left out).
 
@@ -24,7 +24,6 @@ reliability table of the held-out probabilities. ``--write-model`` fits on all p
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 import warnings
@@ -38,9 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from dicomnode.analysis.detect import FittedModel  # noqa: E402
 from dicomnode.analysis.pipeline import Context, run_steps  # noqa: E402
-from dicomnode.analysis.volume import Volume  # noqa: E402
 from dicomnode.config import load_default_profiles  # noqa: E402
-from dicomnode.errors import SeriesLoadError  # noqa: E402
 from dicomnode.io.load import load_series  # noqa: E402
 from dicomnode.io.roi import read_region  # noqa: E402
 from dicomnode.steps import registry  # noqa: E402
@@ -49,46 +46,6 @@ from dicomnode.steps import registry  # noqa: E402
 FEATURES = ("log10_volume_ml", "compactness", "elongation", "log10_cnr", "truncation", "enclosure", "polarity",
             "log2_to_reference", "mirror_uptake", "midline_offset")
 THRESHOLD = 0.5
-
-
-def _suv_volume(paths: list[Path]) -> Volume:
-    """Whole-body PET in Bq/ml read slice by slice (per-slice slopes), as SUV body weight from its header.
-
-    A stand-in for the loader's SUV conversion (branch i12in), used only by this script."""
-    import pydicom
-
-    ds = sorted((pydicom.dcmread(p) for p in paths), key=lambda d: float(d.ImagePositionPatient[2]))
-    arr = np.stack([d.pixel_array * float(d.RescaleSlope) + float(d.RescaleIntercept) for d in ds]).astype(np.float32)
-    ri = ds[0].RadiopharmaceuticalInformationSequence[0]
-
-    def t(v) -> datetime.datetime:
-        return datetime.datetime.strptime(str(v).split(".")[0][:6], "%H%M%S")
-
-    dt_s = (t(ds[0].SeriesTime) - t(ri.RadiopharmaceuticalStartTime)).total_seconds()
-    dose_bq = float(ri.RadionuclideTotalDose) * 2.0 ** (-dt_s / float(ri.RadionuclideHalfLife))
-    z = [float(d.ImagePositionPatient[2]) for d in ds]
-    ps = [float(v) for v in ds[0].PixelSpacing]
-    return Volume(arr * np.float32(float(ds[0].PatientWeight) * 1000.0 / dose_bq), (float(np.mean(np.diff(z))), ps[0],
-                  ps[1]), tuple(float(v) for v in ds[0].ImagePositionPatient), np.eye(3), "PT", "SUV")
-
-
-def _rasterise(rtstruct: Path, volume: Volume, roi: str) -> np.ndarray:
-    import pydicom
-    from skimage.draw import polygon
-
-    rs = pydicom.dcmread(rtstruct)
-    numbers = {r.ROINumber: r.ROIName for r in rs.StructureSetROISequence}
-    mask = np.zeros(volume.shape, dtype=bool)
-    for rc in rs.ROIContourSequence:
-        if numbers.get(rc.ReferencedROINumber) != roi:
-            continue
-        for c in getattr(rc, "ContourSequence", []):
-            idx = volume.patient_to_index(np.asarray(c.ContourData, dtype=float).reshape(-1, 3))
-            k = int(np.round(idx[:, 0].mean()))
-            if 0 <= k < volume.shape[0]:
-                rr, cc = polygon(idx[:, 1], idx[:, 2], shape=volume.shape[1:])
-                mask[k, rr, cc] ^= True
-    return mask
 
 
 def _boxes(series, annotations: Path) -> np.ndarray:
@@ -122,17 +79,9 @@ def cases(data: Path) -> list[tuple[str, str, Path, str, object]]:
 def candidates(folder: Path, profile, truth) -> list[dict]:
     """Every detect candidate of one series with its features, probability and whether it hits."""
     paths = sorted(p for p in folder.iterdir() if p.suffix == ".dcm")
-    try:
-        series = load_series(paths)
-        volume = series.volume
-    except SeriesLoadError:  # the whole-body PET's uneven slice steps: until the loader takes them
-        series, volume = None, _suv_volume(paths)
-    if isinstance(truth, Path):
-        mask = _boxes(series, truth)
-    elif series is not None:
-        mask = read_region(truth[0], series, name=truth[1]).mask
-    else:
-        mask = _rasterise(truth[0], volume, truth[1])
+    series = load_series(paths)  # the whole-body PET in Bq/ml comes out in SUV (body weight)
+    volume = series.volume
+    mask = _boxes(series, truth) if isinstance(truth, Path) else read_region(truth[0], series, name=truth[1]).mask
     steps = list(profile.steps[:profile.steps.index("detect") + 1])
     params = {k: dict(v) for k, v in profile.params.items()}
     params["detect"] = {**params.get("detect", {}), "probability_threshold": 0.0, "max_findings": 50}

@@ -76,6 +76,7 @@ __all__ = [
     "FittedModel",
     "NaiveBayes",
     "blob_candidates",
+    "liver_reference",
     "detect",
     "detect_lung",
     "detect_tissue",
@@ -408,15 +409,17 @@ def _log_stack(image: np.ndarray, spacing_mm: Sequence[float],
 def _max3(a: np.ndarray, axis: int) -> np.ndarray:
     """Maximum over each voxel and its two neighbours along ``axis`` (edges: nearest), with numpy (several times
     faster than ``scipy.ndimage.maximum_filter1d`` for a width of 3)."""
-    out = a.copy()
     n = a.shape[axis]
     if n < 2:
-        return out
+        return a.copy()
+    out = np.empty_like(a)
     lo = [slice(None)] * a.ndim
     hi = [slice(None)] * a.ndim
-    lo[axis], hi[axis] = slice(0, n - 1), slice(1, n)
-    np.maximum(out[tuple(lo)], a[tuple(hi)], out=out[tuple(lo)])
-    np.maximum(out[tuple(hi)], a[tuple(lo)], out=out[tuple(hi)])
+    last = [slice(None)] * a.ndim
+    lo[axis], hi[axis], last[axis] = slice(0, n - 1), slice(1, n), slice(n - 1, n)
+    np.maximum(a[tuple(lo)], a[tuple(hi)], out=out[tuple(lo)])  # each voxel and its successor
+    out[tuple(last)] = a[tuple(last)]
+    np.maximum(out[tuple(hi)], a[tuple(lo)], out=out[tuple(hi)])  # ... and its predecessor
     return out
 
 
@@ -809,7 +812,7 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
                   max_radius_mm: float = 45.0, coarse_mm: float = 4.0, min_response: float = 1.0,
                   z_clip: float = 8.0, max_candidates: int = 20, work_mm: float | None = 2.0,
                   hot_threshold: float | None = None, mirror_axis: int | None = 2,
-                  symmetric_max: float | None = 0.3, symmetric_factor: float = 0.1,
+                  symmetric_max: float | None = 0.3, symmetric_factor: float = 0.1, percist_liver: bool = False,
                   model: NaiveBayes | FittedModel = TISSUE_MODEL) -> DetectionResult:
     """Focal regions that depart from their surroundings and from the tissue model, in any modality.
 
@@ -856,6 +859,12 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         The index axis that runs left-right in the patient, for the context features ``mirror_uptake`` and
         ``midline_offset`` (left out when None, or when the foreground touches the edge of the field of view on
         more than a quarter of it: a crop shows no midline). Default 2.
+    percist_liver : bool, optional
+        PET in SUV: look for the liver as the reference region (:func:`liver_reference`) and, when it is in view,
+        use PERCIST's threshold ``1.5 x liver mean + 2 x liver SD`` for the hot regions where it is below
+        ``hot_threshold`` (Wahl et al. 2009; above it, STS_001's necrotic sarcoma falls apart into pieces), note
+        it, and give each finding ``log2_to_liver`` and ``above_percist`` (its mean above the threshold: PERCIST's
+        measurable disease). Default False (the detect step sets it for SUV).
     symmetric_max, symmetric_factor : float, optional
         Normal anatomy is symmetric or paired (brain, bladder, kidneys, salivary glands; on PET the usual sites of
         physiological uptake besides the heart): a region whose ``mirror_uptake`` exceeds ``symmetric_max`` has its
@@ -892,7 +901,7 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
                             max_radius_mm=max_radius_mm, coarse_mm=coarse_mm, min_response=min_response,
                             z_clip=z_clip, max_candidates=max_candidates, work_mm=None,
                             hot_threshold=hot_threshold, mirror_axis=mirror_axis, symmetric_max=symmetric_max,
-                            symmetric_factor=symmetric_factor, model=model)
+                            symmetric_factor=symmetric_factor, percist_liver=percist_liver, model=model)
         notes = res.notes + (f"regions grown on a {sp_w[0]:.2g} x {sp_w[1]:.2g} x {sp_w[2]:.2g} mm grid",)
         return DetectionResult(tuple(_upsample(f, w, image.shape) for f in res.findings),
                                tuple(_upsample(f, w, image.shape) for f in res.rejected), res.n_candidates, notes)
@@ -953,6 +962,18 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         feats["blob_response"] = resp
         found.append(_finding("lesion", region, bb, feats, model))
     n_hot = 0
+    liver = None
+    if percist_liver and hot_threshold is not None:
+        liver = liver_reference(img, foreground, sp)
+        if liver is None:
+            notes.append(f"PERCIST: no liver in view; hot regions above the fixed {hot_threshold:g}")
+        else:
+            percist = 1.5 * liver[0] + 2.0 * liver[1]
+            notes.append(f"PERCIST: liver reference mean {liver[0]:.3g}, SD {liver[1]:.3g} ({liver[2]:.0f} mL), "
+                         f"threshold 1.5 x mean + 2 x SD = {percist:.3g}; hot regions above "
+                         f"{min(percist, hot_threshold):.3g}")
+            # only ever lowers the fixed level: above it, a heterogeneous tumour (a necrotic sarcoma) falls apart
+            hot_threshold = min(percist, hot_threshold)
     if hot_threshold is not None:
         for region, bb in _hot_regions(img, foreground, sp, hot_threshold, settings):
             n_hot += 1
@@ -965,6 +986,11 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
             found.append(_finding("lesion", region, bb, feats, model))
         notes.append(f"hot regions above {hot_threshold:g}: {n_hot} candidate(s)")
     found = _resolve_overlaps(found)
+    if liver is not None:
+        for f in found:
+            if f.features.get("mean", 0.0) > 0:
+                f.features["log2_to_liver"] = math.log2(f.features["mean"] / liver[0])  # type: ignore[index]
+                f.features["above_percist"] = float(f.features["mean"] > 1.5 * liver[0] + 2.0 * liver[1])  # type: ignore[index]
     found = _with_context(found, img, foreground, med, mirror_axis, model, notes, symmetric_max, symmetric_factor)
     ok, rejected = _split(found, settings)
     return DetectionResult(ok, rejected, len(cands) + n_hot, tuple(notes))
@@ -1028,6 +1054,41 @@ def _with_context(found: list[Finding], img: np.ndarray, foreground: np.ndarray,
         notes.append(f"{n_sym} symmetric or paired region(s) (mirror_uptake > {symmetric_max:g}: normal anatomy "
                      f"or physiological uptake) down-weighted x{symmetric_factor:g}")
     return out
+
+
+def liver_reference(image: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[float], *,
+                    window_mm: float = 10.0, suv_range: tuple[float, float] = (1.0, 4.0), max_cv: float = 0.2,
+                    min_volume_ml: float = 300.0) -> tuple[float, float, float] | None:
+    """The liver as PERCIST's reference region on a PET in SUV: (mean SUV, SD, volume mL), or None when not in view.
+
+    The liver is the largest region of homogeneous, moderate uptake: where the local mean (Gaussian window of
+    ``window_mm``) lies in ``suv_range`` and the local SD is below ``max_cv`` times it, at least ``min_volume_ml``
+    (brain and bladder are hotter, muscle and lung colder, the blood pool of the heart smaller). Its mean and SD are
+    those of the SUV over that region.
+
+    References
+    ----------
+    .. [1] R. L. Wahl et al., "From RECIST to PERCIST: evolving considerations for PET response criteria in solid
+       tumors", J Nucl Med 50 Suppl 1, 2009 (liver reference, threshold 1.5 x mean + 2 SD).
+    """
+    img = image.astype(np.float32, copy=False)
+    sig = [window_mm / s for s in spacing_mm]
+    m = ndi.gaussian_filter(img, sig)
+    v = ndi.gaussian_filter(img * img, sig)
+    v -= m * m
+    np.clip(v, 0, None, out=v)
+    hom = foreground & (m > suv_range[0]) & (m < suv_range[1]) & (v < (max_cv * m) ** 2)
+    del m, v
+    lab, n = ndi.label(hom)
+    if n == 0:
+        return None
+    sizes = np.bincount(lab.ravel())[1:]
+    k = int(np.argmax(sizes)) + 1
+    vol_ml = float(sizes[k - 1]) * float(np.prod(spacing_mm)) / 1000.0
+    if vol_ml < min_volume_ml:
+        return None
+    vals = img[lab == k]
+    return float(vals.mean()), float(vals.std()), vol_ml
 
 
 def _region_features(img: np.ndarray, region: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[float],

@@ -103,8 +103,9 @@ def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
         opts = _options(_detect.detect_tissue, p)
         if v.modality == "CT" and v.unit == "HU":
             opts.setdefault("window", (-200.0, 250.0))
-        if v.unit == "SUV":  # PET: every region above SUV 2.5 is a candidate too (a lesion with a cold centre)
-            opts.setdefault("hot_threshold", 2.5)
+        if v.unit == "SUV":  # PET: every region above SUV 2.5 is a candidate too (a lesion with a cold centre),
+            opts.setdefault("hot_threshold", 2.5)  # or above PERCIST's threshold when the liver is in view
+            opts.setdefault("percist_liver", True)
         model = _class_model(ctx)
         if model is not None:
             opts["class_means"], opts["class_sds"] = model

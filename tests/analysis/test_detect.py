@@ -308,3 +308,35 @@ def test_mirror_uptake_and_midline_offset_tell_a_paired_organ_from_a_lateral_les
                          settings=DetectionSettings(min_diameter_mm=8, probability_threshold=0.0), polarity="bright")
     assert crop.findings and all("mirror_uptake" not in f.features for f in crop.findings)
     assert any("no body midline" in n for n in crop.notes)
+
+
+def test_liver_reference_finds_the_large_homogeneous_organ_and_not_a_crop():
+    """PERCIST's reference: a 1.5 L homogeneous region of SUV 2 (SD 0.2) beside hot spots (bladder-like SUV 20,
+    small) and cold tissue: mean and SD within 5 %; without it (muscle only) there is no reference."""
+    from dicomnode.analysis.detect import liver_reference
+
+    rng = np.random.default_rng(1)
+    sp = (4.0, 4.0, 4.0)
+    shape = (60, 80, 80)
+    img = rng.normal(0.7, 0.1, shape).astype(np.float32)  # muscle and fat
+    fg = np.ones(shape, dtype=bool)
+    liver = _ball(shape, sp, (30, 40, 25), 72.0)  # about 1.56 L
+    img[liver] = rng.normal(2.0, 0.2, int(liver.sum()))
+    img[_ball(shape, sp, (30, 40, 60), 20.0)] = 20.0  # a small very hot organ
+    ref = liver_reference(img, fg, sp)
+    assert ref is not None
+    mean, sd, ml = ref
+    assert mean == pytest.approx(2.0, rel=0.05) and sd == pytest.approx(0.2, rel=0.25)
+    assert 400 < ml < 1600  # the organ's core: its rim (within the 10 mm window of the edge) is left out
+    muscle = rng.normal(0.7, 0.1, shape).astype(np.float32)
+    assert liver_reference(muscle, fg, sp) is None
+
+
+def test_three_wide_maximum_matches_scipy_on_every_axis():
+    from scipy import ndimage as ndi
+
+    from dicomnode.analysis.detect import _max3
+
+    a = np.random.default_rng(0).normal(size=(5, 7, 9, 11)).astype(np.float32)
+    for axis in range(4):
+        assert np.array_equal(_max3(a, axis), ndi.maximum_filter1d(a, 3, axis=axis, mode="nearest"))
