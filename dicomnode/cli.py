@@ -410,9 +410,9 @@ def cmd_exports(a: argparse.Namespace) -> int:
 
 
 def cmd_process(a: argparse.Namespace) -> int:
-    """Exit codes: 0 done; 1 the series could not be processed (unreadable or inconsistent data, an analysis
-    error: the message names the file and the field); 2 nothing to process as asked (not a folder, no DICOM image
-    files, several series, unknown profile). On failure no output folder is left behind (unless it existed)."""
+    """Exit codes: 0 done; 1 the input cannot be processed (no DICOM image files, several series, a refused or
+    broken series, an analysis error: the message names the files and the next command); 2 bad usage (not a
+    folder, unknown profile, invalid config). On failure no output folder is left behind (unless it existed)."""
     import shutil
 
     from tqdm import tqdm
@@ -433,7 +433,7 @@ def cmd_process(a: argparse.Namespace) -> int:
         print(f"dicomnode process: {src} holds {len(found.series)} series: {parts}. `dicomnode process` takes one "
               f"series; run `dicomnode batch {src} --out {a.out}` for all of them, or give the folder of one",
               file=sys.stderr)
-        return 2
+        return 1
     files = next(iter(found.series.values()), [])
     if not files and found.failures:  # DICOM images, but no usable series: the loader names the file and field
         from dicomnode.net.scu import iter_dicom_files
@@ -445,11 +445,12 @@ def cmd_process(a: argparse.Namespace) -> int:
         if found.not_dicom:
             what.append(f"{found.not_dicom} file(s) that are not DICOM")
         if found.not_images:
-            what.append(f"{found.not_images} DICOM object(s) that are not images (SEG, SR, RT...: for the "
-                        "features of contours use `dicomnode radiomics`)")
-        print(f"dicomnode process: {src} holds no DICOM image files{' (' + ', '.join(what) + named + ')' if what else ''}"
+            what.append(f"{found.not_images} DICOM object(s) that are not images ({_sop_class_names(some)}: for "
+                        "the features of contours use `dicomnode radiomics`)")
+        detail = f" ({', '.join(what)}{named})" if what else ""
+        print(f"dicomnode process: {src} holds no DICOM image files{detail}"
               "; give the folder holding the DICOM files of one series", file=sys.stderr)
-        return 2
+        return 1
     if (found.not_dicom or found.not_images) and not a.quiet:
         print(f"skipped {found.not_dicom + found.not_images} file(s) in {src} that are not DICOM images",
               file=sys.stderr)
@@ -488,6 +489,23 @@ def cmd_process(a: argparse.Namespace) -> int:
     print(f"{outcome.series_uid}: {len(outcome.files)} result file(s) and results.json in {a.out} "
           f"({outcome.seconds:.1f} s)")
     return 0
+
+
+def _sop_class_names(files: Sequence[Path], limit: int = 50) -> str:
+    """The SOP classes (by name) of the DICOM files among ``files``, e.g. "RT Structure Set Storage"."""
+    import pydicom
+    names: list[str] = []
+    for f in files[:limit]:
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+            uid = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
+        except Exception:  # noqa: BLE001 - not DICOM: counted elsewhere
+            continue
+        if uid:
+            name = pydicom.uid.UID(str(uid)).name
+            if name not in names:
+                names.append(name)
+    return ", ".join(names) or "SEG, SR, RT..."
 
 
 def _benches() -> list[str]:
@@ -586,9 +604,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = with_config(sub.add_parser(
         "process", help="run the analysis chain on a folder holding one series",
         description="Run the analysis chain on the DICOM files of one series: seg.dcm, sr.dcm, derived/ and "
-                    "results.json in OUT. Exit codes: 0 done; 1 the series could not be processed (the message "
-                    "names the file and the field); 2 nothing to process as asked (not a folder, no DICOM images, "
-                    "several series: use `dicomnode batch`, unknown profile). On failure OUT is not left behind."))
+                    "results.json in OUT. Exit codes: 0 done; 1 the input cannot be processed (no DICOM images, "
+                    "several series: use `dicomnode batch`, a refused or broken series: the message names the "
+                    "files and the field); 2 bad usage (not a folder, unknown profile, invalid config). On failure "
+                    "OUT is not left behind."))
     s.add_argument("dir", metavar="DIR", help="a folder with the DICOM files of one series")
     s.add_argument("--profile", help="profile name; default: the one for the series' modality")
     s.add_argument("--out", required=True, metavar="OUT", help="output folder (SEG, SR, results.json)")

@@ -456,7 +456,8 @@ def _resolve_profile(c: _Collector, name: str, tables: Mapping[str, Any], shippe
         return None
     known = sorted(set(tables) | set(shipped))
     if base_name in chain or (base_name == name and name not in shipped):
-        c.err(f"{prefix}.extends", base_name, f"profiles extend each other in a circle ({' -> '.join((*chain, name, base_name))}); "
+        circle = " -> ".join((*chain, name, base_name))
+        c.err(f"{prefix}.extends", base_name, f"profiles extend each other in a circle ({circle}); "
               "let one of them extend a shipped profile (ct, mr, pet, generic) instead")
         done[name] = None
         return None
@@ -882,7 +883,8 @@ def to_toml(doc: Mapping[str, Any]) -> str:
 
     def table(t: Mapping[str, Any], path: list[str], array: bool = False) -> None:
         inline = {"match"} if path[:1] == ["rules"] else {"resources"} if path == ["workers"] else set()
-        scalars = {k: v for k, v in t.items() if v is not None and not (isinstance(v, Mapping) and v and k not in inline)
+        scalars = {k: v for k, v in t.items()
+                   if v is not None and not (isinstance(v, Mapping) and v and k not in inline)
                    and not (isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v))}
         if path:
             name = ".".join(_toml_key(p) for p in path)

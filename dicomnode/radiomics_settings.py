@@ -62,13 +62,15 @@ from dicomnode.analysis.filters.spec import PARAMETERS
 from dicomnode.analysis.radiomics import ALL_FAMILIES, Discretisation, Interpolation, RadiomicsSettings
 from dicomnode.errors import ConfigError, ConfigErrors
 
-__all__ = ["SETTINGS_DIR", "builtin_settings", "load_settings", "resolve_settings", "settings_from_dict"]
+__all__ = ["SETTINGS_DIR", "SettingsScope", "builtin_settings", "load_settings", "resolve_settings",
+           "settings_from_dict", "settings_scope"]
 
 #: The shipped settings files.
 SETTINGS_DIR = Path(__file__).parent / "conf" / "radiomics"  # shipped inside the package (dicomnode/conf)
 
 _KEYS: dict[str, set[str]] = {
-    "": {"name", "description", "interpolation", "resegmentation", "discretisation", "ivh", "texture", "features",
+    "": {"name", "description", "modalities", "intensity_unit", "interpolation", "resegmentation", "discretisation",
+         "ivh", "texture", "features",
          "filter"},
     "interpolation": {"method", "spacing_mm", "in_plane_only", "round_intensities", "mask_method",
                       "mask_partial_volume_threshold"},
@@ -85,6 +87,40 @@ _KEYS: dict[str, set[str]] = {
 _FIXED = {"distance": (1, "only Chebyshev distance 1 is implemented (IBSI default); use 1"),
           "zone_linkage_distance": (1, "only linkage distance 1 is implemented (IBSI default); use 1"),
           "ngldm_coarseness": (0, "only coarseness alpha 0 is implemented (IBSI default); use 0")}
+
+
+class SettingsScope:
+    """What images a settings file is for: ``modalities = ["CT"]`` and ``intensity_unit = "HU"`` at its top level.
+
+    Settings with fixed intensity bins or ranges (``ibsi-config-C``: bins of 25 HU from -1000 HU) give meaningless
+    features on another kind of image: on a PET every voxel falls into one bin. ``dicomnode radiomics`` refuses such
+    a mismatch unless ``--force``. No ``modalities``: any image (e.g. ``default``, which bins by number).
+    """
+
+    __slots__ = ("name", "modalities", "intensity_unit")
+
+    def __init__(self, name: str, modalities: tuple[str, ...], intensity_unit: str) -> None:
+        self.name, self.modalities, self.intensity_unit = name, modalities, intensity_unit
+
+    def mismatch(self, modality: str) -> str | None:
+        """Why these settings do not suit an image of ``modality``, or None."""
+        if not self.modalities or not modality or modality.upper() in self.modalities:
+            return None
+        unit = f" (intensities in {self.intensity_unit})" if self.intensity_unit else ""
+        return (f"settings {self.name} are for {'/'.join(self.modalities)} images{unit}, this image is {modality}: "
+                "its fixed bins and ranges would not mean anything here; use settings for this modality (e.g. "
+                "default, which bins by number) or --force")
+
+
+def settings_scope(name_or_path: str | Path | None) -> SettingsScope:
+    """The :class:`SettingsScope` of a shipped name or settings file (read after :func:`resolve_settings`)."""
+    shipped = builtin_settings()
+    key = "default" if name_or_path is None else str(name_or_path)
+    path = shipped.get(key, Path(key))
+    data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    mods = data.get("modalities", [])
+    return SettingsScope(str(data.get("name", Path(path).stem)), tuple(str(m).upper() for m in mods),
+                         str(data.get("intensity_unit", "")))
 
 
 def builtin_settings() -> dict[str, Path]:
@@ -150,6 +186,13 @@ def settings_from_dict(data: dict[str, Any], *, source: str = "", default_name: 
     def sec(name: str) -> dict[str, Any]:
         t = data.get(name, {})
         return t if isinstance(t, dict) else {}
+
+    mods = data.get("modalities", [])
+    if not isinstance(mods, list) or any(not isinstance(m, str) or not m.strip() for m in mods):
+        err("modalities", mods, "a list of DICOM Modality values the settings are for, e.g. [\"CT\"] ([]: any)")
+    unit = data.get("intensity_unit", "")
+    if not isinstance(unit, str):
+        err("intensity_unit", unit, "the unit of the intensities the bins and ranges are in, e.g. \"HU\"")
 
     kw: dict[str, Any] = {}
     name = data.get("name", default_name)

@@ -121,11 +121,10 @@ _original_showwarning = warnings.showwarning
 def capture_warnings() -> None:
     """Python warnings go to logging (scrubbed, once each) instead of raw text on stderr. Idempotent.
 
-    Every warning is shown (``"default"`` filter action: once per place it is raised); :class:`OnceFilter` then
-    keeps one of each text.
+    Python's own filters still decide which warnings are shown (user warnings once per place they are raised;
+    deprecation and resource warnings not); :class:`OnceFilter` then keeps one of each text.
     """
     warnings.showwarning = _showwarning
-    warnings.simplefilter("default")
     root = logging.getLogger()
     if not root.handlers:  # commands without setup_logging: a plain handler for the warnings only, scrubbed, once
         handler = logging.StreamHandler(sys.stderr)
