@@ -351,7 +351,8 @@ def write_table(out: Path, series_uids: Sequence[str],
         rj = _done_marker(out, uid)
         try:
             src = dict((sources or {}).get(uid, {}))
-            rows.extend({**r, **{c: src.get(c) for c in SOURCE_COLUMNS}} for r in result_rows(json.loads(rj.read_text())))
+            source = {c: src.get(c) for c in SOURCE_COLUMNS}
+            rows.extend({**r, **source} for r in result_rows(json.loads(rj.read_text())))
         except (OSError, ValueError) as e:
             log.warning("results.json unreadable; series left out of the table",
                         extra={"series_uid": uid, "error": str(e)})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -104,6 +105,41 @@ def cmd_echo(a: argparse.Namespace) -> int:
     return 0 if status == 0 else 1
 
 
+def _unsendable(path: Path) -> str | None:
+    """Why a DICOM file cannot be C-STOREd at all (empty or invalid SOP UIDs), or None."""
+    from dicomnode.io.load import read_header
+    from dicomnode.uids import is_valid_uid
+    try:
+        ds = read_header(path)
+    except Exception as e:  # noqa: BLE001 - named per file
+        return f"cannot read its header ({e})"
+    bad = []
+    for keyword, tag in (("SOPClassUID", "(0008,0016)"), ("SOPInstanceUID", "(0008,0018)")):
+        value = str(ds.get(keyword, "") or "").strip()
+        if not value:
+            bad.append(f"empty {keyword} {tag}")
+        elif not is_valid_uid(value):
+            bad.append(f"{keyword} {tag} is not a valid UID")
+    if bad:
+        return (f"{' and '.join(bad)}: a DICOM peer cannot store a file without them; repair the header (e.g. DCMTK's "
+                "dcmodify) and send again")
+    return None
+
+
+def _send_error(error: str, calling_ae: str) -> str:
+    """A send failure in the words of the user: the context the peer refused, the AE title it does not know."""
+    m = re.search(r"No presentation context for '([^']*)' has been accepted by the peer with '([^']*)' transfer "
+                  r"syntax", error)
+    if m:
+        return (f"the destination accepted no presentation context for SOP class {m.group(1) or '(empty)'} in "
+                f"{m.group(2)}: it does not take this kind of object or this encoding (decompress it, e.g. with "
+                "DCMTK's dcmdjpeg / dcmdjp2k, or ask its administrator)")
+    if "Calling AE title not recognised" in error or "reason 3" in error and "source 1" in error:
+        return (f"{error}; the peer does not accept our calling AE title {calling_ae}: pass --aet with one it "
+                "knows (a dicomnode lists them as [[peers]])")
+    return error
+
+
 def cmd_send(a: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -125,6 +161,25 @@ def cmd_send(a: argparse.Namespace) -> int:
     if not files:
         print("dicomnode send: no files found under the given paths", file=sys.stderr)
         return 2
+    refused: dict[str, list[Path]] = {}
+    sendable = []
+    for f in files:
+        why = _unsendable(f)
+        if why is None:
+            sendable.append(f)
+        else:
+            refused.setdefault(why, []).append(f)
+    if refused:
+        n = sum(map(len, refused.values()))
+        print(f"{n} file(s) will not be sent:", file=sys.stderr)
+        for why, fs in refused.items():
+            print(f"  {why}:", file=sys.stderr)
+            for f in fs:
+                print(f"    {f}", file=sys.stderr)
+    if not sendable:
+        print(f"sent 0 of {len(files)} file(s) to {a.to}")
+        return 1
+    files = sendable
     ssl_context = _client_tls(a, "send")
     bar = tqdm(total=len(files), unit="file", desc=f"send to {ae}", file=sys.stderr, disable=a.quiet)
     try:
@@ -132,17 +187,17 @@ def cmd_send(a: argparse.Namespace) -> int:
                              ssl_context=ssl_context, on_sent=lambda r: bar.update(1))
     except DicomnodeError as e:
         bar.close()
-        print(f"dicomnode send: {e}", file=sys.stderr)
+        print(f"dicomnode send: {_send_error(str(e), a.aet)}", file=sys.stderr)
         return 1
     bar.close()
     failed = [r for r in results if not r.ok]
-    print(f"sent {len(results) - len(failed)} of {len(results)} file(s) to {a.to}")
+    total = len(results) + sum(map(len, refused.values()))
+    print(f"sent {len(results) - len(failed)} of {total} file(s) to {a.to}")
     if failed:
         print(f"{len(failed)} failure(s):", file=sys.stderr)
         for r in failed:
-            print(f"  {r.path}: {r.error}", file=sys.stderr)
-        return 1
-    return 0
+            print(f"  {r.path}: {_send_error(r.error or '', a.aet)}", file=sys.stderr)
+    return 1 if failed or refused else 0
 
 
 def _db(a: argparse.Namespace):
@@ -156,7 +211,17 @@ def _db(a: argparse.Namespace):
 
 
 def _ts(t: float | None) -> str:
-    return "-" if not t else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+    """ISO 8601 local time with its UTC offset, for people; "-" for none."""
+    from dicomnode.admin import iso
+    return iso(t) or "-"
+
+
+def _series_entry(s: Any, cfg: Any, now: float) -> dict[str, Any]:
+    from dicomnode.admin import series_completion
+    eta = series_completion(s, cfg, now)
+    return {"series_uid": s.series_uid, "modality": s.modality, "state": s.state.value,
+            "instances": s.instance_count, "last_received_at": s.last_received_at, "rule": s.rule, "note": s.note,
+            "completes_at": eta[0] if eta else None, "completes_in_s": round(eta[1], 1) if eta else None}
 
 
 def status_dict(cfg: Any, db: Any) -> dict[str, Any]:
@@ -164,12 +229,12 @@ def status_dict(cfg: Any, db: Any) -> dict[str, Any]:
     jobs = db.list_jobs(limit=100)
     exports = db.list_exports(limit=200)
     from dicomnode.store.db import ExportState, JobState
+    now = time.time()
     return {
-        "node": {"ae_title": cfg.node.ae_title, "port": cfg.node.port, "data_dir": str(cfg.node.data_dir)},
+        "node": {"ae_title": cfg.node.ae_title, "port": cfg.node.port, "data_dir": str(cfg.node.data_dir),
+                 "quiet_seconds": cfg.series.quiet_seconds},
         "instances": db.count_instances(),
-        "series": [{"series_uid": s.series_uid, "modality": s.modality, "state": s.state.value,
-                    "instances": s.instance_count, "last_received_at": s.last_received_at, "rule": s.rule,
-                    "note": s.note} for s in series],
+        "series": [_series_entry(s, cfg, now) for s in series],
         "jobs": {"counts": db.count_jobs(),
                  "recent": [{"id": j.id, "series_uid": j.series_uid, "state": j.state.value, "profile": j.profile,
                              "attempts": j.attempts, "seconds": j.seconds, "error": j.error,
@@ -206,9 +271,25 @@ def _activity(a: dict[str, Any]) -> str:
 
 def cmd_status(a: argparse.Namespace) -> int:
     cfg, db = _db(a)
+    if a.watch is None:
+        return _print_status(cfg, db, a.json)
+    try:
+        while True:
+            if not a.json and sys.stdout.isatty():
+                print("\033[H\033[2J", end="")  # clear the terminal, as watch(1) does
+            _print_status(cfg, db, a.json)
+            sys.stdout.flush()
+            time.sleep(a.watch)
+            if not a.json:
+                print()
+    except KeyboardInterrupt:
+        return 0
+
+
+def _print_status(cfg: Any, db: Any, as_json: bool) -> int:
     st = status_dict(cfg, db)
-    if a.json:
-        print(json.dumps(st, indent=2, default=str))
+    if as_json:
+        print(json.dumps(st, default=str))
         return 0
     print(f"node {st['node']['ae_title']} :{st['node']['port']}  data {st['node']['data_dir']}  "
           f"instances {st['instances']}")
@@ -221,8 +302,10 @@ def cmd_status(a: argparse.Namespace) -> int:
     print(f"last 24 h: {_activity(sm['last_24h'])}")
     print(f"series ({len(st['series'])} most recent):")
     for s in st["series"]:
+        when = (f"completes in {s['completes_in_s']:.0f} s ({_ts(s['completes_at'])}) if nothing more arrives"
+                if s["completes_at"] else s["note"])
         print(f"  {s['series_uid']}  {s['modality']:<3} {s['state']:<9} {s['instances']:>5} inst  "
-              f"{_ts(s['last_received_at'])}  {s['note']}")
+              f"last {_ts(s['last_received_at'])}  {when}")
     print(f"jobs: {st['jobs']['counts'] or 'none'}")
     for j in st["jobs"]["recent"][:20]:
         print(f"  #{j['id']:<5} {j['state']:<8} {j['profile']:<8} {j['series_uid']}  "
@@ -253,8 +336,15 @@ def cmd_jobs(a: argparse.Namespace) -> int:
         for j in rows:
             print(f"#{j.id:<5} {j.state.value:<8} attempts {j.attempts}  {j.profile:<8} {j.series_uid}  {j.error or ''}")
         return 0
+    if a.action == "retry" and a.failed:
+        from dicomnode.admin import retry_failed_jobs
+        ids = retry_failed_jobs(db)
+        print(f"{len(ids)} failed job(s) queued again{': ' + ', '.join(map(str, ids)) if ids else ''}"
+              f"{' (a running node picks them up within a second)' if ids else ''}")
+        return 0
     if a.id is None:
-        print(f"dicomnode jobs {a.action}: give the job ID", file=sys.stderr)
+        hint = " (or --failed for every failed job)" if a.action == "retry" else ""
+        print(f"dicomnode jobs {a.action}: give the job ID{hint}", file=sys.stderr)
         return 2
     job = db.get_job(a.id)
     if job is None:
@@ -263,6 +353,9 @@ def cmd_jobs(a: argparse.Namespace) -> int:
     if a.action == "show":
         d = {k: getattr(job, k) for k in job.__slots__}
         d["state"] = job.state.value
+        from dicomnode.admin import iso
+        for k in ("not_before", "lease_until", "created_at", "started_at", "finished_at"):
+            d[k] = iso(d[k], milliseconds=True)  # ISO 8601
         print(json.dumps(d, indent=2, default=str))
         return 0
     # retry
@@ -279,12 +372,33 @@ def cmd_exports(a: argparse.Namespace) -> int:
     from dicomnode.store.db import ExportState
     cfg, db = _db(a)
     if a.action == "list":
+        now = time.time()
         for e in db.list_exports(ExportState(a.state) if a.state else None):
-            print(f"#{e.id:<5} {e.state.value:<7} -> {e.destination:<10} attempts {e.attempts}  {e.sop_instance_uid}"
-                  f"  {e.last_error or ''}")
+            if a.destination and e.destination != a.destination:
+                continue
+            when = ""
+            if e.state is ExportState.PENDING:
+                when = "next attempt now" if e.not_before <= now else f"next attempt {_ts(e.not_before)}"
+            elif e.state is ExportState.SENT:
+                when = f"sent {_ts(e.sent_at)}"
+            elif e.state is ExportState.DEAD:
+                when = f"dead: dicomnode exports retry {e.id}"
+            print(f"#{e.id:<5} {e.state.value:<7} -> {e.destination:<10} attempts {e.attempts}  {when}  "
+                  f"{e.sop_instance_uid}  {e.last_error or ''}".rstrip())
+        return 0
+    if a.dead:
+        from dicomnode.admin import retry_dead_exports
+        if a.destination and a.destination not in {d.name for d in cfg.destinations}:
+            print(f"dicomnode exports retry: --destination {a.destination}: no such destination; configured: "
+                  f"{', '.join(d.name for d in cfg.destinations) or 'none'}", file=sys.stderr)
+            return 2
+        ids = retry_dead_exports(db, destination=a.destination)
+        print(f"{len(ids)} dead-lettered export(s){' to ' + a.destination if a.destination else ''} queued again"
+              f"{': ' + ', '.join(map(str, ids)) if ids else ''}")
         return 0
     if a.id is None:
-        print("dicomnode exports retry: give the export ID", file=sys.stderr)
+        print("dicomnode exports retry: give the export ID (or --dead for every dead-lettered one)",
+              file=sys.stderr)
         return 2
     try:
         db.requeue_export(a.id, time.time())
@@ -296,24 +410,50 @@ def cmd_exports(a: argparse.Namespace) -> int:
 
 
 def cmd_process(a: argparse.Namespace) -> int:
+    """Exit codes: 0 done; 1 the input cannot be processed (no DICOM image files, several series, a refused or
+    broken series, an analysis error: the message names the files and the next command); 2 bad usage (not a
+    folder, unknown profile, invalid config). On failure no output folder is left behind (unless it existed)."""
+    import shutil
+
     from tqdm import tqdm
 
+    from dicomnode.batch import find_series
     from dicomnode.chain import JobSpec, run_chain
     from dicomnode.config import DEFAULT_PROFILE_BY_MODALITY, GENERIC_PROFILE
-    from dicomnode.net.scu import iter_dicom_files
 
     cfg = _config_or_exit(a.config)
     src = Path(a.dir)
     if not src.is_dir():
-        print(f"dicomnode process: {src} is not a folder of DICOM files", file=sys.stderr)
+        print(f"dicomnode process: {src} is not a folder; give the folder holding the DICOM files of one series",
+              file=sys.stderr)
         return 2
-    skipped: list[Path] = []
-    files = iter_dicom_files([src], skipped)
-    if skipped and not a.quiet:
-        print(f"skipped {len(skipped)} file(s) that are not DICOM in {src}", file=sys.stderr)
+    found = find_series(src)
+    if len(found.series) > 1:
+        parts = "; ".join(f"{uid} ({len(fs)} files in {fs[0].parent})" for uid, fs in sorted(found.series.items()))
+        print(f"dicomnode process: {src} holds {len(found.series)} series: {parts}. `dicomnode process` takes one "
+              f"series; run `dicomnode batch {src} --out {a.out}` for all of them, or give the folder of one",
+              file=sys.stderr)
+        return 1
+    files = next(iter(found.series.values()), [])
+    if not files and found.failures:  # DICOM images, but no usable series: the loader names the file and field
+        from dicomnode.net.scu import iter_dicom_files
+        files = iter_dicom_files([src], [])
     if not files:
-        print(f"dicomnode process: no files in {src}", file=sys.stderr)
-        return 2
+        some = sorted(p for p in src.rglob("*") if p.is_file())
+        named = f"; e.g. {', '.join(str(p) for p in some[:3])}" if some else ""
+        what = []
+        if found.not_dicom:
+            what.append(f"{found.not_dicom} file(s) that are not DICOM")
+        if found.not_images:
+            what.append(f"{found.not_images} DICOM object(s) that are not images ({_sop_class_names(some)}: for "
+                        "the features of contours use `dicomnode radiomics`)")
+        detail = f" ({', '.join(what)}{named})" if what else ""
+        print(f"dicomnode process: {src} holds no DICOM image files{detail}"
+              "; give the folder holding the DICOM files of one series", file=sys.stderr)
+        return 1
+    if (found.not_dicom or found.not_images) and not a.quiet:
+        print(f"skipped {found.not_dicom + found.not_images} file(s) in {src} that are not DICOM images",
+              file=sys.stderr)
     profile_name = a.profile
     if profile_name is None:
         from dicomnode.io.headers import read_tags
@@ -328,6 +468,7 @@ def cmd_process(a: argparse.Namespace) -> int:
               f"{', '.join(sorted(cfg.profiles))}", file=sys.stderr)
         return 2
     profile = cfg.profiles[profile_name]
+    out_existed = Path(a.out).exists()
     bar = tqdm(total=len(profile.steps) + 1, desc="process", unit="step", file=sys.stderr, disable=a.quiet)
 
     def progress(name: str) -> None:
@@ -339,6 +480,8 @@ def cmd_process(a: argparse.Namespace) -> int:
                                     uid_root=cfg.node.uid_root), progress=progress)
     except DicomnodeError as e:
         bar.close()
+        if not out_existed:
+            shutil.rmtree(a.out, ignore_errors=True)  # nothing half-made left behind
         print(f"dicomnode process: {src}: {e}", file=sys.stderr)
         return 1
     bar.update(1)
@@ -346,6 +489,23 @@ def cmd_process(a: argparse.Namespace) -> int:
     print(f"{outcome.series_uid}: {len(outcome.files)} result file(s) and results.json in {a.out} "
           f"({outcome.seconds:.1f} s)")
     return 0
+
+
+def _sop_class_names(files: Sequence[Path], limit: int = 50) -> str:
+    """The SOP classes (by name) of the DICOM files among ``files``, e.g. "RT Structure Set Storage"."""
+    import pydicom
+    names: list[str] = []
+    for f in files[:limit]:
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+            uid = ds.get("SOPClassUID") or ds.file_meta.get("MediaStorageSOPClassUID")
+        except Exception:  # noqa: BLE001 - not DICOM: counted elsewhere
+            continue
+        if uid:
+            name = pydicom.uid.UID(str(uid)).name
+            if name not in names:
+                names.append(name)
+    return ", ".join(names) or "SEG, SR, RT..."
 
 
 def _benches() -> list[str]:
@@ -394,8 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert (if not inside it)")
 
     s = sub.add_parser("echo", help="C-ECHO a DICOM peer")
-    s.add_argument("host")
-    s.add_argument("port", type=int)
+    s.add_argument("host", help="the peer's host name or address")
+    s.add_argument("port", type=int, help="the peer's DICOM port")
     s.add_argument("--aet", default="DICOMNODE", help="our (calling) AE title")
     s.add_argument("--aec", default="ANY-SCP", help="the peer's (called) AE title")
     s.add_argument("--timeout", type=float, default=10.0, help="seconds")
@@ -403,40 +563,61 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_echo)
 
     s = sub.add_parser("send", help="C-STORE files and folders to a peer")
-    s.add_argument("paths", nargs="+", metavar="PATH")
-    s.add_argument("--to", required=True, metavar="AE@HOST:PORT")
+    s.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files or folders (searched recursively)")
+    s.add_argument("--to", required=True, metavar="AE@HOST:PORT", help="the peer: its AE title, host and port")
     s.add_argument("--aet", default="DICOMNODE", help="our (calling) AE title")
     s.add_argument("--timeout", type=float, default=30.0, help="seconds")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     add_tls_options(s)
     s.set_defaults(func=cmd_send)
 
-    s = with_config(sub.add_parser("status", help="series, jobs and outbox at a glance"))
-    s.add_argument("--json", action="store_true")
+    s = with_config(sub.add_parser(
+        "status", help="series, jobs and outbox at a glance",
+        description="The node's series (open ones with the time they complete), jobs, outbox and activity, read "
+                    "from its data folder (the node may be running or not). Times are ISO 8601."))
+    s.add_argument("--json", action="store_true", help="one JSON object (epoch seconds) instead of text")
+    s.add_argument("--watch", type=float, nargs="?", const=2.0, metavar="SECONDS",
+                   help="print again every SECONDS (default 2) until Ctrl-C; with --json one object per line")
     s.set_defaults(func=cmd_status)
 
-    s = with_config(sub.add_parser("jobs", help="list, show or retry jobs"))
-    s.add_argument("action", choices=["list", "show", "retry"])
-    s.add_argument("id", nargs="?", type=int)
-    s.add_argument("--state", choices=["pending", "running", "done", "failed"])
-    s.add_argument("--json", action="store_true")
+    s = with_config(sub.add_parser("jobs", help="list, show or retry jobs",
+                                   description="The job queue. retry ID (or --failed: every failed job) queues "
+                                               "jobs again; a running node picks them up within a second."))
+    s.add_argument("action", choices=["list", "show", "retry"], help="list jobs, show one, or retry")
+    s.add_argument("id", nargs="?", type=int, metavar="ID", help="the job id (show, retry)")
+    s.add_argument("--state", choices=["pending", "running", "done", "failed"], help="list: only jobs in this state")
+    s.add_argument("--failed", action="store_true", help="retry: every failed job")
+    s.add_argument("--json", action="store_true", help="list: JSON")
     s.set_defaults(func=cmd_jobs)
 
-    s = with_config(sub.add_parser("exports", help="list the outbox or requeue a dead-lettered export"))
-    s.add_argument("action", choices=["list", "retry"])
-    s.add_argument("id", nargs="?", type=int)
-    s.add_argument("--state", choices=["pending", "sending", "sent", "dead"])
+    s = with_config(sub.add_parser("exports", help="list the outbox or requeue dead-lettered exports",
+                                   description="The outbox: one row per result file and destination. list shows "
+                                               "when the next attempt is due; retry ID (or --dead) requeues "
+                                               "dead-lettered exports."))
+    s.add_argument("action", choices=["list", "retry"], help="list the outbox, or retry")
+    s.add_argument("id", nargs="?", type=int, metavar="ID", help="retry: the export id")
+    s.add_argument("--state", choices=["pending", "sending", "sent", "dead"], help="list: only this state")
+    s.add_argument("--dead", action="store_true", help="retry: every dead-lettered export")
+    s.add_argument("--destination", metavar="NAME", help="list, retry --dead: only this destination")
     s.set_defaults(func=cmd_exports)
 
-    s = with_config(sub.add_parser("process", help="run the analysis chain on a folder holding one series"))
-    s.add_argument("dir", metavar="DIR")
+    s = with_config(sub.add_parser(
+        "process", help="run the analysis chain on a folder holding one series",
+        description="Run the analysis chain on the DICOM files of one series: seg.dcm, sr.dcm, derived/ and "
+                    "results.json in OUT. Exit codes: 0 done; 1 the input cannot be processed (no DICOM images, "
+                    "several series: use `dicomnode batch`, a refused or broken series: the message names the "
+                    "files and the field); 2 bad usage (not a folder, unknown profile, invalid config). On failure "
+                    "OUT is not left behind."))
+    s.add_argument("dir", metavar="DIR", help="a folder with the DICOM files of one series")
     s.add_argument("--profile", help="profile name; default: the one for the series' modality")
     s.add_argument("--out", required=True, metavar="OUT", help="output folder (SEG, SR, results.json)")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_process)
 
-    s = sub.add_parser("bench", help="benchmarks that print JSON figures", add_help=False)
-    s.add_argument("what", choices=_benches())
+    s = sub.add_parser("bench", help="benchmarks that print JSON figures", add_help=False,
+                       description="Benchmarks that print JSON figures; `dicomnode bench WHAT --help` lists the "
+                                   "options of one.")
+    s.add_argument("what", choices=_benches(), help="which benchmark")
     s.set_defaults(func=None, bench=True)
 
     import importlib
@@ -455,6 +636,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     capture_warnings()  # library warnings quote patient data: scrubbed, once each, through logging
     parser = build_parser()
     if argv[:1] == ["bench"]:
+        if len(argv) == 1 or argv[1] in ("-h", "--help"):
+            print(f"usage: dicomnode bench {{{','.join(_benches())}}} [options]\n\nBenchmarks that print JSON "
+                  "figures (no timed assertions anywhere: speed is measured here).\n`dicomnode bench WHAT --help` "
+                  "lists the options of one.")
+            return 0 if len(argv) > 1 else 2
         a, rest = parser.parse_known_args(argv)
         return cmd_bench(a, rest)
     a = parser.parse_args(argv)

@@ -5,7 +5,10 @@ the embedded defaults serve: AE title ``DICOMNODE``, port 11112, data in ``./dic
 workers, no destination. ``conf/dicomnode.toml`` is a commented example of every key.
 
 Analysis profiles: the shipped defaults live in ``conf/profiles/<name>.toml`` (``ct``, ``mr``, ``pet``,
-``generic``); ``[profiles.NAME]`` tables in the node's file add profiles or replace a shipped one whole.
+``generic``); ``[profiles.NAME]`` tables in the node's file add profiles or replace a shipped one whole. With
+``extends = "BASE"`` a profile starts from another one (shipped or in the file; ``[profiles.ct] extends = "ct"``
+changes the shipped ``ct``): ``steps``, ``outputs`` and ``version`` are the base's unless given, and each step table
+overrides only the keys it names (see :func:`_extend`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import fnmatch
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from dicomnode.errors import ConfigError, ConfigErrors
 
@@ -127,6 +130,7 @@ class Profile:
     params: Mapping[str, Mapping[str, Any]]
     version: str = "1"
     outputs: tuple[str, ...] = ("seg", "sr")
+    extends: str | None = None  # the profile it was built on (``extends = "ct"``), for config show and messages
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +191,7 @@ class NodeConfig:
     metrics: MetricsSection = field(default_factory=MetricsSection)
     retention: RetentionSection = field(default_factory=RetentionSection)
     source: str = "<defaults>"
+    warnings: tuple[str, ...] = ()  # not errors, but likely mistakes (shadowed rules); config check prints them
 
     def destination(self, name: str) -> Destination:
         for d in self.destinations:
@@ -412,6 +417,72 @@ def _parse_profile(c: _Collector, name: str, t: Any, prefix: str) -> Profile | N
     return Profile(name=name, steps=tuple(steps), params=params, version=str(version), outputs=tuple(outputs))
 
 
+def _extend(base: Profile, t: Mapping[str, Any]) -> dict[str, Any]:
+    """The table of a profile that ``extends`` ``base``: the base's keys, then ``t``'s (step tables merged per key).
+
+    ``steps``, ``outputs``, ``version`` and ``description`` given in ``t`` replace the base's; a step table of ``t``
+    updates the base's table of that step key by key (``[profiles.mine.detect] max_findings = 3`` keeps every other
+    detect parameter of the base). Parameters of base steps that ``t``'s ``steps`` drops are dropped too.
+    """
+    merged: dict[str, Any] = {"steps": list(base.steps), "outputs": list(base.outputs), "version": base.version}
+    steps = t.get("steps", merged["steps"])
+    for k, v in base.params.items():
+        if isinstance(steps, list) and k in steps:
+            merged[k] = dict(v)
+    for k, v in t.items():
+        if k == "extends":
+            continue
+        if isinstance(v, dict) and isinstance(merged.get(k), dict):
+            merged[k] = {**merged[k], **v}
+        else:
+            merged[k] = v
+    return merged
+
+
+def _resolve_profile(c: _Collector, name: str, tables: Mapping[str, Any], shipped: Mapping[str, Profile],
+                     done: dict[str, Profile | None], chain: tuple[str, ...] = ()) -> Profile | None:
+    """``[profiles.NAME]`` of the file, its ``extends`` resolved (file profiles first, then shipped ones)."""
+    if name in done:
+        return done[name]
+    prefix = f"profiles.{name}"
+    t = tables[name]
+    if not isinstance(t, dict) or "extends" not in t:
+        done[name] = _parse_profile(c, name, t, prefix)
+        return done[name]
+    base_name = t["extends"]
+    if not isinstance(base_name, str):
+        c.err(f"{prefix}.extends", base_name, "the name of a profile in quotes, e.g. \"ct\"")
+        done[name] = None
+        return None
+    known = sorted(set(tables) | set(shipped))
+    if base_name in chain or (base_name == name and name not in shipped):
+        circle = " -> ".join((*chain, name, base_name))
+        c.err(f"{prefix}.extends", base_name, f"profiles extend each other in a circle ({circle}); "
+              "let one of them extend a shipped profile (ct, mr, pet, generic) instead")
+        done[name] = None
+        return None
+    if base_name == name:  # [profiles.ct] extends = "ct": the shipped one
+        base: Profile | None = shipped[name]
+    elif base_name in tables:
+        base = _resolve_profile(c, base_name, tables, shipped, done, (*chain, name))
+        if base is None:
+            done[name] = None  # the base's own error is reported; this one follows from it
+            return None
+    elif base_name in shipped:
+        base = shipped[base_name]
+    else:
+        c.err(f"{prefix}.extends", base_name, f"no such profile; extend one of {', '.join(known)}")
+        done[name] = None
+        return None
+    assert base is not None
+    prof = _parse_profile(c, name, _extend(base, t), prefix)
+    if prof is not None:
+        from dataclasses import replace
+        prof = replace(prof, extends=base_name)
+    done[name] = prof
+    return prof
+
+
 def load_default_profiles() -> dict[str, Profile]:
     """The shipped profiles from ``conf/profiles/*.toml`` (one profile per file, named by the file stem)."""
     profiles: dict[str, Profile] = {}
@@ -483,8 +554,10 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
 
     profiles = load_default_profiles()
     pt = c.table(doc, "profiles")
-    for name, t in pt.items():
-        prof = _parse_profile(c, name, t, f"profiles.{name}")
+    shipped = dict(profiles)
+    resolved: dict[str, Profile | None] = {}
+    for name in pt:
+        prof = _resolve_profile(c, name, pt, shipped, resolved)
         if prof is not None:
             profiles[name] = prof
 
@@ -632,7 +705,44 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
         raise ConfigErrors(c.errors, source)
     return NodeConfig(node=node, peers=tuple(peers), series=series, destinations=tuple(dests), rules=tuple(rules),
                       profiles=profiles, workers=workers, export=export, metrics=metrics, retention=retention,
-                      source=source)
+                      source=source, warnings=tuple(shadowed_rules(rules)))
+
+
+def _is_glob(v: str) -> bool:
+    return any(ch in v for ch in "*?[")
+
+
+def _covers(wide: MatchValue, narrow: MatchValue | None) -> bool:
+    """Whether every value ``narrow`` accepts (None: any value) is accepted by ``wide``."""
+    pats = wide if isinstance(wide, tuple) else (wide,)
+    if narrow is None:
+        return "*" in pats
+    for v in (narrow if isinstance(narrow, tuple) else (narrow,)):
+        if _is_glob(v):
+            if not any(p == "*" or p == v for p in pats):
+                return False
+        elif not any(fnmatch.fnmatchcase(v, p) for p in pats):
+            return False
+    return True
+
+
+def shadowed_rules(rules: Sequence[Rule]) -> list[str]:
+    """Warnings for rules that can never fire: an earlier rule of the same kind matches every series they match.
+
+    Rules are tried in order and the first match applies, so ``rules[j]`` is dead when some earlier ``rules[i]``
+    (both for images, or both radiomics rules) accepts every value ``rules[j]`` accepts, keyword by keyword.
+    """
+    out = []
+    for j, later in enumerate(rules):
+        for i, earlier in enumerate(rules[:j]):
+            if (earlier.radiomics is None) != (later.radiomics is None):
+                continue
+            if all(_covers(want, later.match.get(kw)) for kw, want in earlier.match.items()):
+                out.append(f"rules[{j}] ({later.name}) never fires: rules[{i}] ({earlier.name}) comes first and "
+                           f"matches every series it matches; move rules[{j}] above it or narrow rules[{i}] "
+                           f"(`dicomnode rules test FILE` shows which rule a file gets)")
+                break
+    return out
 
 
 def load_config(path: Path | str | None = None) -> NodeConfig:
@@ -773,7 +883,8 @@ def to_toml(doc: Mapping[str, Any]) -> str:
 
     def table(t: Mapping[str, Any], path: list[str], array: bool = False) -> None:
         inline = {"match"} if path[:1] == ["rules"] else {"resources"} if path == ["workers"] else set()
-        scalars = {k: v for k, v in t.items() if v is not None and not (isinstance(v, Mapping) and v and k not in inline)
+        scalars = {k: v for k, v in t.items()
+                   if v is not None and not (isinstance(v, Mapping) and v and k not in inline)
                    and not (isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v))}
         if path:
             name = ".".join(_toml_key(p) for p in path)

@@ -59,6 +59,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--sr", metavar="FILE", help="also write a TID 1500 SR of the features (single case)")
     p.add_argument("--batch", metavar="CSV", help="cases to run: image_dir, roi_file, roi_name per row")
     p.add_argument("--workers", type=int, default=None, metavar="N", help="batch processes (default: CPU count)")
+    p.add_argument("--force", action="store_true",
+                   help="use the settings even on a modality they are not for (e.g. HU bins on a PET)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=main)
     return p
@@ -76,12 +78,17 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"dicomnode radiomics: invalid settings\n{exc}", file=sys.stderr)
         return 2
+    from dicomnode.radiomics_settings import settings_scope
+    scope = settings_scope(args.settings)
     if args.batch:
         if args.image_dir or args.roi or args.sr:
             return _usage("--batch takes its cases from the CSV: give no IMAGE_DIR, --roi or --sr")
-        return _batch(args, settings, out)
+        return _batch(args, settings, out, scope)
     if not args.image_dir or not args.roi:
         return _usage("give IMAGE_DIR and --roi FILE (or --batch CSV)")
+    why = None if args.force else _scope_mismatch(scope, args.image_dir, args.roi)
+    if why:
+        return _usage(f"{args.image_dir}: {why}")
     try:
         series, region, values = run_case(args.image_dir, args.roi, args.roi_name, settings, number=args.roi_number)
     except (DicomnodeError, ValueError, OSError) as exc:
@@ -219,7 +226,21 @@ def _batch_worker(image_dir: str, roi_file: str, roi_name: str, settings) -> lis
     return [_row(v) for v in values]
 
 
-def _batch(args: argparse.Namespace, settings, out: Path) -> int:
+def _scope_mismatch(scope, image_dir: str | Path, roi_file: str | Path) -> str | None:
+    """Why the settings do not suit the image series of ``image_dir`` (its Modality), or None."""
+    if not scope.modalities:
+        return None
+    from dicomnode.errors import SeriesLoadError
+    from dicomnode.io.load import read_header
+    try:
+        files = _series_files(Path(image_dir), Path(roi_file))
+        modality = str(read_header(files[0]).get("Modality", "") or "")
+    except (SeriesLoadError, OSError):
+        return None  # the case itself reports what is wrong with its files
+    return scope.mismatch(modality)
+
+
+def _batch(args: argparse.Namespace, settings, out: Path, scope=None) -> int:
     from tqdm import tqdm
 
     try:
@@ -230,6 +251,11 @@ def _batch(args: argparse.Namespace, settings, out: Path) -> int:
         return _usage(str(exc))
     if args.workers is not None and args.workers < 1:
         return _usage(f"--workers {args.workers}: use 1 or more")
+    if scope is not None and not args.force:
+        wrong = [(c, w) for c in cases if (w := _scope_mismatch(scope, c["_image"], c["_roi"]))]
+        if wrong:
+            return _usage("; ".join(f"case {c.get('case') or c['image_dir']}: {w}" for c, w in wrong[:5])
+                          + (f" (and {len(wrong) - 5} more)" if len(wrong) > 5 else ""))
     results: dict[int, list[dict]] = {}
     failures: list[tuple[dict, str]] = []
     bar = tqdm(total=len(cases), unit="case", desc="radiomics", file=sys.stderr, disable=args.quiet)

@@ -2,7 +2,8 @@
 
 The file is read once and checked whole: every error is reported (a :class:`~dicomnode.errors.ConfigErrors` naming
 each key, its value and the fix). ``conf/radiomics/`` ships ``ibsi-config-A.toml`` ... ``ibsi-config-E.toml`` (the
-five IBSI-1 configurations) and ``default.toml``; :func:`resolve_settings` takes such a name or a path.
+five IBSI-1 configurations), ``ibsi2-config-1A.toml`` ... ``ibsi2-config-9B.toml`` (the IBSI-2 phase-2 filter
+configurations) and ``default.toml``; :func:`resolve_settings` takes such a name or a path.
 
 Layout (every key optional; intensities in the image's own unit, HU for CT)::
 
@@ -61,13 +62,15 @@ from dicomnode.analysis.filters.spec import PARAMETERS
 from dicomnode.analysis.radiomics import ALL_FAMILIES, Discretisation, Interpolation, RadiomicsSettings
 from dicomnode.errors import ConfigError, ConfigErrors
 
-__all__ = ["SETTINGS_DIR", "builtin_settings", "load_settings", "resolve_settings", "settings_from_dict"]
+__all__ = ["SETTINGS_DIR", "SettingsScope", "builtin_settings", "load_settings", "resolve_settings",
+           "settings_from_dict", "settings_scope"]
 
 #: The shipped settings files.
 SETTINGS_DIR = Path(__file__).parent / "conf" / "radiomics"  # shipped inside the package (dicomnode/conf)
 
 _KEYS: dict[str, set[str]] = {
-    "": {"name", "description", "interpolation", "resegmentation", "discretisation", "ivh", "texture", "features",
+    "": {"name", "description", "modalities", "intensity_unit", "interpolation", "resegmentation", "discretisation",
+         "ivh", "texture", "features",
          "filter"},
     "interpolation": {"method", "spacing_mm", "in_plane_only", "round_intensities", "mask_method",
                       "mask_partial_volume_threshold"},
@@ -86,13 +89,47 @@ _FIXED = {"distance": (1, "only Chebyshev distance 1 is implemented (IBSI defaul
           "ngldm_coarseness": (0, "only coarseness alpha 0 is implemented (IBSI default); use 0")}
 
 
+class SettingsScope:
+    """What images a settings file is for: ``modalities = ["CT"]`` and ``intensity_unit = "HU"`` at its top level.
+
+    Settings with fixed intensity bins or ranges (``ibsi-config-C``: bins of 25 HU from -1000 HU) give meaningless
+    features on another kind of image: on a PET every voxel falls into one bin. ``dicomnode radiomics`` refuses such
+    a mismatch unless ``--force``. No ``modalities``: any image (e.g. ``default``, which bins by number).
+    """
+
+    __slots__ = ("name", "modalities", "intensity_unit")
+
+    def __init__(self, name: str, modalities: tuple[str, ...], intensity_unit: str) -> None:
+        self.name, self.modalities, self.intensity_unit = name, modalities, intensity_unit
+
+    def mismatch(self, modality: str) -> str | None:
+        """Why these settings do not suit an image of ``modality``, or None."""
+        if not self.modalities or not modality or modality.upper() in self.modalities:
+            return None
+        unit = f" (intensities in {self.intensity_unit})" if self.intensity_unit else ""
+        return (f"settings {self.name} are for {'/'.join(self.modalities)} images{unit}, this image is {modality}: "
+                "its fixed bins and ranges would not mean anything here; use settings for this modality (e.g. "
+                "default, which bins by number) or --force")
+
+
+def settings_scope(name_or_path: str | Path | None) -> SettingsScope:
+    """The :class:`SettingsScope` of a shipped name or settings file (read after :func:`resolve_settings`)."""
+    shipped = builtin_settings()
+    key = "default" if name_or_path is None else str(name_or_path)
+    path = shipped.get(key, Path(key))
+    data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    mods = data.get("modalities", [])
+    return SettingsScope(str(data.get("name", Path(path).stem)), tuple(str(m).upper() for m in mods),
+                         str(data.get("intensity_unit", "")))
+
+
 def builtin_settings() -> dict[str, Path]:
     """The shipped settings: name (file stem, e.g. "ibsi-config-C") -> path."""
     return {p.stem: p for p in sorted(SETTINGS_DIR.glob("*.toml"))}
 
 
 def resolve_settings(name_or_path: str | Path | None) -> RadiomicsSettings:
-    """Load settings by shipped name ("default", "ibsi-config-A" ... "ibsi-config-E") or from a TOML path.
+    """Load settings by shipped name ("default", "ibsi-config-A" ... "-E", "ibsi2-config-1A" ... "-9B") or a TOML path.
 
     Raises
     ------
@@ -149,6 +186,13 @@ def settings_from_dict(data: dict[str, Any], *, source: str = "", default_name: 
     def sec(name: str) -> dict[str, Any]:
         t = data.get(name, {})
         return t if isinstance(t, dict) else {}
+
+    mods = data.get("modalities", [])
+    if not isinstance(mods, list) or any(not isinstance(m, str) or not m.strip() for m in mods):
+        err("modalities", mods, "a list of DICOM Modality values the settings are for, e.g. [\"CT\"] ([]: any)")
+    unit = data.get("intensity_unit", "")
+    if not isinstance(unit, str):
+        err("intensity_unit", unit, "the unit of the intensities the bins and ranges are in, e.g. \"HU\"")
 
     kw: dict[str, Any] = {}
     name = data.get("name", default_name)
@@ -301,10 +345,10 @@ def _angle(v: object) -> float | None:
 
 def _filter_spec(t: dict[str, Any], err) -> FilterSpec | None:
     """The [filter] table as a FilterSpec; every bad key reported through `err`, None when any is bad."""
-    bad: list[bool] = []
+    bad: set[str] = set()
 
     def fail(key: str, value: object, fix: str) -> None:
-        bad.append(True)
+        bad.add(f"filter.{key}")
         err(f"filter.{key}", value, fix)
 
     kw: dict[str, Any] = {}
@@ -373,13 +417,17 @@ def _filter_spec(t: dict[str, Any], err) -> FilterSpec | None:
         for key in t:
             if key in _KEYS["filter"] and key not in allowed:
                 fail(key, t[key], f"not a parameter of {kw['kind'].value}; it takes {sorted(allowed - {'kind'})}")
-    if bad:
+    if "kind" not in kw:
         return None
     try:
-        return FilterSpec(**kw)
+        spec = FilterSpec(**kw)
     except ConfigErrors as exc:
-        for e in exc.errors:
-            err(e.key, e.value, e.fix)
+        problems = exc.errors
     except ConfigError as exc:
-        err(exc.key, exc.value, exc.fix)
+        problems = [exc]
+    else:
+        return spec if not bad else None
+    for e in problems:  # the spec's own checks, except on keys already reported as unreadable
+        if e.key not in bad:
+            err(e.key, e.value, e.fix)
     return None

@@ -73,6 +73,27 @@ def test_process_unknown_profile_and_missing_folder_are_usage_errors(tmp_path):
     assert p.returncode == 2 and "not a folder" in p.stderr
 
 
+def test_process_names_what_is_wrong_with_consistent_exit_codes_and_leaves_no_folder(tmp_path):
+    """Issue 16, item 9: non-DICOM files named, several series -> `dicomnode batch`; exit 1 for input that cannot be
+    processed, 2 for bad usage only; no output folder left behind."""
+    from helpers import run_cli
+    txt = tmp_path / "txt"
+    txt.mkdir()
+    (txt / "notes.txt").write_text("not DICOM")
+    p = run_cli("process", txt, "--out", tmp_path / "o1", "-q", cwd=tmp_path)
+    assert p.returncode == 1 and "holds no DICOM image files" in p.stderr and str(txt / "notes.txt") in p.stderr
+    mix = tmp_path / "mix"
+    mix.mkdir()
+    for f in (SHARED_DATA / "chest-ct" / "A0002_B40f" / "1-01.dcm", STS / "STS_001" / "CT" / "000000.dcm"):
+        (mix / f.name).symlink_to(f)
+    p = run_cli("process", mix, "--out", tmp_path / "o2", "-q", cwd=tmp_path)
+    assert p.returncode == 1 and "holds 2 series" in p.stderr
+    assert f"dicomnode batch {mix} --out {tmp_path / 'o2'}" in p.stderr and "group_series" not in p.stderr
+    p = run_cli("process", ABDOMEN_J2K, "--out", tmp_path / "o3", "-q", cwd=tmp_path)
+    assert p.returncode == 1 and "UID" in p.stderr
+    assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))
+
+
 # --- issue 12 item 3: every input read right ----------------------------------------------------------------------
 
 LOCALIZER = SHARED_DATA / "mr-localizer" / "LOC"
@@ -168,7 +189,8 @@ def test_every_series_folder_runs_through_process(folder, tmp_path):
     assert "Traceback" not in p.stderr, p.stderr
     if name in REFUSED or name.endswith("_rtstruct"):
         assert p.returncode == 1, p.stderr
-        assert p.stderr.startswith("dicomnode process: ") and REFUSED.get(name, "RT Structure Set") in p.stderr
+        message = [line for line in p.stderr.splitlines() if line.startswith("dicomnode process: ")]
+        assert len(message) == 1 and REFUSED.get(name, "RT Structure Set") in message[0], p.stderr
         assert not (tmp_path / "results.json").exists()
         return
     if name in RESULTS_PENDING and p.returncode == 1:

@@ -39,7 +39,8 @@ def test_ci_runs_the_readme_test_command():
     ci_lines = [shlex.split(ln.split("#")[0]) for ln in ci.splitlines() if ln.strip() and not ln.startswith("#")]
     apt_readme = next(p for p in parts if p[:2] == ["apt-get", "install"])
     apt_ci = next(ln for ln in ci_lines if "apt-get" in ln and "install" in ln)
-    pkgs = lambda argv: {a for a in argv if not a.startswith("-") and a not in ("apt-get", "install", "$SUDO")}  # noqa: E731
+    def pkgs(argv: list[str]) -> set[str]:
+        return {a for a in argv if not a.startswith("-") and a not in ("apt-get", "install", "$SUDO")}
     assert pkgs(apt_readme) == pkgs(apt_ci)
     rest = [p for p in parts if p[0] != "apt-get"]
     flat = [ln for ln in ci_lines if ln and ln[0] != "$SUDO" and "apt-get" not in ln]

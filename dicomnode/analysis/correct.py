@@ -250,9 +250,8 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
     box = tuple(slice(max(0, b.start - r), min(n, b.stop + r)) for b, r, n in zip(box, radius, valid.shape))
     p0c = p0[(slice(None),) + box]
     validc = valid[box]
-    q = np.ascontiguousarray(p0c)
-    if q is p0c or np.shares_memory(q, p0):
-        q = q.copy()
+    q = smoothed[(slice(None),) + box]  # smoothed in place: one (K, Z, Y, X) array besides the input, not two
+    q[...] = p0c
     for _ in range(int(iterations)):
         for k in range(q.shape[0]):
             q[k] = gaussian(q[k], sp, sigma_mm=sigma_mm, max_anisotropy=max_anisotropy)
@@ -268,7 +267,6 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
     changed = int(np.count_nonzero((before != after) & validc))
     after[~validc] = -1
     labels[box] = after
-    smoothed[(slice(None),) + box] = q
     return PosteriorSmoothing(labels, smoothed, changed)
 
 

@@ -29,11 +29,18 @@
 Each per-slice value is summarised by its median over the slices that hold body. The per-slice series are kept in
 :attr:`SceneDescriptors.per_slice`; CT also gets per-slice tissue fractions (air/lung, fat, soft tissue, bone).
 
+Regions along the body: :func:`scene_profile` measures slices sampled along patient z (LPS, from the volume's
+origin and direction, so array order, feet-first and prone do not matter), :func:`profile_slabs` summarises 60 mm
+slabs, a slab model gives posteriors, and :func:`recognise` calibrates them, checks them against landmarks (lungs,
+skull, sizes of adult anatomy, the vertex), keeps the head-to-feet order and returns :class:`SceneResult`:
+regions from head to feet, the dominant label, or ``unknown`` for phantoms, localizers and views too small to tell.
+
 References
 ----------
 Body-part recognition from such coarse, hand-made descriptors follows the idea of Criminisi et al. (regression
-forests over intensity context) and of many "body part regression" papers, reduced to numbers that survive
-cropping and a change of modality.
+forests over intensity context) and of body-part regression (Schuhegger et al. 2021, a per-slice score along z),
+reduced to numbers that survive cropping and a change of modality; we classify slabs instead of regressing a
+position. Temperature scaling: Guo et al., "On calibration of modern neural networks", ICML 2017.
 """
 
 from __future__ import annotations
@@ -47,8 +54,11 @@ __all__ = [
     "MODEL_FEATURES",
     "REGIONS",
     "SceneDescriptors",
+    "SceneProfile",
     "descriptor_vector",
+    "profile_slabs",
     "scene_descriptors",
+    "scene_profile",
     "slab_descriptors",
     "to_axial",
 ]
@@ -56,28 +66,26 @@ __all__ = [
 #: The six body regions, in the order used by results and models.
 REGIONS: tuple[str, ...] = ("head", "neck", "chest", "abdomen", "pelvis", "extremity")
 
-#: Descriptor names a scene model is trained on, in order (see :func:`descriptor_vector`).
+#: Descriptors that mean the same on every modality (shape, and dark: air, lung, cortical bone, CSF).
+_SHARED_FEATURES: tuple[str, ...] = (
+    "log10_area_cm2", "n_components", "log10_major_axis_mm", "minor_major_ratio", "edge_fraction", "fov_fill",
+    "solidity", "dark_fraction", "ring_dark", "core_dark", "dark_blob",
+)
+#: Descriptors of bright tissue: bone on CT (fixed HU), but fat on T1 MR, fluid on T2 MR and uptake on PET.
+_CT_ONLY_FEATURES: tuple[str, ...] = (
+    "bright_fraction", "ring_bright", "core_bright", "organ_fraction", "lateral_bright", "lateral_bright_blob",
+)
+#: Descriptor names a scene model is trained on, in order (see :func:`descriptor_vector`). Each is given twice,
+#: as ``ct_<name>`` (0 on other modalities) and ``other_<name>`` (0 on CT), so that one linear model holds a CT
+#: part in HU and a part for MR and PET in relative intensities; bright-tissue descriptors enter the CT part only.
 MODEL_FEATURES: tuple[str, ...] = (
-    "log10_area_cm2",
-    "n_components",
-    "log10_major_axis_mm",
-    "minor_major_ratio",
-    "edge_fraction",
-    "fov_fill",
-    "dark_fraction",
-    "bright_fraction",
-    "ring_dark",
-    "ring_bright",
-    "core_dark",
-    "core_bright",
-    "organ_fraction",
-    "lateral_bright",
-    "lateral_bright_blob",
-    "is_ct",
+    ("is_ct",) + tuple(f"ct_{k}" for k in _SHARED_FEATURES + _CT_ONLY_FEATURES)
+    + tuple(f"other_{k}" for k in _SHARED_FEATURES)
 )
 
 _CT_BODY_HU = -500.0
 _CT_DARK_HU = -400.0
+_CT_AIR_HU = -960.0
 _CT_BRIGHT_HU = 250.0
 _CT_FAT_HU = (-150.0, -30.0)
 _CT_SOFT_HU = (-30.0, 150.0)
@@ -226,11 +234,246 @@ def _foreground_threshold(values: np.ndarray) -> float:
     return float(np.exp(threshold_otsu(logv)) - eps)
 
 
+def _thresholds(stack: np.ndarray, is_ct: bool) -> tuple[float, float, float, float, float, float]:
+    """(body, dark, bright, organ low, organ high, organ std) thresholds for the sampled slices ``stack``."""
+    if is_ct:
+        return (_CT_BODY_HU, _CT_DARK_HU, _CT_BRIGHT_HU, _CT_ORGAN_HU[0], _CT_ORGAN_HU[1], _CT_ORGAN_STD_HU)
+    v = stack[np.isfinite(stack)]
+    body_thr = _foreground_threshold(v)
+    bodyvals = v[v > body_thr]
+    ref = float(np.median(bodyvals)) if bodyvals.size else 0.0
+    return (body_thr, _REL_DARK * ref, _REL_BRIGHT * ref, _REL_ORGAN[0] * ref, _REL_ORGAN[1] * ref,
+            _REL_ORGAN_STD * ref)
+
+
+_NAMES = ("area_cm2", "n_components", "major_axis_mm", "minor_major_ratio", "edge_fraction", "fov_fill",
+          "dark_fraction", "bright_fraction", "ring_dark", "ring_bright", "core_dark", "core_bright",
+          "organ_fraction", "lateral_bright", "lateral_bright_blob", "solidity", "dark_blob")
+_CT_NAMES = ("air_lung_fraction", "fat_fraction", "soft_tissue_fraction", "bone_fraction")
+
+
+@dataclass(frozen=True, slots=True)
+class SceneProfile:
+    """Per-slice scene descriptors along the patient's long axis.
+
+    Attributes
+    ----------
+    z_mm : (S,) ndarray
+        Patient z (LPS, increasing towards the head) of the centre of each sampled axial slice, in mm, in the
+        order of the array (not sorted).
+    per_slice : dict of str to (S,) ndarray
+        Per-slice values (NaN where a slice holds no body).
+    is_ct : bool
+        Whether fixed HU thresholds were used.
+    slice_mm : float
+        Distance between neighbouring slices of the volume along z, in mm.
+    acquired_slices : int
+        Slices (images) of the volume as acquired, in any plane: a localizer has few.
+    modality : str
+        DICOM modality of the series (upper case).
+    notes : tuple of str
+    """
+
+    z_mm: np.ndarray
+    per_slice: dict[str, np.ndarray]
+    is_ct: bool
+    slice_mm: float
+    acquired_slices: int = 0
+    modality: str = ""
+    notes: tuple[str, ...] = ()
+
+
+def _axial_z(shape: tuple[int, ...], spacing_mm, origin_mm, direction: np.ndarray) -> tuple[int, np.ndarray]:
+    """The array axis that runs along patient z, and the patient z of each index along it (slice centres)."""
+    d = np.asarray(direction, dtype=float)
+    a = 2 - int(np.argmax(np.abs(d[2])))  # array axis whose index axis points most along patient z
+    centre = sum(((shape[b] - 1) / 2.0) * spacing_mm[b] * d[2, 2 - b] for b in range(3) if b != a)
+    z = origin_mm[2] + centre + np.arange(shape[a]) * spacing_mm[a] * d[2, 2 - a]
+    return a, z
+
+
+def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float, px: float, fy: int, fx: int, *,
+                   min_px: float, split_px: float, ring_mm: float, core_mm: float) -> dict[str, float] | None:
+    """Descriptors of one block-averaged axial slice ``sl`` (``full``: the same slice at full resolution)."""
+    body_thr, dark_thr, bright_thr, organ_lo, organ_hi, organ_std = thr
+    st = ndi.generate_binary_structure(2, 1)
+    pix_cm2 = py * px / 100.0
+    body = ndi.binary_opening(sl > body_thr, structure=st)
+    lab, nlab = ndi.label(body)
+    if nlab == 0:
+        return None
+    sizes = np.bincount(lab.ravel())[1:]
+    keep = np.flatnonzero(sizes >= min_px) + 1
+    if keep.size == 0:
+        return None
+    kept = np.isin(lab, keep)
+    filled = ndi.binary_fill_holes(kept)
+    border = np.zeros_like(filled)
+    border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
+    # a field of view cut inside the body (a chest crop): dark regions that open onto the image border (lungs)
+    # are not holes; inside the convex hull of the tissue they are still inside the body
+    if (filled & border).sum() > 0.25 * border.sum():
+        from skimage.morphology import convex_hull_image
+
+        filled = filled | convex_hull_image(kept)
+    solid = _block_mean(_fill_holes(full > body_thr).astype(np.float32), fy, fx) >= _SOLID
+    lab, nlab = _body_parts(filled, solid, split_px, min_px)
+    area_px = int(filled.sum())
+    sizes = np.bincount(lab.ravel())[1:]
+    big = lab == (int(np.argmax(sizes)) + 1)
+    yy, xx = np.nonzero(big)
+    cov = np.cov(np.stack([yy * py, xx * px])) if yy.size > 2 else np.zeros((2, 2))
+    ev = np.sort(np.clip(np.linalg.eigvalsh(cov), 0, None))
+    edge = filled & ~ndi.binary_erosion(filled, structure=st, border_value=1)
+    n_edge = int(edge.sum()) + int((filled & border).sum())
+    # the image border is not the body's outline when the field of view is cropped: measure depth from
+    # the outline inside the image only (pad with tissue where the body touches the border)
+    depth = ndi.distance_transform_edt(np.pad(filled, 1, mode="edge"), sampling=(py, px))[1:-1, 1:-1]
+    dark = (sl < dark_thr) & filled
+    bright = (sl > bright_thr) & filled
+    ring = filled & (depth <= ring_mm)
+    core = filled & (depth > core_mm)
+    out = {
+        "area_cm2": area_px * pix_cm2,
+        "n_components": float(nlab),
+        "major_axis_mm": 4.0 * float(np.sqrt(ev[1])),
+        "minor_major_ratio": float(np.sqrt(ev[0] / ev[1])) if ev[1] > 0 else 1.0,
+        "edge_fraction": float((filled & border).sum()) / max(n_edge, 1),
+        "fov_fill": area_px / filled.size,
+        "dark_fraction": dark.sum() / area_px,
+        "bright_fraction": bright.sum() / area_px,
+        "ring_dark": (dark & ring).sum() / max(int(ring.sum()), 1),
+        "ring_bright": (bright & ring).sum() / max(int(ring.sum()), 1),
+        "core_dark": (dark & core).sum() / max(int(core.sum()), 1),
+        "core_bright": (bright & core).sum() / max(int(core.sum()), 1),
+    }
+    # solidity of the largest part: a phantom's cylinder is convex (1.0); a trunk with arms or a head with ears
+    # and nose is a little less
+    from skimage.morphology import convex_hull_image
+
+    out["solidity"] = float(big.sum()) / max(int(convex_hull_image(big).sum()), 1)
+    # largest connected dark region as a fraction of the body: a lung (or both), not scattered dark voxels
+    # (CT: lung-like, -960 ... -400 HU in 4 mm block means; outside air, which a crop's hull can take in, is
+    # below -960)
+    dlab, ndl = ndi.label(dark & (sl > _CT_AIR_HU) if is_ct else dark)
+    out["dark_blob"] = (np.bincount(dlab.ravel())[1:].max() if ndl else 0) / area_px
+    # organ: the largest homogeneous mid-intensity region (liver, spleen; thigh muscles), eroded once so
+    # that thin bridges between neighbouring structures do not join them
+    mean3 = ndi.uniform_filter(sl, 3)
+    std3 = np.sqrt(np.clip(ndi.uniform_filter(sl * sl, 3) - mean3 * mean3, 0, None))
+    organ = ndi.binary_erosion(filled & (mean3 > organ_lo) & (mean3 < organ_hi) & (std3 < organ_std), structure=st)
+    olab, nolab = ndi.label(organ)
+    out["organ_fraction"] = (np.bincount(olab.ravel())[1:].max() if nolab else 0) / area_px
+    # lateral bright tissue (CT: bone away from the spine: iliac wings, femoral heads, ribs, scapulae)
+    half_width = max((xx.max() - xx.min()) / 2.0, 1.0)
+    lateral = bright & big & (np.abs(np.arange(sl.shape[1])[None, :] - xx.mean()) > _LATERAL * half_width)
+    llab, nllab = ndi.label(lateral)
+    out["lateral_bright"] = lateral.sum() / area_px
+    out["lateral_bright_blob"] = (np.bincount(llab.ravel())[1:].max() if nllab else 0) / area_px
+    if is_ct:
+        out["air_lung_fraction"] = dark.sum() / area_px
+        out["fat_fraction"] = (((sl >= _CT_FAT_HU[0]) & (sl < _CT_FAT_HU[1])) & filled).sum() / area_px
+        out["soft_tissue_fraction"] = (((sl >= _CT_SOFT_HU[0]) & (sl < _CT_SOFT_HU[1])) & filled).sum() / area_px
+        out["bone_fraction"] = bright.sum() / area_px
+    return out
+
+
+def scene_profile(image: np.ndarray, spacing_mm: tuple[float, float, float], *,
+                  direction: np.ndarray | None = None, origin_mm: tuple[float, float, float] = (0.0, 0.0, 0.0),
+                  modality: str = "", unit: str = "", step_mm: float = 10.0, max_slices: int = 96,
+                  min_slices: int = 24, pixel_mm: float = 4.0, min_component_cm2: float = 10.0,
+                  ring_mm: float = 12.0, core_mm: float = 25.0, split_mm: float = 12.0) -> SceneProfile:
+    """Scene descriptors of axial slices sampled along the patient's long axis.
+
+    Parameters
+    ----------
+    image : (Z, Y, X) ndarray
+        Voxel values: HU for CT (``modality="CT"`` and ``unit="HU"``), any positive unit otherwise (MR, PET).
+    spacing_mm : tuple of 3 float
+        Voxel spacing along (z, y, x), in mm.
+    direction : (3, 3) ndarray, optional
+        Volume direction cosines (columns: patient vectors of the x, y, z index axes). Default identity.
+    origin_mm : tuple of 3 float, optional
+        Patient position of voxel [0, 0, 0], in mm; gives the slices' patient z. Default 0.
+    modality, unit : str, optional
+        CT in HU uses fixed HU thresholds; anything else thresholds relative to the body's median.
+    step_mm : float, optional
+        Slices are sampled about this far apart along z, in mm (every slice when they are further apart); at
+        least ``min_slices`` (when the volume has them) and at most ``max_slices``. Default 10.
+    pixel_mm : float, optional
+        In-plane pixel size after block averaging, in mm. Default 4.
+    min_component_cm2, ring_mm, core_mm, split_mm : float, optional
+        As for :func:`scene_descriptors`.
+
+    Returns
+    -------
+    SceneProfile
+    """
+    if image.ndim != 3:
+        raise ValueError(f"image must be 3-D (z, y, x), got shape {image.shape}")
+    if len(spacing_mm) != 3 or any(not (s > 0) for s in spacing_mm):
+        raise ValueError(f"spacing_mm must be 3 positive values in mm, got {spacing_mm}")
+    if (pixel_mm <= 0 or step_mm <= 0 or max_slices < 1 or min_slices < 1 or min_component_cm2 < 0
+            or ring_mm <= 0 or core_mm <= 0):
+        raise ValueError(f"pixel_mm ({pixel_mm}), step_mm ({step_mm}), ring_mm ({ring_mm}), core_mm ({core_mm}) "
+                         f"must be > 0 mm, max_slices ({max_slices}) and min_slices ({min_slices}) >= 1, "
+                         f"min_component_cm2 ({min_component_cm2}) >= 0")
+    notes: list[str] = []
+    d = np.eye(3) if direction is None else np.asarray(direction, dtype=float)
+    ax, sp, oblique = to_axial(image, spacing_mm, d)
+    if oblique:
+        notes.append("scene: oblique acquisition plane, descriptors measured on the nearest axial reformat")
+    _, z_all = _axial_z(image.shape, spacing_mm, origin_mm, d)
+    is_ct = modality.upper() == "CT" and unit in ("HU", "")
+    n = ax.shape[0]
+    want = int(np.clip(round(n * sp[0] / step_mm) + 1, min(n, min_slices), max_slices))
+    ks = np.unique(np.linspace(0, n - 1, min(n, want)).round().astype(int))
+    fy = max(1, int(round(pixel_mm / sp[1])))
+    fx = max(1, int(round(pixel_mm / sp[2])))
+    slices = [_block_mean(np.asarray(ax[k], dtype=np.float32), fy, fx) for k in ks]
+    py, px = sp[1] * fy, sp[2] * fx
+    thr = _thresholds(np.stack(slices), is_ct)
+    names = _NAMES + (_CT_NAMES if is_ct else ())
+    per = {k: np.full(len(slices), np.nan) for k in names}
+    for i, sl in enumerate(slices):
+        m = _measure_slice(sl, np.asarray(ax[ks[i]]), thr, is_ct, py, px, fy, fx,
+                           min_px=min_component_cm2 / (py * px / 100.0), split_px=split_mm / max(py, px),
+                           ring_mm=ring_mm, core_mm=core_mm)
+        if m is not None:
+            for k, val in m.items():
+                per[k][i] = val
+    return SceneProfile(np.asarray(z_all[ks], dtype=float), per, is_ct, float(sp[0]), int(image.shape[0]),
+                        modality.upper(), tuple(notes))
+
+
+def _summarise(per: dict[str, np.ndarray], sel: np.ndarray, is_ct: bool, extent_mm: float,
+               notes: list[str]) -> SceneDescriptors:
+    sub = {k: v[sel] for k, v in per.items()}
+    has = np.isfinite(sub["area_cm2"])
+    values: dict[str, float] = {}
+    if not has.any():
+        notes.append("scene: no body found in any slice; descriptors are 0")
+        for k in sub:
+            values[k] = 0.0
+    else:
+        for k, arr in sub.items():
+            values[k] = float(np.median(arr[has]))
+    values["log10_area_cm2"] = float(np.log10(max(values["area_cm2"], 1e-3)))
+    values["log10_major_axis_mm"] = float(np.log10(max(values["major_axis_mm"], 1e-3)))
+    values["is_ct"] = 1.0 if is_ct else 0.0
+    for k in _SHARED_FEATURES + _CT_ONLY_FEATURES:
+        values[f"ct_{k}"] = values[k] if is_ct else 0.0
+        values[f"other_{k}"] = 0.0 if is_ct else values[k]
+    values["slices_with_body"] = float(has.sum())
+    values["extent_z_mm"] = float(extent_mm)
+    return SceneDescriptors(values, sub, tuple(notes))
+
+
 def scene_descriptors(image: np.ndarray, spacing_mm: tuple[float, float, float], *,
                       direction: np.ndarray | None = None, modality: str = "", unit: str = "",
                       pixel_mm: float = 4.0, max_slices: int = 24, min_component_cm2: float = 10.0,
                       ring_mm: float = 12.0, core_mm: float = 25.0, split_mm: float = 12.0) -> SceneDescriptors:
-    """Descriptors of the body region shown by a volume, from its pixels only.
+    """Descriptors of the body region shown by a volume as a whole, from its pixels only.
 
     Parameters
     ----------
@@ -266,126 +509,43 @@ def scene_descriptors(image: np.ndarray, spacing_mm: tuple[float, float, float],
     ValueError
         When ``image`` is not 3-D, a spacing is not positive, or an option is out of range.
     """
-    if image.ndim != 3:
-        raise ValueError(f"image must be 3-D (z, y, x), got shape {image.shape}")
-    if len(spacing_mm) != 3 or any(not (s > 0) for s in spacing_mm):
-        raise ValueError(f"spacing_mm must be 3 positive values in mm, got {spacing_mm}")
-    if pixel_mm <= 0 or max_slices < 1 or min_component_cm2 < 0 or ring_mm <= 0 or core_mm <= 0:
-        raise ValueError(f"pixel_mm ({pixel_mm}), ring_mm ({ring_mm}), core_mm ({core_mm}) must be > 0 mm, "
-                         f"max_slices ({max_slices}) >= 1, min_component_cm2 ({min_component_cm2}) >= 0")
-    notes: list[str] = []
-    ax, sp, oblique = to_axial(image, spacing_mm, np.eye(3) if direction is None else direction)
-    if oblique:
-        notes.append("scene: oblique acquisition plane, descriptors measured on the nearest axial reformat")
-    is_ct = modality.upper() == "CT" and unit in ("HU", "")
-    n = ax.shape[0]
-    ks = np.unique(np.linspace(0, n - 1, min(n, max_slices)).round().astype(int))
-    fy = max(1, int(round(pixel_mm / sp[1])))
-    fx = max(1, int(round(pixel_mm / sp[2])))
-    slices = [_block_mean(np.asarray(ax[k], dtype=np.float32), fy, fx) for k in ks]
-    py, px = sp[1] * fy, sp[2] * fx
-    pix_cm2 = py * px / 100.0
-    stack = np.stack(slices)
+    prof = scene_profile(image, spacing_mm, direction=direction, modality=modality, unit=unit,
+                         step_mm=1e-3, max_slices=max_slices, min_slices=1, pixel_mm=pixel_mm,
+                         min_component_cm2=min_component_cm2, ring_mm=ring_mm, core_mm=core_mm, split_mm=split_mm)
+    n = len(prof.z_mm)
+    ax_len = image.shape[2 - int(np.argmax(np.abs(np.asarray(np.eye(3) if direction is None else direction)[2])))]
+    return _summarise(prof.per_slice, np.ones(n, dtype=bool), prof.is_ct, ax_len * prof.slice_mm, list(prof.notes))
 
-    if is_ct:
-        body_thr, dark_thr, bright_thr = _CT_BODY_HU, _CT_DARK_HU, _CT_BRIGHT_HU
-    else:
-        v = stack[np.isfinite(stack)]
-        body_thr = _foreground_threshold(v)
-        bodyvals = v[v > body_thr]
-        ref = float(np.median(bodyvals)) if bodyvals.size else 0.0
-        dark_thr, bright_thr = _REL_DARK * ref, _REL_BRIGHT * ref
 
-    if is_ct:
-        organ_lo, organ_hi, organ_std = _CT_ORGAN_HU[0], _CT_ORGAN_HU[1], _CT_ORGAN_STD_HU
+def profile_slabs(profile: SceneProfile, *, slab_mm: float = 60.0,
+                  stride_mm: float = 30.0) -> list[tuple[float, float, SceneDescriptors]]:
+    """Slab summaries of a :class:`SceneProfile`: ``(z_lo_mm, z_hi_mm, descriptors)`` from head to feet.
+
+    Slabs are ``slab_mm`` long and start every ``stride_mm`` from the superior end; a profile shorter than a slab
+    gives one slab. A slab's descriptors are the medians of its sampled slices; its z range runs over the
+    centres of those slices, widened by half a slice each way.
+    """
+    if slab_mm <= 0 or stride_mm <= 0:
+        raise ValueError(f"slab_mm ({slab_mm}) and stride_mm ({stride_mm}) must be > 0 mm")
+    z = profile.z_mm
+    if z.size == 0:
+        return []
+    top, bottom = float(z.max()), float(z.min())
+    length = top - bottom
+    if length <= slab_mm:
+        starts = [top]
     else:
-        organ_lo, organ_hi, organ_std = _REL_ORGAN[0] * ref, _REL_ORGAN[1] * ref, _REL_ORGAN_STD * ref
-    names = ("area_cm2", "n_components", "major_axis_mm", "minor_major_ratio", "edge_fraction", "fov_fill",
-             "dark_fraction", "bright_fraction", "ring_dark", "ring_bright", "core_dark", "core_bright",
-             "organ_fraction", "lateral_bright", "lateral_bright_blob")
-    ct_names = ("air_lung_fraction", "fat_fraction", "soft_tissue_fraction", "bone_fraction")
-    per = {k: np.full(len(slices), np.nan) for k in names + (ct_names if is_ct else ())}
-    min_px = min_component_cm2 / pix_cm2
-    split_px = split_mm / max(py, px)
-    st = ndi.generate_binary_structure(2, 1)
-    for i, sl in enumerate(slices):
-        body = ndi.binary_opening(sl > body_thr, structure=st)
-        lab, nlab = ndi.label(body)
-        if nlab == 0:
+        n_slabs = int(np.ceil((length - slab_mm) / stride_mm)) + 1
+        starts = [top - min(i * stride_mm, length - slab_mm) for i in range(n_slabs)]
+    half = profile.slice_mm / 2.0
+    out = []
+    for s in starts:
+        sel = (z <= s + 1e-6) & (z >= s - slab_mm - 1e-6)
+        if not sel.any():
             continue
-        sizes = np.bincount(lab.ravel())[1:]
-        keep = np.flatnonzero(sizes >= min_px) + 1
-        if keep.size == 0:
-            continue
-        filled = ndi.binary_fill_holes(np.isin(lab, keep))
-        solid = _block_mean(_fill_holes(np.asarray(ax[ks[i]]) > body_thr).astype(np.float32), fy, fx) >= _SOLID
-        lab, nlab = _body_parts(filled, solid, split_px, min_px)
-        area_px = int(filled.sum())
-        sizes = np.bincount(lab.ravel())[1:]
-        big = lab == (int(np.argmax(sizes)) + 1)
-        yy, xx = np.nonzero(big)
-        cov = np.cov(np.stack([yy * py, xx * px])) if yy.size > 2 else np.zeros((2, 2))
-        ev = np.sort(np.clip(np.linalg.eigvalsh(cov), 0, None))
-        major = 4.0 * float(np.sqrt(ev[1]))
-        ratio = float(np.sqrt(ev[0] / ev[1])) if ev[1] > 0 else 1.0
-        edge = filled & ~ndi.binary_erosion(filled, structure=st, border_value=1)
-        border = np.zeros_like(filled)
-        border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
-        n_edge = int(edge.sum()) + int((filled & border).sum())
-        # the image border is not the body's outline when the field of view is cropped: measure depth from
-        # the outline inside the image only (pad with tissue where the body touches the border)
-        depth = ndi.distance_transform_edt(np.pad(filled, 1, mode="edge"), sampling=(py, px))[1:-1, 1:-1]
-        dark = (sl < dark_thr) & filled
-        bright = (sl > bright_thr) & filled
-        ring = filled & (depth <= ring_mm)
-        core = filled & (depth > core_mm)
-        per["area_cm2"][i] = area_px * pix_cm2
-        per["n_components"][i] = nlab
-        per["major_axis_mm"][i] = major
-        per["minor_major_ratio"][i] = ratio
-        per["edge_fraction"][i] = float((filled & border).sum()) / max(n_edge, 1)
-        per["fov_fill"][i] = area_px / filled.size
-        per["dark_fraction"][i] = dark.sum() / area_px
-        per["bright_fraction"][i] = bright.sum() / area_px
-        per["ring_dark"][i] = (dark & ring).sum() / max(int(ring.sum()), 1)
-        per["ring_bright"][i] = (bright & ring).sum() / max(int(ring.sum()), 1)
-        per["core_dark"][i] = (dark & core).sum() / max(int(core.sum()), 1)
-        per["core_bright"][i] = (bright & core).sum() / max(int(core.sum()), 1)
-        # organ: the largest homogeneous mid-intensity region (liver, spleen; thigh muscles), eroded once so
-        # that thin bridges between neighbouring structures do not join them
-        mean3 = ndi.uniform_filter(sl, 3)
-        std3 = np.sqrt(np.clip(ndi.uniform_filter(sl * sl, 3) - mean3 * mean3, 0, None))
-        organ = ndi.binary_erosion(filled & (mean3 > organ_lo) & (mean3 < organ_hi) & (std3 < organ_std),
-                                   structure=st)
-        olab, nolab = ndi.label(organ)
-        per["organ_fraction"][i] = (np.bincount(olab.ravel())[1:].max() if nolab else 0) / area_px
-        # lateral bright tissue (CT: bone away from the spine: iliac wings, femoral heads, ribs, scapulae)
-        half_width = max((xx.max() - xx.min()) / 2.0, 1.0)
-        lateral = bright & big & (np.abs(np.arange(sl.shape[1])[None, :] - xx.mean()) > _LATERAL * half_width)
-        llab, nllab = ndi.label(lateral)
-        per["lateral_bright"][i] = lateral.sum() / area_px
-        per["lateral_bright_blob"][i] = (np.bincount(llab.ravel())[1:].max() if nllab else 0) / area_px
-        if is_ct:
-            per["air_lung_fraction"][i] = dark.sum() / area_px
-            per["fat_fraction"][i] = (((sl >= _CT_FAT_HU[0]) & (sl < _CT_FAT_HU[1])) & filled).sum() / area_px
-            per["soft_tissue_fraction"][i] = (((sl >= _CT_SOFT_HU[0]) & (sl < _CT_SOFT_HU[1])) & filled).sum() / area_px
-            per["bone_fraction"][i] = bright.sum() / area_px
-
-    has = np.isfinite(per["area_cm2"])
-    values: dict[str, float] = {}
-    if not has.any():
-        notes.append("scene: no body found in any slice; descriptors are 0")
-        for k in per:
-            values[k] = 0.0
-    else:
-        for k, arr in per.items():
-            values[k] = float(np.median(arr[has]))
-    values["log10_area_cm2"] = float(np.log10(max(values["area_cm2"], 1e-3)))
-    values["log10_major_axis_mm"] = float(np.log10(max(values["major_axis_mm"], 1e-3)))
-    values["is_ct"] = 1.0 if is_ct else 0.0
-    values["slices_with_body"] = float(has.sum())
-    values["extent_z_mm"] = float(n * sp[0])
-    return SceneDescriptors(values, per, tuple(notes))
+        desc = _summarise(profile.per_slice, sel, profile.is_ct, float(z[sel].max() - z[sel].min()) + 2 * half, [])
+        out.append((float(z[sel].min()) - half, float(z[sel].max()) + half, desc))
+    return out
 
 
 def descriptor_vector(desc: SceneDescriptors, names: tuple[str, ...] = MODEL_FEATURES) -> np.ndarray:
@@ -408,6 +568,8 @@ def slab_descriptors(image: np.ndarray, spacing_mm: tuple[float, float, float], 
                      **kwargs) -> list[SceneDescriptors]:
     """Descriptors of overlapping axial slabs of a volume: the training samples of a scene model.
 
+    The same slabs the ``scene`` step classifies (:func:`scene_profile`, then :func:`profile_slabs`).
+
     Parameters
     ----------
     image : (Z, Y, X) ndarray
@@ -426,29 +588,368 @@ def slab_descriptors(image: np.ndarray, spacing_mm: tuple[float, float, float], 
         Only slabs whose centre lies within this fraction of the axial extent, counted from the patient's inferior
         (feet) end, are returned, e.g. ``(0.2, 1.0)`` leaves out the lowest fifth. Default all.
     **kwargs
-        Passed on to :func:`scene_descriptors`.
+        Passed on to :func:`scene_profile`.
 
     Returns
     -------
     list of SceneDescriptors
-        One per slab, in axial order.
+        One per slab, from head to feet.
     """
-    if slab_mm <= 0 or stride_mm <= 0:
-        raise ValueError(f"slab_mm ({slab_mm}) and stride_mm ({stride_mm}) must be > 0 mm")
     if not 0.0 <= keep[0] < keep[1] <= 1.0:
         raise ValueError(f"keep must be (lo, hi) with 0 <= lo < hi <= 1, got {keep}")
-    d = np.eye(3) if direction is None else np.asarray(direction, dtype=float)
-    ax, sp, _ = to_axial(image, spacing_mm, d)
-    superior_first = d[2, int(np.argmax(np.abs(d[2])))] < 0  # array index grows towards the feet
-    n = ax.shape[0]
-    w = max(2, int(round(slab_mm / sp[0])))
-    step = max(1, int(round(stride_mm / sp[0])))
-    starts = list(range(0, max(n - w, 0) + 1, step)) or [0]
+    prof = scene_profile(image, spacing_mm, direction=direction, modality=modality, unit=unit, **kwargs)
+    slabs = profile_slabs(prof, slab_mm=slab_mm, stride_mm=stride_mm)
+    if not slabs:
+        return []
+    lo, hi = float(prof.z_mm.min()), float(prof.z_mm.max())
     out = []
-    for s in starts:
-        centre = (s + min(n, s + w) - 1) / 2 / max(n - 1, 1)
-        centre = 1.0 - centre if superior_first else centre
-        if not keep[0] <= centre <= keep[1]:
-            continue
-        out.append(scene_descriptors(ax[s:s + w], sp, modality=modality, unit=unit, **kwargs))
+    for a, b, desc in slabs:
+        centre = ((a + b) / 2 - lo) / max(hi - lo, 1e-6)
+        if keep[0] <= centre <= keep[1]:
+            out.append(desc)
     return out
+
+
+#: Region labels in head-to-feet order (their rank along the body); ``extremity`` (legs) comes last.
+BODY_ORDER: tuple[str, ...] = ("head", "neck", "chest", "abdomen", "pelvis", "extremity")
+UNKNOWN = "unknown"
+#: On CT, a slab whose largest dark (< -400 HU) region inside the body is at least this fraction of the body
+#: holds lungs; one below the lower bound holds none.
+_LUNG_BLOB = 0.12
+_NO_LUNG_BLOB = 0.02
+#: On MR, a chest slab's largest dark region (lung, no signal) is at least this fraction of the body.
+_NO_LUNG_BLOB_MR = 0.03
+
+
+@dataclass(frozen=True, slots=True)
+class SceneRegion:
+    """One stretch of the body along z with one label.
+
+    Attributes
+    ----------
+    label : str
+        One of :data:`BODY_ORDER` or ``"unknown"``.
+    z_mm : (float, float)
+        Lowest and highest patient z (LPS, mm) of the stretch.
+    probability : float
+        Calibrated probability of ``label``; for ``unknown``, one minus the best class's probability.
+    """
+
+    label: str
+    z_mm: tuple[float, float]
+    probability: float
+
+
+@dataclass(frozen=True, slots=True)
+class SceneResult:
+    """The body region(s) a series shows.
+
+    Attributes
+    ----------
+    label : str
+        The dominant region (the longest labelled stretch), or ``"unknown"``.
+    probabilities : dict of str to float
+        Calibrated class probabilities of the dominant stretch (of the whole series when none is labelled).
+    regions : tuple of SceneRegion
+        From head to feet (decreasing z).
+    lungs_in_view : bool or None
+        CT only: whether a slab holds lungs (None on other modalities: no fixed threshold tells air).
+    notes : tuple of str
+    """
+
+    label: str
+    probabilities: dict[str, float]
+    regions: tuple[SceneRegion, ...]
+    lungs_in_view: bool | None
+    notes: tuple[str, ...] = ()
+
+
+def calibrate(proba: np.ndarray, temperature: float) -> np.ndarray:
+    """Temperature scaling of posteriors: ``p_k^(1/T)`` renormalised (Guo et al. 2017); T > 1 softens.
+
+    Parameters
+    ----------
+    proba : (N, K) ndarray
+        Posteriors, rows summing to 1.
+    temperature : float
+        T > 0.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    logp = np.log(np.clip(np.asarray(proba, dtype=float), 1e-300, None)) / temperature
+    logp -= logp.max(axis=1, keepdims=True)
+    p = np.exp(logp)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def fit_temperature(proba: np.ndarray, truth_index: np.ndarray, groups: np.ndarray | None = None) -> float:
+    """The temperature that minimises the negative log-likelihood of held-out posteriors (grid 1 ... 100).
+
+    Parameters
+    ----------
+    proba : (N, K) ndarray
+        Held-out posteriors (each row from a model that did not see its patient).
+    truth_index : (N,) ndarray of int
+        Column of the true class of each row.
+    groups : (N,) ndarray, optional
+        Series of each row. When given, the calibrated rows of a series are averaged first and each series
+        counts once: the ``scene`` step reports such averages, and slabs of one series err together.
+    """
+    grid = np.exp(np.linspace(0.0, np.log(100.0), 200))
+    idx = np.asarray(truth_index, dtype=int)
+    if groups is None:
+        sets = [np.array([i]) for i in range(len(idx))]
+    else:
+        g = np.asarray(groups)
+        sets = [np.flatnonzero(g == u) for u in np.unique(g)]
+    nll = []
+    for t in grid:
+        c = calibrate(proba, t)
+        nll.append(-np.mean([np.log(max(float(c[ix, idx[ix[0]]].mean()), 1e-12)) for ix in sets]))
+    return float(grid[int(np.argmin(nll))])
+
+
+def phantom_evidence(profile: SceneProfile) -> str | None:
+    """Why the object in view looks like a test phantom rather than a body, or None.
+
+    A phantom holds a cylinder: on at least half of the slices with an object, and on at least 4 slices spanning
+    40 mm or more, the cross-section is one part, convex (solidity >= 0.95), round (minor/major >= 0.95), away
+    from the image border, and of the same area (within 3 % of their median). Heads are longer than wide
+    (minor/major 0.7-0.9) and change along z; a trunk is wider still; limbs taper; a crop touches the border.
+    """
+    per = profile.per_slice
+    has = np.isfinite(per["area_cm2"])
+    if has.sum() < 4:
+        return None
+    area = per["area_cm2"]
+    shape_ok = has & (np.nan_to_num(per["solidity"]) >= 0.95) & (np.nan_to_num(per["minor_major_ratio"]) >= 0.95) \
+        & (per["n_components"] == 1) & (np.nan_to_num(per["edge_fraction"], nan=1.0) < 0.05)
+    if shape_ok.sum() < 4:
+        return None
+    med = float(np.median(area[shape_ok]))
+    same = shape_ok & (np.abs(np.nan_to_num(area) / med - 1.0) < 0.03)
+    span = float(np.ptp(profile.z_mm[same])) + profile.slice_mm if same.any() else 0.0
+    if same.sum() >= 4 and same.sum() >= 0.5 * has.sum() and span >= 40.0:
+        return (f"a round convex cylinder of constant cross-section ({med:.0f} cm^2 over {span:.0f} mm): a test "
+                "phantom, not a body")
+    return None
+
+
+#: Typical adult length of each region along z, in mm (head: vertex to skull base; pelvis: iliac crest to the
+#: ischial tuberosities). Two labelled stretches may skip the regions between them only when they are at least
+#: ``_SKIP_SHARE`` of those regions' typical lengths apart.
+_TYPICAL_MM = {"head": 200.0, "neck": 100.0, "chest": 250.0, "abdomen": 200.0, "pelvis": 180.0, "extremity": 400.0}
+_SKIP_SHARE = 0.4
+#: Where the body ends inside the field of view at its superior end, slabs centred within this distance of that
+#: end (mm) can only be a head (its vertex); anything else there is called unknown.
+_VERTEX_MM = 80.0
+#: On CT, the trunk's cross-section (chest, abdomen, pelvis) of an adult is larger than this, unless the field of
+#: view cuts it; a head is smaller.
+_CT_TRUNK_MIN_CM2 = 300.0
+#: On CT, a skull: bone (> 250 HU) over this fraction of the body's outer 12 mm ring.
+_CT_SKULL_RING = 0.15
+
+
+#: Any modality: an adult head's cross-section is below this (cm^2); larger slabs are not a head.
+_HEAD_MAX_CM2 = 400.0
+#: Any modality: a trunk's cross-section (chest, abdomen, pelvis) is above this (cm^2) unless the view is cropped.
+_TRUNK_MIN_CM2 = 250.0
+
+
+def _shape_veto(label: str, d: SceneDescriptors) -> bool:
+    """True when the body's cross-section contradicts ``label`` (any modality): sizes of adult anatomy."""
+    v = d.values
+    cropped = v.get("edge_fraction", 0.0) > 0.15
+    if label == "head" and v["area_cm2"] > _HEAD_MAX_CM2 and v.get("n_components", 1) < 3:
+        return True
+    if label in ("chest", "abdomen", "pelvis") and v["area_cm2"] < _TRUNK_MIN_CM2 and not cropped:
+        return True
+    return False
+
+
+def _mr_veto(label: str, d: SceneDescriptors) -> bool:
+    """True when MR landmarks contradict ``label``: lungs give no MR signal, so a chest shows a dark region."""
+    return label == "chest" and d.values.get("dark_blob", 0.0) < _NO_LUNG_BLOB_MR
+
+
+def _ct_veto(label: str, d: SceneDescriptors) -> bool:
+    """True when CT landmarks contradict ``label`` for a slab (the model and the landmarks disagree)."""
+    v = d.values
+    blob = v.get("dark_blob", 0.0)
+    cropped = v.get("edge_fraction", 0.0) > 0.15
+    if blob >= _LUNG_BLOB and label in ("head", "pelvis", "extremity"):
+        return True  # lungs in view
+    if blob < _NO_LUNG_BLOB and label == "chest":
+        return True  # a chest without lungs
+    if label in ("chest", "abdomen", "pelvis") and v["area_cm2"] < _CT_TRUNK_MIN_CM2 and not cropped:
+        return True  # too small a cross-section for a trunk
+    skull = v.get("ring_bright", 0.0) >= _CT_SKULL_RING and v["area_cm2"] < _CT_TRUNK_MIN_CM2
+    if label == "head" and v.get("ring_bright", 0.0) < 0.05 and not cropped:
+        return True  # a head without a skull
+    if skull and label != "head" and blob < _LUNG_BLOB and v.get("n_components", 1) < 2:
+        return True  # a skull, not called head
+    return False
+
+
+def _may_follow(upper: str, lower: str, gap_mm: float) -> bool:
+    """Whether a stretch called ``lower`` may lie ``gap_mm`` below one called ``upper`` (head-to-feet order)."""
+    a, b = BODY_ORDER.index(upper), BODY_ORDER.index(lower)
+    if a > b:
+        return False
+    skipped = sum(_TYPICAL_MM[r] for r in BODY_ORDER[a + 1:b])
+    return gap_mm >= _SKIP_SHARE * skipped - 1e-6
+
+
+def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescriptors]], proba: np.ndarray,
+              classes: tuple[str, ...], *, temperature: float = 1.0, min_probability: float = 0.5,
+              min_area_cm2: float = 25.0, min_extent_mm: float = 20.0, min_slices: int = 8,
+              n_slices: int | None = None) -> SceneResult:
+    """Regions along the body from calibrated slab posteriors and landmark checks.
+
+    Parameters
+    ----------
+    profile : SceneProfile
+        The per-slice descriptors (:func:`scene_profile`).
+    slabs : list of (z_lo_mm, z_hi_mm, SceneDescriptors)
+        :func:`profile_slabs` of ``profile``, head to feet.
+    proba : (N, K) ndarray
+        A model's posteriors for the N slabs over ``classes``.
+    classes : tuple of str
+        Class names of the columns of ``proba`` (a subset of :data:`BODY_ORDER`).
+    temperature : float, optional
+        Calibration temperature of the model (:func:`fit_temperature`, fitted leave one patient out). Default 1.
+    min_probability : float, optional
+        A slab whose best calibrated class is below this is ``unknown``. Default 0.5.
+    min_area_cm2, min_extent_mm : float, optional
+        A series whose body cross-section (median) or length in view is below these is too small to tell.
+    min_slices : int, optional
+        A series with fewer slices along the body (``n_slices``) is a localizer or too short to tell. Default 8.
+    n_slices : int, optional
+        Acquired slices of the series. Default: the profile's ``acquired_slices``.
+
+    Returns
+    -------
+    SceneResult
+
+    Notes
+    -----
+    Steps: (1) phantoms and fields of view too small to tell give ``unknown``; (2) slab posteriors are
+    calibrated and smoothed along z (1-2-1 weights); (3) each slab takes its best class, or ``unknown`` below
+    ``min_probability``, or when a landmark contradicts it (CT: lungs in a slab called head, pelvis or
+    extremity; no lungs in one called chest); (4) runs of equal labels become regions, split half-way between
+    slab centres; (5) labelled regions must follow the body's head-to-feet order: the heaviest ordered subset
+    (length x probability) is kept and the rest become ``unknown``.
+    """
+    classes = tuple(str(c) for c in classes)
+    k = len(classes)
+    proba = np.asarray(proba, dtype=float).reshape(len(slabs), k) if slabs else np.zeros((0, k))
+    notes: list[str] = []
+    lungs: bool | None = None
+    if profile.is_ct and slabs:
+        blobs = np.array([s[2].values.get("dark_blob", 0.0) for s in slabs])
+        lungs = bool((blobs >= _LUNG_BLOB).any())
+    per = profile.per_slice
+    has = np.isfinite(per["area_cm2"])
+    zs = profile.z_mm
+    z_lo = float(zs.min() - profile.slice_mm / 2) if zs.size else 0.0
+    z_hi = float(zs.max() + profile.slice_mm / 2) if zs.size else 0.0
+
+    def abstain(reason: str, p_mean: np.ndarray | None = None) -> SceneResult:
+        notes.append(f"scene: unknown: {reason}")
+        probs = {c: (float(p_mean[i]) if p_mean is not None else 1.0 / max(k, 1)) for i, c in enumerate(classes)}
+        best = max(probs.values(), default=0.0)
+        return SceneResult(UNKNOWN, probs, (SceneRegion(UNKNOWN, (z_lo, z_hi), round(1.0 - best, 6)),),
+                           lungs, tuple(notes))
+
+    if not has.any() or not slabs:
+        return abstain("no body found")
+    n_slices = profile.acquired_slices if n_slices is None else int(n_slices)
+    cal = calibrate(proba, temperature)
+    why = phantom_evidence(profile)
+    if why:
+        return abstain(why, cal.mean(axis=0))
+    area = float(np.median(per["area_cm2"][has]))
+    zb = zs[has]
+    extent = float(zb.max() - zb.min()) + profile.slice_mm
+    if n_slices < min_slices:
+        return abstain(f"only {n_slices} slices along the body: a localizer or too few slices to tell",
+                       cal.mean(axis=0))
+    if area < min_area_cm2 or extent < min_extent_mm:
+        return abstain(f"field of view too small to tell ({area:.0f} cm^2 of body over {extent:.0f} mm)",
+                       cal.mean(axis=0))
+    if len(cal) >= 3:
+        sm = cal.copy()
+        sm[1:-1] = 0.25 * cal[:-2] + 0.5 * cal[1:-1] + 0.25 * cal[2:]
+        sm[0] = (2 * cal[0] + cal[1]) / 3
+        sm[-1] = (2 * cal[-1] + cal[-2]) / 3
+        cal = sm
+    labels: list[str] = []
+    for i, (_, _, d) in enumerate(slabs):
+        j = int(np.argmax(cal[i]))
+        lab = classes[j] if cal[i, j] >= min_probability else UNKNOWN
+        if lab != UNKNOWN and (_shape_veto(lab, d) or (profile.is_ct and _ct_veto(lab, d))
+                               or (profile.modality == "MR" and _mr_veto(lab, d))):
+            lab = UNKNOWN  # the model and the landmarks disagree
+        labels.append(lab)
+    # the body ends inside the field of view at its superior end: that end is the vertex of a head
+    top_body = float(zs[has].max())
+    if (zs > top_body + 1.5 * max(profile.slice_mm, 1.0)).sum() >= 2:
+        for i, (a, b, _) in enumerate(slabs):
+            if (a + b) / 2 > top_body - _VERTEX_MM and labels[i] not in (UNKNOWN, "head"):
+                labels[i] = UNKNOWN
+    # runs of equal labels, boundaries half-way between neighbouring slab centres
+    centres = np.array([(a + b) / 2 for a, b, _ in slabs])
+    runs: list[list[int]] = []
+    for i, lab in enumerate(labels):
+        if runs and labels[runs[-1][0]] == lab:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    bounds = [z_hi] + [float((centres[r[-1]] + centres[r[-1] + 1]) / 2) for r in runs[:-1]] + [z_lo]
+
+    def run_p(r: list[int], lab: str) -> float:
+        if lab == UNKNOWN:
+            return float(1.0 - cal[r].max(axis=1).mean())
+        return float(cal[r, classes.index(lab)].mean())
+
+    # head-to-feet order: heaviest non-decreasing subsequence of labelled runs (weight = length x probability)
+    lab_runs = [i for i, r in enumerate(runs) if labels[r[0]] != UNKNOWN]
+    w = {i: (bounds[i] - bounds[i + 1]) * run_p(runs[i], labels[runs[i][0]]) for i in lab_runs}
+    best_w: dict[int, float] = {}
+    prev: dict[int, int | None] = {}
+    for a_, i in enumerate(lab_runs):
+        best_w[i], prev[i] = w[i], None
+        for j in lab_runs[:a_]:
+            if _may_follow(labels[runs[j][0]], labels[runs[i][0]], bounds[j + 1] - bounds[i]) \
+                    and best_w[j] + w[i] > best_w[i]:
+                best_w[i], prev[i] = best_w[j] + w[i], j
+    keep: set[int] = set()
+    if lab_runs:
+        cur: int | None = max(lab_runs, key=lambda i: best_w[i])
+        while cur is not None:
+            keep.add(cur)
+            cur = prev[cur]
+    dropped = [labels[runs[i][0]] for i in lab_runs if i not in keep]
+    if dropped:
+        notes.append(f"scene: {', '.join(dropped)} out of head-to-feet order with the rest; called unknown")
+    regions: list[SceneRegion] = []
+    for i, r in enumerate(runs):
+        lab = labels[r[0]] if (labels[r[0]] == UNKNOWN or i in keep) else UNKNOWN
+        p = run_p(r, lab)
+        if regions and regions[-1].label == lab:  # merge with the previous stretch (after order clean-up)
+            last = regions.pop()
+            p = (last.probability * (last.z_mm[1] - last.z_mm[0]) + p * (bounds[i] - bounds[i + 1])) / \
+                max(last.z_mm[1] - bounds[i + 1], 1e-6)
+            regions.append(SceneRegion(lab, (bounds[i + 1], last.z_mm[1]), round(p, 6)))
+        else:
+            regions.append(SceneRegion(lab, (bounds[i + 1], bounds[i]), round(p, 6)))
+    labelled = [(i, rg) for i, rg in enumerate(regions) if rg.label != UNKNOWN]
+    if not labelled:
+        return SceneResult(UNKNOWN, {c: float(v) for c, v in zip(classes, cal.mean(axis=0))}, tuple(regions),
+                           lungs, tuple(notes + ["scene: unknown: no stretch of the body is recognised with "
+                                                 f"p >= {min_probability:g}"]))
+    dom = max(labelled, key=lambda t: ((t[1].z_mm[1] - t[1].z_mm[0]) * t[1].probability))[1]
+    sel = [i for i, (a, b, _) in enumerate(slabs) if dom.z_mm[0] - 1e-6 <= (a + b) / 2 <= dom.z_mm[1] + 1e-6]
+    sel = [i for i in sel if labels[i] == dom.label] or sel
+    probs = {c: float(v) for c, v in zip(classes, cal[sel].mean(axis=0))}
+    return SceneResult(dom.label, probs, tuple(regions), lungs, tuple(notes))

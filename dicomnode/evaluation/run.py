@@ -86,6 +86,7 @@ class CaseResult:
     lungs_found: bool | None = None
     seconds: float = 0.0
     png: str = ""
+    notes: list[str] = field(default_factory=list)
 
     @property
     def has_lesion_truth(self) -> bool:
@@ -93,6 +94,7 @@ class CaseResult:
 
     def csv_row(self) -> dict[str, Any]:
         d = asdict(self)
+        d["message"] = "; ".join(m for m in [self.message, *self.notes] if m)
         return {c: ("" if d.get(c) is None else d.get(c)) for c in CSV_COLUMNS}
 
 
@@ -168,7 +170,8 @@ def evaluate_case(case: Case, config: NodeConfig, out_dir: Path, *, data_root: P
     if case.expect_refusal:
         res.message = "the node processed a series it should refuse"
     try:
-        series = load_series(files)
+        phase = profile.params.get("load", {}).get("phase", "first")  # the phase the chain scored (chain.py)
+        series = load_series(files, phase=1 if phase == "all" else phase)
         _score(res, case, series, results, work)
     except Exception as e:  # noqa: BLE001 - a truth that does not fit is this case's problem, not the run's
         log.exception("evaluate: scoring failed", extra={"case": case.id})
@@ -231,7 +234,9 @@ def _score(res: CaseResult, case: Case, series: Any, results: dict[str, Any], wo
         hit = next((les.name for les in lesions if np.all(np.isfinite(zyx)) and _inside(les.mask, zyx)), None)
         p = float(f.get("probability", 0.0))
         reported = p >= res.reporting_threshold and bool(f.get("reported", True))
-        mask = _finding_mask(seg_path, series, f)
+        mask, why = _finding_mask(seg_path, series, f)
+        if why and not any(n.split("(")[0] == why.split("(")[0] for n in res.notes):
+            res.notes.append(why)  # once per kind of problem, not once per finding
         res.findings.append({"label": f.get("label"), "probability": p, "reported": reported, "true": hit is not None,
                              "lesion": hit, "volume_ml": f.get("volume_ml"),
                              "centroid_mm": f.get("centroid_mm")})
@@ -252,8 +257,12 @@ def _score(res: CaseResult, case: Case, series: Any, results: dict[str, Any], wo
             union = np.logical_or.reduce(contours)
             scored = [(dice(m.mask, union), m.label) for m in marked if m.mask is not None]
             best = max(scored, default=None)
-            res.dice_best = 0.0 if best is None else round(best[0], 4)
-            res.dice_finding = None if best is None else best[1]
+            if best is not None:
+                res.dice_best, res.dice_finding = round(best[0], 4), best[1]
+            elif not marked:
+                res.dice_best = 0.0  # nothing found: no overlap
+            else:
+                res.notes.append("Dice not computed: no finding's mask could be read back from the SEG")
     png = work.parent.parent / "png" / f"{case.id}.png"
     png.parent.mkdir(parents=True, exist_ok=True)
     z_mm = vol.index_to_patient(np.stack([np.arange(vol.shape[0]), np.zeros(vol.shape[0]),
@@ -263,15 +272,18 @@ def _score(res: CaseResult, case: Case, series: Any, results: dict[str, Any], wo
     res.png = str(png.relative_to(work.parent.parent))
 
 
-def _finding_mask(seg_path: Path, series: Any, finding: dict[str, Any]) -> np.ndarray | None:
+def _finding_mask(seg_path: Path, series: Any, finding: dict[str, Any]) -> tuple[np.ndarray | None, str]:
+    """The finding's segment read back from the chain's SEG, or (None, why not)."""
     number = finding.get("segment_number")
-    if number is None or not seg_path.is_file():
-        return None
+    if number is None:
+        return None, "a finding has no segment_number: its outline is not drawn"
+    if not seg_path.is_file():
+        return None, "no seg.dcm was written: findings are not outlined and Dice is not computed"
     from dicomnode.io.roi import read_region
     try:
-        return read_region(seg_path, series, number=int(number)).mask
-    except DicomnodeError:
-        return None
+        return read_region(seg_path, series, number=int(number)).mask, ""
+    except DicomnodeError as e:
+        return None, f"SEG segments could not be read back ({str(e).split(': ', 1)[-1][:160]})"
 
 
 def summarise(results: Sequence[CaseResult]) -> dict[str, Any]:

@@ -11,7 +11,9 @@ Libraries are another matter: pydicom and highdicom warn with the offending valu
   ``pydicom``, ``highdicom``...), so they get our formatter: one JSON object per line with ``log_format = "json"``;
 * scrubs every quoted value from the records of other libraries' loggers (:func:`scrub`): ``"<redacted>"``;
 * prints each library warning once per process (:class:`OnceFilter`): the same scrubbed text from the same
-  library, whether it came as a log record or as a warning, is dropped the second time.
+  library, whether it came as a log record or as a warning, is dropped the second time;
+* leaves out pynetdicom's ERROR lines about a failed outgoing connection (:class:`ConnectFailureFilter`): the
+  node's own line for that send carries the reason, so a failed send is one line.
 
 Job processes inherit the format through ``DICOMNODE_LOG_FORMAT`` (:func:`setup_job_process_logging`).
 """
@@ -81,6 +83,18 @@ class OnceFilter(logging.Filter):
         return True
 
 
+class ConnectFailureFilter(logging.Filter):
+    """Drops pynetdicom's own ERROR lines about an outgoing connection that failed ("Association request failed",
+    "TCP Initialisation Error"): :mod:`dicomnode.net.scu` puts that reason into the SendError, and the outbox logs
+    one line per failed send with it."""
+
+    _PREFIXES = ("Association request failed", "TCP Initialisation Error")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("pynetdicom") and record.levelno >= logging.ERROR
+                    and str(record.msg).startswith(self._PREFIXES))
+
+
 def _library_of(filename: str, category: type[Warning]) -> str:
     """The top-level package a warning was raised in (``pydicom``, ``highdicom``...), from its file path."""
     parts = re.split(r"[\\/]", filename)
@@ -107,21 +121,22 @@ _original_showwarning = warnings.showwarning
 def capture_warnings() -> None:
     """Python warnings go to logging (scrubbed, once each) instead of raw text on stderr. Idempotent.
 
-    Every warning is shown (``"default"`` filter action: once per place it is raised); :class:`OnceFilter` then
-    keeps one of each text.
+    Python's own filters still decide which warnings are shown (user warnings once per place they are raised;
+    deprecation and resource warnings not); :class:`OnceFilter` then keeps one of each text.
     """
     warnings.showwarning = _showwarning
-    warnings.simplefilter("default")
     root = logging.getLogger()
-    if not root.handlers:  # commands without setup_logging: a plain handler, still scrubbed and once
+    if not root.handlers:  # commands without setup_logging: a plain handler for the warnings only, scrubbed, once
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(lambda record: hasattr(record, "category"))  # what the command says itself is enough
         _add_filters(handler)
         root.addHandler(handler)
         root.setLevel(logging.WARNING)
 
 
 def _add_filters(handler: logging.Handler) -> None:
+    handler.addFilter(ConnectFailureFilter())
     handler.addFilter(ScrubFilter())
     handler.addFilter(OnceFilter())
 

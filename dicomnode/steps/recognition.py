@@ -4,13 +4,20 @@
 |---|---|---|
 | ``match`` | compares paired segments (``X_left`` / ``X_right``, e.g. the lungs): ``ctx.similarities`` + measurements of the first segment of each pair | ``pairs`` (list of [a, b] labels; default: every ``*_left``/``*_right`` pair present), ``n_bins`` (64) |
 | ``classify`` | a trained model's posteriors: ``ctx.classifications`` | ``model`` (path or shipped name, required), ``segment`` (label whose measurements are the features; default: scene descriptors when the model uses them, else the first segment that has every feature) |
-| ``scene`` | body region with posteriors, and whether the header agrees: ``ctx.scene`` | ``model`` (default "scene", the shipped model) |
+| ``scene`` | body regions along z with calibrated probabilities, and whether the header agrees: ``ctx.scene`` | ``model`` (default "scene", the shipped model) |
 
-``ctx.scene`` is ``{"label", "probabilities", "header_body_part", "agrees_with_header", "model"}``.
+``ctx.scene`` is ``{"label", "probabilities", "regions", "lungs_in_view", "header_body_part", "agrees_with_header",
+"model"}``. ``regions`` lists ``{"label", "z_mm": [lo, hi], "probability"}`` from head to feet in patient z (LPS,
+mm); labels are ``head``, ``neck``, ``chest``, ``abdomen``, ``pelvis``, ``extremity`` or ``unknown``
+(:func:`dicomnode.analysis.scene.recognise`). ``label`` and ``probabilities`` are those of the dominant region
+(the longest labelled one); ``label`` is ``unknown`` for phantoms, localizers, fields of view too small to tell
+and whenever no stretch reaches p = 0.5 or the landmarks contradict the model. ``lungs_in_view`` is True/False on
+CT (lung-like air inside the body, crops included), None otherwise.
 ``header_body_part`` is read from BodyPartExamined, else from the series/study descriptions and protocol name,
 mapped to ``head``, ``neck``, ``chest``, ``abdomen``, ``pelvis``, ``extremity`` (None when they say nothing usable,
 e.g. PARTIALBODY); a header naming two regions (ABDOMENPELVIS) agrees with either. ``agrees_with_header`` is None
-when the header says nothing usable or names a region the model cannot recognise (it has no ``neck`` class).
+when the header says nothing usable, when the image gives ``unknown``, or when the header names a region the model
+cannot recognise (it has no ``neck`` class).
 """
 
 from __future__ import annotations
@@ -19,11 +26,14 @@ import re
 from functools import lru_cache
 from typing import Any, Mapping
 
+import numpy as np
+
 from dicomnode.analysis.classify import classify as _classify
-from dicomnode.analysis.classify import feature_vector
+from dicomnode.analysis.classify import feature_vector, posteriors
 from dicomnode.analysis.match import compare_paired
 from dicomnode.analysis.pipeline import Context, step
-from dicomnode.analysis.scene import MODEL_FEATURES, descriptor_vector, scene_descriptors
+from dicomnode.analysis.scene import (MODEL_FEATURES, UNKNOWN, descriptor_vector, profile_slabs, recognise,
+                                      scene_descriptors, scene_profile)
 from dicomnode.analysis.volume import Measurement
 from dicomnode.modelio import LoadedModel, load_model, resolve_model
 
@@ -105,21 +115,41 @@ def _scene_vector(ctx: Context, names: tuple[str, ...]):
     return descriptor_vector(desc, names)
 
 
+def _temperature(card_extra: Mapping[str, Any], is_ct: bool) -> float:
+    """The model's calibration temperature for CT or for other modalities (1 when the card has none)."""
+    t = card_extra.get("temperature_ct" if is_ct else "temperature_other", 1.0)
+    return float(t) if t and float(t) > 0 else 1.0
+
+
 @step("scene")
 def _scene_step(ctx: Context, params: Mapping[str, Any]) -> None:
-    """Body region from the image (the scene model), compared with what the header says."""
+    """Body regions along z from the image (slab model + landmarks), the dominant one compared with the header."""
     _check_keys("scene", params, {"model"})
     m = _model(str(params.get("model", "scene")), "scene")
-    x = _scene_vector(ctx, m.card.feature_names)
-    res = _classify(m.estimator, x)
+    v = ctx.original
+    prof = scene_profile(v.array, v.spacing_mm, direction=v.direction, origin_mm=v.origin_mm, modality=v.modality,
+                         unit=v.unit)
+    ctx.notes.extend(prof.notes)
+    extra = m.card.extra or {}
+    slabs = profile_slabs(prof, slab_mm=float(extra.get("slab_mm", 60.0)),
+                          stride_mm=float(extra.get("stride_mm", 30.0)))
+    names = m.card.feature_names
+    if slabs:
+        classes, P = posteriors(m.estimator, np.stack([descriptor_vector(d, names) for _, _, d in slabs]))
+    else:
+        classes, P = tuple(m.card.classes), np.zeros((0, len(m.card.classes)))
+    res = recognise(prof, slabs, P, classes, temperature=_temperature(extra, prof.is_ct))
+    ctx.notes.extend(res.notes)
     regions = header_regions(ctx.header)
     agrees: bool | None
     if not regions:
         agrees = None
-    elif not set(regions) & set(m.card.classes):
+    elif not set(regions) & set(classes):
         agrees = None
         ctx.notes.append(f"scene: the header names {'/'.join(regions)}, which model {m.path.name} cannot "
                          "recognise; no agreement given")
+    elif res.label == UNKNOWN:
+        agrees = None
     else:
         agrees = res.label in regions
     if agrees is False:
@@ -127,7 +157,10 @@ def _scene_step(ctx: Context, params: Mapping[str, Any]) -> None:
                          f"header says {'/'.join(regions)}")
     ctx.scene = {
         "label": res.label,
-        "probabilities": {k: round(v, 6) for k, v in res.probabilities.items()},
+        "probabilities": {k: round(p, 6) for k, p in res.probabilities.items()},
+        "regions": [{"label": r.label, "z_mm": [round(r.z_mm[0], 1), round(r.z_mm[1], 1)],
+                     "probability": round(r.probability, 6)} for r in res.regions],
+        "lungs_in_view": res.lungs_in_view,
         "header_body_part": regions[0] if regions else None,
         "agrees_with_header": agrees,
         "model": m.path.name,

@@ -514,6 +514,16 @@ class Database:
                        (to.value, now, error, traceback, retry_at if retry_at is not None else 0, job_id))
         return to
 
+    def add_job(self, series_uid: str, generation: int, *, rule: str, profile: str, destinations: Sequence[str],
+                now: float) -> int:
+        """A new pending chain job for a stored series (``dicomnode reprocess``); its id."""
+        with self.immediate() as tx:
+            cur = tx.execute("INSERT INTO jobs(series_uid, generation, rule, profile, destinations, state, created_at,"
+                             " not_before) VALUES (?,?,?,?,?,?,?,?)",
+                             (series_uid, generation, rule, profile, json.dumps(list(destinations)),
+                              JobState.PENDING.value, now, now))
+            return int(cur.lastrowid)
+
     def requeue_job(self, job_id: int, now: float, *, reset_attempts: bool = True) -> None:
         """FAILED or DONE -> PENDING (operator's retry)."""
         with self.immediate() as tx:

@@ -247,7 +247,8 @@ def test_filter_settings_errors_name_key_value_and_fix() -> None:
         settings_from_dict({"filter": {"kind": "gabor", "boundary": "reflect", "gabor_dtheta_rad": "pi/x",
                                        "colour": 1}})
     by_key = {e.key: e for e in info.value.errors}
-    assert {"filter.boundary", "filter.gabor_dtheta_rad", "filter.colour"} <= set(by_key)
+    assert {"filter.boundary", "filter.gabor_dtheta_rad", "filter.colour", "filter.gabor_sigma_mm",
+            "filter.gabor_lambda_mm"} <= set(by_key)  # unreadable values and missing parameters, all at once
     assert "mirror" in by_key["filter.boundary"].fix and by_key["filter.boundary"].value == "reflect"
     with pytest.raises(ConfigError, match="filter.laws_kernel"):
         settings_from_dict({"filter": {"kind": "laws", "dimensionality": "3D", "laws_kernel": "L5E5"}})

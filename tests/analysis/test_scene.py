@@ -1,107 +1,309 @@
-"""analysis/scene.py: descriptors, and body-region recognition scored leave-one-patient-out on real series.
+"""analysis/scene.py: descriptors, regions along z, and body-region recognition scored leave-one-patient-out.
 
-A model is never scored on a patient it was trained on: for each held-out patient the test trains a scene model on
-the other real patients' slabs plus synthetic phantoms, then runs the ``scene`` step on the held-out series with
-its header fields blanked (the image alone must say it).
+A model is never scored on a patient it was trained on. The real series of ../shared/data (and 20 cm crops cut
+from the chest and upper-abdomen CT) are collected once by ``scripts/train_default_models.py``; for each held-out
+patient a scene model is trained on the other patients' slabs plus synthetic phantoms, its calibration
+temperatures are fitted on the other patients' held-out posteriors, and the held-out series run through
+:func:`recognise` exactly as the ``scene`` step runs them (header fields play no part; the step tests below blank
+them). The rule checked on every series: a wrong label never carries p >= 0.5; ``unknown`` is not wrong.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import sys
 import warnings
 
 import numpy as np
 import pytest
 
 from dicomnode.analysis.pipeline import Context, run_steps
-from dicomnode.analysis.scene import MODEL_FEATURES, descriptor_vector, scene_descriptors, slab_descriptors, to_axial
-from dicomnode.commands.train import load_volume, make_scene_estimator, phantom_samples
+from dicomnode.analysis.scene import (BODY_ORDER, MODEL_FEATURES, SceneDescriptors, SceneProfile, _may_follow,
+                                      calibrate, fit_temperature, profile_slabs, recognise, scene_descriptors,
+                                      scene_profile, to_axial)
+from dicomnode.commands.train import load_volume, phantom_samples
+from dicomnode.io.load import load_series
 from dicomnode.modelio import ModelCard, save_model
 from dicomnode.steps import registry
-from helpers import SHARED_DATA
+from helpers import REPO, SHARED_DATA
 
 warnings.filterwarnings("ignore", category=UserWarning)
 
-SERIES = {  # path -> (label, patient)
-    "chest-ct/A0002_B40f": ("chest", "A0002"),
-    "head-mr/T1_sag": ("head", "HFS"),
-    "abdomen-ct/upper_abdomen_j2k": ("abdomen", "j2k"),
-    "abdomen-ct/abdomen_pelvis_nifti/example_ct.nii.gz": ("abdomen", "nifti"),
-    **{f"sts/STS_00{i}/{m}": ("extremity", f"STS_00{i}") for i in (1, 2, 3) for m in ("CT", "MR_T1", "PET")},
-}
 BLANK = {"BodyPartExamined": "", "SeriesDescription": "", "StudyDescription": "", "ProtocolName": ""}
+NIFTI = "abdomen-ct/abdomen_pelvis_nifti/example_ct.nii.gz"
+
+#: Series whose dominant label is right when their patient is held out. The others abstain (``unknown``):
+#: MR of the head, abdomen and breast and the thigh T2 (see docs/models.md): too few real MR patients per region.
+RIGHT = {
+    "chest-ct/A0002_B40f", "chest-ct/A0002_B70f", "abdomen-ct/upper_abdomen_j2k", NIFTI, "head-ct/CT",
+    *(f"sts/STS_00{i}/{m}" for i in (1, 2, 3) for m in ("CT", "MR_T1", "PET")),
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _script():
+    """scripts/train_default_models.py as a module: the tests collect and split the data exactly as it does."""
+    spec = importlib.util.spec_from_file_location("train_default_models", REPO / "scripts" / "train_default_models.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
 
 
 @pytest.fixture(scope="module")
-def volumes():
-    return {k: load_volume(SHARED_DATA / k) for k in SERIES}
+def trainer():
+    return _script()
 
 
 @pytest.fixture(scope="module")
-def samples(volumes):
-    X, y, g = [], [], []
-    for k, v in volumes.items():
-        label, patient = SERIES[k]
-        keep = (0.6, 1.0) if k.endswith(".nii.gz") else (0.2, 1.0) if k.startswith("head") else (0.0, 1.0)
-        for d in slab_descriptors(v.array, v.spacing_mm, direction=v.direction, modality=v.modality, unit=v.unit,
-                                  keep=keep):
-            X.append(descriptor_vector(d))
-            y.append(label)
-            g.append(patient)
-        if k.endswith(".nii.gz"):  # below the iliac crest (about half-way up this volume): pelvis
-            for d in slab_descriptors(v.array, v.spacing_mm, direction=v.direction, modality=v.modality,
-                                      unit=v.unit, keep=(0.0, 0.45)):
-                X.append(descriptor_vector(d))
-                y.append("pelvis")
-                g.append(patient)
-    # 15 phantom slabs per region and modality: with 6 the held-out abdomen flipped with the draw (4 of 8 seeds)
+def corpus(trainer):
+    """Slabs of every real series (and crops), 15 phantom slabs per region and modality, slab LOPO posteriors."""
+    X, y, g, names, series = trainer.collect(SHARED_DATA, print_fn=lambda *a: None)
     Xp, yp = phantom_samples(15, ["head", "chest", "abdomen", "pelvis", "extremity"], seed=7)
-    return np.array(X), np.array(y), np.array(g), Xp, yp
+    _, proba, classes = trainer.lopo(X, y, g, Xp, yp)
+    return X, y, g, series, Xp, yp, proba, classes
 
 
-def _lopo_model(samples, patient, tmp_path):
-    X, y, g, Xp, yp = samples
+@pytest.fixture(scope="module")
+def lopo_rows(trainer, corpus):
+    X, y, g, series, Xp, yp, proba, classes = corpus
+    return {r["series"]: r for r in trainer.series_lopo(series, X, y, g, Xp, yp, proba, classes)}
+
+
+@pytest.fixture(scope="module")
+def held_out(trainer, corpus):
+    X, y, g, series, Xp, yp, proba, classes = corpus
+    return trainer.held_out_posteriors(series, X, y, g, Xp, yp)[1]
+
+
+def _lopo_model(trainer, corpus, held_out, patient, tmp_path):
+    """A scene model without ``patient``, its temperatures fitted on the other patients, saved as the step loads it."""
+    X, y, g, series, Xp, yp, proba, classes = corpus
     keep = g != patient
-    Xt = np.concatenate([X[keep]] * 3 + [Xp])
-    yt = np.concatenate([y[keep]] * 3 + [yp])
-    est = make_scene_estimator().fit(Xt, yt)
-    card = ModelCard("scene", tuple(est.classes_), MODEL_FEATURES, f"test model without patient {patient}")
+    est = trainer.fit_final(X[keep], y[keep], Xp, yp)
+    t_ct, t_other = trainer.fold_temperatures(patient, series, held_out, X, y, g, proba, classes)
+    card = ModelCard("scene", tuple(est.classes_), MODEL_FEATURES, f"test model without patient {patient}",
+                     extra={"temperature_ct": t_ct, "temperature_other": t_other})
     return save_model(tmp_path / f"scene-without-{patient}.skops", est, card)
 
 
-def _scene(volume, model, header):
+def _scene(volume, model, header=BLANK):
     registry()
     ctx = Context(volume=volume, original=volume, header=header)
     run_steps(ctx, ["scene"], {"scene": {"model": str(model)}})
-    return ctx.scene
+    return ctx.scene, ctx.notes
 
 
-@pytest.mark.parametrize("key", [
-    "chest-ct/A0002_B40f",
-    "head-mr/T1_sag",
-    "abdomen-ct/upper_abdomen_j2k",
-    "sts/STS_001/CT", "sts/STS_001/MR_T1", "sts/STS_001/PET",
-    "sts/STS_003/CT", "sts/STS_003/MR_T1", "sts/STS_003/PET",
-])
-def test_scene_recognised_leave_one_patient_out_without_header(key, volumes, samples, tmp_path):
-    label, patient = SERIES[key]
-    model = _lopo_model(samples, patient, tmp_path)
-    scene = _scene(volumes[key], model, BLANK)
-    assert scene["label"] == label, scene
-    assert scene["header_body_part"] is None and scene["agrees_with_header"] is None
+def _check_regions(scene, z_lo, z_hi):
+    regions = scene["regions"]
+    assert regions, scene
+    for r in regions:
+        assert r["label"] in BODY_ORDER + ("unknown",)
+        assert r["z_mm"][0] < r["z_mm"][1] and 0.0 <= r["probability"] <= 1.0
+    for upper, lower in zip(regions, regions[1:]):  # head to feet, contiguous
+        assert upper["z_mm"][0] == pytest.approx(lower["z_mm"][1])
+    assert regions[0]["z_mm"][1] == pytest.approx(z_hi, abs=10)
+    assert regions[-1]["z_mm"][0] == pytest.approx(z_lo, abs=10)
+
+
+def _series_keys():
+    return [k for k, *_ in _script().SOURCES] + [NIFTI]
+
+
+def test_no_wrong_label_with_p_at_least_half_on_any_series(lopo_rows):
+    shared = {k: r for k, r in lopo_rows.items() if " crop " not in k}
+    assert len(shared) == 20
+    wrong = {k: r for k, r in shared.items() if r["wrong_confident"]}
+    assert not wrong, wrong
+    for r in shared.values():
+        assert r["label"] in (r["truth"].split("/") + ["unknown"]), r  # right, or an abstention
+        labelled = [reg for reg in r["regions"] if reg[0] != "unknown"]
+        assert all(reg[0] in r["truth"].split("/") or reg[2] < 0.5 for reg in labelled) or r["series"] in (
+            "abdomen-mr/T2_ax", NIFTI), r  # the T2 reaches the lung bases; the NIfTI is abdomen and pelvis
+
+
+@pytest.mark.parametrize("key", _series_keys())
+def test_dominant_label_leave_one_patient_out(key, lopo_rows, request):
+    r = lopo_rows[key]
+    if key not in RIGHT:
+        request.applymarker(pytest.mark.xfail(reason="abstains (unknown) on this MR: too few real MR patients per "
+                                                     "region to tell it; docs/models.md", strict=False))
+    assert r["right"], r
+
+
+def test_chest_crops_stay_chest(lopo_rows):
+    crops = {k: r for k, r in lopo_rows.items() if " crop " in k and k.startswith("chest-ct")}
+    assert len(crops) == 3
+    assert all(r["label"] == "chest" and r["p"] >= 0.5 for r in crops.values()), crops  # A0002 held out
+
+
+@pytest.mark.xfail(reason="a 20 cm crop inside the upper abdomen (liver, bowel, no lungs, cut by the border) looks "
+                          "like a thigh crop to these descriptors: called extremity; docs/models.md", strict=False)
+def test_abdomen_crops_are_not_confidently_wrong(lopo_rows):
+    crops = {k: r for k, r in lopo_rows.items() if " crop " in k and k.startswith("abdomen-ct")}
+    assert len(crops) == 2 and not any(r["wrong_confident"] for r in crops.values()), crops
+
+
+def test_cropped_chest_ct_is_chest_with_lungs_through_the_step(trainer, corpus, held_out, tmp_path):
+    """A 20 cm field of view inside the chest (no outline of the body, lungs cut by the border): chest."""
+    v = load_volume(SHARED_DATA / "chest-ct/A0002_B40f")
+    crop = trainer.crop_fov(v, 200.0, (0.5, 0.5))
+    assert crop.shape[1] * crop.spacing_mm[1] == pytest.approx(200, abs=2)
+    assert np.mean(crop.array < -400) > 0.2  # lots of air inside the crop
+    model = _lopo_model(trainer, corpus, held_out, "Lung_Dx-A0002", tmp_path)
+    scene, notes = _scene(crop, model)
+    assert scene["label"] == "chest" and scene["probabilities"]["chest"] >= 0.5, scene
+    assert scene["lungs_in_view"] is True
+    assert not any("no lungs" in n for n in notes)
+    z = v.origin_mm[2] + np.array([0, v.shape[0] - 1]) * v.spacing_mm[0]
+    _check_regions(scene, z.min() - 4, z.max() + 4)
+
+
+def test_chest_ct_through_the_step_and_header_agreement(trainer, corpus, held_out, tmp_path):
+    v = load_volume(SHARED_DATA / "chest-ct/A0002_B40f")
+    model = _lopo_model(trainer, corpus, held_out, "Lung_Dx-A0002", tmp_path)
+    scene, _ = _scene(v, model)
+    assert scene["label"] == "chest" and scene["header_body_part"] is None and scene["agrees_with_header"] is None
     assert sum(scene["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-
-
-def test_header_disagreement_flagged(volumes, samples, tmp_path):
-    model = _lopo_model(samples, "A0002", tmp_path)
-    scene = _scene(volumes["chest-ct/A0002_B40f"], model, {"BodyPartExamined": "HEAD"})
-    assert scene["label"] == "chest"
-    assert scene["header_body_part"] == "head" and scene["agrees_with_header"] is False
-    scene = _scene(volumes["chest-ct/A0002_B40f"], model, {"SeriesDescription": "ThoraxRoutine 8.0.0 B40f"})
+    assert scene["regions"][0]["label"] == "chest"
+    scene, notes = _scene(v, model, {"BodyPartExamined": "HEAD"})
+    assert scene["agrees_with_header"] is False and any("header says head" in n for n in notes)
+    scene, _ = _scene(v, model, {"SeriesDescription": "ThoraxRoutine 8.0.0 B40f"})
     assert scene["header_body_part"] == "chest" and scene["agrees_with_header"] is True
 
 
-def test_descriptors_are_fast_and_orientation_free(volumes):
-    v = volumes["head-mr/T1_sag"]  # sagittal acquisition
+def test_feet_first_volume_gives_the_same_regions(trainer, corpus, held_out, tmp_path):
+    """Array order does not matter: the same CT stored feet first (z index growing towards the feet)."""
+    from dicomnode.analysis.volume import Volume
+
+    v = load_volume(SHARED_DATA / "abdomen-ct/abdomen_pelvis_nifti/example_ct.nii.gz")
+    d = np.asarray(v.direction, dtype=float).copy()
+    top = np.asarray(v.origin_mm) + (v.shape[0] - 1) * v.spacing_mm[0] * d[:, 2]
+    d[:, 2] *= -1
+    flipped = Volume(np.ascontiguousarray(v.array[::-1]), v.spacing_mm, tuple(top), d, modality="CT", unit="HU")
+    model = _lopo_model(trainer, corpus, held_out, "TotalSegmentator-nifti", tmp_path)
+    a, _ = _scene(v, model)
+    b, _ = _scene(flipped, model)
+    assert [r["label"] for r in a["regions"]] == [r["label"] for r in b["regions"]]
+    for ra, rb in zip(a["regions"], b["regions"]):
+        assert ra["z_mm"] == pytest.approx(rb["z_mm"], abs=3.5)
+    assert a["label"] in ("abdomen", "pelvis") and a["label"] == b["label"]
+    labels = [r["label"] for r in a["regions"] if r["label"] != "unknown"]
+    assert labels.index("abdomen") < labels.index("pelvis")  # abdomen above the pelvis
+
+
+def test_whole_body_pet_regions_head_to_feet(trainer, corpus, held_out, tmp_path):
+    """Whole-body PET of STS_001 (head to thighs, read as SUV), STS_001 held out: regions from head to feet, none
+    contradicting the README's landmarks (bladder at z = -678.5 mm: pelvis; tumour centroid at -789 mm in the
+    left thigh: extremity; top of the field of view -11.5 mm: the head)."""
+    v = load_volume(SHARED_DATA / "wholebody-pet-mr/PET")
+    model = _lopo_model(trainer, corpus, held_out, "STS_001", tmp_path)
+    scene, _ = _scene(v, model)
+    _check_regions(scene, -883, -10)
+    expect = {-678.5: "pelvis", -789.2: "extremity", -20.0: "head"}
+    for z, label in expect.items():
+        (r,) = [r for r in scene["regions"] if r["z_mm"][0] <= z <= r["z_mm"][1]]
+        assert r["label"] in (label, "unknown") or r["probability"] < 0.5, (z, r)
+
+
+@pytest.mark.xfail(reason="the slab model does not tell the trunk apart on PET (no real PET trunk to train on): "
+                          "the whole-body PET is unknown from neck to thighs; docs/models.md", strict=False)
+def test_whole_body_pet_shows_chest_abdomen_and_pelvis(trainer, corpus, held_out, tmp_path):
+    v = load_volume(SHARED_DATA / "wholebody-pet-mr/PET")
+    scene, _ = _scene(v, _lopo_model(trainer, corpus, held_out, "STS_001", tmp_path))
+    labels = [r["label"] for r in scene["regions"] if r["label"] != "unknown"]
+    assert {"chest", "abdomen", "pelvis"} <= set(labels)
+
+
+def test_phantoms_and_localizer_give_unknown(trainer, corpus, held_out, tmp_path):
+    model = _lopo_model(trainer, corpus, held_out, "none", tmp_path)  # every patient in training: none is a phantom
+    philips = load_volume(SHARED_DATA / "enhanced-mr/philips_T1W_FFE_CS4_classic")
+    scene, notes = _scene(philips, model, {"BodyPartExamined": "BRAIN"})
+    assert scene["label"] == "unknown" and [r["label"] for r in scene["regions"]] == ["unknown"]
+    assert any("phantom" in n for n in notes) and scene["agrees_with_header"] is None
+    files = sorted((SHARED_DATA / "mr-localizer/LOC").iterdir())
+    with pytest.raises(Exception, match="ImageOrientationPatient"):
+        load_series(files)  # three orientations: refused upstream
+    for part in (files[:7], files[7:14], files[14:]):  # each orientation alone: 7 slices of a phantom
+        loaded = load_series(part).volume
+        scene, notes = _scene(loaded, model)
+        assert scene["label"] == "unknown", (scene, notes)
+
+
+def test_small_field_of_view_gives_unknown(trainer, corpus, held_out, tmp_path):
+    v = load_volume(SHARED_DATA / "sts/STS_001/CT")
+    from dicomnode.analysis.volume import Volume
+
+    tiny = Volume(np.ascontiguousarray(v.array[:, 80:121, 80:121]), v.spacing_mm, v.origin_mm, v.direction,
+                  modality="CT", unit="HU")  # 4 x 4 cm inside the thigh
+    scene, notes = _scene(tiny, _lopo_model(trainer, corpus, held_out, "STS_001", tmp_path))
+    assert scene["label"] == "unknown" and any("too small" in n for n in notes)
+
+
+def _profile(z, **cols):
+    n = len(z)
+    per = {k: np.full(n, 1.0) for k in ("area_cm2", "n_components", "solidity", "minor_major_ratio",
+                                         "edge_fraction")}
+    per["area_cm2"][:] = 600.0
+    per["minor_major_ratio"][:] = 0.7
+    per["solidity"][:] = 0.9
+    per["edge_fraction"][:] = 0.0
+    per.update(cols)
+    return SceneProfile(np.asarray(z, float), per, False, 10.0, n, "MR")
+
+
+def _slabs(prof, n):
+    d = SceneDescriptors({"area_cm2": 600.0, "n_components": 1.0, "edge_fraction": 0.0, "dark_blob": 0.2})
+    zs = np.linspace(prof.z_mm.max(), prof.z_mm.min(), n)
+    return [(z - 30, z + 30, d) for z in zs]
+
+
+def test_regions_follow_the_body_order_and_anatomical_distances():
+    classes = ("abdomen", "chest", "extremity", "head", "pelvis")
+    prof = _profile(np.arange(0, -900, -10.0))
+    slabs = _slabs(prof, 29)
+    want = ["chest"] * 8 + ["abdomen"] * 6 + ["head"] * 3 + ["pelvis"] * 6 + ["extremity"] * 6
+    P = np.full((29, 5), 0.02)
+    for i, lab in enumerate(want):
+        P[i, classes.index(lab)] = 0.92
+    res = recognise(prof, slabs, P, classes)
+    labels = [r.label for r in res.regions]
+    assert labels == ["chest", "abdomen", "unknown", "pelvis", "extremity"]  # a head below the abdomen: unknown
+    z = [r.z_mm for r in res.regions]
+    assert all(a[0] == pytest.approx(b[1]) for a, b in zip(z, z[1:])) and z[0][1] > z[-1][0]
+    assert res.label == "chest" and res.probabilities["chest"] > 0.5
+    assert not _may_follow("head", "pelvis", 0.0)  # no chest and abdomen in between
+    assert _may_follow("head", "pelvis", 400.0) and _may_follow("chest", "abdomen", 0.0)
+    assert not _may_follow("pelvis", "chest", 500.0)
+
+
+def test_unsure_slabs_abstain_and_calibration_softens():
+    classes = ("abdomen", "chest", "extremity", "head", "pelvis")
+    prof = _profile(np.arange(0, -200, -10.0))
+    slabs = _slabs(prof, 5)
+    P = np.tile([0.3, 0.25, 0.15, 0.15, 0.15], (5, 1))
+    res = recognise(prof, slabs, P, classes)
+    assert res.label == "unknown" and [r.label for r in res.regions] == ["unknown"]
+    assert res.regions[0].probability == pytest.approx(0.7, abs=0.01)
+    p = np.array([[0.98, 0.01, 0.01]])
+    assert calibrate(p, 1.0) == pytest.approx(p) and calibrate(p, 3.0)[0, 0] < 0.9
+    # held-out posteriors that are right 60 % of the time at p = 0.98 want a temperature > 1
+    rows = np.array([[0.98, 0.01, 0.01]] * 10)
+    truth = np.array([0] * 6 + [1] * 4)
+    assert fit_temperature(rows, truth) > 2.0
+
+
+def test_profile_z_is_patient_z_in_any_plane():
+    v = load_volume(SHARED_DATA / "head-mr/T1_sag")  # sagittal: patient z runs along an in-plane axis
+    prof = scene_profile(v.array, v.spacing_mm, direction=v.direction, origin_mm=v.origin_mm, modality="MR")
+    assert prof.z_mm.max() == pytest.approx(130.0, abs=2) and prof.z_mm.min() == pytest.approx(-129, abs=2)
+    slabs = profile_slabs(prof)
+    assert [s[0] for s in slabs] == sorted((s[0] for s in slabs), reverse=True)  # head to feet
+
+
+def test_descriptors_are_fast_and_orientation_free():
+    v = load_volume(SHARED_DATA / "head-mr/T1_sag")  # sagittal acquisition
     ax, sp, oblique = to_axial(v.array, v.spacing_mm, v.direction)
     assert not oblique and ax.shape[0] == 256 and sp[0] == pytest.approx(1.015625)
     d = scene_descriptors(v.array, v.spacing_mm, direction=v.direction, modality="MR")

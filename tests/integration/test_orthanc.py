@@ -51,7 +51,7 @@ class OrthancProcess:
             "Plugins": [], "LuaScripts": [str(AUTOROUTE)], "StableAge": 1,
         })
         (self.root / "orthanc.json").write_text(json.dumps(cfg, indent=2))
-        env = dict(os.environ, TCP_NODELAY="1")  # Debian's Orthanc is DCMTK-based: see shared/perf.md
+        env = dict(os.environ, TCP_NODELAY="1")  # Debian's Orthanc is DCMTK-based: deploy/orthanc/tcp-nodelay.conf
         self._log = open(self.root / "orthanc.log", "ab")
         self.proc = subprocess.Popen([str(ORTHANC), str(self.root / "orthanc.json")], stdout=self._log,
                                      stderr=subprocess.STDOUT, env=env)

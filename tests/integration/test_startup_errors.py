@@ -104,3 +104,14 @@ def test_first_start_logs_no_alarm_and_states_the_quiet_period(tmp_path):
     recs = [json.loads(x) for x in node.log().splitlines() if x.strip()]
     assert [r for r in recs if r["msg"] == "recovered" and r["clean_shutdown"] is True]
     assert all(r["level"] != "warning" for r in recs)
+
+    # status --watch prints again and again until Ctrl-C (one JSON object per line with --json)
+    import signal
+    import subprocess
+    from helpers import dicomnode_exe
+    w = subprocess.Popen([dicomnode_exe(), "status", "--watch", "0.2", "--json", "--config", str(cfg)],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = [w.stdout.readline() for _ in range(3)]
+    w.send_signal(signal.SIGINT)
+    assert w.wait(30) == 0, w.stderr.read()
+    assert [json.loads(x)["node"]["quiet_seconds"] for x in lines] == [12, 12, 12]

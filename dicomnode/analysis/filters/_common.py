@@ -133,34 +133,6 @@ def _permutation_sign(perm: tuple[int, ...]) -> int:
     return sign
 
 
-def rotate(a: np.ndarray, rotation, axes: tuple[int, ...]) -> np.ndarray:
-    """Apply a right-angle rotation from :func:`rotations` to the given axes of `a` (a view)."""
-    perm, flips = rotation
-    full = list(range(a.ndim))
-    for dst, src in zip(axes, perm):
-        full[dst] = axes[src]
-    out = np.transpose(a, full)
-    index = [slice(None)] * a.ndim
-    for ax, f in zip(axes, flips):
-        if f:
-            index[ax] = slice(None, None, -1)
-    return out[tuple(index)]
-
-
-def unrotate(a: np.ndarray, rotation, axes: tuple[int, ...]) -> np.ndarray:
-    """Inverse of :func:`rotate` (a view)."""
-    perm, flips = rotation
-    index = [slice(None)] * a.ndim
-    for ax, f in zip(axes, flips):
-        if f:
-            index[ax] = slice(None, None, -1)
-    a = a[tuple(index)]
-    full = list(range(a.ndim))
-    for dst, src in zip(axes, perm):
-        full[dst] = axes[src]
-    return np.transpose(a, np.argsort(full))
-
-
 def pad(image: np.ndarray, widths, boundary: Boundary) -> np.ndarray:
     """Extend `image` by ``widths`` (per axis, int or (before, after)) with the IBSI boundary condition."""
     return np.pad(image, widths, mode=boundary.pad_mode)

@@ -30,9 +30,7 @@ from dicomnode.analysis.filters._common import (
     fftn,
     ifftn,
     pad,
-    rotate,
     rotations,
-    unrotate,
 )
 
 __all__ = [
@@ -439,7 +437,7 @@ def _alignment(h: np.ndarray) -> np.ndarray:
     return np.append(h, 0.0) if len(h) % 2 == 0 else h
 
 
-def separable_wavelet(image: np.ndarray, *, wavelet: str, map: str, level: int = 1,
+def separable_wavelet(image: np.ndarray, *, wavelet: str, wavelet_map: str, level: int = 1,
                       boundary: Boundary | str = Boundary.MIRROR, rotation_invariant: bool = False,
                       pooling: Pooling | str = Pooling.AVERAGE) -> np.ndarray:
     """IBSI-2 undecimated separable wavelet response (stationary / a-trous transform).
@@ -450,7 +448,7 @@ def separable_wavelet(image: np.ndarray, *, wavelet: str, map: str, level: int =
         Intensities.
     wavelet : str
         "haar", "db2", "db3" or "coif1" (decomposition filters).
-    map : str
+    wavelet_map : str
         Low/high-pass letters in (x, y[, z]) order: "LH" (2D, each axial slice) or "LHL" (3D).
     level : int, optional
         Decomposition level >= 1: level n filters the level n-1 low-pass (all L) image with filters dilated by
@@ -467,9 +465,10 @@ def separable_wavelet(image: np.ndarray, *, wavelet: str, map: str, level: int =
     (Z, Y, X) ndarray of float32
     """
     lo, hi = _wavelet_filters(wavelet)
-    letters = map.strip().upper()
+    letters = wavelet_map.strip().upper()
     if len(letters) not in (2, 3) or set(letters) - {"L", "H"}:
-        raise ValueError(f"map must be 2 (2D) or 3 (3D) letters L/H in (x, y, z) order, e.g. 'LHL'; got {map!r}")
+        raise ValueError(f"wavelet_map must be 2 (2D) or 3 (3D) letters L/H in (x, y, z) order, e.g. 'LHL'; "
+                         f"got {wavelet_map!r}")
     if int(level) != level or level < 1:
         raise ValueError(f"level must be an integer >= 1, got {level}")
     b = Boundary.parse(boundary)

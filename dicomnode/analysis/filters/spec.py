@@ -158,16 +158,17 @@ class FilterSpec:
             letters = (self.laws_kernel or "").upper()
             parts = [letters[i:i + 2] for i in range(0, len(letters), 2)]
             if len(parts) != dims or any(p not in LAWS_KERNELS for p in parts):
+                example = "L5E5" if dims == 2 else "L5E5E5"
                 bad("laws_kernel", self.laws_kernel, f"use {dims} of {sorted(LAWS_KERNELS)} in (x, y"
-                    f"{', z' if dims == 3 else ''}) order for a {dims}D filter, e.g. {'L5E5' if dims == 2 else 'L5E5E5'}")
+                    f"{', z' if dims == 3 else ''}) order for a {dims}D filter, e.g. {example}")
             d = self.energy_delta_voxels
             if d is not None and not (isinstance(d, int) and not isinstance(d, bool) and d >= 0):
                 bad("energy_delta_voxels", d, "use an integer >= 0 (voxels), e.g. 7, or remove the key")
         if k is FilterKind.GABOR:
-            for key in ("gabor_sigma_mm", "gabor_lambda_mm", "gabor_gamma"):
+            for key, example in (("gabor_sigma_mm", "5.0 (mm)"), ("gabor_lambda_mm", "2.0 (mm)"),
+                                 ("gabor_gamma", "1.5 (aspect ratio)")):
                 if not positive(getattr(self, key)):
-                    bad(key, getattr(self, key), "use a number > 0, e.g. 5.0" if key != "gabor_gamma" else
-                        "use an aspect ratio > 0, e.g. 1.5")
+                    bad(key, getattr(self, key), f"the Gabor filter needs {key} > 0, e.g. {example}")
             if self.rotation_invariance:
                 dt = self.gabor_dtheta_rad
                 n = round(2 * math.pi / dt) if positive(dt) else 0
@@ -213,8 +214,8 @@ class FilterSpec:
     @property
     def label(self) -> str:
         """Short human-readable description, e.g. ``laplacian_of_gaussian(3D, mirror, sigma_mm=1.5)``."""
-        params = [f"{key}={_fmt(getattr(self, _field(key)))}" for key in PARAMETERS[self.kind]
-                  if getattr(self, _field(key)) is not None and _shown(self, key)]
+        params = [f"{key}={_fmt(getattr(self, key))}" for key in PARAMETERS[self.kind]
+                  if getattr(self, key) is not None and _shown(self, key)]
         return f"{self.kind.value}({'2D' if self.in_plane_only else '3D'}, {self.boundary.value}" + \
             (", " + ", ".join(params) if params else "") + ")"
 
@@ -223,14 +224,10 @@ class FilterSpec:
         out: dict[str, object] = {"dimensionality": "2D" if self.in_plane_only else "3D",
                                   "boundary": self.boundary.value}
         for key in PARAMETERS[self.kind]:
-            v = getattr(self, _field(key))
+            v = getattr(self, key)
             if v is not None and _shown(self, key):
                 out[key] = v.value if isinstance(v, Enum) else (list(v) if isinstance(v, tuple) else v)
         return out
-
-
-def _field(key: str) -> str:
-    return key
 
 
 def _shown(spec: FilterSpec, key: str) -> bool:
@@ -326,7 +323,8 @@ def apply_filter(image: np.ndarray, spacing_mm: tuple[float, float, float], spec
                      rotation_invariant=spec.rotation_invariance, dtheta_rad=spec.gabor_dtheta_rad,
                      pooling=spec.pooling, orthogonal_planes=spec.orthogonal_planes, truncate=spec.truncate_sigma)
     if k is FilterKind.SEPARABLE_WAVELET:
-        return separable_wavelet(image, wavelet=spec.wavelet, map=spec.wavelet_map, level=spec.level, boundary=b,
+        return separable_wavelet(image, wavelet=spec.wavelet, wavelet_map=spec.wavelet_map, level=spec.level,
+                                 boundary=b,
                                  rotation_invariant=spec.rotation_invariance, pooling=spec.pooling)
     if k is FilterKind.NONSEPARABLE_WAVELET:
         return simoncelli(image, level=spec.level, boundary=b, in_plane_only=plane)
