@@ -21,17 +21,17 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(3000)]
 
 #: summary key -> least number of successes (Proportion) or bound, as measured (docs/evaluation.md)
 FLOORS = {
-    "scene_correct": 14,
-    "lesions_found": 4,
-    "top_finding_true": 4,
-    "series_with_a_true_finding": 4,
+    "scene_correct": 15,
+    "lesions_found": 9,
+    "top_finding_true": 8,
+    "series_with_a_true_finding": 9,
     "refusals_expected_and_made": 1,
 }
 CEILINGS = {
     "scene_confident_wrong": 0,
 }
-MAX_FALSE_FINDINGS = 6
-MIN_DICE_MEAN = 0.12
+MAX_FALSE_FINDINGS = 16
+MIN_DICE_MEAN = 0.46
 MIN_LUNGS_FOUND = 2
 
 
