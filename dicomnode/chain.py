@@ -1,8 +1,11 @@
 """One series through the analysis chain: files in, result files out.
 
 :func:`run_chain` is the job that every executor runs (the local process pool, a Dask worker) and that
-``dicomnode process`` calls: a plain function of (series files, profile) that writes the SEG, the SR and
-``results.json`` into an output folder and returns their paths. It knows nothing of the network or the index.
+``dicomnode process`` calls: a plain function of (series files, profile) that writes the SEG (``seg.dcm``), the main
+SR (``sr.dcm``: findings and key measurements of every segment), the evaluations SR (``sr_evaluations.dcm``: scene,
+body regions, classifications, similarities), the feature SRs (``sr_features/NNNN.dcm``: every feature, one
+report per segment), the derived series (``derived/<kind>/NNNN.dcm``) and ``results.json`` into an output folder and
+returns their paths, in sending order. It knows nothing of the network or the index.
 
 Result UIDs are derived from the source series, the profile (name, version and a digest of its parameters) and the
 set of source instances, so a re-run on the same input re-makes the same objects (a PACS never holds two copies),
@@ -87,7 +90,8 @@ def run_chain(spec: JobSpec, *, progress: Callable[[str], None] | None = None) -
     assert spec.profile is not None, "a chain job needs a profile"
     from dicomnode.io.load import load_series, on_source_slices
     from dicomnode.results.seg import build_seg
-    from dicomnode.results.sr import build_sr
+    from dicomnode.results._common import source_notes
+    from dicomnode.results.sr import build_evaluation_sr, build_feature_srs, build_sr, is_key_measurement
     from dicomnode.results.uids import ResultUids
 
     from dicomnode.steps import registry
@@ -120,6 +124,9 @@ def run_chain(spec: JobSpec, *, progress: Callable[[str], None] | None = None) -
     sops: list[str] = []
     t1 = time.perf_counter()
     with PeakRSS() as m:
+        if (ctx.labels.segments and {"seg", "sr"} & set(spec.profile.outputs)) or (
+                "derived" in spec.profile.outputs and ctx.derived):
+            ctx.notes.extend(source_notes(series))  # what the result headers leave out or fix, and why
         if ctx.labels.segments and ("seg" in spec.profile.outputs or "sr" in spec.profile.outputs):
             seg = build_seg(*on_source_slices(series, ctx.labels), uids)  # the SEG frames are the source slices
             seg_path = out / "seg.dcm"
@@ -134,11 +141,26 @@ def run_chain(spec: JobSpec, *, progress: Callable[[str], None] | None = None) -
                 dropped = sum(len(v) for v in ctx.measurements.values()) - sum(len(v) for v in finite.values())
                 if dropped:
                     ctx.notes.append(f"{dropped} undefined measurement(s) (NaN) left out of the SR; null in results.json")
-                sr = build_sr(series, seg, ctx.labels, finite, uids, extra_groups=extra)
+                key = {k: [m for m in v if is_key_measurement(m)] for k, v in finite.items()}
+                sr = build_sr(series, seg, ctx.labels, key, uids, max_source_images=0)
                 sr_path = out / "sr.dcm"
                 atomic_write(sr_path, lambda p: sr.save_as(p, enforce_file_format=True))
                 files.append(str(sr_path))
                 sops.append(str(sr.SOPInstanceUID))
+                if extra:  # scene, body regions, classifications, similarities: TID 1501, the main series' 2nd
+                    ev = build_evaluation_sr(series, extra, uids)
+                    ev_path = out / "sr_evaluations.dcm"
+                    atomic_write(ev_path, lambda p: ev.save_as(p, enforce_file_format=True))
+                    files.append(str(ev_path))
+                    sops.append(str(ev.SOPInstanceUID))
+                if any(len(key[k]) < len(finite[k]) for k in finite):  # more than the key measurements
+                    folder = out / "sr_features"
+                    folder.mkdir(parents=True, exist_ok=True)
+                    for i, fsr in enumerate(build_feature_srs(series, seg, ctx.labels, finite, uids), start=1):
+                        path = folder / f"{i:04d}.dcm"
+                        atomic_write(path, lambda p, d=fsr: d.save_as(p, enforce_file_format=True))
+                        files.append(str(path))
+                        sops.append(str(fsr.SOPInstanceUID))
         elif not ctx.labels.segments:
             ctx.notes.append("no segment was found: no SEG or SR was made")
         if "derived" in spec.profile.outputs and ctx.derived:

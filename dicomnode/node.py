@@ -41,6 +41,7 @@ from dicomnode.store.spool import Spool, StoredInstance
 log = logging.getLogger(__name__)
 
 DB_NAME = "index.sqlite"
+_MAX_CACHED_TAGS = 10_000  # routing tags kept for open series (each value at most 1 KiB, see io.headers)
 
 
 def _record(s: StoredInstance) -> InstanceRecord:
@@ -131,6 +132,11 @@ class Node:
         self._unindexed_lock = threading.Lock()
         self._retry: list[StoredInstance] = []   # instances whose index write failed: written again until it works
         self._index_error = ""                   # why the last index write failed ("" when it worked)
+        # new series are routed by their own thread, so that reading a header never holds up the index writer
+        self._route_queue: "queue.Queue[tuple[str, str, str]]" = queue.Queue()
+        self._unrouted: set[str] = set()         # opened, not routed yet: such a series does not complete
+        self._tags: dict[str, dict[str, str]] = {}  # series UID -> its routing tags, until it completes
+        self._route_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._executor = executor
@@ -185,6 +191,13 @@ class Node:
         jobs = self.db.release_running_jobs(now=now)
         exports = self.db.release_sending_exports(now)
         self.db.restart_quiet_periods(now)
+        for s in self.db.list_series(SeriesState.OPEN, limit=100_000):
+            if s.rule is None:  # opened just before the node stopped: route it (its rule may set its quiet period)
+                paths = self.db.instance_paths(s.series_uid)
+                if paths:
+                    with self._route_lock:
+                        self._unrouted.add(s.series_uid)
+                    self._route_queue.put((s.series_uid, paths[0], s.sop_class_uid))
         summary = {"reindexed_instances": reindexed, "requeued_jobs": len(jobs), "requeued_exports": len(exports),
                    "open_series": len(self.db.list_series(SeriesState.OPEN))}
         if first_start:
@@ -206,8 +219,8 @@ class Node:
             self.db.set_meta("dask_scheduler", str(executor.scheduler_address))
         self.outbox = Outbox(self.db, lambda: self.config, metrics=self.metrics)
         self.dispatcher = Dispatcher(self.db, lambda: self.config, executor, on_done=self.outbox.wake)
-        for name, target in (("indexer", self._index_loop), ("series-monitor", self._monitor_loop),
-                             ("retention", self._retention_loop)):
+        for name, target in (("indexer", self._index_loop), ("router", self._route_loop),
+                             ("series-monitor", self._monitor_loop), ("retention", self._retention_loop)):
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -372,27 +385,63 @@ class Node:
         fresh = stored
         if not fresh:
             return
-        new_series: dict[str, tuple[str | None, float | None]] = {}
+        new_series: dict[str, StoredInstance] = {}
         for s in fresh:
             if s.series_uid in new_series or self.db.get_series(s.series_uid) is not None:
                 continue
-            decision = self._route(str(s.path), s.sop_class_uid)
-            new_series[s.series_uid] = (decision.rule.name if decision.rule else None,
-                                        quiet_seconds(self.config, decision))
-        added, reopened = self.db.add_instances([_record(s) for s in fresh], new_series)
+            new_series[s.series_uid] = s
+        with self._route_lock:  # before the rows exist, so that the monitor never sees them unrouted
+            self._unrouted.update(new_series)
+        try:
+            added, reopened = self.db.add_instances([_record(s) for s in fresh])
+        except BaseException:
+            with self._route_lock:
+                self._unrouted.difference_update(new_series)
+            raise
+        for uid, first in new_series.items():  # routed by the router thread (headers are read there)
+            self._route_queue.put((uid, str(first.path), first.sop_class_uid))
         for uid in reopened:
             log.info("series reopened: instances arrived after completion", extra={"series_uid": uid})
         for uid in new_series:
             log.info("series opened", extra={"series_uid": uid})
 
-    def _route(self, path: str, sop_class_uid: str) -> RouteDecision:
+    def _route_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                uid, path, sop_class = self._route_queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                tags = self._read_tags(path)
+                decision = self._decide(tags, sop_class)
+                self.db.set_series_routing(uid, decision.rule.name if decision.rule else None,
+                                           quiet_seconds(self.config, decision))
+                with self._route_lock:
+                    if len(self._tags) < _MAX_CACHED_TAGS:
+                        self._tags[uid] = tags
+            except Exception:  # noqa: BLE001 - the monitor routes it at completion instead
+                log.exception("routing a new series failed; it is routed at completion", extra={"series_uid": uid})
+            finally:
+                with self._route_lock:
+                    self._unrouted.discard(uid)
+
+    @staticmethod
+    def _read_tags(path: str) -> dict[str, str]:
         try:
-            tags = read_tags(path)  # bounded: top-level values only, sequences walked to a nesting cap, no pixels
+            return read_tags(path)  # bounded: top-level values only, sequences walked to a nesting cap, no pixels
         except HeaderReadError as e:
             log.warning("header unreadable for routing; routing on the SOP class alone: %s", e)
-            tags = {}
+            return {}
+
+    def _decide(self, tags: dict[str, str], sop_class_uid: str) -> RouteDecision:
         sop_class = tags.get("SOPClassUID", sop_class_uid)
         return route(self.config, tags, is_image=is_image_storage(sop_class), is_region=is_region_storage(sop_class))
+
+    def _route(self, series_uid: str, path: str, sop_class_uid: str) -> RouteDecision:
+        """Route a series under the current rules, with the tags the router read (or read now)."""
+        with self._route_lock:
+            tags = self._tags.pop(series_uid, None)
+        return self._decide(self._read_tags(path) if tags is None else tags, sop_class_uid)
 
     # -- series completion ------------------------------------------------------------------------------------
     def _monitor_loop(self) -> None:
@@ -410,10 +459,13 @@ class Node:
             with self._unindexed_lock:
                 if s.series_uid in self._unindexed:
                     continue  # an acknowledged instance of it is not in the index yet
+            with self._route_lock:
+                if s.series_uid in self._unrouted:
+                    continue  # its quiet period may depend on the rule it matches
             paths = self.db.instance_paths(s.series_uid)
             if not paths:
                 continue
-            decision = self._route(paths[0], s.sop_class_uid)
+            decision = self._route(s.series_uid, paths[0], s.sop_class_uid)
             depends_on = None
             if decision.radiomics is not None:
                 depends_on = referenced_series_uid(paths[0])

@@ -72,40 +72,8 @@ def iliac_crest_fraction(volume) -> float:
     raise RuntimeError("no iliac crest found: the volume does not look like an abdomen-pelvis CT")
 
 
-def read_stack(folder: Path, pattern: str = "*.dcm"):
-    """A folder of single-frame images as one Volume, sorted along the slice normal, with the mean step.
-
-    A stop-gap for training on series that ``io/load.py`` refuses on this branch (slice steps that vary by 1 %,
-    a gantry tilt, three phases at the same positions): rescale applied slice by slice; the shear of a tilted
-    stack is ignored, which does not change the body region.
-    """
-    import pydicom
-
-    from dicomnode.analysis.volume import Volume
-
-    dss = [pydicom.dcmread(p) for p in sorted(Path(folder).glob(pattern))]
-    iop = np.asarray(dss[0].ImageOrientationPatient, dtype=float)
-    row, col = iop[:3], iop[3:]
-    normal = np.cross(row, col)
-    pos = np.array([np.dot(np.asarray(d.ImagePositionPatient, dtype=float), normal) for d in dss])
-    order = np.argsort(pos)
-    arr = np.stack([dss[i].pixel_array.astype(np.float32) * float(getattr(dss[i], "RescaleSlope", 1) or 1)
-                    + float(getattr(dss[i], "RescaleIntercept", 0) or 0) for i in order])
-    step = float(np.mean(np.diff(pos[order]))) if len(order) > 1 else 1.0
-    ps = [float(v) for v in dss[0].PixelSpacing]
-    mod = str(dss[0].Modality)
-    return Volume(arr, (step, ps[0], ps[1]), tuple(float(v) for v in dss[order[0]].ImagePositionPatient),
-                  np.stack([row, col, normal], axis=1), modality=mod, unit="HU" if mod == "CT" else "")
-
-
-#: Series the loader refuses on this branch, read with :func:`read_stack` (folder -> file pattern).
-STACKS = {"wholebody-pet-mr/PET": "*.dcm", "head-ct/CT": "*.dcm", "breast-mr/DCE_3DFGRE": "1-*.dcm"}
-
-
 def series_volume(data: Path, key: str):
-    """The volume of ``data / key`` (the breast MR: its pre-contrast phase)."""
-    if key in STACKS:
-        return read_stack(data / key, STACKS[key])
+    """The volume of ``data / key``, read as the node reads it (``io/load.py``)."""
     return load_volume(data / key)
 
 

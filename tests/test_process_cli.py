@@ -167,12 +167,10 @@ REFUSED = {
     "breast-mr/SEG_fibroglandular": "Segmentation Storage",      # not an image
     "seg-sr-examples": "series",                                 # objects of several series
 }
-#: Image series whose results are built by results/ (issue 12 item 1, another branch): highdicom refuses the SEG until
-#: it fills Type 2 attributes the de-identification removed / takes multi-frame geometry from the per-frame groups.
+#: Image series whose results wait on results/ (issue 12 item 1): highdicom refuses the SEG of the head CT until the
+#: Type 2 attributes its de-identification removed (PatientBirthDate, PatientSex) are given empty in its input copy.
 RESULTS_PENDING = {
     "head-ct/CT": "PatientBirthDate",
-    "enhanced-mr/philips_T1W_FFE_CS2_enhanced": "PixelMeasuresSequence",
-    "enhanced-mr/siemens_xa30_T1_sag": "PixelMeasuresSequence",
 }
 #: Heavy series (hundreds of slices or 512 x 512 x 30 and more): still run, marked slow.
 HEAVY = {"wholebody-pet-mr/PET", "breast-mr/DCE_3DFGRE", "chest-ct/A0002_B40f", "chest-ct/A0002_B70f", "head-ct/CT",

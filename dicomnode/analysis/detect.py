@@ -990,7 +990,8 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         for f in found:
             if f.features.get("mean", 0.0) > 0:
                 f.features["log2_to_liver"] = math.log2(f.features["mean"] / liver[0])  # type: ignore[index]
-                f.features["above_percist"] = float(f.features["mean"] > 1.5 * liver[0] + 2.0 * liver[1])  # type: ignore[index]
+                above = f.features["mean"] > 1.5 * liver[0] + 2.0 * liver[1]
+                f.features["above_percist"] = float(above)  # type: ignore[index]
     found = _with_context(found, img, foreground, med, mirror_axis, model, notes, symmetric_max, symmetric_factor)
     ok, rejected = _split(found, settings)
     return DetectionResult(ok, rejected, len(cands) + n_hot, tuple(notes))

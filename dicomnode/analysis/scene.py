@@ -29,11 +29,18 @@
 Each per-slice value is summarised by its median over the slices that hold body. The per-slice series are kept in
 :attr:`SceneDescriptors.per_slice`; CT also gets per-slice tissue fractions (air/lung, fat, soft tissue, bone).
 
+Regions along the body: :func:`scene_profile` measures slices sampled along patient z (LPS, from the volume's
+origin and direction, so array order, feet-first and prone do not matter), :func:`profile_slabs` summarises 60 mm
+slabs, a slab model gives posteriors, and :func:`recognise` calibrates them, checks them against landmarks (lungs,
+skull, sizes of adult anatomy, the vertex), keeps the head-to-feet order and returns :class:`SceneResult`:
+regions from head to feet, the dominant label, or ``unknown`` for phantoms, localizers and views too small to tell.
+
 References
 ----------
 Body-part recognition from such coarse, hand-made descriptors follows the idea of Criminisi et al. (regression
-forests over intensity context) and of many "body part regression" papers, reduced to numbers that survive
-cropping and a change of modality.
+forests over intensity context) and of body-part regression (Schuhegger et al. 2021, a per-slice score along z),
+reduced to numbers that survive cropping and a change of modality; we classify slabs instead of regressing a
+position. Temperature scaling: Guo et al., "On calibration of modern neural networks", ICML 2017.
 """
 
 from __future__ import annotations

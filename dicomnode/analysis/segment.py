@@ -114,6 +114,25 @@ def _border_fraction(mask: np.ndarray, valid: np.ndarray | None = None) -> float
     return float(np.count_nonzero(mask & edge)) / max(int(np.count_nonzero(edge)), 1)
 
 
+def _constant_padding(coarse: np.ndarray, max_value: float = -1000.0, min_fraction: float = 0.01) -> np.ndarray:
+    """Padding a reader filled with one constant (the loader writes PixelPaddingValue voxels as the lowest real
+    value, -1000 HU or below): the voxels at the grid's minimum, when that minimum is at most ``max_value``, they
+    form solid regions (an in-plane erosion keeps at least ``min_fraction`` of the grid: air clamped at -1024 HU
+    is speckled with noise) and the rest touches the image's edge (a circular field of view inscribed in it)."""
+    lo = float(coarse.min()) if coarse.size else 0.0
+    none = np.zeros(coarse.shape, dtype=bool)
+    if not lo <= max_value:
+        return none
+    const = coarse == lo
+    solid = ndi.binary_erosion(const, structure=np.ones((1, 3, 3), dtype=bool), border_value=1)
+    if np.count_nonzero(solid) < min_fraction * const.size:
+        return none
+    rest = ~const
+    if not (rest[:, 0, :].any() or rest[:, -1, :].any() or rest[:, :, 0].any() or rest[:, :, -1].any()):
+        return none  # a noise-free phantom's air around a body inside the image: air, not padding
+    return const
+
+
 def _edge_lungs(coarse: np.ndarray, open_air: np.ndarray, spacing_mm: tuple[float, float, float],
                 min_volume_ml: float, parenchyma_hu: float, thick_body: np.ndarray, min_thickness_mm: float = 15.0,
                 min_vessel_fraction: float = 0.003, min_enclosed_fraction: float = 0.5) -> np.ndarray:
@@ -364,11 +383,15 @@ def segment_ct(image: np.ndarray, spacing_mm: tuple[float, float, float], *, dir
     # --- body (coarse) ----------------------------------------------------------------------------------------
     # Fill the holes first (lungs, gas): the chest is then a thick solid even where its wall is thin, and an
     # in-plane opening removes only what is thin as a whole, the table and its mattress.
-    valid = coarse >= padding_below_hu  # in the reconstructed field of view
+    const_pad = _constant_padding(coarse)
+    pad_value = float(coarse.min()) if const_pad.any() else None
+    valid = (coarse >= padding_below_hu) & ~const_pad  # in the reconstructed field of view
+    del const_pad
     n_padding = int(valid.size - np.count_nonzero(valid))
     if n_padding:
-        notes.append(f"{100.0 * n_padding / valid.size:.0f} % of the grid is padding (below {padding_below_hu:g} HU): "
-                     "outside the reconstructed field of view, not air")
+        what = f"below {padding_below_hu:g} HU" + ("" if pad_value is None else f" or a solid {pad_value:g} HU fill")
+        notes.append(f"{100.0 * n_padding / valid.size:.0f} % of the grid is padding ({what}): outside the "
+                     "reconstructed field of view, not air")
     thr = coarse > body_threshold_hu
     thr_filled = fill_holes(thr, slice_wise=True)
     # Air cut by the edge of the field of view is not filled. Outside air is about -1000 HU; a region of lung
@@ -485,6 +508,8 @@ def segment_ct(image: np.ndarray, spacing_mm: tuple[float, float, float], *, dir
         body |= (f & 1) != 0
         if n_padding:
             body &= im >= padding_below_hu  # a coarse core never reaches into the padding
+            if pad_value is not None:
+                body &= im != pad_value
         air = im < lung_threshold_hu
         air &= body
         lungs_any = np.zeros_like(body)

@@ -14,7 +14,7 @@ _NEVER_ANALYSE = {
 }
 
 
-MAX_TAG_VALUE_BYTES = 64 * 1024   # a routing value longer than this is not read (it is no routing value)
+MAX_TAG_VALUE_BYTES = 1024        # a routing value longer than this is not read (it is no routing value)
 MAX_HEADER_ELEMENTS = 100_000     # top-level elements walked before giving up
 
 

@@ -11,7 +11,7 @@ conventions. What real series need and what the loader does about it, each said 
   mm along the normal, not a unit vector), so every voxel keeps its DICOM position and volumes stay exact;
 * small slice-spacing irregularities: one regular grid; mixed spacing (two slice thicknesses): resampled onto a
   regular grid, and :func:`on_source_slices` maps label maps back onto the source slices for the SEG;
-* PixelPaddingValue: the lowest real value, never tissue;
+* PixelPaddingValue: no data (CT: -2048 HU, below air; otherwise the lowest real value), never tissue;
 * PET in Bq/ml: SUVbw (:mod:`dicomnode.io.suv`), or Bq/ml with the reason.
 
 Anything that cannot become one volume raises :class:`~dicomnode.errors.SeriesLoadError` (a multi-plane localizer:
@@ -45,6 +45,8 @@ __all__ = ["LoadedSeries", "PhaseChoice", "group_series", "load_series", "on_sou
 
 log = logging.getLogger(__name__)
 
+#: CT voxels outside the reconstructed field of view (PixelPaddingValue): no data, below any real HU (air is -1000).
+CT_NO_DATA_HU = -2048.0
 #: Relative tolerance for "the same" orientation cosine, pixel spacing or slice distance.
 _ORIENTATION_TOL = 1e-4
 #: Slice distances may differ from the median by this fraction (and at least by _SPACING_ABS_TOL_MM).
@@ -193,7 +195,7 @@ def load_series(paths: Sequence[Path], *, phase: PhaseChoice = "first") -> Loade
     Frames are sorted by their position along the slice normal (ImageOrientationPatient row x column cosines, dotted
     with ImagePositionPatient), not by InstanceNumber. Stored values are rescaled with RescaleSlope/Intercept (per
     frame, also from the Pixel Value Transformation functional group of multi-frame images); PixelPaddingValue
-    voxels become the lowest real value (CT: at most -1000 HU, air) so padding never counts as tissue. PET in BQML
+    voxels become no data (CT: ``CT_NO_DATA_HU``, -2048 HU; otherwise the lowest real value), never tissue. PET in BQML
     is converted to SUVbw (:mod:`dicomnode.io.suv`); the unit is "SUV" then, or when the series' Units say GML.
 
     Input the loader adapts to, each said in ``notes``: non-image objects in the series (Raw Data, ...) are ignored;
@@ -855,7 +857,12 @@ def _resample_along_stack(array: np.ndarray, along: np.ndarray,
 
 def _fill_padding(datasets: list[Dataset], frames: list[_Frame], array: np.ndarray, modality: str,
                   notes: list[str]) -> None:
-    """Voxels holding PixelPaddingValue (outside the reconstructed field of view) -> the lowest real value."""
+    """Voxels holding PixelPaddingValue (outside the reconstructed field of view) -> no data, never tissue.
+
+    CT: :data:`CT_NO_DATA_HU`, one value below any real HU whatever the vendor's padding and intercept (the
+    segmentation reads values below -1500 HU as outside the field of view, not air). Other modalities: the lowest real
+    value of the series.
+    """
     padded = np.zeros(array.shape, dtype=bool)
     values = set()
     for z, frame in enumerate(frames):
@@ -873,14 +880,13 @@ def _fill_padding(datasets: list[Dataset], frames: list[_Frame], array: np.ndarr
     n = int(padded.sum())
     if not n or n == padded.size:
         return
-    fill = float(array[~padded].min())
-    if modality == "CT":
-        fill = min(fill, -1000.0)
+    fill = CT_NO_DATA_HU if modality == "CT" else float(array[~padded].min())
     array[padded] = np.float32(fill)
     notes.append(
         f"{n} voxels ({100.0 * n / padded.size:.1f} %) hold PixelPaddingValue "
         f"{', '.join(map(str, sorted(values, key=str)))} "
-        f"(outside the reconstructed field of view): set to {fill:g}, the lowest real value, so they never count as "
+        f"(outside the reconstructed field of view): set to {fill:g}"
+        f"{' HU (no data, below air)' if modality == 'CT' else ', the lowest real value'}, so they never count as "
         "tissue"
     )
 

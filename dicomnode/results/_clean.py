@@ -1,19 +1,31 @@
-"""Make copied source attributes valid before highdicom copies them into our SEG and SR.
+"""Copy only what is valid: check every source attribute against its VR, VM and character set before our SEG, SR and
+derived series copy it.
 
-Real series break the VR rules (the sts series: Study ID of 17-20 characters where SH allows 16). highdicom copies the
-Patient and Study modules of the first source image into every result object, so the result would inherit the
-error. :func:`clean_header` returns a cleaned *deep copy*; the caller's dataset is never changed.
+Real series break the rules (the sts series: Study ID of 17-20 characters where SH allows 16; a United Imaging MR:
+Patient's Age ``***``; a Philips CT: Referenced Study Sequence items without Referenced SOP Class UID). highdicom
+copies the Patient and Study modules of the first source image into every result object, and the derived series copy
+them too, so the result would inherit the error. :func:`clean_header` returns a cleaned *deep copy* (the caller's
+dataset is never changed) and the notes that say what was done; the notes name the attribute and the rule, never its
+value (values can be PHI).
 
-Fixes, by VR (after pydicom's own validation of each value):
+What is checked, for each attribute of the header (private ones are left alone: no result copies them):
 
-* text VRs with a maximum length (AE, CS, DS as text, LO, SH, ST, LT, UI-less strings): cut to the maximum length;
-* CS: upper case, characters outside ``A-Z 0-9 _ space`` replaced with ``_``;
-* DS and IS: numbers re-formatted to fit (DS with pydicom's ``format_number_as_ds``), non-numbers emptied;
-* PN: each component group cut to 64 characters;
-* DA, TM, DT that do not parse: emptied (the attributes copied are Type 2 or 3: empty is valid).
+* the value against its VR: AE, AS, CS, DA, DS, DT, IS, LO, LT, PN, SH, ST, TM, UC, UI, UR, UT (pydicom's checks,
+  plus PN's at most 3 component groups of at most 5 components, and no control characters in text);
+* the number of values against the attribute's VM in the data dictionary;
+* the characters against the dataset's Specific Character Set (the single-byte ones and UTF-8);
+* sequences item by item: an item missing a Type 1 attribute of its macro (from highdicom's tables of the standard),
+  or holding an invalid value there, is incomplete.
 
-Only values are changed, never a tag added or removed, so nothing the PACS matches on (UIDs, IDs) moves unless it
-was invalid. Logged: the keywords that were fixed (never the values: they can be PHI).
+What is done, by the attribute's Type in the source IOD's modules (an attribute not in them counts as Type 3):
+
+* Type 3 (and a sequence with no complete item left): **left out**;
+* Type 1 and 2: **fixed** where a value can be derived (text cut to the VR's length, CS in upper case with ``_``
+  for other characters, numbers re-formatted to fit DS/IS, extra values beyond the VM dropped, PN groups and
+  components cut), otherwise **emptied** (a Type 2 sequence keeps its complete items, or none).
+
+The identities the loader checked (SOP Instance, SOP Class, Study, Series and Frame of Reference UIDs) are never
+touched.
 """
 
 from __future__ import annotations
@@ -22,51 +34,273 @@ import copy
 import logging
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
 
 from pydicom import config as pydicom_config
+from pydicom.datadict import dictionary_VM
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pydicom.valuerep import MAX_VALUE_LEN, format_number_as_ds, validate_value
 
-__all__ = ["clean_header", "fix_element"]
+__all__ = ["HeaderNote", "clean_header", "clean_header_with_notes", "fix_element"]
 
 log = logging.getLogger(__name__)
 
-_TEXT_VRS = {"AE", "CS", "LO", "SH", "ST", "LT", "UC", "UT", "AS"}
+_TEXT_VRS = {"AE", "CS", "LO", "SH", "ST", "LT", "UC", "UT", "AS", "UR"}
 _DATE_VRS = {"DA", "TM", "DT"}
+_CHECKED_VRS = _TEXT_VRS | _DATE_VRS | {"DS", "IS", "PN", "UI"}
+_MULTILINE_VRS = {"ST", "LT", "UT"}
 _MAX_PN_GROUP_CHARS = 64
 _CS_BAD = re.compile(r"[^A-Z0-9_ ]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")  # ESC (ISO 2022) allowed; LF/CR/FF/TAB below
+_CONTROL_SINGLE_LINE = re.compile(r"[\x00-\x1a\x1c-\x1f\x7f]")
+_DT = re.compile(r"^\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?$")
 #: Attributes whose values a fix must never touch: identities the caller checked when loading.
 _KEEP = {"SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"}
+#: Single-byte character sets (and UTF-8) by Specific Character Set term; ISO 2022 sets are not checked.
+_CODECS = {"": "ascii", "ISO_IR 6": "ascii", "ISO_IR 100": "latin-1", "ISO_IR 101": "iso8859_2",
+           "ISO_IR 109": "iso8859_3", "ISO_IR 110": "iso8859_4", "ISO_IR 144": "iso8859_5", "ISO_IR 127": "iso8859_6",
+           "ISO_IR 126": "iso8859_7", "ISO_IR 138": "iso8859_8", "ISO_IR 148": "iso8859_9", "ISO_IR 203": "iso8859_15",
+           "ISO_IR 166": "iso8859_11", "ISO_IR 192": "utf-8", "GB18030": "gb18030", "GBK": "gbk"}
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderNote:
+    """One change made to the copied source header: which attribute (keyword, or a path for an item's attribute),
+    what was done and why. Never the value."""
+
+    keyword: str
+    action: str  # "left out" | "emptied" | "fixed" | "items left out"
+    reason: str
+
+    def text(self) -> str:
+        return f"result headers: {self.keyword} {self.action}: {self.reason}"
+
+
+#: Sequences left as they are: the functional groups (geometry highdicom reads from the source; their macros are
+#: optional, so their "Type 1" rows apply only to a macro that is present) and pixel-level sequences.
+_SKIP_SEQUENCES = {"PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence", "SourceImageSequence",
+                   "ReferencedImageSequence", "DimensionIndexSequence", "ContentSequence"}
+
+
+@lru_cache(maxsize=64)
+def _required_children(sop_class_uid: str) -> dict[tuple[str, ...], tuple[str, ...]]:
+    """Sequence path -> the non-sequence attributes of Type 1 in its items (nested macros' sequences are left
+    out: whether they apply depends on conditions the tables do not carry)."""
+    out: dict[tuple[str, ...], list[str]] = {}
+    for key, kind in _types(sop_class_uid).items():
+        if len(key) > 1 and kind == "1" and not key[-1].endswith("Sequence"):
+            out.setdefault(key[:-1], []).append(key[-1])
+    return {k: tuple(v) for k, v in out.items()}
+
+
+@lru_cache(maxsize=64)
+def _types(sop_class_uid: str) -> dict[tuple[str, ...], str]:
+    """(sequence path..., keyword) -> Type ("1", "1C", "2", "2C", "3") in the IOD of ``sop_class_uid``; when an
+    attribute is in several modules the strictest Type wins. Unknown SOP classes: the CT Image IOD's table."""
+    from highdicom._standard_utils import get_iod_module_map, get_module_attribute_map, get_sop_class_iod_map
+
+    iods = get_sop_class_iod_map()
+    iod = iods.get(sop_class_uid) or iods["1.2.840.10008.5.1.4.1.1.2"]
+    attributes = get_module_attribute_map()
+    out: dict[tuple[str, ...], str] = {}
+    for module in get_iod_module_map()[iod]:
+        for item in attributes.get(module["key"], []):
+            key = (*item["path"], item["keyword"])
+            kind = str(item["type"])
+            if key not in out or kind < out[key]:
+                out[key] = kind
+    return out
+
+
+def _codec(ds: Dataset) -> str | None:
+    value = ds.get("SpecificCharacterSet", "")
+    terms = [str(v).strip() for v in (value if isinstance(value, MultiValue) else [value])]
+    if len(terms) != 1:
+        return None  # ISO 2022 code extensions: pydicom decoded them; not re-checked here
+    return _CODECS.get(terms[0])
 
 
 def clean_header(ds: Dataset) -> Dataset:
-    """A deep copy of ``ds`` whose values satisfy their VRs.
+    """A deep copy of ``ds`` whose values satisfy their VRs (see :func:`clean_header_with_notes`)."""
+    return clean_header_with_notes(ds)[0]
+
+
+def clean_header_with_notes(ds: Dataset) -> tuple[Dataset, list[HeaderNote]]:
+    """A deep copy of ``ds`` with every invalid value fixed, emptied or left out, and what was done.
 
     Parameters
     ----------
     ds : pydicom.Dataset
-        A source header (without pixel data; any pixel data is copied too).
+        A source header (any pixel data is copied too).
 
     Returns
     -------
-    pydicom.Dataset
-        The copy, with invalid values fixed as the module docstring lists; its ``file_meta`` is copied too.
+    (pydicom.Dataset, list of HeaderNote)
+        The copy (its ``file_meta`` copied too) and one note per attribute changed, in tag order.
     """
     out = copy.deepcopy(ds)
-    fixed = sorted(set(_clean_dataset(out)))
+    sop_class = str(ds.get("SOPClassUID", ""))
+    notes = list(_clean_dataset(out, (), _Tables(_types(sop_class), _required_children(sop_class)), _codec(ds)))
+    fixed = _deidentification(out)
     if fixed:
-        log.debug("fixed invalid source values for result objects", extra={"keywords": fixed})
-    return out
+        notes = [n for n in notes if n.keyword != "DeidentificationMethod"] + fixed
+    if notes:
+        log.debug("fixed invalid source values for result objects", extra={"keywords": [n.keyword for n in notes]})
+    return out, notes
 
 
-def _clean_dataset(ds: Dataset) -> Iterable[str]:
-    for elem in ds:  # iterating a Dataset yields its elements, converting raw ones
+@dataclass(frozen=True, slots=True)
+class _Tables:
+    types: dict[tuple[str, ...], str]
+    required: dict[tuple[str, ...], tuple[str, ...]]
+
+
+def _clean_dataset(ds: Dataset, path: tuple[str, ...], tables: _Tables, codec: str | None) -> Iterable[HeaderNote]:
+    for elem in list(ds):  # iterating a Dataset yields its elements, converting raw ones
+        if elem.tag.is_private or elem.tag.group in (0x0002, 0xFFFE):
+            continue
+        keyword = elem.keyword or str(elem.tag)
+        if keyword in _KEEP and not path:
+            continue
+        kind = tables.types.get((*path, keyword), "3")
+        name = ".".join((*path, keyword))
         if elem.VR == "SQ":
-            for item in elem.value or []:
-                yield from _clean_dataset(item)
-        elif elem.keyword not in _KEEP and fix_element(elem):
-            yield elem.keyword or str(elem.tag)
+            if keyword not in _SKIP_SEQUENCES:
+                yield from _clean_sequence(ds, elem, path, keyword, kind, tables, codec)
+            continue
+        problem = _problem(elem, codec)
+        if problem is None and kind == "1C" and elem.value in (None, ""):
+            del ds[elem.tag]  # a Type 1C attribute present must have a value; absent is right when its condition fails
+            yield HeaderNote(name, "left out", "empty, but Type 1C (a value or nothing)")
+            continue
+        if problem is None:
+            continue
+        if kind.startswith("3"):
+            del ds[elem.tag]
+            yield HeaderNote(name, "left out", problem)
+        elif fix_element(elem, codec=codec):
+            yield HeaderNote(name, "emptied" if elem.value in (None, "") else "fixed", problem)
+
+
+def _deidentification(ds: Dataset) -> list[HeaderNote]:
+    """Patient Identity Removed YES needs De-identification Method or its code sequence (Type 1C): when the source
+    gives neither, say that it did not record one (leaving the flag out would hide that the data are de-identified)."""
+    if str(ds.get("PatientIdentityRemoved", "")).strip().upper() != "YES":
+        return []
+    if ds.get("DeidentificationMethod") or ds.get("DeidentificationMethodCodeSequence"):
+        return []
+    ds.DeidentificationMethod = "not recorded by the source"
+    return [HeaderNote("DeidentificationMethod", "fixed",
+                       "Type 1C when Patient Identity Removed is YES; the source gave no method")]
+
+
+def _clean_sequence(ds: Dataset, elem: DataElement, path: tuple[str, ...], keyword: str, kind: str,
+                    tables: _Tables, codec: str | None) -> Iterable[HeaderNote]:
+    inner = (*path, keyword)
+    name = ".".join(inner)
+    items = list(elem.value or [])
+    kept = []
+    reasons: list[str] = []
+    required = tables.required.get(inner, ())
+    for item in items:
+        missing = [k for k in required if k not in item]
+        empty = [k for k in required if k in item and item[k].value in (None, "")]
+        sub = list(_clean_dataset(item, inner, tables, codec))
+        broken = [n for n in sub if n.action in ("emptied", "fixed")
+                  and tables.types.get(tuple(n.keyword.split(".")), "3") in ("1", "1C")]
+        if missing or empty or broken:
+            reasons.append(f"item without {', '.join(missing + empty)} (Type 1)" if missing or empty
+                           else f"item with an invalid Type 1 value ({broken[0].keyword.split('.')[-1]})")
+            continue
+        kept.append(item)
+        yield from sub
+    if len(kept) == len(items):
+        return
+    if kept:
+        elem.value = kept
+        yield HeaderNote(name, "items left out", f"{len(items) - len(kept)} incomplete item(s): {reasons[0]}")
+    elif kind.startswith("3") or kind.startswith("1"):
+        del ds[elem.tag]
+        yield HeaderNote(name, "left out", f"no complete item: {reasons[0]}")
+    else:
+        elem.value = []
+        yield HeaderNote(name, "emptied", f"no complete item: {reasons[0]}")
+
+
+def _values(elem: DataElement) -> list[object]:
+    if elem.value is None or elem.value == "":
+        return []
+    return list(elem.value) if isinstance(elem.value, (MultiValue, list, tuple)) else [elem.value]
+
+
+def _max_vm(tag: int) -> int | None:
+    try:
+        vm = dictionary_VM(tag)
+    except KeyError:
+        return None
+    if "n" in vm:
+        return None
+    return int(vm.split("-")[-1])
+
+
+def _problem(elem: DataElement, codec: str | None) -> str | None:
+    """Why the element's value breaks its VR, VM or character set, without quoting it; None when valid."""
+    vr = elem.VR
+    if vr not in _CHECKED_VRS:
+        return None
+    values = _values(elem)
+    if not values:
+        return None
+    limit = _max_vm(elem.tag)
+    if limit is not None and len(values) > limit:
+        return f"{len(values)} values where its VM allows {limit}"
+    for v in values:
+        why = _value_problem(vr, v, codec)
+        if why:
+            return why
+    return None
+
+
+def _value_problem(vr: str, value: object, codec: str | None) -> str | None:
+    text = value if isinstance(value, str) else str(value)
+    if not _valid(vr, value):
+        return _RULES.get(vr, f"not a valid {vr} value")
+    if vr == "DT" and not _DT.match(text.strip()):
+        return _RULES["DT"]
+    if vr == "PN":
+        groups = text.split("=")
+        if len(groups) > 3 or any(len(g.split("^")) > 5 for g in groups):
+            return "more than 3 component groups or 5 components (PN)"
+        if any(len(g) > _MAX_PN_GROUP_CHARS for g in groups):
+            return "a component group longer than 64 characters (PN)"
+    if vr in _TEXT_VRS | {"PN"}:
+        pattern = _CONTROL if vr in _MULTILINE_VRS else _CONTROL_SINGLE_LINE
+        if pattern.search(text):
+            return f"control characters in a {vr} value"
+        if codec is not None:
+            try:
+                text.encode(codec)
+            except UnicodeEncodeError:
+                return f"characters outside the Specific Character Set ({vr})"
+    return None
+
+
+_RULES = {
+    "AS": "not a valid Age String (AS: nnnD, nnnW, nnnM or nnnY)",
+    "DA": "not a valid date (DA: YYYYMMDD)",
+    "TM": "not a valid time (TM: HH[MM[SS[.F]]])",
+    "DT": "not a valid date-time (DT: YYYY[MM[DD[HH[MM[SS[.F]]]]]][&ZZXX])",
+    "DS": "not a valid decimal string (DS: at most 16 characters)",
+    "IS": "not a valid integer string (IS)",
+    "UI": "not a valid UID (UI: digits and dots, at most 64 characters)",
+    "CS": "not a valid code string (CS: A-Z, 0-9, space, _; at most 16 characters)",
+    "SH": "longer than 16 characters (SH)",
+    "LO": "longer than 64 characters (LO)",
+    "AE": "not a valid AE title (AE)",
+}
 
 
 def _valid(vr: str, value: object) -> bool:
@@ -79,58 +313,69 @@ def _valid(vr: str, value: object) -> bool:
     return True
 
 
-def _fix_value(vr: str, value: object) -> object:
+def _fix_value(vr: str, value: object, codec: str | None) -> object:
+    """A valid value derived from an invalid one, or None when none can be derived."""
     if value is None or value == "":
         return value
+    text = str(value)
+    if vr in _TEXT_VRS | {"PN"}:
+        text = (_CONTROL if vr in _MULTILINE_VRS else _CONTROL_SINGLE_LINE).sub("", text)
+        if codec is not None:
+            text = text.encode(codec, "replace").decode(codec)
     if vr == "CS":
-        text = _CS_BAD.sub("_", str(value).upper())
+        text = _CS_BAD.sub("_", text.upper())
         return text[: MAX_VALUE_LEN["CS"]]
+    if vr in ("AS", "AE", "UR"):
+        return None  # nothing to derive an age or an address from
     if vr in _TEXT_VRS:
         limit = MAX_VALUE_LEN.get(vr)
-        return str(value)[:limit] if limit else value
+        return text[:limit] if limit else text
     if vr == "DS":
         try:
-            return format_number_as_ds(float(value))  # type: ignore[arg-type]
-        except (TypeError, ValueError):
+            return format_number_as_ds(float(text))
+        except (TypeError, ValueError, OverflowError):
             return None
     if vr == "IS":
         try:
-            number = int(float(value))  # type: ignore[arg-type]
-        except (TypeError, ValueError):
+            number = int(float(text))
+        except (TypeError, ValueError, OverflowError):
             return None
         return number if -(2**31) <= number < 2**31 else None
     if vr == "PN":
-        groups = str(value).split("=")
-        return "=".join(g[:_MAX_PN_GROUP_CHARS] for g in groups)
-    if vr in _DATE_VRS:
-        return None
-    return value
+        groups = text.split("=")[:3]
+        return "=".join("^".join(g.split("^")[:5])[:_MAX_PN_GROUP_CHARS] for g in groups)
+    return None  # DA, TM, DT, UI: no value can be derived
 
 
-def fix_element(elem: DataElement) -> bool:
-    """Fix the value(s) of one element in place if they break its VR; return True when something changed.
+def fix_element(elem: DataElement, *, codec: str | None = None) -> bool:
+    """Fix the value(s) of one element in place if they break its VR, VM or character set; True when it changed.
+
+    Invalid values are replaced by derived ones (:func:`_fix_value`); values that cannot be fixed are dropped;
+    values beyond the VM are dropped; with none left the element is emptied.
 
     Parameters
     ----------
     elem : pydicom.DataElement
         A non-sequence element of a copy (never of the caller's dataset).
+    codec : str, optional
+        Python codec of the dataset's Specific Character Set.
 
     Returns
     -------
     bool
         Whether the value was changed.
     """
+    if elem.VR not in _CHECKED_VRS or _problem(elem, codec) is None:
+        return False
     vr = elem.VR
-    if vr not in _TEXT_VRS | _DATE_VRS | {"DS", "IS", "PN"} or elem.value is None:
-        return False
-    values = list(elem.value) if elem.VM > 1 else [elem.value]
-    if all(_valid(vr, v) for v in values):
-        return False
-    new = [v if _valid(vr, v) else _fix_value(vr, v) for v in values]
-    if vr in {"DS", "IS"} or vr in _DATE_VRS:
-        new = [v for v in new if v is not None]
-        if not new:
-            elem.value = None
-            return True
-    elem.value = new if len(new) > 1 else new[0]
+    values = _values(elem)
+    limit = _max_vm(elem.tag)
+    if limit is not None:
+        values = values[:limit]
+    new = [v if _value_problem(vr, v, codec) is None else _fix_value(vr, v, codec) for v in values]
+    new = [v for v in new if v not in (None, "") and _value_problem(vr, v, codec) is None]
+    if not new:
+        elem.value = None
+    else:
+        elem.value = new if len(new) > 1 else new[0]
     return True

@@ -9,7 +9,7 @@ from pydicom.dataset import Dataset
 
 from dicomnode.analysis.volume import Code
 from dicomnode.io.load import LoadedSeries
-from dicomnode.results._clean import clean_header
+from dicomnode.results._clean import clean_header, clean_header_with_notes
 
 MANUFACTURER = "dicomnode"
 MODEL_NAME = "dicomnode"
@@ -46,8 +46,97 @@ def lo(text: str) -> str:
     return latin1[:_MAX_LO_CHARS]
 
 
+#: Type 2 attributes of the Patient and General Study modules: a result has them, empty when the source lacks them.
+_PATIENT_STUDY_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                        "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
 def source_datasets(series: LoadedSeries) -> list[Dataset]:
     """The source headers to hand to highdicom: the first one cleaned (highdicom copies its Patient and Study
     modules into the result), the others as they are. The caller's datasets are never changed."""
     headers = list(series.headers)
-    return [clean_header(headers[0]), *headers[1:]]
+    first = clean_header(headers[0])
+    for keyword in _PATIENT_STUDY_TYPE2:
+        if keyword not in first:
+            setattr(first, keyword, None)  # Type 2: present, empty when the source lacks it (highdicom reads them)
+    _share_uniform_geometry(first)
+    return [first, *headers[1:]]
+
+
+def _share_uniform_geometry(ds: Dataset) -> None:
+    """In a multi-frame copy, put Pixel Measures and Plane Orientation into the shared functional groups when every
+    frame has the same one (Siemens XA puts them per frame; highdicom reads them from the shared group only). The
+    copy is highdicom's input, never written."""
+    if "PerFrameFunctionalGroupsSequence" not in ds or "SharedFunctionalGroupsSequence" not in ds:
+        return
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    frames = ds.PerFrameFunctionalGroupsSequence
+    for keyword in ("PixelMeasuresSequence", "PlaneOrientationSequence"):
+        if keyword in shared or not all(keyword in f for f in frames):
+            continue
+        first = frames[0][keyword]
+        if all(f[keyword].value == first.value for f in frames):
+            setattr(shared, keyword, first.value)
+
+
+def source_notes(series: LoadedSeries) -> list[str]:
+    """What :func:`source_datasets` (and the derived series) change in the copied source header, one note per
+    attribute (keyword and rule, never the value), for ``results.json``."""
+    return [n.text() for n in clean_header_with_notes(series.headers[0])[1]]
+
+
+#: Body Part Examined values of paired body parts (the General Series module's Laterality condition), as dciodvfy
+#: knows them.
+PAIRED_BODY_PARTS = frozenset({
+    "ANKLE", "ARM", "BREAST", "BUTTOCK", "CALCANEUS", "CALF", "CAROTID", "CHEEK", "CLAVICLE", "CORNEA", "EAR", "ELBOW",
+    "EXTREMITY", "EYE", "EYELID", "FEMUR", "FINGER", "FOOT", "HAND", "HIP", "HUMERUS", "KIDNEY", "KNEE", "LEG",
+    "LUNG", "ORBIT", "PAROTID", "SCAPULA", "SCLERA", "SHOULDER", "SUBMANDIBULAR", "THIGH", "THUMB", "TMJ", "WRIST",
+    "ZYGOMA",
+})
+
+
+#: Body Part Examined -> anatomic region (SNOMED CT; PS3.16 Annex L), for the Frame Anatomy of our SEG.
+BODY_PART_REGIONS: dict[str, Code] = {
+    "HEAD": Code("69536005", "SCT", "Head"), "BRAIN": Code("12738006", "SCT", "Brain"),
+    "SKULL": Code("89546000", "SCT", "Skull"), "NECK": Code("45048000", "SCT", "Neck"),
+    "CHEST": Code("51185008", "SCT", "Thorax"), "THORAX": Code("51185008", "SCT", "Thorax"),
+    "LUNG": Code("39607008", "SCT", "Lung"), "BREAST": Code("76752008", "SCT", "Breast"),
+    "ABDOMEN": Code("818981001", "SCT", "Abdomen"), "PELVIS": Code("816092008", "SCT", "Pelvis"),
+    "LIVER": Code("10200004", "SCT", "Liver"), "KIDNEY": Code("64033007", "SCT", "Kidney"),
+    "EXTREMITY": Code("66019005", "SCT", "Limb"), "THIGH": Code("68367000", "SCT", "Thigh"),
+    "LEG": Code("30021000", "SCT", "Lower leg"), "KNEE": Code("72696002", "SCT", "Knee"),
+    "ARM": Code("53120007", "SCT", "Upper limb"), "SHOULDER": Code("16982005", "SCT", "Shoulder"),
+    "HIP": Code("24136001", "SCT", "Hip joint"), "SPINE": Code("421060004", "SCT", "Spine"),
+    "WHOLEBODY": Code("38266002", "SCT", "Entire body"),
+}
+_ENTIRE_BODY = Code("38266002", "SCT", "Entire body")
+
+
+def frame_anatomy(source: Dataset) -> Dataset:
+    """A Frame Anatomy item (shared functional group) for an object derived from ``source``: its anatomic region
+    from Body Part Examined (Entire body when not named or not in :data:`BODY_PART_REGIONS`) and Frame Laterality:
+    the source's R or L; U (unpaired) for an unpaired or unnamed body part; B for a paired one whose side the source
+    does not give (the field of view may hold both: the least wrong claim Frame Laterality allows)."""
+    side = series_laterality(source)
+    body_part = str(source.get("BodyPartExamined", "") or "").strip().upper()
+    region = BODY_PART_REGIONS.get(body_part, _ENTIRE_BODY)
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = region.value, region.scheme, region.meaning
+    item = Dataset()
+    item.AnatomicRegionSequence = [code]
+    item.FrameLaterality = side if side in ("R", "L") else ("B" if body_part in PAIRED_BODY_PARTS else "U")
+    return item
+
+
+def series_laterality(source: Dataset) -> str | None:
+    """Laterality (General Series, Type 2C) for an object derived from ``source``: the source's own R or L, else its
+    single Image Laterality R or L; "" (unknown) when the body part is paired or not named; None (leave it out)
+    for a named unpaired body part."""
+    for keyword in ("Laterality", "ImageLaterality"):
+        value = str(source.get(keyword, "") or "").strip().upper()
+        if value in ("R", "L"):
+            return value
+    body_part = str(source.get("BodyPartExamined", "") or "").strip().upper()
+    if not body_part or body_part in PAIRED_BODY_PARTS:
+        return ""
+    return None

@@ -48,6 +48,7 @@ from dicomnode.results._common import (
     MODEL_NAME,
     SOFTWARE_VERSION,
     lo,
+    series_laterality,
 )
 from dicomnode.results.uids import ResultUids
 
@@ -65,8 +66,6 @@ DERIVATION_CODES: dict[str, Code] = {
 #: Purpose of reference of each source image (DICOM CID 7202).
 SOURCE_IMAGE_PURPOSE = Code("121322", "DCM", "Source image for image processing operation")
 
-_PAIRED_BODY_PARTS = {"EXTREMITY", "ARM", "LEG", "THIGH", "KNEE", "HIP", "SHOULDER", "ELBOW", "WRIST", "HAND",
-                      "FOOT", "ANKLE", "BREAST", "EYE", "EAR", "KIDNEY", "LUNG", "CLAVICLE", "FEMUR", "HUMERUS"}
 _SOP_CLASSES = {"CT": CTImageStorage, "MR": MRImageStorage, "PT": PositronEmissionTomographyImageStorage}
 
 _PATIENT_STUDY = (
@@ -74,7 +73,7 @@ _PATIENT_STUDY = (
     "PatientAge", "PatientSize", "PatientWeight", "PatientIdentityRemoved", "DeidentificationMethod",
     "DeidentificationMethodCodeSequence", "StudyInstanceUID", "StudyDate", "StudyTime", "ReferringPhysicianName",
     "StudyID", "AccessionNumber", "StudyDescription", "FrameOfReferenceUID", "PositionReferenceIndicator",
-    "BodyPartExamined", "PatientPosition", "Laterality",
+    "BodyPartExamined", "PatientPosition",
 )
 #: Acquisition attributes of each modality's image module, copied when the source has them.
 _MODALITY_COPY = {
@@ -211,6 +210,7 @@ def build_derived_series(
     sop_class = _SOP_CLASSES.get(modality, SecondaryCaptureImageStorage)
     thickness = float(slice_thickness_mm if slice_thickness_mm is not None else volume.spacing_mm[0])
     source = clean_header(series.headers[0])
+    laterality = series_laterality(source)
     slope, intercept = _rescale(arr, modality, volume.unit)
     pixels = np.clip(np.rint((arr - intercept) / slope), -32768, 32767).astype("<i2")
     contributors = _contributors(series, volume, thickness)
@@ -235,9 +235,8 @@ def build_derived_series(
                    "ReferringPhysicianName", "StudyID", "AccessionNumber", "PositionReferenceIndicator"):
             if kw not in ds:
                 setattr(ds, kw, None)  # type 2 of the Patient, General Study and Frame of Reference modules
-        if "Laterality" not in ds and ("Laterality" in source or str(source.get("BodyPartExamined", "")).upper()
-                                       in _PAIRED_BODY_PARTS):
-            ds.Laterality = None  # type 2C: required (may be empty) for a paired body part
+        if laterality is not None:
+            ds.Laterality = laterality or None  # type 2C: R/L when known, empty (unknown) for a paired body part
         if modality == "PT":
             ds.pop("PatientPosition", None)  # PET: PatientOrientationCodeSequence instead
             if str(source.get("SeriesType", ["STATIC"])[0]).upper() != "DYNAMIC":

@@ -41,8 +41,14 @@ from dicomnode.analysis.radiomics import RadiomicsSettings, feature_unit
 from dicomnode.errors import ResultError
 from dicomnode.io.load import LoadedSeries
 from dicomnode.io.roi import Region, RegionKind
-from dicomnode.results._common import MANUFACTURER, MODEL_NAME, SOFTWARE_VERSION, lo, source_datasets
-from dicomnode.results.sr import PRIVATE_SCHEME, private_code_value, unit_code
+from dicomnode.results._common import MANUFACTURER, SOFTWARE_VERSION, lo, source_datasets
+from dicomnode.results.sr import (
+    PRIVATE_SCHEME,
+    add_observer_context,
+    device_observer_context,
+    private_code_value,
+    unit_code,
+)
 from dicomnode.results.uids import ResultUids
 
 __all__ = ["REGION_IN_SPACE", "build_radiomics_sr", "feature_code", "feature_name", "filter_method",
@@ -155,9 +161,8 @@ def build_radiomics_sr(
                                   "RTSTRUCT nor a SEG: the SR cannot reference it")
             evidence.setdefault(str(ds.SOPInstanceUID), _evidence(ds))
             measurements = [
-                hd.sr.Measurement(name=feature_code(f), value=float(f.value),
-                                  unit=unit_code(feature_unit(f, image_unit, settings)), algorithm_id=algo,
-                                  method=method)
+                hd.sr.Measurement(name=feature_code(f), value=float(f.value),  # algorithm: the group's (TID 4019)
+                                  unit=unit_code(feature_unit(f, image_unit, settings)), method=method)
                 for f in values if np.isfinite(f.value)
             ]
             key = f"radiomics.{region.kind}.{ds.SOPInstanceUID}.{region.number}"
@@ -172,14 +177,11 @@ def build_radiomics_sr(
             if region.kind == RegionKind.RTSTRUCT or sop_class == RTStructureSetStorage:
                 _reference_rtstruct(group, ds)
             groups.append(group)
-        observer = hd.sr.ObserverContext(
-            observer_type=codes.DCM.Device,
-            observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-                uid=uids.uid("observer.device"), name=MODEL_NAME, manufacturer_name=MANUFACTURER,
-                model_name=MODEL_NAME),
-        )
+        context = device_observer_context(uids)
+        for group in groups:
+            add_observer_context(group, context)  # IHE AIR: the observing device in every group
         report = hd.sr.MeasurementReport(
-            observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+            observation_context=context,
             procedure_reported=_PROCEDURES.get(series.modality, _PROCEDURE_OTHER),
             imaging_measurements=groups,
             title=codes.cid7021.ImagingMeasurementReport,

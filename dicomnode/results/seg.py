@@ -35,6 +35,7 @@ from dicomnode.results._common import (
     SOFTWARE_VERSION,
     coded,
     lo,
+    frame_anatomy,
     source_datasets,
 )
 from dicomnode.results.uids import ResultUids
@@ -275,6 +276,10 @@ def build_seg(
         raise ResultError(
             f"series {series.series_uid}: highdicom refused to build the SEG: {type(exc).__name__}: {exc}"
         ) from exc
+    # Laterality: General Series Laterality (2C) is required unless Frame Laterality is given. Pixelmed (2022 IOD
+    # tables) wants one of them; dciodvfy refuses Laterality in a SEG and knows no Frame Anatomy in it (a warning).
+    # Frame Anatomy in the shared functional groups satisfies both: anatomic region and laterality of every frame.
+    seg.SharedFunctionalGroupsSequence[0].FrameAnatomySequence = [frame_anatomy(series.headers[0])]
     seg.SeriesDescription = lo(series_description or f"dicomnode SEG {uids.profile} {uids.profile_version}")
     return seg
 

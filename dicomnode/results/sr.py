@@ -12,13 +12,21 @@ scheme :data:`PRIVATE_SCHEME` ("99DCMNODE"), its code value derived from the nam
 short names as they are, longer ones as a hash, :func:`private_code_value`); the code meaning is the name. The SR
 then declares the scheme in its Coding Scheme Identification Sequence.
 
-Later steps add groups that are not tied to a segment (findings with a probability, a scene classification,
-similarity measures) with ``extra_groups``: any highdicom TID 1501/1410/1411 group objects, appended after the
-segment groups. :func:`evaluation_group` builds the common case, a qualitative finding with numeric measurements.
+Groups not tied to a segment (a scene classification, body regions, classifications, similarity measures) are TID
+1501 groups (:func:`evaluation_group`); :func:`build_evaluation_sr` puts them into a report of their own (Pixelmed's
+SR validator checks all groups of a report against one template: see there). ``extra_groups`` of :func:`build_sr`
+still appends them to a segment report for callers that do not need Pixelmed's approval.
+
+What the node sends (``dicomnode.chain``): the main report (:func:`build_sr` with the key measurements,
+:func:`is_key_measurement`), the evaluations report (:func:`build_evaluation_sr`) and the feature reports, one per
+segment (:func:`build_feature_srs`), so that each stays small: Pixelmed's DicomSRValidator, the validator of the IHE AIR
+Connectathon, needs memory and time that grow faster than the number of content items. Each NUM carries its concept,
+value and UCUM unit; the algorithm (TID 4019) and the device observer context are given once per group.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
@@ -40,9 +48,16 @@ __all__ = [
     "MEASUREMENT_CODES",
     "PRIVATE_SCHEME",
     "UNIT_CODES",
+    "FEATURES_KIND",
+    "KEY_MEASUREMENTS",
     "GroupItem",
+    "add_observer_context",
+    "build_evaluation_sr",
+    "build_feature_srs",
     "build_sr",
+    "device_observer_context",
     "evaluation_group",
+    "is_key_measurement",
     "measurement_code",
     "private_code_value",
     "unit_code",
@@ -70,6 +85,10 @@ MEASUREMENT_CODES: dict[str, Code] = {
     "median": Code("373099004", "SCT", "Median"),
     "min": Code("255605001", "SCT", "Minimum"),
     "max": Code("56851009", "SCT", "Maximum"),
+    "diameter_mm": Code("81827009", "SCT", "Diameter"),
+    "intensity statistics/minimum": Code("255605001", "SCT", "Minimum"),
+    "intensity statistics/median": Code("373099004", "SCT", "Median"),
+    "intensity statistics/maximum": Code("56851009", "SCT", "Maximum"),
 }
 
 #: Unit (``Measurement.unit``, UCUM or our short names) -> UCUM concept.
@@ -89,6 +108,13 @@ UNIT_CODES: dict[str, Code] = {
     "%": Code("%", "UCUM", "percent"),
     "{voxels}": Code("{voxels}", "UCUM", "voxels"),
 }
+
+#: Measurements of the main report besides the plain ones (names without "/": volume_ml, mean, sd, probability,
+#: diameter_mm...): the intensity range. The full feature set goes into the feature reports (:func:`build_feature_srs`).
+KEY_MEASUREMENTS = frozenset({"intensity statistics/minimum", "intensity statistics/median",
+                              "intensity statistics/maximum"})
+#: Result kind (UIDs) of the feature reports.
+FEATURES_KIND = "sr_features"
 
 #: Procedure reported, by source modality.
 _PROCEDURES: dict[str, Code] = {
@@ -133,14 +159,14 @@ def unit_code(unit: str) -> hd.sr.CodedConcept:
                                                                      meaning=lo(unit))
 
 
-def _measurements(items: Sequence[Measurement], algorithm: hd.sr.AlgorithmIdentification | None,
-                  ) -> list[hd.sr.Measurement]:
+def _measurements(items: Sequence[Measurement]) -> list[hd.sr.Measurement]:
+    """NUM items; their algorithm is the group's (TID 4019 once per group: repeating it in each NUM tripled the
+    content items, and the SR validators' memory grows faster than the number of items)."""
     out = []
     for m in items:
         if not np.isfinite(m.value):
             raise ResultError(f"measurement {m.name!r} is {m.value}: an SR holds finite numbers only; leave it out")
-        out.append(hd.sr.Measurement(name=measurement_code(m), value=float(m.value), unit=unit_code(m.unit),
-                                     algorithm_id=algorithm))
+        out.append(hd.sr.Measurement(name=measurement_code(m), value=float(m.value), unit=unit_code(m.unit)))
     return out
 
 
@@ -189,7 +215,7 @@ def evaluation_group(
         finding_type=coded(finding_type),
         finding_category=coded(finding_category) if finding_category is not None else None,
         algorithm_id=algo,
-        measurements=_measurements(measurements, algo) or None,
+        measurements=_measurements(measurements) or None,
         qualitative_evaluations=[hd.sr.QualitativeEvaluation(coded(n), coded(v)) for n, v in evaluations] or None,
     )
 
@@ -226,6 +252,7 @@ def build_sr(
     series_description: str | None = None,
     extra_groups: Sequence[GroupItem] = (),
     max_source_images: int = 32,
+    kind: str = "sr",
 ) -> hd.sr.Comprehensive3DSR:
     """A TID 1500 measurement report of the segments of ``seg``, as a Comprehensive 3D SR.
 
@@ -256,11 +283,15 @@ def build_sr(
         a larger (or empty) one references the source series ("Source series for segmentation"): the SEG's frames
         name their source images already, and 300 image references per segment cost ~0.1 s each to build.
         Default 32.
+    kind : str, optional
+        Result kind of the UIDs: Series ``uids.series_uid(kind)``, SOP Instance ``uids.instance_uid(kind,
+        instance_number)``. Default "sr" (the main report); :data:`FEATURES_KIND` for the feature reports.
 
     Returns
     -------
     highdicom.sr.Comprehensive3DSR
-        A pydicom Dataset, ready for ``save_as``.
+        A pydicom Dataset, ready for ``save_as``. Every measurement group carries its algorithm (TID 4019) and the
+        device observer context (TID 1001/1004) of the document.
 
     Raises
     ------
@@ -306,33 +337,92 @@ def build_sr(
             finding_type=coded(s.info.type),
             finding_category=coded(s.info.category),
             algorithm_id=algo,
-            measurements=_measurements(items, algo) or None,
+            measurements=_measurements(items) or None,
         ))
     groups.extend(extra_groups)
     private_used |= any(_uses_scheme(g, PRIVATE_SCHEME) for g in extra_groups)
 
-    observer = hd.sr.ObserverContext(
-        observer_type=codes.DCM.Device,
-        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-            uid=uids.uid("observer.device"),
-            name=MODEL_NAME,
-            manufacturer_name=MANUFACTURER,
-            model_name=MODEL_NAME,
-        ),
-    )
+    return _report_sr(series, [*source_datasets(series), seg], groups, uids, kind=kind,
+                      series_number=series_number, instance_number=instance_number,
+                      software_version=software_version, series_description=series_description,
+                      private_used=private_used)
+
+
+def build_evaluation_sr(
+    series: LoadedSeries,
+    groups: Sequence[GroupItem],
+    uids: ResultUids,
+    *,
+    series_number: int = 9002,
+    instance_number: int = 2,
+    software_version: str = SOFTWARE_VERSION,
+    series_description: str | None = None,
+) -> hd.sr.Comprehensive3DSR:
+    """A TID 1500 report of the results that have no region (scene, body regions, classifications, similarities):
+    TID 1501 groups only (see :func:`evaluation_group`, :func:`dicomnode.results.sr_evaluations.evaluation_groups`).
+
+    Why apart from the main report: Pixelmed's DicomSRValidator (2022, the IHE AIR Connectathon's) picks the
+    template of *all* groups of the Imaging Measurements container at once: as soon as one group references a
+    segment, every group is checked as TID 1411, and a TID 1501 group fails for want of a region. A report of TID
+    1501 groups only is checked as TID 1501. It is instance 2 of the main report's series ("dicomnode SR").
+
+    Parameters
+    ----------
+    series : LoadedSeries
+        The source series (its images are the evidence).
+    groups : sequence of highdicom.sr.MeasurementsAndQualitativeEvaluations
+        The TID 1501 groups; each gets the device observer context.
+    uids : ResultUids
+        Series ``uids.series_uid("sr")``, instance ``uids.instance_uid("sr", instance_number)``.
+    series_number, instance_number : int, optional
+        Default 9002 (the main report's series) and 2.
+    software_version : str, optional
+        Version of the algorithms.
+    series_description : str, optional
+        Default "dicomnode SR <profile> <version>".
+
+    Returns
+    -------
+    highdicom.sr.Comprehensive3DSR
+
+    Raises
+    ------
+    ResultError
+        When ``groups`` is empty or holds a group tied to a region, or highdicom refuses the content.
+    """
+    if not groups:
+        raise ResultError(f"series {series.series_uid}: no evaluation group: there is nothing to report")
+    if any(not isinstance(g, hd.sr.MeasurementsAndQualitativeEvaluations) for g in groups):
+        raise ResultError(f"series {series.series_uid}: the evaluation report holds TID 1501 groups only; put "
+                          "groups with a region into build_sr")
+    private_used = any(_uses_scheme(g, PRIVATE_SCHEME) for g in groups)
+    return _report_sr(series, source_datasets(series), list(groups), uids, kind="sr",
+                      series_number=series_number, instance_number=instance_number,
+                      software_version=software_version, series_description=series_description,
+                      private_used=private_used)
+
+
+def _report_sr(series: LoadedSeries, evidence: Sequence[Dataset], groups: Sequence[GroupItem], uids: ResultUids, *,
+               kind: str, series_number: int, instance_number: int, software_version: str,
+               series_description: str | None, private_used: bool) -> hd.sr.Comprehensive3DSR:
+    """The TID 1500 document around ``groups``: device observer context (document and every group), procedure,
+    private coding scheme declared when used."""
+    context = device_observer_context(uids)
+    for g in groups:
+        add_observer_context(g, context)
     try:
         report = hd.sr.MeasurementReport(
-            observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+            observation_context=context,
             procedure_reported=coded(_PROCEDURES.get(series.modality, _PROCEDURE_OTHER)),
             imaging_measurements=groups,
             title=codes.cid7021.ImagingMeasurementReport,
         )
         sr = hd.sr.Comprehensive3DSR(
-            evidence=[*source_datasets(series), seg],
+            evidence=list(evidence),
             content=report,
-            series_instance_uid=uids.sr_series_uid,
+            series_instance_uid=uids.series_uid(kind),
             series_number=series_number,
-            sop_instance_uid=uids.sr_instance_uid,
+            sop_instance_uid=uids.instance_uid(kind, instance_number),
             instance_number=instance_number,
             manufacturer=MANUFACTURER,
             is_complete=True,
@@ -345,6 +435,83 @@ def build_sr(
     sr.SeriesDescription = lo(series_description or f"dicomnode SR {uids.profile} {uids.profile_version}")
     sr.SoftwareVersions = lo(software_version)
     return sr
+
+
+def device_observer_context(uids: ResultUids) -> hd.sr.ObservationContext:
+    """The device observer context (TID 1001 with TID 1004) of our reports: the node as the observing device."""
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=uids.uid("observer.device"),
+            name=MODEL_NAME,
+            manufacturer_name=MANUFACTURER,
+            model_name=MODEL_NAME,
+        ),
+    )
+    return hd.sr.ObservationContext(observer_device_context=observer)
+
+
+def add_observer_context(group: GroupItem, context: hd.sr.ObservationContext) -> None:
+    """Put the device observer context at the head of a measurement group (IHE AIR: every group says which device
+    observed it). highdicom's group classes have no argument for it; the items are HAS OBS CONTEXT children."""
+    items = list(group[0].ContentSequence)
+    if any(item.name == codes.DCM.ObserverType for item in items):
+        return
+    group[0].ContentSequence = [*copy.deepcopy(list(context)), *items]
+
+
+def is_key_measurement(m: Measurement) -> bool:
+    """Whether a measurement goes into the main report (the others go into the feature reports only)."""
+    return m.name in KEY_MEASUREMENTS or "/" not in m.name
+
+
+def build_feature_srs(
+    series: LoadedSeries,
+    seg: Dataset,
+    labels: LabelMap,
+    measurements: Mapping[int, Sequence[Measurement]],
+    uids: ResultUids,
+    *,
+    series_number: int = 9004,
+    software_version: str = SOFTWARE_VERSION,
+    series_description: str | None = None,
+) -> list[hd.sr.Comprehensive3DSR]:
+    """The full feature set as a series of small TID 1500 reports, one instance per segment that has measurements.
+
+    Why one report per segment: Pixelmed's DicomSRValidator (the IHE AIR Connectathon's) needs about 1.2 GB of heap
+    and a minute of CPU for one segment's ~80 IBSI features, and its needs grow faster than the number of content
+    items (a 5-segment report of 375 features ran out of 6 GB after 11 minutes); viewers slow down the same way. A
+    report per segment keeps each one small, and they share one series ("dicomnode IBSI features") beside the main
+    report, which holds the findings, the scene and the key measurements of every segment.
+
+    Parameters
+    ----------
+    series, seg, labels, measurements, uids
+        As for :func:`build_sr`.
+    series_number : int, optional
+        Series Number of the feature reports. Default 9004 (the main SR is 9002, a radiomics job's SR 9003).
+    software_version : str, optional
+        Version of the algorithms.
+    series_description : str, optional
+        Default "dicomnode features <profile> <version>".
+
+    Returns
+    -------
+    list of highdicom.sr.Comprehensive3DSR
+        Instance ``n`` (1-based, segment order) has UIDs ``uids.series_uid(FEATURES_KIND)`` and
+        ``uids.instance_uid(FEATURES_KIND, n)``.
+    """
+    description = series_description or f"dicomnode features {uids.profile} {uids.profile_version}"
+    out = []
+    for s in sorted(labels.segments, key=lambda s: s.info.number):
+        items = list(measurements.get(s.info.number, ()))
+        if not items:
+            continue
+        out.append(build_sr(series, seg, LabelMap(segments=(s,)), {s.info.number: items}, uids,
+                            series_number=series_number, instance_number=len(out) + 1,
+                            software_version=software_version, series_description=description,
+                            kind=FEATURES_KIND, max_source_images=0))
+    return out
 
 
 def _uses_scheme(content: Dataset | Sequence[Dataset], scheme: str) -> bool:

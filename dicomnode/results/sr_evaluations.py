@@ -4,6 +4,9 @@
 ``ctx.scene``, ``ctx.classifications`` and ``ctx.similarities``, as written to ``results.json``) into highdicom
 measurement groups for ``build_sr(extra_groups=...)``:
 
+* scene regions (``scene["regions"]``, when the step gives them): tracking identifier ``scene.region.<n>.<label>``,
+  finding and *Target Region* = the region's SNOMED CT code, numeric *region z from* and *region z to* (mm, patient
+  z) and *probability* (unit 1);
 * scene: tracking identifier ``scene``; qualitative evaluation *Target Region* (DCM 123014) = the region's SNOMED CT
   code; a numeric *probability.<region>* (unit 1) per class; when the header names a region, *Body Part Examined*
   (our private code) = the header's region and *header agrees* = Yes/No (SNOMED CT 373066001 / 373067005);
@@ -35,8 +38,10 @@ REGION_CODES: dict[str, Code] = {
     "abdomen": Code("818981001", "SCT", "Abdomen"),
     "pelvis": Code("816092008", "SCT", "Pelvis"),
     "extremity": Code("66019005", "SCT", "Limb"),
+    "unknown": Code("261665006", "SCT", "Unknown"),  # the scene step's answer when it does not know
 }
 _TARGET_REGION = Code("123014", "DCM", "Target Region")
+_ANATOMICAL_STRUCTURE = Code("91723000", "SCT", "Anatomical Structure")
 _YES = Code("373066001", "SCT", "Yes")
 _NO = Code("373067005", "SCT", "No")
 
@@ -53,6 +58,22 @@ def _probabilities(probs: Mapping[str, float]) -> list[Measurement]:
     return [Measurement(f"probability.{k}", float(v), "1") for k, v in probs.items()]
 
 
+def _region_group(uids: ResultUids, index: int, region: Mapping[str, Any], scene: Mapping[str, Any],
+                  kw: dict[str, Any]) -> GroupItem:
+    """One body region along the patient's z axis: what (Target Region), where (from/to z in mm) and how sure."""
+    label = str(region["label"])
+    lo_mm, hi_mm = (float(v) for v in region["z_mm"])
+    code = REGION_CODES.get(label, _private(label))
+    measurements = [Measurement("region z from", min(lo_mm, hi_mm), "mm"),
+                    Measurement("region z to", max(lo_mm, hi_mm), "mm")]
+    if region.get("probability") is not None:
+        measurements.append(Measurement("probability", float(region["probability"]), "1"))
+    return evaluation_group(
+        uids, f"scene.region.{index}.{_label_part(label)}", code, finding_category=_ANATOMICAL_STRUCTURE,
+        evaluations=[(_TARGET_REGION, code)], measurements=measurements,
+        algorithm=f"dicomnode.scene {scene.get('model', '')}".strip(), **kw)
+
+
 def evaluation_groups(ctx_scene: Mapping[str, Any] | None, ctx_classifications: Sequence[Mapping[str, Any]],
                       ctx_similarities: Sequence[Mapping[str, Any]], uids: ResultUids, *,
                       software_version: str | None = None) -> list[GroupItem]:
@@ -62,7 +83,9 @@ def evaluation_groups(ctx_scene: Mapping[str, Any] | None, ctx_classifications: 
     ----------
     ctx_scene : dict or None
         ``{"label", "probabilities", "header_body_part", "agrees_with_header", ...}`` as made by the ``scene``
-        step, or None (no group).
+        step, or None (no group). With ``"regions"`` (a list of ``{"label", "z_mm": [lo, hi], "probability"}``),
+        one more group per region: Target Region, *region z from* / *region z to* (mm, patient z) and the
+        probability.
     ctx_classifications : sequence of dict
         ``{"task", "label", "probabilities", "model"[, "segment"]}`` each.
     ctx_similarities : sequence of dict
@@ -93,6 +116,8 @@ def evaluation_groups(ctx_scene: Mapping[str, Any] | None, ctx_classifications: 
             uids, "scene", _private("scene"), evaluations=evaluations,
             measurements=_probabilities(ctx_scene.get("probabilities", {})),
             algorithm=f"dicomnode.scene {ctx_scene.get('model', '')}".strip(), **kw))
+    for i, region in enumerate((ctx_scene or {}).get("regions") or [], start=1):
+        groups.append(_region_group(uids, i, region, ctx_scene, kw))
     for c in ctx_classifications:
         task = str(c["task"])
         tracking = f"classification.{_label_part(task)}"

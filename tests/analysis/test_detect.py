@@ -280,8 +280,8 @@ def test_sts_001_ct_not_found():
 
 def test_mirror_uptake_and_midline_offset_tell_a_paired_organ_from_a_lateral_lesion():
     """Two bright spheres mirrored across the body's midline (like kidneys) and one on one side only: the pair has
-    mirror_uptake near 1, the lone one near 0; midline_offset measures in half-widths; in a crop (the body cut by the edge of
-    the field of view) the two features are left out."""
+    mirror_uptake near 1, the lone one near 0; midline_offset measures in half-widths; in a crop (the body cut by
+    the edge of the field of view) the two features are left out."""
     shape = (40, 120, 120)
     sp = TISSUE_SP
     spheres = [((20, 60, 35), 8.0, 400.0), ((20, 60, 84), 8.0, 400.0), ((20, 45, 75), 8.0, 400.0)]

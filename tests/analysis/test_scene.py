@@ -193,15 +193,11 @@ def test_feet_first_volume_gives_the_same_regions(trainer, corpus, held_out, tmp
     assert labels.index("abdomen") < labels.index("pelvis")  # abdomen above the pelvis
 
 
-def _read_stack(folder):
-    return _script().read_stack(folder)
-
-
 def test_whole_body_pet_regions_head_to_feet(trainer, corpus, held_out, tmp_path):
-    """Whole-body PET of STS_001 (head to thighs, in Bq/ml), STS_001 held out: regions from head to feet, none
+    """Whole-body PET of STS_001 (head to thighs, read as SUV), STS_001 held out: regions from head to feet, none
     contradicting the README's landmarks (bladder at z = -678.5 mm: pelvis; tumour centroid at -789 mm in the
     left thigh: extremity; top of the field of view -11.5 mm: the head)."""
-    v = _read_stack(SHARED_DATA / "wholebody-pet-mr/PET")
+    v = load_volume(SHARED_DATA / "wholebody-pet-mr/PET")
     model = _lopo_model(trainer, corpus, held_out, "STS_001", tmp_path)
     scene, _ = _scene(v, model)
     _check_regions(scene, -883, -10)
@@ -214,7 +210,7 @@ def test_whole_body_pet_regions_head_to_feet(trainer, corpus, held_out, tmp_path
 @pytest.mark.xfail(reason="the slab model does not tell the trunk apart on PET (no real PET trunk to train on): "
                           "the whole-body PET is unknown from neck to thighs; docs/models.md", strict=False)
 def test_whole_body_pet_shows_chest_abdomen_and_pelvis(trainer, corpus, held_out, tmp_path):
-    v = _read_stack(SHARED_DATA / "wholebody-pet-mr/PET")
+    v = load_volume(SHARED_DATA / "wholebody-pet-mr/PET")
     scene, _ = _scene(v, _lopo_model(trainer, corpus, held_out, "STS_001", tmp_path))
     labels = [r["label"] for r in scene["regions"] if r["label"] != "unknown"]
     assert {"chest", "abdomen", "pelvis"} <= set(labels)

@@ -128,7 +128,8 @@ def test_circular_field_of_view_padded_with_minus_3024_is_not_air(chest):
 
 
 def test_crop_written_with_another_intercept_and_padding_value_reads_and_segments(chest, tmp_path):
-    """Stored values with RescaleIntercept -8192 (signed) and PixelPaddingValue -32768 outside the circle."""
+    """Stored values with RescaleIntercept -8192 (signed) and PixelPaddingValue -32768 outside the circle: the
+    loader writes padding as the lowest real value (-1000 HU); the segmenter still tells it from air."""
     import pydicom
     from pydicom.uid import generate_uid
 
@@ -171,6 +172,7 @@ def test_crop_written_with_another_intercept_and_padding_value_reads_and_segment
     assert vol.unit == "HU"
     inside = vol.array[:, ~outside]
     assert np.allclose(inside, crop[:, ~outside])  # the loader applied the intercept
+    assert np.unique(vol.array[:, outside]).size == 1  # ... and filled the padding with one value
     res = segment_ct(vol.array, vol.spacing_mm, direction=np.asarray(vol.direction))
     left, right = _lungs(res)
     assert FOV_INSIDE_BODY_NOTE in res.notes

@@ -15,21 +15,23 @@ import pytest
 
 from helpers import REPO
 
-pytestmark = pytest.mark.slow
+# about 100 s of CPU alone; on a busy 2-core machine (CI runs two test workers) it can take far longer than the
+# suite-wide 600 s timeout of pyproject.toml
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3000)]
 
 #: summary key -> least number of successes (Proportion) or bound, as measured (docs/evaluation.md)
 FLOORS = {
-    "scene_correct": 13,
-    "lesions_found": 8,
-    "top_finding_true": 8,
-    "series_with_a_true_finding": 8,
+    "scene_correct": 14,
+    "lesions_found": 4,
+    "top_finding_true": 4,
+    "series_with_a_true_finding": 4,
     "refusals_expected_and_made": 1,
 }
 CEILINGS = {
-    "scene_confident_wrong": 3,
+    "scene_confident_wrong": 0,
 }
-MAX_FALSE_FINDINGS = 15
-MIN_DICE_MEAN = 0.44
+MAX_FALSE_FINDINGS = 6
+MIN_DICE_MEAN = 0.12
 MIN_LUNGS_FOUND = 2
 
 

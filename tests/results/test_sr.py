@@ -170,7 +170,9 @@ def test_extra_groups_and_deterministic_uids(ct: LoadedSeries, ct_results, tmp_p
     scene_items = [g for g in back.content.get_image_measurement_groups() if g.tracking_identifier == "scene"]
     assert len(scene_items) == 1
     assert scene_items[0].get_measurements()[0].value == pytest.approx(0.93)
-    assert scene_items[0].get_qualitative_evaluations()[0].value.value == "51185008"
+    # by name: the group's device observer context (Observer Type, a CODE) is listed by highdicom too
+    scene_eval = scene_items[0].get_qualitative_evaluations(name=hd.sr.CodedConcept("scene", PRIVATE_SCHEME, "scene"))
+    assert scene_eval[0].value.value == "51185008"
 
 
 def test_bad_input_is_refused(ct: LoadedSeries, ct_results) -> None:

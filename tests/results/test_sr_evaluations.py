@@ -35,3 +35,45 @@ def test_sr_with_recognition_groups_is_valid(tmp_path):
     text = str(sr)
     assert "Limb" in text and "probability.extremity" in text and "shape_dice" in text
     assert evaluation_groups(None, [], [], uids) == []
+
+
+def test_scene_regions_are_reported_one_group_each_and_validate(tmp_path):
+    """scene["regions"] (the scene step's body regions along z) -> one TID 1501 group per region in the evaluations
+    report, with the region code, the z range and the probability; dciodvfy and Pixelmed's SR validator accept it."""
+    import highdicom as hd
+
+    from dicom_validators import assert_valid, dciodvfy as dciodvfy_report, sr_validator
+    from dicomnode.results.sr import build_evaluation_sr
+
+    series = load_series(sorted(STS_CT.glob("*.dcm")))
+    uids = ResultUids.for_series(None, series.series_uid, "test", "1")
+    scene = {"label": "chest", "probabilities": {"chest": 0.7, "abdomen": 0.3}, "model": "scene.skops",
+             "regions": [{"label": "chest", "z_mm": [-150.0, 20.5], "probability": 0.91},
+                         {"label": "abdomen", "z_mm": [-400.0, -150.0], "probability": 0.83},
+                         {"label": "unknown-part", "z_mm": [-450.0, -400.0], "probability": None}]}
+    groups = evaluation_groups(scene, [], [], uids)
+    assert [g.tracking_identifier for g in groups] == [
+        "scene", "scene.region.1.chest", "scene.region.2.abdomen", "scene.region.3.unknown-part"]
+    sr = build_evaluation_sr(series, groups, uids)
+    assert sr.SeriesInstanceUID == uids.sr_series_uid and sr.InstanceNumber == 2
+    path = tmp_path / "sr_evaluations.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    back = {g.tracking_identifier: g for g in hd.sr.srread(path).content.get_image_measurement_groups()}
+    abdomen = back["scene.region.2.abdomen"]
+    values = {m.name.meaning: (m.value, m.unit.value) for m in abdomen.get_measurements()}
+    assert values == {"region z from": (-400.0, "mm"), "region z to": (-150.0, "mm"), "probability": (0.83, "1")}
+    region = abdomen.get_qualitative_evaluations(name=hd.sr.CodedConcept("123014", "DCM", "Target Region"))
+    assert region[0].value.value == "818981001"  # SNOMED CT Abdomen
+    assert abdomen.finding_type.value == "818981001"
+    assert "probability" not in {m.name.meaning for m in back["scene.region.3.unknown-part"].get_measurements()}
+    assert_valid([dciodvfy_report(path), sr_validator(path)])
+
+
+def test_evaluation_report_refuses_region_groups():
+    from dicomnode.errors import ResultError
+    from dicomnode.results.sr import build_evaluation_sr
+
+    series = load_series(sorted(STS_CT.glob("*.dcm")))
+    uids = ResultUids.for_series(None, series.series_uid, "test", "1")
+    with pytest.raises(ResultError, match="nothing to report"):
+        build_evaluation_sr(series, [], uids)

@@ -101,9 +101,9 @@ def test_chest_ct_profile_reports_the_mass_in_seg_sr_and_results_json(tmp_path):
     assert "Probability" in sr_text and top["label"] in sr_text
 
 
-def test_shipped_findings_model_is_fitted_leave_one_patient_out_and_used_by_default():
-    """The tissue method's default model is the shipped, fitted one (scripts/evaluate_findings.py --write-model);
-    its card says how it was scored. "hand-set" gives the naive Bayes back; the lung method takes no other model."""
+def test_shipped_findings_model_is_fitted_leave_one_patient_out_and_selectable():
+    """``model = "findings"`` is the shipped, fitted model (scripts/evaluate_findings.py --write-model); its card says
+    how it was scored. "hand-set" (the default) gives the naive Bayes; the lung method takes no other model."""
     from dicomnode.analysis.detect import TISSUE_MODEL
     from dicomnode.modelio import load_model, resolve_model
 
@@ -116,13 +116,13 @@ def test_shipped_findings_model_is_fitted_leave_one_patient_out_and_used_by_defa
     img, _ = tissue_phantom(spheres, seed=3)
     v = Volume(img, TISSUE_SP, (5.0, 6.0, 7.0), np.eye(3), "MR", "")
     probs = {}
-    for model in ("findings", "hand-set"):
+    for model in ("findings", "hand-set", None):
         ctx = Context(volume=v, original=v)
-        run_steps(ctx, ["segment", "detect"], {"segment": {"method": "generic"},
-                                               "detect": {"model": model, "probability_threshold": 0.0}})
+        detect = {"probability_threshold": 0.0} if model is None else {"model": model, "probability_threshold": 0.0}
+        run_steps(ctx, ["segment", "detect"], {"segment": {"method": "generic"}, "detect": detect})
         top = ctx.findings[0]
         probs[model] = top["probability"]
-        if model == "hand-set":
+        if model != "findings":
             assert top["probability"] == pytest.approx(TISSUE_MODEL.posterior(
                 {k: float(x) for k, x in top["detect_features"].items()}), abs=1e-3)
     assert probs["findings"] != probs["hand-set"]

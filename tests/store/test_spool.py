@@ -269,8 +269,8 @@ def test_a_data_set_that_fails_verify_is_never_stored(spool: Spool) -> None:
     check_dataset_file(good.path, good.path.read_bytes().index(b"DICM") + 4 + _meta_length(good.path),
                        ExplicitVRLittleEndian)
     with pytest.raises(MalformedDataset):
-        spool.store(sop_class_uid=good.sop_class_uid, sop_instance_uid="1.2.3.4.5.6.7", transfer_syntax=ExplicitVRLittleEndian,
-                    study_uid=good.study_uid, series_uid=good.series_uid, modality="CT",
+        spool.store(sop_class_uid=good.sop_class_uid, sop_instance_uid="1.2.3.4.5.6.7",
+                    transfer_syntax=ExplicitVRLittleEndian, study_uid=good.study_uid, series_uid=good.series_uid, modality="CT",
                     dataset_bytes=b"\x08\x00\x16\x00UI\xff\x00" + b"1" * 40,
                     verify=lambda p, off: check_dataset_file(p, off, ExplicitVRLittleEndian))
     assert not list(good.path.parent.glob("1.2.3.4.5.6.7*")) and not list(good.path.parent.glob(".*.part"))

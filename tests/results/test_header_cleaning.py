@@ -1,0 +1,125 @@
+"""Copy only what is valid: `dicomnode process` on copies of a real series with vendors' header faults writes SEG, SR
+and derived series that dciodvfy and Pixelmed accept, and results.json says what was left out or fixed (never the
+value)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from broken_headers import implicit_vr_philips_like, incomplete_references, paired_body_part, patient_age_stars
+from dicom_validators import assert_valid, dciodvfy, instance_validator
+from dicomnode.results._clean import clean_header_with_notes
+from helpers import STS_CT
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def _process(folder: Path, out: Path) -> dict:
+    p = subprocess.run([sys.executable, "-m", "dicomnode", "process", str(folder), "--out", str(out), "-q"],
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads((out / "results.json").read_text())
+
+
+def _outputs(out: Path, res: dict) -> list[Path]:
+    return [out / name for name in res["outputs"]]
+
+
+def _check_dciodvfy(paths: list[Path]) -> None:
+    assert_valid([dciodvfy(p) for p in paths])
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
+    """Each broken copy of the sts CT, processed with the CT profile (SEG, SR, feature SRs, MIP series)."""
+    root = tmp_path_factory.mktemp("broken")
+    made = {
+        "age_refs": incomplete_references(patient_age_stars(STS_CT, root / "age"), root / "age_refs"),
+        "implicit": implicit_vr_philips_like(STS_CT, root / "implicit"),
+        "lung": paired_body_part(STS_CT, root / "lung"),
+        "lung_r": paired_body_part(STS_CT, root / "lung_r", laterality="R"),
+    }
+    return {k: (root / f"{k}.out", _process(src, root / f"{k}.out")) for k, src in made.items()}
+
+
+def test_patient_age_stars_is_left_out_and_named_without_its_value(broken) -> None:
+    out, res = broken["age_refs"]
+    _check_dciodvfy(_outputs(out, res))
+    for name in ("seg.dcm", "sr.dcm", "derived/mip/0001.dcm"):
+        ds = pydicom.dcmread(out / name)
+        assert "PatientAge" not in ds, name
+        assert len(str(ds.PatientName).split("^")) <= 5, name
+        assert "\x07" not in str(ds.get("StudyDescription", "")), name
+    notes = [n for n in res["notes"] if n.startswith("result headers:")]
+    assert any("PatientAge left out" in n and "Age String" in n for n in notes), notes
+    assert any("PatientName fixed" in n for n in notes), notes
+    assert not any("***" in n or "A^B" in n for n in res["notes"])  # keywords and rules, never values
+
+
+def test_incomplete_reference_items_are_left_out(broken) -> None:
+    out, res = broken["age_refs"]
+    _check_dciodvfy(_outputs(out, res))
+    for name in ("seg.dcm", "sr.dcm", "derived/mip/0001.dcm"):
+        ds = pydicom.dcmread(out / name)
+        for keyword in ("ReferencedStudySequence", "ReferencedPerformedProcedureStepSequence"):
+            for item in ds.get(keyword, []):
+                assert "ReferencedSOPClassUID" in item, (name, keyword)
+        for item in ds.get("ProcedureCodeSequence", []):
+            assert "CodeMeaning" in item, name
+    notes = " | ".join(res["notes"])
+    assert "ReferencedStudySequence left out" in notes and "ReferencedSOPClassUID" in notes, notes
+    assert "ProcedureCodeSequence left out" in notes, notes
+
+
+def test_implicit_vr_philips_like_copy_gives_valid_results(broken) -> None:
+    out, res = broken["implicit"]
+    _check_dciodvfy(_outputs(out, res))
+    seg = pydicom.dcmread(out / "seg.dcm")
+    assert seg.StudyID == "PHILIPS-STUDY-01" and len(seg.AccessionNumber) <= 16
+    assert not any(elem.tag.is_private for elem in seg)
+    notes = " | ".join(res["notes"])
+    assert "StudyID fixed" in notes and "AccessionNumber fixed" in notes, notes
+
+
+def test_laterality_of_a_paired_body_part(broken) -> None:
+    for key, expected in (("lung", ""), ("lung_r", "R")):
+        out, res = broken[key]
+        _check_dciodvfy(_outputs(out, res))
+        mip = pydicom.dcmread(out / "derived" / "mip" / "0001.dcm")
+        assert "Laterality" in mip and str(mip.Laterality or "") == expected, key
+        seg = pydicom.dcmread(out / "seg.dcm")
+        anatomy = seg.SharedFunctionalGroupsSequence[0].FrameAnatomySequence[0]
+        assert anatomy.FrameLaterality == (expected or "B"), key
+        assert anatomy.AnatomicRegionSequence[0].CodeValue == "39607008"  # Lung
+    # an unpaired body part (the real sts header says EXTREMITY, paired; CHEST is not): no Laterality at all
+    ds = pydicom.dcmread(next(STS_CT.iterdir()))
+    ds.BodyPartExamined = "CHEST"
+    from dicomnode.results._common import series_laterality
+    assert series_laterality(ds) is None
+
+
+def test_pixelmed_accepts_the_segs_of_the_broken_copies(broken) -> None:
+    reports = [instance_validator(out / "seg.dcm") for out, _ in broken.values()]
+    assert all(r.recognized for r in reports)
+    assert_valid(reports)
+
+
+def test_cleaning_leaves_the_callers_header_alone_and_keeps_identities() -> None:
+    ds = pydicom.dcmread(next(STS_CT.iterdir()))
+    ds.add_new(0x00101010, "AS", "***")
+    ds.SOPInstanceUID = ds.SOPInstanceUID  # identities are never touched, even when odd
+    cleaned, notes = clean_header_with_notes(ds)
+    assert ds.PatientAge == "***" and "PatientAge" not in cleaned
+    assert cleaned.SOPInstanceUID == ds.SOPInstanceUID
+    assert [n.keyword for n in notes if n.action == "left out"] == ["PatientAge"]
+    # a Type 2 date that does not parse is emptied, not left out
+    ds.StudyDate = "2020"
+    cleaned, notes = clean_header_with_notes(ds)
+    assert "StudyDate" in cleaned and not cleaned.StudyDate
+    assert any(n.keyword == "StudyDate" and n.action == "emptied" for n in notes)
