@@ -16,8 +16,8 @@ A future may end in one of these, besides the chain's own errors::
 
 Local back end: job processes are forked from a forkserver, which Python starts as ``python -c ...``; such a
 process puts the working directory first on ``sys.path``, so a folder named ``dicomnode`` where the node was started
-(the parent of a clone, say) would hide the installed package. :func:`job_process_environment` sets
-``PYTHONSAFEPATH`` for the processes the node starts, so they import what the node itself imported.
+(the parent of a clone, say) would hide the installed package. :func:`start_forkserver` starts it with
+``PYTHONSAFEPATH`` set, so job processes import what the node itself imported.
 
 Dask back end (``[workers] backend = "dask"``): ``scheduler = "tcp://HOST:PORT"`` connects to a running cluster
 (``dask scheduler`` + ``dask worker``, or any deployment: SSH, Kubernetes, HPC); without it an in-process
@@ -90,13 +90,24 @@ class WorkerStartError(DicomnodeError):
 _JOB_PROCESS_IMPORTS = ("dicomnode.chain", "dicomnode.results.seg", "dicomnode.results.sr", "dicomnode.executors")
 
 
-def job_process_environment() -> None:
-    """Make the Python processes this process starts from now on import the installed package, whatever the cwd.
+def start_forkserver() -> None:
+    """Start the forkserver of the local pool (if not running yet) so that it imports the installed package.
 
-    ``PYTHONSAFEPATH=1`` (Python 3.11+) keeps the working directory off the front of ``sys.path`` of ``python -c``
-    processes such as the forkserver of the local pool. Called before a pool starts; idempotent.
+    ``PYTHONSAFEPATH=1`` (Python 3.11+) keeps the working directory off the front of the ``sys.path`` of the
+    ``python -c`` process the forkserver is; it is set for that start only (this process's environment is left as
+    it was), and the job processes forked from it inherit it.
     """
+    from multiprocessing import forkserver
+
+    old = os.environ.get("PYTHONSAFEPATH")
     os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        forkserver.ensure_running()
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONSAFEPATH", None)
+        else:
+            os.environ["PYTHONSAFEPATH"] = old
 
 
 _PROBE = """\
@@ -130,7 +141,8 @@ def diagnose_job_process_start(timeout_seconds: float = 120.0) -> str | None:
     cmd = [sys.executable, *util._args_from_interpreter_flags(), "-c", _PROBE,
            json.dumps([list(_JOB_PROCESS_IMPORTS[:3]), data])]
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_seconds, stdin=subprocess.DEVNULL)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_seconds, stdin=subprocess.DEVNULL,
+                           env=dict(os.environ, PYTHONSAFEPATH="1"))  # as the forkserver was started
     except (OSError, subprocess.TimeoutExpired) as e:
         return f"{type(e).__name__}: {e}"
     if p.returncode == 0:
@@ -168,10 +180,10 @@ class LocalExecutor:
 
     def __init__(self, count: int) -> None:
         self.capacity = count
-        job_process_environment()
         self._ctx = multiprocessing.get_context("forkserver")
         # workers start with the result builders imported, so a job does not pay highdicom's first-use cost
         self._ctx.set_forkserver_preload(list(_JOB_PROCESS_IMPORTS[:3]))
+        start_forkserver()  # now, with the installed package first on its path
         self._start_error: tuple[float, str | None] | None = None  # (when, diagnosis) of the last broken pool
         self._diag_lock = threading.Lock()
         self._pool = self._new_pool()

@@ -132,7 +132,6 @@ def capture_warnings() -> None:
         handler.addFilter(lambda record: hasattr(record, "category"))  # what the command says itself is enough
         _add_filters(handler)
         root.addHandler(handler)
-        root.setLevel(logging.WARNING)
 
 
 def _add_filters(handler: logging.Handler) -> None:
