@@ -837,6 +837,7 @@ def effective_config(config: NodeConfig) -> dict[str, Any]:
     included), ``workers``, ``export``, ``metrics``, ``retention``; plus ``source``, the file it came from.
     """
     doc = _plain(config)
+    doc.pop("warnings", None)  # what config check says of the file, not a key of it
     for p in doc["peers"]:
         if p.get("host") is None:
             p.pop("host")
