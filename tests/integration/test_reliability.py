@@ -204,13 +204,15 @@ def test_hostile_peers_stay_bounded_and_a_normal_peer_is_served(make_node):
 
 def test_association_limits_keep_slots_for_other_peers(make_node):
     node = make_node({**NO_JOBS, "node": {"max_associations": 4, "max_associations_per_peer": 2,
-                                          "idle_timeout_seconds": 3, "artim_timeout_seconds": 2}})
+                                          "idle_timeout_seconds": 10, "artim_timeout_seconds": 2}})
     held = []
     for _ in range(2):
         p = RawPeer(node.port)
         assert p.associate([(1, VERIFICATION, [IMPLICIT_LE])]).kind == 0x02
         assert p.echo(1) == 0x0000
         held.append(p)
+    for p in held:  # kept alive (a loaded machine may take seconds between these steps)
+        assert p.echo(1) == 0x0000
     # a third from the same address: rejected as transient; the log says which limit
     with RawPeer(node.port) as p:
         rj = p.associate([(1, VERIFICATION, [IMPLICIT_LE])])
