@@ -27,5 +27,12 @@ def registry() -> dict[str, StepFn]:
     return STEPS
 
 
+#: The names :func:`registry` registers, known without importing the step modules, so that loading a configuration
+#: (``config check``, ``status``) does not import scikit-learn and the analysis; a test checks it against the registry.
+STEP_NAMES = frozenset({"classify", "correct", "denoise", "detect", "enhance", "features", "foreground", "match",
+                        "measure", "scene", "segment", "synthesize"})
+
+
 def step_names() -> frozenset[str]:
-    return frozenset(registry())
+    """The step names a profile may use (without importing the steps)."""
+    return STEP_NAMES
