@@ -13,9 +13,15 @@ The batch CSV has a header with the columns ``image_dir``, ``roi_file`` and opti
 (a file without a header: those three columns in that order); relative paths are relative to the CSV's folder.
 
 Output: one row per value with exactly the columns ``family``, ``feature``, ``aggregation``, ``value`` (named as in
-the IBSI reference table); batch output adds the leading columns ``case``, ``image_dir``, ``roi_file``,
+the IBSI reference table) and ``unit``; batch output adds the leading columns ``case``, ``image_dir``, ``roi_file``,
 ``roi_name``. ``.csv`` (values with full precision, ``nan`` for undefined ones) or ``.json`` (a list of objects,
 ``null`` for undefined values) by the extension of ``--out``. This output and the shipped settings are a contract.
+
+``unit`` is the value's unit in UCUM, the same string the radiomics SR codes
+(:func:`dicomnode.analysis.radiomics.feature_unit`): ``mm3``, ``mm2``, ``mm``, ``/mm`` for morphology, the image's
+unit for intensities (``[hnsf'U]`` = HU for CT, ``{SUVbw}g/ml`` for PET in SUV, ``Bq/ml``; ``1`` when the series has
+no unit, e.g. MR), its square for variance and energy, ``[hnsf'U].mm3`` for integrated intensity, and ``1`` for
+dimensionless values (ratios, intensity-histogram and texture features, which are computed on grey levels).
 
 Exit codes: 0 success; 1 a case failed (in batch mode the others are still written; each failure is reported on
 stderr); 2 bad usage or invalid settings.
@@ -39,7 +45,7 @@ from dicomnode.errors import ConfigError, DicomnodeError
 
 __all__ = ["BATCH_COLUMNS", "COLUMNS", "add_parser", "main", "run", "run_case", "write_table"]
 
-COLUMNS = ("family", "feature", "aggregation", "value")
+COLUMNS = ("family", "feature", "aggregation", "value", "unit")
 BATCH_COLUMNS = ("case", "image_dir", "roi_file", "roi_name", *COLUMNS)
 
 
@@ -94,7 +100,7 @@ def main(args: argparse.Namespace) -> int:
     except (DicomnodeError, ValueError, OSError) as exc:
         print(f"dicomnode radiomics: {args.image_dir}: {exc}", file=sys.stderr)
         return 1
-    write_table(out, [_row(v) for v in values], COLUMNS)
+    write_table(out, _rows(values, series.volume.unit, settings), COLUMNS)
     if args.sr:
         from dicomnode.results.radiomics_sr import build_radiomics_sr
         from dicomnode.results.uids import ResultUids
@@ -174,8 +180,13 @@ def _referenced_series(roi_file: Path) -> set[str]:
     return out
 
 
-def _row(v) -> dict:
-    return {"family": v.family, "feature": v.feature, "aggregation": v.aggregation, "value": float(v.value)}
+def _rows(values, volume_unit: str, settings) -> list[dict]:
+    """The table rows of a case's feature values; ``volume_unit`` is the series' (``Volume.unit``: "HU", "SUV" ...)."""
+    from dicomnode.analysis.radiomics import feature_unit, image_unit_ucum
+
+    image_unit = image_unit_ucum(volume_unit)
+    return [{"family": v.family, "feature": v.feature, "aggregation": v.aggregation, "value": float(v.value),
+             "unit": feature_unit(v, image_unit, settings)} for v in values]
 
 
 def write_table(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> None:
@@ -222,8 +233,8 @@ def _read_cases(path: Path) -> list[dict]:
 def _batch_worker(image_dir: str, roi_file: str, roi_name: str, settings) -> list[dict]:
     if not image_dir or not roi_file:
         raise ValueError("the row needs image_dir and roi_file")
-    _, _, values = run_case(image_dir, roi_file, roi_name or None, settings)
-    return [_row(v) for v in values]
+    series, _, values = run_case(image_dir, roi_file, roi_name or None, settings)
+    return _rows(values, series.volume.unit, settings)
 
 
 def _scope_mismatch(scope, image_dir: str | Path, roi_file: str | Path) -> str | None:

@@ -177,3 +177,55 @@ def test_ibsi2_config_in_batch(tmp_path: Path) -> None:
     assert run([str(CT3), "--roi", str(RS3), "--roi-name", "GTV", "--settings", "ibsi2-config-6A",
                 "--out", str(single)]) == 0
     assert [float(r["value"]) for r in rows[18:]] == [d["value"] for d in json.loads(single.read_text())]
+    assert [r["unit"] for r in rows[18:]] == [d["unit"] for d in json.loads(single.read_text())]
+    assert {r["unit"] for r in rows} == {"[hnsf'U]", "[hnsf'U]2", "1"}  # batch rows carry the units too
+
+
+def test_units_through_the_console_script(tmp_path: Path) -> None:
+    """`dicomnode radiomics` as a user runs it (a subprocess) on STS_002's CT and RTSTRUCT: the CSV's ``unit`` column
+    and the JSON's ``unit`` key give each value's UCUM unit, the SR's convention (HU is ``[hnsf'U]``)."""
+    import os
+    import subprocess
+
+    settings = tmp_path / "units.toml"
+    settings.write_text('name = "units"\n[interpolation]\nmethod = "linear"\nspacing_mm = 3.0\n'
+                        'round_intensities = true\n[features]\nfamilies = ["morphology", "intensity statistics", '
+                        '"intensity histogram", "GLCM"]\n')
+    tables = {}
+    for suffix in ("csv", "json"):
+        out = tmp_path / f"units.{suffix}"
+        proc = subprocess.run(["dicomnode", "radiomics", str(CT2), "--roi", str(RS2), "--roi-name", "GTV_Mass",
+                               "--settings", str(settings), "--out", str(out), "-q"],
+                              capture_output=True, text=True, timeout=300, env=dict(os.environ))
+        assert proc.returncode == 0, proc.stderr
+        tables[suffix] = read_csv(out) if suffix == "csv" else json.loads(out.read_text(encoding="utf-8"))
+    with (tmp_path / "units.csv").open(encoding="utf-8") as f:
+        assert f.readline().strip() == "family,feature,aggregation,value,unit"
+    rows, data = tables["csv"], tables["json"]
+    assert [tuple(d) for d in data] == [("family", "feature", "aggregation", "value", "unit")] * len(data)
+    assert [r["unit"] for r in rows] == [d["unit"] for d in data]
+    units = {(r["family"], r["feature"], r["aggregation"]): r["unit"] for r in rows}
+    assert units["morphology", "volume (mesh)", ""] == "mm3"
+    assert units["morphology", "surface area (mesh)", ""] == "mm2"
+    assert units["morphology", "maximum 3D diameter", ""] == "mm"
+    assert units["morphology", "sphericity", ""] == "1"
+    assert units["intensity statistics", "mean", ""] == "[hnsf'U]"
+    assert units["intensity statistics", "variance", ""] == "[hnsf'U]2"
+    assert units["intensity statistics", "skewness", ""] == "1"
+    assert units["intensity histogram", "mean", ""] == "1"  # grey levels (bins), IBSI 4.3
+    glcm = [k for k in units if k[0] == "GLCM"]
+    assert ("GLCM", "contrast", "3D, merged") in glcm
+    assert {units[k] for k in glcm} == {"1"}
+    assert all(r["unit"] for r in rows)  # no value without a unit
+    # the mean is a CT number of soft tissue, in HU as the unit says
+    mean = next(float(r["value"]) for r in rows if (r["family"], r["feature"]) == ("intensity statistics", "mean"))
+    assert -100 < mean < 200
+
+
+def test_image_unit_spelled_in_ucum() -> None:
+    from dicomnode.analysis.radiomics import image_unit_ucum
+
+    assert image_unit_ucum("HU") == "[hnsf'U]"
+    assert image_unit_ucum("SUV") == "{SUVbw}g/ml"
+    assert image_unit_ucum("Bq/mL") == "Bq/ml"
+    assert image_unit_ucum("") == "1"  # MR: arbitrary units

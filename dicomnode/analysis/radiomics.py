@@ -60,6 +60,7 @@ __all__ = [
     "RadiomicsSettings",
     "extract_features",
     "feature_unit",
+    "image_unit_ucum",
 ]
 
 #: Every family, named as in the IBSI reference table (the ``family`` column).
@@ -382,6 +383,8 @@ def _ivh_kwargs(s: RadiomicsSettings) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------ units
+#: A Volume's unit (``dicomnode.io.load``: "HU", "SUV", "Bq/mL", "{counts}", "%", "" when arbitrary) as UCUM.
+_IMAGE_UNITS = {"HU": "[hnsf'U]", "SUV": "{SUVbw}g/ml", "Bq/mL": "Bq/ml", "": "1"}
 _MORPH_UNITS = {
     "volume (mesh)": "mm3", "volume (voxel counting)": "mm3", "surface area (mesh)": "mm2",
     "surface to volume ratio": "/mm", "centre of mass shift": "mm", "maximum 3D diameter": "mm",
@@ -391,6 +394,11 @@ _MORPH_UNITS = {
 _DIMENSIONLESS_STATS = {"skewness", "(excess) kurtosis", "coefficient of variation",
                         "quartile coefficient of dispersion"}
 _SQUARED_STATS = {"variance", "energy"}
+
+
+def image_unit_ucum(unit: str) -> str:
+    """A Volume's unit ("HU", "SUV", "" ...) as UCUM: "[hnsf'U]", "{SUVbw}g/ml", "1" (arbitrary, e.g. MR) ..."""
+    return _IMAGE_UNITS.get(unit, unit or "1")
 
 
 def feature_unit(feature: FeatureValue, image_unit: str, settings: RadiomicsSettings | None = None) -> str:

@@ -37,7 +37,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import RTStructureSetStorage, SegmentationStorage
 
 from dicomnode.analysis.features.base import FeatureValue
-from dicomnode.analysis.radiomics import RadiomicsSettings, feature_unit
+from dicomnode.analysis.radiomics import RadiomicsSettings, feature_unit, image_unit_ucum
 from dicomnode.errors import ResultError
 from dicomnode.io.load import LoadedSeries
 from dicomnode.io.roi import Region, RegionKind
@@ -62,7 +62,6 @@ _PROCEDURES = {
     "PT": CodedConcept("44136-0", "LN", "PET unspecified body region"),
 }
 _PROCEDURE_OTHER = CodedConcept("363679005", "SCT", "Imaging")
-_IMAGE_UNITS = {"HU": "[hnsf'U]", "SUV": "{SUVbw}g/ml", "Bq/mL": "Bq/ml", "": "1"}
 
 
 def feature_name(f: FeatureValue) -> str:
@@ -88,11 +87,6 @@ def filter_method(settings: RadiomicsSettings | None) -> hd.sr.CodedConcept | No
         return None
     return hd.sr.CodedConcept(value=private_code_value(f"filter: {spec.label}"), scheme_designator=PRIVATE_SCHEME,
                               meaning=lo(spec.label))
-
-
-def image_unit_ucum(unit: str) -> str:
-    """A Volume's unit ("HU", "SUV", "" ...) as UCUM."""
-    return _IMAGE_UNITS.get(unit, unit or "1")
 
 
 def build_radiomics_sr(
