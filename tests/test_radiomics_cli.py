@@ -144,10 +144,12 @@ def test_ibsi2_config_through_the_console_script(tmp_path: Path) -> None:
     import os
     import subprocess
 
+    from helpers import dicomnode_exe
+
     values = {}
     for config in ("ibsi2-config-3B", "ibsi2-config-1B"):
         out = tmp_path / f"{config}.csv"
-        proc = subprocess.run(["dicomnode", "radiomics", str(CT2), "--roi", str(RS2), "--roi-name", "GTV_Mass",
+        proc = subprocess.run([dicomnode_exe(), "radiomics", str(CT2), "--roi", str(RS2), "--roi-name", "GTV_Mass",
                                "--settings", config, "--out", str(out), "-q"],
                               capture_output=True, text=True, timeout=300, env=dict(os.environ))
         assert proc.returncode == 0, proc.stderr
