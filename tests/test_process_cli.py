@@ -167,11 +167,6 @@ REFUSED = {
     "breast-mr/SEG_fibroglandular": "Segmentation Storage",      # not an image
     "seg-sr-examples": "series",                                 # objects of several series
 }
-#: Image series whose results wait on results/ (issue 12 item 1): highdicom refuses the SEG of the head CT until the
-#: Type 2 attributes its de-identification removed (PatientBirthDate, PatientSex) are given empty in its input copy.
-RESULTS_PENDING = {
-    "head-ct/CT": "PatientBirthDate",
-}
 #: Heavy series (hundreds of slices or 512 x 512 x 30 and more): still run, marked slow.
 HEAVY = {"wholebody-pet-mr/PET", "breast-mr/DCE_3DFGRE", "chest-ct/A0002_B40f", "chest-ct/A0002_B70f", "head-ct/CT",
          "abdomen-mr/T2_ax", "abdomen-mr/ADC", "head-mr/T1_sag", "wholebody-pet-mr/MR_T2"}
@@ -191,9 +186,6 @@ def test_every_series_folder_runs_through_process(folder, tmp_path):
         assert len(message) == 1 and REFUSED.get(name, "RT Structure Set") in message[0], p.stderr
         assert not (tmp_path / "results.json").exists()
         return
-    if name in RESULTS_PENDING and p.returncode == 1:
-        assert "highdicom refused to build the SEG" in p.stderr and RESULTS_PENDING[name] in p.stderr, p.stderr
-        pytest.xfail(f"{name}: results/seg.py ({RESULTS_PENDING[name]}), issue 12 item 1 on the results branch")
     assert p.returncode == 0, p.stderr
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["series_instance_uid"] and res["steps"]
