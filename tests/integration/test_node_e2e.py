@@ -89,9 +89,14 @@ def test_storescu_to_node_to_storescp_seg_and_sr(make_node, storescp):
     wait_until(lambda: len(dest.files()) == n_results, timeout_s=60, what="every result at the destination")
     time.sleep(1.0)  # let a (wrong) second copy arrive, if any would
     got = _by_modality(dest.files())
-    assert set(got) == {"SEG", "SR", "CT"} and len(got["SEG"]) == 1 and len(got["SR"]) == 1, \
+    # one SEG; the SRs: the main report (series 9002, instance 1), its evaluations (instance 2) and one feature
+    # report per segment (series 9004); each once (every result exactly once: count == results, UIDs distinct)
+    assert set(got) == {"SEG", "SR", "CT"} and len(got["SEG"]) == 1, \
         f"{[(m, len(v)) for m, v in got.items()]}\n{node.log()[-3000:]}"
-    _check_seg_sr(got["SEG"][0][0], got["SR"][0][0], _source_series_uid(STS_CT))
+    assert len({str(d.SOPInstanceUID) for v in got.values() for _, d in v}) == n_results
+    main_sr = [f for f, d in got["SR"] if int(d.SeriesNumber) == 9002 and int(d.InstanceNumber) == 1]
+    assert len(main_sr) == 1 and any(int(d.SeriesNumber) == 9004 for _, d in got["SR"])
+    _check_seg_sr(got["SEG"][0][0], main_sr[0], _source_series_uid(STS_CT))
     # the default CT profile also returns a derived series (10 mm MIP): valid, marked derived, referencing the source
     mip = sorted(got["CT"], key=lambda fd: float(fd[1].ImagePositionPatient[2]))
     assert len({str(d.SeriesInstanceUID) for _, d in mip}) == 1
@@ -202,7 +207,7 @@ def test_dicomnode_send_and_echo_cli(make_node, tmp_path):
     p = subprocess.run([sys.executable, "-m", "dicomnode", "send", str(STS_CT), str(bad), "--to",
                         f"DICOMNODE@127.0.0.1:{node.port}", "-q"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 1
-    assert "not-dicom.dcm" in p.stderr and "1 failure" in p.stderr
+    assert "not-dicom.dcm" in p.stderr and "1 file(s) will not be sent" in p.stderr
     n = len([f for f in STS_CT.iterdir() if f.is_file()])
     assert f"sent {n} of {n + 1}" in p.stdout
     wait_until(lambda: node.status()["instances"] == n, timeout_s=30, what="instances indexed")
