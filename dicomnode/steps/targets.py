@@ -2,7 +2,7 @@
 
 | step | what | parameters |
 |---|---|---|
-| ``detect`` | focal findings -> segments of the label map, ``ctx.findings`` (with the ``detect_features`` their probability came from), per-segment measurements ``probability`` and ``diameter_mm`` | ``method`` = "auto" (CT in HU with lungs: "lung"; else "tissue_model") / "lung" / "tissue_model"; ``min_diameter_mm``, ``min_volume_ml``, ``max_findings``, ``probability_threshold``; ``model`` (tissue method: "findings", the shipped fitted and calibrated model, default; "hand-set", the naive Bayes ranking score; or a .skops path); plus keywords of :func:`~dicomnode.analysis.detect.detect_lung` / :func:`~dicomnode.analysis.detect.detect_tissue` |
+| ``detect`` | focal findings -> segments of the label map, ``ctx.findings`` (with the ``detect_features`` their probability came from), per-segment measurements ``probability`` and ``diameter_mm`` | ``method`` = "auto" (CT in HU with lungs: "lung"; else "tissue_model") / "lung" / "tissue_model"; ``min_diameter_mm``, ``min_volume_ml``, ``max_findings``, ``probability_threshold``; ``model`` (tissue method: "hand-set", the naive Bayes ranking score, default; "findings", the shipped fitted and calibrated model; or a .skops path); plus keywords of :func:`~dicomnode.analysis.detect.detect_lung` / :func:`~dicomnode.analysis.detect.detect_tissue` |
 | ``synthesize`` | derived volumes in ``ctx.derived`` ("mip", "minip", "avg", "working") | ``projections`` (list of "mip", "minip", "avg"; default ["mip"]), ``slab_mm`` (default 10), ``spacing_mm`` (default = slab), ``source`` ("original", default, or "working": what the projections are made of), ``include_working`` (default false) |
 
 ``detect`` runs after ``segment`` (and ``correct``), before ``features``/``measure`` (which then measure the findings
@@ -84,7 +84,7 @@ def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
     if method not in ("auto", "lung", "tissue_model"):
         raise ValueError(f"step detect: method {method!r} is unknown; choose one of auto, lung, tissue_model")
     limits = {k: p.pop(k) for k in list(p) if k in _LIMITS}
-    model_name = str(p.get("model", "findings"))
+    model_name = str(p.get("model", "hand-set"))
     v = ctx.volume
     lungs = [s.mask for s in ctx.labels.segments if s.info.label in ("lung_left", "lung_right")]
     if method == "auto":
