@@ -76,7 +76,8 @@ def test_a_job_process_that_cannot_start_shows_its_real_error(tmp_path, user_dir
     (site / "sitecustomize.py").write_text(
         "import sys\nif sys.argv[:1] == ['-c']:\n    sys.path.insert(0, %r)\n" % str(site / "shadow"))
     (site / "shadow" / "dicomnode" / "__init__.py").write_text("")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    # no empty entry: an empty PYTHONPATH component means the working folder, which holds a `dicomnode` folder here
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [str(site), os.environ.get("PYTHONPATH", "")] if p))
     port = free_port()
     node = UserNode(_config(tmp_path, port), user_dir, port, env=env).start()
     try:
