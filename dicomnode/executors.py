@@ -235,6 +235,12 @@ class LocalExecutor:
 
     def shutdown(self, *, wait: bool) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=True)
+        # Let the pool's manager thread finish closing its wake-up pipe now: at interpreter exit, CPython 3.11's
+        # atexit hook writes to that pipe and, racing with the close, printed "Exception ignored in: <module
+        # 'threading'> ... OSError: [Errno 9] Bad file descriptor" on stderr (a non-JSON line in a JSON log).
+        manager = getattr(self._pool, "_executor_manager_thread", None)
+        if manager is not None:
+            manager.join(timeout=10.0)
 
 
 class _StartTraceback(Exception):
