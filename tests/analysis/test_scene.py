@@ -29,6 +29,10 @@ from helpers import REPO, SHARED_DATA
 
 warnings.filterwarnings("ignore", category=UserWarning)
 
+# the module fixtures load every shared series and fit a scene model per held-out patient (each with its own inner
+# leave-one-patient-out for the temperatures): minutes of CPU, far more on a busy 2-core machine
+pytestmark = pytest.mark.timeout(2400)
+
 BLANK = {"BodyPartExamined": "", "SeriesDescription": "", "StudyDescription": "", "ProtocolName": ""}
 NIFTI = "abdomen-ct/abdomen_pelvis_nifti/example_ct.nii.gz"
 
