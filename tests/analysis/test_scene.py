@@ -19,7 +19,7 @@ import pytest
 from dicomnode.analysis.pipeline import Context, run_steps
 from dicomnode.analysis.scene import (BODY_ORDER, MODEL_FEATURES, SceneDescriptors, SceneProfile, _may_follow,
                                       calibrate, fit_temperature, profile_slabs, recognise, scene_descriptors,
-                                      scene_profile, to_axial)
+                                      scene_profile, to_axial, vertex_z)
 from dicomnode import scene_training as st
 from dicomnode.commands.train import load_volume, phantom_samples
 from dicomnode.evaluation.cases import load_cases
@@ -271,6 +271,37 @@ def test_regions_follow_the_body_order_and_anatomical_distances():
     assert not _may_follow("head", "pelvis", 0.0)  # no chest and abdomen in between
     assert _may_follow("head", "pelvis", 400.0) and _may_follow("chest", "abdomen", 0.0)
     assert not _may_follow("pelvis", "chest", 500.0)
+
+
+def test_head_only_below_a_vertex_and_weak_evidence_abstains():
+    """A head-sized round section called head by the model is a head only when the body ends above it as a head
+    does (a cap); a thigh or a breast is as round and as large. A lone slab, or labels covering too little of the
+    body, name nothing."""
+    classes = ("abdomen", "chest", "extremity", "head", "pelvis")
+    z = np.arange(0, -250, -10.0)
+    capped = _profile(z, area_cm2=np.minimum(30.0 + 25.0 * np.arange(z.size), 240.0),
+                      n_components=np.ones(z.size))
+    assert vertex_z(capped) == pytest.approx(0.0)
+    flat = _profile(z, area_cm2=np.full(z.size, 200.0), n_components=np.ones(z.size))  # a thigh: no cap
+    assert vertex_z(flat) is None
+    two = _profile(z, area_cm2=capped.per_slice["area_cm2"], n_components=np.full(z.size, 2.0))  # two breasts
+    assert vertex_z(two) is None
+    d = SceneDescriptors({"area_cm2": 200.0, "n_components": 1.0, "edge_fraction": 0.0, "dark_blob": 0.0})
+    slabs = [(zc - 30, zc + 30, d) for zc in np.linspace(-30, -220, 6)]
+    P = np.tile([0.1, 0.1, 0.1, 0.6, 0.1], (6, 1))
+    assert recognise(capped, slabs, P, classes).label == "head"
+    res = recognise(flat, slabs, P, classes)
+    assert res.label == "unknown" and [r.label for r in res.regions] == ["unknown"]
+    # the model is unsure of a head (p 0.3): the vertex is evidence enough
+    weak = np.tile([0.2, 0.2, 0.2, 0.3, 0.1], (6, 1))
+    res = recognise(capped, slabs, weak, classes)
+    assert res.label == "head" and res.probabilities["head"] > 0.7
+    # one slab alone says abdomen, the rest is unsure: nothing is named
+    P = np.tile([0.3, 0.25, 0.15, 0.15, 0.15], (6, 1))
+    P[3] = [0.9, 0.025, 0.025, 0.025, 0.025]
+    trunk = SceneDescriptors({"area_cm2": 600.0, "n_components": 1.0, "edge_fraction": 0.0, "dark_blob": 0.0})
+    res = recognise(flat, [(a, b, trunk) for a, b, _ in slabs], P, classes)
+    assert res.label == "unknown" and any("one slab alone" in n for n in res.notes)
 
 
 def test_unsure_slabs_abstain_and_calibration_softens():
