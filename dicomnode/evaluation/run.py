@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from dicomnode.config import NodeConfig, Profile
 from dicomnode.errors import DicomnodeError
 from dicomnode.evaluation.cases import Case, CaseFile, TruthKind
 from dicomnode.evaluation.metrics import Proportion, dice, first_true_rank, region_agreement, reliability_table
+
+if TYPE_CHECKING:
+    from dicomnode.evaluation.loo import FoldModels
 
 __all__ = ["CSV_COLUMNS", "CaseResult", "evaluate", "evaluate_case", "summarise"]
 
@@ -129,7 +132,7 @@ def _inside(mask: np.ndarray, zyx: np.ndarray) -> bool:
 
 
 def evaluate_case(case: Case, config: NodeConfig, out_dir: Path, *, data_root: Path | None = None,
-                  folds: Any = None) -> CaseResult:
+                  folds: FoldModels | None = None) -> CaseResult:
     """Run one case through the node's chain and score it. Never raises for a bad series: see ``status``.
 
     ``folds`` (:class:`dicomnode.evaluation.loo.FoldModels`): run with the models fitted without the case's patient.

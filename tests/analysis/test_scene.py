@@ -21,7 +21,7 @@ from dicomnode.analysis.scene import (BODY_ORDER, MODEL_FEATURES, SceneDescripto
                                       calibrate, fit_temperature, profile_slabs, recognise, scene_descriptors,
                                       scene_profile, to_axial, vertex_z)
 from dicomnode import scene_training as st
-from dicomnode.commands.train import load_volume, phantom_samples
+from dicomnode.commands.train import load_volume
 from dicomnode.evaluation.cases import load_cases
 from dicomnode.io.load import load_series
 from dicomnode.steps import registry
@@ -46,11 +46,10 @@ RIGHT = {
 
 @pytest.fixture(scope="module")
 def corpus():
-    """Scene examples of the shared case file's truths (and crops, and the NIfTI), 15 phantom slabs per region and
-    modality: what :mod:`dicomnode.scene_training` fits the shipped model on (with 40)."""
+    """Scene examples of the shared case file's truths (and crops, and the NIfTI) and the phantom slabs: exactly what
+    :mod:`dicomnode.scene_training` fits the shipped model on (40 per region and modality, the shipped seed)."""
     case_file = load_cases(REPO / "conf" / "evaluation" / "shared.toml", data_root=SHARED_DATA)
-    examples = st.case_examples(case_file)
-    return examples, phantom_samples(15, ["head", "chest", "abdomen", "pelvis", "extremity"], seed=7)
+    return st.case_examples(case_file), st.phantom_rows()
 
 
 @pytest.fixture(scope="module")
