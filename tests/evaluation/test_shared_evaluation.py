@@ -28,7 +28,7 @@ FLOORS = {
     "lesions_found": 9,
     "top_finding_true": 8,
     "series_with_a_true_finding": 9,
-    "refusals_expected_and_made": 1,
+    "refusals_expected_and_made": 2,
 }
 CEILINGS = {
     "scene_confident_wrong": 0,
