@@ -106,6 +106,11 @@ def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
         if v.unit == "SUV":  # PET: every region above SUV 2.5 is a candidate too (a lesion with a cold centre),
             opts.setdefault("hot_threshold", 2.5)  # or above PERCIST's threshold when the liver is in view
             opts.setdefault("percist_liver", True)
+            # FDG lesions are hot: a cold blob (lung, bowel gas, a necrotic centre, which the hot region around it
+            # takes in) is never one; half the blob search
+            opts.setdefault("polarity", "bright")
+            # larger lesions are whole hot regions: blobs up to 30 mm radius are enough (4 scales, not 5)
+            opts.setdefault("max_radius_mm", 30.0)
         model = _class_model(ctx)
         if model is not None:
             opts["class_means"], opts["class_sds"] = model
