@@ -17,6 +17,11 @@ Two detectors share one pipeline, *blob search -> region growing -> features -> 
   spreads), a feature says how far the region's mean lies from every class. With ``hot_threshold`` (the detect
   step sets SUV 2.5 for PET) every connected region above that level is a candidate too, its holes filled: a large
   lesion with a necrotic centre (STS_001's PET) is a dark blob in a bright ring to the blob search.
+  On a PET in SUV with the liver in view, each candidate's SUVpeak (the hottest 1 mL sphere) is compared with
+  PERCIST's threshold ``1.5 x liver mean + 2 SD`` (``log2_peak_to_percist``, a feature of the hand-set model), and
+  physiological uptake is told by organ context with the liver as landmark (``physiological``: heart on the
+  diaphragm above the liver's dome, brain far above it, bladder far below it on the midline, paired kidneys, mirror
+  twins such as salivary glands), down-weighted like symmetric regions.
 
 Blob search: a scale-normalised Laplacian of Gaussian in mm, ``-sigma^2 * sum_i d2/dx_i^2`` with
 ``sigma = r / sqrt(3)`` (the scale at which a ball of radius ``r`` responds most) over geometric radii, on a grid
@@ -45,7 +50,9 @@ Features of a region (mm, mL or the image's unit):
   across the mid-sagittal plane of the lungs is tissue too; hilar vessels come in left-right pairs, a tumour mostly
   does not), ``tissue_outlier`` (tissue method with a tissue model: how many class SDs the region's mean lies from
   the nearest class mean; a region of a normal tissue class is no lesion);
-* search: ``blob_radius_mm``, ``blob_response``, ``polarity`` (tissue method: 1 bright, -1 dark).
+* search: ``blob_radius_mm``, ``blob_response``, ``polarity`` (tissue method: 1 bright, -1 dark);
+* PET with the liver in view: ``peak`` (SUVpeak, 1 mL sphere), ``log2_peak_to_percist``, ``log2_to_liver``,
+  ``above_percist`` (PERCIST's measurable disease), ``physiological`` (organ context, 0/1).
 
 References
 ----------
@@ -77,6 +84,7 @@ __all__ = [
     "NaiveBayes",
     "blob_candidates",
     "liver_reference",
+    "platt",
     "detect",
     "detect_lung",
     "detect_tissue",
@@ -854,7 +862,8 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
                   z_clip: float = 8.0, max_candidates: int = 20, work_mm: float | None = 2.0,
                   hot_threshold: float | None = None, mirror_axis: int | None = 2,
                   symmetric_max: float | None = 0.3, symmetric_factor: float = 0.1, percist_liver: bool = False,
-                  model: NaiveBayes | FittedModel = TISSUE_MODEL, cranial: int | None = None) -> DetectionResult:
+                  model: NaiveBayes | FittedModel = TISSUE_MODEL, cranial: int | None = None,
+                  calibration: tuple[float, float] | None = None) -> DetectionResult:
     """Focal regions that depart from their surroundings and from the tissue model, in any modality.
 
     Parameters
@@ -914,11 +923,23 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         midline or bilateral disease. None turns it off. Defaults 0.3 and 0.1.
     model : NaiveBayes or FittedModel, optional
         Default :data:`TISSUE_MODEL`.
+    cranial : {1, -1} or None, optional
+        1 when the slice index runs towards the head, -1 towards the feet (:func:`detect` sets it from the
+        volume's direction). With ``percist_liver``, the liver in view and the body's midline in view, it turns on
+        the organ context of a whole-body PET (:func:`_physiology`): the heart above the liver's dome, the brain
+        far above it, the bladder far below it on the midline, kidneys and mirror twins are physiological uptake
+        (feature ``physiological`` = 1, probability times ``symmetric_factor``). Default None (off).
+    calibration : (float, float) or None, optional
+        Platt scaling ``(slope, intercept)`` of the final score (model and rules): ``p = 1 / (1 + exp(-(slope *
+        logit(score) + intercept)))``, monotone, so the ranking stays; the score is kept as the feature
+        ``ranking_score``. Fitted leave one patient out by ``scripts/evaluate_findings.py`` (the ``"calibrated"``
+        model of the detect step). Default None (the score is the probability).
 
     Returns
     -------
     DetectionResult
-        Findings labelled "lesion".
+        Findings labelled "lesion". The search runs on the foreground's bounding box grown by the largest blob's
+        reach (air costs nothing); findings are placed on the full grid.
     """
     _check_image(image)
     sp = _check_spacing(spacing_mm)
@@ -938,7 +959,7 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
               max_radius_mm=max_radius_mm, coarse_mm=coarse_mm, min_response=min_response, z_clip=z_clip,
               max_candidates=max_candidates, hot_threshold=hot_threshold, mirror_axis=mirror_axis,
               symmetric_max=symmetric_max, symmetric_factor=symmetric_factor, percist_liver=percist_liver,
-              model=model, cranial=cranial)
+              model=model, cranial=cranial, calibration=calibration)
     w = _factors(sp, work_mm) if work_mm is not None else (1, 1, 1)
     f_c = _factors(tuple(s * k for s, k in zip(sp, w)), coarse_mm)
     box = _body_box(foreground, sp, max_radius_mm + 2.0 * max(coarse_mm, work_mm or 0.0, *sp),
@@ -1055,6 +1076,10 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
     if liver_mask is not None and cranial in (1, -1):
         found = _physiology(found, img, foreground, liver_mask, liver, sp, int(cranial), mirror_axis, notes,
                             symmetric_factor)
+    if calibration is not None:
+        found = [_calibrated(f, calibration) for f in found]
+        notes.append(f"probabilities: Platt scaling of the ranking score (slope {calibration[0]:.3g}, intercept "
+                     f"{calibration[1]:.3g})")
     ok, rejected = _split(found, settings)
     return DetectionResult(ok, rejected, len(cands) + n_hot, tuple(notes))
 
@@ -1117,6 +1142,20 @@ def _with_context(found: list[Finding], img: np.ndarray, foreground: np.ndarray,
         notes.append(f"{n_sym} symmetric or paired region(s) (mirror_uptake > {symmetric_max:g}: normal anatomy "
                      f"or physiological uptake) down-weighted x{symmetric_factor:g}")
     return out
+
+
+def platt(score: float, calibration: tuple[float, float]) -> float:
+    """``1 / (1 + exp(-(slope * logit(score) + intercept)))``, the score clipped to [1e-9, 1 - 1e-9] first."""
+    q = min(max(float(score), 1e-9), 1.0 - 1e-9)
+    t = calibration[0] * math.log(q / (1.0 - q)) + calibration[1]
+    return float(1.0 / (1.0 + math.exp(-min(max(t, -700.0), 700.0))))
+
+
+def _calibrated(f: Finding, calibration: tuple[float, float]) -> Finding:
+    feats = dict(f.features)
+    feats["ranking_score"] = f.probability
+    return Finding(f.label, f.mask, f.box, f.centroid_zyx, f.volume_ml, f.diameter_mm,
+                   platt(f.probability, calibration), feats, f.centroid_mm)
 
 
 def _suv_peak(img: np.ndarray, f: Finding, spacing_mm: Sequence[float], volume_ml: float = 1.0) -> float:
