@@ -6,10 +6,10 @@ data and the patient's cases run with it; the other steps are the shipped ones. 
 * the scene model (the ``scene`` step with the shipped ``model = "scene"``): refitted by
   :func:`dicomnode.scene_training.fit_scene` (the code that fits the shipped model) on the scene examples of the
   case file's truths (:func:`dicomnode.scene_training.case_examples`) without the patient, temperatures included;
-* the findings model (``detect`` with ``model = "findings"`` or a ``.skops`` path): its fitting is not a library
-  function yet (``scripts/evaluate_findings.py``), so it is *not* refitted: such cases say so in their notes and
-  the summary lists the model under ``in_sample_models``. The shipped profiles use the hand-set score, which fits
-  nothing.
+* the findings model (``detect`` with ``model = "findings"``, ``"calibrated"`` (the hand-set ranking Platt-scaled
+  with coefficients on the findings card) or a ``.skops`` path): its fitting is not a library function yet
+  (``scripts/evaluate_findings.py``), so it is *not* refitted: such cases say so in their notes and the summary
+  lists the model under ``models_in_sample``. ``"hand-set"`` fits nothing.
 
 A scene step that names a model of its own (a path) is the site's model: it is used as it is, and listed in-sample.
 Scene descriptors are cached per series under ``DIR/cache/`` (keyed by the files and the scene code), so a second run
