@@ -257,7 +257,7 @@ def _summary(cfg: Any, db: Any) -> dict[str, Any]:
 def _cluster(cfg: Any, db: Any) -> dict[str, Any]:
     if cfg.workers.backend != "dask":
         return {}
-    from dicomnode.executors import cluster_status
+    from dicomnode.jobs.executors import cluster_status
     addr = cfg.workers.scheduler or db.get_meta("dask_scheduler") or ""
     if not addr:
         return {"cluster": {"backend": "dask", "error": "no scheduler address known (is the node running?)"}}
@@ -417,8 +417,8 @@ def cmd_process(a: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from dicomnode.batch import find_series
-    from dicomnode.chain import JobSpec, run_chain
+    from dicomnode.jobs.batch import find_series
+    from dicomnode.jobs.chain import JobSpec, run_chain
     from dicomnode.config import DEFAULT_PROFILE_BY_MODALITY, GENERIC_PROFILE
 
     cfg = _config_or_exit(a.config)

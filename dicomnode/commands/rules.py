@@ -42,7 +42,7 @@ def cmd_test(a: argparse.Namespace) -> int:
     files = []
     for f in a.files:
         if Path(f).is_dir():
-            from dicomnode.batch import find_series
+            from dicomnode.jobs.batch import find_series
             found = find_series(f)
             files += [fs[0] for _, fs in sorted(found.series.items())]
         else:
