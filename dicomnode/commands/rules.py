@@ -29,7 +29,7 @@ def cmd_test(a: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dicomnode.admin import explain_route
-    from dicomnode.cli import _config_or_exit
+    from dicomnode.commands._common import config_or_exit as _config_or_exit
     from dicomnode.net.scu import iter_dicom_files
 
     cfg = _config_or_exit(a.config)
