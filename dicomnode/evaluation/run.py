@@ -1,6 +1,6 @@
 """Run the cases of a case file as the node would and score the results against their truth.
 
-For each case the series' files go through :func:`dicomnode.chain.run_chain` with the profile the node's routing
+For each case the series' files go through :func:`dicomnode.jobs.chain.run_chain` with the profile the node's routing
 chooses for them (:func:`dicomnode.routing.route` on the first file's header; a case's ``profile`` overrides it).
 The chain writes its SEG, SR and ``results.json`` under ``DIR/cases/<id>/`` exactly as a job does; the scoring
 reads that ``results.json`` (and the SEG, for the masks of the findings), never the chain's internals.
@@ -137,7 +137,8 @@ def evaluate_case(case: Case, config: NodeConfig, out_dir: Path, *, data_root: P
 
     ``folds`` (:class:`dicomnode.evaluation.loo.FoldModels`): run with the models fitted without the case's patient.
     """
-    from dicomnode.chain import JobSpec, run_chain
+    from dicomnode.jobs.chain import run_chain
+    from dicomnode.jobs.spec import ChainSpec as JobSpec
     from dicomnode.io.load import load_series
     from dicomnode.net.scu import iter_dicom_files
 
