@@ -316,7 +316,7 @@ class Node:
         after = self.db.get_series(series_uid)
         if after is not None and after.state is SeriesState.OPEN:
             raise StateError(f"series {series_uid} received an instance meanwhile and stays open; try again")
-        self.db.audit("series force-completed", actor=actor, series_uid=series_uid,
+        self.db.audit("forced completion", actor=actor, series_uid=series_uid,
                       detail={"instances": s.instance_count, "job_ids": ids})
         return ids
 
