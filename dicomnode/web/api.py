@@ -1,6 +1,6 @@
 """The REST API under ``/api/v1``: what ``dicomnode status|jobs|exports|audit|rules test|destinations test|
 reprocess|config show`` give, and the actions an operator takes. Every handler calls the same function as the CLI
-(:mod:`dicomnode.admin`, :func:`dicomnode.cli.status_dict`, :func:`dicomnode.config.effective_config`); nothing
+(:mod:`dicomnode.admin`, :func:`dicomnode.obs.status.status_dict`, :func:`dicomnode.config.effective_config`); nothing
 here decides anything itself. Reads need the viewer role, actions operator, reloading the configuration admin;
 every action goes to the audit trail with the account that did it.
 """
@@ -95,7 +95,7 @@ def whoami(user: Viewer) -> dict[str, str]:
 
 @router.get("/status", responses=_ERRORS, summary="what `dicomnode status --json` prints")
 def status(request: Request) -> dict[str, Any]:
-    from dicomnode.cli import status_dict
+    from dicomnode.obs.status import status_dict
     c = _console(request)
     return status_dict(c.config(), c.db)
 
