@@ -66,6 +66,7 @@ class WebServer:
             sock.close()
             raise WebServerError(f"cannot use the HTTPS certificate {self._certificate} / key {self._private_key}: "
                                  f"{e}; give PEM files, the key matching the certificate") from None
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # its start-up chatter; errors still logged
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
                                         name="dicomnode-http", daemon=True)
