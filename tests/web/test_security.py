@@ -131,3 +131,18 @@ def test_safe_path(tmp_path):
             safe_path(tmp_path / "a", bad)
         assert e.value.status_code == 404, bad
     assert Path(safe_path(tmp_path, "a", "x.png")).read_bytes() == b"png"
+
+
+def test_rule_test_upload(console):
+    """The rule test reads an uploaded file (saved under a name of the node's choosing) and says which rule fires;
+    a file that is not DICOM is a 422 naming it, never a 5xx."""
+    from helpers import STS_CT
+    f = sorted(STS_CT.iterdir())[0]
+    c, token = console.login("viewer")
+    with closing(c):
+        r = c.post("/api/v1/rules/test", files={"file": ("../../etc/passwd", f.read_bytes())},
+                   headers={"X-CSRF-Token": token})
+        assert r.status_code == 200 and r.json()["rule"] == "ct", r.text
+        assert [x["name"] for x in r.json()["checks"]] == ["chest", "ct"]
+        bad = c.post("/api/v1/rules/test", files={"file": ("x.dcm", b"not dicom")}, headers={"X-CSRF-Token": token})
+        assert bad.status_code == 422 and "not a readable DICOM file" in bad.json()["detail"]
