@@ -146,3 +146,20 @@ def test_rule_test_upload(console):
         assert [x["name"] for x in r.json()["checks"]] == ["chest", "ct"]
         bad = c.post("/api/v1/rules/test", files={"file": ("x.dcm", b"not dicom")}, headers={"X-CSRF-Token": token})
         assert bad.status_code == 422 and "not a readable DICOM file" in bad.json()["detail"]
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(console):
+    import http.client
+    from urllib.parse import urlsplit
+    u = urlsplit(console.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    try:  # announce 1 GiB, send nothing: the answer comes at once
+        conn.putrequest("POST", "/api/v1/rules/test")
+        conn.putheader("Authorization", f"Bearer {console.tokens['viewer']}")
+        conn.putheader("Content-Type", "multipart/form-data; boundary=x")
+        conn.putheader("Content-Length", str(2**30))
+        conn.endheaders()
+        r = conn.getresponse()
+        assert r.status == 413 and b"MiB" in r.read()
+    finally:
+        conn.close()
