@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 from dicomnode.config import NodeConfig
 from dicomnode.errors import DicomnodeError
+from dicomnode.jobs.spec import ChainJob, JobKind, new_job
 from dicomnode.store.db import Database, ExportState, JobState, SeriesRow, SeriesState
 
 
@@ -118,15 +119,16 @@ def reprocess(db: Database, config: NodeConfig, series_uid: str, *, profile: str
                          f"{eta[1]:.0f} s if nothing more arrives" if eta else f"series {series_uid} is open")
     if not db.instance_paths(series_uid):
         raise AdminError(f"series {series_uid} has no stored instances any more (retention deleted them)")
-    jobs = [j for j in db.list_jobs(limit=1_000_000) if j.series_uid == series_uid and j.kind == "chain"]
+    jobs = [j for j in db.list_jobs(limit=1_000_000)
+            if j.series_uid == series_uid and JobKind(j.kind) is JobKind.CHAIN]
     last = jobs[0] if jobs else None
     rule = next((r for r in config.rules if r.name == (last.rule if last else s.rule)), None)
     if profile is None:
-        profile = last.profile if last else config.profile_for(rule.profile if rule else None, s.modality).name
+        profile = last.label if last else config.profile_for(rule.profile if rule else None, s.modality).name
     if profile not in config.profiles:
         raise AdminError(f"--profile {profile}: no such profile; use one of {', '.join(sorted(config.profiles))}")
     dests = tuple(last.destinations if last else (rule.destinations if rule else ()))
-    same = next((j for j in jobs if j.generation == s.generation and j.profile == profile), None)
+    same = next((j for j in jobs if j.generation == s.generation and j.label == profile), None)
     if same is not None:
         if same.state in (JobState.PENDING, JobState.RUNNING):
             raise StateError(f"series {series_uid} already has job {same.id} {same.state.value} with profile "
@@ -134,8 +136,8 @@ def reprocess(db: Database, config: NodeConfig, series_uid: str, *, profile: str
         db.requeue_job(same.id, now)
         job_id, requeued = same.id, True
     else:
-        job_id = db.add_job(series_uid, s.generation, rule=(rule.name if rule else "reprocess"), profile=profile,
-                            destinations=dests, now=now)
+        job = new_job(ChainJob(profile), rule=rule.name if rule else "reprocess", destinations=dests)
+        job_id = db.add_job(series_uid, s.generation, job, now=now)
         requeued = False
     db.audit("series reprocess", actor=actor, series_uid=series_uid,
              detail={"job_id": job_id, "profile": profile, "destinations": list(dests)})
@@ -264,8 +266,8 @@ def series_detail(db: Database, config: NodeConfig, series_uid: str, *, now: flo
 
 def job_summary(j: Any) -> dict[str, Any]:
     """A job in a list (what ``dicomnode jobs list --json`` prints, plus its timings)."""
-    return {"id": j.id, "series_uid": j.series_uid, "state": j.state.value, "kind": j.kind, "profile": j.profile,
-            "rule": j.rule, "attempts": j.attempts, "error": j.error, "created_at": j.created_at,
+    return {"id": j.id, "series_uid": j.series_uid, "state": j.state.value, "kind": j.kind, "profile": j.label,
+            "label": j.label, "rule": j.rule, "attempts": j.attempts, "error": j.error, "created_at": j.created_at,
             "started_at": j.started_at, "finished_at": j.finished_at, "seconds": j.seconds}
 
 
@@ -283,6 +285,7 @@ def job_view(db: Database, job_id: int) -> dict[str, Any]:
     d["state"] = job.state.value
     d["destinations"] = list(job.destinations)
     d["results"] = list(job.results)
+    d["profile"] = job.label  # the profile (or radiomics settings) it runs, as `jobs list` names it
     return d
 
 

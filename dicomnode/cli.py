@@ -349,7 +349,8 @@ def cmd_process(a: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from dicomnode.jobs.batch import find_series
-    from dicomnode.jobs.chain import JobSpec, run_chain
+    from dicomnode.jobs.chain import run_chain
+    from dicomnode.jobs.spec import ChainSpec
     from dicomnode.config import DEFAULT_PROFILE_BY_MODALITY, GENERIC_PROFILE
 
     cfg = _config_or_exit(a.config)
@@ -407,8 +408,8 @@ def cmd_process(a: argparse.Namespace) -> int:
         bar.update(1)
 
     try:
-        outcome = run_chain(JobSpec(files=tuple(map(str, files)), profile=profile, out_dir=a.out,
-                                    uid_root=cfg.node.uid_root), progress=progress)
+        outcome = run_chain(ChainSpec(files=tuple(map(str, files)), profile=profile, out_dir=a.out,
+                                      uid_root=cfg.node.uid_root), progress=progress)
     except DicomnodeError as e:
         bar.close()
         if not out_existed:

@@ -100,7 +100,8 @@ class JobSummary(_Out):
     series_uid: str
     state: str
     kind: str
-    profile: str
+    profile: str = Field(description="what it runs: the profile, or the radiomics settings")
+    label: str
     rule: str
     attempts: int
     error: str | None
