@@ -51,7 +51,8 @@ def cmd_serve(a: argparse.Namespace) -> int:
         return 2
     setup_logging(cfg.node.log_format, getattr(logging, a.log_level.upper()))
     try:
-        return run_forever(cfg, reload=lambda: _serve_config(a))
+        from dicomnode.web.server import node_http_server
+        return run_forever(cfg, reload=lambda: _serve_config(a), http=node_http_server)
     except OSError as e:  # lost a race with another program after the checks: still one line
         print(f"dicomnode serve: cannot start: {e.strerror or e} (node.port {cfg.node.port}, node.data_dir "
               f"{cfg.node.data_dir}); run `dicomnode config check --runtime FILE`", file=sys.stderr)

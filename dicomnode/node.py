@@ -127,8 +127,10 @@ class Node:
     """A running node. ``start()`` returns once it accepts associations; ``stop()`` shuts down cleanly."""
 
     def __init__(self, config: NodeConfig, *, executor: Executor | None = None,
-                 reload: Callable[[], NodeConfig] | None = None) -> None:
+                 reload: Callable[[], NodeConfig] | None = None,
+                 http: Callable[["Node"], Any] | None = None) -> None:
         self._config = config
+        self._http = http      # makes the node's HTTP server (see _start_http)
         self._reload = reload  # how the config file is read again (SIGHUP, the console's reload)
         self.data_dir = Path(config.node.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -265,26 +267,17 @@ class Node:
                                                     if r.quiet_seconds is not None))
 
     def _start_http(self, cfg: NodeConfig) -> None:
-        """The one HTTP server: the console (``[http] enabled``) or, as before it, ``/metrics`` alone on
-        ``[metrics] port``; none when neither is set."""
-        if not cfg.http.enabled and not cfg.metrics.port:
+        """The one HTTP server, made by the ``http`` factory the node was given (``dicomnode serve`` gives
+        :func:`dicomnode.web.server.node_http_server`: the console, or ``/metrics`` alone on ``[metrics] port``);
+        none without a factory or when the factory returns None. The web layer sits above the node, so the node
+        never imports it."""
+        if self._http is None:
             return
-        from dicomnode.web.app import create_app
-        from dicomnode.web.server import WebServer
-        if cfg.http.enabled:
-            http = cfg.http
-            cert = (http.certificate or cfg.node.tls.certificate) if http.tls else ""
-            key = (http.private_key or cfg.node.tls.private_key) if http.tls else ""
-            app = create_app(self, metrics_registry=self.metrics.registry, console=True, tls=http.tls,
-                             metrics_public=cfg.metrics.public)
-            self.web = WebServer(app, bind=http.bind, port=http.port, certificate=cert, private_key=key,
-                                 key="http.port")
-        else:
-            app = create_app(self, metrics_registry=self.metrics.registry, console=False)
-            self.web = WebServer(app, bind=cfg.metrics.bind, port=cfg.metrics.port, key="metrics.port")
-        self.web.start()
-        if not cfg.http.enabled:
-            self.metrics.port = self.web.port
+        self.web = self._http(self)
+        if self.web is not None:
+            self.web.start()
+            if not cfg.http.enabled:
+                self.metrics.port = self.web.port
 
     def reload_config(self, *, actor: str) -> NodeConfig:
         """Read the configuration file again and put it in force (SIGHUP, the console's reload); the running one
@@ -590,11 +583,12 @@ class Node:
                               "outcome": outcome, "generation": s.generation + 1})
 
 
-def run_forever(config: NodeConfig, *, reload: Callable[[], NodeConfig] | None = None) -> int:
+def run_forever(config: NodeConfig, *, reload: Callable[[], NodeConfig] | None = None,
+                http: Callable[[Node], Any] | None = None) -> int:
     """``dicomnode serve``: start, wait for SIGTERM/SIGINT (stop) or SIGHUP (reload), stop cleanly."""
     import signal
 
-    node = Node(config, reload=reload)
+    node = Node(config, reload=reload, http=http)
     stop = threading.Event()
     hup = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

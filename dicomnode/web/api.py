@@ -281,9 +281,8 @@ def audit(request: Request, since: Annotated[str, Query(max_length=64, descripti
           = None,
           sender: Annotated[str | None, Query(max_length=16, description="a calling AE title")] = None,
           limit: Annotated[int, Query(ge=1, le=100000)] = 1000) -> list[AuditEvent]:
-    from dicomnode.commands.audit import parse_since
     try:
-        t = parse_since(since)
+        t = admin.parse_since(since)
     except (ValueError, OverflowError, OSError) as e:
         raise HTTPException(400, str(e).replace("--since", "since")) from None
     return admin.audit_events(_console(request).db, since=t, events=tuple(event or ()), series_uid=series_uid,
