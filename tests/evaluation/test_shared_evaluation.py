@@ -1,4 +1,7 @@
-"""CI: `dicomnode evaluate conf/evaluation/shared.toml` on ../shared/data, with floors on what it scores.
+"""CI: `dicomnode evaluate conf/evaluation/shared.toml --leave-one-patient-out` on ../shared/data, with floors.
+
+Leave one patient out, as the goals of issue 13 are stated: the scene model is fitted again without each case's
+patient (the shipped profiles fit no findings model), so the scene figures are held-out figures, not in-sample.
 
 The floors are the figures measured when the command was added (docs/evaluation.md): they guard against
 regressions and are raised as recognition improves. No time is asserted (speed is `dicomnode bench`'s job).
@@ -23,15 +26,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(3000)]
 FLOORS = {
     "scene_correct": 15,
     "lesions_found": 9,
-    "top_finding_true": 8,
+    "top_finding_true": 9,
     "series_with_a_true_finding": 9,
-    "refusals_expected_and_made": 1,
+    "refusals_expected_and_made": 2,
 }
 CEILINGS = {
     "scene_confident_wrong": 0,
 }
-MAX_FALSE_FINDINGS = 16
-MIN_DICE_MEAN = 0.46
+MAX_FALSE_FINDINGS = 10
+MIN_DICE_MEAN = 0.47
 MIN_LUNGS_FOUND = 2
 
 
@@ -39,9 +42,14 @@ MIN_LUNGS_FOUND = 2
 def shared(tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluation")
     p = subprocess.run([sys.executable, "-m", "dicomnode", "evaluate", str(REPO / "conf" / "evaluation" / "shared.toml"),
-                        "--out", str(out), "-q"], capture_output=True, text=True, timeout=3000, cwd=REPO)
+                        "--out", str(out), "--leave-one-patient-out", "-q"], capture_output=True, text=True, timeout=3000, cwd=REPO)
     assert p.returncode == 0, p.stderr[-3000:]
-    return out, json.loads((out / "evaluation.json").read_text())
+    doc = json.loads((out / "evaluation.json").read_text())
+    assert doc["leave_one_patient_out"] is True and doc["summary"]["models_refitted"] == ["scene"]
+    # the PET profile's Platt coefficients (model = "calibrated") were fitted leave one patient out by
+    # scripts/evaluate_findings.py, not by evaluate: named as in-sample, the ranking they scale fits nothing
+    assert doc["summary"]["models_in_sample"] in ([], ["findings (calibrated)"])
+    return out, doc
 
 
 def test_every_shared_case_ran_without_internal_error(shared):
@@ -71,3 +79,14 @@ def test_chest_ct_tumour_is_the_top_finding(shared):
     for cid in ("chest-ct-b40f", "chest-ct-b70f"):
         c = next(c for c in shared[1]["cases"] if c["id"] == cid)
         assert c["scene_correct"] and c["lungs_found"] and c["first_true_rank"] == 1, c
+
+
+def test_pet_lesions_first_with_at_most_two_false_findings(shared):
+    """Issue 13's PET goal on the shared PETs (tumours of 54-366 mL): every lesion reported and ranked first (the
+    whole-body PET's heart, bladder and kidneys told apart by organ context), at most 2 false findings per series at
+    the reporting threshold."""
+    pets = [c for c in shared[1]["cases"] if c["profile"] == "pet" and c["lesions_total"]]
+    assert len(pets) == 4
+    for c in pets:
+        assert c["lesions_found"] == c["lesions_total"] and c["first_true_rank"] == 1, c["id"]
+        assert c["false_findings"] <= 2, (c["id"], c["false_findings"])
