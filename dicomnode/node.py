@@ -24,7 +24,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 from dicomnode.config import NodeConfig
 from dicomnode.errors import ConfigError
@@ -115,7 +115,9 @@ def preflight(config: NodeConfig, *, port_hint: str = "node.port, or serve --por
     for e in (_folder_error("node.data_dir", config.node.data_dir),
               _port_error("node.port", config.node.bind, config.node.port, port_hint),
               _port_error("metrics.port", config.metrics.bind, config.metrics.port, "metrics.port, or 0 for none")
-              if config.metrics.port else None):
+              if config.metrics.port and not config.http.enabled else None,
+              _port_error("http.port", config.http.bind, config.http.port, "http.port")
+              if config.http.enabled else None):
         if e is not None:
             errors.append(e)
     return errors
@@ -124,8 +126,12 @@ def preflight(config: NodeConfig, *, port_hint: str = "node.port, or serve --por
 class Node:
     """A running node. ``start()`` returns once it accepts associations; ``stop()`` shuts down cleanly."""
 
-    def __init__(self, config: NodeConfig, *, executor: Executor | None = None) -> None:
+    def __init__(self, config: NodeConfig, *, executor: Executor | None = None,
+                 reload: Callable[[], NodeConfig] | None = None,
+                 http: Callable[["Node"], Any] | None = None) -> None:
         self._config = config
+        self._http = http      # makes the node's HTTP server (see _start_http)
+        self._reload = reload  # how the config file is read again (SIGHUP, the console's reload)
         self.data_dir = Path(config.node.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = open_database(config)
@@ -148,6 +154,7 @@ class Node:
         self.outbox: Outbox | None = None
         self._config_lock = threading.Lock()
         self.metrics = NodeMetrics(self.db, lambda: self.config, self.data_dir)
+        self.web: Any = None  # the one HTTP server (console and/or /metrics), dicomnode.web.server.WebServer
 
     # -- configuration ----------------------------------------------------------------------------------------
     @property
@@ -155,7 +162,7 @@ class Node:
         with self._config_lock:
             return self._config
 
-    def replace_config(self, config: NodeConfig) -> None:
+    def replace_config(self, config: NodeConfig, *, actor: str = "SIGHUP") -> None:
         """Swap rules, peers, destinations and profiles (SIGHUP). Network and storage settings need a restart."""
         with self._config_lock:
             old = self._config
@@ -169,7 +176,11 @@ class Node:
             log.warning("node.port, node.bind and node.data_dir changes take effect after a restart")
         if old.node.tls != config.node.tls or old.metrics != config.metrics or old.workers != config.workers:
             log.warning("[node.tls] (receiving side), [metrics] and [workers] changes take effect after a restart")
-        self.db.audit("config reloaded", actor="SIGHUP",
+        if (old.http.enabled, old.http.bind, old.http.port, old.http.tls) != (
+                config.http.enabled, config.http.bind, config.http.port, config.http.tls):
+            log.warning("http.enabled, http.bind, http.port and http.tls changes take effect after a restart; "
+                        "accounts and tokens are in force now")
+        self.db.audit("config reloaded", actor=actor,
                       detail={"source": config.source, "peers": [p.ae_title for p in config.peers],
                               "destinations": [d.address for d in config.destinations],
                               "rules": [r.name for r in config.rules]})
@@ -242,9 +253,8 @@ class Node:
                               network_timeout_s=cfg.node.idle_timeout_seconds,
                               artim_timeout_s=cfg.node.artim_timeout_seconds)
         self.metrics.watch_refusals()
+        self._start_http(cfg)  # before the DICOM port opens: once a peer can connect, /metrics and the console answer
         self.scp.start()
-        if cfg.metrics.port:
-            self.metrics.serve(cfg.metrics.port, cfg.metrics.bind)
         log.info("node started", extra={"ae_title": cfg.node.ae_title, "bind": cfg.node.bind, "port": self.scp.port,
                                         "data_dir": str(self.data_dir), "workers": executor.capacity,
                                         "quiet_seconds": cfg.series.quiet_seconds,
@@ -256,8 +266,61 @@ class Node:
                  "(series.quiet_seconds)" + "".join(f"; rule {r.name}: {r.quiet_seconds:g} s" for r in cfg.rules
                                                     if r.quiet_seconds is not None))
 
+    def _start_http(self, cfg: NodeConfig) -> None:
+        """The one HTTP server, made by the ``http`` factory the node was given (``dicomnode serve`` gives
+        :func:`dicomnode.web.server.node_http_server`: the console, or ``/metrics`` alone on ``[metrics] port``);
+        none without a factory or when the factory returns None. The web layer sits above the node, so the node
+        never imports it."""
+        if self._http is None:
+            return
+        self.web = self._http(self)
+        if self.web is not None:
+            self.web.start()
+            if not cfg.http.enabled:
+                self.metrics.port = self.web.port
+
+    def reload_config(self, *, actor: str) -> NodeConfig:
+        """Read the configuration file again and put it in force (SIGHUP, the console's reload); the running one
+        is kept when the file is invalid (:class:`~dicomnode.errors.ConfigError`)."""
+        if self._reload is not None:
+            config = self._reload()
+        elif self.config.source.startswith("<"):
+            raise ConfigError("--config", self.config.source, "the node runs on the embedded defaults: there is no "
+                              "file to reload; start it with --config FILE")
+        else:
+            from dicomnode.config import load_config
+            config = load_config(self.config.source)
+        self.replace_config(config, actor=actor)
+        return config
+
+    def force_complete(self, series_uid: str, *, actor: str) -> list[int]:
+        """Complete an open series now, as if its quiet period had ended (an operator's "force completion"):
+        routed, and its job queued, by the same code. Returns the job ids queued (none when no rule runs one)."""
+        from dicomnode.admin import NotFoundError, StateError
+        s = self.db.get_series(series_uid)
+        if s is None:
+            raise NotFoundError(f"no series {series_uid} in this node's index")
+        if s.state is not SeriesState.OPEN:
+            raise StateError(f"series {series_uid} is {s.state.value}, not open; to analyse it again use reprocess")
+        with self._unindexed_lock:
+            if series_uid in self._unindexed:
+                raise StateError(f"series {series_uid} has received instances not indexed yet; try again in a "
+                                 "second")
+        with self._route_lock:
+            if series_uid in self._unrouted:
+                raise StateError(f"series {series_uid} is being routed; try again in a second")
+        ids = self.complete_due(time.time(), triggers=(series.Forced(series_uid),))
+        after = self.db.get_series(series_uid)
+        if after is not None and after.state is SeriesState.OPEN:
+            raise StateError(f"series {series_uid} received an instance meanwhile and stays open; try again")
+        self.db.audit("forced completion", actor=actor, series_uid=series_uid,
+                      detail={"instances": s.instance_count, "job_ids": ids})
+        return ids
+
     def stop(self, timeout_s: float = 60.0) -> None:
         """Stop accepting, finish the stores in flight, index them, stop the workers (the queue stays)."""
+        if self.web is not None:
+            self.web.stop()
         if self.scp is not None:
             self.scp.stop(timeout_s)
         self._stop.set()
@@ -468,10 +531,12 @@ class Node:
             except Exception:  # noqa: BLE001
                 log.exception("series completion pass failed")
 
-    def complete_due(self, now: float) -> list[int]:
-        """Close every open series a completion trigger fires for; queue the job its route names."""
+    def complete_due(self, now: float, *, triggers: Sequence[series.Trigger] | None = None) -> list[int]:
+        """Close every open series a completion trigger fires for (the ``[series]`` ones, or ``triggers``); queue
+        the job its route names."""
         job_ids = []
-        for s, trigger in series.due(self.db, now, series.triggers(self.config.series)):
+        active = series.triggers(self.config.series) if triggers is None else triggers
+        for s, trigger in series.due(self.db, now, active):
             with self._unindexed_lock:
                 if s.series_uid in self._unindexed:
                     continue  # an acknowledged instance of it is not in the index yet
@@ -518,11 +583,12 @@ class Node:
                               "outcome": outcome, "generation": s.generation + 1})
 
 
-def run_forever(config: NodeConfig, *, reload: Callable[[], NodeConfig] | None = None) -> int:
+def run_forever(config: NodeConfig, *, reload: Callable[[], NodeConfig] | None = None,
+                http: Callable[[Node], Any] | None = None) -> int:
     """``dicomnode serve``: start, wait for SIGTERM/SIGINT (stop) or SIGHUP (reload), stop cleanly."""
     import signal
 
-    node = Node(config)
+    node = Node(config, reload=reload, http=http)
     stop = threading.Event()
     hup = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -536,7 +602,7 @@ def run_forever(config: NodeConfig, *, reload: Callable[[], NodeConfig] | None =
             if hup.is_set():
                 hup.clear()
                 try:
-                    node.replace_config(reload())  # type: ignore[misc]
+                    node.reload_config(actor="SIGHUP")
                     log.info("configuration reloaded")
                 except Exception as e:  # noqa: BLE001 - keep the old config
                     log.error("configuration reload refused; keeping the running configuration: %s", e)

@@ -10,11 +10,8 @@ from typing import Any
 
 
 def _series_entry(s: Any, cfg: Any, now: float) -> dict[str, Any]:
-    from dicomnode.admin import series_completion
-    eta = series_completion(s, cfg, now)
-    return {"series_uid": s.series_uid, "modality": s.modality, "state": s.state.value,
-            "instances": s.instance_count, "last_received_at": s.last_received_at, "rule": s.rule, "note": s.note,
-            "completes_at": eta[0] if eta else None, "completes_in_s": round(eta[1], 1) if eta else None}
+    from dicomnode.admin import series_view  # the console's series list shows the same
+    return series_view(s, cfg, now)
 
 
 def status_dict(cfg: Any, db: Any) -> dict[str, Any]:

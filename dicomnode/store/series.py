@@ -6,7 +6,7 @@ the decision with the series as a :class:`SeriesRoute` in ``series.route``). It 
 (:meth:`~dicomnode.store.db.Database.complete_series`), or closes it as unrouted / ignored.
 
 Triggers today: :class:`QuietPeriod` (no instance for the series' quiet period: its rule's ``quiet_seconds``, else
-``[series] quiet_seconds``). A new trigger is a class here with ``name`` and ``due(db, now)``, listed by
+``[series] quiet_seconds``), and :class:`Forced` (an operator's request for one series, not configured). A new trigger is a class here with ``name`` and ``due(db, now)``, listed by
 :func:`triggers` from its ``[series]`` key.
 """
 
@@ -39,6 +39,18 @@ class QuietPeriod:
 
     def due(self, db: Database, now: float) -> list[SeriesRow]:
         return db.open_series_quiet_since(now, self.default_seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Forced:
+    """An operator completes one open series now, before its quiet period ends (the console's "force completion")."""
+
+    series_uid: str
+    name: ClassVar[str] = "forced"
+
+    def due(self, db: Database, now: float) -> list[SeriesRow]:
+        s = db.get_series(self.series_uid)
+        return [s] if s is not None and s.state is SeriesState.OPEN else []
 
 
 def triggers(section: SeriesSection) -> tuple[Trigger, ...]:
