@@ -123,6 +123,21 @@ def _failed(request: Request, title: str, e: DicomnodeError, back: str) -> Respo
     return _done(request, title, str(e), back, ok=False, status=status)
 
 
+def _series_header(request: Request, series_uid: str) -> dict[str, str]:
+    """SeriesDescription, BodyPartExamined and the like from the first stored instance ({} if none is left).
+    Only descriptive fields of the series: never the patient's."""
+    paths = _c(request).db.instance_paths(series_uid)
+    if not paths:
+        return {}
+    from dicomnode.io.headers import read_tags
+    try:
+        tags = read_tags(paths[0])
+    except Exception:  # noqa: BLE001 - a header that does not parse: the page shows the index's fields only
+        return {}
+    return {k: tags[k] for k in ("SeriesDescription", "BodyPartExamined", "SeriesNumber", "Manufacturer",
+                                 "ManufacturerModelName") if tags.get(k)}
+
+
 def _job_or_404(request: Request, job_id: int) -> dict[str, Any]:
     try:
         return admin.job_view(_c(request).db, job_id)
@@ -167,7 +182,8 @@ def series_one(request: Request, series_uid: SeriesUid) -> Response:
         s = admin.series_detail(c.db, c.config(), series_uid)
     except DicomnodeError as e:
         raise HTTPException(404, str(e)) from None
-    return render(request, "series_one.html", {"s": s, "profiles": sorted(c.config().profiles)})
+    return render(request, "series_one.html", {"s": s, "profiles": sorted(c.config().profiles),
+                                               "header": _series_header(request, series_uid)})
 
 
 @router.post("/series/{series_uid}/complete")
@@ -249,7 +265,7 @@ def results_page(request: Request, job_id: int) -> Response:
                                                                                          0.5))
     return render(request, "results.html", {
         "job": job, "results": results or {}, "why": why, "findings": findings, "threshold": threshold,
-        "study_uid": series.study_uid if series else ""})
+        "study_uid": series.study_uid if series else "", "header": _series_header(request, job["series_uid"])})
 
 
 @router.get("/jobs/{job_id}/keyslices.png")
