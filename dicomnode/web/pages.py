@@ -155,10 +155,11 @@ def overview(request: Request) -> Response:
     summary = st["summary"]
     errors = [j for j in admin.jobs_view(c.db, state=JobState.FAILED, limit=10)]
     dead = admin.exports_view(c.db, state=ExportState.DEAD, limit=10)
-    hour = summary["last_hour"]
+    five = c.db.activity_since(time.time() - 300)
     return render(request, "overview.html", {
         "st": st, "summary": summary, "failed_jobs": errors, "dead": dead,
-        "rate_per_min": round(float(hour.get("instances", 0)) / 60.0, 1),
+        "rate_per_min": round(float(five.get("instances", 0)) / 5.0, 1),
+        "mb_per_min": round(float(five.get("bytes", 0)) / 2**20 / 5.0, 1),
         "workers": {"backend": cfg.workers.backend, "count": cfg.workers.count,
                     "scheduler": cfg.workers.scheduler},
         "cluster": st.get("cluster"), "node_version": __version__})
