@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from dicomnode.errors import ConfigError, ConfigErrors
+from dicomnode.web.settings import HttpSection, parse_http
 
 CONF_DIR = Path(__file__).parent / "conf"  # a link to the repository's conf/, shipped as package data
 PROFILES_DIR = CONF_DIR / "profiles"
@@ -157,10 +158,15 @@ class ExportSection:
 
 @dataclass(frozen=True, slots=True)
 class MetricsSection:
-    """Prometheus ``/metrics`` over HTTP; ``port = 0`` (default) serves none."""
+    """Prometheus ``/metrics`` over HTTP; ``port = 0`` (default) serves none.
+
+    With ``[http] enabled`` the console's server serves ``/metrics`` (one HTTP server in the node); it then needs a
+    login or API token unless ``public = true``. Served alone on ``port`` (no ``[http]``), it is public, as before.
+    """
 
     port: int = 0
     bind: str = "127.0.0.1"
+    public: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +196,7 @@ class NodeConfig:
     export: ExportSection = field(default_factory=ExportSection)
     metrics: MetricsSection = field(default_factory=MetricsSection)
     retention: RetentionSection = field(default_factory=RetentionSection)
+    http: HttpSection = field(default_factory=HttpSection)
     source: str = "<defaults>"
     warnings: tuple[str, ...] = ()  # not errors, but likely mistakes (shadowed rules); config check prints them
 
@@ -503,7 +510,7 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
     base_dir = base_dir or Path.cwd()
     c = _Collector()
     c.unknown(doc, "", {"node", "peers", "series", "destinations", "rules", "profiles", "workers", "export",
-                        "metrics", "retention"})
+                        "metrics", "retention", "http"})
     node = _parse_node(c, doc, base_dir)
 
     peers = []
@@ -679,12 +686,13 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
     )
 
     mt = c.table(doc, "metrics")
-    c.unknown(mt, "metrics", {"port", "bind"})
+    c.unknown(mt, "metrics", {"port", "bind", "public"})
     md = MetricsSection()
     metrics = MetricsSection(
         port=c.number(mt, "port", "metrics", md.port, minimum=0, maximum=65535, integer=True,
                       example="9108 (0 = no metrics endpoint)"),
         bind=c.string(mt, "bind", "metrics", md.bind) or md.bind,
+        public=c.boolean(mt, "public", "metrics", md.public),
     )
     if metrics.port and metrics.port == node.port:
         c.err("metrics.port", metrics.port, "is node.port too; use another port, e.g. 9108")
@@ -701,11 +709,13 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
                                               minimum=1, example="3600")),
     )
 
+    http = parse_http(c, doc, base_dir, node=node, metrics=metrics)
+
     if c.errors:
         raise ConfigErrors(c.errors, source)
     return NodeConfig(node=node, peers=tuple(peers), series=series, destinations=tuple(dests), rules=tuple(rules),
                       profiles=profiles, workers=workers, export=export, metrics=metrics, retention=retention,
-                      source=source, warnings=tuple(shadowed_rules(rules)))
+                      http=http, source=source, warnings=tuple(shadowed_rules(rules)))
 
 
 def _is_glob(v: str) -> bool:
@@ -824,7 +834,7 @@ def redact(doc: Any) -> Any:
     """``doc`` with the value of every secret-looking key (password, token, secret...) replaced by ``"<redacted>"``."""
     if isinstance(doc, dict):
         return {k: ("<redacted>" if any(s in k.lower() for s in _SECRET) and v not in ("", None)
-                    else redact(v)) for k, v in doc.items()}
+                    and not isinstance(v, (dict, list)) else redact(v)) for k, v in doc.items()}
     if isinstance(doc, list):
         return [redact(v) for v in doc]
     return doc

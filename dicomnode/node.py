@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from dicomnode.config import NodeConfig
 from dicomnode.errors import ConfigError
@@ -111,7 +111,9 @@ def preflight(config: NodeConfig, *, port_hint: str = "node.port, or serve --por
     for e in (_folder_error("node.data_dir", config.node.data_dir),
               _port_error("node.port", config.node.bind, config.node.port, port_hint),
               _port_error("metrics.port", config.metrics.bind, config.metrics.port, "metrics.port, or 0 for none")
-              if config.metrics.port else None):
+              if config.metrics.port and not config.http.enabled else None,
+              _port_error("http.port", config.http.bind, config.http.port, "http.port")
+              if config.http.enabled else None):
         if e is not None:
             errors.append(e)
     return errors
@@ -120,8 +122,10 @@ def preflight(config: NodeConfig, *, port_hint: str = "node.port, or serve --por
 class Node:
     """A running node. ``start()`` returns once it accepts associations; ``stop()`` shuts down cleanly."""
 
-    def __init__(self, config: NodeConfig, *, executor: Executor | None = None) -> None:
+    def __init__(self, config: NodeConfig, *, executor: Executor | None = None,
+                 reload: Callable[[], NodeConfig] | None = None) -> None:
         self._config = config
+        self._reload = reload  # how the config file is read again (SIGHUP, the console's reload)
         self.data_dir = Path(config.node.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = open_database(config)
@@ -145,6 +149,7 @@ class Node:
         self.outbox: Outbox | None = None
         self._config_lock = threading.Lock()
         self.metrics = NodeMetrics(self.db, lambda: self.config, self.data_dir)
+        self.web: Any = None  # the one HTTP server (console and/or /metrics), dicomnode.web.server.WebServer
 
     # -- configuration ----------------------------------------------------------------------------------------
     @property
@@ -152,7 +157,7 @@ class Node:
         with self._config_lock:
             return self._config
 
-    def replace_config(self, config: NodeConfig) -> None:
+    def replace_config(self, config: NodeConfig, *, actor: str = "SIGHUP") -> None:
         """Swap rules, peers, destinations and profiles (SIGHUP). Network and storage settings need a restart."""
         with self._config_lock:
             old = self._config
@@ -165,7 +170,11 @@ class Node:
             log.warning("node.port, node.bind and node.data_dir changes take effect after a restart")
         if old.node.tls != config.node.tls or old.metrics != config.metrics or old.workers != config.workers:
             log.warning("[node.tls] (receiving side), [metrics] and [workers] changes take effect after a restart")
-        self.db.audit("config reloaded", actor="SIGHUP",
+        if (old.http.enabled, old.http.bind, old.http.port, old.http.tls) != (
+                config.http.enabled, config.http.bind, config.http.port, config.http.tls):
+            log.warning("http.enabled, http.bind, http.port and http.tls changes take effect after a restart; "
+                        "accounts and tokens are in force now")
+        self.db.audit("config reloaded", actor=actor,
                       detail={"source": config.source, "peers": [p.ae_title for p in config.peers],
                               "destinations": [d.address for d in config.destinations],
                               "rules": [r.name for r in config.rules]})
@@ -239,8 +248,7 @@ class Node:
                               artim_timeout_s=cfg.node.artim_timeout_seconds)
         self.metrics.watch_refusals()
         self.scp.start()
-        if cfg.metrics.port:
-            self.metrics.serve(cfg.metrics.port, cfg.metrics.bind)
+        self._start_http(cfg)
         log.info("node started", extra={"ae_title": cfg.node.ae_title, "bind": cfg.node.bind, "port": self.scp.port,
                                         "data_dir": str(self.data_dir), "workers": executor.capacity,
                                         "quiet_seconds": cfg.series.quiet_seconds,
@@ -252,8 +260,70 @@ class Node:
                  "(series.quiet_seconds)" + "".join(f"; rule {r.name}: {r.quiet_seconds:g} s" for r in cfg.rules
                                                     if r.quiet_seconds is not None))
 
+    def _start_http(self, cfg: NodeConfig) -> None:
+        """The one HTTP server: the console (``[http] enabled``) or, as before it, ``/metrics`` alone on
+        ``[metrics] port``; none when neither is set."""
+        if not cfg.http.enabled and not cfg.metrics.port:
+            return
+        from dicomnode.web.app import create_app
+        from dicomnode.web.server import WebServer
+        if cfg.http.enabled:
+            http = cfg.http
+            cert = (http.certificate or cfg.node.tls.certificate) if http.tls else ""
+            key = (http.private_key or cfg.node.tls.private_key) if http.tls else ""
+            app = create_app(self, metrics_registry=self.metrics.registry, console=True, tls=http.tls,
+                             metrics_public=cfg.metrics.public)
+            self.web = WebServer(app, bind=http.bind, port=http.port, certificate=cert, private_key=key,
+                                 key="http.port")
+        else:
+            app = create_app(self, metrics_registry=self.metrics.registry, console=False)
+            self.web = WebServer(app, bind=cfg.metrics.bind, port=cfg.metrics.port, key="metrics.port")
+        self.web.start()
+        if not cfg.http.enabled:
+            self.metrics.port = self.web.port
+
+    def reload_config(self, *, actor: str) -> NodeConfig:
+        """Read the configuration file again and put it in force (SIGHUP, the console's reload); the running one
+        is kept when the file is invalid (:class:`~dicomnode.errors.ConfigError`)."""
+        if self._reload is not None:
+            config = self._reload()
+        elif self.config.source.startswith("<"):
+            raise ConfigError("--config", self.config.source, "the node runs on the embedded defaults: there is no "
+                              "file to reload; start it with --config FILE")
+        else:
+            from dicomnode.config import load_config
+            config = load_config(self.config.source)
+        self.replace_config(config, actor=actor)
+        return config
+
+    def force_complete(self, series_uid: str, *, actor: str) -> list[int]:
+        """Complete an open series now, as if its quiet period had ended (an operator's "force completion"):
+        routed, and its job queued, by the same code. Returns the job ids queued (none when no rule runs one)."""
+        from dicomnode.admin import NotFoundError, StateError
+        s = self.db.get_series(series_uid)
+        if s is None:
+            raise NotFoundError(f"no series {series_uid} in this node's index")
+        if s.state is not SeriesState.OPEN:
+            raise StateError(f"series {series_uid} is {s.state.value}, not open; to analyse it again use reprocess")
+        with self._unindexed_lock:
+            if series_uid in self._unindexed:
+                raise StateError(f"series {series_uid} has received instances not indexed yet; try again in a "
+                                 "second")
+        with self._route_lock:
+            if series_uid in self._unrouted:
+                raise StateError(f"series {series_uid} is being routed; try again in a second")
+        ids = self.complete_due(time.time(), only=s)
+        after = self.db.get_series(series_uid)
+        if after is not None and after.state is SeriesState.OPEN:
+            raise StateError(f"series {series_uid} received an instance meanwhile and stays open; try again")
+        self.db.audit("forced completion", actor=actor, series_uid=series_uid,
+                      detail={"instances": s.instance_count, "job_ids": ids})
+        return ids
+
     def stop(self, timeout_s: float = 60.0) -> None:
         """Stop accepting, finish the stores in flight, index them, stop the workers (the queue stays)."""
+        if self.web is not None:
+            self.web.stop()
         if self.scp is not None:
             self.scp.stop(timeout_s)
         self._stop.set()
@@ -451,11 +521,12 @@ class Node:
             except Exception:  # noqa: BLE001
                 log.exception("series completion pass failed")
 
-    def complete_due(self, now: float) -> list[int]:
-        """Close every open series that has been quiet long enough; queue a job where a rule says so."""
+    def complete_due(self, now: float, *, only: SeriesRow | None = None) -> list[int]:
+        """Close every open series that has been quiet long enough (or ``only`` that one, now: forced); queue a
+        job where a rule says so."""
         job_ids = []
         cfg = self.config
-        for s in self.db.open_series_quiet_since(now, cfg.series.quiet_seconds):
+        for s in (self.db.open_series_quiet_since(now, cfg.series.quiet_seconds) if only is None else [only]):
             with self._unindexed_lock:
                 if s.series_uid in self._unindexed:
                     continue  # an acknowledged instance of it is not in the index yet
@@ -492,7 +563,8 @@ class Node:
                                   detail={"instances": s.instance_count, "rule": decision.rule.name, **what,
                                           "job_id": job_id, "calling_ae": s.calling_ae})
                     log.info(message, extra={"series_uid": s.series_uid, "instances": s.instance_count,
-                                             "trigger": "quiet", "rule": decision.rule.name, **what,
+                                             "trigger": "quiet" if only is None else "forced",
+                                             "rule": decision.rule.name, **what,
                                              "job_id": job_id})
             else:
                 state = SeriesState.UNROUTED if decision.reason == "no rule matched" else SeriesState.IGNORED
@@ -523,7 +595,7 @@ def run_forever(config: NodeConfig, *, reload: Callable[[], NodeConfig] | None =
     """``dicomnode serve``: start, wait for SIGTERM/SIGINT (stop) or SIGHUP (reload), stop cleanly."""
     import signal
 
-    node = Node(config)
+    node = Node(config, reload=reload)
     stop = threading.Event()
     hup = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -537,7 +609,7 @@ def run_forever(config: NodeConfig, *, reload: Callable[[], NodeConfig] | None =
             if hup.is_set():
                 hup.clear()
                 try:
-                    node.replace_config(reload())  # type: ignore[misc]
+                    node.reload_config(actor="SIGHUP")
                     log.info("configuration reloaded")
                 except Exception as e:  # noqa: BLE001 - keep the old config
                     log.error("configuration reload refused; keeping the running configuration: %s", e)

@@ -148,7 +148,10 @@ def _job_or_404(request: Request, job_id: int) -> dict[str, Any]:
 # -- Overview ------------------------------------------------------------------------------------------------------
 @router.get("/")
 def overview(request: Request) -> Response:
-    from dicomnode.cli import status_dict
+    try:
+        from dicomnode.obs.status import status_dict  # type: ignore[import-not-found]  # where it moves to
+    except ImportError:
+        from dicomnode.cli import status_dict
     c = _c(request)
     cfg = c.config()
     st = status_dict(cfg, c.db)

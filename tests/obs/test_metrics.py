@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import urllib.request
 
 from prometheus_client import generate_latest
 
@@ -45,18 +44,6 @@ def test_registry_exposes_index_gauges_histogram_and_counters(tmp_path):
         assert line in text, line
     for kind, n in (("transient", 1.0), ("permanent", 0.0), ("tls", 1.0)):
         assert f'dicomnode_associations_refused_total{{kind="{kind}"}} {n}' in text, kind
-
-
-def test_http_endpoint_serves_and_stops(tmp_path):
-    db = Database(tmp_path / "index.sqlite")
-    cfg = parse_config({"node": {"data_dir": str(tmp_path)}})
-    m = NodeMetrics(db, lambda: cfg, tmp_path)
-    port = m.serve(0, "127.0.0.1")
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            assert b"dicomnode_disk_free_bytes" in r.read()
-    finally:
-        m.close()
 
 
 def test_metrics_summary_for_status(tmp_path):
