@@ -247,8 +247,8 @@ class Node:
                               network_timeout_s=cfg.node.idle_timeout_seconds,
                               artim_timeout_s=cfg.node.artim_timeout_seconds)
         self.metrics.watch_refusals()
+        self._start_http(cfg)  # before the DICOM port opens: once a peer can connect, /metrics and the console answer
         self.scp.start()
-        self._start_http(cfg)
         log.info("node started", extra={"ae_title": cfg.node.ae_title, "bind": cfg.node.bind, "port": self.scp.port,
                                         "data_dir": str(self.data_dir), "workers": executor.capacity,
                                         "quiet_seconds": cfg.series.quiet_seconds,

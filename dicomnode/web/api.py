@@ -86,7 +86,11 @@ class RequeueDeadRequest(BaseModel):
 # -- reads ------------------------------------------------------------------------------------------------------
 @router.get("/whoami", responses=_ERRORS, summary="the account of this request")
 def whoami(user: Viewer) -> dict[str, str]:
-    return {"name": user.name, "role": user.role.value, "via": user.via}
+    """The account; with a session, also its CSRF token (for the ``X-CSRF-Token`` header of a script's POST)."""
+    d = {"name": user.name, "role": user.role.value, "via": user.via}
+    if user.via == "session":
+        d["csrf_token"] = user.csrf_token
+    return d
 
 
 @router.get("/status", responses=_ERRORS, summary="what `dicomnode status --json` prints")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 from urllib.parse import quote
@@ -19,6 +20,7 @@ from dicomnode.config import NodeConfig
 from dicomnode.store.db import Database
 from dicomnode.web.auth import (LOGIN_CSRF_COOKIE, SESSION_COOKIE, VIEWER_DEPENDENCY, LoginLimiter, SessionStore,
                                 Viewer, authenticate, check_login, client_address)
+from dicomnode.web.settings import Role
 from dicomnode.web.templating import STATIC_DIR, render
 
 log = logging.getLogger(__name__)
@@ -188,10 +190,55 @@ def create_app(node: NodeHandle, *, metrics_registry: Any = None, console: bool 
     return app
 
 
+@dataclass(frozen=True, slots=True)
+class RouteInfo:
+    """One route of the app, as a request sees it: full path, methods, and the least role it needs (None: open)."""
+
+    path: str
+    methods: frozenset[str]
+    role: Role | None
+    in_schema: bool
+
+
+def _role_of(dependant: Any) -> Role | None:
+    """The highest role any ``require(...)`` dependency of a route asks for (the dependency tree, walked)."""
+    best: Role | None = None
+    stack = [dependant]
+    while stack:
+        d = stack.pop()
+        name = getattr(getattr(d, "call", None), "__name__", "")
+        if name.startswith("require_"):
+            r = Role.parse(name.removeprefix("require_"))
+            best = r if best is None or r.allows(best) else best
+        stack.extend(getattr(d, "dependencies", ()))
+    return best
+
+
+def iter_routes(app: FastAPI) -> list[RouteInfo]:
+    """Every route of ``app`` (included routers expanded; the static mount left out): the security tests walk
+    these, so a page or endpoint added later is checked without a test naming it."""
+    from fastapi.routing import APIRoute
+    out = []
+    for r in app.routes:
+        contexts = getattr(r, "effective_route_contexts", None)  # FastAPI >= 0.16x includes routers lazily
+        if contexts is not None:
+            for c in contexts():
+                out.append(RouteInfo(c.path, frozenset(c.methods or ()), _role_of(c.dependant), c.include_in_schema))
+        elif isinstance(r, APIRoute):
+            out.append(RouteInfo(r.path, frozenset(r.methods or ()), _role_of(r.dependant), r.include_in_schema))
+    return out
+
+
 def openapi_document(app: FastAPI) -> dict[str, Any]:
-    """The OpenAPI document of the API (what ``/api/v1/openapi.json`` serves and ``openapi.json`` ships)."""
+    """The OpenAPI document of the API (what ``/api/v1/openapi.json`` serves and ``openapi.json`` ships); each
+    operation names the least role it needs in ``x-dicomnode-role``."""
     if app.openapi_schema is None:
         doc = app.openapi()
+        for info in iter_routes(app):
+            for method in info.methods:
+                op = doc.get("paths", {}).get(info.path, {}).get(method.lower())
+                if op is not None and info.role is not None:
+                    op["x-dicomnode-role"] = info.role.value
         doc.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
             "type": "http", "scheme": "bearer",
             "description": "an API token from `dicomnode token add NAME --role R`"}
@@ -278,4 +325,5 @@ def login_url(next_path: str) -> str:
     return f"/login?next={quote(_safe_next(next_path))}"
 
 
-__all__ = ["API_PREFIX", "Console", "NodeHandle", "create_app", "openapi_document", "safe_path"]
+__all__ = ["API_PREFIX", "Console", "NodeHandle", "RouteInfo", "create_app", "iter_routes", "openapi_document",
+           "safe_path"]

@@ -84,7 +84,11 @@ class SessionStore:
 
 
 class LoginLimiter:
-    """Failed logins per client address and per name; ``max_failures`` in ``window_seconds`` blocks that key."""
+    """Failed logins per name and per client address within ``window_seconds``: ``max_failures`` for one name, or
+    4 x ``max_failures`` from one address (many names tried, or several people behind one proxy), block further
+    attempts of that name or address until the oldest failure leaves the window."""
+
+    ADDRESS_FACTOR = 4
 
     def __init__(self, max_failures: int, window_seconds: float) -> None:
         self.max_failures = max_failures
@@ -103,8 +107,9 @@ class LoginLimiter:
                     continue
                 while q and q[0] <= now - self.window_seconds:
                     q.popleft()
-                if len(q) >= self.max_failures:
-                    wait = max(wait, q[0] + self.window_seconds - now)
+                limit = self.max_failures * (self.ADDRESS_FACTOR if k.startswith("addr:") else 1)
+                if len(q) >= limit:
+                    wait = max(wait, q[-limit] + self.window_seconds - now)
         return wait
 
     def failed(self, keys: list[str], now: float | None = None) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-class WebServerError(RuntimeError):
+class WebServerError(OSError):
     """The HTTP server could not start (its port, its TLS files); the message names the key and the fix."""
 
 
