@@ -59,7 +59,7 @@ def _login(browser, base: str, name: str) -> None:
     browser.get(base + "/login")
     browser.find_element(By.NAME, "username").send_keys(name)
     browser.find_element(By.NAME, "password").send_keys(PASSWORDS[name][1])
-    browser.find_element(By.CSS_SELECTOR, "form.login button[type=submit]").click()
+    _click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "form.login button[type=submit]"))
     wait_until(lambda: "/login" not in browser.current_url, timeout_s=30, what=f"{name} logged in")
     assert f"{name} ({PASSWORDS[name][0]})" in browser.find_element(By.CSS_SELECTOR, ".who").text
 
@@ -72,6 +72,16 @@ def _reload_until(browser, url: str, pred, *, timeout_s: float, what: str):
         except StaleElementReferenceException:  # the page changed under the look-up: look again
             return False
     return wait_until(check, timeout_s=timeout_s, interval_s=1.0, what=what)
+
+
+def _click_and_wait(browser, element) -> None:
+    """Click a submit button and wait until the next page has replaced this one."""
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+    old = browser.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(browser, 60).until(EC.staleness_of(old))
+    WebDriverWait(browser, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 def _rows(browser, selector: str) -> list:
@@ -164,15 +174,15 @@ def test_operator_and_viewer_in_the_browser(tmp_path, browser, artifacts):
         browser.get(base + "/outbox")
         button = browser.find_element(By.CSS_SELECTOR, "#dead-by-destination button")
         assert "needs-role" in button.get_attribute("class")
-        button.click()
+        _click_and_wait(browser, button)
         assert browser.find_element(By.TAG_NAME, "h1").text == "403"
         assert "operator" in browser.find_element(By.CSS_SELECTOR, "[role=alert]").text
         artifacts.shot(browser, "viewer-refused", docs=True)
         browser.get(f"{base}/jobs/{job_id}")
-        browser.find_element(By.XPATH, "//form[contains(@action, '/retry')]/button").click()
+        _click_and_wait(browser, browser.find_element(By.XPATH, "//form[contains(@action, '/retry')]/button"))
         assert browser.find_element(By.TAG_NAME, "h1").text == "403"
         browser.get(base + "/config")
-        browser.find_element(By.XPATH, "//form[@action='/config/reload']/button").click()
+        _click_and_wait(browser, browser.find_element(By.XPATH, "//form[@action='/config/reload']/button"))
         assert browser.find_element(By.TAG_NAME, "h1").text == "403"
         assert node.status()["outbox"]["counts"].get("dead") == 1
         assert node.status()["jobs"]["counts"] == {"done": 1}
@@ -181,7 +191,7 @@ def test_operator_and_viewer_in_the_browser(tmp_path, browser, artifacts):
         dest.start()
         _login(browser, base, "olga")
         browser.get(base + "/outbox")
-        browser.find_element(By.CSS_SELECTOR, "#dead-by-destination button").click()
+        _click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "#dead-by-destination button"))
         assert "1 dead-lettered export(s) queued again" in browser.find_element(By.ID, "outcome").text
         _reload_until(browser, base + "/outbox",
                       lambda: _rows(browser, "tr[data-state='sent']") and not _rows(browser, "tr[data-state='dead']"),
