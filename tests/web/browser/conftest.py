@@ -12,7 +12,6 @@ session). ``DICOMNODE_DOCS_IMG=docs/img`` also writes the ones the admin guide s
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -30,9 +29,10 @@ class Artifacts:
     def shot(self, driver, name: str, *, docs: bool = False) -> Path:
         path = self.folder / f"{name}.png"
         driver.save_screenshot(str(path))
-        if docs and self.docs is not None:
+        if docs and self.docs is not None:  # for the admin guide: a 256-colour palette keeps the repository small
+            from PIL import Image
             self.docs.mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, self.docs / f"console-{name}.png")
+            Image.open(path).convert("RGB").quantize(256).save(self.docs / f"console-{name}.png", optimize=True)
         return path
 
 

@@ -110,14 +110,16 @@ def test_operator_and_viewer_in_the_browser(tmp_path, browser, artifacts):
     dest = StoreSCP(free_port(), tmp_path / "dest")  # the destination is down at first
     node, base = _start_node(tmp_path, "node", {
         "destinations": [{"name": "DEST", "ae_title": "DEST", "host": "127.0.0.1", "port": dest.port}],
-        "rules": [{"name": "thigh-ct", "match": {"Modality": ["CT"]}, "profile": "console", "destinations": ["DEST"]}],
-        "profiles": CONSOLE_PROFILE})
+        "rules": [{"name": "head-mr", "match": {"Modality": ["MR"], "BodyPartExamined": ["HEAD", "BRAIN"]},
+                   "profile": "basic"},
+                  {"name": "thigh-ct", "match": {"Modality": ["CT"]}, "profile": "console", "destinations": ["DEST"]}],
+        "profiles": {**CONSOLE_PROFILE, **BASIC}})
     try:
         # log in: an unauthenticated visit lands on the login form
         browser.delete_all_cookies()
         browser.get(base + "/series")
         assert browser.find_elements(By.CSS_SELECTOR, "form.login"), browser.page_source[:2000]
-        artifacts.shot(browser, "login", docs=True)
+        artifacts.shot(browser, "login")
         _login(browser, base, "olga")
         artifacts.shot(browser, "overview-empty")
 
@@ -143,6 +145,7 @@ def test_operator_and_viewer_in_the_browser(tmp_path, browser, artifacts):
         steps = browser.find_element(By.ID, "steps").text
         assert all(s in steps for s in ("load", "segment", "detect", "results"))
         assert "job" in browser.find_element(By.ID, "log-lines").text  # the node's own lines about this job
+        artifacts.shot(browser, "job", docs=True)
 
         # the Results page: findings table, key-slice overlay (decoded: present, not blank), the viewer link
         browser.get(f"{base}/jobs/{job_id}/results")
@@ -177,7 +180,7 @@ def test_operator_and_viewer_in_the_browser(tmp_path, browser, artifacts):
         _click_and_wait(browser, button)
         assert browser.find_element(By.TAG_NAME, "h1").text == "403"
         assert "operator" in browser.find_element(By.CSS_SELECTOR, "[role=alert]").text
-        artifacts.shot(browser, "viewer-refused", docs=True)
+        artifacts.shot(browser, "viewer-refused")
         browser.get(f"{base}/jobs/{job_id}")
         _click_and_wait(browser, browser.find_element(By.XPATH, "//form[contains(@action, '/retry')]/button"))
         assert browser.find_element(By.TAG_NAME, "h1").text == "403"
@@ -196,20 +199,21 @@ def test_operator_and_viewer_in_the_browser(tmp_path, browser, artifacts):
         _reload_until(browser, base + "/outbox",
                       lambda: _rows(browser, "tr[data-state='sent']") and not _rows(browser, "tr[data-state='dead']"),
                       timeout_s=60, what="requeued result sent")
-        artifacts.shot(browser, "outbox-sent", docs=True)
+        artifacts.shot(browser, "outbox-sent")
         assert [pydicom.dcmread(f).Modality for f in dest.files()] == ["SEG"]
 
         # the requeue is in the audit trail, with the user who did it
         browser.get(base + "/audit?since=1h&user=olga")
         assert "exports requeued" in browser.find_element(By.ID, "audit").text
-        artifacts.shot(browser, "audit", docs=True)
+        artifacts.shot(browser, "audit")
         for page in ("/", "/rules", "/destinations", "/config"):
             browser.get(base + page)
             assert not browser.find_elements(By.CSS_SELECTOR, "[role=alert]"), page
         browser.get(base + "/")
         artifacts.shot(browser, "overview", docs=True)
         browser.get(f"{base}/rules?series_uid={uid}")
-        assert "thigh-ct" in browser.find_element(By.ID, "rule-outcome").text
+        outcome = browser.find_element(By.ID, "rule-outcome").text
+        assert "Rule thigh-ct fires" in outcome and "head-mr" in outcome  # and why head-mr did not
         artifacts.shot(browser, "rules", docs=True)
     finally:
         dest.stop()
