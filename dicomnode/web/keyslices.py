@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,11 @@ log = logging.getLogger(__name__)
 KEYSLICES_PNG = "keyslices.png"
 MAX_FINDING_SLICES = 2
 MAX_SEGMENTS = 64  # outlined at most (a SEG is read once per segment)
+
+
+#: one picture drawn at a time in the node's process: a series is loaded whole (a CT of 500 slices is ~0.5 GB), so
+#: many clicks on many Results pages queue here instead of loading many series at once
+_DRAWING = threading.Lock()
 
 
 class KeySlicesError(DicomnodeError):
@@ -106,13 +112,21 @@ def keyslices_png(data_dir: Path, result_dir: str | None, source_paths: Sequence
     KeySlicesError
         No results, a file outside the data folder, no source instances left, or a series that no longer loads.
     """
-    from dicomnode.evaluation.render import MarkedFinding, render_case
-    from dicomnode.io.load import load_series
-
     folder = result_folder(data_dir, result_dir)
     out = folder / KEYSLICES_PNG
     if out.is_file() and not refresh:
         return out
+    with _DRAWING:
+        if out.is_file() and not refresh:  # drawn by the request this one waited for
+            return out
+        return _draw(folder, out, source_paths, data_dir=data_dir, job_id=job_id, profile_params=profile_params)
+
+
+def _draw(folder: Path, out: Path, source_paths: Sequence[str], *, data_dir: Path, job_id: int,
+          profile_params: dict[str, Any] | None) -> Path:
+    from dicomnode.evaluation.render import MarkedFinding, render_case
+    from dicomnode.io.load import load_series
+
     results = load_results_json(folder)
     if results.get("kind") == "radiomics":
         raise KeySlicesError("a radiomics job: its regions came with the series, no SEG of its own to draw")
@@ -163,7 +177,7 @@ def keyslices_png(data_dir: Path, result_dir: str | None, source_paths: Sequence
                                           np.zeros(vol.shape[0])], axis=1).astype(float))[:, 2]
     profile = str(results.get("profile", ""))[:40]
     modality = str(results.get("modality", series.modality))[:8]
-    tmp = out.with_name(f".{KEYSLICES_PNG}.{os.getpid()}.tmp")
+    tmp = out.with_name(f".{KEYSLICES_PNG}.{os.getpid()}.{threading.get_ident()}.tmp")
     render_case(tmp, vol.array, vol.spacing_mm, modality, title=f"job {job_id}  {profile}  {modality}",
                 truth=anatomy, findings=marked, z_mm=z_mm, slices=slices,
                 legend="green: SEG segments  red: findings", outline_each=True)
