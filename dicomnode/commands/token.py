@@ -73,12 +73,12 @@ def cmd_remove(a: argparse.Namespace) -> int:
 
 
 def cmd_list(a: argparse.Namespace) -> int:
-    from dicomnode.cli import _config_or_exit
+    from dicomnode.commands._common import config_or_exit
     from dicomnode.commands.user import _config_path
 
     path = _config_path(a, "token list")
     if path is None:
         return 2
-    for t in _config_or_exit(path).http.tokens:
+    for t in config_or_exit(path).http.tokens:
         print(f"{t.name}\t{t.role.value}")
     return 0

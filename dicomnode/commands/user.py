@@ -102,12 +102,12 @@ def cmd_remove(a: argparse.Namespace) -> int:
 
 
 def cmd_list(a: argparse.Namespace) -> int:
-    from dicomnode.cli import _config_or_exit
+    from dicomnode.commands._common import config_or_exit
 
     path = _config_path(a, "user list")
     if path is None:
         return 2
-    cfg = _config_or_exit(path)
+    cfg = config_or_exit(path)
     for u in cfg.http.users:
         print(f"{u.name}\t{u.role.value}")
     return 0

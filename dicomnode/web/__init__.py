@@ -49,7 +49,7 @@ How to add a page
 
 Where the data comes from (each returns JSON-ready dicts; epoch seconds)
 ------------------------------------------------------------------------
-* status: :func:`dicomnode.cli.status_dict` (``dicomnode status --json``; moves to ``dicomnode.obs.status``)
+* status: :func:`dicomnode.obs.status.status_dict` (``dicomnode status --json``)
 * series: :func:`dicomnode.admin.series_list`, :func:`~dicomnode.admin.series_detail` (senders, jobs);
   force completion: ``c.node.force_complete(uid, actor=user.name)``
 * jobs: :func:`dicomnode.admin.jobs_view`, :func:`~dicomnode.admin.job_view` (traceback, timings, results),

@@ -1,6 +1,6 @@
 """The REST API under ``/api/v1``: what ``dicomnode status|jobs|exports|audit|rules test|destinations test|
 reprocess|config show`` give, and the actions an operator takes. Every handler calls the same function as the CLI
-(:mod:`dicomnode.admin`, :func:`dicomnode.cli.status_dict`, :func:`dicomnode.config.effective_config`); nothing
+(:mod:`dicomnode.admin`, :func:`dicomnode.obs.status.status_dict`, :func:`dicomnode.config.effective_config`); nothing
 here decides anything itself. Reads need the viewer role, actions operator, reloading the configuration admin;
 every action goes to the audit trail with the account that did it.
 """
@@ -30,8 +30,8 @@ _MAX_UPLOAD_BYTES = 64 * 2**20  # a rule test reads one header; a bigger upload 
 
 _ERRORS = {401: {"description": "not logged in / no or an invalid API token"},
            403: {"description": "the account's role does not allow this (or a form's CSRF token is wrong)"}}
-_ACTION_ERRORS = {**_ERRORS, 404: {"description": "no such thing"},
-                  409: {"description": "its state does not allow this action"}}
+_ACTION_ERRORS = {**_ERRORS, 400: {"description": "the request body is not valid JSON"},
+                  404: {"description": "no such thing"}, 409: {"description": "its state does not allow this action"}}
 
 
 def _console(request: Request) -> Any:
@@ -95,7 +95,7 @@ def whoami(user: Viewer) -> dict[str, str]:
 
 @router.get("/status", responses=_ERRORS, summary="what `dicomnode status --json` prints")
 def status(request: Request) -> dict[str, Any]:
-    from dicomnode.cli import status_dict
+    from dicomnode.obs.status import status_dict
     c = _console(request)
     return status_dict(c.config(), c.db)
 
@@ -235,7 +235,8 @@ def export_retry(request: Request, export_id: int, user: Operator) -> Done:
     return Done(message=f"export {export_id} queued again", ids=[export_id])
 
 
-@router.post("/exports/requeue-dead", responses={**_ERRORS, 404: {"description": "no such destination"}},
+@router.post("/exports/requeue-dead", responses={**_ERRORS, 400: {"description": "the request body is not valid JSON"},
+                                                 404: {"description": "no such destination"}},
              summary="every dead-lettered export (of one destination, if given) back to pending")
 def exports_requeue_dead(request: Request, body: RequeueDeadRequest, user: Operator) -> Done:
     c = _console(request)

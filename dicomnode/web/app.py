@@ -115,7 +115,7 @@ def create_app(node: NodeHandle, *, metrics_registry: Any = None, console: bool 
         """Defence in depth: nothing but /healthz, /login, /static/ (and a public /metrics) answers an anonymous
         request, not even with a 404; the routes' own dependencies check roles and CSRF."""
         path = request.url.path
-        if path not in open_paths and not path.startswith("/static/"):
+        if console and path not in open_paths and not path.startswith("/static/"):
             try:
                 anonymous = authenticate(request) is None
             except HTTPException as e:

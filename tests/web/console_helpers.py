@@ -82,10 +82,11 @@ class Console:
 
 
 def console_config(tmp: Path, *, http_port: int, dicom_port: int, dest_port: int, extra_http: dict | None = None,
-                   extra: dict | None = None) -> tuple[dict, dict[str, str]]:
+                   extra: dict | None = None, extra_node: dict | None = None) -> tuple[dict, dict[str, str]]:
     tokens = {r: new_token() for r in ROLES}
     doc = {
-        "node": {"ae_title": "DICOMNODE", "bind": "127.0.0.1", "port": dicom_port, "data_dir": str(tmp / "data")},
+        "node": {"ae_title": "DICOMNODE", "bind": "127.0.0.1", "port": dicom_port, "data_dir": str(tmp / "data"),
+                 **(extra_node or {})},
         "series": {"quiet_seconds": 600, "check_interval_seconds": 0.2},  # open until completed by hand
         "workers": {"count": 1, "max_attempts": 1},
         "export": {"max_attempts": 1, "retry_backoff_seconds": [1], "timeout_seconds": 5},
@@ -104,11 +105,11 @@ def console_config(tmp: Path, *, http_port: int, dicom_port: int, dest_port: int
 
 
 def start_console(tmp: Path, *, extra_http: dict | None = None, extra: dict | None = None,
-                  scheme: str = "http") -> Console:
+                  extra_node: dict | None = None, scheme: str = "http") -> Console:
     http_port, dicom_port = free_port(), free_port()
     dest = StoreSCP(free_port(), tmp / "dest")
     doc, tokens = console_config(tmp, http_port=http_port, dicom_port=dicom_port, dest_port=dest.port,
-                                 extra_http=extra_http, extra=extra)
+                                 extra_http=extra_http, extra=extra, extra_node=extra_node)
     cfg = tmp / "node.toml"
     cfg.write_text(tomli_w.dumps(doc))
     work = tmp / "work"

@@ -6,10 +6,10 @@ keeps its message and traceback; it is retried with backoff (``workers.retry_bac
 Input that can never be processed (a :class:`~dicomnode.errors.SeriesLoadError`: one slice, broken geometry,
 empty UIDs...; or its :class:`~dicomnode.errors.SeriesRefusedError`: a multi-plane localizer) fails at once, without
 retries; so does a job that ran its worker out of memory
-(:class:`~dicomnode.executors.WorkerMemoryError`). Jobs that were running when the node died are queued again on
+(:class:`~dicomnode.jobs.executors.WorkerMemoryError`). Jobs that were running when the node died are queued again on
 start (:meth:`Database.release_running_jobs`), their attempt given back: a run cut short by a node kill is not a
 failed attempt. A job whose worker or cluster connection was lost
-(:class:`~dicomnode.executors.RequeueJob`) is not a failure: it goes back to pending without counting an attempt.
+(:class:`~dicomnode.jobs.executors.RequeueJob`) is not a failure: it goes back to pending without counting an attempt.
 
 When a job is done its result files are queued in the outbox, one row per destination and file, in the same
 transaction.
@@ -26,13 +26,13 @@ from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from typing import Callable
 
-from dicomnode.chain import JobOutcome, JobSpec
+from dicomnode.jobs.chain import JobOutcome, JobSpec
 from dicomnode.config import NodeConfig
 from dicomnode.errors import SeriesLoadError
-from dicomnode.executors import Executor, RequeueJob, WorkerMemoryError
+from dicomnode.jobs.executors import Executor, RequeueJob, WorkerMemoryError
 from dicomnode.store.db import Database, JobRow, JobState
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("dicomnode.jobs")  # its name before jobs/ (log filters use it)
 
 PERMANENT_ERRORS = (SeriesLoadError, WorkerMemoryError)
 
