@@ -40,6 +40,7 @@ SeriesUid = Annotated[str, PathParam(max_length=64, pattern=_UID)]
 _MAX_UPLOAD_BYTES = 64 * 2**20
 LOG_LINES_KEPT = 5000   # log records kept in memory for the Jobs page (all jobs together)
 LOG_LINES_SHOWN = 200   # per job
+LAST_PROBLEMS_KEPT = 50  # the node's last warnings and errors, for the Overview
 
 
 # -- template helpers ----------------------------------------------------------------------------------------------
@@ -70,26 +71,35 @@ env.filters.update(ts=_ts, secs=_secs, num=_num)
 
 # -- job log lines: the node's own records that name a job, kept in memory ------------------------------------------
 class JobLogBuffer(logging.Handler):
-    """The last :data:`LOG_LINES_KEPT` records of the ``dicomnode`` loggers that carry a ``job_id`` (scrubbed as
-    the node's log is: no quoted library values)."""
+    """In memory, from the node's own (``dicomnode``) loggers: the last :data:`LOG_LINES_KEPT` records that carry a
+    ``job_id`` (the Jobs page), and the last :data:`LAST_PROBLEMS_KEPT` warnings and errors (the Overview). The
+    node's records hold no patient data (``dicomnode.obs.logs``); the scrub filter runs on them all the same."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.records: deque[tuple[int, float, str, str]] = deque(maxlen=LOG_LINES_KEPT)
+        self.problems: deque[tuple[float, str, str, str]] = deque(maxlen=LAST_PROBLEMS_KEPT)
         from dicomnode.obs.logs import ScrubFilter
         self.addFilter(ScrubFilter())
 
     def emit(self, record: logging.LogRecord) -> None:
         job = getattr(record, "job_id", None)
-        if job is None:
+        if job is None and record.levelno < logging.WARNING:
             return
         try:
             extras = {k: v for k, v in vars(record).items()
-                      if k in ("series_uid", "attempt", "error", "seconds", "profile", "worker", "destination")}
-            text = record.getMessage() + "".join(f" {k}={v}" for k, v in extras.items())
-            self.records.append((int(job), record.created, record.levelname, text[:2000]))
+                      if k in ("series_uid", "attempt", "error", "seconds", "profile", "worker", "destination",
+                               "calling_ae", "peer", "reason")}
+            text = (record.getMessage() + "".join(f" {k}={v}" for k, v in extras.items()))[:2000]
+            if job is not None:
+                self.records.append((int(job), record.created, record.levelname, text))
+            if record.levelno >= logging.WARNING:
+                self.problems.append((record.created, record.levelname, record.name, text))
         except Exception:  # noqa: BLE001 - a log line must never break the node
             self.handleError(record)
+
+    def last_problems(self, n: int = 20) -> list[tuple[float, str, str, str]]:
+        return list(reversed(list(self.problems)))[:n]
 
     def lines(self, job_id: int) -> list[tuple[float, str, str]]:
         return [(t, level, text) for j, t, level, text in list(self.records) if j == job_id][-LOG_LINES_SHOWN:]
@@ -165,7 +175,7 @@ def overview(request: Request) -> Response:
         "mb_per_min": round(float(five.get("bytes", 0)) / 2**20 / 5.0, 1),
         "workers": {"backend": cfg.workers.backend, "count": cfg.workers.count,
                     "scheduler": cfg.workers.scheduler},
-        "cluster": st.get("cluster"), "node_version": __version__})
+        "cluster": st.get("cluster"), "node_version": __version__, "problems": JOB_LOG.last_problems()})
 
 
 # -- Series --------------------------------------------------------------------------------------------------------

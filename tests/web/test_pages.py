@@ -79,7 +79,9 @@ def test_pages_and_their_actions_for_each_role(node, tmp_path):
     page = op.get(f"/jobs/{job_id}")
     assert "SeriesLoadError" in page.text and "Traceback" in page.text and 'id="log-lines"' in page.text
     assert "Retry" in page.text and "Reprocess" in page.text
-    assert "failed" in op.get("/").text  # in the overview's last errors
+    overview = op.get("/").text
+    assert f'href="/jobs/{job_id}"' in overview and "SeriesLoadError" in overview  # the overview's last errors
+    assert 'id="problems"' in overview and "job_id=" not in overview.split('id="problems"')[0]
     assert op.get(f"/jobs/{job_id}/results").status_code == 200
     assert "no results yet" in op.get(f"/jobs/{job_id}/results").text
     assert op.get(f"/jobs/{job_id}/keyslices.png").status_code == 404
