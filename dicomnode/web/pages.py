@@ -158,10 +158,7 @@ def _job_or_404(request: Request, job_id: int) -> dict[str, Any]:
 # -- Overview ------------------------------------------------------------------------------------------------------
 @router.get("/")
 def overview(request: Request) -> Response:
-    try:
-        from dicomnode.obs.status import status_dict  # type: ignore[import-not-found]  # where it moves to
-    except ImportError:
-        from dicomnode.cli import status_dict
+    from dicomnode.obs.status import status_dict  # what `dicomnode status --json` prints
     c = _c(request)
     cfg = c.config()
     st = status_dict(cfg, c.db)
