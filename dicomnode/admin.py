@@ -15,6 +15,7 @@ for the audit trail: ``cli:<OS user>`` from the command line (:func:`cli_actor`)
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,6 +23,7 @@ from typing import Any, Mapping
 
 from dicomnode.config import NodeConfig
 from dicomnode.errors import DicomnodeError
+from dicomnode.jobs.spec import ChainJob, JobKind, new_job
 from dicomnode.store.db import Database, ExportState, JobState, SeriesRow, SeriesState
 
 
@@ -44,6 +46,23 @@ def cli_actor() -> str:
         return f"cli:{getpass.getuser()}"
     except Exception:  # noqa: BLE001 - no user name in a bare container
         return "cli"
+
+
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str, *, now: float | None = None) -> float:
+    """``1h``, ``7d``... (an age) or an ISO date/time in local time -> a Unix time; ValueError saying what to use."""
+    now = time.time() if now is None else now
+    m = _AGE.match(text)
+    if m:
+        return now - float(m.group(1)) * _UNIT_S[m.group(2)]
+    try:
+        return datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        raise ValueError(f"--since {text!r}: use an age such as 90s, 15m, 1h or 7d, or a local date and time "
+                         f"such as 2026-11-25T10:00") from None
 
 
 def iso(t: float | None, *, milliseconds: bool = False) -> str | None:
@@ -118,15 +137,16 @@ def reprocess(db: Database, config: NodeConfig, series_uid: str, *, profile: str
                          f"{eta[1]:.0f} s if nothing more arrives" if eta else f"series {series_uid} is open")
     if not db.instance_paths(series_uid):
         raise AdminError(f"series {series_uid} has no stored instances any more (retention deleted them)")
-    jobs = [j for j in db.list_jobs(limit=1_000_000) if j.series_uid == series_uid and j.kind == "chain"]
+    jobs = [j for j in db.list_jobs(limit=1_000_000)
+            if j.series_uid == series_uid and JobKind(j.kind) is JobKind.CHAIN]
     last = jobs[0] if jobs else None
     rule = next((r for r in config.rules if r.name == (last.rule if last else s.rule)), None)
     if profile is None:
-        profile = last.profile if last else config.profile_for(rule.profile if rule else None, s.modality).name
+        profile = last.label if last else config.profile_for(rule.profile if rule else None, s.modality).name
     if profile not in config.profiles:
         raise AdminError(f"--profile {profile}: no such profile; use one of {', '.join(sorted(config.profiles))}")
     dests = tuple(last.destinations if last else (rule.destinations if rule else ()))
-    same = next((j for j in jobs if j.generation == s.generation and j.profile == profile), None)
+    same = next((j for j in jobs if j.generation == s.generation and j.label == profile), None)
     if same is not None:
         if same.state in (JobState.PENDING, JobState.RUNNING):
             raise StateError(f"series {series_uid} already has job {same.id} {same.state.value} with profile "
@@ -134,8 +154,8 @@ def reprocess(db: Database, config: NodeConfig, series_uid: str, *, profile: str
         db.requeue_job(same.id, now)
         job_id, requeued = same.id, True
     else:
-        job_id = db.add_job(series_uid, s.generation, rule=(rule.name if rule else "reprocess"), profile=profile,
-                            destinations=dests, now=now)
+        job = new_job(ChainJob(profile), rule=rule.name if rule else "reprocess", destinations=dests)
+        job_id = db.add_job(series_uid, s.generation, job, now=now)
         requeued = False
     db.audit("series reprocess", actor=actor, series_uid=series_uid,
              detail={"job_id": job_id, "profile": profile, "destinations": list(dests)})
@@ -264,8 +284,8 @@ def series_detail(db: Database, config: NodeConfig, series_uid: str, *, now: flo
 
 def job_summary(j: Any) -> dict[str, Any]:
     """A job in a list (what ``dicomnode jobs list --json`` prints, plus its timings)."""
-    return {"id": j.id, "series_uid": j.series_uid, "state": j.state.value, "kind": j.kind, "profile": j.profile,
-            "rule": j.rule, "attempts": j.attempts, "error": j.error, "created_at": j.created_at,
+    return {"id": j.id, "series_uid": j.series_uid, "state": j.state.value, "kind": j.kind, "profile": j.label,
+            "label": j.label, "rule": j.rule, "attempts": j.attempts, "error": j.error, "created_at": j.created_at,
             "started_at": j.started_at, "finished_at": j.finished_at, "seconds": j.seconds}
 
 
@@ -283,6 +303,7 @@ def job_view(db: Database, job_id: int) -> dict[str, Any]:
     d["state"] = job.state.value
     d["destinations"] = list(job.destinations)
     d["results"] = list(job.results)
+    d["profile"] = job.label  # the profile (or radiomics settings) it runs, as `jobs list` names it
     return d
 
 

@@ -51,7 +51,8 @@ def cmd_serve(a: argparse.Namespace) -> int:
         return 2
     setup_logging(cfg.node.log_format, getattr(logging, a.log_level.upper()))
     try:
-        return run_forever(cfg, reload=lambda: _serve_config(a))
+        from dicomnode.web.server import node_http_server
+        return run_forever(cfg, reload=lambda: _serve_config(a), http=node_http_server)
     except OSError as e:  # lost a race with another program after the checks: still one line
         print(f"dicomnode serve: cannot start: {e.strerror or e} (node.port {cfg.node.port}, node.data_dir "
               f"{cfg.node.data_dir}); run `dicomnode config check --runtime FILE`", file=sys.stderr)
@@ -349,7 +350,8 @@ def cmd_process(a: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from dicomnode.jobs.batch import find_series
-    from dicomnode.jobs.chain import JobSpec, run_chain
+    from dicomnode.jobs.chain import run_chain
+    from dicomnode.jobs.spec import ChainSpec
     from dicomnode.config import DEFAULT_PROFILE_BY_MODALITY, GENERIC_PROFILE
 
     cfg = _config_or_exit(a.config)
@@ -407,8 +409,8 @@ def cmd_process(a: argparse.Namespace) -> int:
         bar.update(1)
 
     try:
-        outcome = run_chain(JobSpec(files=tuple(map(str, files)), profile=profile, out_dir=a.out,
-                                    uid_root=cfg.node.uid_root), progress=progress)
+        outcome = run_chain(ChainSpec(files=tuple(map(str, files)), profile=profile, out_dir=a.out,
+                                      uid_root=cfg.node.uid_root), progress=progress)
     except DicomnodeError as e:
         bar.close()
         if not out_existed:

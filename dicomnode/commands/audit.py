@@ -27,28 +27,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
-from datetime import datetime
 from typing import Any
 
-_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_since(text: str, *, now: float | None = None) -> float:
-    """``1h``, ``7d``... (an age) or an ISO date/time in local time -> a Unix time; ValueError saying what to use."""
-    now = time.time() if now is None else now
-    m = _AGE.match(text)
-    if m:
-        return now - float(m.group(1)) * _UNIT_S[m.group(2)]
-    try:
-        return datetime.fromisoformat(text.strip()).timestamp()
-    except ValueError:
-        raise ValueError(f"--since {text!r}: use an age such as 90s, 15m, 1h or 7d, or a local date and time "
-                         f"such as 2026-11-25T10:00") from None
-
+from dicomnode.admin import parse_since  # the --since syntax, shared with the console's audit filter
 
 def _line(e: dict[str, Any]) -> str:
     d = e["detail"]

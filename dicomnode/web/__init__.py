@@ -57,7 +57,8 @@ Where the data comes from (each returns JSON-ready dicts; epoch seconds)
 * outbox: :func:`dicomnode.admin.exports_view`, :func:`~dicomnode.admin.requeue_export`,
   :func:`~dicomnode.admin.retry_dead_exports` (bulk, by destination)
 * audit: :func:`dicomnode.admin.audit_events` (time, event, series, user, sender)
-* rules: :func:`dicomnode.admin.route_explanation` (a file path); destinations: :func:`~dicomnode.admin.check_destinations`
+* rules: :func:`dicomnode.admin.route_explanation` (a file path);
+  destinations: :func:`~dicomnode.admin.check_destinations`
 * config: :func:`dicomnode.config.effective_config` (secrets redacted); reload: ``c.node.reload_config(actor=...)``
 * metrics figures: :func:`dicomnode.obs.metrics.metrics_summary`
 * an external viewer link: ``viewer_url(study_uid)`` in templates ("" when ``[http] viewer_url`` is unset)

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
 from fastapi import Path as PathParam
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from dicomnode import admin
 from dicomnode.errors import DicomnodeError
@@ -75,6 +75,139 @@ class Done(BaseModel):
     ids: list[int] = Field(default_factory=list)
 
 
+class _Out(BaseModel):
+    """A response object: the fields listed are always there; more may come in later versions."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class WhoAmI(_Out):
+    name: str
+    role: str
+    via: str = Field(description="session or token")
+    csrf_token: str | None = Field(None, description="with a session: send it as X-CSRF-Token on POST")
+
+
+class Sender(_Out):
+    calling_ae: str
+    peer_host: str
+    instances: int
+    bytes: int
+
+
+class JobSummary(_Out):
+    id: int
+    series_uid: str
+    state: str
+    kind: str
+    profile: str = Field(description="what it runs: the profile, or the radiomics settings")
+    label: str
+    rule: str
+    attempts: int
+    error: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    seconds: float | None
+
+
+class Job(JobSummary):
+    """Every column of a job (epoch seconds): also its traceback, result folder and files, destinations."""
+
+    traceback: str | None = None
+    result_dir: str | None = None
+    results: list[str] = Field(default_factory=list)
+    destinations: list[str] = Field(default_factory=list)
+
+
+class Series(_Out):
+    series_uid: str
+    study_uid: str
+    modality: str
+    state: str
+    instances: int
+    first_received_at: float
+    last_received_at: float
+    completed_at: float | None
+    rule: str | None
+    note: str
+    calling_ae: str
+    completes_at: float | None = Field(description="an open series: when it completes if nothing more arrives")
+    completes_in_s: float | None
+
+
+class SeriesDetail(Series):
+    senders: list[Sender]
+    jobs: list[JobSummary]
+
+
+class Export(_Out):
+    id: int
+    job_id: int | None
+    series_uid: str
+    destination: str
+    sop_instance_uid: str
+    state: str
+    attempts: int
+    next_attempt_at: float | None
+    last_error: str | None
+    created_at: float
+    sent_at: float | None
+
+
+class AuditEvent(_Out):
+    id: int
+    at: float
+    event: str
+    actor: str = Field(description="who: a console account or token, cli:<OS user>, SIGHUP, a destination (sends)")
+    series_uid: str
+    detail: dict[str, Any]
+
+
+class RuleCheckOut(_Out):
+    index: int
+    name: str
+    fires: bool
+    why: str
+
+
+class RuleExplanation(_Out):
+    rule: str | None
+    runs_job: bool
+    reason: str
+    profile: str | None
+    radiomics: str | None
+    destinations: list[str]
+    checks: list[RuleCheckOut] = Field(description="the rules tried, in order, up to the one that fires")
+
+
+class DestinationOut(_Out):
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    tls: bool
+
+
+class EchoResult(_Out):
+    name: str
+    address: str
+    ok: bool
+    status: int | None
+    seconds: float
+    error: str
+    tls: bool
+
+
+class RuleOut(_Out):
+    index: int
+    name: str
+    match: dict[str, str | list[str]]
+    profile: str | None
+    radiomics: str | None
+    destinations: list[str]
+
+
 class ReprocessRequest(BaseModel):
     profile: str | None = Field(None, max_length=128, description="analysis profile; default: the last job's")
 
@@ -85,12 +218,10 @@ class RequeueDeadRequest(BaseModel):
 
 # -- reads ------------------------------------------------------------------------------------------------------
 @router.get("/whoami", responses=_ERRORS, summary="the account of this request")
-def whoami(user: Viewer) -> dict[str, str]:
+def whoami(user: Viewer) -> WhoAmI:
     """The account; with a session, also its CSRF token (for the ``X-CSRF-Token`` header of a script's POST)."""
-    d = {"name": user.name, "role": user.role.value, "via": user.via}
-    if user.via == "session":
-        d["csrf_token"] = user.csrf_token
-    return d
+    return WhoAmI(name=user.name, role=user.role.value, via=user.via,
+                  csrf_token=user.csrf_token if user.via == "session" else None)
 
 
 @router.get("/status", responses=_ERRORS, summary="what `dicomnode status --json` prints")
@@ -102,14 +233,14 @@ def status(request: Request) -> dict[str, Any]:
 
 @router.get("/series", responses=_ERRORS, summary="the most recent series, newest first")
 def series(request: Request, state: SeriesStateName | None = None,
-           limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> list[dict[str, Any]]:
+           limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> list[Series]:
     c = _console(request)
     return admin.series_list(c.db, c.config(), state=SeriesState(state.value) if state else None, limit=limit)
 
 
 @router.get("/series/{series_uid}", responses={**_ERRORS, 404: {"description": "no such series"}},
             summary="one series: state, senders, rule, completion time, jobs")
-def series_one(request: Request, series_uid: SeriesUid) -> dict[str, Any]:
+def series_one(request: Request, series_uid: SeriesUid) -> SeriesDetail:
     c = _console(request)
     try:
         return admin.series_detail(c.db, c.config(), series_uid)
@@ -119,13 +250,13 @@ def series_one(request: Request, series_uid: SeriesUid) -> dict[str, Any]:
 
 @router.get("/jobs", responses=_ERRORS, summary="jobs, newest first (`dicomnode jobs list`)")
 def jobs(request: Request, state: JobStateName | None = None,
-         limit: Annotated[int, Query(ge=1, le=100000)] = 1000) -> list[dict[str, Any]]:
+         limit: Annotated[int, Query(ge=1, le=100000)] = 1000) -> list[JobSummary]:
     return admin.jobs_view(_console(request).db, state=JobState(state.value) if state else None, limit=limit)
 
 
 @router.get("/jobs/{job_id}", responses={**_ERRORS, 404: {"description": "no such job"}},
             summary="one job, every field (`dicomnode jobs show`)")
-def job(request: Request, job_id: int) -> dict[str, Any]:
+def job(request: Request, job_id: int) -> Job:
     try:
         return admin.job_view(_console(request).db, job_id)
     except DicomnodeError as e:
@@ -135,7 +266,7 @@ def job(request: Request, job_id: int) -> dict[str, Any]:
 @router.get("/exports", responses=_ERRORS, summary="the outbox, newest first (`dicomnode exports list`)")
 def exports(request: Request, state: ExportStateName | None = None,
             destination: Annotated[str | None, Query(max_length=128)] = None,
-            limit: Annotated[int, Query(ge=1, le=100000)] = 1000) -> list[dict[str, Any]]:
+            limit: Annotated[int, Query(ge=1, le=100000)] = 1000) -> list[Export]:
     return admin.exports_view(_console(request).db, state=ExportState(state.value) if state else None,
                               destination=destination, limit=limit)
 
@@ -149,10 +280,9 @@ def audit(request: Request, since: Annotated[str, Query(max_length=64, descripti
           user: Annotated[str | None, Query(max_length=64, description="the actor: an account, or cli:<OS user>")]
           = None,
           sender: Annotated[str | None, Query(max_length=16, description="a calling AE title")] = None,
-          limit: Annotated[int, Query(ge=1, le=100000)] = 1000) -> list[dict[str, Any]]:
-    from dicomnode.commands.audit import parse_since
+          limit: Annotated[int, Query(ge=1, le=100000)] = 1000) -> list[AuditEvent]:
     try:
-        t = parse_since(since)
+        t = admin.parse_since(since)
     except (ValueError, OverflowError, OSError) as e:
         raise HTTPException(400, str(e).replace("--since", "since")) from None
     return admin.audit_events(_console(request).db, since=t, events=tuple(event or ()), series_uid=series_uid,
@@ -166,13 +296,13 @@ def config(request: Request) -> dict[str, Any]:
 
 
 @router.get("/destinations", responses=_ERRORS, summary="the configured destinations")
-def destinations(request: Request) -> list[dict[str, Any]]:
+def destinations(request: Request) -> list[DestinationOut]:
     return [{"name": d.name, "ae_title": d.ae_title, "host": d.host, "port": d.port, "tls": d.tls}
             for d in _console(request).config().destinations]
 
 
 @router.get("/rules", responses=_ERRORS, summary="the routing rules in order")
-def rules(request: Request) -> list[dict[str, Any]]:
+def rules(request: Request) -> list[RuleOut]:
     return [{"index": i, "name": r.name, "match": {k: list(v) if isinstance(v, tuple) else v
                                                    for k, v in r.match.items()},
              "profile": r.profile, "radiomics": r.radiomics, "destinations": list(r.destinations)}
@@ -182,7 +312,7 @@ def rules(request: Request) -> list[dict[str, Any]]:
 @router.get("/rules/test", responses={**_ERRORS, 404: {"description": "no such series"}},
             summary="which rule a stored series gets, and why the earlier rules did not fire (`rules test`)")
 def rules_test_series(request: Request,
-                      series_uid: Annotated[str, Query(max_length=64, pattern=_UID)]) -> dict[str, Any]:
+                      series_uid: Annotated[str, Query(max_length=64, pattern=_UID)]) -> RuleExplanation:
     c = _console(request)
     paths = c.db.instance_paths(series_uid)
     if not paths:
@@ -196,7 +326,7 @@ def rules_test_series(request: Request,
 @router.post("/rules/test", responses={**_ERRORS, 413: {"description": "file too large"},
                                        422: {"description": "not a DICOM file"}},
              summary="which rule an uploaded DICOM file gets, and why the earlier rules did not fire (`rules test`)")
-async def rules_test_file(request: Request, file: UploadFile = File(...)) -> dict[str, Any]:
+async def rules_test_file(request: Request, file: UploadFile = File(...)) -> RuleExplanation:
     c = _console(request)
     data = await file.read(_MAX_UPLOAD_BYTES + 1)
     if len(data) > _MAX_UPLOAD_BYTES:
@@ -272,7 +402,8 @@ def series_complete(request: Request, series_uid: SeriesUid, user: Operator) -> 
 
 @router.post("/destinations/{name}/echo", responses=_ACTION_ERRORS,
              summary="C-ECHO one destination as the outbox connects (`dicomnode destinations test NAME`)")
-def destination_echo(request: Request, name: Annotated[str, PathParam(max_length=128)], user: Operator) -> dict[str, Any]:
+def destination_echo(request: Request, name: Annotated[str, PathParam(max_length=128)],
+                     user: Operator) -> EchoResult:
     c = _console(request)
     try:
         checks = admin.check_destinations(c.config(), names=(name,))

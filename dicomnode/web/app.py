@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 OPENAPI_PATH = f"{API_PREFIX}/openapi.json"
 SHIPPED_OPENAPI = Path(__file__).parent / "openapi.json"
+MAX_BODY_BYTES = 80 * 2**20  # the largest request: a rule test's upload of one DICOM file (at most 64 MiB) and its form
 
 
 class NodeHandle(Protocol):
@@ -115,6 +116,11 @@ def create_app(node: NodeHandle, *, metrics_registry: Any = None, console: bool 
         """Defence in depth: nothing but /healthz, /login, /static/ (and a public /metrics) answers an anonymous
         request, not even with a 404; the routes' own dependencies check roles and CSRF."""
         path = request.url.path
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:  # before anything reads (or spools) the body
+            response = JSONResponse({"detail": f"request body over {MAX_BODY_BYTES // 2**20} MiB"}, status_code=413)
+            _security_headers(response, tls, path)
+            return response
         if console and path not in open_paths and not path.startswith("/static/"):
             try:
                 anonymous = authenticate(request) is None

@@ -66,6 +66,7 @@ class WebServer:
             sock.close()
             raise WebServerError(f"cannot use the HTTPS certificate {self._certificate} / key {self._private_key}: "
                                  f"{e}; give PEM files, the key matching the certificate") from None
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)  # its start-up chatter; errors still logged
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
                                         name="dicomnode-http", daemon=True)
@@ -99,3 +100,24 @@ class WebServer:
         self._server = None
         self._thread = None
         log.info("http server stopped")
+
+
+def node_http_server(node: Any) -> WebServer | None:
+    """The HTTP server a node's config asks for: the console (``[http] enabled``: pages, API, ``/metrics``,
+    ``/healthz``), or as before the console ``/metrics`` and ``/healthz`` alone on ``[metrics] port`` (public); None
+    when neither is set. Not started."""
+    from dicomnode.web.app import create_app
+
+    cfg = node.config
+    registry = node.metrics.registry
+    if cfg.http.enabled:
+        http = cfg.http
+        cert = (http.certificate or cfg.node.tls.certificate) if http.tls else ""
+        key = (http.private_key or cfg.node.tls.private_key) if http.tls else ""
+        app = create_app(node, metrics_registry=registry, console=True, tls=http.tls,
+                         metrics_public=cfg.metrics.public)
+        return WebServer(app, bind=http.bind, port=http.port, certificate=cert, private_key=key, key="http.port")
+    if cfg.metrics.port:
+        app = create_app(node, metrics_registry=registry, console=False)
+        return WebServer(app, bind=cfg.metrics.bind, port=cfg.metrics.port, key="metrics.port")
+    return None

@@ -12,7 +12,8 @@
     session_seconds = 28800      # a login lasts this long (8 h)
     login_max_failures = 5       # failed logins from one address or for one name within login_window_seconds
     login_window_seconds = 300   # ... before further attempts are refused (HTTP 429) until the window passes
-    viewer_url = ""              # an external viewer for a study: "https://ohif.example/viewer?StudyInstanceUIDs={study_uid}"
+    viewer_url = ""              # a study in an external viewer, e.g.
+                                 # "https://ohif.example/viewer?StudyInstanceUIDs={study_uid}"
 
     [[http.users]]               # written by `dicomnode user add NAME --role R`
     name = "alice"

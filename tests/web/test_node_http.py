@@ -15,7 +15,7 @@ import httpx
 import tomli_w
 
 from console_helpers import PASSWORDS, start_console
-from helpers import STS_CT, UserNode, free_port, storescu, wait_for_port, wait_until
+from helpers import STS_CT, UserNode, free_port, storescu, wait_until
 
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 

@@ -40,7 +40,8 @@ schema = schemathesis.pytest.from_fixture("api_schema")
           suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
 def test_fuzz_no_server_error(case, console):
     """Every operation, with generated valid and invalid inputs, as an admin (so that every action runs): never a
-    5xx, only documented status codes and content types, responses as documented, invalid input refused. Few examples per operation and derandomised, so that CI is fast and repeatable."""
+    5xx, only documented status codes and content types, responses as documented, invalid input refused.
+    Few examples per operation and derandomised, so that CI is fast and repeatable."""
     response = case.call_and_validate(
         headers={"Authorization": f"Bearer {console.tokens['admin']}"}, timeout=60,
         # a schema-valid request may still be refused for what a schema cannot say (an upload that is not DICOM,

@@ -56,6 +56,8 @@ def test_every_page_escapes_them(console, hostile_series):
                 assert raw not in resp.text, (url, raw)
             shown += "&lt;script&gt;" in resp.text or "&lt;b&gt;" in resp.text
         # reflected values: the login form's `next`, the error page of an unknown page
+        if len(pages) > 1:  # the console's pages list series and senders: the values appear, escaped
+            assert shown, "no page shows the hostile SeriesDescription or AE title escaped"
         login = c.get("/login", params={"next": '/x"><script>alert(1)</script>'})
     with console.client() as anon:
         form = anon.get("/login", params={"next": '/x"><script>alert(1)</script>'})
@@ -76,7 +78,8 @@ def _file_routes():
     out = ["/static/{path}"]
     for r in app_routes():
         params = re.findall(r"\{(\w+)(?::path)?\}", r.path)
-        if "GET" in r.methods and (":path}" in r.path or names & set(params)):
+        is_file = re.search(r"\.(png|jpg|dcm|json|csv|txt)$", r.path) is not None
+        if "GET" in r.methods and params and (":path}" in r.path or names & set(params) or is_file):
             out.append(r.path)
     return out
 
@@ -128,3 +131,35 @@ def test_safe_path(tmp_path):
             safe_path(tmp_path / "a", bad)
         assert e.value.status_code == 404, bad
     assert Path(safe_path(tmp_path, "a", "x.png")).read_bytes() == b"png"
+
+
+def test_rule_test_upload(console):
+    """The rule test reads an uploaded file (saved under a name of the node's choosing) and says which rule fires;
+    a file that is not DICOM is a 422 naming it, never a 5xx."""
+    from helpers import STS_CT
+    f = sorted(STS_CT.iterdir())[0]
+    c, token = console.login("viewer")
+    with closing(c):
+        r = c.post("/api/v1/rules/test", files={"file": ("../../etc/passwd", f.read_bytes())},
+                   headers={"X-CSRF-Token": token})
+        assert r.status_code == 200 and r.json()["rule"] == "ct", r.text
+        assert [x["name"] for x in r.json()["checks"]] == ["chest", "ct"]
+        bad = c.post("/api/v1/rules/test", files={"file": ("x.dcm", b"not dicom")}, headers={"X-CSRF-Token": token})
+        assert bad.status_code == 422 and "not a readable DICOM file" in bad.json()["detail"]
+
+
+def test_an_oversized_body_is_refused_before_it_is_read(console):
+    import http.client
+    from urllib.parse import urlsplit
+    u = urlsplit(console.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    try:  # announce 1 GiB, send nothing: the answer comes at once
+        conn.putrequest("POST", "/api/v1/rules/test")
+        conn.putheader("Authorization", f"Bearer {console.tokens['viewer']}")
+        conn.putheader("Content-Type", "multipart/form-data; boundary=x")
+        conn.putheader("Content-Length", str(2**30))
+        conn.endheaders()
+        r = conn.getresponse()
+        assert r.status == 413 and b"MiB" in r.read()
+    finally:
+        conn.close()

@@ -106,3 +106,15 @@ def test_an_invalid_file_is_left_untouched(tmp_path):
     assert r.returncode == 1 and "left as it was" in r.stderr or "not valid TOML" in r.stderr, r.stderr
     assert cfg.read_text() == before
     assert _cli("user", "add", "ann", "--role", "viewer", "--password-stdin", input="long-enough\n").returncode == 2
+
+
+def test_config_check_runtime_names_a_busy_http_port(tmp_path):
+    import socket
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = tmp_path / "node.toml"
+        cfg.write_text(f'[node]\nport = 0\ndata_dir = "data"\n[http]\nenabled = true\nport = {port}\n')
+        r = _cli("config", "check", "--runtime", str(cfg))
+    assert r.returncode == 2 and f"http.port = {port}" in r.stderr and "in use" in r.stderr, r.stderr
