@@ -403,7 +403,7 @@ def audit_page(request: Request, since: Annotated[str, Query(max_length=64)] = "
                user: Annotated[str, Query(max_length=64)] = "",
                sender: Annotated[str, Query(max_length=16)] = "",
                series_uid: Annotated[str, Query(max_length=64)] = "") -> Response:
-    from dicomnode.commands.audit import parse_since
+    from dicomnode.admin import parse_since
     error, rows = "", []
     try:
         t0 = parse_since(since or "24h")

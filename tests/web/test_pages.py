@@ -88,8 +88,8 @@ def test_pages_and_their_actions_for_each_role(node, tmp_path):
     token = _csrf(page.text)
     r = op.post(f"/jobs/{job_id}/retry", data={"csrf_token": token})
     assert r.status_code == 200 and _outcome(r) == f"job {job_id} queued again"
-    r = op.post(f"/jobs/{job_id}/retry", data={"csrf_token": token})  # pending or running now: refused, 409
-    assert r.status_code == 409 and "only failed or done jobs" in r.text
+    r = op.post(f"/series/{uid}/complete", data={"csrf_token": token})  # complete already: refused, 409
+    assert r.status_code == 409 and "not open" in r.text and 'href="/series/' in r.text
 
     # rules: a stored series and an upload; a non-DICOM upload gets a clear answer
     page = op.get(f"/rules?series_uid={uid}")
