@@ -323,7 +323,8 @@ def rules_test_series(request: Request,
         raise HTTPException(422, f"the stored file cannot be read: {e}") from None
 
 
-@router.post("/rules/test", responses={**_ERRORS, 413: {"description": "file too large"},
+@router.post("/rules/test", responses={**_ERRORS, 400: {"description": "a malformed multipart body (FastAPI's parser)"},
+                                       413: {"description": "file too large"},
                                        422: {"description": "not a DICOM file"}},
              summary="which rule an uploaded DICOM file gets, and why the earlier rules did not fire (`rules test`)")
 async def rules_test_file(request: Request, file: UploadFile = File(...)) -> RuleExplanation:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dicomnode.chain import JobSpec, run_chain
+from dicomnode.jobs.chain import run_chain
+from dicomnode.jobs.spec import ChainSpec
 from dicomnode.config import Profile
 from dicomnode.web.keyslices import KEYSLICES_PNG, KeySlicesError, keyslices_png
 from helpers import STS_CT
@@ -31,7 +32,7 @@ def stored_job(tmp_path_factory):
         shutil.copy(p, inst / p.name)
     files = sorted(str(p) for p in inst.iterdir())
     out = data / "results" / "series" / "7"
-    outcome = run_chain(JobSpec(files=tuple(files), profile=PROFILE, out_dir=str(out), uid_root="2.25.", job_id=7))
+    outcome = run_chain(ChainSpec(files=tuple(files), profile=PROFILE, out_dir=str(out), uid_root="2.25.", job_id=7))
     return data, str(Path(outcome.results_json).parent), files
 
 
