@@ -16,6 +16,7 @@ from __future__ import annotations
 import fnmatch
 import tomllib
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -79,6 +80,12 @@ class SeriesSection:
     check_interval_seconds: float = 1.0
 
 
+class DestinationKind(str, Enum):
+    """How results reach a destination (``[[destinations]] kind``); each kind has its sender in ``export/``."""
+
+    DICOM = "dicom"  # DIMSE C-STORE to ae_title@host:port
+
+
 @dataclass(frozen=True, slots=True)
 class Destination:
     name: str
@@ -87,6 +94,7 @@ class Destination:
     port: int
     tls: bool = False
     ca_certificates: str = ""  # PEM CAs that verify this destination (TLS); default: [node.tls] ca_certificates
+    kind: DestinationKind = DestinationKind.DICOM
 
     @property
     def address(self) -> str:
@@ -527,8 +535,14 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
     declared: set[str] = set()  # names of [[destinations]] tables, valid or not: a rule naming one is not at fault
     for i, t in enumerate(_parse_list_of_tables(c, doc, "destinations")):
         p = f"destinations[{i}]"
-        c.unknown(t, p, {"name", "ae_title", "host", "port", "tls", "ca_certificates"})
+        c.unknown(t, p, {"name", "kind", "ae_title", "host", "port", "tls", "ca_certificates"})
         name = c.string(t, "name", p, required=True)
+        kind_name = c.string(t, "kind", p, DestinationKind.DICOM.value)
+        kinds = [k.value for k in DestinationKind]
+        if kind_name not in kinds:
+            c.err(f"{p}.kind", kind_name, f"unknown destination kind; use one of: {', '.join(kinds)} "
+                  f"(\"dicom\": DIMSE C-STORE, the default), or leave `kind` out")
+            kind_name = DestinationKind.DICOM.value
         if name:
             declared.add(name)
         ae = c.ae(t, "ae_title", p, required=True)
@@ -550,7 +564,7 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
                 if v and not Path(v).is_file():
                     c.err(f"node.tls.{key}", v, f"no such file; {p} uses TLS and presents this file")
         if name and ae and host and port:
-            dests.append(Destination(name, ae, host, int(port), tls_on, ca))
+            dests.append(Destination(name, ae, host, int(port), tls_on, ca, DestinationKind(kind_name)))
 
     profiles = load_default_profiles()
     pt = c.table(doc, "profiles")
@@ -817,6 +831,8 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, Enum):
+        return value.value
     return value
 
 
