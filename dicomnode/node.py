@@ -236,8 +236,8 @@ class Node:
                               max_associations=cfg.node.max_associations,
                               max_associations_per_peer=cfg.node.max_associations_per_peer,
                               network_timeout_s=cfg.node.idle_timeout_seconds,
-                              artim_timeout_s=cfg.node.artim_timeout_seconds)
-        self.metrics.watch_refusals()
+                              artim_timeout_s=cfg.node.artim_timeout_seconds,
+                              on_event=self.metrics.scp_event)
         self.scp.start()
         if cfg.metrics.port:
             self.metrics.serve(cfg.metrics.port, cfg.metrics.bind)
