@@ -66,6 +66,7 @@ class NodeSection:
     max_associations_per_peer: int = 8   # open associations from one address: one peer cannot take every slot
     idle_timeout_seconds: float = 60.0   # an association silent this long is aborted
     artim_timeout_seconds: float = 30.0  # a connection without an A-ASSOCIATE-RQ this long is closed
+    fast_receive: bool = True  # the fast receive path (net/_fastdul.py); false: pynetdicom's stock path
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +299,7 @@ def _parse_node(c: _Collector, doc: Mapping[str, Any], base_dir: Path) -> NodeSe
     t = c.table(doc, "node")
     c.unknown(t, "node", {"ae_title", "bind", "port", "data_dir", "max_pdu_bytes", "uid_root", "log_format",
                           "min_free_disk_mb", "tls", "max_associations", "max_associations_per_peer",
-                          "idle_timeout_seconds", "artim_timeout_seconds"})
+                          "idle_timeout_seconds", "artim_timeout_seconds", "fast_receive"})
     d = NodeSection()
     data_dir = c.string(t, "data_dir", "node", str(d.data_dir))
     dd = Path(data_dir).expanduser() if data_dir else d.data_dir
@@ -329,6 +330,7 @@ def _parse_node(c: _Collector, doc: Mapping[str, Any], base_dir: Path) -> NodeSe
         min_free_disk_mb=c.number(t, "min_free_disk_mb", "node", d.min_free_disk_mb, minimum=0, integer=True,
                                   example="1024"),
         tls=tls,
+        fast_receive=c.boolean(t, "fast_receive", "node", d.fast_receive),
         **_parse_node_limits(c, t, d),
     )
 

@@ -237,6 +237,7 @@ class Node:
                               max_associations_per_peer=cfg.node.max_associations_per_peer,
                               network_timeout_s=cfg.node.idle_timeout_seconds,
                               artim_timeout_s=cfg.node.artim_timeout_seconds,
+                              fast_receive=cfg.node.fast_receive,
                               on_event=self.metrics.scp_event)
         self.scp.start()
         if cfg.metrics.port:

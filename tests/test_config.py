@@ -81,3 +81,13 @@ def test_config_check_cli_exit_codes(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dicomnode", "config", "check", str(syntax)],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "not valid TOML" in proc.stderr
+
+
+def test_node_fast_receive_key():
+    from dicomnode.errors import ConfigErrors
+
+    assert parse_config({}).node.fast_receive is True
+    assert parse_config({"node": {"fast_receive": False}}).node.fast_receive is False
+    with pytest.raises(ConfigErrors) as e:
+        parse_config({"node": {"fast_receive": "yes"}})
+    assert "node.fast_receive" in str(e.value) and "true or false" in str(e.value)

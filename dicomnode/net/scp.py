@@ -17,7 +17,9 @@ and this module adds:
   Only then is ``sink`` called and the success status sent.
 * **A fast receive path** (:mod:`dicomnode.net._fastdul`, on by default): PDUs are read with
   ``recv_into`` into a reused buffer and data set fragments go straight to the temp file; pynetdicom's
-  stock path (``fast_receive=False``) does the same work through its ``EVT_C_STORE`` handler.
+  stock path (``fast_receive=False``) does the same work through its ``EVT_C_STORE`` handler. The fast
+  path mirrors private parts of one pynetdicom release: on another, :meth:`StorageSCP.start` logs
+  ``fast receive path refused`` with the reason and uses the stock path (:attr:`StorageSCP.receive_path`).
 
 C-STORE statuses (:class:`StoreStatus`):
 
@@ -66,7 +68,7 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 
 from dicomnode.errors import InvalidUIDError, SpoolFullError
 from dicomnode.net._fastdul import (C_ECHO_RQ, C_STORE_RQ, Command, FastAssociation, FastDUL, MessageHandler,
-                                   peer_log_limit)
+                                   fast_path_refusal, peer_log_limit)
 from dicomnode.net._header import HeaderFields, HeaderScanner, check_dataset_file
 from dicomnode.net.events import AssociationRefused, RefusalKind, ScpEvent, StoreRefused
 from dicomnode.store.spool import Spool, StoredInstance
@@ -317,7 +319,9 @@ class StorageSCP:
         A connection that sends no A-ASSOCIATE-RQ within this time is closed (the ARTIM timer; also the
         time given to release and abort exchanges). Default 30 s.
     fast_receive : bool, optional
-        Use the fast receive path (default) or pynetdicom's stock one.
+        Use the fast receive path (default) or pynetdicom's stock one. The fast path is refused (one warning,
+        then the stock path) on a pynetdicom release it was not written for; :attr:`receive_path` says which
+        path runs.
     on_event : callable, optional
         Called with an :data:`~dicomnode.net.events.ScpEvent` for each refused association, failed TLS handshake
         and refused C-STORE, from the association's thread; it must be fast. Its exceptions are logged and ignored.
@@ -367,6 +371,7 @@ class StorageSCP:
         self.network_timeout_s = network_timeout_s
         self.artim_timeout_s = artim_timeout_s
         self.fast_receive = fast_receive
+        self.receive_path = "fast" if fast_receive else "stock"  # the path in use, settled by start()
         self.on_event = on_event
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -419,10 +424,18 @@ class StorageSCP:
         if self._server is not None:
             raise RuntimeError("StorageSCP.start: already started")
         self._stopping.clear()
+        fast = self.fast_receive
+        if fast:
+            refusal = fast_path_refusal()
+            if refusal is not None:
+                log.warning("fast receive path refused: %s; receiving through pynetdicom's stock path", refusal,
+                            extra={"reason": refusal, "receive_path": "stock"})
+                fast = False
+        self.receive_path = "fast" if fast else "stock"
         ae = self._make_ae()
         handlers = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_RELEASED, self._on_ended),
                     (evt.EVT_ABORTED, self._on_ended)]
-        if not self.fast_receive:
+        if not fast:
             handlers.append((evt.EVT_C_STORE, self._on_stock_c_store))
         server = ae.make_server(
             (self.bind, self._requested_port),
@@ -430,19 +443,22 @@ class StorageSCP:
             ssl_context=self.ssl_context,
             evt_handlers=handlers,
             server_class=_Server,
-            request_handler=_FastRequestHandler if self.fast_receive else _StockRequestHandler,
+            request_handler=_FastRequestHandler if fast else _StockRequestHandler,
         )
         server.scp = self
         self._server = server
-        ae._servers.append(server)
+        if isinstance(getattr(ae, "_servers", None), list):  # so that ae.shutdown() would find it too
+            ae._servers.append(server)
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.1}, name=f"StorageSCP@{self.port}", daemon=True
         )
         self._thread.start()
         log.info(
-            "storage SCP listening on %s:%d as %s", self.bind, self.port, self.ae_title,
+            "storage SCP listening on %s:%d as %s (%s receive path)", self.bind, self.port, self.ae_title,
+            self.receive_path,
             extra={"ae_title": self.ae_title, "address": f"{self.bind}:{self.port}",
-                   "tls": self.ssl_context is not None, "max_pdu_bytes": self.max_pdu_bytes},
+                   "tls": self.ssl_context is not None, "max_pdu_bytes": self.max_pdu_bytes,
+                   "receive_path": self.receive_path},
         )
 
     def stop(self, timeout_s: float = 30.0) -> None:
