@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import time
@@ -16,21 +15,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dicomnode import __version__
+from dicomnode.commands._common import config_or_exit as _config_or_exit
+from dicomnode.commands._common import load_config_file as _load_config
+from dicomnode.commands._common import node_db as _db
 from dicomnode.errors import ConfigError, DicomnodeError
-
-
-def _load_config(path: str | None):
-    from dicomnode.config import load_config
-    path = path or os.environ.get("DICOMNODE_CONFIG") or None
-    return load_config(path)
-
-
-def _config_or_exit(path: str | None):
-    try:
-        return _load_config(path)
-    except ConfigError as e:
-        print(f"dicomnode: invalid configuration\n{e}", file=sys.stderr)
-        raise SystemExit(2) from None
+from dicomnode.obs.status import status_dict
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -200,68 +189,10 @@ def cmd_send(a: argparse.Namespace) -> int:
     return 1 if failed or refused else 0
 
 
-def _db(a: argparse.Namespace):
-    from dicomnode.node import DB_NAME, open_database
-    cfg = _config_or_exit(getattr(a, "config", None))
-    if not (Path(cfg.node.data_dir) / DB_NAME).exists():
-        print(f"dicomnode: no node data in {cfg.node.data_dir} (start it with `dicomnode serve` first, or pass "
-              f"--config with the node's file)", file=sys.stderr)
-        raise SystemExit(1)
-    return cfg, open_database(cfg)
-
-
 def _ts(t: float | None) -> str:
     """ISO 8601 local time with its UTC offset, for people; "-" for none."""
     from dicomnode.admin import iso
     return iso(t) or "-"
-
-
-def _series_entry(s: Any, cfg: Any, now: float) -> dict[str, Any]:
-    from dicomnode.admin import series_completion
-    eta = series_completion(s, cfg, now)
-    return {"series_uid": s.series_uid, "modality": s.modality, "state": s.state.value,
-            "instances": s.instance_count, "last_received_at": s.last_received_at, "rule": s.rule, "note": s.note,
-            "completes_at": eta[0] if eta else None, "completes_in_s": round(eta[1], 1) if eta else None}
-
-
-def status_dict(cfg: Any, db: Any) -> dict[str, Any]:
-    series = db.list_series(limit=100)
-    jobs = db.list_jobs(limit=100)
-    exports = db.list_exports(limit=200)
-    from dicomnode.store.db import ExportState, JobState
-    now = time.time()
-    return {
-        "node": {"ae_title": cfg.node.ae_title, "port": cfg.node.port, "data_dir": str(cfg.node.data_dir),
-                 "quiet_seconds": cfg.series.quiet_seconds},
-        "instances": db.count_instances(),
-        "series": [_series_entry(s, cfg, now) for s in series],
-        "jobs": {"counts": db.count_jobs(),
-                 "recent": [{"id": j.id, "series_uid": j.series_uid, "state": j.state.value, "profile": j.profile,
-                             "attempts": j.attempts, "seconds": j.seconds, "error": j.error,
-                             "result_dir": j.result_dir, "results": list(j.results)} for j in jobs]},
-        "outbox": {"counts": db.count_exports(),
-                   "dead": [{"id": e.id, "destination": e.destination, "sop_instance_uid": e.sop_instance_uid,
-                             "attempts": e.attempts, "error": e.last_error}
-                            for e in exports if e.state is ExportState.DEAD]},
-        "failed_jobs": [j.id for j in jobs if j.state is JobState.FAILED],
-        **_cluster(cfg, db),
-        "summary": _summary(cfg, db),
-    }
-
-
-def _summary(cfg: Any, db: Any) -> dict[str, Any]:
-    from dicomnode.obs.metrics import metrics_summary
-    return metrics_summary(db, cfg)
-
-
-def _cluster(cfg: Any, db: Any) -> dict[str, Any]:
-    if cfg.workers.backend != "dask":
-        return {}
-    from dicomnode.executors import cluster_status
-    addr = cfg.workers.scheduler or db.get_meta("dask_scheduler") or ""
-    if not addr:
-        return {"cluster": {"backend": "dask", "error": "no scheduler address known (is the node running?)"}}
-    return {"cluster": cluster_status(addr, timeout_seconds=3)}
 
 
 def _activity(a: dict[str, Any]) -> str:
@@ -417,8 +348,8 @@ def cmd_process(a: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from dicomnode.batch import find_series
-    from dicomnode.chain import JobSpec, run_chain
+    from dicomnode.jobs.batch import find_series
+    from dicomnode.jobs.chain import JobSpec, run_chain
     from dicomnode.config import DEFAULT_PROFILE_BY_MODALITY, GENERIC_PROFILE
 
     cfg = _config_or_exit(a.config)

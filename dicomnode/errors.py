@@ -16,7 +16,7 @@ Every exception says what went wrong and what to do about it.
      +-- SendError            a C-STORE to a destination failed (refused, timed out, failure status)
      +-- ModelError           a model file is missing, not ours or of another version
 
-Executors add two of their own (``dicomnode.executors``): ``RequeueJob`` (not a failure: the job goes back to
+Executors add two of their own (``dicomnode.jobs.executors``): ``RequeueJob`` (not a failure: the job goes back to
 pending without counting an attempt, e.g. the cluster connection was lost) and ``WorkerMemoryError`` (a job killed
 its worker by exceeding the memory limit; names the series and the limit).
 """

@@ -27,11 +27,11 @@ from typing import Callable
 
 from dicomnode.config import NodeConfig
 from dicomnode.errors import ConfigError
-from dicomnode.executors import Executor, executor_for
+from dicomnode.jobs.executors import Executor, executor_for
 from dicomnode.export.outbox import Outbox
 from dicomnode.io.headers import (HeaderReadError, is_image_storage, is_region_storage, read_tags,
                                   referenced_series_uid)
-from dicomnode.jobs import Dispatcher
+from dicomnode.jobs.dispatcher import Dispatcher
 from dicomnode.obs.metrics import NodeMetrics
 from dicomnode.routing import RouteDecision, quiet_seconds, route
 from dicomnode.store.db import Database, InstanceRecord, SeriesRow, SeriesState

@@ -73,7 +73,7 @@ def _line(e: dict[str, Any]) -> str:
 
 
 def cmd_audit(a: argparse.Namespace) -> int:
-    from dicomnode.cli import _db
+    from dicomnode.commands._common import node_db as _db
 
     try:
         since = parse_since(a.since)

@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_reprocess(a: argparse.Namespace) -> int:
     from dicomnode.admin import AdminError, reprocess
-    from dicomnode.cli import _db
+    from dicomnode.commands._common import node_db as _db
 
     cfg, db = _db(a)
     if a.profile is not None and a.profile not in cfg.profiles:

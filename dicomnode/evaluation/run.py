@@ -1,6 +1,6 @@
 """Run the cases of a case file as the node would and score the results against their truth.
 
-For each case the series' files go through :func:`dicomnode.chain.run_chain` with the profile the node's routing
+For each case the series' files go through :func:`dicomnode.jobs.chain.run_chain` with the profile the node's routing
 chooses for them (:func:`dicomnode.routing.route` on the first file's header; a case's ``profile`` overrides it).
 The chain writes its SEG, SR and ``results.json`` under ``DIR/cases/<id>/`` exactly as a job does; the scoring
 reads that ``results.json`` (and the SEG, for the masks of the findings), never the chain's internals.
@@ -128,7 +128,7 @@ def _inside(mask: np.ndarray, zyx: np.ndarray) -> bool:
 
 def evaluate_case(case: Case, config: NodeConfig, out_dir: Path, *, data_root: Path | None = None) -> CaseResult:
     """Run one case through the node's chain and score it. Never raises for a bad series: see ``status``."""
-    from dicomnode.chain import JobSpec, run_chain
+    from dicomnode.jobs.chain import JobSpec, run_chain
     from dicomnode.io.load import load_series
     from dicomnode.net.scu import iter_dicom_files
 

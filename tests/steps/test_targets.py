@@ -13,7 +13,7 @@ import pytest
 
 from dicomnode.analysis.pipeline import Context, run_steps
 from dicomnode.analysis.volume import Volume
-from dicomnode.chain import JobSpec, run_chain
+from dicomnode.jobs.chain import JobSpec, run_chain
 from dicomnode.config import Profile
 from dicomnode.steps import registry
 from helpers import SHARED_DATA, dciodvfy

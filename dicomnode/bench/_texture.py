@@ -1,6 +1,6 @@
 """Timing of the texture families on a synthetic CT (developer tool, not a test; private).
 
-``python -m dicomnode.analysis.features.texture --bench`` builds a 512 x 512 x 300 int16 CT (0.8 x 0.8 x 1.5 mm)
+``python -m dicomnode.bench._texture [--repeat R]`` builds a 512 x 512 x 300 int16 CT (0.8 x 0.8 x 1.5 mm)
 with a ~100 mL ellipsoidal region of textured soft tissue, discretises the region with fixed bin number 32 and fixed
 bin size 25 HU (from -1000 HU), and times each family with all its aggregations on the native grid. It prints the
 seconds per family, the peak of numpy memory traced during the texture call (tracemalloc) and the process peak RSS.
@@ -92,3 +92,9 @@ def main(argv: list[str]) -> None:
             print(f"  {family:8s} {seconds:6.3f} s")
         print(f"  traced numpy peak during texture: {traced_peak / 2**20:.0f} MiB; process peak RSS "
               f"{rss_before:.0f} MiB before, {rss_after:.0f} MiB after")
+
+
+if __name__ == "__main__":  # pragma: no cover - developer tool
+    import sys
+
+    main(sys.argv[1:])

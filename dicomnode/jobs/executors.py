@@ -1,9 +1,9 @@
 """Where jobs run: behind one interface, a local process pool (default) or a Dask distributed cluster.
 
-An executor takes a :class:`~dicomnode.chain.JobSpec` and returns a future of a
-:class:`~dicomnode.chain.JobOutcome`; it never touches the index. The dispatcher in :mod:`dicomnode.jobs` owns the
-job's state. Both back ends run the same function, :func:`dicomnode.chain.run_chain` (on Dask wrapped by
-:mod:`dicomnode.remote` for log context and memory errors).
+An executor takes a :class:`~dicomnode.jobs.chain.JobSpec` and returns a future of a
+:class:`~dicomnode.jobs.chain.JobOutcome`; it never touches the index. The dispatcher in
+:mod:`dicomnode.jobs.dispatcher` owns the job's state. Both back ends run the same function, :func:`dicomnode.jobs.chain.run_chain` (on Dask wrapped by
+:mod:`dicomnode.jobs.remote` for log context and memory errors).
 
 A future may end in one of these, besides the chain's own errors::
 
@@ -48,11 +48,11 @@ from pathlib import Path
 from typing import Any, Mapping, Protocol
 
 from dicomnode.fsio import atomic_write_bytes
-from dicomnode.chain import RESULTS_JSON, JobOutcome, JobSpec, run_chain
+from dicomnode.jobs.chain import RESULTS_JSON, JobOutcome, JobSpec, run_chain
 from dicomnode.config import WorkersSection
 from dicomnode.errors import DicomnodeError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("dicomnode.executors")  # its name before jobs/ (log filters use it)
 
 #: how long a job waits before it is claimed again when the cluster cannot be reached
 REQUEUE_DELAY_SECONDS = 5.0
@@ -88,7 +88,8 @@ class WorkerStartError(DicomnodeError):
 
 
 #: what a job process imports before it runs a job (the forkserver's preload, then the job function's module)
-_JOB_PROCESS_IMPORTS = ("dicomnode.chain", "dicomnode.results.seg", "dicomnode.results.sr", "dicomnode.executors")
+_JOB_PROCESS_IMPORTS = ("dicomnode.jobs.chain", "dicomnode.results.seg", "dicomnode.results.sr",
+                        "dicomnode.jobs.executors")
 
 
 def start_forkserver() -> None:
@@ -121,7 +122,7 @@ for name in preload:  # as the forkserver does, an ImportError here is not yet f
         pass
 from multiprocessing import spawn
 spawn.prepare(data)  # as each job process does: the node's sys.path, its main module re-run as __mp_main__
-import dicomnode.executors, dicomnode.chain
+import dicomnode.jobs.executors, dicomnode.jobs.chain
 """
 
 
@@ -169,7 +170,7 @@ def _init_worker(threads: int = 0, node_pid: int = 0) -> None:
     import signal
 
     from dicomnode.obs.logs import setup_job_process_logging
-    from dicomnode.workerproc import exit_with
+    from dicomnode.jobs.workerproc import exit_with
     setup_job_process_logging()  # the node's log format; library warnings scrubbed, once each
     # The node handles SIGINT/SIGTERM; workers finish or are stopped by the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -309,7 +310,7 @@ def _series_uid_of(spec: JobSpec) -> str:
 
 
 def write_remote_result(result: Any, out_dir: str) -> JobOutcome:
-    """Write a :class:`dicomnode.remote.RemoteResult` into ``out_dir`` (atomically, file by file).
+    """Write a :class:`dicomnode.jobs.remote.RemoteResult` into ``out_dir`` (atomically, file by file).
 
     Returns the :class:`JobOutcome` with the paths on this machine, as if the chain had run here.
     """
@@ -489,7 +490,7 @@ class DaskExecutor:
     def submit(self, spec: JobSpec) -> "Future[JobOutcome]":
         """Submit one job as one task; the returned future ends with the outcome or the error, never blocks."""
         out: Future[JobOutcome] = Future()
-        from dicomnode import remote
+        from dicomnode.jobs import remote
 
         series_uid = _series_uid_of(spec)
         key = f"dicomnode-job-{spec.job_id if spec.job_id is not None else 'x'}-{uuid.uuid4().hex[:12]}"
@@ -555,7 +556,7 @@ class DaskExecutor:
                              f"({reason}); the job is queued again",
                              delay_seconds=REQUEUE_DELAY_SECONDS if "connection" in reason else 0.0) from None
         except KilledWorker as e:
-            from dicomnode.remote import format_memory_limit
+            from dicomnode.jobs.remote import format_memory_limit
             ws = e.last_worker
             raise WorkerMemoryError(
                 f"series {series_uid} (job {spec.job_id}): {e.allowed_failures + 1} worker(s) died while running "

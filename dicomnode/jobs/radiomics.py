@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from dicomnode.chain import RESULTS_JSON, JobOutcome, JobSpec, input_digest
+from dicomnode.jobs.chain import RESULTS_JSON, JobOutcome, JobSpec, input_digest
 from dicomnode.fsio import atomic_write
 from dicomnode.errors import SeriesLoadError
 
@@ -24,7 +24,7 @@ RADIOMICS_CSV = "radiomics.csv"
 
 
 def _settings_digest(name_or_path: str) -> str:
-    from dicomnode.radiomics_settings import builtin_settings
+    from dicomnode.config.radiomics import builtin_settings
     path = builtin_settings().get(name_or_path, Path(name_or_path))
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
 
@@ -33,7 +33,7 @@ def run_radiomics(spec: JobSpec) -> JobOutcome:
     from dicomnode.analysis.radiomics import extract_features
     from dicomnode.io.load import load_series
     from dicomnode.io.roi import read_region, region_names
-    from dicomnode.radiomics_settings import resolve_settings
+    from dicomnode.config.radiomics import resolve_settings
     from dicomnode.results.radiomics_sr import build_radiomics_sr
     from dicomnode.results.uids import ResultUids
 

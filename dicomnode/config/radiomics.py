@@ -66,7 +66,7 @@ __all__ = ["SETTINGS_DIR", "SettingsScope", "builtin_settings", "load_settings",
            "settings_from_dict", "settings_scope"]
 
 #: The shipped settings files.
-SETTINGS_DIR = Path(__file__).parent / "conf" / "radiomics"  # shipped inside the package (dicomnode/conf)
+SETTINGS_DIR = Path(__file__).parent.parent / "conf" / "radiomics"  # shipped inside the package (dicomnode/conf)
 
 _KEYS: dict[str, set[str]] = {
     "": {"name", "description", "modalities", "intensity_unit", "interpolation", "resegmentation", "discretisation",

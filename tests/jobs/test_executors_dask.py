@@ -20,14 +20,14 @@ import dask
 import pytest
 
 from helpers import STS_CT, free_port, wait_for_port, wait_until
-from dicomnode.chain import JobSpec, run_chain
+from dicomnode.jobs.chain import JobSpec, run_chain
 from dicomnode.config import parse_config
 from dicomnode.errors import SeriesLoadError
-from dicomnode.executors import (DaskExecutor, RequeueJob, WorkerMemoryError, cluster_status, executor_for,
+from dicomnode.jobs.executors import (DaskExecutor, RequeueJob, WorkerMemoryError, cluster_status, executor_for,
                                  make_executor)
 from dicomnode.io.headers import is_dicom_file
-from dicomnode.jobs import Dispatcher
-from dicomnode.remote import job_context
+from dicomnode.jobs.dispatcher import Dispatcher
+from dicomnode.jobs.remote import job_context
 from dicomnode.store.db import Database, InstanceRecord, JobState, SeriesState
 
 CONFIG = parse_config({"profiles": {"quick": {"steps": ["foreground", "measure"]}}})
@@ -94,11 +94,11 @@ def test_worker_logs_reach_the_node_with_job_id_and_series_uid(local_cluster, tm
     out = local_cluster.submit(_spec(tmp_path / "o", job_id=4242)).result(120)
 
     def forwarded():
-        return [r for r in caplog.records if r.name == "dicomnode.remote" and getattr(r, "job_id", None) == 4242]
+        return [r for r in caplog.records if r.name == "dicomnode.jobs.remote" and getattr(r, "job_id", None) == 4242]
     recs = wait_until(forwarded, timeout_s=30, what="forwarded worker log records")
     assert all(r.series_uid == out.series_uid for r in recs)
     assert all(str(r.worker).startswith("tcp://127.0.0.1:") for r in recs)
-    chain = wait_until(lambda: [r for r in caplog.records if r.name == "dicomnode.chain"
+    chain = wait_until(lambda: [r for r in caplog.records if r.name == "dicomnode.jobs.chain"
                                 and getattr(r, "job_id", None) == 4242], timeout_s=30, what="chain record")
     assert chain[0].series_uid == out.series_uid
 

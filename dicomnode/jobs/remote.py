@@ -1,17 +1,17 @@
 """The worker side of the Dask executor: the task a Dask worker runs for one job.
 
-:func:`run_job` runs :func:`dicomnode.chain.run_chain` unchanged on the series' files where they are (``transfer =
+:func:`run_job` runs :func:`dicomnode.jobs.chain.run_chain` unchanged on the series' files where they are (``transfer =
 "shared"``: the node's data folder is mounted at the same path on every worker). :func:`run_job_bytes` gets the
 series' files as bytes with the task (``transfer = "bytes"``), runs the chain in a private temporary folder and
 returns the result files as bytes; the node writes them into the job's output folder
-(:meth:`dicomnode.executors.DaskExecutor`), so nothing of the job stays on the worker.
+(:meth:`dicomnode.jobs.executors.DaskExecutor`), so nothing of the job stays on the worker.
 
 Both wrap the chain the same way:
 
 * every ``dicomnode`` log record emitted while the job runs carries ``job_id`` and ``series_uid`` (a filter on the
   handlers of the ``dicomnode`` logger, including the one :meth:`distributed.Client.forward_logging` installs to
   send worker records to the node), and the worker's own stderr shows dicomnode warnings with the same fields;
-* a :class:`MemoryError` becomes :class:`~dicomnode.executors.WorkerMemoryError`, naming the series and the
+* a :class:`MemoryError` becomes :class:`~dicomnode.jobs.executors.WorkerMemoryError`, naming the series and the
   worker's memory limit.
 
 This module is imported on the workers; it needs the same dicomnode version there as on the node.
@@ -30,9 +30,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
-from dicomnode.chain import JobOutcome, JobSpec, run_chain
+from dicomnode.jobs.chain import JobOutcome, JobSpec, run_chain
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("dicomnode.remote")  # its name before jobs/ (log filters use it)
 
 _JOB_CONTEXT: contextvars.ContextVar[dict[str, object] | None] = contextvars.ContextVar("dicomnode_job",
                                                                                       default=None)
@@ -123,7 +123,7 @@ def job_context(job_id: int | None, series_uid: str) -> Iterator[logging.LoggerA
     try:
         yield adapter
     except MemoryError as e:
-        from dicomnode.executors import WorkerMemoryError
+        from dicomnode.jobs.executors import WorkerMemoryError
         limit = format_memory_limit(_memory_limit_bytes())
         adapter.error("job ran out of memory", extra={"memory_limit": limit})
         raise WorkerMemoryError(

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 from dicomnode.errors import ConfigError, ConfigErrors
 
-CONF_DIR = Path(__file__).parent / "conf"  # a link to the repository's conf/, shipped as package data
+CONF_DIR = Path(__file__).parent.parent / "conf"  # a link to the repository's conf/, shipped as package data
 PROFILES_DIR = CONF_DIR / "profiles"
 
 DEFAULT_PROFILE_BY_MODALITY = {"CT": "ct", "MR": "mr", "PT": "pet"}
@@ -623,7 +623,7 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
             if profile is not None:
                 c.err(f"{p}.radiomics", radiomics, "a rule either runs a profile on images or radiomics on regions; "
                       "remove `profile` or split the rule in two")
-            from dicomnode.radiomics_settings import builtin_settings, resolve_settings
+            from dicomnode.config.radiomics import builtin_settings, resolve_settings
             rpath = radiomics
             if radiomics not in builtin_settings() and not Path(radiomics).is_absolute():
                 rpath = str(base_dir / radiomics)

@@ -28,9 +28,9 @@ from dicomnode.analysis.pipeline import Context, StepRecord, run_steps
 from dicomnode.config import Profile
 from dicomnode.fsio import atomic_write
 from dicomnode.obs.memory import PeakRSS
-from dicomnode.workerproc import tune_malloc
+from dicomnode.jobs.workerproc import tune_malloc
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("dicomnode.chain")  # its name before jobs/ (log filters use it)
 
 RESULTS_JSON = "results.json"
 HEADER_KEYWORDS = ("BodyPartExamined", "SeriesDescription", "StudyDescription", "ProtocolName", "Modality",
@@ -85,7 +85,7 @@ def run_chain(spec: JobSpec, *, progress: Callable[[str], None] | None = None) -
     """Load the series, run the profile, build and write the results. Raises a DicomnodeError on bad input."""
     tune_malloc()  # the same allocation policy in a pool worker, a Dask worker and `dicomnode process`
     if spec.kind == "radiomics":
-        from dicomnode.radiomics_job import run_radiomics
+        from dicomnode.jobs.radiomics import run_radiomics
         return run_radiomics(spec)
     assert spec.profile is not None, "a chain job needs a profile"
     from dicomnode.io.load import load_series, on_source_slices

@@ -6,14 +6,14 @@ keeps its message and traceback; it is retried with backoff (``workers.retry_bac
 Input that can never be processed (a :class:`~dicomnode.errors.SeriesLoadError`: one slice, broken geometry,
 empty UIDs...; or its :class:`~dicomnode.errors.SeriesRefusedError`: a multi-plane localizer) fails at once, without
 retries; so does a job that ran its worker out of memory
-(:class:`~dicomnode.executors.WorkerMemoryError`). Jobs that were running when the node died are queued again on
+(:class:`~dicomnode.jobs.executors.WorkerMemoryError`). Jobs that were running when the node died are queued again on
 start (:meth:`Database.release_running_jobs`), their attempt given back: a run cut short by a node kill is not a
 failed attempt. A job whose worker or cluster connection was lost
-(:class:`~dicomnode.executors.RequeueJob`) is not a failure: it goes back to pending without counting an attempt.
+(:class:`~dicomnode.jobs.executors.RequeueJob`) is not a failure: it goes back to pending without counting an attempt.
 
 Leases: a job is claimed for ``workers.lease_seconds``. The dispatcher sweeps the index periodically (every quarter
 lease, at least every 30 s): a running job whose lease has expired is taken for lost. If its worker is this node's,
-the worker is stopped (:meth:`~dicomnode.executors.LocalExecutor.abandon`: a hung job process is killed) and
+the worker is stopped (:meth:`~dicomnode.jobs.executors.LocalExecutor.abandon`: a hung job process is killed) and
 whatever it still returns is ignored. The job then counts a failed attempt: back to pending with backoff, or to
 ``failed`` after ``workers.max_attempts``, with an error naming ``workers.lease_seconds``.
 
@@ -32,13 +32,13 @@ from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from typing import Callable
 
-from dicomnode.chain import JobOutcome, JobSpec
+from dicomnode.jobs.chain import JobOutcome, JobSpec
 from dicomnode.config import NodeConfig
 from dicomnode.errors import SeriesLoadError
-from dicomnode.executors import Executor, RequeueJob, WorkerMemoryError
+from dicomnode.jobs.executors import Executor, RequeueJob, WorkerMemoryError
 from dicomnode.store.db import Database, IllegalTransition, JobRow, JobState
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("dicomnode.jobs")  # its name before jobs/ (log filters use it)
 
 PERMANENT_ERRORS = (SeriesLoadError, WorkerMemoryError)
 

@@ -1,4 +1,4 @@
-"""radiomics_cli.py: ``dicomnode radiomics`` on RTSTRUCT and SEG regions, CSV and JSON, single and batch."""
+"""commands/radiomics.py: ``dicomnode radiomics`` on RTSTRUCT and SEG regions, CSV and JSON, single and batch."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from dicomnode.io.load import load_series
 from dicomnode.io.roi import read_region
-from dicomnode.radiomics_cli import BATCH_COLUMNS, COLUMNS, run
+from dicomnode.commands.radiomics import BATCH_COLUMNS, COLUMNS, run
 from helpers import SHARED_DATA
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -24,7 +24,7 @@ import threading
 
 __all__ = ["tune_malloc", "exit_with", "MMAP_THRESHOLD_BYTES", "TRIM_THRESHOLD_BYTES"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("dicomnode.workerproc")  # its name before jobs/ (log filters use it)
 
 MMAP_THRESHOLD_BYTES = 32 * 2**20
 TRIM_THRESHOLD_BYTES = 2 * MMAP_THRESHOLD_BYTES

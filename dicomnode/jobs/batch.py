@@ -4,7 +4,7 @@
 
 1. :func:`find_series` reads every file's header under ROOT and groups the files by Series Instance UID (not by
    folder: a folder may hold several series, a series may span folders);
-2. each series runs :func:`dicomnode.chain.run_chain` on the chosen executor (the local process pool or a Dask
+2. each series runs :func:`dicomnode.jobs.chain.run_chain` on the chosen executor (the local process pool or a Dask
    cluster) into ``OUT/<series UID>/`` (SEG, SR, ``results.json``); a series whose ``results.json`` exists already
    is skipped, so an interrupted run resumes where it stopped;
 3. a series that cannot be processed is listed with the reason in ``OUT/failures.csv`` (and on stderr) and the run
@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from dicomnode.chain import RESULTS_JSON, JobOutcome, JobSpec
+from dicomnode.jobs.chain import RESULTS_JSON, JobOutcome, JobSpec
 from dicomnode.config import Profile
-from dicomnode.executors import Executor, RequeueJob
+from dicomnode.jobs.executors import Executor, RequeueJob
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("dicomnode.batch")  # its name before jobs/ (log filters use it)
 
 FAILURES_CSV = "failures.csv"
 TABLE_PARQUET = "results.parquet"
@@ -158,8 +158,8 @@ def run_batch(root: Path | str, out: Path | str, profile: Profile | Callable[[st
     profile : Profile or callable
         The profile for every series, or a function of the series' modality that picks one.
     executor : Executor
-        Where the chain runs (:class:`~dicomnode.executors.LocalExecutor` or
-        :class:`~dicomnode.executors.DaskExecutor`); it is not shut down here.
+        Where the chain runs (:class:`~dicomnode.jobs.executors.LocalExecutor` or
+        :class:`~dicomnode.jobs.executors.DaskExecutor`); it is not shut down here.
     uid_root : str
         UID root of the result objects.
     on_start : callable, optional

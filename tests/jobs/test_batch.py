@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from helpers import SHARED_DATA, STS_CT
-from dicomnode.batch import find_series, result_rows, run_batch
+from dicomnode.jobs.batch import find_series, result_rows, run_batch
 from dicomnode.config import parse_config
-from dicomnode.executors import LocalExecutor
+from dicomnode.jobs.executors import LocalExecutor
 
 QUICK = parse_config({"profiles": {"quick": {"steps": ["foreground", "measure"]}}}).profiles["quick"]
 STS_UID = "1.3.6.1.4.1.14519.5.2.1.5168.1900.449841255123215696894565592289"

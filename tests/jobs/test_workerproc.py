@@ -10,7 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from dicomnode.workerproc import MMAP_THRESHOLD_BYTES, tune_malloc
+from dicomnode.jobs.workerproc import MMAP_THRESHOLD_BYTES, tune_malloc
 
 from helpers import wait_until
 
@@ -54,7 +54,7 @@ def test_dask_nanny_trim_setting_no_longer_applies_inside_a_job_process(tmp_path
     script = textwrap.dedent("""
         import sys
         import numpy as np
-        from dicomnode.workerproc import tune_malloc
+        from dicomnode.jobs.workerproc import tune_malloc
         if sys.argv[1] == "tuned":
             tune_malloc()
         def rss():
@@ -77,7 +77,7 @@ def test_pool_workers_end_when_the_node_is_killed(tmp_path) -> None:
     """SIGKILL to the node process only (not its group): the pool's workers end, and with them the forkserver."""
     script = textwrap.dedent("""
         import os, sys, time
-        from dicomnode.executors import LocalExecutor
+        from dicomnode.jobs.executors import LocalExecutor
         ex = LocalExecutor(2)
         print(ex._pool.submit(os.getpid).result(), flush=True)
         time.sleep(600)

@@ -7,7 +7,7 @@ import pytest
 from dicomnode.config import load_config, parse_config
 from dicomnode.errors import ConfigErrors
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_defaults_match_the_contract():
