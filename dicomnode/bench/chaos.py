@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -39,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dicomnode.bench._common import SyntheticCT, env_nodelay, free_port, listening
+
 __all__ = ["ChaosReport", "main", "run_chaos"]
 
 STORESCU = "/usr/bin/storescu"
@@ -46,80 +47,12 @@ STORESCP = "/usr/bin/storescp"
 PHASES = ("receive", "process", "send")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _listening(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _env() -> dict[str, str]:
-    return dict(os.environ, TCP_NODELAY="1")
-
-
 def write_series(folder: Path, slices: int, size: int, rng: np.random.Generator) -> tuple[str, dict[str, str]]:
-    """A small synthetic CT series (an elliptic body with a dense blob) with fresh UIDs; returns (series UID,
+    """A small synthetic CT series (see :class:`SyntheticCT`) with fresh UIDs; returns (series UID,
     {path: SOP Instance UID})."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-    folder.mkdir(parents=True, exist_ok=True)
-    half = size // 2
-    yy, xx = np.mgrid[-half:half, -half:half]
-    body = (xx**2 / (0.8 * half) ** 2 + yy**2 / (0.6 * half) ** 2) < 1.0
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = CTImageStorage
-    ds.Modality = "CT"
-    ds.PatientName = "Bench^Chaos"
-    ds.PatientID = "BENCH-CHAOS"
-    ds.PatientBirthDate = ""
-    ds.PatientSex = "O"
-    ds.StudyDate = "20260101"
-    ds.StudyTime = "120000"
-    ds.StudyID = "1"
-    ds.AccessionNumber = ""
-    ds.ReferringPhysicianName = ""
-    ds.SeriesNumber = 1
-    ds.Manufacturer = "bench"
-    ds.Rows = ds.Columns = size
-    ds.BitsAllocated = ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    spacing = 384.0 / size
-    ds.PixelSpacing = [spacing, spacing]
-    ds.SliceThickness = 3.0
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-    ds.RescaleIntercept = 0
-    ds.RescaleSlope = 1
-    ds.StudyInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.FrameOfReferenceUID = generate_uid()
-    sops: dict[str, str] = {}
-    for z in range(slices):
-        img = np.where(body, 40, -1000).astype(np.int16)
-        img += rng.normal(0, 15, img.shape).astype(np.int16)
-        img[(xx - half // 5) ** 2 + (yy + half // 8) ** 2 < (half // 6) ** 2] = 300
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.InstanceNumber = z + 1
-        ds.ImagePositionPatient = [-192.0, -192.0, -3.0 * z]
-        ds.SliceLocation = -3.0 * z
-        ds.PixelData = img.tobytes()
-        path = folder / f"{z:04d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        sops[str(path)] = str(ds.SOPInstanceUID)
-    return str(ds.SeriesInstanceUID), sops
+    series, sops, _ = SyntheticCT(slices, rng, size=size, fov_mm=384.0, thickness_mm=3.0, name="Chaos",
+                                  noise_sd=15.0, breathing_blob=False).write(folder)
+    return series, {str(path): sop for path, sop in sops.items()}
 
 
 @dataclass
@@ -135,7 +68,7 @@ class _Node:
             self.proc = subprocess.Popen([sys.executable, "-m", "dicomnode", "serve", "--config", str(self.config)],
                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout_s
-        while not _listening(self.port):
+        while not listening(self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the node did not start; see {self.log}")
             time.sleep(0.05)
@@ -204,10 +137,10 @@ class _Sender(threading.Thread):
             for folder, uid, sops in self.series:
                 self.current = (uid, len(sops))
                 for _ in range(100):
-                    while not _listening(self.port):
+                    while not listening(self.port):
                         time.sleep(0.1)
                     p = subprocess.run([STORESCU, "-v", "-aet", "MODALITY", "-aec", "DICOMNODE", "127.0.0.1",
-                                        str(self.port), *sorted(sops)], capture_output=True, text=True, env=_env())
+                                        str(self.port), *sorted(sops)], capture_output=True, text=True, env=env_nodelay())
                     self.acked |= _acknowledged(p.stdout + p.stderr, sops)
                     if p.returncode == 0:
                         break
@@ -251,11 +184,11 @@ def run_chaos(work: Path, *, series: int = 12, kills: int = 20, slices: int = 12
     rng = np.random.default_rng(seed)
     sent = [(work / "in" / f"s{i:02d}", *write_series(work / "in" / f"s{i:02d}", slices, size, rng))
             for i in range(series)]
-    dest_port, node_port = _free_port(), _free_port()
+    dest_port, node_port = free_port(), free_port()
     dest_dir = work / "dest"
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = subprocess.Popen([STORESCP, "-aet", "DEST", "+uf", "--sleep-during", "1", "-od", str(dest_dir),
-                             str(dest_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+                             str(dest_port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env_nodelay())
     data_dir = work / "node-data"
     import tomli_w
 

@@ -163,9 +163,10 @@ def _ingest_once(work: Path, data: Path, folder: Path, slices: int) -> float:
     """Start serve on ``data``, send ``folder``, time until its instances are all indexed, stop."""
     import sqlite3
 
-    from dicomnode.bench.ingest import STORESCU, _env_nodelay, _free_port, _wait_for_port
+    from dicomnode.bench._common import env_nodelay, free_port, wait_for_port
+    from dicomnode.bench.ingest import STORESCU
 
-    port = _free_port()
+    port = free_port()
     cfg = work / f"serve-{data.name}.toml"
     cfg.write_text(f'[node]\nae_title = "DICOMNODE"\nbind = "127.0.0.1"\nport = {port}\ndata_dir = "{data}"\n\n'
                    "[series]\nquiet_seconds = 3600\n")
@@ -173,12 +174,12 @@ def _ingest_once(work: Path, data: Path, folder: Path, slices: int) -> float:
         proc = subprocess.Popen([sys.executable, "-m", "dicomnode", "serve", "--config", str(cfg)], stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_for_port(port, proc)
+        wait_for_port(port, proc)
         con = sqlite3.connect(f"file:{data / 'index.sqlite'}?mode=ro", uri=True, timeout=30)
         before = con.execute("SELECT COUNT(*) FROM instances").fetchone()[0]
         t0 = time.perf_counter()
         p = subprocess.run([STORESCU, "-aet", "BENCH", "-aec", "DICOMNODE", "+sd", "127.0.0.1", str(port),
-                            str(folder)], capture_output=True, text=True, env=_env_nodelay(), timeout=600)
+                            str(folder)], capture_output=True, text=True, env=env_nodelay(), timeout=600)
         if p.returncode != 0:
             raise RuntimeError(f"storescu failed: {p.stdout[-2000:]}{p.stderr[-2000:]}")
         while con.execute("SELECT COUNT(*) FROM instances").fetchone()[0] < before + slices:

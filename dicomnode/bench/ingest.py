@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dicomnode.bench._common import SyntheticCT, env_nodelay, free_port, wait_for_port
+
 __all__ = ["main"]
 
 STORESCU = "/usr/bin/storescu"
@@ -43,105 +44,18 @@ ORTHANC_CANDIDATES = ("/usr/sbin/Orthanc", "/usr/bin/Orthanc")
 NODE_AET = "DICOMNODE"
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before listening on {port}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout_s} s")
-
-
-def _env_nodelay() -> dict[str, str]:
-    env = dict(os.environ)
-    env["TCP_NODELAY"] = "1"
-    return env
-
-
 # -- the test series --------------------------------------------------------------------------------------------
 
 
-class SeriesWriter:
-    """Writes copies of one synthetic CT series, each with fresh UIDs, reusing the pixel bytes.
-
-    Parameters
-    ----------
-    slices : int
-        Number of 512x512 int16 slices.
-    rng : numpy.random.Generator
-        Source of the (noisy, body-like) pixel values.
-    """
+class SeriesWriter(SyntheticCT):
+    """Copies of one synthetic 512x512 CT series (see :class:`SyntheticCT`), each with fresh UIDs."""
 
     def __init__(self, slices: int, rng: np.random.Generator) -> None:
-        from pydicom.dataset import Dataset, FileMetaDataset
-        from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+        super().__init__(slices, rng, size=512, fov_mm=409.6, thickness_mm=1.5, name="Ingest")
 
-        self.slices = slices
-        yy, xx = np.mgrid[-256:256, -256:256]
-        body = (xx**2 / 200**2 + yy**2 / 150**2) < 1.0
-        self._pixels = []
-        for z in range(slices):
-            img = np.where(body, 40, -1000).astype(np.int16)
-            img += rng.normal(0, 20, img.shape).astype(np.int16)
-            img[(xx - 40) ** 2 + (yy + 20) ** 2 < (30 + 10 * np.sin(z / 20)) ** 2] = 300
-            self._pixels.append(img.tobytes())
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID = CTImageStorage
-        ds.Modality = "CT"
-        ds.PatientName = "Bench^Ingest"
-        ds.PatientID = "BENCH-0001"
-        ds.StudyDate = "20260101"
-        ds.Rows = 512
-        ds.Columns = 512
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.PixelSpacing = [0.8, 0.8]
-        ds.SliceThickness = 1.5
-        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
-        ds.RescaleIntercept = 0
-        ds.RescaleSlope = 1
-        self._template = ds
-        self.slice_bytes = len(self._pixels[0])
-
-    def write(self, folder: Path, *, parts: int = 1) -> list[Path]:
+    def write(self, folder: Path, *, parts: int = 1) -> list[Path]:  # type: ignore[override]
         """Write one copy with fresh UIDs into `folder` (or `parts` sub-folders); return the folders."""
-        from pydicom.uid import generate_uid
-
-        study, series = generate_uid(), generate_uid()
-        folders = [folder / f"part{i}" for i in range(parts)] if parts > 1 else [folder]
-        for f in folders:
-            f.mkdir(parents=True, exist_ok=True)
-        ds = self._template
-        ds.StudyInstanceUID = study
-        ds.SeriesInstanceUID = series
-        ds.FrameOfReferenceUID = study + ".1" if len(study) < 62 else generate_uid()
-        for z in range(self.slices):
-            sop = generate_uid()
-            ds.SOPInstanceUID = sop
-            ds.file_meta.MediaStorageSOPInstanceUID = sop
-            ds.InstanceNumber = z + 1
-            ds.ImagePositionPatient = [-204.8, -204.8, -1.5 * z]
-            ds.SliceLocation = -1.5 * z
-            ds.PixelData = self._pixels[z]
-            ds.save_as(folders[z * len(folders) // self.slices] / f"{z:05d}.dcm", enforce_file_format=True)
-        return folders
+        return super().write(folder, parts=parts)[2]
 
 
 # -- receivers --------------------------------------------------------------------------------------------------
@@ -175,11 +89,11 @@ def _start(name: str, cmd: list[str], port: int, aet: str, out_dir: Path, work: 
            env: dict[str, str] | None = None) -> Receiver:
     log_path = work / f"{name}.log"
     with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env or _env_nodelay(),
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env or env_nodelay(),
                                 start_new_session=True)
     receiver = Receiver(name, aet, port, proc, out_dir, log_path)
     try:
-        _wait_for_port(port, proc)
+        wait_for_port(port, proc)
     except BaseException:
         receiver.stop()
         raise
@@ -188,7 +102,7 @@ def _start(name: str, cmd: list[str], port: int, aet: str, out_dir: Path, work: 
 
 def start_node(work: Path, mode: str) -> Receiver:
     """Start the node (``serve``) or its StorageSCP alone (``scp`` / ``scp-stock``) on a free port."""
-    port = _free_port()
+    port = free_port()
     data_dir = work / "node-data"
     data_dir.mkdir()
     if mode == "serve":
@@ -208,7 +122,7 @@ def start_node(work: Path, mode: str) -> Receiver:
 
 def start_storescp(work: Path) -> Receiver:
     """DCMTK storescp, bit-preserving, 128 KiB PDU, TCP_NODELAY=1."""
-    port = _free_port()
+    port = free_port()
     out = work / "storescp-data"
     out.mkdir()
     cmd = [STORESCP, "+B", "--max-pdu", "131072", "-aet", "STORESCP", "-od", str(out), str(port)]
@@ -220,7 +134,7 @@ def start_orthanc(work: Path) -> Receiver:
     exe = next((p for p in ORTHANC_CANDIDATES if Path(p).exists()), None)
     if exe is None:
         raise FileNotFoundError("Orthanc is not installed (apt-get install orthanc)")
-    port, http_port = _free_port(), _free_port()
+    port, http_port = free_port(), free_port()
     root = work / "orthanc"
     (root / "storage").mkdir(parents=True)
     (root / "index").mkdir()
@@ -251,7 +165,7 @@ def start_orthanc(work: Path) -> Receiver:
 
 def send(receiver: Receiver, folders: Sequence[Path]) -> float:
     """Send each folder with its own storescu, all at once; return the wall time in seconds."""
-    env = _env_nodelay()
+    env = env_nodelay()
     start = time.perf_counter()
     procs = [
         subprocess.Popen([STORESCU, "-aet", "BENCH", "-aec", receiver.aet, "+sd", "127.0.0.1", str(receiver.port),
@@ -343,6 +257,17 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, object]:
     return result
 
 
+def _receivers(text: str) -> list[str]:
+    """``--receivers``: a comma-separated subset of node, storescp, orthanc."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = sorted(set(names) - {"node", "storescp", "orthanc"})
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown receiver(s) {', '.join(unknown) or '(none given)'}: give a comma-separated subset of "
+            "node, storescp, orthanc (the node is started as --receiver says)")
+    return names
+
+
 def _has_serve() -> bool:
     try:
         from dicomnode import cli
@@ -359,13 +284,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parallel", type=int, default=4, help="storescu processes for the parallel run (1 = skip)")
     parser.add_argument("--receiver", choices=("auto", "serve", "scp", "scp-stock"), default="auto",
                         help="how to run the node: the full `dicomnode serve` or the StorageSCP alone")
-    parser.add_argument("--receivers", default="node,storescp,orthanc", help="comma-separated subset")
+    parser.add_argument("--receivers", type=_receivers, default="node,storescp,orthanc",
+                        help="comma-separated subset of node, storescp, orthanc")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-results", action="store_true",
                         help="skip the SEG + SR encoding figures (dicomnode bench results)")
     parser.add_argument("--work-dir", type=Path, default=None, help="parent of the temp folder (same disk as data)")
     args = parser.parse_args(argv)
-    args.receivers = [r.strip() for r in args.receivers.split(",") if r.strip()]
     if args.rounds < 1 or args.slices < args.parallel:
         parser.error("use --rounds >= 1 and --slices >= --parallel")
     for tool in (STORESCU, STORESCP):

@@ -37,6 +37,8 @@ from concurrent.futures import wait
 from pathlib import Path
 from typing import Any, Sequence
 
+from dicomnode.bench._common import free_port
+
 __all__ = ["main"]
 
 _ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
@@ -44,12 +46,6 @@ _ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THR
                # Dask's statistical profiler samples every worker thread's stack every 10 ms, holding the GIL:
                # the dicomnode worker set-up in docs/scaling.md turns it off, and so does the bench
                "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _dask_cli() -> list[str]:
@@ -62,7 +58,7 @@ class _Cluster:
 
     def __init__(self, work: Path) -> None:
         self.work = work
-        self.port = _free_port()
+        self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.env = {**os.environ, **_ONE_THREAD}
         self.procs: list[subprocess.Popen[bytes]] = []
