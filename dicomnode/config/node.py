@@ -340,8 +340,8 @@ class _Collector:
         try:
             return cls(*args, **kwargs)
         except ConfigErrors as e:
-            if not any(x.key == y.key for x in e.errors for y in self.errors):  # not reported twice
-                self.errors.extend(e.errors)
+            reported = {y.key for y in self.errors}
+            self.errors.extend(x for x in e.errors if x.key not in reported)  # none reported twice
             try:
                 return cls()
             except TypeError:
