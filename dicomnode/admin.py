@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from dicomnode.config import NodeConfig
 from dicomnode.errors import DicomnodeError
+from dicomnode.jobs.spec import ChainJob, JobKind, new_job
 from dicomnode.store.db import Database, ExportState, JobState, SeriesRow, SeriesState
 
 
@@ -93,15 +94,16 @@ def reprocess(db: Database, config: NodeConfig, series_uid: str, *, profile: str
                          f"{eta[1]:.0f} s if nothing more arrives" if eta else f"series {series_uid} is open")
     if not db.instance_paths(series_uid):
         raise AdminError(f"series {series_uid} has no stored instances any more (retention deleted them)")
-    jobs = [j for j in db.list_jobs(limit=1_000_000) if j.series_uid == series_uid and j.kind == "chain"]
+    jobs = [j for j in db.list_jobs(limit=1_000_000)
+            if j.series_uid == series_uid and JobKind(j.kind) is JobKind.CHAIN]
     last = jobs[0] if jobs else None
     rule = next((r for r in config.rules if r.name == (last.rule if last else s.rule)), None)
     if profile is None:
-        profile = last.profile if last else config.profile_for(rule.profile if rule else None, s.modality).name
+        profile = last.label if last else config.profile_for(rule.profile if rule else None, s.modality).name
     if profile not in config.profiles:
         raise AdminError(f"--profile {profile}: no such profile; use one of {', '.join(sorted(config.profiles))}")
     dests = tuple(last.destinations if last else (rule.destinations if rule else ()))
-    same = next((j for j in jobs if j.generation == s.generation and j.profile == profile), None)
+    same = next((j for j in jobs if j.generation == s.generation and j.label == profile), None)
     if same is not None:
         if same.state in (JobState.PENDING, JobState.RUNNING):
             raise AdminError(f"series {series_uid} already has job {same.id} {same.state.value} with profile "
@@ -109,8 +111,8 @@ def reprocess(db: Database, config: NodeConfig, series_uid: str, *, profile: str
         db.requeue_job(same.id, now)
         job_id, requeued = same.id, True
     else:
-        job_id = db.add_job(series_uid, s.generation, rule=(rule.name if rule else "reprocess"), profile=profile,
-                            destinations=dests, now=now)
+        job = new_job(ChainJob(profile), rule=rule.name if rule else "reprocess", destinations=dests)
+        job_id = db.add_job(series_uid, s.generation, job, now=now)
         requeued = False
     db.audit("series reprocess", actor="operator", series_uid=series_uid,
              detail={"job_id": job_id, "profile": profile, "destinations": list(dests)})

@@ -261,11 +261,11 @@ def cmd_jobs(a: argparse.Namespace) -> int:
     if a.action == "list":
         rows = db.list_jobs(JobState(a.state) if a.state else None)
         if a.json:
-            print(json.dumps([{"id": j.id, "series_uid": j.series_uid, "state": j.state.value, "profile": j.profile,
+            print(json.dumps([{"id": j.id, "series_uid": j.series_uid, "state": j.state.value, "profile": j.label,
                                "attempts": j.attempts, "error": j.error} for j in rows], indent=2))
             return 0
         for j in rows:
-            print(f"#{j.id:<5} {j.state.value:<8} attempts {j.attempts}  {j.profile:<8} {j.series_uid}  {j.error or ''}")
+            print(f"#{j.id:<5} {j.state.value:<8} attempts {j.attempts}  {j.label:<8} {j.series_uid}  {j.error or ''}")
         return 0
     if a.action == "retry" and a.failed:
         from dicomnode.admin import retry_failed_jobs
@@ -349,7 +349,8 @@ def cmd_process(a: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from dicomnode.jobs.batch import find_series
-    from dicomnode.jobs.chain import JobSpec, run_chain
+    from dicomnode.jobs.chain import run_chain
+    from dicomnode.jobs.spec import ChainSpec
     from dicomnode.config import DEFAULT_PROFILE_BY_MODALITY, GENERIC_PROFILE
 
     cfg = _config_or_exit(a.config)
@@ -407,8 +408,8 @@ def cmd_process(a: argparse.Namespace) -> int:
         bar.update(1)
 
     try:
-        outcome = run_chain(JobSpec(files=tuple(map(str, files)), profile=profile, out_dir=a.out,
-                                    uid_root=cfg.node.uid_root), progress=progress)
+        outcome = run_chain(ChainSpec(files=tuple(map(str, files)), profile=profile, out_dir=a.out,
+                                      uid_root=cfg.node.uid_root), progress=progress)
     except DicomnodeError as e:
         bar.close()
         if not out_existed:

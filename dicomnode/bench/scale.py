@@ -122,11 +122,11 @@ def _cpu_seconds(cluster: "_Cluster | None") -> dict[str, float]:
 
 def _round(executor: Any, series: Sequence[list[str]], profile: Any, out: Path, name: str,
            warm: Sequence[list[str]], cluster: "_Cluster | None" = None) -> dict[str, Any]:
-    from dicomnode.jobs.chain import JobSpec
+    from dicomnode.jobs.spec import ChainSpec
 
-    def spec(files: list[str], i: int, tag: str) -> JobSpec:
-        return JobSpec(files=tuple(files), profile=profile, out_dir=str(out / name / f"{tag}{i:03d}"),
-                       uid_root="2.25.", job_id=i)
+    def spec(files: list[str], i: int, tag: str) -> ChainSpec:
+        return ChainSpec(files=tuple(files), profile=profile, out_dir=str(out / name / f"{tag}{i:03d}"),
+                         uid_root="2.25.", job_id=i)
 
     for f in [executor.submit(spec(w, i, "warm")) for i, w in enumerate(warm)]:
         f.result()

@@ -102,10 +102,11 @@ def main(args: argparse.Namespace) -> int:
         return 1
     write_table(out, _rows(values, series.volume.unit, settings), COLUMNS)
     if args.sr:
+        from dicomnode.jobs.radiomics import sr_uids
         from dicomnode.results.radiomics_sr import build_radiomics_sr
-        from dicomnode.results.uids import ResultUids
 
-        uids = ResultUids.for_series(None, series.series_uid, f"radiomics-{settings.name}", "1")
+        selector = ([args.roi_name] if args.roi_name else []) + ([f"#{args.roi_number}"] if args.roi_number else [])
+        uids = sr_uids(None, series, [region.sop_instance_uid], args.settings, settings, selector)
         try:
             sr = build_radiomics_sr(series, [region], [values], uids, settings=settings)
         except DicomnodeError as exc:
@@ -128,56 +129,13 @@ def run_case(image_dir: str | Path, roi_file: str | Path, roi_name: str | None, 
 
     A folder holding several series (e.g. images and their RTSTRUCT) is narrowed to the image series the region
     references (else: the only image series)."""
-    from dicomnode.analysis.radiomics import extract_features
     from dicomnode.io.load import load_series
     from dicomnode.io.roi import read_region
+    from dicomnode.jobs.radiomics import image_series_files, measure
 
-    series = load_series(_series_files(Path(image_dir), Path(roi_file)))
-    region = read_region(roi_file, series, name=roi_name, number=number)
-    values = extract_features(series.volume.array, region.mask, series.volume.spacing_mm, settings)
+    series = load_series(image_series_files(Path(image_dir), Path(roi_file)))
+    [(region, values)] = measure(series, [read_region(roi_file, series, name=roi_name, number=number)], settings)
     return series, region, values
-
-
-def _series_files(folder: Path, roi_file: Path) -> list[Path]:
-    from dicomnode.errors import SeriesLoadError
-    from dicomnode.io.load import read_header
-
-    if not folder.is_dir():
-        raise SeriesLoadError(f"{folder}: not a folder; IMAGE_DIR must hold the files of one image series")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    roi = roi_file.resolve()
-    groups: dict[str, list[Path]] = {}
-    for p in files:
-        if p.resolve() == roi:
-            continue
-        try:
-            ds = read_header(p)
-        except SeriesLoadError:
-            continue  # not DICOM (a README, a thumbnail): not part of the series
-        if "Rows" not in ds:  # no image: an RTSTRUCT, SR, ... in the same folder
-            continue
-        groups.setdefault(str(ds.get("SeriesInstanceUID", "")), []).append(p)
-    if not groups:
-        raise SeriesLoadError(f"{folder}: no DICOM images found")
-    if len(groups) == 1:
-        return next(iter(groups.values()))
-    referenced = _referenced_series(roi_file)
-    hits = [uid for uid in groups if uid in referenced]
-    if len(hits) == 1:
-        return groups[hits[0]]
-    raise SeriesLoadError(f"{folder}: {len(groups)} image series ({', '.join(sorted(groups))}) and {roi_file} names "
-                          "none of them; give a folder with one series")
-
-
-def _referenced_series(roi_file: Path) -> set[str]:
-    import pydicom
-
-    ds = pydicom.dcmread(roi_file, stop_before_pixels=True)
-    out = {str(s.SeriesInstanceUID) for s in ds.get("ReferencedSeriesSequence", [])}
-    for rf in ds.get("ReferencedFrameOfReferenceSequence", []):
-        for st in rf.get("RTReferencedStudySequence", []):
-            out |= {str(se.SeriesInstanceUID) for se in st.get("RTReferencedSeriesSequence", [])}
-    return out
 
 
 def _rows(values, volume_unit: str, settings) -> list[dict]:
@@ -243,8 +201,9 @@ def _scope_mismatch(scope, image_dir: str | Path, roi_file: str | Path) -> str |
         return None
     from dicomnode.errors import SeriesLoadError
     from dicomnode.io.load import read_header
+    from dicomnode.jobs.radiomics import image_series_files
     try:
-        files = _series_files(Path(image_dir), Path(roi_file))
+        files = image_series_files(Path(image_dir), Path(roi_file))
         modality = str(read_header(files[0]).get("Modality", "") or "")
     except (SeriesLoadError, OSError):
         return None  # the case itself reports what is wrong with its files

@@ -128,7 +128,8 @@ def _inside(mask: np.ndarray, zyx: np.ndarray) -> bool:
 
 def evaluate_case(case: Case, config: NodeConfig, out_dir: Path, *, data_root: Path | None = None) -> CaseResult:
     """Run one case through the node's chain and score it. Never raises for a bad series: see ``status``."""
-    from dicomnode.jobs.chain import JobSpec, run_chain
+    from dicomnode.jobs.chain import run_chain
+    from dicomnode.jobs.spec import ChainSpec as JobSpec
     from dicomnode.io.load import load_series
     from dicomnode.net.scu import iter_dicom_files
 

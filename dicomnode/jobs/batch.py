@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from dicomnode.jobs.chain import RESULTS_JSON, JobOutcome, JobSpec
+from dicomnode.jobs.spec import RESULTS_JSON, ChainSpec, JobOutcome
 from dicomnode.config import Profile
-from dicomnode.jobs.executors import Executor, RequeueJob
+from dicomnode.errors import RequeueJob
+from dicomnode.jobs.executors import Executor
 
 log = logging.getLogger("dicomnode.batch")  # its name before jobs/ (log filters use it)
 
@@ -191,10 +192,10 @@ def run_batch(root: Path | str, out: Path | str, profile: Profile | Callable[[st
         else:
             todo.append((uid, files))
 
-    def spec_for(uid: str, files: list[Path]) -> JobSpec:
+    def spec_for(uid: str, files: list[Path]) -> ChainSpec:
         prof = profile if isinstance(profile, Profile) else profile(_modality_of(files[0]))
-        return JobSpec(files=tuple(str(p) for p in files), profile=prof, out_dir=str(out / uid),
-                       uid_root=uid_root)
+        return ChainSpec(files=tuple(str(p) for p in files), profile=prof, out_dir=str(out / uid),
+                         uid_root=uid_root)
 
     window = max(1, int(executor.capacity)) + 2
     pending: dict[Future[JobOutcome], tuple[str, list[Path], int]] = {}

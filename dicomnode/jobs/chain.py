@@ -20,7 +20,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -28,37 +28,13 @@ from dicomnode.analysis.pipeline import Context, StepRecord, run_steps
 from dicomnode.config import Profile
 from dicomnode.fsio import atomic_write
 from dicomnode.obs.memory import PeakRSS
+from dicomnode.jobs.spec import RESULTS_JSON, ChainSpec, JobOutcome, input_digest
 from dicomnode.jobs.workerproc import tune_malloc
 
 log = logging.getLogger("dicomnode.chain")  # its name before jobs/ (log filters use it)
 
-RESULTS_JSON = "results.json"
 HEADER_KEYWORDS = ("BodyPartExamined", "SeriesDescription", "StudyDescription", "ProtocolName", "Modality",
                    "Units", "ImageType")
-
-
-@dataclass(frozen=True, slots=True)
-class JobSpec:
-    """Everything a worker needs: where the series' files are, what to run, where to write."""
-
-    files: tuple[str, ...]
-    profile: Profile | None
-    out_dir: str
-    uid_root: str
-    job_id: int | None = None
-    kind: str = "chain"                   # "chain" | "radiomics"
-    roi_files: tuple[str, ...] = ()       # radiomics: the RTSTRUCT/SEG files holding the regions
-    radiomics_settings: str = ""          # radiomics: settings name or TOML path
-    roi_names: tuple[str, ...] = ()       # radiomics: globs of the regions to measure; () = all
-
-
-@dataclass(frozen=True, slots=True)
-class JobOutcome:
-    series_uid: str
-    files: tuple[str, ...]          # DICOM result files to send, in sending order
-    sop_instance_uids: tuple[str, ...]  # of ``files``, same order
-    results_json: str
-    seconds: float
 
 
 def profile_fingerprint(profile: Profile) -> str:
@@ -66,10 +42,6 @@ def profile_fingerprint(profile: Profile) -> str:
     blob = json.dumps({"steps": profile.steps, "params": profile.params, "outputs": profile.outputs},
                       sort_keys=True, default=str)
     return f"{profile.version}.{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
-
-
-def input_digest(sop_instance_uids: Sequence[str]) -> str:
-    return hashlib.sha256("\\".join(sorted(sop_instance_uids)).encode()).hexdigest()[:16]
 
 
 def _header_strings(ds: Any) -> dict[str, str]:
@@ -81,13 +53,9 @@ def _header_strings(ds: Any) -> dict[str, str]:
     return out
 
 
-def run_chain(spec: JobSpec, *, progress: Callable[[str], None] | None = None) -> JobOutcome:
+def run_chain(spec: ChainSpec, *, progress: Callable[[str], None] | None = None) -> JobOutcome:
     """Load the series, run the profile, build and write the results. Raises a DicomnodeError on bad input."""
     tune_malloc()  # the same allocation policy in a pool worker, a Dask worker and `dicomnode process`
-    if spec.kind == "radiomics":
-        from dicomnode.jobs.radiomics import run_radiomics
-        return run_radiomics(spec)
-    assert spec.profile is not None, "a chain job needs a profile"
     from dicomnode.io.load import load_series, on_source_slices
     from dicomnode.results.seg import build_seg
     from dicomnode.results._common import source_notes

@@ -32,10 +32,11 @@ from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from typing import Callable
 
-from dicomnode.jobs.chain import JobOutcome, JobSpec
 from dicomnode.config import NodeConfig
-from dicomnode.errors import SeriesLoadError
-from dicomnode.jobs.executors import Executor, RequeueJob, WorkerMemoryError
+from dicomnode.errors import RequeueJob, SeriesLoadError, WorkerMemoryError
+from dicomnode.jobs.executors import Executor
+from dicomnode.jobs.kinds import queued
+from dicomnode.jobs.spec import JobOutcome, JobSetupError, JobSource
 from dicomnode.store.db import Database, IllegalTransition, JobRow, JobState
 
 log = logging.getLogger("dicomnode.jobs")  # its name before jobs/ (log filters use it)
@@ -157,24 +158,15 @@ class Dispatcher:
 
     def _submit(self, job: JobRow, cfg: NodeConfig) -> None:
         out_dir = str(results_dir(cfg.node.data_dir, job.series_uid, job.id))
-        if job.kind == "radiomics":
-            # the job's own series holds the regions (RTSTRUCT/SEG); the images are the series it depends on
-            files = tuple(self.db.instance_paths(job.depends_on or ""))
-            rule = next((r for r in cfg.rules if r.name == job.rule), None)
-            spec = JobSpec(files=files, profile=None, out_dir=out_dir, uid_root=cfg.node.uid_root, job_id=job.id,
-                           kind="radiomics", roi_files=tuple(self.db.instance_paths(job.series_uid)),
-                           radiomics_settings=job.profile, roi_names=rule.roi_names if rule else ())
-        else:
-            files = tuple(self.db.instance_paths(job.series_uid))
-            try:
-                profile = cfg.profiles[job.profile]
-            except KeyError:
-                self._record_failure(job, cfg, f"profile {job.profile!r} is not in the config any more", "",
-                                     final=True)
-                return
-            spec = JobSpec(files=files, profile=profile, out_dir=out_dir, uid_root=cfg.node.uid_root, job_id=job.id)
-        log.info("job started", extra={"job_id": job.id, "series_uid": job.series_uid, "profile": job.profile,
-                                       "attempt": job.attempts, "instances": len(files)})
+        try:
+            spec = queued(job.kind, job.params).spec(series_uid=job.series_uid, depends_on=job.depends_on,
+                                                     rule=job.rule, source=JobSource(cfg, self.db.instance_paths),
+                                                     out_dir=out_dir, job_id=job.id)
+        except JobSetupError as e:
+            self._record_failure(job, cfg, str(e), "", final=True)
+            return
+        log.info("job started", extra={"job_id": job.id, "series_uid": job.series_uid, "profile": job.label,
+                                       "attempt": job.attempts, "instances": len(spec.files)})
         try:
             fut = self.executor.submit(spec)
         except RequeueJob as e:
@@ -213,7 +205,7 @@ class Dispatcher:
             self.db.finish_job(job.id, time.time(), result_dir=str(Path(outcome.results_json).parent),
                                results=outcome.files, seconds=outcome.seconds, exports=exports)
             self.db.audit("job done", series_uid=job.series_uid,
-                          detail={"job_id": job.id, "profile": job.profile, "results": len(outcome.files),
+                          detail={"job_id": job.id, "profile": job.label, "results": len(outcome.files),
                                   "destinations": list(job.destinations)})
             log.info("job done", extra={"job_id": job.id, "series_uid": job.series_uid,
                                         "seconds": round(outcome.seconds, 3), "results": len(outcome.files),

@@ -1,9 +1,10 @@
 """Where jobs run: behind one interface, a local process pool (default) or a Dask distributed cluster.
 
-An executor takes a :class:`~dicomnode.jobs.chain.JobSpec` and returns a future of a
-:class:`~dicomnode.jobs.chain.JobOutcome`; it never touches the index. The dispatcher in
-:mod:`dicomnode.jobs.dispatcher` owns the job's state. Both back ends run the same function, :func:`dicomnode.jobs.chain.run_chain` (on Dask wrapped by
-:mod:`dicomnode.jobs.remote` for log context and memory errors).
+An executor takes a job spec of any kind (:mod:`dicomnode.jobs.spec`) and returns a future of a
+:class:`~dicomnode.jobs.spec.JobOutcome`; it never touches the index. The dispatcher in
+:mod:`dicomnode.jobs.dispatcher` owns the job's state. Both back ends run the same function,
+:func:`dicomnode.jobs.kinds.run` (on Dask wrapped by :mod:`dicomnode.jobs.remote` for log context and memory
+errors). The exceptions below live in :mod:`dicomnode.errors`.
 
 A future may end in one of these, besides the chain's own errors::
 
@@ -47,44 +48,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Protocol
 
-from dicomnode.fsio import atomic_write_bytes
-from dicomnode.jobs.chain import RESULTS_JSON, JobOutcome, JobSpec, run_chain
 from dicomnode.config import WorkersSection
-from dicomnode.errors import DicomnodeError
+from dicomnode.errors import RequeueJob, WorkerMemoryError, WorkerStartError
+from dicomnode.fsio import atomic_write_bytes
+from dicomnode.jobs.kinds import run
+from dicomnode.jobs.spec import RESULTS_JSON, JobOutcome, JobSpec
 
 log = logging.getLogger("dicomnode.executors")  # its name before jobs/ (log filters use it)
 
 #: how long a job waits before it is claimed again when the cluster cannot be reached
 REQUEUE_DELAY_SECONDS = 5.0
-
-
-class RequeueJob(DicomnodeError):
-    """The job did not fail: the worker running it or the connection to the Dask scheduler was lost.
-
-    The dispatcher puts the job back to pending, without counting an attempt, to be claimed again after
-    ``delay_seconds``. Nothing to do unless it repeats: then check that the scheduler and workers are up
-    (``dicomnode status`` shows the cluster).
-    """
-
-    def __init__(self, message: str, *, delay_seconds: float = 0.0) -> None:
-        super().__init__(message)
-        self.delay_seconds = delay_seconds
-
-
-class WorkerMemoryError(DicomnodeError):
-    """A job ran its worker out of memory. The message names the series and the memory limit per worker.
-
-    Final (not retried): raise the workers' memory limit or choose a lighter profile, then ``dicomnode jobs retry``.
-    """
-
-
-class WorkerStartError(DicomnodeError):
-    """A local job process died before it could run its job, usually because it cannot import the package.
-
-    The message is the real error, found by starting a Python the way the pool's forkserver starts (same
-    interpreter, flags, environment and working directory) and importing what a job process imports. Fix the
-    environment (the message says what is wrong), then ``dicomnode jobs retry --failed``.
-    """
 
 
 #: what a job process imports before it runs a job (the forkserver's preload, then the job function's module)
@@ -209,12 +182,12 @@ class LocalExecutor:
         with self._pool_lock:
             pool = self._pool
             try:
-                inner = pool.submit(run_chain, spec)
+                inner = pool.submit(run, spec)
             except (BrokenProcessPool, RuntimeError):
                 log.warning("worker pool broken (a worker died); starting a new pool")
                 pool.shutdown(wait=False, cancel_futures=True)
                 pool = self._pool = self._new_pool()
-                inner = pool.submit(run_chain, spec)
+                inner = pool.submit(run, spec)
         out: Future[JobOutcome] = Future()
         inner.add_done_callback(lambda f: self._resolve(f, out, spec, pool))
         return out

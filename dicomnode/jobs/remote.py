@@ -1,6 +1,6 @@
 """The worker side of the Dask executor: the task a Dask worker runs for one job.
 
-:func:`run_job` runs :func:`dicomnode.jobs.chain.run_chain` unchanged on the series' files where they are (``transfer =
+:func:`run_job` runs :func:`dicomnode.jobs.kinds.run` unchanged on the series' files where they are (``transfer =
 "shared"``: the node's data folder is mounted at the same path on every worker). :func:`run_job_bytes` gets the
 series' files as bytes with the task (``transfer = "bytes"``), runs the chain in a private temporary folder and
 returns the result files as bytes; the node writes them into the job's output folder
@@ -11,7 +11,7 @@ Both wrap the chain the same way:
 * every ``dicomnode`` log record emitted while the job runs carries ``job_id`` and ``series_uid`` (a filter on the
   handlers of the ``dicomnode`` logger, including the one :meth:`distributed.Client.forward_logging` installs to
   send worker records to the node), and the worker's own stderr shows dicomnode warnings with the same fields;
-* a :class:`MemoryError` becomes :class:`~dicomnode.jobs.executors.WorkerMemoryError`, naming the series and the
+* a :class:`MemoryError` becomes :class:`~dicomnode.errors.WorkerMemoryError`, naming the series and the
   worker's memory limit.
 
 This module is imported on the workers; it needs the same dicomnode version there as on the node.
@@ -30,7 +30,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
-from dicomnode.jobs.chain import JobOutcome, JobSpec, run_chain
+from dicomnode.errors import WorkerMemoryError
+from dicomnode.jobs.kinds import run
+from dicomnode.jobs.spec import JobOutcome, JobSpec
 
 log = logging.getLogger("dicomnode.remote")  # its name before jobs/ (log filters use it)
 
@@ -123,7 +125,6 @@ def job_context(job_id: int | None, series_uid: str) -> Iterator[logging.LoggerA
     try:
         yield adapter
     except MemoryError as e:
-        from dicomnode.jobs.executors import WorkerMemoryError
         limit = format_memory_limit(_memory_limit_bytes())
         adapter.error("job ran out of memory", extra={"memory_limit": limit})
         raise WorkerMemoryError(
@@ -139,7 +140,7 @@ def run_job(spec: JobSpec, series_uid: str = "") -> JobOutcome:
     with job_context(spec.job_id, series_uid) as jlog:
         jlog.info("job running on worker", extra={"instances": len(spec.files), "transfer": "shared"})
         t0 = time.perf_counter()
-        outcome = run_chain(spec)
+        outcome = run(spec)
         jlog.info("job finished on worker", extra={"seconds": round(time.perf_counter() - t0, 3),
                                                    "results": len(outcome.files)})
         return outcome
@@ -165,7 +166,7 @@ def run_job_bytes(spec: JobSpec, payload: tuple[bytes, ...], series_uid: str = "
                 paths.append(str(p))
             del payload
             out = Path(tmp) / "out"
-            outcome = run_chain(replace(spec, files=tuple(paths), out_dir=str(out)))
+            outcome = run(replace(spec, files=tuple(paths), out_dir=str(out)))
             files = tuple(ResultFile(Path(f).name, sop, Path(f).read_bytes())
                           for f, sop in zip(outcome.files, outcome.sop_instance_uids))
             result = RemoteResult(outcome.series_uid, files, Path(outcome.results_json).read_bytes(),

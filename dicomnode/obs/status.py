@@ -30,7 +30,7 @@ def status_dict(cfg: Any, db: Any) -> dict[str, Any]:
         "instances": db.count_instances(),
         "series": [_series_entry(s, cfg, now) for s in series],
         "jobs": {"counts": db.count_jobs(),
-                 "recent": [{"id": j.id, "series_uid": j.series_uid, "state": j.state.value, "profile": j.profile,
+                 "recent": [{"id": j.id, "series_uid": j.series_uid, "state": j.state.value, "profile": j.label,
                              "attempts": j.attempts, "seconds": j.seconds, "error": j.error,
                              "result_dir": j.result_dir, "results": list(j.results)} for j in jobs]},
         "outbox": {"counts": db.count_exports(),

@@ -20,14 +20,16 @@ import dask
 import pytest
 
 from helpers import STS_CT, free_port, wait_for_port, wait_until
-from dicomnode.jobs.chain import JobSpec, run_chain
+from dicomnode.jobs.chain import run_chain
+from dicomnode.jobs.spec import ChainSpec
 from dicomnode.config import parse_config
 from dicomnode.errors import SeriesLoadError
 from dicomnode.jobs.executors import (DaskExecutor, RequeueJob, WorkerMemoryError, cluster_status, executor_for,
-                                 make_executor)
+                                      make_executor)
 from dicomnode.io.headers import is_dicom_file
 from dicomnode.jobs.dispatcher import Dispatcher
 from dicomnode.jobs.remote import job_context
+from dicomnode.jobs.spec import ChainJob, new_job
 from dicomnode.store.db import Database, InstanceRecord, JobState, SeriesState
 
 CONFIG = parse_config({"profiles": {"quick": {"steps": ["foreground", "measure"]}}})
@@ -36,8 +38,8 @@ STS_FILES = tuple(sorted(str(p) for p in STS_CT.iterdir() if p.is_file()))
 DASK = str(Path(sys.executable).with_name("dask"))
 
 
-def _spec(out: Path, job_id: int = 1, files=STS_FILES) -> JobSpec:
-    return JobSpec(files=files, profile=QUICK, out_dir=str(out), uid_root="2.25.", job_id=job_id)
+def _spec(out: Path, job_id: int = 1, files=STS_FILES) -> ChainSpec:
+    return ChainSpec(files=files, profile=QUICK, out_dir=str(out), uid_root="2.25.", job_id=job_id)
 
 
 def _comparable(results_json: str) -> dict:
@@ -94,11 +96,11 @@ def test_worker_logs_reach_the_node_with_job_id_and_series_uid(local_cluster, tm
     out = local_cluster.submit(_spec(tmp_path / "o", job_id=4242)).result(120)
 
     def forwarded():
-        return [r for r in caplog.records if r.name == "dicomnode.jobs.remote" and getattr(r, "job_id", None) == 4242]
+        return [r for r in caplog.records if r.name == "dicomnode.remote" and getattr(r, "job_id", None) == 4242]
     recs = wait_until(forwarded, timeout_s=30, what="forwarded worker log records")
     assert all(r.series_uid == out.series_uid for r in recs)
     assert all(str(r.worker).startswith("tcp://127.0.0.1:") for r in recs)
-    chain = wait_until(lambda: [r for r in caplog.records if r.name == "dicomnode.jobs.chain"
+    chain = wait_until(lambda: [r for r in caplog.records if r.name == "dicomnode.chain"
                                 and getattr(r, "job_id", None) == 4242], timeout_s=30, what="chain record")
     assert chain[0].series_uid == out.series_uid
 
@@ -198,7 +200,8 @@ def test_requeued_job_goes_back_to_pending_without_counting_an_attempt(tmp_path)
     db = Database(tmp_path / "i.sqlite")
     db.add_instances([InstanceRecord("1.1", "1.2.3", "1.2", "1.2.840.10008.5.1.4.1.1.2", "CT",
                                      "1.2.840.10008.1.2.1", str(tmp_path / "x.dcm"), 10, "SCU", "127.0.0.1", 1.0)])
-    job_id = db.complete_series("1.2.3", SeriesState.COMPLETE, 20, expected_last=1.0, job=("r", "quick", []))
+    job_id = db.complete_series("1.2.3", SeriesState.COMPLETE, 20, expected_last=1.0,
+                                job=new_job(ChainJob("quick"), rule="r", destinations=[]))
     d = Dispatcher(db, lambda: CONFIG, _RequeueingExecutor())  # not started: one job by hand
     job = db.claim_job(d.worker_name, 60, time.time())
     assert job.attempts == 1

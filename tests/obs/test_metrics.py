@@ -10,6 +10,7 @@ from prometheus_client import generate_latest
 from dicomnode.config import parse_config
 from dicomnode.net.events import AssociationRefused, RefusalKind, StoreRefused
 from dicomnode.obs.metrics import NodeMetrics, metrics_summary
+from dicomnode.jobs.spec import ChainJob, new_job
 from dicomnode.store.db import Database, InstanceRecord, SeriesState
 
 
@@ -17,7 +18,7 @@ def _db_with_a_done_job(tmp_path) -> Database:
     db = Database(tmp_path / "index.sqlite")
     db.add_instances([InstanceRecord("1.1", "1.2", "1.3", "1.2.840.10008.5.1.4.1.1.2", "CT", "1.2.840.10008.1.2",
                                      "/x", 1000, "PACS", "10.0.0.1", 100.0)])
-    job = db.complete_series("1.2", SeriesState.COMPLETE, 200.0, expected_last=100.0, job=("r", "ct", ["D"]))
+    job = db.complete_series("1.2", SeriesState.COMPLETE, 200.0, expected_last=100.0, job=new_job(ChainJob("ct"), rule="r", destinations=["D"]))
     db.claim_job("w", 60, 201.0)
     db.finish_job(job, 204.0, result_dir="/r", results=["/r/seg.dcm"], seconds=3.0, exports=[("D", "/r/seg.dcm", "9")])
     return db
