@@ -44,7 +44,10 @@ from dicomnode.steps import registry  # noqa: E402
 
 #: Scale-free features of a tissue-method candidate the model uses.
 FEATURES = ("log10_volume_ml", "compactness", "elongation", "log10_cnr", "truncation", "enclosure", "polarity",
-            "log2_to_reference", "mirror_uptake", "midline_offset")
+            "log2_to_reference", "mirror_uptake", "midline_offset", "log2_peak_to_percist")
+#: Fill values that are not the training mean: a PET without the liver in view (a crop) has no PERCIST level; its
+#: candidates count as at the level (log2 ratio 0), neither above nor below.
+FIXED_FILL = {"log2_peak_to_percist": 0.0}
 THRESHOLD = 0.5  # the shipped profiles' reporting threshold (conf/profiles/*.toml)
 
 
@@ -108,7 +111,7 @@ def fit(rows: list[dict]):
     fill = {}
     for name in FEATURES:
         vals = [r["features"][name] for r in rows if name in r["features"]]
-        fill[name] = float(np.mean(vals)) if vals else 0.0
+        fill[name] = FIXED_FILL.get(name, float(np.mean(vals)) if vals else 0.0)
     proto = FittedModel(None, FEATURES, fill)
     X = np.array([proto.vector(r["features"]) for r in rows])
     y = np.array([r["hit"] for r in rows], dtype=int)
@@ -117,8 +120,25 @@ def fit(rows: list[dict]):
 
 
 def with_rule(p: float, features: dict) -> float:
-    """The detect step's hand-set rule on top of the model: symmetric or paired regions x 0.1 (detect_tissue)."""
-    return p * 0.1 if features.get("symmetric") else p
+    """The detect step's hand-set rules on top of the model (detect_tissue): symmetric or paired regions x 0.1, and
+    physiological uptake told by organ context (heart, brain, kidneys, bladder, mirror twins) x 0.1 again."""
+    p = p * 0.1 if features.get("symmetric") else p
+    return p * 0.1 if features.get("physiological") else p
+
+
+def _logit(p) -> np.ndarray:
+    q = np.clip(np.asarray(p, dtype=float), 1e-9, 1 - 1e-9)
+    return np.log(q / (1 - q))
+
+
+def fit_platt(rows: list[dict]) -> tuple[float, float]:
+    """Platt scaling of the hand-set ranking score (rules included): a logistic regression on its logit."""
+    from sklearn.linear_model import LogisticRegression
+
+    x = _logit([r["probability"] for r in rows])[:, None]
+    y = np.array([r["hit"] for r in rows], dtype=int)
+    lr = LogisticRegression(C=1.0, max_iter=1000).fit(x, y)
+    return float(lr.coef_[0, 0]), float(lr.intercept_[0])
 
 
 def score(results: dict[str, list[dict]], probs: dict[str, np.ndarray]) -> dict[str, dict]:
@@ -181,37 +201,55 @@ def main(argv: list[str] | None = None) -> int:
     for k in results:
         lopo_probs.setdefault(k, [c["probability"] for c in results[k]])  # lung method: hand-set
     lopo = score(results, lopo_probs)
+    # the hand-set ranking with its probabilities Platt-scaled, leave one patient out (model = "calibrated")
+    from dicomnode.analysis.detect import platt
+
+    platt_probs = {}
+    for held in sorted({patient[k] for k in tissue}):
+        cal = fit_platt([c for k in tissue if patient[k] != held for c in results[k]])
+        for k in tissue:
+            if patient[k] == held:
+                platt_probs[k] = [platt(c["probability"], cal) for c in results[k]]
+    for k in results:
+        platt_probs.setdefault(k, [c["probability"] for c in results[k]])
+    calibrated = score(results, platt_probs)
 
     def fmt(r: dict) -> str:
         return (f"{'yes' if r['top_hits'] else 'no ':3s} {str(r['rank_of_first_hit']):>4s} ({r['its_probability']}) "
                 f"FP@{THRESHOLD:g}={r['false_at_threshold']}")
 
     print(f"{'series':16s} {'cands':>5s} | hand-set: top hits, rank of first hit (p), false at {THRESHOLD:g} "
-          "| LOPO logistic")
+          "| LOPO logistic | LOPO calibrated hand-set")
     for key in results:
-        print(f"{key:16s} {hand[key]['candidates']:5d} | {fmt(hand[key]):34s} | {fmt(lopo[key])}")
-    for label, s in (("hand-set", hand), ("LOPO logistic", lopo)):
+        print(f"{key:16s} {hand[key]['candidates']:5d} | {fmt(hand[key]):34s} | {fmt(lopo[key]):34s} | "
+              f"{fmt(calibrated[key])}")
+    for label, s in (("hand-set", hand), ("LOPO logistic", lopo), ("LOPO calibrated", calibrated)):
         print(f"{label}: top candidate is the tumour in {sum(v['top_hits'] for v in s.values())} of {len(s)}; "
               f"reported (top and p >= {THRESHOLD:g}) in "
               f"{sum(1 for v in s.values() if v['top_hits'] and v['its_probability'] >= THRESHOLD)}; "
               f"false findings at {THRESHOLD:g}: {sum(v['false_at_threshold'] for v in s.values())}")
     pet = [k for k in results if k.endswith("/PET")]
     for label, probs in (("hand-set", {k: [c["probability"] for c in v] for k, v in results.items()}),
-                         ("LOPO logistic", lopo_probs)):
+                         ("LOPO logistic", lopo_probs), ("LOPO calibrated", platt_probs)):
         found = sum(1 for k in pet if any(c["hit"] and p >= THRESHOLD for c, p in zip(results[k], probs[k])))
         worst = max(int(sum(1 for c, p in zip(results[k], probs[k]) if p >= THRESHOLD and not c["hit"])) for k in pet)
         print(f"{label}: PET tumours (one per series, all >= 1 mL) reported at {THRESHOLD:g}: {found} of {len(pet)}, "
               f"most false findings in one PET series: {worst}")
     rel = reliability({k: results[k] for k in tissue}, lopo_probs)
-    print("reliability of the LOPO probabilities (tissue method):")
-    for r in rel:
-        print(f"  {r['bin']:8s} n={r['n']:4d} mean p={r['mean_probability']} hits={r['fraction_hits']}")
+    rel_cal = reliability({k: results[k] for k in tissue}, platt_probs)
+    for label, rr in (("LOPO logistic", rel), ("LOPO calibrated hand-set", rel_cal)):
+        print(f"reliability of the {label} probabilities (tissue method):")
+        for r in rr:
+            print(f"  {r['bin']:8s} n={r['n']:4d} mean p={r['mean_probability']} hits={r['fraction_hits']}")
     if a.json:
-        Path(a.json).write_text(json.dumps({"hand_set": hand, "lopo_logistic": lopo, "reliability": rel}, indent=1))
+        Path(a.json).write_text(json.dumps({"hand_set": hand, "lopo_logistic": lopo, "reliability": rel,
+                                            "lopo_calibrated": calibrated, "reliability_calibrated": rel_cal},
+                                           indent=1))
     if a.write_model:
         from dicomnode.modelio import MODELS_DIR, ModelCard, save_model
 
         model = fit([c for k in tissue for c in results[k]])
+        slope, intercept = fit_platt([c for k in tissue for c in results[k]])
         lr = model.estimator[-1]
         card = ModelCard(
             task="findings", classes=("other", "target"), feature_names=FEATURES,
@@ -221,8 +259,14 @@ def main(argv: list[str] | None = None) -> int:
                            f"{sum(c['hit'] for k in tissue for c in results[k])} hits"),
             cv_accuracy=round(sum(lopo[k]["top_hits"] for k in tissue) / len(tissue), 3),
             cv_scheme=("leave-one-patient-out over 3 patients; cv_accuracy = fraction of the 11 series whose top "
-                       "candidate is the tumour"),
+                       "candidate is the tumour (logistic model)"),
             extra={"fill": model.fill, "lopo": {k: lopo[k] for k in tissue}, "reliability": rel,
+                   "hand_set_calibration": {
+                       "slope": round(slope, 4), "intercept": round(intercept, 4),
+                       "what": "Platt scaling of the hand-set naive Bayes ranking score (symmetry and organ-context "
+                               "rules included): p = 1 / (1 + exp(-(slope * logit(score) + intercept))); detect "
+                               "model = \"calibrated\"",
+                       "lopo": {k: calibrated[k] for k in tissue}, "reliability": rel_cal},
                    "coefficients": dict(zip(FEATURES, [round(float(c), 4) for c in lr.coef_[0]])),
                    "intercept": round(float(lr.intercept_[0]), 4),
                    "limits": "3 patients; no physiological-uptake negatives outside STS_001's whole-body PET; "

@@ -17,6 +17,11 @@ Two detectors share one pipeline, *blob search -> region growing -> features -> 
   spreads), a feature says how far the region's mean lies from every class. With ``hot_threshold`` (the detect
   step sets SUV 2.5 for PET) every connected region above that level is a candidate too, its holes filled: a large
   lesion with a necrotic centre (STS_001's PET) is a dark blob in a bright ring to the blob search.
+  On a PET in SUV with the liver in view, each candidate's SUVpeak (the hottest 1 mL sphere) is compared with
+  PERCIST's threshold ``1.5 x liver mean + 2 SD`` (``log2_peak_to_percist``, a feature of the hand-set model), and
+  physiological uptake is told by organ context with the liver as landmark (``physiological``: heart on the
+  diaphragm above the liver's dome, brain far above it, bladder far below it on the midline, paired kidneys, mirror
+  twins such as salivary glands), down-weighted like symmetric regions.
 
 Blob search: a scale-normalised Laplacian of Gaussian in mm, ``-sigma^2 * sum_i d2/dx_i^2`` with
 ``sigma = r / sqrt(3)`` (the scale at which a ball of radius ``r`` responds most) over geometric radii, on a grid
@@ -45,7 +50,9 @@ Features of a region (mm, mL or the image's unit):
   across the mid-sagittal plane of the lungs is tissue too; hilar vessels come in left-right pairs, a tumour mostly
   does not), ``tissue_outlier`` (tissue method with a tissue model: how many class SDs the region's mean lies from
   the nearest class mean; a region of a normal tissue class is no lesion);
-* search: ``blob_radius_mm``, ``blob_response``, ``polarity`` (tissue method: 1 bright, -1 dark).
+* search: ``blob_radius_mm``, ``blob_response``, ``polarity`` (tissue method: 1 bright, -1 dark);
+* PET with the liver in view: ``peak`` (SUVpeak, 1 mL sphere), ``log2_peak_to_percist``, ``log2_to_liver``,
+  ``above_percist`` (PERCIST's measurable disease), ``physiological`` (organ context, 0/1).
 
 References
 ----------
@@ -77,6 +84,7 @@ __all__ = [
     "NaiveBayes",
     "blob_candidates",
     "liver_reference",
+    "platt",
     "detect",
     "detect_lung",
     "detect_tissue",
@@ -247,11 +255,14 @@ LUNG_MODEL = NaiveBayes(
 TISSUE_MODEL = NaiveBayes(
     prior=0.1,
     target={"log10_volume_ml": (1.3, 0.9), "compactness": (0.45, 0.15), "elongation": (0.7, 0.15),
-            "log10_cnr": (0.9, 0.45), "truncation": (0.05, 0.12), "tissue_outlier": (3.0, 2.0)},
+            "log10_cnr": (0.9, 0.45), "truncation": (0.05, 0.12), "tissue_outlier": (3.0, 2.0),
+            "log2_peak_to_percist": (0.7, 0.6)},
     other={"log10_volume_ml": (0.0, 0.9), "compactness": (0.2, 0.15), "elongation": (0.35, 0.2),
-           "log10_cnr": (0.5, 0.3), "truncation": (0.45, 0.15), "tissue_outlier": (0.5, 0.7)},
+           "log10_cnr": (0.5, 0.3), "truncation": (0.45, 0.15), "tissue_outlier": (0.5, 0.7),
+           "log2_peak_to_percist": (-0.6, 0.6)},
     clip={"log10_volume_ml": (-2.0, 3.5), "compactness": (0.0, 1.0), "elongation": (0.0, 1.0),
-          "log10_cnr": (-1.0, 2.5), "truncation": (0.0, 1.0), "tissue_outlier": (0.0, 8.0)},
+          "log10_cnr": (-1.0, 2.5), "truncation": (0.0, 1.0), "tissue_outlier": (0.0, 8.0),
+          "log2_peak_to_percist": (-3.0, 3.0)},
 )
 
 
@@ -293,7 +304,8 @@ class FittedModel:
 FEATURE_CLIP: dict[str, tuple[float, float]] = {
     "log10_volume_ml": (-2.0, 3.5), "compactness": (0.0, 1.0), "elongation": (0.0, 1.0), "log10_cnr": (-1.0, 2.5),
     "truncation": (0.0, 1.0), "enclosure": (0.0, 1.0), "mirror_uptake": (0.0, 1.0), "midline_offset": (0.0, 1.5),
-    "log2_to_reference": (-4.0, 6.0), "tissue_outlier": (0.0, 8.0),
+    "log2_to_reference": (-4.0, 6.0), "tissue_outlier": (0.0, 8.0), "log2_peak_to_percist": (-3.0, 3.0),
+    "physiological": (0.0, 1.0),
 }
 
 
@@ -325,9 +337,10 @@ def _block_any(mask: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
     return np.ascontiguousarray(mask[f[0] // 2::f[0], f[1] // 2::f[1], f[2] // 2::f[2]][:z, :y, :x])
 
 
-def _second_derivative(a: np.ndarray, axis: int) -> np.ndarray:
-    """Central second difference along ``axis`` (in voxel units), edges copied from their neighbours."""
-    out = np.empty_like(a)
+def _second_derivative(a: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Central second difference along ``axis`` (in voxel units), edges copied from their neighbours; into ``out``
+    (not ``a``) when given."""
+    out = np.empty_like(a) if out is None else out
     n = a.shape[axis]
     if n < 3:
         out[...] = 0
@@ -340,7 +353,11 @@ def _second_derivative(a: np.ndarray, axis: int) -> np.ndarray:
 
     sl_out = [slice(None)] * 3
     sl_out[axis] = slice(1, n - 1)
-    out[tuple(sl_out)] = take(2, n) - 2 * take(1, n - 1) + take(0, n - 2)
+    inner = out[tuple(sl_out)]
+    np.add(take(2, n), take(0, n - 2), out=inner)  # in place: no temporaries of the array's size
+    mid = take(1, n - 1)
+    inner -= mid
+    inner -= mid
     for edge, src in ((0, 1), (n - 1, n - 2)):
         sl_out[axis] = slice(edge, edge + 1)
         sl2 = [slice(None)] * 3
@@ -395,24 +412,31 @@ def _log_stack(image: np.ndarray, spacing_mm: Sequence[float],
     img = image.astype(np.float32, copy=False)
     sp = np.asarray(spacing_mm, dtype=float)
     stack = np.empty((len(radii),) + img.shape, dtype=np.float32)
+    smooth = np.empty(img.shape, dtype=np.float32)  # two work arrays for every radius: no page faults per pass
+    tmp = np.empty(img.shape, dtype=np.float32)
     for i, r in enumerate(radii):
         s_mm = r / _SQRT3
-        smooth = ndi.gaussian_filter(img, s_mm / sp, mode="nearest")  # then second differences: 3 passes, not 9
+        ndi.gaussian_filter(img, s_mm / sp, mode="nearest", output=smooth)  # then second differences: 3 passes
         lap = stack[i]
         lap[...] = 0
         for ax in range(3):
-            lap += _second_derivative(smooth, ax) / np.float32(sp[ax] ** 2)
+            _second_derivative(smooth, ax, out=tmp)
+            tmp *= np.float32(1.0 / sp[ax] ** 2)
+            lap += tmp
         lap *= np.float32(-(s_mm ** 2))
     return stack, radii
 
 
-def _max3(a: np.ndarray, axis: int) -> np.ndarray:
+def _max3(a: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray:
     """Maximum over each voxel and its two neighbours along ``axis`` (edges: nearest), with numpy (several times
-    faster than ``scipy.ndimage.maximum_filter1d`` for a width of 3)."""
+    faster than ``scipy.ndimage.maximum_filter1d`` for a width of 3); into ``out`` (not ``a``) when given."""
     n = a.shape[axis]
     if n < 2:
-        return a.copy()
-    out = np.empty_like(a)
+        if out is None:
+            return a.copy()
+        out[...] = a
+        return out
+    out = np.empty_like(a) if out is None else out
     lo = [slice(None)] * a.ndim
     hi = [slice(None)] * a.ndim
     last = [slice(None)] * a.ndim
@@ -429,11 +453,12 @@ def _stack_peaks(stack: np.ndarray, radii: list[float], spacing_mm: Sequence[flo
     """Local maxima over space and scale of ``polarity * stack`` above ``min_response``, strongest first."""
     sp = np.asarray(spacing_mm, dtype=float)
     signed = stack if polarity == 1 else -stack
+    bufs = (np.empty_like(signed), np.empty_like(signed))  # ping-pong: two work arrays, not four
     mx = signed
     for ax in range(4):
-        mx = _max3(mx, ax)
+        mx = _max3(mx, ax, out=bufs[ax % 2])
     peaks = signed == mx
-    del mx
+    del mx, bufs
     peaks &= signed > min_response
     if allowed is not None:
         peaks &= allowed[None]
@@ -784,6 +809,30 @@ def _noise_sd(image: np.ndarray, mask: np.ndarray, spacing_mm: Sequence[float], 
     return val or 1.0
 
 
+def _body_box(foreground: np.ndarray, spacing_mm: Sequence[float], margin_mm: float,
+              align: Sequence[int] = (1, 1, 1), min_saving: float = 0.2) -> tuple[slice, slice, slice] | None:
+    """The foreground's bounding box grown by ``margin_mm`` (clipped to the grid; its start a multiple of
+    ``align``, so that block averages fall on the same blocks as on the whole grid), or None when it would save
+    less than ``min_saving`` of the voxels."""
+    idx = [np.flatnonzero(foreground.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
+    if any(i.size == 0 for i in idx):
+        return None
+    box = tuple(slice(max(0, int(i[0]) - int(math.ceil(margin_mm / s))) // k * k,
+                      min(n, int(i[-1]) + 1 + int(math.ceil(margin_mm / s))))
+                for i, s, n, k in zip(idx, spacing_mm, foreground.shape, align))
+    kept = float(np.prod([b.stop - b.start for b in box])) / float(foreground.size)
+    return box if kept < 1.0 - min_saving else None  # type: ignore[return-value]
+
+
+def _shifted(f: Finding, box: tuple[slice, ...]) -> Finding:
+    """A finding on the crop ``box`` of a grid, placed on the grid."""
+    off = [b.start for b in box]
+    fbox = tuple(slice(b.start + o, b.stop + o) for b, o in zip(f.box, off))
+    c = tuple(float(c + o) for c, o in zip(f.centroid_zyx, off))
+    return Finding(f.label, f.mask, fbox, c, f.volume_ml, f.diameter_mm, f.probability,  # type: ignore[arg-type]
+                   f.features, f.centroid_mm)
+
+
 def _upsample(f: Finding, w: tuple[int, int, int], shape: Sequence[int]) -> Finding:
     """A finding on a grid block-averaged by ``w`` brought back to the full grid of ``shape``."""
     mask = f.mask
@@ -813,7 +862,8 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
                   z_clip: float = 8.0, max_candidates: int = 20, work_mm: float | None = 2.0,
                   hot_threshold: float | None = None, mirror_axis: int | None = 2,
                   symmetric_max: float | None = 0.3, symmetric_factor: float = 0.1, percist_liver: bool = False,
-                  model: NaiveBayes | FittedModel = TISSUE_MODEL) -> DetectionResult:
+                  model: NaiveBayes | FittedModel = TISSUE_MODEL, cranial: int | None = None,
+                  calibration: tuple[float, float] | None = None) -> DetectionResult:
     """Focal regions that depart from their surroundings and from the tissue model, in any modality.
 
     Parameters
@@ -873,11 +923,23 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         midline or bilateral disease. None turns it off. Defaults 0.3 and 0.1.
     model : NaiveBayes or FittedModel, optional
         Default :data:`TISSUE_MODEL`.
+    cranial : {1, -1} or None, optional
+        1 when the slice index runs towards the head, -1 towards the feet (:func:`detect` sets it from the
+        volume's direction). With ``percist_liver``, the liver in view and the body's midline in view, it turns on
+        the organ context of a whole-body PET (:func:`_physiology`): the heart above the liver's dome, the brain
+        far above it, the bladder far below it on the midline, kidneys and mirror twins are physiological uptake
+        (feature ``physiological`` = 1, probability times ``symmetric_factor``). Default None (off).
+    calibration : (float, float) or None, optional
+        Platt scaling ``(slope, intercept)`` of the final score (model and rules): ``p = 1 / (1 + exp(-(slope *
+        logit(score) + intercept)))``, monotone, so the ranking stays; the score is kept as the feature
+        ``ranking_score``. Fitted leave one patient out by ``scripts/evaluate_findings.py`` (the ``"calibrated"``
+        model of the detect step). Default None (the score is the probability).
 
     Returns
     -------
     DetectionResult
-        Findings labelled "lesion".
+        Findings labelled "lesion". The search runs on the foreground's bounding box grown by the largest blob's
+        reach (air costs nothing); findings are placed on the full grid.
     """
     _check_image(image)
     sp = _check_spacing(spacing_mm)
@@ -893,15 +955,25 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         raise ValueError(f"symmetric_factor must be in [0, 1], got {symmetric_factor}")
     if not foreground.any():
         return DetectionResult((), (), 0, ("empty foreground: nothing to search",))
+    kw = dict(settings=settings, class_means=class_means, class_sds=class_sds, polarity=polarity, window=window,
+              max_radius_mm=max_radius_mm, coarse_mm=coarse_mm, min_response=min_response, z_clip=z_clip,
+              max_candidates=max_candidates, hot_threshold=hot_threshold, mirror_axis=mirror_axis,
+              symmetric_max=symmetric_max, symmetric_factor=symmetric_factor, percist_liver=percist_liver,
+              model=model, cranial=cranial, calibration=calibration)
     w = _factors(sp, work_mm) if work_mm is not None else (1, 1, 1)
+    f_c = _factors(tuple(s * k for s, k in zip(sp, w)), coarse_mm)
+    box = _body_box(foreground, sp, max_radius_mm + 2.0 * max(coarse_mm, work_mm or 0.0, *sp),
+                    align=tuple(a * b for a, b in zip(w, f_c)))
+    if box is not None:
+        # only the body's box (plus the largest blob's reach) is searched: air costs nothing. Blob centres lie in
+        # the foreground, so a crop edge that is not the field of view's is farther than any blob's ball.
+        res = detect_tissue(image[box], sp, foreground[box], work_mm=work_mm, **kw)  # type: ignore[arg-type]
+        return DetectionResult(tuple(_shifted(f, box) for f in res.findings),
+                               tuple(_shifted(f, box) for f in res.rejected), res.n_candidates, res.notes)
     if w != (1, 1, 1):
         sp_w = tuple(s * k for s, k in zip(sp, w))
-        res = detect_tissue(_block_mean(image, w), sp_w, _block_any(foreground, w), settings=settings,
-                            class_means=class_means, class_sds=class_sds, polarity=polarity, window=window,
-                            max_radius_mm=max_radius_mm, coarse_mm=coarse_mm, min_response=min_response,
-                            z_clip=z_clip, max_candidates=max_candidates, work_mm=None,
-                            hot_threshold=hot_threshold, mirror_axis=mirror_axis, symmetric_max=symmetric_max,
-                            symmetric_factor=symmetric_factor, percist_liver=percist_liver, model=model)
+        res = detect_tissue(_block_mean(image, w), sp_w, _block_any(foreground, w), work_mm=None,
+                            **kw)  # type: ignore[arg-type]
         notes = res.notes + (f"regions grown on a {sp_w[0]:.2g} x {sp_w[1]:.2g} x {sp_w[2]:.2g} mm grid",)
         return DetectionResult(tuple(_upsample(f, w, image.shape) for f in res.findings),
                                tuple(_upsample(f, w, image.shape) for f in res.rejected), res.n_candidates, notes)
@@ -963,8 +1035,11 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         found.append(_finding("lesion", region, bb, feats, model))
     n_hot = 0
     liver = None
+    liver_mask = None
     if percist_liver and hot_threshold is not None:
-        liver = liver_reference(img, foreground, sp)
+        liver_mask = _liver_mask(img, foreground, sp)
+        liver = None if liver_mask is None else (float(img[liver_mask].mean()), float(img[liver_mask].std()),
+                                                 float(np.count_nonzero(liver_mask)) * float(np.prod(sp)) / 1000.0)
         if liver is None:
             notes.append(f"PERCIST: no liver in view; hot regions above the fixed {hot_threshold:g}")
         else:
@@ -987,12 +1062,24 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         notes.append(f"hot regions above {hot_threshold:g}: {n_hot} candidate(s)")
     found = _resolve_overlaps(found)
     if liver is not None:
+        # PERCIST's measurable disease: SUVpeak (the hottest 1 mL sphere) above 1.5 x liver mean + 2 SD. Without
+        # the liver there is no reference: a fixed level ranks a hot urethra above a sarcoma (STS_001's crop)
+        percist = 1.5 * liver[0] + 2.0 * liver[1]
         for f in found:
             if f.features.get("mean", 0.0) > 0:
+                peak = _suv_peak(img, f, sp)
+                f.features["peak"] = peak  # type: ignore[index]
+                f.features["log2_peak_to_percist"] = math.log2(max(peak, 1e-3) / percist)  # type: ignore[index]
                 f.features["log2_to_liver"] = math.log2(f.features["mean"] / liver[0])  # type: ignore[index]
-                above = f.features["mean"] > 1.5 * liver[0] + 2.0 * liver[1]
-                f.features["above_percist"] = float(above)  # type: ignore[index]
+                f.features["above_percist"] = float(peak > percist)  # type: ignore[index]
     found = _with_context(found, img, foreground, med, mirror_axis, model, notes, symmetric_max, symmetric_factor)
+    if liver_mask is not None and cranial in (1, -1):
+        found = _physiology(found, img, foreground, liver_mask, liver, sp, int(cranial), mirror_axis, notes,
+                            symmetric_factor)
+    if calibration is not None:
+        found = [_calibrated(f, calibration) for f in found]
+        notes.append(f"probabilities: Platt scaling of the ranking score (slope {calibration[0]:.3g}, intercept "
+                     f"{calibration[1]:.3g})")
     ok, rejected = _split(found, settings)
     return DetectionResult(ok, rejected, len(cands) + n_hot, tuple(notes))
 
@@ -1057,6 +1144,130 @@ def _with_context(found: list[Finding], img: np.ndarray, foreground: np.ndarray,
     return out
 
 
+def platt(score: float, calibration: tuple[float, float]) -> float:
+    """``1 / (1 + exp(-(slope * logit(score) + intercept)))``, the score clipped to [1e-9, 1 - 1e-9] first."""
+    q = min(max(float(score), 1e-9), 1.0 - 1e-9)
+    t = calibration[0] * math.log(q / (1.0 - q)) + calibration[1]
+    return float(1.0 / (1.0 + math.exp(-min(max(t, -700.0), 700.0))))
+
+
+def _calibrated(f: Finding, calibration: tuple[float, float]) -> Finding:
+    feats = dict(f.features)
+    feats["ranking_score"] = f.probability
+    return Finding(f.label, f.mask, f.box, f.centroid_zyx, f.volume_ml, f.diameter_mm,
+                   platt(f.probability, calibration), feats, f.centroid_mm)
+
+
+def _suv_peak(img: np.ndarray, f: Finding, spacing_mm: Sequence[float], volume_ml: float = 1.0) -> float:
+    """The largest mean over a sphere of ``volume_ml`` (PERCIST's SUVpeak: 1 mL, 1.2 cm across) centred in the
+    region; the region's maximum when it is smaller than the sphere's voxels."""
+    r = (3.0 * volume_ml * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0)
+    half = [int(math.floor(r / s)) for s in spacing_mm]
+    g = np.ogrid[tuple(slice(-h, h + 1) for h in half)]
+    ball = sum((a * s) ** 2 for a, s in zip(g, spacing_mm)) <= r * r
+    box = tuple(slice(max(0, b.start - h), min(n, b.stop + h)) for b, h, n in zip(f.box, half, img.shape))
+    sub = img[box].astype(np.float32, copy=False)
+    mean = ndi.correlate(sub, ball.astype(np.float32) / np.float32(ball.sum()), mode="nearest")
+    inner = tuple(slice(b.start - bb.start, b.stop - bb.start) for b, bb in zip(f.box, box))
+    vals = mean[inner][f.mask]
+    return float(vals.max()) if vals.size else float(img[f.box][f.mask].max())
+
+
+#: Physiological FDG uptake a whole-body PET shows, and where it lies relative to the liver (heights in mm along
+#: the body's long axis, head up; see :func:`_physiology`).
+PHYSIOLOGICAL_SITES = ("brain", "heart", "kidney", "bladder", "paired")
+
+
+def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, liver: np.ndarray,
+                liver_ref: tuple[float, float, float], spacing_mm: Sequence[float], cranial: int,
+                mirror_axis: int | None, notes: list[str], factor: float) -> list[Finding]:
+    """Tell physiological FDG uptake from lesions by organ context, with the liver as the landmark (a whole-body
+    PET in SUV with the liver in view). Heights ``h`` run along the body's long axis, head up, in mm; the liver
+    spans ``[L_lo, L_hi]``. A region is
+
+    * the **heart** (myocardium) when it lies on the diaphragm above the liver's dome: centroid in
+      ``[L_hi - 40, L_hi + 150]``, lowest point no lower than ``L_hi - 80``, at least 30 mL, near the midline;
+    * the **brain** when it is at least 250 mm above the liver's dome, at least 100 mL, on the midline;
+    * the **bladder** when it lies at least 150 mm below the liver, on the midline, with a mean at least 4 times
+      the liver's (urine: SUV 10-60 and more);
+    * a **kidney** when, between 100 mm below the liver and its dome, off the midline, 10-400 mL, it has a partner
+      region on the other side at the same height (or its mirror image is as hot: ``mirror_uptake`` > 0.2);
+    * **paired** (salivary glands, tonsils, muscles) when, anywhere, a region hotter than the liver has a mirror
+      twin: across the midline (within 10 % of the body's half-width), at the same height (20 mm) and depth
+      (15 mm), of the same volume (within x1.6) and mean (within x1.3). Symmetric bilateral nodes are down-weighted
+      too (said in docs/models.md).
+
+    Such a region gets ``physiological`` = 1 and its probability times ``factor``; the others get 0. Lesions in
+    these organs (a bladder-wall tumour, a myocardial metastasis) are down-weighted too: PET readers cannot tell
+    them either without a second look (said in docs/models.md).
+    """
+    sp = np.asarray(spacing_mm, dtype=float)
+    zs = np.flatnonzero(liver.any(axis=(1, 2)))
+    hz = lambda k: cranial * float(k) * sp[0]  # noqa: E731  height of slice k, head up
+    l_lo, l_hi = sorted((hz(zs[0]), hz(zs[-1])))
+    l_mean = liver_ref[0]
+    if mirror_axis in (1, 2):
+        other = 3 - mirror_axis  # (Z, n along the left-right axis)
+        prof = foreground.any(axis=other)
+        cnt = prof.sum(axis=1)
+        lo = np.where(cnt > 0, np.argmax(prof, axis=1), 0)
+        hi = np.where(cnt > 0, prof.shape[1] - 1 - np.argmax(prof[:, ::-1], axis=1), 0)
+        centre, half = 0.5 * (lo + hi), np.maximum(0.5 * (hi - lo), 1.0)
+    else:
+        return found
+    info = []
+    for f in found:
+        k0, k1 = f.box[0].start, f.box[0].stop - 1
+        h_c = hz(f.centroid_zyx[0])
+        h_lo, h_hi = sorted((hz(k0), hz(k1)))
+        kc = int(round(f.centroid_zyx[0]))
+        side = (f.centroid_zyx[mirror_axis] - centre[kc]) / half[kc]  # signed, body half-widths
+        info.append((h_c, h_lo, h_hi, side))
+    out = []
+    sites: dict[str, int] = {}
+    for i, f in enumerate(found):
+        h_c, h_lo, h_hi, side = info[i]
+        mid = abs(side)
+        mean = f.features.get("mean", 0.0)
+        site = None
+        if mean <= l_mean:
+            pass  # not hotter than the liver: no physiological hot spot (nor a PERCIST lesion)
+        elif l_hi - 40 <= h_c <= l_hi + 150 and h_lo >= l_hi - 80 and f.volume_ml >= 30 and mid <= 0.45:
+            site = "heart"
+        elif h_c >= l_hi + 250 and f.volume_ml >= 100 and mid <= 0.3:
+            site = "brain"
+        elif h_c <= l_lo - 150 and mid <= 0.3 and mean >= 4.0 * l_mean:
+            site = "bladder"
+        elif l_lo - 100 <= h_c <= l_hi and 0.1 <= mid <= 0.9 and 10 <= f.volume_ml <= 400:
+            partner = any(j != i and abs(info[j][0] - h_c) <= 60 and info[j][3] * side < 0
+                          and 0.1 <= abs(info[j][3]) <= 0.9 and 5 <= g.volume_ml <= 400
+                          and g.features.get("mean", 0.0) > l_mean for j, g in enumerate(found))
+            if partner or f.features.get("mirror_uptake", 0.0) > 0.2:
+                site = "kidney"
+        if site is None and mean > l_mean and mid >= 0.1:
+            # a mirror twin: glands, tonsils, muscles come in left-right pairs of the same size and uptake at the
+            # same height; lesions seldom do
+            for j, g in enumerate(found):
+                gm = g.features.get("mean", 0.0)
+                if (j != i and abs(info[j][0] - h_c) <= 20 and abs(info[j][3] + side) <= 0.1 and gm > l_mean
+                        and abs(g.centroid_zyx[3 - mirror_axis] - f.centroid_zyx[3 - mirror_axis]) * sp[3 - mirror_axis]
+                        <= 15 and max(g.volume_ml, f.volume_ml) <= 1.6 * min(g.volume_ml, f.volume_ml)
+                        and max(gm, mean) <= 1.3 * min(gm, mean)):
+                    site = "paired"
+                    break
+        feats = dict(f.features)
+        feats["physiological"] = 1.0 if site else 0.0
+        p = f.probability * factor if site else f.probability
+        if site:
+            sites[site] = sites.get(site, 0) + 1
+        out.append(Finding(f.label, f.mask, f.box, f.centroid_zyx, f.volume_ml, f.diameter_mm, p, feats,
+                           f.centroid_mm))
+    notes.append(f"organ context (liver from {l_lo:.0f} to {l_hi:.0f} mm along the body, head up): "
+                 + (", ".join(f"{n} {k}" for k, n in sorted(sites.items())) if sites else "no")
+                 + f" physiological uptake region(s) down-weighted x{factor:g}")
+    return out
+
+
 def liver_reference(image: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[float], *,
                     window_mm: float = 10.0, suv_range: tuple[float, float] = (1.0, 4.0), max_cv: float = 0.2,
                     min_volume_ml: float = 300.0) -> tuple[float, float, float] | None:
@@ -1072,6 +1283,18 @@ def liver_reference(image: np.ndarray, foreground: np.ndarray, spacing_mm: Seque
     .. [1] R. L. Wahl et al., "From RECIST to PERCIST: evolving considerations for PET response criteria in solid
        tumors", J Nucl Med 50 Suppl 1, 2009 (liver reference, threshold 1.5 x mean + 2 SD).
     """
+    mask = _liver_mask(image, foreground, spacing_mm, window_mm=window_mm, suv_range=suv_range, max_cv=max_cv,
+                       min_volume_ml=min_volume_ml)
+    if mask is None:
+        return None
+    vals = image[mask].astype(np.float64)
+    return float(vals.mean()), float(vals.std()), float(vals.size) * float(np.prod(spacing_mm)) / 1000.0
+
+
+def _liver_mask(image: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[float], *, window_mm: float = 10.0,
+                suv_range: tuple[float, float] = (1.0, 4.0), max_cv: float = 0.2,
+                min_volume_ml: float = 300.0) -> np.ndarray | None:
+    """The region :func:`liver_reference` measures, as a mask (None when not in view)."""
     img = image.astype(np.float32, copy=False)
     sig = [window_mm / s for s in spacing_mm]
     m = ndi.gaussian_filter(img, sig)
@@ -1085,11 +1308,9 @@ def liver_reference(image: np.ndarray, foreground: np.ndarray, spacing_mm: Seque
         return None
     sizes = np.bincount(lab.ravel())[1:]
     k = int(np.argmax(sizes)) + 1
-    vol_ml = float(sizes[k - 1]) * float(np.prod(spacing_mm)) / 1000.0
-    if vol_ml < min_volume_ml:
+    if float(sizes[k - 1]) * float(np.prod(spacing_mm)) / 1000.0 < min_volume_ml:
         return None
-    vals = img[lab == k]
-    return float(vals.mean()), float(vals.std()), vol_ml
+    return lab == k
 
 
 def _region_features(img: np.ndarray, region: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[float],
@@ -1168,6 +1389,10 @@ def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), for
         # the index axis along the patient's left-right direction, when one is (nearly) aligned with it
         lateral = np.abs(np.asarray(volume.direction, dtype=float)[0])
         options["mirror_axis"] = 2 - int(np.argmax(lateral)) if lateral.max() > 0.9 else None
+    if method == "tissue_model" and "cranial" not in options:
+        # +1 when the slice index runs towards the head (patient +z, LPS), -1 towards the feet, None when oblique
+        dz = float(np.asarray(volume.direction, dtype=float)[2][2])
+        options["cranial"] = (1 if dz > 0 else -1) if abs(dz) > 0.9 else None
     if method == "lung":
         res = detect_lung(volume.array, volume.spacing_mm, lungs, settings=settings, **options)
     elif method == "tissue_model":

@@ -2,7 +2,7 @@
 
 | step | what | parameters |
 |---|---|---|
-| ``detect`` | focal findings -> segments of the label map, ``ctx.findings`` (with the ``detect_features`` their probability came from), per-segment measurements ``probability`` and ``diameter_mm`` | ``method`` = "auto" (CT in HU with lungs: "lung"; else "tissue_model") / "lung" / "tissue_model"; ``min_diameter_mm``, ``min_volume_ml``, ``max_findings``, ``probability_threshold``; ``model`` (tissue method: "hand-set", the naive Bayes ranking score, default; "findings", the shipped fitted and calibrated model; or a .skops path); plus keywords of :func:`~dicomnode.analysis.detect.detect_lung` / :func:`~dicomnode.analysis.detect.detect_tissue` |
+| ``detect`` | focal findings -> segments of the label map, ``ctx.findings`` (with the ``detect_features`` their probability came from), per-segment measurements ``probability`` and ``diameter_mm`` | ``method`` = "auto" (CT in HU with lungs: "lung"; else "tissue_model") / "lung" / "tissue_model"; ``min_diameter_mm``, ``min_volume_ml``, ``max_findings``, ``probability_threshold``; ``model`` (tissue method: "hand-set", the naive Bayes ranking score, default; "calibrated", the same ranking with probabilities Platt-scaled leave one patient out (the PET profile's); "findings", the shipped fitted logistic model; or a .skops path); plus keywords of :func:`~dicomnode.analysis.detect.detect_lung` / :func:`~dicomnode.analysis.detect.detect_tissue` |
 | ``synthesize`` | derived volumes in ``ctx.derived`` ("mip", "minip", "avg", "working") | ``projections`` (list of "mip", "minip", "avg"; default ["mip"]), ``slab_mm`` (default 10), ``spacing_mm`` (default = slab), ``source`` ("original", default, or "working": what the projections are made of), ``include_working`` (default false) |
 
 ``detect`` runs after ``segment`` (and ``correct``), before ``features``/``measure`` (which then measure the findings
@@ -34,7 +34,7 @@ PROBABILITY = Code("122157", "DCM", "Probability")  # pydicom codes.DCM.Probabil
 DIAMETER = Code("81827009", "SCT", "Diameter")
 
 _LIMITS = {"min_diameter_mm", "min_volume_ml", "max_findings", "probability_threshold"}
-_TUPLE_OPTIONS = {"tissue_range_hu", "window"}
+_TUPLE_OPTIONS = {"tissue_range_hu", "window", "calibration"}
 
 
 def _options(fn: Any, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -54,10 +54,25 @@ def _tissue_model(name: str) -> tuple[Any, str]:
     if name == "hand-set":
         return _detect.TISSUE_MODEL, "naive Bayes posterior (hand-set)"
     from dicomnode.steps.recognition import _model
+    if name == "calibrated":
+        return _detect.TISSUE_MODEL, "naive Bayes ranking, Platt-calibrated (findings.skops card, leave one patient out)"
 
     m = _model(name, "findings")
     return (_detect.FittedModel(m.estimator, tuple(m.card.feature_names), dict(m.card.extra.get("fill", {}))),
             f"logistic regression ({m.path.name}, fitted leave one patient out)")
+
+
+def _calibration() -> tuple[float, float]:
+    """The Platt scaling of the hand-set ranking score, from the shipped findings model's card
+    (``extra.hand_set_calibration``, fitted by ``scripts/evaluate_findings.py --write-model``)."""
+    from dicomnode.steps.recognition import _model
+
+    c = _model("findings", "findings").card.extra.get("hand_set_calibration")
+    if not c:
+        raise ValueError("step detect: model = \"calibrated\" needs the findings model's card to carry "
+                         "hand_set_calibration; refit it with scripts/evaluate_findings.py --write-model, or use "
+                         "model = \"hand-set\"")
+    return float(c["slope"]), float(c["intercept"])
 
 
 def _class_model(ctx: Context) -> tuple[list[float], list[float]] | None:
@@ -106,10 +121,17 @@ def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
         if v.unit == "SUV":  # PET: every region above SUV 2.5 is a candidate too (a lesion with a cold centre),
             opts.setdefault("hot_threshold", 2.5)  # or above PERCIST's threshold when the liver is in view
             opts.setdefault("percist_liver", True)
+            # FDG lesions are hot: a cold blob (lung, bowel gas, a necrotic centre, which the hot region around it
+            # takes in) is never one; half the blob search
+            opts.setdefault("polarity", "bright")
+            # larger lesions are whole hot regions: blobs up to 30 mm radius are enough (4 scales, not 5)
+            opts.setdefault("max_radius_mm", 30.0)
         model = _class_model(ctx)
         if model is not None:
             opts["class_means"], opts["class_sds"] = model
         opts["model"], how = _tissue_model(model_name)
+        if model_name == "calibrated":
+            opts["calibration"] = _calibration()
         res = _detect.detect(v, method="tissue_model", foreground=None if body is None else body.mask,
                              settings=settings, **opts)
     ctx.notes.extend(f"detect.{method}: {n}" for n in res.notes)

@@ -23,15 +23,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(3000)]
 FLOORS = {
     "scene_correct": 15,
     "lesions_found": 9,
-    "top_finding_true": 8,
+    "top_finding_true": 9,
     "series_with_a_true_finding": 9,
     "refusals_expected_and_made": 1,
 }
 CEILINGS = {
     "scene_confident_wrong": 0,
 }
-MAX_FALSE_FINDINGS = 16
-MIN_DICE_MEAN = 0.46
+MAX_FALSE_FINDINGS = 10
+MIN_DICE_MEAN = 0.47
 MIN_LUNGS_FOUND = 2
 
 
@@ -71,3 +71,14 @@ def test_chest_ct_tumour_is_the_top_finding(shared):
     for cid in ("chest-ct-b40f", "chest-ct-b70f"):
         c = next(c for c in shared[1]["cases"] if c["id"] == cid)
         assert c["scene_correct"] and c["lungs_found"] and c["first_true_rank"] == 1, c
+
+
+def test_pet_lesions_first_with_at_most_two_false_findings(shared):
+    """Issue 13's PET goal on the shared PETs (tumours of 54-366 mL): every lesion reported and ranked first (the
+    whole-body PET's heart, bladder and kidneys told apart by organ context), at most 2 false findings per series at
+    the reporting threshold."""
+    pets = [c for c in shared[1]["cases"] if c["profile"] == "pet" and c["lesions_total"]]
+    assert len(pets) == 4
+    for c in pets:
+        assert c["lesions_found"] == c["lesions_total"] and c["first_true_rank"] == 1, c["id"]
+        assert c["false_findings"] <= 2, (c["id"], c["false_findings"])

@@ -130,3 +130,36 @@ def test_shipped_findings_model_is_fitted_leave_one_patient_out_and_selectable()
     ct = Volume(np.zeros((4, 8, 8), np.float32), (1.0, 1.0, 1.0), modality="CT", unit="HU")
     with pytest.raises(Exception, match="lung method"):
         run_steps(Context(volume=ct, original=ct), ["detect"], {"detect": {"method": "lung", "model": "findings"}})
+
+
+def test_calibrated_model_keeps_the_hand_set_ranking_and_platt_scales_it():
+    """``model = "calibrated"`` (the PET profile's): the same naive Bayes ranking, each probability Platt-scaled with
+    the slope and intercept the findings card carries (fitted leave one patient out, their held-out figures in the
+    card); the score is kept as ``ranking_score``."""
+    from dicomnode.analysis.detect import platt
+    from dicomnode.modelio import load_model, resolve_model
+
+    cal = load_model(resolve_model("findings"), task="findings").card.extra["hand_set_calibration"]
+    assert cal["slope"] > 0 and len(cal["lopo"]) == 11
+    registry()
+    spheres = [((24, 40, 40), 10.0, 250.0), ((24, 70, 70), 6.0, 180.0)]
+    img, _ = tissue_phantom(spheres, seed=3)
+    v = Volume(img, TISSUE_SP, (5.0, 6.0, 7.0), np.eye(3), "MR", "")
+    out = {}
+    for model in ("hand-set", "calibrated"):
+        ctx = Context(volume=v, original=v)
+        run_steps(ctx, ["segment", "detect"], {"segment": {"method": "generic"},
+                                               "detect": {"model": model, "probability_threshold": 0.0,
+                                                          "max_findings": 10}})
+        out[model] = ctx.findings
+    assert [f["centroid_mm"] for f in out["hand-set"]] == [f["centroid_mm"] for f in out["calibrated"]]
+    checked = 0
+    for h, c in zip(out["hand-set"], out["calibrated"]):
+        assert c["detect_features"]["ranking_score"] == pytest.approx(h["probability"], abs=1e-3)
+        if 0.01 < h["probability"] < 0.99:  # results.json rounds to 4 places: near 0 and 1 the logit is too steep
+            assert c["probability"] == pytest.approx(platt(h["probability"], (cal["slope"], cal["intercept"])),
+                                                     abs=2e-3)
+            checked += 1
+    assert checked
+    probs = [c["probability"] for c in out["calibrated"]]
+    assert probs == sorted(probs, reverse=True)  # the ranking is the hand-set one
