@@ -57,7 +57,7 @@ class Param:
         if k == "text":
             return None if isinstance(value, str) and value else f"must be a non-empty string in quotes{e}"
         if k == "choice":
-            return None if value in self.choices else f"use one of: {', '.join(self.choices)}"
+            return None if value in self.choices else f"use one of: {', '.join(map(str, self.choices))}"
         if k == "choices":
             if isinstance(value, list) and all(v in self.choices for v in value):
                 return None
@@ -72,6 +72,11 @@ class Param:
                     and value[0] < value[1]):
                 return None
             return f"a list of two numbers [low, high], low < high{e}"
+        if k == "two_numbers":
+            if (isinstance(value, list) and len(value) == 2
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+                return None
+            return f"a list of two numbers{e}"
         if k == "pairs":
             if isinstance(value, list) and all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str)
                                                                                           for x in p) for p in value):
@@ -128,6 +133,8 @@ _DETECT_TISSUE = {
     "max_candidates": _i(1, None, "20"), "work_mm": _n(0, None, "2", above=True),
     "hot_threshold": _n(example="2.5"), "mirror_axis": _i(0, 2, "2"), "symmetric_max": _n(0, 1, "0.3"),
     "symmetric_factor": _n(0, 1, "0.1"), "percist_liver": _B,
+    "cranial": Param("choice", choices=(1, -1)),  # type: ignore[arg-type]
+    "calibration": Param("two_numbers", example="[1.0, 0.0] (Platt slope, intercept)"),
 }
 
 #: step -> method -> {key: Param}; the method ``None`` holds a step without methods. ``method`` itself is in

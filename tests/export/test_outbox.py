@@ -17,6 +17,7 @@ from dicomnode.config import Destination, DestinationKind, NodeConfig, parse_con
 from dicomnode.errors import ConfigErrors, SendError
 from dicomnode.export.outbox import Outbox
 from dicomnode.export.senders import DimseSender, Sender, SendResult, sender_for
+from dicomnode.jobs.spec import ChainJob, new_job
 from dicomnode.store.db import Database, ExportState, InstanceRecord, SeriesState
 
 
@@ -43,7 +44,8 @@ class FolderSender:
 def _queue_results(db: Database, files: list[Path], destination: str) -> None:
     db.add_instances([InstanceRecord("1.1", "1.2", "1.3", "1.2.840.10008.5.1.4.1.1.2", "CT", "1.2.840.10008.1.2",
                                      "/x", 1000, "PACS", "10.0.0.1", 100.0)])
-    job = db.complete_series("1.2", SeriesState.COMPLETE, 200.0, expected_last=100.0, job=("r", "ct", [destination]))
+    job = db.complete_series("1.2", SeriesState.COMPLETE, 200.0, expected_last=100.0,
+                             job=new_job(ChainJob("ct"), rule="r", destinations=[destination]))
     db.claim_job("w", 60, 201.0)
     exports = [(destination, str(f), str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID)) for f in files]
     db.finish_job(job, 204.0, result_dir=str(files[0].parent), results=[str(f) for f in files], seconds=1.0,
