@@ -251,8 +251,9 @@ class Node:
                               max_associations=cfg.node.max_associations,
                               max_associations_per_peer=cfg.node.max_associations_per_peer,
                               network_timeout_s=cfg.node.idle_timeout_seconds,
-                              artim_timeout_s=cfg.node.artim_timeout_seconds)
-        self.metrics.watch_refusals()
+                              artim_timeout_s=cfg.node.artim_timeout_seconds,
+                              fast_receive=cfg.node.fast_receive,
+                              on_event=self.metrics.scp_event)
         self._start_http(cfg)  # before the DICOM port opens: once a peer can connect, /metrics and the console answer
         self.scp.start()
         log.info("node started", extra={"ae_title": cfg.node.ae_title, "bind": cfg.node.bind, "port": self.scp.port,

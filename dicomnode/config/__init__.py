@@ -5,12 +5,13 @@ The node's names are re-exported here, so ``from dicomnode.config import load_co
 """
 
 from dicomnode.config.node import (CONF_DIR, DEFAULT_PROFILE_BY_MODALITY, GENERIC_PROFILE, PROFILES_DIR, Destination,
-                                   ExportSection, MatchValue, MetricsSection, NodeConfig, NodeSection, Peer, Profile,
+                                   DestinationKind, ExportSection, MatchValue, MetricsSection, NodeConfig, NodeSection, Peer, Profile,
                                    RetentionSection, Rule, SeriesSection, TlsConfig, WorkersSection, apply_overrides,
                                    effective_config, load_config, load_default_profiles, parse_config, redact,
                                    shadowed_rules, to_toml)
 
-__all__ = ["CONF_DIR", "DEFAULT_PROFILE_BY_MODALITY", "GENERIC_PROFILE", "PROFILES_DIR", "Destination", "ExportSection",
+__all__ = ["CONF_DIR", "DEFAULT_PROFILE_BY_MODALITY", "GENERIC_PROFILE", "PROFILES_DIR", "Destination", "DestinationKind",
+           "ExportSection",
            "MatchValue", "MetricsSection", "NodeConfig", "NodeSection", "Peer", "Profile", "RetentionSection", "Rule",
            "SeriesSection", "TlsConfig", "WorkersSection", "apply_overrides", "effective_config", "load_config",
            "load_default_profiles", "parse_config", "redact", "shadowed_rules", "to_toml"]

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import fnmatch
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from enum import Enum
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 from dicomnode.errors import ConfigError, ConfigErrors
 from dicomnode.web.settings import HttpSection, parse_http
+from dicomnode.steps.parameters import Param
 
 CONF_DIR = Path(__file__).parent.parent / "conf"  # a link to the repository's conf/, shipped as package data
 PROFILES_DIR = CONF_DIR / "profiles"
@@ -36,36 +38,114 @@ def _ae_ok(ae: object) -> bool:
     return isinstance(ae, str) and 0 < len(ae.strip()) <= _AE_MAX and "\\" not in ae and ae.isprintable()
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Self-checking sections: each field may carry its rule (a Param) in its metadata; __post_init__ applies them
+# ---------------------------------------------------------------------------------------------------------------
+
+def _rule(kind: str, minimum: float | None = None, maximum: float | None = None, example: str = "",
+          choices: tuple[str, ...] = ()) -> dict[str, Param]:
+    return {"check": Param(kind, minimum, maximum, choices=choices, example=example)}
+
+
+def _num(default: float, minimum: float | None = None, maximum: float | None = None, example: str = "") -> Any:
+    return field(default=default, metadata=_rule("number", minimum, maximum, example))
+
+
+def _int(default: int, minimum: float | None = None, maximum: float | None = None, example: str = "") -> Any:
+    return field(default=default, metadata=_rule("integer", minimum, maximum, example))
+
+
+def _bool(default: bool) -> Any:
+    return field(default=default, metadata=_rule("boolean"))
+
+
+def _choice(default: str, *choices: str) -> Any:
+    return field(default=default, metadata=_rule("choice", choices=choices))
+
+
+class _SelfChecked:
+    """A config section valid from birth: ``__post_init__`` checks every field that carries a rule (its kind, range
+    or choices) plus :meth:`_more_problems`, and raises :class:`ConfigErrors` naming ``SECTION.KEY`` and the fix.
+
+    :func:`parse_config` reports a file's errors itself (all of them, with the file's name) and builds sections
+    only from checked values; these checks hold for every other way a section is made (code, tests, overrides).
+    """
+
+    __slots__ = ()
+    _section: ClassVar[str] = ""
+
+    def _key(self) -> str:
+        return self._section
+
+    def _more_problems(self) -> list[tuple[str, Any, str]]:
+        return []
+
+    def __post_init__(self) -> None:
+        problems = []
+        for f in fields(self):  # type: ignore[arg-type]
+            rule = f.metadata.get("check")
+            if rule is not None:
+                value = getattr(self, f.name)
+                why = rule.problem(value)
+                if why is not None:
+                    problems.append((f.name, value, why))
+        problems += self._more_problems()
+        if problems:
+            raise ConfigErrors([ConfigError(f"{self._key()}.{k}", v, why) for k, v, why in problems],
+                               type(self).__name__)
+
+
 @dataclass(frozen=True, slots=True)
-class TlsConfig:
+class TlsConfig(_SelfChecked):
     """DICOM TLS. With ``enabled``, the SCP speaks TLS only; certificate and key are PEM files.
 
     The same certificate and key are presented, and ``ca_certificates`` verifies the peer, when the node sends to a
     destination with ``tls = true`` (whether or not ``enabled`` is set: that switch is for receiving only).
     """
 
-    enabled: bool = False
+    _section: ClassVar[str] = "node.tls"
+    enabled: bool = _bool(False)
     certificate: str = ""
     private_key: str = ""
     ca_certificates: str = ""
-    require_peer_certificate: bool = True
+    require_peer_certificate: bool = _bool(True)
+
+    def _more_problems(self) -> list[tuple[str, Any, str]]:
+        if self.enabled:
+            return [(k, "", "required when TLS is enabled: the path of a PEM file")
+                    for k in ("certificate", "private_key") if not getattr(self, k)]
+        return []
 
 
 @dataclass(frozen=True, slots=True)
-class NodeSection:
+class NodeSection(_SelfChecked):
+    _section: ClassVar[str] = "node"
     ae_title: str = "DICOMNODE"
     bind: str = "0.0.0.0"
-    port: int = 11112
+    port: int = _int(11112, 0, 65535, "11112")
     data_dir: Path = Path("dicomnode-data")
-    max_pdu_bytes: int = 0  # 0 = unlimited
+    max_pdu_bytes: int = _int(0, 0, None, "0 (unlimited) or 131072")
     uid_root: str = "2.25."  # UUID-derived UIDs (no registration needed); or your organisation's root
-    log_format: str = "text"  # "text" | "json"
-    min_free_disk_mb: int = 0  # refuse new associations below this much free space; 0 = off
+    log_format: str = _choice("text", "text", "json")
+    min_free_disk_mb: int = _int(0, 0, None, "1024")  # refuse new associations below this much free space; 0 = off
     tls: TlsConfig = field(default_factory=TlsConfig)
-    max_associations: int = 32           # open associations before new ones are refused (transient)
-    max_associations_per_peer: int = 8   # open associations from one address: one peer cannot take every slot
-    idle_timeout_seconds: float = 60.0   # an association silent this long is aborted
-    artim_timeout_seconds: float = 30.0  # a connection without an A-ASSOCIATE-RQ this long is closed
+    max_associations: int = _int(32, 1, None, "32")  # open associations before new ones are refused (transient)
+    max_associations_per_peer: int = _int(8, 1, None, "8")  # from one address: one peer cannot take every slot
+    idle_timeout_seconds: float = _num(60.0, 1, None, "60")  # an association silent this long is aborted
+    artim_timeout_seconds: float = _num(30.0, 1, None, "30")  # no A-ASSOCIATE-RQ this long: the connection closes
+    fast_receive: bool = _bool(True)  # the fast receive path (net/_fastdul.py); false: pynetdicom's stock path
+
+    def _more_problems(self) -> list[tuple[str, Any, str]]:
+        out: list[tuple[str, Any, str]] = []
+        if not _ae_ok(self.ae_title):
+            out.append(("ae_title", self.ae_title, "an AE title is 1 to 16 printable characters, no backslash, "
+                        "e.g. 'PACS'"))
+        if isinstance(self.max_associations_per_peer, int) and isinstance(self.max_associations, int) \
+                and 1 <= self.max_associations < self.max_associations_per_peer:
+            out.append(("max_associations_per_peer", self.max_associations_per_peer,
+                        f"must be <= node.max_associations ({self.max_associations}), or one peer can take every "
+                        "slot"))
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,19 +155,41 @@ class Peer:
 
 
 @dataclass(frozen=True, slots=True)
-class SeriesSection:
-    quiet_seconds: float = 30.0
-    check_interval_seconds: float = 1.0
+class SeriesSection(_SelfChecked):
+    _section: ClassVar[str] = "series"
+    quiet_seconds: float = _num(30.0, 0.1, None, "30")
+    check_interval_seconds: float = _num(1.0, 0.05, None, "1")
+
+
+class DestinationKind(str, Enum):
+    """How results reach a destination (``[[destinations]] kind``); each kind has its sender in ``export/``."""
+
+    DICOM = "dicom"  # DIMSE C-STORE to ae_title@host:port
 
 
 @dataclass(frozen=True, slots=True)
-class Destination:
+class Destination(_SelfChecked):
     name: str
     ae_title: str
     host: str
-    port: int
-    tls: bool = False
+    port: int = field(metadata=_rule("integer", 1, 65535, "104"))
+    tls: bool = _bool(False)
     ca_certificates: str = ""  # PEM CAs that verify this destination (TLS); default: [node.tls] ca_certificates
+    kind: DestinationKind = DestinationKind.DICOM
+
+    def _key(self) -> str:
+        return f"destinations.{self.name}"
+
+    def _more_problems(self) -> list[tuple[str, Any, str]]:
+        out: list[tuple[str, Any, str]] = []
+        if not _ae_ok(self.ae_title):
+            out.append(("ae_title", self.ae_title, "an AE title is 1 to 16 printable characters, no backslash, "
+                        "e.g. 'PACS'"))
+        if not isinstance(self.kind, DestinationKind):
+            out.append(("kind", self.kind, f"use one of: {', '.join(k.value for k in DestinationKind)}"))
+        if not self.host:
+            out.append(("host", self.host, "required; the destination's address, e.g. \"10.0.0.10\""))
+        return out
 
     @property
     def address(self) -> str:
@@ -134,43 +236,59 @@ class Profile:
     extends: str | None = None  # the profile it was built on (``extends = "ct"``), for config show and messages
 
 
+def _backoff_problems(schedule: object) -> list[tuple[str, Any, str]]:
+    if (isinstance(schedule, (list, tuple)) and schedule
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in schedule)):
+        return []
+    return [("retry_backoff_seconds", schedule, "must be a non-empty list of seconds >= 0, e.g. [10, 60, 600]")]
+
+
 @dataclass(frozen=True, slots=True)
-class WorkersSection:
-    count: int = 2
-    backend: str = "local"  # "local" | "dask"
+class WorkersSection(_SelfChecked):
+    _section: ClassVar[str] = "workers"
+    count: int = _int(2, 1, 256, "2")
+    backend: str = _choice("local", "local", "dask")
     scheduler: str = ""
-    transfer: str = "shared"  # "shared" | "bytes" (dask)
-    max_attempts: int = 3
+    transfer: str = _choice("shared", "shared", "bytes")  # "bytes": dask only
+    max_attempts: int = _int(3, 1, None, "3")
     retry_backoff_seconds: tuple[float, ...] = (10.0, 60.0, 600.0)
-    lease_seconds: float = 3600.0
-    memory_limit_mb: int = 0  # dask LocalCluster: per worker; 0 = Dask's default (host memory / count)
+    lease_seconds: float = _num(3600.0, 1, None, "3600")
+    memory_limit_mb: int = _int(0, 0, None, "4096 (0: the host's memory / count)")  # dask LocalCluster, per worker
     resources: Mapping[str, float] = field(default_factory=dict)  # dask resources one job needs
     dashboard_address: str = ":8787"  # dask LocalCluster dashboard; "" = none, ":0" = any free port
-    connect_timeout_seconds: float = 10.0  # dask scheduler connection
+    connect_timeout_seconds: float = _num(10.0, 0.5, None, "10")  # dask scheduler connection
+
+    def _more_problems(self) -> list[tuple[str, Any, str]]:
+        return _backoff_problems(self.retry_backoff_seconds)
 
 
 @dataclass(frozen=True, slots=True)
-class ExportSection:
-    max_attempts: int = 5
+class ExportSection(_SelfChecked):
+    _section: ClassVar[str] = "export"
+    max_attempts: int = _int(5, 1, None, "5")
     retry_backoff_seconds: tuple[float, ...] = (10.0, 60.0, 300.0, 900.0)
-    timeout_seconds: float = 30.0
+    timeout_seconds: float = _num(30.0, 1, None, "30")
+
+    def _more_problems(self) -> list[tuple[str, Any, str]]:
+        return _backoff_problems(self.retry_backoff_seconds)
 
 
 @dataclass(frozen=True, slots=True)
-class MetricsSection:
+class MetricsSection(_SelfChecked):
     """Prometheus ``/metrics`` over HTTP; ``port = 0`` (default) serves none.
 
     With ``[http] enabled`` the console's server serves ``/metrics`` (one HTTP server in the node); it then needs a
     login or API token unless ``public = true``. Served alone on ``port`` (no ``[http]``), it is public, as before.
     """
 
-    port: int = 0
+    _section: ClassVar[str] = "metrics"
+    port: int = _int(0, 0, 65535, "9108 (0 = no metrics endpoint)")
     bind: str = "127.0.0.1"
     public: bool = False
 
 
 @dataclass(frozen=True, slots=True)
-class RetentionSection:
+class RetentionSection(_SelfChecked):
     """What the node deletes, and when. 0 days = keep for ever (default).
 
     Received instances of a series are deleted ``delete_received_after_days`` after the series was last handled:
@@ -179,9 +297,10 @@ class RetentionSection:
     was dead-lettered, until an operator retries it.
     """
 
-    delete_received_after_days: float = 0.0
-    keep_failed: bool = True
-    check_interval_seconds: float = 3600.0
+    _section: ClassVar[str] = "retention"
+    delete_received_after_days: float = _num(0.0, 0, None, "30 (0 = keep for ever)")
+    keep_failed: bool = _bool(True)
+    check_interval_seconds: float = _num(3600.0, 1, None, "3600")
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +340,19 @@ class _Collector:
 
     def err(self, key: str, value: object, fix: str) -> None:
         self.errors.append(ConfigError(key, value, fix))
+
+    def make(self, cls: Any, *args: Any, **kwargs: Any) -> Any:
+        """``cls(*args, **kwargs)``; a section that refuses itself adds its errors here and gives ``cls()`` (or
+        None when ``cls`` has no defaults): parsing goes on, so every error of the file is reported."""
+        try:
+            return cls(*args, **kwargs)
+        except ConfigErrors as e:
+            reported = {y.key for y in self.errors}
+            self.errors.extend(x for x in e.errors if x.key not in reported)  # none reported twice
+            try:
+                return cls()
+            except TypeError:
+                return None
 
     def table(self, doc: Mapping[str, Any], key: str) -> dict[str, Any]:
         v = doc.get(key, {})
@@ -297,7 +429,7 @@ def _parse_node(c: _Collector, doc: Mapping[str, Any], base_dir: Path) -> NodeSe
     t = c.table(doc, "node")
     c.unknown(t, "node", {"ae_title", "bind", "port", "data_dir", "max_pdu_bytes", "uid_root", "log_format",
                           "min_free_disk_mb", "tls", "max_associations", "max_associations_per_peer",
-                          "idle_timeout_seconds", "artim_timeout_seconds"})
+                          "idle_timeout_seconds", "artim_timeout_seconds", "fast_receive"})
     d = NodeSection()
     data_dir = c.string(t, "data_dir", "node", str(d.data_dir))
     dd = Path(data_dir).expanduser() if data_dir else d.data_dir
@@ -316,7 +448,7 @@ def _parse_node(c: _Collector, doc: Mapping[str, Any], base_dir: Path) -> NodeSe
         c.err("node.log_format", log_format, "use 'text' or 'json'")
         log_format = d.log_format
     tls = _parse_tls(c, t.get("tls", {}), "node.tls", base_dir)
-    return NodeSection(
+    return c.make(NodeSection,
         ae_title=c.ae(t, "ae_title", "node", d.ae_title) or d.ae_title,
         bind=c.string(t, "bind", "node", d.bind) or d.bind,
         port=c.number(t, "port", "node", d.port, minimum=0, maximum=65535, integer=True, example="11112"),
@@ -328,6 +460,7 @@ def _parse_node(c: _Collector, doc: Mapping[str, Any], base_dir: Path) -> NodeSe
         min_free_disk_mb=c.number(t, "min_free_disk_mb", "node", d.min_free_disk_mb, minimum=0, integer=True,
                                   example="1024"),
         tls=tls,
+        fast_receive=c.boolean(t, "fast_receive", "node", d.fast_receive),
         **_parse_node_limits(c, t, d),
     )
 
@@ -368,7 +501,7 @@ def _parse_tls(c: _Collector, t: Any, prefix: str, base_dir: Path) -> TlsConfig:
             c.err(f"{prefix}.{key}", v, "no such file; give the path of a PEM file")
         return v
 
-    return TlsConfig(enabled=enabled, certificate=path("certificate"), private_key=path("private_key"),
+    return c.make(TlsConfig, enabled=enabled, certificate=path("certificate"), private_key=path("private_key"),
                      ca_certificates=path("ca_certificates"),
                      require_peer_certificate=c.boolean(t, "require_peer_certificate", prefix, True))
 
@@ -412,6 +545,11 @@ def _parse_profile(c: _Collector, name: str, t: Any, prefix: str) -> Profile | N
             params[k] = dict(v)
         else:
             c.err(f"{prefix}.{k}", v, "unknown key; a profile has steps, version, outputs, description and one table per step")
+    from dicomnode.steps.parameters import check_step_params
+    for step in dict.fromkeys(steps):  # every step's table (an absent one: its defaults, maybe a required key)
+        if step in STEP_NAMES:
+            for key, value, fix in check_step_params(step, params.get(step, {})):
+                c.err(f"{prefix}.{step}.{key}" if key else f"{prefix}.{step}", value, fix)
     version = t.get("version", "1")
     if not isinstance(version, (str, int)):
         c.err(f"{prefix}.version", version, "a string such as \"1\"")
@@ -524,7 +662,7 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
 
     st = c.table(doc, "series")
     c.unknown(st, "series", {"quiet_seconds", "check_interval_seconds"})
-    series = SeriesSection(
+    series = c.make(SeriesSection,
         quiet_seconds=float(c.number(st, "quiet_seconds", "series", 30.0, minimum=0.1, example="30")),
         check_interval_seconds=float(c.number(st, "check_interval_seconds", "series", 1.0, minimum=0.05,
                                               example="1")),
@@ -534,8 +672,14 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
     declared: set[str] = set()  # names of [[destinations]] tables, valid or not: a rule naming one is not at fault
     for i, t in enumerate(_parse_list_of_tables(c, doc, "destinations")):
         p = f"destinations[{i}]"
-        c.unknown(t, p, {"name", "ae_title", "host", "port", "tls", "ca_certificates"})
+        c.unknown(t, p, {"name", "kind", "ae_title", "host", "port", "tls", "ca_certificates"})
         name = c.string(t, "name", p, required=True)
+        kind_name = c.string(t, "kind", p, DestinationKind.DICOM.value)
+        kinds = [k.value for k in DestinationKind]
+        if kind_name not in kinds:
+            c.err(f"{p}.kind", kind_name, f"unknown destination kind; use one of: {', '.join(kinds)} "
+                  f"(\"dicom\": DIMSE C-STORE, the default), or leave `kind` out")
+            kind_name = DestinationKind.DICOM.value
         if name:
             declared.add(name)
         ae = c.ae(t, "ae_title", p, required=True)
@@ -557,7 +701,9 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
                 if v and not Path(v).is_file():
                     c.err(f"node.tls.{key}", v, f"no such file; {p} uses TLS and presents this file")
         if name and ae and host and port:
-            dests.append(Destination(name, ae, host, int(port), tls_on, ca))
+            dest = c.make(Destination, name, ae, host, int(port), tls_on, ca, DestinationKind(kind_name))
+            if dest is not None:
+                dests.append(dest)
 
     profiles = load_default_profiles()
     pt = c.table(doc, "profiles")
@@ -660,7 +806,7 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
               " (start the workers with `dask worker --resources \"MEMORY=16e9\"`)")
     else:
         resources = {str(k): float(v) for k, v in rt.items()}
-    workers = WorkersSection(
+    workers = c.make(WorkersSection,
         count=c.number(wt, "count", "workers", wd.count, minimum=1, maximum=256, integer=True, example="2"),
         backend=backend or "local",
         scheduler=scheduler,
@@ -679,7 +825,7 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
     et = c.table(doc, "export")
     c.unknown(et, "export", {"max_attempts", "retry_backoff_seconds", "timeout_seconds"})
     ed = ExportSection()
-    export = ExportSection(
+    export = c.make(ExportSection,
         max_attempts=c.number(et, "max_attempts", "export", ed.max_attempts, minimum=1, integer=True, example="5"),
         retry_backoff_seconds=c.backoff(et, "retry_backoff_seconds", "export", ed.retry_backoff_seconds),
         timeout_seconds=float(c.number(et, "timeout_seconds", "export", ed.timeout_seconds, minimum=1, example="30")),
@@ -688,7 +834,7 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
     mt = c.table(doc, "metrics")
     c.unknown(mt, "metrics", {"port", "bind", "public"})
     md = MetricsSection()
-    metrics = MetricsSection(
+    metrics = c.make(MetricsSection,
         port=c.number(mt, "port", "metrics", md.port, minimum=0, maximum=65535, integer=True,
                       example="9108 (0 = no metrics endpoint)"),
         bind=c.string(mt, "bind", "metrics", md.bind) or md.bind,
@@ -700,7 +846,7 @@ def parse_config(doc: Mapping[str, Any], *, source: str = "<dict>", base_dir: Pa
     rt_ = c.table(doc, "retention")
     c.unknown(rt_, "retention", {"delete_received_after_days", "keep_failed", "check_interval_seconds"})
     rd = RetentionSection()
-    retention = RetentionSection(
+    retention = c.make(RetentionSection,
         delete_received_after_days=float(c.number(rt_, "delete_received_after_days", "retention",
                                                   rd.delete_received_after_days, minimum=0,
                                                   example="30 (0 = keep for ever)")),
@@ -827,6 +973,8 @@ def _plain(value: Any) -> Any:
         return [_plain(v) for v in value]
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, Enum):
+        return value.value
     return value
 
 

@@ -1,4 +1,4 @@
-"""The persistent outbox: results queued in the index are C-STOREd to their destinations, with retries.
+"""The persistent outbox: results queued in the index are sent to their destinations, with retries.
 
 Each export row is one (destination, SOP instance). A worker claims the oldest due rows of one destination, sends
 them over one association and marks each sent as its C-STORE response arrives (one durable row update per response,
@@ -6,22 +6,27 @@ so a node killed mid-batch sends at most the instance in flight again), or sched
 (``export.retry_backoff_seconds``); after ``export.max_attempts`` the row is dead-lettered: listed by
 ``dicomnode status`` / ``dicomnode exports list`` and requeued by ``dicomnode exports retry ID``. Because result
 UIDs are deterministic, "already sent" means done: the index never queues a sent (destination, UID) again.
+
+The outbox does not speak to the network itself: a :class:`~dicomnode.export.senders.Sender` for the destination's
+``kind`` moves the files (DIMSE C-STORE for ``dicom``, the default); ``Outbox(..., senders=...)`` replaces how
+senders are chosen.
 """
 
 from __future__ import annotations
 
 import logging
-import ssl
 import threading
 import time
 from typing import TYPE_CHECKING, Callable
 
 from dicomnode.config import Destination, NodeConfig
+from dicomnode.export.senders import Sender, SendResult, sender_for, tls_context
 from dicomnode.store.db import Database, ExportRow, ExportState
 
 if TYPE_CHECKING:
-    from dicomnode.net.scu import SendResult
     from dicomnode.obs.metrics import NodeMetrics
+
+__all__ = ["Outbox", "backoff_s", "tls_context"]
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +40,10 @@ class Outbox:
     """Sends due exports in a background thread until stopped."""
 
     def __init__(self, db: Database, config: Callable[[], NodeConfig], *, poll_s: float = 0.5,
-                 metrics: "NodeMetrics | None" = None) -> None:
+                 metrics: "NodeMetrics | None" = None,
+                 senders: Callable[[Destination, NodeConfig], Sender] = sender_for) -> None:
         self.db = db
+        self._senders = senders
         self._metrics = metrics
         self._config = config
         self._poll_s = poll_s
@@ -69,8 +76,6 @@ class Outbox:
 
     def send_due(self, now: float | None = None, batch: int = 200) -> bool:
         """Send one batch of due exports (same destination); True if anything was attempted."""
-        from dicomnode.net.scu import send_files
-
         now = time.time() if now is None else now
         first = self.db.claim_export(now)
         if first is None:
@@ -93,16 +98,14 @@ class Outbox:
             self._record(by_path[res.path], res, dest, cfg)
 
         try:
-            send_files(list(by_path), host=dest.host, port=dest.port, ae_title=dest.ae_title,
-                       calling_ae=cfg.node.ae_title, timeout_s=cfg.export.timeout_seconds,
-                       ssl_context=tls_context(cfg, dest), on_sent=on_sent)
+            self._senders(dest, cfg).send(dest, list(by_path), on_sent=on_sent)
         except Exception as e:  # noqa: BLE001 - no association at all: every row not yet answered retries
             for r in rows:
                 if r.path not in recorded:
                     self._failed(r, cfg, str(e))
         return True
 
-    def _record(self, r: ExportRow, res: "SendResult", dest: Destination, cfg: NodeConfig) -> None:
+    def _record(self, r: ExportRow, res: SendResult, dest: Destination, cfg: NodeConfig) -> None:
         if res.ok:
             self.db.export_sent(r.id, time.time())
             if self._metrics is not None:
@@ -136,18 +139,3 @@ class Outbox:
                                                           "attempt": r.attempts, "retry_in_s": round(retry_at - now, 1)
                                                           if retry_at else None, "error": error})
 
-
-def tls_context(cfg: NodeConfig, dest: Destination) -> ssl.SSLContext | None:
-    """The client TLS context for a destination with ``tls = true`` (None otherwise).
-
-    The destination is verified against its own ``ca_certificates``, else ``[node.tls] ca_certificates``, else the
-    system's CAs; the node presents ``[node.tls] certificate`` / ``private_key`` when they are set. Host names are
-    not checked (DICOM peers are usually addressed by IP): the CA is what is trusted.
-    """
-    if not dest.tls:
-        return None
-    from dicomnode.net.tls import client_context
-
-    t = cfg.node.tls
-    return client_context(ca_certificates=dest.ca_certificates or t.ca_certificates, certificate=t.certificate,
-                          private_key=t.private_key)

@@ -11,6 +11,12 @@ start (:meth:`Database.release_running_jobs`), their attempt given back: a run c
 failed attempt. A job whose worker or cluster connection was lost
 (:class:`~dicomnode.jobs.executors.RequeueJob`) is not a failure: it goes back to pending without counting an attempt.
 
+Leases: a job is claimed for ``workers.lease_seconds``. The dispatcher sweeps the index periodically (every quarter
+lease, at least every 30 s): a running job whose lease has expired is taken for lost. If its worker is this node's,
+the worker is stopped (:meth:`~dicomnode.jobs.executors.LocalExecutor.abandon`: a hung job process is killed) and
+whatever it still returns is ignored. The job then counts a failed attempt: back to pending with backoff, or to
+``failed`` after ``workers.max_attempts``, with an error naming ``workers.lease_seconds``.
+
 When a job is done its result files are queued in the outbox, one row per destination and file, in the same
 transaction.
 """
@@ -31,7 +37,7 @@ from dicomnode.errors import RequeueJob, SeriesLoadError, WorkerMemoryError
 from dicomnode.jobs.executors import Executor
 from dicomnode.jobs.kinds import queued
 from dicomnode.jobs.spec import JobOutcome, JobSetupError, JobSource
-from dicomnode.store.db import Database, JobRow, JobState
+from dicomnode.store.db import Database, IllegalTransition, JobRow, JobState
 
 log = logging.getLogger("dicomnode.jobs")  # its name before jobs/ (log filters use it)
 
@@ -52,6 +58,8 @@ class Dispatcher:
         self._on_done = on_done
         self._poll_s = poll_s
         self._running: dict[int, Future[JobOutcome]] = {}
+        self._abandoned: set[Future[JobOutcome]] = set()  # futures of jobs the lease sweep took away
+        self._last_sweep = float("-inf")
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -87,6 +95,13 @@ class Dispatcher:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
+                lease = self._config().workers.lease_seconds
+                if time.monotonic() - self._last_sweep >= min(max(lease / 4, 0.25), 30.0):
+                    self._last_sweep = time.monotonic()
+                    self.sweep_leases()
+            except Exception:  # noqa: BLE001 - the dispatcher must keep running
+                log.exception("lease sweep failed")
+            try:
                 started = self.dispatch_due()
             except Exception:  # noqa: BLE001 - the dispatcher must keep running
                 log.exception("dispatch pass failed")
@@ -94,6 +109,41 @@ class Dispatcher:
             if not started:
                 self._wake.wait(self._poll_s)
                 self._wake.clear()
+
+    def sweep_leases(self, now: float | None = None) -> list[int]:
+        """Running jobs whose lease expired: stop their worker if it is ours, count a failed attempt.
+
+        Returns the ids of the jobs taken back (pending again, or failed after ``workers.max_attempts``).
+        """
+        now = time.time() if now is None else now
+        cfg = self._config()
+        taken = []
+        for job in self.db.expired_running_jobs(now):
+            lease = cfg.workers.lease_seconds
+            error = (f"lease expired: the job ran longer than workers.lease_seconds = {lease:g} s and its worker was "
+                     "taken for lost (hung or gone); raise workers.lease_seconds if such a series needs longer")
+            with self._lock:
+                fut = self._running.pop(job.id, None)
+                if fut is not None:
+                    self._abandoned.add(fut)
+            if fut is not None:
+                abandon = getattr(self.executor, "abandon", None)
+                if abandon is not None:
+                    abandon(job.id, f"workers.lease_seconds = {lease:g} s")
+            try:
+                self._record_failure(job, cfg, error, "", final=False)
+            except IllegalTransition:
+                continue  # it finished (or was requeued) just now: nothing to take back
+            taken.append(job.id)
+            self.db.audit("job lease expired", series_uid=job.series_uid,
+                          detail={"job_id": job.id, "worker": job.worker, "lease_seconds": lease,
+                                  "attempt": job.attempts})
+            log.warning("job lease expired", extra={"job_id": job.id, "series_uid": job.series_uid,
+                                                    "worker": job.worker, "lease_seconds": lease,
+                                                    "attempt": job.attempts, "ours": fut is not None})
+        if taken:
+            self._wake.set()
+        return taken
 
     def dispatch_due(self) -> int:
         started = 0
@@ -127,6 +177,11 @@ class Dispatcher:
         fut.add_done_callback(lambda f, j=job: self._done(j, f))
 
     def _done(self, job: JobRow, fut: "Future[JobOutcome]") -> None:
+        with self._lock:
+            if fut in self._abandoned:  # the lease sweep has dealt with this run; what it returns is ignored
+                self._abandoned.discard(fut)
+                self._wake.set()
+                return
         cfg = self._config()
         try:
             try:
@@ -159,7 +214,8 @@ class Dispatcher:
             log.exception("recording the outcome of job %s failed", job.id)
         finally:
             with self._lock:
-                self._running.pop(job.id, None)
+                if self._running.get(job.id) is fut:
+                    del self._running[job.id]
             self._wake.set()
             if self._on_done:
                 self._on_done()

@@ -41,6 +41,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
@@ -127,6 +128,9 @@ def diagnose_job_process_start(timeout_seconds: float = 120.0) -> str | None:
 
 
 class Executor(Protocol):
+    """Runs jobs. An executor may also have ``abandon(job_id, reason)``, which stops the worker of a job whose
+    lease expired (the dispatcher's lease sweep calls it when present; both back ends here have it)."""
+
     @property
     def capacity(self) -> int: ...
 
@@ -150,7 +154,12 @@ def _init_worker(threads: int = 0, node_pid: int = 0) -> None:
 
 
 class LocalExecutor:
-    """A pool of ``count`` worker processes on this machine (forkserver: safe beside the node's threads)."""
+    """A pool of ``count`` worker processes on this machine (forkserver: safe beside the node's threads).
+
+    :meth:`abandon` stops a hung job's worker. A process pool cannot stop one worker alone, so the pool is replaced:
+    its processes are killed and every other job it held ends with :class:`RequeueJob` (queued again, no attempt
+    counted).
+    """
 
     def __init__(self, count: int) -> None:
         self.capacity = count
@@ -160,6 +169,8 @@ class LocalExecutor:
         start_forkserver()  # now, with the installed package first on its path
         self._start_error: tuple[float, str | None] | None = None  # (when, diagnosis) of the last broken pool
         self._diag_lock = threading.Lock()
+        self._pool_lock = threading.Lock()
+        self._retired: "weakref.WeakKeyDictionary[ProcessPoolExecutor, str]" = weakref.WeakKeyDictionary()
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -168,21 +179,52 @@ class LocalExecutor:
                                    initargs=(threads, os.getpid()))
 
     def submit(self, spec: JobSpec) -> "Future[JobOutcome]":
-        try:
-            inner = self._pool.submit(run, spec)
-        except (BrokenProcessPool, RuntimeError):
-            log.warning("worker pool broken (a worker died); starting a new pool")
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = self._new_pool()
-            inner = self._pool.submit(run, spec)
+        with self._pool_lock:
+            pool = self._pool
+            try:
+                inner = pool.submit(run, spec)
+            except (BrokenProcessPool, RuntimeError):
+                log.warning("worker pool broken (a worker died); starting a new pool")
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = self._pool = self._new_pool()
+                inner = pool.submit(run, spec)
         out: Future[JobOutcome] = Future()
-        inner.add_done_callback(lambda f: self._resolve(f, out, spec))
+        inner.add_done_callback(lambda f: self._resolve(f, out, spec, pool))
         return out
 
-    def _resolve(self, inner: "Future[JobOutcome]", out: "Future[JobOutcome]", spec: JobSpec) -> None:
+    def abandon(self, job_id: int, reason: str) -> None:
+        """Stop the worker that holds job ``job_id`` (its lease expired): kill the pool's processes, start a new pool.
+
+        The abandoned job's future ends with :class:`RequeueJob` (its dispatcher has already dealt with it); so does
+        every other job of the old pool, which did nothing wrong and is queued again without counting an attempt.
+        """
+        with self._pool_lock:
+            old = self._pool
+            self._retired[old] = (f"its worker pool was replaced because job {job_id} overran its lease "
+                                      f"({reason})")
+            self._pool = self._new_pool()
+        pids = list((getattr(old, "_processes", None) or {}).keys())  # ProcessPoolExecutor has no public kill
+        import signal
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        old.shutdown(wait=False, cancel_futures=True)
+        log.warning("worker pool replaced: a job overran its lease", extra={"job_id": job_id, "killed_pids": pids})
+
+    def _resolve(self, inner: "Future[JobOutcome]", out: "Future[JobOutcome]", spec: JobSpec,
+                 pool: ProcessPoolExecutor | None = None) -> None:
+        retired = self._retired.get(pool) if pool is not None else None  # replaced by abandon(): why
         try:
             out.set_result(inner.result())
-        except BrokenProcessPool as e:
+        except (BrokenProcessPool, CancelledError) as e:
+            if retired is not None:
+                out.set_exception(RequeueJob(f"job {spec.job_id}: {retired}"))
+                return
+            if isinstance(e, CancelledError):
+                out.set_exception(e)
+                return
             cause = self._diagnose()
             if cause is None:
                 out.set_exception(e)
@@ -444,6 +486,24 @@ class DaskExecutor:
                                                  "transfer": self.transfer})
         dfut.add_done_callback(lambda f, k=key: self._resolve(k, f))
         return out
+
+    def abandon(self, job_id: int, reason: str) -> None:
+        """Cancel the Dask task of job ``job_id`` (its lease expired); its future ends with :class:`RequeueJob`.
+
+        A task already running on a worker thread cannot be interrupted by Dask; cancelling it releases its result
+        and lets the scheduler forget it.
+        """
+        with self._lock:
+            keys = [k for k, entry in self._inflight.items() if entry[2].job_id == job_id]
+            entries = [self._inflight.pop(k) for k in keys]
+        for dfut, out, spec, series_uid in entries:
+            try:
+                self._client.cancel([dfut], force=True)
+            except Exception:  # noqa: BLE001 - the scheduler may be gone; the job is requeued all the same
+                pass
+            if not out.done():
+                out.set_exception(RequeueJob(f"job {job_id} (series {series_uid}) was abandoned: {reason}"))
+        log.warning("dask task cancelled: a job overran its lease", extra={"job_id": job_id, "keys": keys})
 
     def _resolve(self, key: str, dfut: Any) -> None:
         with self._lock:

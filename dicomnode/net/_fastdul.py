@@ -16,6 +16,13 @@ established association:
 
 Every other PDU (A-ASSOCIATE, A-RELEASE, A-ABORT, and P-DATA outside Sta6) goes through pynetdicom's
 own decoding and state machine unchanged.
+
+This path reaches into pynetdicom's private names (``Association._run_reactor``, ``_kill``, ``_is_paused``,
+``_reactor_checkpoint``, ``_serve_request``; ``DULServiceProvider._kill_thread``, ``_idle_timer``,
+``_process_recv_primitive``, ``_decode_pdu``...; ``RequestHandler._create_association``, ``AE._servers``) and
+copies two of its methods, as written in :data:`PYNETDICOM_VERSION`. :func:`fast_path_refusal` says why it must not
+run on another release; :class:`~dicomnode.net.scp.StorageSCP` then logs that reason once and receives through
+pynetdicom's stock path (``[node] fast_receive = false`` chooses that path outright).
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from pynetdicom.transport import AssociationSocket
 
 __all__ = [
+    "PYNETDICOM_VERSION",
+    "fast_path_refusal",
     "Command",
     "FastAssociation",
     "FastDUL",
@@ -61,6 +70,42 @@ MAX_PDU_BYTES_BY_TYPE = {0x01: 1 << 20, 0x02: 1 << 20, 0x03: 4, 0x05: 4, 0x06: 4
 _PDATA_OUTSIDE_TRANSFER_BYTES = 1 << 20  # a P-DATA-TF before or after the association is read only to refuse it
 _BUFFER_BYTES = 1 << 20
 _IDLE_WAIT_S = 0.05
+
+#: the pynetdicom release whose private names and methods this module (and scp's request handler) mirror
+PYNETDICOM_VERSION = "3.0.4"
+
+#: (pynetdicom module, class, attribute) the fast path relies on; checked at start with the version
+_PRIVATE_NAMES = (
+    ("pynetdicom.association", "Association", "_run_reactor"),
+    ("pynetdicom.association", "Association", "_serve_request"),
+    ("pynetdicom.dul", "DULServiceProvider", "_decode_pdu"),
+    ("pynetdicom.dul", "DULServiceProvider", "_process_recv_primitive"),
+    ("pynetdicom.dul", "DULServiceProvider", "_is_transport_event"),
+    ("pynetdicom.transport", "RequestHandler", "_create_association"),
+)
+
+
+def fast_path_refusal(version: str | None = None) -> str | None:
+    """Why the fast receive path must not run with the installed pynetdicom (``None``: it may).
+
+    Parameters
+    ----------
+    version : str, optional
+        The pynetdicom version to judge; default the installed one (``pynetdicom.__version__``).
+    """
+    import importlib
+
+    import pynetdicom
+
+    found = pynetdicom.__version__ if version is None else version
+    if found != PYNETDICOM_VERSION:
+        return (f"it was written for pynetdicom {PYNETDICOM_VERSION} and pynetdicom {found} is installed; install "
+                f"pynetdicom=={PYNETDICOM_VERSION}, or set [node] fast_receive = false to silence this")
+    for module, cls, name in _PRIVATE_NAMES:
+        if not hasattr(getattr(importlib.import_module(module), cls, None), name):
+            return f"pynetdicom {found} has no {cls}.{name}; reinstall pynetdicom=={PYNETDICOM_VERSION}"
+    return None
+
 
 # DIMSE command fields
 C_STORE_RQ = 0x0001

@@ -9,14 +9,17 @@ and this module adds:
   does not match the peer's ``host`` is rejected (permanent, "calling AE title not recognised");
   while ``admit()`` returns a reason (e.g. the disk watermark) or the SCP is stopping, new
   associations are rejected as transient ("temporary congestion"). Each refusal is one log line
-  naming the calling/called AE, the address and the reason.
+  naming the calling/called AE, the address and the reason, and one :mod:`~dicomnode.net.events` event
+  (``on_event``): counters never depend on log wording.
 * **C-STORE**: the header attributes needed to place the instance are read from the raw data set
   bytes (:mod:`dicomnode.net._header`), the UIDs are checked, and the data set is streamed as
   received into :meth:`dicomnode.store.spool.Spool.store` (temp file, fsync, link, fsync folder).
   Only then is ``sink`` called and the success status sent.
 * **A fast receive path** (:mod:`dicomnode.net._fastdul`, on by default): PDUs are read with
   ``recv_into`` into a reused buffer and data set fragments go straight to the temp file; pynetdicom's
-  stock path (``fast_receive=False``) does the same work through its ``EVT_C_STORE`` handler.
+  stock path (``fast_receive=False``) does the same work through its ``EVT_C_STORE`` handler. The fast
+  path mirrors private parts of one pynetdicom release: on another, :meth:`StorageSCP.start` logs
+  ``fast receive path refused`` with the reason and uses the stock path (:attr:`StorageSCP.receive_path`).
 
 C-STORE statuses (:class:`StoreStatus`):
 
@@ -65,8 +68,9 @@ from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAsso
 
 from dicomnode.errors import InvalidUIDError, SpoolFullError
 from dicomnode.net._fastdul import (C_ECHO_RQ, C_STORE_RQ, Command, FastAssociation, FastDUL, MessageHandler,
-                                   peer_log_limit)
+                                   fast_path_refusal, peer_log_limit)
 from dicomnode.net._header import HeaderFields, HeaderScanner, check_dataset_file
+from dicomnode.net.events import AssociationRefused, RefusalKind, ScpEvent, StoreRefused
 from dicomnode.store.spool import Spool, StoredInstance
 from dicomnode.uids import check_uid
 
@@ -250,6 +254,7 @@ class _FastRequestHandler(RequestHandler):
                 "TLS handshake failed from %s:%s: %s; connection closed", address, port, why,
                 extra={"peer": f"{address}:{port}", "reason": str(why)},
             )
+            scp._emit(AssociationRefused(RefusalKind.TLS, f"{address}:{port}", str(why)))
             with contextlib.suppress(OSError):
                 self.request.close()
             return False
@@ -314,7 +319,12 @@ class StorageSCP:
         A connection that sends no A-ASSOCIATE-RQ within this time is closed (the ARTIM timer; also the
         time given to release and abort exchanges). Default 30 s.
     fast_receive : bool, optional
-        Use the fast receive path (default) or pynetdicom's stock one.
+        Use the fast receive path (default) or pynetdicom's stock one. The fast path is refused (one warning,
+        then the stock path) on a pynetdicom release it was not written for; :attr:`receive_path` says which
+        path runs.
+    on_event : callable, optional
+        Called with an :data:`~dicomnode.net.events.ScpEvent` for each refused association, failed TLS handshake
+        and refused C-STORE, from the association's thread; it must be fast. Its exceptions are logged and ignored.
     """
 
     def __init__(
@@ -334,6 +344,7 @@ class StorageSCP:
         network_timeout_s: float | None = 60.0,
         artim_timeout_s: float = 30.0,
         fast_receive: bool = True,
+        on_event: Callable[[ScpEvent], None] | None = None,
     ) -> None:
         title = ae_title.strip()
         if not title or len(title) > 16 or "\\" in title:
@@ -360,6 +371,8 @@ class StorageSCP:
         self.network_timeout_s = network_timeout_s
         self.artim_timeout_s = artim_timeout_s
         self.fast_receive = fast_receive
+        self.receive_path = "fast" if fast_receive else "stock"  # the path in use, settled by start()
+        self.on_event = on_event
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -411,10 +424,18 @@ class StorageSCP:
         if self._server is not None:
             raise RuntimeError("StorageSCP.start: already started")
         self._stopping.clear()
+        fast = self.fast_receive
+        if fast:
+            refusal = fast_path_refusal()
+            if refusal is not None:
+                log.warning("fast receive path refused: %s; receiving through pynetdicom's stock path", refusal,
+                            extra={"reason": refusal, "receive_path": "stock"})
+                fast = False
+        self.receive_path = "fast" if fast else "stock"
         ae = self._make_ae()
         handlers = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_RELEASED, self._on_ended),
                     (evt.EVT_ABORTED, self._on_ended)]
-        if not self.fast_receive:
+        if not fast:
             handlers.append((evt.EVT_C_STORE, self._on_stock_c_store))
         server = ae.make_server(
             (self.bind, self._requested_port),
@@ -422,19 +443,22 @@ class StorageSCP:
             ssl_context=self.ssl_context,
             evt_handlers=handlers,
             server_class=_Server,
-            request_handler=_FastRequestHandler if self.fast_receive else _StockRequestHandler,
+            request_handler=_FastRequestHandler if fast else _StockRequestHandler,
         )
         server.scp = self
         self._server = server
-        ae._servers.append(server)
+        if isinstance(getattr(ae, "_servers", None), list):  # so that ae.shutdown() would find it too
+            ae._servers.append(server)
         self._thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.1}, name=f"StorageSCP@{self.port}", daemon=True
         )
         self._thread.start()
         log.info(
-            "storage SCP listening on %s:%d as %s", self.bind, self.port, self.ae_title,
+            "storage SCP listening on %s:%d as %s (%s receive path)", self.bind, self.port, self.ae_title,
+            self.receive_path,
             extra={"ae_title": self.ae_title, "address": f"{self.bind}:{self.port}",
-                   "tls": self.ssl_context is not None, "max_pdu_bytes": self.max_pdu_bytes},
+                   "tls": self.ssl_context is not None, "max_pdu_bytes": self.max_pdu_bytes,
+                   "receive_path": self.receive_path},
         )
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -487,6 +511,17 @@ class StorageSCP:
 
     def _is_stopping(self) -> bool:
         return self._stopping.is_set()
+
+    def _emit(self, event: ScpEvent) -> None:
+        if self.on_event is None:
+            return
+        try:
+            self.on_event(event)
+        except Exception:  # noqa: BLE001 - a listener never changes what the peer is answered
+            log.exception("SCP event listener failed", extra={"event": type(event).__name__})
+
+    def _refused(self, status: int, calling_ae: str, peer_host: str, reason: str) -> None:
+        self._emit(StoreRefused(int(status), calling_ae, peer_host, reason))
 
     def _register(self, assoc: Any) -> None:
         with self._assocs_lock:
@@ -587,6 +622,8 @@ class StorageSCP:
             extra={"calling_ae": calling, "called_ae": called, "peer": f"{address}:{port}",
                    "reason": why, "permanent": result == 0x01},
         )
+        self._emit(AssociationRefused(RefusalKind.PERMANENT if result == 0x01 else RefusalKind.TRANSIENT,
+                                      f"{address}:{port}", why, calling, called))
         assoc.acse.send_reject(result, source, reason)
         evt.trigger(assoc, evt.EVT_REJECTED, {})
         assoc.kill()  # waits until the A-ASSOCIATE-RJ is sent and the connection closed
@@ -605,6 +642,9 @@ class StorageSCP:
         def on_store(context_id: int, command: Command, stream: Iterator[memoryview] | None) -> tuple[int, str]:
             context = contexts.get(context_id)
             if context is None or stream is None:
+                stats.failed += 1
+                self._refused(StoreStatus.SOP_CLASS_NOT_SUPPORTED, calling_ae, peer_host,
+                              "no accepted presentation context or no data set")
                 return StoreStatus.SOP_CLASS_NOT_SUPPORTED, "no accepted presentation context or no data set"
             if command.sop_class_uid.strip() != str(context.abstract_syntax):
                 stats.failed += 1
@@ -616,6 +656,8 @@ class StorageSCP:
                         extra={"calling_ae": calling_ae, "peer_host": peer_host,
                                "status": StoreStatus.SOP_CLASS_NOT_SUPPORTED},
                     )
+                self._refused(StoreStatus.SOP_CLASS_NOT_SUPPORTED, calling_ae, peer_host,
+                              "SOP class differs from its presentation context")
                 return StoreStatus.SOP_CLASS_NOT_SUPPORTED, "SOP class differs from its presentation context"
             status, comment = self._store(
                 command.sop_class_uid, command.sop_instance_uid, str(context.transfer_syntax[0]),
@@ -661,6 +703,8 @@ class StorageSCP:
                     fields.sop_class_uid, sop, command_sop_class, calling_ae, peer_host,
                     extra={"sop_instance_uid": sop, "calling_ae": calling_ae, "peer_host": peer_host},
                 )
+                self._refused(StoreStatus.DATASET_MISMATCH, calling_ae, peer_host,
+                              "data set UIDs differ from the command")
                 return StoreStatus.DATASET_MISMATCH, "data set UIDs differ from the command"
             stored = self.spool.store(
                 sop_class_uid=command_sop_class,
@@ -680,6 +724,7 @@ class StorageSCP:
                 "C-STORE refused (0x%04X) from %s at %s: %s", StoreStatus.INVALID_UID, calling_ae, peer_host,
                 exc, extra={"calling_ae": calling_ae, "peer_host": peer_host, "status": StoreStatus.INVALID_UID},
             )
+            self._refused(StoreStatus.INVALID_UID, calling_ae, peer_host, str(exc))
             return StoreStatus.INVALID_UID, "invalid UID"
         except SpoolFullError as exc:
             stats.failed += 1
@@ -687,6 +732,7 @@ class StorageSCP:
                 "C-STORE refused (0x%04X) for %s from %s: %s", StoreStatus.OUT_OF_RESOURCES, sop, calling_ae, exc,
                 extra={"sop_instance_uid": sop, "calling_ae": calling_ae, "status": StoreStatus.OUT_OF_RESOURCES},
             )
+            self._refused(StoreStatus.OUT_OF_RESOURCES, calling_ae, peer_host, str(exc))
             return StoreStatus.OUT_OF_RESOURCES, "out of resources: cannot store now"
         except (PeerGone, Interrupted, ProtocolError):
             raise
@@ -697,6 +743,7 @@ class StorageSCP:
                 StoreStatus.CANNOT_UNDERSTAND, sop, calling_ae, exc,
                 extra={"sop_instance_uid": sop, "calling_ae": calling_ae, "status": StoreStatus.CANNOT_UNDERSTAND},
             )
+            self._refused(StoreStatus.CANNOT_UNDERSTAND, calling_ae, peer_host, f"the data set does not parse: {exc}")
             return StoreStatus.CANNOT_UNDERSTAND, "the data set does not parse to its end"
         except Exception:  # noqa: BLE001 - the SCP keeps serving whatever happens
             stats.failed += 1
@@ -704,6 +751,7 @@ class StorageSCP:
                 "C-STORE failed (0x%04X) for %s from %s", StoreStatus.PROCESSING_FAILURE, sop, calling_ae,
                 extra={"sop_instance_uid": sop, "calling_ae": calling_ae, "status": StoreStatus.PROCESSING_FAILURE},
             )
+            self._refused(StoreStatus.PROCESSING_FAILURE, calling_ae, peer_host, "internal error")
             return StoreStatus.PROCESSING_FAILURE, "internal error"
         if stored.duplicate:
             stats.duplicates += 1
@@ -718,6 +766,7 @@ class StorageSCP:
                 stored.sop_instance_uid, stored.path, StoreStatus.PROCESSING_FAILURE,
                 extra={"sop_instance_uid": stored.sop_instance_uid, "series_uid": stored.series_uid},
             )
+            self._refused(StoreStatus.PROCESSING_FAILURE, calling_ae, peer_host, "internal error after commit")
             return StoreStatus.PROCESSING_FAILURE, "internal error after commit"
         return StoreStatus.SUCCESS, ""
 

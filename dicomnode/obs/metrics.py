@@ -8,7 +8,10 @@ Two kinds of series, both on the node's own registry (no global state, so two no
   ``dicomnode_instances_received_total``, ``dicomnode_instances_duplicate_total``,
   ``dicomnode_received_bytes_total``, ``dicomnode_associations_refused_total{kind}`` (kind ``permanent``: peer
   policy, wrong called AE; ``transient``: disk watermark, stopping; ``tls``: failed TLS handshake, e.g. no or an
-  untrusted client certificate, or a plain peer on a TLS port), ``dicomnode_series_completed_total{outcome}``
+  untrusted client certificate, or a plain peer on a TLS port), ``dicomnode_instances_refused_total{status}``
+  (C-STOREs answered with a failure status, by status name: ``invalid_uid``, ``cannot_understand``,
+  ``dataset_mismatch``, ``out_of_resources``, ``processing_failure``, ``sop_class_not_supported``),
+  ``dicomnode_series_completed_total{outcome}``
   (``job``, ``unrouted``, ``ignored``), ``dicomnode_exports_sent_total{destination}``,
   ``dicomnode_exports_failed_total{destination}`` (failed attempts, each retried or dead-lettered),
   ``dicomnode_exports_dead_lettered_total{destination}``, ``dicomnode_retention_deleted_instances_total``.
@@ -18,6 +21,9 @@ Two kinds of series, both on the node's own registry (no global state, so two no
   ``dicomnode_disk_free_watermark_bytes`` (``node.min_free_disk_mb``).
 
 Labels carry AE-level names only (destinations, profiles, states); never UIDs, never PHI.
+
+Refusals are counted from the SCP's events (:mod:`dicomnode.net.events`, :meth:`NodeMetrics.scp_event`), never from
+its log text: rewording a log line changes no counter.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from dicomnode.config import NodeConfig
+from dicomnode.net.events import AssociationRefused, RefusalKind, ScpEvent, StoreRefused
 from dicomnode.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -78,19 +85,14 @@ class _IndexCollector(Collector):
                                 value=self._config().node.min_free_disk_mb * 2**20)
 
 
-class _RefusalCounter(logging.Handler):
-    """Counts the SCP's "association rejected" log records (the SCP reports refusals through its log only)."""
+def _status_label(status: int) -> str:
+    """``0xC212`` -> ``invalid_uid`` (the SCP's :class:`~dicomnode.net.scp.StoreStatus` name), else ``0xNNNN``."""
+    from dicomnode.net.scp import StoreStatus
 
-    def __init__(self, counter: Counter) -> None:
-        super().__init__(logging.WARNING)
-        self._counter = counter
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if isinstance(record.msg, str) and record.msg.startswith("association rejected"):
-            kind = "permanent" if getattr(record, "permanent", False) else "transient"
-            self._counter.labels(kind=kind).inc()
-        elif isinstance(record.msg, str) and record.msg.startswith("TLS handshake failed"):
-            self._counter.labels(kind="tls").inc()
+    try:
+        return StoreStatus(status).name.lower()
+    except ValueError:
+        return f"0x{status:04X}"
 
 
 class NodeMetrics:
@@ -106,6 +108,9 @@ class NodeMetrics:
         self.received_bytes = Counter("dicomnode_received_bytes", "Bytes of new instances stored", registry=r)
         self.associations_refused = Counter("dicomnode_associations_refused", "Associations rejected",
                                             ["kind"], registry=r)
+        self.instances_refused = Counter("dicomnode_instances_refused",
+                                         "C-STOREs answered with a failure status (nothing kept), by status",
+                                         ["status"], registry=r)
         self.series_completed = Counter("dicomnode_series_completed", "Series completed, by outcome",
                                         ["outcome"], registry=r)
         self.exports_sent = Counter("dicomnode_exports_sent", "Result instances sent", ["destination"], registry=r)
@@ -115,12 +120,15 @@ class NodeMetrics:
                                     registry=r)
         self.retention_deleted = Counter("dicomnode_retention_deleted_instances",
                                          "Received instances deleted by retention", registry=r)
-        for kind in ("permanent", "transient", "tls"):
-            self.associations_refused.labels(kind=kind)
+        for kind in RefusalKind:
+            self.associations_refused.labels(kind=kind.value)
+        from dicomnode.net.scp import StoreStatus
+        for status in StoreStatus:
+            if status is not StoreStatus.SUCCESS:
+                self.instances_refused.labels(status=status.name.lower())
         for outcome in ("job", "unrouted", "ignored"):
             self.series_completed.labels(outcome=outcome)
         r.register(_IndexCollector(db, config, data_dir))
-        self._refusals = _RefusalCounter(self.associations_refused)
         self.port: int | None = None  # the port /metrics is served on alone ([metrics] port without [http])
 
     # -- feeding ----------------------------------------------------------------------------------------------
@@ -131,12 +139,16 @@ class NodeMetrics:
             self.instances_received.inc()
             self.received_bytes.inc(size_bytes)
 
-    def watch_refusals(self, logger_name: str = "dicomnode.net.scp") -> None:
-        logging.getLogger(logger_name).addHandler(self._refusals)
+    def scp_event(self, event: ScpEvent) -> None:
+        """The SCP's ``on_event`` callback: count a refused association, TLS handshake or C-STORE."""
+        if isinstance(event, AssociationRefused):
+            self.associations_refused.labels(kind=event.kind.value).inc()
+        elif isinstance(event, StoreRefused):
+            self.instances_refused.labels(status=_status_label(event.status)).inc()
 
     # -- endpoint: served by the node's one HTTP server (dicomnode.web), from self.registry --------------------
     def close(self) -> None:
-        logging.getLogger("dicomnode.net.scp").removeHandler(self._refusals)
+        """Nothing to release: /metrics is served by the node's one HTTP server (dicomnode.web)."""
 
 
 def metrics_summary(db: Database, config: NodeConfig, *, now: float | None = None) -> dict[str, Any]:

@@ -26,6 +26,12 @@ What is done, by the attribute's Type in the source IOD's modules (an attribute 
 
 The identities the loader checked (SOP Instance, SOP Class, Study, Series and Frame of Reference UIDs) are never
 touched.
+
+The Types come from highdicom's tables of the standard, reached through its private module
+``highdicom._standard_utils`` (the one private highdicom name we use), as found in highdicom
+:data:`HIGHDICOM_VERSION`. With another highdicom release, or if those tables are missing, the cleaning falls back
+(one warning per process, ``result headers: IOD tables unavailable``): every attribute counts as Type 2, so an
+invalid value is fixed or emptied and never left out, and sequence items are not checked for Type 1 attributes.
 """
 
 from __future__ import annotations
@@ -47,6 +53,10 @@ from pydicom.valuerep import MAX_VALUE_LEN, format_number_as_ds, validate_value
 __all__ = ["HeaderNote", "clean_header", "clean_header_with_notes", "fix_element"]
 
 log = logging.getLogger(__name__)
+
+#: the highdicom release whose private tables (``highdicom._standard_utils``) :func:`_types` reads
+HIGHDICOM_VERSION = "0.28.2"
+_FALLBACK_TYPE = "2"  # without the tables: fix or empty an invalid value, never leave it out
 
 _TEXT_VRS = {"AE", "CS", "LO", "SH", "ST", "LT", "UC", "UT", "AS", "UR"}
 _DATE_VRS = {"DA", "TM", "DT"}
@@ -96,10 +106,41 @@ def _required_children(sop_class_uid: str) -> dict[tuple[str, ...], tuple[str, .
     return {k: tuple(v) for k, v in out.items()}
 
 
+def iod_tables_refusal(version: str | None = None) -> str | None:
+    """Why highdicom's private IOD tables are not used (``None``: they are), for highdicom ``version`` (default:
+    the installed one)."""
+    import highdicom
+
+    found = highdicom.__version__ if version is None else version
+    if found != HIGHDICOM_VERSION:
+        return (f"highdicom {found} is installed and its private tables of the standard (highdicom._standard_utils) "
+                f"were checked with {HIGHDICOM_VERSION} only; install highdicom=={HIGHDICOM_VERSION} to clean by IOD "
+                "Type again")
+    try:
+        from highdicom._standard_utils import (  # noqa: F401
+            get_iod_module_map, get_module_attribute_map, get_sop_class_iod_map)
+    except ImportError as e:
+        return f"highdicom {found} has no tables of the standard ({e}); reinstall highdicom=={HIGHDICOM_VERSION}"
+    return None
+
+
+@lru_cache(maxsize=1)
+def _tables_refusal() -> str | None:
+    """:func:`iod_tables_refusal` once per process, with its one warning."""
+    why = iod_tables_refusal()
+    if why is not None:
+        log.warning("result headers: IOD tables unavailable, every attribute counts as Type 2 (invalid values fixed "
+                    "or emptied, never left out): %s", why, extra={"reason": why})
+    return why
+
+
 @lru_cache(maxsize=64)
 def _types(sop_class_uid: str) -> dict[tuple[str, ...], str]:
     """(sequence path..., keyword) -> Type ("1", "1C", "2", "2C", "3") in the IOD of ``sop_class_uid``; when an
-    attribute is in several modules the strictest Type wins. Unknown SOP classes: the CT Image IOD's table."""
+    attribute is in several modules the strictest Type wins. Unknown SOP classes: the CT Image IOD's table.
+    Without highdicom's tables (:func:`iod_tables_refusal`): empty (every attribute then counts as Type 2)."""
+    if _tables_refusal() is not None:
+        return {}
     from highdicom._standard_utils import get_iod_module_map, get_module_attribute_map, get_sop_class_iod_map
 
     iods = get_sop_class_iod_map()
@@ -143,7 +184,9 @@ def clean_header_with_notes(ds: Dataset) -> tuple[Dataset, list[HeaderNote]]:
     """
     out = copy.deepcopy(ds)
     sop_class = str(ds.get("SOPClassUID", ""))
-    notes = list(_clean_dataset(out, (), _Tables(_types(sop_class), _required_children(sop_class)), _codec(ds)))
+    tables = _Tables(_types(sop_class), _required_children(sop_class),
+                     "3" if _tables_refusal() is None else _FALLBACK_TYPE)
+    notes = list(_clean_dataset(out, (), tables, _codec(ds)))
     fixed = _deidentification(out)
     if fixed:
         notes = [n for n in notes if n.keyword != "DeidentificationMethod"] + fixed
@@ -156,6 +199,7 @@ def clean_header_with_notes(ds: Dataset) -> tuple[Dataset, list[HeaderNote]]:
 class _Tables:
     types: dict[tuple[str, ...], str]
     required: dict[tuple[str, ...], tuple[str, ...]]
+    default_type: str = "3"  # the Type of an attribute not in the tables
 
 
 def _clean_dataset(ds: Dataset, path: tuple[str, ...], tables: _Tables, codec: str | None) -> Iterable[HeaderNote]:
@@ -165,7 +209,7 @@ def _clean_dataset(ds: Dataset, path: tuple[str, ...], tables: _Tables, codec: s
         keyword = elem.keyword or str(elem.tag)
         if keyword in _KEEP and not path:
             continue
-        kind = tables.types.get((*path, keyword), "3")
+        kind = tables.types.get((*path, keyword), tables.default_type)
         name = ".".join((*path, keyword))
         if elem.VR == "SQ":
             if keyword not in _SKIP_SEQUENCES:
@@ -210,7 +254,7 @@ def _clean_sequence(ds: Dataset, elem: DataElement, path: tuple[str, ...], keywo
         empty = [k for k in required if k in item and item[k].value in (None, "")]
         sub = list(_clean_dataset(item, inner, tables, codec))
         broken = [n for n in sub if n.action in ("emptied", "fixed")
-                  and tables.types.get(tuple(n.keyword.split(".")), "3") in ("1", "1C")]
+                  and tables.types.get(tuple(n.keyword.split(".")), tables.default_type) in ("1", "1C")]
         if missing or empty or broken:
             reasons.append(f"item without {', '.join(missing + empty)} (Type 1)" if missing or empty
                            else f"item with an invalid Type 1 value ({broken[0].keyword.split('.')[-1]})")

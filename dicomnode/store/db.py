@@ -648,6 +648,12 @@ class Database:
                        " attempts = MAX(attempts - 1, 0), error = ? WHERE id = ?",
                        (JobState.PENDING.value, not_before, note or None, job_id))
 
+    def expired_running_jobs(self, now: float) -> list[JobRow]:
+        """Running jobs whose lease ended before ``now`` (the lease sweep's candidates), oldest lease first."""
+        rows = self._all("SELECT * FROM jobs WHERE state = ? AND lease_until IS NOT NULL AND lease_until < ?"
+                         " ORDER BY lease_until, id", (JobState.RUNNING.value, now))
+        return [_job(r) for r in rows]
+
     def release_running_jobs(self, *, now: float, only_expired: bool = False) -> list[int]:
         """RUNNING -> PENDING for jobs whose worker is gone (all of them at start-up, or those past their lease).
 

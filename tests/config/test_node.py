@@ -81,3 +81,82 @@ def test_config_check_cli_exit_codes(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dicomnode", "config", "check", str(syntax)],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "not valid TOML" in proc.stderr
+
+
+def test_node_fast_receive_key():
+    from dicomnode.errors import ConfigErrors
+
+    assert parse_config({}).node.fast_receive is True
+    assert parse_config({"node": {"fast_receive": False}}).node.fast_receive is False
+    with pytest.raises(ConfigErrors) as e:
+        parse_config({"node": {"fast_receive": "yes"}})
+    assert "node.fast_receive" in str(e.value) and "true or false" in str(e.value)
+
+
+@pytest.mark.parametrize("section,key,bad", [
+    ("node", "port", 70000), ("node", "max_associations", 0), ("node", "idle_timeout_seconds", 0),
+    ("node", "log_format", "xml"), ("node", "fast_receive", "yes"), ("series", "quiet_seconds", 0),
+    ("workers", "count", 0), ("workers", "backend", "ray"), ("workers", "lease_seconds", 0),
+    ("workers", "max_attempts", 0), ("workers", "retry_backoff_seconds", []), ("export", "timeout_seconds", 0),
+    ("export", "max_attempts", 2.5), ("metrics", "port", -1), ("retention", "delete_received_after_days", -1),
+    ("retention", "keep_failed", 1),
+])
+def test_sections_check_themselves_as_the_file_parser_does(section, key, bad):
+    """Each section is valid from birth: built in code with a bad value it refuses itself, naming the same key the
+    file parser names for the same value."""
+    from dicomnode.config import node as cfgmod
+
+    cls = {"node": cfgmod.NodeSection, "series": cfgmod.SeriesSection, "workers": cfgmod.WorkersSection,
+           "export": cfgmod.ExportSection, "metrics": cfgmod.MetricsSection,
+           "retention": cfgmod.RetentionSection}[section]
+    with pytest.raises(ConfigErrors) as made:
+        cls(**{key: bad})
+    with pytest.raises(ConfigErrors) as parsed:
+        parse_config({section: {key: bad}})
+    assert [e.key for e in made.value.errors] == [f"{section}.{key}"] == [e.key for e in parsed.value.errors]
+    assert made.value.errors[0].fix
+
+
+def test_destination_checks_itself():
+    from dicomnode.config import Destination
+
+    assert Destination("PACS", "PACS", "10.0.0.1", 104).kind.value == "dicom"
+    with pytest.raises(ConfigErrors) as e:
+        Destination("PACS", "A" * 17, "", 0)
+    assert {x.key for x in e.value.errors} == {"destinations.PACS.port", "destinations.PACS.ae_title",
+                                               "destinations.PACS.host"}
+
+
+def test_profile_step_parameters_are_checked_at_config_check(tmp_path):
+    cfg = tmp_path / "node.toml"
+    cfg.write_text('[profiles.mine]\nextends = "ct"\n[profiles.mine.denoise]\nsigmamm = 2\n'
+                   '[profiles.mine.detect]\nprobability_threshold = 1.5\nmax_findings = "3"\n'
+                   '[profiles.two]\nsteps = ["segment", "classify"]\n[profiles.two.segment]\nmethod = "kmeans"\n')
+    proc = subprocess.run([sys.executable, "-m", "dicomnode", "config", "check", str(cfg)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = proc.stderr
+    assert str(cfg) in err
+    for key, fix in (("profiles.mine.denoise.sigmamm", "unknown parameter of step denoise"),
+                     ("profiles.mine.detect.probability_threshold", "must be <= 1"),
+                     ("profiles.mine.detect.max_findings", "must be a whole number"),
+                     ("profiles.two.segment.method", "use one of: auto, ct, generic, foreground"),
+                     ("profiles.two.classify.model", "required by step classify")):
+        line = next((x for x in err.splitlines() if key in x), None)
+        assert line is not None and fix in line, (key, err)
+    assert "allowed: max_anisotropy, optional, sigma_mm" in err  # the fix names the keys that would do
+
+
+def test_loading_a_config_imports_no_model_library(tmp_path):
+    """`config check`, `status` and the node load configs often: scikit-learn, skops and dask stay unimported."""
+    cfg = tmp_path / "node.toml"
+    cfg.write_text('[workers]\nbackend = "dask"\n[profiles.mine]\nextends = "ct"\n'
+                   '[profiles.mine.scene]\nmodel = "scene"\n[profiles.cls]\nsteps = ["features", "classify"]\n'
+                   '[profiles.cls.classify]\nmodel = "findings"\n')
+    code = ("import sys; from dicomnode.config import load_config; load_config(sys.argv[1]); "
+            f"load_config({str(REPO / 'conf' / 'dicomnode.toml')!r}); "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'skops', 'dask', 'distributed'));"
+            "print(','.join(bad))")
+    proc = subprocess.run([sys.executable, "-c", code, str(cfg)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "", f"loading a config imported {proc.stdout.strip()}"

@@ -15,10 +15,27 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 import pydicom
+import pytest
 
 from helpers import SHARED_DATA, STS_CT, dciodvfy, dcmtk, dcmtk_env, free_port, storescu, wait_until
 
 SEG_SR = SHARED_DATA / "seg-sr-examples"
+
+
+@pytest.fixture(params=[True, False], ids=["fast-receive", "stock-receive"])
+def make_node(request, make_node):
+    """Every test here runs on both receive paths (``[node] fast_receive``), and checks the path that runs."""
+    path = "fast" if request.param else "stock"
+
+    def make(config: dict | None = None, **kwargs):
+        if kwargs.get("reuse") is None:
+            config = dict(config or {})
+            config["node"] = {**config.get("node", {}), "fast_receive": request.param}
+        node = make_node(config, **kwargs)
+        wait_until(lambda: f"({path} receive path)" in node.log(), timeout_s=30, what=f"the {path} receive path")
+        return node
+
+    return make
 # a small profile for tests about delivery, not analysis: one segment, SEG + SR only
 BASIC = {"basic": {"steps": ["foreground", "measure"], "outputs": ["seg", "sr"]}}
 

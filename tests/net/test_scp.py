@@ -469,6 +469,29 @@ def test_stock_pynetdicom_path_stores_the_same(start_node: Callable[..., Node]) 
     assert len(node.files()) == 59
 
 
+def test_fast_path_is_refused_on_another_pynetdicom_and_the_stock_path_serves(
+        start_node: Callable[..., Node], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import pynetdicom
+
+    from dicomnode.net._fastdul import PYNETDICOM_VERSION, fast_path_refusal
+
+    assert pynetdicom.__version__ == PYNETDICOM_VERSION  # the pin in pyproject.toml
+    assert fast_path_refusal() is None
+    assert "pynetdicom 3.0.4" in fast_path_refusal("3.1.0") and "fast_receive = false" in fast_path_refusal("3.1.0")
+    assert start_node().scp.receive_path == "fast"
+
+    monkeypatch.setattr(pynetdicom, "__version__", "3.1.0")  # as if another release were installed
+    with caplog.at_level(logging.WARNING, logger="dicomnode.net.scp"):
+        node = start_node()
+    assert node.scp.receive_path == "stock"
+    refused = [r for r in caplog.records if r.getMessage().startswith("fast receive path refused")]
+    assert len(refused) == 1 and "pynetdicom 3.1.0 is installed" in refused[0].getMessage()
+    proc = storescu(node.port, STS_CT)
+    assert proc.returncode == 0, proc.stderr
+    assert len(node.received) == 59
+    assert scu_store(node.port, [small_ct(HOSTILE, 1)]) == [StoreStatus.INVALID_UID]
+
+
 # -- the header scanner -------------------------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ import logging
 from prometheus_client import generate_latest
 
 from dicomnode.config import parse_config
+from dicomnode.net.events import AssociationRefused, RefusalKind, StoreRefused
 from dicomnode.obs.metrics import NodeMetrics, metrics_summary
 from dicomnode.jobs.spec import ChainJob, new_job
 from dicomnode.store.db import Database, InstanceRecord, SeriesState
@@ -28,11 +29,9 @@ def test_registry_exposes_index_gauges_histogram_and_counters(tmp_path):
     m = NodeMetrics(db, lambda: cfg, tmp_path)
     m.received(500, duplicate=False)
     m.received(500, duplicate=True)
-    m.watch_refusals("test.scp")
-    logging.getLogger("test.scp").warning("association rejected: %s", "x", extra={"permanent": False})
-    logging.getLogger("test.scp").warning("something else")
-    logging.getLogger("test.scp").warning("TLS handshake failed from %s:%s: %s; connection closed", "10.0.0.9", 4,
-                                          "CERTIFICATE_VERIFY_FAILED")
+    m.scp_event(AssociationRefused(RefusalKind.TRANSIENT, "10.0.0.9:4", "disk", "A", "B"))
+    m.scp_event(AssociationRefused(RefusalKind.TLS, "10.0.0.9:4", "CERTIFICATE_VERIFY_FAILED"))
+    m.scp_event(StoreRefused(0xC212, "A", "10.0.0.9", "invalid UID"))
     m.close()
     text = generate_latest(m.registry).decode()
     for line in ("dicomnode_instances_received_total 1.0", "dicomnode_instances_duplicate_total 1.0",
@@ -45,6 +44,69 @@ def test_registry_exposes_index_gauges_histogram_and_counters(tmp_path):
         assert line in text, line
     for kind, n in (("transient", 1.0), ("permanent", 0.0), ("tls", 1.0)):
         assert f'dicomnode_associations_refused_total{{kind="{kind}"}} {n}' in text, kind
+    assert 'dicomnode_instances_refused_total{status="invalid_uid"} 1.0' in text
+    assert 'dicomnode_instances_refused_total{status="out_of_resources"} 0.0' in text
+
+
+class _Reworded(logging.Filter):
+    """Rewrites every record of the SCP's logger: counters must not depend on what a log line says."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = "something else entirely", ()
+        for key in ("permanent", "reason", "status"):
+            record.__dict__.pop(key, None)
+        return True
+
+
+def test_refusals_are_counted_from_scp_events_whatever_the_log_says(tmp_path):
+    """Real refusals from DCMTK echoscu / storescu, counted while every SCP log line is reworded."""
+    import subprocess
+
+    from helpers import dcmtk, dcmtk_env
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    from dicomnode.net.scp import PeerRule, StorageSCP
+    from dicomnode.store.spool import Spool
+
+    db = Database(tmp_path / "index.sqlite")
+    cfg = parse_config({"node": {"data_dir": str(tmp_path)}})
+    m = NodeMetrics(db, lambda: cfg, tmp_path)
+    scp_log = logging.getLogger("dicomnode.net.scp")
+    reworded = _Reworded()
+    scp_log.addFilter(reworded)
+    scp = StorageSCP(ae_title="DICOMNODE", bind="127.0.0.1", port=0, spool=Spool(tmp_path / "instances"),
+                     sink=lambda stored: None, peers=[PeerRule("MODALITY")], on_event=m.scp_event)
+    scp.start()
+    try:
+        def run(tool: str, *args: str, files: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+            return subprocess.run([dcmtk(tool), *args, "127.0.0.1", str(scp.port), *files], capture_output=True,
+                                  text=True, env=dcmtk_env(), timeout=60)
+
+        assert run("echoscu", "-aet", "INTRUDER", "-aec", "DICOMNODE").returncode != 0  # not a peer: permanent
+        assert run("echoscu", "-aet", "MODALITY", "-aec", "OTHER").returncode != 0      # not our AE: permanent
+        assert run("echoscu", "-aet", "MODALITY", "-aec", "DICOMNODE").returncode == 0
+        bad = Dataset()  # a CT whose Series Instance UID breaks the UID grammar: refused with 0xC212
+        bad.file_meta = FileMetaDataset()
+        bad.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        bad.file_meta.MediaStorageSOPClassUID = bad.SOPClassUID = CTImageStorage
+        bad.SOPInstanceUID = bad.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        bad.StudyInstanceUID = generate_uid()
+        bad.SeriesInstanceUID = "1.2.3/../../x"
+        bad.Modality = "CT"
+        path = tmp_path / "bad.dcm"
+        bad.save_as(path, enforce_file_format=True)
+        sent = run("storescu", "-v", "-aet", "MODALITY", "-aec", "DICOMNODE", files=(str(path),))
+        out = (sent.stdout + sent.stderr).lower()
+        assert "0xc212" in out or "cannotunderstand" in out, out  # DCMTK names every 0xCxxx "CannotUnderstand"
+    finally:
+        scp.stop(timeout_s=10)
+        scp_log.removeFilter(reworded)
+        m.close()
+    text = generate_latest(m.registry).decode()
+    assert 'dicomnode_associations_refused_total{kind="permanent"} 2.0' in text
+    assert 'dicomnode_associations_refused_total{kind="transient"} 0.0' in text
+    assert 'dicomnode_instances_refused_total{status="invalid_uid"} 1.0' in text
 
 
 def test_metrics_summary_for_status(tmp_path):

@@ -123,3 +123,38 @@ def test_cleaning_leaves_the_callers_header_alone_and_keeps_identities() -> None
     cleaned, notes = clean_header_with_notes(ds)
     assert "StudyDate" in cleaned and not cleaned.StudyDate
     assert any(n.keyword == "StudyDate" and n.action == "emptied" for n in notes)
+
+
+def test_another_highdicom_falls_back_to_type_2_with_one_clear_warning(monkeypatch, caplog) -> None:
+    """highdicom._standard_utils is private: on a release it was not checked with, nothing is left out (every
+    attribute counts as Type 2) and one warning says why and what to do."""
+    import logging
+
+    import highdicom
+
+    from dicomnode.results import _clean
+
+    def clear() -> None:
+        for f in (_clean._tables_refusal, _clean._types, _clean._required_children):
+            f.cache_clear()
+
+    assert highdicom.__version__ == _clean.HIGHDICOM_VERSION  # the pin in pyproject.toml
+    assert _clean.iod_tables_refusal() is None
+    ds = pydicom.dcmread(next(STS_CT.iterdir()))
+    ds.add_new(0x00101010, "AS", "***")
+    monkeypatch.setattr(highdicom, "__version__", "0.99.0")  # as if another release were installed
+    clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="dicomnode.results._clean"):
+            cleaned, notes = clean_header_with_notes(ds)
+            clean_header_with_notes(ds)
+        warned = [r.getMessage() for r in caplog.records if "IOD tables unavailable" in r.getMessage()]
+        assert len(warned) == 1 and "highdicom 0.99.0" in warned[0] and "highdicom==0.28.2" in warned[0]
+        assert "PatientAge" in cleaned and not cleaned.PatientAge  # emptied (Type 2 fallback), not left out
+        assert [n.action for n in notes if n.keyword == "PatientAge"] == ["emptied"]
+        assert cleaned.SOPInstanceUID == ds.SOPInstanceUID
+    finally:
+        monkeypatch.undo()
+        clear()
+    cleaned, _ = clean_header_with_notes(ds)
+    assert "PatientAge" not in cleaned  # the tables again

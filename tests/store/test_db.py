@@ -167,3 +167,17 @@ def test_completion_scan_and_status_queries_use_indexes(tmp_path):
                       ("SELECT * FROM series ORDER BY last_received_at DESC LIMIT ?", (20,))):
         plan = " ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, args))
         assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, (sql, plan)
+
+
+def test_expired_running_jobs_are_the_lease_sweeps_candidates(tmp_path):
+    db = Database(tmp_path / "i.sqlite")
+    db.add_instances([rec("1.1", t=1)])
+    jid = db.complete_series("1.2.3", SeriesState.COMPLETE, 20, expected_last=1,
+                             job=new_job(ChainJob("ct"), rule="r", destinations=[]))
+    assert db.expired_running_jobs(1000) == []            # pending: no lease
+    db.claim_job("w", 60, now=100)
+    assert db.expired_running_jobs(160) == []             # lease ends at 160: not yet expired
+    (job,) = db.expired_running_jobs(160.5)
+    assert job.id == jid and job.worker == "w" and job.attempts == 1
+    assert db.fail_job(jid, 161, error="lease expired", traceback="", retry_at=None) is JobState.FAILED
+    assert db.expired_running_jobs(1000) == []
