@@ -54,31 +54,12 @@ def cmd_add(a: argparse.Namespace) -> int:
 
 
 def cmd_remove(a: argparse.Namespace) -> int:
-    from dicomnode.commands.user import _config_path
-    from dicomnode.web.accounts import AccountFileError, remove_account
+    from dicomnode.commands.user import remove_entry
 
-    path = _config_path(a, "token remove")
-    if path is None:
-        return 2
-    try:
-        found = remove_account(path, "tokens", a.name)
-    except AccountFileError as e:
-        print(f"dicomnode token remove: {e}", file=sys.stderr)
-        return 1
-    if not found:
-        print(f"dicomnode token remove: no token {a.name} in {path}", file=sys.stderr)
-        return 1
-    print(f"removed API token {a.name} from {path}")
-    return 0
+    return remove_entry(a, "tokens", "API token", "token remove")
 
 
 def cmd_list(a: argparse.Namespace) -> int:
-    from dicomnode.commands._common import config_or_exit
-    from dicomnode.commands.user import _config_path
+    from dicomnode.commands.user import list_entries
 
-    path = _config_path(a, "token list")
-    if path is None:
-        return 2
-    for t in config_or_exit(path).http.tokens:
-        print(f"{t.name}\t{t.role.value}")
-    return 0
+    return list_entries(a, "tokens", "token list")

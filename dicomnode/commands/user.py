@@ -83,31 +83,40 @@ def cmd_add(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_remove(a: argparse.Namespace) -> int:
+def remove_entry(a: argparse.Namespace, table: str, noun: str, command: str) -> int:
+    """``user remove`` / ``token remove``: drop the entry ``a.name`` of ``[[http.<table>]]`` from the config file."""
     from dicomnode.web.accounts import AccountFileError, remove_account
 
-    path = _config_path(a, "user remove")
+    path = _config_path(a, command)
     if path is None:
         return 2
     try:
-        found = remove_account(path, "users", a.name)
+        found = remove_account(path, table, a.name)
     except AccountFileError as e:
-        print(f"dicomnode user remove: {e}", file=sys.stderr)
+        print(f"dicomnode {command}: {e}", file=sys.stderr)
         return 1
     if not found:
-        print(f"dicomnode user remove: no account {a.name} in {path}", file=sys.stderr)
+        print(f"dicomnode {command}: no {noun} {a.name} in {path}", file=sys.stderr)
         return 1
-    print(f"removed console account {a.name} from {path}")
+    print(f"removed {noun} {a.name} from {path}")
     return 0
+
+
+def list_entries(a: argparse.Namespace, table: str, command: str) -> int:
+    """``user list`` / ``token list``: name and role of each entry of ``[[http.<table>]]``, one per line."""
+    from dicomnode.commands._common import config_or_exit
+
+    path = _config_path(a, command)
+    if path is None:
+        return 2
+    for entry in getattr(config_or_exit(path).http, table):
+        print(f"{entry.name}\t{entry.role.value}")
+    return 0
+
+
+def cmd_remove(a: argparse.Namespace) -> int:
+    return remove_entry(a, "users", "console account", "user remove")
 
 
 def cmd_list(a: argparse.Namespace) -> int:
-    from dicomnode.commands._common import config_or_exit
-
-    path = _config_path(a, "user list")
-    if path is None:
-        return 2
-    cfg = config_or_exit(path)
-    for u in cfg.http.users:
-        print(f"{u.name}\t{u.role.value}")
-    return 0
+    return list_entries(a, "users", "user list")

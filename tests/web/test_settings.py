@@ -96,6 +96,11 @@ def test_token_add_prints_it_once_and_stores_its_digest(tmp_path):
     assert token.startswith("dn_") and len(token) > 40 and token not in cfg.read_text()
     (t,) = load_config(cfg).http.tokens
     assert t.token_sha256 == token_sha256(token) and t.role is Role.VIEWER
+    assert _cli("token", "list", "-c", str(cfg)).stdout == "prometheus\tviewer\n"
+    gone = _cli("token", "remove", "grafana", "-c", str(cfg))
+    assert gone.returncode == 1 and "no API token grafana" in gone.stderr
+    r = _cli("token", "remove", "prometheus", "-c", str(cfg))
+    assert r.returncode == 0 and "removed API token prometheus" in r.stdout and load_config(cfg).http.tokens == ()
 
 
 def test_an_invalid_file_is_left_untouched(tmp_path):
