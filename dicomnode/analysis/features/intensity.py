@@ -115,15 +115,15 @@ def _integer_histogram(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
 _CHUNK = 1 << 20  # values per pass: a float64 chunk (8 MiB) stays in cache, no full-size float64 temporaries
 
 
-def _quantiles_linear(x: np.ndarray, qs: list[float]) -> list[float]:
-    """``np.percentile(x, qs)`` (linear interpolation) from one partition of a copy of ``x`` in its own dtype.
+def _order_statistics(x: np.ndarray, qs: list[float]) -> tuple[float, float, list[float]]:
+    """(minimum, maximum, ``np.percentile(x, qs)``) from one partition of a copy of ``x`` in its own dtype.
 
     The order statistics are exact (a float32 ROI is partitioned as float32, half the bytes of a float64 copy);
-    the interpolation between two neighbours is done in float64 as numpy does.
+    the linear interpolation between two neighbours is numpy's, in float64.
     """
     n = x.size
     pos = [q / 100.0 * (n - 1) for q in qs]
-    kth = sorted({int(np.floor(p)) for p in pos} | {min(int(np.floor(p)) + 1, n - 1) for p in pos})
+    kth = sorted({0, n - 1} | {int(np.floor(p)) for p in pos} | {min(int(np.floor(p)) + 1, n - 1) for p in pos})
     part = np.partition(x, kth)
     out = []
     for p in pos:
@@ -133,29 +133,29 @@ def _quantiles_linear(x: np.ndarray, qs: list[float]) -> list[float]:
         t = p - i
         diff = b - a
         out.append(b - diff * (1.0 - t) if t >= 0.5 else a + diff * t)
-    return out
+    return float(part[0]), float(part[n - 1]), out
 
 
 def _float_moments(x: np.ndarray) -> tuple[float, ...]:
     """The shared features of non-integer data, in chunks of :data:`_CHUNK` values converted to float64.
 
-    Same definitions as the whole-array formulas (two passes: mean, then central moments); only the summation
-    order differs (relative differences ~1e-12).
+    Same definitions as the whole-array formulas (two passes: means, then deviations from them); only the
+    summation order differs (relative differences ~1e-12).
     """
     n = x.size
-    total = 0.0
-    energy = 0.0
-    lo, hi = float("inf"), float("-inf")
+    lo, hi, (p10, p25, median, p75, p90) = _order_statistics(x, [10, 25, 50, 75, 90])
+    total = energy = rsum = 0.0
+    rcount = 0
     for i in range(0, n, _CHUNK):
         c = x[i:i + _CHUNK].astype(np.float64)
         total += float(c.sum())
         energy += float(np.dot(c, c))
-        lo = min(lo, float(c.min()))
-        hi = max(hi, float(c.max()))
+        r = c[(c >= p10) & (c <= p90)]
+        rsum += float(r.sum())
+        rcount += r.size
     mean = total / n
-    p10, p25, median, p75, p90 = _quantiles_linear(x, [10, 25, 50, 75, 90])
-    s2 = s3 = s4 = sabs = smed = rsum = 0.0
-    rcount = 0
+    rmean = rsum / rcount
+    s2 = s3 = s4 = sabs = smed = rabs = 0.0
     for i in range(0, n, _CHUNK):
         c = x[i:i + _CHUNK].astype(np.float64)
         dev = c - mean
@@ -169,22 +169,15 @@ def _float_moments(x: np.ndarray) -> tuple[float, ...]:
         np.abs(dev, out=dev)
         smed += float(dev.sum())
         r = c[(c >= p10) & (c <= p90)]
-        rsum += float(r.sum())
-        rcount += r.size
+        r -= rmean
+        rabs += float(np.abs(r, out=r).sum())
     var = s2 / n
     if var > 0:
         skew = s3 / n / var**1.5
         kurt = s4 / n / var**2 - 3.0
     else:
         skew = kurt = 0.0
-    rmean = rsum / rcount
-    rabs = 0.0
-    for i in range(0, n, _CHUNK):
-        c = x[i:i + _CHUNK].astype(np.float64)
-        r = c[(c >= p10) & (c <= p90)]
-        rabs += float(np.abs(r - rmean).sum())
-    rmad = rabs / rcount
-    return (mean, var, skew, kurt, p10, p25, median, p75, p90, lo, hi, rmad, sabs / n, smed / n, energy)
+    return (mean, var, skew, kurt, p10, p25, median, p75, p90, lo, hi, rabs / rcount, sabs / n, smed / n, energy)
 
 
 def _moments_and_quantiles(x: np.ndarray) -> list[tuple[str, float]]:
