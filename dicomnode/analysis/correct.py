@@ -275,10 +275,7 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
             np.maximum(rest, 0.0, out=rest)
         q *= p0c
         total = _class_sum(q)
-        # q / total where total > 0 (elsewhere every q_k is 0 and stays 0), as one reciprocal and K products
-        inv = np.zeros_like(total)
-        np.divide(1.0, total, out=inv, where=total > 0)
-        q *= inv
+        np.divide(q, total, out=q, where=total > 0)
         # Where a voxel's own evidence and its neighbourhood disagree completely, keep its own posterior.
         lost = validc & ~(total > 0)
         if lost.any():
