@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import time
@@ -16,21 +15,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dicomnode import __version__
+from dicomnode.commands._common import config_or_exit as _config_or_exit
+from dicomnode.commands._common import load_config_file as _load_config
+from dicomnode.commands._common import node_db as _db
 from dicomnode.errors import ConfigError, DicomnodeError
-
-
-def _load_config(path: str | None):
-    from dicomnode.config import load_config
-    path = path or os.environ.get("DICOMNODE_CONFIG") or None
-    return load_config(path)
-
-
-def _config_or_exit(path: str | None):
-    try:
-        return _load_config(path)
-    except ConfigError as e:
-        print(f"dicomnode: invalid configuration\n{e}", file=sys.stderr)
-        raise SystemExit(2) from None
+from dicomnode.obs.status import status_dict
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -62,7 +51,8 @@ def cmd_serve(a: argparse.Namespace) -> int:
         return 2
     setup_logging(cfg.node.log_format, getattr(logging, a.log_level.upper()))
     try:
-        return run_forever(cfg, reload=lambda: _serve_config(a))
+        from dicomnode.web.server import node_http_server
+        return run_forever(cfg, reload=lambda: _serve_config(a), http=node_http_server)
     except OSError as e:  # lost a race with another program after the checks: still one line
         print(f"dicomnode serve: cannot start: {e.strerror or e} (node.port {cfg.node.port}, node.data_dir "
               f"{cfg.node.data_dir}); run `dicomnode config check --runtime FILE`", file=sys.stderr)
@@ -200,68 +190,10 @@ def cmd_send(a: argparse.Namespace) -> int:
     return 1 if failed or refused else 0
 
 
-def _db(a: argparse.Namespace):
-    from dicomnode.node import DB_NAME, open_database
-    cfg = _config_or_exit(getattr(a, "config", None))
-    if not (Path(cfg.node.data_dir) / DB_NAME).exists():
-        print(f"dicomnode: no node data in {cfg.node.data_dir} (start it with `dicomnode serve` first, or pass "
-              f"--config with the node's file)", file=sys.stderr)
-        raise SystemExit(1)
-    return cfg, open_database(cfg)
-
-
 def _ts(t: float | None) -> str:
     """ISO 8601 local time with its UTC offset, for people; "-" for none."""
     from dicomnode.admin import iso
     return iso(t) or "-"
-
-
-def _series_entry(s: Any, cfg: Any, now: float) -> dict[str, Any]:
-    from dicomnode.admin import series_completion
-    eta = series_completion(s, cfg, now)
-    return {"series_uid": s.series_uid, "modality": s.modality, "state": s.state.value,
-            "instances": s.instance_count, "last_received_at": s.last_received_at, "rule": s.rule, "note": s.note,
-            "completes_at": eta[0] if eta else None, "completes_in_s": round(eta[1], 1) if eta else None}
-
-
-def status_dict(cfg: Any, db: Any) -> dict[str, Any]:
-    series = db.list_series(limit=100)
-    jobs = db.list_jobs(limit=100)
-    exports = db.list_exports(limit=200)
-    from dicomnode.store.db import ExportState, JobState
-    now = time.time()
-    return {
-        "node": {"ae_title": cfg.node.ae_title, "port": cfg.node.port, "data_dir": str(cfg.node.data_dir),
-                 "quiet_seconds": cfg.series.quiet_seconds},
-        "instances": db.count_instances(),
-        "series": [_series_entry(s, cfg, now) for s in series],
-        "jobs": {"counts": db.count_jobs(),
-                 "recent": [{"id": j.id, "series_uid": j.series_uid, "state": j.state.value, "profile": j.profile,
-                             "attempts": j.attempts, "seconds": j.seconds, "error": j.error,
-                             "result_dir": j.result_dir, "results": list(j.results)} for j in jobs]},
-        "outbox": {"counts": db.count_exports(),
-                   "dead": [{"id": e.id, "destination": e.destination, "sop_instance_uid": e.sop_instance_uid,
-                             "attempts": e.attempts, "error": e.last_error}
-                            for e in exports if e.state is ExportState.DEAD]},
-        "failed_jobs": [j.id for j in jobs if j.state is JobState.FAILED],
-        **_cluster(cfg, db),
-        "summary": _summary(cfg, db),
-    }
-
-
-def _summary(cfg: Any, db: Any) -> dict[str, Any]:
-    from dicomnode.obs.metrics import metrics_summary
-    return metrics_summary(db, cfg)
-
-
-def _cluster(cfg: Any, db: Any) -> dict[str, Any]:
-    if cfg.workers.backend != "dask":
-        return {}
-    from dicomnode.executors import cluster_status
-    addr = cfg.workers.scheduler or db.get_meta("dask_scheduler") or ""
-    if not addr:
-        return {"cluster": {"backend": "dask", "error": "no scheduler address known (is the node running?)"}}
-    return {"cluster": cluster_status(addr, timeout_seconds=3)}
 
 
 def _activity(a: dict[str, Any]) -> str:
@@ -325,20 +257,20 @@ def _print_status(cfg: Any, db: Any, as_json: bool) -> int:
 
 
 def cmd_jobs(a: argparse.Namespace) -> int:
+    from dicomnode import admin
     from dicomnode.store.db import JobState
     cfg, db = _db(a)
     if a.action == "list":
-        rows = db.list_jobs(JobState(a.state) if a.state else None)
+        rows = admin.jobs_view(db, state=JobState(a.state) if a.state else None)
         if a.json:
-            print(json.dumps([{"id": j.id, "series_uid": j.series_uid, "state": j.state.value, "profile": j.profile,
-                               "attempts": j.attempts, "error": j.error} for j in rows], indent=2))
+            print(json.dumps(rows, indent=2))
             return 0
         for j in rows:
-            print(f"#{j.id:<5} {j.state.value:<8} attempts {j.attempts}  {j.profile:<8} {j.series_uid}  {j.error or ''}")
+            print(f"#{j['id']:<5} {j['state']:<8} attempts {j['attempts']}  {j['profile']:<8} {j['series_uid']}  "
+                  f"{j['error'] or ''}")
         return 0
     if a.action == "retry" and a.failed:
-        from dicomnode.admin import retry_failed_jobs
-        ids = retry_failed_jobs(db)
+        ids = admin.retry_failed_jobs(db, actor=admin.cli_actor())
         print(f"{len(ids)} failed job(s) queued again{': ' + ', '.join(map(str, ids)) if ids else ''}"
               f"{' (a running node picks them up within a second)' if ids else ''}")
         return 0
@@ -346,53 +278,53 @@ def cmd_jobs(a: argparse.Namespace) -> int:
         hint = " (or --failed for every failed job)" if a.action == "retry" else ""
         print(f"dicomnode jobs {a.action}: give the job ID{hint}", file=sys.stderr)
         return 2
-    job = db.get_job(a.id)
-    if job is None:
-        print(f"dicomnode jobs: no job {a.id}", file=sys.stderr)
-        return 1
     if a.action == "show":
-        d = {k: getattr(job, k) for k in job.__slots__}
-        d["state"] = job.state.value
-        from dicomnode.admin import iso
+        try:
+            d = admin.job_view(db, a.id)
+        except admin.NotFoundError:
+            print(f"dicomnode jobs: no job {a.id}", file=sys.stderr)
+            return 1
         for k in ("not_before", "lease_until", "created_at", "started_at", "finished_at"):
-            d[k] = iso(d[k], milliseconds=True)  # ISO 8601
+            d[k] = admin.iso(d[k], milliseconds=True)  # ISO 8601
         print(json.dumps(d, indent=2, default=str))
         return 0
-    # retry
-    if job.state not in (JobState.FAILED, JobState.DONE):
-        print(f"dicomnode jobs retry: job {a.id} is {job.state.value}; only failed or done jobs can be retried",
-              file=sys.stderr)
+    try:
+        admin.requeue_job(db, a.id, actor=admin.cli_actor())
+    except admin.NotFoundError:
+        print(f"dicomnode jobs: no job {a.id}", file=sys.stderr)
         return 1
-    db.requeue_job(a.id, time.time())
+    except admin.AdminError as e:
+        print(f"dicomnode jobs retry: {e}", file=sys.stderr)
+        return 1
     print(f"job {a.id} queued again (a running node picks it up within a second)")
     return 0
 
 
 def cmd_exports(a: argparse.Namespace) -> int:
+    from dicomnode import admin
     from dicomnode.store.db import ExportState
     cfg, db = _db(a)
     if a.action == "list":
         now = time.time()
-        for e in db.list_exports(ExportState(a.state) if a.state else None):
-            if a.destination and e.destination != a.destination:
-                continue
+        for e in admin.exports_view(db, state=ExportState(a.state) if a.state else None, destination=a.destination,
+                                    now=now):
             when = ""
-            if e.state is ExportState.PENDING:
-                when = "next attempt now" if e.not_before <= now else f"next attempt {_ts(e.not_before)}"
-            elif e.state is ExportState.SENT:
-                when = f"sent {_ts(e.sent_at)}"
-            elif e.state is ExportState.DEAD:
-                when = f"dead: dicomnode exports retry {e.id}"
-            print(f"#{e.id:<5} {e.state.value:<7} -> {e.destination:<10} attempts {e.attempts}  {when}  "
-                  f"{e.sop_instance_uid}  {e.last_error or ''}".rstrip())
+            if e["state"] == ExportState.PENDING.value:
+                due = e["next_attempt_at"]
+                when = "next attempt now" if due <= now else f"next attempt {_ts(due)}"
+            elif e["state"] == ExportState.SENT.value:
+                when = f"sent {_ts(e['sent_at'])}"
+            elif e["state"] == ExportState.DEAD.value:
+                when = f"dead: dicomnode exports retry {e['id']}"
+            print(f"#{e['id']:<5} {e['state']:<7} -> {e['destination']:<10} attempts {e['attempts']}  {when}  "
+                  f"{e['sop_instance_uid']}  {e['last_error'] or ''}".rstrip())
         return 0
     if a.dead:
-        from dicomnode.admin import retry_dead_exports
         if a.destination and a.destination not in {d.name for d in cfg.destinations}:
             print(f"dicomnode exports retry: --destination {a.destination}: no such destination; configured: "
                   f"{', '.join(d.name for d in cfg.destinations) or 'none'}", file=sys.stderr)
             return 2
-        ids = retry_dead_exports(db, destination=a.destination)
+        ids = admin.retry_dead_exports(db, destination=a.destination, actor=admin.cli_actor())
         print(f"{len(ids)} dead-lettered export(s){' to ' + a.destination if a.destination else ''} queued again"
               f"{': ' + ', '.join(map(str, ids)) if ids else ''}")
         return 0
@@ -401,8 +333,8 @@ def cmd_exports(a: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
-        db.requeue_export(a.id, time.time())
-    except Exception as e:  # noqa: BLE001
+        admin.requeue_export(db, a.id, actor=admin.cli_actor())
+    except admin.AdminError as e:
         print(f"dicomnode exports retry: {e}", file=sys.stderr)
         return 1
     print(f"export {a.id} queued again")
@@ -417,8 +349,9 @@ def cmd_process(a: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from dicomnode.batch import find_series
-    from dicomnode.chain import JobSpec, run_chain
+    from dicomnode.jobs.batch import find_series
+    from dicomnode.jobs.chain import run_chain
+    from dicomnode.jobs.spec import ChainSpec
     from dicomnode.config import DEFAULT_PROFILE_BY_MODALITY, GENERIC_PROFILE
 
     cfg = _config_or_exit(a.config)
@@ -476,8 +409,8 @@ def cmd_process(a: argparse.Namespace) -> int:
         bar.update(1)
 
     try:
-        outcome = run_chain(JobSpec(files=tuple(map(str, files)), profile=profile, out_dir=a.out,
-                                    uid_root=cfg.node.uid_root), progress=progress)
+        outcome = run_chain(ChainSpec(files=tuple(map(str, files)), profile=profile, out_dir=a.out,
+                                      uid_root=cfg.node.uid_root), progress=progress)
     except DicomnodeError as e:
         bar.close()
         if not out_existed:

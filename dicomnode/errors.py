@@ -15,10 +15,10 @@ Every exception says what went wrong and what to do about it.
      +-- ResultError          a result object (SEG, SR, derived series) could not be built
      +-- SendError            a C-STORE to a destination failed (refused, timed out, failure status)
      +-- ModelError           a model file is missing, not ours or of another version
-
-Executors add two of their own (``dicomnode.executors``): ``RequeueJob`` (not a failure: the job goes back to
-pending without counting an attempt, e.g. the cluster connection was lost) and ``WorkerMemoryError`` (a job killed
-its worker by exceeding the memory limit; names the series and the limit).
+     +-- RequeueJob           not a failure: the job goes back to pending without counting an attempt (the
+     |                        worker or the cluster connection was lost)
+     +-- WorkerMemoryError    a job ran its worker out of memory (names the series and the limit)
+     +-- WorkerStartError     a local job process cannot start (names the real error)
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class SeriesLoadError(DicomnodeError):
     """A series could not be loaded into one volume.
 
     A permanent failure: the same files fail the same way, so a job that raises it fails at once, without retries
-    (``dicomnode.jobs.PERMANENT_ERRORS``); ``process`` exits 1 and ``batch`` lists it in failures.csv.
+    (``dicomnode.jobs.dispatcher.PERMANENT_ERRORS``); ``process`` exits 1 and ``batch`` lists it in failures.csv.
     """
 
 
@@ -104,3 +104,32 @@ class SendError(DicomnodeError):
 
 class ModelError(DicomnodeError):
     """A model file is missing, was not written by dicomnode, or is of an incompatible version."""
+
+
+class RequeueJob(DicomnodeError):
+    """The job did not fail: the worker running it or the connection to the Dask scheduler was lost.
+
+    The dispatcher puts the job back to pending, without counting an attempt, to be claimed again after
+    ``delay_seconds``. Nothing to do unless it repeats: then check that the scheduler and workers are up
+    (``dicomnode status`` shows the cluster).
+    """
+
+    def __init__(self, message: str, *, delay_seconds: float = 0.0) -> None:
+        super().__init__(message)
+        self.delay_seconds = delay_seconds
+
+
+class WorkerMemoryError(DicomnodeError):
+    """A job ran its worker out of memory. The message names the series and the memory limit per worker.
+
+    Final (not retried): raise the workers' memory limit or choose a lighter profile, then ``dicomnode jobs retry``.
+    """
+
+
+class WorkerStartError(DicomnodeError):
+    """A local job process died before it could run its job, usually because it cannot import the package.
+
+    The message is the real error, found by starting a Python the way the pool's forkserver starts (same
+    interpreter, flags, environment and working directory) and importing what a job process imports. Fix the
+    environment (the message says what is wrong), then ``dicomnode jobs retry --failed``.
+    """

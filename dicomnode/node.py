@@ -3,8 +3,9 @@
 Data flow (see ``docs/architecture.md``)::
 
     net.scp --(durable file = commit point)--> queue --> index writer (store.db rows; routes new series)
-    series monitor: open series quiet for quiet_seconds --> routing --> jobs row (same transaction)
-    jobs.Dispatcher --> executors (process pool) --> chain.run_chain --> result files
+    router: a new series' first header --> routing, once --> the decision kept with the series (series.route)
+    series monitor: store.series triggers (quiet period) --> the route's jobs row (same transaction)
+    jobs.dispatcher --> jobs.executors (process pool or Dask) --> jobs.kinds.run --> result files
     --> exports rows --> export.Outbox --> net.scu C-STORE
 
 Recovery on start: instances on disk but missing from the index (the node died between the acknowledgement and the
@@ -23,25 +24,28 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 from dicomnode.config import NodeConfig
 from dicomnode.errors import ConfigError
-from dicomnode.executors import Executor, executor_for
+from dicomnode.jobs.executors import Executor, executor_for
 from dicomnode.export.outbox import Outbox
 from dicomnode.io.headers import (HeaderReadError, is_image_storage, is_region_storage, read_tags,
                                   referenced_series_uid)
-from dicomnode.jobs import Dispatcher
+from dicomnode.jobs import kinds
+from dicomnode.jobs.kinds import series_route
+from dicomnode.jobs.dispatcher import Dispatcher
 from dicomnode.obs.metrics import NodeMetrics
 from dicomnode.routing import RouteDecision, quiet_seconds, route
+from dicomnode.store import series
 from dicomnode.store.db import Database, InstanceRecord, SeriesRow, SeriesState
+from dicomnode.store.series import SeriesRoute
 from dicomnode.store.retention import RetentionReport, run_retention
 from dicomnode.store.spool import Spool, StoredInstance
 
 log = logging.getLogger(__name__)
 
 DB_NAME = "index.sqlite"
-_MAX_CACHED_TAGS = 10_000  # routing tags kept for open series (each value at most 1 KiB, see io.headers)
 
 
 def _record(s: StoredInstance) -> InstanceRecord:
@@ -111,7 +115,9 @@ def preflight(config: NodeConfig, *, port_hint: str = "node.port, or serve --por
     for e in (_folder_error("node.data_dir", config.node.data_dir),
               _port_error("node.port", config.node.bind, config.node.port, port_hint),
               _port_error("metrics.port", config.metrics.bind, config.metrics.port, "metrics.port, or 0 for none")
-              if config.metrics.port else None):
+              if config.metrics.port and not config.http.enabled else None,
+              _port_error("http.port", config.http.bind, config.http.port, "http.port")
+              if config.http.enabled else None):
         if e is not None:
             errors.append(e)
     return errors
@@ -120,8 +126,12 @@ def preflight(config: NodeConfig, *, port_hint: str = "node.port, or serve --por
 class Node:
     """A running node. ``start()`` returns once it accepts associations; ``stop()`` shuts down cleanly."""
 
-    def __init__(self, config: NodeConfig, *, executor: Executor | None = None) -> None:
+    def __init__(self, config: NodeConfig, *, executor: Executor | None = None,
+                 reload: Callable[[], NodeConfig] | None = None,
+                 http: Callable[["Node"], Any] | None = None) -> None:
         self._config = config
+        self._http = http      # makes the node's HTTP server (see _start_http)
+        self._reload = reload  # how the config file is read again (SIGHUP, the console's reload)
         self.data_dir = Path(config.node.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = open_database(config)
@@ -135,7 +145,6 @@ class Node:
         # new series are routed by their own thread, so that reading a header never holds up the index writer
         self._route_queue: "queue.Queue[tuple[str, str, str]]" = queue.Queue()
         self._unrouted: set[str] = set()         # opened, not routed yet: such a series does not complete
-        self._tags: dict[str, dict[str, str]] = {}  # series UID -> its routing tags, until it completes
         self._route_lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -145,6 +154,7 @@ class Node:
         self.outbox: Outbox | None = None
         self._config_lock = threading.Lock()
         self.metrics = NodeMetrics(self.db, lambda: self.config, self.data_dir)
+        self.web: Any = None  # the one HTTP server (console and/or /metrics), dicomnode.web.server.WebServer
 
     # -- configuration ----------------------------------------------------------------------------------------
     @property
@@ -152,7 +162,7 @@ class Node:
         with self._config_lock:
             return self._config
 
-    def replace_config(self, config: NodeConfig) -> None:
+    def replace_config(self, config: NodeConfig, *, actor: str = "SIGHUP") -> None:
         """Swap rules, peers, destinations and profiles (SIGHUP). Network and storage settings need a restart."""
         with self._config_lock:
             old = self._config
@@ -160,12 +170,17 @@ class Node:
         if self.scp is not None and hasattr(self.scp, "set_peers"):
             from dicomnode.net.scp import PeerRule
             self.scp.set_peers([PeerRule(p.ae_title, p.host) for p in config.peers])
+        self._reroute_open_series()  # the new rules decide for the series that are not complete yet
         if (old.node.port, old.node.bind, old.node.data_dir) != (config.node.port, config.node.bind,
                                                                  config.node.data_dir):
             log.warning("node.port, node.bind and node.data_dir changes take effect after a restart")
         if old.node.tls != config.node.tls or old.metrics != config.metrics or old.workers != config.workers:
             log.warning("[node.tls] (receiving side), [metrics] and [workers] changes take effect after a restart")
-        self.db.audit("config reloaded", actor="SIGHUP",
+        if (old.http.enabled, old.http.bind, old.http.port, old.http.tls) != (
+                config.http.enabled, config.http.bind, config.http.port, config.http.tls):
+            log.warning("http.enabled, http.bind, http.port and http.tls changes take effect after a restart; "
+                        "accounts and tokens are in force now")
+        self.db.audit("config reloaded", actor=actor,
                       detail={"source": config.source, "peers": [p.ae_title for p in config.peers],
                               "destinations": [d.address for d in config.destinations],
                               "rules": [r.name for r in config.rules]})
@@ -192,7 +207,7 @@ class Node:
         exports = self.db.release_sending_exports(now)
         self.db.restart_quiet_periods(now)
         for s in self.db.list_series(SeriesState.OPEN, limit=100_000):
-            if s.rule is None:  # opened just before the node stopped: route it (its rule may set its quiet period)
+            if s.route is None:  # opened just before the node stopped (or by a dicomnode before schema 2): route it
                 paths = self.db.instance_paths(s.series_uid)
                 if paths:
                     with self._route_lock:
@@ -238,9 +253,8 @@ class Node:
                               network_timeout_s=cfg.node.idle_timeout_seconds,
                               artim_timeout_s=cfg.node.artim_timeout_seconds)
         self.metrics.watch_refusals()
+        self._start_http(cfg)  # before the DICOM port opens: once a peer can connect, /metrics and the console answer
         self.scp.start()
-        if cfg.metrics.port:
-            self.metrics.serve(cfg.metrics.port, cfg.metrics.bind)
         log.info("node started", extra={"ae_title": cfg.node.ae_title, "bind": cfg.node.bind, "port": self.scp.port,
                                         "data_dir": str(self.data_dir), "workers": executor.capacity,
                                         "quiet_seconds": cfg.series.quiet_seconds,
@@ -252,8 +266,61 @@ class Node:
                  "(series.quiet_seconds)" + "".join(f"; rule {r.name}: {r.quiet_seconds:g} s" for r in cfg.rules
                                                     if r.quiet_seconds is not None))
 
+    def _start_http(self, cfg: NodeConfig) -> None:
+        """The one HTTP server, made by the ``http`` factory the node was given (``dicomnode serve`` gives
+        :func:`dicomnode.web.server.node_http_server`: the console, or ``/metrics`` alone on ``[metrics] port``);
+        none without a factory or when the factory returns None. The web layer sits above the node, so the node
+        never imports it."""
+        if self._http is None:
+            return
+        self.web = self._http(self)
+        if self.web is not None:
+            self.web.start()
+            if not cfg.http.enabled:
+                self.metrics.port = self.web.port
+
+    def reload_config(self, *, actor: str) -> NodeConfig:
+        """Read the configuration file again and put it in force (SIGHUP, the console's reload); the running one
+        is kept when the file is invalid (:class:`~dicomnode.errors.ConfigError`)."""
+        if self._reload is not None:
+            config = self._reload()
+        elif self.config.source.startswith("<"):
+            raise ConfigError("--config", self.config.source, "the node runs on the embedded defaults: there is no "
+                              "file to reload; start it with --config FILE")
+        else:
+            from dicomnode.config import load_config
+            config = load_config(self.config.source)
+        self.replace_config(config, actor=actor)
+        return config
+
+    def force_complete(self, series_uid: str, *, actor: str) -> list[int]:
+        """Complete an open series now, as if its quiet period had ended (an operator's "force completion"):
+        routed, and its job queued, by the same code. Returns the job ids queued (none when no rule runs one)."""
+        from dicomnode.admin import NotFoundError, StateError
+        s = self.db.get_series(series_uid)
+        if s is None:
+            raise NotFoundError(f"no series {series_uid} in this node's index")
+        if s.state is not SeriesState.OPEN:
+            raise StateError(f"series {series_uid} is {s.state.value}, not open; to analyse it again use reprocess")
+        with self._unindexed_lock:
+            if series_uid in self._unindexed:
+                raise StateError(f"series {series_uid} has received instances not indexed yet; try again in a "
+                                 "second")
+        with self._route_lock:
+            if series_uid in self._unrouted:
+                raise StateError(f"series {series_uid} is being routed; try again in a second")
+        ids = self.complete_due(time.time(), triggers=(series.Forced(series_uid),))
+        after = self.db.get_series(series_uid)
+        if after is not None and after.state is SeriesState.OPEN:
+            raise StateError(f"series {series_uid} received an instance meanwhile and stays open; try again")
+        self.db.audit("forced completion", actor=actor, series_uid=series_uid,
+                      detail={"instances": s.instance_count, "job_ids": ids})
+        return ids
+
     def stop(self, timeout_s: float = 60.0) -> None:
         """Stop accepting, finish the stores in flight, index them, stop the workers (the queue stays)."""
+        if self.web is not None:
+            self.web.stop()
         if self.scp is not None:
             self.scp.stop(timeout_s)
         self._stop.set()
@@ -398,7 +465,12 @@ class Node:
             with self._route_lock:
                 self._unrouted.difference_update(new_series)
             raise
-        for uid, first in new_series.items():  # routed by the router thread (headers are read there)
+        # routed by the router thread (headers are read there): a new series once; a reopened one again, under the
+        # rules in force now (as it would be if it were new)
+        again = {uid: next(x for x in fresh if x.series_uid == uid) for uid in reopened}
+        with self._route_lock:
+            self._unrouted.update(again)
+        for uid, first in {**new_series, **again}.items():
             self._route_queue.put((uid, str(first.path), first.sop_class_uid))
         for uid in reopened:
             log.info("series reopened: instances arrived after completion", extra={"series_uid": uid})
@@ -411,19 +483,19 @@ class Node:
                 uid, path, sop_class = self._route_queue.get(timeout=0.2)
             except queue.Empty:
                 continue
-            try:
-                tags = self._read_tags(path)
-                decision = self._decide(tags, sop_class)
-                self.db.set_series_routing(uid, decision.rule.name if decision.rule else None,
-                                           quiet_seconds(self.config, decision))
-                with self._route_lock:
-                    if len(self._tags) < _MAX_CACHED_TAGS:
-                        self._tags[uid] = tags
-            except Exception:  # noqa: BLE001 - the monitor routes it at completion instead
-                log.exception("routing a new series failed; it is routed at completion", extra={"series_uid": uid})
-            finally:
-                with self._route_lock:
-                    self._unrouted.discard(uid)
+            self.route_series(uid, path, sop_class)
+
+    def route_series(self, uid: str, path: str, sop_class: str) -> None:
+        """Route a new series once (from its first file) and keep the decision with it in the index."""
+        try:
+            cfg = self.config
+            decision, route_ = self._route(cfg, path, sop_class)
+            self.db.set_series_routing(uid, route_.rule, quiet_seconds(cfg, decision), route_.to_json())
+        except Exception:  # noqa: BLE001 - the monitor routes it at completion instead
+            log.exception("routing a new series failed; it is routed at completion", extra={"series_uid": uid})
+        finally:
+            with self._route_lock:
+                self._unrouted.discard(uid)
 
     @staticmethod
     def _read_tags(path: str) -> dict[str, str]:
@@ -433,15 +505,23 @@ class Node:
             log.warning("header unreadable for routing; routing on the SOP class alone: %s", e)
             return {}
 
-    def _decide(self, tags: dict[str, str], sop_class_uid: str) -> RouteDecision:
+    def _route(self, cfg: NodeConfig, path: str, sop_class_uid: str) -> tuple[RouteDecision, SeriesRoute]:
+        """Route a series once, from the header of its first file: the decision, and what completing it does."""
+        tags = self._read_tags(path)
         sop_class = tags.get("SOPClassUID", sop_class_uid)
-        return route(self.config, tags, is_image=is_image_storage(sop_class), is_region=is_region_storage(sop_class))
+        region = is_region_storage(sop_class)
+        decision = route(cfg, tags, is_image=is_image_storage(sop_class), is_region=region)
+        images = referenced_series_uid(path) if decision.radiomics is not None else None
+        return decision, series_route(decision, image_series_uid=images)
 
-    def _route(self, series_uid: str, path: str, sop_class_uid: str) -> RouteDecision:
-        """Route a series under the current rules, with the tags the router read (or read now)."""
-        with self._route_lock:
-            tags = self._tags.pop(series_uid, None)
-        return self._decide(self._read_tags(path) if tags is None else tags, sop_class_uid)
+    def _reroute_open_series(self) -> None:
+        """Route every open series again (after a reload: the new rules apply to series not complete yet)."""
+        for s in self.db.list_series(SeriesState.OPEN, limit=100_000):
+            paths = self.db.instance_paths(s.series_uid)
+            if paths:
+                with self._route_lock:
+                    self._unrouted.add(s.series_uid)
+                self._route_queue.put((s.series_uid, paths[0], s.sop_class_uid))
 
     # -- series completion ------------------------------------------------------------------------------------
     def _monitor_loop(self) -> None:
@@ -451,57 +531,41 @@ class Node:
             except Exception:  # noqa: BLE001
                 log.exception("series completion pass failed")
 
-    def complete_due(self, now: float) -> list[int]:
-        """Close every open series that has been quiet long enough; queue a job where a rule says so."""
+    def complete_due(self, now: float, *, triggers: Sequence[series.Trigger] | None = None) -> list[int]:
+        """Close every open series a completion trigger fires for (the ``[series]`` ones, or ``triggers``); queue
+        the job its route names."""
         job_ids = []
-        cfg = self.config
-        for s in self.db.open_series_quiet_since(now, cfg.series.quiet_seconds):
+        active = series.triggers(self.config.series) if triggers is None else triggers
+        for s, trigger in series.due(self.db, now, active):
             with self._unindexed_lock:
                 if s.series_uid in self._unindexed:
                     continue  # an acknowledged instance of it is not in the index yet
             with self._route_lock:
                 if s.series_uid in self._unrouted:
                     continue  # its quiet period may depend on the rule it matches
-            paths = self.db.instance_paths(s.series_uid)
-            if not paths:
-                continue
-            decision = self._route(s.series_uid, paths[0], s.sop_class_uid)
-            depends_on = None
-            if decision.radiomics is not None:
-                depends_on = referenced_series_uid(paths[0])
-                if depends_on is None:
-                    decision = RouteDecision(None, None, (), "region object references no image series")
-            if decision.runs_job:
-                assert decision.rule is not None
-                if decision.radiomics is not None:  # regions: the job waits for the image series they reference
-                    kind, runs, what = "radiomics", decision.radiomics, {"radiomics": decision.radiomics,
-                                                                        "image_series_uid": depends_on}
-                    message = "region series complete; radiomics job waits for its image series"
-                else:
-                    assert decision.profile is not None
-                    kind, runs, what = "chain", decision.profile.name, {"profile": decision.profile.name}
-                    message = "series complete"
-                job_id = self.db.complete_series(s.series_uid, SeriesState.COMPLETE, now,
-                                                 expected_last=s.last_received_at, note=decision.reason,
-                                                 job=(decision.rule.name, runs, decision.destinations, kind,
-                                                      depends_on))
-                if job_id is not None:
-                    job_ids.append(job_id)
-                    self._audit_received(s, "job")
-                    self.db.audit("series complete", series_uid=s.series_uid,
-                                  detail={"instances": s.instance_count, "rule": decision.rule.name, **what,
-                                          "job_id": job_id, "calling_ae": s.calling_ae})
-                    log.info(message, extra={"series_uid": s.series_uid, "instances": s.instance_count,
-                                             "trigger": "quiet", "rule": decision.rule.name, **what,
-                                             "job_id": job_id})
-            else:
-                state = SeriesState.UNROUTED if decision.reason == "no rule matched" else SeriesState.IGNORED
-                self.db.complete_series(s.series_uid, state, now, expected_last=s.last_received_at,
-                                        note=decision.reason)
-                after = self.db.get_series(s.series_uid)
-                if after is not None and after.state is not SeriesState.OPEN:
-                    self._audit_received(s, state.value)
-                log.info("series complete, no job", extra={"series_uid": s.series_uid, "reason": decision.reason,
+            route_ = series.stored_route(s)
+            if route_ is None:  # routing failed when it opened: route it now
+                paths = self.db.instance_paths(s.series_uid)
+                if not paths:
+                    continue
+                route_ = self._route(self.config, paths[0], s.sop_class_uid)[1]
+            done = series.complete(self.db, s, route_, trigger, now)
+            if done.job_id is not None and route_.job is not None:
+                job = route_.job
+                queued_job = kinds.queued(job.kind, job.params)
+                what = queued_job.describe(job.depends_on)
+                job_ids.append(done.job_id)
+                self._audit_received(s, "job")
+                self.db.audit("series complete", series_uid=s.series_uid,
+                              detail={"instances": s.instance_count, "rule": job.rule, **what,
+                                      "job_id": done.job_id, "calling_ae": s.calling_ae})
+                log.info(queued_job.completed_message,
+                         extra={"series_uid": s.series_uid, "instances": s.instance_count, "trigger": done.trigger,
+                                "rule": job.rule, **what, "job_id": done.job_id})
+            elif route_.job is None:
+                if done.closed:
+                    self._audit_received(s, route_.state.value)
+                log.info("series complete, no job", extra={"series_uid": s.series_uid, "reason": route_.reason,
                                                            "instances": s.instance_count})
         if job_ids and self.dispatcher is not None:
             self.dispatcher.wake()
@@ -519,11 +583,12 @@ class Node:
                               "outcome": outcome, "generation": s.generation + 1})
 
 
-def run_forever(config: NodeConfig, *, reload: Callable[[], NodeConfig] | None = None) -> int:
+def run_forever(config: NodeConfig, *, reload: Callable[[], NodeConfig] | None = None,
+                http: Callable[[Node], Any] | None = None) -> int:
     """``dicomnode serve``: start, wait for SIGTERM/SIGINT (stop) or SIGHUP (reload), stop cleanly."""
     import signal
 
-    node = Node(config)
+    node = Node(config, reload=reload, http=http)
     stop = threading.Event()
     hup = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -537,7 +602,7 @@ def run_forever(config: NodeConfig, *, reload: Callable[[], NodeConfig] | None =
             if hup.is_set():
                 hup.clear()
                 try:
-                    node.replace_config(reload())  # type: ignore[misc]
+                    node.reload_config(actor="SIGHUP")
                     log.info("configuration reloaded")
                 except Exception as e:  # noqa: BLE001 - keep the old config
                     log.error("configuration reload refused; keeping the running configuration: %s", e)

@@ -19,6 +19,7 @@ from typing import Mapping
 from dicomnode.config import NodeConfig, Profile, Rule
 
 DEFAULT_RULE = "(default)"
+NO_RULE_MATCHED = "no rule matched"  # the reason of an image series no rule takes: it is kept as "unrouted"
 OUR_MANUFACTURER = "dicomnode"  # what results/ writes as Manufacturer
 
 
@@ -61,7 +62,7 @@ def route(config: NodeConfig, tags: Mapping[str, str], *, is_image: bool, is_reg
         if rule.radiomics is None and rule.matches(tags):
             return RouteDecision(rule, config.profile_for(rule.profile, modality), rule.destinations,
                                  f"rule {rule.name}")
-    return RouteDecision(None, None, (), "no rule matched")
+    return RouteDecision(None, None, (), NO_RULE_MATCHED)
 
 
 def quiet_seconds(config: NodeConfig, decision: RouteDecision) -> float:

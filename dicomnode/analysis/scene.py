@@ -61,6 +61,7 @@ __all__ = [
     "scene_profile",
     "slab_descriptors",
     "to_axial",
+    "vertex_z",
 ]
 
 #: The six body regions, in the order used by results and models.
@@ -756,6 +757,46 @@ _HEAD_MAX_CM2 = 400.0
 _TRUNK_MIN_CM2 = 250.0
 
 
+#: A series is named only when its labelled regions cover at least this fraction of the body in view along z.
+_MIN_COVERED = 0.4
+#: The vertex: the topmost section of the body is at most this fraction of the widest one within _VERTEX_SPAN_MM
+#: below it (a cap), the widest is head-sized, and the top _VERTEX_CAP_MM are one part.
+_VERTEX_CAP = 0.4
+_VERTEX_SPAN_MM = 120.0
+_VERTEX_CAP_MM = 60.0
+#: Vertex to chin of an adult head, with a margin (mm): below this no slab is a head.
+_HEAD_LENGTH_MM = 260.0
+#: Likelihood ratio of the vertex landmark for ``head`` against every other region (a head-sized one-part section
+#: within a head's length of the vertex). Chosen, not fitted: the landmark is near-decisive, the model on MR is weak.
+_HEAD_LR = 10.0
+
+
+def vertex_z(profile: SceneProfile) -> float | None:
+    """Patient z (mm) of the vertex when the body ends at its superior end as a head does, else None.
+
+    A vertex: the body's topmost section is a cap (at most :data:`_VERTEX_CAP` of the widest section within
+    :data:`_VERTEX_SPAN_MM` below it), that widest section is head-sized (<= :data:`_HEAD_MAX_CM2`), and the top
+    :data:`_VERTEX_CAP_MM` are one part (two breasts, two feet or a pair of legs are not). A field of view that
+    cuts the head, a trunk or a limb at its superior end has no vertex.
+    """
+    per = profile.per_slice
+    a = per["area_cm2"]
+    has = np.isfinite(a)
+    if has.sum() < 4:
+        return None
+    o = np.argsort(-profile.z_mm[has])
+    z, area, nc = profile.z_mm[has][o], a[has][o], per["n_components"][has][o]
+    top = float(z[0])
+    near = z >= top - _VERTEX_SPAN_MM
+    if near.sum() < 3:
+        return None
+    widest = float(area[near].max())
+    cap = z >= top - _VERTEX_CAP_MM
+    if widest > _HEAD_MAX_CM2 or area[0] > _VERTEX_CAP * widest or float(np.median(nc[cap])) > 1.0:
+        return None
+    return top
+
+
 def _shape_veto(label: str, d: SceneDescriptors) -> bool:
     """True when the body's cross-section contradicts ``label`` (any modality): sizes of adult anatomy."""
     v = d.values
@@ -836,9 +877,13 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
     Steps: (1) phantoms and fields of view too small to tell give ``unknown``; (2) slab posteriors are
     calibrated and smoothed along z (1-2-1 weights); (3) each slab takes its best class, or ``unknown`` below
     ``min_probability``, or when a landmark contradicts it (CT: lungs in a slab called head, pelvis or
-    extremity; no lungs in one called chest); (4) runs of equal labels become regions, split half-way between
-    slab centres; (5) labelled regions must follow the body's head-to-feet order: the heaviest ordered subset
-    (length x probability) is kept and the rest become ``unknown``.
+    extremity; no lungs in one called chest); the vertex (:func:`vertex_z`) is head evidence within a head's
+    length below it (likelihood ratio ``_HEAD_LR`` on the calibrated odds) and no slab without a vertex above it is
+    a head; a lone slab whose neighbours say otherwise is ``unknown`` (every region is longer than one slab);
+    (4) runs of equal labels become regions, split half-way between slab centres; (5) labelled regions must follow
+    the body's head-to-feet order: the heaviest ordered subset (length x probability) is kept and the rest become
+    ``unknown``; (6) when the labelled regions cover less than ``_MIN_COVERED`` of the body in view, the evidence is
+    too weak: the series is ``unknown``.
     """
     classes = tuple(str(c) for c in classes)
     k = len(classes)
@@ -883,6 +928,24 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
         sm[0] = (2 * cal[0] + cal[1]) / 3
         sm[-1] = (2 * cal[-1] + cal[-2]) / 3
         cal = sm
+    # the vertex: a head is the only part of the body that ends, as a cap, at the body's superior end. Within a
+    # head's length below it, head-sized one-part sections are head evidence (likelihood ratio _HEAD_LR on the
+    # calibrated odds); elsewhere a slab cannot be a head
+    vz = vertex_z(profile)
+    centres_ = np.array([(a + b) / 2 for a, b, _ in slabs])
+    if "head" in classes:
+        h = classes.index("head")
+        in_head = np.zeros(len(slabs), dtype=bool) if vz is None else (centres_ >= vz - _HEAD_LENGTH_MM)
+        for i, (_, _, d) in enumerate(slabs):
+            v = d.values
+            if in_head[i] and v["area_cm2"] <= _HEAD_MAX_CM2 and v.get("n_components", 1.0) < 1.5:
+                odds = cal[i, h] / max(1.0 - cal[i, h], 1e-12) * _HEAD_LR
+                rest = cal[i].sum() - cal[i, h]
+                p_head = odds / (1.0 + odds)
+                cal[i] = cal[i] * ((1.0 - p_head) / rest if rest > 0 else 0.0)
+                cal[i, h] = p_head
+        if vz is not None:
+            notes.append(f"scene: the vertex (the body's superior end, a head's cap) at z = {vz:.0f} mm")
     labels: list[str] = []
     for i, (_, _, d) in enumerate(slabs):
         j = int(np.argmax(cal[i]))
@@ -890,7 +953,16 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
         if lab != UNKNOWN and (_shape_veto(lab, d) or (profile.is_ct and _ct_veto(lab, d))
                                or (profile.modality == "MR" and _mr_veto(lab, d))):
             lab = UNKNOWN  # the model and the landmarks disagree
+        if lab == "head" and (vz is None or centres_[i] < vz - _HEAD_LENGTH_MM):
+            lab = UNKNOWN  # no vertex above: not a head (a thigh or a breast is as round and as large)
         labels.append(lab)
+    # every region is longer than one slab: a lone slab whose neighbours say otherwise is too weak to name one
+    if len(labels) >= 3:
+        lone = [i for i, lab in enumerate(labels) if lab != UNKNOWN
+                and (i == 0 or labels[i - 1] != lab) and (i == len(labels) - 1 or labels[i + 1] != lab)]
+        for i in lone:
+            notes.append(f"scene: one slab alone looks like {labels[i]} (every region is longer): unknown")
+            labels[i] = UNKNOWN
     # the body ends inside the field of view at its superior end: that end is the vertex of a head
     top_body = float(zs[has].max())
     if (zs > top_body + 1.5 * max(profile.slice_mm, 1.0)).sum() >= 2:
@@ -944,6 +1016,10 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
         else:
             regions.append(SceneRegion(lab, (bounds[i + 1], bounds[i]), round(p, 6)))
     labelled = [(i, rg) for i, rg in enumerate(regions) if rg.label != UNKNOWN]
+    covered = sum(rg.z_mm[1] - rg.z_mm[0] for _, rg in labelled) / max(z_hi - z_lo, 1e-6)
+    if labelled and covered < _MIN_COVERED:
+        return abstain(f"only {100 * covered:.0f} % of the body in view is recognised (at least "
+                       f"{100 * _MIN_COVERED:.0f} % needed): evidence too weak to name a region", cal.mean(axis=0))
     if not labelled:
         return SceneResult(UNKNOWN, {c: float(v) for c, v in zip(classes, cal.mean(axis=0))}, tuple(regions),
                            lungs, tuple(notes + ["scene: unknown: no stretch of the body is recognised with "

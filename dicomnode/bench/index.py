@@ -128,7 +128,7 @@ def _prepare(work: Path, name: str, fill: int, per_series: int) -> tuple[Path, d
 
 
 def _index_figures(work: Path, data: Path, per_series: int, out: dict) -> None:
-    from dicomnode.cli import status_dict
+    from dicomnode.obs.status import status_dict
     from dicomnode.config import parse_config
     from dicomnode.store.db import Database
 

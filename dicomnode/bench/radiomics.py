@@ -166,7 +166,7 @@ _FILTER_TARGET_SECONDS, _FILTER_TARGET_MB = 3.0, 2048.0
 
 def _filtered_round(image, mask, spacing) -> dict:
     """Intensity statistics of the native grid, unfiltered and after each filter of :data:`FILTERS`."""
-    from dicomnode.radiomics_settings import settings_from_dict
+    from dicomnode.config.radiomics import settings_from_dict
 
     base = {"name": "filtered round", "resegmentation": {"range": [-1000, 400]},
             "features": {"families": ["intensity statistics"]}}
@@ -254,7 +254,7 @@ def _thread_budget() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print JSON to stdout; return 0 (2 on a bad argument)."""
     from dicomnode.analysis.radiomics import ALL_FAMILIES
-    from dicomnode.radiomics_settings import resolve_settings
+    from dicomnode.config.radiomics import resolve_settings
 
     parser = argparse.ArgumentParser(prog="dicomnode bench radiomics", description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="300,512,512", help="Z,Y,X voxels (default: %(default)s)")

@@ -4,10 +4,10 @@
 writes N synthetic CT series (``write_synthetic_ct`` of :mod:`dicomnode.bench.results`, each with its own UIDs
 and noise) as DICOM into a temporary folder, then, in one run:
 
-* ``local_1``: :class:`~dicomnode.executors.LocalExecutor` with 1 process;
+* ``local_1``: :class:`~dicomnode.jobs.executors.LocalExecutor` with 1 process;
 * ``local_2``: the same with 2 processes: what this machine gives two jobs side by side without Dask (the
   ceiling for ``dask_2``);
-* ``dask_1``: :class:`~dicomnode.executors.DaskExecutor` on a real ``dask scheduler`` and one
+* ``dask_1``: :class:`~dicomnode.jobs.executors.DaskExecutor` on a real ``dask scheduler`` and one
   ``dask worker --nworkers 1 --nthreads 1`` (subprocesses on free loopback ports);
 * ``dask_2``: the same with a second worker.
 
@@ -122,11 +122,11 @@ def _cpu_seconds(cluster: "_Cluster | None") -> dict[str, float]:
 
 def _round(executor: Any, series: Sequence[list[str]], profile: Any, out: Path, name: str,
            warm: Sequence[list[str]], cluster: "_Cluster | None" = None) -> dict[str, Any]:
-    from dicomnode.chain import JobSpec
+    from dicomnode.jobs.spec import ChainSpec
 
-    def spec(files: list[str], i: int, tag: str) -> JobSpec:
-        return JobSpec(files=tuple(files), profile=profile, out_dir=str(out / name / f"{tag}{i:03d}"),
-                       uid_root="2.25.", job_id=i)
+    def spec(files: list[str], i: int, tag: str) -> ChainSpec:
+        return ChainSpec(files=tuple(files), profile=profile, out_dir=str(out / name / f"{tag}{i:03d}"),
+                         uid_root="2.25.", job_id=i)
 
     for f in [executor.submit(spec(w, i, "warm")) for i, w in enumerate(warm)]:
         f.result()
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
     from dicomnode.bench.results import write_synthetic_ct
     from dicomnode.config import load_config
-    from dicomnode.executors import DaskExecutor, LocalExecutor
+    from dicomnode.jobs.executors import DaskExecutor, LocalExecutor
 
     os.environ.update(_ONE_THREAD)  # the local pool's processes inherit it
     cfg = load_config(args.config)

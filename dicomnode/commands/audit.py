@@ -9,7 +9,14 @@ job done / job failed  the analysis finished (result count, destinations) or fai
 result sent            one result instance reached a destination (AE@host:port)
 result dead-lettered   a result could not be sent after every attempt
 retention deleted      retention removed a series' received instances (counts, bytes)
-config reloaded        SIGHUP: the new peers, destinations and rules
+config reloaded        SIGHUP or the console: the new peers, destinations and rules (actor: who)
+job requeued           an operator retried a job (actor: the console account, or cli:<OS user>)
+jobs requeued          every failed job retried at once
+export requeued        one dead-lettered export retried; exports requeued: all of them (of one destination)
+series reprocess       a stored series queued again (profile, destinations)
+forced completion      an operator completed an open series before its quiet period ended
+destination echoed     an operator C-ECHOed a destination from the console
+login / login failed   console logins (actor: the name given; detail: the client address); logout
 =====================  ======================================================================================
 
 ``--since`` takes an ISO date and time in local time (``2026-11-25T10:00``, ``2026-11-25``) or an age
@@ -20,28 +27,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
-from datetime import datetime
 from typing import Any
 
-_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_since(text: str, *, now: float | None = None) -> float:
-    """``1h``, ``7d``... (an age) or an ISO date/time in local time -> a Unix time; ValueError saying what to use."""
-    now = time.time() if now is None else now
-    m = _AGE.match(text)
-    if m:
-        return now - float(m.group(1)) * _UNIT_S[m.group(2)]
-    try:
-        return datetime.fromisoformat(text.strip()).timestamp()
-    except ValueError:
-        raise ValueError(f"--since {text!r}: use an age such as 90s, 15m, 1h or 7d, or a local date and time "
-                         f"such as 2026-11-25T10:00") from None
-
+from dicomnode.admin import parse_since  # the --since syntax, shared with the console's audit filter
 
 def _line(e: dict[str, Any]) -> str:
     d = e["detail"]
@@ -73,19 +63,17 @@ def _line(e: dict[str, Any]) -> str:
 
 
 def cmd_audit(a: argparse.Namespace) -> int:
-    from dicomnode.cli import _db
+    from dicomnode.commands._common import node_db as _db
 
     try:
         since = parse_since(a.since)
     except ValueError as e:
         print(f"dicomnode audit: {e}", file=sys.stderr)
         return 2
+    from dicomnode.admin import audit_events
     _cfg, db = _db(a)
-    events = db.list_audit(since, limit=a.limit)
-    if a.event:
-        events = [e for e in events if e["event"] in a.event]
-    if a.series:
-        events = [e for e in events if e["series_uid"] == a.series]
+    events = audit_events(db, since=since, events=tuple(a.event or ()), series_uid=a.series, actor=a.user,
+                          sender=a.sender, limit=a.limit)
     if a.json:
         print(json.dumps(events, indent=2))
         return 0
@@ -106,6 +94,9 @@ def add_parser(subparsers: Any) -> None:
     s.add_argument("--event", action="append", metavar="NAME",
                    help="only this event (repeatable), e.g. received, 'result sent'")
     s.add_argument("--series", metavar="UID", help="only events of this Series Instance UID")
+    s.add_argument("--user", metavar="NAME", help="only events done by this actor: a console account, "
+                                                   "cli:<OS user>, SIGHUP, or a destination for sends")
+    s.add_argument("--sender", metavar="AE", help="only \"received\" events from this calling AE title")
     s.add_argument("--limit", type=int, default=100000, help="at most this many events (oldest first)")
     s.add_argument("--json", action="store_true", help="JSON list of events")
     s.set_defaults(func=cmd_audit)

@@ -1,6 +1,6 @@
 """``dicomnode batch ROOT --out OUT``: every series under ROOT through the chain, one table of all results.
 
-See :mod:`dicomnode.batch`. Exit code 0 when every series gave results (or had them already), 1 when some failed
+See :mod:`dicomnode.jobs.batch`. Exit code 0 when every series gave results (or had them already), 1 when some failed
 (listed on stderr and in ``OUT/failures.csv``), 2 for bad usage.
 """
 
@@ -38,10 +38,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def cmd_batch(a: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from dicomnode.batch import run_batch
+    from dicomnode.jobs.batch import run_batch
     from dicomnode.config import load_config
     from dicomnode.errors import ConfigError
-    from dicomnode.executors import DaskExecutor, LocalExecutor
+    from dicomnode.jobs.executors import DaskExecutor, LocalExecutor
 
     try:
         cfg = load_config(a.config or os.environ.get("DICOMNODE_CONFIG") or None)

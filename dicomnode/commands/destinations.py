@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_test(a: argparse.Namespace) -> int:
     from dicomnode.admin import AdminError, check_destinations
-    from dicomnode.cli import _config_or_exit
+    from dicomnode.commands._common import config_or_exit as _config_or_exit
 
     cfg = _config_or_exit(a.config)
     if not cfg.destinations:

@@ -2,7 +2,8 @@
 
 ::
 
-    dicomnode evaluate CASES.toml --out DIR [--data-root FOLDER] [--config dicomnode.toml] [--case ID ...] [-q]
+    dicomnode evaluate CASES.toml --out DIR [--data-root FOLDER] [--config dicomnode.toml] [--case ID ...]
+                       [--leave-one-patient-out] [-q]
 
 Writes ``DIR/evaluation.json`` (per case and a summary with 95 % Wilson intervals and a reliability table),
 ``DIR/evaluation.csv`` (one row per case), ``DIR/evaluation.md`` (the table, also printed), ``DIR/png/<id>.png``
@@ -11,6 +12,10 @@ Writes ``DIR/evaluation.json`` (per case and a summary with 95 % Wilson interval
 Case paths are relative to the data root: ``--data-root``, else ``$DICOMNODE_EVAL_DATA``, else the case file's
 ``data_root`` key (relative to the file), else the case file's folder. The profile of each series is the one the
 node's rules (``--config``, default: the embedded defaults) choose, unless the case names one.
+
+``--leave-one-patient-out``: every fitted model a profile uses (the shipped scene model) is fitted again for each
+patient on the case file's truths of the *other* patients, and that patient's cases run with it
+(:mod:`dicomnode.evaluation.loo`); models that cannot be refitted are named in the notes and the summary.
 
 Exit codes: 0 every case was run and scored (a series the node refuses is a result, scored as such); 1 a case hit
 an internal error; 2 a bad case file or configuration (the message names the file, the key and the fix).
@@ -31,6 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="folder the case paths are relative to (default: the case file's data_root)")
     p.add_argument("--config", help="node configuration whose rules and profiles are used (default: built-in)")
     p.add_argument("--case", action="append", default=[], metavar="ID", help="only this case (repeatable)")
+    p.add_argument("--leave-one-patient-out", action="store_true",
+                   help="refit every fitted model without each case's patient and score the case with it")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-case progress lines")
     p.set_defaults(func=run)
 
@@ -69,7 +76,12 @@ def run(a: argparse.Namespace) -> int:
             extra = f" ({r.message})" if r.message else ""
             print(f"{r.id}: {r.status}, {r.seconds:.1f} s{extra}", file=sys.stderr)
 
-    doc = evaluate(case_file, config, a.out, only=a.case, progress=progress)
+    def say(line: str) -> None:
+        if not a.quiet:
+            print(line, file=sys.stderr)
+
+    doc = evaluate(case_file, config, a.out, only=a.case, progress=progress,
+                   leave_one_patient_out=a.leave_one_patient_out, print_fn=say)
     table = markdown(doc)
     (Path(a.out) / "evaluation.md").write_text(table)
     print(table)

@@ -25,8 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_reprocess(a: argparse.Namespace) -> int:
-    from dicomnode.admin import AdminError, reprocess
-    from dicomnode.cli import _db
+    from dicomnode.admin import AdminError, cli_actor, reprocess
+    from dicomnode.commands._common import node_db as _db
 
     cfg, db = _db(a)
     if a.profile is not None and a.profile not in cfg.profiles:
@@ -34,7 +34,7 @@ def cmd_reprocess(a: argparse.Namespace) -> int:
               f"{', '.join(sorted(cfg.profiles))}", file=sys.stderr)
         return 2
     try:
-        r = reprocess(db, cfg, a.series_uid, profile=a.profile)
+        r = reprocess(db, cfg, a.series_uid, profile=a.profile, actor=cli_actor())
     except AdminError as e:
         print(f"dicomnode reprocess: {e}", file=sys.stderr)
         return 1

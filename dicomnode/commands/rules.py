@@ -29,7 +29,7 @@ def cmd_test(a: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dicomnode.admin import explain_route
-    from dicomnode.cli import _config_or_exit
+    from dicomnode.commands._common import config_or_exit as _config_or_exit
     from dicomnode.net.scu import iter_dicom_files
 
     cfg = _config_or_exit(a.config)
@@ -42,7 +42,7 @@ def cmd_test(a: argparse.Namespace) -> int:
     files = []
     for f in a.files:
         if Path(f).is_dir():
-            from dicomnode.batch import find_series
+            from dicomnode.jobs.batch import find_series
             found = find_series(f)
             files += [fs[0] for _, fs in sorted(found.series.items())]
         else:

@@ -76,7 +76,8 @@ def _fit(mask2d: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def render_case(path: Path | str, image: np.ndarray, spacing_mm: tuple[float, float, float], modality: str, *,
                 title: str, truth: Sequence[np.ndarray], findings: Sequence[MarkedFinding],
-                z_mm: Sequence[float] | None = None) -> Path:
+                z_mm: Sequence[float] | None = None, slices: Sequence[int] | None = None,
+                legend: str = "green: truth  red: findings", outline_each: bool = False) -> Path:
     """Write the case's PNG and return its path.
 
     Parameters
@@ -96,11 +97,19 @@ def render_case(path: Path | str, image: np.ndarray, spacing_mm: tuple[float, fl
     findings : sequence of MarkedFinding
     z_mm : sequence of float, optional
         Patient z of each slice, written under the panels.
+    slices : sequence of int, optional
+        The slices to show (at most ``MAX_PANELS``); :func:`key_slices` chooses them when not given.
+    legend : str, optional
+        What the colours mean, written top right (the console draws the SEG's segments in green).
+    outline_each : bool, optional
+        Outline each ``truth`` mask on its own (nested segments stay visible) instead of their union.
     """
     lo, hi = _window(image, modality)
     panels = []
     union = np.zeros(image.shape[1:], dtype=bool)
-    for z in key_slices(image.shape[0], truth, findings):
+    chosen = key_slices(image.shape[0], truth, findings) if slices is None else \
+        [int(np.clip(z, 0, image.shape[0] - 1)) for z in slices][:MAX_PANELS] or [image.shape[0] // 2]
+    for z in chosen:
         h_mm, w_mm = image.shape[1] * spacing_mm[1], image.shape[2] * spacing_mm[2]
         height = PANEL_HEIGHT_PX
         width = max(1, int(round(height * w_mm / h_mm)))
@@ -110,6 +119,8 @@ def render_case(path: Path | str, image: np.ndarray, spacing_mm: tuple[float, fl
         union[:] = False
         for m in truth:
             union |= m[z]
+            if outline_each and m[z].any():
+                rgb[_outline(_fit(m[z], width, height))] = TRUTH_RGB
         # outlines at display resolution, so that shrinking a 512-pixel slice cannot drop them
         rgb[_outline(_fit(union, width, height))] = TRUTH_RGB
         for f in findings:
@@ -136,7 +147,7 @@ def render_case(path: Path | str, image: np.ndarray, spacing_mm: tuple[float, fl
         x += p.width + 4
     d = ImageDraw.Draw(canvas)
     d.text((4, 4), title, fill=(255, 255, 255))
-    d.text((max(total_w, 320) - 170, 4), "green: truth  red: findings", fill=(200, 200, 200))
+    d.text((max(total_w, 320) - 6 * len(legend) - 8, 4), legend, fill=(200, 200, 200))
     path = Path(path)
     canvas.save(path, format="PNG")
     return path

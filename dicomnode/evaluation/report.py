@@ -53,6 +53,7 @@ def markdown(doc: dict[str, Any]) -> str:
               f"| refusals expected and made | {_p(s['refusals_expected_and_made'])} |",
               f"| cases ok / refused / error | {s['status']['ok']} / {s['status']['refused']} / {s['status']['error']} |",
               f"| total chain time | {s['seconds_total']} s |",
+              f"| models | {'leave one patient out: refitted ' + (', '.join(s.get('models_refitted') or []) or 'none') + '; in-sample ' + (', '.join(s.get('models_in_sample') or []) or 'none') if doc.get('leave_one_patient_out') else 'as shipped (in-sample where fitted on these cases)'} |",
               "", "| predicted probability | findings | mean predicted | observed fraction true |", "|---|---|---|---|"]
     for b in s["reliability"]:
         lines.append(f"| {b['low']:.2f}-{b['high']:.2f} | {b['count']} | {_v(b['mean_predicted'], '{:.2f}')} "

@@ -1,6 +1,6 @@
 """Run the cases of a case file as the node would and score the results against their truth.
 
-For each case the series' files go through :func:`dicomnode.chain.run_chain` with the profile the node's routing
+For each case the series' files go through :func:`dicomnode.jobs.chain.run_chain` with the profile the node's routing
 chooses for them (:func:`dicomnode.routing.route` on the first file's header; a case's ``profile`` overrides it).
 The chain writes its SEG, SR and ``results.json`` under ``DIR/cases/<id>/`` exactly as a job does; the scoring
 reads that ``results.json`` (and the SEG, for the masks of the findings), never the chain's internals.
@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from dicomnode.config import NodeConfig, Profile
 from dicomnode.errors import DicomnodeError
 from dicomnode.evaluation.cases import Case, CaseFile, TruthKind
 from dicomnode.evaluation.metrics import Proportion, dice, first_true_rank, region_agreement, reliability_table
+
+if TYPE_CHECKING:
+    from dicomnode.evaluation.loo import FoldModels
 
 __all__ = ["CSV_COLUMNS", "CaseResult", "evaluate", "evaluate_case", "summarise"]
 
@@ -87,6 +90,8 @@ class CaseResult:
     seconds: float = 0.0
     png: str = ""
     notes: list[str] = field(default_factory=list)
+    models_refitted: list[str] = field(default_factory=list)
+    models_in_sample: list[str] = field(default_factory=list)
 
     @property
     def has_lesion_truth(self) -> bool:
@@ -126,9 +131,14 @@ def _inside(mask: np.ndarray, zyx: np.ndarray) -> bool:
     return all(0 <= i < n for i, n in zip(idx, mask.shape)) and bool(mask[idx])
 
 
-def evaluate_case(case: Case, config: NodeConfig, out_dir: Path, *, data_root: Path | None = None) -> CaseResult:
-    """Run one case through the node's chain and score it. Never raises for a bad series: see ``status``."""
-    from dicomnode.chain import JobSpec, run_chain
+def evaluate_case(case: Case, config: NodeConfig, out_dir: Path, *, data_root: Path | None = None,
+                  folds: FoldModels | None = None) -> CaseResult:
+    """Run one case through the node's chain and score it. Never raises for a bad series: see ``status``.
+
+    ``folds`` (:class:`dicomnode.evaluation.loo.FoldModels`): run with the models fitted without the case's patient.
+    """
+    from dicomnode.jobs.chain import run_chain
+    from dicomnode.jobs.spec import ChainSpec as JobSpec
     from dicomnode.io.load import load_series
     from dicomnode.net.scu import iter_dicom_files
 
@@ -148,6 +158,11 @@ def evaluate_case(case: Case, config: NodeConfig, out_dir: Path, *, data_root: P
         res.modality = read_tags(files[0]).get("Modality", "")
         profile = _profile_for(case, config, files[0])
         res.profile = profile.name
+        if folds is not None:
+            from dicomnode.evaluation.loo import fold_profile
+            profile, res.models_refitted, res.models_in_sample = fold_profile(profile, case, folds)
+            if res.models_in_sample:
+                res.notes.append(f"leave one patient out: not refitted (in-sample): {', '.join(res.models_in_sample)}")
         res.reporting_threshold = float(profile.params.get("detect", {}).get("probability_threshold",
                                                                                DEFAULT_THRESHOLD))
         outcome = run_chain(JobSpec(files=tuple(map(str, files)), profile=profile, out_dir=str(work),
@@ -317,18 +332,29 @@ def summarise(results: Sequence[CaseResult]) -> dict[str, Any]:
         "reliability": [b.as_dict() for b in reliability_table([f["probability"] for f in all_findings],
                                                                [f["true"] for f in all_findings])],
         "seconds_total": round(sum(r.seconds for r in results), 1),
+        "models_refitted": sorted({m for r in results for m in r.models_refitted}),
+        "models_in_sample": sorted({m for r in results for m in r.models_in_sample}),
     }
 
 
 def evaluate(case_file: CaseFile, config: NodeConfig, out_dir: Path | str, *, only: Sequence[str] = (),
-             progress: Callable[[CaseResult], None] | None = None) -> dict[str, Any]:
-    """Run every case (or those whose id is in ``only``), write evaluation.json/.csv and the PNGs; return the JSON."""
+             progress: Callable[[CaseResult], None] | None = None, leave_one_patient_out: bool = False,
+             print_fn: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run every case (or those whose id is in ``only``), write evaluation.json/.csv and the PNGs; return the JSON.
+
+    ``leave_one_patient_out``: every fitted model is fitted again without each case's patient
+    (:mod:`dicomnode.evaluation.loo`) and the case runs with those models.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cases = [c for c in case_file.cases if not only or c.id in only]
+    folds = None
+    if leave_one_patient_out:
+        from dicomnode.evaluation.loo import prepare_folds
+        folds = prepare_folds(case_file, cases, out, print_fn=print_fn)
     results: list[CaseResult] = []
     for case in cases:
-        r = evaluate_case(case, config, out, data_root=case_file.data_root)
+        r = evaluate_case(case, config, out, data_root=case_file.data_root, folds=folds)
         results.append(r)
         if progress is not None:
             progress(r)
@@ -336,6 +362,7 @@ def evaluate(case_file: CaseFile, config: NodeConfig, out_dir: Path | str, *, on
         "case_file": str(case_file.path),
         "data_root": str(case_file.data_root),
         "dicomnode_version": _version(),
+        "leave_one_patient_out": leave_one_patient_out,
         "summary": summarise(results),
         "cases": [asdict(r) for r in results],
     }

@@ -133,18 +133,22 @@ def is_region_storage(sop_class_uid: str) -> bool:
     return sop_class_uid in REGION_SOP_CLASSES
 
 
-def referenced_series_uid(path: Path | str) -> str | None:
-    """The image series an RTSTRUCT or SEG refers to, from its references; None when it names none."""
+def referenced_series_uids(path: Path | str) -> list[str]:
+    """The image series an RTSTRUCT or SEG refers to (SEG: ReferencedSeriesSequence; RTSTRUCT: the
+    RTReferencedSeriesSequence of its frames of reference), in file order, each once."""
     ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-    for item in ds.get("ReferencedSeriesSequence", []):  # SEG (and many others)
-        if item.get("SeriesInstanceUID"):
-            return str(item.SeriesInstanceUID)
-    for frame in ds.get("ReferencedFrameOfReferenceSequence", []):  # RTSTRUCT
+    found = [str(item.SeriesInstanceUID) for item in ds.get("ReferencedSeriesSequence", [])
+             if item.get("SeriesInstanceUID")]
+    for frame in ds.get("ReferencedFrameOfReferenceSequence", []):
         for study in frame.get("RTReferencedStudySequence", []):
-            for series in study.get("RTReferencedSeriesSequence", []):
-                if series.get("SeriesInstanceUID"):
-                    return str(series.SeriesInstanceUID)
-    return None
+            found += [str(s.SeriesInstanceUID) for s in study.get("RTReferencedSeriesSequence", [])
+                      if s.get("SeriesInstanceUID")]
+    return list(dict.fromkeys(found))
+
+
+def referenced_series_uid(path: Path | str) -> str | None:
+    """The (first) image series an RTSTRUCT or SEG refers to; None when it names none."""
+    return next(iter(referenced_series_uids(path)), None)
 
 
 def is_dicom_file(path: Path | str) -> bool:

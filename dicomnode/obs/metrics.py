@@ -1,4 +1,6 @@
-"""Prometheus metrics: a ``/metrics`` HTTP endpoint (``[metrics] port``, ``bind``; port 0 = off).
+"""Prometheus metrics, served at ``/metrics`` by the node's one HTTP server (:mod:`dicomnode.web`): the console's
+when ``[http] enabled`` (login or token needed unless ``[metrics] public``), else alone on ``[metrics] port``,
+``bind`` (public, as before the console; port 0 = off).
 
 Two kinds of series, both on the node's own registry (no global state, so two nodes in one process do not mix):
 
@@ -22,12 +24,11 @@ from __future__ import annotations
 
 import logging
 import shutil
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -120,9 +121,7 @@ class NodeMetrics:
             self.series_completed.labels(outcome=outcome)
         r.register(_IndexCollector(db, config, data_dir))
         self._refusals = _RefusalCounter(self.associations_refused)
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
-        self.port: int | None = None
+        self.port: int | None = None  # the port /metrics is served on alone ([metrics] port without [http])
 
     # -- feeding ----------------------------------------------------------------------------------------------
     def received(self, size_bytes: int, duplicate: bool) -> None:
@@ -135,20 +134,9 @@ class NodeMetrics:
     def watch_refusals(self, logger_name: str = "dicomnode.net.scp") -> None:
         logging.getLogger(logger_name).addHandler(self._refusals)
 
-    # -- endpoint ---------------------------------------------------------------------------------------------
-    def serve(self, port: int, bind: str) -> int:
-        """Start ``/metrics`` on ``bind:port`` (0 = any free port); returns the port."""
-        self._server, self._thread = start_http_server(port, addr=bind, registry=self.registry)
-        self.port = int(self._server.server_port)
-        log.info("metrics endpoint started", extra={"url": f"http://{bind}:{self.port}/metrics"})
-        return self.port
-
+    # -- endpoint: served by the node's one HTTP server (dicomnode.web), from self.registry --------------------
     def close(self) -> None:
         logging.getLogger("dicomnode.net.scp").removeHandler(self._refusals)
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
 
 def metrics_summary(db: Database, config: NodeConfig, *, now: float | None = None) -> dict[str, Any]:
@@ -170,7 +158,17 @@ def metrics_summary(db: Database, config: NodeConfig, *, now: float | None = Non
         "jobs": db.count_jobs(),
         "exports": db.count_exports(),
         "dead_letters": dead,
-        "metrics_url": (f"http://{config.metrics.bind}:{config.metrics.port}/metrics" if config.metrics.port
-                        else None),
+        "metrics_url": _metrics_url(config),
         "retention_days": config.retention.delete_received_after_days or None,
     }
+
+
+def _metrics_url(config: NodeConfig) -> str | None:
+    """Where ``/metrics`` is served: by the console's server when ``[http]`` is on, else on ``[metrics] port``."""
+    http = config.http
+    if http.enabled:
+        host = f"[{http.bind}]" if ":" in http.bind else http.bind
+        return f"{'https' if http.tls else 'http'}://{host}:{http.port}/metrics"
+    if config.metrics.port:
+        return f"http://{config.metrics.bind}:{config.metrics.port}/metrics"
+    return None

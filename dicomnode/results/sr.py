@@ -17,7 +17,7 @@ Groups not tied to a segment (a scene classification, body regions, classificati
 SR validator checks all groups of a report against one template: see there). ``extra_groups`` of :func:`build_sr`
 still appends them to a segment report for callers that do not need Pixelmed's approval.
 
-What the node sends (``dicomnode.chain``): the main report (:func:`build_sr` with the key measurements,
+What the node sends (``dicomnode.jobs.chain``): the main report (:func:`build_sr` with the key measurements,
 :func:`is_key_measurement`), the evaluations report (:func:`build_evaluation_sr`) and the feature reports, one per
 segment (:func:`build_feature_srs`), so that each stays small: Pixelmed's DicomSRValidator, the validator of the IHE AIR
 Connectathon, needs memory and time that grow faster than the number of content items. Each NUM carries its concept,

@@ -20,7 +20,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: jobs.kind + jobs.params (JSON) + jobs.label instead of jobs.profile; series.route
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS series (
     rule TEXT,
     quiet_seconds REAL,
     calling_ae TEXT NOT NULL DEFAULT '',
-    note TEXT NOT NULL DEFAULT ''
+    note TEXT NOT NULL DEFAULT '',
+    route TEXT
 );
 CREATE INDEX IF NOT EXISTS series_state ON series(state);
 CREATE INDEX IF NOT EXISTS series_last ON series(last_received_at);
@@ -62,7 +63,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     series_uid TEXT NOT NULL,
     generation INTEGER NOT NULL,
     rule TEXT NOT NULL DEFAULT '',
-    profile TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    params TEXT NOT NULL DEFAULT '{}',
+    label TEXT NOT NULL,
     destinations TEXT NOT NULL DEFAULT '[]',
     state TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
@@ -77,9 +80,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     traceback TEXT,
     result_dir TEXT,
     results TEXT NOT NULL DEFAULT '[]',
-    kind TEXT NOT NULL DEFAULT 'chain',
     depends_on TEXT,
-    UNIQUE(series_uid, generation, profile)
+    UNIQUE(series_uid, generation, kind, label)
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, not_before);
 CREATE TABLE IF NOT EXISTS exports (
@@ -108,6 +110,57 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit(at);
 """
+
+
+#: Schema 1 kept what a job runs in ``jobs.profile``: the profile of a chain job, the settings of a radiomics job.
+#: Version 2 keeps it as parameters under these keys (the job types of :mod:`dicomnode.jobs.spec` read them).
+_V1_PARAMETER_OF_KIND = {"chain": "profile", "radiomics": "settings"}
+
+_MIGRATE_1_TO_2 = """
+ALTER TABLE series ADD COLUMN route TEXT;
+CREATE TABLE jobs_v2 (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    series_uid TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    rule TEXT NOT NULL DEFAULT '',
+    kind TEXT NOT NULL,
+    params TEXT NOT NULL DEFAULT '{}',
+    label TEXT NOT NULL,
+    destinations TEXT NOT NULL DEFAULT '[]',
+    state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    worker TEXT,
+    lease_until REAL,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    seconds REAL,
+    error TEXT,
+    traceback TEXT,
+    result_dir TEXT,
+    results TEXT NOT NULL DEFAULT '[]',
+    depends_on TEXT,
+    UNIQUE(series_uid, generation, kind, label)
+);
+INSERT INTO jobs_v2(id, series_uid, generation, rule, kind, params, label, destinations, state, attempts, not_before,
+                    worker, lease_until, created_at, started_at, finished_at, seconds, error, traceback, result_dir,
+                    results, depends_on)
+    SELECT j.id, j.series_uid, j.generation, j.rule, j.kind, json_object(p.key, j.profile), j.profile, j.destinations,
+           j.state, j.attempts, j.not_before, j.worker, j.lease_until, j.created_at, j.started_at, j.finished_at,
+           j.seconds, j.error, j.traceback, j.result_dir, j.results, j.depends_on
+    FROM jobs j JOIN v1_parameter_of_kind p ON p.kind = j.kind;
+DROP TABLE jobs;
+ALTER TABLE jobs_v2 RENAME TO jobs;
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, not_before);
+"""
+
+
+class SchemaError(RuntimeError):
+    """The index was written by a newer dicomnode (its schema version is higher than this one knows).
+
+    Run the newer version, or move the data folder away and start with an empty one.
+    """
 
 
 class SeriesState(str, Enum):
@@ -163,6 +216,29 @@ class SeriesRow:
     quiet_seconds: float | None
     calling_ae: str
     note: str
+    route: str | None = None        # the routing decision (JSON), made once when the series opened
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to queue: its kind and parameters (as :mod:`dicomnode.jobs.spec` writes them), a label for people
+    and metrics (the profile or settings name), where its results go, and a series that must be complete first."""
+
+    rule: str
+    kind: str
+    params: dict[str, Any]
+    label: str
+    destinations: tuple[str, ...] = ()
+    depends_on: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "kind": self.kind, "params": self.params, "label": self.label,
+                "destinations": list(self.destinations), "depends_on": self.depends_on}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "NewJob":
+        return cls(d["rule"], d["kind"], dict(d["params"]), d["label"], tuple(d.get("destinations", ())),
+                   d.get("depends_on"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +247,9 @@ class JobRow:
     series_uid: str
     generation: int
     rule: str
-    profile: str
+    kind: str                       # a JobKind value (dicomnode.jobs.spec)
+    params: dict[str, Any]          # the kind's parameters (profile name, radiomics settings, ...)
+    label: str                      # what it runs, for people and metrics: the profile or settings name
     destinations: tuple[str, ...]
     state: JobState
     attempts: int
@@ -186,7 +264,6 @@ class JobRow:
     traceback: str | None
     result_dir: str | None
     results: tuple[str, ...]
-    kind: str = "chain"             # "chain" (analysis profile) | "radiomics" (features of an RTSTRUCT/SEG region)
     depends_on: str | None = None   # a series that must be complete first (the image series of a region)
 
 
@@ -238,6 +315,7 @@ def _job(r: sqlite3.Row) -> JobRow:
     d["state"] = JobState(d["state"])
     d["destinations"] = tuple(json.loads(d["destinations"]))
     d["results"] = tuple(json.loads(d["results"]))
+    d["params"] = json.loads(d["params"])
     return JobRow(**d)
 
 
@@ -256,8 +334,36 @@ class Database:
         self._timeout_s = timeout_s
         self._local = threading.local()
         conn = self._conn()
+        fresh = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'jobs'").fetchone() is None
+        if not fresh:
+            self._migrate(conn)
         conn.executescript(_SCHEMA)
         conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring an index written by an older dicomnode to :data:`SCHEMA_VERSION`, in one transaction."""
+        has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() if has_meta else None
+        version = int(row[0]) if row else 1
+        if version > SCHEMA_VERSION:
+            raise SchemaError(f"{self.path}: index schema version {version} is newer than this dicomnode's "
+                              f"{SCHEMA_VERSION}; run the newer version or start with an empty data folder")
+        if version == SCHEMA_VERSION:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TEMP TABLE v1_parameter_of_kind (kind TEXT PRIMARY KEY, key TEXT NOT NULL)")
+            conn.executemany("INSERT INTO v1_parameter_of_kind VALUES (?, ?)", _V1_PARAMETER_OF_KIND.items())
+            for statement in _MIGRATE_1_TO_2.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("DROP TABLE temp.v1_parameter_of_kind")
+            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     # -- connections and transactions ------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
@@ -373,10 +479,12 @@ class Database:
                              (now, SeriesState.OPEN.value, now))
         return cur.rowcount
 
-    def set_series_routing(self, series_uid: str, rule: str | None, quiet_seconds: float | None) -> None:
+    def set_series_routing(self, series_uid: str, rule: str | None, quiet_seconds: float | None,
+                           route: str | None = None) -> None:
+        """Keep the routing decision with the series: its rule, quiet period and (JSON) what completion does."""
         with self.immediate() as tx:
-            tx.execute("UPDATE series SET rule = ?, quiet_seconds = ? WHERE series_uid = ?",
-                       (rule, quiet_seconds, series_uid))
+            tx.execute("UPDATE series SET rule = ?, quiet_seconds = ?, route = ? WHERE series_uid = ?",
+                       (rule, quiet_seconds, route, series_uid))
 
     def known_instance_paths(self) -> set[str]:
         return {r["path"] for r in self._all("SELECT path FROM instances")}
@@ -415,11 +523,10 @@ class Database:
         return [_series(r) for r in rows]
 
     def complete_series(self, series_uid: str, state: SeriesState, now: float, *, expected_last: float,
-                        note: str = "", job: tuple[str, str, Sequence[str]] | None = None) -> int | None:
+                        note: str = "", job: NewJob | None = None) -> int | None:
         """Close an open series (and queue its job, atomically). Returns the job id, if one was queued.
 
         Does nothing (returns None) when an instance arrived after ``expected_last``: the series stays open.
-        ``job`` is (rule, profile, destinations) or (rule, profile, destinations, kind, depends_on).
         """
         with self.immediate() as tx:
             r = tx.execute("SELECT state, generation, last_received_at FROM series WHERE series_uid = ?",
@@ -431,13 +538,17 @@ class Database:
                        (state.value, gen, now, note, series_uid))
             if job is None:
                 return None
-            rule, profile, dests, kind, depends_on = (tuple(job) + ("chain", None))[:5]
-            cur = tx.execute(
-                "INSERT OR IGNORE INTO jobs(series_uid, generation, rule, profile, destinations, state, created_at,"
-                " kind, depends_on) VALUES (?,?,?,?,?,?,?,?,?)",
-                (series_uid, gen, rule, profile, json.dumps(list(dests)), JobState.PENDING.value, now, kind,
-                 depends_on))
+            cur = self._insert_job(tx, series_uid, gen, job, now, or_ignore=True)
             return int(cur.lastrowid) if cur.rowcount else None
+
+    @staticmethod
+    def _insert_job(tx: sqlite3.Connection, series_uid: str, generation: int, job: NewJob, now: float, *,
+                    or_ignore: bool, not_before: float = 0.0) -> sqlite3.Cursor:
+        return tx.execute(
+            f"INSERT {'OR IGNORE ' if or_ignore else ''}INTO jobs(series_uid, generation, rule, kind, params, label,"
+            " destinations, state, created_at, not_before, depends_on) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (series_uid, generation, job.rule, job.kind, json.dumps(job.params, sort_keys=True), job.label,
+             json.dumps(list(job.destinations)), JobState.PENDING.value, now, not_before, job.depends_on))
 
     # -- jobs -------------------------------------------------------------------------------------------------
     def get_job(self, job_id: int) -> JobRow | None:
@@ -514,15 +625,11 @@ class Database:
                        (to.value, now, error, traceback, retry_at if retry_at is not None else 0, job_id))
         return to
 
-    def add_job(self, series_uid: str, generation: int, *, rule: str, profile: str, destinations: Sequence[str],
-                now: float) -> int:
-        """A new pending chain job for a stored series (``dicomnode reprocess``); its id."""
+    def add_job(self, series_uid: str, generation: int, job: NewJob, *, now: float) -> int:
+        """A new pending job for a stored series (``dicomnode reprocess``); its id."""
         with self.immediate() as tx:
-            cur = tx.execute("INSERT INTO jobs(series_uid, generation, rule, profile, destinations, state, created_at,"
-                             " not_before) VALUES (?,?,?,?,?,?,?,?)",
-                             (series_uid, generation, rule, profile, json.dumps(list(destinations)),
-                              JobState.PENDING.value, now, now))
-            return int(cur.lastrowid)
+            return int(self._insert_job(tx, series_uid, generation, job, now, or_ignore=False,
+                                        not_before=now).lastrowid)
 
     def requeue_job(self, job_id: int, now: float, *, reset_attempts: bool = True) -> None:
         """FAILED or DONE -> PENDING (operator's retry)."""
@@ -660,12 +767,13 @@ class Database:
         return {r["state"]: r["n"] for r in self._all("SELECT state, COUNT(*) AS n FROM series GROUP BY state")}
 
     def job_duration_histogram(self, bounds_s: Sequence[float]) -> dict[str, tuple[list[int], float, int]]:
-        """Finished (done) jobs per profile: cumulative counts at each upper bound (seconds), sum, count."""
+        """Finished (done) jobs per label (profile or settings name): cumulative counts at each upper bound
+        (seconds), sum, count."""
         cases = ", ".join(f"SUM(CASE WHEN seconds <= {float(b)!r} THEN 1 ELSE 0 END)" for b in bounds_s)
-        rows = self._all(f"SELECT profile, {cases + ',' if cases else ''} SUM(seconds) AS total, COUNT(*) AS n"
-                         " FROM jobs WHERE state = ? AND seconds IS NOT NULL GROUP BY profile",
+        rows = self._all(f"SELECT label, {cases + ',' if cases else ''} SUM(seconds) AS total, COUNT(*) AS n"
+                         " FROM jobs WHERE state = ? AND seconds IS NOT NULL GROUP BY label",
                          (JobState.DONE.value,))
-        return {r["profile"]: ([int(r[i + 1] or 0) for i in range(len(bounds_s))], float(r["total"] or 0.0),
+        return {r["label"]: ([int(r[i + 1] or 0) for i in range(len(bounds_s))], float(r["total"] or 0.0),
                                int(r["n"])) for r in rows}
 
     def activity_since(self, since: float) -> dict[str, Any]:

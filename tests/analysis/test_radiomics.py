@@ -1,4 +1,4 @@
-"""analysis/radiomics.py and radiomics_settings.py: the whole IBSI processing chain, driven by settings.
+"""analysis/radiomics.py and config/radiomics.py: the whole IBSI processing chain, driven by settings.
 
 The digital phantom through ``extract_features`` with the "no processing" settings reproduces every one of its 482
 reference rows (compared as the IBSI README prescribes); each shipped IBSI configuration loads and runs on a real
@@ -29,7 +29,7 @@ from dicomnode.analysis.radiomics import (
 from dicomnode.errors import ConfigError, ConfigErrors
 from dicomnode.io.load import LoadedSeries, load_series
 from dicomnode.io.roi import read_region
-from dicomnode.radiomics_settings import builtin_settings, load_settings, resolve_settings, settings_from_dict
+from dicomnode.config.radiomics import builtin_settings, load_settings, resolve_settings, settings_from_dict
 from helpers import SHARED_DATA
 
 IBSI = SHARED_DATA / "ibsi"

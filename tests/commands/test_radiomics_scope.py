@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 
 from helpers import SHARED_DATA, run_cli
-from dicomnode.radiomics_settings import builtin_settings, settings_scope
+from dicomnode.config.radiomics import builtin_settings, settings_scope
 
 STS3 = SHARED_DATA / "sts" / "STS_003"
 

@@ -1,4 +1,7 @@
-"""CI: `dicomnode evaluate conf/evaluation/shared.toml` on ../shared/data, with floors on what it scores.
+"""CI: `dicomnode evaluate conf/evaluation/shared.toml --leave-one-patient-out` on ../shared/data, with floors.
+
+Leave one patient out, as the goals of issue 13 are stated: the scene model is fitted again without each case's
+patient (the shipped profiles fit no findings model), so the scene figures are held-out figures, not in-sample.
 
 The floors are the figures measured when the command was added (docs/evaluation.md): they guard against
 regressions and are raised as recognition improves. No time is asserted (speed is `dicomnode bench`'s job).
@@ -25,7 +28,7 @@ FLOORS = {
     "lesions_found": 9,
     "top_finding_true": 9,
     "series_with_a_true_finding": 9,
-    "refusals_expected_and_made": 1,
+    "refusals_expected_and_made": 2,
 }
 CEILINGS = {
     "scene_confident_wrong": 0,
@@ -39,9 +42,14 @@ MIN_LUNGS_FOUND = 2
 def shared(tmp_path_factory):
     out = tmp_path_factory.mktemp("evaluation")
     p = subprocess.run([sys.executable, "-m", "dicomnode", "evaluate", str(REPO / "conf" / "evaluation" / "shared.toml"),
-                        "--out", str(out), "-q"], capture_output=True, text=True, timeout=3000, cwd=REPO)
+                        "--out", str(out), "--leave-one-patient-out", "-q"], capture_output=True, text=True, timeout=3000, cwd=REPO)
     assert p.returncode == 0, p.stderr[-3000:]
-    return out, json.loads((out / "evaluation.json").read_text())
+    doc = json.loads((out / "evaluation.json").read_text())
+    assert doc["leave_one_patient_out"] is True and doc["summary"]["models_refitted"] == ["scene"]
+    # the PET profile's Platt coefficients (model = "calibrated") were fitted leave one patient out by
+    # scripts/evaluate_findings.py, not by evaluate: named as in-sample, the ranking they scale fits nothing
+    assert doc["summary"]["models_in_sample"] in ([], ["findings (calibrated)"])
+    return out, doc
 
 
 def test_every_shared_case_ran_without_internal_error(shared):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import urllib.request
 
 from prometheus_client import generate_latest
 
 from dicomnode.config import parse_config
 from dicomnode.obs.metrics import NodeMetrics, metrics_summary
+from dicomnode.jobs.spec import ChainJob, new_job
 from dicomnode.store.db import Database, InstanceRecord, SeriesState
 
 
@@ -16,7 +16,7 @@ def _db_with_a_done_job(tmp_path) -> Database:
     db = Database(tmp_path / "index.sqlite")
     db.add_instances([InstanceRecord("1.1", "1.2", "1.3", "1.2.840.10008.5.1.4.1.1.2", "CT", "1.2.840.10008.1.2",
                                      "/x", 1000, "PACS", "10.0.0.1", 100.0)])
-    job = db.complete_series("1.2", SeriesState.COMPLETE, 200.0, expected_last=100.0, job=("r", "ct", ["D"]))
+    job = db.complete_series("1.2", SeriesState.COMPLETE, 200.0, expected_last=100.0, job=new_job(ChainJob("ct"), rule="r", destinations=["D"]))
     db.claim_job("w", 60, 201.0)
     db.finish_job(job, 204.0, result_dir="/r", results=["/r/seg.dcm"], seconds=3.0, exports=[("D", "/r/seg.dcm", "9")])
     return db
@@ -45,18 +45,6 @@ def test_registry_exposes_index_gauges_histogram_and_counters(tmp_path):
         assert line in text, line
     for kind, n in (("transient", 1.0), ("permanent", 0.0), ("tls", 1.0)):
         assert f'dicomnode_associations_refused_total{{kind="{kind}"}} {n}' in text, kind
-
-
-def test_http_endpoint_serves_and_stops(tmp_path):
-    db = Database(tmp_path / "index.sqlite")
-    cfg = parse_config({"node": {"data_dir": str(tmp_path)}})
-    m = NodeMetrics(db, lambda: cfg, tmp_path)
-    port = m.serve(0, "127.0.0.1")
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            assert b"dicomnode_disk_free_bytes" in r.read()
-    finally:
-        m.close()
 
 
 def test_metrics_summary_for_status(tmp_path):

@@ -15,8 +15,8 @@ from dicomnode.analysis.volume import CATEGORY_MORPHOLOGICALLY_ABNORMAL, Code, L
 from dicomnode.errors import ResultError
 from dicomnode.io.load import load_series
 from dicomnode.io.roi import read_region
-from dicomnode.radiomics_cli import run
-from dicomnode.radiomics_settings import resolve_settings
+from dicomnode.commands.radiomics import run
+from dicomnode.config.radiomics import resolve_settings
 from dicomnode.results.radiomics_sr import REGION_IN_SPACE, build_radiomics_sr, feature_code, feature_name
 from dicomnode.results.seg import build_seg
 from dicomnode.results.sr import PRIVATE_SCHEME, private_code_value

@@ -9,7 +9,7 @@ breast DCE MR with three phases); then:
 * Pixelmed's DicomSRValidator, the heavy one (about 1-2 GB of heap and a minute or more per report on this
   machine), on a handful: the main SR of a CT, an MR and a PET, one evaluations SR and one feature SR.
 
-The SEG and SR builders are the ones the node's jobs use (dicomnode.chain.run_chain, called by `process`).
+The SEG and SR builders are the ones the node's jobs use (dicomnode.jobs.chain.run_chain, called by `process`).
 """
 
 from __future__ import annotations

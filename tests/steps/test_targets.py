@@ -13,7 +13,8 @@ import pytest
 
 from dicomnode.analysis.pipeline import Context, run_steps
 from dicomnode.analysis.volume import Volume
-from dicomnode.chain import JobSpec, run_chain
+from dicomnode.jobs.chain import run_chain
+from dicomnode.jobs.spec import ChainSpec
 from dicomnode.config import Profile
 from dicomnode.steps import registry
 from helpers import SHARED_DATA, dciodvfy
@@ -82,7 +83,7 @@ def test_chest_ct_profile_reports_the_mass_in_seg_sr_and_results_json(tmp_path):
                 "synthesize": {"projections": ["mip"], "slab_mm": 16}},
     )
     files = tuple(str(p) for p in sorted(CHEST.glob("*.dcm")))
-    outcome = run_chain(JobSpec(files=files, profile=profile, out_dir=str(tmp_path), uid_root="2.25."))
+    outcome = run_chain(ChainSpec(files=files, profile=profile, out_dir=str(tmp_path), uid_root="2.25."))
     results = json.loads(Path(outcome.results_json).read_text())
     assert results["findings"], results["notes"]
     top = max(results["findings"], key=lambda f: f["probability"])

@@ -5,6 +5,7 @@ import sqlite3
 
 import pytest
 
+from dicomnode.jobs.spec import ChainJob, new_job
 from dicomnode.store.db import (Database, ExportState, IllegalTransition, InstanceRecord, JobState, SeriesState)
 
 
@@ -27,7 +28,7 @@ def test_a_resend_refreshes_the_quiet_period_of_an_open_series_only(tmp_path):
     assert db.add_instances([rec("1.1", t=50)]) == (0, set())
     assert db.get_series("1.2.3").last_received_at == 50
     assert db.open_series_quiet_since(now=55, default_quiet_s=10) == []   # the sender is still at it
-    db.complete_series("1.2.3", SeriesState.COMPLETE, 70, expected_last=50, job=("r", "ct", []))
+    db.complete_series("1.2.3", SeriesState.COMPLETE, 70, expected_last=50, job=new_job(ChainJob("ct"), rule="r", destinations=[]))
     assert db.add_instances([rec("1.2", t=80)]) == (0, set())              # nothing new: stays complete
     s = db.get_series("1.2.3")
     assert s.state is SeriesState.COMPLETE and s.last_received_at == 50 and s.instance_count == 2
@@ -52,22 +53,22 @@ def test_series_completion_queues_a_job_atomically_and_reopens(tmp_path):
     assert db.open_series_quiet_since(now=5, default_quiet_s=10) == []
     due = db.open_series_quiet_since(now=20, default_quiet_s=10)
     assert [s.series_uid for s in due] == ["1.2.3"]
-    job_id = db.complete_series("1.2.3", SeriesState.COMPLETE, 20, expected_last=1, job=("r", "ct", ["PACS"]))
+    job_id = db.complete_series("1.2.3", SeriesState.COMPLETE, 20, expected_last=1, job=new_job(ChainJob("ct"), rule="r", destinations=["PACS"]))
     assert db.get_job(job_id).state is JobState.PENDING and db.get_job(job_id).destinations == ("PACS",)
     # a late instance re-opens it; completing again makes a second job (next generation)
     _, reopened = db.add_instances([rec("1.3", t=30)])
     assert reopened == {"1.2.3"}
     assert db.get_series("1.2.3").state is SeriesState.OPEN
     # an instance newer than the caller saw keeps it open
-    assert db.complete_series("1.2.3", SeriesState.COMPLETE, 40, expected_last=1, job=("r", "ct", [])) is None
-    job2 = db.complete_series("1.2.3", SeriesState.COMPLETE, 50, expected_last=30, job=("r", "ct", []))
+    assert db.complete_series("1.2.3", SeriesState.COMPLETE, 40, expected_last=1, job=new_job(ChainJob("ct"), rule="r", destinations=[])) is None
+    job2 = db.complete_series("1.2.3", SeriesState.COMPLETE, 50, expected_last=30, job=new_job(ChainJob("ct"), rule="r", destinations=[]))
     assert job2 != job_id and db.get_job(job2).generation == 2
 
 
 def test_job_life_cycle_retry_and_illegal_transitions(tmp_path):
     db = Database(tmp_path / "i.sqlite")
     db.add_instances([rec("1.1", t=1)])
-    jid = db.complete_series("1.2.3", SeriesState.COMPLETE, 20, expected_last=1, job=("r", "ct", ["A", "B"]))
+    jid = db.complete_series("1.2.3", SeriesState.COMPLETE, 20, expected_last=1, job=new_job(ChainJob("ct"), rule="r", destinations=["A", "B"]))
     j = db.claim_job("w", 60, now=100)
     assert j.id == jid and j.state is JobState.RUNNING and j.attempts == 1
     assert db.claim_job("w", 60, now=100) is None
@@ -91,7 +92,7 @@ def test_job_life_cycle_retry_and_illegal_transitions(tmp_path):
 def test_running_jobs_are_released_at_start(tmp_path):
     db = Database(tmp_path / "i.sqlite")
     db.add_instances([rec("1.1", t=1)])
-    jid = db.complete_series("1.2.3", SeriesState.COMPLETE, 20, expected_last=1, job=("r", "ct", []))
+    jid = db.complete_series("1.2.3", SeriesState.COMPLETE, 20, expected_last=1, job=new_job(ChainJob("ct"), rule="r", destinations=[]))
     db.claim_job("w", 60, now=100)
     assert db.release_running_jobs(now=110) == [jid]
     j = db.get_job(jid)
@@ -104,7 +105,7 @@ def test_running_jobs_are_released_at_start(tmp_path):
 def test_exports_in_flight_at_a_kill_go_back_without_an_attempt(tmp_path):
     db = Database(tmp_path / "i.sqlite")
     db.add_instances([rec("1.1", t=1)])
-    jid = db.complete_series("1.2.3", SeriesState.COMPLETE, 2, expected_last=1, job=("r", "ct", ["A"]))
+    jid = db.complete_series("1.2.3", SeriesState.COMPLETE, 2, expected_last=1, job=new_job(ChainJob("ct"), rule="r", destinations=["A"]))
     db.claim_job("w", 60, now=3)
     db.finish_job(jid, 4, result_dir="/r", results=["/r/a.dcm", "/r/b.dcm"], seconds=1,
                   exports=[("A", "/r/a.dcm", "9.1"), ("A", "/r/b.dcm", "9.2")])
@@ -120,7 +121,7 @@ def test_exports_in_flight_at_a_kill_go_back_without_an_attempt(tmp_path):
 def test_exports_dead_letter_requeue_and_already_sent_is_done(tmp_path):
     db = Database(tmp_path / "i.sqlite")
     db.add_instances([rec("1.1", t=1)])
-    jid = db.complete_series("1.2.3", SeriesState.COMPLETE, 2, expected_last=1, job=("r", "ct", ["A"]))
+    jid = db.complete_series("1.2.3", SeriesState.COMPLETE, 2, expected_last=1, job=new_job(ChainJob("ct"), rule="r", destinations=["A"]))
     db.claim_job("w", 60, now=3)
     db.finish_job(jid, 4, result_dir="/r", results=["/r/sr.dcm"], seconds=1, exports=[("A", "/r/sr.dcm", "9.2")])
     e = db.claim_export(5)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dicomnode.config import RetentionSection
+from dicomnode.jobs.spec import ChainJob, RadiomicsJob, new_job
 from dicomnode.store.db import Database, InstanceRecord, SeriesState
 from dicomnode.store.retention import DAY_S, run_retention
 from dicomnode.store.spool import Spool
@@ -34,7 +35,7 @@ class Site:
         self.db.add_instances(recs, {uid: ("r", 1.0)})
 
     def complete(self, uid: str, t: float, dests=("DEST",), state=SeriesState.COMPLETE) -> int | None:
-        job = ("r", "ct", list(dests)) if state is SeriesState.COMPLETE else None
+        job = new_job(ChainJob("ct"), rule="r", destinations=dests) if state is SeriesState.COMPLETE else None
         last = self.db.get_series(uid).last_received_at
         return self.db.complete_series(uid, state, t, expected_last=last, job=job)
 
@@ -167,6 +168,6 @@ def test_an_image_series_a_pending_job_still_reads_is_kept(tmp_path):
     s.receive("7.2", OLD)                                           # a region series whose job reads 7.1
     last = s.db.get_series("7.2").last_received_at
     s.db.complete_series("7.2", SeriesState.COMPLETE, OLD, expected_last=last,
-                         job=("r", "default", ["DEST"], "radiomics", "7.1"))
+                         job=new_job(RadiomicsJob("default"), rule="r", destinations=["DEST"], depends_on="7.1"))
     assert run_retention(s.db, s.spool, policy(), now=NOW).series == 0
     assert s.db.count_instances("7.1") == 3

@@ -394,13 +394,3 @@ _FAMILY_FUNCS: dict[str, Callable[[_Roi | None, Sequence[str], int], list[Featur
     "NGLDM": lambda roi, aggs, g: _neighbourhood_family("NGLDM", roi, aggs, g),
 }
 
-
-if __name__ == "__main__":  # pragma: no cover - developer tool: python -m dicomnode.analysis.features.texture --bench
-    import sys
-
-    if "--bench" in sys.argv[1:]:
-        from dicomnode.analysis.features._texture_bench import main as _bench_main
-
-        _bench_main(sys.argv[1:])
-    else:
-        print("usage: python -m dicomnode.analysis.features.texture --bench [--levels N] [--repeat R]")

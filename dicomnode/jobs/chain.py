@@ -1,0 +1,208 @@
+"""One series through the analysis chain: files in, result files out.
+
+:func:`run_chain` is the job that every executor runs (the local process pool, a Dask worker) and that
+``dicomnode process`` calls: a plain function of (series files, profile) that writes the SEG (``seg.dcm``), the main
+SR (``sr.dcm``: findings and key measurements of every segment), the evaluations SR (``sr_evaluations.dcm``: scene,
+body regions, classifications, similarities), the feature SRs (``sr_features/NNNN.dcm``: every feature, one
+report per segment), the derived series (``derived/<kind>/NNNN.dcm``) and ``results.json`` into an output folder and
+returns their paths, in sending order. It knows nothing of the network or the index.
+
+Result UIDs are derived from the source series, the profile (name, version and a digest of its parameters) and the
+set of source instances, so a re-run on the same input re-makes the same objects (a PACS never holds two copies),
+while a series that received more instances gets new ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from dicomnode.analysis.pipeline import Context, StepRecord, run_steps
+from dicomnode.config import Profile
+from dicomnode.fsio import atomic_write
+from dicomnode.obs.memory import PeakRSS
+from dicomnode.jobs.spec import RESULTS_JSON, ChainSpec, JobOutcome, input_digest
+from dicomnode.jobs.workerproc import tune_malloc
+
+log = logging.getLogger("dicomnode.chain")  # its name before jobs/ (log filters use it)
+
+HEADER_KEYWORDS = ("BodyPartExamined", "SeriesDescription", "StudyDescription", "ProtocolName", "Modality",
+                   "Units", "ImageType")
+
+
+def profile_fingerprint(profile: Profile) -> str:
+    """The profile's declared version plus a digest of its steps and parameters."""
+    blob = json.dumps({"steps": profile.steps, "params": profile.params, "outputs": profile.outputs},
+                      sort_keys=True, default=str)
+    return f"{profile.version}.{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def _header_strings(ds: Any) -> dict[str, str]:
+    out = {}
+    for kw in HEADER_KEYWORDS:
+        v = ds.get(kw, None)
+        if v is not None:
+            out[kw] = "\\".join(str(x) for x in v) if kw == "ImageType" else str(v)
+    return out
+
+
+def run_chain(spec: ChainSpec, *, progress: Callable[[str], None] | None = None) -> JobOutcome:
+    """Load the series, run the profile, build and write the results. Raises a DicomnodeError on bad input."""
+    tune_malloc()  # the same allocation policy in a pool worker, a Dask worker and `dicomnode process`
+    from dicomnode.io.load import load_series, on_source_slices
+    from dicomnode.results.seg import build_seg
+    from dicomnode.results._common import source_notes
+    from dicomnode.results.sr import build_evaluation_sr, build_feature_srs, build_sr, is_key_measurement
+    from dicomnode.results.uids import ResultUids
+
+    from dicomnode.steps import registry
+    registry()
+    t0 = time.perf_counter()
+    out = Path(spec.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    records: list[StepRecord] = []
+
+    phase = spec.profile.params.get("load", {}).get("phase", "first")  # [profiles.X.load] phase
+    with PeakRSS() as m:
+        series = load_series([Path(f) for f in spec.files], phase=1 if phase == "all" else phase)
+    records.append(StepRecord("load", round(time.perf_counter() - t0, 4), round(m.peak_rss_mb, 1)))
+    header = _header_strings(series.headers[0])
+    ctx = Context(volume=series.volume, original=series.volume, header=header)
+    ctx.notes.extend(series.notes)  # what the loader did: SUV conversion and its inputs, phase chosen, ...
+    others: list[JobOutcome] = []
+    if phase == "all" and series.n_phases > 1:  # each further phase: its own results in phase_N/, its own UIDs
+        for k in range(2, series.n_phases + 1):
+            params = {**spec.profile.params, "load": {"phase": k}}
+            others.append(run_chain(replace(spec, out_dir=str(out / f"phase_{k}"),
+                                            profile=replace(spec.profile, params=params)), progress=progress))
+        ctx.notes.append(f"load phase = \"all\": phase 1 here, phases 2...{series.n_phases} in "
+                         f"{', '.join(f'phase_{k}/' for k in range(2, series.n_phases + 1))}")
+    records += run_steps(ctx, spec.profile.steps, spec.profile.params, meter=PeakRSS, progress=progress)
+
+    version = f"{profile_fingerprint(spec.profile)}.{input_digest([f[0] for f in series.frames])}"
+    uids = ResultUids.for_series(spec.uid_root, series.series_uid, spec.profile.name, version)
+    files: list[str] = []
+    sops: list[str] = []
+    t1 = time.perf_counter()
+    with PeakRSS() as m:
+        if (ctx.labels.segments and {"seg", "sr"} & set(spec.profile.outputs)) or (
+                "derived" in spec.profile.outputs and ctx.derived):
+            ctx.notes.extend(source_notes(series))  # what the result headers leave out or fix, and why
+        if ctx.labels.segments and ("seg" in spec.profile.outputs or "sr" in spec.profile.outputs):
+            seg = build_seg(*on_source_slices(series, ctx.labels), uids)  # the SEG frames are the source slices
+            seg_path = out / "seg.dcm"
+            atomic_write(seg_path, lambda p: seg.save_as(p, enforce_file_format=True))
+            if "seg" in spec.profile.outputs:
+                files.append(str(seg_path))
+                sops.append(str(seg.SOPInstanceUID))
+            if "sr" in spec.profile.outputs:
+                from dicomnode.results.sr_evaluations import evaluation_groups
+                extra = evaluation_groups(ctx.scene, ctx.classifications, ctx.similarities, uids)
+                finite = {k: [m for m in v if math.isfinite(m.value)] for k, v in ctx.measurements.items()}
+                dropped = sum(len(v) for v in ctx.measurements.values()) - sum(len(v) for v in finite.values())
+                if dropped:
+                    ctx.notes.append(f"{dropped} undefined measurement(s) (NaN) left out of the SR; null in results.json")
+                key = {k: [m for m in v if is_key_measurement(m)] for k, v in finite.items()}
+                sr = build_sr(series, seg, ctx.labels, key, uids, max_source_images=0)
+                sr_path = out / "sr.dcm"
+                atomic_write(sr_path, lambda p: sr.save_as(p, enforce_file_format=True))
+                files.append(str(sr_path))
+                sops.append(str(sr.SOPInstanceUID))
+                if extra:  # scene, body regions, classifications, similarities: TID 1501, the main series' 2nd
+                    ev = build_evaluation_sr(series, extra, uids)
+                    ev_path = out / "sr_evaluations.dcm"
+                    atomic_write(ev_path, lambda p: ev.save_as(p, enforce_file_format=True))
+                    files.append(str(ev_path))
+                    sops.append(str(ev.SOPInstanceUID))
+                if any(len(key[k]) < len(finite[k]) for k in finite):  # more than the key measurements
+                    folder = out / "sr_features"
+                    folder.mkdir(parents=True, exist_ok=True)
+                    for i, fsr in enumerate(build_feature_srs(series, seg, ctx.labels, finite, uids), start=1):
+                        path = folder / f"{i:04d}.dcm"
+                        atomic_write(path, lambda p, d=fsr: d.save_as(p, enforce_file_format=True))
+                        files.append(str(path))
+                        sops.append(str(fsr.SOPInstanceUID))
+        elif not ctx.labels.segments:
+            ctx.notes.append("no segment was found: no SEG or SR was made")
+        if "derived" in spec.profile.outputs and ctx.derived:
+            from dicomnode.results.derived import build_all_derived
+            slab = spec.profile.params.get("synthesize", {}).get("slab_mm")
+            for kind, datasets in build_all_derived(series, ctx.derived, uids, slab_mm=slab).items():
+                folder = out / "derived" / kind
+                folder.mkdir(parents=True, exist_ok=True)
+                for i, ds in enumerate(datasets, start=1):
+                    path = folder / f"{i:04d}.dcm"
+                    atomic_write(path, lambda p, d=ds: d.save_as(p, enforce_file_format=True))
+                    files.append(str(path))
+                    sops.append(str(ds.SOPInstanceUID))
+    records.append(StepRecord("results", round(time.perf_counter() - t1, 4), round(m.peak_rss_mb, 1)))
+
+    results = build_results_json(series_uid=series.series_uid, modality=series.modality, profile=spec.profile,
+                                 ctx=ctx, records=records, files=files, job_id=spec.job_id, out_dir=str(out))
+    rj = out / RESULTS_JSON
+    atomic_write(rj, lambda p: Path(p).write_text(json.dumps(results, indent=2, allow_nan=False, default=_json)))
+    for o in others:
+        files += o.files
+        sops += o.sop_instance_uids
+    seconds = time.perf_counter() - t0
+    log.info("chain done", extra={"series_uid": series.series_uid, "job_id": spec.job_id,
+                                  "profile": spec.profile.name, "seconds": round(seconds, 3),
+                                  "segments": len(ctx.labels.segments)})
+    return JobOutcome(series.series_uid, tuple(files), tuple(sops), str(rj), seconds)
+
+
+def _json(o: Any) -> Any:
+    import numpy as np
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _finite(v: float) -> float | None:
+    return None if v != v or v in (float("inf"), float("-inf")) else float(v)
+
+
+def build_results_json(*, series_uid: str, modality: str, profile: Profile, ctx: Context,
+                       records: Sequence[StepRecord], files: Sequence[str], job_id: int | None,
+                       out_dir: str = "") -> dict[str, Any]:
+    """The ``results.json`` contract: series_instance_uid, modality, profile, segments, steps (+ more keys)."""
+    segments = []
+    for seg in ctx.labels.segments:
+        meas = ctx.measurements.get(seg.info.number, [])
+        vol = next((m.value for m in meas if m.name == "volume_ml"), None)
+        segments.append({
+            "number": seg.info.number,
+            "label": seg.info.label,
+            "volume_ml": _finite(vol) if vol is not None else None,
+            "category": seg.info.category.meaning,
+            "type": seg.info.type.meaning,
+            "features": {m.name: _finite(m.value) for m in meas},
+            "units": {m.name: m.unit for m in meas},
+        })
+    return {
+        "series_instance_uid": series_uid,
+        "modality": modality,
+        "profile": profile.name,
+        "profile_version": profile.version,
+        "segments": segments,
+        "not_found": list(ctx.labels.not_found),
+        "steps": [{"name": r.name, "seconds": r.seconds, "peak_rss_mb": r.peak_rss_mb, "ok": r.ok,
+                   **({"error": r.error} if r.error else {})} for r in records],
+        "findings": ctx.findings,
+        "scene": ctx.scene,
+        "classifications": ctx.classifications,
+        "similarities": ctx.similarities,
+        "corrections": ctx.corrections,
+        "notes": ctx.notes,
+        "outputs": [os.path.relpath(f, out_dir) if out_dir else Path(f).name for f in files],
+        "job_id": job_id,
+    }
