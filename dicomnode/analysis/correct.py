@@ -252,27 +252,9 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
     validc = valid[box]
     q = smoothed[(slice(None),) + box]  # smoothed in place: one (K, Z, Y, X) array besides the input, not two
     q[...] = p0c
-    n_classes = q.shape[0]
-    # The classes sum to 1 on the region (0 elsewhere) before every iteration, and the filter is linear: the last
-    # class's smoothed map is G * (sum of the classes) minus the others', and G * (sum) is the same at every
-    # iteration. One filter fewer per iteration (K-1 instead of K); equal to filtering every class up to float32
-    # rounding (~1e-6). Inputs that do not sum to 1 take the plain path.
-    g_sum = None
-    if n_classes > 1 and iterations > 0:
-        s0 = _class_sum(p0c)
-        if float(np.max(np.abs(s0 - validc), initial=0.0)) <= 1e-5:
-            g_sum = gaussian(s0, sp, sigma_mm=sigma_mm, max_anisotropy=max_anisotropy)
-        del s0
     for _ in range(int(iterations)):
-        last = n_classes - 1 if g_sum is not None else n_classes
-        for k in range(last):
+        for k in range(q.shape[0]):
             q[k] = gaussian(q[k], sp, sigma_mm=sigma_mm, max_anisotropy=max_anisotropy)
-        if g_sum is not None:
-            rest = q[last]
-            np.subtract(g_sum, q[0], out=rest)
-            for k in range(1, last):
-                rest -= q[k]
-            np.maximum(rest, 0.0, out=rest)
         q *= p0c
         total = _class_sum(q)
         np.divide(q, total, out=q, where=total > 0)

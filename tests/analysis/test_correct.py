@@ -137,8 +137,8 @@ def test_smooth_posteriors_equals_the_whole_grid_formula(spacing, region):
     ("wholebody-pet-mr/PET", 3.0, 2),   # the pet profile's
 ])
 def test_smooth_posteriors_on_real_series_equals_filtering_every_class(series, sigma_mm, iterations):
-    """Speed (issue 13): the last class's map comes from G * (sum of classes); the whole-grid formula with every
-    class filtered gives the same posteriors (within 1e-5) and the same labels on real series."""
+    """Speed (issue 13): the cropped, threaded, class-by-class implementation gives the whole-grid formula's
+    posteriors (within 1e-5) and labels on real series."""
     from pathlib import Path
 
     from dicomnode.analysis.segment import segment_generic
