@@ -256,7 +256,7 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
         for k in range(q.shape[0]):
             q[k] = gaussian(q[k], sp, sigma_mm=sigma_mm, max_anisotropy=max_anisotropy)
         q *= p0c
-        total = q.sum(axis=0)
+        total = _class_sum(q)
         np.divide(q, total, out=q, where=total > 0)
         # Where a voxel's own evidence and its neighbourhood disagree completely, keep its own posterior.
         lost = validc & ~(total > 0)
@@ -268,6 +268,14 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
     after[~validc] = -1
     labels[box] = after
     return PosteriorSmoothing(labels, smoothed, changed)
+
+
+def _class_sum(p: np.ndarray) -> np.ndarray:
+    """``p.sum(axis=0)`` for a few contiguous classes, class by class (faster than the strided reduction)."""
+    out = p[0].copy()
+    for k in range(1, p.shape[0]):
+        out += p[k]
+    return out
 
 
 def _argmax_classes(p: np.ndarray) -> np.ndarray:

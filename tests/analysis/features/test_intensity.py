@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -122,3 +124,53 @@ def test_histogram_path_equals_direct_path_on_integer_data(monkeypatch):
             slow = dict(intensity._moments_and_quantiles(np.asarray(x, dtype=np.float64)))
         for k in fast:
             assert np.isclose(fast[k], slow[k], rtol=1e-9, atol=1e-9, equal_nan=True), (k, fast[k], slow[k])
+
+
+# --- the chunked float path (speed, issue 13 item 6) against the whole-array formulas it replaced -------------
+
+def _whole_array_reference(x: np.ndarray) -> dict[str, float]:
+    """The previous implementation of the non-integer path: full float64 copies, np.percentile."""
+    x = x.astype(np.float64)
+    energy = float(np.dot(x, x))
+    mean = float(x.mean())
+    dev = x - mean
+    dev2 = dev * dev
+    var = float(dev2.sum() / x.size)
+    skew = float(np.dot(dev2, dev) / x.size / var**1.5)
+    kurt = float(np.dot(dev2, dev2) / x.size / var**2 - 3.0)
+    p10, p25, median, p75, p90 = (float(p) for p in np.percentile(x, [10, 25, 50, 75, 90]))
+    robust = x[(x >= p10) & (x <= p90)]
+    return {"mean": mean, "variance": var, "skewness": skew, "(excess) kurtosis": kurt, "median": median,
+            "minimum": float(x.min()), "10th percentile": p10, "90th percentile": p90, "maximum": float(x.max()),
+            "interquartile range": p75 - p25, "range": float(x.max() - x.min()),
+            "mean absolute deviation": float(np.mean(np.abs(dev))),
+            "robust mean absolute deviation": float(np.mean(np.abs(robust - robust.mean()))),
+            "median absolute deviation": float(np.mean(np.abs(x - median))),
+            "coefficient of variation": float(np.sqrt(var) / mean),
+            "quartile coefficient of dispersion": (p75 - p25) / (p75 + p25), "energy": energy}
+
+
+def _check_against_reference(values: np.ndarray) -> None:
+    got = {f.feature: f.value for f in statistics_features(values)}
+    ref = _whole_array_reference(values)
+    for name, want in ref.items():
+        assert got[name] == pytest.approx(want, rel=1e-9, abs=1e-9), name
+
+
+def test_float_statistics_equal_whole_array_formulas_on_real_pet() -> None:
+    """Real whole-body PET (float activity values, ~2.5 M body voxels: several chunks)."""
+    from tests.analysis._load import load_dir
+
+    vol, _ = load_dir(Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "wholebody-pet-mr" / "PET")
+    img = vol.array.astype(np.float32)
+    values = img[img > np.percentile(img, 50)]
+    assert values.size > 2 * (1 << 20) and not np.array_equal(values, np.round(values))
+    _check_against_reference(values)
+
+
+def test_float_statistics_equal_whole_array_formulas_on_bench_mr_phantom() -> None:
+    from dicomnode.bench.analysis import make_mr_phantom
+
+    img = make_mr_phantom((40, 192, 192), (3.0, 1.0, 1.0), rng=np.random.default_rng(0))
+    _check_against_reference(img[img > 100])
+    _check_against_reference(img.ravel()[:1001])  # odd size: the percentile interpolation
