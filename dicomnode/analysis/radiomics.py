@@ -18,7 +18,7 @@
    come from step 3, on the unfiltered intensities (IBSI order: interpolation, re-segmentation, filtering);
 6. the families the settings name, on the response map when filtered, texture with the aggregations they name.
 
-The settings are :class:`RadiomicsSettings`, a frozen dataclass valid from birth; ``dicomnode.radiomics_settings``
+The settings are :class:`RadiomicsSettings`, a frozen dataclass valid from birth; ``dicomnode.config.radiomics``
 loads one from TOML. ``conf/radiomics/ibsi-config-A.toml`` ... ``-E.toml`` are the five IBSI-1 configurations.
 
 References

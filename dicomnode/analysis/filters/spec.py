@@ -1,6 +1,6 @@
 """One IBSI-2 filter as a typed, frozen value, and the function that applies it.
 
-:class:`FilterSpec` mirrors the ``[filter]`` table of the radiomics settings (``dicomnode.radiomics_settings``) and the
+:class:`FilterSpec` mirrors the ``[filter]`` table of the radiomics settings (``dicomnode.config.radiomics``) and the
 columns of the IBSI-2 test tables: a kind, its parameters (widths in mm where IBSI-2 gives mm, in voxels where it
 gives voxels), the boundary condition, 2D or 3D, rotation invariance with its pooling, and the response map to keep.
 :func:`apply_filter` runs it on a (Z, Y, X) image; :func:`filter_margin_voxels` says how far the kernel reaches, so
