@@ -10,6 +10,7 @@ SeriesDescription and sender AE hold ``<script>`` and quotes, shown escaped on e
 from __future__ import annotations
 
 import io
+import time
 
 import numpy as np
 import pydicom
@@ -59,7 +60,7 @@ def _login(browser, base: str, name: str) -> None:
     browser.get(base + "/login")
     browser.find_element(By.NAME, "username").send_keys(name)
     browser.find_element(By.NAME, "password").send_keys(PASSWORDS[name][1])
-    _click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "form.login button[type=submit]"))
+    _click_and_wait(browser, (By.CSS_SELECTOR, "form.login button[type=submit]"))
     wait_until(lambda: "/login" not in browser.current_url, timeout_s=30, what=f"{name} logged in")
     assert f"{name} ({PASSWORDS[name][0]})" in browser.find_element(By.CSS_SELECTOR, ".who").text
 
@@ -74,12 +75,25 @@ def _reload_until(browser, url: str, pred, *, timeout_s: float, what: str):
     return wait_until(check, timeout_s=timeout_s, interval_s=1.0, what=what)
 
 
-def _click_and_wait(browser, element) -> None:
-    """Click a submit button and wait until the next page has replaced this one."""
+def _click_and_wait(browser, locator: tuple[str, str]) -> None:
+    """Click the submit button found by ``locator`` and wait until the next page has replaced this one.
+
+    The button is looked up again when chromium says the page changed under the look-up (a stale element, or
+    "Node with given id does not belong to the document" while the previous navigation settles)."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
-    old = browser.find_element(By.TAG_NAME, "html")
-    element.click()
+    WebDriverWait(browser, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    for attempt in range(5):
+        try:
+            old = browser.find_element(By.TAG_NAME, "html")
+            browser.find_element(*locator).click()
+            break
+        except WebDriverException as e:  # StaleElementReferenceException is one
+            changed = isinstance(e, StaleElementReferenceException) or "does not belong to the document" in str(e)
+            if not changed or attempt == 4:
+                raise
+            time.sleep(0.5)
     WebDriverWait(browser, 60).until(EC.staleness_of(old))
     WebDriverWait(browser, 60).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
@@ -177,15 +191,15 @@ def test_operator_and_viewer_in_the_browser(tmp_path, browser, artifacts):
         browser.get(base + "/outbox")
         button = browser.find_element(By.CSS_SELECTOR, "#dead-by-destination button")
         assert "needs-role" in button.get_attribute("class")
-        _click_and_wait(browser, button)
+        _click_and_wait(browser, (By.CSS_SELECTOR, "#dead-by-destination button"))
         assert browser.find_element(By.TAG_NAME, "h1").text == "403"
         assert "operator" in browser.find_element(By.CSS_SELECTOR, "[role=alert]").text
         artifacts.shot(browser, "viewer-refused")
         browser.get(f"{base}/jobs/{job_id}")
-        _click_and_wait(browser, browser.find_element(By.XPATH, "//form[contains(@action, '/retry')]/button"))
+        _click_and_wait(browser, (By.XPATH, "//form[contains(@action, '/retry')]/button"))
         assert browser.find_element(By.TAG_NAME, "h1").text == "403"
         browser.get(base + "/config")
-        _click_and_wait(browser, browser.find_element(By.XPATH, "//form[@action='/config/reload']/button"))
+        _click_and_wait(browser, (By.XPATH, "//form[@action='/config/reload']/button"))
         assert browser.find_element(By.TAG_NAME, "h1").text == "403"
         assert node.status()["outbox"]["counts"].get("dead") == 1
         assert node.status()["jobs"]["counts"] == {"done": 1}
@@ -194,7 +208,7 @@ def test_operator_and_viewer_in_the_browser(tmp_path, browser, artifacts):
         dest.start()
         _login(browser, base, "olga")
         browser.get(base + "/outbox")
-        _click_and_wait(browser, browser.find_element(By.CSS_SELECTOR, "#dead-by-destination button"))
+        _click_and_wait(browser, (By.CSS_SELECTOR, "#dead-by-destination button"))
         assert "1 dead-lettered export(s) queued again" in browser.find_element(By.ID, "outcome").text
         _reload_until(browser, base + "/outbox",
                       lambda: _rows(browser, "tr[data-state='sent']") and not _rows(browser, "tr[data-state='dead']"),
