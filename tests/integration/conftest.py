@@ -133,7 +133,7 @@ class StoreSCP:
         return self
 
     def files(self) -> list[Path]:
-        return sorted(p for p in self.out_dir.iterdir() if p.is_file())
+        return sorted(p for p in self.out_dir.iterdir() if p.is_file()) if self.out_dir.exists() else []
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

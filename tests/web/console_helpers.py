@@ -5,7 +5,6 @@ storescu. The HTTP client is httpx over loopback."""
 from __future__ import annotations
 
 import re
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +12,8 @@ from pathlib import Path
 import httpx
 import tomli_w
 
-from helpers import STS_CT, UserNode, dcmtk, dcmtk_env, free_port, wait_for_port
+from helpers import STS_CT, UserNode, free_port, wait_for_port
+from integration.conftest import StoreSCP  # the DCMTK storescp destination the integration tests use
 
 from dicomnode.web.settings import hash_password, new_token, token_sha256
 
@@ -22,32 +22,6 @@ PASSWORDS = {r: f"{r}-pass-{r[::-1]}" for r in ROLES}
 QUICK = {"quick": {"steps": ["foreground", "measure"], "outputs": ["seg", "sr"]}}
 XSS_DESCRIPTION = "<script>alert(\"x\")</script>'\"&"
 XSS_AE = "<b>\"'&AE"  # 9 characters: an AE title holds 16, printable, no backslash
-
-
-@dataclass
-class StoreSCP:
-    port: int
-    out_dir: Path
-    proc: subprocess.Popen | None = None
-
-    def start(self) -> "StoreSCP":
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen([dcmtk("storescp"), "-aet", "DEST", "+B", "-od", str(self.out_dir),
-                                      str(self.port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     env=dcmtk_env())
-        wait_for_port(self.port)
-        return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-    def files(self) -> list[Path]:
-        return sorted(p for p in self.out_dir.iterdir() if p.is_file()) if self.out_dir.exists() else []
 
 
 @dataclass
