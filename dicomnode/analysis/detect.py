@@ -84,6 +84,7 @@ __all__ = [
     "NaiveBayes",
     "blob_candidates",
     "liver_reference",
+    "ScoreCalibration",
     "platt",
     "detect",
     "detect_lung",
@@ -590,7 +591,8 @@ def _radii(min_radius_mm: float, max_radius_mm: float, ratio: float = 1.5) -> li
 
 
 def _split(found: list[Finding], settings: DetectionSettings) -> tuple[tuple[Finding, ...], tuple[Finding, ...]]:
-    found = sorted(found, key=lambda f: -f.probability)
+    # most probable first; a calibration that saturates ties are broken by the ranking score it mapped
+    found = sorted(found, key=lambda f: (-f.probability, -f.features.get("ranking_score", f.probability)))
     ok, rejected = [], []
     for f in found:
         good = (f.diameter_mm >= settings.min_diameter_mm and f.volume_ml >= settings.min_volume_ml
@@ -640,7 +642,8 @@ def detect_lung(image: np.ndarray, spacing_mm: Sequence[float], lungs: Sequence[
                 tissue_range_hu: tuple[float, float] = (-400.0, 200.0), parenchyma_hu: float = -850.0,
                 max_radius_mm: float = 40.0, coarse_mm: float = 2.5, min_response_hu: float = 100.0,
                 vessel_opening_mm: float = 1.5, max_candidates: int = 40, mirror_axis: int | None = 2,
-                model: NaiveBayes = LUNG_MODEL) -> DetectionResult:
+                model: NaiveBayes = LUNG_MODEL,
+                calibration: "tuple[float, float] | ScoreCalibration | None" = None) -> DetectionResult:
     """Nodules and masses inside the lungs of a CT in HU.
 
     Parameters
@@ -676,7 +679,10 @@ def detect_lung(image: np.ndarray, spacing_mm: Sequence[float], lungs: Sequence[
         The index axis that runs left-right in the patient (2 for axial slices), for the ``mirror_tissue``
         feature; the mirror plane is half-way across the lungs' extent on it. None leaves the feature out. Default 2.
     model : NaiveBayes, optional
-        The probability model. Default :data:`LUNG_MODEL`.
+        The probability model (the ranking score). Default :data:`LUNG_MODEL`.
+    calibration : (float, float) or ScoreCalibration or None, optional
+        Maps the ranking score to a probability (see :func:`detect_tissue`). Default None (the score is the
+        probability).
 
     Returns
     -------
@@ -787,6 +793,8 @@ def detect_lung(image: np.ndarray, spacing_mm: Sequence[float], lungs: Sequence[
         label = "nodule" if feats["diameter_mm"] <= 30.0 else "mass"
         found.append(_finding(label, region, bb, feats, model))
     found = _resolve_overlaps(found)
+    if calibration is not None:
+        found = _calibrate_all(found, calibration, settings, notes)
     ok, rejected = _split(found, settings)
     return DetectionResult(ok, rejected, len(cands), tuple(notes))
 
@@ -863,7 +871,7 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
                   hot_threshold: float | None = None, mirror_axis: int | None = 2,
                   symmetric_max: float | None = 0.3, symmetric_factor: float = 0.1, percist_liver: bool = False,
                   model: NaiveBayes | FittedModel = TISSUE_MODEL, cranial: int | None = None,
-                  calibration: tuple[float, float] | None = None) -> DetectionResult:
+                  calibration: "tuple[float, float] | ScoreCalibration | None" = None) -> DetectionResult:
     """Focal regions that depart from their surroundings and from the tissue model, in any modality.
 
     Parameters
@@ -929,11 +937,12 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         the organ context of a whole-body PET (:func:`_physiology`): the heart above the liver's dome, the brain
         far above it, the bladder far below it on the midline, kidneys and mirror twins are physiological uptake
         (feature ``physiological`` = 1, probability times ``symmetric_factor``). Default None (off).
-    calibration : (float, float) or None, optional
-        Platt scaling ``(slope, intercept)`` of the final score (model and rules): ``p = 1 / (1 + exp(-(slope *
-        logit(score) + intercept)))``, monotone, so the ranking stays; the score is kept as the feature
-        ``ranking_score``. Fitted leave one patient out by ``scripts/evaluate_findings.py`` (the ``"calibrated"``
-        model of the detect step). Default None (the score is the probability).
+    calibration : (float, float) or ScoreCalibration or None, optional
+        Maps the final score (model and rules) to a probability: a :class:`ScoreCalibration` (fitted on scored
+        candidates by :func:`dicomnode.findings_training.fit_findings`: Platt scaling plus a weight for the series'
+        top candidate, capped), or Platt scaling ``(slope, intercept)``: ``p = 1 / (1 + exp(-(slope * logit(score)
+        + intercept)))``. Monotone in the score, so the ranking stays; the score is kept as the feature
+        ``ranking_score``. Default None (the score is the probability).
 
     Returns
     -------
@@ -1077,9 +1086,7 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         found = _physiology(found, img, foreground, liver_mask, liver, sp, int(cranial), mirror_axis, notes,
                             symmetric_factor)
     if calibration is not None:
-        found = [_calibrated(f, calibration) for f in found]
-        notes.append(f"probabilities: Platt scaling of the ranking score (slope {calibration[0]:.3g}, intercept "
-                     f"{calibration[1]:.3g})")
+        found = _calibrate_all(found, calibration, settings, notes)
     ok, rejected = _split(found, settings)
     return DetectionResult(ok, rejected, len(cands) + n_hot, tuple(notes))
 
@@ -1144,18 +1151,75 @@ def _with_context(found: list[Finding], img: np.ndarray, foreground: np.ndarray,
     return out
 
 
-def platt(score: float, calibration: tuple[float, float]) -> float:
-    """``1 / (1 + exp(-(slope * logit(score) + intercept)))``, the score clipped to [1e-9, 1 - 1e-9] first."""
-    q = min(max(float(score), 1e-9), 1.0 - 1e-9)
-    t = calibration[0] * math.log(q / (1.0 - q)) + calibration[1]
-    return float(1.0 / (1.0 + math.exp(-min(max(t, -700.0), 700.0))))
+@dataclass(frozen=True, slots=True)
+class ScoreCalibration:
+    """A monotone map of a ranking score to a probability, fitted on scored candidates
+    (:func:`dicomnode.findings_training.fit_findings`)::
+
+        p = min(cap, 1 / (1 + exp(-(slope * clip(logit(score), -logit_clip, logit_clip) + top_weight * top
+                                    + intercept))))
+
+    ``top`` is 1 for the series' highest-scoring candidate that passes the size limits, else 0. With ``top_weight``
+    0, ``cap`` 1 and the default ``logit_clip`` this is Platt scaling. ``slope`` and ``top_weight`` must be >= 0 (the
+    ranking stays; ties can appear where the logit is clipped).
+    """
+
+    slope: float
+    intercept: float
+    top_weight: float = 0.0
+    cap: float = 1.0
+    logit_clip: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not (self.slope >= 0 and self.top_weight >= 0):
+            raise ValueError(f"slope and top_weight must be >= 0 (a monotone map), got {self.slope}, "
+                             f"{self.top_weight}")
+        if not 0 < self.cap <= 1:
+            raise ValueError(f"cap must be in (0, 1], got {self.cap}")
+        if not self.logit_clip > 0:
+            raise ValueError(f"logit_clip must be > 0, got {self.logit_clip}")
+
+    def probability(self, score: float, top: bool = False) -> float:
+        """The calibrated probability of a candidate with ranking score ``score``."""
+        q = min(max(float(score), 1e-9), 1.0 - 1e-9)
+        x = min(max(math.log(q / (1.0 - q)), -self.logit_clip), self.logit_clip)
+        t = self.slope * x + self.top_weight * float(top) + self.intercept
+        return min(self.cap, float(1.0 / (1.0 + math.exp(-min(max(t, -700.0), 700.0)))))
 
 
-def _calibrated(f: Finding, calibration: tuple[float, float]) -> Finding:
+def _as_calibration(calibration: "tuple[float, float] | ScoreCalibration") -> ScoreCalibration:
+    if isinstance(calibration, ScoreCalibration):
+        return calibration
+    slope, intercept = (float(v) for v in calibration)
+    return ScoreCalibration(slope, intercept)
+
+
+def platt(score: float, calibration: "tuple[float, float] | ScoreCalibration") -> float:
+    """``1 / (1 + exp(-(slope * logit(score) + intercept)))``, the score clipped to [1e-9, 1 - 1e-9] first (a
+    :class:`ScoreCalibration` adds its top weight (not top here) and cap)."""
+    return _as_calibration(calibration).probability(score, False)
+
+
+def _calibrated(f: Finding, calibration: ScoreCalibration, top: bool = False) -> Finding:
     feats = dict(f.features)
     feats["ranking_score"] = f.probability
+    feats["top_candidate"] = float(top)
     return Finding(f.label, f.mask, f.box, f.centroid_zyx, f.volume_ml, f.diameter_mm,
-                   platt(f.probability, calibration), feats, f.centroid_mm)
+                   calibration.probability(f.probability, top), feats, f.centroid_mm)
+
+
+def _calibrate_all(found: list[Finding], calibration: "tuple[float, float] | ScoreCalibration",
+                   settings: DetectionSettings, notes: list[str]) -> list[Finding]:
+    """Map every candidate's ranking score to its calibrated probability; the top candidate is the highest-scoring
+    one that passes the size limits (the one the series would report first)."""
+    cal = _as_calibration(calibration)
+    sized = [f for f in found if f.diameter_mm >= settings.min_diameter_mm and f.volume_ml >= settings.min_volume_ml]
+    best = max(sized, key=lambda f: f.probability, default=None)
+    out = [_calibrated(f, cal, f is best) for f in found]
+    notes.append(f"probabilities: the ranking score calibrated (slope {cal.slope:.3g}, top weight "
+                 f"{cal.top_weight:.3g}, intercept {cal.intercept:.3g}, cap {cal.cap:.3g}; the score stays in "
+                 "ranking_score)")
+    return out
 
 
 def _suv_peak(img: np.ndarray, f: Finding, spacing_mm: Sequence[float], volume_ml: float = 1.0) -> float:

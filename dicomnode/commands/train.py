@@ -3,6 +3,7 @@
 ::
 
     dicomnode train --labels labels.csv --task scene --out scene.skops [--phantoms 20] [--seed 0]
+    dicomnode train --task findings --cases CASES.toml --out findings.json [--data-root DIR] [--cache DIR]
 
 ``labels.csv`` has one row per series: ``folder,label[,patient]`` (a header row ``folder,label,patient`` is
 allowed; relative folders are taken from the CSV's own folder). ``folder`` is a folder of one DICOM series, or a
@@ -13,6 +14,11 @@ Tasks:
 * ``scene``: body region. Each series is cut into 60 mm axial slabs (every 30 mm); each slab's scene descriptors
   (:mod:`dicomnode.analysis.scene`) are one sample. ``--phantoms N`` adds N synthetic slabs per (region, modality)
   (:mod:`dicomnode.analysis.scene_phantoms`) to every training fold; they are never scored.
+* ``findings``: the finding probabilities (``[detect] model = "calibrated"``). Needs ``--cases CASES.toml`` (the
+  case file of ``dicomnode evaluate``) instead of ``--labels``: the detect candidates of its cases with lesion truth
+  are scored against it and the calibration of :mod:`dicomnode.findings_training` is fitted, its
+  leave-one-patient-out figures printed, and written to ``--out NAME.json`` (a profile uses it with ``model =
+  "NAME.json"``).
 * any other name: a per-series classifier on the whole-series scene descriptors plus body intensity percentiles
   (one sample per series), e.g. to tell two protocols apart.
 
@@ -27,6 +33,7 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
+import json
 import shutil
 import struct
 import sys
@@ -337,8 +344,58 @@ def train(rows: Sequence[LabelledSeries], task: str, out: Path | str, *, phantom
     return figures
 
 
+def train_findings(cases: Path | str, out: Path | str, *, data_root: Path | str | None = None,
+                   config: Path | str | None = None, cache: Path | str | None = None,
+                   print_fn=print) -> dict:
+    """``--task findings``: fit the findings calibration (:mod:`dicomnode.findings_training`) on the detect candidates
+    of a case file's lesion truths, print its leave-one-patient-out figures and write it to ``out`` (JSON; a
+    profile uses it with ``[detect] model = "OUT.json"``). Returns the figures."""
+    from dicomnode.config import load_config
+    from dicomnode.evaluation.cases import load_cases
+    from dicomnode.findings_training import (CandidateCache, collect_candidates, fit_findings, leave_one_patient_out,
+                                             reliability, score_series)
+
+    out = Path(out)
+    if out.suffix.lower() != ".json":
+        raise DicomnodeError(f"{out}: the findings calibration is a .json file; give --out NAME.json")
+    case_file = load_cases(cases, data_root=data_root)
+    cands = collect_candidates(case_file, load_config(config), cache=CandidateCache(cache) if cache else None,
+                               print_fn=print_fn)
+    patients = sorted({c.patient for c in cands})
+    if not any(c.true for c in cands):
+        raise DicomnodeError(f"{cases}: no detect candidate lies inside a lesion truth: nothing to fit; give cases "
+                             "with lesion truth (rtstruct, seg or voc)")
+    figures: dict = {"patients": len(patients), "candidates": len(cands), "true": sum(c.true for c in cands)}
+    if len(patients) >= 2:
+        series = score_series(cands, leave_one_patient_out(cands))
+        figures["lopo"] = {k: {kk: v for kk, v in s.items() if kk != "reported"} for k, s in series.items()}
+        figures["reliability"] = reliability(series)
+        print_fn(f"leave one patient out over {len(patients)} patients: top finding true in "
+                 f"{sum(s['top_true'] for s in series.values())} of {len(series)} series, "
+                 f"{sum(s['false_findings'] for s in series.values())} false findings reported")
+        for b in figures["reliability"]:
+            if b["count"]:
+                o = b["observed"]
+                print_fn(f"  p {b['low']:.2f}-{b['high']:.2f}: {b['count']} finding(s), mean {b['mean_predicted']:.2f}, "
+                         f"true {o['successes']}/{o['trials']} (95 % CI {o['wilson95'][0]:.2f}-{o['wilson95'][1]:.2f})")
+    else:
+        print_fn("one patient only: no leave-one-patient-out figures")
+    fitted = fit_findings(cands)
+    out.write_text(json.dumps({**fitted.as_dict(), "case_file": str(Path(cases).name), **figures}, indent=1))
+    print_fn(f"saved {out}")
+    return figures
+
+
 def _run(a: argparse.Namespace) -> int:
     try:
+        if a.task == "findings":
+            if not a.cases:
+                raise DicomnodeError("--task findings needs --cases CASES.toml (the case file of "
+                                     "`dicomnode evaluate`, with lesion truth)")
+            train_findings(a.cases, a.out, data_root=a.data_root, config=a.config, cache=a.cache)
+            return 0
+        if not a.labels:
+            raise DicomnodeError(f"--task {a.task} needs --labels LABELS.csv (rows folder,label[,patient])")
         rows = read_labels(a.labels)
         train(rows, a.task, a.out, phantoms=a.phantoms, seed=a.seed)
     except DicomnodeError as e:
@@ -350,9 +407,14 @@ def _run(a: argparse.Namespace) -> int:
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("train", help="train a classifier from labelled series (folder,label[,patient])",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--labels", required=True, help="CSV with rows folder,label[,patient]")
-    p.add_argument("--task", required=True, help="task name: 'scene' (body region) or any other name")
-    p.add_argument("--out", required=True, help="model file to write (.skops)")
+    p.add_argument("--labels", help="CSV with rows folder,label[,patient] (every task but findings)")
+    p.add_argument("--task", required=True,
+                   help="task name: 'scene' (body region), 'findings' (finding probabilities) or any other name")
+    p.add_argument("--out", required=True, help="model file to write (.skops; findings: .json)")
+    p.add_argument("--cases", help="findings task: the case file (as for `dicomnode evaluate`) with lesion truth")
+    p.add_argument("--data-root", help="findings task: the folder the case paths are relative to")
+    p.add_argument("--config", help="findings task: node configuration whose profiles run (default: built-in)")
+    p.add_argument("--cache", help="findings task: a folder caching the scored candidates per series")
     p.add_argument("--phantoms", type=int, default=0,
                    help="scene task: synthetic slabs per region and modality added to training (never scored)")
     p.add_argument("--seed", type=int, default=0, help="seed of the phantoms")

@@ -6,14 +6,17 @@ data and the patient's cases run with it; the other steps are the shipped ones. 
 * the scene model (the ``scene`` step with the shipped ``model = "scene"``): refitted by
   :func:`dicomnode.scene_training.fit_scene` (the code that fits the shipped model) on the scene examples of the
   case file's truths (:func:`dicomnode.scene_training.case_examples`) without the patient, temperatures included;
-* the findings model (``detect`` with ``model = "findings"``, ``"calibrated"`` (the hand-set ranking Platt-scaled
-  with coefficients on the findings card) or a ``.skops`` path): its fitting is not a library function yet
-  (``scripts/evaluate_findings.py``), so it is *not* refitted: such cases say so in their notes and the summary
-  lists the model under ``models_in_sample``. ``"hand-set"`` fits nothing.
+* the findings calibration (``detect`` with ``model = "calibrated"``, the shipped profiles'): refitted by
+  :func:`dicomnode.findings_training.fit_findings` (the code that fits the shipped one) on the scored detect
+  candidates of the case file's lesion truths (:func:`dicomnode.findings_training.collect_candidates`) without the
+  patient; the fold's calibration is written to ``DIR/models/findings-fold-<hash>.json`` and the case's ``detect``
+  runs with ``model`` = that file;
+* the logistic findings model (``model = "findings"``) or a ``.skops`` path is *not* refitted: such cases say so in
+  their notes and the summary lists the model under ``models_in_sample``. ``"hand-set"`` fits nothing.
 
 A scene step that names a model of its own (a path) is the site's model: it is used as it is, and listed in-sample.
-Scene descriptors are cached per series under ``DIR/cache/`` (keyed by the files and the scene code), so a second run
-costs the fits only (under a second each).
+Scene descriptors and detect candidates are cached per series under ``DIR/cache/`` (keyed by the files and the
+code), so a second run costs the fits only (under a second each).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from dicomnode.config import Profile
+from dicomnode.config import NodeConfig, Profile
 from dicomnode.evaluation.cases import Case, CaseFile
 
 __all__ = ["FoldModels", "fold_profile", "prepare_folds"]
@@ -32,6 +35,8 @@ __all__ = ["FoldModels", "fold_profile", "prepare_folds"]
 _SHIPPED_SCENE = ("scene",)
 #: ``detect`` models that fit nothing.
 _UNFITTED_DETECT = ("hand-set",)
+#: ``detect`` models refitted per fold (:mod:`dicomnode.findings_training`).
+_REFITTED_DETECT = ("calibrated",)
 
 
 @dataclass
@@ -39,10 +44,11 @@ class FoldModels:
     """The models of every fold: patient -> scene model file; what was refitted and what was used in-sample."""
 
     scene: dict[str, Path] = field(default_factory=dict)
+    findings: dict[str, Path] = field(default_factory=dict)
     figures: dict[str, dict] = field(default_factory=dict)
 
     def describe(self) -> dict:
-        return {"scene_models": len(self.scene), "folds": self.figures}
+        return {"scene_models": len(self.scene), "findings_calibrations": len(self.findings), "folds": self.figures}
 
 
 def patient_of(case: Case) -> str:
@@ -51,8 +57,9 @@ def patient_of(case: Case) -> str:
 
 
 def prepare_folds(case_file: CaseFile, cases: Sequence[Case], out_dir: Path,
-                  print_fn: Callable[[str], None] | None = None) -> FoldModels:
-    """Fit the scene model once per patient of ``cases``, without that patient; write them under DIR/models/."""
+                  print_fn: Callable[[str], None] | None = None, *, config: NodeConfig | None = None) -> FoldModels:
+    """Fit the scene model and the findings calibration once per patient of ``cases``, without that patient; write
+    them under DIR/models/. ``config`` chooses each case's profile (default: the built-in configuration)."""
     from dicomnode.scene_training import FeatureCache, case_examples, fit_scene, phantom_rows, save_scene_model
 
     cache = FeatureCache(out_dir / "cache")
@@ -73,7 +80,37 @@ def prepare_folds(case_file: CaseFile, cases: Sequence[Case], out_dir: Path,
             print_fn(f"fold {name}: scene model fitted on {len(fitted.patients)} other patients "
                      f"({fitted.n_slabs} slabs), temperatures CT {fitted.temperature_ct:.2f}, "
                      f"other {fitted.temperature_other:.2f}")
+    _prepare_findings(case_file, cases, out_dir, folds, print_fn, config)
     return folds
+
+
+def _prepare_findings(case_file: CaseFile, cases: Sequence[Case], out_dir: Path, folds: FoldModels,
+                      print_fn: Callable[[str], None] | None, config: NodeConfig | None) -> None:
+    """One findings calibration per patient of ``cases``, fitted on the candidates of the other patients."""
+    from dicomnode.findings_training import CandidateCache, collect_candidates, fit_findings
+
+    candidates = collect_candidates(case_file, config, cache=CandidateCache(out_dir / "cache"), print_fn=print_fn)
+    if not any(c.true for c in candidates):
+        if print_fn:
+            print_fn("findings: no true detect candidate in the case file's lesion truths: the calibration is not "
+                     "refitted (cases using it run in-sample)")
+        return
+    for patient in sorted({patient_of(c) for c in cases}):
+        name = hashlib.sha256(patient.encode()).hexdigest()[:12]
+        try:
+            fitted = fit_findings(candidates, exclude=patient)
+        except ValueError as e:
+            if print_fn:
+                print_fn(f"fold {name}: findings calibration not refitted ({e})")
+            continue
+        folds.findings[patient] = fitted.save(out_dir / "models" / f"findings-fold-{name}.json")
+        m = fitted.mapping
+        folds.figures.setdefault(name, {})["findings"] = {"training_patients": len(fitted.patients),
+                                                          "candidates": fitted.candidates, "hits": fitted.hits}
+        if print_fn:
+            print_fn(f"fold {name}: findings calibration fitted on {len(fitted.patients)} other patients "
+                     f"({fitted.candidates} candidates, {fitted.hits} true): slope {m.slope:.3g}, top weight "
+                     f"{m.top_weight:.3g}, intercept {m.intercept:.3g}")
 
 
 def fold_profile(profile: Profile, case: Case, folds: FoldModels) -> tuple[Profile, list[str], list[str]]:
@@ -90,6 +127,9 @@ def fold_profile(profile: Profile, case: Case, folds: FoldModels) -> tuple[Profi
             in_sample.append(f"scene ({model})")
     if "detect" in profile.steps:
         model = str(params.get("detect", {}).get("model", "hand-set"))
-        if model not in _UNFITTED_DETECT:
+        if model in _REFITTED_DETECT and patient_of(case) in folds.findings:
+            params.setdefault("detect", {})["model"] = str(folds.findings[patient_of(case)])
+            refitted.append("findings")
+        elif model not in _UNFITTED_DETECT:
             in_sample.append(f"findings ({model})")
     return replace(profile, params=params), refitted, in_sample

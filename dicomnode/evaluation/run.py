@@ -351,7 +351,7 @@ def evaluate(case_file: CaseFile, config: NodeConfig, out_dir: Path | str, *, on
     folds = None
     if leave_one_patient_out:
         from dicomnode.evaluation.loo import prepare_folds
-        folds = prepare_folds(case_file, cases, out, print_fn=print_fn)
+        folds = prepare_folds(case_file, cases, out, print_fn=print_fn, config=config)
     results: list[CaseResult] = []
     for case in cases:
         r = evaluate_case(case, config, out, data_root=case_file.data_root, folds=folds)

@@ -126,7 +126,8 @@ _DETECT_LUNG = {
     "vessel_opening_mm": _n(0, None, "1.5"), "max_candidates": _i(1, None, "40"), "mirror_axis": _i(0, 2, "2"),
 }
 _DETECT_TISSUE = {
-    "model": Param("text", example="\"hand-set\", \"findings\" or the path of a .skops file"),
+    "model": Param("text", example="\"hand-set\", \"calibrated\", \"findings\", a calibration .json file or the path "
+                                   "of a .skops file"),
     "polarity": Param("choice", choices=("both", "bright", "dark")),
     "window": Param("pair", example="[-200, 250]"), "max_radius_mm": _n(0, None, "45", above=True),
     "coarse_mm": _n(0, None, "4", above=True), "min_response": _n(0, None, "1"), "z_clip": _n(0, None, "8", above=True),
@@ -184,7 +185,7 @@ STEP_PARAMETERS: Mapping[str, Mapping[str | None, Mapping[str, Param]]] = {
     "measure": {None: {}},
     "detect": {
         "auto": {**_DETECT_LIMITS, **_DETECT_LUNG, **_DETECT_TISSUE},
-        "lung": {**_DETECT_LIMITS, **_DETECT_LUNG, "model": Param("choice", choices=("hand-set",))},
+        "lung": {**_DETECT_LIMITS, **_DETECT_LUNG, "model": Param("choice", choices=("hand-set", "calibrated"))},
         "tissue_model": {**_DETECT_LIMITS, **_DETECT_TISSUE},
     },
     "synthesize": {None: {

@@ -2,7 +2,7 @@
 
 | step | what | parameters |
 |---|---|---|
-| ``detect`` | focal findings -> segments of the label map, ``ctx.findings`` (with the ``detect_features`` their probability came from), per-segment measurements ``probability`` and ``diameter_mm`` | ``method`` = "auto" (CT in HU with lungs: "lung"; else "tissue_model") / "lung" / "tissue_model"; ``min_diameter_mm``, ``min_volume_ml``, ``max_findings``, ``probability_threshold``; ``model`` (tissue method: "hand-set", the naive Bayes ranking score, default; "calibrated", the same ranking with probabilities Platt-scaled leave one patient out (the PET profile's); "findings", the shipped fitted logistic model; or a .skops path); plus keywords of :func:`~dicomnode.analysis.detect.detect_lung` / :func:`~dicomnode.analysis.detect.detect_tissue` |
+| ``detect`` | focal findings -> segments of the label map, ``ctx.findings`` (with the ``detect_features`` their probability came from), per-segment measurements ``probability`` and ``diameter_mm`` | ``method`` = "auto" (CT in HU with lungs: "lung"; else "tissue_model") / "lung" / "tissue_model"; ``min_diameter_mm``, ``min_volume_ml``, ``max_findings``, ``probability_threshold``; ``model`` ("hand-set", the naive Bayes ranking score, default; "calibrated", the same ranking with its probabilities calibrated on scored candidates (:mod:`dicomnode.findings_training`; the shipped profiles'), or a calibration .json file of ``dicomnode train --task findings``; tissue method only: "findings", the shipped fitted logistic model, or a .skops path); plus keywords of :func:`~dicomnode.analysis.detect.detect_lung` / :func:`~dicomnode.analysis.detect.detect_tissue` |
 | ``synthesize`` | derived volumes in ``ctx.derived`` ("mip", "minip", "avg", "working") | ``projections`` (list of "mip", "minip", "avg"; default ["mip"]), ``slab_mm`` (default 10), ``spacing_mm`` (default = slab), ``source`` ("original", default, or "working": what the projections are made of), ``include_working`` (default false) |
 
 ``detect`` runs after ``segment`` (and ``correct``), before ``features``/``measure`` (which then measure the findings
@@ -48,31 +48,57 @@ def _options(fn: Any, params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: tuple(v) if k in _TUPLE_OPTIONS else v for k, v in params.items() if k != "model"}
 
 
+#: ``detect`` model values that map the hand-set ranking score through a fitted calibration (any method).
+CALIBRATED = "calibrated"
+
+
+def _is_calibration_file(name: str) -> bool:
+    return name.lower().endswith(".json")
+
+
 def _tissue_model(name: str) -> tuple[Any, str]:
     """The probability model of the tissue method: "findings" (shipped, fitted: docs/models.md), a .skops path of
-    the same task, or "hand-set" (:data:`~dicomnode.analysis.detect.TISSUE_MODEL`); with how the SR names it."""
+    the same task, or "hand-set" (:data:`~dicomnode.analysis.detect.TISSUE_MODEL`, also the ranking score that
+    "calibrated" and a calibration file map); with how the SR names it."""
     if name == "hand-set":
         return _detect.TISSUE_MODEL, "naive Bayes posterior (hand-set)"
+    if name == CALIBRATED or _is_calibration_file(name):
+        return _detect.TISSUE_MODEL, _calibrated_how(name)
     from dicomnode.steps.recognition import _model
-    if name == "calibrated":
-        return _detect.TISSUE_MODEL, "naive Bayes ranking, Platt-calibrated (findings.skops card, leave one patient out)"
 
     m = _model(name, "findings")
     return (_detect.FittedModel(m.estimator, tuple(m.card.feature_names), dict(m.card.extra.get("fill", {}))),
             f"logistic regression ({m.path.name}, fitted leave one patient out)")
 
 
-def _calibration() -> tuple[float, float]:
-    """The Platt scaling of the hand-set ranking score, from the shipped findings model's card
-    (``extra.hand_set_calibration``, fitted by ``scripts/evaluate_findings.py --write-model``)."""
+def _calibrated_how(name: str) -> str:
+    where = "findings.skops card" if name == CALIBRATED else name.replace("\\", "/").rsplit("/", 1)[-1]
+    return f"naive Bayes ranking, calibrated on scored candidates ({where})"
+
+
+def _calibration(name: str = CALIBRATED) -> _detect.ScoreCalibration:
+    """The map of the hand-set ranking score to a probability: for "calibrated", the shipped findings model's card
+    (``extra.calibration``, fitted by :func:`dicomnode.findings_training.fit_findings`; an older card's
+    ``extra.hand_set_calibration``, Platt scaling, is still read); for a ``.json`` path, that file (``dicomnode train
+    --task findings``, or a fold of ``dicomnode evaluate --leave-one-patient-out``)."""
+    from dicomnode.findings_training import FindingsCalibration, read_calibration
+
+    if _is_calibration_file(name):
+        try:
+            return read_calibration(name).mapping
+        except ValueError as e:
+            raise ValueError(f"step detect: model {name!r}: {e}") from None
     from dicomnode.steps.recognition import _model
 
-    c = _model("findings", "findings").card.extra.get("hand_set_calibration")
+    extra = _model("findings", "findings").card.extra
+    if extra.get("calibration"):
+        return FindingsCalibration.from_dict(extra["calibration"]).mapping
+    c = extra.get("hand_set_calibration")
     if not c:
-        raise ValueError("step detect: model = \"calibrated\" needs the findings model's card to carry "
-                         "hand_set_calibration; refit it with scripts/evaluate_findings.py --write-model, or use "
-                         "model = \"hand-set\"")
-    return float(c["slope"]), float(c["intercept"])
+        raise ValueError("step detect: model = \"calibrated\" needs the findings model's card to carry calibration; "
+                         "refit it with dicomnode train --task findings (or scripts/evaluate_findings.py "
+                         "--write-model), or use model = \"hand-set\"")
+    return _detect.ScoreCalibration(float(c["slope"]), float(c["intercept"]))
 
 
 def _class_model(ctx: Context) -> tuple[list[float], list[float]] | None:
@@ -106,11 +132,15 @@ def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
         method = "lung" if (v.modality == "CT" and v.unit == "HU" and lungs) else "tissue_model"
     if method == "lung":
         settings = _detect.DetectionSettings(**limits)
-        if p.pop("model", "hand-set") != "hand-set":
-            raise ValueError("step detect: the lung method's model is hand-set (model = \"hand-set\"); 'model' "
-                             "chooses the tissue method's")
-        res = _detect.detect(v, method="lung", lungs=lungs, settings=settings, **_options(_detect.detect_lung, p))
+        p.pop("model", None)
+        opts = _options(_detect.detect_lung, p)
         how = "naive Bayes posterior (hand-set)"
+        if model_name == CALIBRATED or _is_calibration_file(model_name):
+            opts["calibration"], how = _calibration(model_name), _calibrated_how(model_name)
+        elif model_name != "hand-set":
+            raise ValueError(f"step detect: the lung method's model is \"hand-set\" or \"calibrated\" (or a "
+                             f"calibration .json file), got {model_name!r}; other models are the tissue method's")
+        res = _detect.detect(v, method="lung", lungs=lungs, settings=settings, **opts)
     else:
         defaults = dict(min_diameter_mm=10.0, min_volume_ml=0.5, max_findings=3)
         settings = _detect.DetectionSettings(**{**defaults, **limits})
@@ -130,8 +160,8 @@ def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
         if model is not None:
             opts["class_means"], opts["class_sds"] = model
         opts["model"], how = _tissue_model(model_name)
-        if model_name == "calibrated":
-            opts["calibration"] = _calibration()
+        if model_name == CALIBRATED or _is_calibration_file(model_name):
+            opts["calibration"] = _calibration(model_name)
         res = _detect.detect(v, method="tissue_model", foreground=None if body is None else body.mask,
                              settings=settings, **opts)
     ctx.notes.extend(f"detect.{method}: {n}" for n in res.notes)

@@ -439,3 +439,57 @@ def test_pet_phantom_lesions_rank_above_physiological_uptake():
         assert f.features.get("physiological") == 1.0 and f.probability < 0.5, name
         assert all(ranked.index(f) > ranked.index(g) for g in found), name
     assert any("organ context" in n and "heart" in n and "bladder" in n for n in res.notes)
+
+
+def test_score_calibration_is_monotone_capped_and_platt_without_top_weight():
+    """The map of the ranking score to a probability: monotone in the score, higher for the series' top candidate,
+    never above its cap; with no top weight, no cap and no clip it is Platt scaling (``platt``)."""
+    from dicomnode.analysis.detect import ScoreCalibration, platt
+
+    cal = ScoreCalibration(slope=0.4, intercept=-2.7, top_weight=2.5, cap=0.9, logit_clip=4.0)
+    scores = [1e-6, 0.01, 0.1, 0.5, 0.9, 0.98, 0.999, 1.0]
+    for top in (False, True):
+        ps = [cal.probability(s, top) for s in scores]
+        assert ps == sorted(ps) and max(ps) <= 0.9
+    # past logit 4 (score ~0.982) the score says nothing more: the naive Bayes saturates
+    assert cal.probability(0.999) == cal.probability(1.0)
+    assert cal.probability(0.9, True) > cal.probability(0.9, False)
+    # by hand: logit(0.9) = 2.1972; 0.4 * 2.1972 + 2.5 - 2.7 = 0.6789 -> 0.6635
+    assert cal.probability(0.9, True) == pytest.approx(0.66350, abs=1e-4)
+    # Platt: p = 1 / (1 + exp(-(1.5 * logit(0.2) - 1))) = 1 / (1 + exp(3.07944)) = 1 / 22.7471 = 0.043963
+    assert platt(0.2, (1.5, -1.0)) == pytest.approx(0.043963, abs=1e-5)
+    assert platt(0.2, ScoreCalibration(1.5, -1.0)) == platt(0.2, (1.5, -1.0))
+    with pytest.raises(ValueError, match="monotone"):
+        ScoreCalibration(slope=-0.1, intercept=0.0)
+    with pytest.raises(ValueError, match="cap"):
+        ScoreCalibration(slope=1.0, intercept=0.0, cap=0.0)
+
+
+def test_calibration_keeps_the_ranking_and_marks_only_the_top_sized_candidate():
+    """``calibration`` maps each candidate's ranking score (kept as ``ranking_score``); exactly one candidate, the
+    highest-scoring one that passes the size limits, gets ``top_candidate`` = 1, in both detectors."""
+    from dicomnode.analysis.detect import ScoreCalibration
+
+    cal = ScoreCalibration(slope=0.4, intercept=-2.7, top_weight=2.5, cap=0.9, logit_clip=4.0)
+    spheres = [((24, 40, 40), 10.0, 250.0), ((20, 70, 72), 14.0, 30.0), ((28, 60, 40), 7.0, 220.0)]
+    img, _ = tissue_phantom(spheres, seed=3)
+    body, means, sds = _class_model(img, TISSUE_SP)
+    open_ = DetectionSettings(probability_threshold=0.0, max_findings=50, min_diameter_mm=10.0, min_volume_ml=0.5)
+    raw = detect_tissue(img, TISSUE_SP, body, class_means=means, class_sds=sds, settings=open_)
+    res = detect_tissue(img, TISSUE_SP, body, class_means=means, class_sds=sds, settings=open_, calibration=cal)
+    assert [f.centroid_zyx for f in res.findings] == [f.centroid_zyx for f in raw.findings]
+    for f, g in zip(res.findings, raw.findings):
+        assert f.features["ranking_score"] == g.probability
+        assert f.probability == pytest.approx(cal.probability(g.probability, bool(f.features["top_candidate"])))
+        assert f.probability <= 0.9
+    assert sum(f.features["top_candidate"] for f in res.findings + res.rejected) == 1
+    assert res.findings[0].features["top_candidate"] == 1.0
+    assert any("calibrated" in n for n in res.notes)
+    lung_img, lungs = lung_phantom([((30, 50, 40), 4.0), ((38, 70, 50), 9.0)], seed=1)
+    lung_raw = detect_lung(lung_img, LUNG_SP, lungs)
+    lung = detect_lung(lung_img, LUNG_SP, lungs, calibration=cal)
+    top = max(lung_raw.findings + lung_raw.rejected, key=lambda f: f.probability)
+    assert [f.features["top_candidate"] for f in lung.findings + lung.rejected].count(1.0) == 1
+    assert next(f for f in lung.findings + lung.rejected
+                if f.features["top_candidate"]).centroid_zyx == top.centroid_zyx
+    assert max(f.probability for f in lung.findings + lung.rejected) <= 0.9

@@ -132,34 +132,46 @@ def test_shipped_findings_model_is_fitted_leave_one_patient_out_and_selectable()
         run_steps(Context(volume=ct, original=ct), ["detect"], {"detect": {"method": "lung", "model": "findings"}})
 
 
-def test_calibrated_model_keeps_the_hand_set_ranking_and_platt_scales_it():
-    """``model = "calibrated"`` (the PET profile's): the same naive Bayes ranking, each probability Platt-scaled with
-    the slope and intercept the findings card carries (fitted leave one patient out, their held-out figures in the
-    card); the score is kept as ``ranking_score``."""
-    from dicomnode.analysis.detect import platt
+def test_calibrated_model_keeps_the_hand_set_ranking_and_maps_it_with_the_card_calibration(tmp_path):
+    """``model = "calibrated"`` (the shipped profiles'): the same naive Bayes ranking, each probability mapped by the
+    calibration the findings card carries (``extra.calibration``, fitted by dicomnode.findings_training, its held-out
+    figures in the card); the score is kept as ``ranking_score``. A calibration file (``dicomnode train --task
+    findings``) given as the model does the same with its own numbers, for the lung method too."""
+    from dicomnode.analysis.detect import ScoreCalibration
+    from dicomnode.findings_training import FindingsCalibration
     from dicomnode.modelio import load_model, resolve_model
 
-    cal = load_model(resolve_model("findings"), task="findings").card.extra["hand_set_calibration"]
-    assert cal["slope"] > 0 and len(cal["lopo"]) == 11
+    card = load_model(resolve_model("findings"), task="findings").card.extra["calibration"]
+    assert card["slope"] > 0 and card["top_weight"] >= 0 and card["cap"] <= 0.9 and len(card["lopo"]) == 13
+    shipped = FindingsCalibration.from_dict(card).mapping
+    other = FindingsCalibration(ScoreCalibration(1.0, -0.5, 1.0, 0.8, 4.0))
+    path = other.save(tmp_path / "site.json")
     registry()
     spheres = [((24, 40, 40), 10.0, 250.0), ((24, 70, 70), 6.0, 180.0)]
     img, _ = tissue_phantom(spheres, seed=3)
     v = Volume(img, TISSUE_SP, (5.0, 6.0, 7.0), np.eye(3), "MR", "")
     out = {}
-    for model in ("hand-set", "calibrated"):
+    for model in ("hand-set", "calibrated", str(path)):
         ctx = Context(volume=v, original=v)
         run_steps(ctx, ["segment", "detect"], {"segment": {"method": "generic"},
                                                "detect": {"model": model, "probability_threshold": 0.0,
                                                           "max_findings": 10}})
         out[model] = ctx.findings
-    assert [f["centroid_mm"] for f in out["hand-set"]] == [f["centroid_mm"] for f in out["calibrated"]]
-    checked = 0
-    for h, c in zip(out["hand-set"], out["calibrated"]):
-        assert c["detect_features"]["ranking_score"] == pytest.approx(h["probability"], abs=1e-3)
-        if 0.01 < h["probability"] < 0.99:  # results.json rounds to 4 places: near 0 and 1 the logit is too steep
-            assert c["probability"] == pytest.approx(platt(h["probability"], (cal["slope"], cal["intercept"])),
+    for model, mapping in (("calibrated", shipped), (str(path), other.mapping)):
+        assert [f["centroid_mm"] for f in out["hand-set"]] == [f["centroid_mm"] for f in out[model]]
+        for h, c in zip(out["hand-set"], out[model]):
+            assert c["detect_features"]["ranking_score"] == pytest.approx(h["probability"], abs=1e-3)
+            top = bool(c["detect_features"]["top_candidate"])
+            assert top == (h is out["hand-set"][0])
+            assert c["probability"] == pytest.approx(mapping.probability(c["detect_features"]["ranking_score"], top),
                                                      abs=2e-3)
-            checked += 1
-    assert checked
+            assert c["probability"] <= mapping.cap
+    ct = Volume(np.zeros((4, 8, 8), np.float32), (1.0, 1.0, 1.0), modality="CT", unit="HU")
+    for model in ("calibrated", str(path)):  # the lung method takes the calibration too
+        run_steps(Context(volume=ct, original=ct), ["detect"], {"detect": {"method": "lung", "model": model}})
+    with pytest.raises(Exception, match="findings calibration"):
+        (tmp_path / "bad.json").write_text("{}")
+        run_steps(Context(volume=v, original=v), ["segment", "detect"],
+                  {"segment": {"method": "generic"}, "detect": {"model": str(tmp_path / "bad.json")}})
     probs = [c["probability"] for c in out["calibrated"]]
     assert probs == sorted(probs, reverse=True)  # the ranking is the hand-set one

@@ -1,0 +1,339 @@
+"""Fitting the finding probabilities from scored candidates, leave one patient out: one code path for the shipped
+model (``scripts/evaluate_findings.py --write-model``, ``dicomnode train --task findings``) and for ``dicomnode
+evaluate --leave-one-patient-out``.
+
+Training data comes from a case file's lesion truths (:mod:`dicomnode.evaluation.cases`):
+
+* every case with lesion truth (RTSTRUCT, SEG or VOC boxes) that the node does not refuse runs its profile up to
+  ``detect`` as the chain does (:func:`collect_candidates`), with the detect limits opened
+  (``probability_threshold = 0``, ``max_findings = 50``; the size limits stay) and the tissue method's ``model =
+  "hand-set"``, so that every candidate comes out with its hand-set *ranking score* (naive Bayes posterior, the
+  symmetry and organ-context rules included);
+* a candidate is **true** when its centroid lies inside a truth lesion, as ``dicomnode evaluate`` scores a finding
+  (:mod:`dicomnode.evaluation.run`).
+
+The model (:class:`FindingsCalibration`, :func:`fit_findings`): one monotone map of the ranking score to a
+probability (:class:`dicomnode.analysis.detect.ScoreCalibration`), so the ranking (and the rank of the first true
+finding) is the hand-set one and only the probabilities change. Two scale-free inputs, three parameters, because
+three sarcoma patients and one chest CT cannot carry more:
+
+* ``logit(score)``, clipped to +-:data:`LOGIT_CLIP` (Platt scaling; naive Bayes saturates: past ~0.98 the hand-set
+  score says nothing more: on the shared cases, candidates scoring >= 0.98 are true about half the time), and
+* ``top``: 1 for the highest-scoring candidate of its series, else 0 (a series sent for lesion analysis has its most
+  conspicuous candidate as its likeliest lesion; every training series holds a tumour, so this weight is an upper
+  bound for series without one: docs/models.md).
+
+A logistic regression on these two with an L2 penalty (``C`` = :data:`C`; the intercept is not penalised) and both
+weights bounded to >= 0 (monotone), fitted on the candidates of every method and modality together (*pooled*): fits
+per method and modality were tried and did worse held out (docs/models.md; the lung method has one patient, CT
+tissue two with a tumour). Every probability is capped at :data:`CAP`: with about 20 true candidates no bin above
+0.9 can be shown calibrated, so the node never claims more.
+
+Candidates are cached per series (:class:`CandidateCache`, keyed by the files, the profile and the analysis code), so
+a second run costs the fits only (milliseconds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dicomnode.analysis.detect import ScoreCalibration
+
+__all__ = ["C", "CAP", "LOGIT_CLIP", "REPORTING", "Candidate", "CandidateCache", "FindingsCalibration", "apply",
+           "collect_candidates", "fit_findings", "group_of", "key", "leave_one_patient_out", "read_calibration",
+           "reliability", "score_series", "series_candidates"]
+
+#: Inverse L2 penalty of the logistic regression (chosen leave one patient out among 0.5, 2 and 10: docs/models.md).
+C = 2.0
+#: No probability above this (see the module docstring).
+CAP = 0.9
+#: logit(score) is clipped to +-this before the fit and when mapping (naive Bayes saturates: past ~0.98 the hand-set
+#: score says nothing more).
+LOGIT_CLIP = 4.0
+#: Detect options opened while collecting (every candidate is seen).
+OPEN_LIMITS = {"probability_threshold": 0.0, "max_findings": 50}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One detect candidate of one series: its ranking score, whether it is true, and where it came from."""
+
+    case: str
+    patient: str
+    group: str
+    score: float
+    top: bool
+    true: bool
+    label: str = ""
+    volume_ml: float = 0.0
+    features: dict[str, float] = field(default_factory=dict)
+
+
+def group_of(method: str, modality: str) -> str:
+    """The calibration group of a finding: ``METHOD/MODALITY`` (``lung/CT``, ``tissue_model/MR``, ...)."""
+    return f"{method}/{modality}"
+
+
+@dataclass
+class FindingsCalibration:
+    """The fitted map of the hand-set ranking score to a probability, with what it was fitted on."""
+
+    mapping: ScoreCalibration
+    patients: tuple[str, ...] = ()
+    candidates: int = 0
+    hits: int = 0
+
+    def probability(self, candidate: Candidate) -> float:
+        return self.mapping.probability(candidate.score, candidate.top)
+
+    def as_dict(self) -> dict[str, Any]:
+        m = self.mapping
+        return {"what": "p = min(cap, 1 / (1 + exp(-(slope * clip(logit(ranking score), -logit_clip, logit_clip) + "
+                        "top_weight * top + intercept)))); top = 1 for the series' highest-scoring candidate "
+                        "(dicomnode.findings_training)",
+                "slope": round(m.slope, 4), "top_weight": round(m.top_weight, 4), "intercept": round(m.intercept, 4),
+                "cap": m.cap, "logit_clip": m.logit_clip, "training_patients": len(self.patients),
+                "candidates": self.candidates, "hits": self.hits}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "FindingsCalibration":
+        """From :meth:`as_dict` (a card's ``extra.calibration`` or a file of :meth:`save`)."""
+        try:
+            m = ScoreCalibration(float(d["slope"]), float(d["intercept"]), float(d.get("top_weight", 0.0)),
+                                 float(d.get("cap", 1.0)), float(d.get("logit_clip", 30.0)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"not a findings calibration ({e}); write one with dicomnode train --task findings")
+        return cls(m, (), int(d.get("candidates", 0)), int(d.get("hits", 0)))
+
+    def save(self, path: Path | str) -> Path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(self.as_dict(), indent=1))
+        return p
+
+
+def read_calibration(path: Path | str) -> FindingsCalibration:
+    """A calibration written by :meth:`FindingsCalibration.save` (``dicomnode train --task findings``, a fold's)."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read a findings calibration ({e}); write one with dicomnode train --task "
+                         "findings") from None
+    return FindingsCalibration.from_dict(d)
+
+
+# ------------------------------------------------------------------------------------------------ fitting
+
+
+def _fit_logistic(rows: Sequence[Candidate]) -> tuple[float, float, float]:
+    """(slope, top_weight, intercept) of an L2-penalised logistic regression, slope and top weight >= 0."""
+    from scipy.optimize import minimize
+
+    q = np.clip(np.array([r.score for r in rows], dtype=float), 1e-9, 1 - 1e-9)
+    x = np.clip(np.log(q / (1 - q)), -LOGIT_CLIP, LOGIT_CLIP)
+    t = np.array([float(r.top) for r in rows])
+    y = np.array([float(r.true) for r in rows])
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        z = w[0] * x + w[1] * t + w[2]
+        g = 1.0 / (1.0 + np.exp(-z)) - y
+        nll = float(np.sum(np.logaddexp(0.0, z) - y * z))
+        reg = (w[0] ** 2 + w[1] ** 2) / (2.0 * C)  # the intercept is not penalised
+        grad = np.array([np.sum(g * x) + w[0] / C, np.sum(g * t) + w[1] / C, np.sum(g)])
+        return nll + reg, grad
+
+    res = minimize(loss, np.array([0.5, 1.0, -2.0]), jac=True, method="L-BFGS-B",
+                   bounds=[(0.0, None), (0.0, None), (None, None)])
+    return float(res.x[0]), float(res.x[1]), float(res.x[2])
+
+
+def fit_findings(candidates: Sequence[Candidate], *, exclude: str | None = None) -> FindingsCalibration:
+    """Fit the calibration on ``candidates`` without those of patient ``exclude`` (one outer fold).
+
+    Raises :class:`ValueError` when the training candidates hold no true one (nothing to learn from).
+    """
+    rows = [c for c in candidates if c.patient != exclude]
+    if not any(c.true for c in rows):
+        raise ValueError("findings fit: no true candidate in the training data; give cases with lesion truth whose "
+                         "lesions the detect step finds")
+    slope, top_w, icpt = _fit_logistic(rows)
+    return FindingsCalibration(ScoreCalibration(slope, icpt, top_w, CAP, LOGIT_CLIP),
+                               tuple(sorted({c.patient for c in rows})), len(rows), sum(c.true for c in rows))
+
+
+def apply(calibration: FindingsCalibration, candidates: Sequence[Candidate]) -> list[float]:
+    """The calibrated probability of each candidate."""
+    return [calibration.probability(c) for c in candidates]
+
+
+#: The reporting threshold and most findings per series of the shipped profiles, by modality (conf/profiles).
+REPORTING = {"CT": (0.5, 10), "MR": (0.5, 3), "PT": (0.5, 6)}
+
+
+def leave_one_patient_out(candidates: Sequence[Candidate],
+                          fit: Callable[[Sequence[Candidate], str], Callable[[Candidate], float]] | None = None
+                          ) -> dict[str, float]:
+    """Each candidate's probability from a model fitted without its patient (by default :func:`fit_findings`;
+    ``fit(candidates, held_out_patient)`` gives another model's probability function). Keyed by :func:`key`."""
+    if fit is None:
+        def fit(rows: Sequence[Candidate], held: str) -> Callable[[Candidate], float]:
+            return fit_findings(rows, exclude=held).probability
+    out: dict[str, float] = {}
+    for held in sorted({c.patient for c in candidates}):
+        prob = fit(candidates, held)
+        for c in candidates:
+            if c.patient == held:
+                out[key(c)] = float(prob(c))
+    return out
+
+
+def key(c: Candidate) -> str:
+    """A candidate's identity in a series: case, label and score."""
+    return f"{c.case}|{c.label}|{c.score!r}|{c.volume_ml!r}"
+
+
+def score_series(candidates: Sequence[Candidate], probs: Mapping[str, float]) -> dict[str, dict[str, Any]]:
+    """Per case, as ``dicomnode evaluate`` scores it: the findings reported (p >= the threshold, at most the
+    profile's number, most probable first; :data:`REPORTING`), whether the top one is true, the false ones, and the
+    probability of the first true candidate."""
+    by: dict[str, list[Candidate]] = {}
+    for c in candidates:
+        by.setdefault(c.case, []).append(c)
+    out = {}
+    for case, cs in by.items():
+        threshold, most = REPORTING.get(cs[0].group.split("/")[-1], (0.5, 10))
+        ranked = sorted(cs, key=lambda c: -probs[key(c)])
+        reported = [c for c in ranked if probs[key(c)] >= threshold][:most]
+        first = next((c for c in ranked if c.true), None)
+        out[case] = {"candidates": len(cs), "top_true": bool(reported and reported[0].true),
+                     "false_findings": sum(not c.true for c in reported),
+                     "first_true_probability": None if first is None else round(probs[key(first)], 3),
+                     "reported": [(round(probs[key(c)], 4), c.true) for c in reported]}
+    return out
+
+
+def reliability(series: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The reliability table of the reported findings (the bins of ``dicomnode evaluate``)."""
+    from dicomnode.evaluation.metrics import reliability_table
+
+    rep = [r for s in series.values() for r in s["reported"]]
+    return [b.as_dict() for b in reliability_table([p for p, _ in rep], [t for _, t in rep])]
+
+
+# ------------------------------------------------------------------------------------------------ candidates
+
+
+class CandidateCache:
+    """Scored candidates cached on disk per series (key: the files' names, sizes and times, the profile's detect
+    inputs and the analysis code)."""
+
+    def __init__(self, folder: Path | str | None) -> None:
+        self.folder = None if folder is None else Path(folder)
+        import dicomnode.analysis as analysis
+        import dicomnode.steps as steps
+        h = hashlib.sha256()
+        for pkg in (analysis, steps):
+            for f in sorted(Path(pkg.__file__).parent.glob("*.py")):
+                h.update(f.read_bytes())
+        h.update(Path(__file__).read_bytes())
+        self._code = h.hexdigest()[:16]
+
+    def _key(self, source: Path, extra: str) -> str:
+        h = hashlib.sha256(self._code.encode() + extra.encode())
+        for f in sorted(source.rglob("*")) if source.is_dir() else [source]:
+            if f.is_file():
+                st = f.stat()
+                h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        return h.hexdigest()[:24]
+
+    def get(self, source: Path, extra: str, make: Callable[[], list[Candidate]]) -> list[Candidate]:
+        if self.folder is None:
+            return make()
+        p = self.folder / f"findings-{self._key(source, extra)}.json"
+        if p.is_file():
+            try:
+                return [Candidate(**d) for d in json.loads(p.read_text())]
+            except (ValueError, TypeError):  # a stale or broken entry is recomputed
+                pass
+        out = make()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(json.dumps([asdict(c) for c in out]))
+        tmp.replace(p)
+        return out
+
+
+def series_candidates(case: Any, profile: Any, *, patient: str) -> list[Candidate]:
+    """Run ``profile`` up to ``detect`` on the case's series as the chain does (limits opened, hand-set score) and
+    score every candidate against the case's lesion truth."""
+    from dicomnode.analysis.pipeline import Context, run_steps
+    from dicomnode.evaluation.truth import load_lesions
+    from dicomnode.io.load import load_series
+    from dicomnode.jobs.chain import _header_strings
+    from dicomnode.net.scu import iter_dicom_files
+    from dicomnode.steps import registry
+
+    registry()
+    files = iter_dicom_files([case.series])
+    phase = profile.params.get("load", {}).get("phase", "first")
+    series = load_series([Path(f) for f in files], phase=1 if phase == "all" else phase)
+    ctx = Context(volume=series.volume, original=series.volume, header=_header_strings(series.headers[0]))
+    steps = list(profile.steps[:profile.steps.index("detect") + 1])
+    params = {k: dict(v) for k, v in profile.params.items()}
+    detect = {**params.get("detect", {}), **OPEN_LIMITS}
+    detect.pop("calibration", None)
+    detect["model"] = "hand-set"
+    params["detect"] = detect
+    run_steps(ctx, steps, params)
+    lesions = load_lesions(case.lesions, series)
+    vol = series.volume
+    method = "lung" if any(str(n).startswith("detect.lung") for n in ctx.notes) else "tissue_model"
+    group = group_of(method, vol.modality)
+    out: list[Candidate] = []
+    for i, f in enumerate(ctx.findings):  # most probable first: the first is the top candidate (detect._calibrate_all)
+        zyx = vol.patient_to_index(np.asarray(f["centroid_mm"], dtype=float)[None, :])[0]
+        idx = tuple(int(round(v)) for v in zyx)
+        inside = np.all(np.isfinite(zyx)) and all(0 <= i < n for i, n in zip(idx, vol.shape))
+        true = bool(inside and any(les.mask[idx] for les in lesions))
+        score = float(f.get("detect_features", {}).get("ranking_score", f["probability"]))
+        out.append(Candidate(case.id, patient, group, score, i == 0, true, str(f["label"]),
+                             float(f["volume_ml"]), dict(f.get("detect_features", {}))))
+    return out
+
+
+def collect_candidates(case_file: Any, config: Any = None, *, cache: CandidateCache | None = None,
+                       print_fn: Callable[[str], None] | None = None) -> list[Candidate]:
+    """Every scored candidate of the case file's cases with lesion truth (expected refusals left out)."""
+    from dicomnode.config import load_config
+    from dicomnode.evaluation.run import _profile_for
+    from dicomnode.jobs.chain import profile_fingerprint
+    from dicomnode.net.scu import iter_dicom_files
+
+    if config is None:
+        config = load_config(None)  # the built-in defaults, as `dicomnode evaluate` without --config
+    cache = cache or CandidateCache(None)
+    out: list[Candidate] = []
+    for case in case_file.cases:
+        if case.expect_refusal or not case.lesions:
+            continue
+        files = iter_dicom_files([case.series])
+        if not files:
+            continue
+        profile = _profile_for(case, config, files[0])
+        if "detect" not in profile.steps:
+            continue
+        patient = case.patient or str(case.series)
+        extra = f"{case.id}:{patient}:{profile_fingerprint(profile)}:{case.lesions!r}"
+        cands = cache.get(case.series, extra, lambda: series_candidates(case, profile, patient=patient))
+        out.extend(cands)
+        if print_fn:
+            print_fn(f"findings training: {case.id}: {len(cands)} candidate(s), {sum(c.true for c in cands)} true")
+    return out
