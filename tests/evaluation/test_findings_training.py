@@ -1,0 +1,147 @@
+"""findings_training: the findings calibration is fitted on scored detect candidates, never on the held-out patient;
+evaluate's folds swap it in; `dicomnode train --task findings` writes one a profile can use."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dicomnode import findings_training as ft
+from dicomnode.config import Profile
+from dicomnode.evaluation.cases import Case
+from dicomnode.evaluation.loo import FoldModels, fold_profile
+from helpers import REPO, SHARED_DATA
+
+
+def _candidates(seed: int = 0) -> list[ft.Candidate]:
+    """Four patients, two series each: a true top candidate in most series, many low-scoring false ones, and some
+    false high-scoring non-top ones (the naive Bayes' overconfidence)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for p in ("p1", "p2", "p3", "p4"):
+        for s in ("a", "b"):
+            case = f"{p}-{s}"
+            top_true = not (p == "p4" and s == "b")
+            out.append(ft.Candidate(case, p, "tissue_model/MR", 0.999, True, top_true, "lesion_1"))
+            out.append(ft.Candidate(case, p, "tissue_model/MR", 0.99, False, False, "lesion_2"))
+            for k in range(12):
+                out.append(ft.Candidate(case, p, "tissue_model/MR", float(rng.uniform(1e-4, 0.3)), False, False,
+                                        f"lesion_{k + 3}"))
+    return out
+
+
+def test_fit_is_monotone_capped_and_learns_that_the_top_candidate_is_the_lesion():
+    cands = _candidates()
+    fit = ft.fit_findings(cands)
+    m = fit.mapping
+    assert m.slope >= 0 and m.top_weight > 1.0 and m.cap == ft.CAP
+    assert fit.patients == ("p1", "p2", "p3", "p4") and fit.candidates == len(cands) and fit.hits == 7
+    top = fit.probability(cands[0])
+    # 7 of 8 top candidates are true: the top's probability is high but below the cap; the overconfident
+    # non-top 0.99 (never true) stays well below the reporting threshold
+    assert 0.6 < top <= ft.CAP and fit.probability(cands[1]) < 0.3
+    probs = [fit.probability(c) for c in cands if not c.top]
+    scores = [c.score for c in cands if not c.top]
+    order = np.argsort(scores)
+    assert all(np.diff(np.asarray(probs)[order]) >= -1e-12)  # monotone in the score
+    # the calibration's mean on the training candidates matches the fraction true (a logistic fit's property,
+    # up to the penalty)
+    assert abs(np.mean([fit.probability(c) for c in cands]) - fit.hits / len(cands)) < 0.01
+
+
+def test_a_fold_never_sees_its_patient():
+    """The held-out patient's own labels cannot change its probabilities: flip them and refit the fold."""
+    cands = _candidates()
+    fold = ft.fit_findings(cands, exclude="p2")
+    assert fold.patients == ("p1", "p3", "p4") and fold.candidates == len(cands) - 28
+    flipped = [ft.Candidate(c.case, c.patient, c.group, c.score, c.top, not c.true if c.patient == "p2" else c.true,
+                            c.label) for c in cands]
+    same = ft.fit_findings(flipped, exclude="p2")
+    assert same.mapping == fold.mapping
+    lopo = ft.leave_one_patient_out(cands)
+    lopo_flipped = ft.leave_one_patient_out(flipped)
+    for c in cands:
+        if c.patient == "p2":
+            assert lopo[ft.key(c)] == lopo_flipped[ft.key(c)]
+    with pytest.raises(ValueError, match="no true candidate"):
+        ft.fit_findings([c for c in cands if not c.true])
+
+
+def test_series_are_scored_as_evaluate_scores_them():
+    cands = _candidates()
+    probs = {ft.key(c): (0.8 if c.top else 0.6 if c.label == "lesion_2" else 0.1) for c in cands}
+    series = ft.score_series(cands, probs)
+    assert len(series) == 8
+    p4b = series["p4-b"]
+    assert not p4b["top_true"] and p4b["false_findings"] == 2 and p4b["first_true_probability"] is None
+    assert series["p1-a"]["top_true"] and series["p1-a"]["false_findings"] == 1  # MR profile: at most 3 reported
+    rel = {b["low"]: b for b in ft.reliability(series)}
+    assert rel[0.7]["count"] == 8 and rel[0.7]["observed"]["successes"] == 7
+    assert rel[0.5]["count"] == 8 and rel[0.5]["observed"]["successes"] == 0
+
+
+def test_calibration_file_round_trip_and_bad_file(tmp_path):
+    fit = ft.fit_findings(_candidates())
+    path = fit.save(tmp_path / "f.json")
+    back = ft.read_calibration(path)
+    for name in ("slope", "intercept", "top_weight"):
+        assert getattr(back.mapping, name) == pytest.approx(getattr(fit.mapping, name), abs=1e-4)
+    assert back.mapping.cap == fit.mapping.cap and back.mapping.logit_clip == ft.LOGIT_CLIP
+    (tmp_path / "bad.json").write_text(json.dumps({"slope": 1.0}))
+    with pytest.raises(ValueError, match="not a findings calibration"):
+        ft.read_calibration(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="cannot read"):
+        ft.read_calibration(tmp_path / "missing.json")
+
+
+def test_fold_profile_swaps_the_calibrated_findings_model_for_the_fold_file(tmp_path):
+    case = Case("c", Path("/data/s"), patient="P")
+    folds = FoldModels(scene={"P": tmp_path / "scene.skops"}, findings={"P": tmp_path / "findings-fold.json"})
+    prof = Profile("ct", ("detect", "scene"), {"scene": {"model": "scene"}, "detect": {"model": "calibrated"}})
+    p, refitted, in_sample = fold_profile(prof, case, folds)
+    assert p.params["detect"]["model"] == str(tmp_path / "findings-fold.json")
+    assert refitted == ["scene", "findings"] and in_sample == []
+    assert prof.params["detect"]["model"] == "calibrated"
+    prof = Profile("mr", ("detect",), {"detect": {"model": "findings"}})
+    assert fold_profile(prof, case, folds)[1:] == ([], ["findings (findings)"])
+    # no fold calibration for the patient (e.g. no true candidate elsewhere): in-sample, and said so
+    other = Case("d", Path("/data/t"), patient="Q")
+    prof = Profile("pet", ("detect",), {"detect": {"model": "calibrated"}})
+    assert fold_profile(prof, other, folds)[1:] == ([], ["findings (calibrated)"])
+
+
+@pytest.mark.slow
+def test_train_findings_on_a_real_case_writes_a_calibration_the_step_uses(tmp_path):
+    """`dicomnode train --task findings` on STS_002's PET and CT: the PET's sarcoma is a candidate inside its
+    GTV_Mass and ranks first; the written calibration is monotone, capped, and a profile can name it."""
+    cases = tmp_path / "cases.toml"
+    cases.write_text(f'data_root = "{SHARED_DATA}"\n' + "".join(
+        f'[[cases]]\nid = "{cid}"\nseries = "sts/STS_002/{mod}"\npatient = "STS_002"\n'
+        f'lesions = [{{ rtstruct = "sts/STS_002/{mod}_rtstruct/RS.dcm", rois = ["GTV_Mass"] }}]\n\n'
+        for cid, mod in (("pet", "PET"), ("ct", "CT"))))
+    out = tmp_path / "findings.json"
+    p = subprocess.run([sys.executable, "-m", "dicomnode", "train", "--task", "findings", "--cases", str(cases),
+                        "--out", str(out), "--cache", str(tmp_path / "cache")], capture_output=True, text=True,
+                       cwd=REPO, timeout=1800)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "findings training: pet:" in p.stdout and "one patient only" in p.stdout
+    doc = json.loads(out.read_text())
+    assert doc["training_patients"] == 1 and doc["hits"] >= 2 and doc["candidates"] > 10
+    cal = ft.read_calibration(out).mapping
+    assert cal.slope >= 0 and cal.cap <= ft.CAP
+    from dicomnode.evaluation.cases import load_cases
+    cached = ft.collect_candidates(load_cases(cases), cache=ft.CandidateCache(tmp_path / "cache"))
+    pet = [c for c in cached if c.case == "pet"]
+    assert pet[0].top and pet[0].true and pet[0].group == "tissue_model/PT"
+    assert sum(c.top for c in pet) == 1
+    assert math.isclose(max(c.score for c in pet), pet[0].score)
+    # a bad --out and a missing --cases say what to do
+    bad = subprocess.run([sys.executable, "-m", "dicomnode", "train", "--task", "findings", "--out", "x.json"],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert bad.returncode == 1 and "--cases" in bad.stderr
