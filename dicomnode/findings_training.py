@@ -18,13 +18,16 @@ finding) is the hand-set one and only the probabilities change. Two scale-free i
 three sarcoma patients and one chest CT cannot carry more:
 
 * ``logit(score)``, clipped to +-:data:`LOGIT_CLIP` (Platt scaling; naive Bayes saturates: past ~0.98 the hand-set
-  score says nothing more: on the shared cases, candidates scoring >= 0.98 are true about half the time), and
+  score says nothing more: on the shared CT and MR cases, 3 of the 6 candidates scoring >= 0.98 are false;
+  PET is not clipped (:data:`MODALITY_LOGIT_CLIP`): its lesions' scores saturate where physiological uptake's do not,
+  and a second saturated PET lesion must be reportable), and
 * ``top``: 1 for the highest-scoring candidate of its series, else 0 (a series sent for lesion analysis has its most
   conspicuous candidate as its likeliest lesion; every training series holds a tumour, so this weight is an upper
   bound for series without one: docs/models.md).
 
 A logistic regression on these two with an L2 penalty (``C`` = :data:`C`; the intercept is not penalised) and both
-weights bounded to >= 0 (monotone), fitted on the candidates of every method and modality together (*pooled*): fits
+weights bounded to >= 0 (monotone), fitted on the candidates of every method and modality together (*pooled*; once
+per clip, so PET's map is fitted on the same candidates with its own clip): fits
 per method and modality were tried and did worse held out (docs/models.md; the lung method has one patient, CT
 tissue two with a tumour). Every probability is capped at :data:`CAP`: with about 20 true candidates no bin above
 0.9 can be shown calibrated, so the node never claims more.
@@ -47,7 +50,7 @@ import numpy as np
 
 from dicomnode.analysis.detect import ScoreCalibration
 
-__all__ = ["C", "CAP", "LOGIT_CLIP", "REPORTING", "Candidate", "CandidateCache", "FindingsCalibration", "apply",
+__all__ = ["C", "CAP", "LOGIT_CLIP", "MODALITY_LOGIT_CLIP", "REPORTING", "Candidate", "CandidateCache", "FindingsCalibration", "apply",
            "collect_candidates", "fit_findings", "group_of", "key", "leave_one_patient_out", "read_calibration",
            "reliability", "score_series", "series_candidates"]
 
@@ -58,6 +61,10 @@ CAP = 0.9
 #: logit(score) is clipped to +-this before the fit and when mapping (naive Bayes saturates: past ~0.98 the hand-set
 #: score says nothing more).
 LOGIT_CLIP = 4.0
+#: ... except on these modalities: a PET lesion's hand-set score (SUVpeak over PERCIST's level, organ context)
+#: saturates where physiological uptake does not, and metastatic disease is multifocal: no clip (the full range of
+#: a score clipped to 1e-9), so that a second saturated lesion can be reported too.
+MODALITY_LOGIT_CLIP = {"PT": 21.0}
 #: Detect options opened while collecting (every candidate is seen).
 OPEN_LIMITS = {"probability_threshold": 0.0, "max_findings": 50}
 
@@ -84,34 +91,44 @@ def group_of(method: str, modality: str) -> str:
 
 @dataclass
 class FindingsCalibration:
-    """The fitted map of the hand-set ranking score to a probability, with what it was fitted on."""
+    """The fitted maps of the hand-set ranking score to a probability: one per logit clip (:data:`LOGIT_CLIP`: PET
+    has its own, every other modality the default), with what they were fitted on."""
 
     mapping: ScoreCalibration
+    by_modality: dict[str, ScoreCalibration] = field(default_factory=dict)
     patients: tuple[str, ...] = ()
     candidates: int = 0
     hits: int = 0
 
+    def for_modality(self, modality: str) -> ScoreCalibration:
+        """The map a series of this modality (DICOM Modality, e.g. "PT") uses."""
+        return self.by_modality.get(modality, self.mapping)
+
     def probability(self, candidate: Candidate) -> float:
-        return self.mapping.probability(candidate.score, candidate.top)
+        return self.for_modality(candidate.group.split("/")[-1]).probability(candidate.score, candidate.top)
 
     def as_dict(self) -> dict[str, Any]:
-        m = self.mapping
+        def one(m: ScoreCalibration) -> dict[str, Any]:
+            return {"slope": round(m.slope, 4), "top_weight": round(m.top_weight, 4),
+                    "intercept": round(m.intercept, 4), "cap": m.cap, "logit_clip": m.logit_clip}
         return {"what": "p = min(cap, 1 / (1 + exp(-(slope * clip(logit(ranking score), -logit_clip, logit_clip) + "
-                        "top_weight * top + intercept)))); top = 1 for the series' highest-scoring candidate "
-                        "(dicomnode.findings_training)",
-                "slope": round(m.slope, 4), "top_weight": round(m.top_weight, 4), "intercept": round(m.intercept, 4),
-                "cap": m.cap, "logit_clip": m.logit_clip, "training_patients": len(self.patients),
-                "candidates": self.candidates, "hits": self.hits}
+                        "top_weight * top + intercept)))); top = 1 for the series' highest-scoring candidate; "
+                        "by_modality: the map of that modality, else the default (dicomnode.findings_training)",
+                **one(self.mapping), "by_modality": {k: one(v) for k, v in sorted(self.by_modality.items())},
+                "training_patients": len(self.patients), "candidates": self.candidates, "hits": self.hits}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "FindingsCalibration":
         """From :meth:`as_dict` (a card's ``extra.calibration`` or a file of :meth:`save`)."""
+        def one(x: Mapping[str, Any]) -> ScoreCalibration:
+            return ScoreCalibration(float(x["slope"]), float(x["intercept"]), float(x.get("top_weight", 0.0)),
+                                    float(x.get("cap", 1.0)), float(x.get("logit_clip", 30.0)))
         try:
-            m = ScoreCalibration(float(d["slope"]), float(d["intercept"]), float(d.get("top_weight", 0.0)),
-                                 float(d.get("cap", 1.0)), float(d.get("logit_clip", 30.0)))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"not a findings calibration ({e}); write one with dicomnode train --task findings")
-        return cls(m, (), int(d.get("candidates", 0)), int(d.get("hits", 0)))
+            return cls(one(d), {str(k): one(v) for k, v in dict(d.get("by_modality") or {}).items()}, (),
+                       int(d.get("candidates", 0)), int(d.get("hits", 0)))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"not a findings calibration ({type(e).__name__}: {e}); write one with dicomnode "
+                             "train --task findings") from None
 
     def save(self, path: Path | str) -> Path:
         p = Path(path)
@@ -133,12 +150,13 @@ def read_calibration(path: Path | str) -> FindingsCalibration:
 # ------------------------------------------------------------------------------------------------ fitting
 
 
-def _fit_logistic(rows: Sequence[Candidate]) -> tuple[float, float, float]:
-    """(slope, top_weight, intercept) of an L2-penalised logistic regression, slope and top weight >= 0."""
+def _fit_logistic(rows: Sequence[Candidate], clip: float) -> tuple[float, float, float]:
+    """(slope, top_weight, intercept) of an L2-penalised logistic regression on the logit clipped to +-``clip``
+    and ``top``, slope and top weight >= 0."""
     from scipy.optimize import minimize
 
     q = np.clip(np.array([r.score for r in rows], dtype=float), 1e-9, 1 - 1e-9)
-    x = np.clip(np.log(q / (1 - q)), -LOGIT_CLIP, LOGIT_CLIP)
+    x = np.clip(np.log(q / (1 - q)), -clip, clip)
     t = np.array([float(r.top) for r in rows])
     y = np.array([float(r.true) for r in rows])
 
@@ -164,8 +182,11 @@ def fit_findings(candidates: Sequence[Candidate], *, exclude: str | None = None)
     if not any(c.true for c in rows):
         raise ValueError("findings fit: no true candidate in the training data; give cases with lesion truth whose "
                          "lesions the detect step finds")
-    slope, top_w, icpt = _fit_logistic(rows)
-    return FindingsCalibration(ScoreCalibration(slope, icpt, top_w, CAP, LOGIT_CLIP),
+    fits: dict[float, ScoreCalibration] = {}
+    for clip in {LOGIT_CLIP, *MODALITY_LOGIT_CLIP.values()}:
+        slope, top_w, icpt = _fit_logistic(rows, clip)
+        fits[clip] = ScoreCalibration(slope, icpt, top_w, CAP, clip)
+    return FindingsCalibration(fits[LOGIT_CLIP], {m: fits[c] for m, c in MODALITY_LOGIT_CLIP.items()},
                                tuple(sorted({c.patient for c in rows})), len(rows), sum(c.true for c in rows))
 
 
@@ -232,8 +253,8 @@ def reliability(series: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]
 
 
 class CandidateCache:
-    """Scored candidates cached on disk per series (key: the files' names, sizes and times, the profile's detect
-    inputs and the analysis code)."""
+    """Scored candidates cached on disk per series (key: the files' names, sizes and times, the case and its
+    profile, the analysis and step code and :func:`series_candidates`)."""
 
     def __init__(self, folder: Path | str | None) -> None:
         self.folder = None if folder is None else Path(folder)
@@ -243,7 +264,8 @@ class CandidateCache:
         for pkg in (analysis, steps):
             for f in sorted(Path(pkg.__file__).parent.glob("*.py")):
                 h.update(f.read_bytes())
-        h.update(Path(__file__).read_bytes())
+        import inspect
+        h.update(inspect.getsource(series_candidates).encode())  # not the fits: refitting needs no new candidates
         self._code = h.hexdigest()[:16]
 
     def _key(self, source: Path, extra: str) -> str:

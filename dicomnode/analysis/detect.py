@@ -29,11 +29,12 @@ block-averaged to about ``coarse_mm``; candidates are the local maxima over spac
 
 Probability: a naive Bayes model with two classes (target, other) and hand-set Gaussian class-conditional
 densities of some of the features below (:data:`LUNG_MODEL`, :data:`TISSUE_MODEL`; not fitted to data: the
-repository holds one annotated chest CT and three sarcoma patients, too few to fit and test a model; the densities
-encode textbook shape knowledge, e.g. nodules are compact and round, vessels elongated, pieces of chest wall touch
-little lung). Posterior ``P(target | x) = p(x | target) P(target) / sum_c p(x | c) P(c)``. Naive Bayes over
-correlated features is overconfident: treat the value as a ranking score with a probabilistic form, not as a
-calibrated probability.
+densities encode textbook shape knowledge, e.g. nodules are compact and round, vessels elongated, pieces of chest
+wall touch little lung). Posterior ``P(target | x) = p(x | target) P(target) / sum_c p(x | c) P(c)``. Naive Bayes over
+correlated features is overconfident: the value is a *ranking score*. ``calibration`` (a :class:`ScoreCalibration`,
+fitted on candidates scored against physicians' truths by :mod:`dicomnode.findings_training`; the shipped profiles'
+``model = "calibrated"``) maps it monotonically to a probability: the score's logit (clipped) and whether the
+candidate is the series' top one, capped at 0.9.
 
 Features of a region (mm, mL or the image's unit):
 

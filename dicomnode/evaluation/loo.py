@@ -104,13 +104,14 @@ def _prepare_findings(case_file: CaseFile, cases: Sequence[Case], out_dir: Path,
                 print_fn(f"fold {name}: findings calibration not refitted ({e})")
             continue
         folds.findings[patient] = fitted.save(out_dir / "models" / f"findings-fold-{name}.json")
-        m = fitted.mapping
+        m, pet = fitted.mapping, fitted.for_modality("PT")
         folds.figures.setdefault(name, {})["findings"] = {"training_patients": len(fitted.patients),
                                                           "candidates": fitted.candidates, "hits": fitted.hits}
         if print_fn:
             print_fn(f"fold {name}: findings calibration fitted on {len(fitted.patients)} other patients "
                      f"({fitted.candidates} candidates, {fitted.hits} true): slope {m.slope:.3g}, top weight "
-                     f"{m.top_weight:.3g}, intercept {m.intercept:.3g}")
+                     f"{m.top_weight:.3g}, intercept {m.intercept:.3g} (PET: {pet.slope:.3g}, {pet.top_weight:.3g}, "
+                     f"{pet.intercept:.3g})")
 
 
 def fold_profile(profile: Profile, case: Case, folds: FoldModels) -> tuple[Profile, list[str], list[str]]:

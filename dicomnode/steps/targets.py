@@ -76,23 +76,23 @@ def _calibrated_how(name: str) -> str:
     return f"naive Bayes ranking, calibrated on scored candidates ({where})"
 
 
-def _calibration(name: str = CALIBRATED) -> _detect.ScoreCalibration:
+def _calibration(name: str = CALIBRATED, modality: str = "") -> _detect.ScoreCalibration:
     """The map of the hand-set ranking score to a probability: for "calibrated", the shipped findings model's card
     (``extra.calibration``, fitted by :func:`dicomnode.findings_training.fit_findings`; an older card's
     ``extra.hand_set_calibration``, Platt scaling, is still read); for a ``.json`` path, that file (``dicomnode train
-    --task findings``, or a fold of ``dicomnode evaluate --leave-one-patient-out``)."""
+    --task findings``, or a fold of ``dicomnode evaluate --leave-one-patient-out``); the map of ``modality``."""
     from dicomnode.findings_training import FindingsCalibration, read_calibration
 
     if _is_calibration_file(name):
         try:
-            return read_calibration(name).mapping
+            return read_calibration(name).for_modality(modality)
         except ValueError as e:
             raise ValueError(f"step detect: model {name!r}: {e}") from None
     from dicomnode.steps.recognition import _model
 
     extra = _model("findings", "findings").card.extra
     if extra.get("calibration"):
-        return FindingsCalibration.from_dict(extra["calibration"]).mapping
+        return FindingsCalibration.from_dict(extra["calibration"]).for_modality(modality)
     c = extra.get("hand_set_calibration")
     if not c:
         raise ValueError("step detect: model = \"calibrated\" needs the findings model's card to carry calibration; "
@@ -136,7 +136,7 @@ def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
         opts = _options(_detect.detect_lung, p)
         how = "naive Bayes posterior (hand-set)"
         if model_name == CALIBRATED or _is_calibration_file(model_name):
-            opts["calibration"], how = _calibration(model_name), _calibrated_how(model_name)
+            opts["calibration"], how = _calibration(model_name, v.modality), _calibrated_how(model_name)
         elif model_name != "hand-set":
             raise ValueError(f"step detect: the lung method's model is \"hand-set\" or \"calibrated\" (or a "
                              f"calibration .json file), got {model_name!r}; other models are the tissue method's")
@@ -161,7 +161,7 @@ def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
             opts["class_means"], opts["class_sds"] = model
         opts["model"], how = _tissue_model(model_name)
         if model_name == CALIBRATED or _is_calibration_file(model_name):
-            opts["calibration"] = _calibration(model_name)
+            opts["calibration"] = _calibration(model_name, v.modality)
         res = _detect.detect(v, method="tissue_model", foreground=None if body is None else body.mask,
                              settings=settings, **opts)
     ctx.notes.extend(f"detect.{method}: {n}" for n in res.notes)

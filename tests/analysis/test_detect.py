@@ -439,6 +439,17 @@ def test_pet_phantom_lesions_rank_above_physiological_uptake():
         assert f.features.get("physiological") == 1.0 and f.probability < 0.5, name
         assert all(ranked.index(f) > ranked.index(g) for g in found), name
     assert any("organ context" in n and "heart" in n and "bladder" in n for n in res.notes)
+    # the PET profile's calibration (model = "calibrated", the shipped card's PET map) keeps every lesion reported,
+    # not only the top one (metastatic disease is multifocal), and the organs far below the threshold
+    from dicomnode.findings_training import FindingsCalibration
+    from dicomnode.modelio import load_model, resolve_model
+
+    pet = FindingsCalibration.from_dict(load_model(resolve_model("findings"), task="findings")
+                                        .card.extra["calibration"]).for_modality("PT")
+    for f in found:
+        assert pet.probability(f.probability, f is ranked[0]) >= 0.5, f.centroid_zyx
+    for name, p in organs.items():
+        assert pet.probability(nearest(p).probability, False) < 0.2, name
 
 
 def test_score_calibration_is_monotone_capped_and_platt_without_top_weight():

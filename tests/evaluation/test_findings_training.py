@@ -40,7 +40,7 @@ def test_fit_is_monotone_capped_and_learns_that_the_top_candidate_is_the_lesion(
     cands = _candidates()
     fit = ft.fit_findings(cands)
     m = fit.mapping
-    assert m.slope >= 0 and m.top_weight > 1.0 and m.cap == ft.CAP
+    assert m.slope >= 0 and m.top_weight > 1.0 and m.cap == ft.CAP and m.logit_clip == ft.LOGIT_CLIP
     assert fit.patients == ("p1", "p2", "p3", "p4") and fit.candidates == len(cands) and fit.hits == 7
     top = fit.probability(cands[0])
     # 7 of 8 top candidates are true: the top's probability is high but below the cap; the overconfident
@@ -63,7 +63,7 @@ def test_a_fold_never_sees_its_patient():
     flipped = [ft.Candidate(c.case, c.patient, c.group, c.score, c.top, not c.true if c.patient == "p2" else c.true,
                             c.label) for c in cands]
     same = ft.fit_findings(flipped, exclude="p2")
-    assert same.mapping == fold.mapping
+    assert same.mapping == fold.mapping and same.by_modality == fold.by_modality
     lopo = ft.leave_one_patient_out(cands)
     lopo_flipped = ft.leave_one_patient_out(flipped)
     for c in cands:
@@ -93,6 +93,9 @@ def test_calibration_file_round_trip_and_bad_file(tmp_path):
     for name in ("slope", "intercept", "top_weight"):
         assert getattr(back.mapping, name) == pytest.approx(getattr(fit.mapping, name), abs=1e-4)
     assert back.mapping.cap == fit.mapping.cap and back.mapping.logit_clip == ft.LOGIT_CLIP
+    # PET has its own map (no clip: a second saturated PET lesion can be reported); other modalities the default
+    assert back.for_modality("PT").logit_clip == ft.MODALITY_LOGIT_CLIP["PT"] > ft.LOGIT_CLIP
+    assert back.for_modality("MR") == back.mapping and back.for_modality("CT") == back.mapping
     (tmp_path / "bad.json").write_text(json.dumps({"slope": 1.0}))
     with pytest.raises(ValueError, match="not a findings calibration"):
         ft.read_calibration(tmp_path / "bad.json")

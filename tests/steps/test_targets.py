@@ -143,8 +143,9 @@ def test_calibrated_model_keeps_the_hand_set_ranking_and_maps_it_with_the_card_c
 
     card = load_model(resolve_model("findings"), task="findings").card.extra["calibration"]
     assert card["slope"] > 0 and card["top_weight"] >= 0 and card["cap"] <= 0.9 and len(card["lopo"]) == 13
-    shipped = FindingsCalibration.from_dict(card).mapping
-    other = FindingsCalibration(ScoreCalibration(1.0, -0.5, 1.0, 0.8, 4.0))
+    assert card["by_modality"]["PT"]["logit_clip"] > card["logit_clip"]  # PET: its own map
+    shipped = FindingsCalibration.from_dict(card).for_modality("MR")
+    other = FindingsCalibration(ScoreCalibration(1.0, -0.5, 1.0, 0.8, 4.0), {"PT": ScoreCalibration(1.0, 0.0)})
     path = other.save(tmp_path / "site.json")
     registry()
     spheres = [((24, 40, 40), 10.0, 250.0), ((24, 70, 70), 6.0, 180.0)]
