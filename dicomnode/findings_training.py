@@ -335,7 +335,7 @@ def collect_candidates(case_file: Any, config: Any = None, *, cache: CandidateCa
                        print_fn: Callable[[str], None] | None = None) -> list[Candidate]:
     """Every scored candidate of the case file's cases with lesion truth (expected refusals left out)."""
     from dicomnode.config import load_config
-    from dicomnode.evaluation.run import _profile_for
+    from dicomnode.evaluation.cases import case_profile
     from dicomnode.jobs.chain import profile_fingerprint
     from dicomnode.net.scu import iter_dicom_files
 
@@ -349,7 +349,7 @@ def collect_candidates(case_file: Any, config: Any = None, *, cache: CandidateCa
         files = iter_dicom_files([case.series])
         if not files:
             continue
-        profile = _profile_for(case, config, files[0])
+        profile = case_profile(case, config, files[0])
         if "detect" not in profile.steps:
             continue
         patient = case.patient or str(case.series)

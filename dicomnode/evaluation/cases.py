@@ -39,7 +39,7 @@ from typing import Any
 from dicomnode.errors import ConfigError
 
 __all__ = ["Case", "CaseFile", "CaseFileError", "DATA_ROOT_ENV", "ExpectedRegion", "LesionSource", "SCENE_LABELS",
-           "TruthKind", "load_cases"]
+           "TruthKind", "case_profile", "load_cases"]
 
 #: Environment variable naming the data root (below ``--data-root``, above the file's ``data_root`` key).
 DATA_ROOT_ENV = "DICOMNODE_EVAL_DATA"
@@ -256,3 +256,24 @@ def _lesion_source(w: str, t: Any, root: Path, problems: list[tuple[str, object,
             return None
         return LesionSource(kind, full, segments=tuple(segs))
     return LesionSource(kind, full)
+
+
+def case_profile(case: Case, config: Any, first_file: Path) -> Any:
+    """The profile a case runs with: its ``profile`` key, else the one the node's routing picks for the series' first
+    file (``config``: a :class:`dicomnode.config.NodeConfig`). Raises :class:`dicomnode.errors.DicomnodeError` when
+    neither gives one."""
+    from dicomnode.errors import DicomnodeError
+
+    if case.profile is not None:
+        if case.profile not in config.profiles:
+            raise DicomnodeError(f"profile {case.profile!r} is not configured; use one of "
+                                 f"{', '.join(sorted(config.profiles))}")
+        return config.profiles[case.profile]
+    from dicomnode.io.headers import read_tags
+    from dicomnode.routing import route
+
+    decision = route(config, read_tags(first_file), is_image=True)
+    if decision.profile is None:
+        raise DicomnodeError(f"the node would run no job on this series ({decision.reason}); give profile = NAME "
+                             "in the case to evaluate it anyway")
+    return decision.profile

@@ -104,19 +104,8 @@ class CaseResult:
 
 
 def _profile_for(case: Case, config: NodeConfig, first_file: Path) -> Profile:
-    if case.profile is not None:
-        if case.profile not in config.profiles:
-            raise DicomnodeError(f"profile {case.profile!r} is not configured; use one of "
-                                 f"{', '.join(sorted(config.profiles))}")
-        return config.profiles[case.profile]
-    from dicomnode.io.headers import read_tags
-    from dicomnode.routing import route
-
-    decision = route(config, read_tags(first_file), is_image=True)
-    if decision.profile is None:
-        raise DicomnodeError(f"the node would run no job on this series ({decision.reason}); give profile = NAME "
-                             "in the case to evaluate it anyway")
-    return decision.profile
+    from dicomnode.evaluation.cases import case_profile
+    return case_profile(case, config, first_file)
 
 
 def _z_extent(volume: Any) -> tuple[float, float]:
