@@ -325,7 +325,10 @@ def series_candidates(case: Any, profile: Any, *, patient: str) -> list[Candidat
         idx = tuple(int(round(v)) for v in zyx)
         inside = np.all(np.isfinite(zyx)) and all(0 <= i < n for i, n in zip(idx, vol.shape))
         true = bool(inside and any(les.mask[idx] for les in lesions))
-        score = float(f.get("detect_features", {}).get("ranking_score", f["probability"]))
+        # the score at full precision (ctx.findings rounds to 4 places: 1.0 would stand for anything above 0.99995,
+        # and PET's map reads the logit unclipped)
+        score = next((m.value for m in ctx.measurements.get(f["segment_number"], []) if m.name == "probability"),
+                     float(f["probability"]))
         out.append(Candidate(case.id, patient, group, score, i == 0, true, str(f["label"]),
                              float(f["volume_ml"]), dict(f.get("detect_features", {}))))
     return out

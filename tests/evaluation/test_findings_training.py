@@ -144,6 +144,8 @@ def test_train_findings_on_a_real_case_writes_a_calibration_the_step_uses(tmp_pa
     assert pet[0].top and pet[0].true and pet[0].group == "tissue_model/PT"
     assert sum(c.top for c in pet) == 1
     assert math.isclose(max(c.score for c in pet), pet[0].score)
+    # scores at full precision, not results.json's 4 places (PET's map reads the logit near 1 unclipped)
+    assert any(round(c.score, 4) != c.score for c in pet)
     # a bad --out and a missing --cases say what to do
     bad = subprocess.run([sys.executable, "-m", "dicomnode", "train", "--task", "findings", "--out", "x.json"],
                          capture_output=True, text=True, cwd=REPO, timeout=300)

@@ -33,7 +33,7 @@ FLOORS = {
 CEILINGS = {
     "scene_confident_wrong": 0,
 }
-MAX_FALSE_FINDINGS = 10
+MAX_FALSE_FINDINGS = 2
 MIN_DICE_MEAN = 0.47
 MIN_LUNGS_FOUND = 2
 
@@ -72,6 +72,29 @@ def test_shared_evaluation_meets_its_floors(shared):
     assert s["false_findings_total"] <= MAX_FALSE_FINDINGS
     assert s["dice_best_mean"] is not None and s["dice_best_mean"] >= MIN_DICE_MEAN
     assert s["lungs_found"]["successes"] >= MIN_LUNGS_FOUND
+
+
+def test_finding_probabilities_are_calibrated_held_out(shared):
+    """The reliability table of every reported finding (each case scored with the findings calibration fitted without
+    its patient): no bin's mean probability above its observed fraction's 95 % interval, and never p >= 0.99 on a
+    false finding (the calibration is capped at 0.9)."""
+    s = shared[1]["summary"]
+    for b in s["reliability"]:
+        if b["count"]:
+            assert b["mean_predicted"] <= b["observed"]["wilson95"][1], b
+    assert not any(f["probability"] >= 0.99 and not f["true"] for c in shared[1]["cases"] for f in c["findings"])
+    with_truth = [c for c in shared[1]["cases"] if c["lesions_total"] and c["status"] == "ok"]
+    assert all(c["false_findings"] <= 2 for c in with_truth), [(c["id"], c["false_findings"]) for c in with_truth]
+
+
+def test_top_finding_is_the_tumour_where_the_image_shows_it_apart(shared):
+    """Reported (p >= 0.5 with the held-out calibration) and first: the chest CT mass, the contrast sarcomas of
+    STS_002 and STS_003 CT, every PET and the thigh T2 MR (docs/models.md says why not STS_001 CT and the T1 MRs)."""
+    ids = ("chest-ct-b40f", "chest-ct-b70f", "sts-002-ct", "sts-003-ct", "sts-001-pet", "sts-002-pet", "sts-003-pet",
+           "wholebody-pet", "wholebody-mr-t2")
+    for cid in ids:
+        c = next(c for c in shared[1]["cases"] if c["id"] == cid)
+        assert c["first_true_rank"] == 1 and c["lesions_found"] == c["lesions_total"], (cid, c["findings"])
 
 
 def test_chest_ct_tumour_is_the_top_finding(shared):
