@@ -34,7 +34,9 @@ CEILINGS = {
     "scene_confident_wrong": 0,
 }
 MAX_FALSE_FINDINGS = 2
-MIN_DICE_MEAN = 0.47
+# 0.4696 since the findings calibration (was 0.4755): STS_003's T1 MR no longer reports two false findings, one of
+# which touched the tumour (Dice 0.05); every true finding's Dice is unchanged
+MIN_DICE_MEAN = 0.46
 MIN_LUNGS_FOUND = 2
 
 
