@@ -73,7 +73,9 @@ env.filters.update(ts=_ts, secs=_secs, num=_num)
 class JobLogBuffer(logging.Handler):
     """In memory, from the node's own (``dicomnode``) loggers: the last :data:`LOG_LINES_KEPT` records that carry a
     ``job_id`` (the Jobs page), and the last :data:`LAST_PROBLEMS_KEPT` warnings and errors (the Overview). The
-    node's records hold no patient data (``dicomnode.obs.logs``); the scrub filter runs on them all the same."""
+    records of local job processes reach these loggers too (:class:`dicomnode.obs.logs.LogForwarder`), tagged with
+    their job's id; so do a Dask worker's (``Client.forward_logging``). The node's records hold no patient data
+    (``dicomnode.obs.logs``); the scrub filter runs on them all the same."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -88,8 +90,8 @@ class JobLogBuffer(logging.Handler):
             return
         try:
             extras = {k: v for k, v in vars(record).items()
-                      if k in ("series_uid", "attempt", "error", "seconds", "profile", "worker", "destination",
-                               "calling_ae", "peer", "reason")}
+                      if k in ("step", "series_uid", "attempt", "error", "seconds", "peak_rss_mb", "profile", "kind",
+                               "instances", "results", "worker", "destination", "calling_ae", "peer", "reason")}
             text = (record.getMessage() + "".join(f" {k}={v}" for k, v in extras.items()))[:2000]
             if job is not None:
                 self.records.append((int(job), record.created, record.levelname, text))
