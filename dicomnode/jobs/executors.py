@@ -528,7 +528,8 @@ class DaskExecutor:
             opts: dict[str, Any] = {"key": key, "pure": False, "resources": self.resources or None}
             if self.transfer == "bytes":
                 payload = tuple(Path(f).read_bytes() for f in spec.files)
-                dfut = client.submit(remote.run_job_bytes, replace(spec, files=()), payload, series_uid, **opts)
+                dfut = client.submit(remote.run_job_bytes, replace(spec, files=()), payload, series_uid,
+                                     remote.side_files(spec), **opts)
             else:
                 dfut = client.submit(remote.run_job, spec, series_uid, **opts)
         except BaseException as e:  # noqa: BLE001 - the dispatcher sees every error through the future
