@@ -156,15 +156,21 @@ def _init_worker(threads: int = 0, node_pid: int = 0, log_queue: Any = None, log
 
 def run_in_pool(spec: JobSpec) -> JobOutcome:
     """What a local job process runs: :func:`~dicomnode.jobs.kinds.run`, with every record it logs meanwhile tagged
-    with the job's id, and a line per step with its time and peak memory (from the job's ``results.json``)."""
+    with the job's id; a line as each step of a chain starts, and when the job is done a line per step with its time
+    and peak memory (from the job's ``results.json``, where the chain measured them)."""
     import json
 
+    from dicomnode.jobs.chain import run_chain
+    from dicomnode.jobs.spec import JobKind
     from dicomnode.obs.logs import job_log_context
 
     with job_log_context(job_id=spec.job_id):
         log.info("job running in worker process", extra={"kind": spec.kind.value, "instances": len(spec.files)})
         t0 = time.perf_counter()
-        outcome = run(spec)
+        if spec.kind is JobKind.CHAIN:  # what kinds.run runs for a chain, with the steps said as they start
+            outcome = run_chain(spec, progress=lambda name: log.info("step started", extra={"step": name}))
+        else:
+            outcome = run(spec)
         try:
             steps = json.loads(Path(outcome.results_json).read_text()).get("steps") or []
         except (OSError, ValueError, AttributeError):

@@ -67,6 +67,11 @@ def test_worker_log_lines_reach_the_jobs_page_and_the_node_log_once(tmp_path):
     for st in ("load", "foreground", "measure", "results"):
         assert f"step done step={st} " in page, page
     assert "job running in worker process" in page and "chain done" in page and "job started" in page
+    # as each of the profile's steps starts (live), before its timing line (when the job is done)
+    started = [r for r in records if r["msg"] == "step started"]
+    assert [r["step"] for r in started] == ["foreground", "measure"] and all(r["job_id"] == job_id for r in started)
+    assert page.index("step started step=foreground\n") < page.index("step started step=measure\n") < \
+        page.index("step done step=load ")
     text = "\n".join(json.dumps(r) for r in records) + page
     for value in _phi():
         assert value not in text, f"patient data {value!r} in the log or the job's page"
