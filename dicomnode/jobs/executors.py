@@ -18,7 +18,9 @@ A future may end in one of these, besides the chain's own errors::
 Local back end: job processes are forked from a forkserver, which Python starts as ``python -c ...``; such a
 process puts the working directory first on ``sys.path``, so a folder named ``dicomnode`` where the node was started
 (the parent of a clone, say) would hide the installed package. :func:`start_forkserver` starts it with
-``PYTHONSAFEPATH`` set, so job processes import what the node itself imported.
+``PYTHONSAFEPATH`` set, so job processes import what the node itself imported. A job process prints no log line
+itself: its records go to the node through its pool's queue (:class:`dicomnode.obs.logs.LogForwarder`), tagged with
+the job's id (:func:`run_in_pool`), and the node prints them once and shows them on the console's Jobs page.
 
 Dask back end (``[workers] backend = "dask"``): ``scheduler = "tcp://HOST:PORT"`` connects to a running cluster
 (``dask scheduler`` + ``dask worker``, or any deployment: SSH, Kubernetes, HPC); without it an in-process
