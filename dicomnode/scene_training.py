@@ -298,6 +298,8 @@ class FittedScene:
     n_slabs: int
     held_out: list[dict] = field(default_factory=list)
     slab_accuracy: float | None = None
+    slab_truth: list[str] = field(default_factory=list)
+    slab_predicted: list[str] = field(default_factory=list)
 
 
 def _result_row(e: SceneExample, names: tuple[str, ...], P: np.ndarray, t: float) -> dict:
@@ -326,6 +328,8 @@ def fit_scene(examples: Sequence[SceneExample], phantoms: tuple[np.ndarray, np.n
     patients = tuple(sorted(set(e.patient for e in train)))
     proba = np.full((len(y), len(classes)), np.nan)
     series_P: dict[int, np.ndarray] = {}
+    if len(patients) < 2:  # nothing to hold out: no calibration, no figures
+        return FittedScene(_fit(X, y, Xp, yp), classes, 1.0, 1.0, patients, int(len(y)))
     for q in patients:
         m = _fit(X[g != q], y[g != q], Xp, yp)
         rows = g == q
@@ -347,28 +351,33 @@ def fit_scene(examples: Sequence[SceneExample], phantoms: tuple[np.ndarray, np.n
             if not any(_result_row(train[i], classes, series_P[i], t)["wrong_confident"] for i in cases):
                 break
         temps.append(t_safe)
-    acc = float(np.mean(np.array(classes)[np.nanargmax(np.nan_to_num(proba, nan=-1), axis=1)] == y.astype(str))) \
-        if len(y) else None
+    pred = np.array(classes)[np.nanargmax(np.nan_to_num(proba, nan=-1), axis=1)] if len(y) else np.zeros(0, str)
+    acc = float(np.mean(pred == y.astype(str))) if len(y) else None
     held = []
     if exclude is None:  # the figures of the shipped model's card
         for i in sorted(series_P):
             e = train[i]
             held.append(_result_row(e, classes, series_P[i], temps[0] if e.profile.is_ct else temps[1]))
     est = _fit(X, y, Xp, yp)
-    return FittedScene(est, classes, temps[0], temps[1], patients, int(len(y)), held, acc)
+    return FittedScene(est, classes, temps[0], temps[1], patients, int(len(y)), held, acc,
+                       [str(c) for c in y], [str(c) for c in pred])
 
 
-def save_scene_model(path: Path | str, fitted: FittedScene, *, training_data: str, extra: dict | None = None) -> Path:
-    """Write a fitted scene model with its card (temperatures, slab geometry) for the ``scene`` step."""
+def save_scene_model(path: Path | str, fitted: FittedScene, *, training_data: str, extra: dict | None = None,
+                     write_card_json: bool | None = None) -> Path:
+    """Write a fitted scene model with its card (temperatures, slab geometry) for the ``scene`` step; the card is
+    also written beside it as JSON when ``write_card_json`` (default: when ``extra`` is given)."""
     from dicomnode.modelio import ModelCard, save_model
 
     card = ModelCard(
         task="scene", classes=tuple(str(c) for c in fitted.estimator.classes_), feature_names=MODEL_FEATURES,
         training_data=training_data, cv_accuracy=fitted.slab_accuracy,
         cv_scheme=(f"leave-one-patient-out over {len(fitted.patients)} patients, scored on real slabs only; phantoms "
-                   "in every training fold"),
+                   "in every training fold") if fitted.slab_accuracy is not None else
+        "none (fewer than 2 patients): calibration temperatures 1",
         extra={"temperature_ct": fitted.temperature_ct, "temperature_other": fitted.temperature_other,
                "slab_mm": SLAB_MM, "stride_mm": STRIDE_MM, "real_weight": REAL_WEIGHT,
                "patients": list(fitted.patients), **(extra or {})},
     )
-    return save_model(path, fitted.estimator, card, write_card_json=extra is not None)
+    return save_model(path, fitted.estimator, card,
+                      write_card_json=(extra is not None) if write_card_json is None else write_card_json)

@@ -12,8 +12,10 @@ NIfTI file (``.nii``/``.nii.gz``, values taken as HU when the voxel values reach
 Tasks:
 
 * ``scene``: body region. Each series is cut into 60 mm axial slabs (every 30 mm); each slab's scene descriptors
-  (:mod:`dicomnode.analysis.scene`) are one sample. ``--phantoms N`` adds N synthetic slabs per (region, modality)
-  (:mod:`dicomnode.analysis.scene_phantoms`) to every training fold; they are never scored.
+  (:mod:`dicomnode.analysis.scene`) are one sample (a series labelled as a whole gives its middle 70 %). ``--phantoms
+  N`` adds N synthetic slabs per (region, modality) (:mod:`dicomnode.analysis.scene_phantoms`) to every training
+  fold; they are never scored. Fitted by :func:`dicomnode.scene_training.fit_scene` as the shipped model is, with
+  calibration temperatures from held-out posteriors on the card (:func:`train_scene`).
 * ``findings``: the finding probabilities (``[detect] model = "calibrated"``). Needs ``--cases CASES.toml`` (the
   case file of ``dicomnode evaluate``) instead of ``--labels``: the detect candidates of its cases with lesion truth
   are scored against it and the calibration of :mod:`dicomnode.findings_training` is fitted, its
@@ -57,6 +59,7 @@ __all__ = [
     "read_nifti",
     "series_samples",
     "train",
+    "train_scene",
 ]
 
 SLAB_MM = 60.0
@@ -266,7 +269,13 @@ def confusion_text(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequen
 def train(rows: Sequence[LabelledSeries], task: str, out: Path | str, *, phantoms: int = 0, seed: int = 0,
           training_data: str = "", extra_samples: tuple[np.ndarray, np.ndarray] | None = None,
           print_fn=print) -> dict:
-    """Compute samples, cross-validate by patient, fit on everything, save. Returns the card's figures."""
+    """Compute samples, cross-validate by patient, fit on everything, save. Returns the card's figures.
+
+    ``scene`` (without ``extra_samples``) is fitted by :func:`dicomnode.scene_training.fit_scene`, the code that
+    fits the shipped model: see :func:`train_scene`.
+    """
+    if task == "scene" and extra_samples is None:
+        return train_scene(rows, out, phantoms=phantoms, seed=seed, training_data=training_data, print_fn=print_fn)
     from sklearn.metrics import accuracy_score
 
     from dicomnode.analysis.classify import grouped_cross_validation
@@ -340,6 +349,71 @@ def train(rows: Sequence[LabelledSeries], task: str, out: Path | str, *, phantom
         extra={k: v for k, v in figures.items() if k != "classes"},
     )
     save_model(out, est, card)
+    print_fn(f"saved {out}")
+    return figures
+
+
+def train_scene(rows: Sequence[LabelledSeries], out: Path | str, *, phantoms: int = 0, seed: int = 0,
+                training_data: str = "", print_fn=print) -> dict:
+    """The scene model of labelled series, fitted as the shipped one is (:func:`dicomnode.scene_training.fit_scene`).
+
+    Each series is labelled as a whole (its middle 70 % along z; its ends may show the neighbouring region);
+    ``phantoms`` synthetic slabs per (region, modality) join every fit. Every patient is held out once: the
+    held-out slab posteriors give the cross-validated slab accuracy, the confusion matrix and the calibration
+    temperatures (CT and other modalities) written on the card, which the ``scene`` step applies; each series is
+    then run through :func:`~dicomnode.analysis.scene.recognise` with a model that did not see its patient, and the
+    card lists the outcome (``series_lopo``, ``series_figures``). With a single patient nothing can be held out: the
+    temperatures are 1 and the card says so.
+    """
+    from dicomnode.analysis.scene import BODY_ORDER
+    from dicomnode.scene_training import example_from_volume, fit_scene, save_scene_model
+
+    bad = sorted({r.label for r in rows} - set(BODY_ORDER))
+    if bad:
+        raise DicomnodeError(f"scene labels must be among {', '.join(BODY_ORDER)}; got {', '.join(bad)}: fix the "
+                             "label column of the CSV")
+    examples = []
+    for r in rows:
+        e = example_from_volume(load_volume(r.path), str(r.path), r.patient, scene=r.label)
+        if not any(lab is not None for lab in e.slab_labels):
+            print_fn(f"warning: {r.path} gave no sample (too short?)")
+            continue
+        examples.append(e)
+    if not examples:
+        raise DicomnodeError("no training sample could be made from the labelled series")
+    regions = sorted({r.label for r in rows})
+    from dicomnode.analysis.scene_phantoms import PHANTOM_REGIONS
+    Xp, yp = (phantom_samples(phantoms, [r for r in regions if r in PHANTOM_REGIONS], seed) if phantoms > 0
+              else (np.zeros((0, len(examples[0].all_rows()[0]))), np.zeros(0, dtype=object)))
+    fitted = fit_scene(examples, (Xp, yp))
+    patients = fitted.patients
+    figures: dict = {"classes": list(fitted.classes), "n_samples": fitted.n_slabs, "n_patients": len(patients),
+                     "temperature_ct": fitted.temperature_ct, "temperature_other": fitted.temperature_other}
+    if fitted.slab_accuracy is not None:
+        yt, yp_ = fitted.slab_truth, fitted.slab_predicted
+        print_fn(f"cross-validated accuracy (leave one patient out, {len(patients)} patients, {fitted.n_slabs} slabs"
+                 f"{', phantoms in training folds only' if len(Xp) else ''}): {fitted.slab_accuracy:.3f}")
+        print_fn(confusion_text(yt, yp_, fitted.classes))
+        figures["confusion"] = [[sum(1 for a, b in zip(yt, yp_) if a == t and b == q) for q in fitted.classes]
+                                for t in fitted.classes]
+        print_fn("series, leave one patient out (slab model, landmarks and calibration, as the scene step runs):")
+        for h in fitted.held_out:
+            tag = "right" if h["right"] else "unknown" if h["abstained"] else "WRONG"
+            print_fn(f"  {tag:7s} {h['series']} (truth {h['truth']}) -> {h['label']} p={h['p']:.2f}")
+        figures["series_figures"] = {
+            "series": len(fitted.held_out), "right": sum(h["right"] for h in fitted.held_out),
+            "unknown": sum(h["abstained"] for h in fitted.held_out),
+            "wrong_with_p_ge_0.5": sum(h["wrong_confident"] for h in fitted.held_out)}
+        print_fn(f"calibration temperatures (fitted on held-out posteriors): CT {fitted.temperature_ct:.2f}, "
+                 f"other modalities {fitted.temperature_other:.2f}")
+    else:
+        print_fn("cross-validation needs at least 2 patients: none done, calibration temperatures 1 (the card says "
+                 "so)")
+    save_scene_model(out, fitted, write_card_json=False, training_data=training_data or (
+        f"{len(examples)} labelled series of {len(patients)} patients, {fitted.n_slabs} slabs of {SLAB_MM:g} mm every "
+        f"{STRIDE_MM:g} mm" + (f", plus {phantoms} phantom slabs per region and modality" if len(Xp) else "")),
+        extra={"series_lopo": fitted.held_out, **({"series_figures": figures["series_figures"]}
+                                                  if "series_figures" in figures else {})})
     print_fn(f"saved {out}")
     return figures
 

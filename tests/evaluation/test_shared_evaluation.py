@@ -38,6 +38,8 @@ MAX_FALSE_FINDINGS = 2
 # which touched the tumour (Dice 0.05); every true finding's Dice is unchanged
 MIN_DICE_MEAN = 0.46
 MIN_LUNGS_FOUND = 2
+#: mean regions agreement (the whole-body PET's hand-read regions covered by scene regions of the same label)
+MIN_REGIONS_AGREEMENT = 0.99
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +76,7 @@ def test_shared_evaluation_meets_its_floors(shared):
     assert s["false_findings_total"] <= MAX_FALSE_FINDINGS
     assert s["dice_best_mean"] is not None and s["dice_best_mean"] >= MIN_DICE_MEAN
     assert s["lungs_found"]["successes"] >= MIN_LUNGS_FOUND
+    assert s["regions_agreement_mean"] is not None and s["regions_agreement_mean"] >= MIN_REGIONS_AGREEMENT
 
 
 def test_finding_probabilities_are_calibrated_held_out(shared):
