@@ -1362,7 +1362,8 @@ def _hot_regions(img: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[f
 
 
 def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), foreground: np.ndarray | None = None,
-           settings: DetectionSettings = DetectionSettings(), **options) -> DetectionResult:
+           settings: DetectionSettings = DetectionSettings(), solid_range: tuple[float, float] | None = None,
+           **options) -> DetectionResult:
     """Run a detector on a volume and give each finding its centroid in patient coordinates.
 
     Parameters
@@ -1377,6 +1378,12 @@ def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), for
         For "tissue_model": where to search. Default: the whole volume.
     settings : DetectionSettings
         Limits.
+    solid_range : (float, float), optional
+        For "tissue_model" in a limb (the detect step gives it where the scene says extremity): the intensity range
+        of solid soft tissue; the thickest solid lump that stands out against the limb's muscles
+        (:func:`dicomnode.analysis.masses.solid_masses`) is a candidate too, with its score as probability (features
+        ``solid_thickness_mm``, ``solid_thickness_elsewhere_mm``, ``solid_thickness_ratio``, ``solid_mass`` = 1).
+        Default: none (blob search only).
     **options
         Keywords of :func:`detect_lung` or :func:`detect_tissue`.
 
@@ -1398,6 +1405,8 @@ def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), for
     elif method == "tissue_model":
         fg = np.ones(volume.shape, dtype=bool) if foreground is None else foreground
         res = detect_tissue(volume.array, volume.spacing_mm, fg, settings=settings, **options)
+        if solid_range is not None:  # ---- solid masses (extremity branch): the thickest solid lump in a limb
+            res = _with_solid_mass(res, volume, fg, solid_range, settings)
     else:
         raise ValueError(f"method must be 'lung' or 'tissue_model', got {method!r}")
 
@@ -1410,3 +1419,27 @@ def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), for
         return tuple(out)
 
     return DetectionResult(place(res.findings), place(res.rejected), res.n_candidates, res.notes)
+
+
+def _with_solid_mass(res: DetectionResult, volume: Volume, foreground: np.ndarray, solid_range: tuple[float, float],
+                     settings: DetectionSettings) -> DetectionResult:
+    """``res`` with the thickest solid lump of :func:`dicomnode.analysis.masses.solid_masses` as one more
+    candidate (label "lesion", its score as probability), ranked and limited with the others."""
+    from dicomnode.analysis.masses import solid_masses
+
+    notes = list(res.notes)
+    mass = solid_masses(volume.array, volume.spacing_mm, foreground, solid_range=solid_range, notes=notes)
+    if mass is None or not mass.mask.any():
+        return DetectionResult(res.findings, res.rejected, res.n_candidates, tuple(notes))
+    feats = _shape_features(mass.mask, volume.spacing_mm)
+    feats.update(solid_thickness_mm=mass.thickness_mm, solid_thickness_elsewhere_mm=mass.elsewhere_mm,
+                 solid_thickness_ratio=min(mass.ratio, 1e6), solid_mass=1.0,
+                 mean=float(volume.array[mass.mask].mean()))
+    idx = np.argwhere(mass.mask)
+    lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    c = idx.mean(axis=0)
+    f = Finding("lesion", np.ascontiguousarray(mass.mask[box]), box,  # type: ignore[arg-type]
+                (float(c[0]), float(c[1]), float(c[2])), feats["volume_ml"], feats["diameter_mm"], mass.score, feats)
+    ok, rejected = _split([*res.findings, *res.rejected, f], settings)
+    return DetectionResult(ok, rejected, res.n_candidates + 1, tuple(notes))
