@@ -1382,7 +1382,10 @@ def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), for
         For "tissue_model" in a limb (the detect step gives it where the scene says extremity): the intensity range
         of solid soft tissue; the thickest solid lump that stands out against the limb's muscles
         (:func:`dicomnode.analysis.masses.solid_masses`) is a candidate too, with its score as probability (features
-        ``solid_thickness_mm``, ``solid_thickness_elsewhere_mm``, ``solid_thickness_ratio``, ``solid_mass`` = 1).
+        ``solid_thickness_mm``, ``solid_thickness_elsewhere_mm``, ``solid_thickness_ratio``, ``solid_mass`` = 1);
+        without one, on axial slices, the solid ball that ends most clearly along the limb
+        (:func:`dicomnode.analysis.masses.solid_lump`: ``solid_radius_mm``, ``solid_boundedness``,
+        ``solid_lumpiness``, ``solid_mass`` = 1).
         Default: none (blob search only).
     **options
         Keywords of :func:`detect_lung` or :func:`detect_tissue`.
@@ -1425,21 +1428,35 @@ def _with_solid_mass(res: DetectionResult, volume: Volume, foreground: np.ndarra
                      settings: DetectionSettings) -> DetectionResult:
     """``res`` with the thickest solid lump of :func:`dicomnode.analysis.masses.solid_masses` as one more
     candidate (label "lesion", its score as probability), ranked and limited with the others."""
-    from dicomnode.analysis.masses import solid_masses
+    from dicomnode.analysis.masses import solid_lump, solid_masses
 
     notes = list(res.notes)
+    found = []
     mass = solid_masses(volume.array, volume.spacing_mm, foreground, solid_range=solid_range, notes=notes)
-    if mass is None or not mass.mask.any():
+    if mass is not None and mass.mask.any():
+        found.append(_mass_finding(mass.mask, volume, mass.score, solid_thickness_mm=mass.thickness_mm,
+                                   solid_thickness_elsewhere_mm=mass.elsewhere_mm,
+                                   solid_thickness_ratio=min(mass.ratio, 1e6)))
+    axial = abs(float(np.asarray(volume.direction, dtype=float)[2][2])) > 0.9  # slices across the limb's axis
+    if axial and (mass is None or mass.score < 0.5):  # a mass that stands out needs no weaker evidence
+        lump = solid_lump(volume.array, volume.spacing_mm, foreground, solid_range=solid_range, notes=notes,
+                          exclude=None if mass is None else mass.mask)
+        if lump is not None and lump.mask.any():
+            found.append(_mass_finding(lump.mask, volume, lump.score, solid_radius_mm=lump.radius_mm,
+                                       solid_boundedness=lump.boundedness, solid_lumpiness=lump.lumpiness))
+    if not found:
         return DetectionResult(res.findings, res.rejected, res.n_candidates, tuple(notes))
-    feats = _shape_features(mass.mask, volume.spacing_mm)
-    feats.update(solid_thickness_mm=mass.thickness_mm, solid_thickness_elsewhere_mm=mass.elsewhere_mm,
-                 solid_thickness_ratio=min(mass.ratio, 1e6), solid_mass=1.0,
-                 mean=float(volume.array[mass.mask].mean()))
-    idx = np.argwhere(mass.mask)
+    ok, rejected = _split([*res.findings, *res.rejected, *found], settings)
+    return DetectionResult(ok, rejected, res.n_candidates + len(found), tuple(notes))
+
+
+def _mass_finding(mask: np.ndarray, volume: Volume, score: float, **features: float) -> Finding:
+    """A finding from a solid mass or lump on the full grid, its score as probability, ``solid_mass`` = 1."""
+    feats = _shape_features(mask, volume.spacing_mm)
+    feats.update(features, solid_mass=1.0, mean=float(volume.array[mask].mean()))
+    idx = np.argwhere(mask)
     lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
     box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
     c = idx.mean(axis=0)
-    f = Finding("lesion", np.ascontiguousarray(mass.mask[box]), box,  # type: ignore[arg-type]
-                (float(c[0]), float(c[1]), float(c[2])), feats["volume_ml"], feats["diameter_mm"], mass.score, feats)
-    ok, rejected = _split([*res.findings, *res.rejected, f], settings)
-    return DetectionResult(ok, rejected, res.n_candidates + 1, tuple(notes))
+    return Finding("lesion", np.ascontiguousarray(mask[box]), box,  # type: ignore[arg-type]
+                   (float(c[0]), float(c[1]), float(c[2])), feats["volume_ml"], feats["diameter_mm"], score, feats)

@@ -6,7 +6,9 @@
 | ``synthesize`` | derived volumes in ``ctx.derived`` ("mip", "minip", "avg", "working") | ``projections`` (list of "mip", "minip", "avg"; default ["mip"]), ``slab_mm`` (default 10), ``spacing_mm`` (default = slab), ``source`` ("original", default, or "working": what the projections are made of), ``include_working`` (default false) |
 
 ``detect`` runs after ``segment`` (and ``correct``), before ``features``/``measure`` (which then measure the findings
-too). Findings are numbered per kind: ``nodule_1``, ``mass_1``, ``lesion_1``... (labels must be unique: they name the
+too). Where a ``scene`` ran before it (the shipped CT and MR profiles) and says limb (``extremity``), the tissue
+method also looks for solid masses by their thickness and shape (:mod:`dicomnode.analysis.masses`): a sarcoma with
+the density of muscle casts no blob. Findings are numbered per kind: ``nodule_1``, ``mass_1``, ``lesion_1``... (labels must be unique: they name the
 SEG segment and the SR tracking identifier).
 """
 
