@@ -1385,7 +1385,8 @@ def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), for
         ``solid_thickness_mm``, ``solid_thickness_elsewhere_mm``, ``solid_thickness_ratio``, ``solid_mass`` = 1);
         without one, on axial slices, the solid ball that ends most clearly along the limb
         (:func:`dicomnode.analysis.masses.solid_lump`: ``solid_radius_mm``, ``solid_boundedness``,
-        ``solid_lumpiness``, ``solid_mass`` = 1).
+        ``solid_lumpiness``, ``solid_mass`` = 1). On MR, a dark candidate whose mean lies below the range is a
+        signal void (bowel gas, bone), no soft-tissue mass: probability x 0.1, feature ``signal_void`` = 1.
         Default: none (blob search only).
     **options
         Keywords of :func:`detect_lung` or :func:`detect_tissue`.
@@ -1426,12 +1427,15 @@ def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), for
 
 def _with_solid_mass(res: DetectionResult, volume: Volume, foreground: np.ndarray, solid_range: tuple[float, float],
                      settings: DetectionSettings) -> DetectionResult:
-    """``res`` with the thickest solid lump of :func:`dicomnode.analysis.masses.solid_masses` as one more
-    candidate (label "lesion", its score as probability), ranked and limited with the others."""
+    """``res`` with the solid mass (:func:`dicomnode.analysis.masses.solid_masses`) or else the solid lump
+    (:func:`dicomnode.analysis.masses.solid_lump`, axial slices) as one more candidate (label "lesion", its score as
+    probability), signal voids down-weighted on MR, ranked and limited with the others."""
     from dicomnode.analysis.masses import solid_lump, solid_masses
 
     notes = list(res.notes)
-    found = []
+    found = [*res.findings, *res.rejected]
+    if volume.modality == "MR":
+        found = _signal_voids(found, solid_range[0], notes)
     mass = solid_masses(volume.array, volume.spacing_mm, foreground, solid_range=solid_range, notes=notes)
     if mass is not None and mass.mask.any():
         found.append(_mass_finding(mass.mask, volume, mass.score, solid_thickness_mm=mass.thickness_mm,
@@ -1444,10 +1448,27 @@ def _with_solid_mass(res: DetectionResult, volume: Volume, foreground: np.ndarra
         if lump is not None and lump.mask.any():
             found.append(_mass_finding(lump.mask, volume, lump.score, solid_radius_mm=lump.radius_mm,
                                        solid_boundedness=lump.boundedness, solid_lumpiness=lump.lumpiness))
-    if not found:
-        return DetectionResult(res.findings, res.rejected, res.n_candidates, tuple(notes))
-    ok, rejected = _split([*res.findings, *res.rejected, *found], settings)
-    return DetectionResult(ok, rejected, res.n_candidates + len(found), tuple(notes))
+    ok, rejected = _split(found, settings)
+    return DetectionResult(ok, rejected, res.n_candidates + len(found) - len(res.findings) - len(res.rejected),
+                           tuple(notes))
+
+
+def _signal_voids(found: list[Finding], void_level: float, notes: list[str], factor: float = 0.1) -> list[Finding]:
+    """On MR in a limb: a dark candidate whose mean lies below ``void_level`` (the lower end of the solid tissue
+    range, half the muscle level) is a signal void (gas in the bowel, cortical bone, a tendon), no soft-tissue mass:
+    probability x ``factor``, feature ``signal_void`` = 1 (a hand-set rule, like the symmetry rule)."""
+    out, n = [], 0
+    for f in found:
+        if f.features.get("polarity") == -1.0 and f.features.get("mean", np.inf) < void_level:
+            feats = {**f.features, "signal_void": 1.0}
+            f = Finding(f.label, f.mask, f.box, f.centroid_zyx, f.volume_ml, f.diameter_mm, f.probability * factor,
+                        feats, f.centroid_mm)
+            n += 1
+        out.append(f)
+    if n:
+        notes.append(f"{n} dark region(s) below the solid tissue range ({void_level:.4g}: signal voids, gas or "
+                     f"bone) down-weighted x{factor:g}")
+    return out
 
 
 def _mass_finding(mask: np.ndarray, volume: Volume, score: float, **features: float) -> Finding:

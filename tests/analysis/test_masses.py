@@ -23,8 +23,8 @@ MUSCLE, FAT, AIR = 50.0, -100.0, -1000.0
 
 
 def _limbs(*, tumour: tuple[int, int] | None = None, tumour_r_mm: float = 35.0, shape=(50, 200, 300),
-           seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Two thighs in air (CT in HU): each a fat disk of 70 mm radius holding seven muscle bundles of 16 mm radius
+           seed: int = 0, fat_r_mm: float = 70.0) -> tuple[np.ndarray, np.ndarray]:
+    """Two thighs in air (CT in HU): each a fat disk of ``fat_r_mm`` (70) radius holding seven muscle bundles of 16 mm radius
     separated by fat planes, along the whole z range; optionally a ball of muscle density (an isodense tumour) of
     ``tumour_r_mm`` centred at (z, y, x) = (25, *tumour) that pushes the bundles aside."""
     rng = np.random.default_rng(seed)
@@ -32,7 +32,7 @@ def _limbs(*, tumour: tuple[int, int] | None = None, tumour_r_mm: float = 35.0, 
     img = np.full(shape, AIR, dtype=np.float32)
     centres = [(100.0, 75.0), (100.0, 225.0)]
     for cy, cx in centres:
-        img[(y - cy) ** 2 + (x - cx) ** 2 <= 70.0 ** 2] = FAT
+        img[(y - cy) ** 2 + (x - cx) ** 2 <= fat_r_mm ** 2] = FAT
         bundles = [(cy, cx)] + [(cy + 36 * np.sin(a), cx + 36 * np.cos(a)) for a in np.arange(6) * np.pi / 3]
         for by, bx in bundles:
             img[(y - by) ** 2 + (x - bx) ** 2 <= 16.0 ** 2] = MUSCLE
