@@ -53,13 +53,13 @@ __all__ = ["C", "CAP", "LOGIT_CLIP", "MODALITY_LOGIT_CLIP", "REPORTING", "Candid
            "collect_candidates", "fit_findings", "group_of", "key", "leave_one_patient_out", "read_calibration",
            "reliability", "score_series", "series_candidates"]
 
-#: Inverse L2 penalty of the logistic regression (chosen leave one patient out among 0.5, 2 and 10: docs/models.md).
-C = 2.0
+#: Inverse L2 penalty of the logistic regression (chosen leave one patient out: docs/models.md).
+C = 5.0
 #: No probability above this (see the module docstring).
 CAP = 0.9
 #: logit(score) is clipped to +-this before the fit and when mapping (naive Bayes saturates: past ~0.98 the hand-set
 #: score says nothing more).
-LOGIT_CLIP = 4.0
+LOGIT_CLIP = 3.0
 #: ... except on these modalities: a PET lesion's hand-set score (SUVpeak over PERCIST's level, organ context)
 #: saturates where physiological uptake does not, and metastatic disease is multifocal: no clip (the full range of
 #: a score clipped to 1e-9), so that a second saturated lesion can be reported too.
