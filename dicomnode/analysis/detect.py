@@ -1454,7 +1454,8 @@ def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), for
         signal void (bowel gas, bone), no soft-tissue mass: probability x 0.1, feature ``signal_void`` = 1.
         Default: none (blob search only).
     **options
-        Keywords of :func:`detect_lung` or :func:`detect_tissue`.
+        Keywords of :func:`detect_lung` or :func:`detect_tissue`. ``calibration`` is applied here, last, to every
+        candidate (the solid mass included), the top candidate being the highest-scoring one overall.
 
     Returns
     -------
@@ -1469,6 +1470,8 @@ def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), for
         # +1 when the slice index runs towards the head (patient +z, LPS), -1 towards the feet, None when oblique
         dz = float(np.asarray(volume.direction, dtype=float)[2][2])
         options["cranial"] = (1 if dz > 0 else -1) if abs(dz) > 0.9 else None
+    # the calibration maps the final ranking score of every candidate, the solid masses' included: applied last
+    calibration = options.pop("calibration", None)
     if method == "lung":
         res = detect_lung(volume.array, volume.spacing_mm, lungs, settings=settings, **options)
     elif method == "tissue_model":
@@ -1478,6 +1481,10 @@ def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), for
             res = _with_solid_mass(res, volume, fg, solid_range, settings)
     else:
         raise ValueError(f"method must be 'lung' or 'tissue_model', got {method!r}")
+    if calibration is not None:
+        notes = list(res.notes)
+        ok, rejected = _split(_calibrate_all([*res.findings, *res.rejected], calibration, settings, notes), settings)
+        res = DetectionResult(ok, rejected, res.n_candidates, tuple(notes))
 
     def place(fs: tuple[Finding, ...]) -> tuple[Finding, ...]:
         out = []
