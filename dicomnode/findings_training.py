@@ -49,7 +49,7 @@ import numpy as np
 
 from dicomnode.analysis.detect import ScoreCalibration
 
-__all__ = ["C", "CAP", "LOGIT_CLIP", "MODALITY_LOGIT_CLIP", "REPORTING", "Candidate", "CandidateCache", "FindingsCalibration", "apply",
+__all__ = ["C", "CAP", "LOGIT_CLIP", "MODALITY_LOGIT_CLIP", "REPORTING", "TOP_MIN_SCORE", "Candidate", "CandidateCache", "FindingsCalibration", "apply",
            "collect_candidates", "fit_findings", "group_of", "key", "leave_one_patient_out", "read_calibration",
            "reliability", "score_series", "series_candidates"]
 
@@ -64,6 +64,9 @@ LOGIT_CLIP = 3.0
 #: saturates where physiological uptake does not, and metastatic disease is multifocal: no clip (the full range of
 #: a score clipped to 1e-9), so that a second saturated lesion can be reported too.
 MODALITY_LOGIT_CLIP = {"PT": 21.0}
+#: The top candidate's weight applies only from this score on (the hand-set reporting threshold): on a series
+#: without a lesion the calibration then reports nothing the hand-set score would not.
+TOP_MIN_SCORE = 0.5
 #: Detect options opened while collecting (every candidate is seen).
 OPEN_LIMITS = {"probability_threshold": 0.0, "max_findings": 50}
 
@@ -109,9 +112,11 @@ class FindingsCalibration:
     def as_dict(self) -> dict[str, Any]:
         def one(m: ScoreCalibration) -> dict[str, Any]:
             return {"slope": round(m.slope, 4), "top_weight": round(m.top_weight, 4),
-                    "intercept": round(m.intercept, 4), "cap": m.cap, "logit_clip": m.logit_clip}
+                    "intercept": round(m.intercept, 4), "cap": m.cap, "logit_clip": m.logit_clip,
+                    "top_min_score": m.top_min_score}
         return {"what": "p = min(cap, 1 / (1 + exp(-(slope * clip(logit(ranking score), -logit_clip, logit_clip) + "
-                        "top_weight * top + intercept)))); top = 1 for the series' highest-scoring candidate; "
+                        "top_weight * top + intercept)))); top = 1 for the series' highest-scoring candidate when its score >= "
+                        "top_min_score; "
                         "by_modality: the map of that modality, else the default (dicomnode.findings_training)",
                 **one(self.mapping), "by_modality": {k: one(v) for k, v in sorted(self.by_modality.items())},
                 "training_patients": len(self.patients), "candidates": self.candidates, "hits": self.hits}
@@ -121,7 +126,8 @@ class FindingsCalibration:
         """From :meth:`as_dict` (a card's ``extra.calibration`` or a file of :meth:`save`)."""
         def one(x: Mapping[str, Any]) -> ScoreCalibration:
             return ScoreCalibration(float(x["slope"]), float(x["intercept"]), float(x.get("top_weight", 0.0)),
-                                    float(x.get("cap", 1.0)), float(x.get("logit_clip", 30.0)))
+                                    float(x.get("cap", 1.0)), float(x.get("logit_clip", 30.0)),
+                                    float(x.get("top_min_score", 0.0)))
         try:
             return cls(one(d), {str(k): one(v) for k, v in dict(d.get("by_modality") or {}).items()}, (),
                        int(d.get("candidates", 0)), int(d.get("hits", 0)))
@@ -156,7 +162,7 @@ def _fit_logistic(rows: Sequence[Candidate], clip: float) -> tuple[float, float,
 
     q = np.clip(np.array([r.score for r in rows], dtype=float), 1e-9, 1 - 1e-9)
     x = np.clip(np.log(q / (1 - q)), -clip, clip)
-    t = np.array([float(r.top) for r in rows])
+    t = np.array([float(r.top and r.score >= TOP_MIN_SCORE) for r in rows])
     y = np.array([float(r.true) for r in rows])
 
     def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
@@ -184,7 +190,7 @@ def fit_findings(candidates: Sequence[Candidate], *, exclude: str | None = None)
     fits: dict[float, ScoreCalibration] = {}
     for clip in {LOGIT_CLIP, *MODALITY_LOGIT_CLIP.values()}:
         slope, top_w, icpt = _fit_logistic(rows, clip)
-        fits[clip] = ScoreCalibration(slope, icpt, top_w, CAP, clip)
+        fits[clip] = ScoreCalibration(slope, icpt, top_w, CAP, clip, TOP_MIN_SCORE)
     return FindingsCalibration(fits[LOGIT_CLIP], {m: fits[c] for m, c in MODALITY_LOGIT_CLIP.items()},
                                tuple(sorted({c.patient for c in rows})), len(rows), sum(c.true for c in rows))
 

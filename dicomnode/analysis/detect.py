@@ -1170,6 +1170,9 @@ class ScoreCalibration:
     top_weight: float = 0.0
     cap: float = 1.0
     logit_clip: float = 30.0
+    #: the top candidate gets its weight only when its score reaches this (0.5: the calibration then never reports
+    #: a candidate the hand-set score would not)
+    top_min_score: float = 0.0
 
     def __post_init__(self) -> None:
         if not (self.slope >= 0 and self.top_weight >= 0):
@@ -1184,7 +1187,7 @@ class ScoreCalibration:
         """The calibrated probability of a candidate with ranking score ``score``."""
         q = min(max(float(score), 1e-9), 1.0 - 1e-9)
         x = min(max(math.log(q / (1.0 - q)), -self.logit_clip), self.logit_clip)
-        t = self.slope * x + self.top_weight * float(top) + self.intercept
+        t = self.slope * x + self.top_weight * float(top and score >= self.top_min_score) + self.intercept
         return min(self.cap, float(1.0 / (1.0 + math.exp(-min(max(t, -700.0), 700.0)))))
 
 
