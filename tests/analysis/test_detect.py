@@ -491,6 +491,11 @@ def test_score_calibration_is_monotone_capped_and_platt_without_top_weight():
     # Platt: p = 1 / (1 + exp(-(1.5 * logit(0.2) - 1))) = 1 / (1 + exp(3.07944)) = 1 / 22.7471 = 0.043963
     assert platt(0.2, (1.5, -1.0)) == pytest.approx(0.043963, abs=1e-5)
     assert platt(0.2, ScoreCalibration(1.5, -1.0)) == platt(0.2, (1.5, -1.0))
+    # the top weight only from top_min_score on: below it the top candidate is mapped as any other (a series whose
+    # best candidate the hand-set score would not report gets no finding from the calibration either)
+    gated = ScoreCalibration(slope=0.4, intercept=-2.7, top_weight=2.5, cap=0.9, logit_clip=4.0, top_min_score=0.5)
+    assert gated.probability(0.45, True) == gated.probability(0.45, False) < 0.5
+    assert gated.probability(0.55, True) == cal.probability(0.55, True) > 8 * gated.probability(0.55, False)
     with pytest.raises(ValueError, match="monotone"):
         ScoreCalibration(slope=-0.1, intercept=0.0)
     with pytest.raises(ValueError, match="cap"):

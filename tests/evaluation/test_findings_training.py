@@ -93,6 +93,7 @@ def test_calibration_file_round_trip_and_bad_file(tmp_path):
     for name in ("slope", "intercept", "top_weight"):
         assert getattr(back.mapping, name) == pytest.approx(getattr(fit.mapping, name), abs=1e-4)
     assert back.mapping.cap == fit.mapping.cap and back.mapping.logit_clip == ft.LOGIT_CLIP
+    assert back.mapping.top_min_score == fit.mapping.top_min_score == ft.TOP_MIN_SCORE
     # PET has its own map (no clip: a second saturated PET lesion can be reported); other modalities the default
     assert back.for_modality("PT").logit_clip == ft.MODALITY_LOGIT_CLIP["PT"] > ft.LOGIT_CLIP
     assert back.for_modality("MR") == back.mapping and back.for_modality("CT") == back.mapping
