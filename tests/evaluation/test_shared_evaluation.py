@@ -25,18 +25,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(3000)]
 #: summary key -> least number of successes (Proportion) or bound, as measured (docs/evaluation.md)
 FLOORS = {
     "scene_correct": 15,
-    "lesions_found": 9,
-    "top_finding_true": 9,
-    "series_with_a_true_finding": 9,
+    "lesions_found": 12,
+    "top_finding_true": 12,
+    "series_with_a_true_finding": 12,
     "refusals_expected_and_made": 2,
 }
 CEILINGS = {
     "scene_confident_wrong": 0,
 }
 MAX_FALSE_FINDINGS = 2
-# 0.4696 since the findings calibration (was 0.4755): STS_003's T1 MR no longer reports two false findings, one of
-# which touched the tumour (Dice 0.05); every true finding's Dice is unchanged
-MIN_DICE_MEAN = 0.46
+MIN_DICE_MEAN = 0.67
 MIN_LUNGS_FOUND = 2
 #: mean regions agreement (the whole-body PET's hand-read regions covered by scene regions of the same label)
 MIN_REGIONS_AGREEMENT = 0.99
@@ -93,10 +91,11 @@ def test_finding_probabilities_are_calibrated_held_out(shared):
 
 
 def test_top_finding_is_the_tumour_where_the_image_shows_it_apart(shared):
-    """Reported (p >= 0.5 with the held-out calibration) and first: the chest CT mass, the contrast sarcomas of
-    STS_002 and STS_003 CT, every PET and the thigh T2 MR (docs/models.md says why not STS_001 CT and the T1 MRs)."""
-    ids = ("chest-ct-b40f", "chest-ct-b70f", "sts-002-ct", "sts-003-ct", "sts-001-pet", "sts-002-pet", "sts-003-pet",
-           "wholebody-pet", "wholebody-mr-t2")
+    """Reported (p >= 0.5 with the held-out calibration) and first: the chest CT mass, every sarcoma CT (STS_001's
+    isodense one by the solid-mass search), the T1 MRs of STS_001 and STS_002, every PET and the thigh T2 MR
+    (docs/models.md says why not STS_003's T1 MR)."""
+    ids = ("chest-ct-b40f", "chest-ct-b70f", "sts-001-ct", "sts-002-ct", "sts-003-ct", "sts-001-mr-t1", "sts-002-mr-t1",
+           "sts-001-pet", "sts-002-pet", "sts-003-pet", "wholebody-pet", "wholebody-mr-t2")
     for cid in ids:
         c = next(c for c in shared[1]["cases"] if c["id"] == cid)
         assert c["first_true_rank"] == 1 and c["lesions_found"] == c["lesions_total"], (cid, c["findings"])
