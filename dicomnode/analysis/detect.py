@@ -1285,7 +1285,12 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
         site = None
         # the cranial end of the field of view: a brain cut by it is smaller than a whole one
         at_top = (f.box[0].stop >= n_slices) if cranial > 0 else (f.box[0].start <= 0)
-        if h_c >= l_hi + 200 and mid <= 0.1 and f.features.get("peak", mean) > l_mean:
+        kc = f.centroid_zyx[0]
+        if min(kc, n_slices - 1 - kc) * sp[0] < FOV_EDGE_MM:
+            # the axial ends of the field of view: the sensitivity of the last bed position falls off, noise rises,
+            # and organs are cut (the top of the brain, raised arms)
+            site = "field-of-view end"
+        elif h_c >= l_hi + 200 and mid <= 0.1 and f.features.get("peak", mean) > l_mean:
             # on the midline of the head and neck: tongue, Waldeyer's ring (the tonsils merge across it), larynx.
             # Nodes lie beside the airway and the vessels, not on the midline
             site = "head-neck midline"
@@ -1345,6 +1350,10 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
                  + f" physiological uptake region(s) down-weighted x{factor:g}")
     return out
 
+
+#: Foci whose centre lies within this distance (mm) of either axial end of a whole-body PET's field of view are
+#: not reported (:func:`_physiology`).
+FOV_EDGE_MM = 20.0
 
 #: PET search (whole-body, liver in view): blob candidates kept (a whole-body FDG PET shows dozens of hot spots
 #: before the first lesion: brain, tonsils, glands, heart, kidneys, ureters, bowel, bladder) and their smallest
