@@ -1139,7 +1139,8 @@ def _with_context(found: list[Finding], img: np.ndarray, foreground: np.ndarray,
       the region does (more than half its contrast): brain, bladder, heart and kidneys are symmetric or paired,
       most lesions are not. With ``exclude_self`` (PET), mirrored voxels that fall in the region itself do not count:
       a node or a vertebra on the midline is its own mirror image, not a twin (the midline organs, brain and bladder,
-      are told by :func:`_physiology`).
+      are told by :func:`_physiology`), and the level is half-way from the focus's own background (feature
+      ``background``) to its mean.
     """
     if not found:
         return found
@@ -1172,9 +1173,11 @@ def _with_context(found: list[Finding], img: np.ndarray, foreground: np.ndarray,
             feats["midline_offset"] = float(abs(np.mean(pts[:, ax]) - np.mean(c)) / np.mean(half[z]))
             mirrored = pts.copy()
             mirrored[:, ax] = np.clip(np.round(2 * c - pts[:, ax]).astype(int), 0, img.shape[ax] - 1)
-            level = reference + 0.5 * (mean - reference)
+            # PET: against the focus's own surroundings (a node beside a gland is not the gland's twin)
+            ref = feats.get("background", reference) if exclude_self else reference
+            level = ref + 0.5 * (mean - ref)
             vals = img[tuple(mirrored.T)]
-            twin = (vals - level) * np.sign(mean - reference) > 0
+            twin = (vals - level) * np.sign(mean - ref) > 0
             if exclude_self:
                 rel = mirrored - np.array([b.start for b in f.box])
                 inside = np.all((rel >= 0) & (rel < np.array(f.mask.shape)), axis=1)

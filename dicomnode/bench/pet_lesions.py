@@ -26,7 +26,7 @@ centre line, so raised arms are left out):
 * ``bone``: the vertebral column, within 6 mm of the midline and 50-80 mm in front of the back, 150 mm either side
   of the dome.
 
-Everywhere, positions keep 25 mm from physiological hot uptake (smoothed SUV > 2.8: brain, heart, kidneys, bladder,
+Everywhere, the whole lesion lies inside the trunk (5 mm inside its outline), positions keep 25 mm from physiological hot uptake (smoothed SUV > 2.8: brain, heart, kidneys, bladder,
 glands), from the drawn tumour and from each other (40 mm). Figures: sensitivity per region, size and contrast with
 Wilson intervals, false findings per run, and the series without insertion.
 """
@@ -59,8 +59,11 @@ def _wilson(k: int, n: int, z: float = 1.96) -> list[float] | None:
     return [round(max(0.0, c - h), 3), round(min(1.0, c + h), 3)]
 
 
-def region_masks(suv: np.ndarray, spacing_mm, cranial: int, avoid: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Where lesions of each region may go (module docstring), on the grid of ``suv``."""
+def region_masks(suv: np.ndarray, spacing_mm, cranial: int,
+                 avoid: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Where lesions of each region may go (module docstring), on the grid of ``suv``; and the depth of each voxel
+    inside the trunk (in-plane distance from its outline, mm: a lesion goes where it is deeper than its radius plus
+    5 mm)."""
     from dicomnode.analysis.detect import _liver_mask
 
     sp = np.asarray(spacing_mm, dtype=float)
@@ -88,13 +91,10 @@ def region_masks(suv: np.ndarray, spacing_mm, cranial: int, avoid: np.ndarray | 
         hot |= avoid
     far = ndi.distance_transform_edt(~hot, sampling=sp) >= 25.0
 
-    def eroded(mm: float) -> np.ndarray:
-        out = np.zeros_like(trunk)
-        for k in range(trunk.shape[0]):
-            if trunk[k].any():
-                out[k] = ndi.distance_transform_edt(trunk[k], sampling=sp[1:]) >= mm
-        return out
-
+    inside_mm = np.zeros(trunk.shape, dtype=np.float32)
+    for k in range(trunk.shape[0]):
+        if trunk[k].any():
+            inside_mm[k] = ndi.distance_transform_edt(trunk[k], sampling=sp[1:])
     zz, yy, xx = np.indices(suv.shape, sparse=True)
     cols = np.where(trunk.any(axis=1), 1, 0)
     has = cols.any(axis=1)
@@ -109,7 +109,7 @@ def region_masks(suv: np.ndarray, spacing_mm, cranial: int, avoid: np.ndarray | 
     depth = (yy - y0[:, None, None]) / np.maximum(y1 - y0, 1)[:, None, None]
     back_mm = (y1[:, None, None] - yy) * sp[1]
     h = height[:, None, None]
-    e8, e10, e25 = eroded(8.0), eroded(10.0), eroded(25.0)
+    e8, e10, e25 = inside_mm >= 8.0, inside_mm >= 10.0, inside_mm >= 25.0
     lung_sm = ndi.gaussian_filter(suv.astype(np.float32), [4.0 / s for s in sp])
     lung_like = (lung_sm > 0.2) & (lung_sm < 0.6)
     liver_in = ndi.distance_transform_edt(liver, sampling=sp) >= 15.0
@@ -123,7 +123,7 @@ def region_masks(suv: np.ndarray, spacing_mm, cranial: int, avoid: np.ndarray | 
         "pelvis": e25 & (h <= -260) & (h >= -350),
         "bone": trunk & (dx_mm <= 6) & (back_mm >= 50) & (back_mm <= 80) & (np.abs(h) <= 150),
     }
-    return {k: v & far & trunk for k, v in out.items()}
+    return {k: v & far & trunk for k, v in out.items()}, inside_mm
 
 
 def _run_chain(volume, profile, steps):
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=UserWarning)
 
     from dicomnode.config import load_default_profiles
-    from dicomnode.evaluation.insertion import insert_lesion, sample_positions
+    from dicomnode.evaluation.insertion import insert_lesion, sample_positions, semi_axes_mm
     from dicomnode.io.load import load_series
     from dicomnode.io.roi import read_region
     from dicomnode.steps import registry
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     gtv = read_region(a.rtstruct, series, name=a.roi).mask if a.rtstruct and a.rtstruct.is_file() else None
     dz = float(np.asarray(vol.direction, dtype=float)[2][2])
     cranial = 1 if dz > 0 else -1
-    masks = region_masks(vol.array, sp, cranial, gtv)
+    masks, depth = region_masks(vol.array, sp, cranial, gtv)
 
     def in_gtv(f) -> bool:
         if gtv is None:
@@ -217,11 +217,13 @@ def main(argv: list[str] | None = None) -> int:
             placed = []
             taken: list[tuple[int, int, int]] = []
             for region, size, contrast in batch:
-                pos = sample_positions(masks[region], sp, 1, rng, min_distance_mm=40.0, avoid=taken)
+                ratios = (1.0, 1.0, 1.0) if rng.random() < 0.5 else tuple(rng.uniform(0.7, 1.4, 3))
+                reach = max(semi_axes_mm(size, ratios)) + 5.0  # the whole lesion inside the trunk
+                pos = sample_positions(masks[region] & (depth >= reach), sp, 1, rng, min_distance_mm=40.0,
+                                       avoid=taken)
                 if not pos:
                     continue
                 taken.append(pos[0])
-                ratios = (1.0, 1.0, 1.0) if rng.random() < 0.5 else tuple(rng.uniform(0.7, 1.4, 3))
                 img, les = insert_lesion(img, sp, pos[0], volume_ml=size, contrast=contrast, rng=rng,
                                          ratios=ratios, fwhm_mm=a.fwhm_mm)
                 placed.append((region, size, contrast, les))
