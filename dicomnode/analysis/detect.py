@@ -21,7 +21,11 @@ Two detectors share one pipeline, *blob search -> region growing -> features -> 
   PERCIST's threshold ``1.5 x liver mean + 2 SD`` (``log2_peak_to_percist``, a feature of the hand-set model), and
   physiological uptake is told by organ context with the liver as landmark (``physiological``: heart on the
   diaphragm above the liver's dome, brain far above it, bladder far below it on the midline, paired kidneys, mirror
-  twins such as salivary glands), down-weighted like symmetric regions.
+  twins such as salivary glands, the axial ends of the field of view, the head and neck midline, ureters, urine
+  beside the bladder, genitals), down-weighted like symmetric regions. A whole-body PET (the liver in view) is
+  searched on log2 SUV and scored by :data:`PET_MODEL` against each focus's own surroundings (``background``,
+  ``log2_peak_to_background``, ``log10_peak_cnr``); its sensitivity is measured by lesion insertion
+  (``dicomnode bench pet_lesions``, docs/evaluation.md).
 
 Blob search: a scale-normalised Laplacian of Gaussian in mm, ``-sigma^2 * sum_i d2/dx_i^2`` with
 ``sigma = r / sqrt(3)`` (the scale at which a ball of radius ``r`` responds most) over geometric radii, on a grid
