@@ -2,6 +2,7 @@
 whole-body PET (``dicomnode.evaluation.insertion``).
 
     dicomnode bench pet_lesions [--series ../shared/data/wholebody-pet-mr/PET] [--rtstruct FILE --roi GTV_Mass]
+                                (defaults: the shared whole-body PET beside the clone and its GTV_Mass)
                                 [--sizes-ml 1 2 5 10 20] [--contrasts 2 3 4 6] [--per-run 4] [--seed 13]
                                 [--profile pet] [--json OUT]
 
@@ -45,8 +46,9 @@ import numpy as np
 from scipy import ndimage as ndi
 
 REGIONS = ("neck", "axilla", "mediastinum", "lung", "liver", "abdomen", "pelvis", "bone")
-_DEFAULT_SERIES = Path("../shared/data/wholebody-pet-mr/PET")
-_DEFAULT_RTSTRUCT = Path("../shared/data/wholebody-pet-mr/PET_rtstruct/1-1.dcm")
+_SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "wholebody-pet-mr"  # beside the clone
+_DEFAULT_SERIES = _SHARED / "PET"
+_DEFAULT_RTSTRUCT = _SHARED / "PET_rtstruct" / "1-1.dcm"
 
 
 def _wilson(k: int, n: int, z: float = 1.96) -> list[float] | None:
