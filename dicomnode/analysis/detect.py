@@ -1284,6 +1284,8 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
     out = []
     sites: dict[str, int] = {}
     n_slices = img.shape[0]
+    # the liver with its holes filled: a hot lesion inside it leaves a hole (the homogeneity test fails around it)
+    liver_filled = ndi.binary_fill_holes(liver)
     site_of: list[str | None] = []
     for i, f in enumerate(found):
         h_c, h_lo, h_hi, side = info[i]
@@ -1310,7 +1312,9 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
         elif h_c <= l_lo - 150 and mid <= 0.3 and mean >= 4.0 * l_mean:
             site = "bladder"
         elif (l_lo - 100 <= h_c <= l_hi and 0.1 <= mid <= 0.9 and 10 <= f.volume_ml <= 400
-              and _liver_contact(f, liver, spacing_mm) < 0.3):  # a kidney is not inside the liver
+              # a kidney is not inside the liver: neither in contact with it all round nor in liver-level surroundings
+              and _liver_contact(f, liver_filled, spacing_mm) < 0.3
+              and f.features.get("background", 0.0) < 0.8 * l_mean):
             partner = any(j != i and abs(info[j][0] - h_c) <= 60 and info[j][3] * side < 0
                           and 0.1 <= abs(info[j][3]) <= 0.9 and 5 <= g.volume_ml <= 400
                           and g.features.get("mean", 0.0) > l_mean for j, g in enumerate(found))
