@@ -31,6 +31,8 @@ def test_bench_analysis_runs_every_shipped_profile_on_its_phantom(tmp_path) -> N
         assert r["peak_rss_over_volume"] == round(r["peak_rss_mb"] / r["float32_volume_mb"], 2) or \
             r["float32_volume_mb"] < 1
         assert r["segments_ml"], r["profile"]
+        # warmed up first (imports, models: a job process's steady state), on a half-resolution phantom
+        assert r["warm"] is True and r["warmup_seconds"] > 0 and r["warmup_error"] is None, r["warmup_error"]
         assert out["met"][r["profile"]]["ratio_to_ct"] == (r["ratio_to_ct"] >= 0.6)
     assert out["runs"][0]["ratio_to_ct"] == 1.0
 
