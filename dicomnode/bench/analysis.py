@@ -10,9 +10,9 @@ Phantoms:
 * ``mr``: a 384 x 384 x 160 T1-weighted abdomen MR (1 x 1 x 3 mm: bright fat, liver, spleen, kidneys, spine,
   muscle, a smooth bias field and Rician noise).
 
-Each profile runs in a fresh Python process (so that its peak RSS is its own), first once on a half-resolution
-phantom of its kind (a warm-up: modules imported and models loaded, as in a job process of the node from its second
-series on; ``--cold`` leaves it out), then timed, through the same pipeline runner the node uses: ``ct`` on the CT phantom, ``pet`` on the PET phantom, ``mr`` and ``generic`` on the MR phantom. One JSON
+Each profile runs in a fresh Python process (so that its peak RSS is its own; with ``--warm`` first once on a
+half-resolution phantom of its kind, so that modules are imported and models loaded, as in a job process of the node
+from its second series on), through the same pipeline runner the node uses: ``ct`` on the CT phantom, ``pet`` on the PET phantom, ``mr`` and ``generic`` on the MR phantom. One JSON
 object is printed: the CPU model, and per profile the per-step wall time and peak RSS, the total, voxels per second
 and its ratio to the CT profile's (also per CPU second, which a machine shared with other work distorts less), the
 peak RSS as a multiple of the float32 volume (of the whole process, and of
@@ -296,10 +296,10 @@ def _build(phantom: str, shape: tuple[int, int, int], spacing: tuple[float, floa
 
 
 def run_one(profile_name: str, phantom: str, shape: tuple[int, int, int], spacing: tuple[float, float, float], *,
-            config: str | None = None, seed: int = 0, noise_hu: float = 20.0, warm: bool = True) -> dict:
+            config: str | None = None, seed: int = 0, noise_hu: float = 20.0, warm: bool = False) -> dict:
     """Build one phantom and run one profile over it in this process; return its figures.
 
-    With ``warm`` (the default) the profile first runs once over the same kind of phantom at half the resolution
+    With ``warm`` the profile first runs once over the same kind of phantom at half the resolution
     (an eighth of the voxels; a series under 64 voxels along an axis at its own size; its wall time is reported as
     ``warmup_seconds``), so that the timed run sees what a
     job process of the node sees from its second series on: modules imported, models loaded and cached."""
@@ -402,10 +402,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--mr-spacing-mm", default=_DEFAULT_GEOMETRY["mr"][1])
     ap.add_argument("--noise-hu", type=float, default=20.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cold", action="store_true",
-                    help="no warm-up run: the timed run also pays the first imports and model loads of a fresh "
-                         "process (by default each profile first runs on a half-resolution phantom, as a job process "
-                         "of the node has from its second series on)")
+    ap.add_argument("--warm", action="store_true",
+                    help="run each profile once on a half-resolution phantom first, so that the timed run does not "
+                         "pay the first imports and model loads (a job process of the node from its second series "
+                         "on); default: a fresh process, as the figures of issue 13 were measured")
     ap.add_argument("--in-process", action="store_true",
                     help="run the profiles in this process (peak RSS then includes the earlier runs)")
     ap.add_argument("--_one", help=argparse.SUPPRESS)  # internal: one profile in a fresh process, JSON out
@@ -417,7 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a._one:
         name, phantom = a._one.split(":")
         print(json.dumps(run_one(name, phantom, *geometry[phantom], config=a.config, seed=a.seed,
-                                 noise_hu=a.noise_hu, warm=not a.cold)))
+                                 noise_hu=a.noise_hu, warm=a.warm)))
         return 0
     profiles = a.profile or list(PHANTOM_OF_PROFILE)
     runs = []
@@ -425,10 +425,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         phantom = a.phantom or PHANTOM_OF_PROFILE.get(name, "mr")
         if a.in_process:
             runs.append(run_one(name, phantom, *geometry[phantom], config=a.config, seed=a.seed, noise_hu=a.noise_hu,
-                                warm=not a.cold))
+                                warm=a.warm))
             continue
         cmd = [sys.executable, "-m", "dicomnode.bench.analysis", "--_one", f"{name}:{phantom}", "--seed", str(a.seed),
-               "--noise-hu", str(a.noise_hu)] + (["--cold"] if a.cold else [])
+               "--noise-hu", str(a.noise_hu)] + (["--warm"] if a.warm else [])
         for opt, val in (("--shape", a.shape), ("--spacing-mm", a.spacing_mm), ("--pet-shape", a.pet_shape),
                          ("--pet-spacing-mm", a.pet_spacing_mm), ("--mr-shape", a.mr_shape),
                          ("--mr-spacing-mm", a.mr_spacing_mm), ("--config", a.config)):
@@ -451,7 +451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_average_1min": round(os.getloadavg()[0], 2),  # a busy machine stretches wall times: see cpu_seconds
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "warm": not a.cold,
+        "warm": a.warm,
         "runs": runs,
         "targets": {"ratio_to_ct_min": 0.6, "peak_rss_over_volume_max": 6.0},
         "met": {r["profile"]: {"ratio_to_ct": None if r["ratio_to_ct"] is None else r["ratio_to_ct"] >= 0.6,
