@@ -10,12 +10,14 @@ of the object, not of the volume.
 from __future__ import annotations
 
 from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from dicomnode.analysis.denoise import _check_spacing, gaussian, is_volumetric
+from dicomnode.analysis.denoise import _check_spacing, is_volumetric
+from dicomnode.analysis.threads import thread_budget
 from dicomnode.analysis.volume import LabelMap, Segment
 
 __all__ = [
@@ -267,41 +269,49 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
     per_slice = (box[1].stop - box[1].start) * (box[2].stop - box[2].start)
     slab = max(1, int(slab_voxels) // max(per_slice, 1))
     changed = 0
-    for lo in range(zb.start, zb.stop, slab):
-        hi = min(zb.stop, lo + slab)
-        a, b = max(zb.start, lo - halo), min(zb.stop, hi + halo)
-        ext = (slice(a, b), box[1], box[2])
-        p0c = posteriors[(slice(None),) + ext].astype(np.float32)
-        if quantised:
-            p0c /= np.float32(POSTERIOR_SCALE)
-        validc = valid[ext]
-        q = p0c.copy()
-        for _ in range(int(iterations)):
-            for k in range(q.shape[0]):
-                q[k] = gaussian(q[k], sp, sigma_mm=sigma_mm, max_anisotropy=max_anisotropy)
-            q *= p0c
-            total = _class_sum(q)
-            np.divide(q, total, out=q, where=total > 0)
-            # Where a voxel's own evidence and its neighbourhood disagree completely, keep its own posterior.
-            lost = validc & ~(total > 0)
-            if lost.any():
-                q[:, lost] = p0c[:, lost]
-            del total, lost
-        own = slice(lo - a, lo - a + (hi - lo))
-        q = q[:, own]
-        validc = validc[own]
-        before = _argmax_classes(p0c[:, own])
-        del p0c
-        after = _argmax_classes(q)
-        changed += int(np.count_nonzero((before != after) & validc))
-        after[~validc] = -1
-        inner = (slice(lo, hi), box[1], box[2])
-        labels[inner] = after
-        if quantised:
-            q *= np.float32(POSTERIOR_SCALE)
-            q += np.float32(0.5)
-        smoothed[(slice(None),) + inner] = q
+    sigmas = [sigma_mm / s for s in sp]  # as denoise.gaussian: the kernel truncated at 4 sigma, borders reflected
+    if not volumetric:
+        sigmas[0] = 0.0
+    with ThreadPoolExecutor(max(1, min(thread_budget(), posteriors.shape[0]))) as pool:
+        for lo in range(zb.start, zb.stop, slab):
+            hi = min(zb.stop, lo + slab)
+            a, b = max(zb.start, lo - halo), min(zb.stop, hi + halo)
+            ext = (slice(a, b), box[1], box[2])
+            p0c = posteriors[(slice(None),) + ext].astype(np.float32)
+            if quantised:
+                p0c /= np.float32(POSTERIOR_SCALE)
+            validc = valid[ext]
+            q = p0c.copy()
+            for _ in range(int(iterations)):
+                # each class filtered in place (scipy's 1-D passes buffer their lines), classes in threads
+                list(pool.map(_gaussian_in_place, q, [sigmas] * q.shape[0]))
+                q *= p0c
+                total = _class_sum(q)
+                np.divide(q, total, out=q, where=total > 0)
+                # Where a voxel's own evidence and its neighbourhood disagree completely, keep its own posterior.
+                lost = validc & ~(total > 0)
+                if lost.any():
+                    q[:, lost] = p0c[:, lost]
+                del total, lost
+            own = slice(lo - a, lo - a + (hi - lo))
+            q = q[:, own]
+            validc = validc[own]
+            before = _argmax_classes(p0c[:, own])
+            del p0c
+            after = _argmax_classes(q)
+            changed += int(np.count_nonzero((before != after) & validc))
+            after[~validc] = -1
+            inner = (slice(lo, hi), box[1], box[2])
+            labels[inner] = after
+            if quantised:
+                q *= np.float32(POSTERIOR_SCALE)
+                q += np.float32(0.5)
+            smoothed[(slice(None),) + inner] = q
     return PosteriorSmoothing(labels, smoothed, changed)
+
+
+def _gaussian_in_place(a: np.ndarray, sigmas: list[float]) -> None:
+    ndi.gaussian_filter(a, sigmas, output=a, mode="reflect")
 
 
 def _class_sum(p: np.ndarray) -> np.ndarray:
