@@ -119,6 +119,18 @@ def fill_holes(mask: np.ndarray, *, slice_wise: bool = False) -> np.ndarray:
     return out
 
 
+def _component_sizes(labels: np.ndarray, n: int, chunk: int = 1 << 22) -> np.ndarray:
+    """``np.bincount(labels.ravel(), minlength=n + 1)`` a few million voxels at a time: bincount casts its input to
+    int64, which for a whole CT's int32 labels is a temporary twice their size."""
+    flat = labels.reshape(-1)
+    if flat.size <= chunk:
+        return np.bincount(flat, minlength=n + 1)
+    sizes = np.zeros(n + 1, dtype=np.int64)
+    for start in range(0, flat.size, chunk):
+        sizes += np.bincount(flat[start:start + chunk], minlength=n + 1)
+    return sizes
+
+
 def _small_components(mask: np.ndarray, min_voxels: float, connectivity: int,
                       work: np.ndarray | None = None) -> np.ndarray | None:
     """A mask with the components below ``min_voxels`` removed, or None when there are none."""
@@ -126,7 +138,7 @@ def _small_components(mask: np.ndarray, min_voxels: float, connectivity: int,
     if box is None or min_voxels <= 1:
         return None
     labels, n = _label(mask[box], _structure(connectivity, slice_wise=False), work)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    sizes = _component_sizes(labels, n)
     small = np.flatnonzero(sizes[1:] < min_voxels) + 1
     if small.size == 0:
         return None

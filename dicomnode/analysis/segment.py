@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from dicomnode.analysis.codes import segment_codes
-from dicomnode.analysis.correct import fill_holes
+from dicomnode.analysis.correct import _component_sizes, fill_holes
 from dicomnode.analysis.denoise import _check_image, _check_spacing
 from dicomnode.analysis.volume import LabelMap, Segment, SegmentInfo
 
@@ -104,7 +104,7 @@ def _keep_large_components(mask: np.ndarray, *, min_fraction: float, min_voxels:
     if box is None:
         return out
     labels, n = ndi.label(mask[box], structure=_FACES_3D)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    sizes = _component_sizes(labels, n)
     sizes[0] = 0
     keep = (sizes >= min_fraction * sizes.max()) & (sizes >= min_voxels)
     keep[0] = False
