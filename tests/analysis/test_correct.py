@@ -180,3 +180,32 @@ def test_smooth_posteriors_on_real_series_equals_filtering_every_class(series, s
     valid = labels >= 0
     assert valid.sum() > 100_000
     assert np.count_nonzero(res.labels != labels) <= 1e-6 * valid.sum()
+
+
+def test_generic_segmentation_and_smoothing_memory_is_bounded():
+    """Memory bound (issue 13), measured by tracemalloc (allocations, not time): the segment step keeps its
+    posteriors as uint8 and its classes as masks (1.75 x the float32 volume; float32 posteriors alone were 3 x),
+    and the smoothing works in slabs (less than one float32 copy of the posteriors on top of its outputs)."""
+    import tracemalloc
+
+    from dicomnode.analysis.segment import segment_generic
+    from dicomnode.bench.analysis import make_mr_phantom
+
+    spacing = (6.0, 2.0, 2.0)
+    img = make_mr_phantom((40, 192, 192), spacing, rng=np.random.default_rng(0))
+    segment_generic(img[:8], spacing, rng=np.random.default_rng(0))  # imports outside the measurement
+    tracemalloc.start()
+    try:
+        res = segment_generic(img, spacing, rng=np.random.default_rng(0))
+        kept, peak = tracemalloc.get_traced_memory()
+        assert res.posteriors.dtype == np.uint8
+        assert kept <= 2.0 * img.nbytes and peak <= 8.0 * img.nbytes, (kept / img.nbytes, peak / img.nbytes)
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        sm = smooth_posteriors(res.posteriors, spacing, sigma_mm=1.5, iterations=3, slab_voxels=100_000)
+        added = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert sm.posteriors.dtype == np.uint8 and sm.labels.dtype == np.int16
+    float32_posteriors = 3 * img.nbytes
+    assert added < float32_posteriors, added / img.nbytes
