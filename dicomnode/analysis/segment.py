@@ -653,7 +653,8 @@ def segment_generic(image: np.ndarray, spacing_mm: tuple[float, float, float], *
     SegmentationResult
         Segments ``body`` (the foreground) and ``tissue_class_1`` .. ``tissue_class_K`` (sorted by increasing mean
         intensity; each voxel in its most probable class), ``posteriors`` as uint8 (K, Z, Y, X) in steps of
-        1 / :data:`POSTERIOR_SCALE` (0 outside the foreground), ``classes`` = the class labels, and notes giving the threshold and each class's mean and SD.
+        1 / :data:`POSTERIOR_SCALE` (0 outside the foreground), ``classes`` = the class labels, and notes giving the
+        threshold and each class's mean and SD.
     """
     if int(n_classes) != n_classes or not 1 <= n_classes <= 8:
         raise ValueError(f"n_classes must be an integer in 1..8, got {n_classes}")

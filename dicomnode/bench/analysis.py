@@ -12,7 +12,8 @@ Phantoms:
 
 Each profile runs in a fresh Python process (so that its peak RSS is its own; with ``--warm`` first once on a
 half-resolution phantom of its kind, so that modules are imported and models loaded, as in a job process of the node
-from its second series on), through the same pipeline runner the node uses: ``ct`` on the CT phantom, ``pet`` on the PET phantom, ``mr`` and ``generic`` on the MR phantom. One JSON
+from its second series on), through the same pipeline runner the node uses: ``ct`` on the CT phantom, ``pet`` on
+the PET phantom, ``mr`` and ``generic`` on the MR phantom. One JSON
 object is printed: the CPU model, and per profile the per-step wall time and peak RSS, the total, voxels per second
 and its ratio to the CT profile's (also per CPU second, which a machine shared with other work distorts less), the
 peak RSS as a multiple of the float32 volume (of the whole process, and of
