@@ -429,6 +429,8 @@ class DaskExecutor:
                  connect_timeout_seconds: float = 10.0) -> None:
         from distributed import Client, LocalCluster
 
+        from dicomnode.jobs import remote as remote_env
+
         if transfer not in ("shared", "bytes"):
             raise ValueError(f"transfer = {transfer!r}: use \"shared\" or \"bytes\"")
         self.transfer = transfer
@@ -449,7 +451,9 @@ class DaskExecutor:
                 n_workers=count, threads_per_worker=1, processes=True,
                 memory_limit=f"{memory_limit_mb}MiB" if memory_limit_mb else "auto",
                 dashboard_address=dashboard_address or None, resources=self.resources or None,
-                host="127.0.0.1")
+                host="127.0.0.1",
+                # the workers' stderr is the node's: their records reach it once, forwarded (remote.py)
+                env={remote_env.LOCAL_WORKER_ENV: "1"})
             self._client = Client(self._cluster, set_as_default=False)
         self._forward_logs()
         info = self._client.scheduler_info(n_workers=-1)

@@ -37,6 +37,9 @@ from dicomnode.jobs.spec import JobOutcome, JobSpec, RadiomicsSpec
 
 log = logging.getLogger("dicomnode.remote")  # its name before jobs/ (log filters use it)
 
+#: Set in the environment of the node's own LocalCluster workers (their stderr is the node's).
+LOCAL_WORKER_ENV = "DICOMNODE_LOCAL_DASK_WORKER"
+
 _JOB_CONTEXT: contextvars.ContextVar[dict[str, object] | None] = contextvars.ContextVar("dicomnode_job",
                                                                                       default=None)
 
@@ -118,7 +121,9 @@ def _install_log_plumbing() -> None:
     pkg = logging.getLogger("dicomnode")
     if pkg.level == logging.NOTSET:
         pkg.setLevel(logging.INFO)  # INFO records must exist to be forwarded to the node
-    if not any(getattr(h, "_dicomnode_worker", False) for h in pkg.handlers):
+    # A worker of the node's own LocalCluster writes to the node's stderr: its records reach it forwarded, once.
+    if os.environ.get(LOCAL_WORKER_ENV) != "1" and not any(getattr(h, "_dicomnode_worker", False)
+                                                          for h in pkg.handlers):
         from dicomnode.obs.logs import TextFormatter
         handler = logging.StreamHandler(sys.stderr)
         handler.setLevel(logging.WARNING)

@@ -261,3 +261,37 @@ def test_requeued_job_goes_back_to_pending_without_counting_an_attempt(tmp_path)
     d._submit(job, CONFIG)
     row = db.get_job(job_id)
     assert row.state is JobState.PENDING and row.attempts == 0 and row.error in (None, "", "worker lost")
+
+
+PROBE = '''
+import time
+from dicomnode.obs.logs import setup_logging
+from dicomnode.jobs.executors import DaskExecutor
+
+def work():
+    from dicomnode.jobs.remote import job_context
+    with job_context(7, "1.2.3") as jlog:
+        jlog.warning("probe warning from the worker")
+    return 1
+
+if __name__ == "__main__":
+    setup_logging("text")
+    ex = DaskExecutor(1, dashboard_address="")
+    try:
+        assert ex._client.submit(work, pure=False).result(120) == 1
+        time.sleep(3)  # forwarded records arrive after the result
+    finally:
+        ex.shutdown(wait=True)
+'''
+
+
+def test_a_local_cluster_workers_warning_is_printed_once_on_the_nodes_stderr(tmp_path):
+    """The LocalCluster's workers share the node's stderr: a record reaches it forwarded, not also printed there."""
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = [ln for ln in p.stderr.splitlines() if "probe warning from the worker" in ln]
+    assert len(lines) == 1, p.stderr[-3000:]
+    assert "job_id=7" in lines[0]
