@@ -47,6 +47,7 @@ from dicomnode.results._common import (
     MANUFACTURER,
     MODEL_NAME,
     SOFTWARE_VERSION,
+    fit_character_set,
     lo,
     series_laterality,
 )
@@ -326,6 +327,7 @@ def build_derived_series(
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.file_meta = meta
         ds.set_original_encoding(False, True)
+        fit_character_set(ds)
         out.append(ds)
     return out
 
