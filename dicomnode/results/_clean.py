@@ -13,6 +13,8 @@ What is checked, for each attribute of the header (private ones are left alone: 
 * the value against its VR: AE, AS, CS, DA, DS, DT, IS, LO, LT, PN, SH, ST, TM, UC, UI, UR, UT (pydicom's checks,
   plus PN's at most 3 component groups of at most 5 components, and no control characters in text);
 * the number of values against the attribute's VM in the data dictionary;
+* the enumerated values of the attributes the results copy (:data:`_ENUMERATED`: Patient's Sex, the MR and PET
+  acquisition codes), a site's synonym mapped ("MALE" -> "M");
 * (not the characters against the Specific Character Set: a result whose text does not fit the set it copied is
   written in UTF-8 instead, :func:`dicomnode.results._common.fit_character_set`, so no name is ever mangled);
 * sequences item by item: an item missing a Type 1 attribute of its macro (from highdicom's tables of the standard),
@@ -306,7 +308,46 @@ def _problem(elem: DataElement) -> str | None:
         why = _value_problem(vr, v)
         if why:
             return why
+    return _enumerated_problem(elem.keyword, values)
+
+
+#: Enumerated Values (PS3.3) of the attributes the results copy from their source, by keyword: one set for every
+#: value, or one set per value position. A value outside them is an error to dciodvfy (defined terms only warn).
+_ENUMERATED: dict[str, tuple[frozenset[str], ...]] = {
+    "PatientSex": (frozenset({"M", "F", "O"}),),
+    "PatientIdentityRemoved": (frozenset({"YES", "NO"}),),
+    "ScanningSequence": (frozenset({"SE", "IR", "GR", "EP", "RM"}),),
+    "SequenceVariant": (frozenset({"SK", "MTC", "SS", "TRSS", "SP", "MP", "OSP", "NONE"}),),
+    "MRAcquisitionType": (frozenset({"2D", "3D"}),),
+    "DecayCorrection": (frozenset({"NONE", "START", "ADMIN"}),),
+    "CountsSource": (frozenset({"EMISSION", "TRANSMISSION"}),),
+    "SeriesType": (frozenset({"STATIC", "DYNAMIC", "GATED", "WHOLE BODY"}), frozenset({"IMAGE", "REPROJECTION"})),
+}
+#: What some sites write for an enumerated value, and the value it means.
+_SYNONYMS: dict[str, dict[str, str]] = {"PatientSex": {"MALE": "M", "FEMALE": "F", "OTHER": "O"}}
+
+
+def _allowed(keyword: str, position: int) -> frozenset[str]:
+    sets = _ENUMERATED[keyword]
+    return sets[position] if len(sets) > 1 and position < len(sets) else sets[-1]
+
+
+def _enumerated_problem(keyword: str, values: list[object]) -> str | None:
+    if keyword not in _ENUMERATED:
+        return None
+    if any(str(v).strip() not in _allowed(keyword, i) for i, v in enumerate(values)):
+        return f"not one of the enumerated values of {keyword}"
     return None
+
+
+def _fix_enumerated(keyword: str, values: list[object]) -> list[object]:
+    """Synonyms and case mapped to the enumerated value; values that are none dropped (a value of a positional
+    attribute such as Series Type cannot be dropped alone: then none is kept)."""
+    synonyms = _SYNONYMS.get(keyword, {})
+    mapped = [synonyms.get(str(v).strip().upper(), str(v).strip().upper()) for v in values]
+    if len(_ENUMERATED[keyword]) > 1:
+        return mapped if all(v in _allowed(keyword, i) for i, v in enumerate(mapped)) else []
+    return list(dict.fromkeys(v for v in mapped if v in _allowed(keyword, 0)))
 
 
 def _value_problem(vr: str, value: object) -> str | None:
@@ -382,7 +423,11 @@ def _fix_value(vr: str, value: object) -> object:
     if vr == "PN":
         groups = text.split("=")[:3]
         return "=".join("^".join(g.split("^")[:5])[:_MAX_PN_GROUP_CHARS] for g in groups)
-    return None  # DA, TM, DT, UI: no value can be derived
+    if vr == "DA" and re.fullmatch(r"\d{4}[.-]\d{2}[.-]\d{2}", text.strip()):
+        return re.sub(r"[.-]", "", text.strip())  # ACR-NEMA's YYYY.MM.DD (and ISO's YYYY-MM-DD)
+    if vr == "TM" and re.fullmatch(r"\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?", text.strip()):
+        return text.strip().replace(":", "")  # ACR-NEMA's HH:MM:SS
+    return None  # other DA, TM, DT and UI values: none can be derived
 
 
 def fix_element(elem: DataElement) -> bool:
@@ -410,6 +455,8 @@ def fix_element(elem: DataElement) -> bool:
         values = values[:limit]
     new = [v if _value_problem(vr, v) is None else _fix_value(vr, v) for v in values]
     new = [v for v in new if v not in (None, "") and _value_problem(vr, v) is None]
+    if elem.keyword in _ENUMERATED:
+        new = _fix_enumerated(elem.keyword, new)
     if not new:
         elem.value = None
     else:
