@@ -99,6 +99,10 @@ _MODALITY_TYPE2 = {
 }
 
 
+#: PET Units (0054,1001) of the volume's unit (dicomnode.io.load: SUV for GML and for BQML converted to SUVbw).
+_PET_UNITS = {"SUV": "GML", "Bq/mL": "BQML", "{counts}": "CNTS", "%": "PCNT"}
+
+
 def _ds(value: float) -> str:
     return format_number_as_ds(float(value)) if value != 0 else "0"
 
@@ -291,7 +295,9 @@ def build_derived_series(
         if modality == "PT":
             ds.ImageIndex = k + 1
             ds.NumberOfSlices = int(arr.shape[0])
-            for kw, default in (("Units", "GML" if volume.unit == "SUV" else "CNTS"), ("CountsSource", "EMISSION"),
+            if volume.unit in _PET_UNITS:  # the unit of these pixels: a BQML source loaded as SUV is GML here
+                ds.Units = _PET_UNITS[volume.unit]
+            for kw, default in (("Units", "CNTS"), ("CountsSource", "EMISSION"),
                                 ("SeriesType", ["STATIC", "IMAGE"]), ("DecayCorrection", "NONE"),
                                 ("FrameReferenceTime", "0")):
                 if kw not in ds:
