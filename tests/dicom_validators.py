@@ -14,18 +14,27 @@ as ``recognized=False`` (for an SR, ``DicomSRValidator`` checks the IOD and the 
 ``dciodvfy`` checks the IOD).
 
 None of the tools is ever skipped: a missing one fails the test with the package to install.
+
+:func:`process` runs ``dicomnode process`` on a series folder; :func:`assert_outputs_valid` checks everything it made
+(dciodvfy on every file, DicomInstanceValidator on the SEG and each derived series' first image, the source's
+identities on every file).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Report", "assert_valid", "dciodvfy", "instance_validator", "pixelmed_classpath", "sr_validator"]
+import pydicom
+
+__all__ = ["Report", "assert_outputs_valid", "assert_same_identities", "assert_valid", "dciodvfy", "instance_validator",
+           "pixelmed_classpath", "process", "source_header", "sr_validator"]
 
 #: Heap of the SR validator's JVM: an 80-measurement SR needs about 1.2 GB of live heap; 3 GB leaves room.
 SR_VALIDATOR_HEAP = os.environ.get("DICOMNODE_TEST_SR_HEAP", "3g")
@@ -103,3 +112,44 @@ def assert_valid(reports: Report | Sequence[Report]) -> None:
     items = [reports] if isinstance(reports, Report) else list(reports)
     bad = [r for r in items if r.errors]
     assert not bad, "\n\n".join(r.summary() for r in bad)
+
+
+def process(folder: Path, out: Path) -> dict:
+    """`dicomnode process` on one series folder; results.json."""
+    p = subprocess.run([sys.executable, "-m", "dicomnode", "process", str(folder), "--out", str(out), "-q"],
+                       capture_output=True, text=True, timeout=1800)
+    assert p.returncode == 0, f"{folder}: {p.stderr[-3000:]}"
+    return json.loads((out / "results.json").read_text())
+
+
+def source_header(folder: Path) -> pydicom.Dataset:
+    """The header of the first image of a series folder (not a Raw Data object)."""
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        if "Rows" in ds:
+            return ds
+    raise AssertionError(f"{folder}: no image")
+
+
+def assert_outputs_valid(folder: Path, out: Path, res: dict) -> list[Path]:
+    """dciodvfy on every output, Pixelmed's instance validator on the SEG and each derived series' first image,
+    the source's identities on every output; the output paths."""
+    files = [out / f for f in res["outputs"]]
+    assert files and all(f.is_file() for f in files), res["outputs"]
+    assert_valid([dciodvfy(f) for f in files])
+    assert_same_identities(source_header(folder), files)
+    segs = [f for f in files if f.name == "seg.dcm"]
+    firsts = [f for f in files if f.match("derived/*/0001.dcm")]
+    reports = [instance_validator(f) for f in segs + firsts]
+    assert all(r.recognized for r in reports[:len(segs)]), [r.output for r in reports if not r.recognized]
+    assert_valid(reports)  # Pixelmed 20220618 does not know the CT/MR/PET Image IODs: dciodvfy checks those
+    return files
+
+
+def assert_same_identities(source: pydicom.Dataset, files: list[Path]) -> None:
+    """Patient ID, Study Instance UID and Patient's Name (as text) of every result equal the source's."""
+    for f in files:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        assert ds.StudyInstanceUID == source.StudyInstanceUID, f
+        assert str(ds.PatientID or "") == str(source.get("PatientID", "") or ""), f
+        assert str(ds.PatientName or "") == str(source.get("PatientName", "") or ""), f

@@ -28,8 +28,8 @@ from broken_headers import (
     odd_values,
     pet_units,
 )
+from dicom_validators import assert_outputs_valid, process
 from helpers import SHARED_DATA, STS_CT
-from test_validators import assert_outputs_valid, process
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]
 

@@ -21,15 +21,12 @@ phases (GE). The SEG and SR builders are the ones the node's jobs use (dicomnode
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pydicom
 import pytest
 
-from dicom_validators import assert_valid, dciodvfy, instance_validator, sr_validator
+from dicom_validators import assert_outputs_valid, assert_valid, process, sr_validator
 from helpers import SHARED_DATA
 
 pytestmark = pytest.mark.slow
@@ -65,47 +62,6 @@ SR_CHECKED = {
     "sts_001_pet": ("sr.dcm",),
     "wholebody_pet": ("sr_evaluations.dcm",),
 }
-
-
-def process(folder: Path, out: Path) -> dict:
-    """`dicomnode process` on one series folder; results.json."""
-    p = subprocess.run([sys.executable, "-m", "dicomnode", "process", str(folder), "--out", str(out), "-q"],
-                       capture_output=True, text=True, timeout=1800)
-    assert p.returncode == 0, f"{folder}: {p.stderr[-3000:]}"
-    return json.loads((out / "results.json").read_text())
-
-
-def source_header(folder: Path) -> pydicom.Dataset:
-    """The header of the first image of a series folder (not a Raw Data object)."""
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        if "Rows" in ds:
-            return ds
-    raise AssertionError(f"{folder}: no image")
-
-
-def assert_outputs_valid(folder: Path, out: Path, res: dict) -> list[Path]:
-    """dciodvfy on every output, Pixelmed's instance validator on the SEG and each derived series' first image,
-    the source's identities on every output; the output paths."""
-    files = [out / f for f in res["outputs"]]
-    assert files and all(f.is_file() for f in files), res["outputs"]
-    assert_valid([dciodvfy(f) for f in files])
-    assert_same_identities(source_header(folder), files)
-    segs = [f for f in files if f.name == "seg.dcm"]
-    firsts = [f for f in files if f.match("derived/*/0001.dcm")]
-    reports = [instance_validator(f) for f in segs + firsts]
-    assert all(r.recognized for r in reports[:len(segs)]), [r.output for r in reports if not r.recognized]
-    assert_valid(reports)  # Pixelmed 20220618 does not know the CT/MR/PET Image IODs: dciodvfy checks those
-    return files
-
-
-def assert_same_identities(source: pydicom.Dataset, files: list[Path]) -> None:
-    """Patient ID, Study Instance UID and Patient's Name (as text) of every result equal the source's."""
-    for f in files:
-        ds = pydicom.dcmread(f, stop_before_pixels=True)
-        assert ds.StudyInstanceUID == source.StudyInstanceUID, f
-        assert str(ds.PatientID or "") == str(source.get("PatientID", "") or ""), f
-        assert str(ds.PatientName or "") == str(source.get("PatientName", "") or ""), f
 
 
 @pytest.mark.parametrize("name", sorted(SERIES))
