@@ -28,7 +28,7 @@ from broken_headers import (
     odd_values,
     pet_units,
 )
-from dicom_validators import assert_outputs_valid, process
+from dicom_validators import assert_outputs_valid, instance_validator, process
 from helpers import SHARED_DATA, STS_CT
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning")]
@@ -89,6 +89,14 @@ def test_latin1_names_and_absent_type2_attributes(made) -> None:
             assert keyword in ds and ds[keyword].value in ("", None), (f, keyword)  # Type 2: present, empty
     mip = _read(out / "derived" / "mip" / "0001.dcm")
     assert mip.StudyDescription == texts["StudyDescription"]
+    # Pixelmed's "Illegal character(s)" for text in the declared character set is no error (dicom_validators); the
+    # same bytes in a file that declares no character set (ASCII) are one
+    seg = pydicom.dcmread(out / "seg.dcm")
+    del seg.SpecificCharacterSet
+    undeclared = out / "seg_undeclared.dcm"
+    seg.save_as(undeclared, enforce_file_format=True)
+    report = instance_validator(undeclared)
+    assert any("Illegal character" in e and "PatientName" in e for e in report.errors), report.output[-2000:]
 
 
 @_one("mr_utf8_max_length_no_series_number")
