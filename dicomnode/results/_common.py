@@ -116,24 +116,24 @@ def _encodable(text: str, codecs: list[str]) -> bool:
     return True
 
 
-def _unambiguous(text: str, vr: str, terms: list[str]) -> bool:
-    """Whether ``text`` encoded in ``terms`` holds no delimiter byte (``\\``; for PN also ``^`` and ``=``) that is
-    not a delimiter of the text: the second byte of a JIS X 0208 (ISO 2022 IR 87) or GBK character can be 0x5C, and
-    a reader that splits values before decoding them (dciodvfy, many PACS) then sees two values where there is one
-    ("腿" is 0x42 0x5C)."""
-    delimiters = "\\^=" if vr == "PN" else "\\"
+def _unambiguous(text: str, terms: list[str]) -> bool:
+    """Whether ``text`` encoded in ``terms`` holds no backslash byte that is not a backslash of the text: the second
+    byte of a JIS X 0208 (ISO 2022 IR 87) or GBK character can be 0x5C, and a reader that splits values before
+    decoding them (dciodvfy, many PACS) then sees two values where there is one ("腿" is 0x42 0x5C). (PN's ``^`` and
+    ``=`` inside such characters are left alone: PS3.5 Annex H's own example has them, and readers parse a PN value
+    by its escape sequences.)"""
     try:
         encoded = encode_string(text, convert_encodings(terms))
     except (UnicodeError, LookupError, ValueError):
         return False
-    return all(encoded.count(d.encode()) == text.count(d) for d in delimiters)
+    return encoded.count(b"\\") == text.count("\\")
 
 
-def _fits(text: str, vr: str, codecs: list[str], terms: list[str]) -> bool:
+def _fits(text: str, codecs: list[str], terms: list[str]) -> bool:
     if not _encodable(text, codecs):
         return False
     multibyte = any(c not in _SINGLE_BYTE for c in codecs)
-    return not multibyte or text.isascii() or _unambiguous(text, vr, terms)
+    return not multibyte or text.isascii() or _unambiguous(text, terms)
 
 
 def fit_character_set(ds: Dataset) -> bool:
@@ -162,8 +162,8 @@ def fit_character_set(ds: Dataset) -> bool:
     texts = []
     for elem in ds.iterall():  # converts raw elements with the current character set
         if elem.VR in _TEXT_VRS and elem.value is not None:
-            texts.extend((elem.VR, str(v)) for v in (elem.value if isinstance(elem.value, MultiValue) else [elem.value]))
-    if codecs is not None and all(_fits(text, vr, codecs, _character_set_terms(ds)) for vr, text in texts):
+            texts.extend(str(v) for v in (elem.value if isinstance(elem.value, MultiValue) else [elem.value]))
+    if codecs is not None and all(_fits(text, codecs, _character_set_terms(ds)) for text in texts):
         return False
     ds.SpecificCharacterSet = UTF8
     return True

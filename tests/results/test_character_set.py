@@ -23,7 +23,8 @@ def _ds(charset: object, **values: str) -> Dataset:
     ("ISO_IR 100", {"PatientName": "Müller^Hans", "StudyDescription": "Hüfte"}, False),
     ("ISO_IR 100", {"PatientName": "Müller^Hans", "StudyDescription": "病変"}, True),  # a label from another object
     ("ISO_IR 192", {"PatientName": "王^小東", "StudyDescription": "腿"}, False),
-    (["", "ISO 2022 IR 87"], {"PatientName": "Yamada^Tarou=山田^太郎", "StudyDescription": "山田"}, False),
+    # PS3.5 Annex H's example: "やまだ" holds a 0x5E byte (^) inside a character; readers parse PN by its escapes
+    (["", "ISO 2022 IR 87"], {"PatientName": "Yamada^Tarou=山田^太郎=やまだ^たろう", "StudyDescription": "山田"}, False),
     (["ISO 2022 IR 6", "ISO 2022 IR 87"], {"StudyDescription": "大腿部"}, True),  # 腿 = 0x42 0x5C in JIS X 0208
     (["", "ISO 2022 IR 87"], {"StudyDescription": "Müller"}, True),  # no Latin-1 in ISO 2022 IR 87
     ("ISO_IR 144", {"PatientName": "Иванов^Иван"}, False),

@@ -42,7 +42,7 @@ VARIANTS: dict[str, tuple[Path, list[Callable[[Path, Path], Path]]]] = {
     "ct_latin1_no_type2": (STS_CT, [lambda s, o: character_set(s, o, which="latin1"), missing_type2]),
     "mr_utf8_max_length_no_series_number": (STS_MR, [lambda s, o: character_set(s, o, which="utf8"), at_max_length,
                                                      no_series_number]),
-    "ct_iso2022_jp_odd_values": (STS_CT, [lambda s, o: character_set(s, o, which="iso2022_jp"), odd_values]),
+    "ct_iso2022_jp_odd_values": (STS_CT, [odd_values, lambda s, o: character_set(s, o, which="iso2022_jp")]),
     "pet_counts_thigh": (STS_PET, [lambda s, o: pet_units(s, o, units="CNTS", decay_correction="NONE"),
                                    lambda s, o: body_part(s, o, value="thigh")]),
     "pet_bqml_without_decay_correction": (STS_PET, [lambda s, o: pet_units(s, o, units="BQML",
@@ -131,7 +131,9 @@ def test_japanese_iso2022_names_and_odd_values(made) -> None:
             assert retired not in ds, (f, hex(retired))
         assert ds.get("PatientSex") == "M", f  # "m": the same term in upper case
     mip = _read(out / "derived" / "mip" / "0001.dcm")
-    assert mip.BodyPartExamined == "ABDOMEN" and mip.StudyDescription == texts["StudyDescription"]
+    assert mip.BodyPartExamined == "ABDOMEN"
+    for f in files:
+        assert _read(f).StudyDescription == texts["StudyDescription"], f
     seg = _read(out / "seg.dcm")
     anatomy = seg.SharedFunctionalGroupsSequence[0].FrameAnatomySequence[0]
     assert anatomy.AnatomicRegionSequence[0].CodeMeaning == "Abdomen" and anatomy.FrameLaterality == "U"
