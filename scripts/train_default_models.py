@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         extra={"series_lopo": rows, "series_figures": figures, "excluded_classes": ["neck"],
                "phantoms_per_region_modality": a.phantoms, "seed": a.seed, "real_weight": REAL_WEIGHT,
                "limits": "few real patients per region and modality (one real CT head, one real MR abdomen "
-                         "patient, one breast MR); MR and PET outside the thigh mostly give unknown"})
+                         "patient, one breast MR); MR outside the head and thigh mostly gives unknown; PET trunk "
+                         "regions come from uptake landmarks (liver, bladder) checked on one whole-body FDG PET"})
     print(f"\ntemperatures: CT {fitted.temperature_ct:.2f}, other {fitted.temperature_other:.2f}\nsaved {out}")
     return 0
 

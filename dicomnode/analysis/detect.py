@@ -1362,7 +1362,8 @@ def _hot_regions(img: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[f
 
 
 def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), foreground: np.ndarray | None = None,
-           settings: DetectionSettings = DetectionSettings(), **options) -> DetectionResult:
+           settings: DetectionSettings = DetectionSettings(), solid_range: tuple[float, float] | None = None,
+           **options) -> DetectionResult:
     """Run a detector on a volume and give each finding its centroid in patient coordinates.
 
     Parameters
@@ -1377,6 +1378,16 @@ def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), for
         For "tissue_model": where to search. Default: the whole volume.
     settings : DetectionSettings
         Limits.
+    solid_range : (float, float), optional
+        For "tissue_model" in a limb (the detect step gives it where the scene says extremity): the intensity range
+        of solid soft tissue; the thickest solid lump that stands out against the limb's muscles
+        (:func:`dicomnode.analysis.masses.solid_masses`) is a candidate too, with its score as probability (features
+        ``solid_thickness_mm``, ``solid_thickness_elsewhere_mm``, ``solid_thickness_ratio``, ``solid_mass`` = 1);
+        without one, on axial slices, the solid ball that ends most clearly along the limb
+        (:func:`dicomnode.analysis.masses.solid_lump`: ``solid_radius_mm``, ``solid_boundedness``,
+        ``solid_lumpiness``, ``solid_mass`` = 1). On MR, a dark candidate whose mean lies below the range is a
+        signal void (bowel gas, bone), no soft-tissue mass: probability x 0.1, feature ``signal_void`` = 1.
+        Default: none (blob search only).
     **options
         Keywords of :func:`detect_lung` or :func:`detect_tissue`.
 
@@ -1398,6 +1409,8 @@ def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), for
     elif method == "tissue_model":
         fg = np.ones(volume.shape, dtype=bool) if foreground is None else foreground
         res = detect_tissue(volume.array, volume.spacing_mm, fg, settings=settings, **options)
+        if solid_range is not None:  # ---- solid masses (extremity branch): the thickest solid lump in a limb
+            res = _with_solid_mass(res, volume, fg, solid_range, settings)
     else:
         raise ValueError(f"method must be 'lung' or 'tissue_model', got {method!r}")
 
@@ -1410,3 +1423,61 @@ def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), for
         return tuple(out)
 
     return DetectionResult(place(res.findings), place(res.rejected), res.n_candidates, res.notes)
+
+
+def _with_solid_mass(res: DetectionResult, volume: Volume, foreground: np.ndarray, solid_range: tuple[float, float],
+                     settings: DetectionSettings) -> DetectionResult:
+    """``res`` with the solid mass (:func:`dicomnode.analysis.masses.solid_masses`) or else the solid lump
+    (:func:`dicomnode.analysis.masses.solid_lump`, axial slices) as one more candidate (label "lesion", its score as
+    probability), signal voids down-weighted on MR, ranked and limited with the others."""
+    from dicomnode.analysis.masses import solid_lump, solid_masses
+
+    notes = list(res.notes)
+    found = [*res.findings, *res.rejected]
+    if volume.modality == "MR":
+        found = _signal_voids(found, solid_range[0], notes)
+    mass = solid_masses(volume.array, volume.spacing_mm, foreground, solid_range=solid_range, notes=notes)
+    if mass is not None and mass.mask.any():
+        found.append(_mass_finding(mass.mask, volume, mass.score, solid_thickness_mm=mass.thickness_mm,
+                                   solid_thickness_elsewhere_mm=mass.elsewhere_mm,
+                                   solid_thickness_ratio=min(mass.ratio, 1e6)))
+    axial = abs(float(np.asarray(volume.direction, dtype=float)[2][2])) > 0.9  # slices across the limb's axis
+    if axial and (mass is None or mass.score < 0.5):  # a mass that stands out needs no weaker evidence
+        lump = solid_lump(volume.array, volume.spacing_mm, foreground, solid_range=solid_range, notes=notes,
+                          exclude=None if mass is None else mass.mask)
+        if lump is not None and lump.mask.any():
+            found.append(_mass_finding(lump.mask, volume, lump.score, solid_radius_mm=lump.radius_mm,
+                                       solid_boundedness=lump.boundedness, solid_lumpiness=lump.lumpiness))
+    ok, rejected = _split(found, settings)
+    return DetectionResult(ok, rejected, res.n_candidates + len(found) - len(res.findings) - len(res.rejected),
+                           tuple(notes))
+
+
+def _signal_voids(found: list[Finding], void_level: float, notes: list[str], factor: float = 0.1) -> list[Finding]:
+    """On MR in a limb: a dark candidate whose mean lies below ``void_level`` (the lower end of the solid tissue
+    range, half the muscle level) is a signal void (gas in the bowel, cortical bone, a tendon), no soft-tissue mass:
+    probability x ``factor``, feature ``signal_void`` = 1 (a hand-set rule, like the symmetry rule)."""
+    out, n = [], 0
+    for f in found:
+        if f.features.get("polarity") == -1.0 and f.features.get("mean", np.inf) < void_level:
+            feats = {**f.features, "signal_void": 1.0}
+            f = Finding(f.label, f.mask, f.box, f.centroid_zyx, f.volume_ml, f.diameter_mm, f.probability * factor,
+                        feats, f.centroid_mm)
+            n += 1
+        out.append(f)
+    if n:
+        notes.append(f"{n} dark region(s) below the solid tissue range ({void_level:.4g}: signal voids, gas or "
+                     f"bone) down-weighted x{factor:g}")
+    return out
+
+
+def _mass_finding(mask: np.ndarray, volume: Volume, score: float, **features: float) -> Finding:
+    """A finding from a solid mass or lump on the full grid, its score as probability, ``solid_mass`` = 1."""
+    feats = _shape_features(mask, volume.spacing_mm)
+    feats.update(features, solid_mass=1.0, mean=float(volume.array[mask].mean()))
+    idx = np.argwhere(mask)
+    lo, hi = idx.min(axis=0), idx.max(axis=0) + 1
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+    c = idx.mean(axis=0)
+    return Finding("lesion", np.ascontiguousarray(mask[box]), box,  # type: ignore[arg-type]
+                   (float(c[0]), float(c[1]), float(c[2])), feats["volume_ml"], feats["diameter_mm"], score, feats)

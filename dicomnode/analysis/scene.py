@@ -21,6 +21,12 @@
 * *lateral bright*: bright tissue of the largest part (the trunk) further than 0.3 x its half-width from its
   centre column, as a fraction of the body, and its largest connected piece: iliac wings and femoral heads
   against a spine-only slice;
+* *bone pieces* (CT): separate pieces of bone (> 250 HU, >= 0.2 cm^2 on 2 mm blocks) inside the body: one or two
+  long bones in a limb, a vertebra with the arc of ribs in a chest or upper abdomen, the pelvic ring; a crop keeps
+  them;
+* *uptake* (PET and other non-CT, per slice only, not a model feature): the peak of the 3 x 3 local mean and the
+  largest region of moderately raised signal (2-8 x the body's median: the liver on FDG PET), for
+  :func:`pet_landmarks`;
 * shape: total cross-section area (cm^2), number of parts (two thighs, arms beside the trunk: parts that touch
   count apart, see :func:`_body_parts`), the largest part's major axis (mm) and minor/major ratio, the fraction
   of the outline that lies on the image border (a cropped field of view) and the fraction of the field of view
@@ -45,6 +51,7 @@ position. Temperature scaling: Guo et al., "On calibration of modern neural netw
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,6 +63,8 @@ __all__ = [
     "SceneDescriptors",
     "SceneProfile",
     "descriptor_vector",
+    "landmark_label",
+    "pet_landmarks",
     "profile_slabs",
     "scene_descriptors",
     "scene_profile",
@@ -75,6 +84,7 @@ _SHARED_FEATURES: tuple[str, ...] = (
 #: Descriptors of bright tissue: bone on CT (fixed HU), but fat on T1 MR, fluid on T2 MR and uptake on PET.
 _CT_ONLY_FEATURES: tuple[str, ...] = (
     "bright_fraction", "ring_bright", "core_bright", "organ_fraction", "lateral_bright", "lateral_bright_blob",
+    "bone_pieces",
 )
 #: Descriptor names a scene model is trained on, in order (see :func:`descriptor_vector`). Each is given twice,
 #: as ``ct_<name>`` (0 on other modalities) and ``other_<name>`` (0 on CT), so that one linear model holds a CT
@@ -249,8 +259,9 @@ def _thresholds(stack: np.ndarray, is_ct: bool) -> tuple[float, float, float, fl
 
 _NAMES = ("area_cm2", "n_components", "major_axis_mm", "minor_major_ratio", "edge_fraction", "fov_fill",
           "dark_fraction", "bright_fraction", "ring_dark", "ring_bright", "core_dark", "core_bright",
-          "organ_fraction", "lateral_bright", "lateral_bright_blob", "solidity", "dark_blob")
+          "organ_fraction", "lateral_bright", "lateral_bright_blob", "solidity", "dark_blob", "bone_pieces")
 _CT_NAMES = ("air_lung_fraction", "fat_fraction", "soft_tissue_fraction", "bone_fraction")
+_OTHER_NAMES = ("peak_rel", "uptake_blob_cm2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +302,32 @@ def _axial_z(shape: tuple[int, ...], spacing_mm, origin_mm, direction: np.ndarra
     centre = sum(((shape[b] - 1) / 2.0) * spacing_mm[b] * d[2, 2 - b] for b in range(3) if b != a)
     z = origin_mm[2] + centre + np.arange(shape[a]) * spacing_mm[a] * d[2, 2 - a]
     return a, z
+
+
+#: Moderately raised uptake relative to the body's median (FDG PET: the liver; the heart and bladder are hotter).
+_UPTAKE_REL = (2.0, 8.0)
+#: Bone pieces are counted on ~2 mm blocks (ribs survive, noise does not) and from this size (cm^2).
+_BONE_PIECE_MM = 2.0
+_BONE_PIECE_MIN_CM2 = 0.2
+#: More pieces than this say "trunk" and nothing more (contrast-filled vessels and bowel add pieces): the count
+#: saturates there.
+_BONE_PIECES_CAP = 20.0
+
+
+def _bone_pieces(full: np.ndarray, sy: float, sx: float, bone_thr: float) -> float:
+    """Separate pieces of bone (CT) inside the body of one full-resolution axial slice (pixel size ``sy`` x ``sx``
+    mm): the topology of the skeleton in view. A limb shows one or two long bones (a femur; tibia and fibula); a
+    trunk shows a vertebra with the arc of ribs around it (chest, upper abdomen) or the pelvic ring and femoral
+    heads, and does so in a field of view cut inside the body too. Measured on ~2 mm block means."""
+    fy = max(1, int(round(_BONE_PIECE_MM / sy)))
+    fx = max(1, int(round(_BONE_PIECE_MM / sx)))
+    sl = _block_mean(np.asarray(full, dtype=np.float32), fy, fx)
+    body = _fill_holes(sl > _CT_BODY_HU)
+    lab, n = ndi.label((sl > bone_thr) & body)
+    if n == 0:
+        return 0.0
+    sizes = np.bincount(lab.ravel())[1:] * (sy * fy * sx * fx / 100.0)
+    return float(min((sizes >= _BONE_PIECE_MIN_CM2).sum(), _BONE_PIECES_CAP))
 
 
 def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float, px: float, fy: int, fx: int, *,
@@ -371,6 +408,15 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
     llab, nllab = ndi.label(lateral)
     out["lateral_bright"] = lateral.sum() / area_px
     out["lateral_bright_blob"] = (np.bincount(llab.ravel())[1:].max() if nllab else 0) / area_px
+    out["bone_pieces"] = _bone_pieces(full, py / fy, px / fx, bright_thr) if is_ct else 0.0
+    if not is_ct:
+        # uptake landmarks (PET; any relative scale): the peak of the 3 x 3 local mean and the largest region of
+        # moderately raised signal (2-8 x the body's median: the liver on FDG PET), relative to the body's median
+        ref = bright_thr / _REL_BRIGHT
+        inside = filled & (mean3 > 0)
+        out["peak_rel"] = float(mean3[filled].max() / ref) if ref > 0 and filled.any() else 0.0
+        ulab, nu = ndi.label(inside & (mean3 > _UPTAKE_REL[0] * ref) & (mean3 < _UPTAKE_REL[1] * ref))
+        out["uptake_blob_cm2"] = float(np.bincount(ulab.ravel())[1:].max() * pix_cm2) if nu else 0.0
     if is_ct:
         out["air_lung_fraction"] = dark.sum() / area_px
         out["fat_fraction"] = (((sl >= _CT_FAT_HU[0]) & (sl < _CT_FAT_HU[1])) & filled).sum() / area_px
@@ -434,7 +480,7 @@ def scene_profile(image: np.ndarray, spacing_mm: tuple[float, float, float], *,
     slices = [_block_mean(np.asarray(ax[k], dtype=np.float32), fy, fx) for k in ks]
     py, px = sp[1] * fy, sp[2] * fx
     thr = _thresholds(np.stack(slices), is_ct)
-    names = _NAMES + (_CT_NAMES if is_ct else ())
+    names = _NAMES + (_CT_NAMES if is_ct else _OTHER_NAMES)
     per = {k: np.full(len(slices), np.nan) for k in names}
     for i, sl in enumerate(slices):
         m = _measure_slice(sl, np.asarray(ax[ks[i]]), thr, is_ct, py, px, fy, fx,
@@ -747,6 +793,12 @@ _VERTEX_MM = 80.0
 #: On CT, the trunk's cross-section (chest, abdomen, pelvis) of an adult is larger than this, unless the field of
 #: view cuts it; a head is smaller.
 _CT_TRUNK_MIN_CM2 = 300.0
+#: On CT, a limb's section larger than a hand's or a foot's (cm^2) shows at most a few separate bones (a femur;
+#: tibia and fibula; at the knee femur or tibia, fibula and patella): from _LIMB_MAX_BONES pieces per body part on
+#: (medians over a slab's slices), it is a trunk (the vertebra with the arc of ribs, the pelvic ring), also when
+#: the field of view is cropped.
+_LIMB_MAX_BONES = 6.0
+_FOOT_MAX_CM2 = 200.0
 #: On CT, a skull: bone (> 250 HU) over this fraction of the body's outer 12 mm ring.
 _CT_SKULL_RING = 0.15
 
@@ -797,6 +849,70 @@ def vertex_z(profile: SceneProfile) -> float | None:
     return top
 
 
+#: PET uptake landmarks (FDG): the liver is the slice with the largest region of moderately raised uptake
+#: (:data:`_UPTAKE_REL`), at least _LIVER_MIN_CM2; its dome is the top of the run of slices holding at least
+#: _LIVER_DOME_SHARE of that region; the bladder is the hottest slice between _BLADDER_BELOW_LIVER_MM below the
+#: liver, at least _BLADDER_MIN_REL x the body's median. Adult anatomy then places the pelvis from _PELVIS_MM[0]
+#: below the bladder to _PELVIS_MM[1] above it (ischial tuberosities to iliac crest), the legs below it, the abdomen
+#: from the pelvis to the dome and the chest _CHEST_MM above the dome.
+_LIVER_MIN_CM2 = 80.0
+_LIVER_DOME_SHARE = 0.6
+_BLADDER_BELOW_LIVER_MM = (180.0, 450.0)
+_BLADDER_MIN_REL = 15.0
+_PELVIS_MM = (60.0, 110.0)
+_CHEST_MM = 250.0
+#: Probability given to a slab's landmark label on PET (chosen, not fitted: one whole-body PET to check it on).
+_LANDMARK_P = 0.8
+
+
+def pet_landmarks(profile: SceneProfile) -> dict[str, float] | None:
+    """Patient z (mm) of FDG PET uptake landmarks: ``liver`` (its largest section), ``dome`` (the liver's top: the
+    diaphragm) and ``bladder``, or None when the series does not show both (not PET, a limb, a head).
+
+    Intensities are relative to the body's median, so Bq/ml and SUV give the same landmarks.
+    """
+    if profile.modality not in ("PT", "PET"):
+        return None
+    per = profile.per_slice
+    if "uptake_blob_cm2" not in per:
+        return None
+    has = np.isfinite(per["area_cm2"])
+    if has.sum() < 8:
+        return None
+    o = np.argsort(-profile.z_mm[has])
+    z = profile.z_mm[has][o]
+    blob = per["uptake_blob_cm2"][has][o]
+    peak = per["peak_rel"][has][o]
+    li = int(np.argmax(blob))
+    if blob[li] < _LIVER_MIN_CM2:
+        return None
+    top = li
+    while top > 0 and blob[top - 1] >= _LIVER_DOME_SHARE * blob[li]:
+        top -= 1
+    window = (z <= z[li] - _BLADDER_BELOW_LIVER_MM[0]) & (z >= z[li] - _BLADDER_BELOW_LIVER_MM[1])
+    if not window.any():
+        return None
+    bi = int(np.flatnonzero(window)[np.argmax(peak[window])])
+    if peak[bi] < _BLADDER_MIN_REL:
+        return None
+    dome = float(z[top] + (z[top - 1] - z[top]) / 2 if top > 0 else z[top])
+    return {"liver": float(z[li]), "dome": dome, "bladder": float(z[bi])}
+
+
+def landmark_label(z: float, marks: Mapping[str, float]) -> str:
+    """The region at patient z (mm) from :func:`pet_landmarks` (``unknown`` above the chest)."""
+    b, dome = marks["bladder"], marks["dome"]
+    if z < b - _PELVIS_MM[0]:
+        return "extremity"
+    if z < b + _PELVIS_MM[1]:
+        return "pelvis"
+    if z < dome:
+        return "abdomen"
+    if z < dome + _CHEST_MM:
+        return "chest"
+    return UNKNOWN
+
+
 def _shape_veto(label: str, d: SceneDescriptors) -> bool:
     """True when the body's cross-section contradicts ``label`` (any modality): sizes of adult anatomy."""
     v = d.values
@@ -822,6 +938,9 @@ def _ct_veto(label: str, d: SceneDescriptors) -> bool:
         return True  # lungs in view
     if blob < _NO_LUNG_BLOB and label == "chest":
         return True  # a chest without lungs
+    if (label == "extremity" and v["area_cm2"] >= _FOOT_MAX_CM2
+            and v.get("bone_pieces", 0.0) >= _LIMB_MAX_BONES * max(v.get("n_components", 1.0), 1.0)):
+        return True  # many separate bones in a section larger than a hand or foot: ribs around a spine, a pelvis
     if label in ("chest", "abdomen", "pelvis") and v["area_cm2"] < _CT_TRUNK_MIN_CM2 and not cropped:
         return True  # too small a cross-section for a trunk
     skull = v.get("ring_bright", 0.0) >= _CT_SKULL_RING and v["area_cm2"] < _CT_TRUNK_MIN_CM2
@@ -877,9 +996,12 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
     Steps: (1) phantoms and fields of view too small to tell give ``unknown``; (2) slab posteriors are
     calibrated and smoothed along z (1-2-1 weights); (3) each slab takes its best class, or ``unknown`` below
     ``min_probability``, or when a landmark contradicts it (CT: lungs in a slab called head, pelvis or
-    extremity; no lungs in one called chest); the vertex (:func:`vertex_z`) is head evidence within a head's
-    length below it (likelihood ratio ``_HEAD_LR`` on the calibrated odds) and no slab without a vertex above it is
-    a head; a lone slab whose neighbours say otherwise is ``unknown`` (every region is longer than one slab);
+    extremity; no lungs in one called chest; many separate bones in one called extremity); on PET, uptake
+    landmarks (:func:`pet_landmarks`: the liver and its dome, the bladder) set the label of every slab by adult
+    anatomy (:func:`landmark_label`, probability ``_LANDMARK_P``); the vertex (:func:`vertex_z`) is head evidence
+    within a head's length below it (likelihood ratio ``_HEAD_LR`` on the calibrated odds) and no slab without a
+    vertex above it is a head; a lone slab whose neighbours say otherwise is ``unknown`` (every region is longer
+    than one slab);
     (4) runs of equal labels become regions, split half-way between slab centres; (5) labelled regions must follow
     the body's head-to-feet order: the heaviest ordered subset (length x probability) is kept and the rest become
     ``unknown``; (6) when the labelled regions cover less than ``_MIN_COVERED`` of the body in view, the evidence is
@@ -946,8 +1068,25 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
                 cal[i, h] = p_head
         if vz is not None:
             notes.append(f"scene: the vertex (the body's superior end, a head's cap) at z = {vz:.0f} mm")
+    # PET: uptake landmarks (liver, its dome, the bladder) place the trunk's regions and the legs by adult anatomy
+    marks = pet_landmarks(profile)
+    forced: dict[int, str] = {}
+    if marks is not None:
+        notes.append(f"scene: PET landmarks: liver dome at z = {marks['dome']:.0f} mm, bladder at z = "
+                     f"{marks['bladder']:.0f} mm")
+        for i, c in enumerate(centres_):
+            lab = landmark_label(float(c), marks)
+            if lab in classes:
+                j = classes.index(lab)
+                rest = cal[i].sum() - cal[i, j]
+                cal[i] = cal[i] * ((1.0 - _LANDMARK_P) / rest if rest > 0 else 0.0)
+                cal[i, j] = _LANDMARK_P
+                forced[i] = lab
     labels: list[str] = []
     for i, (_, _, d) in enumerate(slabs):
+        if i in forced:
+            labels.append(forced[i])
+            continue
         j = int(np.argmax(cal[i]))
         lab = classes[j] if cal[i, j] >= min_probability else UNKNOWN
         if lab != UNKNOWN and (_shape_veto(lab, d) or (profile.is_ct and _ct_veto(lab, d))

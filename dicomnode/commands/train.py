@@ -11,8 +11,10 @@ NIfTI file (``.nii``/``.nii.gz``, values taken as HU when the voxel values reach
 Tasks:
 
 * ``scene``: body region. Each series is cut into 60 mm axial slabs (every 30 mm); each slab's scene descriptors
-  (:mod:`dicomnode.analysis.scene`) are one sample. ``--phantoms N`` adds N synthetic slabs per (region, modality)
-  (:mod:`dicomnode.analysis.scene_phantoms`) to every training fold; they are never scored.
+  (:mod:`dicomnode.analysis.scene`) are one sample (a series labelled as a whole gives its middle 70 %). ``--phantoms
+  N`` adds N synthetic slabs per (region, modality) (:mod:`dicomnode.analysis.scene_phantoms`) to every training
+  fold; they are never scored. Fitted by :func:`dicomnode.scene_training.fit_scene` as the shipped model is, with
+  calibration temperatures from held-out posteriors on the card (:func:`train_scene`).
 * any other name: a per-series classifier on the whole-series scene descriptors plus body intensity percentiles
   (one sample per series), e.g. to tell two protocols apart.
 
@@ -26,11 +28,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import gzip
-import shutil
-import struct
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from dicomnode.analysis.volume import Volume
-from dicomnode.errors import DicomnodeError, SeriesLoadError
+from dicomnode.errors import DicomnodeError
+from dicomnode.io.volumes import load_volume, read_nifti
+from dicomnode.scene_training import SLAB_MM, STRIDE_MM, make_scene_estimator, phantom_samples
 
 __all__ = [
     "LabelledSeries",
@@ -50,11 +50,8 @@ __all__ = [
     "read_nifti",
     "series_samples",
     "train",
+    "train_scene",
 ]
-
-SLAB_MM = 60.0
-STRIDE_MM = 30.0
-
 
 @dataclass(frozen=True, slots=True)
 class LabelledSeries:
@@ -90,109 +87,6 @@ def read_labels(csv_path: Path | str) -> list[LabelledSeries]:
     return rows
 
 
-def read_nifti(path: Path | str) -> Volume:
-    """A NIfTI-1 file (``.nii`` or ``.nii.gz``, single-volume) as a Volume in DICOM patient coordinates (LPS).
-
-    Uses the sform when set, else the qform's pixdim with an axis-aligned RAS orientation. Values are scaled by
-    scl_slope/scl_inter. Values whose minimum is below -500 are taken as CT in HU.
-    """
-    path = Path(path)
-    raw = gzip.open(path, "rb").read() if path.name.endswith(".gz") else path.read_bytes()
-    if len(raw) < 352:
-        raise SeriesLoadError(f"{path}: too short for a NIfTI-1 header")
-    endian = "<" if struct.unpack("<i", raw[:4])[0] == 348 else ">"
-    if struct.unpack(endian + "i", raw[:4])[0] != 348:
-        raise SeriesLoadError(f"{path}: not a NIfTI-1 file (sizeof_hdr is not 348)")
-    dim = struct.unpack(endian + "8h", raw[40:56])
-    datatype = struct.unpack(endian + "h", raw[70:72])[0]
-    pixdim = struct.unpack(endian + "8f", raw[76:108])
-    vox_offset = int(struct.unpack(endian + "f", raw[108:112])[0])
-    slope, inter = struct.unpack(endian + "ff", raw[112:120])
-    sform = struct.unpack(endian + "h", raw[254:256])[0]
-    srow = np.array(struct.unpack(endian + "12f", raw[280:328]), dtype=float).reshape(3, 4)
-    dtypes = {2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4"}
-    if datatype not in dtypes:
-        raise SeriesLoadError(f"{path}: NIfTI datatype {datatype} is not supported")
-    nd = dim[0]
-    if nd < 3 or any(d > 1 for d in dim[4:1 + nd]):
-        raise SeriesLoadError(f"{path}: a 3-D volume is needed, got dim {dim[1:1 + nd]}")
-    shape = dim[1:4]
-    a = np.frombuffer(raw, dtype=endian + dtypes[datatype], count=int(np.prod(shape)), offset=vox_offset)
-    a = a.reshape(shape, order="F").astype(np.float32)
-    if slope not in (0.0, 1.0) or inter != 0.0:
-        a = a * (slope or 1.0) + inter
-    if sform > 0:
-        aff = srow
-    else:
-        aff = np.concatenate([np.diag(pixdim[1:4]), np.zeros((3, 1))], axis=1)
-    spacing_xyz = np.linalg.norm(aff[:, :3], axis=0)
-    ras_dirs = aff[:, :3] / spacing_xyz
-    lps = np.diag([-1.0, -1.0, 1.0])
-    direction = lps @ ras_dirs
-    origin = lps @ aff[:, 3]
-    arr = np.ascontiguousarray(np.transpose(a, (2, 1, 0)))  # (i, j, k) -> (z, y, x)
-    is_ct = float(arr.min()) < -500
-    return Volume(arr, (float(spacing_xyz[2]), float(spacing_xyz[1]), float(spacing_xyz[0])),
-                  tuple(float(v) for v in origin), direction, "CT" if is_ct else "", "HU" if is_ct else "")
-
-
-def _dicom_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and p.suffix.lower() not in (".md", ".txt", ".xml", ".json", ".csv")
-                  and not p.name.startswith("."))
-
-
-def _repaired_copy(files: list[Path], tmp: Path) -> list[Path]:
-    """Copies of ``files`` whose empty SOP/Study/Series UIDs are filled (from the file meta and the folder name):
-    training needs pixels, not identities, and never sends these copies anywhere."""
-    import pydicom
-    from pydicom.uid import generate_uid
-
-    key = str(files[0].parent.resolve())
-    study = generate_uid(entropy_srcs=[key, "study"])
-    series = generate_uid(entropy_srcs=[key, "series"])
-    out = []
-    for i, f in enumerate(files):
-        ds = pydicom.dcmread(f)
-        meta = ds.file_meta
-        if not str(ds.get("SOPInstanceUID", "") or "").strip():
-            ds.SOPInstanceUID = meta.get("MediaStorageSOPInstanceUID") or generate_uid(entropy_srcs=[key, str(i)])
-        if not str(ds.get("SOPClassUID", "") or "").strip():
-            ds.SOPClassUID = meta.get("MediaStorageSOPClassUID")
-        if not str(ds.get("StudyInstanceUID", "") or "").strip():
-            ds.StudyInstanceUID = study
-        if not str(ds.get("SeriesInstanceUID", "") or "").strip():
-            ds.SeriesInstanceUID = series
-        p = tmp / f"{i:05d}.dcm"
-        ds.save_as(p)
-        out.append(p)
-    return out
-
-
-def load_volume(path: Path | str) -> Volume:
-    """A series folder (via :func:`dicomnode.io.load.load_series`) or a NIfTI file, as a Volume.
-
-    A folder whose instances have empty UIDs (de-identification damage) is loaded from a repaired temporary copy:
-    training uses the pixels only.
-    """
-    from dicomnode.io.load import load_series
-
-    path = Path(path)
-    if path.is_file() and (path.name.endswith(".nii") or path.name.endswith(".nii.gz")):
-        return read_nifti(path)
-    files = _dicom_files(path) if path.is_dir() else [path]
-    try:
-        return load_series(files).volume
-    except SeriesLoadError as exc:
-        if "empty or missing" not in str(exc):
-            raise
-    tmp = Path(tempfile.mkdtemp(prefix="dicomnode-train-"))
-    try:
-        return load_series(_repaired_copy(files, tmp)).volume
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def series_samples(volume: Volume, task: str, *, keep: tuple[float, float] = (0.0, 1.0)) -> tuple[
         np.ndarray, tuple[str, ...]]:
     """The training samples (rows) of one volume for ``task`` and the feature names.
@@ -215,37 +109,6 @@ def series_samples(volume: Volume, task: str, *, keep: tuple[float, float] = (0.
     return np.concatenate([descriptor_vector(d), q])[None, :], names
 
 
-def make_scene_estimator():
-    """The estimator of the scene model: standardisation, then multinomial logistic regression (C = 0.5).
-
-    Chosen leave one patient out over the shared series (docs/models.md): with modality-split descriptors it
-    transferred to held-out patients better than the Gaussian-mixture Bayes classifier it replaced, whose
-    posteriors on unseen series were confidently wrong (it needed a calibration temperature of 30).
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return Pipeline([("scale", StandardScaler()), ("logit", LogisticRegression(C=0.5, max_iter=5000))])
-
-
-def phantom_samples(n_per: int, regions: Sequence[str], seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n_per`` phantom slabs per (region, modality): rows of scene descriptors and their labels."""
-    from dicomnode.analysis.scene import descriptor_vector, scene_descriptors
-    from dicomnode.analysis.scene_phantoms import PHANTOM_MODALITIES, scene_phantom
-
-    rng = np.random.default_rng(seed)
-    X, y = [], []
-    for r in regions:
-        for m in PHANTOM_MODALITIES:
-            for _ in range(n_per):
-                img, sp = scene_phantom(r, m, rng=rng)
-                d = scene_descriptors(img, sp, modality=m, unit="HU" if m == "CT" else "")
-                X.append(descriptor_vector(d))
-                y.append(r)
-    return np.array(X), np.array(y)
-
-
 def confusion_text(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequence[str]) -> str:
     """A confusion matrix as text: rows true class, columns predicted class."""
     w = max(8, *(len(c) for c in classes))
@@ -259,7 +122,13 @@ def confusion_text(y_true: Sequence[str], y_pred: Sequence[str], classes: Sequen
 def train(rows: Sequence[LabelledSeries], task: str, out: Path | str, *, phantoms: int = 0, seed: int = 0,
           training_data: str = "", extra_samples: tuple[np.ndarray, np.ndarray] | None = None,
           print_fn=print) -> dict:
-    """Compute samples, cross-validate by patient, fit on everything, save. Returns the card's figures."""
+    """Compute samples, cross-validate by patient, fit on everything, save. Returns the card's figures.
+
+    ``scene`` (without ``extra_samples``) is fitted by :func:`dicomnode.scene_training.fit_scene`, the code that
+    fits the shipped model: see :func:`train_scene`.
+    """
+    if task == "scene" and extra_samples is None:
+        return train_scene(rows, out, phantoms=phantoms, seed=seed, training_data=training_data, print_fn=print_fn)
     from sklearn.metrics import accuracy_score
 
     from dicomnode.analysis.classify import grouped_cross_validation
@@ -333,6 +202,71 @@ def train(rows: Sequence[LabelledSeries], task: str, out: Path | str, *, phantom
         extra={k: v for k, v in figures.items() if k != "classes"},
     )
     save_model(out, est, card)
+    print_fn(f"saved {out}")
+    return figures
+
+
+def train_scene(rows: Sequence[LabelledSeries], out: Path | str, *, phantoms: int = 0, seed: int = 0,
+                training_data: str = "", print_fn=print) -> dict:
+    """The scene model of labelled series, fitted as the shipped one is (:func:`dicomnode.scene_training.fit_scene`).
+
+    Each series is labelled as a whole (its middle 70 % along z; its ends may show the neighbouring region);
+    ``phantoms`` synthetic slabs per (region, modality) join every fit. Every patient is held out once: the
+    held-out slab posteriors give the cross-validated slab accuracy, the confusion matrix and the calibration
+    temperatures (CT and other modalities) written on the card, which the ``scene`` step applies; each series is
+    then run through :func:`~dicomnode.analysis.scene.recognise` with a model that did not see its patient, and the
+    card lists the outcome (``series_lopo``, ``series_figures``). With a single patient nothing can be held out: the
+    temperatures are 1 and the card says so.
+    """
+    from dicomnode.analysis.scene import BODY_ORDER
+    from dicomnode.scene_training import example_from_volume, fit_scene, save_scene_model
+
+    bad = sorted({r.label for r in rows} - set(BODY_ORDER))
+    if bad:
+        raise DicomnodeError(f"scene labels must be among {', '.join(BODY_ORDER)}; got {', '.join(bad)}: fix the "
+                             "label column of the CSV")
+    examples = []
+    for r in rows:
+        e = example_from_volume(load_volume(r.path), str(r.path), r.patient, scene=r.label)
+        if not any(lab is not None for lab in e.slab_labels):
+            print_fn(f"warning: {r.path} gave no sample (too short?)")
+            continue
+        examples.append(e)
+    if not examples:
+        raise DicomnodeError("no training sample could be made from the labelled series")
+    regions = sorted({r.label for r in rows})
+    from dicomnode.analysis.scene_phantoms import PHANTOM_REGIONS
+    Xp, yp = (phantom_samples(phantoms, [r for r in regions if r in PHANTOM_REGIONS], seed) if phantoms > 0
+              else (np.zeros((0, len(examples[0].all_rows()[0]))), np.zeros(0, dtype=object)))
+    fitted = fit_scene(examples, (Xp, yp))
+    patients = fitted.patients
+    figures: dict = {"classes": list(fitted.classes), "n_samples": fitted.n_slabs, "n_patients": len(patients),
+                     "temperature_ct": fitted.temperature_ct, "temperature_other": fitted.temperature_other}
+    if fitted.slab_accuracy is not None:
+        yt, yp_ = fitted.slab_truth, fitted.slab_predicted
+        print_fn(f"cross-validated accuracy (leave one patient out, {len(patients)} patients, {fitted.n_slabs} slabs"
+                 f"{', phantoms in training folds only' if len(Xp) else ''}): {fitted.slab_accuracy:.3f}")
+        print_fn(confusion_text(yt, yp_, fitted.classes))
+        figures["confusion"] = [[sum(1 for a, b in zip(yt, yp_) if a == t and b == q) for q in fitted.classes]
+                                for t in fitted.classes]
+        print_fn("series, leave one patient out (slab model, landmarks and calibration, as the scene step runs):")
+        for h in fitted.held_out:
+            tag = "right" if h["right"] else "unknown" if h["abstained"] else "WRONG"
+            print_fn(f"  {tag:7s} {h['series']} (truth {h['truth']}) -> {h['label']} p={h['p']:.2f}")
+        figures["series_figures"] = {
+            "series": len(fitted.held_out), "right": sum(h["right"] for h in fitted.held_out),
+            "unknown": sum(h["abstained"] for h in fitted.held_out),
+            "wrong_with_p_ge_0.5": sum(h["wrong_confident"] for h in fitted.held_out)}
+        print_fn(f"calibration temperatures (fitted on held-out posteriors): CT {fitted.temperature_ct:.2f}, "
+                 f"other modalities {fitted.temperature_other:.2f}")
+    else:
+        print_fn("cross-validation needs at least 2 patients: none done, calibration temperatures 1 (the card says "
+                 "so)")
+    save_scene_model(out, fitted, write_card_json=False, training_data=training_data or (
+        f"{len(examples)} labelled series of {len(patients)} patients, {fitted.n_slabs} slabs of {SLAB_MM:g} mm every "
+        f"{STRIDE_MM:g} mm" + (f", plus {phantoms} phantom slabs per region and modality" if len(Xp) else "")),
+        extra={"series_lopo": fitted.held_out, **({"series_figures": figures["series_figures"]}
+                                                  if "series_figures" in figures else {})})
     print_fn(f"saved {out}")
     return figures
 

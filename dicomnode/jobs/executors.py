@@ -18,7 +18,9 @@ A future may end in one of these, besides the chain's own errors::
 Local back end: job processes are forked from a forkserver, which Python starts as ``python -c ...``; such a
 process puts the working directory first on ``sys.path``, so a folder named ``dicomnode`` where the node was started
 (the parent of a clone, say) would hide the installed package. :func:`start_forkserver` starts it with
-``PYTHONSAFEPATH`` set, so job processes import what the node itself imported.
+``PYTHONSAFEPATH`` set, so job processes import what the node itself imported. A job process prints no log line
+itself: its records go to the node through its pool's queue (:class:`dicomnode.obs.logs.LogForwarder`), tagged with
+the job's id (:func:`run_in_pool`), and the node prints them once and shows them on the console's Jobs page.
 
 Dask back end (``[workers] backend = "dask"``): ``scheduler = "tcp://HOST:PORT"`` connects to a running cluster
 (``dask scheduler`` + ``dask worker``, or any deployment: SSH, Kubernetes, HPC); without it an in-process
@@ -139,18 +141,50 @@ class Executor(Protocol):
     def shutdown(self, *, wait: bool) -> None: ...
 
 
-def _init_worker(threads: int = 0, node_pid: int = 0) -> None:
+def _init_worker(threads: int = 0, node_pid: int = 0, log_queue: Any = None, log_level: int | None = None) -> None:
     import signal
 
     from dicomnode.obs.logs import setup_job_process_logging
     from dicomnode.jobs.workerproc import exit_with
-    setup_job_process_logging()  # the node's log format; library warnings scrubbed, once each
+    # records go to the node (log_queue), which prints them once in its format and shows them on the Jobs page
+    setup_job_process_logging(log_queue, log_level)
     # The node handles SIGINT/SIGTERM; workers finish or are stopped by the pool.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if node_pid:
         exit_with(node_pid)  # a SIGKILLed node leaves no worker (nor, once they are gone, a forkserver) behind
     if threads > 0 and not os.environ.get("DICOMNODE_THREADS"):  # an explicit setting wins
         os.environ["DICOMNODE_THREADS"] = str(threads)  # this worker's share of the cores, for threaded filters
+
+
+def run_in_pool(spec: JobSpec) -> JobOutcome:
+    """What a local job process runs: :func:`~dicomnode.jobs.kinds.run`, with every record it logs meanwhile tagged
+    with the job's id; a line as each step of a chain starts, and when the job is done a line per step with its time
+    and peak memory (from the job's ``results.json``, where the chain measured them)."""
+    import json
+
+    from dicomnode.jobs.chain import run_chain
+    from dicomnode.jobs.spec import JobKind
+    from dicomnode.obs.logs import job_log_context
+
+    with job_log_context(job_id=spec.job_id):
+        log.info("job running in worker process", extra={"kind": spec.kind.value, "instances": len(spec.files)})
+        t0 = time.perf_counter()
+        if spec.kind is JobKind.CHAIN:  # what kinds.run runs for a chain, with the steps said as they start
+            outcome = run_chain(spec, progress=lambda name: log.info("step started", extra={"step": name}))
+        else:
+            outcome = run(spec)
+        try:
+            steps = json.loads(Path(outcome.results_json).read_text()).get("steps") or []
+        except (OSError, ValueError, AttributeError):
+            steps = []
+        for st in steps:
+            if isinstance(st, dict):
+                log.info("step done", extra={"step": st.get("name"), "seconds": st.get("seconds"),
+                                             "peak_rss_mb": st.get("peak_rss_mb"), "ok": st.get("ok", True)})
+        log.info("job finished in worker process", extra={"series_uid": outcome.series_uid,
+                                                          "seconds": round(time.perf_counter() - t0, 3),
+                                                          "results": len(outcome.files)})
+        return outcome
 
 
 class LocalExecutor:
@@ -171,23 +205,47 @@ class LocalExecutor:
         self._diag_lock = threading.Lock()
         self._pool_lock = threading.Lock()
         self._retired: "weakref.WeakKeyDictionary[ProcessPoolExecutor, str]" = weakref.WeakKeyDictionary()
+        self._forwarders: dict[ProcessPoolExecutor, Any] = {}
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
+        """A new pool, with its own log queue (the records of its job processes, handled by this process's
+        loggers: :class:`~dicomnode.obs.logs.LogForwarder`)."""
+        from dicomnode.obs.logs import LogForwarder
+
         threads = max(1, (os.cpu_count() or 1) // self.capacity)
-        return ProcessPoolExecutor(max_workers=self.capacity, mp_context=self._ctx, initializer=_init_worker,
-                                   initargs=(threads, os.getpid()))
+        forwarder = LogForwarder(self._ctx)
+        pool = ProcessPoolExecutor(max_workers=self.capacity, mp_context=self._ctx, initializer=_init_worker,
+                                   initargs=(threads, os.getpid(), forwarder.queue,
+                                             logging.getLogger().getEffectiveLevel()))
+        self._forwarders[pool] = forwarder
+        return pool
+
+    def _retire_forwarder(self, pool: ProcessPoolExecutor) -> None:
+        """Stop the log thread of a pool that was replaced, once its processes are gone (in the background)."""
+        forwarder = self._forwarders.pop(pool, None)
+        if forwarder is None:
+            return
+
+        def stop() -> None:
+            manager = getattr(pool, "_executor_manager_thread", None)
+            if manager is not None:
+                manager.join(timeout=60.0)
+            forwarder.stop()
+
+        threading.Thread(target=stop, name="dicomnode-job-logs-retire", daemon=True).start()
 
     def submit(self, spec: JobSpec) -> "Future[JobOutcome]":
         with self._pool_lock:
             pool = self._pool
             try:
-                inner = pool.submit(run, spec)
+                inner = pool.submit(run_in_pool, spec)
             except (BrokenProcessPool, RuntimeError):
                 log.warning("worker pool broken (a worker died); starting a new pool")
                 pool.shutdown(wait=False, cancel_futures=True)
+                self._retire_forwarder(pool)
                 pool = self._pool = self._new_pool()
-                inner = pool.submit(run, spec)
+                inner = pool.submit(run_in_pool, spec)
         out: Future[JobOutcome] = Future()
         inner.add_done_callback(lambda f: self._resolve(f, out, spec, pool))
         return out
@@ -211,6 +269,7 @@ class LocalExecutor:
             except (ProcessLookupError, PermissionError):
                 pass
         old.shutdown(wait=False, cancel_futures=True)
+        self._retire_forwarder(old)
         log.warning("worker pool replaced: a job overran its lease", extra={"job_id": job_id, "killed_pids": pids})
 
     def _resolve(self, inner: "Future[JobOutcome]", out: "Future[JobOutcome]", spec: JobSpec,
@@ -257,6 +316,9 @@ class LocalExecutor:
         manager = getattr(self._pool, "_executor_manager_thread", None)
         if manager is not None:
             manager.join(timeout=10.0)
+        forwarder = self._forwarders.pop(self._pool, None)
+        if forwarder is not None:  # the job processes' last records (their exit flushes them), then the thread ends
+            forwarder.stop()
 
 
 class _StartTraceback(Exception):
@@ -367,6 +429,8 @@ class DaskExecutor:
                  connect_timeout_seconds: float = 10.0) -> None:
         from distributed import Client, LocalCluster
 
+        from dicomnode.jobs import remote as remote_env
+
         if transfer not in ("shared", "bytes"):
             raise ValueError(f"transfer = {transfer!r}: use \"shared\" or \"bytes\"")
         self.transfer = transfer
@@ -387,7 +451,9 @@ class DaskExecutor:
                 n_workers=count, threads_per_worker=1, processes=True,
                 memory_limit=f"{memory_limit_mb}MiB" if memory_limit_mb else "auto",
                 dashboard_address=dashboard_address or None, resources=self.resources or None,
-                host="127.0.0.1")
+                host="127.0.0.1",
+                # the workers' stderr is the node's: their records reach it once, forwarded (remote.py)
+                env={remote_env.LOCAL_WORKER_ENV: "1"})
             self._client = Client(self._cluster, set_as_default=False)
         self._forward_logs()
         info = self._client.scheduler_info(n_workers=-1)
@@ -474,7 +540,8 @@ class DaskExecutor:
             opts: dict[str, Any] = {"key": key, "pure": False, "resources": self.resources or None}
             if self.transfer == "bytes":
                 payload = tuple(Path(f).read_bytes() for f in spec.files)
-                dfut = client.submit(remote.run_job_bytes, replace(spec, files=()), payload, series_uid, **opts)
+                dfut = client.submit(remote.run_job_bytes, replace(spec, files=()), payload, series_uid,
+                                     remote.side_files(spec), **opts)
             else:
                 dfut = client.submit(remote.run_job, spec, series_uid, **opts)
         except BaseException as e:  # noqa: BLE001 - the dispatcher sees every error through the future

@@ -4,7 +4,8 @@
 "shared"``: the node's data folder is mounted at the same path on every worker). :func:`run_job_bytes` gets the
 series' files as bytes with the task (``transfer = "bytes"``), runs the chain in a private temporary folder and
 returns the result files as bytes; the node writes them into the job's output folder
-(:meth:`dicomnode.jobs.executors.DaskExecutor`), so nothing of the job stays on the worker.
+(:meth:`dicomnode.jobs.executors.DaskExecutor`), so nothing of the job stays on the worker. A radiomics job's region
+objects (RTSTRUCT/SEG) and its settings file, when it names one, travel with it (:func:`side_files`).
 
 Both wrap the chain the same way:
 
@@ -32,9 +33,12 @@ from typing import Iterator
 
 from dicomnode.errors import WorkerMemoryError
 from dicomnode.jobs.kinds import run
-from dicomnode.jobs.spec import JobOutcome, JobSpec
+from dicomnode.jobs.spec import JobOutcome, JobSpec, RadiomicsSpec
 
 log = logging.getLogger("dicomnode.remote")  # its name before jobs/ (log filters use it)
+
+#: Set in the environment of the node's own LocalCluster workers (their stderr is the node's).
+LOCAL_WORKER_ENV = "DICOMNODE_LOCAL_DASK_WORKER"
 
 _JOB_CONTEXT: contextvars.ContextVar[dict[str, object] | None] = contextvars.ContextVar("dicomnode_job",
                                                                                       default=None)
@@ -46,6 +50,20 @@ class ResultFile:
 
     name: str
     sop_instance_uid: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SideFile:
+    """A file a job reads besides its series, shipped with a ``transfer = "bytes"`` task.
+
+    ``role`` is ``"roi"`` (a region object) or ``"settings"`` (a radiomics settings TOML); ``name`` is the file's
+    name on the node (the spool names a region object by its SOP Instance UID, which the SR's UIDs are made from), a
+    plain file name, never a path.
+    """
+
+    role: str
+    name: str
     data: bytes
 
 
@@ -103,7 +121,9 @@ def _install_log_plumbing() -> None:
     pkg = logging.getLogger("dicomnode")
     if pkg.level == logging.NOTSET:
         pkg.setLevel(logging.INFO)  # INFO records must exist to be forwarded to the node
-    if not any(getattr(h, "_dicomnode_worker", False) for h in pkg.handlers):
+    # A worker of the node's own LocalCluster writes to the node's stderr: its records reach it forwarded, once.
+    if os.environ.get(LOCAL_WORKER_ENV) != "1" and not any(getattr(h, "_dicomnode_worker", False)
+                                                          for h in pkg.handlers):
         from dicomnode.obs.logs import TextFormatter
         handler = logging.StreamHandler(sys.stderr)
         handler.setLevel(logging.WARNING)
@@ -146,10 +166,49 @@ def run_job(spec: JobSpec, series_uid: str = "") -> JobOutcome:
         return outcome
 
 
-def run_job_bytes(spec: JobSpec, payload: tuple[bytes, ...], series_uid: str = "") -> RemoteResult:
-    """Run the chain on files shipped as bytes (``transfer = "bytes"``); return the result files as bytes.
+def side_files(spec: JobSpec) -> tuple[SideFile, ...]:
+    """On the node: the files besides the series that ``spec`` reads, as bytes for a ``transfer = "bytes"`` task.
 
-    ``spec.files`` is ignored (it names the files on the node); ``spec.out_dir`` is replaced by a temporary folder
+    A radiomics job reads its region objects and, unless it names shipped settings, its settings file; a chain job
+    reads nothing else (its profile travels in the spec).
+    """
+    if not isinstance(spec, RadiomicsSpec):
+        return ()
+    from dicomnode.config.radiomics import builtin_settings
+    out = [SideFile("roi", Path(f).name, Path(f).read_bytes()) for f in spec.roi_files]
+    if spec.settings and spec.settings not in builtin_settings() and Path(spec.settings).is_file():
+        out.append(SideFile("settings", Path(spec.settings).name, Path(spec.settings).read_bytes()))
+    return tuple(out)
+
+
+def _unpack_side_files(spec: JobSpec, side: tuple[SideFile, ...], folder: Path) -> JobSpec:
+    """On the worker: write ``side`` under ``folder`` and point ``spec`` at the copies (same names, same bytes)."""
+    if not side:
+        return spec
+    rois: list[str] = []
+    settings = getattr(spec, "settings", None)
+    for f in side:
+        if f.role not in ("roi", "settings") or Path(f.name).name != f.name or f.name in ("", ".", ".."):
+            raise ValueError(f"side file {f.name!r} ({f.role}): expected a plain file name of a region object or "
+                             "settings file; the node and the worker run different dicomnode versions?")
+        d = folder / f.role
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f.name).write_bytes(f.data)
+        if f.role == "roi":
+            rois.append(str(d / f.name))
+        else:
+            settings = str(d / f.name)
+    if isinstance(spec, RadiomicsSpec):
+        return replace(spec, roi_files=tuple(rois), settings=settings or spec.settings)
+    return spec
+
+
+def run_job_bytes(spec: JobSpec, payload: tuple[bytes, ...], series_uid: str = "",
+                  side: tuple[SideFile, ...] = ()) -> RemoteResult:
+    """Run the job on files shipped as bytes (``transfer = "bytes"``); return the result files as bytes.
+
+    ``spec.files`` is ignored (it names the files on the node); ``side`` (:func:`side_files`) replaces the region
+    objects and settings file a radiomics spec names on the node; ``spec.out_dir`` is replaced by a temporary folder
     that is removed before returning.
     """
     with job_context(spec.job_id, series_uid) as jlog:
@@ -165,6 +224,7 @@ def run_job_bytes(spec: JobSpec, payload: tuple[bytes, ...], series_uid: str = "
                 p.write_bytes(data)
                 paths.append(str(p))
             del payload
+            spec = _unpack_side_files(spec, side, Path(tmp) / "side")
             out = Path(tmp) / "out"
             outcome = run(replace(spec, files=tuple(paths), out_dir=str(out)))
             files = tuple(ResultFile(Path(f).name, sop, Path(f).read_bytes())

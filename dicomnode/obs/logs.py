@@ -15,18 +15,31 @@ Libraries are another matter: pydicom and highdicom warn with the offending valu
 * leaves out pynetdicom's ERROR lines about a failed outgoing connection (:class:`ConnectFailureFilter`): the
   node's own line for that send carries the reason, so a failed send is one line.
 
-Job processes inherit the format through ``DICOMNODE_LOG_FORMAT`` (:func:`setup_job_process_logging`).
+Job processes of the local pool send their records to the node (:class:`LogForwarder`): in a job process the one
+handler is a :class:`ForwardHandler` (scrubbed and once-filtered there already, each record tagged with the running
+job's ``job_id``: :func:`job_log_context`) that puts it on a multiprocessing queue; a thread of the node takes it off
+and hands it to the node's own logger of the same name, so it goes through the node's handlers (stderr in the node's
+format, the console's Jobs page) exactly as a record of the node would, and only there: a job process prints
+nothing itself. Without a queue (``dicomnode process``; job processes of another parent) a job process inherits the
+format through ``DICOMNODE_LOG_FORMAT`` (:func:`setup_job_process_logging`).
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
+import pickle
+import queue as queue_mod
 import re
 import sys
+import threading
 import time
 import warnings
+from contextlib import contextmanager
+from logging.handlers import QueueHandler
+from typing import Any, Iterator
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
@@ -177,10 +190,118 @@ def setup_logging(fmt: str = "text", level: int = logging.INFO) -> None:
     capture_warnings()
 
 
-def setup_job_process_logging() -> None:
-    """In a job process: the node's log format (JSON or text) if it set one, and library warnings captured."""
+def setup_job_process_logging(log_queue: Any = None, level: int | None = None) -> None:
+    """In a job process: its records go to the node (``log_queue``: :class:`LogForwarder`'s queue), or, without a
+    queue, to stderr in the node's log format (JSON or text) if it set one; library warnings captured either way.
+
+    With a queue, ``level`` is the node's level for dicomnode's own records (libraries: warnings and worse, as
+    before), the node's handlers filter the forwarded records as they filter its own, and nothing is printed here.
+    """
+    if log_queue is not None:
+        handler = ForwardHandler(log_queue)
+        _add_filters(handler)  # scrubbed and once-filtered before the record leaves this process
+        root = logging.getLogger()
+        root.handlers[:] = [handler]
+        # libraries: their warnings (highdicom's INFO lines about each module it copies are not the node's news);
+        # dicomnode: what the node would log itself
+        root.setLevel(max(logging.WARNING, logging.INFO if level is None else level))
+        logging.getLogger("dicomnode").setLevel(logging.INFO if level is None else level)
+        capture_warnings()
+        return
     fmt = os.environ.get(LOG_FORMAT_ENV)
     if fmt in ("text", "json"):
         setup_logging(fmt, logging.WARNING)  # the node logs the jobs' progress; a job process only its warnings
     else:
         capture_warnings()  # e.g. `dicomnode batch`: plain lines on stderr, still scrubbed and once
+
+
+# -- job processes -> the node ----------------------------------------------------------------------------------
+_JOB_FIELDS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("dicomnode_job_log",
+                                                                                   default=None)
+
+
+@contextmanager
+def job_log_context(**fields: Any) -> Iterator[None]:
+    """Within the block, every record a :class:`ForwardHandler` sends carries ``fields`` (``job_id=...``) unless it
+    has them already: library warnings raised while the job runs name the job too."""
+    token = _JOB_FIELDS.set(fields)
+    try:
+        yield
+    finally:
+        _JOB_FIELDS.reset(token)
+
+
+def _picklable(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    try:
+        pickle.dumps(value)
+        return value
+    except Exception:  # noqa: BLE001 - an extra that cannot travel goes as its text
+        return str(value)
+
+
+class ForwardHandler(QueueHandler):
+    """A job process's one handler: each record, with its message formatted (traceback included) and the running
+    job's fields added, onto the node's queue (:class:`LogForwarder`)."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        fields = _JOB_FIELDS.get()
+        record = super().prepare(record)  # a copy: msg = the formatted message, no args, no exc_info
+        for key, value in (fields or {}).items():
+            if not hasattr(record, key):
+                setattr(record, key, value)
+        for key, value in _extras(record).items():
+            setattr(record, key, _picklable(value))
+        return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except (ValueError, OSError, queue_mod.Full):  # the node is gone or closed the queue: nowhere to log to
+            pass
+
+
+class LogForwarder:
+    """The node's end of a pool's log queue: a thread hands each record of the job processes to the node's logger
+    of the same name (``logging.getLogger(record.name).handle(record)``), where the node's handlers format, filter
+    and print it once.
+
+    One forwarder per process pool: a job process killed while writing to the queue could leave the queue's writer
+    lock taken, so a replaced pool gets a new queue. The thread only reads, and stops on :meth:`stop` (after
+    draining what is left), without writing a sentinel into a queue whose lock may be held.
+    """
+
+    def __init__(self, ctx: Any) -> None:
+        self.queue = ctx.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dicomnode-job-logs", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def dispatch(record: logging.LogRecord) -> None:
+        logger = logging.getLogger() if record.name == "root" else logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                record = self.queue.get(timeout=0.2)
+            except queue_mod.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            except (EOFError, OSError, ValueError):  # closed
+                return
+            except Exception:  # noqa: BLE001 - a record cut short by a killed writer: this queue is done
+                return
+            try:
+                self.dispatch(record)
+            except Exception:  # noqa: BLE001 - a log line must never stop the node's log
+                pass
+
+    def stop(self, timeout_seconds: float = 5.0) -> None:
+        """Stop after the records already queued (waits up to ``timeout_seconds``)."""
+        self._stop.set()
+        self._thread.join(timeout_seconds)

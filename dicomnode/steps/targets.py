@@ -6,7 +6,9 @@
 | ``synthesize`` | derived volumes in ``ctx.derived`` ("mip", "minip", "avg", "working") | ``projections`` (list of "mip", "minip", "avg"; default ["mip"]), ``slab_mm`` (default 10), ``spacing_mm`` (default = slab), ``source`` ("original", default, or "working": what the projections are made of), ``include_working`` (default false) |
 
 ``detect`` runs after ``segment`` (and ``correct``), before ``features``/``measure`` (which then measure the findings
-too). Findings are numbered per kind: ``nodule_1``, ``mass_1``, ``lesion_1``... (labels must be unique: they name the
+too). Where a ``scene`` ran before it (the shipped CT and MR profiles) and says limb (``extremity``), the tissue
+method also looks for solid masses by their thickness and shape (:mod:`dicomnode.analysis.masses`): a sarcoma with
+the density of muscle casts no blob. Findings are numbered per kind: ``nodule_1``, ``mass_1``, ``lesion_1``... (labels must be unique: they name the
 SEG segment and the SR tracking identifier).
 """
 
@@ -92,6 +94,44 @@ def _class_model(ctx: Context) -> tuple[list[float], list[float]] | None:
     return (means, sds) if means else None
 
 
+#: solid soft tissue on CT (muscle and a tumour of its density; not fat, fluid-free bone or air), HU
+SOLID_RANGE_HU = (-10.0, 100.0)
+
+
+def _limb_solid_range(ctx: Context, body: np.ndarray | None) -> tuple[float, float] | None:
+    """The solid tissue range for the thickness search of solid masses, where the scene (run before detect) says
+    limb: a dominant ``extremity`` or an ``extremity`` region. None elsewhere (in the trunk and the head, organs
+    are thick solid blocks) and on PET."""
+    scene = ctx.scene or {}
+    limb = scene.get("label") == "extremity" or any(r.get("label") == "extremity" for r in scene.get("regions") or [])
+    v = ctx.volume
+    if not limb or body is None or v.unit == "SUV" or v.modality not in ("CT", "MR"):
+        return None
+    if v.modality == "CT":
+        return SOLID_RANGE_HU if v.unit == "HU" else None
+    from dicomnode.analysis.masses import solid_range_from_image
+
+    try:
+        return solid_range_from_image(v.array, body)
+    except ValueError:
+        return None
+
+
+def _in_limb(ctx: Context, res: Any) -> Any:
+    """A solid mass outside the scene's extremity regions (when the dominant label is another) is dropped."""
+    scene = ctx.scene or {}
+    if scene.get("label") == "extremity":
+        return res
+    spans = [r["z_mm"] for r in scene.get("regions") or [] if r.get("label") == "extremity"]
+
+    def keep(f: Any) -> bool:
+        z = (f.centroid_mm or (0.0, 0.0, float("nan")))[2]
+        return not f.features.get("solid_mass") or any(min(a, b) <= z <= max(a, b) for a, b in spans)
+
+    return _detect.DetectionResult(tuple(f for f in res.findings if keep(f)), tuple(f for f in res.rejected if keep(f)),
+                                   res.n_candidates, res.notes)
+
+
 @step("detect")
 def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
     p = dict(params)
@@ -132,8 +172,11 @@ def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
         opts["model"], how = _tissue_model(model_name)
         if model_name == "calibrated":
             opts["calibration"] = _calibration()
+        limb = _limb_solid_range(ctx, None if body is None else body.mask)  # solid masses (extremity branch)
         res = _detect.detect(v, method="tissue_model", foreground=None if body is None else body.mask,
-                             settings=settings, **opts)
+                             settings=settings, solid_range=limb, **opts)
+        if limb is not None:
+            res = _in_limb(ctx, res)
     ctx.notes.extend(f"detect.{method}: {n}" for n in res.notes)
     ctx.notes.append(f"detect.{method}: {len(res.findings)} finding(s) accepted, {len(res.rejected)} candidate(s) "
                      f"below the limits (probability >= {settings.probability_threshold:g}, diameter >= "

@@ -29,6 +29,86 @@ API_PREFIX = "/api/v1"
 OPENAPI_PATH = f"{API_PREFIX}/openapi.json"
 SHIPPED_OPENAPI = Path(__file__).parent / "openapi.json"
 MAX_BODY_BYTES = 80 * 2**20  # the largest request: a rule test's upload of one DICOM file (at most 64 MiB) and its form
+MAX_FORM_BYTES = 2**20  # any other request: a login or action form, a small JSON body
+UPLOAD_PATHS = frozenset({"/rules/test", f"{API_PREFIX}/rules/test"})  # the routes that take a file
+
+
+def body_limit_for(path: str) -> int:
+    """The most bytes a request body to ``path`` may hold: :data:`MAX_BODY_BYTES` for an upload route,
+    :data:`MAX_FORM_BYTES` for any other."""
+    return MAX_BODY_BYTES if path.rstrip("/") in UPLOAD_PATHS else MAX_FORM_BYTES
+
+
+class _BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body over {_size(limit)}")
+
+
+def _size(n: int) -> str:
+    return f"{n // 2**20} MiB" if n >= 2**20 else f"{n // 1024} KiB"
+
+
+class BodyLimit:
+    """ASGI middleware (the outermost of the app's own): no request body beyond :func:`body_limit_for` its path.
+
+    A declared ``Content-Length`` over the limit is answered 413 before anything reads the body. A body without one
+    (``Transfer-Encoding: chunked``) is counted as the server hands it over, chunk by chunk: the read that passes
+    the limit raises a 413 HTTPException inside the app (so a form or upload parser, and Starlette's spooling of an
+    upload, stop there), and the answer is 413 whatever the route made of that. The 413 says ``Connection: close``:
+    uvicorn then closes the connection instead of reading (and dropping) the rest of the body. uvicorn itself stops
+    reading the socket while a request's unread body is over 64 KiB, so nothing buffers more than that.
+    """
+
+    def __init__(self, app: Any, *, limit_for: Callable[[str], int] = body_limit_for, tls: bool = False) -> None:
+        self.app, self.limit_for, self.tls = app, limit_for, tls
+
+    async def _refuse(self, scope: dict, receive: Any, send: Any, limit: int) -> None:
+        response = JSONResponse({"detail": f"request body over {_size(limit)}"}, status_code=413,
+                                headers={"Connection": "close"})
+        _security_headers(response, self.tls, scope.get("path", ""))
+        await response(scope, receive, send)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit_for(scope.get("path", ""))
+        declared = next((v for k, v in scope.get("headers", ()) if k.lower() == b"content-length"), b"")
+        if declared.strip().isdigit() and int(declared) > limit:  # before anything reads (or spools) the body
+            await self._refuse(scope, receive, send, limit)
+            return
+        received = 0
+        over = started = False
+
+        async def limited_receive() -> dict:
+            nonlocal received, over
+            if over:
+                raise _BodyTooLarge(limit)
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    over = True
+                    raise _BodyTooLarge(limit)
+            return message
+
+        async def guarded_send(message: dict) -> None:
+            nonlocal started
+            if over and not started:
+                if message["type"] != "http.response.start" or message.get("status") != 413:
+                    return  # the route's answer to a body it could not read whole: ours replaces it
+                message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not over or started:
+                raise
+        if over and not started:
+            await self._refuse(scope, receive, send, limit)
 
 
 class NodeHandle(Protocol):
@@ -116,11 +196,6 @@ def create_app(node: NodeHandle, *, metrics_registry: Any = None, console: bool 
         """Defence in depth: nothing but /healthz, /login, /static/ (and a public /metrics) answers an anonymous
         request, not even with a 404; the routes' own dependencies check roles and CSRF."""
         path = request.url.path
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:  # before anything reads (or spools) the body
-            response = JSONResponse({"detail": f"request body over {MAX_BODY_BYTES // 2**20} MiB"}, status_code=413)
-            _security_headers(response, tls, path)
-            return response
         if console and path not in open_paths and not path.startswith("/static/"):
             try:
                 anonymous = authenticate(request) is None
@@ -137,6 +212,8 @@ def create_app(node: NodeHandle, *, metrics_registry: Any = None, console: bool 
         response = await call_next(request)
         _security_headers(response, tls, path)
         return response
+
+    app.add_middleware(BodyLimit, tls=tls)  # added last: outside the gate, it sees the body first
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:

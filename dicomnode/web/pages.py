@@ -57,6 +57,16 @@ def _secs(v: float | None) -> str:
     return f"{v:.2f} s" if v < 60 else f"{v / 60:.1f} min"
 
 
+def _sig(v: Any, digits: int = 6) -> str:
+    """A feature value with ``digits`` significant digits ("" if none; the text itself if not a number)."""
+    if v is None or v == "":
+        return ""
+    try:
+        return f"{float(v):.{digits}g}"
+    except (TypeError, ValueError):
+        return str(v)
+
+
 def _num(v: Any, digits: int = 2) -> str:
     if v is None:
         return ""
@@ -66,14 +76,16 @@ def _num(v: Any, digits: int = 2) -> str:
         return str(v)
 
 
-env.filters.update(ts=_ts, secs=_secs, num=_num)
+env.filters.update(ts=_ts, secs=_secs, num=_num, sig=_sig)
 
 
 # -- job log lines: the node's own records that name a job, kept in memory ------------------------------------------
 class JobLogBuffer(logging.Handler):
     """In memory, from the node's own (``dicomnode``) loggers: the last :data:`LOG_LINES_KEPT` records that carry a
     ``job_id`` (the Jobs page), and the last :data:`LAST_PROBLEMS_KEPT` warnings and errors (the Overview). The
-    node's records hold no patient data (``dicomnode.obs.logs``); the scrub filter runs on them all the same."""
+    records of local job processes reach these loggers too (:class:`dicomnode.obs.logs.LogForwarder`), tagged with
+    their job's id; so do a Dask worker's (``Client.forward_logging``). The node's records hold no patient data
+    (``dicomnode.obs.logs``); the scrub filter runs on them all the same."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -88,8 +100,8 @@ class JobLogBuffer(logging.Handler):
             return
         try:
             extras = {k: v for k, v in vars(record).items()
-                      if k in ("series_uid", "attempt", "error", "seconds", "profile", "worker", "destination",
-                               "calling_ae", "peer", "reason")}
+                      if k in ("step", "series_uid", "attempt", "error", "seconds", "peak_rss_mb", "profile", "kind",
+                               "instances", "results", "worker", "destination", "calling_ae", "peer", "reason")}
             text = (record.getMessage() + "".join(f" {k}={v}" for k, v in extras.items()))[:2000]
             if job is not None:
                 self.records.append((int(job), record.created, record.levelname, text))
@@ -274,9 +286,39 @@ def results_page(request: Request, job_id: int) -> Response:
     profile = c.config().profiles.get(job["profile"])
     threshold = float(((profile.params if profile else {}).get("detect", {}) or {}).get("probability_threshold",
                                                                                          0.5))
+    features, features_why = _radiomics_rows(request, job) if (results or {}).get("kind") == "radiomics" else ([], "")
     return render(request, "results.html", {
         "job": job, "results": results or {}, "why": why, "findings": findings, "threshold": threshold,
+        "features": features, "features_why": features_why, "features_max": RADIOMICS_ROWS_SHOWN,
         "study_uid": series.study_uid if series else "", "header": _series_header(request, job["series_uid"])})
+
+
+RADIOMICS_ROWS_SHOWN = 5000  # feature rows of a radiomics job's Results page (IBSI: ~170 per region and setting)
+
+
+def _radiomics_rows(request: Request, job: dict[str, Any]) -> tuple[list[dict[str, str]], str]:
+    """The rows of a radiomics job's ``radiomics.csv`` (roi, roi_number, family, feature, aggregation, value), at
+    most :data:`RADIOMICS_ROWS_SHOWN`; or no row and why."""
+    import csv
+
+    from dicomnode.jobs.radiomics import RADIOMICS_CSV
+    from dicomnode.web.keyslices import KeySlicesError, result_folder
+    try:
+        path = result_folder(_c(request).node.data_dir, job.get("result_dir")) / RADIOMICS_CSV
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = []
+            for row in csv.DictReader(f):
+                if len(rows) >= RADIOMICS_ROWS_SHOWN:
+                    break
+                rows.append({k: str(row.get(k) or "") for k in ("roi", "roi_number", "family", "feature",
+                                                                 "aggregation", "value")})
+        return rows, ""
+    except KeySlicesError as e:
+        return [], str(e)
+    except FileNotFoundError:
+        return [], f"{RADIOMICS_CSV} is missing from the job's result folder"
+    except (OSError, ValueError, csv.Error) as e:
+        return [], f"{RADIOMICS_CSV} cannot be read ({type(e).__name__})"
 
 
 @router.get("/jobs/{job_id}/keyslices.png")

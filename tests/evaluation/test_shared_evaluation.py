@@ -36,6 +36,8 @@ CEILINGS = {
 MAX_FALSE_FINDINGS = 10
 MIN_DICE_MEAN = 0.47
 MIN_LUNGS_FOUND = 2
+#: mean regions agreement (the whole-body PET's hand-read regions covered by scene regions of the same label)
+MIN_REGIONS_AGREEMENT = 0.99
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +74,7 @@ def test_shared_evaluation_meets_its_floors(shared):
     assert s["false_findings_total"] <= MAX_FALSE_FINDINGS
     assert s["dice_best_mean"] is not None and s["dice_best_mean"] >= MIN_DICE_MEAN
     assert s["lungs_found"]["successes"] >= MIN_LUNGS_FOUND
+    assert s["regions_agreement_mean"] is not None and s["regions_agreement_mean"] >= MIN_REGIONS_AGREEMENT
 
 
 def test_chest_ct_tumour_is_the_top_finding(shared):

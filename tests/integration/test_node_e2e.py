@@ -158,7 +158,8 @@ def test_seg_and_sr_sent_to_the_node_start_no_job(make_node):
 
 def test_killed_node_keeps_every_acknowledged_instance_and_processes_the_series(make_node, tmp_path):
     # long enough that the restarted node does not complete the partial series before the sender resends it
-    node = make_node({"series": {"quiet_seconds": 8}})
+    # (20 s: under a loaded CI machine the restart and the resend of 100+ files took more than 8 s once)
+    node = make_node({"series": {"quiet_seconds": 20}})
     files = sorted(p for p in STS_CT.iterdir() if p.is_file())
     proc = subprocess.Popen([dcmtk("storescu"), "-v", "-aet", "WORKSTATION", "-aec", "DICOMNODE", "127.0.0.1",
                              str(node.port), *map(str, files)],

@@ -85,6 +85,59 @@ def test_shared_and_bytes_transfer_give_the_local_results(local_cluster, tmp_pat
     assert Path(sent.results_json) == tmp_path / "bytes" / "results.json"
 
 
+def test_bytes_transfer_ships_a_radiomics_jobs_region_object_and_settings(local_cluster, tmp_path):
+    """transfer = "bytes": the RTSTRUCT and the settings TOML travel with the task (the worker need not see the node's
+    disk), and the SR is the one the job makes locally (same UIDs: same names and bytes on the worker)."""
+    import shutil
+
+    import pydicom
+
+    from dicomnode.jobs.radiomics import run_radiomics
+    from dicomnode.jobs.spec import RadiomicsSpec
+    from helpers import SHARED_DATA
+
+    ct, rs = SHARED_DATA / "sts" / "STS_002" / "CT", SHARED_DATA / "sts" / "STS_002" / "CT_rtstruct" / "RS.dcm"
+    node_side = tmp_path / "node"
+    node_side.mkdir()
+    settings = node_side / "fast.toml"
+    settings.write_text('name = "fast"\n[interpolation]\nmethod = "linear"\nspacing_mm = 4.0\n'
+                        '[features]\nfamilies = ["intensity statistics"]\n')
+    roi = node_side / f"{pydicom.dcmread(rs, stop_before_pixels=True).SOPInstanceUID}.dcm"  # as the spool names it
+    shutil.copy(rs, roi)
+
+    def spec(out: str, job_id: int) -> RadiomicsSpec:
+        return RadiomicsSpec(files=tuple(map(str, sorted(ct.iterdir()))), roi_files=(str(roi),),
+                             settings=str(settings), out_dir=str(tmp_path / out), uid_root="2.25.", job_id=job_id,
+                             roi_names=("GTV_Mass_CT",))
+
+    here = run_radiomics(spec("here", 21))
+    as_bytes = DaskExecutor(1, local_cluster.scheduler_address, transfer="bytes")
+    try:
+        fut = as_bytes.submit(spec("bytes", 22))
+        shutil.rmtree(node_side)  # read at submit: from now on only the shipped copies exist
+        sent = fut.result(180)
+    finally:
+        as_bytes.shutdown(wait=True)
+    assert sent.sop_instance_uids == here.sop_instance_uids
+    assert [Path(f).parent for f in sent.files] == [tmp_path / "bytes"]
+    a, b = (pydicom.dcmread(o.files[0]) for o in (here, sent))
+    assert (a.SeriesInstanceUID, a.ContentSequence[-1].ConceptNameCodeSequence[0].CodeMeaning) == \
+        (b.SeriesInstanceUID, b.ContentSequence[-1].ConceptNameCodeSequence[0].CodeMeaning)
+
+
+def test_side_files_are_plain_names_and_refused_otherwise(tmp_path):
+    from dicomnode.jobs.remote import SideFile, _unpack_side_files
+    from dicomnode.jobs.spec import RadiomicsSpec
+
+    spec = RadiomicsSpec(files=(), roi_files=("/node/a.dcm",), settings="default", out_dir="o", uid_root="2.25.")
+    moved = _unpack_side_files(spec, (SideFile("roi", "1.2.3.dcm", b"x"),), tmp_path)
+    assert moved.roi_files == (str(tmp_path / "roi" / "1.2.3.dcm"),) and moved.settings == "default"
+    for bad in ("../evil.dcm", "/etc/passwd", "a/b.dcm", ".."):
+        with pytest.raises(ValueError, match="plain file name"):
+            _unpack_side_files(spec, (SideFile("roi", bad, b"x"),), tmp_path)
+    assert not (tmp_path.parent / "evil.dcm").exists()
+
+
 def test_bad_input_keeps_its_error_type(local_cluster, tmp_path):
     fut = local_cluster.submit(_spec(tmp_path / "o", files=STS_FILES[:1]))
     with pytest.raises(SeriesLoadError, match="only one slice"):
@@ -208,3 +261,37 @@ def test_requeued_job_goes_back_to_pending_without_counting_an_attempt(tmp_path)
     d._submit(job, CONFIG)
     row = db.get_job(job_id)
     assert row.state is JobState.PENDING and row.attempts == 0 and row.error in (None, "", "worker lost")
+
+
+PROBE = '''
+import time
+from dicomnode.obs.logs import setup_logging
+from dicomnode.jobs.executors import DaskExecutor
+
+def work():
+    from dicomnode.jobs.remote import job_context
+    with job_context(7, "1.2.3") as jlog:
+        jlog.warning("probe warning from the worker")
+    return 1
+
+if __name__ == "__main__":
+    setup_logging("text")
+    ex = DaskExecutor(1, dashboard_address="")
+    try:
+        assert ex._client.submit(work, pure=False).result(120) == 1
+        time.sleep(3)  # forwarded records arrive after the result
+    finally:
+        ex.shutdown(wait=True)
+'''
+
+
+def test_a_local_cluster_workers_warning_is_printed_once_on_the_nodes_stderr(tmp_path):
+    """The LocalCluster's workers share the node's stderr: a record reaches it forwarded, not also printed there."""
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = [ln for ln in p.stderr.splitlines() if "probe warning from the worker" in ln]
+    assert len(lines) == 1, p.stderr[-3000:]
+    assert "job_id=7" in lines[0]

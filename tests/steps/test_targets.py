@@ -21,6 +21,7 @@ from helpers import SHARED_DATA, dciodvfy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
 from test_detect import TISSUE_SP, tissue_phantom  # noqa: E402
+from test_masses import SP as LIMB_SP, _limbs  # noqa: E402
 
 warnings.filterwarnings("ignore", category=UserWarning)
 CHEST = SHARED_DATA / "chest-ct" / "A0002_B40f"
@@ -45,6 +46,69 @@ def test_detect_step_on_a_tissue_phantom_adds_coded_segments_and_findings():
     centres = sorted(tuple(np.round(f["centroid_mm"], 1)) for f in ctx.findings)
     expected = sorted(tuple(np.round(v.index_to_patient(np.array(c))[0], 1)) for c, _, _ in spheres)
     assert np.allclose(centres, expected, atol=max(TISSUE_SP))
+
+
+@pytest.mark.parametrize("scene, found", [
+    ({"label": "extremity", "regions": []}, True),
+    ({"label": "pelvis", "regions": [{"label": "extremity", "z_mm": [0.0, 200.0], "probability": 0.8}]}, True),
+    ({"label": "pelvis", "regions": [{"label": "extremity", "z_mm": [100.0, 200.0], "probability": 0.8}]}, False),
+    ({"label": "head", "regions": []}, False),
+    (None, False),
+])
+def test_detect_step_looks_for_solid_masses_where_the_scene_says_limb(scene, found):
+    """An isodense ball in one thigh (CT): the blob search sees nothing; the thickness search runs where the scene
+    (which the shipped CT and MR profiles run before detect) says extremity, and only there: in the trunk and the
+    head, organs are thick solid blocks."""
+    registry()
+    img, _ = _limbs(tumour=(100, 75))
+    v = Volume(img, LIMB_SP, (0.0, 0.0, 0.0), np.eye(3), "CT", "HU")  # z_mm of the ball's centre: 75
+    ctx = Context(volume=v, original=v)
+    ctx.scene = scene
+    run_steps(ctx, ["segment", "detect"], {"segment": {"method": "ct"}, "detect": {"method": "tissue_model"}})
+    masses = [f for f in ctx.findings if f["detect_features"].get("solid_mass") == 1.0]
+    assert bool(masses) is found
+    if found:
+        assert ctx.findings[0] is masses[0] and ctx.findings[0]["probability"] > 0.9
+        x, y, z = ctx.findings[0]["centroid_mm"]
+        assert (z - 75.0) ** 2 + (y - 100.0) ** 2 + (x - 75.0) ** 2 <= 35.0 ** 2
+        assert any("solid masses: thickest solid lump" in n for n in ctx.notes)
+    else:  # searched only where an extremity region is (and the mass outside it dropped)
+        searched = any("solid masses" in n for n in ctx.notes)
+        assert searched is any(r["label"] == "extremity" for r in (scene or {}).get("regions", []))
+
+
+def test_detect_step_down_weights_signal_voids_on_mr_in_a_limb():
+    """T1 MR of two thighs (muscle 300, fat 900, air 0) with a gas-filled ball (bowel gas: a signal void) in the fat:
+    a dark blob to the blob search; in a limb it is down-weighted x0.1 as a signal void, elsewhere left alone."""
+    registry()
+    img, _ = _limbs(shape=(50, 200, 300), fat_r_mm=95.0)
+    mr = np.interp(img, [-1000.0, -100.0, 50.0], [0.0, 900.0, 300.0]).astype(np.float32)
+    z, y, x = np.meshgrid(*(np.arange(n, dtype=float) * s for n, s in zip(img.shape, LIMB_SP)), indexing="ij")
+    void = (z - 75.0) ** 2 + (y - 26.0) ** 2 + (x - 225.0) ** 2 <= 14.0 ** 2  # in the right thigh's fat
+    mr[void] = 15.0
+    v = Volume(mr, LIMB_SP, (0.0, 0.0, 0.0), np.eye(3), "MR", "")
+    probs = {}
+    for name, scene in (("limb", {"label": "extremity", "regions": []}), ("none", None)):
+        ctx = Context(volume=v, original=v)
+        ctx.scene = scene
+        run_steps(ctx, ["segment", "detect"], {"segment": {"method": "generic"},
+                                               "detect": {"method": "tissue_model", "probability_threshold": 0.0,
+                                                          "max_findings": 50}})
+        at = [f for f in ctx.findings if (f["centroid_mm"][2] - 75) ** 2 + (f["centroid_mm"][1] - 26) ** 2
+              + (f["centroid_mm"][0] - 225) ** 2 <= 6.0 ** 2]
+        assert at, name
+        probs[name] = at[0]
+    assert probs["limb"]["detect_features"]["signal_void"] == 1.0
+    assert "signal_void" not in probs["none"]["detect_features"]
+    assert probs["limb"]["probability"] == pytest.approx(0.1 * probs["none"]["probability"], rel=1e-3, abs=1e-4)
+
+
+def test_shipped_ct_and_mr_profiles_run_the_scene_before_detect():
+    from dicomnode.config.node import load_default_profiles
+
+    for name in ("ct", "mr"):
+        steps = list(load_default_profiles()[name].steps)
+        assert steps.index("scene") < steps.index("detect"), name
 
 
 def test_step_parameters_are_checked():

@@ -13,7 +13,7 @@ import pytest
 from fastapi import HTTPException
 
 from console_helpers import XSS_AE, XSS_DESCRIPTION, app_routes, fill, xss_series
-from helpers import storescu, wait_until
+from helpers import STS_CT, storescu, wait_until
 
 from dicomnode.web.app import safe_path
 
@@ -163,3 +163,101 @@ def test_an_oversized_body_is_refused_before_it_is_read(console):
         assert r.status == 413 and b"MiB" in r.read()
     finally:
         conn.close()
+
+
+def _chunked_post(console, path: str, *, total_bytes: int, headers: dict[str, str], chunk_bytes: int = 2**20,
+                  first: bytes = b"", last: bytes = b"") -> tuple[int, bytes, int, bool]:
+    """POST ``path`` with ``Transfer-Encoding: chunked`` (no Content-Length): ``first``, then zeros in chunks up to
+    ``total_bytes``, then ``last``, stopping as soon as the server answers. Returns (status, body, bytes sent
+    before the answer, whether sending more then failed because the server closed the connection)."""
+    import select
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(console.url)
+    sock = socket.create_connection((u.hostname, u.port), timeout=60)
+    try:
+        head = [f"POST {path} HTTP/1.1", f"Host: {u.hostname}:{u.port}", "Transfer-Encoding: chunked",
+                *(f"{k}: {v}" for k, v in headers.items())]
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        sent, answered = 0, False
+        zeros = total_bytes - len(first) - len(last)
+        pieces = [first] * bool(first) + [b"\0" * chunk_bytes] * (zeros // chunk_bytes) + \
+            [b"\0" * (zeros % chunk_bytes)] * bool(zeros % chunk_bytes) + [last] * bool(last)  # one zeros object
+        for piece in pieces:
+            if select.select([sock], [], [], 0)[0]:
+                answered = True
+                break
+            try:
+                sock.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                answered = True
+                break
+            sent += len(piece)
+        if not answered:
+            sock.sendall(b"0\r\n\r\n")
+        sock.settimeout(60)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            more = sock.recv(65536)
+            if not more:
+                break
+            data += more
+        header, _, rest = data.partition(b"\r\n\r\n")
+        status = int(header.split(b" ", 2)[1])
+        length = int(re.search(rb"(?im)^content-length: *(\d+)", header).group(1))
+        while len(rest) < length:
+            more = sock.recv(65536)
+            if not more:
+                break
+            rest += more
+        closed = False
+        if answered:  # the server stopped reading: the rest of the body goes nowhere
+            try:
+                for _ in range(64):
+                    sock.sendall(b"%x\r\n" % chunk_bytes + b"\0" * chunk_bytes + b"\r\n")
+                closed = sock.recv(1) == b""
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+        return status, rest, sent, closed
+    finally:
+        sock.close()
+
+
+def test_a_chunked_body_is_refused_once_over_the_limit(console):
+    """No Content-Length: the body is counted as it arrives; the server answers 413 once past the limit, without
+    reading (or spooling) the rest, and closes the connection. Under the limit a chunked upload works."""
+    from dicomnode.web.app import MAX_BODY_BYTES, MAX_FORM_BYTES
+
+    auth = {"Authorization": f"Bearer {console.tokens['viewer']}"}
+    boundary = "dicomnodeboundary"
+    part = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.dcm\"\r\n"
+            "Content-Type: application/dicom\r\n\r\n").encode()
+    end = f"\r\n--{boundary}--\r\n".encode()
+    multipart = {**auth, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+    # 3x the limit offered: refused past the limit, long before the end
+    status, body, sent, closed = _chunked_post(console, "/api/v1/rules/test", total_bytes=3 * MAX_BODY_BYTES,
+                                               headers=multipart, first=part, last=end)
+    assert status == 413 and b"MiB" in body, (status, body)
+    assert MAX_BODY_BYTES < sent < 2 * MAX_BODY_BYTES, sent  # the socket buffers hold a few MiB more, no more
+    assert closed, "the server kept reading the body after refusing it"
+    # the page's upload form: the same bound
+    status, body, sent, closed = _chunked_post(console, "/rules/test", total_bytes=3 * MAX_BODY_BYTES,
+                                               headers={**multipart, "Accept": "text/html"}, first=part, last=end)
+    assert status == 413 and closed and sent < 2 * MAX_BODY_BYTES, (status, body[:300])
+    # any other route that takes a body: a JSON action, the login form (anonymous)
+    status, body, sent, closed = _chunked_post(console, "/api/v1/exports/requeue-dead",
+                                               total_bytes=64 * MAX_FORM_BYTES,
+                                               headers={**auth, "Content-Type": "application/json"},
+                                               first=b'{"destination": "', last=b'"}', chunk_bytes=64 * 1024)
+    assert status == 413 and b"1 MiB" in body, (status, body)
+    assert sent < 32 * MAX_FORM_BYTES and closed, sent
+    status, _, sent, closed = _chunked_post(console, "/login", total_bytes=64 * MAX_FORM_BYTES,
+                                            headers={"Content-Type": "application/x-www-form-urlencoded"},
+                                            first=b"username=", chunk_bytes=64 * 1024)
+    assert status == 413 and sent < 32 * MAX_FORM_BYTES and closed
+    # under the limit, chunked: a real DICOM file is tested as usual
+    f = sorted(STS_CT.iterdir())[0].read_bytes()
+    status, body, _, _ = _chunked_post(console, "/api/v1/rules/test", total_bytes=len(part) + len(f) + len(end),
+                                       headers=multipart, first=part + f, last=end)
+    assert status == 200 and b'"rule":"ct"' in body.replace(b" ", b""), body[:500]

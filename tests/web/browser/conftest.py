@@ -6,7 +6,8 @@ line (``.ci/run``: ``chromium chromium-driver``); a missing one fails the tests,
 
 Screenshots are test artifacts: saved under ``$DICOMNODE_ARTIFACTS/browser/`` when that variable is set (CI keeps
 the folder), else under pytest's temporary folder (``browser-artifacts*``; its path is printed at the end of the
-session). ``DICOMNODE_DOCS_IMG=docs/img`` also writes the ones the admin guide shows there.
+session; CI sets it to ``artifacts/`` in the checkout). A failing browser test leaves a screenshot of the page it
+failed on (``FAILED-<test>.png``). ``DICOMNODE_DOCS_IMG=docs/img`` also writes the ones the admin guide shows there.
 """
 
 from __future__ import annotations
@@ -61,6 +62,23 @@ def _driver():
     d = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
     d.set_page_load_timeout(120)
     return d
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing browser test: a screenshot of the page it failed on, beside the others."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    driver, artifacts = item.funcargs.get("browser"), item.funcargs.get("artifacts")
+    if driver is None or artifacts is None:
+        return
+    try:
+        path = artifacts.shot(driver, f"FAILED-{item.name}")
+        report.sections.append(("browser screenshot", str(path)))
+    except Exception as e:  # noqa: BLE001 - the failure itself is what matters
+        report.sections.append(("browser screenshot", f"not saved: {type(e).__name__}: {e}"))
 
 
 @pytest.fixture(scope="module")

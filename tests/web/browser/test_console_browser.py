@@ -158,7 +158,9 @@ def test_operator_and_viewer_in_the_browser(tmp_path, browser, artifacts):
         assert browser.find_element(By.ID, "job-state").text == "done"
         steps = browser.find_element(By.ID, "steps").text
         assert all(s in steps for s in ("load", "segment", "detect", "results"))
-        assert "job" in browser.find_element(By.ID, "log-lines").text  # the node's own lines about this job
+        log_lines = browser.find_element(By.ID, "log-lines").text
+        assert "job started" in log_lines  # the node's own lines about this job, and its worker process's
+        assert all(f"step done step={s} " in log_lines for s in ("load", "segment", "detect", "results")), log_lines
         artifacts.shot(browser, "job", docs=True)
 
         # the Results page: findings table, key-slice overlay (decoded: present, not blank), the viewer link
