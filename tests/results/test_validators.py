@@ -96,4 +96,3 @@ def test_the_result_set_lists_the_new_files_for_export(tmp_path: Path) -> None:
     assert len(features) == len(res["segments"])  # one feature report per segment
     for f in outputs:
         assert (out / f).is_file()
-    assert any(f.startswith("derived/") for f in outputs)
