@@ -10,12 +10,14 @@ of the object, not of the volume.
 from __future__ import annotations
 
 from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from dicomnode.analysis.denoise import _check_spacing, gaussian, is_volumetric
+from dicomnode.analysis.denoise import _check_spacing, is_volumetric
+from dicomnode.analysis.threads import thread_budget
 from dicomnode.analysis.volume import LabelMap, Segment
 
 __all__ = [
@@ -117,6 +119,18 @@ def fill_holes(mask: np.ndarray, *, slice_wise: bool = False) -> np.ndarray:
     return out
 
 
+def _component_sizes(labels: np.ndarray, n: int, chunk: int = 1 << 22) -> np.ndarray:
+    """``np.bincount(labels.ravel(), minlength=n + 1)`` a few million voxels at a time: bincount casts its input to
+    int64, which for a whole CT's int32 labels is a temporary twice their size."""
+    flat = labels.reshape(-1)
+    if flat.size <= chunk:
+        return np.bincount(flat, minlength=n + 1)
+    sizes = np.zeros(n + 1, dtype=np.int64)
+    for start in range(0, flat.size, chunk):
+        sizes += np.bincount(flat[start:start + chunk], minlength=n + 1)
+    return sizes
+
+
 def _small_components(mask: np.ndarray, min_voxels: float, connectivity: int,
                       work: np.ndarray | None = None) -> np.ndarray | None:
     """A mask with the components below ``min_voxels`` removed, or None when there are none."""
@@ -124,7 +138,7 @@ def _small_components(mask: np.ndarray, min_voxels: float, connectivity: int,
     if box is None or min_voxels <= 1:
         return None
     labels, n = _label(mask[box], _structure(connectivity, slice_wise=False), work)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    sizes = _component_sizes(labels, n)
     small = np.flatnonzero(sizes[1:] < min_voxels) + 1
     if small.size == 0:
         return None
@@ -180,8 +194,8 @@ class PosteriorSmoothing:
     labels : (Z, Y, X) ndarray of int16
         Class index (0 .. K-1) of the largest smoothed posterior; -1 where all input posteriors are 0 (outside the
         segmented region).
-    posteriors : (K, Z, Y, X) ndarray of float32
-        The smoothed posteriors, summing to 1 where the input did and 0 elsewhere.
+    posteriors : (K, Z, Y, X) ndarray of float32, or uint8 for uint8 input
+        The smoothed posteriors, summing to 1 (uint8: 255 within K / 2 steps) where the input did and 0 elsewhere.
     voxels_changed : int
         Number of voxels whose most probable class changed.
     """
@@ -192,7 +206,8 @@ class PosteriorSmoothing:
 
 
 def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, float], *, sigma_mm: float = 1.5,
-                      iterations: int = 3, max_anisotropy: float = 2.5) -> PosteriorSmoothing:
+                      iterations: int = 3, max_anisotropy: float = 2.5,
+                      slab_voxels: int = 2_000_000) -> PosteriorSmoothing:
     """Iterated neighbourhood smoothing of class posteriors (a mean-field, MRF-like prior).
 
     Each iteration multiplies the voxel's own (input) posterior by the Gaussian-weighted mean of the current
@@ -205,7 +220,9 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
     Parameters
     ----------
     posteriors : (K, Z, Y, X) ndarray
-        Class probabilities per voxel (each voxel sums to 1, or is all 0 outside the region of interest).
+        Class probabilities per voxel (each voxel sums to 1, or is all 0 outside the region of interest); uint8
+        posteriors are steps of 1 / :data:`dicomnode.analysis.segment.POSTERIOR_SCALE` (255 = 1), as
+        :func:`~dicomnode.analysis.segment.segment_generic` makes them.
     spacing_mm : tuple of 3 float
         Voxel spacing along (z, y, x), in mm.
     sigma_mm : float, optional
@@ -214,11 +231,16 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
         Number of iterations (0 returns the input's labels). Default 3.
     max_anisotropy : float, optional
         3-D / slice-wise rule of :mod:`dicomnode.analysis.denoise`. Default 2.5.
+    slab_voxels : int, optional
+        The work runs on slabs of whole slices of about this many voxels per class (memory bound), each extended
+        by ``iterations`` times the kernel's radius along z where it is filtered in 3-D, so the result is the whole
+        grid's. Default 2 000 000.
 
     Returns
     -------
     PosteriorSmoothing
-        New labels, smoothed posteriors and the number of voxels whose class changed.
+        New labels, smoothed posteriors (uint8 steps for uint8 input, else float32) and the number of voxels whose
+        class changed.
 
     References
     ----------
@@ -231,13 +253,17 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
         raise ValueError(f"iterations must be an integer >= 0, got {iterations}")
     if not isinstance(posteriors, np.ndarray) or posteriors.ndim != 4:
         raise ValueError(f"posteriors must be a (K, Z, Y, X) ndarray, got {getattr(posteriors, 'shape', None)}")
+    if int(slab_voxels) != slab_voxels or slab_voxels < 1:
+        raise ValueError(f"slab_voxels must be an integer >= 1, got {slab_voxels}")
+    from dicomnode.analysis.segment import POSTERIOR_SCALE
+
     sp = _check_spacing(spacing_mm)
-    p0 = posteriors.astype(np.float32, copy=False)
-    valid = p0[0] > 0
-    for k in range(1, p0.shape[0]):
-        valid |= p0[k] > 0
+    quantised = posteriors.dtype == np.uint8
+    valid = posteriors[0] > 0
+    for k in range(1, posteriors.shape[0]):
+        valid |= posteriors[k] > 0
     labels = np.full(valid.shape, -1, dtype=np.int16)
-    smoothed = np.zeros(p0.shape, dtype=np.float32)
+    smoothed = np.zeros(posteriors.shape, dtype=np.uint8 if quantised else np.float32)
     # Work inside the bounding box of the region, grown by the kernel's radius: outside it every posterior is 0
     # and stays 0, and the zeros in the margin give the filter what the whole grid would (the result is identical).
     volumetric = is_volumetric(sp, max_anisotropy=max_anisotropy)
@@ -248,26 +274,56 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
     if box is None:
         return PosteriorSmoothing(labels, smoothed, 0)
     box = tuple(slice(max(0, b.start - r), min(n, b.stop + r)) for b, r, n in zip(box, radius, valid.shape))
-    p0c = p0[(slice(None),) + box]
-    validc = valid[box]
-    q = smoothed[(slice(None),) + box]  # smoothed in place: one (K, Z, Y, X) array besides the input, not two
-    q[...] = p0c
-    for _ in range(int(iterations)):
-        for k in range(q.shape[0]):
-            q[k] = gaussian(q[k], sp, sigma_mm=sigma_mm, max_anisotropy=max_anisotropy)
-        q *= p0c
-        total = _class_sum(q)
-        np.divide(q, total, out=q, where=total > 0)
-        # Where a voxel's own evidence and its neighbourhood disagree completely, keep its own posterior.
-        lost = validc & ~(total > 0)
-        if lost.any():
-            q[:, lost] = p0c[:, lost]
-    before = _argmax_classes(p0c)
-    after = _argmax_classes(q)
-    changed = int(np.count_nonzero((before != after) & validc))
-    after[~validc] = -1
-    labels[box] = after
+    # Slabs along z, each extended by ``halo`` slices inside the box: an error at a slab's cut edge travels one
+    # kernel radius per iteration, so after all iterations the slab's own slices are exact.
+    halo = int(iterations) * radius[0]
+    zb = box[0]
+    per_slice = (box[1].stop - box[1].start) * (box[2].stop - box[2].start)
+    slab = max(1, int(slab_voxels) // max(per_slice, 1))
+    changed = 0
+    sigmas = [sigma_mm / s for s in sp]  # as denoise.gaussian: the kernel truncated at 4 sigma, borders reflected
+    if not volumetric:
+        sigmas[0] = 0.0
+    with ThreadPoolExecutor(max(1, min(thread_budget(), posteriors.shape[0]))) as pool:
+        for lo in range(zb.start, zb.stop, slab):
+            hi = min(zb.stop, lo + slab)
+            a, b = max(zb.start, lo - halo), min(zb.stop, hi + halo)
+            ext = (slice(a, b), box[1], box[2])
+            p0c = posteriors[(slice(None),) + ext].astype(np.float32)
+            if quantised:
+                p0c /= np.float32(POSTERIOR_SCALE)
+            validc = valid[ext]
+            q = p0c.copy()
+            for _ in range(int(iterations)):
+                # each class filtered in place (scipy's 1-D passes buffer their lines), classes in threads
+                list(pool.map(_gaussian_in_place, q, [sigmas] * q.shape[0]))
+                q *= p0c
+                total = _class_sum(q)
+                np.divide(q, total, out=q, where=total > 0)
+                # Where a voxel's own evidence and its neighbourhood disagree completely, keep its own posterior.
+                lost = validc & ~(total > 0)
+                if lost.any():
+                    q[:, lost] = p0c[:, lost]
+                del total, lost
+            own = slice(lo - a, lo - a + (hi - lo))
+            q = q[:, own]
+            validc = validc[own]
+            before = _argmax_classes(p0c[:, own])
+            del p0c
+            after = _argmax_classes(q)
+            changed += int(np.count_nonzero((before != after) & validc))
+            after[~validc] = -1
+            inner = (slice(lo, hi), box[1], box[2])
+            labels[inner] = after
+            if quantised:
+                q *= np.float32(POSTERIOR_SCALE)
+                q += np.float32(0.5)
+            smoothed[(slice(None),) + inner] = q
     return PosteriorSmoothing(labels, smoothed, changed)
+
+
+def _gaussian_in_place(a: np.ndarray, sigmas: list[float]) -> None:
+    ndi.gaussian_filter(a, sigmas, output=a, mode="reflect")
 
 
 def _class_sum(p: np.ndarray) -> np.ndarray:

@@ -21,7 +21,11 @@ Two detectors share one pipeline, *blob search -> region growing -> features -> 
   PERCIST's threshold ``1.5 x liver mean + 2 SD`` (``log2_peak_to_percist``, a feature of the hand-set model), and
   physiological uptake is told by organ context with the liver as landmark (``physiological``: heart on the
   diaphragm above the liver's dome, brain far above it, bladder far below it on the midline, paired kidneys, mirror
-  twins such as salivary glands), down-weighted like symmetric regions.
+  twins such as salivary glands, the axial ends of the field of view, the head and neck midline, ureters, urine
+  beside the bladder, genitals), down-weighted like symmetric regions. A whole-body PET (the liver in view) is
+  searched on log2 SUV and scored by :data:`PET_MODEL` against each focus's own surroundings (``background``,
+  ``log2_peak_to_background``, ``log10_peak_cnr``); its sensitivity is measured by lesion insertion
+  (``dicomnode bench pet_lesions``, docs/evaluation.md).
 
 Blob search: a scale-normalised Laplacian of Gaussian in mm, ``-sigma^2 * sum_i d2/dx_i^2`` with
 ``sigma = r / sqrt(3)`` (the scale at which a ball of radius ``r`` responds most) over geometric radii, on a grid
@@ -79,6 +83,7 @@ __all__ = [
     "DetectionSettings",
     "Finding",
     "LUNG_MODEL",
+    "PET_MODEL",
     "TISSUE_MODEL",
     "FEATURE_CLIP",
     "FittedModel",
@@ -268,6 +273,23 @@ TISSUE_MODEL = NaiveBayes(
 )
 
 
+#: PET in SUV with the liver in view (whole-body FDG): hot foci against their own surroundings vs. noise, texture
+#: and pieces of normal organs. Hand-set from imaging physics, not fitted: a lesion of >= 1 mL at >= 3 times its
+#: background, blurred to 6-7 mm FWHM, keeps a 1 mL SUVpeak of about 2 times the background and more
+#: (``log2_peak_to_background`` about 1 and more; Soret et al. 2007), and stands 5-10 local noise SDs and more above
+#: it (``log10_peak_cnr``); noise and texture make peaks of 1.1-1.5 times the background at 1-4 noise SDs. PERCIST's
+#: level (``log2_peak_to_percist``) weighs little: a lung nodule at 4 times lung background is under the liver.
+PET_MODEL = NaiveBayes(
+    prior=0.1,
+    target={"log2_peak_to_background": (1.4, 0.6), "log10_peak_cnr": (1.0, 0.35), "compactness": (0.45, 0.15),
+            "elongation": (0.7, 0.15), "truncation": (0.05, 0.12), "log2_peak_to_percist": (0.3, 1.2)},
+    other={"log2_peak_to_background": (0.3, 0.35), "log10_peak_cnr": (0.4, 0.3), "compactness": (0.2, 0.15),
+           "elongation": (0.35, 0.2), "truncation": (0.45, 0.15), "log2_peak_to_percist": (-1.0, 1.0)},
+    clip={"log2_peak_to_background": (-1.0, 3.0), "log10_peak_cnr": (-1.0, 2.0), "compactness": (0.0, 1.0),
+          "elongation": (0.0, 1.0), "truncation": (0.0, 1.0), "log2_peak_to_percist": (-3.0, 3.0)},
+)
+
+
 @dataclass(frozen=True, eq=False, slots=True)
 class FittedModel:
     """A probability model fitted to scored candidates (``scripts/evaluate_findings.py``): a scikit-learn
@@ -452,34 +474,47 @@ def _max3(a: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray
 def _stack_peaks(stack: np.ndarray, radii: list[float], spacing_mm: Sequence[float], *, polarity: int,
                  min_response: float, allowed: np.ndarray | None, max_candidates: int,
                  in_view: bool) -> list[tuple[tuple[int, int, int], float, float]]:
-    """Local maxima over space and scale of ``polarity * stack`` above ``min_response``, strongest first."""
+    """Local maxima over space and scale of ``polarity * stack`` above ``min_response``, strongest first.
+
+    Scale by scale: the maximum over the neighbouring scales, then over space (the 3 x 3 x 3 x 3 maximum is
+    separable), in three work volumes instead of three copies of the whole stack."""
     sp = np.asarray(spacing_mm, dtype=float)
-    signed = stack if polarity == 1 else -stack
-    bufs = (np.empty_like(signed), np.empty_like(signed))  # ping-pong: two work arrays, not four
-    mx = signed
-    for ax in range(4):
-        mx = _max3(mx, ax, out=bufs[ax % 2])
-    peaks = signed == mx
-    del mx, bufs
-    peaks &= signed > min_response
-    if allowed is not None:
-        peaks &= allowed[None]
-    if in_view:
-        for i, r in enumerate(radii):
+    n_scales = stack.shape[0]
+    sign = np.float32(polarity)
+    signed = np.empty(stack.shape[1:], dtype=np.float32)
+    mx = np.empty_like(signed)
+    tmp = np.empty_like(signed)
+    hits: list[tuple[np.ndarray, int, np.ndarray]] = []
+    for i in range(n_scales):
+        np.multiply(stack[i], sign, out=signed)
+        np.maximum(signed, stack[max(0, i - 1)] * sign, out=mx)  # the scale axis, edges: nearest (as _max3)
+        np.maximum(mx, stack[min(n_scales - 1, i + 1)] * sign, out=mx)
+        for ax in range(3):
+            _max3(mx, ax, out=tmp)
+            mx, tmp = tmp, mx
+        peaks = signed == mx
+        peaks &= signed > min_response
+        if allowed is not None:
+            peaks &= allowed
+        if in_view:
+            r = radii[i]
             for ax in range(3):
                 m = int(math.ceil(r / sp[ax] - 0.5))
                 if m <= 0:
                     continue
-                sl = [i, slice(None), slice(None), slice(None)]
-                sl[ax + 1] = slice(0, m)
+                sl = [slice(None), slice(None), slice(None)]
+                sl[ax] = slice(0, m)
                 peaks[tuple(sl)] = False
-                sl[ax + 1] = slice(max(0, stack.shape[ax + 1] - m), None)
+                sl[ax] = slice(max(0, stack.shape[ax + 1] - m), None)
                 peaks[tuple(sl)] = False
-    idx = np.argwhere(peaks)
-    if idx.size == 0:
+        idx = np.argwhere(peaks)
+        if idx.size:
+            hits.append((idx, i, signed[tuple(idx.T)]))
+    if not hits:
         return []
-    resp = signed[tuple(idx.T)]
-    order = np.argsort(-resp)[: int(max_candidates)]
+    idx = np.concatenate([np.column_stack([np.full(len(h[0]), h[1]), h[0]]) for h in hits])
+    resp = np.concatenate([h[2] for h in hits])
+    order = np.argsort(-resp)[: int(max_candidates)]  # the same order (and ties) as one search over the stack
     return [((int(idx[o, 1]), int(idx[o, 2]), int(idx[o, 3])), radii[int(idx[o, 0])], float(resp[o]))
             for o in order]
 
@@ -995,11 +1030,28 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
     spread = _noise_sd(img, foreground, sp)
     z = (img - med) / spread          # unclipped: region growing follows the true levels
     z[~foreground] = 0.0
-
+    liver_mask = None
+    liver = None
+    if percist_liver and hot_threshold is not None:
+        liver_mask = _liver_mask(img, foreground, sp)
+        if liver_mask is not None:
+            liver = (float(img[liver_mask].mean()), float(img[liver_mask].std()),
+                     float(np.count_nonzero(liver_mask)) * float(np.prod(sp)) / 1000.0)
+    # a PET in SUV with the liver in view (whole-body FDG): the search runs on log2 SUV, so that a focus twice its
+    # surroundings responds alike in the lung (SUV 0.4), in muscle (0.7) and in the liver (2); the within-tissue
+    # spread of a mostly cold body says nothing of a warm organ's texture
+    pet = liver is not None and model is TISSUE_MODEL
     f = _factors(sp, coarse_mm)
     csp = tuple(s * k for s, k in zip(sp, f))
-    z_c = _block_mean(z, f)
-    np.clip(z_c, -z_clip, z_clip, out=z_c)  # clipped for the search: one extreme structure does not dominate
+    if pet:
+        search = _pet_search_image(img, foreground, med)
+        z_c = _block_mean(search, f)
+        del search
+        n_cand, min_resp = max(max_candidates, PET_CANDIDATES), PET_MIN_RESPONSE
+    else:
+        z_c = _block_mean(z, f)
+        np.clip(z_c, -z_clip, z_clip, out=z_c)  # clipped for the search: one extreme structure does not dominate
+        n_cand, min_resp = max_candidates, min_response
     fg_c = _block_any(foreground, f) & (_block_mean(foreground, f) > 0.99)
     radii = _radii(max(settings.min_diameter_mm / 2.0, 2.0 * max(csp)), max_radius_mm)
     pols = {"both": (1, -1), "bright": (1,), "dark": (-1,)}[polarity]
@@ -1007,11 +1059,12 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
     stack, radii = _log_stack(z_c, csp, radii)  # one response for both polarities
     for pol in pols:
         cands += [(c, r, resp, pol) for c, r, resp in
-                  _stack_peaks(stack, radii, csp, polarity=pol, min_response=min_response, allowed=fg_c,
-                               max_candidates=max_candidates, in_view=True)]
+                  _stack_peaks(stack, radii, csp, polarity=pol, min_response=min_resp, allowed=fg_c,
+                               max_candidates=n_cand, in_view=True)]
     del stack
     notes = [f"tissue search: median {med:.4g}, within-tissue spread {spread:.4g}; {len(cands)} blob candidate(s) on a "
-             f"{csp[0]:.2g} x {csp[1]:.2g} x {csp[2]:.2g} mm grid, radii {radii[0]:.3g}..{radii[-1]:.3g} mm"]
+             f"{csp[0]:.2g} x {csp[1]:.2g} x {csp[2]:.2g} mm grid, radii {radii[0]:.3g}..{radii[-1]:.3g} mm"
+             + (" (PET: on log2 SUV)" if pet else "")]
 
     found: list[Finding] = []
     for (cz, cy, cx), r_mm, resp, pol in cands:
@@ -1044,12 +1097,7 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         feats["blob_response"] = resp
         found.append(_finding("lesion", region, bb, feats, model))
     n_hot = 0
-    liver = None
-    liver_mask = None
     if percist_liver and hot_threshold is not None:
-        liver_mask = _liver_mask(img, foreground, sp)
-        liver = None if liver_mask is None else (float(img[liver_mask].mean()), float(img[liver_mask].std()),
-                                                 float(np.count_nonzero(liver_mask)) * float(np.prod(sp)) / 1000.0)
         if liver is None:
             notes.append(f"PERCIST: no liver in view; hot regions above the fixed {hot_threshold:g}")
         else:
@@ -1070,7 +1118,8 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
             feats["blob_response"] = feats["cnr"]
             found.append(_finding("lesion", region, bb, feats, model))
         notes.append(f"hot regions above {hot_threshold:g}: {n_hot} candidate(s)")
-    found = _resolve_overlaps(found)
+    if not pet:
+        found = _resolve_overlaps(found)
     if liver is not None:
         # PERCIST's measurable disease: SUVpeak (the hottest 1 mL sphere) above 1.5 x liver mean + 2 SD. Without
         # the liver there is no reference: a fixed level ranks a hot urethra above a sarcoma (STS_001's crop)
@@ -1082,7 +1131,16 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
                 f.features["log2_peak_to_percist"] = math.log2(max(peak, 1e-3) / percist)  # type: ignore[index]
                 f.features["log2_to_liver"] = math.log2(f.features["mean"] / liver[0])  # type: ignore[index]
                 f.features["above_percist"] = float(peak > percist)  # type: ignore[index]
-    found = _with_context(found, img, foreground, med, mirror_axis, model, notes, symmetric_max, symmetric_factor)
+        if pet:
+            _pet_background(found, img, foreground, sp)
+            model = PET_MODEL
+            # overlapping candidates (a blob and the hot region around it and a neighbouring organ): the one the
+            # PET model favours stays, not the largest: a node beside the heart or a tonsil is not swallowed
+            found = _resolve_overlaps_ranked(found, [-_log_odds(PET_MODEL, f.features) for f in found])
+            notes.append("PET: each focus against its own surroundings (SUVpeak over the median 5-15 mm around it, and "
+                         "over the local noise); hand-set PET model")
+    found = _with_context(found, img, foreground, med, mirror_axis, model, notes, symmetric_max, symmetric_factor,
+                          exclude_self=pet)
     if liver_mask is not None and cranial in (1, -1):
         found = _physiology(found, img, foreground, liver_mask, liver, sp, int(cranial), mirror_axis, notes,
                             symmetric_factor)
@@ -1094,7 +1152,8 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
 
 def _with_context(found: list[Finding], img: np.ndarray, foreground: np.ndarray, reference: float,
                   mirror_axis: int | None, model: NaiveBayes | FittedModel, notes: list[str],
-                  symmetric_max: float | None = None, symmetric_factor: float = 1.0) -> list[Finding]:
+                  symmetric_max: float | None = None, symmetric_factor: float = 1.0,
+                  exclude_self: bool = False) -> list[Finding]:
     """Add the context features and recompute each probability.
 
     * ``log2_to_reference``: log2 of the region's mean over the reference level (the foreground's median: the
@@ -1103,7 +1162,10 @@ def _with_context(found: list[Finding], img: np.ndarray, foreground: np.ndarray,
       centre along ``mirror_axis``) over the body's half-width there;
     * ``mirror_uptake``: fraction of the region whose mirror image across that plane departs from the reference as
       the region does (more than half its contrast): brain, bladder, heart and kidneys are symmetric or paired,
-      most lesions are not.
+      most lesions are not. With ``exclude_self`` (PET), mirrored voxels that fall in the region itself do not count:
+      a node or a vertebra on the midline is its own mirror image, not a twin (the midline organs, brain and bladder,
+      are told by :func:`_physiology`), and the level is half-way from the focus's own background (feature
+      ``background``) to its mean.
     """
     if not found:
         return found
@@ -1136,9 +1198,18 @@ def _with_context(found: list[Finding], img: np.ndarray, foreground: np.ndarray,
             feats["midline_offset"] = float(abs(np.mean(pts[:, ax]) - np.mean(c)) / np.mean(half[z]))
             mirrored = pts.copy()
             mirrored[:, ax] = np.clip(np.round(2 * c - pts[:, ax]).astype(int), 0, img.shape[ax] - 1)
-            level = reference + 0.5 * (mean - reference)
+            # PET: against the focus's own surroundings (a node beside a gland is not the gland's twin)
+            ref = feats.get("background", reference) if exclude_self else reference
+            level = ref + 0.5 * (mean - ref)
             vals = img[tuple(mirrored.T)]
-            feats["mirror_uptake"] = float(np.mean((vals - level) * np.sign(mean - reference) > 0))
+            twin = (vals - level) * np.sign(mean - ref) > 0
+            if exclude_self:
+                rel = mirrored - np.array([b.start for b in f.box])
+                inside = np.all((rel >= 0) & (rel < np.array(f.mask.shape)), axis=1)
+                own = np.zeros(len(rel), dtype=bool)
+                own[inside] = f.mask[tuple(rel[inside].T)]
+                twin &= ~own
+            feats["mirror_uptake"] = float(np.mean(twin))
         p = model.posterior(feats)
         if symmetric_max is not None and feats.get("mirror_uptake", 0.0) > symmetric_max:
             feats["symmetric"] = 1.0
@@ -1293,25 +1364,61 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
         info.append((h_c, h_lo, h_hi, side))
     out = []
     sites: dict[str, int] = {}
+    n_slices = img.shape[0]
+    # the liver with its holes filled: a hot lesion inside it leaves a hole (the homogeneity test fails around it)
+    liver_filled = ndi.binary_fill_holes(liver)
+    site_of: list[str | None] = []
     for i, f in enumerate(found):
         h_c, h_lo, h_hi, side = info[i]
         mid = abs(side)
         mean = f.features.get("mean", 0.0)
         site = None
-        if mean <= l_mean:
+        # the cranial end of the field of view: a brain cut by it is smaller than a whole one
+        at_top = (f.box[0].stop >= n_slices) if cranial > 0 else (f.box[0].start <= 0)
+        kc = f.centroid_zyx[0]
+        if min(kc, n_slices - 1 - kc) * sp[0] < FOV_EDGE_MM:
+            # the axial ends of the field of view: the sensitivity of the last bed position falls off, noise rises,
+            # and organs are cut (the top of the brain, raised arms)
+            site = "field-of-view end"
+        elif h_c >= l_hi + 200 and mid <= 0.1 and f.features.get("peak", mean) > l_mean:
+            # on the midline of the head and neck: tongue, Waldeyer's ring (the tonsils merge across it), larynx.
+            # Nodes lie beside the airway and the vessels, not on the midline
+            site = "head-neck midline"
+        elif mean <= l_mean:
             pass  # not hotter than the liver: no physiological hot spot (nor a PERCIST lesion)
         elif l_hi - 40 <= h_c <= l_hi + 150 and h_lo >= l_hi - 80 and f.volume_ml >= 30 and mid <= 0.45:
             site = "heart"
-        elif h_c >= l_hi + 250 and f.volume_ml >= 100 and mid <= 0.3:
+        elif h_c >= l_hi + 250 and (f.volume_ml >= 100 or (at_top and f.volume_ml >= 10)) and mid <= 0.3:
             site = "brain"
         elif h_c <= l_lo - 150 and mid <= 0.3 and mean >= 4.0 * l_mean:
             site = "bladder"
-        elif l_lo - 100 <= h_c <= l_hi and 0.1 <= mid <= 0.9 and 10 <= f.volume_ml <= 400:
+        elif (l_lo - 100 <= h_c <= l_hi and 0.1 <= mid <= 0.9 and 10 <= f.volume_ml <= 400
+              # a kidney is not inside the liver: neither in contact with it all round nor in liver-level surroundings
+              and _liver_contact(f, liver_filled, spacing_mm) < 0.3
+              and f.features.get("background", 0.0) < 0.8 * l_mean):
             partner = any(j != i and abs(info[j][0] - h_c) <= 60 and info[j][3] * side < 0
                           and 0.1 <= abs(info[j][3]) <= 0.9 and 5 <= g.volume_ml <= 400
                           and g.features.get("mean", 0.0) > l_mean for j, g in enumerate(found))
             if partner or f.features.get("mirror_uptake", 0.0) > 0.2:
                 site = "kidney"
+        elif (h_c <= l_lo and h_c >= l_lo - 400 and 0.03 <= mid <= 0.6 and mean >= 2.0 * l_mean
+              and f.features.get("elongation", 1.0) < 0.4 and f.features.get("compactness", 1.0) < 0.25):
+            site = "ureter"  # a thin tube of urine on its way from a kidney to the bladder
+        site_of.append(site)
+    bladders = [f for f, site in zip(found, site_of) if site == "bladder"]
+    for i, f in enumerate(found):
+        site = site_of[i]
+        h_c, h_lo, h_hi, side = info[i]
+        mid = abs(side)
+        mean = f.features.get("mean", 0.0)
+        if site is None and bladders and mean >= 2.0 * l_mean and any(
+                _gap_mm(f, b, spacing_mm) <= 40.0 for b in bladders):
+            site = "bladder"  # urine beside the bladder: a ureter's end, a diverticulum, the bladder's other lobe
+        if site is None and bladders and mid <= 0.2 and mean > 0.75 * l_mean:
+            # under the bladder on the midline: the genitals (testes, penis; uterus above it is not told)
+            h_b = min(hz(b.centroid_zyx[0]) for b in bladders)
+            if h_b - 100.0 <= h_c <= h_b - 30.0:
+                site = "genital"
         if site is None and mean > l_mean and mid >= 0.1:
             # a mirror twin: glands, tonsils, muscles come in left-right pairs of the same size and uptake at the
             # same height; lesions seldom do
@@ -1334,6 +1441,121 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
                  + (", ".join(f"{n} {k}" for k, n in sorted(sites.items())) if sites else "no")
                  + f" physiological uptake region(s) down-weighted x{factor:g}")
     return out
+
+
+#: Foci whose centre lies within this distance (mm) of either axial end of a whole-body PET's field of view are
+#: not reported (:func:`_physiology`).
+FOV_EDGE_MM = 20.0
+
+#: PET search (whole-body, liver in view): blob candidates kept (a whole-body FDG PET shows dozens of hot spots
+#: before the first lesion: brain, tonsils, glands, heart, kidneys, ureters, bowel, bladder) and their smallest
+#: response, in log2 SUV units (about a tenth of a doubling).
+PET_CANDIDATES = 60
+PET_MIN_RESPONSE = 0.1
+
+
+def _log_odds(model: NaiveBayes, features: Mapping[str, float]) -> float:
+    """The naive Bayes log-odds of the target (unbounded: ranks candidates whose posterior rounds to 1)."""
+    p = model.posterior(features)
+    if 1e-12 < p < 1.0 - 1e-12:
+        return math.log(p / (1.0 - p))
+    out = math.log(model.prior) - math.log1p(-model.prior)
+    for name, (mt, st) in model.target.items():
+        if name not in features or not np.isfinite(features[name]):
+            continue
+        x = float(features[name])
+        if name in model.clip:
+            x = min(max(x, model.clip[name][0]), model.clip[name][1])
+        mo, so = model.other[name]
+        out += (-0.5 * ((x - mt) / st) ** 2 - math.log(st)) - (-0.5 * ((x - mo) / so) ** 2 - math.log(so))
+    return out
+
+
+def _resolve_overlaps_ranked(found: list[Finding], keys: Sequence[float]) -> list[Finding]:
+    """As :func:`_resolve_overlaps`, but candidates are kept in the order of ``keys`` (ascending), not by size."""
+    order = sorted(range(len(found)), key=lambda i: (keys[i], -found[i].volume_ml))
+    kept: list[Finding] = []
+    for i in order:
+        f = found[i]
+        n = int(np.count_nonzero(f.mask))
+        if n == 0:
+            continue
+        shared = 0
+        for k in kept:
+            inter = tuple(slice(max(a.start, b.start), min(a.stop, b.stop)) for a, b in zip(f.box, k.box))
+            if any(sl.start >= sl.stop for sl in inter):
+                continue
+            fa = f.mask[tuple(slice(i0.start - a.start, i0.stop - a.start) for i0, a in zip(inter, f.box))]
+            ka = k.mask[tuple(slice(i0.start - b.start, i0.stop - b.start) for i0, b in zip(inter, k.box))]
+            shared += int(np.count_nonzero(fa & ka))
+        if shared <= 0.2 * n:
+            kept.append(f)
+    return kept
+
+
+def _pet_search_image(img: np.ndarray, foreground: np.ndarray, med: float) -> np.ndarray:
+    """log2 of SUV over the foreground's median, floored at a quarter of it (air, lung edges), 0 outside."""
+    floor = np.float32(max(0.25 * med, 1e-3))
+    out = np.maximum(img, floor)
+    out /= np.float32(med if med > 0 else 1.0)
+    np.log2(out, out=out)
+    out[~foreground] = 0.0
+    return out
+
+
+def _pet_background(found: list[Finding], img: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[float],
+                    inner_mm: float = 5.0, outer_mm: float = 15.0) -> None:
+    """Give each PET focus its local background and contrast (features, in place): ``background`` (median SUV in
+    the foreground 5-15 mm around the region: past the partial-volume spill of 6-7 mm FWHM), ``local_noise`` (SD of
+    the SUV minus its 4 mm smoothing there, MAD-scaled: noise and texture), ``log2_peak_to_background`` and
+    ``log10_peak_cnr`` ((SUVpeak - background) / local noise)."""
+    sp = np.asarray(spacing_mm, dtype=float)
+    pad = [int(math.ceil(outer_mm / s)) + 1 for s in sp]
+    for f in found:
+        peak = f.features.get("peak")
+        if peak is None:
+            continue
+        box = tuple(slice(max(0, b.start - p), min(n, b.stop + p)) for b, p, n in zip(f.box, pad, img.shape))
+        region = np.zeros(tuple(b.stop - b.start for b in box), dtype=bool)
+        region[tuple(slice(b.start - bb.start, b.stop - bb.start) for b, bb in zip(f.box, box))] = f.mask
+        d = ndi.distance_transform_edt(~region, sampling=sp)
+        shell = (d > inner_mm) & (d <= outer_mm) & foreground[box]
+        if np.count_nonzero(shell) < 10:
+            continue
+        sub = img[box].astype(np.float32, copy=False)
+        vals = sub[shell]
+        bg = max(float(np.median(vals)), 0.05)
+        detail = (sub - ndi.gaussian_filter(sub, [4.0 / s for s in sp], mode="nearest"))[shell]
+        noise = max(1.4826 * float(np.median(np.abs(detail - np.median(detail)))), 0.02 * bg, 1e-3)
+        feats = f.features
+        feats["background"] = bg  # type: ignore[index]
+        feats["local_noise"] = noise  # type: ignore[index]
+        feats["log2_peak_to_background"] = math.log2(max(float(peak), 1e-3) / bg)  # type: ignore[index]
+        feats["log10_peak_cnr"] = math.log10(max((float(peak) - bg) / noise, 1e-2))  # type: ignore[index]
+
+
+def _liver_contact(f: Finding, liver: np.ndarray, spacing_mm: Sequence[float], width_mm: float = 8.0) -> float:
+    """Fraction of the shell ``width_mm`` around a region that is liver (a focus inside the liver: about 1)."""
+    pad = [int(math.ceil(width_mm / s)) + 1 for s in spacing_mm]
+    box = tuple(slice(max(0, b.start - p), min(n, b.stop + p)) for b, p, n in zip(f.box, pad, liver.shape))
+    region = np.zeros(tuple(b.stop - b.start for b in box), dtype=bool)
+    region[tuple(slice(b.start - bb.start, b.stop - bb.start) for b, bb in zip(f.box, box))] = f.mask
+    shell = _shell(region, spacing_mm, width_mm)
+    return float(np.mean(liver[box][shell])) if shell.any() else 0.0
+
+
+def _gap_mm(a: Finding, b: Finding, spacing_mm: Sequence[float]) -> float:
+    """Smallest distance between the voxels of two regions, mm (0 when they touch); inf beyond 100 mm of box gap."""
+    sp = np.asarray(spacing_mm, dtype=float)
+    gap = [max(0, max(x.start, y.start) - min(x.stop, y.stop)) * s for x, y, s in zip(a.box, b.box, sp)]
+    if math.sqrt(sum(g * g for g in gap)) > 100.0:
+        return float("inf")
+    from scipy.spatial import cKDTree
+
+    pa = (np.argwhere(a.mask) + [x.start for x in a.box]) * sp
+    pb = (np.argwhere(b.mask) + [x.start for x in b.box]) * sp
+    d, _ = cKDTree(pb).query(pa, k=1)
+    return float(max(d.min() - float(sp.min()), 0.0))
 
 
 def liver_reference(image: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[float], *,

@@ -31,7 +31,7 @@ class Context:
     header: Mapping[str, str] = field(default_factory=dict)  # plain strings: BodyPartExamined, SeriesDescription...
     labels: LabelMap = field(default_factory=LabelMap)
     measurements: dict[int, list[Measurement]] = field(default_factory=dict)  # per segment number
-    posteriors: np.ndarray | None = None  # (K, Z, Y, X) float32 class posteriors, when a step made them
+    posteriors: np.ndarray | None = None  # (K, Z, Y, X) class posteriors, uint8 steps of 1/255 (POSTERIOR_SCALE)
     classes: tuple[str, ...] = ()
     feature_maps: dict[str, np.ndarray] = field(default_factory=dict)
     derived: dict[str, Volume] = field(default_factory=dict)   # synthesised series, by name

@@ -29,13 +29,17 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from dicomnode.analysis.codes import segment_codes
-from dicomnode.analysis.correct import fill_holes
+from dicomnode.analysis.correct import _component_sizes, fill_holes
 from dicomnode.analysis.denoise import _check_image, _check_spacing
 from dicomnode.analysis.volume import LabelMap, Segment, SegmentInfo
 
-__all__ = ["FOV_INSIDE_BODY_NOTE", "SegmentationResult", "segment_ct", "segment_generic"]
+__all__ = ["FOV_INSIDE_BODY_NOTE", "POSTERIOR_SCALE", "SegmentationResult", "segment_ct", "segment_generic"]
 
 FOV_INSIDE_BODY_NOTE = "field of view inside the body: body segment is the whole tissue in view, not a body outline"
+
+#: Class posteriors are kept as uint8 steps of 1/POSTERIOR_SCALE (a quarter of float32's memory: a whole-body
+#: PET's three posteriors take 45 MB instead of 180 MB); a probability p is stored as round(p * POSTERIOR_SCALE).
+POSTERIOR_SCALE = 255
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -46,9 +50,10 @@ class SegmentationResult:
     ----------
     labels : LabelMap
         The segments (possibly overlapping: lungs lie inside the body) and the labels searched for but not found.
-    posteriors : (K, Z, Y, X) ndarray of float32 or None
-        Per-voxel class probabilities of the intensity classes (0 outside the foreground), or None when the
-        step has none (CT thresholds).
+    posteriors : (K, Z, Y, X) ndarray of uint8 or None
+        Per-voxel class probabilities of the intensity classes in steps of 1 / :data:`POSTERIOR_SCALE` (255 = 1;
+        0 outside the foreground; a voxel's values sum to 255 within K / 2 steps), or None when the step has none
+        (CT thresholds).
     classes : tuple of str
         Segment labels in the order of the posteriors' first axis (CT: the labels searched for).
     notes : tuple of str
@@ -90,15 +95,56 @@ _FACES_3D = ndi.generate_binary_structure(3, 1)
 
 
 def _keep_large_components(mask: np.ndarray, *, min_fraction: float, min_voxels: float = 1) -> np.ndarray:
-    """Keep the largest component and every other one with at least ``min_fraction`` of its size."""
-    labels, n = ndi.label(mask, structure=_FACES_3D)
-    if n == 0:
-        return mask.copy()
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    """Keep the largest component and every other one with at least ``min_fraction`` of its size.
+
+    Labelled inside the mask's bounding box (air around a body costs nothing); one kept component is selected by a
+    comparison, not a per-voxel table look-up (several times faster on large volumes)."""
+    out = np.zeros(mask.shape, dtype=bool)
+    box = _bbox(mask)
+    if box is None:
+        return out
+    labels, n = ndi.label(mask[box], structure=_FACES_3D)
+    sizes = _component_sizes(labels, n)
     sizes[0] = 0
     keep = (sizes >= min_fraction * sizes.max()) & (sizes >= min_voxels)
     keep[0] = False
-    return keep[labels]
+    kept = np.flatnonzero(keep)
+    if kept.size == 1:
+        np.equal(labels, kept[0], out=out[box])
+    elif kept.size:
+        out[box] = keep[labels]
+    return out
+
+
+def _bbox(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """The bounding box of a 3-D mask's True voxels, or None when it has none."""
+    zs = np.flatnonzero(mask.any(axis=(1, 2)))
+    if zs.size == 0:
+        return None
+    sub = mask[zs[0]:zs[-1] + 1]
+    ys = np.flatnonzero(sub.any(axis=(0, 2)))
+    xs = np.flatnonzero(sub.any(axis=(0, 1)))
+    return slice(int(zs[0]), int(zs[-1]) + 1), slice(int(ys[0]), int(ys[-1]) + 1), slice(int(xs[0]), int(xs[-1]) + 1)
+
+
+def _open_in_plane(mask: np.ndarray) -> np.ndarray:
+    """``ndi.binary_opening(mask, structure=_CROSS_2D)`` (in-plane 4-neighbour cross, outside the grid = False),
+    with shifted boolean ANDs and ORs: the same voxels, several times faster."""
+    ero = mask.copy()
+    ero[:, 1:, :] &= mask[:, :-1, :]
+    ero[:, :-1, :] &= mask[:, 1:, :]
+    ero[:, :, 1:] &= mask[:, :, :-1]
+    ero[:, :, :-1] &= mask[:, :, 1:]
+    ero[:, 0, :] = False
+    ero[:, -1, :] = False
+    ero[:, :, 0] = False
+    ero[:, :, -1] = False
+    out = ero.copy()
+    out[:, 1:, :] |= ero[:, :-1, :]
+    out[:, :-1, :] |= ero[:, 1:, :]
+    out[:, :, 1:] |= ero[:, :, :-1]
+    out[:, :, :-1] |= ero[:, :, 1:]
+    return out
 
 
 def _border_fraction(mask: np.ndarray, valid: np.ndarray | None = None) -> float:
@@ -599,14 +645,16 @@ def segment_generic(image: np.ndarray, spacing_mm: tuple[float, float, float], *
     fov_inside_body_fraction : float, optional
         As in :func:`segment_ct`. Default 0.25.
     chunk_voxels : int, optional
-        Posteriors are computed this many voxels at a time (memory bound). Default 1 000 000.
+        Posteriors are computed for slabs of whole slices of about this many voxels (memory bound). Default
+        1 000 000.
 
     Returns
     -------
     SegmentationResult
         Segments ``body`` (the foreground) and ``tissue_class_1`` .. ``tissue_class_K`` (sorted by increasing mean
-        intensity; each voxel in its most probable class), ``posteriors`` as float32 (K, Z, Y, X) (0 outside the
-        foreground), ``classes`` = the class labels, and notes giving the threshold and each class's mean and SD.
+        intensity; each voxel in its most probable class), ``posteriors`` as uint8 (K, Z, Y, X) in steps of
+        1 / :data:`POSTERIOR_SCALE` (0 outside the foreground), ``classes`` = the class labels, and notes giving the
+        threshold and each class's mean and SD.
     """
     if int(n_classes) != n_classes or not 1 <= n_classes <= 8:
         raise ValueError(f"n_classes must be an integer in 1..8, got {n_classes}")
@@ -630,7 +678,7 @@ def segment_generic(image: np.ndarray, spacing_mm: tuple[float, float, float], *
     t = _log_otsu_threshold(img) if foreground_threshold is None else float(foreground_threshold)
     notes.append(f"foreground threshold {t:.4g} ({'Otsu on log intensity' if foreground_threshold is None else 'given'})")
     fg = img > t
-    fg = ndi.binary_opening(fg, structure=_CROSS_2D)
+    fg = _open_in_plane(fg)
     fg = _keep_large_components(fg, min_fraction=min_part_fraction)
     fg = fill_holes(fg, slice_wise=True)
     n_fg = int(np.count_nonzero(fg))
@@ -661,33 +709,47 @@ def segment_generic(image: np.ndarray, spacing_mm: tuple[float, float, float], *
     notes.append("classes (mean, SD): " + ", ".join(f"{classes[k]} {means[k]:.4g} +/- {sds[k]:.3g}"
                                                    for k in range(k_eff)))
 
-    values = img[fg]  # (n_fg,) float32
-    post_fg = np.empty((int(n_classes), n_fg), dtype=np.float32)
-    post_fg[k_eff:] = 0
     c = (log_w - np.log(sds) - 0.5 * np.log(2 * np.pi)).astype(np.float32)
     inv = (1.0 / sds).astype(np.float32)
     mu = means.astype(np.float32)
-    for start in range(0, n_fg, int(chunk_voxels)):
-        x = values[start:start + int(chunk_voxels)]
+    # Slab by slab over the foreground's bounding box: the posteriors go straight into their quantised full-size
+    # array and each voxel's class into its mask; no (K, n_foreground) float array, no int64 index or argmax over
+    # the whole foreground.
+    posteriors = np.zeros((int(n_classes),) + img.shape, dtype=np.uint8)
+    masks = [np.zeros(img.shape, dtype=bool) for _ in range(k_eff)]
+    zb = _bbox(fg)[0]  # type: ignore[index]
+    per_slice = img.shape[1] * img.shape[2]
+    slab = max(1, int(chunk_voxels) // per_slice)
+    scale = np.float32(POSTERIOR_SCALE)
+    for z0 in range(zb.start, zb.stop, slab):
+        z1 = min(zb.stop, z0 + slab)
+        sl = slice(z0, z1)  # whole slices: the slab of every full-size array is contiguous, ravel() is a view
+        idx = np.flatnonzero(fg[sl])
+        if idx.size == 0:
+            continue
+        x = img[sl].ravel()[idx]
         z = (x[None, :] - mu[:, None]) * inv[:, None]
         logp = c[:, None] - 0.5 * z * z
+        del z
         logp -= logp.max(axis=0, keepdims=True)
         np.exp(logp, out=logp)
         logp /= logp.sum(axis=0, keepdims=True)
-        post_fg[:k_eff, start:start + x.size] = logp
-    del values
-    posteriors = np.zeros((int(n_classes),) + img.shape, dtype=np.float32)
-    for k in range(int(n_classes)):
-        posteriors[k][fg] = post_fg[k]
-    winner = np.argmax(post_fg, axis=0)
-    del post_fg
+        best = logp[0].copy()
+        winner = np.zeros(idx.size, dtype=np.int8)
+        for k in range(1, k_eff):  # first maximum on ties, as argmax
+            better = logp[k] > best
+            winner[better] = k
+            np.maximum(best, logp[k], out=best)
+        logp *= scale
+        logp += np.float32(0.5)
+        for k in range(k_eff):
+            posteriors[k, sl].ravel()[idx] = logp[k]  # to the nearest step: p * 255 + 0.5, truncated
+            masks[k][sl].ravel()[idx] = winner == k
     segments = [Segment(_info(1, "body", "segment.foreground"), fg)]
     not_found: list[str] = []
     for k, name in enumerate(classes):
-        mask = np.zeros_like(fg)
-        mask[fg] = winner == k
-        if mask.any():
-            segments.append(Segment(_info(len(segments) + 1, name, "segment.gaussian_mixture"), mask))
+        if k < k_eff and masks[k].any():
+            segments.append(Segment(_info(len(segments) + 1, name, "segment.gaussian_mixture"), masks[k]))
         else:
             not_found.append(name)
     return SegmentationResult(LabelMap(tuple(segments), tuple(not_found)), posteriors, classes, tuple(notes))

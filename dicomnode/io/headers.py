@@ -25,8 +25,9 @@ class HeaderReadError(ValueError):
 def read_tags(path: Path | str) -> dict[str, str]:
     """Top-level, non-sequence, non-binary elements of a stored file's header as keyword -> string.
 
-    Multi-valued elements are joined with a backslash, as DICOM writes them. Used for routing rules only; the
-    values are never logged. Bounded work whatever the file holds: values are read only for top-level elements of
+    Multi-valued elements are joined with a backslash, as DICOM writes them; text is decoded in the file's Specific
+    Character Set (a description in UTF-8 or Japanese ISO 2022 reads as the site wrote it). Used for routing rules
+    only; the values are never logged. Bounded work whatever the file holds: values are read only for top-level elements of
     text and number VRs up to :data:`MAX_TAG_VALUE_BYTES`; everything else is seeked over, sequences of undefined
     length are walked (not decoded) to the receive side's nesting cap, and the walk stops at Pixel Data.
 
@@ -35,7 +36,7 @@ def read_tags(path: Path | str) -> dict[str, str]:
     HeaderReadError
         The header breaks a bound or does not parse.
     """
-    from pydicom.charset import default_encoding
+    from pydicom.charset import convert_encodings, default_encoding
     from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag
     from pydicom.dataelem import RawDataElement, convert_raw_data_element
     from pydicom.filereader import _read_file_meta_info, read_preamble
@@ -43,6 +44,7 @@ def read_tags(path: Path | str) -> dict[str, str]:
     from dicomnode.net._header import MalformedDataset, _FileSource, _header_of, _walk_fragments, _walk_sequence
 
     out: dict[str, str] = {}
+    encodings: str | list[str] = default_encoding  # until Specific Character Set (0008,0005), the first text element
     with open(path, "rb") as f:
         try:
             read_preamble(f, False)
@@ -81,7 +83,9 @@ def read_tags(path: Path | str) -> dict[str, str]:
                     continue
                 raw = RawDataElement(tag, vr_s, length, src.read(length), 0, implicit, little)
                 try:
-                    elem = convert_raw_data_element(raw, encoding=default_encoding)
+                    elem = convert_raw_data_element(raw, encoding=encodings)
+                    if tag == 0x00080005:  # the text after it is in this character set (ISO 2022, UTF-8...)
+                        encodings = convert_encodings(elem.value)
                 except Exception:  # noqa: BLE001 - a value that does not convert is no routing value
                     continue
                 v = elem.value

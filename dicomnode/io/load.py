@@ -12,7 +12,8 @@ conventions. What real series need and what the loader does about it, each said 
 * small slice-spacing irregularities: one regular grid; mixed spacing (two slice thicknesses): resampled onto a
   regular grid, and :func:`on_source_slices` maps label maps back onto the source slices for the SEG;
 * PixelPaddingValue: no data (CT: -2048 HU, below air; otherwise the lowest real value), never tissue;
-* PET in Bq/ml: SUVbw (:mod:`dicomnode.io.suv`), or Bq/ml with the reason.
+* PET in Bq/ml: SUVbw (:mod:`dicomnode.io.suv`), or Bq/ml with the reason; PET in other units (CNTS, PCNT): kept, and
+  said to be no SUV.
 
 Anything that cannot become one volume raises :class:`~dicomnode.errors.SeriesLoadError` (a multi-plane localizer:
 :class:`~dicomnode.errors.SeriesRefusedError`) whose message names the file, the DICOM attribute and what to do.
@@ -283,6 +284,10 @@ def load_series(paths: Sequence[Path], *, phase: PhaseChoice = "first") -> Loade
         if suv.factors is not None:
             array *= np.asarray(suv.factors, dtype=np.float32)[:, None, None]
             unit = "SUV"
+    elif modality == "PT" and unit != "SUV":
+        units = str(first.get("Units", "") or "").strip().upper()
+        notes.append(f"PET values left in {units or 'unknown units (Units (0054,1001) missing)'}, not SUV: only BQML "
+                     "(with weight, dose and times) or GML give SUV; SUV thresholds do not apply to this series")
 
     frame_refs = [(str(datasets[f.file_index].SOPInstanceUID), f.frame_number) for f in frames]
     source_z, source_frames = None, None

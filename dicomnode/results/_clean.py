@@ -13,19 +13,24 @@ What is checked, for each attribute of the header (private ones are left alone: 
 * the value against its VR: AE, AS, CS, DA, DS, DT, IS, LO, LT, PN, SH, ST, TM, UC, UI, UR, UT (pydicom's checks,
   plus PN's at most 3 component groups of at most 5 components, and no control characters in text);
 * the number of values against the attribute's VM in the data dictionary;
-* the characters against the dataset's Specific Character Set (the single-byte ones and UTF-8);
+* the enumerated values of the attributes the results copy (:data:`_ENUMERATED`: Patient's Sex, the MR and PET
+  acquisition codes), a site's synonym mapped ("MALE" -> "M");
+* (not the characters against the Specific Character Set: a result whose text does not fit the set it copied is
+  written in UTF-8 instead, :func:`dicomnode.results._common.fit_character_set`, so no name is ever mangled);
 * sequences item by item: an item missing a Type 1 attribute of its macro (from highdicom's tables of the standard),
   or holding an invalid value there, is incomplete.
 
 What is done, by the attribute's Type in the source IOD's modules (an attribute not in them counts as Type 3):
 
-* Type 3 (and a sequence with no complete item left): **left out**;
+* Type 3 (and a sequence with no complete item left): **left out**, except a code string that is right but for its
+  case or surrounding spaces (Body Part Examined "Abdomen "): upper case, as for Type 1 and 2;
 * Type 1 and 2: **fixed** where a value can be derived (text cut to the VR's length, CS in upper case with ``_``
   for other characters, numbers re-formatted to fit DS/IS, extra values beyond the VM dropped, PN groups and
   components cut), otherwise **emptied** (a Type 2 sequence keeps its complete items, or none).
 
-The identities the loader checked (SOP Instance, SOP Class, Study, Series and Frame of Reference UIDs) are never
-touched.
+The identities the loader checked (SOP Instance, SOP Class, Study, Series and Frame of Reference UIDs) and the
+Patient ID are never touched: a result filed under another patient or study than its source is worse than a
+validator's complaint about a value the PACS already holds.
 
 The Types come from highdicom's tables of the standard, reached through its private module
 ``highdicom._standard_utils`` (the one private highdicom name we use), as found in highdicom
@@ -68,12 +73,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]")  # ESC (ISO 2022
 _CONTROL_SINGLE_LINE = re.compile(r"[\x00-\x1a\x1c-\x1f\x7f]")
 _DT = re.compile(r"^\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?([+-]\d{4})?$")
 #: Attributes whose values a fix must never touch: identities the caller checked when loading.
-_KEEP = {"SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"}
-#: Single-byte character sets (and UTF-8) by Specific Character Set term; ISO 2022 sets are not checked.
-_CODECS = {"": "ascii", "ISO_IR 6": "ascii", "ISO_IR 100": "latin-1", "ISO_IR 101": "iso8859_2",
-           "ISO_IR 109": "iso8859_3", "ISO_IR 110": "iso8859_4", "ISO_IR 144": "iso8859_5", "ISO_IR 127": "iso8859_6",
-           "ISO_IR 126": "iso8859_7", "ISO_IR 138": "iso8859_8", "ISO_IR 148": "iso8859_9", "ISO_IR 203": "iso8859_15",
-           "ISO_IR 166": "iso8859_11", "ISO_IR 192": "utf-8", "GB18030": "gb18030", "GBK": "gbk"}
+_KEEP = {"SOPInstanceUID", "SOPClassUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "PatientID"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,14 +156,6 @@ def _types(sop_class_uid: str) -> dict[tuple[str, ...], str]:
     return out
 
 
-def _codec(ds: Dataset) -> str | None:
-    value = ds.get("SpecificCharacterSet", "")
-    terms = [str(v).strip() for v in (value if isinstance(value, MultiValue) else [value])]
-    if len(terms) != 1:
-        return None  # ISO 2022 code extensions: pydicom decoded them; not re-checked here
-    return _CODECS.get(terms[0])
-
-
 def clean_header(ds: Dataset) -> Dataset:
     """A deep copy of ``ds`` whose values satisfy their VRs (see :func:`clean_header_with_notes`)."""
     return clean_header_with_notes(ds)[0]
@@ -186,7 +178,7 @@ def clean_header_with_notes(ds: Dataset) -> tuple[Dataset, list[HeaderNote]]:
     sop_class = str(ds.get("SOPClassUID", ""))
     tables = _Tables(_types(sop_class), _required_children(sop_class),
                      "3" if _tables_refusal() is None else _FALLBACK_TYPE)
-    notes = list(_clean_dataset(out, (), tables, _codec(ds)))
+    notes = list(_clean_dataset(out, (), tables))
     fixed = _deidentification(out)
     if fixed:
         notes = [n for n in notes if n.keyword != "DeidentificationMethod"] + fixed
@@ -202,7 +194,7 @@ class _Tables:
     default_type: str = "3"  # the Type of an attribute not in the tables
 
 
-def _clean_dataset(ds: Dataset, path: tuple[str, ...], tables: _Tables, codec: str | None) -> Iterable[HeaderNote]:
+def _clean_dataset(ds: Dataset, path: tuple[str, ...], tables: _Tables) -> Iterable[HeaderNote]:
     for elem in list(ds):  # iterating a Dataset yields its elements, converting raw ones
         if elem.tag.is_private or elem.tag.group in (0x0002, 0xFFFE):
             continue
@@ -213,19 +205,19 @@ def _clean_dataset(ds: Dataset, path: tuple[str, ...], tables: _Tables, codec: s
         name = ".".join((*path, keyword))
         if elem.VR == "SQ":
             if keyword not in _SKIP_SEQUENCES:
-                yield from _clean_sequence(ds, elem, path, keyword, kind, tables, codec)
+                yield from _clean_sequence(ds, elem, path, keyword, kind, tables)
             continue
-        problem = _problem(elem, codec)
+        problem = _problem(elem)
         if problem is None and kind == "1C" and elem.value in (None, ""):
             del ds[elem.tag]  # a Type 1C attribute present must have a value; absent is right when its condition fails
             yield HeaderNote(name, "left out", "empty, but Type 1C (a value or nothing)")
             continue
         if problem is None:
             continue
-        if kind.startswith("3"):
+        if kind.startswith("3") and not _case_only(elem):
             del ds[elem.tag]
             yield HeaderNote(name, "left out", problem)
-        elif fix_element(elem, codec=codec):
+        elif fix_element(elem):
             yield HeaderNote(name, "emptied" if elem.value in (None, "") else "fixed", problem)
 
 
@@ -242,7 +234,7 @@ def _deidentification(ds: Dataset) -> list[HeaderNote]:
 
 
 def _clean_sequence(ds: Dataset, elem: DataElement, path: tuple[str, ...], keyword: str, kind: str,
-                    tables: _Tables, codec: str | None) -> Iterable[HeaderNote]:
+                    tables: _Tables) -> Iterable[HeaderNote]:
     inner = (*path, keyword)
     name = ".".join(inner)
     items = list(elem.value or [])
@@ -252,7 +244,7 @@ def _clean_sequence(ds: Dataset, elem: DataElement, path: tuple[str, ...], keywo
     for item in items:
         missing = [k for k in required if k not in item]
         empty = [k for k in required if k in item and item[k].value in (None, "")]
-        sub = list(_clean_dataset(item, inner, tables, codec))
+        sub = list(_clean_dataset(item, inner, tables))
         broken = [n for n in sub if n.action in ("emptied", "fixed")
                   and tables.types.get(tuple(n.keyword.split(".")), tables.default_type) in ("1", "1C")]
         if missing or empty or broken:
@@ -274,6 +266,17 @@ def _clean_sequence(ds: Dataset, elem: DataElement, path: tuple[str, ...], keywo
         yield HeaderNote(name, "emptied", f"no complete item: {reasons[0]}")
 
 
+def _case_only(elem: DataElement) -> bool:
+    """A code string whose only fault is lower case or surrounding spaces ("Abdomen ", "thigh"): upper case is the
+    same term, so even a Type 3 one is fixed rather than left out."""
+    if elem.VR != "CS":
+        return False
+    values = _values(elem)
+    limit = _max_vm(elem.tag)
+    return (limit is None or len(values) <= limit) and all(
+        _value_problem("CS", str(v).strip().upper()) is None for v in values)
+
+
 def _values(elem: DataElement) -> list[object]:
     if elem.value is None or elem.value == "":
         return []
@@ -290,8 +293,8 @@ def _max_vm(tag: int) -> int | None:
     return int(vm.split("-")[-1])
 
 
-def _problem(elem: DataElement, codec: str | None) -> str | None:
-    """Why the element's value breaks its VR, VM or character set, without quoting it; None when valid."""
+def _problem(elem: DataElement) -> str | None:
+    """Why the element's value breaks its VR or VM, without quoting it; None when valid."""
     vr = elem.VR
     if vr not in _CHECKED_VRS:
         return None
@@ -302,13 +305,52 @@ def _problem(elem: DataElement, codec: str | None) -> str | None:
     if limit is not None and len(values) > limit:
         return f"{len(values)} values where its VM allows {limit}"
     for v in values:
-        why = _value_problem(vr, v, codec)
+        why = _value_problem(vr, v)
         if why:
             return why
+    return _enumerated_problem(elem.keyword, values)
+
+
+#: Enumerated Values (PS3.3) of the attributes the results copy from their source, by keyword: one set for every
+#: value, or one set per value position. A value outside them is an error to dciodvfy (defined terms only warn).
+_ENUMERATED: dict[str, tuple[frozenset[str], ...]] = {
+    "PatientSex": (frozenset({"M", "F", "O"}),),
+    "PatientIdentityRemoved": (frozenset({"YES", "NO"}),),
+    "ScanningSequence": (frozenset({"SE", "IR", "GR", "EP", "RM"}),),
+    "SequenceVariant": (frozenset({"SK", "MTC", "SS", "TRSS", "SP", "MP", "OSP", "NONE"}),),
+    "MRAcquisitionType": (frozenset({"2D", "3D"}),),
+    "DecayCorrection": (frozenset({"NONE", "START", "ADMIN"}),),
+    "CountsSource": (frozenset({"EMISSION", "TRANSMISSION"}),),
+    "SeriesType": (frozenset({"STATIC", "DYNAMIC", "GATED", "WHOLE BODY"}), frozenset({"IMAGE", "REPROJECTION"})),
+}
+#: What some sites write for an enumerated value, and the value it means.
+_SYNONYMS: dict[str, dict[str, str]] = {"PatientSex": {"MALE": "M", "FEMALE": "F", "OTHER": "O"}}
+
+
+def _allowed(keyword: str, position: int) -> frozenset[str]:
+    sets = _ENUMERATED[keyword]
+    return sets[position] if len(sets) > 1 and position < len(sets) else sets[-1]
+
+
+def _enumerated_problem(keyword: str, values: list[object]) -> str | None:
+    if keyword not in _ENUMERATED:
+        return None
+    if any(str(v).strip() not in _allowed(keyword, i) for i, v in enumerate(values)):
+        return f"not one of the enumerated values of {keyword}"
     return None
 
 
-def _value_problem(vr: str, value: object, codec: str | None) -> str | None:
+def _fix_enumerated(keyword: str, values: list[object]) -> list[object]:
+    """Synonyms and case mapped to the enumerated value; values that are none dropped (a value of a positional
+    attribute such as Series Type cannot be dropped alone: then none is kept)."""
+    synonyms = _SYNONYMS.get(keyword, {})
+    mapped = [synonyms.get(str(v).strip().upper(), str(v).strip().upper()) for v in values]
+    if len(_ENUMERATED[keyword]) > 1:
+        return mapped if all(v in _allowed(keyword, i) for i, v in enumerate(mapped)) else []
+    return list(dict.fromkeys(v for v in mapped if v in _allowed(keyword, 0)))
+
+
+def _value_problem(vr: str, value: object) -> str | None:
     text = value if isinstance(value, str) else str(value)
     if not _valid(vr, value):
         return _RULES.get(vr, f"not a valid {vr} value")
@@ -324,11 +366,6 @@ def _value_problem(vr: str, value: object, codec: str | None) -> str | None:
         pattern = _CONTROL if vr in _MULTILINE_VRS else _CONTROL_SINGLE_LINE
         if pattern.search(text):
             return f"control characters in a {vr} value"
-        if codec is not None:
-            try:
-                text.encode(codec)
-            except UnicodeEncodeError:
-                return f"characters outside the Specific Character Set ({vr})"
     return None
 
 
@@ -357,17 +394,15 @@ def _valid(vr: str, value: object) -> bool:
     return True
 
 
-def _fix_value(vr: str, value: object, codec: str | None) -> object:
+def _fix_value(vr: str, value: object) -> object:
     """A valid value derived from an invalid one, or None when none can be derived."""
     if value is None or value == "":
         return value
     text = str(value)
     if vr in _TEXT_VRS | {"PN"}:
         text = (_CONTROL if vr in _MULTILINE_VRS else _CONTROL_SINGLE_LINE).sub("", text)
-        if codec is not None:
-            text = text.encode(codec, "replace").decode(codec)
     if vr == "CS":
-        text = _CS_BAD.sub("_", text.upper())
+        text = _CS_BAD.sub("_", text.strip().upper())
         return text[: MAX_VALUE_LEN["CS"]]
     if vr in ("AS", "AE", "UR"):
         return None  # nothing to derive an age or an address from
@@ -388,11 +423,15 @@ def _fix_value(vr: str, value: object, codec: str | None) -> object:
     if vr == "PN":
         groups = text.split("=")[:3]
         return "=".join("^".join(g.split("^")[:5])[:_MAX_PN_GROUP_CHARS] for g in groups)
-    return None  # DA, TM, DT, UI: no value can be derived
+    if vr == "DA" and re.fullmatch(r"\d{4}[.-]\d{2}[.-]\d{2}", text.strip()):
+        return re.sub(r"[.-]", "", text.strip())  # ACR-NEMA's YYYY.MM.DD (and ISO's YYYY-MM-DD)
+    if vr == "TM" and re.fullmatch(r"\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?", text.strip()):
+        return text.strip().replace(":", "")  # ACR-NEMA's HH:MM:SS
+    return None  # other DA, TM, DT and UI values: none can be derived
 
 
-def fix_element(elem: DataElement, *, codec: str | None = None) -> bool:
-    """Fix the value(s) of one element in place if they break its VR, VM or character set; True when it changed.
+def fix_element(elem: DataElement) -> bool:
+    """Fix the value(s) of one element in place if they break its VR or VM; True when it changed.
 
     Invalid values are replaced by derived ones (:func:`_fix_value`); values that cannot be fixed are dropped;
     values beyond the VM are dropped; with none left the element is emptied.
@@ -401,23 +440,23 @@ def fix_element(elem: DataElement, *, codec: str | None = None) -> bool:
     ----------
     elem : pydicom.DataElement
         A non-sequence element of a copy (never of the caller's dataset).
-    codec : str, optional
-        Python codec of the dataset's Specific Character Set.
 
     Returns
     -------
     bool
         Whether the value was changed.
     """
-    if elem.VR not in _CHECKED_VRS or _problem(elem, codec) is None:
+    if elem.VR not in _CHECKED_VRS or _problem(elem) is None:
         return False
     vr = elem.VR
     values = _values(elem)
     limit = _max_vm(elem.tag)
     if limit is not None:
         values = values[:limit]
-    new = [v if _value_problem(vr, v, codec) is None else _fix_value(vr, v, codec) for v in values]
-    new = [v for v in new if v not in (None, "") and _value_problem(vr, v, codec) is None]
+    new = [v if _value_problem(vr, v) is None else _fix_value(vr, v) for v in values]
+    new = [v for v in new if v not in (None, "") and _value_problem(vr, v) is None]
+    if elem.keyword in _ENUMERATED:
+        new = _fix_enumerated(elem.keyword, new)
     if not new:
         elem.value = None
     else:

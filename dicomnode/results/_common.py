@@ -5,7 +5,9 @@ from __future__ import annotations
 from importlib import metadata
 
 import highdicom as hd
+from pydicom.charset import convert_encodings, encode_string, python_encoding
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 
 from dicomnode.analysis.volume import Code
 from dicomnode.io.load import LoadedSeries
@@ -40,10 +42,12 @@ _TO_LATIN1 = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d
 
 
 def lo(text: str) -> str:
-    """``text`` in Latin-1 (the results' character set: typographic quotes and dashes become ASCII, anything else
-    outside it "?"), cut to fit a LO value (64 characters)."""
-    latin1 = text.translate(_TO_LATIN1).encode("latin-1", "replace").decode("latin-1")
-    return latin1[:_MAX_LO_CHARS]
+    """``text`` cut to fit a LO value (64 characters), typographic quotes and dashes as ASCII, control characters
+    left out. Other characters stay: a builder calls :func:`fit_character_set` on the finished object, which writes
+    it in UTF-8 when they do not fit the character set copied from the source (a ROI named "Läsion" on a series in
+    the default repertoire)."""
+    text = "".join(c for c in text.translate(_TO_LATIN1) if c >= " " and c != "\x7f")
+    return text[:_MAX_LO_CHARS]
 
 
 #: Type 2 attributes of the Patient and General Study modules: a result has them, empty when the source lacks them.
@@ -56,11 +60,113 @@ def source_datasets(series: LoadedSeries) -> list[Dataset]:
     modules into the result), the others as they are. The caller's datasets are never changed."""
     headers = list(series.headers)
     first = clean_header(headers[0])
+    _name_the_default_repertoire(first)
     for keyword in _PATIENT_STUDY_TYPE2:
         if keyword not in first:
             setattr(first, keyword, None)  # Type 2: present, empty when the source lacks it (highdicom reads them)
     _share_uniform_geometry(first)
     return [first, *headers[1:]]
+
+
+def _character_set_terms(ds: Dataset) -> list[str]:
+    value = ds.get("SpecificCharacterSet", "")
+    return [str(v or "").strip() for v in (value if isinstance(value, (MultiValue, list, tuple)) else [value])]
+
+
+def _name_the_default_repertoire(ds: Dataset) -> None:
+    """ISO 2022 code extensions (e.g. Japanese: ``\\ISO 2022 IR 87``) leave value 1 empty for the default repertoire;
+    highdicom refuses the empty term, so the copy it reads names it: ``ISO 2022 IR 6``, the same repertoire."""
+    terms = _character_set_terms(ds)
+    if len(terms) > 1 and terms[0] == "":
+        ds.SpecificCharacterSet = ["ISO 2022 IR 6", *terms[1:]]
+
+
+#: Python codecs whose every character is one byte (no byte of a character can look like a delimiter).
+_SINGLE_BYTE = {"ascii", "latin_1", "iso8859_2", "iso8859_3", "iso8859_4", "iso_ir_126", "iso_ir_127", "iso_ir_138",
+                "iso_ir_144", "iso_ir_148", "iso_ir_166", "UTF8"}
+#: Default repertoire terms: ASCII only (pydicom would write Latin-1 bytes under them).
+_DEFAULT_REPERTOIRE = {"", "ISO_IR 6", "ISO 2022 IR 6"}
+_TEXT_VRS = {"SH", "LO", "ST", "LT", "UT", "UC", "PN"}
+UTF8 = "ISO_IR 192"
+
+
+def _codecs(ds: Dataset) -> list[str] | None:
+    """Python codecs of the dataset's Specific Character Set (None: a term pydicom does not know)."""
+    out = []
+    for term in _character_set_terms(ds):
+        if term in _DEFAULT_REPERTOIRE:
+            out.append("ascii")
+        elif term in python_encoding:
+            out.append(python_encoding[term])
+        else:
+            return None
+    return out
+
+
+def _encodable(text: str, codecs: list[str]) -> bool:
+    if len(codecs) == 1:
+        try:
+            text.encode(codecs[0])
+        except UnicodeEncodeError:
+            return False
+        return True
+    for char in text:  # ISO 2022: each character from one of the listed repertoires
+        if not any(_encodable(char, [c]) for c in codecs):
+            return False
+    return True
+
+
+def _unambiguous(text: str, terms: list[str]) -> bool:
+    """Whether ``text`` encoded in ``terms`` holds no backslash byte that is not a backslash of the text: the second
+    byte of a JIS X 0208 (ISO 2022 IR 87) or GBK character can be 0x5C, and a reader that splits values before
+    decoding them (dciodvfy, many PACS) then sees two values where there is one ("腿" is 0x42 0x5C). (PN's ``^`` and
+    ``=`` inside such characters are left alone: PS3.5 Annex H's own example has them, and readers parse a PN value
+    by its escape sequences.)"""
+    try:
+        encoded = encode_string(text, convert_encodings(terms))
+    except (UnicodeError, LookupError, ValueError):
+        return False
+    return encoded.count(b"\\") == text.count("\\")
+
+
+def _fits(text: str, codecs: list[str], terms: list[str]) -> bool:
+    if not _encodable(text, codecs):
+        return False
+    multibyte = any(c not in _SINGLE_BYTE for c in codecs)
+    return not multibyte or text.isascii() or _unambiguous(text, terms)
+
+
+def fit_character_set(ds: Dataset) -> bool:
+    """Make the Specific Character Set of a result object hold every character of its text.
+
+    A result mixes text of the source (names, descriptions in the source's character set) with text we add (labels
+    and ROI names of other objects, code meanings). When some character cannot be written in the character set the
+    object got from its source (the default repertoire is ASCII only), the object is switched to UTF-8
+    (``ISO_IR 192``), which holds them all; pydicom would otherwise write replacement characters, or Latin-1 bytes
+    under a declared ASCII. So it is too when a multi-byte set (ISO 2022 IR 87, GBK) would put a delimiter byte inside
+    a character (:func:`_unambiguous`). Values are decoded before the switch, so nothing is re-read in the new set.
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        A result object about to be written (changed in place).
+
+    Returns
+    -------
+    bool
+        True when the character set was switched to UTF-8.
+    """
+    codecs = _codecs(ds)
+    if codecs == ["UTF8"]:
+        return False
+    texts = []
+    for elem in ds.iterall():  # converts raw elements with the current character set
+        if elem.VR in _TEXT_VRS and elem.value is not None:
+            texts.extend(str(v) for v in (elem.value if isinstance(elem.value, MultiValue) else [elem.value]))
+    if codecs is not None and all(_fits(text, codecs, _character_set_terms(ds)) for text in texts):
+        return False
+    ds.SpecificCharacterSet = UTF8
+    return True
 
 
 def _share_uniform_geometry(ds: Dataset) -> None:

@@ -47,6 +47,7 @@ from dicomnode.results._common import (
     MANUFACTURER,
     MODEL_NAME,
     SOFTWARE_VERSION,
+    fit_character_set,
     lo,
     series_laterality,
 )
@@ -96,6 +97,10 @@ _MODALITY_TYPE2 = {
            "PatientOrientationCodeSequence", "PatientGantryRelationshipCodeSequence", "AcquisitionDate",
            "AcquisitionTime", "ActualFrameDuration"),
 }
+
+
+#: PET Units (0054,1001) of the volume's unit (dicomnode.io.load: SUV for GML and for BQML converted to SUVbw).
+_PET_UNITS = {"SUV": "GML", "Bq/mL": "BQML", "{counts}": "CNTS", "%": "PCNT"}
 
 
 def _ds(value: float) -> str:
@@ -290,7 +295,9 @@ def build_derived_series(
         if modality == "PT":
             ds.ImageIndex = k + 1
             ds.NumberOfSlices = int(arr.shape[0])
-            for kw, default in (("Units", "GML" if volume.unit == "SUV" else "CNTS"), ("CountsSource", "EMISSION"),
+            if volume.unit in _PET_UNITS:  # the unit of these pixels: a BQML source loaded as SUV is GML here
+                ds.Units = _PET_UNITS[volume.unit]
+            for kw, default in (("Units", "CNTS"), ("CountsSource", "EMISSION"),
                                 ("SeriesType", ["STATIC", "IMAGE"]), ("DecayCorrection", "NONE"),
                                 ("FrameReferenceTime", "0")):
                 if kw not in ds:
@@ -326,6 +333,7 @@ def build_derived_series(
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.file_meta = meta
         ds.set_original_encoding(False, True)
+        fit_character_set(ds)
         out.append(ds)
     return out
 

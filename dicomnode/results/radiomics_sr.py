@@ -41,7 +41,7 @@ from dicomnode.analysis.radiomics import RadiomicsSettings, feature_unit, image_
 from dicomnode.errors import ResultError
 from dicomnode.io.load import LoadedSeries
 from dicomnode.io.roi import Region, RegionKind
-from dicomnode.results._common import MANUFACTURER, SOFTWARE_VERSION, lo, source_datasets
+from dicomnode.results._common import MANUFACTURER, SOFTWARE_VERSION, fit_character_set, lo, source_datasets
 from dicomnode.results.sr import (
     PRIVATE_SCHEME,
     add_observer_context,
@@ -200,6 +200,7 @@ def build_radiomics_sr(
                           f"{type(exc).__name__}: {exc}") from exc
     sr.SeriesDescription = lo(series_description or f"dicomnode radiomics {settings_name}")
     sr.SoftwareVersions = lo(software_version)
+    fit_character_set(sr)
     return sr
 
 

@@ -34,8 +34,9 @@ from dicomnode.results._common import (
     MODEL_NAME,
     SOFTWARE_VERSION,
     coded,
-    lo,
+    fit_character_set,
     frame_anatomy,
+    lo,
     source_datasets,
 )
 from dicomnode.results.uids import ResultUids
@@ -281,5 +282,6 @@ def build_seg(
     # Frame Anatomy in the shared functional groups satisfies both: anatomic region and laterality of every frame.
     seg.SharedFunctionalGroupsSequence[0].FrameAnatomySequence = [frame_anatomy(series.headers[0])]
     seg.SeriesDescription = lo(series_description or f"dicomnode SEG {uids.profile} {uids.profile_version}")
+    fit_character_set(seg)
     return seg
 

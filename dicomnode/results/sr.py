@@ -41,7 +41,8 @@ from pydicom.uid import SegmentationStorage
 from dicomnode.analysis.volume import Code, LabelMap, Measurement
 from dicomnode.errors import ResultError
 from dicomnode.io.load import LoadedSeries
-from dicomnode.results._common import MANUFACTURER, MODEL_NAME, SOFTWARE_VERSION, coded, lo, source_datasets
+from dicomnode.results._common import (MANUFACTURER, MODEL_NAME, SOFTWARE_VERSION, coded, fit_character_set, lo,
+                                       source_datasets)
 from dicomnode.results.uids import ResultUids
 
 __all__ = [
@@ -434,6 +435,7 @@ def _report_sr(series: LoadedSeries, evidence: Sequence[Dataset], groups: Sequen
         ) from exc
     sr.SeriesDescription = lo(series_description or f"dicomnode SR {uids.profile} {uids.profile_version}")
     sr.SoftwareVersions = lo(software_version)
+    fit_character_set(sr)
     return sr
 
 

@@ -21,6 +21,7 @@ private_code_value`), which ``build_sr`` declares in the Coding Scheme Identific
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -54,19 +55,28 @@ def _label_part(text: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in str(text))[:40] or "x"
 
 
+def _finite(value: object) -> bool:
+    try:
+        return math.isfinite(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+
+
 def _probabilities(probs: Mapping[str, float]) -> list[Measurement]:
-    return [Measurement(f"probability.{k}", float(v), "1") for k, v in probs.items()]
+    """NUMs of the finite probabilities (an SR holds finite numbers only; results.json keeps the others as null)."""
+    return [Measurement(f"probability.{k}", float(v), "1") for k, v in probs.items() if _finite(v)]
 
 
 def _region_group(uids: ResultUids, index: int, region: Mapping[str, Any], scene: Mapping[str, Any],
                   kw: dict[str, Any]) -> GroupItem:
     """One body region along the patient's z axis: what (Target Region), where (from/to z in mm) and how sure."""
     label = str(region["label"])
-    lo_mm, hi_mm = (float(v) for v in region["z_mm"])
     code = REGION_CODES.get(label, _private(label))
-    measurements = [Measurement("region z from", min(lo_mm, hi_mm), "mm"),
-                    Measurement("region z to", max(lo_mm, hi_mm), "mm")]
-    if region.get("probability") is not None:
+    measurements = []
+    z_mm = [float(v) for v in region.get("z_mm") or () if _finite(v)]
+    if len(z_mm) == 2:  # a region without a finite extent keeps its label and probability
+        measurements = [Measurement("region z from", min(z_mm), "mm"), Measurement("region z to", max(z_mm), "mm")]
+    if _finite(region.get("probability")):
         measurements.append(Measurement("probability", float(region["probability"]), "1"))
     return evaluation_group(
         uids, f"scene.region.{index}.{_label_part(label)}", code, finding_category=_ANATOMICAL_STRUCTURE,
@@ -130,6 +140,8 @@ def evaluation_groups(ctx_scene: Mapping[str, Any] | None, ctx_classifications: 
             algorithm=f"dicomnode.classify {c.get('model', '')}".strip(), **kw))
     by_pair: dict[tuple[str, str], list[Measurement]] = {}
     for s in ctx_similarities:
+        if not _finite(s.get("value")):
+            continue
         by_pair.setdefault((str(s["a"]), str(s["b"])), []).append(
             Measurement(str(s["name"]), float(s["value"]), "1", derivation=str(s.get("method", ""))))
     for (a, b), items in by_pair.items():

@@ -132,6 +132,33 @@ def test_smooth_posteriors_equals_the_whole_grid_formula(spacing, region):
     assert res.labels.dtype == np.int16 and res.posteriors.shape == post.shape
 
 
+@pytest.mark.parametrize("spacing", [(2.0, 1.0, 1.0), (5.0, 1.0, 1.0)])
+def test_smooth_posteriors_in_slabs_and_from_uint8(spacing):
+    """Memory bound (issue 13): slabs of a few slices (extended by the kernel's reach per iteration) give the
+    whole-grid result, and uint8 posteriors (steps of 1/255, as segment_generic keeps them) give uint8 posteriors
+    that are the whole-grid formula's on the dequantised input, to within a step."""
+    from dicomnode.analysis.segment import POSTERIOR_SCALE
+
+    rng = np.random.default_rng(7)
+    post = np.zeros((3, 30, 40, 36), np.float32)
+    raw = rng.random((3, 24, 30, 28)).astype(np.float32) ** 3
+    post[:, 3:27, 5:35, 4:32] = raw / raw.sum(axis=0)
+    labels, q = _smooth_reference(post, spacing, 2.0, 2)
+    for slab in (1, 700, 10**9):
+        res = smooth_posteriors(post, spacing, sigma_mm=2.0, iterations=2, slab_voxels=slab)
+        np.testing.assert_allclose(res.posteriors, q, atol=1e-5)
+        np.testing.assert_array_equal(res.labels, labels)
+    quant = np.floor(post * POSTERIOR_SCALE + 0.5).astype(np.uint8)
+    labels_q, q_q = _smooth_reference(quant.astype(np.float32) / POSTERIOR_SCALE, spacing, 2.0, 2)
+    for slab in (700, 10**9):
+        res = smooth_posteriors(quant, spacing, sigma_mm=2.0, iterations=2, slab_voxels=slab)
+        assert res.posteriors.dtype == np.uint8 and res.posteriors.shape == post.shape
+        np.testing.assert_allclose(res.posteriors / POSTERIOR_SCALE, q_q, atol=0.5 / POSTERIOR_SCALE + 1e-5)
+        np.testing.assert_array_equal(res.labels, labels_q)
+    with pytest.raises(ValueError, match="slab_voxels"):
+        smooth_posteriors(post, spacing, slab_voxels=0)
+
+
 @pytest.mark.parametrize("series, sigma_mm, iterations", [
     ("abdomen-mr/T2_ax", 1.5, 3),       # the mr profile's correct step
     ("wholebody-pet-mr/PET", 3.0, 2),   # the pet profile's
@@ -147,8 +174,38 @@ def test_smooth_posteriors_on_real_series_equals_filtering_every_class(series, s
     vol, _ = load_dir(Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / series)
     seg = segment_generic(vol.array.astype(np.float32), vol.spacing_mm, rng=np.random.default_rng(0), n_classes=3)
     res = smooth_posteriors(seg.posteriors, vol.spacing_mm, sigma_mm=sigma_mm, iterations=iterations)
-    labels, q = _smooth_reference(seg.posteriors, vol.spacing_mm, sigma_mm, iterations)
-    np.testing.assert_allclose(res.posteriors, q, atol=1e-5)
+    # uint8 steps of 1/255 in and out (memory bound); the reference works on the same (dequantised) input
+    labels, q = _smooth_reference(seg.posteriors.astype(np.float32) / 255, vol.spacing_mm, sigma_mm, iterations)
+    np.testing.assert_allclose(res.posteriors / 255, q, atol=0.5 / 255 + 1e-5)
     valid = labels >= 0
     assert valid.sum() > 100_000
     assert np.count_nonzero(res.labels != labels) <= 1e-6 * valid.sum()
+
+
+def test_generic_segmentation_and_smoothing_memory_is_bounded():
+    """Memory bound (issue 13), measured by tracemalloc (allocations, not time): the segment step keeps its
+    posteriors as uint8 and its classes as masks (1.75 x the float32 volume; float32 posteriors alone were 3 x),
+    and the smoothing works in slabs (less than one float32 copy of the posteriors on top of its outputs)."""
+    import tracemalloc
+
+    from dicomnode.analysis.segment import segment_generic
+    from dicomnode.bench.analysis import make_mr_phantom
+
+    spacing = (6.0, 2.0, 2.0)
+    img = make_mr_phantom((40, 192, 192), spacing, rng=np.random.default_rng(0))
+    segment_generic(img[:8], spacing, rng=np.random.default_rng(0))  # imports outside the measurement
+    tracemalloc.start()
+    try:
+        res = segment_generic(img, spacing, rng=np.random.default_rng(0))
+        kept, peak = tracemalloc.get_traced_memory()
+        assert res.posteriors.dtype == np.uint8
+        assert kept <= 2.0 * img.nbytes and peak <= 8.0 * img.nbytes, (kept / img.nbytes, peak / img.nbytes)
+        tracemalloc.reset_peak()
+        before = tracemalloc.get_traced_memory()[0]
+        sm = smooth_posteriors(res.posteriors, spacing, sigma_mm=1.5, iterations=3, slab_voxels=100_000)
+        added = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert sm.posteriors.dtype == np.uint8 and sm.labels.dtype == np.int16
+    float32_posteriors = 3 * img.nbytes
+    assert added < float32_posteriors, added / img.nbytes

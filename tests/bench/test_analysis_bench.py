@@ -17,7 +17,7 @@ from dicomnode.bench.analysis import make_mr_phantom, make_pet_phantom
 def test_bench_analysis_runs_every_shipped_profile_on_its_phantom(tmp_path) -> None:
     run = subprocess.run([sys.executable, "-m", "dicomnode", "bench", "analysis", "--shape", "24,96,96",
                           "--pet-shape", "110,40,40", "--pet-spacing-mm", "16,16,16", "--mr-shape", "20,96,96",
-                          "--mr-spacing-mm", "6,4,4"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+                          "--mr-spacing-mm", "6,4,4", "--warm"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     out = json.loads(run.stdout)
     assert out["bench"] == "analysis" and out["cpu_model"] and out["cpus"] >= 1
@@ -31,6 +31,8 @@ def test_bench_analysis_runs_every_shipped_profile_on_its_phantom(tmp_path) -> N
         assert r["peak_rss_over_volume"] == round(r["peak_rss_mb"] / r["float32_volume_mb"], 2) or \
             r["float32_volume_mb"] < 1
         assert r["segments_ml"], r["profile"]
+        # --warm: run once first (imports, models: a job process's steady state)
+        assert r["warm"] is True and r["warmup_seconds"] > 0 and r["warmup_error"] is None, r["warmup_error"]
         assert out["met"][r["profile"]]["ratio_to_ct"] == (r["ratio_to_ct"] >= 0.6)
     assert out["runs"][0]["ratio_to_ct"] == 1.0
 

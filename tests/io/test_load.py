@@ -298,3 +298,21 @@ def test_not_dicom_is_named(tmp_path: Path) -> None:
         warnings.simplefilter("ignore")
         with pytest.raises(SeriesLoadError, match="notes.txt"):
             load_series([junk, *dcm_files(STS_CT)[:2]])
+
+
+@pytest.mark.parametrize(("units", "decay", "expected"), [
+    ("CNTS", "NONE", "PET values left in CNTS, not SUV"),
+    (None, "START", "PET values left in unknown units (Units (0054,1001) missing), not SUV"),
+    ("BQML", None, "DecayCorrection (0054,1102) is 'missing'"),
+])
+def test_pet_that_cannot_be_suv_is_kept_and_said(units, decay, expected, tmp_path: Path) -> None:
+    from broken_headers import pet_units
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        copy = pet_units(SHARED_DATA / "sts" / "STS_001" / "PET", tmp_path / "pet", units=units,
+                         decay_correction=decay)
+        series = load_series(sorted(copy.iterdir()))
+    assert series.volume.unit != "SUV"
+    assert any(expected in note for note in series.notes), series.notes
+    assert any("SUV thresholds do not apply" in note for note in series.notes), series.notes

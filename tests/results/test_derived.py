@@ -10,6 +10,7 @@ import pytest
 
 from dicomnode.analysis.synthesize import thick_slab
 from dicomnode.errors import ResultError
+from dicomnode.io.headers import is_dicom_file
 from dicomnode.io.load import LoadedSeries, load_series
 from dicomnode.results.derived import build_derived_series
 from dicomnode.results.uids import ResultUids
@@ -26,10 +27,14 @@ def _uids(series: LoadedSeries) -> ResultUids:
     return ResultUids.for_series(None, series.series_uid, "test", "1")
 
 
-@pytest.mark.parametrize("folder", [STS / "CT", STS / "MR_T1", STS / "PET", SHARED_DATA / "head-mr" / "T1_sag"],
-                         ids=["CT", "MR", "PET", "MR-sagittal"])
+@pytest.mark.parametrize("folder", [
+    STS / "CT", STS / "MR_T1", STS / "PET", SHARED_DATA / "head-mr" / "T1_sag",
+    SHARED_DATA / "wholebody-pet-mr" / "PET", SHARED_DATA / "enhanced-mr" / "siemens_xa30_T1_sag",
+    SHARED_DATA / "abdomen-mr" / "ADC", SHARED_DATA / "head-ct" / "CT", SHARED_DATA / "breast-mr" / "DCE_3DFGRE",
+], ids=["CT", "MR", "PET", "MR-sagittal", "PET-Bq-ml", "MR-enhanced-Siemens", "MR-ADC-Toshiba", "CT-tilted",
+        "MR-phases-GE"])
 def test_derived_series_pass_dciodvfy(folder, tmp_path):
-    series = _load(folder)
+    series = load_series(sorted(p for p in folder.iterdir() if p.is_file() and is_dicom_file(p)))
     uids = _uids(series)
     outputs = [("mip", thick_slab(series.volume, projection="mip", slab_mm=10.0), 10.0),
                ("avg", thick_slab(series.volume, projection="avg", slab_mm=6.0, spacing_mm=3.0), 6.0),
@@ -44,7 +49,10 @@ def test_derived_series_pass_dciodvfy(folder, tmp_path):
             errors, out = dciodvfy(path)
             assert errors == 0, out
             back = pydicom.dcmread(path)
-            assert back.SOPClassUID == series.sop_class_uid
+            # the source's own storage class; a single-frame one for an Enhanced multi-frame source
+            assert back.SOPClassUID == {"1.2.840.10008.5.1.4.1.1.4.1": "1.2.840.10008.5.1.4.1.1.4",
+                                        "1.2.840.10008.5.1.4.1.1.2.1": "1.2.840.10008.5.1.4.1.1.2",
+                                        }.get(series.sop_class_uid, series.sop_class_uid)
             assert back.Modality == series.modality
             assert back.Manufacturer == "dicomnode"
             assert list(back.ImageType)[:2] in (["DERIVED", "SECONDARY"], ["DERIVED", "PRIMARY"])
@@ -54,6 +62,8 @@ def test_derived_series_pass_dciodvfy(folder, tmp_path):
             refs = {r.ReferencedSOPInstanceUID for r in back.SourceImageSequence}
             assert refs <= {uid for uid, _ in series.frames} and refs
             assert back.SourceImageSequence[0].PurposeOfReferenceCodeSequence[0].CodeValue == "121322"
+            if back.Modality == "PT":  # the unit of the pixels written, not the source's: Bq/ml loaded as SUV
+                assert back.Units == {"SUV": "GML", "Bq/mL": "BQML"}[vol.unit], (back.Units, vol.unit)
 
 
 def test_mip_of_a_planted_point_lands_at_its_patient_position(tmp_path):

@@ -158,3 +158,27 @@ def test_another_highdicom_falls_back_to_type_2_with_one_clear_warning(monkeypat
         clear()
     cleaned, _ = clean_header_with_notes(ds)
     assert "PatientAge" not in cleaned  # the tables again
+
+
+def test_values_other_sites_write_are_fixed_not_dropped() -> None:
+    """Lower-case code strings (even Type 3 ones), enumerated values by another name, ACR-NEMA dates and times,
+    MR codes outside their enumerated values; a Patient ID is never changed, however odd."""
+    ds = pydicom.dcmread(next(STS_CT.iterdir()))
+    ds.BodyPartExamined = "Abdomen "  # Type 3: upper case is the same term
+    ds.PatientSex = "male"
+    ds.StudyDate = "2020.01.02"
+    ds.StudyTime = "12:00:01"
+    ds.PatientBirthDate = "00000000"  # no date to derive: emptied (Type 2)
+    ds.ScanningSequence = ["SE", "XX"]
+    ds.SequenceVariant = "FOO"
+    ds.PatientID = "ID\x07 with a bell and " + "x" * 70  # never touched: it files the result under its patient
+    cleaned, notes = clean_header_with_notes(ds)
+    assert cleaned.BodyPartExamined == "ABDOMEN" and cleaned.PatientSex == "M"
+    assert cleaned.StudyDate == "20200102" and cleaned.StudyTime == "120001"
+    assert "PatientBirthDate" in cleaned and not cleaned.PatientBirthDate
+    assert cleaned.ScanningSequence == "SE" and not cleaned.get("SequenceVariant")
+    assert cleaned.PatientID == ds.PatientID
+    by_keyword = {n.keyword: n for n in notes}
+    assert by_keyword["BodyPartExamined"].action == "fixed"
+    assert "enumerated" in by_keyword["ScanningSequence"].reason
+    assert not any("Abdomen" in n.text() or "male" in n.text() for n in notes)  # rules, never values

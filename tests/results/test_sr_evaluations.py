@@ -77,3 +77,25 @@ def test_evaluation_report_refuses_region_groups():
     uids = ResultUids.for_series(None, series.series_uid, "test", "1")
     with pytest.raises(ResultError, match="nothing to report"):
         build_evaluation_sr(series, [], uids)
+
+
+def test_undefined_numbers_are_left_out_not_fatal(tmp_path):
+    """A NaN probability, a region without a finite extent or a NaN similarity leaves that number out of the SR
+    (results.json keeps it as null); the report is still made and valid."""
+    from dicomnode.results.sr import build_evaluation_sr
+
+    series = load_series(sorted(STS_CT.glob("*.dcm")))
+    uids = ResultUids.for_series(None, series.series_uid, "test", "1")
+    nan, inf = float("nan"), float("inf")
+    scene = {"label": "unknown", "probabilities": {"chest": nan, "abdomen": 0.4}, "model": "scene.skops",
+             "regions": [{"label": "chest", "z_mm": [-inf, 20.0], "probability": nan},
+                         {"label": "abdomen", "z_mm": [-400.0, -150.0], "probability": 0.8}]}
+    sims = [{"name": "shape_dice", "a": "a", "b": "b", "value": nan, "method": "m"}]
+    groups = evaluation_groups(scene, [], sims, uids)
+    assert [g.tracking_identifier for g in groups] == ["scene", "scene.region.1.chest", "scene.region.2.abdomen"]
+    sr = build_evaluation_sr(series, groups, uids)
+    path = tmp_path / "sr_evaluations.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    errors, out = dciodvfy(path)
+    assert errors == 0, out
+    assert "region z from" not in str(groups[1]) and "probability.abdomen" in str(groups[0])

@@ -1,93 +1,98 @@
-"""What `dicomnode process` makes from real series passes dciodvfy and Pixelmed's validators with 0 errors.
+"""What `dicomnode process` makes from every series of ../shared/data it accepts passes dciodvfy and Pixelmed's
+validators with 0 errors, and keeps the source's identities.
 
-One module-scoped run of `dicomnode process` per series (a chest CT with its MIP series, a head MR, an sts PET in
-SUV, an abdomen MR of another vendor, a Siemens Enhanced MR multi-frame, a gantry-tilted de-identified head CT, a
-breast DCE MR with three phases); then:
+One test per series (so that pytest-xdist spreads them over its workers and each stays within the test timeout):
+`dicomnode process` on the series, then
 
 * dciodvfy on every file made (SEG, main SR, evaluations SR, feature SRs, every derived image);
-* Pixelmed's DicomInstanceValidator on every SEG and on the first image of every derived series;
+* Pixelmed's DicomInstanceValidator on the SEG and on the first image of every derived series;
+* Patient ID, Patient's Name, Study Instance UID and Specific Character Set-decoded text as in the source, on every
+  file made;
 * Pixelmed's DicomSRValidator, the heavy one (about 1-2 GB of heap and a minute or more per report on this
-  machine), on a handful: the main SR of a CT, an MR and a PET, one evaluations SR and one feature SR.
+  machine), on a few only (:data:`SR_CHECKED`): the main SR of a CT, an MR and a PET, the evaluations SR of the
+  whole-body PET (its body regions) and one feature SR. The other reports share their builders and templates.
 
-The SEG and SR builders are the ones the node's jobs use (dicomnode.jobs.chain.run_chain, called by `process`).
+The series: the sts CT, MR T1 and PET of three patients; the whole-body PET (Bq/ml, GE) and thigh T2 MR (Siemens);
+the chest CT with both kernels (Siemens); the tilted head CT (GE); the head MR; the Enhanced MR multi-frames of
+Siemens and Philips and the Philips classic one; the abdomen T2 and ADC MR (Toshiba); the breast DCE MR with three
+phases (GE). The SEG and SR builders are the ones the node's jobs use (dicomnode.jobs.chain.run_chain, called by
+`process`).
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
+import pydicom
 import pytest
 
-from dicom_validators import assert_valid, dciodvfy, instance_validator, sr_validator
+from dicom_validators import assert_outputs_valid, assert_valid, process, sr_validator
 from helpers import SHARED_DATA
 
+pytestmark = pytest.mark.slow
+
 SERIES = {
-    "ct_chest": SHARED_DATA / "chest-ct" / "A0002_B40f",
-    "mr_head": SHARED_DATA / "head-mr" / "T1_sag",
-    "pet_sts": SHARED_DATA / "sts" / "STS_001" / "PET",
-    "mr_abdomen": SHARED_DATA / "abdomen-mr" / "T2_ax",
-    "mr_enhanced": SHARED_DATA / "enhanced-mr" / "siemens_xa30_T1_sag",
+    "sts_001_ct": SHARED_DATA / "sts" / "STS_001" / "CT",
+    "sts_001_mr": SHARED_DATA / "sts" / "STS_001" / "MR_T1",
+    "sts_001_pet": SHARED_DATA / "sts" / "STS_001" / "PET",
+    "sts_002_ct": SHARED_DATA / "sts" / "STS_002" / "CT",
+    "sts_002_mr": SHARED_DATA / "sts" / "STS_002" / "MR_T1",
+    "sts_002_pet": SHARED_DATA / "sts" / "STS_002" / "PET",
+    "sts_003_ct": SHARED_DATA / "sts" / "STS_003" / "CT",
+    "sts_003_mr": SHARED_DATA / "sts" / "STS_003" / "MR_T1",
+    "sts_003_pet": SHARED_DATA / "sts" / "STS_003" / "PET",
+    "wholebody_pet": SHARED_DATA / "wholebody-pet-mr" / "PET",
+    "wholebody_mr_t2": SHARED_DATA / "wholebody-pet-mr" / "MR_T2",
+    "ct_chest_b40f": SHARED_DATA / "chest-ct" / "A0002_B40f",
+    "ct_chest_b70f": SHARED_DATA / "chest-ct" / "A0002_B70f",
     "ct_head_tilted": SHARED_DATA / "head-ct" / "CT",
+    "mr_head": SHARED_DATA / "head-mr" / "T1_sag",
+    "mr_enhanced_siemens": SHARED_DATA / "enhanced-mr" / "siemens_xa30_T1_sag",
+    "mr_enhanced_philips": SHARED_DATA / "enhanced-mr" / "philips_T1W_FFE_CS2_enhanced",
+    "mr_classic_philips": SHARED_DATA / "enhanced-mr" / "philips_T1W_FFE_CS4_classic",
+    "mr_abdomen_t2": SHARED_DATA / "abdomen-mr" / "T2_ax",
+    "mr_abdomen_adc": SHARED_DATA / "abdomen-mr" / "ADC",
     "mr_breast_phases": SHARED_DATA / "breast-mr" / "DCE_3DFGRE",
 }
-#: Main reports checked by the (heavy) SR validator: one per modality; the others share their builder and content.
-SR_CHECKED = ("ct_chest", "mr_head", "pet_sts")
+#: Reports checked by the (heavy) SR validator, per series: the main SR of a CT, an MR and a PET, the evaluations
+#: SR of the whole-body PET (scene and body regions), the largest feature SR of the chest CT.
+SR_CHECKED = {
+    "ct_chest_b40f": ("sr.dcm", "sr_features/-1"),
+    "mr_head": ("sr.dcm",),
+    "sts_001_pet": ("sr.dcm",),
+    "wholebody_pet": ("sr_evaluations.dcm",),
+}
 
 
-@pytest.fixture(scope="module")
-def processed(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
-    root = tmp_path_factory.mktemp("validated")
-    out: dict[str, tuple[Path, dict]] = {}
-    for name, folder in SERIES.items():
-        target = root / name
-        p = subprocess.run([sys.executable, "-m", "dicomnode", "process", str(folder), "--out", str(target), "-q"],
-                           capture_output=True, text=True, timeout=1800)
-        assert p.returncode == 0, f"{name}: {p.stderr[-3000:]}"
-        out[name] = (target, json.loads((target / "results.json").read_text()))
-    return out
+@pytest.mark.parametrize("name", sorted(SERIES))
+def test_every_output_validates(name: str, tmp_path: Path) -> None:
+    folder = SERIES[name]
+    out = tmp_path / name
+    res = process(folder, out)
+    files = assert_outputs_valid(folder, out, res)
+    assert out / "seg.dcm" in files and out / "sr.dcm" in files
+    if name in SR_CHECKED:
+        features = sorted(f for f in files if f.match("sr_features/*.dcm"))
+        chosen = [features[-1] if rel == "sr_features/-1" else out / rel for rel in SR_CHECKED[name]]
+        reports = [sr_validator(f) for f in chosen]
+        assert all(r.recognized for r in reports), [r.output[:500] for r in reports if not r.recognized]
+        assert_valid(reports)
+    if name == "wholebody_pet":  # the evaluations SR carries the scene's body regions, one TID 1501 group each
+        regions = res["scene"]["regions"]
+        assert regions, res["scene"]
+        evaluations = pydicom.dcmread(out / "sr_evaluations.dcm")
+        measurements = [i for i in evaluations.ContentSequence if i.ValueType == "CONTAINER"][0]
+        tracked = [t.TextValue for g in measurements.ContentSequence for t in g.ContentSequence
+                   if t.ValueType == "TEXT" and t.ConceptNameCodeSequence[0].CodeMeaning == "Tracking Identifier"]
+        assert [t for t in tracked if t.startswith("scene.region.")] == [
+            f"scene.region.{i}.{r['label']}" for i, r in enumerate(regions, start=1)], tracked
 
-
-def _files(processed, pattern: str) -> list[Path]:
-    return [target / f for target, res in processed.values() for f in res["outputs"] if Path(f).match(pattern)]
-
-
-def test_every_output_passes_dciodvfy(processed) -> None:
-    files = [target / f for target, res in processed.values() for f in res["outputs"]]
-    assert any(f.match("derived/mip/*.dcm") for f in files) and any(f.match("sr_features/*.dcm") for f in files)
-    assert_valid([dciodvfy(f) for f in files])
-
-
-def test_segs_and_derived_images_pass_pixelmed_instance_validator(processed) -> None:
-    segs = _files(processed, "seg.dcm")
-    assert len(segs) == len(SERIES)
-    reports = [instance_validator(f) for f in segs]
-    assert all(r.recognized for r in reports), [r.output for r in reports if not r.recognized]
-    firsts = _files(processed, "derived/*/0001.dcm")
-    assert firsts
-    reports += [instance_validator(f) for f in firsts]  # Pixelmed 20220618 does not know the CT Image IOD: dciodvfy
-    assert_valid(reports)
-
-
-def test_srs_pass_pixelmed_sr_validator(processed) -> None:
-    mains = [processed[name][0] / "sr.dcm" for name in SR_CHECKED]
-    assert len(_files(processed, "sr.dcm")) == len(SERIES)
-    evaluations = _files(processed, "sr_evaluations.dcm")
-    features = _files(processed, "sr_features/*.dcm")
-    assert evaluations and features
-    chosen = [*mains, evaluations[0], features[-1]]  # the last feature report: a finding's, the largest
-    reports = [sr_validator(f) for f in chosen]
-    assert all(r.recognized for r in reports), [r.output[:500] for r in reports if not r.recognized]
-    assert_valid(reports)
-
-
-def test_the_result_set_lists_the_new_files_for_export(processed) -> None:
-    target, res = processed["pet_sts"]
+def test_the_result_set_lists_the_new_files_for_export(tmp_path: Path) -> None:
+    out = tmp_path / "pet"
+    res = process(SERIES["sts_001_pet"], out)
     outputs = res["outputs"]
     assert outputs[:3] == ["seg.dcm", "sr.dcm", "sr_evaluations.dcm"]
     features = [f for f in outputs if f.startswith("sr_features/")]
     assert len(features) == len(res["segments"])  # one feature report per segment
     for f in outputs:
-        assert (target / f).is_file()
+        assert (out / f).is_file()

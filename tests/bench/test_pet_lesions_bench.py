@@ -1,0 +1,32 @@
+"""bench/pet_lesions.py: lesions inserted into the real whole-body PET, run through the PET profile, scored; the JSON
+figures (no timed assertions)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from helpers import SHARED_DATA  # noqa: E402
+
+from dicomnode.bench.pet_lesions import REGIONS, main  # noqa: E402
+
+WB = SHARED_DATA / "wholebody-pet-mr"
+
+
+def test_pet_lesions_bench_scores_inserted_lesions(capsys, tmp_path) -> None:
+    out = tmp_path / "pet.json"
+    assert main(["--series", str(WB / "PET"), "--rtstruct", str(WB / "PET_rtstruct" / "1-1.dcm"),
+                 "--sizes-ml", "5", "--contrasts", "6", "--regions", "liver", "axilla", "--per-run", "2",
+                 "--seeds", "3", "--json", str(out), "-q"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    report = json.loads(out.read_text())
+    assert printed["lesions_inserted"] == report["lesions_inserted"] == 2
+    assert report["runs"] == 1 and {x["region"] for x in report["lesions"]} == {"liver", "axilla"}
+    assert all(x["volume_ml"] == 5.0 and x["contrast"] == 6.0 for x in report["lesions"])
+    # 5 mL at 6 x its background: found in the liver and the axilla, the sarcoma is no false finding
+    assert report["lesions_found"] == 2, report["lesions"]
+    assert report["false_per_run_max"] <= 2 and report["baseline"]["false"] <= 2
+    assert report["by_region"]["liver"]["ci95"][1] == 1.0
+    assert set(report["region_voxels"]) == set(REGIONS) and all(v > 0 for v in report["region_voxels"].values())
