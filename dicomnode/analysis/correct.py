@@ -18,6 +18,10 @@ from scipy import ndimage as ndi
 
 from dicomnode.analysis.denoise import _check_spacing, is_volumetric
 from dicomnode.analysis.threads import thread_budget
+
+#: Class posteriors are kept as uint8 steps of 1/POSTERIOR_SCALE (255 = 1): made by
+#: :mod:`dicomnode.analysis.segment` (which re-exports it), smoothed here.
+POSTERIOR_SCALE = 255
 from dicomnode.analysis.volume import LabelMap, Segment
 
 __all__ = [
@@ -255,8 +259,6 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
         raise ValueError(f"posteriors must be a (K, Z, Y, X) ndarray, got {getattr(posteriors, 'shape', None)}")
     if int(slab_voxels) != slab_voxels or slab_voxels < 1:
         raise ValueError(f"slab_voxels must be an integer >= 1, got {slab_voxels}")
-    from dicomnode.analysis.segment import POSTERIOR_SCALE
-
     sp = _check_spacing(spacing_mm)
     quantised = posteriors.dtype == np.uint8
     valid = posteriors[0] > 0

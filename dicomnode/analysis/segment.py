@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from dicomnode.analysis.codes import segment_codes
-from dicomnode.analysis.correct import _component_sizes, fill_holes
+from dicomnode.analysis.correct import POSTERIOR_SCALE, _component_sizes, fill_holes
 from dicomnode.analysis.denoise import _check_image, _check_spacing
 from dicomnode.analysis.volume import LabelMap, Segment, SegmentInfo
 
@@ -39,7 +39,7 @@ FOV_INSIDE_BODY_NOTE = "field of view inside the body: body segment is the whole
 
 #: Class posteriors are kept as uint8 steps of 1/POSTERIOR_SCALE (a quarter of float32's memory: a whole-body
 #: PET's three posteriors take 45 MB instead of 180 MB); a probability p is stored as round(p * POSTERIOR_SCALE).
-POSTERIOR_SCALE = 255
+#: Defined in :mod:`dicomnode.analysis.correct`, whose smoothing reads it (no import cycle).
 
 
 @dataclass(frozen=True, eq=False, slots=True)
