@@ -18,10 +18,6 @@ from scipy import ndimage as ndi
 
 from dicomnode.analysis.denoise import _check_spacing, is_volumetric
 from dicomnode.analysis.threads import thread_budget
-
-#: Class posteriors are kept as uint8 steps of 1/POSTERIOR_SCALE (255 = 1): made by
-#: :mod:`dicomnode.analysis.segment` (which re-exports it), smoothed here.
-POSTERIOR_SCALE = 255
 from dicomnode.analysis.volume import LabelMap, Segment
 
 __all__ = [
@@ -32,6 +28,10 @@ __all__ = [
     "remove_small_components",
     "smooth_posteriors",
 ]
+
+#: Class posteriors are kept as uint8 steps of 1/POSTERIOR_SCALE (255 = 1): made by
+#: :mod:`dicomnode.analysis.segment` (which re-exports it), smoothed here.
+POSTERIOR_SCALE = 255
 
 #: Segments whose holes :func:`correct_labels` fills: solid organs and outlines. Not bone (the spinal canal is a
 #: hole in every axial slice of a vertebra) nor tissue classes (their holes are other tissues).
