@@ -601,22 +601,7 @@ def _shell(region: np.ndarray, spacing_mm: Sequence[float], width_mm: float) -> 
 
 def _resolve_overlaps(found: list[Finding]) -> list[Finding]:
     """Largest first; a region that shares more than 20 % of its voxels with a kept one is dropped."""
-    kept: list[Finding] = []
-    for f in sorted(found, key=lambda f: -f.volume_ml):
-        n = int(np.count_nonzero(f.mask))
-        if n == 0:
-            continue
-        shared = 0
-        for k in kept:
-            inter = tuple(slice(max(a.start, b.start), min(a.stop, b.stop)) for a, b in zip(f.box, k.box))
-            if any(sl.start >= sl.stop for sl in inter):
-                continue
-            fa = f.mask[tuple(slice(i.start - a.start, i.stop - a.start) for i, a in zip(inter, f.box))]
-            ka = k.mask[tuple(slice(i.start - b.start, i.stop - b.start) for i, b in zip(inter, k.box))]
-            shared += int(np.count_nonzero(fa & ka))
-        if shared <= 0.2 * n:
-            kept.append(f)
-    return kept
+    return _resolve_overlaps_ranked(found, [0.0] * len(found))
 
 
 def _radii(min_radius_mm: float, max_radius_mm: float, ratio: float = 1.5) -> list[float]:
@@ -1472,7 +1457,8 @@ def _log_odds(model: NaiveBayes, features: Mapping[str, float]) -> float:
 
 
 def _resolve_overlaps_ranked(found: list[Finding], keys: Sequence[float]) -> list[Finding]:
-    """As :func:`_resolve_overlaps`, but candidates are kept in the order of ``keys`` (ascending), not by size."""
+    """Candidates in the order of ``keys`` (ascending; ties: largest first); one that shares more than 20 % of its
+    voxels with a kept one is dropped."""
     order = sorted(range(len(found)), key=lambda i: (keys[i], -found[i].volume_ml))
     kept: list[Finding] = []
     for i in order:
