@@ -185,7 +185,9 @@ STEP_PARAMETERS: Mapping[str, Mapping[str | None, Mapping[str, Param]]] = {
     "measure": {None: {}},
     "detect": {
         "auto": {**_DETECT_LIMITS, **_DETECT_LUNG, **_DETECT_TISSUE},
-        "lung": {**_DETECT_LIMITS, **_DETECT_LUNG, "model": Param("choice", choices=("hand-set", "calibrated"))},
+        "lung": {**_DETECT_LIMITS, **_DETECT_LUNG,
+                 "model": Param("text", example="\"hand-set\", \"calibrated\" or a calibration .json file"),
+                 "calibration": _DETECT_TISSUE["calibration"]},
         "tissue_model": {**_DETECT_LIMITS, **_DETECT_TISSUE},
     },
     "synthesize": {None: {
