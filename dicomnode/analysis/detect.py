@@ -75,6 +75,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from dicomnode.analysis.blocks import block_centres, block_mean
 from dicomnode.analysis.denoise import _check_image, _check_spacing
 from dicomnode.analysis.volume import Volume
 
@@ -338,27 +339,6 @@ FEATURE_CLIP: dict[str, tuple[float, float]] = {
 
 def _factors(spacing_mm: Sequence[float], coarse_mm: float) -> tuple[int, int, int]:
     return tuple(max(1, int(round(coarse_mm / s))) for s in spacing_mm)  # type: ignore[return-value]
-
-
-def _block_mean(image: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
-    """Mean over f-blocks; the last ``n % f`` voxels of each axis (less than one block) are left out."""
-    if f == (1, 1, 1):
-        return image.astype(np.float32, copy=True)
-    z, y, x = (n // k for n, k in zip(image.shape, f))
-    a = image[: z * f[0], : y * f[1], : x * f[2]]
-    out = np.zeros((z, y, x), dtype=np.float32)
-    for i in range(f[0]):  # sum of shifted strided views: no padded or reshaped copy of the full array
-        for j in range(f[1]):
-            for k in range(f[2]):
-                out += a[i::f[0], j::f[1], k::f[2]]
-    out /= float(f[0] * f[1] * f[2])
-    return out
-
-
-def _block_any(mask: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
-    """The mask at each block's centre voxel (nearest-neighbour subsampling, on the grid of :func:`_block_mean`)."""
-    z, y, x = (n // k for n, k in zip(mask.shape, f))
-    return np.ascontiguousarray(mask[f[0] // 2::f[0], f[1] // 2::f[1], f[2] // 2::f[2]][:z, :y, :x])
 
 
 def _second_derivative(a: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -746,11 +726,11 @@ def detect_lung(image: np.ndarray, spacing_mm: Sequence[float], lungs: Sequence[
     for m in lungs:
         if not m[box].any():
             continue
-        r = _closed_region(_block_any(m[box], f), csp, closing_mm)
+        r = _closed_region(block_centres(m[box], f), csp, closing_mm)
         region_c = r if region_c is None else region_c | r
     if region_c is None:
         return DetectionResult((), (), 0, ("no lungs: nothing to search",))
-    img_c = _block_mean(image[box], f)
+    img_c = block_mean(image[box], f)
     np.clip(img_c, -1000.0, hi, out=img_c)
     img_c[~region_c] = parenchyma_hu
     radii = _radii(max(settings.min_diameter_mm / 2.0, 1.0), max_radius_mm)
@@ -1002,7 +982,7 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
                                tuple(_shifted(f, box) for f in res.rejected), res.n_candidates, res.notes)
     if w != (1, 1, 1):
         sp_w = tuple(s * k for s, k in zip(sp, w))
-        res = detect_tissue(_block_mean(image, w), sp_w, _block_any(foreground, w), work_mm=None,
+        res = detect_tissue(block_mean(image, w), sp_w, block_centres(foreground, w), work_mm=None,
                             **kw)  # type: ignore[arg-type]
         notes = res.notes + (f"regions grown on a {sp_w[0]:.2g} x {sp_w[1]:.2g} x {sp_w[2]:.2g} mm grid",)
         return DetectionResult(tuple(_upsample(f, w, image.shape) for f in res.findings),
@@ -1030,14 +1010,14 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
     csp = tuple(s * k for s, k in zip(sp, f))
     if pet:
         search = _pet_search_image(img, foreground, med)
-        z_c = _block_mean(search, f)
+        z_c = block_mean(search, f)
         del search
         n_cand, min_resp = max(max_candidates, PET_CANDIDATES), PET_MIN_RESPONSE
     else:
-        z_c = _block_mean(z, f)
+        z_c = block_mean(z, f)
         np.clip(z_c, -z_clip, z_clip, out=z_c)  # clipped for the search: one extreme structure does not dominate
         n_cand, min_resp = max_candidates, min_response
-    fg_c = _block_any(foreground, f) & (_block_mean(foreground, f) > 0.99)
+    fg_c = block_centres(foreground, f) & (block_mean(foreground, f) > 0.99)
     radii = _radii(max(settings.min_diameter_mm / 2.0, 2.0 * max(csp)), max_radius_mm)
     pols = {"both": (1, -1), "bright": (1,), "dark": (-1,)}[polarity]
     cands = []

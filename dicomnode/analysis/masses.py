@@ -44,6 +44,7 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from dicomnode.analysis.blocks import block_mean
 from dicomnode.analysis.denoise import _check_image, _check_spacing
 
 __all__ = ["SolidLump", "SolidMass", "solid_lump", "solid_masses", "solid_range_from_image", "solid_thickness"]
@@ -147,12 +148,6 @@ def _pool_factors(spacing_mm: Sequence[float], work_mm: float) -> tuple[int, int
     return tuple(max(1, int(math.floor(work_mm / s + 1e-6))) for s in spacing_mm)  # type: ignore[return-value]
 
 
-def _block_mean(a: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
-    shape = [n // k * k for n, k in zip(a.shape, f)]
-    a = a[: shape[0], : shape[1], : shape[2]].astype(np.float32, copy=False)
-    return a.reshape(shape[0] // f[0], f[0], shape[1] // f[1], f[1], shape[2] // f[2], f[2]).mean(axis=(1, 3, 5))
-
-
 def solid_thickness(image: np.ndarray, spacing_mm: Sequence[float], foreground: np.ndarray, *,
                     solid_range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
     """Solid tissue and, at each of its voxels, the radius of the largest ball of solid tissue centred there.
@@ -243,8 +238,8 @@ def solid_masses(image: np.ndarray, spacing_mm: Sequence[float], foreground: np.
         raise ValueError(f"core_fraction must be in (0, 1], got {core_fraction}")
     notes = notes if notes is not None else []
     f = _pool_factors(sp, work_mm)
-    img_w = _block_mean(image, f)
-    fg_w = _block_mean(foreground, f) > 0.5
+    img_w = block_mean(image, f)
+    fg_w = block_mean(foreground, f) > 0.5
     sp_w = tuple(s * k for s, k in zip(sp, f))
     solid, thick = solid_thickness(img_w, sp_w, fg_w, solid_range=solid_range)
     if not solid.any():
@@ -348,9 +343,9 @@ def solid_lump(image: np.ndarray, spacing_mm: Sequence[float], foreground: np.nd
     notes = notes if notes is not None else []
     f = _pool_factors(sp, work_mm)
     sp_w = tuple(s * k for s, k in zip(sp, f))
-    solid, thick = solid_thickness(_block_mean(image, f), sp_w, _block_mean(foreground, f) > 0.5,
+    solid, thick = solid_thickness(block_mean(image, f), sp_w, block_mean(foreground, f) > 0.5,
                                    solid_range=solid_range)
-    excl = None if exclude is None else _block_mean(exclude, f) > 0.5
+    excl = None if exclude is None else block_mean(exclude, f) > 0.5
     size = [2 * max(1, int(round(10.0 / s))) + 1 for s in sp_w]  # peaks 10 mm apart
     peaks = np.argwhere((thick == ndi.maximum_filter(thick, size=size)) & (thick >= min_radius_mm))
     best: tuple[float, float, float, tuple[int, int, int]] | None = None

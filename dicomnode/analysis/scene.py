@@ -57,6 +57,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
+from dicomnode.analysis.blocks import block_mean
+
 __all__ = [
     "MODEL_FEATURES",
     "REGIONS",
@@ -170,14 +172,6 @@ def to_axial(image: np.ndarray, spacing_mm: tuple[float, float, float],
     oblique = bool(min(d[patient_of_index[i], i] for i in range(3)) < 0.9)
     sp = tuple(float(spacing_mm[a]) for a in order)
     return np.transpose(image, order), sp, oblique  # type: ignore[return-value]
-
-
-def _block_mean(sl: np.ndarray, fy: int, fx: int) -> np.ndarray:
-    y = (sl.shape[0] // fy) * fy
-    x = (sl.shape[1] // fx) * fx
-    if y == 0 or x == 0:
-        return sl.astype(np.float32)
-    return sl[:y, :x].reshape(y // fy, fy, x // fx, fx).mean(axis=(1, 3), dtype=np.float32)
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -319,9 +313,9 @@ def _bone_pieces(full: np.ndarray, sy: float, sx: float, bone_thr: float) -> flo
     mm): the topology of the skeleton in view. A limb shows one or two long bones (a femur; tibia and fibula); a
     trunk shows a vertebra with the arc of ribs around it (chest, upper abdomen) or the pelvic ring and femoral
     heads, and does so in a field of view cut inside the body too. Measured on ~2 mm block means."""
-    fy = max(1, int(round(_BONE_PIECE_MM / sy)))
-    fx = max(1, int(round(_BONE_PIECE_MM / sx)))
-    sl = _block_mean(np.asarray(full, dtype=np.float32), fy, fx)
+    fy = min(max(1, int(round(_BONE_PIECE_MM / sy))), full.shape[0])  # a slice narrower than one block: one block
+    fx = min(max(1, int(round(_BONE_PIECE_MM / sx))), full.shape[1])
+    sl = block_mean(np.asarray(full, dtype=np.float32), (fy, fx))
     body = _fill_holes(sl > _CT_BODY_HU)
     lab, n = ndi.label((sl > bone_thr) & body)
     if n == 0:
@@ -354,7 +348,7 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
         from skimage.morphology import convex_hull_image
 
         filled = filled | convex_hull_image(kept)
-    solid = _block_mean(_fill_holes(full > body_thr).astype(np.float32), fy, fx) >= _SOLID
+    solid = block_mean(_fill_holes(full > body_thr).astype(np.float32), (fy, fx)) >= _SOLID
     lab, nlab = _body_parts(filled, solid, split_px, min_px)
     area_px = int(filled.sum())
     sizes = np.bincount(lab.ravel())[1:]
@@ -475,9 +469,9 @@ def scene_profile(image: np.ndarray, spacing_mm: tuple[float, float, float], *,
     n = ax.shape[0]
     want = int(np.clip(round(n * sp[0] / step_mm) + 1, min(n, min_slices), max_slices))
     ks = np.unique(np.linspace(0, n - 1, min(n, want)).round().astype(int))
-    fy = max(1, int(round(pixel_mm / sp[1])))
-    fx = max(1, int(round(pixel_mm / sp[2])))
-    slices = [_block_mean(np.asarray(ax[k], dtype=np.float32), fy, fx) for k in ks]
+    fy = min(max(1, int(round(pixel_mm / sp[1]))), ax.shape[1])  # a slice narrower than one block: one block
+    fx = min(max(1, int(round(pixel_mm / sp[2]))), ax.shape[2])
+    slices = [block_mean(np.asarray(ax[k], dtype=np.float32), (fy, fx)) for k in ks]
     py, px = sp[1] * fy, sp[2] * fx
     thr = _thresholds(np.stack(slices), is_ct)
     names = _NAMES + (_CT_NAMES if is_ct else _OTHER_NAMES)
