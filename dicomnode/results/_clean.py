@@ -175,13 +175,15 @@ def clean_header_with_notes(ds: Dataset) -> tuple[Dataset, list[HeaderNote]]:
         The copy (its ``file_meta`` copied too) and one note per attribute changed, in tag order.
     """
     out = copy.deepcopy(ds)
+    charset_notes = _character_set(out)
     sop_class = str(ds.get("SOPClassUID", ""))
     tables = _Tables(_types(sop_class), _required_children(sop_class),
                      "3" if _tables_refusal() is None else _FALLBACK_TYPE)
-    notes = list(_clean_dataset(out, (), tables))
+    notes = charset_notes + [n for n in _clean_dataset(out, (), tables) if n.keyword != "SpecificCharacterSet"]
     fixed = _deidentification(out)
     if fixed:
         notes = [n for n in notes if n.keyword != "DeidentificationMethod"] + fixed
+    notes += _complete_modules(out)
     if notes:
         log.debug("fixed invalid source values for result objects", extra={"keywords": [n.keyword for n in notes]})
     return out, notes
@@ -214,11 +216,104 @@ def _clean_dataset(ds: Dataset, path: tuple[str, ...], tables: _Tables) -> Itera
             continue
         if problem is None:
             continue
-        if kind.startswith("3") and not _case_only(elem):
+        if kind.startswith("3") and not (_case_only(elem) or _same_value(elem)):
             del ds[elem.tag]
             yield HeaderNote(name, "left out", problem)
         elif fix_element(elem):
             yield HeaderNote(name, "emptied" if elem.value in (None, "") else "fixed", problem)
+
+
+@dataclass(frozen=True, slots=True)
+class _Module:
+    """A module the results copy whole when the source has it (user-optional in the IODs): the attributes it needs
+    once any of its attributes is present."""
+
+    name: str
+    type1: tuple[str, ...]
+    one_of: tuple[str, ...]  # Type 1C pair: at least one of them
+    type2: tuple[str, ...]
+    others: tuple[str, ...]  # its Type 3 (and 1C) attributes
+    needs: tuple[tuple[str, str], ...] = ()  # (attribute, the 1C attribute it makes required)
+
+    def keywords(self) -> tuple[str, ...]:
+        return self.type1 + self.one_of + self.type2 + self.others
+
+
+#: The Clinical Trial Subject and Study modules (PS3.3 C.7.1.3, C.7.2.3), which highdicom copies into SEG and SR.
+_MODULES = (
+    _Module("ClinicalTrialSubject", ("ClinicalTrialSponsorName", "ClinicalTrialProtocolID"),
+            ("ClinicalTrialSubjectID", "ClinicalTrialSubjectReadingID"),
+            ("ClinicalTrialProtocolName", "ClinicalTrialSiteID", "ClinicalTrialSiteName"),
+            ("IssuerOfClinicalTrialProtocolID", "OtherClinicalTrialProtocolIDsSequence", "IssuerOfClinicalTrialSiteID",
+             "IssuerOfClinicalTrialSubjectID", "IssuerOfClinicalTrialSubjectReadingID",
+             "ClinicalTrialProtocolEthicsCommitteeName", "ClinicalTrialProtocolEthicsCommitteeApprovalNumber"),
+            (("ClinicalTrialProtocolEthicsCommitteeApprovalNumber", "ClinicalTrialProtocolEthicsCommitteeName"),)),
+    _Module("ClinicalTrialStudy", (), (), ("ClinicalTrialTimePointID",),
+            ("ClinicalTrialTimePointDescription", "LongitudinalTemporalOffsetFromEvent",
+             "LongitudinalTemporalEventType", "ClinicalTrialTimePointTypeCodeSequence",
+             "IssuerOfClinicalTrialTimePointID", "ConsentForClinicalTrialUseSequence"),
+            (("LongitudinalTemporalOffsetFromEvent", "LongitudinalTemporalEventType"),)),
+)
+
+
+def _complete_modules(ds: Dataset) -> list[HeaderNote]:
+    """A Clinical Trial module the source has only in part (a site that writes Clinical Trial Site Name and nothing
+    else): left out whole when a Type 1 attribute is missing or empty (there is no value to derive: a sponsor or
+    protocol made up would be worse than none; the modules are user-optional), else its missing Type 2 attributes
+    added empty and a Type 3 attribute whose 1C companion is missing left out."""
+    notes: list[HeaderNote] = []
+    for module in _MODULES:
+        present = [k for k in module.keywords() if k in ds]
+        if not present:
+            continue
+        missing = [k for k in module.type1 if ds.get(k) in (None, "")]
+        if module.one_of and all(ds.get(k) in (None, "") for k in module.one_of):
+            missing.append(" or ".join(module.one_of))
+        if missing:
+            for k in present:
+                del ds[k]
+            notes.append(HeaderNote(module.name, "left out",
+                                    f"module incomplete: no {', '.join(missing)} (Type 1) to copy"))
+            continue
+        for k in module.type2:
+            if k not in ds:
+                setattr(ds, k, None)
+                notes.append(HeaderNote(k, "fixed", f"Type 2 of the {module.name} module: added empty"))
+        for dependent, required in module.needs:
+            if dependent in ds and ds.get(required) in (None, ""):
+                del ds[dependent]
+                notes.append(HeaderNote(dependent, "left out", f"needs {required} (Type 1C), which the source lacks"))
+    return notes
+
+
+#: Specific Character Set terms (PS3.3 C.12.1.1.2) that pydicom encodes and highdicom accepts ("" is the default
+#: repertoire as value 1 of an ISO 2022 set; results/_common.py names it "ISO 2022 IR 6" for highdicom).
+_CHARACTER_SETS = frozenset({
+    "ISO_IR 100", "ISO_IR 101", "ISO_IR 109", "ISO_IR 110", "ISO_IR 144", "ISO_IR 127", "ISO_IR 126", "ISO_IR 138",
+    "ISO_IR 148", "ISO_IR 13", "ISO_IR 166", "ISO_IR 192", "GB18030", "GBK", "ISO 2022 IR 6", "ISO 2022 IR 100",
+    "ISO 2022 IR 101", "ISO 2022 IR 109", "ISO 2022 IR 110", "ISO 2022 IR 144", "ISO 2022 IR 127", "ISO 2022 IR 126",
+    "ISO 2022 IR 138", "ISO 2022 IR 148", "ISO 2022 IR 13", "ISO 2022 IR 166", "ISO 2022 IR 87", "ISO 2022 IR 159",
+    "ISO 2022 IR 58",
+})
+_UTF8 = "ISO_IR 192"
+
+
+def _character_set(ds: Dataset) -> list[HeaderNote]:
+    """Specific Character Set as the results can carry it: every text value of ``ds`` decoded in the source's own
+    set, then, when a term is not one pydicom encodes and highdicom accepts (a misspelt ``ISO-8859-1``, ``ISO_IR 6``,
+    which is no defined term, Korean ``ISO 2022 IR 149``, which highdicom 0.28 refuses), the set switched to UTF-8
+    (``ISO_IR 192``): the same text, in a set every reader and highdicom know. Changes ``ds`` in place."""
+    value = ds.get("SpecificCharacterSet", None)
+    if value in (None, ""):
+        return []
+    terms = [str(t or "").strip() for t in (value if isinstance(value, (MultiValue, list, tuple)) else [value])]
+    ok = all(t in _CHARACTER_SETS or (t == "" and i == 0 and len(terms) > 1) for i, t in enumerate(terms))
+    if ok:
+        return []
+    ds.decode()  # every text value read with the source's set (pydicom's fallback, Latin-1, for a term it does not know)
+    ds.SpecificCharacterSet = _UTF8
+    return [HeaderNote("SpecificCharacterSet", "fixed", "a term that is not a defined term pydicom and highdicom "
+                       "both know; the text is written in UTF-8 (ISO_IR 192)")]
 
 
 def _deidentification(ds: Dataset) -> list[HeaderNote]:
@@ -275,6 +370,27 @@ def _case_only(elem: DataElement) -> bool:
     limit = _max_vm(elem.tag)
     return (limit is None or len(values) <= limit) and all(
         _value_problem("CS", str(v).strip().upper()) is None for v in values)
+
+
+def _same_value(elem: DataElement) -> bool:
+    """A number or date whose only fault is its writing: a DS of 17+ characters ("75.000000000000001"), an IS
+    written "1.0", an ACR-NEMA date "2020.01.02" or time "10:10:10": re-written, it is the same value, so even a Type
+    3 one is fixed rather than left out (a PET's Patient's Weight is what its SUV stands on)."""
+    if elem.VR not in ("DS", "IS", "DA", "TM"):
+        return False
+    values = _values(elem)
+    limit = _max_vm(elem.tag)
+    if limit is not None and len(values) > limit:
+        return False
+    for v in values:
+        if _value_problem(elem.VR, v) is None:
+            continue
+        new = _fix_value(elem.VR, v)
+        if new in (None, "") or _value_problem(elem.VR, new) is not None:
+            return False
+        if elem.VR == "IS" and float(str(v)) != float(new):
+            return False  # "1.5" is no integer: not the same value
+    return True
 
 
 def _values(elem: DataElement) -> list[object]:

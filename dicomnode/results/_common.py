@@ -8,6 +8,7 @@ import highdicom as hd
 from pydicom.charset import convert_encodings, encode_string, python_encoding
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.valuerep import format_number_as_ds
 
 from dicomnode.analysis.volume import Code
 from dicomnode.io.load import LoadedSeries
@@ -65,6 +66,11 @@ def source_datasets(series: LoadedSeries) -> list[Dataset]:
         if keyword not in first:
             setattr(first, keyword, None)  # Type 2: present, empty when the source lacks it (highdicom reads them)
     _share_uniform_geometry(first)
+    if not series.is_multiframe and first.get("SliceThickness") in (None, ""):
+        # highdicom's Pixel Measures of the SEG read Slice Thickness of a single-frame source (Type 2 in the CT and MR
+        # Image modules: sites leave it out or empty); the volume's slice spacing is the thickness the SEG's voxels
+        # stand for
+        first.SliceThickness = format_number_as_ds(float(series.volume.spacing_mm[0]))
     return [first, *headers[1:]]
 
 
