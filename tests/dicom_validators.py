@@ -162,10 +162,14 @@ def assert_valid(reports: Report | Sequence[Report]) -> None:
     assert not bad, "\n\n".join(r.summary() for r in bad)
 
 
-def process(folder: Path, out: Path) -> dict:
-    """`dicomnode process` on one series folder; results.json."""
-    p = subprocess.run([sys.executable, "-m", "dicomnode", "process", str(folder), "--out", str(out), "-q"],
-                       capture_output=True, text=True, timeout=1800)
+def process(folder: Path, out: Path, *, profile: str | None = None, config: Path | None = None) -> dict:
+    """`dicomnode process` on one series folder (with ``--profile`` and ``--config`` when given); results.json."""
+    cmd = [sys.executable, "-m", "dicomnode", "process", str(folder), "--out", str(out), "-q"]
+    if profile is not None:
+        cmd += ["--profile", profile]
+    if config is not None:
+        cmd += ["--config", str(config)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     assert p.returncode == 0, f"{folder}: {p.stderr[-3000:]}"
     return json.loads((out / "results.json").read_text())
 

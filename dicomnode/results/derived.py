@@ -242,6 +242,8 @@ def build_derived_series(
                 setattr(ds, kw, None)  # type 2 of the Patient, General Study and Frame of Reference modules
         if laterality is not None:
             ds.Laterality = laterality or None  # type 2C: R/L when known, empty (unknown) for a paired body part
+        if modality in ("CT", "MR") and "PatientPosition" not in ds:
+            ds.PatientPosition = None  # Type 2C for CT and MR images (no Patient Orientation Code Sequence): empty
         if modality == "PT":
             ds.pop("PatientPosition", None)  # PET: PatientOrientationCodeSequence instead
             if str(source.get("SeriesType", ["STATIC"])[0]).upper() != "DYNAMIC":

@@ -182,3 +182,56 @@ def test_values_other_sites_write_are_fixed_not_dropped() -> None:
     assert by_keyword["BodyPartExamined"].action == "fixed"
     assert "enumerated" in by_keyword["ScanningSequence"].reason
     assert not any("Abdomen" in n.text() or "male" in n.text() for n in notes)  # rules, never values
+
+
+def test_type_3_numbers_and_times_written_otherwise_are_rewritten_not_dropped() -> None:
+    """A DS of 17+ characters, an IS written with a decimal point, an ACR-NEMA time: the same value re-written, even
+    when Type 3; an IS that is no integer stays an invalid Type 3 value (left out)."""
+    ds = pydicom.dcmread(next(STS_CT.iterdir()))
+    ds["PatientWeight"] = pydicom.DataElement(0x00101030, "DS", "75.000000000000001", validation_mode=0)
+    ds.SeriesTime = "10:10:10.5"  # Type 3 in the CT Image IOD
+    ds["ExposureTime"] = pydicom.DataElement(0x00181150, "IS", "870.0", validation_mode=0)
+    ds["XRayTubeCurrent"] = pydicom.DataElement(0x00181151, "IS", "90.5", validation_mode=0)
+    cleaned, notes = clean_header_with_notes(ds)
+    assert float(cleaned.PatientWeight) == 75.0 and len(str(cleaned.PatientWeight)) <= 16
+    assert cleaned.SeriesTime == "101010.5" and int(cleaned.ExposureTime) == 870
+    assert "XRayTubeCurrent" not in cleaned
+    actions = {n.keyword: n.action for n in notes}
+    assert actions["PatientWeight"] == "fixed" and actions["XRayTubeCurrent"] == "left out", actions
+
+
+@pytest.mark.parametrize("term", ["ISO-8859-1", "ISO_IR 6", ["", "ISO 2022 IR 149"]])
+def test_a_character_set_term_highdicom_refuses_becomes_utf8_with_the_same_text(term, tmp_path: Path) -> None:
+    """Misspelt (ISO-8859-1), no defined term (ISO_IR 6), or Korean ISO 2022 IR 149 that highdicom 0.28 refuses: the
+    copy's text is decoded in the source's set and the set becomes ISO_IR 192; valid terms stay as they are."""
+    ds = pydicom.dcmread(next(STS_CT.iterdir()))
+    ds.decode()
+    name = "Hong^Gildong=洪^吉洞=홍^길동" if isinstance(term, list) else "Sorensen^Ase"
+    ds.SpecificCharacterSet = term if isinstance(term, list) else "ISO_IR 192"
+    ds.PatientName = name
+    path = tmp_path / "x.dcm"
+    if isinstance(term, str):
+        ds["SpecificCharacterSet"] = pydicom.DataElement(0x00080005, "CS", term, validation_mode=0)
+    ds.save_as(path, enforce_file_format=True)
+    cleaned, notes = clean_header_with_notes(pydicom.dcmread(path))
+    assert cleaned.SpecificCharacterSet == "ISO_IR 192" and str(cleaned.PatientName) == name
+    assert any(n.keyword == "SpecificCharacterSet" and n.action == "fixed" for n in notes)
+    kept, kept_notes = clean_header_with_notes(pydicom.dcmread(next(STS_CT.iterdir())))  # ISO_IR 100: left alone
+    assert kept.SpecificCharacterSet == "ISO_IR 100" and not any(n.keyword == "SpecificCharacterSet"
+                                                                    for n in kept_notes)
+
+
+def test_an_incomplete_clinical_trial_module_is_left_out_and_a_complete_one_gets_its_type_2() -> None:
+    ds = pydicom.dcmread(next(STS_CT.iterdir()))
+    ds.ClinicalTrialSiteName = "Site 7"  # no sponsor, protocol or subject: Type 1 of the module
+    ds.ClinicalTrialTimePointID = "BASELINE"
+    ds.LongitudinalTemporalOffsetFromEvent = 3.0  # without Longitudinal Temporal Event Type (Type 1C)
+    cleaned, notes = clean_header_with_notes(ds)
+    assert "ClinicalTrialSiteName" not in cleaned and cleaned.ClinicalTrialTimePointID == "BASELINE"
+    assert "LongitudinalTemporalOffsetFromEvent" not in cleaned
+    assert any(n.keyword == "ClinicalTrialSubject" and n.action == "left out" for n in notes), notes
+    ds.ClinicalTrialSponsorName, ds.ClinicalTrialProtocolID, ds.ClinicalTrialSubjectID = "Sponsor", "P-1", "7"
+    cleaned, notes = clean_header_with_notes(ds)
+    assert cleaned.ClinicalTrialSponsorName == "Sponsor" and cleaned.ClinicalTrialSiteName == "Site 7"
+    assert "ClinicalTrialProtocolName" in cleaned and cleaned.ClinicalTrialProtocolName in ("", None)
+    assert "ClinicalTrialSiteID" in cleaned
