@@ -144,3 +144,22 @@ def test_build_all_derived_numbers_and_describes_each_series():
     assert out["mip"][0].SeriesDescription == "dicomnode MIP 12 mm slabs every 6 mm"
     assert float(out["mip"][0].SliceThickness) == 12.0 and float(out["mip"][0].SpacingBetweenSlices) == 6.0
     assert len(out["working"]) == series.volume.shape[0]
+
+
+def test_a_source_without_patient_position_gives_it_empty(tmp_path):
+    """Patient Position is Type 2C for CT and MR images (no Patient Orientation Code Sequence): present, empty, when
+    the source lacks it (dciodvfy: "Missing attribute Type 2C ... PatientPosition")."""
+    import dataclasses
+
+    series = _load(STS / "CT")
+    headers = [h.copy() for h in series.headers]
+    for h in headers:
+        h.pop("PatientPosition", None)
+    series = dataclasses.replace(series, headers=tuple(headers))
+    ds = build_derived_series(series, series.volume, _uids(series), kind="working", description="working test",
+                              series_number=9100)[0]
+    assert "PatientPosition" in ds and ds.PatientPosition in ("", None)
+    path = tmp_path / "working.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    errors, out = dciodvfy(path)
+    assert errors == 0, out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -188,3 +189,24 @@ def test_bad_label_maps_are_refused(ct: LoadedSeries, uids: ResultUids) -> None:
         build_seg(ct, LabelMap().add(BODY, mask).add(SegmentInfo(3, "x", BONE.category, BONE.type), mask), uids)
     with pytest.raises(ResultError, match="another grid"):
         build_seg(ct, LabelMap().add(BODY, mask[:-1]), uids)
+
+
+@pytest.mark.parametrize("thickness", [None, ""], ids=["absent", "empty"])
+def test_a_source_without_slice_thickness_gets_the_slice_spacing(thickness, ct: LoadedSeries, uids: ResultUids,
+                                                                 tmp_path: Path) -> None:
+    """Slice Thickness is Type 2 in the CT and MR Image modules; highdicom reads it for the SEG's Pixel Measures (it
+    raised AttributeError without it): the SEG gets the volume's slice spacing, and dciodvfy accepts it."""
+    headers = [h.copy() for h in ct.headers]
+    for h in headers:
+        h.pop("SliceThickness", None)
+        if thickness is not None:
+            h.SliceThickness = thickness
+    series = dataclasses.replace(ct, headers=tuple(headers))
+    seg = build_seg(series, body_and_bone(series), uids)
+    measures = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    assert float(measures.SliceThickness) == pytest.approx(float(ct.volume.spacing_mm[0]), abs=1e-6)
+    assert all("SliceThickness" not in h or h.SliceThickness in ("", None) for h in series.headers)  # untouched
+    path = tmp_path / "seg.dcm"
+    seg.save_as(path, enforce_file_format=True)
+    errors, out = dciodvfy(path)
+    assert errors == 0, out
