@@ -310,7 +310,7 @@ def _character_set(ds: Dataset) -> list[HeaderNote]:
     ok = all(t in _CHARACTER_SETS or (t == "" and i == 0 and len(terms) > 1) for i, t in enumerate(terms))
     if ok:
         return []
-    ds.decode()  # every text value read with the source's set (pydicom's fallback, Latin-1, for a term it does not know)
+    ds.decode()  # every text read in the source's set (pydicom's fallback, Latin-1, for a term it does not know)
     ds.SpecificCharacterSet = _UTF8
     return [HeaderNote("SpecificCharacterSet", "fixed", "a term that is not a defined term pydicom and highdicom "
                        "both know; the text is written in UTF-8 (ISO_IR 192)")]

@@ -199,10 +199,12 @@ VARIANTS: dict[str, Variant] = {
     "ct_coronal": Variant(STS_CT, [lambda s, o: reoriented(s, o, plane="coronal")], _check_plane("coronal"),
                           why="a coronal stack, Instance Numbers unsorted"),
     "mr_absent_or_empty_derived": Variant(STS_MR, [absent_or_empty], _check_derived_of(pydicom.uid.MRImageStorage),
-                                          profile="mr-derived", why="MR without rescale or Slice Thickness; derived MR images"),
+                                          profile="mr-derived",
+                                          why="MR without rescale or Slice Thickness; derived MR images"),
     "pet_invalid_values_derived": Variant(STS_PET, [invalid_values],
                                           _check_derived_of(pydicom.uid.PositronEmissionTomographyImageStorage),
-                                          profile="pet-derived", why="PET with values beyond their VR; derived PET images"),
+                                          profile="pet-derived",
+                                          why="PET with values beyond their VR; derived PET images"),
 }
 
 
