@@ -252,8 +252,8 @@ def fat_reference(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
             bright_vals.append(v[v > hi])
     muscle = 2.0 * lo
     if n_rim == 0 or n_bright < min_slice_fraction * n_rim:
-        notes.append(f"fat: the layer under the skin is bright in {n_bright} of {n_rim} slice(s): fat is not the bright "
-                     "tissue (fat-suppressed, or no skin in view); no fat level, fat-like regions not told")
+        notes.append(f"fat: the layer under the skin is bright in {n_bright} of {n_rim} slice(s): fat is not the "
+                     "bright tissue (fat-suppressed, or no skin in view); no fat level, fat-like regions not told")
         return None
     fat = float(np.median(np.concatenate(bright_vals)))
     notes.append(f"fat: subcutaneous fat level {fat:.4g} (bright layer under the skin in {n_bright} of {n_rim} "
