@@ -27,6 +27,9 @@
 * *uptake* (PET and other non-CT, per slice only, not a model feature): the peak of the 3 x 3 local mean and the
   largest region of moderately raised signal (2-8 x the body's median: the liver on FDG PET), for
   :func:`pet_landmarks`;
+* *liver* (MR and other non-CT, per slice only, not a model feature): the largest homogeneous organ region of the
+  trunk, its side of the midline (right and left from the direction cosines) and how much of its mirror image is
+  homogeneous too, for :func:`liver_slices` (:func:`_mr_landmarks`);
 * shape: total cross-section area (cm^2), number of parts (two thighs, arms beside the trunk: parts that touch
   count apart, see :func:`_body_parts`), the largest part's major axis (mm) and minor/major ratio, the fraction
   of the outline that lies on the image border (a cropped field of view) and the fraction of the field of view
@@ -440,8 +443,9 @@ def _mr_landmarks(trunk: np.ndarray, organ: np.ndarray, homogeneous: np.ndarray,
     centre column that is homogeneous tissue too. The liver under the right hemidiaphragm is the one large organ
     without a mirror partner (the spleen on the left is smaller and posterior); muscles (psoas, glutei, thighs,
     the back) come in mirror pairs, the bladder and the brain lie on the midline, the heart left of it. Measured
-    only on a trunk-sized section (>= ``_TRUNK_MIN_CM2``) whose outline lies inside the field of view: the centre
-    column must be the midline. Right and left come from the direction cosines (``signs``), not the array order.
+    only on a section larger than any thigh (>= ``_LIVER_TRUNK_MIN_CM2``) whose outline lies inside the field of
+    view: the centre column must be the midline. Right and left come from the direction cosines (``signs``), not
+    the array order.
     """
     out = {"right_organ": 0.0, "right_organ_side": np.nan, "right_organ_mirror": np.nan}
     t = _oriented(trunk, signs)
@@ -449,7 +453,7 @@ def _mr_landmarks(trunk: np.ndarray, organ: np.ndarray, homogeneous: np.ndarray,
     h = _oriented(homogeneous, signs)
     ty, tx = np.nonzero(t)
     on_border = t[0].sum() + t[-1].sum() + t[:, 0].sum() + t[:, -1].sum()
-    if tx.size and tx.size * py * px / 100.0 >= _TRUNK_MIN_CM2 and on_border <= 0.02 * tx.size:
+    if tx.size and tx.size * py * px / 100.0 >= _LIVER_TRUNK_MIN_CM2 and on_border <= 0.02 * tx.size:
         lab, n = ndi.label(o)
         if n:
             sizes = np.bincount(lab.ravel())[1:]
@@ -973,6 +977,8 @@ def landmark_label(z: float, marks: Mapping[str, float]) -> str:
 #: most _LIVER_MIRROR of its mirror image homogeneous too (paired muscles mirror each other almost wholly).
 _LIVER_MIN = 0.04
 _LIVER_SIDE = 0.3
+#: The liver is looked for only in a body section larger than an adult thigh's (cm^2): an adult abdomen is 450-1000.
+_LIVER_TRUNK_MIN_CM2 = 400.0
 _LIVER_MIRROR = 0.5
 #: Likelihood ratio of the liver landmark for ``abdomen`` (a slab with no lungs whose slices mostly show it).
 #: Chosen, not fitted (one abdomen MR patient to check it on), like ``_HEAD_LR``: with the model's odds for abdomen

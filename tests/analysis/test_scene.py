@@ -181,6 +181,39 @@ def test_mr_liver_landmark_reads_right_and_left_from_the_direction_cosines():
     assert not liver(mirrored).any()
 
 
+def _mr_trunk(organs_x_mm: tuple[float, ...], scale: float = 1.0, seed: int = 3) -> np.ndarray:
+    """Synthetic axial MR slices (identity direction: columns run to the patient's left) of an elliptic trunk of
+    textured tissue (local SD 0.35 x its mean at 4 mm) holding smooth organs centred ``organs_x_mm`` from the
+    midline (negative: the patient's right)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = (np.mgrid[:100, :100].astype(float) - 50) * 4.0  # 4 mm pixels, a 400 mm field of view
+    body = (yy / (110 * scale)) ** 2 + (xx / (150 * scale)) ** 2 <= 1
+    vol = np.zeros((10, 100, 100), np.float32)
+    for k in range(10):
+        sl = np.where(body, 1000.0 * (1 + 0.35 * rng.standard_normal((100, 100))), 0.0)
+        for ox in organs_x_mm:
+            organ = ((yy + 10 * scale) / (70 * scale)) ** 2 + ((xx - ox * scale) / (60 * scale)) ** 2 <= 1
+            sl[organ] = 900.0 + 20.0 * rng.standard_normal(int(organ.sum()))
+        vol[k] = np.clip(sl, 0, None)
+    return vol
+
+
+def test_mr_liver_landmark_needs_one_unpaired_organ_right_of_a_trunk_midline():
+    """The rule's argument on synthetic sections: a smooth organ right of the midline of a trunk is the liver; the
+    same on the left (the heart's side, or a mirrored image), a mirror pair (muscles) or a section the size of a
+    thigh is not."""
+    from dicomnode.analysis.scene import liver_slices
+
+    def fired(vol):
+        return liver_slices(scene_profile(vol, (10.0, 4.0, 4.0), modality="MR"))
+
+    assert fired(_mr_trunk((-70.0,))).all()  # the patient's right: lower x in LPS
+    assert not fired(_mr_trunk((70.0,))).any()
+    assert not fired(_mr_trunk((-70.0, 70.0))).any()
+    assert not fired(_mr_trunk((-70.0,), scale=0.5)).any()  # 260 cm^2: a thigh's size
+    assert not fired(_mr_trunk(())).any()
+
+
 def test_chest_crops_stay_chest(lopo_rows):
     crops = {k: r for k, r in lopo_rows.items() if " crop " in k and k.startswith("chest-ct-b40f")}
     assert len(crops) == 3
