@@ -179,6 +179,20 @@ def test_mr_liver_landmark_reads_right_and_left_from_the_direction_cosines():
     mirrored = Volume(np.ascontiguousarray(v.array[:, :, ::-1]), v.spacing_mm, v.origin_mm, v.direction,
                       modality="MR", unit=v.unit)
     assert not liver(mirrored).any()
+    # the same volume stored as coronal slices, head at the top of each image (rows run to the feet): the liver
+    # over the same stretch of patient z
+    sz = v.spacing_mm[0]
+    top = np.asarray(v.origin_mm, dtype=float) + np.array([0.0, 0.0, (v.shape[0] - 1) * sz])
+    coronal = Volume(np.ascontiguousarray(np.transpose(v.array, (1, 0, 2))[:, ::-1, :]),
+                     (v.spacing_mm[1], sz, v.spacing_mm[2]), tuple(top),
+                     np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]]), modality="MR", unit=v.unit)
+    prof = scene_profile(coronal.array, coronal.spacing_mm, direction=coronal.direction, origin_mm=coronal.origin_mm,
+                         modality="MR")
+    z_base = scene_profile(v.array, v.spacing_mm, direction=v.direction, origin_mm=v.origin_mm,
+                           modality="MR").z_mm[base]
+    z_cor = prof.z_mm[liver_slices(prof)]
+    assert z_cor.size >= 8
+    assert z_cor.min() == pytest.approx(z_base.min(), abs=20) and z_cor.max() == pytest.approx(z_base.max(), abs=20)
 
 
 def _mr_trunk(organs_x_mm: tuple[float, ...], scale: float = 1.0, seed: int = 3) -> np.ndarray:
