@@ -618,3 +618,36 @@ def test_wholebody_pet_inserted_neck_nodes_found(wholebody_pet):
     assert any(gtv[c] for c, _ in found)
     false = [c for c, _ in found if not gtv[c] and not any(les.contains(c) for _, les in lesions)]
     assert len(false) <= 2, false
+
+
+def test_pet_snr_blobs_weigh_a_focus_against_its_own_surroundings_noise():
+    """Two tissues in log2 SUV: a quiet one (noise SD 0.05) and a noisy one (SD 0.25, a cold lung's relative noise
+    is several times the liver's). A faint blob (0.4 log2 units: 1.3 x its surroundings) in the quiet tissue
+    answers the blob filter far less than the noisy tissue's strongest chance peaks, yet its signal-to-noise ratio
+    makes it the first candidate; and pure noise gives few candidates at a ratio of 4 (a handful per series, as a
+    smooth Gaussian field's expected peak count says), none near a ratio of 8."""
+    from dicomnode.analysis.detect import _log_stack, _pet_snr_blobs, _radii, _stack_peaks
+
+    sp = (3.0, 4.0, 4.0)
+    shape = (60, 60, 80)
+    rng = np.random.default_rng(3)
+    noise = gaussian(rng.standard_normal(shape).astype(np.float32), sp, sigma_mm=3.0)
+    noise /= noise.std()
+    img = np.where(np.arange(shape[2])[None, None, :] < 40, 0.05, 0.25).astype(np.float32) * noise
+    blob = gaussian(_ball(shape, sp, (30, 30, 20), 6.5).astype(np.float32), sp, sigma_mm=2.8)
+    img += 0.4 * blob / blob.max()
+    fg = np.ones(shape, dtype=bool)
+    radii = _radii(9.0, 14.0)
+    stack, radii = _log_stack(img, sp, radii)
+    raw = _stack_peaks(stack, radii, sp, polarity=1, min_response=0.0, allowed=fg, max_candidates=20, in_view=True)
+    # by raw response the blob is outranked by the noisy tissue's chance peaks
+    first_raw = [c for c, _, _ in raw[:3]]
+    assert all(c[2] >= 40 for c in first_raw), raw[:3]
+    snr = _pet_snr_blobs(stack, radii, fg, sp, min_snr=4.0, max_candidates=20)
+    (z, y, x), r, ratio, resp = snr[0]
+    assert abs(z - 30) * sp[0] <= 6 and abs(y - 30) * sp[1] <= 8 and abs(x - 20) * sp[2] <= 8, snr[:3]
+    assert ratio >= 8 and resp > 0
+    # pure noise: few chance candidates at 4, none at 8
+    stack, radii = _log_stack(noise * 0.1, sp, radii)
+    chance = _pet_snr_blobs(stack, radii, fg, sp, min_snr=4.0, max_candidates=100)
+    assert len(chance) <= 10 and all(s < 8 for _, _, s, _ in chance), chance
