@@ -1524,28 +1524,30 @@ def _pet_snr_blobs(stack: np.ndarray, radii_mm: Sequence[float], foreground: np.
     """
     sp = np.asarray(spacing_mm, dtype=float)
     radii = [float(r) for r in radii_mm]
-    fg = foreground.astype(np.float32)
     sig = [window_mm / s for s in sp]
-    den = ndi.gaussian_filter(fg, sig, mode="constant")
+    neg = foreground.astype(np.float32)
+    den = ndi.gaussian_filter(neg, sig, mode="constant")
     np.maximum(den, np.float32(1e-3), out=den)
-    neg = np.empty(stack.shape[1:], dtype=np.float32)
-    raw = []
+    var = np.empty_like(neg)
+    noise_at: list[dict[int, float]] = []  # per scale, the noise SD where the ratio reaches min_snr (few voxels)
     for i in range(stack.shape[0]):
         np.minimum(stack[i], 0.0, out=neg)
         neg *= neg
-        neg *= fg
-        var = ndi.gaussian_filter(neg, sig, mode="constant")
+        neg *= foreground
+        ndi.gaussian_filter(neg, sig, mode="constant", output=var)
         var /= den
         var *= np.float32(2.0)
         np.sqrt(var, out=var)
         # a floor: a flat, noiseless stretch (a phantom, an air gap) does not make every ripple a candidate
         np.maximum(var, np.float32(0.02), out=var)
-        raw.append(var)
         stack[i] /= var
-    del neg, den
+        idx = np.flatnonzero(stack[i] >= min_snr)
+        noise_at.append(dict(zip(idx.tolist(), var.ravel()[idx].tolist())))
+    del neg, den, var
     peaks = _stack_peaks(stack, radii, sp, polarity=1, min_response=min_snr, allowed=foreground,
                          max_candidates=max_candidates, in_view=True)
-    return [(c, r, snr, snr * float(raw[radii.index(r)][c])) for c, r, snr in peaks]
+    shape = stack.shape[1:]
+    return [(c, r, snr, snr * noise_at[radii.index(r)][int(np.ravel_multi_index(c, shape))]) for c, r, snr in peaks]
 
 
 def _pet_background(found: list[Finding], img: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[float],
