@@ -57,7 +57,8 @@ Features of a region (mm, mL or the image's unit):
   the nearest class mean; a region of a normal tissue class is no lesion);
 * search: ``blob_radius_mm``, ``blob_response``, ``polarity`` (tissue method: 1 bright, -1 dark);
 * PET with the liver in view: ``peak`` (SUVpeak, 1 mL sphere), ``log2_peak_to_percist``, ``log2_to_liver``,
-  ``above_percist`` (PERCIST's measurable disease), ``physiological`` (organ context, 0/1).
+  ``above_percist`` (PERCIST's measurable disease), ``physiological`` (organ context, 0/1); ``blob_snr`` on a
+  candidate of the small-focus search (its blob response over the local noise of the filter output).
 
 References
 ----------
