@@ -578,12 +578,13 @@ def _pet_chain(volume):
 
 def test_wholebody_pet_tumour_first_and_physiological_uptake_not_reported(wholebody_pet):
     """On the series as it is: the thigh sarcoma is the most probable finding; heart, kidneys, bladder and the brain
-    (cut by the top of the field of view; all hotter than the sarcoma) are told apart by organ context; at most 2
-    false findings."""
+    (cut by the top of the field of view; all hotter than the sarcoma) are told apart by organ context; at most 1
+    false finding (the reporting rule's criterion: an expected false finding per series of at most 1 on the
+    uninserted PETs; docs/models.md)."""
     vol, gtv, _, _ = wholebody_pet
     found, notes = _pet_chain(vol)
     assert found and gtv[found[0][0]], found
-    assert sum(1 for c, _ in found if not gtv[c]) <= 2
+    assert sum(1 for c, _ in found if not gtv[c]) <= 1
     context = next(n for n in notes if "organ context" in n)
     for site in ("heart", "kidney", "bladder"):
         assert site in context, context
@@ -618,3 +619,57 @@ def test_wholebody_pet_inserted_neck_nodes_found(wholebody_pet):
     assert any(gtv[c] for c, _ in found)
     false = [c for c, _ in found if not gtv[c] and not any(les.contains(c) for _, les in lesions)]
     assert len(false) <= 2, false
+
+
+def test_pet_snr_blobs_weigh_a_focus_against_its_own_surroundings_noise():
+    """Two tissues in log2 SUV: a quiet one (noise SD 0.05) and a noisy one (SD 0.25, a cold lung's relative noise
+    is several times the liver's). A faint blob (0.4 log2 units: 1.3 x its surroundings) in the quiet tissue
+    answers the blob filter far less than the noisy tissue's strongest chance peaks, yet its signal-to-noise ratio
+    makes it the first candidate; and pure noise gives few candidates at a ratio of 4 (a handful per series, as a
+    smooth Gaussian field's expected peak count says), none near a ratio of 8."""
+    from dicomnode.analysis.detect import _log_stack, _pet_snr_blobs, _radii, _stack_peaks
+
+    sp = (3.0, 4.0, 4.0)
+    shape = (60, 60, 80)
+    rng = np.random.default_rng(3)
+    noise = gaussian(rng.standard_normal(shape).astype(np.float32), sp, sigma_mm=3.0)
+    noise /= noise.std()
+    img = np.where(np.arange(shape[2])[None, None, :] < 40, 0.05, 0.25).astype(np.float32) * noise
+    blob = gaussian(_ball(shape, sp, (30, 30, 20), 6.5).astype(np.float32), sp, sigma_mm=2.8)
+    img += 0.4 * blob / blob.max()
+    fg = np.ones(shape, dtype=bool)
+    radii = _radii(9.0, 14.0)
+    stack, radii = _log_stack(img, sp, radii)
+    raw = _stack_peaks(stack, radii, sp, polarity=1, min_response=0.0, allowed=fg, max_candidates=20, in_view=True)
+    # by raw response the blob is outranked by the noisy tissue's chance peaks
+    first_raw = [c for c, _, _ in raw[:3]]
+    assert all(c[2] >= 40 for c in first_raw), raw[:3]
+    snr = _pet_snr_blobs(stack, radii, fg, sp, min_snr=4.0, max_candidates=20)
+    (z, y, x), r, ratio, resp = snr[0]
+    assert abs(z - 30) * sp[0] <= 6 and abs(y - 30) * sp[1] <= 8 and abs(x - 20) * sp[2] <= 8, snr[:3]
+    assert ratio >= 8 and resp > 0
+    # pure noise: few chance candidates at 4, none at 8
+    stack, radii = _log_stack(noise * 0.1, sp, radii)
+    chance = _pet_snr_blobs(stack, radii, fg, sp, min_snr=4.0, max_candidates=100)
+    assert len(chance) <= 10 and all(s < 8 for _, _, s, _ in chance), chance
+
+
+@pytest.mark.parametrize("region", ["bone", "lung"])
+def test_wholebody_pet_inserted_1_ml_lesion_at_6x_found(wholebody_pet, region):
+    """A 1 mL lesion (12 mm across) at 6 times its background, partial-volume blurred to 6.5 mm FWHM with matched
+    noise, in the vertebral column (a marrow metastasis) or in the lung (a nodule at 6 x lung background): after
+    blurring its SUVpeak is 2-3 times its surroundings, far below the strongest blobs of the body (brain, heart,
+    kidneys, bladder); the signal-to-noise search makes it a candidate and it is reported, the sarcoma still is,
+    and no more than 1 false finding."""
+    from dicomnode.evaluation.insertion import insert_lesion, sample_positions, semi_axes_mm
+
+    vol, gtv, masks, depth = wholebody_pet
+    sp = vol.spacing_mm
+    rng = np.random.default_rng(1)
+    (pos,) = sample_positions(masks[region] & (depth >= semi_axes_mm(1.0)[0] + 5.0), sp, 1, rng)
+    img, les = insert_lesion(vol.array, sp, pos, volume_ml=1.0, contrast=6.0, rng=rng)
+    found, notes = _pet_chain(vol.with_array(img))
+    assert any(les.contains(c) for c, _ in found), (region, pos, [c for c, _ in found])
+    assert any(gtv[c] for c, _ in found)
+    assert sum(1 for c, _ in found if not gtv[c] and not les.contains(c)) <= 1
+    assert any("signal-to-noise" in n for n in notes)
