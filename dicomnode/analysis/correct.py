@@ -269,7 +269,7 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
     # Work inside the bounding box of the region, grown by the kernel's radius: outside it every posterior is 0
     # and stays 0, and the zeros in the margin give the filter what the whole grid would (the result is identical).
     volumetric = is_volumetric(sp, max_anisotropy=max_anisotropy)
-    radius = [int(4.0 * sigma_mm / s + 0.5) + 1 for s in sp]
+    radius = [int(4.0 * sigma_mm / s + 0.5) for s in sp]  # scipy's own reach: int(truncate * sigma + 0.5)
     if not volumetric:
         radius[0] = 0
     box = _bbox(valid, pad=0)
