@@ -123,9 +123,13 @@ def fill_holes(mask: np.ndarray, *, slice_wise: bool = False) -> np.ndarray:
     return out
 
 
-def _component_sizes(labels: np.ndarray, n: int, chunk: int = 1 << 22) -> np.ndarray:
-    """``np.bincount(labels.ravel(), minlength=n + 1)`` a few million voxels at a time: bincount casts its input to
-    int64, which for a whole CT's int32 labels is a temporary twice their size."""
+def _component_sizes(labels: np.ndarray, n: int, chunk: int | None = None) -> np.ndarray:
+    """``np.bincount(labels.ravel(), minlength=n + 1)`` about a million voxels at a time: bincount casts its input to
+    int64, which for a whole CT's int32 labels is a temporary twice their size. A chunk's int64 copy (8 MiB) stays
+    in cache: 4 Mi-voxel chunks took five times as long; with many components the chunk grows to twice their
+    number, so that adding the per-chunk counts stays cheap."""
+    if chunk is None:
+        chunk = max(1 << 20, 2 * (n + 1))
     flat = labels.reshape(-1)
     if flat.size <= chunk:
         return np.bincount(flat, minlength=n + 1)

@@ -98,7 +98,7 @@ def _integer_histogram(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     if not np.issubdtype(x.dtype, np.integer):
         # chunked, so that checking a large ROI costs no full-size temporaries
-        step = 1 << 22
+        step = 1 << 20  # 8 MiB int64 copies stay in cache (4 Mi values were twice as slow)
         for i in range(0, x.size, step):
             c = x[i:i + step]
             if not np.array_equal(c, np.round(c)):
@@ -108,8 +108,8 @@ def _integer_histogram(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
             counts += np.bincount((x[i:i + step] - lo).astype(np.int64), minlength=counts.size)
     else:
         counts = np.zeros(int(hi - lo) + 1, dtype=np.int64)
-        for i in range(0, x.size, 1 << 22):
-            counts += np.bincount(x[i:i + (1 << 22)].astype(np.int64) - int(lo), minlength=counts.size)
+        for i in range(0, x.size, 1 << 20):
+            counts += np.bincount(x[i:i + (1 << 20)].astype(np.int64) - int(lo), minlength=counts.size)
     nz = np.flatnonzero(counts)
     return (nz + lo).astype(np.float64), counts[nz].astype(np.float64)
 
