@@ -393,9 +393,11 @@ def correct_labels(labels: LabelMap, spacing_mm: tuple[float, float, float], *, 
     not_found = list(labels.not_found)
     changed: dict[str, int] = {}
     min_voxels = min_volume_ml * 1000.0 / float(np.prod(_check_spacing(spacing_mm)))
-    # one int32 label buffer for all segments: allocating (and page-faulting) a fresh one per call costs more
-    # than the labelling itself on large volumes
-    work = np.empty(labels.segments[0].mask.size, dtype=np.int32) if labels.segments else None
+    # one int32 label buffer for all segments (allocating and page-faulting a fresh one per call costs more than
+    # the labelling itself on large volumes), as large as the largest segment's box (not the whole grid)
+    boxes = [_bbox(seg.mask, pad=1) for seg in labels.segments]
+    largest = max((int(np.prod([b.stop - b.start for b in box])) for box in boxes if box is not None), default=0)
+    work = np.empty(largest, dtype=np.int32) if largest else None
     for seg in labels.segments:
         mask = seg.mask  # unchanged segments share their mask with the input (no copy)
         if min_volume_ml > 0:

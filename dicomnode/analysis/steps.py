@@ -156,14 +156,17 @@ def _correct_step(ctx: Context, params: Mapping[str, Any]) -> None:
         sm = _correct.smooth_posteriors(ctx.posteriors, sp, sigma_mm=float(sigma), iterations=iterations)
         ctx.corrections["posterior_smoothing"] = int(sm.voxels_changed)
         ctx.posteriors = sm.posteriors
+        classes = sm.labels
+        del sm
         segs = []
         for s in ctx.labels.segments:
             if s.info.label in ctx.classes:
                 k = ctx.classes.index(s.info.label)
-                segs.append(type(s)(s.info, sm.labels == k))
+                segs.append(type(s)(s.info, classes == k))
             else:
                 segs.append(s)
         ctx.labels = LabelMap(tuple(segs), ctx.labels.not_found)
+        del classes, segs  # the class index map and the masks before smoothing: not held while cleaning
     labels, changed = _correct.correct_labels(ctx.labels, sp, **p)
     # a segment emptied by the correction is dropped and listed as not found
     kept = tuple(s for s in labels.segments if s.mask.any())
