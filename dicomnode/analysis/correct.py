@@ -66,8 +66,14 @@ def _structure(connectivity: int, slice_wise: bool) -> np.ndarray:
     return s
 
 
-def _label(mask: np.ndarray, structure: np.ndarray, work: np.ndarray | None) -> tuple[np.ndarray, int]:
-    """``ndi.label`` writing into ``work`` (a flat int32 buffer reused across calls) when it is large enough."""
+def _label(mask: np.ndarray, structure: np.ndarray, work: "np.ndarray | list[np.ndarray] | None"
+           ) -> tuple[np.ndarray, int]:
+    """``ndi.label`` writing into ``work`` (a flat int32 buffer reused across calls) when it is large enough; a
+    one-element list holds a buffer that grows to the largest mask labelled (allocated at the first call's size)."""
+    if isinstance(work, list):
+        if not work or work[0].size < mask.size:
+            work[:] = [np.empty(mask.size, dtype=np.int32)]
+        work = work[0]
     if work is None or work.size < mask.size:
         return ndi.label(mask, structure=structure)
     labels = work[:mask.size].reshape(mask.shape)
@@ -75,7 +81,7 @@ def _label(mask: np.ndarray, structure: np.ndarray, work: np.ndarray | None) -> 
     return labels, int(n)
 
 
-def _holes(mask: np.ndarray, slice_wise: bool, work: np.ndarray | None = None
+def _holes(mask: np.ndarray, slice_wise: bool, work: "np.ndarray | list[np.ndarray] | None" = None
            ) -> tuple[tuple[slice, ...], np.ndarray] | None:
     """(bounding box, holes inside it) of a mask, or None when it has no holes."""
     box = _bbox(mask, pad=1)
@@ -140,7 +146,7 @@ def _component_sizes(labels: np.ndarray, n: int, chunk: int | None = None) -> np
 
 
 def _small_components(mask: np.ndarray, min_voxels: float, connectivity: int,
-                      work: np.ndarray | None = None) -> np.ndarray | None:
+                      work: "np.ndarray | list[np.ndarray] | None" = None) -> np.ndarray | None:
     """A mask with the components below ``min_voxels`` removed, or None when there are none."""
     box = _bbox(mask, pad=0)
     if box is None or min_voxels <= 1:
@@ -394,10 +400,9 @@ def correct_labels(labels: LabelMap, spacing_mm: tuple[float, float, float], *, 
     changed: dict[str, int] = {}
     min_voxels = min_volume_ml * 1000.0 / float(np.prod(_check_spacing(spacing_mm)))
     # one int32 label buffer for all segments (allocating and page-faulting a fresh one per call costs more than
-    # the labelling itself on large volumes), as large as the largest segment's box (not the whole grid)
-    boxes = [_bbox(seg.mask, pad=1) for seg in labels.segments]
-    largest = max((int(np.prod([b.stop - b.start for b in box])) for box in boxes if box is not None), default=0)
-    work = np.empty(largest, dtype=np.int32) if largest else None
+    # the labelling itself on large volumes), as large as the largest box labelled (not the whole grid); the body,
+    # first, is usually the largest
+    work: list[np.ndarray] = []
     for seg in labels.segments:
         mask = seg.mask  # unchanged segments share their mask with the input (no copy)
         if min_volume_ml > 0:
