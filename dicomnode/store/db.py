@@ -654,23 +654,16 @@ class Database:
                          " ORDER BY lease_until, id", (JobState.RUNNING.value, now))
         return [_job(r) for r in rows]
 
-    def release_running_jobs(self, *, now: float, only_expired: bool = False) -> list[int]:
-        """RUNNING -> PENDING for jobs whose worker is gone (all of them at start-up, or those past their lease).
-
-        At start-up and shutdown (``only_expired`` false) the run was cut short by the node itself (killed or
-        stopping), not by the job: its attempt is given back. A lease that expired while the node ran counts.
+    def release_running_jobs(self, *, now: float) -> list[int]:
+        """RUNNING -> PENDING for every running job, at start-up and shutdown: the run was cut short by the node
+        itself (killed or stopping), not by the job, so its attempt is given back. (A lease that expires while the
+        node runs is the dispatcher's lease sweep, :meth:`expired_running_jobs`, and counts as an attempt.)
         """
         with self.immediate() as tx:
-            if only_expired:
-                rows = tx.execute("SELECT id FROM jobs WHERE state = ? AND lease_until < ?",
-                                  (JobState.RUNNING.value, now)).fetchall()
-            else:
-                rows = tx.execute("SELECT id FROM jobs WHERE state = ?", (JobState.RUNNING.value,)).fetchall()
-            ids = [r["id"] for r in rows]
+            ids = [r["id"] for r in tx.execute("SELECT id FROM jobs WHERE state = ?", (JobState.RUNNING.value,))]
             for i in ids:
                 tx.execute("UPDATE jobs SET state = ?, worker = NULL, lease_until = NULL, not_before = ?,"
-                           " attempts = CASE WHEN ? THEN attempts ELSE MAX(attempts - 1, 0) END WHERE id = ?",
-                           (JobState.PENDING.value, now, int(only_expired), i))
+                           " attempts = MAX(attempts - 1, 0) WHERE id = ?", (JobState.PENDING.value, now, i))
         return ids
 
     # -- exports ----------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from dicomnode import admin
 from dicomnode.errors import DicomnodeError
 from dicomnode.store.db import ExportState, JobState, SeriesState
 from dicomnode.web.auth import Admin, Operator, Viewer
+from dicomnode.web.joblog import JOB_LOG
 
 router = APIRouter()
 
@@ -118,6 +119,14 @@ class Job(JobSummary):
     result_dir: str | None = None
     results: list[str] = Field(default_factory=list)
     destinations: list[str] = Field(default_factory=list)
+
+
+class LogLine(_Out):
+    """One log line of a job, as the Jobs page shows it (no patient data: the node's records are scrubbed)."""
+
+    time: float = Field(description="epoch seconds")
+    level: str
+    text: str
 
 
 class Series(_Out):
@@ -261,6 +270,16 @@ def job(request: Request, job_id: int) -> Job:
         return admin.job_view(_console(request).db, job_id)
     except DicomnodeError as e:
         raise _fail(e) from None
+
+
+@router.get("/jobs/{job_id}/log", responses={**_ERRORS, 404: {"description": "no such job"}},
+            summary="a job's log lines kept in memory since the node started, oldest first (at most the last 200)")
+def job_log(request: Request, job_id: int) -> list[LogLine]:
+    try:
+        admin.job_view(_console(request).db, job_id)  # 404 for a job that does not exist
+    except DicomnodeError as e:
+        raise _fail(e) from None
+    return [LogLine(time=t, level=level, text=text) for t, level, text in JOB_LOG.lines(job_id)]
 
 
 @router.get("/exports", responses=_ERRORS, summary="the outbox, newest first (`dicomnode exports list`)")

@@ -1,4 +1,4 @@
-"""The Jobs page shows what a job logged inside its local job process, and the node's log has it once (issue 17).
+"""The Jobs page (and `GET /api/v1/jobs/{id}/log`) shows what a job logged inside its local job process, and the node's log has it once (issue 17).
 
 A real node (`dicomnode serve`, JSON log, one local worker) with the console; a real CT series sent by DCMTK
 storescu, completed by hand; the job runs in the worker pool. The worker's records (its "step done" timing lines)
@@ -39,6 +39,8 @@ def test_worker_log_lines_reach_the_jobs_page_and_the_node_log_once(tmp_path):
             job = op.get(f"/api/v1/jobs/{job_id}").json()
             assert job["state"] == "done", job
             page = html.unescape(op.get(f"/jobs/{job_id}").text)
+            api_lines = op.get(f"/api/v1/jobs/{job_id}/log")
+            missing = op.get(f"/api/v1/jobs/{job_id + 1000}/log")
         node_pid = c.node.proc.pid
     finally:
         c.node.stop()
@@ -72,6 +74,15 @@ def test_worker_log_lines_reach_the_jobs_page_and_the_node_log_once(tmp_path):
     assert [r["step"] for r in started] == ["foreground", "measure"] and all(r["job_id"] == job_id for r in started)
     assert page.index("step started step=foreground\n") < page.index("step started step=measure\n") < \
         page.index("step done step=load ")
-    text = "\n".join(json.dumps(r) for r in records) + page
+    # the same lines by the REST API, oldest first; a job that does not exist is a 404
+    assert api_lines.status_code == 200, api_lines.text
+    lines = api_lines.json()
+    assert [x["time"] for x in lines] == sorted(x["time"] for x in lines)
+    texts = [x["text"] for x in lines]
+    assert any(t.startswith("step started step=foreground") for t in texts), texts
+    assert sum(t.startswith("step done step=measure ") for t in texts) == 1, texts
+    assert all(x["text"] in page for x in lines)
+    assert missing.status_code == 404, missing.text
+    text = "\n".join(json.dumps(r) for r in records) + page + api_lines.text
     for value in _phi():
         assert value not in text, f"patient data {value!r} in the log or the job's page"
