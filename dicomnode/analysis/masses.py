@@ -28,6 +28,12 @@ is unknown, and the peak is passed over). The lump with the largest ``radius / m
 (``lumpiness``) is the candidate, with a score that is 0.5 at lumpiness 1: weak evidence, said as such (a normal
 structure can be a short solid ball too, e.g. a lymph node conglomerate or a muscle's end).
 
+*Fat is not a mass* (:func:`fat_reference`, MR where fat is bright): a lump whose signal is that of the patient's
+own subcutaneous fat (the bright layer under the skin, measured per series) is fat (a fat lobule, a lipoma, the
+marrow inside a bone), not a solid tumour: sarcomas on T1 are iso- to mildly hyperintense to muscle. The position of
+a region's mean between the patient's muscle and fat (:meth:`FatReference.fraction`: 0 at muscle, 1 at fat) is a
+relative measure, whatever the scanner's unit or gain.
+
 Where this says nothing (said in the notes and in docs/models.md): in the trunk and the head, organs are thick solid
 blocks (brain, liver, spleen, heart, a full bladder), so the detect step runs it only where the scene says limb; a
 mass smaller than the thickest normal muscle (STS_002's 53 mL, STS_003's 80 mL: about 18-23 mm in radius, as thick as
@@ -47,7 +53,8 @@ from scipy import ndimage as ndi
 from dicomnode.analysis.blocks import block_mean
 from dicomnode.analysis.denoise import _check_image, _check_spacing
 
-__all__ = ["SolidLump", "SolidMass", "solid_lump", "solid_masses", "solid_range_from_image", "solid_thickness"]
+__all__ = ["FatReference", "SolidLump", "SolidMass", "fat_reference", "solid_lump", "solid_masses",
+           "solid_range_from_image", "solid_thickness"]
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -142,6 +149,116 @@ def solid_range_from_image(image: np.ndarray, foreground: np.ndarray) -> tuple[f
     hi = float(threshold_otsu(v))
     below = v[v < hi]
     return 0.5 * float(np.median(below)), hi
+
+
+@dataclass(frozen=True, slots=True)
+class FatReference:
+    """The patient's own muscle and subcutaneous fat levels on an MR image where fat is bright (T1, fast spin echo).
+
+    Attributes
+    ----------
+    muscle : float
+        Muscle level: the median of the body's intensities below Otsu's threshold (twice the lower end of
+        :func:`solid_range_from_image`), image units.
+    fat : float
+        Subcutaneous fat level: the median of the bright voxels (above Otsu's threshold) of the layer under the skin,
+        in the slices where that layer is mostly bright, image units.
+    bright_slices : int
+        Slices whose layer under the skin is mostly bright (fat).
+    rim_slices : int
+        Slices with a layer under the skin in view (the body's outline, not the field of view's edge).
+    """
+
+    muscle: float
+    fat: float
+    bright_slices: int
+    rim_slices: int
+
+    def fraction(self, value: float) -> float:
+        """Where ``value`` lies between the muscle (0) and the fat (1) level."""
+        return (float(value) - self.muscle) / (self.fat - self.muscle)
+
+
+def fat_reference(image: np.ndarray, spacing_mm: Sequence[float], foreground: np.ndarray, *,
+                  solid_range: tuple[float, float], rim_mm: tuple[float, float] = (2.0, 10.0),
+                  min_bright_fraction: float = 0.5, min_slice_fraction: float = 0.25, work_mm: float = 2.0,
+                  notes: list[str] | None = None) -> FatReference | None:
+    """The patient's subcutaneous fat level, measured in the layer under the skin, when fat is bright in the image.
+
+    The body's outline is the tissue above the signal-void level (``solid_range[0]``, half the muscle level), its
+    holes filled slice by slice; the field of view's edge is not skin (a crop's cut is no outline). The layer under
+    the skin is the tissue ``rim_mm`` deep from that outline: subcutaneous fat, the one fat depot every limb and
+    trunk has. A slice's layer is *bright* when at least ``min_bright_fraction`` of it lies above Otsu's threshold
+    (``solid_range[1]``); fat is the bright tissue of the image when at least ``min_slice_fraction`` of the slices
+    with a layer in view are bright (T1 and fast spin echo T2: yes; a fat-suppressed image: the layer under the skin
+    is dark, and no fat level is given). Slices, not the whole layer, are counted because a surface coil's signal
+    falls off towards its ends (STS_003's T1: fat grey in its top 15 slices).
+
+    Parameters
+    ----------
+    image : (Z, Y, X) ndarray
+        Intensities in the series' unit (a denoised working image).
+    spacing_mm : tuple of 3 float
+        Voxel spacing (dz, dy, dx), mm.
+    foreground : (Z, Y, X) bool ndarray
+        The body (or the whole field of view: the outline is taken from the image).
+    solid_range : (float, float)
+        :func:`solid_range_from_image`'s ``(half the muscle level, Otsu's threshold)``.
+    rim_mm : (float, float), optional
+        Depth of the layer under the skin, mm. Default (2, 10): below the skin itself, within the thinnest usual
+        subcutaneous fat.
+    min_bright_fraction, min_slice_fraction : float, optional
+        See above. Defaults 0.5 and 0.25.
+    work_mm : float, optional
+        Grid spacing of the measurement, about, mm. Default 2.
+    notes : list of str, optional
+        What was measured is appended here.
+
+    Returns
+    -------
+    FatReference or None
+        None when no layer under the skin is in view or fat is not its bright tissue (fat-suppressed).
+    """
+    _check_image(image)
+    sp = _check_spacing(spacing_mm)
+    if foreground.shape != image.shape or foreground.dtype != np.bool_:
+        raise ValueError("foreground must be a bool mask with the image's shape")
+    lo, hi = solid_range
+    if not lo < hi:
+        raise ValueError(f"solid_range must be (low, high) with low < high, got {solid_range}")
+    if not 0 <= rim_mm[0] < rim_mm[1]:
+        raise ValueError(f"rim_mm must be (near, far) with 0 <= near < far, got {rim_mm}")
+    for name, v in (("min_bright_fraction", min_bright_fraction), ("min_slice_fraction", min_slice_fraction)):
+        if not 0 < v <= 1:
+            raise ValueError(f"{name} must be in (0, 1], got {v}")
+    notes = notes if notes is not None else []
+    f = _pool_factors(sp, work_mm)
+    sp_w = tuple(s * k for s, k in zip(sp, f))
+    img = block_mean(image, f)
+    tissue = (block_mean(foreground, f) > 0.5) & (img > lo)
+    tissue = np.stack([ndi.binary_fill_holes(t) for t in tissue]) if tissue.size else tissue
+    # depth under the skin; the field of view's edge is not skin: the edge voxels are repeated outwards
+    depth = ndi.distance_transform_edt(np.pad(tissue, 1, mode="edge"), sampling=sp_w)[1:-1, 1:-1, 1:-1]
+    rim = tissue & (depth > rim_mm[0]) & (depth <= rim_mm[1])
+    min_voxels = max(20, int(round(100.0 / (sp_w[1] * sp_w[2]))))  # at least 1 cm^2 of layer in a slice
+    bright_vals, n_rim, n_bright = [], 0, 0
+    for z in range(img.shape[0]):
+        if np.count_nonzero(rim[z]) < min_voxels:
+            continue
+        n_rim += 1
+        v = img[z][rim[z]]
+        if np.mean(v > hi) >= min_bright_fraction:
+            n_bright += 1
+            bright_vals.append(v[v > hi])
+    muscle = 2.0 * lo
+    if n_rim == 0 or n_bright < min_slice_fraction * n_rim:
+        notes.append(f"fat: the layer under the skin is bright in {n_bright} of {n_rim} slice(s): fat is not the "
+                     "bright tissue (fat-suppressed, or no skin in view); no fat level, fat-like regions not told")
+        return None
+    fat = float(np.median(np.concatenate(bright_vals)))
+    notes.append(f"fat: subcutaneous fat level {fat:.4g} (bright layer under the skin in {n_bright} of {n_rim} "
+                 f"slices), muscle level {muscle:.4g}")
+    return FatReference(muscle, fat, n_bright, n_rim)
 
 
 def _pool_factors(spacing_mm: Sequence[float], work_mm: float) -> tuple[int, int, int]:

@@ -27,6 +27,9 @@
 * *uptake* (PET and other non-CT, per slice only, not a model feature): the peak of the 3 x 3 local mean and the
   largest region of moderately raised signal (2-8 x the body's median: the liver on FDG PET), for
   :func:`pet_landmarks`;
+* *liver* (MR and other non-CT, per slice only, not a model feature): the largest homogeneous organ region of the
+  trunk, its side of the midline (right and left from the direction cosines) and how much of its mirror image is
+  homogeneous too, for :func:`liver_slices` (:func:`_mr_landmarks`);
 * shape: total cross-section area (cm^2), number of parts (two thighs, arms beside the trunk: parts that touch
   count apart, see :func:`_body_parts`), the largest part's major axis (mm) and minor/major ratio, the fraction
   of the outline that lies on the image border (a cropped field of view) and the fraction of the field of view
@@ -66,6 +69,7 @@ __all__ = [
     "SceneProfile",
     "descriptor_vector",
     "landmark_label",
+    "liver_slices",
     "pet_landmarks",
     "profile_slabs",
     "scene_descriptors",
@@ -255,7 +259,7 @@ _NAMES = ("area_cm2", "n_components", "major_axis_mm", "minor_major_ratio", "edg
           "dark_fraction", "bright_fraction", "ring_dark", "ring_bright", "core_dark", "core_bright",
           "organ_fraction", "lateral_bright", "lateral_bright_blob", "solidity", "dark_blob", "bone_pieces")
 _CT_NAMES = ("air_lung_fraction", "fat_fraction", "soft_tissue_fraction", "bone_fraction")
-_OTHER_NAMES = ("peak_rel", "uptake_blob_cm2")
+_OTHER_NAMES = ("peak_rel", "uptake_blob_cm2", "right_organ", "right_organ_side", "right_organ_mirror")
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,7 +329,8 @@ def _bone_pieces(full: np.ndarray, sy: float, sx: float, bone_thr: float) -> flo
 
 
 def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float, px: float, fy: int, fx: int, *,
-                   min_px: float, split_px: float, ring_mm: float, core_mm: float) -> dict[str, float] | None:
+                   min_px: float, split_px: float, ring_mm: float, core_mm: float,
+                   signs: tuple[int, int] = (1, 1)) -> dict[str, float] | None:
     """Descriptors of one block-averaged axial slice ``sl`` (``full``: the same slice at full resolution)."""
     body_thr, dark_thr, bright_thr, organ_lo, organ_hi, organ_std = thr
     st = ndi.generate_binary_structure(2, 1)
@@ -411,12 +416,72 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
         out["peak_rel"] = float(mean3[filled].max() / ref) if ref > 0 and filled.any() else 0.0
         ulab, nu = ndi.label(inside & (mean3 > _UPTAKE_REL[0] * ref) & (mean3 < _UPTAKE_REL[1] * ref))
         out["uptake_blob_cm2"] = float(np.bincount(ulab.ravel())[1:].max() * pix_cm2) if nu else 0.0
+        homogeneous = filled & (mean3 > organ_lo) & (mean3 < organ_hi) & (std3 < organ_std)
+        out.update(_mr_landmarks(big, organ, homogeneous, py, px, signs))
     if is_ct:
         out["air_lung_fraction"] = dark.sum() / area_px
         out["fat_fraction"] = (((sl >= _CT_FAT_HU[0]) & (sl < _CT_FAT_HU[1])) & filled).sum() / area_px
         out["soft_tissue_fraction"] = (((sl >= _CT_SOFT_HU[0]) & (sl < _CT_SOFT_HU[1])) & filled).sum() / area_px
         out["bone_fraction"] = bright.sum() / area_px
     return out
+
+
+def _oriented(a: np.ndarray, signs: tuple[int, int]) -> np.ndarray:
+    """An axial slice (patient y, patient x) turned so that rows run anterior to posterior and columns from the
+    patient's right to left (LPS: both axes increasing)."""
+    return a[:: signs[0], :: signs[1]]
+
+
+def _mr_landmarks(trunk: np.ndarray, organ: np.ndarray, homogeneous: np.ndarray, py: float, px: float,
+                  signs: tuple[int, int]) -> dict[str, float]:
+    """The liver's landmark on one axial slice, without an intensity scale (MR; measured on any non-CT slice).
+
+    ``right_organ``: the largest homogeneous organ region of the trunk (``organ``: homogeneous mid-intensity
+    tissue relative to the patient's own median, eroded once) as a fraction of the trunk, when its centroid lies
+    on the patient's right of the trunk's centre column (0 otherwise); ``right_organ_side``: that centroid's offset
+    to the right in half-widths of the trunk; ``right_organ_mirror``: the fraction of its mirror image across the
+    centre column that is homogeneous tissue too. The liver under the right hemidiaphragm is the one large organ
+    without a mirror partner (the spleen on the left is smaller and posterior); muscles (psoas, glutei, thighs,
+    the back) come in mirror pairs, the bladder and the brain lie on the midline, the heart left of it. Measured
+    only on a section larger than any thigh (>= ``_LIVER_TRUNK_MIN_CM2``) whose outline lies inside the field of
+    view: the centre column must be the midline. Right and left come from the direction cosines (``signs``), not
+    the array order.
+    """
+    out = {"right_organ": 0.0, "right_organ_side": np.nan, "right_organ_mirror": np.nan}
+    t = _oriented(trunk, signs)
+    o = _oriented(organ, signs) & t
+    h = _oriented(homogeneous, signs)
+    ty, tx = np.nonzero(t)
+    on_border = t[0].sum() + t[-1].sum() + t[:, 0].sum() + t[:, -1].sum()
+    if tx.size and tx.size * py * px / 100.0 >= _LIVER_TRUNK_MIN_CM2 and on_border <= 0.02 * tx.size:
+        lab, n = ndi.label(o)
+        if n:
+            sizes = np.bincount(lab.ravel())[1:]
+            c = lab == int(np.argmax(sizes)) + 1
+            cx = float(tx.mean())
+            hw = max((tx.max() - tx.min()) / 2.0, 1.0)
+            yy, xx = np.nonzero(c)
+            side = (cx - float(xx.mean())) / hw
+            mx = np.round(2 * cx - xx).astype(int)
+            ok = (mx >= 0) & (mx < h.shape[1])
+            mirror = float(h[yy[ok], mx[ok]].sum()) / max(xx.size, 1)
+            out["right_organ_side"] = side
+            out["right_organ_mirror"] = mirror
+            if side > 0:
+                out["right_organ"] = float(c.sum()) / tx.size
+    return out
+
+
+def _axial_signs(direction: np.ndarray) -> tuple[int, int]:
+    """Signs of patient y and x along the axial view's rows and columns (:func:`to_axial`): +1 when the index
+    grows towards posterior (y) and the patient's left (x)."""
+    d = np.asarray(direction, dtype=float)
+    p_of_i = [int(np.argmax(np.abs(d[:, i]))) for i in range(3)]
+    if len(set(p_of_i)) != 3:
+        return (1, 1)
+    sy = 1 if d[1, p_of_i.index(1)] >= 0 else -1
+    sx = 1 if d[0, p_of_i.index(0)] >= 0 else -1
+    return (sy, sx)
 
 
 def scene_profile(image: np.ndarray, spacing_mm: tuple[float, float, float], *,
@@ -479,7 +544,7 @@ def scene_profile(image: np.ndarray, spacing_mm: tuple[float, float, float], *,
     for i, sl in enumerate(slices):
         m = _measure_slice(sl, np.asarray(ax[ks[i]]), thr, is_ct, py, px, fy, fx,
                            min_px=min_component_cm2 / (py * px / 100.0), split_px=split_mm / max(py, px),
-                           ring_mm=ring_mm, core_mm=core_mm)
+                           ring_mm=ring_mm, core_mm=core_mm, signs=_axial_signs(d))
         if m is not None:
             for k, val in m.items():
                 per[k][i] = val
@@ -907,6 +972,31 @@ def landmark_label(z: float, marks: Mapping[str, float]) -> str:
     return UNKNOWN
 
 
+#: MR liver landmark (:func:`_mr_landmarks`, :func:`liver_slices`): a homogeneous organ of at least _LIVER_MIN of
+#: the trunk's section, its centroid at least _LIVER_SIDE half-widths right of the trunk's centre column, and at
+#: most _LIVER_MIRROR of its mirror image homogeneous too (paired muscles mirror each other almost wholly).
+_LIVER_MIN = 0.04
+_LIVER_SIDE = 0.3
+#: The liver is looked for only in a body section larger than an adult thigh's (cm^2): an adult abdomen is 450-1000.
+_LIVER_TRUNK_MIN_CM2 = 400.0
+_LIVER_MIRROR = 0.5
+#: Likelihood ratio of the liver landmark for ``abdomen`` (a slab with no lungs whose slices mostly show it).
+#: Chosen, not fitted (one abdomen MR patient to check it on), like ``_HEAD_LR``: with the model's odds for abdomen
+#: it gives p >= 0.5 only where the model already gives abdomen >= 0.09.
+_LIVER_LR = 10.0
+
+
+def liver_slices(profile: SceneProfile) -> np.ndarray:
+    """Per sampled slice of an MR profile, whether it shows the liver landmark (False elsewhere and on CT/PET):
+    a large homogeneous organ right of the trunk's midline without a mirror partner on the left."""
+    per = profile.per_slice
+    if profile.modality != "MR" or "right_organ" not in per:
+        return np.zeros(profile.z_mm.shape, dtype=bool)
+    return ((np.nan_to_num(per["right_organ"]) >= _LIVER_MIN)
+            & (np.nan_to_num(per["right_organ_side"]) >= _LIVER_SIDE)
+            & (np.nan_to_num(per["right_organ_mirror"], nan=1.0) <= _LIVER_MIRROR))
+
+
 def _shape_veto(label: str, d: SceneDescriptors) -> bool:
     """True when the body's cross-section contradicts ``label`` (any modality): sizes of adult anatomy."""
     v = d.values
@@ -1062,6 +1152,26 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
                 cal[i, h] = p_head
         if vz is not None:
             notes.append(f"scene: the vertex (the body's superior end, a head's cap) at z = {vz:.0f} mm")
+    # MR: the liver (a large homogeneous organ right of the midline, no mirror partner) in a slab without lungs is
+    # abdomen evidence (likelihood ratio _LIVER_LR on the calibrated odds)
+    liver = liver_slices(profile)
+    if liver.any() and "abdomen" in classes:
+        j = classes.index("abdomen")
+        n_liver = 0
+        for i, (a, b, d) in enumerate(slabs):
+            sel = has & (zs >= a) & (zs <= b)
+            if sel.sum() >= 2 and liver[sel].mean() >= 0.5 and d.values.get("dark_blob", 1.0) < _NO_LUNG_BLOB_MR:
+                odds = cal[i, j] / max(1.0 - cal[i, j], 1e-12) * _LIVER_LR
+                rest = cal[i].sum() - cal[i, j]
+                p_abd = odds / (1.0 + odds)
+                cal[i] = cal[i] * ((1.0 - p_abd) / rest if rest > 0 else 0.0)
+                cal[i, j] = p_abd
+                n_liver += 1
+        if n_liver:
+            zl = zs[liver]
+            notes.append(f"scene: MR liver landmark (a homogeneous organ right of the midline without a mirror "
+                         f"partner) from z = {zl.min():.0f} to {zl.max():.0f} mm: abdomen evidence in {n_liver} "
+                         "slab(s) without lungs")
     # PET: uptake landmarks (liver, its dome, the bladder) place the trunk's regions and the legs by adult anatomy
     marks = pet_landmarks(profile)
     forced: dict[int, str] = {}

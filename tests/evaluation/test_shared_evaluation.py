@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(3000)]
 
 #: summary key -> least number of successes (Proportion) or bound, as measured (docs/evaluation.md)
 FLOORS = {
-    "scene_correct": 15,
+    "scene_correct": 16,
     "lesions_found": 12,
     "top_finding_true": 12,
     "series_with_a_true_finding": 12,
@@ -33,8 +33,11 @@ FLOORS = {
 CEILINGS = {
     "scene_confident_wrong": 0,
 }
-MAX_FALSE_FINDINGS = 2
-MIN_DICE_MEAN = 0.67
+#: measured 0 since MR tells fat from a solid mass (STS_003's T1 fat lobule, p 0.82 held out before, is gone)
+MAX_FALSE_FINDINGS = 1
+#: measured 0.667 (0.672 before the fat rule: the fat lobule reported on STS_003's T1 MR touched the tumour's edge,
+#: Dice 0.05; without it that series reports nothing, Dice 0)
+MIN_DICE_MEAN = 0.665
 MIN_LUNGS_FOUND = 2
 #: mean regions agreement (the whole-body PET's hand-read regions covered by scene regions of the same label)
 MIN_REGIONS_AGREEMENT = 0.99
@@ -93,12 +96,15 @@ def test_finding_probabilities_are_calibrated_held_out(shared):
 def test_top_finding_is_the_tumour_where_the_image_shows_it_apart(shared):
     """Reported (p >= 0.5 with the held-out calibration) and first: the chest CT mass, every sarcoma CT (STS_001's
     isodense one by the solid-mass search), the T1 MRs of STS_001 and STS_002, every PET and the thigh T2 MR
-    (docs/models.md says why not STS_003's T1 MR)."""
+    (docs/models.md says why not STS_003's T1 MR: there T1 alone does not tell the sarcoma from normal muscle, and
+    the node reports nothing rather than the fat lobule that ranked first before)."""
     ids = ("chest-ct-b40f", "chest-ct-b70f", "sts-001-ct", "sts-002-ct", "sts-003-ct", "sts-001-mr-t1", "sts-002-mr-t1",
            "sts-001-pet", "sts-002-pet", "sts-003-pet", "wholebody-pet", "wholebody-mr-t2")
     for cid in ids:
         c = next(c for c in shared[1]["cases"] if c["id"] == cid)
         assert c["first_true_rank"] == 1 and c["lesions_found"] == c["lesions_total"], (cid, c["findings"])
+    sts003 = next(c for c in shared[1]["cases"] if c["id"] == "sts-003-mr-t1")
+    assert sts003["false_findings"] == 0, sts003["findings"]  # fat is not a mass: no confident fat lobule
 
 
 def test_chest_ct_tumour_is_the_top_finding(shared):
