@@ -414,25 +414,68 @@ def blob_candidates(image: np.ndarray, spacing_mm: Sequence[float], radii_mm: Se
 def _log_stack(image: np.ndarray, spacing_mm: Sequence[float],
                radii_mm: Sequence[float]) -> tuple[np.ndarray, list[float]]:
     """The scale-normalised LoG response ``-sigma^2 * Laplacian`` (bright blobs positive) per radius: (R, Z, Y, X)."""
-    radii = [float(r) for r in radii_mm]
-    if not radii or any(not r > 0 for r in radii):
-        raise ValueError(f"radii_mm must be positive mm, got {radii_mm}")
-    img = image.astype(np.float32, copy=False)
-    sp = np.asarray(spacing_mm, dtype=float)
+    radii, img, sp = _log_inputs(image, spacing_mm, radii_mm)
     stack = np.empty((len(radii),) + img.shape, dtype=np.float32)
     smooth = np.empty(img.shape, dtype=np.float32)  # two work arrays for every radius: no page faults per pass
     tmp = np.empty(img.shape, dtype=np.float32)
     for i, r in enumerate(radii):
-        s_mm = r / _SQRT3
-        ndi.gaussian_filter(img, s_mm / sp, mode="nearest", output=smooth)  # then second differences: 3 passes
-        lap = stack[i]
-        lap[...] = 0
-        for ax in range(3):
-            _second_derivative(smooth, ax, out=tmp)
-            tmp *= np.float32(1.0 / sp[ax] ** 2)
-            lap += tmp
-        lap *= np.float32(-(s_mm ** 2))
+        _log_at(img, sp, r, out=stack[i], smooth=smooth, tmp=tmp)
     return stack, radii
+
+
+def _log_inputs(image: np.ndarray, spacing_mm: Sequence[float],
+                radii_mm: Sequence[float]) -> tuple[list[float], np.ndarray, np.ndarray]:
+    radii = [float(r) for r in radii_mm]
+    if not radii or any(not r > 0 for r in radii):
+        raise ValueError(f"radii_mm must be positive mm, got {radii_mm}")
+    return radii, image.astype(np.float32, copy=False), np.asarray(spacing_mm, dtype=float)
+
+
+def _log_at(img: np.ndarray, sp: np.ndarray, r: float, *, out: np.ndarray, smooth: np.ndarray,
+            tmp: np.ndarray) -> np.ndarray:
+    """The scale-normalised LoG response at radius ``r`` into ``out`` (``smooth`` and ``tmp``: work arrays)."""
+    s_mm = r / _SQRT3
+    ndi.gaussian_filter(img, s_mm / sp, mode="nearest", output=smooth)  # then second differences: 3 passes
+    out[...] = 0
+    for ax in range(3):
+        _second_derivative(smooth, ax, out=tmp)
+        tmp *= np.float32(1.0 / sp[ax] ** 2)
+        out += tmp
+    out *= np.float32(-(s_mm ** 2))
+    return out
+
+
+def _log_peaks(image: np.ndarray, spacing_mm: Sequence[float], radii_mm: Sequence[float], *,
+               polarities: Sequence[int], min_response: float, allowed: np.ndarray | None, max_candidates: int,
+               in_view: bool) -> tuple[dict[int, list[tuple[tuple[int, int, int], float, float]]], list[float]]:
+    """:func:`_stack_peaks` of :func:`_log_stack` for each polarity (the same candidates, in the same order), with
+    the LoG responses made scale by scale: three of them in memory at a time (a scale's peaks need its two
+    neighbours), not the whole stack, and the work arrays shared by the filtering and the peak search."""
+    radii, img, sp = _log_inputs(image, spacing_mm, radii_mm)
+    n = len(radii)
+    ring = [np.empty(img.shape, dtype=np.float32) for _ in range(min(n, 3))]
+    work = [np.empty(img.shape, dtype=np.float32) for _ in range(3)]
+    hits: dict[int, list[tuple[np.ndarray, int, np.ndarray]]] = {int(p): [] for p in polarities}
+    have: dict[int, np.ndarray] = {}
+
+    def response(i: int) -> np.ndarray:
+        if i not in have:
+            buf = ring[i % len(ring)]
+            have.pop(next((k for k in have if have[k] is buf), -1), None)
+            have[i] = _log_at(img, sp, radii[i], out=buf, smooth=work[0], tmp=work[1])
+        return have[i]
+
+    for i in range(n):
+        below, above = max(0, i - 1), min(n - 1, i + 1)
+        response(below)
+        response(i)
+        response(above)
+        for pol in hits:
+            hit = _scale_peaks(have[i], have[below], have[above], i, radii[i], sp, polarity=pol,
+                               min_response=min_response, allowed=allowed, in_view=in_view, work=work)
+            if hit is not None:
+                hits[pol].append(hit)
+    return {pol: _ranked(h, radii, max_candidates) for pol, h in hits.items()}, radii
 
 
 def _max3(a: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -464,36 +507,52 @@ def _stack_peaks(stack: np.ndarray, radii: list[float], spacing_mm: Sequence[flo
     separable), in three work volumes instead of three copies of the whole stack."""
     sp = np.asarray(spacing_mm, dtype=float)
     n_scales = stack.shape[0]
-    sign = np.float32(polarity)
-    signed = np.empty(stack.shape[1:], dtype=np.float32)
-    mx = np.empty_like(signed)
-    tmp = np.empty_like(signed)
+    work = [np.empty(stack.shape[1:], dtype=np.float32) for _ in range(3)]
     hits: list[tuple[np.ndarray, int, np.ndarray]] = []
     for i in range(n_scales):
-        np.multiply(stack[i], sign, out=signed)
-        np.maximum(signed, stack[max(0, i - 1)] * sign, out=mx)  # the scale axis, edges: nearest (as _max3)
-        np.maximum(mx, stack[min(n_scales - 1, i + 1)] * sign, out=mx)
+        hit = _scale_peaks(stack[i], stack[max(0, i - 1)], stack[min(n_scales - 1, i + 1)], i, radii[i], sp,
+                           polarity=polarity, min_response=min_response, allowed=allowed, in_view=in_view, work=work)
+        if hit is not None:
+            hits.append(hit)
+    return _ranked(hits, radii, max_candidates)
+
+
+def _scale_peaks(cur: np.ndarray, below: np.ndarray, above: np.ndarray, i: int, r: float, sp: np.ndarray, *,
+                 polarity: int, min_response: float, allowed: np.ndarray | None, in_view: bool,
+                 work: list[np.ndarray]) -> tuple[np.ndarray, int, np.ndarray] | None:
+    """The peaks of scale ``i`` (response ``cur``, its neighbouring scales ``below`` and ``above``, edges: the
+    scale itself): (indices, i, signed responses), or None. ``work``: three arrays of the response's shape."""
+    sign = np.float32(polarity)
+    signed, mx, tmp = work
+    np.multiply(cur, sign, out=signed)
+    np.multiply(below, sign, out=tmp)
+    np.maximum(signed, tmp, out=mx)  # the scale axis, edges: nearest (as _max3)
+    np.multiply(above, sign, out=tmp)
+    np.maximum(mx, tmp, out=mx)
+    for ax in range(3):
+        _max3(mx, ax, out=tmp)
+        mx, tmp = tmp, mx
+    peaks = signed == mx
+    peaks &= signed > min_response
+    if allowed is not None:
+        peaks &= allowed
+    if in_view:
         for ax in range(3):
-            _max3(mx, ax, out=tmp)
-            mx, tmp = tmp, mx
-        peaks = signed == mx
-        peaks &= signed > min_response
-        if allowed is not None:
-            peaks &= allowed
-        if in_view:
-            r = radii[i]
-            for ax in range(3):
-                m = int(math.ceil(r / sp[ax] - 0.5))
-                if m <= 0:
-                    continue
-                sl = [slice(None), slice(None), slice(None)]
-                sl[ax] = slice(0, m)
-                peaks[tuple(sl)] = False
-                sl[ax] = slice(max(0, stack.shape[ax + 1] - m), None)
-                peaks[tuple(sl)] = False
-        idx = np.argwhere(peaks)
-        if idx.size:
-            hits.append((idx, i, signed[tuple(idx.T)]))
+            m = int(math.ceil(r / sp[ax] - 0.5))
+            if m <= 0:
+                continue
+            sl = [slice(None), slice(None), slice(None)]
+            sl[ax] = slice(0, m)
+            peaks[tuple(sl)] = False
+            sl[ax] = slice(max(0, cur.shape[ax] - m), None)
+            peaks[tuple(sl)] = False
+    idx = np.argwhere(peaks)
+    return (idx, i, signed[tuple(idx.T)]) if idx.size else None
+
+
+def _ranked(hits: list[tuple[np.ndarray, int, np.ndarray]], radii: list[float],
+            max_candidates: int) -> list[tuple[tuple[int, int, int], float, float]]:
+    """The peaks of all scales, strongest first, at most ``max_candidates``."""
     if not hits:
         return []
     idx = np.concatenate([np.column_stack([np.full(len(h[0]), h[1]), h[0]]) for h in hits])
@@ -1025,23 +1084,26 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
     radii = _radii(max(settings.min_diameter_mm / 2.0, 2.0 * max(csp)), max_radius_mm)
     pols = {"both": (1, -1), "bright": (1,), "dark": (-1,)}[polarity]
     cands = []
-    stack, radii = _log_stack(z_c, csp, radii)  # one response for both polarities
+    # one response for both polarities, made scale by scale (three scales in memory, not the whole stack)
+    peaks, radii = _log_peaks(z_c, csp, radii, polarities=pols, min_response=min_resp, allowed=fg_c,
+                              max_candidates=n_cand, in_view=True)
     for pol in pols:
-        cands += [(c, r, resp, pol) for c, r, resp in
-                  _stack_peaks(stack, radii, csp, polarity=pol, min_response=min_resp, allowed=fg_c,
-                               max_candidates=n_cand, in_view=True)]
+        cands += [(c, r, resp, pol) for c, r, resp in peaks[pol]]
+    del peaks
     n_snr = 0
     if pet:
         # small foci by their signal-to-noise ratio at the small-lesion scales (1-5 mL): beside the strongest
-        # blobs of the whole body, which physiological uptake fills first
-        k = max(1, sum(r <= PET_SMALL_RADIUS_MM for r in radii))  # radii increase: the first k (a view, divided)
+        # blobs of the whole body, which physiological uptake fills first. Only those scales' responses are
+        # made again (the blob search above keeps three scales at a time, not the stack)
+        k = max(1, sum(r <= PET_SMALL_RADIUS_MM for r in radii))  # radii increase: the first k
+        small, _ = _log_stack(z_c, csp, radii[:k])
         seen = {c for c, *_ in cands}
-        for c, r, snr, resp in _pet_snr_blobs(stack[:k], radii[:k], fg_c, csp):
+        for c, r, snr, resp in _pet_snr_blobs(small, radii[:k], fg_c, csp):
             if c not in seen:
                 cands.append((c, r, resp, 1, snr))
                 seen.add(c)
                 n_snr += 1
-    del stack
+        del small
     notes = [f"tissue search: median {med:.4g}, within-tissue spread {spread:.4g}; {len(cands)} blob candidate(s) on a "
              f"{csp[0]:.2g} x {csp[1]:.2g} x {csp[2]:.2g} mm grid, radii {radii[0]:.3g}..{radii[-1]:.3g} mm"
              + (f" (PET: on log2 SUV; {n_snr} of them by their signal-to-noise ratio >= {PET_MIN_SNR:g})"

@@ -35,9 +35,15 @@ def basic_measurements(image: np.ndarray, mask: np.ndarray, spacing_mm: tuple[fl
     if image.shape != mask.shape:
         raise ValueError(f"image shape {image.shape} and mask shape {mask.shape} differ")
     n = int(np.count_nonzero(mask))
+    return measurements_of_values(image[mask] if n else image[:0, 0, 0], spacing_mm, unit=unit)
+
+
+def measurements_of_values(vals: np.ndarray, spacing_mm: tuple[float, float, float], *,
+                           unit: str = "") -> list[Measurement]:
+    """:func:`basic_measurements` from the segment's intensities ``image[mask]`` (N,) already gathered."""
+    n = int(vals.size)
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
     if n:
-        vals = image[mask]
         mean = float(vals.mean(dtype=np.float64))
         ss = 0.0
         for i in range(0, vals.size, 1 << 22):  # chunked: no full-size float64 temporary

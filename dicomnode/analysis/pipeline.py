@@ -6,6 +6,12 @@ A step is a function ``(ctx: Context, params: Mapping) -> None`` that reads and 
 parameters. The runner times each step and records its peak memory (through a meter passed in by the caller, so
 that this module reads no files), and records a failing *optional* step (``optional = true`` in its table) without
 losing the others; a failing required step raises :class:`~dicomnode.errors.AnalysisError` naming the step.
+
+A step says which of the context's large intermediates (:data:`RELEASABLE`: the denoised working image and the
+class posteriors, each as large as the series or larger) it reads (``@step(name, reads=...)``). Between steps the
+runner lets go of an intermediate that no later step of the run reads: ``posteriors`` becomes None and ``volume``
+the ``original`` again, so the later steps (features, scene...) run without them in memory. A step that does not
+say what it reads is taken to read them all, so nothing is released before it.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import time
 import traceback as tb
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 import numpy as np
 
@@ -57,12 +63,34 @@ class StepRecord:
 StepFn = Callable[[Context, Mapping[str, Any]], None]
 STEPS: dict[str, StepFn] = {}
 
+#: The large intermediates of a :class:`Context` that the runner releases once no later step reads them.
+RELEASABLE: frozenset[str] = frozenset({"volume", "posteriors"})
+#: Per registered step, which of :data:`RELEASABLE` it reads (all of them when the step did not say).
+STEP_READS: dict[str, frozenset[str]] = {}
 
-def step(name: str) -> Callable[[StepFn], StepFn]:
+
+def step(name: str, *, reads: "Collection[str] | None" = None) -> Callable[[StepFn], StepFn]:
+    """Register a step under ``name``; ``reads`` names the fields of :data:`RELEASABLE` it reads (default: all)."""
+    needed = RELEASABLE if reads is None else frozenset(reads)
+    if not needed <= RELEASABLE:
+        raise ValueError(f"step {name!r}: reads {sorted(needed - RELEASABLE)}: only {sorted(RELEASABLE)} are tracked")
+
     def register(fn: StepFn) -> StepFn:
         STEPS[name] = fn
+        STEP_READS[name] = needed
         return fn
     return register
+
+
+def _release(ctx: Context, later_steps: "Collection[str]") -> None:
+    """Drop the intermediates that none of ``later_steps`` reads (a step not registered reads everything)."""
+    needed: set[str] = set()
+    for name in later_steps:
+        needed |= STEP_READS.get(name, RELEASABLE)
+    if "posteriors" not in needed:
+        ctx.posteriors = None
+    if "volume" not in needed:
+        ctx.volume = ctx.original
 
 
 MeterFactory = Callable[[], Any]  # a context manager with .peak_rss_mb after exit
@@ -71,9 +99,14 @@ MeterFactory = Callable[[], Any]  # a context manager with .peak_rss_mb after ex
 def run_steps(ctx: Context, steps: list[str] | tuple[str, ...], params: Mapping[str, Mapping[str, Any]], *,
               meter: MeterFactory | None = None,
               progress: Callable[[str], None] | None = None) -> list[StepRecord]:
-    """Run ``steps`` in order over ``ctx``; return one record per step."""
+    """Run ``steps`` in order over ``ctx``; return one record per step.
+
+    Before each step after the first, the intermediates that neither it nor a later step reads are released
+    (see the module's docstring); after the last step nothing more is released."""
     records: list[StepRecord] = []
-    for name in steps:
+    for i, name in enumerate(steps):
+        if i > 0:
+            _release(ctx, steps[i:])
         fn = STEPS.get(name)  # registered by dicomnode.steps.registry()
         if fn is None:
             raise AnalysisError(f"unknown step {name!r}; known steps: {', '.join(sorted(STEPS))}")

@@ -31,7 +31,7 @@ from dicomnode.analysis.features.histogram import histogram_features, ivh_featur
 from dicomnode.analysis.features.intensity import local_intensity_features, statistics_features
 from dicomnode.analysis.features.morphology import morphology_features
 from dicomnode.analysis.features.processing import roi_bounding_box
-from dicomnode.analysis.measure import basic_measurements
+from dicomnode.analysis.measure import measurements_of_values
 from dicomnode.analysis.volume import Measurement
 
 FAMILIES = ("morphology", "intensity statistics", "intensity histogram", "intensity-volume histogram",
@@ -164,14 +164,16 @@ def region_features(image: np.ndarray, mask: np.ndarray, spacing_mm: tuple[float
     notes : list of str
         What was approximated or left out, and why.
     """
-    meas = basic_measurements(image, mask, spacing_mm, unit=unit)
+    if image.shape != mask.shape:
+        raise ValueError(f"image shape {image.shape} and mask shape {mask.shape} differ")
+    values = image[mask]  # in the image's dtype: the feature functions avoid float64 copies of large ROIs
+    meas = measurements_of_values(values, spacing_mm, unit=unit)
     notes: list[str] = []
-    n = int(np.count_nonzero(mask))
+    n = int(values.size)
     if n == 0:
         return meas, ["empty segment: no features"]
     ucum = _ucum(unit)
     fams = set(settings.families)
-    values = image[mask]  # in the image's dtype: the feature functions avoid float64 copies of large ROIs
     feats: list[FeatureValue] = []
     if "intensity statistics" in fams:
         feats += statistics_features(values)

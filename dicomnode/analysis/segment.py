@@ -731,9 +731,18 @@ def segment_generic(image: np.ndarray, spacing_mm: tuple[float, float, float], *
         z = (x[None, :] - mu[:, None]) * inv[:, None]
         logp = c[:, None] - 0.5 * z * z
         del z
-        logp -= logp.max(axis=0, keepdims=True)
+        # the maximum and the sum over the classes row by row: the same values as max/sum(axis=0), without
+        # numpy's strided reduction over the leading axis
+        top = logp[0].copy()
+        for k in range(1, logp.shape[0]):
+            np.maximum(top, logp[k], out=top)
+        logp -= top
         np.exp(logp, out=logp)
-        logp /= logp.sum(axis=0, keepdims=True)
+        np.copyto(top, logp[0])
+        for k in range(1, logp.shape[0]):
+            top += logp[k]
+        logp /= top
+        del top
         best = logp[0].copy()
         winner = np.zeros(idx.size, dtype=np.int8)
         for k in range(1, k_eff):  # first maximum on ties, as argmax

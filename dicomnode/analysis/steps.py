@@ -61,7 +61,7 @@ def foreground(image: np.ndarray, *, threshold: float) -> np.ndarray:
     return mask
 
 
-@step("foreground")
+@step("foreground", reads=("volume",))
 def _foreground_step(ctx: Context, params: Mapping[str, Any]) -> None:
     """The node's first, simple segmentation: body/foreground by threshold + largest component + holes filled."""
     _check_keys("foreground", params, {"threshold"})
@@ -83,7 +83,7 @@ def _foreground_step(ctx: Context, params: Mapping[str, Any]) -> None:
     ctx.labels = ctx.labels.add(info, mask)
 
 
-@step("enhance")
+@step("enhance", reads=("volume",))
 def _enhance_step(ctx: Context, params: Mapping[str, Any]) -> None:
     v = ctx.volume
     method, p = _method("enhance", params, {"background_blend": 1, "window": 1, "clahe": 1}, "background_blend")
@@ -101,7 +101,7 @@ def _enhance_step(ctx: Context, params: Mapping[str, Any]) -> None:
     ctx.volume = v.with_array(out.astype(np.float32, copy=False))
 
 
-@step("denoise")
+@step("denoise", reads=("volume",))
 def _denoise_step(ctx: Context, params: Mapping[str, Any]) -> None:
     v = ctx.volume
     method, p = _method("denoise", params, {"gaussian": 1, "box_mean": 1, "median": 1, "nl_means": 1}, "gaussian")
@@ -116,7 +116,7 @@ def _denoise_step(ctx: Context, params: Mapping[str, Any]) -> None:
     ctx.volume = v.with_array(out.astype(np.float32, copy=False))
 
 
-@step("segment")
+@step("segment", reads=("volume",))
 def _segment_step(ctx: Context, params: Mapping[str, Any]) -> None:
     v = ctx.volume
     method, p = _method("segment", params, {"auto": 1, "ct": 1, "generic": 1, "foreground": 1}, "auto")
@@ -144,7 +144,7 @@ def _segment_step(ctx: Context, params: Mapping[str, Any]) -> None:
     ctx.notes.extend(res.notes)
 
 
-@step("correct")
+@step("correct", reads=("volume", "posteriors"))
 def _correct_step(ctx: Context, params: Mapping[str, Any]) -> None:
     p = dict(params)
     sigma = p.pop("posterior_sigma_mm", None)
@@ -156,14 +156,17 @@ def _correct_step(ctx: Context, params: Mapping[str, Any]) -> None:
         sm = _correct.smooth_posteriors(ctx.posteriors, sp, sigma_mm=float(sigma), iterations=iterations)
         ctx.corrections["posterior_smoothing"] = int(sm.voxels_changed)
         ctx.posteriors = sm.posteriors
+        classes = sm.labels
+        del sm
         segs = []
         for s in ctx.labels.segments:
             if s.info.label in ctx.classes:
                 k = ctx.classes.index(s.info.label)
-                segs.append(type(s)(s.info, sm.labels == k))
+                segs.append(type(s)(s.info, classes == k))
             else:
                 segs.append(s)
         ctx.labels = LabelMap(tuple(segs), ctx.labels.not_found)
+        del classes, segs  # the class index map and the masks before smoothing: not held while cleaning
     labels, changed = _correct.correct_labels(ctx.labels, sp, **p)
     # a segment emptied by the correction is dropped and listed as not found
     kept = tuple(s for s in labels.segments if s.mask.any())
@@ -173,7 +176,7 @@ def _correct_step(ctx: Context, params: Mapping[str, Any]) -> None:
         ctx.corrections[k] = ctx.corrections.get(k, 0) + int(n)
 
 
-@step("features")
+@step("features", reads=())
 def _features_step(ctx: Context, params: Mapping[str, Any]) -> None:
     settings = RegionFeatureSettings.from_params(params)
     img = ctx.original
@@ -183,7 +186,7 @@ def _features_step(ctx: Context, params: Mapping[str, Any]) -> None:
         ctx.notes.extend(f"{seg.info.label}: {n}" for n in notes)
 
 
-@step("measure")
+@step("measure", reads=())
 def _measure_step(ctx: Context, params: Mapping[str, Any]) -> None:
     """Volume (mL), mean and SD of every segment, on the original (not denoised) intensities."""
     _check_keys("measure", params, set())

@@ -121,7 +121,7 @@ def _temperature(card_extra: Mapping[str, Any], is_ct: bool) -> float:
     return float(t) if t and float(t) > 0 else 1.0
 
 
-@step("scene")
+@step("scene", reads=())
 def _scene_step(ctx: Context, params: Mapping[str, Any]) -> None:
     """Body regions along z from the image (slab model + landmarks), the dominant one compared with the header."""
     _check_keys("scene", params, {"model"})
@@ -167,7 +167,7 @@ def _scene_step(ctx: Context, params: Mapping[str, Any]) -> None:
     }
 
 
-@step("classify")
+@step("classify", reads=())
 def _classify_step(ctx: Context, params: Mapping[str, Any]) -> None:
     """Posteriors of a trained model (``dicomnode train``) for this series or one of its segments."""
     _check_keys("classify", params, {"model", "segment"})
@@ -207,7 +207,7 @@ def _default_pairs(labels: list[str]) -> list[tuple[str, str]]:
     return pairs
 
 
-@step("match")
+@step("match", reads=())
 def _match_step(ctx: Context, params: Mapping[str, Any]) -> None:
     """Compare paired segments: mirrored shape overlap, histogram and intensity NCC, volume ratio."""
     _check_keys("match", params, {"pairs", "n_bins"})

@@ -158,7 +158,7 @@ def _in_limb(ctx: Context, res: Any) -> Any:
                                    res.n_candidates, res.notes)
 
 
-@step("detect")
+@step("detect", reads=("volume", "posteriors"))
 def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
     p = dict(params)
     method = str(p.pop("method", "auto"))
@@ -237,7 +237,7 @@ def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
     ctx.labels = labels
 
 
-@step("synthesize")
+@step("synthesize", reads=("volume",))
 def _synthesize_step(ctx: Context, params: Mapping[str, Any]) -> None:
     allowed = {"projections", "slab_mm", "spacing_mm", "source", "include_working"}
     unknown = set(params) - allowed

@@ -179,6 +179,29 @@ def test_blob_candidates_scale_follows_radius():
     assert cd == (32, 32, 32)
 
 
+@pytest.mark.parametrize("n_radii", [1, 2, 5])
+def test_scale_by_scale_log_peaks_are_the_whole_stacks(n_radii):
+    """detect_tissue's search keeps three LoG scales in memory: the same candidates, in the same order, as the peaks
+    of the whole stack, for both polarities (noise has many ties of rank and near-equal responses)."""
+    from scipy import ndimage as ndi
+
+    from dicomnode.analysis.detect import _log_peaks, _log_stack, _stack_peaks
+
+    rng = np.random.default_rng(3)
+    sp = (3.27, 4.07, 4.07)
+    img = ndi.gaussian_filter(rng.standard_normal((40, 36, 30)).astype(np.float32), 1.2)
+    allowed = rng.random(img.shape) < 0.9
+    radii = [4.0 * 1.5 ** k for k in range(n_radii)]
+    stack, r = _log_stack(img, sp, radii)
+    got, r2 = _log_peaks(img, sp, radii, polarities=(1, -1), min_response=0.0, allowed=allowed, max_candidates=40,
+                         in_view=True)
+    assert r2 == r
+    for pol in (1, -1):
+        want = _stack_peaks(stack, r, sp, polarity=pol, min_response=0.0, allowed=allowed, max_candidates=40,
+                            in_view=True)
+        assert len(want) > 5 and got[pol] == want
+
+
 def test_max_diameter_and_naive_bayes():
     m = np.zeros((1, 1, 11), bool)
     m[0, 0, :] = True

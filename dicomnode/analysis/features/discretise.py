@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 
-_CHUNK = 1 << 22  # values per chunk of float64 arithmetic
+_CHUNK = 1 << 20  # values per chunk of float64 arithmetic (8 MiB: stays in cache; 4 Mi values were slower)
 
 def discretise_fixed_bin_size(values: np.ndarray, *, bin_size: float, lower: float) -> np.ndarray:
     """Fixed bin size discretisation.

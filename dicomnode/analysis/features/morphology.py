@@ -66,9 +66,19 @@ def mesh_volume_area(vertices: np.ndarray, faces: np.ndarray) -> tuple[float, fl
     # Centre first: the volume does not depend on the origin for a closed mesh, and centring limits round-off.
     v = vertices - vertices.mean(axis=0)
     a, b, c = v[faces[:, 0]], v[faces[:, 1]], v[faces[:, 2]]
-    volume = abs(float(np.einsum("ij,ij->", a, np.cross(b, c)))) / 6.0
-    area = float(np.linalg.norm(np.cross(b - a, c - a), axis=1).sum()) / 2.0
+    volume = abs(float(np.einsum("ij,ij->", a, _cross(b, c)))) / 6.0
+    area = float(np.linalg.norm(_cross(b - a, c - a), axis=1).sum()) / 2.0
     return volume, area
+
+
+def _cross(b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``np.cross(b, c)`` of (N, 3) arrays, component by component (the same products and differences, bit for
+    bit, in about half the time of numpy's general version)."""
+    out = np.empty(np.broadcast_shapes(b.shape, c.shape), dtype=np.result_type(b, c))
+    for k, (i, j) in enumerate(((1, 2), (2, 0), (0, 1))):
+        np.multiply(b[:, i], c[:, j], out=out[:, k])
+        out[:, k] -= b[:, j] * c[:, i]
+    return out
 
 
 def max_pairwise_distance(points: np.ndarray, *, block: int = 2048) -> float:

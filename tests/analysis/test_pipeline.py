@@ -1,0 +1,71 @@
+"""The runner releases the working image and the class posteriors once no later step reads them."""
+
+import numpy as np
+import pytest
+
+from dicomnode.analysis.pipeline import STEP_READS, STEPS, Context, run_steps, step
+from dicomnode.analysis.volume import Volume
+from dicomnode.steps import registry
+
+SEEN: list[tuple[str, bool, bool]] = []
+
+
+def _probe(name: str):
+    def fn(ctx: Context, params) -> None:
+        SEEN.append((name, ctx.posteriors is not None, ctx.volume is not ctx.original))
+    return fn
+
+
+@pytest.fixture
+def probes():
+    names = {"t_make": ("volume", "posteriors"), "t_reads_post": ("posteriors",), "t_reads_none": ()}
+    for n, reads in names.items():
+        step(n, reads=reads)(_probe(n))
+
+    @step("t_producer", reads=("volume",))
+    def _producer(ctx: Context, params) -> None:
+        ctx.volume = ctx.volume.with_array(ctx.volume.array + np.float32(1))
+        ctx.posteriors = np.zeros((2,) + ctx.volume.shape, dtype=np.uint8)
+
+    step("t_unknown")(_probe("t_unknown"))  # says nothing: reads everything
+    SEEN.clear()
+    yield
+    for n in list(names) + ["t_producer", "t_unknown"]:
+        STEPS.pop(n, None)
+        STEP_READS.pop(n, None)
+
+
+def _ctx() -> Context:
+    v = Volume(np.zeros((4, 5, 6), dtype=np.float32), (1.0, 1.0, 1.0), modality="MR", unit="")
+    return Context(volume=v, original=v)
+
+
+def test_intermediates_released_after_their_last_reader(probes):
+    ctx = _ctx()
+    run_steps(ctx, ["t_producer", "t_reads_post", "t_reads_none", "t_reads_none"], {})
+    # the posteriors' reader still saw them, and the working image was already the original again (nobody reads it)
+    assert SEEN == [("t_reads_post", True, False), ("t_reads_none", False, False), ("t_reads_none", False, False)]
+    assert ctx.posteriors is None and ctx.volume is ctx.original
+
+
+def test_nothing_released_before_a_step_that_says_nothing_or_after_the_last(probes):
+    ctx = _ctx()
+    run_steps(ctx, ["t_producer", "t_reads_none", "t_unknown"], {})
+    assert SEEN == [("t_reads_none", True, True), ("t_unknown", True, True)]
+    ctx = _ctx()
+    SEEN.clear()
+    run_steps(ctx, ["t_producer"], {})  # a partial run (e.g. up to detect): the caller still has what it made
+    assert ctx.posteriors is not None and ctx.volume is not ctx.original
+
+
+def test_reads_outside_the_tracked_fields_refused():
+    with pytest.raises(ValueError, match="only"):
+        step("t_bad", reads=("labels",))
+
+
+def test_shipped_steps_declare_what_they_read():
+    registry()
+    assert STEP_READS["features"] == frozenset() and STEP_READS["scene"] == frozenset()
+    assert STEP_READS["detect"] == {"volume", "posteriors"} and STEP_READS["correct"] == {"volume", "posteriors"}
+    assert set(STEP_READS) >= {"foreground", "enhance", "denoise", "segment", "correct", "features", "measure",
+                               "scene", "classify", "match", "detect", "synthesize"}
