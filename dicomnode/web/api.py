@@ -273,7 +273,8 @@ def job(request: Request, job_id: int) -> Job:
 
 
 @router.get("/jobs/{job_id}/log", responses={**_ERRORS, 404: {"description": "no such job"}},
-            summary="a job's log lines kept in memory since the node started, oldest first (at most the last 200)")
+            summary="a job's log lines kept in memory since the node started, oldest first by when each was "
+                    "logged (at most the last 200)")
 def job_log(request: Request, job_id: int) -> list[LogLine]:
     try:
         admin.job_view(_console(request).db, job_id)  # 404 for a job that does not exist

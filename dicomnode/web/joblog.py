@@ -50,7 +50,10 @@ class JobLogBuffer(logging.Handler):
         return list(reversed(list(self.problems)))[:n]
 
     def lines(self, job_id: int) -> list[tuple[float, str, str]]:
-        return [(t, level, text) for j, t, level, text in list(self.records) if j == job_id][-LOG_LINES_SHOWN:]
+        """The job's last :data:`LOG_LINES_SHOWN` lines, oldest first by the time each was logged (a job process's
+        records reach the node through a queue, so they may arrive after the node's own later lines)."""
+        mine = [(t, level, text) for j, t, level, text in list(self.records) if j == job_id][-LOG_LINES_SHOWN:]
+        return sorted(mine, key=lambda line: line[0])  # stable: lines logged at the same instant keep their order
 
 
 def _install_log_buffer() -> JobLogBuffer:
