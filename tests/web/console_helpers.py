@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import tomli_w
 
-from helpers import STS_CT, UserNode, free_port, wait_for_port
+from helpers import STS_CT, UserNode, free_port, wait_for_port, wait_until
 from integration.conftest import StoreSCP  # the DCMTK storescp destination the integration tests use
 
 from dicomnode.web.settings import hash_password, new_token, token_sha256
@@ -137,3 +137,13 @@ def xss_series(tmp: Path, n: int = 3) -> list[Path]:
         ds.save_as(p)
         files.append(p)
     return files
+
+
+def complete_by_hand(client: httpx.Client, series_uid: str, path: str = "/api/v1/series/{uid}/complete"
+                     ) -> httpx.Response:
+    """Force a series' completion as an operator does: a series shows as its first instance is indexed, and while
+    the rest are still being indexed the node answers 409 "try again in a second"; so does this, for up to 60 s."""
+    url = path.format(uid=series_uid)
+    (r,) = wait_until(lambda: [x for x in [client.post(url)] if x.status_code != 409], timeout_s=60,
+                      what=f"completion of {series_uid} accepted")
+    return r

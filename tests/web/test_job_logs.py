@@ -14,7 +14,7 @@ from collections import Counter
 
 import pydicom
 
-from console_helpers import start_console
+from console_helpers import complete_by_hand, start_console
 from helpers import STS_CT, storescu, wait_until
 
 
@@ -31,7 +31,7 @@ def test_worker_log_lines_reach_the_jobs_page_and_the_node_log_once(tmp_path):
         assert storescu(c.dicom_port, files).returncode == 0
         with c.client("operator") as op:
             (s,) = wait_until(lambda: op.get("/api/v1/series").json(), timeout_s=60, what="series indexed")
-            done = op.post(f"/api/v1/series/{s['series_uid']}/complete")
+            done = complete_by_hand(op, s["series_uid"])
             assert done.status_code == 200, done.text
             (job_id,) = done.json()["ids"]
             wait_until(lambda: op.get(f"/api/v1/jobs/{job_id}").json()["state"] in ("done", "failed"),

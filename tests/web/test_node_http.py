@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import tomli_w
 
-from console_helpers import PASSWORDS, start_console
+from console_helpers import PASSWORDS, complete_by_hand, start_console
 from helpers import STS_CT, UserNode, free_port, storescu, wait_until
 
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
@@ -51,7 +51,7 @@ def test_operator_actions_on_real_work(tmp_path):
             assert s["state"] == "open" and s["completes_in_s"] > 60
             uid = s["series_uid"]
             assert viewer.post(f"/api/v1/series/{uid}/complete").status_code == 403
-            done = op.post(f"/api/v1/series/{uid}/complete")
+            done = complete_by_hand(op, uid)
             assert done.status_code == 200, done.text
             (job_id,) = done.json()["ids"]
             assert op.post(f"/api/v1/series/{uid}/complete").status_code == 409  # not open any more

@@ -14,7 +14,7 @@ import re
 from contextlib import closing
 from pathlib import Path
 
-from console_helpers import start_console
+from console_helpers import complete_by_hand, start_console
 from helpers import SHARED_DATA, storescu, wait_until
 
 STS = SHARED_DATA / "sts" / "STS_001"
@@ -32,10 +32,10 @@ def test_results_page_of_a_radiomics_job(tmp_path):
             series = wait_until(lambda: (lambda s: s if len(s) == 2 else None)(op.get("/api/v1/series").json()),
                                 timeout_s=60, what="both series indexed")
             by_modality = {s["modality"]: s["series_uid"] for s in series}
-            done = op.post(f"/api/v1/series/{by_modality['RTSTRUCT']}/complete")
+            done = complete_by_hand(op, by_modality["RTSTRUCT"])
             assert done.status_code == 200, done.text
             (job_id,) = done.json()["ids"]
-            assert op.post(f"/api/v1/series/{by_modality['CT']}/complete").status_code == 200  # what it waits for
+            assert complete_by_hand(op, by_modality["CT"]).status_code == 200  # what it waits for
             wait_until(lambda: op.get(f"/api/v1/jobs/{job_id}").json()["state"] in ("done", "failed"),
                        timeout_s=300, what="the radiomics job finished")
             job = op.get(f"/api/v1/jobs/{job_id}").json()
