@@ -262,7 +262,7 @@ def test_a_fat_suppressed_image_gives_no_fat_level():
 def test_sarcomas_on_t1_are_not_fat_like(patient):
     """On each T1 MR the fat level is read from the patient's own subcutaneous layer, and the sarcoma's mean lies
     near the muscle level (iso- to mildly hyperintense: fraction < 0.2), far below the fat-like rule's 0.5."""
-    from dicomnode.analysis.detect import FAT_FRACTION_MIN
+    from dicomnode.analysis.masses import FAT_FRACTION_MIN
 
     folder = SHARED_DATA / "sts" / patient / "MR_T1"
     vol, _ = load_dir(folder)
