@@ -1840,15 +1840,23 @@ def _with_solid_mass(res: DetectionResult, volume: Volume, foreground: np.ndarra
     """``res`` with the solid mass (:func:`dicomnode.analysis.masses.solid_masses`) or else the solid lump
     (:func:`dicomnode.analysis.masses.solid_lump`, axial slices) as one more candidate (label "lesion", its score as
     probability), signal voids down-weighted on MR, ranked and limited with the others."""
-    from dicomnode.analysis.masses import fat_like, fat_reference, solid_lump, solid_masses
+    from dicomnode.analysis.masses import PIU_MIN, fat_like, fat_reference, slice_shading, solid_lump, solid_masses
 
     notes = list(res.notes)
     found = [*res.findings, *res.rejected]
+    fat = None
     if volume.modality == "MR":
         found = _signal_voids(found, solid_range[0], notes)
         fat = fat_reference(volume.array, volume.spacing_mm, foreground, solid_range=solid_range, notes=notes)
         if fat is not None:
             found = fat_like(found, fat, notes)
+            # a surface coil's fall-off darkens the fat at the ends of the field of view towards the solid range
+            shading = slice_shading(volume.array, foreground)
+            if shading is not None and shading.shaded:
+                notes.append(f"shading: the fat level varies along the slices from {shading.scale.min():.2f} to "
+                             f"{shading.scale.max():.2f} of its median (uniformity {shading.piu_percent:.0f} % < "
+                             f"{PIU_MIN:g} %: a surface coil's fall-off); where fat is darkened it can be taken for "
+                             "solid tissue, so solid masses and lumps there are less reliable")
     mass = solid_masses(volume.array, volume.spacing_mm, foreground, solid_range=solid_range, notes=notes)
     if mass is not None and mass.mask.any():
         found.append(_mass_finding(mass.mask, volume, mass.score, solid_thickness_mm=mass.thickness_mm,
@@ -1861,6 +1869,12 @@ def _with_solid_mass(res: DetectionResult, volume: Volume, foreground: np.ndarra
         if lump is not None and lump.mask.any():
             found.append(_mass_finding(lump.mask, volume, lump.score, solid_radius_mm=lump.radius_mm,
                                        solid_boundedness=lump.boundedness, solid_lumpiness=lump.lumpiness))
+        if fat is not None:  # MR with bright fat (T1, fast spin echo T2 without fat suppression): say what it cannot
+            told = ("the solid lump is told by its shape only (weak evidence)" if lump is not None
+                    and lump.score >= 0.5 else "no solid mass stands out by its thickness or shape")
+            notes.append(f"solid masses: {told}; on MR with bright fat, without fat suppression or contrast, a "
+                         "sarcoma has about the signal of muscle, and one no thicker than the muscles around it can be "
+                         "missed or taken for a muscle: read fat-suppressed T2/STIR or contrast-enhanced T1")
     ok, rejected = _split(found, settings)
     return DetectionResult(ok, rejected, res.n_candidates + len(found) - len(res.findings) - len(res.rejected),
                            tuple(notes))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers import SHARED_DATA
+
 from dicomnode.evaluation.metrics import (Proportion, dice, first_true_rank, lesion_contrast, region_agreement,
                                           reliability_table, wilson_interval)
 
@@ -109,3 +111,25 @@ def test_lesion_contrast_edges_and_bad_input():
         lesion_contrast(img, np.zeros((4, 8, 7), bool), (1.0, 1.0, 1.0))
     with pytest.raises(ValueError, match="shell_mm"):
         lesion_contrast(img, np.zeros(img.shape, bool), (1.0, 1.0, 1.0), shell_mm=(10.0, 5.0))
+
+
+@pytest.mark.parametrize("patient, modality, low, high", [
+    ("STS_001", "CT", -0.6, 0.0),      # isodense non-contrast sarcoma: 28 HU against 39 HU around it, d -0.38
+    ("STS_001", "MR_T1", -0.6, 0.0),   # iso-intense on T1 inside the muscle: d -0.31
+    ("STS_003", "MR_T1", -2.5, -1.5),  # muscle signal inside bright fat: d -1.95 (visible, but as muscle is)
+    ("STS_003", "PET", 2.0, 3.5),      # FDG-avid: d 2.6
+])
+def test_the_sts_sarcomas_contrast_against_their_surroundings(patient, modality, low, high):
+    """The visibility figure `evaluate` writes per truth lesion, on the real series and the physicians' contours:
+    which tumours stand out of the tissue around them in their modality (figures in docs/evaluation.md)."""
+    from dicomnode.evaluation.cases import LesionSource, TruthKind
+    from dicomnode.evaluation.truth import load_lesions
+    from dicomnode.io.load import load_series
+
+    folder = SHARED_DATA / "sts" / patient / modality
+    series = load_series(sorted(p for p in folder.iterdir() if p.is_file()))
+    les = load_lesions((LesionSource(TruthKind.RTSTRUCT, folder.parent / f"{modality}_rtstruct" / "RS.dcm",
+                                     rois=("GTV_Mass",)),), series)[0]
+    c = lesion_contrast(series.volume.array, les.mask, series.volume.spacing_mm)
+    assert low < c.smd < high, c
+    assert c.shell_voxels > 500 and c.noise_sd > 0
