@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -79,9 +79,6 @@ from scipy import ndimage as ndi
 from dicomnode.analysis.blocks import block_centres, block_mean
 from dicomnode.analysis.denoise import _check_image, _check_spacing
 from dicomnode.analysis.volume import Volume
-
-if TYPE_CHECKING:
-    from dicomnode.analysis.masses import FatReference
 
 __all__ = [
     "DetectionResult",

@@ -46,7 +46,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Mapping, Protocol, Sequence, TypeVar
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -54,8 +54,16 @@ from scipy import ndimage as ndi
 from dicomnode.analysis.blocks import block_mean
 from dicomnode.analysis.denoise import _check_image, _check_spacing
 
-if TYPE_CHECKING:
-    from dicomnode.analysis.detect import Finding
+
+class Candidate(Protocol):
+    """What :func:`fat_like` reads of a candidate (:class:`dicomnode.analysis.detect.Finding`): a frozen dataclass
+    with these fields."""
+
+    probability: float
+    features: Mapping[str, float]
+
+
+C = TypeVar("C", bound=Candidate)
 
 __all__ = ["FAT_FRACTION_MIN", "PIU_MIN", "FatReference", "Shading", "SolidLump", "SolidMass", "fat_like",
            "fat_reference", "slice_shading", "solid_lump", "solid_masses", "solid_range_from_image", "solid_thickness"]
@@ -269,8 +277,8 @@ def fat_reference(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
 FAT_FRACTION_MIN = 0.5
 
 
-def fat_like(found: "Sequence[Finding]", fat: FatReference, notes: list[str] | None = None, *,
-             factor: float = 0.1) -> "list[Finding]":
+def fat_like(found: Sequence[C], fat: FatReference, notes: list[str] | None = None, *,
+             factor: float = 0.1) -> list[C]:
     """Candidates with the signal of the patient's own fat down-weighted (MR in a limb where fat is bright).
 
     A candidate whose mean (feature ``mean``) is closer to the patient's subcutaneous fat than to its muscle
@@ -281,8 +289,8 @@ def fat_like(found: "Sequence[Finding]", fat: FatReference, notes: list[str] | N
 
     Parameters
     ----------
-    found : sequence of Finding
-        Candidates (:class:`dicomnode.analysis.detect.Finding`); those without a finite ``mean`` pass unchanged.
+    found : sequence of Candidate
+        Candidates (:class:`dicomnode.analysis.detect.Finding`, frozen dataclasses); those without a finite ``mean`` pass unchanged.
     fat : FatReference
         The patient's muscle and fat levels (:func:`fat_reference`).
     notes : list of str, optional
@@ -292,13 +300,14 @@ def fat_like(found: "Sequence[Finding]", fat: FatReference, notes: list[str] | N
 
     Returns
     -------
-    list of Finding
-        New findings, in the same order.
+    list of Candidate
+        New candidates of the same type, in the same order.
     """
     if not 0 <= factor <= 1:
         raise ValueError(f"factor must be in [0, 1], got {factor}")
     notes = notes if notes is not None else []
-    out, n = [], 0
+    out: list[C] = []
+    n = 0
     for f in found:
         mean = f.features.get("mean")
         if mean is None or not np.isfinite(mean):
