@@ -17,6 +17,8 @@ Definitions (docs/evaluation.md):
   another label than ``unknown`` with probability >= 0.5. **Regions** are scored as the fraction of the expected
   regions' z extent covered by a predicted region of the same label (``scene.regions`` when the results have it,
   else the series' z extent with ``scene.label``);
+* **visibility** of each truth lesion (``lesions[*].contrast``, evaluation.json only):
+  :func:`dicomnode.evaluation.metrics.lesion_contrast` of the loaded series against the 5-10 mm shell around it;
 * **lungs found** (CT cases whose truth says chest): a segment whose label starts with ``lung``, volume > 0.
 """
 
