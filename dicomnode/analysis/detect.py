@@ -90,7 +90,9 @@ __all__ = [
     "FEATURE_CLIP",
     "FittedModel",
     "NaiveBayes",
+    "air_voids",
     "blob_candidates",
+    "gas_capped",
     "liver_reference",
     "ScoreCalibration",
     "platt",
@@ -1763,7 +1765,7 @@ def _hot_regions(img: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[f
 
 def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), foreground: np.ndarray | None = None,
            settings: DetectionSettings = DetectionSettings(), solid_range: tuple[float, float] | None = None,
-           **options) -> DetectionResult:
+           bowel_possible: bool = True, **options) -> DetectionResult:
     """Run a detector on a volume and give each finding its centroid in patient coordinates.
 
     Parameters
@@ -1788,6 +1790,10 @@ def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), for
         ``solid_lumpiness``, ``solid_mass`` = 1). On MR, a dark candidate whose mean lies below the range is a
         signal void (bowel gas, bone), no soft-tissue mass: probability x 0.1, feature ``signal_void`` = 1.
         Default: none (blob search only).
+    bowel_possible : bool, optional
+        On MR, whether the field of view can hold a bowel loop or the stomach (the detect step says False where the
+        scene is head or neck). Air inside the body is never a finding on MR (:func:`air_voids`); where bowel is
+        possible, a bright region under a gas cap is bowel content (:func:`gas_capped`). Default True.
     **options
         Keywords of :func:`detect_lung` or :func:`detect_tissue`. ``calibration`` is applied here, last, to every
         candidate (the solid mass included), the top candidate being the highest-scoring one overall.
@@ -1814,6 +1820,8 @@ def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), for
         res = detect_tissue(volume.array, volume.spacing_mm, fg, settings=settings, **options)
         if solid_range is not None:  # ---- solid masses (extremity branch): the thickest solid lump in a limb
             res = _with_solid_mass(res, volume, fg, solid_range, settings)
+        if volume.modality == "MR":  # ---- normal anatomy on MR: air in the body, gas-capped fluid in a lumen
+            res = _with_mr_normal_anatomy(res, volume, fg, settings, bowel_possible=bowel_possible)
     else:
         raise ValueError(f"method must be 'lung' or 'tissue_model', got {method!r}")
     if calibration is not None:
@@ -1905,3 +1913,191 @@ def _mass_finding(mask: np.ndarray, volume: Volume, score: float, **features: fl
     c = idx.mean(axis=0)
     return Finding("lesion", np.ascontiguousarray(mask[box]), box,  # type: ignore[arg-type]
                    (float(c[0]), float(c[1]), float(c[2])), feats["volume_ml"], feats["diameter_mm"], score, feats)
+
+
+#: MR: a level below this fraction of the body's median is air (no mobile protons: the noise floor), not tissue
+AIR_FRACTION_MR = 0.1
+#: MR: the core of a region is the part at least this far inside its rim (partial volume with the wall), mm
+AIR_CORE_MM = 3.0
+#: MR: how far in front of a bright region's anterior surface gas counts as the lumen's gas cap, mm
+GAS_CAP_REACH_MM = 10.0
+#: MR: the fraction of a bright region's anterior surface under gas from which it is fluid in a gas-holding lumen
+GAS_CAP_MIN = 0.2
+#: the probability factor for normal anatomy (like the symmetry and signal-void rules)
+MR_NORMAL_FACTOR = 0.1
+
+
+def _with_mr_normal_anatomy(res: DetectionResult, volume: Volume, foreground: np.ndarray,
+                            settings: DetectionSettings, *, bowel_possible: bool = True) -> DetectionResult:
+    """``res`` with the MR candidates that are normal anatomy down-weighted (:func:`air_voids`, and where bowel is
+    possible :func:`gas_capped`), ranked and limited again."""
+    found = [*res.findings, *res.rejected]
+    if not found or not foreground.any():
+        return res
+    notes = list(res.notes)
+    reference = float(np.median(volume.array[foreground]))
+    air = (volume.array < AIR_FRACTION_MR * reference) & foreground
+    found = air_voids(found, volume.array, volume.spacing_mm, reference, notes)
+    if bowel_possible:  # in the head, air in front of a bright region is a sinus, not a lumen's gas cap
+        found = gas_capped(found, air, volume.spacing_mm, _anterior_step(volume), notes)
+    ok, rejected = _split(found, settings)
+    return DetectionResult(ok, rejected, res.n_candidates, tuple(notes))
+
+
+def _anterior_step(volume: Volume) -> tuple[int, int] | None:
+    """(index axis, +1 or -1): the index step that goes towards the patient's anterior (LPS -y), when one index
+    axis is (nearly) aligned with the anterior-posterior direction; None when oblique."""
+    steps = np.asarray(volume.direction, dtype=float)  # columns: the (x, y, z) index axes in patient coordinates
+    ap = steps[1, ::-1]  # the LPS y component of the (z, y, x) index axes
+    ax = int(np.argmax(np.abs(ap)))
+    if abs(ap[ax]) < 0.9:
+        return None
+    return ax, (-1 if ap[ax] > 0 else 1)
+
+
+def _reweighted(f: Finding, factor: float, **features: float) -> Finding:
+    return Finding(f.label, f.mask, f.box, f.centroid_zyx, f.volume_ml, f.diameter_mm, f.probability * factor,
+                   {**f.features, **features}, f.centroid_mm)
+
+
+def air_voids(found: Sequence[Finding], image: np.ndarray, spacing_mm: Sequence[float], reference: float,
+              notes: list[str] | None = None, *, air_fraction: float = AIR_FRACTION_MR,
+              core_mm: float = AIR_CORE_MM, factor: float = MR_NORMAL_FACTOR) -> list[Finding]:
+    """On MR: a dark candidate whose core is at the level of air is air inside the body, not a lesion.
+
+    Air has no mobile protons: on every MR sequence its signal is the noise floor, a few percent of the tissue's
+    (the background outside the body), while the darkest tissues with signal (muscle on T2, fluid on T1, a cyst)
+    stay at a fifth of the body's median or more. Paranasal sinuses, mastoid cells, the pharynx, bowel gas and lung
+    are such voids. Their rim shares voxels with the wall (partial volume, thick slices), so the level is read in
+    the region's core, the part at least ``core_mm`` inside its rim (the deepest voxels when none is that deep).
+
+    Parameters
+    ----------
+    found : sequence of Finding
+        Candidates (``polarity`` -1 for a dark blob).
+    image : (Z, Y, X) ndarray
+        The volume the candidates were found on.
+    spacing_mm : sequence of 3 float
+        Voxel spacing along (z, y, x), in mm.
+    reference : float
+        The body's median level (the foreground's median), image units; > 0.
+    notes : list of str, optional
+        A line is appended saying how many regions were air.
+    air_fraction : float, optional
+        Air lies below this fraction of ``reference``. Default :data:`AIR_FRACTION_MR` (0.1).
+    core_mm : float, optional
+        Depth of the core, mm. Default :data:`AIR_CORE_MM` (3).
+    factor : float, optional
+        Probability factor for air. Default 0.1.
+
+    Returns
+    -------
+    list of Finding
+        The candidates, air down-weighted with features ``air_void`` = 1 and ``core_to_reference`` (the core's
+        median over ``reference``) on every dark candidate.
+    """
+    if not reference > 0:
+        raise ValueError(f"reference must be > 0 (the body's median level), got {reference}")
+    if not (0 < air_fraction < 1 and core_mm >= 0 and 0 <= factor <= 1):
+        raise ValueError(f"air_fraction must be in (0, 1), core_mm >= 0 and factor in [0, 1], got {air_fraction}, "
+                         f"{core_mm}, {factor}")
+    out, n = [], 0
+    for f in found:
+        if f.features.get("polarity") != -1.0 or f.features.get("signal_void") or not f.mask.any():
+            out.append(f)  # bright, or already down-weighted as a signal void in a limb (:func:`_signal_voids`)
+            continue
+        depth = ndi.distance_transform_edt(np.pad(f.mask, 1), sampling=spacing_mm)[1:-1, 1:-1, 1:-1]
+        core = f.mask & (depth >= min(core_mm, float(depth[f.mask].max())))
+        level = float(np.median(image[f.box][core])) / reference
+        if level < air_fraction:
+            f = _reweighted(f, factor, air_void=1.0, core_to_reference=level)
+            n += 1
+        else:
+            f = _reweighted(f, 1.0, core_to_reference=level)
+        out.append(f)
+    if n and notes is not None:
+        notes.append(f"{n} dark region(s) with the level of air in their core (< {air_fraction:g} x the body's "
+                     f"median {reference:.4g}: sinuses, mastoid cells, airway, bowel gas or lung, no tissue) "
+                     f"down-weighted x{factor:g}")
+    return out
+
+
+def gas_capped(found: Sequence[Finding], air: np.ndarray, spacing_mm: Sequence[float],
+               anterior: tuple[int, int] | None, notes: list[str] | None = None, *,
+               reach_mm: float = GAS_CAP_REACH_MM, min_fraction: float = GAS_CAP_MIN,
+               factor: float = MR_NORMAL_FACTOR) -> list[Finding]:
+    """On MR: a bright candidate with gas in front of it is fluid in a lumen that holds gas (stomach, bowel).
+
+    Gas floats: in a lumen that holds both, it rises above the fluid (an air-fluid level), in front of it in a
+    supine patient, the usual position for MR of the trunk. A lesion in a solid organ or in soft tissue has tissue in
+    front of it, never gas a few millimetres away. The test follows each column of the region's anterior surface
+    forwards for ``reach_mm`` (the lumen's folds and wall) and counts the columns that meet gas; a region with at
+    least ``min_fraction`` of them capped is bowel content. A prone patient (breast MR) has its gas behind the
+    fluid: the rule then does not fire, it never removes more.
+
+    Parameters
+    ----------
+    found : sequence of Finding
+        Candidates (``polarity`` +1 for a bright blob).
+    air : (Z, Y, X) bool ndarray
+        Air inside the body (the level of air, :data:`AIR_FRACTION_MR` of the body's median, in the foreground).
+    spacing_mm : sequence of 3 float
+        Voxel spacing along (z, y, x), in mm.
+    anterior : (int, int) or None
+        The index axis along the anterior-posterior direction and the step (+1 or -1) towards anterior; None
+        (oblique slices): no candidate changes.
+    notes : list of str, optional
+        A line is appended saying how many regions were gas-capped.
+    reach_mm : float, optional
+        How far in front of the surface gas counts, mm. Default :data:`GAS_CAP_REACH_MM` (10).
+    min_fraction : float, optional
+        Fraction of the anterior surface's columns under gas. Default :data:`GAS_CAP_MIN` (0.2).
+    factor : float, optional
+        Probability factor. Default 0.1.
+
+    Returns
+    -------
+    list of Finding
+        The candidates; bright ones get ``gas_cap`` (the fraction) and, from ``min_fraction``, ``bowel_content`` = 1
+        and the probability x ``factor``.
+    """
+    if air.ndim != 3:
+        raise ValueError(f"air must be a (Z, Y, X) mask, got shape {air.shape}")
+    if not (reach_mm > 0 and 0 < min_fraction <= 1 and 0 <= factor <= 1):
+        raise ValueError(f"reach_mm must be > 0, min_fraction in (0, 1] and factor in [0, 1], got {reach_mm}, "
+                         f"{min_fraction}, {factor}")
+    if anterior is None:
+        return list(found)
+    ax, step = anterior
+    n_steps = max(1, int(round(reach_mm / float(spacing_mm[ax]))))
+    out, n = [], 0
+    for f in found:
+        if f.features.get("polarity") != 1.0 or not f.mask.any():
+            out.append(f)
+            continue
+        full = np.zeros(air.shape, dtype=bool)
+        full[f.box] = f.mask
+        ahead = np.zeros_like(full)  # ahead[i] = full[i + step] (False past the edge)
+        src = [slice(None)] * 3
+        dst = [slice(None)] * 3
+        src[ax], dst[ax] = (slice(1, None), slice(None, -1)) if step > 0 else (slice(None, -1), slice(1, None))
+        ahead[tuple(dst)] = full[tuple(src)]
+        surface = np.argwhere(full & ~ahead)
+        capped = np.zeros(len(surface), dtype=bool)
+        for k in range(1, n_steps + 1):
+            j = surface.copy()
+            j[:, ax] += step * k
+            inside = (j[:, ax] >= 0) & (j[:, ax] < air.shape[ax])
+            capped[inside] |= air[tuple(j[inside].T)]
+        frac = float(capped.mean())
+        if frac >= min_fraction:
+            f = _reweighted(f, factor, gas_cap=frac, bowel_content=1.0)
+            n += 1
+        else:
+            f = _reweighted(f, 1.0, gas_cap=frac)
+        out.append(f)
+    if n and notes is not None:
+        notes.append(f"{n} bright region(s) with gas within {reach_mm:g} mm in front of >= {min_fraction:.0%} of "
+                     f"their anterior surface (fluid under its gas cap in a lumen: stomach or bowel content, no "
+                     f"lesion) down-weighted x{factor:g}")
+    return out

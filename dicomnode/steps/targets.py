@@ -203,8 +203,10 @@ def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
         if model_name == CALIBRATED or _is_calibration_file(model_name):
             opts["calibration"] = _calibration(model_name, v.modality)
         limb = _limb_solid_range(ctx, None if body is None else body.mask)  # solid masses (extremity branch)
+        # no stomach or bowel where the scene says head or neck: a sinus in front of a bright region is no gas cap
+        bowel = (ctx.scene or {}).get("label") not in ("head", "neck")
         res = _detect.detect(v, method="tissue_model", foreground=None if body is None else body.mask,
-                             settings=settings, solid_range=limb, **opts)
+                             settings=settings, solid_range=limb, bowel_possible=bowel, **opts)
         if limb is not None:
             res = _in_limb(ctx, res)
     ctx.notes.extend(f"detect.{method}: {n}" for n in res.notes)

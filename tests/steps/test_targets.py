@@ -79,7 +79,9 @@ def test_detect_step_looks_for_solid_masses_where_the_scene_says_limb(scene, fou
 
 def test_detect_step_down_weights_signal_voids_on_mr_in_a_limb():
     """T1 MR of two thighs (muscle 300, fat 900, air 0) with a gas-filled ball (bowel gas: a signal void) in the fat:
-    a dark blob to the blob search; in a limb it is down-weighted x0.1 as a signal void, elsewhere left alone."""
+    a dark blob to the blob search; in a limb it is down-weighted x0.1 as a signal void, elsewhere x0.1 as air (its
+    core is at the level of air, :func:`dicomnode.analysis.detect.air_voids`), never twice; the same image as CT
+    without HU (neither rule) gives the probability before."""
     registry()
     img, _ = _limbs(shape=(50, 200, 300), fat_r_mm=95.0)
     mr = np.interp(img, [-1000.0, -100.0, 50.0], [0.0, 900.0, 300.0]).astype(np.float32)
@@ -87,9 +89,11 @@ def test_detect_step_down_weights_signal_voids_on_mr_in_a_limb():
     void = (z - 75.0) ** 2 + (y - 26.0) ** 2 + (x - 225.0) ** 2 <= 14.0 ** 2  # in the right thigh's fat
     mr[void] = 15.0
     v = Volume(mr, LIMB_SP, (0.0, 0.0, 0.0), np.eye(3), "MR", "")
+    raw = Volume(mr, LIMB_SP, (0.0, 0.0, 0.0), np.eye(3), "CT", "")
     probs = {}
-    for name, scene in (("limb", {"label": "extremity", "regions": []}), ("none", None)):
-        ctx = Context(volume=v, original=v)
+    for name, scene, vol in (("limb", {"label": "extremity", "regions": []}, v), ("none", None, v),
+                             ("raw", None, raw)):
+        ctx = Context(volume=vol, original=vol)
         ctx.scene = scene
         run_steps(ctx, ["segment", "detect"], {"segment": {"method": "generic"},
                                                "detect": {"method": "tissue_model", "probability_threshold": 0.0,
@@ -99,8 +103,12 @@ def test_detect_step_down_weights_signal_voids_on_mr_in_a_limb():
         assert at, name
         probs[name] = at[0]
     assert probs["limb"]["detect_features"]["signal_void"] == 1.0
+    assert "air_void" not in probs["limb"]["detect_features"]
     assert "signal_void" not in probs["none"]["detect_features"]
-    assert probs["limb"]["probability"] == pytest.approx(0.1 * probs["none"]["probability"], rel=1e-3, abs=1e-4)
+    assert probs["none"]["detect_features"]["air_void"] == 1.0
+    assert not {"signal_void", "air_void"} & set(probs["raw"]["detect_features"])
+    for name in ("limb", "none"):
+        assert probs[name]["probability"] == pytest.approx(0.1 * probs["raw"]["probability"], rel=1e-3, abs=1e-4)
 
 
 def test_shipped_ct_and_mr_profiles_run_the_scene_before_detect():
