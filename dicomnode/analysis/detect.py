@@ -56,6 +56,8 @@ Features of a region (mm, mL or the image's unit):
   does not), ``tissue_outlier`` (tissue method with a tissue model: how many class SDs the region's mean lies from
   the nearest class mean; a region of a normal tissue class is no lesion);
 * search: ``blob_radius_mm``, ``blob_response``, ``polarity`` (tissue method: 1 bright, -1 dark);
+* MR normal anatomy (:func:`air_voids`, :func:`gas_capped`; x 0.1 when set): ``core_to_reference``, ``air_void``
+  (air inside the body: a sinus, bowel gas), ``gas_cap``, ``bowel_content`` (fluid under a lumen's gas cap);
 * PET with the liver in view: ``peak`` (SUVpeak, 1 mL sphere), ``log2_peak_to_percist``, ``log2_to_liver``,
   ``above_percist`` (PERCIST's measurable disease), ``physiological`` (organ context, 0/1); ``blob_snr`` on a
   candidate of the small-focus search (its blob response over the local noise of the filter output).
