@@ -2077,14 +2077,14 @@ def gas_capped(found: Sequence[Finding], air: np.ndarray, spacing_mm: Sequence[f
         if f.features.get("polarity") != 1.0 or not f.mask.any():
             out.append(f)
             continue
-        full = np.zeros(air.shape, dtype=bool)
-        full[f.box] = f.mask
-        ahead = np.zeros_like(full)  # ahead[i] = full[i + step] (False past the edge)
+        full = np.pad(f.mask, [(1, 1) if a == ax else (0, 0) for a in range(3)])  # the box, one slab more each side
+        ahead = np.zeros_like(full)  # ahead[i] = full[i + step]
         src = [slice(None)] * 3
         dst = [slice(None)] * 3
         src[ax], dst[ax] = (slice(1, None), slice(None, -1)) if step > 0 else (slice(None, -1), slice(1, None))
         ahead[tuple(dst)] = full[tuple(src)]
-        surface = np.argwhere(full & ~ahead)
+        surface = np.argwhere(full & ~ahead) + np.array([b.start for b in f.box])
+        surface[:, ax] -= 1  # undo the pad
         capped = np.zeros(len(surface), dtype=bool)
         for k in range(1, n_steps + 1):
             j = surface.copy()
