@@ -447,21 +447,31 @@ def _log_at(img: np.ndarray, sp: np.ndarray, r: float, *, out: np.ndarray, smoot
 
 def _log_peaks(image: np.ndarray, spacing_mm: Sequence[float], radii_mm: Sequence[float], *,
                polarities: Sequence[int], min_response: float, allowed: np.ndarray | None, max_candidates: int,
-               in_view: bool) -> tuple[dict[int, list[tuple[tuple[int, int, int], float, float]]], list[float]]:
+               in_view: bool, keep: int = 0
+               ) -> tuple[dict[int, list[tuple[tuple[int, int, int], float, float]]], list[float], np.ndarray]:
     """:func:`_stack_peaks` of :func:`_log_stack` for each polarity (the same candidates, in the same order), with
     the LoG responses made scale by scale: three of them in memory at a time (a scale's peaks need its two
-    neighbours), not the whole stack, and the work arrays shared by the filtering and the peak search."""
+    neighbours), not the whole stack, and the work arrays shared by the filtering and the peak search.
+
+    The responses of the first ``keep`` scales are handed back as a (keep, Z, Y, X) stack, equal to the first
+    ``keep`` planes of :func:`_log_stack` (they are made into it, not copied): a later search at the small scales
+    (:func:`_pet_snr_blobs`) need not make them again. Returns (peaks per polarity, radii, that stack)."""
     radii, img, sp = _log_inputs(image, spacing_mm, radii_mm)
     n = len(radii)
-    ring = [np.empty(img.shape, dtype=np.float32) for _ in range(min(n, 3))]
+    keep = max(0, min(int(keep), n))
+    kept = np.empty((keep,) + img.shape, dtype=np.float32)
+    ring = [np.empty(img.shape, dtype=np.float32) for _ in range(min(n - keep, 3))]
     work = [np.empty(img.shape, dtype=np.float32) for _ in range(3)]
     hits: dict[int, list[tuple[np.ndarray, int, np.ndarray]]] = {int(p): [] for p in polarities}
     have: dict[int, np.ndarray] = {}
 
     def response(i: int) -> np.ndarray:
         if i not in have:
-            buf = ring[i % len(ring)]
-            have.pop(next((k for k in have if have[k] is buf), -1), None)
+            if i < keep:
+                buf = kept[i]
+            else:
+                buf = ring[(i - keep) % len(ring)]
+                have.pop(next((k for k in have if have[k] is buf), -1), None)
             have[i] = _log_at(img, sp, radii[i], out=buf, smooth=work[0], tmp=work[1])
         return have[i]
 
@@ -475,7 +485,7 @@ def _log_peaks(image: np.ndarray, spacing_mm: Sequence[float], radii_mm: Sequenc
                                min_response=min_response, allowed=allowed, in_view=in_view, work=work)
             if hit is not None:
                 hits[pol].append(hit)
-    return {pol: _ranked(h, radii, max_candidates) for pol, h in hits.items()}, radii
+    return {pol: _ranked(h, radii, max_candidates) for pol, h in hits.items()}, radii, kept
 
 
 def _max3(a: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -1050,14 +1060,21 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         notes = res.notes + (f"regions grown on a {sp_w[0]:.2g} x {sp_w[1]:.2g} x {sp_w[2]:.2g} mm grid",)
         return DetectionResult(tuple(_upsample(f, w, image.shape) for f in res.findings),
                                tuple(_upsample(f, w, image.shape) for f in res.rejected), res.n_candidates, notes)
-    img = image.astype(np.float32, copy=True)
     if window is not None:
+        img = image.astype(np.float32, copy=True)
         np.clip(img, window[0], window[1], out=img)
+    else:  # read only below: no copy of a float32 image
+        img = image.astype(np.float32, copy=False)
     step = max(1, int(np.count_nonzero(foreground)) // 500_000)
     med, _ = _robust_scale(img[foreground][::step])
     spread = _noise_sd(img, foreground, sp)
-    z = (img - med) / spread          # unclipped: region growing follows the true levels
-    z[~foreground] = 0.0
+
+    def z_of(bb: tuple[slice, ...] = (slice(None),) * 3) -> np.ndarray:
+        """The z-score over ``bb``, 0 outside the foreground: unclipped, region growing follows the true levels
+        (made per box where it is read, not kept for the whole image)."""
+        zb = (img[bb] - med) / spread
+        zb[~foreground[bb]] = 0.0
+        return zb
     liver_mask = None
     liver = None
     if percist_liver and hot_threshold is not None:
@@ -1077,7 +1094,9 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         del search
         n_cand, min_resp = max(max_candidates, PET_CANDIDATES), PET_MIN_RESPONSE
     else:
-        z_c = block_mean(z, f)
+        z = z_of()
+        z_c = z.astype(np.float32, copy=False) if f == (1, 1, 1) else block_mean(z, f)  # (block_mean copies)
+        del z
         np.clip(z_c, -z_clip, z_clip, out=z_c)  # clipped for the search: one extreme structure does not dominate
         n_cand, min_resp = max_candidates, min_response
     fg_c = block_centres(foreground, f) & (block_mean(foreground, f) > 0.99)
@@ -1085,20 +1104,20 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
     pols = {"both": (1, -1), "bright": (1,), "dark": (-1,)}[polarity]
     cands = []
     # one response for both polarities, made scale by scale (three scales in memory, not the whole stack)
-    peaks, radii = _log_peaks(z_c, csp, radii, polarities=pols, min_response=min_resp, allowed=fg_c,
-                              max_candidates=n_cand, in_view=True)
+    # PET: the small scales' responses are kept for the signal-to-noise search below (radii increase: the first k)
+    k_small = max(1, sum(r <= PET_SMALL_RADIUS_MM for r in radii)) if pet else 0
+    peaks, radii, small = _log_peaks(z_c, csp, radii, polarities=pols, min_response=min_resp, allowed=fg_c,
+                                     max_candidates=n_cand, in_view=True, keep=k_small)
     for pol in pols:
         cands += [(c, r, resp, pol) for c, r, resp in peaks[pol]]
     del peaks
     n_snr = 0
     if pet:
         # small foci by their signal-to-noise ratio at the small-lesion scales (1-5 mL): beside the strongest
-        # blobs of the whole body, which physiological uptake fills first. Only those scales' responses are
-        # made again (the blob search above keeps three scales at a time, not the stack)
-        k = max(1, sum(r <= PET_SMALL_RADIUS_MM for r in radii))  # radii increase: the first k
-        small, _ = _log_stack(z_c, csp, radii[:k])
+        # blobs of the whole body, which physiological uptake fills first; on the blob search's own responses at
+        # those scales (kept by it)
         seen = {c for c, *_ in cands}
-        for c, r, snr, resp in _pet_snr_blobs(small, radii[:k], fg_c, csp):
+        for c, r, snr, resp in _pet_snr_blobs(small, radii[:k_small], fg_c, csp):
             if c not in seen:
                 cands.append((c, r, resp, 1, snr))
                 seen.add(c)
@@ -1114,7 +1133,7 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         center = [(c + 0.5) * k - 0.5 for c, k in zip((cz, cy, cx), f)]
         grow_mm = 1.5 * r_mm
         bb = _ball_box(center, 2.0 * r_mm + 2.0 * max(sp), sp, image.shape)
-        zz = z[bb]
+        zz = z_of(bb)
         fg = foreground[bb]
         dist = _distance_mm(bb, center, sp)
         core = fg & (dist <= 0.5 * r_mm)

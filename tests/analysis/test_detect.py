@@ -179,10 +179,11 @@ def test_blob_candidates_scale_follows_radius():
     assert cd == (32, 32, 32)
 
 
-@pytest.mark.parametrize("n_radii", [1, 2, 5])
-def test_scale_by_scale_log_peaks_are_the_whole_stacks(n_radii):
+@pytest.mark.parametrize("n_radii,keep", [(1, 0), (1, 1), (2, 1), (4, 2), (5, 0), (5, 2), (5, 5)])
+def test_scale_by_scale_log_peaks_are_the_whole_stacks(n_radii, keep):
     """detect_tissue's search keeps three LoG scales in memory: the same candidates, in the same order, as the peaks
-    of the whole stack, for both polarities (noise has many ties of rank and near-equal responses)."""
+    of the whole stack, for both polarities (noise has many ties of rank and near-equal responses); the first
+    ``keep`` scales it hands back (for the PET's small-focus search) are the stack's, bit for bit."""
     from scipy import ndimage as ndi
 
     from dicomnode.analysis.detect import _log_peaks, _log_stack, _stack_peaks
@@ -193,9 +194,11 @@ def test_scale_by_scale_log_peaks_are_the_whole_stacks(n_radii):
     allowed = rng.random(img.shape) < 0.9
     radii = [4.0 * 1.5 ** k for k in range(n_radii)]
     stack, r = _log_stack(img, sp, radii)
-    got, r2 = _log_peaks(img, sp, radii, polarities=(1, -1), min_response=0.0, allowed=allowed, max_candidates=40,
-                         in_view=True)
+    got, r2, kept = _log_peaks(img, sp, radii, polarities=(1, -1), min_response=0.0, allowed=allowed,
+                               max_candidates=40, in_view=True, keep=keep)
     assert r2 == r
+    assert kept.shape == (keep,) + img.shape and kept.dtype == np.float32
+    assert np.array_equal(kept, stack[:keep])
     for pol in (1, -1):
         want = _stack_peaks(stack, r, sp, polarity=pol, min_response=0.0, allowed=allowed, max_candidates=40,
                             in_view=True)
