@@ -37,6 +37,7 @@ __all__ = [
     "TRUSTED_TYPES",
     "LoadedModel",
     "ModelCard",
+    "load_card",
     "load_model",
     "resolve_model",
     "save_model",
@@ -198,6 +199,89 @@ def _check_types(types: set[str], where: str) -> None:
         raise ModelError(f"{where}: holds types outside dicomnode's allowlist: {', '.join(bad)}; a dicomnode model "
                          "holds scikit-learn/numpy objects and dicomnode's own estimators only. Do not load files "
                          "from unknown sources; retrain with `dicomnode train`")
+
+
+class _NotPlain(Exception):
+    """A schema node :func:`_plain` does not read (an array, an object): the card needs skops after all."""
+
+
+def _plain(node: Any) -> Any:
+    """The value of a skops schema node made of JSON values, dicts with str keys, lists and tuples only, read from
+    the schema's JSON as skops builds it (``JsonNode``: ``json.loads`` of its content); :class:`_NotPlain` for any
+    other node. Nothing is imported or constructed but builtins."""
+    if not isinstance(node, dict) or node.get("__module__") != "builtins":
+        raise _NotPlain
+    loader, content = node.get("__loader__"), node.get("content")
+    if loader == "JsonNode" and node.get("is_json") is True and isinstance(content, str):
+        return json.loads(content)
+    if loader == "ListNode" and node.get("__class__") == "list" and isinstance(content, list):
+        return [_plain(v) for v in content]
+    if loader == "TupleNode" and node.get("__class__") == "tuple" and isinstance(content, list):
+        return tuple(_plain(v) for v in content)
+    if loader == "DictNode" and node.get("__class__") == "dict" and isinstance(content, dict):
+        keys = node.get("key_types") or {}
+        kinds = keys.get("content") if keys.get("__loader__") == "ListNode" else None
+        if not isinstance(kinds, list) or len(kinds) != len(content) or not all(
+                isinstance(k, dict) and k.get("__loader__") == "TypeNode" and k.get("__module__") == "builtins"
+                and k.get("__class__") == "str" for k in kinds):
+            raise _NotPlain  # keys of another type than str: skops converts them
+        return {str(k): _plain(v) for k, v in content.items()}
+    raise _NotPlain
+
+
+def load_card(path: Path | str, *, task: str | None = None) -> ModelCard:
+    """The card of a dicomnode model file, read from its schema without building the estimator.
+
+    Needs neither skops nor scikit-learn when the card holds only plain values (as :func:`save_model` writes it):
+    the findings calibration (a card's ``extra``) costs no import of scikit-learn's estimator registry, which
+    ``import skops.io`` walks (about 0.5-0.7 CPU s and 480 modules in a fresh process). The same checks as
+    :func:`load_model` on the file (a skops zip, CRCs, every type in the schema allowed, our format and version,
+    the task); a card with anything else in it is read by :func:`load_model`.
+
+    Raises
+    ------
+    ModelError
+        As :func:`load_model`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found; give the path of a .skops model or train one with "
+                         "`dicomnode train`")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if "schema.json" not in zf.namelist():
+                raise ModelError(f"{path}: a zip file but not a skops model (no schema.json); not a dicomnode model")
+            bad = zf.testzip()
+            if bad is not None:
+                raise ModelError(f"{path}: damaged (member {bad} fails its CRC); copy or train the model again")
+            schema = json.loads(zf.read("schema.json"))
+    except zipfile.BadZipFile as exc:
+        raise ModelError(f"{path}: not a dicomnode model file (not a skops zip: {exc}); pickles and other formats "
+                         "are refused because loading them can run code; the file may also be truncated. Use a "
+                         "model written by `dicomnode train` or scripts/train_default_models.py") from exc
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"{path}: cannot be read as a skops model ({type(exc).__name__}: {exc})") from exc
+    types: set[str] = set()
+    _walk_types(schema, types)
+    _check_types(types, str(path))
+    top = schema.get("content") if isinstance(schema, dict) and schema.get("__loader__") == "DictNode" else None
+    try:
+        if not isinstance(top, dict) or _plain(top.get("format")) != FORMAT:
+            raise _NotPlain
+        version = _plain(top.get("format_version"))
+        card_d = _plain(top.get("card"))
+    except _NotPlain:
+        return load_model(path, task=task).card  # not a card of plain values: skops reads (and judges) it
+    if version != FORMAT_VERSION:
+        raise ModelError(f"{path}: dicomnode model format version {version!r}, this dicomnode reads version "
+                         f"{FORMAT_VERSION}; train the model again with this version")
+    try:
+        card = ModelCard.from_dict(dict(card_d or {}))
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: the model card is incomplete ({exc}); train the model again") from exc
+    if task is not None and card.task != task:
+        raise ModelError(f"{path}: a model for task {card.task!r}, not {task!r}; give a {task!r} model")
+    return card
 
 
 def load_model(path: Path | str, *, task: str | None = None) -> LoadedModel:
