@@ -416,10 +416,9 @@ def _log_stack(image: np.ndarray, spacing_mm: Sequence[float],
     """The scale-normalised LoG response ``-sigma^2 * Laplacian`` (bright blobs positive) per radius: (R, Z, Y, X)."""
     radii, img, sp = _log_inputs(image, spacing_mm, radii_mm)
     stack = np.empty((len(radii),) + img.shape, dtype=np.float32)
-    smooth = np.empty(img.shape, dtype=np.float32)  # two work arrays for every radius: no page faults per pass
-    tmp = np.empty(img.shape, dtype=np.float32)
+    smooth = np.empty(img.shape, dtype=np.float32)  # one work array for every radius: no page faults per pass
     for i, r in enumerate(radii):
-        _log_at(img, sp, r, out=stack[i], smooth=smooth, tmp=tmp)
+        _log_at(img, sp, r, out=stack[i], smooth=smooth)
     return stack, radii
 
 
@@ -431,16 +430,37 @@ def _log_inputs(image: np.ndarray, spacing_mm: Sequence[float],
     return radii, image.astype(np.float32, copy=False), np.asarray(spacing_mm, dtype=float)
 
 
-def _log_at(img: np.ndarray, sp: np.ndarray, r: float, *, out: np.ndarray, smooth: np.ndarray,
-            tmp: np.ndarray) -> np.ndarray:
-    """The scale-normalised LoG response at radius ``r`` into ``out`` (``smooth`` and ``tmp``: work arrays)."""
+#: Slices per slab of :func:`_log_at`'s second differences (a slab's work buffer stays in the CPU's cache).
+_LOG_SLAB = 8
+
+
+def _log_at(img: np.ndarray, sp: np.ndarray, r: float, *, out: np.ndarray, smooth: np.ndarray) -> np.ndarray:
+    """The scale-normalised LoG response at radius ``r`` into ``out`` (``smooth``: a work array of its shape).
+
+    The Gaussian, then the second differences along the three axes, summed slab by slab (:data:`_LOG_SLAB`
+    slices, through a buffer of that size, not a third array of the image's size): along z each slab is taken
+    with a neighbouring slice on each side, so every value is the whole array's :func:`_second_derivative`, with
+    the same operations in the same order (bit for bit)."""
     s_mm = r / _SQRT3
-    ndi.gaussian_filter(img, s_mm / sp, mode="nearest", output=smooth)  # then second differences: 3 passes
-    out[...] = 0
-    for ax in range(3):
-        _second_derivative(smooth, ax, out=tmp)
-        tmp *= np.float32(1.0 / sp[ax] ** 2)
-        out += tmp
+    ndi.gaussian_filter(img, s_mm / sp, mode="nearest", output=smooth)
+    n = smooth.shape[0]
+    scale = [np.float32(1.0 / sp[ax] ** 2) for ax in range(3)]
+    buf = np.empty((min(n, _LOG_SLAB) + 2,) + smooth.shape[1:], dtype=np.float32)
+    for z0 in range(0, n, _LOG_SLAB):
+        z1 = min(n, z0 + _LOG_SLAB)
+        o = out[z0:z1]
+        o[...] = 0
+        lo, hi = max(0, z0 - 1), min(n, z1 + 1)
+        if hi - lo < 3 <= n:  # a last slab of one slice: three slices, so that the array's edge rule applies
+            lo = max(0, hi - 3)
+            hi = min(n, lo + 3)
+        t = _second_derivative(smooth[lo:hi], 0, out=buf[: hi - lo])[z0 - lo: z1 - lo]
+        t *= scale[0]
+        o += t
+        for ax in (1, 2):
+            t = _second_derivative(smooth[z0:z1], ax, out=buf[: z1 - z0])
+            t *= scale[ax]
+            o += t
     out *= np.float32(-(s_mm ** 2))
     return out
 
@@ -461,7 +481,7 @@ def _log_peaks(image: np.ndarray, spacing_mm: Sequence[float], radii_mm: Sequenc
     keep = max(0, min(int(keep), n))
     kept = np.empty((keep,) + img.shape, dtype=np.float32)
     ring = [np.empty(img.shape, dtype=np.float32) for _ in range(min(n - keep, 3))]
-    work = [np.empty(img.shape, dtype=np.float32) for _ in range(3)]
+    work = [np.empty(img.shape, dtype=np.float32) for _ in range(3 if -1 in polarities else 2)]
     hits: dict[int, list[tuple[np.ndarray, int, np.ndarray]]] = {int(p): [] for p in polarities}
     have: dict[int, np.ndarray] = {}
 
@@ -472,7 +492,7 @@ def _log_peaks(image: np.ndarray, spacing_mm: Sequence[float], radii_mm: Sequenc
             else:
                 buf = ring[(i - keep) % len(ring)]
                 have.pop(next((k for k in have if have[k] is buf), -1), None)
-            have[i] = _log_at(img, sp, radii[i], out=buf, smooth=work[0], tmp=work[1])
+            have[i] = _log_at(img, sp, radii[i], out=buf, smooth=work[0])
         return have[i]
 
     for i in range(n):
@@ -517,7 +537,7 @@ def _stack_peaks(stack: np.ndarray, radii: list[float], spacing_mm: Sequence[flo
     separable), in three work volumes instead of three copies of the whole stack."""
     sp = np.asarray(spacing_mm, dtype=float)
     n_scales = stack.shape[0]
-    work = [np.empty(stack.shape[1:], dtype=np.float32) for _ in range(3)]
+    work = [np.empty(stack.shape[1:], dtype=np.float32) for _ in range(2 if polarity == 1 else 3)]
     hits: list[tuple[np.ndarray, int, np.ndarray]] = []
     for i in range(n_scales):
         hit = _scale_peaks(stack[i], stack[max(0, i - 1)], stack[min(n_scales - 1, i + 1)], i, radii[i], sp,
@@ -531,14 +551,20 @@ def _scale_peaks(cur: np.ndarray, below: np.ndarray, above: np.ndarray, i: int, 
                  polarity: int, min_response: float, allowed: np.ndarray | None, in_view: bool,
                  work: list[np.ndarray]) -> tuple[np.ndarray, int, np.ndarray] | None:
     """The peaks of scale ``i`` (response ``cur``, its neighbouring scales ``below`` and ``above``, edges: the
-    scale itself): (indices, i, signed responses), or None. ``work``: three arrays of the response's shape."""
-    sign = np.float32(polarity)
-    signed, mx, tmp = work
-    np.multiply(cur, sign, out=signed)
-    np.multiply(below, sign, out=tmp)
-    np.maximum(signed, tmp, out=mx)  # the scale axis, edges: nearest (as _max3)
-    np.multiply(above, sign, out=tmp)
-    np.maximum(mx, tmp, out=mx)
+    scale itself): (indices, i, signed responses), or None. ``work``: arrays of the response's shape, two for
+    bright blobs (``polarity`` 1: the responses are compared as they are, no signed copy), three for dark ones."""
+    if polarity == 1:
+        signed, (mx, tmp) = cur, work[:2]
+        np.maximum(cur, below, out=mx)  # the scale axis, edges: nearest (as _max3)
+        np.maximum(mx, above, out=mx)
+    else:
+        sign = np.float32(polarity)
+        signed, mx, tmp = work[:3]
+        np.multiply(cur, sign, out=signed)
+        np.multiply(below, sign, out=tmp)
+        np.maximum(signed, tmp, out=mx)
+        np.multiply(above, sign, out=tmp)
+        np.maximum(mx, tmp, out=mx)
     for ax in range(3):
         _max3(mx, ax, out=tmp)
         mx, tmp = tmp, mx

@@ -205,6 +205,30 @@ def test_scale_by_scale_log_peaks_are_the_whole_stacks(n_radii, keep):
         assert len(want) > 5 and got[pol] == want
 
 
+@pytest.mark.parametrize("nz", [1, 2, 3, 8, 9, 10, 17, 25])
+def test_log_at_by_slabs_is_the_whole_arrays_bit_for_bit(nz):
+    """_log_at sums the second differences slab by slab (8 slices, a neighbour slice each side along z): every value
+    is the whole-array computation's, bit for bit, for any number of slices (edges, a last slab of one slice)."""
+    from scipy import ndimage as ndi
+
+    from dicomnode.analysis.detect import _SQRT3, _log_at, _second_derivative
+
+    rng = np.random.default_rng(nz)
+    img = rng.standard_normal((nz, 11, 13)).astype(np.float32)
+    sp = np.array([3.27, 4.07, 4.07])
+    for r in (5.0, 12.0):
+        s_mm = r / _SQRT3
+        smooth = ndi.gaussian_filter(img, s_mm / sp, mode="nearest")
+        want = np.zeros_like(img)
+        for ax in range(3):
+            t = _second_derivative(smooth, ax)
+            t *= np.float32(1.0 / sp[ax] ** 2)
+            want += t
+        want *= np.float32(-(s_mm ** 2))
+        got = _log_at(img, sp, r, out=np.full_like(img, np.nan), smooth=np.empty_like(img))
+        assert got.tobytes() == want.tobytes()
+
+
 def test_max_diameter_and_naive_bayes():
     m = np.zeros((1, 1, 11), bool)
     m[0, 0, :] = True
