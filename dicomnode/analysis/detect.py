@@ -471,7 +471,7 @@ def _log_peaks(image: np.ndarray, spacing_mm: Sequence[float], radii_mm: Sequenc
                ) -> tuple[dict[int, list[tuple[tuple[int, int, int], float, float]]], list[float], np.ndarray]:
     """:func:`_stack_peaks` of :func:`_log_stack` for each polarity (the same candidates, in the same order), with
     the LoG responses made scale by scale: three of them in memory at a time (a scale's peaks need its two
-    neighbours), not the whole stack, and the work arrays shared by the filtering and the peak search.
+    neighbours), not the whole stack, and one work array of the image's size (the Gaussian's output).
 
     The responses of the first ``keep`` scales are handed back as a (keep, Z, Y, X) stack, equal to the first
     ``keep`` planes of :func:`_log_stack` (they are made into it, not copied): a later search at the small scales
@@ -481,7 +481,7 @@ def _log_peaks(image: np.ndarray, spacing_mm: Sequence[float], radii_mm: Sequenc
     keep = max(0, min(int(keep), n))
     kept = np.empty((keep,) + img.shape, dtype=np.float32)
     ring = [np.empty(img.shape, dtype=np.float32) for _ in range(min(n - keep, 3))]
-    work = [np.empty(img.shape, dtype=np.float32) for _ in range(3 if -1 in polarities else 2)]
+    smooth = np.empty(img.shape, dtype=np.float32)  # the one work array of the image's size
     hits: dict[int, list[tuple[np.ndarray, int, np.ndarray]]] = {int(p): [] for p in polarities}
     have: dict[int, np.ndarray] = {}
 
@@ -492,7 +492,7 @@ def _log_peaks(image: np.ndarray, spacing_mm: Sequence[float], radii_mm: Sequenc
             else:
                 buf = ring[(i - keep) % len(ring)]
                 have.pop(next((k for k in have if have[k] is buf), -1), None)
-            have[i] = _log_at(img, sp, radii[i], out=buf, smooth=work[0])
+            have[i] = _log_at(img, sp, radii[i], out=buf, smooth=smooth)
         return have[i]
 
     for i in range(n):
@@ -502,7 +502,7 @@ def _log_peaks(image: np.ndarray, spacing_mm: Sequence[float], radii_mm: Sequenc
         response(above)
         for pol in hits:
             hit = _scale_peaks(have[i], have[below], have[above], i, radii[i], sp, polarity=pol,
-                               min_response=min_response, allowed=allowed, in_view=in_view, work=work)
+                               min_response=min_response, allowed=allowed, in_view=in_view)
             if hit is not None:
                 hits[pol].append(hit)
     return {pol: _ranked(h, radii, max_candidates) for pol, h in hits.items()}, radii, kept
@@ -533,57 +533,87 @@ def _stack_peaks(stack: np.ndarray, radii: list[float], spacing_mm: Sequence[flo
                  in_view: bool) -> list[tuple[tuple[int, int, int], float, float]]:
     """Local maxima over space and scale of ``polarity * stack`` above ``min_response``, strongest first.
 
-    Scale by scale: the maximum over the neighbouring scales, then over space (the 3 x 3 x 3 x 3 maximum is
-    separable), in three work volumes instead of three copies of the whole stack."""
+    Scale by scale (:func:`_scale_peaks`): the maximum over the neighbouring scales, then over space (the
+    3 x 3 x 3 x 3 maximum is separable), slab by slab: no copy of the stack, no work volume."""
     sp = np.asarray(spacing_mm, dtype=float)
     n_scales = stack.shape[0]
-    work = [np.empty(stack.shape[1:], dtype=np.float32) for _ in range(2 if polarity == 1 else 3)]
     hits: list[tuple[np.ndarray, int, np.ndarray]] = []
     for i in range(n_scales):
         hit = _scale_peaks(stack[i], stack[max(0, i - 1)], stack[min(n_scales - 1, i + 1)], i, radii[i], sp,
-                           polarity=polarity, min_response=min_response, allowed=allowed, in_view=in_view, work=work)
+                           polarity=polarity, min_response=min_response, allowed=allowed, in_view=in_view)
         if hit is not None:
             hits.append(hit)
     return _ranked(hits, radii, max_candidates)
 
 
+#: Slices per slab of :func:`_scale_peaks` (its work buffers stay in the CPU's cache).
+_PEAK_SLAB = 8
+
+
 def _scale_peaks(cur: np.ndarray, below: np.ndarray, above: np.ndarray, i: int, r: float, sp: np.ndarray, *,
-                 polarity: int, min_response: float, allowed: np.ndarray | None, in_view: bool,
-                 work: list[np.ndarray]) -> tuple[np.ndarray, int, np.ndarray] | None:
+                 polarity: int, min_response: float, allowed: np.ndarray | None,
+                 in_view: bool) -> tuple[np.ndarray, int, np.ndarray] | None:
     """The peaks of scale ``i`` (response ``cur``, its neighbouring scales ``below`` and ``above``, edges: the
-    scale itself): (indices, i, signed responses), or None. ``work``: arrays of the response's shape, two for
-    bright blobs (``polarity`` 1: the responses are compared as they are, no signed copy), three for dark ones."""
-    if polarity == 1:
-        signed, (mx, tmp) = cur, work[:2]
-        np.maximum(cur, below, out=mx)  # the scale axis, edges: nearest (as _max3)
-        np.maximum(mx, above, out=mx)
-    else:
-        sign = np.float32(polarity)
-        signed, mx, tmp = work[:3]
-        np.multiply(cur, sign, out=signed)
-        np.multiply(below, sign, out=tmp)
-        np.maximum(signed, tmp, out=mx)
-        np.multiply(above, sign, out=tmp)
-        np.maximum(mx, tmp, out=mx)
-    for ax in range(3):
-        _max3(mx, ax, out=tmp)
-        mx, tmp = tmp, mx
-    peaks = signed == mx
-    peaks &= signed > min_response
-    if allowed is not None:
-        peaks &= allowed
-    if in_view:
-        for ax in range(3):
-            m = int(math.ceil(r / sp[ax] - 0.5))
-            if m <= 0:
-                continue
-            sl = [slice(None), slice(None), slice(None)]
-            sl[ax] = slice(0, m)
-            peaks[tuple(sl)] = False
-            sl[ax] = slice(max(0, cur.shape[ax] - m), None)
-            peaks[tuple(sl)] = False
-    idx = np.argwhere(peaks)
-    return (idx, i, signed[tuple(idx.T)]) if idx.size else None
+    scale itself): (indices, i, signed responses), or None.
+
+    A peak equals the maximum of ``polarity`` x the responses over its 3 x 3 x 3 x 3 neighbourhood (edges: nearest)
+    and exceeds ``min_response``. Made slab by slab (:data:`_PEAK_SLAB` slices and one neighbouring slice on each
+    side, in buffers of that size, not work arrays of the response's size): a maximum is exact in any order, so
+    the peaks are those of the whole array (tested against a 4-D maximum filter)."""
+    nz = cur.shape[0]
+    sign = np.float32(polarity)
+    margins = [int(math.ceil(r / s - 0.5)) if in_view else 0 for s in sp]
+    shape = (min(nz, _PEAK_SLAB) + 2,) + cur.shape[1:]
+    mx, tmp = np.empty(shape, dtype=np.float32), np.empty(shape, dtype=np.float32)
+    sig = None if polarity == 1 else np.empty(shape, dtype=np.float32)
+    found_idx: list[np.ndarray] = []
+    found_val: list[np.ndarray] = []
+    for z0 in range(0, nz, _PEAK_SLAB):
+        z1 = min(nz, z0 + _PEAK_SLAB)
+        lo, hi = max(0, z0 - 1), min(nz, z1 + 1)
+        m, t = mx[: hi - lo], tmp[: hi - lo]
+        if sig is None:  # bright blobs: the responses as they are, no signed copy
+            np.maximum(cur[lo:hi], below[lo:hi], out=m)  # the scale axis, edges: nearest (as _max3)
+            np.maximum(m, above[lo:hi], out=m)
+            signed = cur[z0:z1]
+        else:
+            sg = sig[: hi - lo]
+            np.multiply(cur[lo:hi], sign, out=sg)
+            np.multiply(below[lo:hi], sign, out=t)
+            np.maximum(sg, t, out=m)
+            np.multiply(above[lo:hi], sign, out=t)
+            np.maximum(m, t, out=m)
+            signed = sg[z0 - lo: z1 - lo]
+        _max3(m, 0, out=t)  # the slab's inner rows (and the array's own edges) are the whole array's
+        m, t = t[z0 - lo: z1 - lo], m[z0 - lo: z1 - lo]
+        for ax in (1, 2):
+            _max3(m, ax, out=t)
+            m, t = t, m
+        peaks = signed == m
+        peaks &= signed > min_response
+        if allowed is not None:
+            peaks &= allowed[z0:z1]
+        if margins[0] > 0:
+            keep_lo, keep_hi = margins[0], nz - margins[0]
+            if z0 < keep_lo:
+                peaks[: min(keep_lo, z1) - z0] = False
+            if z1 > keep_hi:
+                peaks[max(keep_hi, z0) - z0:] = False
+        for ax in (1, 2):
+            if margins[ax] > 0:
+                sl = [slice(None), slice(None), slice(None)]
+                sl[ax] = slice(0, margins[ax])
+                peaks[tuple(sl)] = False
+                sl[ax] = slice(max(0, cur.shape[ax] - margins[ax]), None)
+                peaks[tuple(sl)] = False
+        idx = np.argwhere(peaks)
+        if idx.size:
+            found_val.append(signed[tuple(idx.T)])
+            idx[:, 0] += z0
+            found_idx.append(idx)
+    if not found_idx:
+        return None
+    return np.concatenate(found_idx), i, np.concatenate(found_val)
 
 
 def _ranked(hits: list[tuple[np.ndarray, int, np.ndarray]], radii: list[float],

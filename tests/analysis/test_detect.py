@@ -229,6 +229,38 @@ def test_log_at_by_slabs_is_the_whole_arrays_bit_for_bit(nz):
         assert got.tobytes() == want.tobytes()
 
 
+@pytest.mark.parametrize("nz", [1, 2, 3, 9, 17, 30])
+@pytest.mark.parametrize("polarity,in_view", [(1, True), (-1, True), (1, False)])
+def test_stack_peaks_are_the_4d_maxima(nz, polarity, in_view):
+    """The slab-by-slab peak search gives exactly the voxels equal to the 3 x 3 x 3 x 3 maximum (edges: nearest) of
+    scipy's maximum filter, above the level, allowed and in view, in the same order: values with many ties."""
+    from scipy import ndimage as ndi
+
+    from dicomnode.analysis.detect import _ranked, _stack_peaks
+
+    rng = np.random.default_rng(nz)
+    sp = (3.27, 4.07, 4.07)
+    radii = [4.0, 6.0, 9.0]
+    stack = np.round(rng.standard_normal((3, nz, 12, 10)) * 3).astype(np.float32)
+    allowed = rng.random(stack.shape[1:]) < 0.9
+    got = _stack_peaks(stack, radii, sp, polarity=polarity, min_response=0.5, allowed=allowed, max_candidates=10**6,
+                       in_view=in_view)
+    signed = stack * np.float32(polarity)
+    peaks = (signed == ndi.maximum_filter(signed, size=3, mode="nearest")) & (signed > 0.5) & allowed
+    for k, r in enumerate(radii if in_view else ()):
+        for ax in range(3):
+            m = int(np.ceil(r / sp[ax] - 0.5))
+            sl = [k, slice(None), slice(None), slice(None)]
+            sl[ax + 1] = slice(0, m)
+            peaks[tuple(sl)] = False
+            sl[ax + 1] = slice(max(0, stack.shape[ax + 1] - m), None)
+            peaks[tuple(sl)] = False
+    hits = [(np.argwhere(peaks[k]), k, signed[k][peaks[k]]) for k in range(3) if peaks[k].any()]
+    want = _ranked(hits, radii, 10**6)
+    assert got == want
+    assert len(want) > 3 or (in_view and nz < 9)
+
+
 def test_max_diameter_and_naive_bayes():
     m = np.zeros((1, 1, 11), bool)
     m[0, 0, :] = True
