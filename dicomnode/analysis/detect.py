@@ -1666,16 +1666,16 @@ def _pet_snr_blobs(stack: np.ndarray, radii_mm: Sequence[float], foreground: np.
     sp = np.asarray(spacing_mm, dtype=float)
     radii = [float(r) for r in radii_mm]
     sig = [window_mm / s for s in sp]
-    neg = foreground.astype(np.float32)
-    den = ndi.gaussian_filter(neg, sig, mode="constant")
+    den = foreground.astype(np.float32)
+    ndi.gaussian_filter(den, sig, mode="constant", output=den)  # in place: a 1-D pass reads a line, then writes it
     np.maximum(den, np.float32(1e-3), out=den)
-    var = np.empty_like(neg)
+    var = np.empty_like(den)
     noise_at: list[dict[int, float]] = []  # per scale, the noise SD where the ratio reaches min_snr (few voxels)
     for i in range(stack.shape[0]):
-        np.minimum(stack[i], 0.0, out=neg)
-        neg *= neg
-        neg *= foreground
-        ndi.gaussian_filter(neg, sig, mode="constant", output=var)
+        np.minimum(stack[i], 0.0, out=var)
+        var *= var
+        var *= foreground
+        ndi.gaussian_filter(var, sig, mode="constant", output=var)
         var /= den
         var *= np.float32(2.0)
         np.sqrt(var, out=var)
@@ -1684,7 +1684,7 @@ def _pet_snr_blobs(stack: np.ndarray, radii_mm: Sequence[float], foreground: np.
         stack[i] /= var
         idx = np.flatnonzero(stack[i] >= min_snr)
         noise_at.append(dict(zip(idx.tolist(), var.ravel()[idx].tolist())))
-    del neg, den, var
+    del den, var
     peaks = _stack_peaks(stack, radii, sp, polarity=1, min_response=min_snr, allowed=foreground,
                          max_candidates=max_candidates, in_view=True)
     shape = stack.shape[1:]
