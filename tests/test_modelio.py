@@ -87,6 +87,29 @@ def test_missing_and_shipped():
     assert "neck" not in m.card.classes and m.card.cv_accuracy is not None
 
 
+@pytest.mark.parametrize("name", ["scene", "findings"])
+def test_shipped_models_built_without_skops_are_skops_own(name):
+    """The shipped models (a scaler and a logistic regression in a pipeline) are built from their schema without
+    skops: the same card and, bit for bit, the same probabilities as skops's own load; a fresh process that loads
+    them never imports skops."""
+    import subprocess
+    import sys
+
+    from dicomnode.modelio import TRUSTED_TYPES, _native
+
+    path = resolve_model(name)
+    mine, theirs = _native(path), sio.load(path, trusted=list(TRUSTED_TYPES))
+    assert mine is not None and mine["card"] == theirs["card"]
+    X = np.random.default_rng(1).normal(size=(200, len(mine["card"]["feature_names"]))) * 3
+    assert np.array_equal(mine["estimator"].predict_proba(X), theirs["estimator"].predict_proba(X))
+    assert load_model(path, task=name).card == ModelCard.from_dict(theirs["card"])
+    code = (f"import sys; from dicomnode.modelio import load_model, resolve_model; "
+            f"m = load_model(resolve_model({name!r}), task={name!r}); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'skops'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_card_alone_is_the_models_card_and_needs_no_skops(tmp_path):
     """The findings calibration reads a card only: the same card as the whole model's, read from the schema in a
     process that never imports skops (its import walks scikit-learn's estimator registry: ~0.5 CPU s)."""
