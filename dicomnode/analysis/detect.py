@@ -640,6 +640,21 @@ def _distance_mm(box: tuple[slice, ...], center: Sequence[float], spacing_mm: Se
     return np.sqrt(axes[0][:, None, None] + axes[1][None, :, None] + axes[2][None, None, :])
 
 
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``ndi.binary_fill_holes`` (face connectivity, any number of axes), the same voxels, by labelling the
+    background once: a hole is a background component that touches no face of the array (scipy's version grows
+    the outside by repeated dilations, one pass over the array per voxel of depth)."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.size == 0 or not mask.any():
+        return mask.copy()
+    lab, n = ndi.label(~mask)
+    outside = np.zeros(n + 1, dtype=bool)
+    for ax in range(mask.ndim):
+        outside[np.take(lab, [0, mask.shape[ax] - 1], axis=ax).ravel()] = True
+    outside[0] = False
+    return ~outside[lab]
+
+
 def max_diameter_mm(mask: np.ndarray, spacing_mm: Sequence[float]) -> float:
     """Largest distance between two voxel centres of ``mask`` plus one voxel (mean spacing), mm; 0 when empty."""
     pts = np.argwhere(mask)
@@ -1206,7 +1221,7 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         region = _component_at(cand, seed, sp, max_seed_mm=0.5 * r_mm)
         if region is None:
             continue
-        region = ndi.binary_fill_holes(region)
+        region = _fill_holes(region)
         feats, shell = _region_features(img[bb], region, fg, sp, spread, class_means, class_sds)
         feats["truncation"] = _truncation(region, dist, grow_mm, sp)
         feats["enclosure"] = float(np.mean((zz[shell] - thr) * pol < 0)) if shell.any() else 0.0
@@ -1831,8 +1846,8 @@ def _hot_regions(img: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[f
                     for b, dim in zip(boxes[k - 1], img.shape))
         region = lab[pad] == k
         for z in range(region.shape[0]):
-            region[z] = ndi.binary_fill_holes(region[z])
-        out.append((ndi.binary_fill_holes(region), pad))
+            region[z] = _fill_holes(region[z])
+        out.append((_fill_holes(region), pad))
     return out
 
 

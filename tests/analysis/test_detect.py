@@ -261,6 +261,28 @@ def test_stack_peaks_are_the_4d_maxima(nz, polarity, in_view):
     assert len(want) > 3 or (in_view and nz < 9)
 
 
+@pytest.mark.parametrize("shape", [(1,), (7,), (1, 1), (9, 12), (1, 5, 6), (10, 12, 9), (3, 1, 8)])
+def test_fill_holes_is_scipys(shape):
+    """detect's hole filling (by labelling the background) gives scipy's binary_fill_holes voxel for voxel: random
+    masks of every density (nested shells, holes at the faces), empty and full masks."""
+    from scipy import ndimage as ndi
+
+    from dicomnode.analysis.detect import _fill_holes
+
+    rng = np.random.default_rng(len(shape) * 100 + sum(shape))
+    for density in (0.0, 0.2, 0.5, 0.7, 0.9, 1.0):
+        for _ in range(5):
+            mask = rng.random(shape) < density
+            want = ndi.binary_fill_holes(mask)
+            got = _fill_holes(mask)
+            assert got.dtype == np.bool_ and np.array_equal(got, want)
+    shell = np.zeros((9, 9, 9), dtype=bool)
+    shell[1:8, 1:8, 1:8] = True
+    shell[2:7, 2:7, 2:7] = False
+    shell[4, 4, 4] = True
+    assert _fill_holes(shell).sum() == 7 ** 3 and np.array_equal(_fill_holes(shell), ndi.binary_fill_holes(shell))
+
+
 def test_max_diameter_and_naive_bayes():
     m = np.zeros((1, 1, 11), bool)
     m[0, 0, :] = True
