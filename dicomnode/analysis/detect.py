@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -79,9 +79,6 @@ from scipy import ndimage as ndi
 from dicomnode.analysis.blocks import block_centres, block_mean
 from dicomnode.analysis.denoise import _check_image, _check_spacing
 from dicomnode.analysis.volume import Volume
-
-if TYPE_CHECKING:
-    from dicomnode.analysis.masses import FatReference
 
 __all__ = [
     "DetectionResult",
@@ -1840,15 +1837,23 @@ def _with_solid_mass(res: DetectionResult, volume: Volume, foreground: np.ndarra
     """``res`` with the solid mass (:func:`dicomnode.analysis.masses.solid_masses`) or else the solid lump
     (:func:`dicomnode.analysis.masses.solid_lump`, axial slices) as one more candidate (label "lesion", its score as
     probability), signal voids down-weighted on MR, ranked and limited with the others."""
-    from dicomnode.analysis.masses import fat_reference, solid_lump, solid_masses
+    from dicomnode.analysis.masses import PIU_MIN, fat_like, fat_reference, slice_shading, solid_lump, solid_masses
 
     notes = list(res.notes)
     found = [*res.findings, *res.rejected]
+    fat = None
     if volume.modality == "MR":
         found = _signal_voids(found, solid_range[0], notes)
         fat = fat_reference(volume.array, volume.spacing_mm, foreground, solid_range=solid_range, notes=notes)
         if fat is not None:
-            found = _fat_like(found, fat, notes)
+            found = fat_like(found, fat, notes)
+            # a surface coil's fall-off darkens the fat at the ends of the field of view towards the solid range
+            shading = slice_shading(volume.array, foreground)
+            if shading is not None and shading.shaded:
+                notes.append(f"shading: the fat level varies along the slices from {shading.scale.min():.2f} to "
+                             f"{shading.scale.max():.2f} of its median (uniformity {shading.piu_percent:.0f} % < "
+                             f"{PIU_MIN:g} %: a surface coil's fall-off); where fat is darkened it can be taken for "
+                             "solid tissue, so solid masses and lumps there are less reliable")
     mass = solid_masses(volume.array, volume.spacing_mm, foreground, solid_range=solid_range, notes=notes)
     if mass is not None and mass.mask.any():
         found.append(_mass_finding(mass.mask, volume, mass.score, solid_thickness_mm=mass.thickness_mm,
@@ -1861,6 +1866,12 @@ def _with_solid_mass(res: DetectionResult, volume: Volume, foreground: np.ndarra
         if lump is not None and lump.mask.any():
             found.append(_mass_finding(lump.mask, volume, lump.score, solid_radius_mm=lump.radius_mm,
                                        solid_boundedness=lump.boundedness, solid_lumpiness=lump.lumpiness))
+        if fat is not None:  # MR with bright fat (T1, fast spin echo T2 without fat suppression): say what it cannot
+            told = ("the solid lump is told by its shape only (weak evidence)" if lump is not None
+                    and lump.score >= 0.5 else "no solid mass stands out by its thickness or shape")
+            notes.append(f"solid masses: {told}; on MR with bright fat, without fat suppression or contrast, a "
+                         "sarcoma has about the signal of muscle, and one no thicker than the muscles around it can be "
+                         "missed or taken for a muscle: read fat-suppressed T2/STIR or contrast-enhanced T1")
     ok, rejected = _split(found, settings)
     return DetectionResult(ok, rejected, res.n_candidates + len(found) - len(res.findings) - len(res.rejected),
                            tuple(notes))
@@ -1881,38 +1892,6 @@ def _signal_voids(found: list[Finding], void_level: float, notes: list[str], fac
     if n:
         notes.append(f"{n} dark region(s) below the solid tissue range ({void_level:.4g}: signal voids, gas or "
                      f"bone) down-weighted x{factor:g}")
-    return out
-
-
-#: A region whose mean lies at least this far from the patient's muscle towards its subcutaneous fat is fat.
-FAT_FRACTION_MIN = 0.5
-
-
-def _fat_like(found: list[Finding], fat: "FatReference", notes: list[str], factor: float = 0.1) -> list[Finding]:
-    """On MR in a limb where fat is bright: a candidate whose mean is closer to the patient's own subcutaneous fat
-    than to its muscle (``fat_fraction`` >= :data:`FAT_FRACTION_MIN`) is fat (a fat lobule, a lipoma, the marrow
-    inside a bone), not a solid mass: probability x ``factor``, feature ``fat_like`` = 1 (a hand-set rule, like the
-    signal voids). Sarcomas on T1 are iso- to mildly hyperintense to muscle (fraction about 0-0.3). Every candidate
-    gets ``fat_fraction``."""
-    out, n = [], 0
-    for f in found:
-        mean = f.features.get("mean")
-        if mean is None or not np.isfinite(mean):
-            out.append(f)
-            continue
-        frac = fat.fraction(float(mean))
-        feats = {**f.features, "fat_fraction": frac}
-        p = f.probability
-        if frac >= FAT_FRACTION_MIN:
-            feats["fat_like"] = 1.0
-            p *= factor
-            n += 1
-        out.append(Finding(f.label, f.mask, f.box, f.centroid_zyx, f.volume_ml, f.diameter_mm, p, feats,
-                           f.centroid_mm))
-    if n:
-        notes.append(f"{n} region(s) with the signal of the patient's fat (fraction >= {FAT_FRACTION_MIN:g} of the way "
-                     f"from muscle {fat.muscle:.4g} to subcutaneous fat {fat.fat:.4g}: fat lobules, lipomas, "
-                     f"marrow) down-weighted x{factor:g}")
     return out
 
 
