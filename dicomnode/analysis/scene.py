@@ -69,6 +69,7 @@ __all__ = [
     "SceneProfile",
     "descriptor_vector",
     "landmark_label",
+    "breast_slices",
     "liver_slices",
     "pet_landmarks",
     "profile_slabs",
@@ -259,7 +260,8 @@ _NAMES = ("area_cm2", "n_components", "major_axis_mm", "minor_major_ratio", "edg
           "dark_fraction", "bright_fraction", "ring_dark", "ring_bright", "core_dark", "core_bright",
           "organ_fraction", "lateral_bright", "lateral_bright_blob", "solidity", "dark_blob", "bone_pieces")
 _CT_NAMES = ("air_lung_fraction", "fat_fraction", "soft_tissue_fraction", "bone_fraction")
-_OTHER_NAMES = ("peak_rel", "uptake_blob_cm2", "right_organ", "right_organ_side", "right_organ_mirror")
+_OTHER_NAMES = ("peak_rel", "uptake_blob_cm2", "right_organ", "right_organ_side", "right_organ_mirror", "front_mm",
+                "back_mm", "front_contact", "back_contact")
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,6 +420,7 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
         out["uptake_blob_cm2"] = float(np.bincount(ulab.ravel())[1:].max() * pix_cm2) if nu else 0.0
         homogeneous = filled & (mean3 > organ_lo) & (mean3 < organ_hi) & (std3 < organ_std)
         out.update(_mr_landmarks(big, organ, homogeneous, py, px, signs))
+        out.update(_front_outline(filled, py, signs))
     if is_ct:
         out["air_lung_fraction"] = dark.sum() / area_px
         out["fat_fraction"] = (((sl >= _CT_FAT_HU[0]) & (sl < _CT_FAT_HU[1])) & filled).sum() / area_px
@@ -470,6 +473,23 @@ def _mr_landmarks(trunk: np.ndarray, organ: np.ndarray, homogeneous: np.ndarray,
             if side > 0:
                 out["right_organ"] = float(c.sum()) / tx.size
     return out
+
+
+def _front_outline(filled: np.ndarray, py: float, signs: tuple[int, int]) -> dict[str, float]:
+    """The body's anterior outline on one axial slice, for the breast landmark (:func:`breast_slices`).
+
+    ``front_mm``: distance from the image's anterior border to the body's most anterior point (mm; the same frame
+    on every slice of a series, so its change along z is the outline's shape); ``back_mm``: the same from the
+    posterior border to the most posterior point; ``front_contact`` and
+    ``back_contact``: the fraction of the image's anterior and posterior border rows that is body (a field of view
+    that cuts the body there). Anterior and posterior come from the direction cosines (``signs``).
+    """
+    f = _oriented(filled, signs)
+    rows = np.flatnonzero(f.any(axis=1))
+    if rows.size == 0:
+        return {"front_mm": np.nan, "back_mm": np.nan, "front_contact": np.nan, "back_contact": np.nan}
+    return {"front_mm": float(rows[0]) * py, "back_mm": float(f.shape[0] - 1 - rows[-1]) * py,
+            "front_contact": float(f[0].mean()), "back_contact": float(f[-1].mean())}
 
 
 def _axial_signs(direction: np.ndarray) -> tuple[int, int]:
@@ -997,6 +1017,75 @@ def liver_slices(profile: SceneProfile) -> np.ndarray:
             & (np.nan_to_num(per["right_organ_mirror"], nan=1.0) <= _LIVER_MIRROR))
 
 
+#: Breast landmark (:func:`breast_slices`, MR): the body's anterior outline forms a mound along z: on a slice whose
+#: image border cuts the body posteriorly (at least _BREAST_BACK of the posterior border row is body: the chest wall
+#: runs on beyond a breast coil's field of view) and not anteriorly, the outline recedes posteriorly by at least
+#: _BREAST_RECEDE_MM both above and below within _BREAST_WINDOW_MM, and stays within _BREAST_FLAT_MM of it over
+#: _BREAST_BROAD_MM above and below (a broad mound, not the nose's spike). An adult breast projects 4-12 cm from the
+#: chest wall over a base 10-20 cm high (second to sixth rib); the anterior outline of a limb, an abdomen or a back
+#: is a cylinder along z over such spans. The breast lies on the chest wall: the slab is chest, probability
+#: _BREAST_P (chosen, not fitted: one breast series to check it on, like _LANDMARK_P).
+_BREAST_BACK = 0.3
+_BREAST_RECEDE_MM = 30.0
+_BREAST_WINDOW_MM = 100.0
+_BREAST_FLAT_MM = 15.0
+_BREAST_BROAD_MM = 20.0
+_BREAST_BACK_SHARE = 0.5
+_BREAST_P = 0.8
+
+
+def breast_slices(profile: SceneProfile) -> np.ndarray:
+    """Per sampled slice of an MR profile, whether it shows the breast landmark (False elsewhere and on CT/PET): the
+    body's anterior outline a broad mound along z (the apex, and the slices on either side until the outline has
+    receded by ``_BREAST_RECEDE_MM``), standing on a chest wall that the field of view cuts behind it or that the
+    image does not show as body."""
+    per = profile.per_slice
+    out = np.zeros(profile.z_mm.shape, dtype=bool)
+    if profile.modality != "MR" or "front_mm" not in per:
+        return out
+    front, z = per["front_mm"], profile.z_mm
+    ok = np.isfinite(front) & np.isfinite(per["area_cm2"])
+    if not ok.any():
+        return out
+    # the mound stands on something the image does not show as body: the chest wall cut by the field of view
+    # behind it (posterior border contact), or not taken as body at all (a fat-suppressed series' dark muscle): then
+    # the body in view ends inside the field of view both above and below, as a breast does and a limb, a trunk or
+    # a head (which runs on into the neck) does not
+    closed = bool((~ok & (z > z[ok].max())).any() and (~ok & (z < z[ok].min())).any())
+    apex: list[int] = []
+    for i in np.flatnonzero(ok):
+        if per["front_contact"][i] > 0.0 or (per["back_contact"][i] < _BREAST_BACK and not closed):
+            continue
+        dz = z - z[i]
+        above, below = ok & (dz > 0) & (dz <= _BREAST_WINDOW_MM), ok & (dz < 0) & (dz >= -_BREAST_WINDOW_MM)
+        if not (above.any() and below.any()):
+            continue
+        if min(front[above].max(), front[below].max()) < front[i] + _BREAST_RECEDE_MM:
+            continue
+        near = ok & (np.abs(dz) <= _BREAST_BROAD_MM) & (dz != 0)
+        if (near & (dz > 0)).any() and (near & (dz < 0)).any() \
+                and float(front[near].max()) <= front[i] + _BREAST_FLAT_MM:
+            apex.append(i)
+    # the mound: from each apex up and down along z until the outline has receded by _BREAST_RECEDE_MM; its back
+    # stands on the chest wall: the posterior outline moves less than _BREAST_BACK_SHARE of the anterior one over
+    # the mound and _BREAST_WINDOW_MM around it (a ball, a head or a limb is convex behind as in front)
+    order = np.flatnonzero(ok)[np.argsort(z[ok])]
+    pos = {int(k): n for n, k in enumerate(order)}
+    back = per["back_mm"]
+    for i in apex:
+        mound = [i]
+        for step in (1, -1):
+            n = pos[i] + step
+            while 0 <= n < len(order) and front[order[n]] < front[i] + _BREAST_RECEDE_MM:
+                mound.append(int(order[n]))
+                n += step
+        lo, hi = z[mound].min() - _BREAST_WINDOW_MM, z[mound].max() + _BREAST_WINDOW_MM
+        around = ok & (z >= lo) & (z <= hi)
+        if np.ptp(back[around]) <= _BREAST_BACK_SHARE * np.ptp(front[around]):
+            out[mound] = True
+    return out
+
+
 def _shape_veto(label: str, d: SceneDescriptors) -> bool:
     """True when the body's cross-section contradicts ``label`` (any modality): sizes of adult anatomy."""
     v = d.values
@@ -1027,6 +1116,8 @@ def _ct_veto(label: str, d: SceneDescriptors) -> bool:
         return True  # many separate bones in a section larger than a hand or foot: ribs around a spine, a pelvis
     if label in ("chest", "abdomen", "pelvis") and v["area_cm2"] < _CT_TRUNK_MIN_CM2 and not cropped:
         return True  # too small a cross-section for a trunk
+    if label in ("abdomen", "pelvis") and v["area_cm2"] < _CT_TRUNK_MIN_CM2 and v.get("n_components", 1.0) >= 2:
+        return True  # two separate parts in a small section: two limbs; the trunk is one piece (arms make it larger)
     skull = v.get("ring_bright", 0.0) >= _CT_SKULL_RING and v["area_cm2"] < _CT_TRUNK_MIN_CM2
     if label == "head" and v.get("ring_bright", 0.0) < 0.05 and not cropped:
         return True  # a head without a skull
@@ -1186,6 +1277,26 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
                 cal[i] = cal[i] * ((1.0 - _LANDMARK_P) / rest if rest > 0 else 0.0)
                 cal[i, j] = _LANDMARK_P
                 forced[i] = lab
+    # MR: the breast (the anterior outline a broad mound along z, the field of view cutting the chest wall behind
+    # it) lies on the chest: chest by anatomy, probability _BREAST_P
+    breast = breast_slices(profile)
+    on_breast: set[int] = set()
+    if breast.any() and "chest" in classes:
+        j = classes.index("chest")
+        n_breast = 0
+        for i, (a, b, _) in enumerate(slabs):
+            sel = has & (zs >= a) & (zs <= b)
+            if i not in forced and sel.sum() >= 2 and breast[sel].mean() >= 0.5:
+                on_breast.add(i)
+                rest = cal[i].sum() - cal[i, j]
+                cal[i] = cal[i] * ((1.0 - _BREAST_P) / rest if rest > 0 else 0.0)
+                cal[i, j] = _BREAST_P
+                forced[i] = "chest"
+                n_breast += 1
+        if n_breast:
+            zb_ = zs[breast]
+            notes.append(f"scene: MR breast landmark (the anterior outline a mound along z, the chest wall cut "
+                         f"behind it) from z = {zb_.min():.0f} to {zb_.max():.0f} mm: chest in {n_breast} slab(s)")
     labels: list[str] = []
     for i, (_, _, d) in enumerate(slabs):
         if i in forced:
@@ -1206,11 +1317,12 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
         for i in lone:
             notes.append(f"scene: one slab alone looks like {labels[i]} (every region is longer): unknown")
             labels[i] = UNKNOWN
-    # the body ends inside the field of view at its superior end: that end is the vertex of a head
+    # the body ends inside the field of view at its superior end: that end is the vertex of a head (or the upper
+    # edge of a breast, whose landmark says so)
     top_body = float(zs[has].max())
     if (zs > top_body + 1.5 * max(profile.slice_mm, 1.0)).sum() >= 2:
         for i, (a, b, _) in enumerate(slabs):
-            if (a + b) / 2 > top_body - _VERTEX_MM and labels[i] not in (UNKNOWN, "head"):
+            if (a + b) / 2 > top_body - _VERTEX_MM and labels[i] not in (UNKNOWN, "head") and i not in on_breast:
                 labels[i] = UNKNOWN
     # runs of equal labels, boundaries half-way between neighbouring slab centres
     centres = np.array([(a + b) / 2 for a, b, _ in slabs])

@@ -37,12 +37,13 @@ BLANK = {"BodyPartExamined": "", "SeriesDescription": "", "StudyDescription": ""
 NIFTI = "abdomen-ct/abdomen_pelvis_nifti/example_ct.nii.gz"
 
 #: Cases whose dominant label is right when their patient is held out (measured; the others abstain, ``unknown``:
-#: the abdomen ADC map, the breast MR, the STS_002 thigh CT and PET; see docs/models.md). The abdomen T2 is right
-#: through the MR liver landmark.
+#: the abdomen ADC map, the STS_002 pelvis PET and the STS_003 thigh CT, whose lower slabs look like abdomen to a
+#: model that learnt the STS_002 CT as pelvis; see docs/models.md). The abdomen T2 is right through the MR liver
+#: landmark, the breast MR through the MR breast landmark.
 RIGHT = {
     "chest-ct-b40f", "chest-ct-b70f", "abdomen-ct-j2k", NIFTI, "head-ct", "head-mr-t1", "enhanced-mr-siemens-head",
-    "sts-001-ct", "sts-001-mr-t1", "sts-001-pet", "sts-002-mr-t1", "sts-003-ct", "sts-003-mr-t1", "sts-003-pet",
-    "wholebody-mr-t2", "abdomen-mr-t2",
+    "sts-001-ct", "sts-001-mr-t1", "sts-001-pet", "sts-002-ct", "sts-002-mr-t1", "sts-003-mr-t1", "sts-003-pet",
+    "wholebody-mr-t2", "abdomen-mr-t2", "breast-mr-dce",
 }
 
 
@@ -259,6 +260,12 @@ def test_bone_pieces_tell_a_trunk_from_a_limb_in_a_crop(corpus):
     two_knees = SceneDescriptors({**trunk_crop.values, "n_components": 2.0, "bone_pieces": 6.0})
     foot = SceneDescriptors({**trunk_crop.values, "area_cm2": 150.0, "bone_pieces": 8.0})
     assert not _ct_veto("extremity", two_knees) and not _ct_veto("extremity", foot)
+    # two separate parts in a section smaller than a trunk's: two thighs, not an abdomen or a pelvis
+    thighs = SceneDescriptors({**trunk_crop.values, "area_cm2": 170.0, "n_components": 2.0, "bone_pieces": 0.0})
+    assert _ct_veto("abdomen", thighs) and _ct_veto("pelvis", thighs) and not _ct_veto("extremity", thighs)
+    trunk_with_arms = SceneDescriptors({**trunk_crop.values, "area_cm2": 700.0, "n_components": 3.0,
+                                        "edge_fraction": 0.0})
+    assert not _ct_veto("abdomen", trunk_with_arms)
 
 
 def test_cropped_chest_ct_is_chest_with_lungs_through_the_step(folds, tmp_path):
@@ -422,6 +429,70 @@ def test_regions_follow_the_body_order_and_anatomical_distances():
     assert not _may_follow("head", "pelvis", 0.0)  # no chest and abdomen in between
     assert _may_follow("head", "pelvis", 400.0) and _may_follow("chest", "abdomen", 0.0)
     assert not _may_follow("pelvis", "chest", 500.0)
+
+
+def test_breast_mr_is_chest_through_the_breast_landmark(lopo_rows):
+    """Held out (the only breast patient), the sagittal one-breast DCE MR is chest with p >= 0.5 where the breast
+    landmark holds (the slab model alone says head or extremity there: nothing it learnt looks like a breast);
+    nothing else is named."""
+    r = lopo_rows["breast-mr-dce"]
+    assert r["label"] == "chest" and r["p"] >= 0.5, r
+    assert {reg[0] for reg in r["regions"]} <= {"chest", "unknown"}, r
+
+
+def test_mr_breast_landmark_fires_only_on_the_breast_mr(corpus):
+    """The breast landmark (the anterior outline a broad mound along z on a flat back) is found on the breast MR and
+    on no other shared series: not on the head MRs (a face is convex behind as in front, and runs on into the
+    neck), the thigh and buttock MRs, the abdomen MRs, PET or CT (MR only), nor on the Philips phantoms."""
+    from dicomnode.analysis.scene import breast_slices
+
+    fired = {e.key: int(breast_slices(e.profile).sum()) for e in corpus[0] if " crop " not in e.key}
+    assert fired.pop("breast-mr-dce") >= 8, fired
+    assert not any(fired.values()), fired
+    for name in ("philips_T1W_FFE_CS4_classic", "philips_T1W_FFE_CS2_enhanced"):
+        v = load_volume(SHARED_DATA / "enhanced-mr" / name)
+        prof = scene_profile(v.array, v.spacing_mm, direction=v.direction, origin_mm=v.origin_mm, modality="MR")
+        assert not breast_slices(prof).any(), name
+
+
+def _mound(kind: str) -> np.ndarray:
+    """Synthetic MR (identity direction: rows run to posterior) of 5 mm slices, 2 mm pixels: a breast-like
+    half-ellipsoid (radius 70 mm, projecting 80 mm anteriorly from a base plane), alone (a fat-suppressed series
+    where the chest wall is dark) or on a chest wall running on behind and above and below it; or a ball, a
+    cylinder along z (a limb) or the mound pointing posteriorly (a buttock)."""
+    zz, yy, xx = np.mgrid[:44, :100, :80].astype(float)
+    z, y, x = (zz - 22) * 5.0, yy * 2.0, (xx - 40) * 2.0
+    base = 120.0
+    r2 = (z / 70.0) ** 2 + (x / 70.0) ** 2
+    if kind == "ball":
+        body = r2 + ((y - base) / 70.0) ** 2 <= 1
+    elif kind == "cylinder":
+        body = (x / 70.0) ** 2 + ((y - base) / 70.0) ** 2 <= 1
+    elif kind == "posterior":
+        body = (r2 + ((y - 60.0) / 80.0) ** 2 <= 1) & (y >= 60.0)
+    else:
+        body = (r2 + ((y - base) / 80.0) ** 2 <= 1) & (y <= base)
+        if kind == "on_wall":
+            body |= y >= base
+    rng = np.random.default_rng(5)
+    return np.where(body, 1000.0 + 50.0 * rng.standard_normal(body.shape), 0.0).astype(np.float32)
+
+
+def test_breast_landmark_is_a_mound_on_a_flat_back():
+    """The rule's argument on synthetic volumes: a half-ellipsoid projecting anteriorly from a flat base is a breast,
+    alone or on a chest wall that the field of view cuts; a ball (convex behind as in front), a cylinder along z
+    (a limb) and a mound pointing posteriorly (a buttock) are not; nor is the mound on CT."""
+    from dicomnode.analysis.scene import breast_slices
+
+    def fired(vol, modality="MR"):
+        return breast_slices(scene_profile(vol, (5.0, 2.0, 2.0), modality=modality))
+
+    for kind in ("alone", "on_wall"):
+        f = fired(_mound(kind))
+        assert f.sum() >= 6, kind
+    for kind in ("ball", "cylinder", "posterior"):
+        assert not fired(_mound(kind)).any(), kind
+    assert not fired(_mound("alone"), "CT").any()
 
 
 def test_head_only_below_a_vertex_and_weak_evidence_abstains():

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(3000)]
 
 #: summary key -> least number of successes (Proportion) or bound, as measured (docs/evaluation.md)
 FLOORS = {
-    "scene_correct": 16,
+    "scene_correct": 17,  # 16 before: + breast MR (breast landmark), + STS_002 CT (pelvis), - STS_003 CT (unknown)
     "lesions_found": 12,
     "top_finding_true": 12,
     "series_with_a_true_finding": 12,
