@@ -1431,8 +1431,9 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
             site = "head-neck midline"
         elif mean <= l_mean:
             pass  # not hotter than the liver: no physiological hot spot (nor a PERCIST lesion)
-        elif l_hi - 40 <= h_c <= l_hi + 150 and h_lo >= l_hi - 80 and f.volume_ml >= 30 and mid <= 0.45:
-            site = "heart"
+        elif (l_hi - 40 <= h_c <= l_hi + 150 and l_hi - 80 <= h_lo <= l_hi + HEART_BASE_MM and f.volume_ml >= 30
+              and mid <= 0.45):
+            site = "heart"  # on the diaphragm: its lowest point near the liver's dome
         elif h_c >= l_hi + 250 and (f.volume_ml >= 100 or (at_top and f.volume_ml >= 10)) and mid <= 0.3:
             site = "brain"
         elif h_c <= l_lo - 150 and mid <= 0.3 and mean >= 4.0 * l_mean:
@@ -1441,8 +1442,13 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
               # a kidney is not inside the liver: neither in contact with it all round nor in liver-level surroundings
               and _liver_contact(f, liver_filled, spacing_mm) < 0.3
               and f.features.get("background", 0.0) < 0.8 * l_mean):
+            # the other kidney lies at the mirror position: as far off the midline, as deep (both retroperitoneal,
+            # beside the spine), up to 60 mm higher or lower (the right one sits lower, under the liver)
+            depth = 3 - mirror_axis
             partner = any(j != i and abs(info[j][0] - h_c) <= 60 and info[j][3] * side < 0
                           and 0.1 <= abs(info[j][3]) <= 0.9 and 5 <= g.volume_ml <= 400
+                          and abs(info[j][3] + side) <= KIDNEY_MIRROR_SIDE
+                          and abs(g.centroid_zyx[depth] - f.centroid_zyx[depth]) * sp[depth] <= KIDNEY_MIRROR_DEPTH_MM
                           and g.features.get("mean", 0.0) > l_mean for j, g in enumerate(found))
             if partner or f.features.get("mirror_uptake", 0.0) > 0.2:
                 site = "kidney"
@@ -1487,6 +1493,14 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
                  + f" physiological uptake region(s) down-weighted x{factor:g}")
     return out
 
+
+#: Organ context of a whole-body PET (:func:`_physiology`, docs/models.md "Organ context on PET"): the heart's lowest
+#: point lies at most this far (mm) above the liver's dome (it rests on the diaphragm) ...
+HEART_BASE_MM = 40.0
+#: ... and a kidney's partner lies at the mirror position: off the midline by the same fraction of the body's
+#: half-width (within this) and at the same depth (within this, mm; both lie beside the spine, retroperitoneal).
+KIDNEY_MIRROR_SIDE = 0.2
+KIDNEY_MIRROR_DEPTH_MM = 30.0
 
 #: Foci whose centre lies within this distance (mm) of either axial end of a whole-body PET's field of view are
 #: not reported (:func:`_physiology`).
