@@ -1370,12 +1370,15 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
     spans ``[L_lo, L_hi]``. A region is
 
     * the **heart** (myocardium) when it lies on the diaphragm above the liver's dome: centroid in
-      ``[L_hi - 40, L_hi + 150]``, lowest point no lower than ``L_hi - 80``, at least 30 mL, near the midline;
+      ``[L_hi - 40, L_hi + 150]``, lowest point in ``[L_hi - 80, L_hi + HEART_BASE_MM]`` (it rests on the
+      diaphragm), at least 30 mL, near the midline;
     * the **brain** when it is at least 250 mm above the liver's dome, at least 100 mL, on the midline;
     * the **bladder** when it lies at least 150 mm below the liver, on the midline, with a mean at least 4 times
       the liver's (urine: SUV 10-60 and more);
     * a **kidney** when, between 100 mm below the liver and its dome, off the midline, 10-400 mL, it has a partner
-      region on the other side at the same height (or its mirror image is as hot: ``mirror_uptake`` > 0.2);
+      region at the mirror position: on the other side, within 60 mm in height, as far off the midline (within
+      ``KIDNEY_MIRROR_SIDE`` half-widths) and as deep (within ``KIDNEY_MIRROR_DEPTH_MM``) (or its mirror image is as
+      hot: ``mirror_uptake`` > 0.2);
     * **paired** (salivary glands, tonsils, muscles) when, anywhere, a region hotter than the liver has a mirror
       twin: across the midline (within 10 % of the body's half-width), at the same height (20 mm) and depth
       (15 mm), of the same volume (within x1.6) and mean (within x1.3). Symmetric bilateral nodes are down-weighted
@@ -1564,11 +1567,13 @@ def _pet_search_image(img: np.ndarray, foreground: np.ndarray, med: float) -> np
 
 
 #: PET small-focus search (:func:`_pet_snr_blobs`): the Gaussian window (mm) over which the noise of the blob filter's
-#: output is measured, the smallest signal-to-noise ratio of a candidate, and how many such candidates are kept
-#: beside the strongest blobs.
+#: output is measured, the smallest signal-to-noise ratio of a candidate (3: a 1-5 mL lesion at 3-4 x its background
+#: answers the matched filter at 3-5 noise SDs; candidates, not findings), and how many such candidates are kept
+#: beside the strongest blobs (more than reach 3 on a whole-body FDG PET, 58 on the shared one: the budget caps the
+#: work on a noisier scanner, the highest ratios first).
 PET_NOISE_WINDOW_MM = 30.0
-PET_MIN_SNR = 4.0
-PET_SNR_CANDIDATES = 40
+PET_MIN_SNR = 3.0
+PET_SNR_CANDIDATES = 80
 #: ... at the blob radii up to this (mm): lesions of 1-5 mL after 6-7 mm FWHM
 PET_SMALL_RADIUS_MM = 15.0
 
@@ -1589,7 +1594,9 @@ def _pet_snr_blobs(stack: np.ndarray, radii_mm: Sequence[float], foreground: np.
     ring little, the ring around a hot organ does, which only lowers the ratio next to it). Under Gaussian noise a
     ratio of 4 is crossed by chance a few times per whole-body series (some 10^4 blob-sized volumes in a trunk;
     Worsley et al. 1996): these are candidates, which the PET model (contrast to the surroundings, peak over the
-    local noise) and the organ context then weigh, not findings.
+    local noise) and the organ context then weigh, not findings. The default ratio is 3, where about 18 times as
+    many chance peaks as at 4 are expected (the density ``(u^2 - 1) exp(-u^2 / 2)``): tens per series, each grown and
+    weighed (docs/models.md).
 
     Returns
     -------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import re
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -613,6 +614,12 @@ def test_wholebody_pet_tumour_first_and_physiological_uptake_not_reported(wholeb
         assert site in context, context
     assert "field-of-view end" in context  # the brain, cut by the top of the field of view
     assert any("PET: on log2 SUV" in n for n in notes)
+    # the small-focus search's budget does not decide which foci are candidates: fewer reach its ratio than it keeps
+    from dicomnode.analysis.detect import PET_MIN_SNR, PET_SNR_CANDIDATES
+
+    search = next(n for n in notes if "signal-to-noise ratio >=" in n)
+    n_snr = int(re.search(r"(\d+) of them by their signal-to-noise ratio >= ([\d.]+)", search).group(1))
+    assert f">= {PET_MIN_SNR:g}" in search and 0 < n_snr < PET_SNR_CANDIDATES, search
 
 
 def test_wholebody_pet_inserted_neck_nodes_found(wholebody_pet):
@@ -721,3 +728,4 @@ def test_wholebody_pet_20_ml_lesion_beside_an_organ_is_not_taken_for_it(wholebod
     assert sum(1 for c, _ in found if not gtv[c] and not les.contains(c)) <= 1
     context = next(n for n in notes if "organ context" in n)
     assert site in context, context
+
