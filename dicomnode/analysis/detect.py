@@ -1184,8 +1184,12 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
             found = _resolve_overlaps_ranked(found, [-_log_odds(PET_MODEL, f.features) for f in found])
             notes.append("PET: each focus against its own surroundings (SUVpeak over the median 5-15 mm around it, and "
                          "over the local noise); hand-set PET model")
-    found = _with_context(found, img, foreground, med, mirror_axis, model, notes, symmetric_max, symmetric_factor,
-                          exclude_self=pet)
+    # a whole-body PET with its organ context: the anatomical rules of _physiology (organs, mirror twins of the same
+    # size, uptake, height and depth) replace the generic mirror rule, which lowers any focus whose mirror image
+    # lands on warm tissue (bowel, an organ: abdominal and pelvic lesions; docs/models.md)
+    organs = pet and cranial in (1, -1)
+    found = _with_context(found, img, foreground, med, mirror_axis, model, notes,
+                          None if organs else symmetric_max, symmetric_factor, exclude_self=pet)
     if liver_mask is not None and cranial in (1, -1):
         found = _physiology(found, img, foreground, liver_mask, liver, sp, int(cranial), mirror_axis, notes,
                             symmetric_factor)
