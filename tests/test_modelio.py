@@ -10,9 +10,11 @@ from sklearn.naive_bayes import GaussianNB
 
 from dicomnode.analysis.classify import GaussianMixtureBayes
 from dicomnode.errors import ModelError
-from dicomnode.modelio import FORMAT, ModelCard, load_model, resolve_model, save_model
+from dicomnode.modelio import FORMAT, ModelCard, load_card, load_model, resolve_model, save_model
 
 CARD = ModelCard("demo", ("a", "b"), ("f0", "f1"), "synthetic", cv_accuracy=1.0, cv_scheme="none")
+#: both ways in refuse the same files: the whole model, and its card alone (read without skops)
+LOADERS = pytest.mark.parametrize("load", [load_model, load_card], ids=["model", "card"])
 
 
 def _fit(est):
@@ -33,34 +35,38 @@ def test_round_trip_same_predictions(tmp_path, est):
         load_model(p, task="scene")
 
 
-def test_plain_pickle_refused(tmp_path):
+@LOADERS
+def test_plain_pickle_refused(tmp_path, load):
     p = tmp_path / "evil.skops"
     p.write_bytes(pickle.dumps({"format": FORMAT}))
     with pytest.raises(ModelError, match="not a dicomnode model file.*pickle"):
-        load_model(p)
+        load(p)
 
 
-def test_truncated_file_refused(tmp_path):
+@LOADERS
+def test_truncated_file_refused(tmp_path, load):
     est, _ = _fit(GaussianNB())
     p = save_model(tmp_path / "m.skops", est, CARD)
     data = p.read_bytes()
     p.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelError, match="truncated|damaged"):
-        load_model(p)
+        load(p)
 
 
-def test_foreign_skops_object_refused(tmp_path):
+@LOADERS
+def test_foreign_skops_object_refused(tmp_path, load):
     est, _ = _fit(GaussianNB())
     p = tmp_path / "foreign.skops"
     sio.dump(est, p)  # a valid skops file, but not our record
     with pytest.raises(ModelError, match="not a dicomnode model"):
-        load_model(p)
+        load(p)
     sio.dump({"format": FORMAT, "format_version": 99, "card": CARD.to_dict(), "estimator": est}, p)
     with pytest.raises(ModelError, match="version 99"):
-        load_model(p)
+        load(p)
 
 
-def test_untrusted_type_refused(tmp_path):
+@LOADERS
+def test_untrusted_type_refused(tmp_path, load):
     est, _ = _fit(GaussianNB())
     p = save_model(tmp_path / "m.skops", est, CARD)
     with zipfile.ZipFile(p) as z:
@@ -71,7 +77,7 @@ def test_untrusted_type_refused(tmp_path):
         for n, b in members.items():
             z.writestr(n, b)
     with pytest.raises(ModelError, match="allowlist"):
-        load_model(bad)
+        load(bad)
 
 
 def test_missing_and_shipped():
@@ -79,3 +85,48 @@ def test_missing_and_shipped():
         resolve_model("no-such-model")
     m = load_model(resolve_model("scene"), task="scene")
     assert "neck" not in m.card.classes and m.card.cv_accuracy is not None
+
+
+@pytest.mark.parametrize("name", ["scene", "findings"])
+def test_shipped_models_built_without_skops_are_skops_own(name):
+    """The shipped models (a scaler and a logistic regression in a pipeline) are built from their schema without
+    skops: the same card and, bit for bit, the same probabilities as skops's own load; a fresh process that loads
+    them never imports skops."""
+    import subprocess
+    import sys
+
+    from dicomnode.modelio import TRUSTED_TYPES, _native
+
+    path = resolve_model(name)
+    mine, theirs = _native(path), sio.load(path, trusted=list(TRUSTED_TYPES))
+    assert mine is not None and mine["card"] == theirs["card"]
+    X = np.random.default_rng(1).normal(size=(200, len(mine["card"]["feature_names"]))) * 3
+    assert np.array_equal(mine["estimator"].predict_proba(X), theirs["estimator"].predict_proba(X))
+    assert load_model(path, task=name).card == ModelCard.from_dict(theirs["card"])
+    code = (f"import sys; from dicomnode.modelio import load_model, resolve_model; "
+            f"m = load_model(resolve_model({name!r}), task={name!r}); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'skops'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_card_alone_is_the_models_card_and_needs_no_skops(tmp_path):
+    """The findings calibration reads a card only: the same card as the whole model's, read from the schema in a
+    process that never imports skops (its import walks scikit-learn's estimator registry: ~0.5 CPU s)."""
+    import subprocess
+    import sys
+
+    est, _ = _fit(GaussianMixtureBayes(2))
+    extra = {"calibration": {"slope": 1.5, "by": {"PT": [0.25, -1, None, True]}}, "fill": {"x": 0.0}}
+    p = save_model(tmp_path / "m.skops", est, ModelCard("demo", ("a", "b"), ("f0", "f1"), "synthetic", extra=extra))
+    for path in (p, resolve_model("findings"), resolve_model("scene")):
+        assert load_card(path) == load_model(path).card
+    assert load_card(p).extra == extra
+    with pytest.raises(ModelError, match="task"):
+        load_card(p, task="scene")
+    code = ("import sys; from dicomnode.modelio import load_card, resolve_model; "
+            "c = load_card(resolve_model('findings'), task='findings'); "
+            "assert c.extra.get('calibration'), 'no calibration on the card'; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('skops', 'sklearn', 'dask')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -79,9 +79,6 @@ from scipy import ndimage as ndi
 from dicomnode.analysis.blocks import block_centres, block_mean
 from dicomnode.analysis.denoise import _check_image, _check_spacing
 from dicomnode.analysis.volume import Volume
-
-if TYPE_CHECKING:
-    from dicomnode.analysis.masses import FatReference
 
 __all__ = [
     "DetectionResult",
@@ -416,10 +413,9 @@ def _log_stack(image: np.ndarray, spacing_mm: Sequence[float],
     """The scale-normalised LoG response ``-sigma^2 * Laplacian`` (bright blobs positive) per radius: (R, Z, Y, X)."""
     radii, img, sp = _log_inputs(image, spacing_mm, radii_mm)
     stack = np.empty((len(radii),) + img.shape, dtype=np.float32)
-    smooth = np.empty(img.shape, dtype=np.float32)  # two work arrays for every radius: no page faults per pass
-    tmp = np.empty(img.shape, dtype=np.float32)
+    smooth = np.empty(img.shape, dtype=np.float32)  # one work array for every radius: no page faults per pass
     for i, r in enumerate(radii):
-        _log_at(img, sp, r, out=stack[i], smooth=smooth, tmp=tmp)
+        _log_at(img, sp, r, out=stack[i], smooth=smooth)
     return stack, radii
 
 
@@ -431,38 +427,69 @@ def _log_inputs(image: np.ndarray, spacing_mm: Sequence[float],
     return radii, image.astype(np.float32, copy=False), np.asarray(spacing_mm, dtype=float)
 
 
-def _log_at(img: np.ndarray, sp: np.ndarray, r: float, *, out: np.ndarray, smooth: np.ndarray,
-            tmp: np.ndarray) -> np.ndarray:
-    """The scale-normalised LoG response at radius ``r`` into ``out`` (``smooth`` and ``tmp``: work arrays)."""
+#: Slices per slab of :func:`_log_at`'s second differences (a slab's work buffer stays in the CPU's cache).
+_LOG_SLAB = 8
+
+
+def _log_at(img: np.ndarray, sp: np.ndarray, r: float, *, out: np.ndarray, smooth: np.ndarray) -> np.ndarray:
+    """The scale-normalised LoG response at radius ``r`` into ``out`` (``smooth``: a work array of its shape).
+
+    The Gaussian, then the second differences along the three axes, summed slab by slab (:data:`_LOG_SLAB`
+    slices, through a buffer of that size, not a third array of the image's size): along z each slab is taken
+    with a neighbouring slice on each side, so every value is the whole array's :func:`_second_derivative`, with
+    the same operations in the same order (bit for bit)."""
     s_mm = r / _SQRT3
-    ndi.gaussian_filter(img, s_mm / sp, mode="nearest", output=smooth)  # then second differences: 3 passes
-    out[...] = 0
-    for ax in range(3):
-        _second_derivative(smooth, ax, out=tmp)
-        tmp *= np.float32(1.0 / sp[ax] ** 2)
-        out += tmp
+    ndi.gaussian_filter(img, s_mm / sp, mode="nearest", output=smooth)
+    n = smooth.shape[0]
+    scale = [np.float32(1.0 / sp[ax] ** 2) for ax in range(3)]
+    buf = np.empty((min(n, _LOG_SLAB) + 2,) + smooth.shape[1:], dtype=np.float32)
+    for z0 in range(0, n, _LOG_SLAB):
+        z1 = min(n, z0 + _LOG_SLAB)
+        o = out[z0:z1]
+        o[...] = 0
+        lo, hi = max(0, z0 - 1), min(n, z1 + 1)
+        if hi - lo < 3 <= n:  # a last slab of one slice: three slices, so that the array's edge rule applies
+            lo = max(0, hi - 3)
+            hi = min(n, lo + 3)
+        t = _second_derivative(smooth[lo:hi], 0, out=buf[: hi - lo])[z0 - lo: z1 - lo]
+        t *= scale[0]
+        o += t
+        for ax in (1, 2):
+            t = _second_derivative(smooth[z0:z1], ax, out=buf[: z1 - z0])
+            t *= scale[ax]
+            o += t
     out *= np.float32(-(s_mm ** 2))
     return out
 
 
 def _log_peaks(image: np.ndarray, spacing_mm: Sequence[float], radii_mm: Sequence[float], *,
                polarities: Sequence[int], min_response: float, allowed: np.ndarray | None, max_candidates: int,
-               in_view: bool) -> tuple[dict[int, list[tuple[tuple[int, int, int], float, float]]], list[float]]:
+               in_view: bool, keep: int = 0
+               ) -> tuple[dict[int, list[tuple[tuple[int, int, int], float, float]]], list[float], np.ndarray]:
     """:func:`_stack_peaks` of :func:`_log_stack` for each polarity (the same candidates, in the same order), with
     the LoG responses made scale by scale: three of them in memory at a time (a scale's peaks need its two
-    neighbours), not the whole stack, and the work arrays shared by the filtering and the peak search."""
+    neighbours), not the whole stack, and one work array of the image's size (the Gaussian's output).
+
+    The responses of the first ``keep`` scales are handed back as a (keep, Z, Y, X) stack, equal to the first
+    ``keep`` planes of :func:`_log_stack` (they are made into it, not copied): a later search at the small scales
+    (:func:`_pet_snr_blobs`) need not make them again. Returns (peaks per polarity, radii, that stack)."""
     radii, img, sp = _log_inputs(image, spacing_mm, radii_mm)
     n = len(radii)
-    ring = [np.empty(img.shape, dtype=np.float32) for _ in range(min(n, 3))]
-    work = [np.empty(img.shape, dtype=np.float32) for _ in range(3)]
+    keep = max(0, min(int(keep), n))
+    kept = np.empty((keep,) + img.shape, dtype=np.float32)
+    ring = [np.empty(img.shape, dtype=np.float32) for _ in range(min(n - keep, 3))]
+    smooth = np.empty(img.shape, dtype=np.float32)  # the one work array of the image's size
     hits: dict[int, list[tuple[np.ndarray, int, np.ndarray]]] = {int(p): [] for p in polarities}
     have: dict[int, np.ndarray] = {}
 
     def response(i: int) -> np.ndarray:
         if i not in have:
-            buf = ring[i % len(ring)]
-            have.pop(next((k for k in have if have[k] is buf), -1), None)
-            have[i] = _log_at(img, sp, radii[i], out=buf, smooth=work[0], tmp=work[1])
+            if i < keep:
+                buf = kept[i]
+            else:
+                buf = ring[(i - keep) % len(ring)]
+                have.pop(next((k for k in have if have[k] is buf), -1), None)
+            have[i] = _log_at(img, sp, radii[i], out=buf, smooth=smooth)
         return have[i]
 
     for i in range(n):
@@ -472,10 +499,10 @@ def _log_peaks(image: np.ndarray, spacing_mm: Sequence[float], radii_mm: Sequenc
         response(above)
         for pol in hits:
             hit = _scale_peaks(have[i], have[below], have[above], i, radii[i], sp, polarity=pol,
-                               min_response=min_response, allowed=allowed, in_view=in_view, work=work)
+                               min_response=min_response, allowed=allowed, in_view=in_view)
             if hit is not None:
                 hits[pol].append(hit)
-    return {pol: _ranked(h, radii, max_candidates) for pol, h in hits.items()}, radii
+    return {pol: _ranked(h, radii, max_candidates) for pol, h in hits.items()}, radii, kept
 
 
 def _max3(a: np.ndarray, axis: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -503,51 +530,87 @@ def _stack_peaks(stack: np.ndarray, radii: list[float], spacing_mm: Sequence[flo
                  in_view: bool) -> list[tuple[tuple[int, int, int], float, float]]:
     """Local maxima over space and scale of ``polarity * stack`` above ``min_response``, strongest first.
 
-    Scale by scale: the maximum over the neighbouring scales, then over space (the 3 x 3 x 3 x 3 maximum is
-    separable), in three work volumes instead of three copies of the whole stack."""
+    Scale by scale (:func:`_scale_peaks`): the maximum over the neighbouring scales, then over space (the
+    3 x 3 x 3 x 3 maximum is separable), slab by slab: no copy of the stack, no work volume."""
     sp = np.asarray(spacing_mm, dtype=float)
     n_scales = stack.shape[0]
-    work = [np.empty(stack.shape[1:], dtype=np.float32) for _ in range(3)]
     hits: list[tuple[np.ndarray, int, np.ndarray]] = []
     for i in range(n_scales):
         hit = _scale_peaks(stack[i], stack[max(0, i - 1)], stack[min(n_scales - 1, i + 1)], i, radii[i], sp,
-                           polarity=polarity, min_response=min_response, allowed=allowed, in_view=in_view, work=work)
+                           polarity=polarity, min_response=min_response, allowed=allowed, in_view=in_view)
         if hit is not None:
             hits.append(hit)
     return _ranked(hits, radii, max_candidates)
 
 
+#: Slices per slab of :func:`_scale_peaks` (its work buffers stay in the CPU's cache).
+_PEAK_SLAB = 8
+
+
 def _scale_peaks(cur: np.ndarray, below: np.ndarray, above: np.ndarray, i: int, r: float, sp: np.ndarray, *,
-                 polarity: int, min_response: float, allowed: np.ndarray | None, in_view: bool,
-                 work: list[np.ndarray]) -> tuple[np.ndarray, int, np.ndarray] | None:
+                 polarity: int, min_response: float, allowed: np.ndarray | None,
+                 in_view: bool) -> tuple[np.ndarray, int, np.ndarray] | None:
     """The peaks of scale ``i`` (response ``cur``, its neighbouring scales ``below`` and ``above``, edges: the
-    scale itself): (indices, i, signed responses), or None. ``work``: three arrays of the response's shape."""
+    scale itself): (indices, i, signed responses), or None.
+
+    A peak equals the maximum of ``polarity`` x the responses over its 3 x 3 x 3 x 3 neighbourhood (edges: nearest)
+    and exceeds ``min_response``. Made slab by slab (:data:`_PEAK_SLAB` slices and one neighbouring slice on each
+    side, in buffers of that size, not work arrays of the response's size): a maximum is exact in any order, so
+    the peaks are those of the whole array (tested against a 4-D maximum filter)."""
+    nz = cur.shape[0]
     sign = np.float32(polarity)
-    signed, mx, tmp = work
-    np.multiply(cur, sign, out=signed)
-    np.multiply(below, sign, out=tmp)
-    np.maximum(signed, tmp, out=mx)  # the scale axis, edges: nearest (as _max3)
-    np.multiply(above, sign, out=tmp)
-    np.maximum(mx, tmp, out=mx)
-    for ax in range(3):
-        _max3(mx, ax, out=tmp)
-        mx, tmp = tmp, mx
-    peaks = signed == mx
-    peaks &= signed > min_response
-    if allowed is not None:
-        peaks &= allowed
-    if in_view:
-        for ax in range(3):
-            m = int(math.ceil(r / sp[ax] - 0.5))
-            if m <= 0:
-                continue
-            sl = [slice(None), slice(None), slice(None)]
-            sl[ax] = slice(0, m)
-            peaks[tuple(sl)] = False
-            sl[ax] = slice(max(0, cur.shape[ax] - m), None)
-            peaks[tuple(sl)] = False
-    idx = np.argwhere(peaks)
-    return (idx, i, signed[tuple(idx.T)]) if idx.size else None
+    margins = [int(math.ceil(r / s - 0.5)) if in_view else 0 for s in sp]
+    shape = (min(nz, _PEAK_SLAB) + 2,) + cur.shape[1:]
+    mx, tmp = np.empty(shape, dtype=np.float32), np.empty(shape, dtype=np.float32)
+    sig = None if polarity == 1 else np.empty(shape, dtype=np.float32)
+    found_idx: list[np.ndarray] = []
+    found_val: list[np.ndarray] = []
+    for z0 in range(0, nz, _PEAK_SLAB):
+        z1 = min(nz, z0 + _PEAK_SLAB)
+        lo, hi = max(0, z0 - 1), min(nz, z1 + 1)
+        m, t = mx[: hi - lo], tmp[: hi - lo]
+        if sig is None:  # bright blobs: the responses as they are, no signed copy
+            np.maximum(cur[lo:hi], below[lo:hi], out=m)  # the scale axis, edges: nearest (as _max3)
+            np.maximum(m, above[lo:hi], out=m)
+            signed = cur[z0:z1]
+        else:
+            sg = sig[: hi - lo]
+            np.multiply(cur[lo:hi], sign, out=sg)
+            np.multiply(below[lo:hi], sign, out=t)
+            np.maximum(sg, t, out=m)
+            np.multiply(above[lo:hi], sign, out=t)
+            np.maximum(m, t, out=m)
+            signed = sg[z0 - lo: z1 - lo]
+        _max3(m, 0, out=t)  # the slab's inner rows (and the array's own edges) are the whole array's
+        m, t = t[z0 - lo: z1 - lo], m[z0 - lo: z1 - lo]
+        for ax in (1, 2):
+            _max3(m, ax, out=t)
+            m, t = t, m
+        peaks = signed == m
+        peaks &= signed > min_response
+        if allowed is not None:
+            peaks &= allowed[z0:z1]
+        if margins[0] > 0:
+            keep_lo, keep_hi = margins[0], nz - margins[0]
+            if z0 < keep_lo:
+                peaks[: min(keep_lo, z1) - z0] = False
+            if z1 > keep_hi:
+                peaks[max(keep_hi, z0) - z0:] = False
+        for ax in (1, 2):
+            if margins[ax] > 0:
+                sl = [slice(None), slice(None), slice(None)]
+                sl[ax] = slice(0, margins[ax])
+                peaks[tuple(sl)] = False
+                sl[ax] = slice(max(0, cur.shape[ax] - margins[ax]), None)
+                peaks[tuple(sl)] = False
+        idx = np.argwhere(peaks)
+        if idx.size:
+            found_val.append(signed[tuple(idx.T)])
+            idx[:, 0] += z0
+            found_idx.append(idx)
+    if not found_idx:
+        return None
+    return np.concatenate(found_idx), i, np.concatenate(found_val)
 
 
 def _ranked(hits: list[tuple[np.ndarray, int, np.ndarray]], radii: list[float],
@@ -572,6 +635,21 @@ def _distance_mm(box: tuple[slice, ...], center: Sequence[float], spacing_mm: Se
     """Distance of each voxel of ``box`` from ``center`` (voxel indices), mm."""
     axes = [((np.arange(b.start, b.stop) - c) * s) ** 2 for b, c, s in zip(box, center, spacing_mm)]
     return np.sqrt(axes[0][:, None, None] + axes[1][None, :, None] + axes[2][None, None, :])
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``ndi.binary_fill_holes`` (face connectivity, any number of axes), the same voxels, by labelling the
+    background once: a hole is a background component that touches no face of the array (scipy's version grows
+    the outside by repeated dilations, one pass over the array per voxel of depth)."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.size == 0 or not mask.any():
+        return mask.copy()
+    lab, n = ndi.label(~mask)
+    outside = np.zeros(n + 1, dtype=bool)
+    for ax in range(mask.ndim):
+        outside[np.take(lab, [0, mask.shape[ax] - 1], axis=ax).ravel()] = True
+    outside[0] = False
+    return ~outside[lab]
 
 
 def max_diameter_mm(mask: np.ndarray, spacing_mm: Sequence[float]) -> float:
@@ -1050,14 +1128,21 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         notes = res.notes + (f"regions grown on a {sp_w[0]:.2g} x {sp_w[1]:.2g} x {sp_w[2]:.2g} mm grid",)
         return DetectionResult(tuple(_upsample(f, w, image.shape) for f in res.findings),
                                tuple(_upsample(f, w, image.shape) for f in res.rejected), res.n_candidates, notes)
-    img = image.astype(np.float32, copy=True)
     if window is not None:
+        img = image.astype(np.float32, copy=True)
         np.clip(img, window[0], window[1], out=img)
+    else:  # read only below: no copy of a float32 image
+        img = image.astype(np.float32, copy=False)
     step = max(1, int(np.count_nonzero(foreground)) // 500_000)
     med, _ = _robust_scale(img[foreground][::step])
     spread = _noise_sd(img, foreground, sp)
-    z = (img - med) / spread          # unclipped: region growing follows the true levels
-    z[~foreground] = 0.0
+
+    def z_of(bb: tuple[slice, ...] = (slice(None),) * 3) -> np.ndarray:
+        """The z-score over ``bb``, 0 outside the foreground: unclipped, region growing follows the true levels
+        (made per box where it is read, not kept for the whole image)."""
+        zb = (img[bb] - med) / spread
+        zb[~foreground[bb]] = 0.0
+        return zb
     liver_mask = None
     liver = None
     if percist_liver and hot_threshold is not None:
@@ -1077,7 +1162,9 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         del search
         n_cand, min_resp = max(max_candidates, PET_CANDIDATES), PET_MIN_RESPONSE
     else:
-        z_c = block_mean(z, f)
+        z = z_of()
+        z_c = z.astype(np.float32, copy=False) if f == (1, 1, 1) else block_mean(z, f)  # (block_mean copies)
+        del z
         np.clip(z_c, -z_clip, z_clip, out=z_c)  # clipped for the search: one extreme structure does not dominate
         n_cand, min_resp = max_candidates, min_response
     fg_c = block_centres(foreground, f) & (block_mean(foreground, f) > 0.99)
@@ -1085,20 +1172,20 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
     pols = {"both": (1, -1), "bright": (1,), "dark": (-1,)}[polarity]
     cands = []
     # one response for both polarities, made scale by scale (three scales in memory, not the whole stack)
-    peaks, radii = _log_peaks(z_c, csp, radii, polarities=pols, min_response=min_resp, allowed=fg_c,
-                              max_candidates=n_cand, in_view=True)
+    # PET: the small scales' responses are kept for the signal-to-noise search below (radii increase: the first k)
+    k_small = max(1, sum(r <= PET_SMALL_RADIUS_MM for r in radii)) if pet else 0
+    peaks, radii, small = _log_peaks(z_c, csp, radii, polarities=pols, min_response=min_resp, allowed=fg_c,
+                                     max_candidates=n_cand, in_view=True, keep=k_small)
     for pol in pols:
         cands += [(c, r, resp, pol) for c, r, resp in peaks[pol]]
     del peaks
     n_snr = 0
     if pet:
         # small foci by their signal-to-noise ratio at the small-lesion scales (1-5 mL): beside the strongest
-        # blobs of the whole body, which physiological uptake fills first. Only those scales' responses are
-        # made again (the blob search above keeps three scales at a time, not the stack)
-        k = max(1, sum(r <= PET_SMALL_RADIUS_MM for r in radii))  # radii increase: the first k
-        small, _ = _log_stack(z_c, csp, radii[:k])
+        # blobs of the whole body, which physiological uptake fills first; on the blob search's own responses at
+        # those scales (kept by it)
         seen = {c for c, *_ in cands}
-        for c, r, snr, resp in _pet_snr_blobs(small, radii[:k], fg_c, csp):
+        for c, r, snr, resp in _pet_snr_blobs(small, radii[:k_small], fg_c, csp):
             if c not in seen:
                 cands.append((c, r, resp, 1, snr))
                 seen.add(c)
@@ -1114,7 +1201,7 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         center = [(c + 0.5) * k - 0.5 for c, k in zip((cz, cy, cx), f)]
         grow_mm = 1.5 * r_mm
         bb = _ball_box(center, 2.0 * r_mm + 2.0 * max(sp), sp, image.shape)
-        zz = z[bb]
+        zz = z_of(bb)
         fg = foreground[bb]
         dist = _distance_mm(bb, center, sp)
         core = fg & (dist <= 0.5 * r_mm)
@@ -1131,7 +1218,7 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         region = _component_at(cand, seed, sp, max_seed_mm=0.5 * r_mm)
         if region is None:
             continue
-        region = ndi.binary_fill_holes(region)
+        region = _fill_holes(region)
         feats, shell = _region_features(img[bb], region, fg, sp, spread, class_means, class_sds)
         feats["truncation"] = _truncation(region, dist, grow_mm, sp)
         feats["enclosure"] = float(np.mean((zz[shell] - thr) * pol < 0)) if shell.any() else 0.0
@@ -1616,16 +1703,16 @@ def _pet_snr_blobs(stack: np.ndarray, radii_mm: Sequence[float], foreground: np.
     sp = np.asarray(spacing_mm, dtype=float)
     radii = [float(r) for r in radii_mm]
     sig = [window_mm / s for s in sp]
-    neg = foreground.astype(np.float32)
-    den = ndi.gaussian_filter(neg, sig, mode="constant")
+    den = foreground.astype(np.float32)
+    ndi.gaussian_filter(den, sig, mode="constant", output=den)  # in place: a 1-D pass reads a line, then writes it
     np.maximum(den, np.float32(1e-3), out=den)
-    var = np.empty_like(neg)
+    var = np.empty_like(den)
     noise_at: list[dict[int, float]] = []  # per scale, the noise SD where the ratio reaches min_snr (few voxels)
     for i in range(stack.shape[0]):
-        np.minimum(stack[i], 0.0, out=neg)
-        neg *= neg
-        neg *= foreground
-        ndi.gaussian_filter(neg, sig, mode="constant", output=var)
+        np.minimum(stack[i], 0.0, out=var)
+        var *= var
+        var *= foreground
+        ndi.gaussian_filter(var, sig, mode="constant", output=var)
         var /= den
         var *= np.float32(2.0)
         np.sqrt(var, out=var)
@@ -1634,7 +1721,7 @@ def _pet_snr_blobs(stack: np.ndarray, radii_mm: Sequence[float], foreground: np.
         stack[i] /= var
         idx = np.flatnonzero(stack[i] >= min_snr)
         noise_at.append(dict(zip(idx.tolist(), var.ravel()[idx].tolist())))
-    del neg, den, var
+    del den, var
     peaks = _stack_peaks(stack, radii, sp, polarity=1, min_response=min_snr, allowed=foreground,
                          max_candidates=max_candidates, in_view=True)
     shape = stack.shape[1:]
@@ -1781,8 +1868,8 @@ def _hot_regions(img: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[f
                     for b, dim in zip(boxes[k - 1], img.shape))
         region = lab[pad] == k
         for z in range(region.shape[0]):
-            region[z] = ndi.binary_fill_holes(region[z])
-        out.append((ndi.binary_fill_holes(region), pad))
+            region[z] = _fill_holes(region[z])
+        out.append((_fill_holes(region), pad))
     return out
 
 
@@ -1865,15 +1952,23 @@ def _with_solid_mass(res: DetectionResult, volume: Volume, foreground: np.ndarra
     """``res`` with the solid mass (:func:`dicomnode.analysis.masses.solid_masses`) or else the solid lump
     (:func:`dicomnode.analysis.masses.solid_lump`, axial slices) as one more candidate (label "lesion", its score as
     probability), signal voids down-weighted on MR, ranked and limited with the others."""
-    from dicomnode.analysis.masses import fat_reference, solid_lump, solid_masses
+    from dicomnode.analysis.masses import PIU_MIN, fat_like, fat_reference, slice_shading, solid_lump, solid_masses
 
     notes = list(res.notes)
     found = [*res.findings, *res.rejected]
+    fat = None
     if volume.modality == "MR":
         found = _signal_voids(found, solid_range[0], notes)
         fat = fat_reference(volume.array, volume.spacing_mm, foreground, solid_range=solid_range, notes=notes)
         if fat is not None:
-            found = _fat_like(found, fat, notes)
+            found = fat_like(found, fat, notes)
+            # a surface coil's fall-off darkens the fat at the ends of the field of view towards the solid range
+            shading = slice_shading(volume.array, foreground)
+            if shading is not None and shading.shaded:
+                notes.append(f"shading: the fat level varies along the slices from {shading.scale.min():.2f} to "
+                             f"{shading.scale.max():.2f} of its median (uniformity {shading.piu_percent:.0f} % < "
+                             f"{PIU_MIN:g} %: a surface coil's fall-off); where fat is darkened it can be taken for "
+                             "solid tissue, so solid masses and lumps there are less reliable")
     mass = solid_masses(volume.array, volume.spacing_mm, foreground, solid_range=solid_range, notes=notes)
     if mass is not None and mass.mask.any():
         found.append(_mass_finding(mass.mask, volume, mass.score, solid_thickness_mm=mass.thickness_mm,
@@ -1886,6 +1981,12 @@ def _with_solid_mass(res: DetectionResult, volume: Volume, foreground: np.ndarra
         if lump is not None and lump.mask.any():
             found.append(_mass_finding(lump.mask, volume, lump.score, solid_radius_mm=lump.radius_mm,
                                        solid_boundedness=lump.boundedness, solid_lumpiness=lump.lumpiness))
+        if fat is not None:  # MR with bright fat (T1, fast spin echo T2 without fat suppression): say what it cannot
+            told = ("the solid lump is told by its shape only (weak evidence)" if lump is not None
+                    and lump.score >= 0.5 else "no solid mass stands out by its thickness or shape")
+            notes.append(f"solid masses: {told}; on MR with bright fat, without fat suppression or contrast, a "
+                         "sarcoma has about the signal of muscle, and one no thicker than the muscles around it can be "
+                         "missed or taken for a muscle: read fat-suppressed T2/STIR or contrast-enhanced T1")
     ok, rejected = _split(found, settings)
     return DetectionResult(ok, rejected, res.n_candidates + len(found) - len(res.findings) - len(res.rejected),
                            tuple(notes))
@@ -1906,38 +2007,6 @@ def _signal_voids(found: list[Finding], void_level: float, notes: list[str], fac
     if n:
         notes.append(f"{n} dark region(s) below the solid tissue range ({void_level:.4g}: signal voids, gas or "
                      f"bone) down-weighted x{factor:g}")
-    return out
-
-
-#: A region whose mean lies at least this far from the patient's muscle towards its subcutaneous fat is fat.
-FAT_FRACTION_MIN = 0.5
-
-
-def _fat_like(found: list[Finding], fat: "FatReference", notes: list[str], factor: float = 0.1) -> list[Finding]:
-    """On MR in a limb where fat is bright: a candidate whose mean is closer to the patient's own subcutaneous fat
-    than to its muscle (``fat_fraction`` >= :data:`FAT_FRACTION_MIN`) is fat (a fat lobule, a lipoma, the marrow
-    inside a bone), not a solid mass: probability x ``factor``, feature ``fat_like`` = 1 (a hand-set rule, like the
-    signal voids). Sarcomas on T1 are iso- to mildly hyperintense to muscle (fraction about 0-0.3). Every candidate
-    gets ``fat_fraction``."""
-    out, n = [], 0
-    for f in found:
-        mean = f.features.get("mean")
-        if mean is None or not np.isfinite(mean):
-            out.append(f)
-            continue
-        frac = fat.fraction(float(mean))
-        feats = {**f.features, "fat_fraction": frac}
-        p = f.probability
-        if frac >= FAT_FRACTION_MIN:
-            feats["fat_like"] = 1.0
-            p *= factor
-            n += 1
-        out.append(Finding(f.label, f.mask, f.box, f.centroid_zyx, f.volume_ml, f.diameter_mm, p, feats,
-                           f.centroid_mm))
-    if n:
-        notes.append(f"{n} region(s) with the signal of the patient's fat (fraction >= {FAT_FRACTION_MIN:g} of the way "
-                     f"from muscle {fat.muscle:.4g} to subcutaneous fat {fat.fat:.4g}: fat lobules, lipomas, "
-                     f"marrow) down-weighted x{factor:g}")
     return out
 
 

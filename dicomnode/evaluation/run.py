@@ -17,6 +17,8 @@ Definitions (docs/evaluation.md):
   another label than ``unknown`` with probability >= 0.5. **Regions** are scored as the fraction of the expected
   regions' z extent covered by a predicted region of the same label (``scene.regions`` when the results have it,
   else the series' z extent with ``scene.label``);
+* **visibility** of each truth lesion (``lesions[*].contrast``, evaluation.json only):
+  :func:`dicomnode.evaluation.metrics.lesion_contrast` of the loaded series against the 5-10 mm shell around it;
 * **lungs found** (CT cases whose truth says chest): a segment whose label starts with ``lung``, volume > 0.
 """
 
@@ -37,7 +39,8 @@ import numpy as np
 from dicomnode.config import NodeConfig, Profile
 from dicomnode.errors import DicomnodeError
 from dicomnode.evaluation.cases import Case, CaseFile, TruthKind
-from dicomnode.evaluation.metrics import Proportion, dice, first_true_rank, region_agreement, reliability_table
+from dicomnode.evaluation.metrics import (Proportion, dice, first_true_rank, lesion_contrast, region_agreement,
+                                         reliability_table)
 
 if TYPE_CHECKING:
     from dicomnode.evaluation.loo import FoldModels
@@ -247,10 +250,14 @@ def _score(res: CaseResult, case: Case, series: Any, results: dict[str, Any], wo
         marked.append(MarkedFinding(str(f.get("label")), p, tuple(float(v) for v in zyx), mask, hit is not None))
     reported = [f for f in res.findings if f["reported"]]
     res.findings_reported = len(reported)
+    everything = np.logical_or.reduce([les.mask for les in lesions]) if lesions else None
     for les in lesions:
         found_by = [f["label"] for f in reported if f["lesion"] == les.name]
+        others = everything & ~les.mask if everything is not None else None
         res.lesions.append({"name": les.name, "contour": les.contour, "volume_ml": round(les.voxels * voxel_ml, 2),
-                            "found": bool(found_by), "found_by": found_by})
+                            "found": bool(found_by), "found_by": found_by,
+                            "contrast": lesion_contrast(vol.array, les.mask, vol.spacing_mm,
+                                                        exclude=others).as_dict()})
     res.lesions_found = sum(le["found"] for le in res.lesions)
     if lesions:
         res.first_true_rank = first_true_rank([f["probability"] for f in res.findings],

@@ -35,7 +35,7 @@ from dicomnode.analysis.pipeline import Context, step
 from dicomnode.analysis.scene import (MODEL_FEATURES, UNKNOWN, descriptor_vector, profile_slabs, recognise,
                                       scene_descriptors, scene_profile)
 from dicomnode.analysis.volume import Measurement
-from dicomnode.modelio import LoadedModel, load_model, resolve_model
+from dicomnode.modelio import LoadedModel, ModelCard, load_card, load_model, resolve_model
 
 __all__ = ["header_body_part", "header_regions"]
 
@@ -100,6 +100,17 @@ def _load_cached(path: str, mtime_ns: int, task: str | None) -> LoadedModel:
 def _model(name_or_path: str, task: str | None = None) -> LoadedModel:
     p = resolve_model(name_or_path)
     return _load_cached(str(p), p.stat().st_mtime_ns, task)
+
+
+@lru_cache(maxsize=8)
+def _card_cached(path: str, mtime_ns: int, task: str | None) -> ModelCard:
+    return load_card(path, task=task)
+
+
+def _card(name_or_path: str, task: str | None = None) -> ModelCard:
+    """A model's card only (:func:`~dicomnode.modelio.load_card`: no skops, no estimator built)."""
+    p = resolve_model(name_or_path)
+    return _card_cached(str(p), p.stat().st_mtime_ns, task)
 
 
 def _check_keys(name: str, params: Mapping[str, Any], allowed: set[str]) -> None:

@@ -90,9 +90,9 @@ def _calibration(name: str = CALIBRATED, modality: str = "") -> _detect.ScoreCal
             return read_calibration(name).for_modality(modality)
         except ValueError as e:
             raise ValueError(f"step detect: model {name!r}: {e}") from None
-    from dicomnode.steps.recognition import _model
+    from dicomnode.steps.recognition import _card
 
-    extra = _model("findings", "findings").card.extra
+    extra = _card("findings", "findings").extra  # the card only: no skops, no estimator
     if extra.get("calibration"):
         return FindingsCalibration.from_dict(extra["calibration"]).for_modality(modality)
     c = extra.get("hand_set_calibration")

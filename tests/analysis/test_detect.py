@@ -180,10 +180,11 @@ def test_blob_candidates_scale_follows_radius():
     assert cd == (32, 32, 32)
 
 
-@pytest.mark.parametrize("n_radii", [1, 2, 5])
-def test_scale_by_scale_log_peaks_are_the_whole_stacks(n_radii):
+@pytest.mark.parametrize("n_radii,keep", [(1, 0), (1, 1), (2, 1), (4, 2), (5, 0), (5, 2), (5, 5)])
+def test_scale_by_scale_log_peaks_are_the_whole_stacks(n_radii, keep):
     """detect_tissue's search keeps three LoG scales in memory: the same candidates, in the same order, as the peaks
-    of the whole stack, for both polarities (noise has many ties of rank and near-equal responses)."""
+    of the whole stack, for both polarities (noise has many ties of rank and near-equal responses); the first
+    ``keep`` scales it hands back (for the PET's small-focus search) are the stack's, bit for bit."""
     from scipy import ndimage as ndi
 
     from dicomnode.analysis.detect import _log_peaks, _log_stack, _stack_peaks
@@ -194,13 +195,93 @@ def test_scale_by_scale_log_peaks_are_the_whole_stacks(n_radii):
     allowed = rng.random(img.shape) < 0.9
     radii = [4.0 * 1.5 ** k for k in range(n_radii)]
     stack, r = _log_stack(img, sp, radii)
-    got, r2 = _log_peaks(img, sp, radii, polarities=(1, -1), min_response=0.0, allowed=allowed, max_candidates=40,
-                         in_view=True)
+    got, r2, kept = _log_peaks(img, sp, radii, polarities=(1, -1), min_response=0.0, allowed=allowed,
+                               max_candidates=40, in_view=True, keep=keep)
     assert r2 == r
+    assert kept.shape == (keep,) + img.shape and kept.dtype == np.float32
+    assert np.array_equal(kept, stack[:keep])
     for pol in (1, -1):
         want = _stack_peaks(stack, r, sp, polarity=pol, min_response=0.0, allowed=allowed, max_candidates=40,
                             in_view=True)
         assert len(want) > 5 and got[pol] == want
+
+
+@pytest.mark.parametrize("nz", [1, 2, 3, 8, 9, 10, 17, 25])
+def test_log_at_by_slabs_is_the_whole_arrays_bit_for_bit(nz):
+    """_log_at sums the second differences slab by slab (8 slices, a neighbour slice each side along z): every value
+    is the whole-array computation's, bit for bit, for any number of slices (edges, a last slab of one slice)."""
+    from scipy import ndimage as ndi
+
+    from dicomnode.analysis.detect import _SQRT3, _log_at, _second_derivative
+
+    rng = np.random.default_rng(nz)
+    img = rng.standard_normal((nz, 11, 13)).astype(np.float32)
+    sp = np.array([3.27, 4.07, 4.07])
+    for r in (5.0, 12.0):
+        s_mm = r / _SQRT3
+        smooth = ndi.gaussian_filter(img, s_mm / sp, mode="nearest")
+        want = np.zeros_like(img)
+        for ax in range(3):
+            t = _second_derivative(smooth, ax)
+            t *= np.float32(1.0 / sp[ax] ** 2)
+            want += t
+        want *= np.float32(-(s_mm ** 2))
+        got = _log_at(img, sp, r, out=np.full_like(img, np.nan), smooth=np.empty_like(img))
+        assert got.tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("nz", [1, 2, 3, 9, 17, 30])
+@pytest.mark.parametrize("polarity,in_view", [(1, True), (-1, True), (1, False)])
+def test_stack_peaks_are_the_4d_maxima(nz, polarity, in_view):
+    """The slab-by-slab peak search gives exactly the voxels equal to the 3 x 3 x 3 x 3 maximum (edges: nearest) of
+    scipy's maximum filter, above the level, allowed and in view, in the same order: values with many ties."""
+    from scipy import ndimage as ndi
+
+    from dicomnode.analysis.detect import _ranked, _stack_peaks
+
+    rng = np.random.default_rng(nz)
+    sp = (3.27, 4.07, 4.07)
+    radii = [4.0, 6.0, 9.0]
+    stack = np.round(rng.standard_normal((3, nz, 12, 10)) * 3).astype(np.float32)
+    allowed = rng.random(stack.shape[1:]) < 0.9
+    got = _stack_peaks(stack, radii, sp, polarity=polarity, min_response=0.5, allowed=allowed, max_candidates=10**6,
+                       in_view=in_view)
+    signed = stack * np.float32(polarity)
+    peaks = (signed == ndi.maximum_filter(signed, size=3, mode="nearest")) & (signed > 0.5) & allowed
+    for k, r in enumerate(radii if in_view else ()):
+        for ax in range(3):
+            m = int(np.ceil(r / sp[ax] - 0.5))
+            sl = [k, slice(None), slice(None), slice(None)]
+            sl[ax + 1] = slice(0, m)
+            peaks[tuple(sl)] = False
+            sl[ax + 1] = slice(max(0, stack.shape[ax + 1] - m), None)
+            peaks[tuple(sl)] = False
+    hits = [(np.argwhere(peaks[k]), k, signed[k][peaks[k]]) for k in range(3) if peaks[k].any()]
+    want = _ranked(hits, radii, 10**6)
+    assert got == want
+    assert len(want) > 3 or (in_view and nz < 9)
+
+
+@pytest.mark.parametrize("shape", [(1,), (7,), (1, 1), (9, 12), (1, 5, 6), (10, 12, 9), (3, 1, 8)])
+def test_fill_holes_is_scipys(shape):
+    """detect's hole filling (by labelling the background) gives scipy's binary_fill_holes voxel for voxel: random
+    masks of every density (nested shells, holes at the faces), empty and full masks."""
+    from scipy import ndimage as ndi
+
+    from dicomnode.analysis.detect import _fill_holes
+
+    rng = np.random.default_rng(len(shape) * 100 + sum(shape))
+    for density in (0.0, 0.2, 0.5, 0.7, 0.9, 1.0):
+        for _ in range(5):
+            mask = rng.random(shape) < density
+            want = ndi.binary_fill_holes(mask)
+            got = _fill_holes(mask)
+            assert got.dtype == np.bool_ and np.array_equal(got, want)
+    shell = np.zeros((9, 9, 9), dtype=bool)
+    shell[1:8, 1:8, 1:8] = True
+    shell[2:7, 2:7, 2:7] = False
+    shell[4, 4, 4] = True
+    assert _fill_holes(shell).sum() == 7 ** 3 and np.array_equal(_fill_holes(shell), ndi.binary_fill_holes(shell))
 
 
 def test_max_diameter_and_naive_bayes():

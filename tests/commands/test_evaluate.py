@@ -53,6 +53,8 @@ def test_evaluate_writes_json_csv_and_a_png_per_case(tmp_path):
     assert 0 <= lo <= (s["lesions_found"]["fraction"] or 0) <= hi <= 1
     pet = next(c for c in doc["cases"] if c["id"] == "sts-003-pet")
     assert pet["lesions_total"] == 1 and pet["lesions"][0]["contour"] and pet["lesions"][0]["volume_ml"] > 1
+    contrast = pet["lesions"][0]["contrast"]  # visibility from the image and the contour (measured: d 2.62, CNR 12.1)
+    assert contrast["shell_mm"] == [5.0, 10.0] and contrast["smd"] > 2.0 and contrast["cnr"] > 5.0
     assert pet["scene_label"] is not None and pet["scene_correct"] == (pet["scene_label"] == "extremity")
     assert pet["dice_best"] is None or 0 <= pet["dice_best"] <= 1
     for f in pet["findings"]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dicomnode.evaluation.metrics import (Proportion, dice, first_true_rank, region_agreement, reliability_table,
-                                          wilson_interval)
+from helpers import SHARED_DATA
+
+from dicomnode.evaluation.metrics import (Proportion, dice, first_true_rank, lesion_contrast, region_agreement,
+                                          reliability_table, wilson_interval)
 
 
 @pytest.mark.parametrize("k, n, low, high", [
@@ -73,3 +75,61 @@ def test_region_agreement_is_the_covered_fraction_of_the_truth():
                             truth) == pytest.approx((100 + 50) / 200)
     assert region_agreement([("head", -500.0, 500.0)], truth) == 0.0
     assert region_agreement([], [("chest", 1.0, 1.0)]) is None
+
+
+def test_lesion_contrast_of_a_ball_in_noise_gives_its_constructed_contrast():
+    """A 10 mm ball 30 units above a flat background with Gaussian noise of SD 10: d = 3, CNR = 3; the shell holds the
+    voxels 5-10 mm outside the ball only, and another lesion in the shell is left out."""
+    rng = np.random.default_rng(13)
+    z, y, x = np.mgrid[:40, :80, :80]
+    sp = (2.0, 1.0, 1.0)
+    r = np.sqrt(((z - 20) * 2.0) ** 2 + (y - 40.0) ** 2 + (x - 40.0) ** 2)
+    ball = r <= 10
+    img = 100.0 + 30.0 * ball + rng.normal(0.0, 10.0, ball.shape)
+    c = lesion_contrast(img, ball, sp)
+    assert c.lesion_mean == pytest.approx(130.0, abs=1.0) and c.shell_mean == pytest.approx(100.0, abs=0.5)
+    assert c.smd == pytest.approx(3.0, abs=0.15) and c.cnr == pytest.approx(3.0, abs=0.2)
+    assert c.noise_sd == pytest.approx(10.0, rel=0.05)
+    shell = (r > 10 + 5) & (r <= 10 + 10)  # near the count of a continuous shell (voxelised edges differ a little)
+    assert c.shell_voxels == pytest.approx(int(shell.sum()), rel=0.1)
+    # a bright neighbour inside the shell would pull the shell's mean up, unless it is excluded
+    other = (np.abs(z - 20) <= 2) & (np.abs(y - 40) <= 2) & (np.abs(x - 53) <= 2)
+    img2 = img + 500.0 * other
+    assert lesion_contrast(img2, ball, sp).shell_mean > 101.0  # 27 of its ~9000 voxels at +500
+    assert lesion_contrast(img2, ball, sp, exclude=other).shell_mean == pytest.approx(100.0, abs=0.5)
+    # iso-intense: no contrast, whatever the noise
+    assert abs(lesion_contrast(100.0 + rng.normal(0.0, 10.0, ball.shape), ball, sp).smd) < 0.1
+    assert c.as_dict()["shell_mm"] == [5.0, 10.0]
+
+
+def test_lesion_contrast_edges_and_bad_input():
+    img = np.zeros((4, 8, 8))
+    assert np.isnan(lesion_contrast(img, np.zeros(img.shape, bool), (1.0, 1.0, 1.0)).smd)
+    full = lesion_contrast(img, np.ones(img.shape, bool), (1.0, 1.0, 1.0))
+    assert full.shell_voxels == 0 and full.as_dict()["smd"] is None
+    with pytest.raises(ValueError, match="shape"):
+        lesion_contrast(img, np.zeros((4, 8, 7), bool), (1.0, 1.0, 1.0))
+    with pytest.raises(ValueError, match="shell_mm"):
+        lesion_contrast(img, np.zeros(img.shape, bool), (1.0, 1.0, 1.0), shell_mm=(10.0, 5.0))
+
+
+@pytest.mark.parametrize("patient, modality, low, high", [
+    ("STS_001", "CT", -0.6, 0.0),      # isodense non-contrast sarcoma: 28 HU against 39 HU around it, d -0.38
+    ("STS_001", "MR_T1", -0.6, 0.0),   # iso-intense on T1 inside the muscle: d -0.31
+    ("STS_003", "MR_T1", -2.5, -1.5),  # muscle signal inside bright fat: d -1.95 (visible, but as muscle is)
+    ("STS_003", "PET", 2.0, 3.5),      # FDG-avid: d 2.6
+])
+def test_the_sts_sarcomas_contrast_against_their_surroundings(patient, modality, low, high):
+    """The visibility figure `evaluate` writes per truth lesion, on the real series and the physicians' contours:
+    which tumours stand out of the tissue around them in their modality (figures in docs/evaluation.md)."""
+    from dicomnode.evaluation.cases import LesionSource, TruthKind
+    from dicomnode.evaluation.truth import load_lesions
+    from dicomnode.io.load import load_series
+
+    folder = SHARED_DATA / "sts" / patient / modality
+    series = load_series(sorted(p for p in folder.iterdir() if p.is_file()))
+    les = load_lesions((LesionSource(TruthKind.RTSTRUCT, folder.parent / f"{modality}_rtstruct" / "RS.dcm",
+                                     rois=("GTV_Mass",)),), series)[0]
+    c = lesion_contrast(series.volume.array, les.mask, series.volume.spacing_mm)
+    assert low < c.smd < high, c
+    assert c.shell_voxels > 500 and c.noise_sd > 0
