@@ -221,7 +221,7 @@ class PosteriorSmoothing:
 
 def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, float], *, sigma_mm: float = 1.5,
                       iterations: int = 3, max_anisotropy: float = 2.5,
-                      slab_voxels: int = 2_000_000) -> PosteriorSmoothing:
+                      slab_voxels: int = 1_000_000, out: np.ndarray | None = None) -> PosteriorSmoothing:
     """Iterated neighbourhood smoothing of class posteriors (a mean-field, MRF-like prior).
 
     Each iteration multiplies the voxel's own (input) posterior by the Gaussian-weighted mean of the current
@@ -248,7 +248,13 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
     slab_voxels : int, optional
         The work runs on slabs of whole slices of about this many voxels per class (memory bound), each extended
         by ``iterations`` times the kernel's radius along z where it is filtered in 3-D, so the result is the whole
-        grid's. Default 2 000 000.
+        grid's; a slab is at least that extension deep (the halo costs at most twice the slab's own work). Default
+        1 000 000 (the temporaries of a slab are about 10 float32 copies of it: 40 MB).
+    out : ndarray, optional
+        Where to write the smoothed posteriors: an array of the input's shape, uint8 for uint8 input, else float32;
+        it may be ``posteriors`` itself (each slab's result is written once the next slab has read its input, so
+        the result is the same as into a new array, without a second posteriors array in memory). Default: a new
+        array.
 
     Returns
     -------
@@ -271,11 +277,24 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
         raise ValueError(f"slab_voxels must be an integer >= 1, got {slab_voxels}")
     sp = _check_spacing(spacing_mm)
     quantised = posteriors.dtype == np.uint8
+    out_dtype = np.uint8 if quantised else np.float32
+    if out is not None and (not isinstance(out, np.ndarray) or out.shape != posteriors.shape
+                            or out.dtype != out_dtype or not out.flags.writeable):
+        raise ValueError(f"out must be a writeable {np.dtype(out_dtype)} array of shape {posteriors.shape}, got "
+                         f"{getattr(out, 'dtype', type(out))} {getattr(out, 'shape', '')}")
+    in_place = out is posteriors
+    if out is not None and not in_place and np.may_share_memory(out, posteriors):
+        raise ValueError("out may be posteriors itself or an array that does not overlap it, not a part of it")
     valid = posteriors[0] > 0
     for k in range(1, posteriors.shape[0]):
         valid |= posteriors[k] > 0
     labels = np.full(valid.shape, -1, dtype=np.int16)
-    smoothed = np.zeros(posteriors.shape, dtype=np.uint8 if quantised else np.float32)
+    if out is None:
+        smoothed = np.zeros(posteriors.shape, dtype=out_dtype)
+    else:
+        smoothed = out
+        if not in_place:
+            smoothed[...] = 0
     # Work inside the bounding box of the region, grown by the kernel's radius: outside it every posterior is 0
     # and stays 0, and the zeros in the margin give the filter what the whole grid would (the result is identical).
     volumetric = is_volumetric(sp, max_anisotropy=max_anisotropy)
@@ -284,6 +303,8 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
         radius[0] = 0
     box = _bbox(valid, pad=0)
     if box is None:
+        if in_place:
+            smoothed[...] = 0
         return PosteriorSmoothing(labels, smoothed, 0)
     box = tuple(slice(max(0, b.start - r), min(n, b.stop + r)) for b, r, n in zip(box, radius, valid.shape))
     # Slabs along z, each extended by ``halo`` slices inside the box: an error at a slab's cut edge travels one
@@ -291,8 +312,11 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
     halo = int(iterations) * radius[0]
     zb = box[0]
     per_slice = (box[1].stop - box[1].start) * (box[2].stop - box[2].start)
-    slab = max(1, int(slab_voxels) // max(per_slice, 1))
+    # at least the halo deep: the halo's work is then at most the slab's own, and (in place) a slab's lower halo
+    # lies in the slab before it, whose result is written only after this slab has read its input
+    slab = max(1, int(slab_voxels) // max(per_slice, 1), halo)
     changed = 0
+    pending: tuple[tuple[slice, ...], np.ndarray] | None = None  # the previous slab's result, not yet written
     sigmas = [sigma_mm / s for s in sp]  # as denoise.gaussian: the kernel truncated at 4 sigma, borders reflected
     if not volumetric:
         sigmas[0] = 0.0
@@ -302,6 +326,9 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
             a, b = max(zb.start, lo - halo), min(zb.stop, hi + halo)
             ext = (slice(a, b), box[1], box[2])
             p0c = posteriors[(slice(None),) + ext].astype(np.float32)
+            if pending is not None:
+                smoothed[pending[0]] = pending[1]
+                pending = None
             if quantised:
                 p0c /= np.float32(POSTERIOR_SCALE)
             validc = valid[ext]
@@ -330,7 +357,11 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
             if quantised:
                 q *= np.float32(POSTERIOR_SCALE)
                 q += np.float32(0.5)
-            smoothed[(slice(None),) + inner] = q
+            # to the output's type as the assignment into it would (uint8: p * 255 + 0.5, truncated)
+            pending = ((slice(None),) + inner, q.astype(out_dtype))
+            del q
+    if pending is not None:
+        smoothed[pending[0]] = pending[1]
     return PosteriorSmoothing(labels, smoothed, changed)
 
 

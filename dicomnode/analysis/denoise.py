@@ -145,8 +145,8 @@ def gaussian(image: np.ndarray, spacing_mm: tuple[float, float, float], *, sigma
         sigmas[0] = 0.0
     src = _as_float32(image)
     halo = int(4.0 * sigmas[0] + 0.5)  # scipy's kernel radius along z (truncate = 4)
-    return _z_parallel(src, halo, lambda block: ndi.gaussian_filter(block, sigmas, output=np.float32,
-                                                                    mode="reflect"))
+    return _z_parallel(src, halo, lambda block, out=np.float32: ndi.gaussian_filter(block, sigmas, output=out,
+                                                                                    mode="reflect"))
 
 
 def _z_parallel(image: np.ndarray, halo: int, fn, *, workers: int | None = None) -> np.ndarray:
@@ -155,6 +155,8 @@ def _z_parallel(image: np.ndarray, halo: int, fn, *, workers: int | None = None)
     Each slab is extended by ``halo`` slices (the filter's radius along z) on the sides where the volume goes on,
     so every output voxel is computed from exactly the neighbours it would see in one call on the whole volume,
     and the volume's own borders keep the filter's boundary mode: the result is identical to ``fn(image)``.
+    With no halo (a slice-wise filter) ``fn(block, out=view)`` writes each slab straight into the result (``fn``
+    takes an ``out`` keyword: a float32 array of the block's shape), without a slab-sized temporary and a copy.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -169,6 +171,9 @@ def _z_parallel(image: np.ndarray, halo: int, fn, *, workers: int | None = None)
 
     def run(i: int) -> None:
         lo, hi = int(edges[i]), int(edges[i + 1])
+        if halo == 0:
+            fn(image[lo:hi], out=out[lo:hi])
+            return
         a, b = max(0, lo - halo), min(n, hi + halo)
         out[lo:hi] = fn(image[a:b])[lo - a:lo - a + (hi - lo)]
 

@@ -712,48 +712,53 @@ def segment_generic(image: np.ndarray, spacing_mm: tuple[float, float, float], *
     c = (log_w - np.log(sds) - 0.5 * np.log(2 * np.pi)).astype(np.float32)
     inv = (1.0 / sds).astype(np.float32)
     mu = means.astype(np.float32)
-    # Slab by slab over the foreground's bounding box: the posteriors go straight into their quantised full-size
-    # array and each voxel's class into its mask; no (K, n_foreground) float array, no int64 index or argmax over
-    # the whole foreground.
+    # Slab by slab over the foreground's bounding box, dense over each slab's box (streaming array passes, no
+    # gather or scatter of foreground voxels; the same float32 operations per voxel, so the same values): the
+    # posteriors go straight into their quantised full-size array (0 outside the foreground) and each voxel's
+    # class into its mask; no (K, n_foreground) float array, no int64 index or argmax over the whole foreground.
     posteriors = np.zeros((int(n_classes),) + img.shape, dtype=np.uint8)
     masks = [np.zeros(img.shape, dtype=bool) for _ in range(k_eff)]
-    zb = _bbox(fg)[0]  # type: ignore[index]
-    per_slice = img.shape[1] * img.shape[2]
+    zb, yb, xb = _bbox(fg)  # type: ignore[misc]
+    per_slice = (yb.stop - yb.start) * (xb.stop - xb.start)
     slab = max(1, int(chunk_voxels) // per_slice)
     scale = np.float32(POSTERIOR_SCALE)
     for z0 in range(zb.start, zb.stop, slab):
-        z1 = min(zb.stop, z0 + slab)
-        sl = slice(z0, z1)  # whole slices: the slab of every full-size array is contiguous, ravel() is a view
-        idx = np.flatnonzero(fg[sl])
-        if idx.size == 0:
-            continue
-        x = img[sl].ravel()[idx]
-        z = (x[None, :] - mu[:, None]) * inv[:, None]
-        logp = c[:, None] - 0.5 * z * z
-        del z
-        # the maximum and the sum over the classes row by row: the same values as max/sum(axis=0), without
+        box = (slice(z0, min(zb.stop, z0 + slab)), yb, xb)
+        inside = fg[box]
+        x = img[box]
+        logp = np.empty((k_eff,) + x.shape, dtype=np.float32)
+        for k in range(k_eff):  # c - 0.5 * ((x - mu) * inv) ** 2, as for a gathered vector
+            zk = logp[k]
+            np.subtract(x, mu[k], out=zk)
+            zk *= inv[k]
+            zk *= zk
+            zk *= np.float32(-0.5)
+            zk += c[k]
+        # the maximum and the sum over the classes class by class: the same values as max/sum(axis=0), without
         # numpy's strided reduction over the leading axis
         top = logp[0].copy()
-        for k in range(1, logp.shape[0]):
+        for k in range(1, k_eff):
             np.maximum(top, logp[k], out=top)
         logp -= top
         np.exp(logp, out=logp)
         np.copyto(top, logp[0])
-        for k in range(1, logp.shape[0]):
+        for k in range(1, k_eff):
             top += logp[k]
         logp /= top
         del top
         best = logp[0].copy()
-        winner = np.zeros(idx.size, dtype=np.int8)
+        winner = np.zeros(x.shape, dtype=np.int8)
         for k in range(1, k_eff):  # first maximum on ties, as argmax
             better = logp[k] > best
             winner[better] = k
             np.maximum(best, logp[k], out=best)
+        del best
         logp *= scale
         logp += np.float32(0.5)
         for k in range(k_eff):
-            posteriors[k, sl].ravel()[idx] = logp[k]  # to the nearest step: p * 255 + 0.5, truncated
-            masks[k][sl].ravel()[idx] = winner == k
+            # to the nearest step: p * 255 + 0.5, truncated; 0 outside the foreground
+            np.copyto(posteriors[(k,) + box], logp[k], casting="unsafe", where=inside)
+            np.logical_and(winner == k, inside, out=masks[k][box])
     segments = [Segment(_info(1, "body", "segment.foreground"), fg)]
     not_found: list[str] = []
     for k, name in enumerate(classes):

@@ -153,20 +153,26 @@ def _correct_step(ctx: Context, params: Mapping[str, Any]) -> None:
         p["hole_filled_labels"] = tuple(p["hole_filled_labels"])
     sp = ctx.volume.spacing_mm
     if sigma is not None and ctx.posteriors is not None and ctx.classes:
-        sm = _correct.smooth_posteriors(ctx.posteriors, sp, sigma_mm=float(sigma), iterations=iterations)
+        # in place: the posteriors before smoothing are read by nothing after this step (the context holds the
+        # smoothed ones), so they are not kept beside them
+        post = ctx.posteriors if ctx.posteriors.flags.writeable else None
+        sm = _correct.smooth_posteriors(ctx.posteriors, sp, sigma_mm=float(sigma), iterations=iterations, out=post)
         ctx.corrections["posterior_smoothing"] = int(sm.voxels_changed)
         ctx.posteriors = sm.posteriors
         classes = sm.labels
-        del sm
-        segs = []
-        for s in ctx.labels.segments:
-            if s.info.label in ctx.classes:
-                k = ctx.classes.index(s.info.label)
-                segs.append(type(s)(s.info, classes == k))
-            else:
-                segs.append(s)
-        ctx.labels = LabelMap(tuple(segs), ctx.labels.not_found)
-        del classes, segs  # the class index map and the masks before smoothing: not held while cleaning
+        del sm, post
+        # each class's mask replaced in turn, its mask before smoothing let go before the next is made (the map
+        # is rebuilt at the end: only this list holds the old masks meanwhile)
+        segs = list(ctx.labels.segments)
+        not_found = ctx.labels.not_found
+        ctx.labels = LabelMap((), not_found)
+        for i in range(len(segs)):
+            info, kind = segs[i].info, type(segs[i])
+            if info.label in ctx.classes:
+                segs[i] = None  # type: ignore[call-overload]
+                segs[i] = kind(info, classes == ctx.classes.index(info.label))
+        ctx.labels = LabelMap(tuple(segs), not_found)
+        del classes, segs  # the class index map: not held while cleaning
     labels, changed = _correct.correct_labels(ctx.labels, sp, **p)
     # a segment emptied by the correction is dropped and listed as not found
     kept = tuple(s for s in labels.segments if s.mask.any())

@@ -209,3 +209,32 @@ def test_generic_segmentation_and_smoothing_memory_is_bounded():
     assert sm.posteriors.dtype == np.uint8 and sm.labels.dtype == np.int16
     float32_posteriors = 3 * img.nbytes
     assert added < float32_posteriors, added / img.nbytes
+
+
+@pytest.mark.parametrize("spacing", [(2.0, 1.0, 1.0), (5.0, 1.0, 1.0)])
+def test_smooth_posteriors_in_place_gives_the_new_array_result(spacing):
+    """Memory (issue 13): ``out=posteriors`` overwrites the input slab by slab (each slab written after the next
+    has read its input, halo included) and gives exactly what a new array gets, in 3-D (halo) and slice-wise."""
+    from dicomnode.analysis.segment import POSTERIOR_SCALE
+
+    rng = np.random.default_rng(11)
+    post = np.zeros((3, 30, 40, 36), np.float32)
+    raw = rng.random((3, 24, 30, 28)).astype(np.float32) ** 3
+    post[:, 3:27, 5:35, 4:32] = raw / raw.sum(axis=0)
+    quant = np.floor(post * POSTERIOR_SCALE + 0.5).astype(np.uint8)
+    for src in (post, quant):
+        for slab in (1, 700, 10**9):
+            new = smooth_posteriors(src, spacing, sigma_mm=2.0, iterations=2, slab_voxels=slab)
+            work = src.copy()
+            res = smooth_posteriors(work, spacing, sigma_mm=2.0, iterations=2, slab_voxels=slab, out=work)
+            assert res.posteriors is work
+            np.testing.assert_array_equal(res.posteriors, new.posteriors)
+            np.testing.assert_array_equal(res.labels, new.labels)
+            assert res.voxels_changed == new.voxels_changed > 0
+    other = np.full(quant.shape, 7, np.uint8)  # a separate output array: zeros outside the region too
+    res = smooth_posteriors(quant, spacing, sigma_mm=2.0, iterations=2, out=other)
+    np.testing.assert_array_equal(other, smooth_posteriors(quant, spacing, sigma_mm=2.0, iterations=2).posteriors)
+    with pytest.raises(ValueError, match="out must be"):
+        smooth_posteriors(quant, spacing, out=np.zeros(quant.shape, np.float32))
+    with pytest.raises(ValueError, match="out may be"):
+        smooth_posteriors(quant, spacing, out=quant[:])

@@ -185,45 +185,80 @@ def _select_ranks(x: np.ndarray, ranks: list[int], lo: float, hi: float) -> dict
     return {int(r): part[int(r) + offset[int(b)]] for r, b in zip(ranks, bins)}
 
 
+def _at_least(dtype: np.dtype, t: float) -> Any:
+    """The smallest value of the float ``dtype`` that is >= ``t``: for ``v`` of that dtype, ``v >= t`` (compared
+    in float64) exactly when ``v >= _at_least(dtype, t)`` and ``v < t`` exactly when ``v < _at_least(dtype, t)``."""
+    v = dtype.type(t)
+    if float(v) < t:
+        v = np.nextafter(v, dtype.type(np.inf))
+    return v
+
+
+def _at_most(dtype: np.dtype, t: float) -> Any:
+    """The largest value of the float ``dtype`` that is <= ``t`` (``v <= t`` exactly when ``v <= _at_most(...)``)."""
+    v = dtype.type(t)
+    if float(v) > t:
+        v = np.nextafter(v, dtype.type(-np.inf))
+    return v
+
+
 def _float_moments(x: np.ndarray) -> tuple[float, ...]:
     """The shared features of non-integer data, in chunks of :data:`_CHUNK` values converted to float64.
 
-    Same definitions as the whole-array formulas (two passes: means, then deviations from them); only the
-    summation order differs (relative differences ~1e-12).
+    One pass gathers the power sums of the deviations from the median (known first, from the order statistics) and
+    the absolute deviations from it; the central moments follow from the power sums about that nearby centre
+    (binomial expansion: no cancellation worth the name when the centre is within a few SD of the mean). A second,
+    lighter pass sums only the values below the mean and below the robust mean: with ``t`` the mean of a set,
+    ``sum |v - t| = 2 sum_{v < t} (t - v)`` (plus the set's own sum of ``v - t``, zero up to rounding). Comparisons
+    run in the values' own float type against thresholds rounded to it in the safe direction, so every set holds
+    the values the float64 comparison selects. Same definitions as the whole-array formulas; relative differences
+    from them are ~1e-12 (summation order).
     """
     n = x.size
     lo, hi, (p10, p25, median, p75, p90) = _order_statistics(x, [10, 25, 50, 75, 90])
-    total = energy = rsum = 0.0
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)  # float16 and the like: compared and summed in float64
+    dt = x.dtype
+    r_lo, r_hi = _at_least(dt, p10), _at_most(dt, p90)
+    s1 = s2 = s3 = s4 = smed = rsum = 0.0
     rcount = 0
+    d = np.empty(min(n, _CHUNK), dtype=np.float64)
+    w = np.empty_like(d)
     for i in range(0, n, _CHUNK):
-        c = x[i:i + _CHUNK].astype(np.float64)
-        total += float(c.sum())
-        energy += float(np.dot(c, c))
-        r = c[(c >= p10) & (c <= p90)]
-        rsum += float(r.sum())
+        c = x[i:i + _CHUNK]
+        m = c.size
+        dv, wv = d[:m], w[:m]
+        np.subtract(c, median, out=dv, dtype=np.float64)  # c - median in float64
+        s1 += float(dv.sum())
+        smed += float(np.abs(dv, out=wv).sum())
+        np.multiply(dv, dv, out=wv)
+        s2 += float(wv.sum())
+        s3 += float(np.dot(wv, dv))
+        s4 += float(np.dot(wv, wv))
+        r = c[(c >= r_lo) & (c <= r_hi)]
+        rsum += float(np.add.reduce(r, dtype=np.float64))
         rcount += r.size
-    mean = total / n
+    a = s1 / n                                    # mean - median
+    mean = median + a
+    m2, m3, m4 = s2 / n, s3 / n, s4 / n
+    var = max(m2 - a * a, 0.0)
+    mu3 = m3 - 3.0 * a * m2 + 2.0 * a**3
+    mu4 = m4 - 4.0 * a * m3 + 6.0 * a * a * m2 - 3.0 * a**4
+    energy = s2 + 2.0 * median * s1 + n * median * median   # sum of c^2 = sum of (median + d)^2
     rmean = rsum / rcount
-    s2 = s3 = s4 = sabs = smed = rabs = 0.0
+    below_mean = below_rmean = 0.0                # sum (t - v) over the values below each centre t
+    t_mean, t_rmean = _at_least(dt, mean), _at_least(dt, rmean)
     for i in range(0, n, _CHUNK):
-        c = x[i:i + _CHUNK].astype(np.float64)
-        dev = c - mean
-        dev2 = dev * dev
-        s2 += float(dev2.sum())
-        s3 += float(np.dot(dev2, dev))
-        s4 += float(np.dot(dev2, dev2))
-        np.abs(dev, out=dev)
-        sabs += float(dev.sum())
-        np.subtract(c, median, out=dev)
-        np.abs(dev, out=dev)
-        smed += float(dev.sum())
-        r = c[(c >= p10) & (c <= p90)]
-        r -= rmean
-        rabs += float(np.abs(r, out=r).sum())
-    var = s2 / n
+        c = x[i:i + _CHUNK]
+        v = c[c < t_mean]
+        below_mean += float(v.size * mean - np.add.reduce(v, dtype=np.float64))
+        v = c[(c >= r_lo) & (c < t_rmean)]
+        below_rmean += float(v.size * rmean - np.add.reduce(v, dtype=np.float64))
+    sabs = 2.0 * below_mean + (s1 - n * a)
+    rabs = 2.0 * below_rmean + (rsum - rcount * rmean)
     if var > 0:
-        skew = s3 / n / var**1.5
-        kurt = s4 / n / var**2 - 3.0
+        skew = mu3 / var**1.5
+        kurt = mu4 / var**2 - 3.0
     else:
         skew = kurt = 0.0
     return (mean, var, skew, kurt, p10, p25, median, p75, p90, lo, hi, rabs / rcount, sabs / n, smed / n, energy)

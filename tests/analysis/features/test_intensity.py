@@ -174,3 +174,22 @@ def test_float_statistics_equal_whole_array_formulas_on_bench_mr_phantom() -> No
     img = make_mr_phantom((40, 192, 192), (3.0, 1.0, 1.0), rng=np.random.default_rng(0))
     _check_against_reference(img[img > 100])
     _check_against_reference(img.ravel()[:1001])  # odd size: the percentile interpolation
+
+
+def test_float_statistics_with_ties_and_float32_thresholds_equal_whole_array_formulas() -> None:
+    """The one-pass moments about the median and the below-the-centre sums (issue 13 item 6): float32 values
+    compared against float64 centres rounded to float32 in the safe direction select what float64 comparisons
+    select; many ties on the percentiles and the means, several chunks, float32 and float64 input."""
+    from dicomnode.analysis.features import intensity
+
+    rng = np.random.default_rng(21)
+    tied = (rng.integers(0, 40, size=2_300_001) + 0.5).astype(np.float32)   # every percentile on a tie
+    near = (np.float32(1000.0) + rng.integers(0, 9, size=1_200_001).astype(np.float32) * np.float32(1e-4))
+    skewed = rng.lognormal(3.0, 1.0, size=1_500_000).astype(np.float32)
+    for values in (tied, near, skewed, skewed.astype(np.float64)):
+        _check_against_reference(values)
+    lo, hi = intensity._at_least, intensity._at_most
+    t = 0.1  # not a float32
+    assert float(lo(np.dtype(np.float32), t)) >= t > float(np.nextafter(lo(np.dtype(np.float32), t), np.float32(0)))
+    assert float(hi(np.dtype(np.float32), t)) <= t < float(np.nextafter(hi(np.dtype(np.float32), t), np.float32(1)))
+    assert lo(np.dtype(np.float64), t) == hi(np.dtype(np.float64), t) == t
