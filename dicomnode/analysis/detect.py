@@ -1275,8 +1275,12 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
             found = _resolve_overlaps_ranked(found, [-_log_odds(PET_MODEL, f.features) for f in found])
             notes.append("PET: each focus against its own surroundings (SUVpeak over the median 5-15 mm around it, and "
                          "over the local noise); hand-set PET model")
-    found = _with_context(found, img, foreground, med, mirror_axis, model, notes, symmetric_max, symmetric_factor,
-                          exclude_self=pet)
+    # a whole-body PET with its organ context: the anatomical rules of _physiology (organs, mirror twins of the same
+    # size, uptake, height and depth) replace the generic mirror rule, which lowers any focus whose mirror image
+    # lands on warm tissue (bowel, an organ: abdominal and pelvic lesions; docs/models.md)
+    organs = pet and cranial in (1, -1)
+    found = _with_context(found, img, foreground, med, mirror_axis, model, notes,
+                          None if organs else symmetric_max, symmetric_factor, exclude_self=pet)
     if liver_mask is not None and cranial in (1, -1):
         found = _physiology(found, img, foreground, liver_mask, liver, sp, int(cranial), mirror_axis, notes,
                             symmetric_factor)
@@ -1461,12 +1465,15 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
     spans ``[L_lo, L_hi]``. A region is
 
     * the **heart** (myocardium) when it lies on the diaphragm above the liver's dome: centroid in
-      ``[L_hi - 40, L_hi + 150]``, lowest point no lower than ``L_hi - 80``, at least 30 mL, near the midline;
+      ``[L_hi - 40, L_hi + 150]``, lowest point in ``[L_hi - 80, L_hi + HEART_BASE_MM]`` (it rests on the
+      diaphragm), at least 30 mL, near the midline;
     * the **brain** when it is at least 250 mm above the liver's dome, at least 100 mL, on the midline;
     * the **bladder** when it lies at least 150 mm below the liver, on the midline, with a mean at least 4 times
       the liver's (urine: SUV 10-60 and more);
     * a **kidney** when, between 100 mm below the liver and its dome, off the midline, 10-400 mL, it has a partner
-      region on the other side at the same height (or its mirror image is as hot: ``mirror_uptake`` > 0.2);
+      region at the mirror position: on the other side, within 60 mm in height, as far off the midline (within
+      ``KIDNEY_MIRROR_SIDE`` half-widths) and as deep (within ``KIDNEY_MIRROR_DEPTH_MM``) (or its mirror image is as
+      hot: ``mirror_uptake`` > 0.2);
     * **paired** (salivary glands, tonsils, muscles) when, anywhere, a region hotter than the liver has a mirror
       twin: across the midline (within 10 % of the body's half-width), at the same height (20 mm) and depth
       (15 mm), of the same volume (within x1.6) and mean (within x1.3). Symmetric bilateral nodes are down-weighted
@@ -1522,8 +1529,9 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
             site = "head-neck midline"
         elif mean <= l_mean:
             pass  # not hotter than the liver: no physiological hot spot (nor a PERCIST lesion)
-        elif l_hi - 40 <= h_c <= l_hi + 150 and h_lo >= l_hi - 80 and f.volume_ml >= 30 and mid <= 0.45:
-            site = "heart"
+        elif (l_hi - 40 <= h_c <= l_hi + 150 and l_hi - 80 <= h_lo <= l_hi + HEART_BASE_MM and f.volume_ml >= 30
+              and mid <= 0.45):
+            site = "heart"  # on the diaphragm: its lowest point near the liver's dome
         elif h_c >= l_hi + 250 and (f.volume_ml >= 100 or (at_top and f.volume_ml >= 10)) and mid <= 0.3:
             site = "brain"
         elif h_c <= l_lo - 150 and mid <= 0.3 and mean >= 4.0 * l_mean:
@@ -1532,8 +1540,13 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
               # a kidney is not inside the liver: neither in contact with it all round nor in liver-level surroundings
               and _liver_contact(f, liver_filled, spacing_mm) < 0.3
               and f.features.get("background", 0.0) < 0.8 * l_mean):
+            # the other kidney lies at the mirror position: as far off the midline, as deep (both retroperitoneal,
+            # beside the spine), up to 60 mm higher or lower (the right one sits lower, under the liver)
+            depth = 3 - mirror_axis
             partner = any(j != i and abs(info[j][0] - h_c) <= 60 and info[j][3] * side < 0
                           and 0.1 <= abs(info[j][3]) <= 0.9 and 5 <= g.volume_ml <= 400
+                          and abs(info[j][3] + side) <= KIDNEY_MIRROR_SIDE
+                          and abs(g.centroid_zyx[depth] - f.centroid_zyx[depth]) * sp[depth] <= KIDNEY_MIRROR_DEPTH_MM
                           and g.features.get("mean", 0.0) > l_mean for j, g in enumerate(found))
             if partner or f.features.get("mirror_uptake", 0.0) > 0.2:
                 site = "kidney"
@@ -1578,6 +1591,14 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
                  + f" physiological uptake region(s) down-weighted x{factor:g}")
     return out
 
+
+#: Organ context of a whole-body PET (:func:`_physiology`, docs/models.md "Organ context on PET"): the heart's lowest
+#: point lies at most this far (mm) above the liver's dome (it rests on the diaphragm) ...
+HEART_BASE_MM = 40.0
+#: ... and a kidney's partner lies at the mirror position: off the midline by the same fraction of the body's
+#: half-width (within this) and at the same depth (within this, mm; both lie beside the spine, retroperitoneal).
+KIDNEY_MIRROR_SIDE = 0.2
+KIDNEY_MIRROR_DEPTH_MM = 30.0
 
 #: Foci whose centre lies within this distance (mm) of either axial end of a whole-body PET's field of view are
 #: not reported (:func:`_physiology`).
@@ -1641,11 +1662,13 @@ def _pet_search_image(img: np.ndarray, foreground: np.ndarray, med: float) -> np
 
 
 #: PET small-focus search (:func:`_pet_snr_blobs`): the Gaussian window (mm) over which the noise of the blob filter's
-#: output is measured, the smallest signal-to-noise ratio of a candidate, and how many such candidates are kept
-#: beside the strongest blobs.
+#: output is measured, the smallest signal-to-noise ratio of a candidate (3: a 1-5 mL lesion at 3-4 x its background
+#: answers the matched filter at 3-5 noise SDs; candidates, not findings), and how many such candidates are kept
+#: beside the strongest blobs (more than reach 3 on a whole-body FDG PET, 58 on the shared one: the budget caps the
+#: work on a noisier scanner, the highest ratios first).
 PET_NOISE_WINDOW_MM = 30.0
-PET_MIN_SNR = 4.0
-PET_SNR_CANDIDATES = 40
+PET_MIN_SNR = 3.0
+PET_SNR_CANDIDATES = 80
 #: ... at the blob radii up to this (mm): lesions of 1-5 mL after 6-7 mm FWHM
 PET_SMALL_RADIUS_MM = 15.0
 
@@ -1666,7 +1689,9 @@ def _pet_snr_blobs(stack: np.ndarray, radii_mm: Sequence[float], foreground: np.
     ring little, the ring around a hot organ does, which only lowers the ratio next to it). Under Gaussian noise a
     ratio of 4 is crossed by chance a few times per whole-body series (some 10^4 blob-sized volumes in a trunk;
     Worsley et al. 1996): these are candidates, which the PET model (contrast to the surroundings, peak over the
-    local noise) and the organ context then weigh, not findings.
+    local noise) and the organ context then weigh, not findings. The default ratio is 3, where about 18 times as
+    many chance peaks as at 4 are expected (the density ``(u^2 - 1) exp(-u^2 / 2)``): tens per series, each grown and
+    weighed (docs/models.md).
 
     Returns
     -------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import re
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -694,6 +695,12 @@ def test_wholebody_pet_tumour_first_and_physiological_uptake_not_reported(wholeb
         assert site in context, context
     assert "field-of-view end" in context  # the brain, cut by the top of the field of view
     assert any("PET: on log2 SUV" in n for n in notes)
+    # the small-focus search's budget does not decide which foci are candidates: fewer reach its ratio than it keeps
+    from dicomnode.analysis.detect import PET_MIN_SNR, PET_SNR_CANDIDATES
+
+    search = next(n for n in notes if "signal-to-noise ratio >=" in n)
+    n_snr = int(re.search(r"(\d+) of them by their signal-to-noise ratio >= ([\d.]+)", search).group(1))
+    assert f">= {PET_MIN_SNR:g}" in search and 0 < n_snr < PET_SNR_CANDIDATES, search
 
 
 def test_wholebody_pet_inserted_neck_nodes_found(wholebody_pet):
@@ -777,3 +784,29 @@ def test_wholebody_pet_inserted_1_ml_lesion_at_6x_found(wholebody_pet, region):
     assert any(gtv[c] for c, _ in found)
     assert sum(1 for c, _ in found if not gtv[c] and not les.contains(c)) <= 1
     assert any("signal-to-noise" in n for n in notes)
+
+
+@pytest.mark.parametrize("site, pos", [
+    # on the midline of the mediastinum, 105 mm above the liver's dome: grown to 30 mL, hotter than the liver, as
+    # the heart's rule once asked (its lowest point 70 mm above the dome: the heart rests on the diaphragm)
+    ("heart", (199, 71, 68)),
+    # in front of the right kidney at its height, 0.23 body half-widths off the midline: the left kidney is no
+    # partner (it lies as far off the midline as a kidney does and 90 mm further back, beside the spine)
+    ("kidney", (123, 56, 77)),
+])
+def test_wholebody_pet_20_ml_lesion_beside_an_organ_is_not_taken_for_it(wholebody_pet, site, pos):
+    """A 20 mL lesion at 6 times its background where the organ rules of :func:`_physiology` used to swallow it (the
+    bench's misses): the heart must rest on the diaphragm, a kidney's partner lie at the mirror position. The lesion
+    is reported, the organ itself is still told apart (the note names it), the sarcoma still reported."""
+    from dicomnode.evaluation.insertion import insert_lesion
+
+    vol, gtv, _, _ = wholebody_pet
+    img, les = insert_lesion(vol.array, vol.spacing_mm, pos, volume_ml=20.0, contrast=6.0,
+                             rng=np.random.default_rng(5))
+    found, notes = _pet_chain(vol.with_array(img))
+    assert any(les.contains(c) for c, _ in found), (site, [c for c, _ in found])
+    assert any(gtv[c] for c, _ in found)
+    assert sum(1 for c, _ in found if not gtv[c] and not les.contains(c)) <= 1
+    context = next(n for n in notes if "organ context" in n)
+    assert site in context, context
+
