@@ -278,20 +278,10 @@ def _plain(node: Any, zf: "zipfile.ZipFile | None" = None) -> Any:
     raise _NotPlain
 
 
-def load_card(path: Path | str, *, task: str | None = None) -> ModelCard:
-    """The card of a dicomnode model file, read from its schema without building the estimator.
-
-    Needs neither skops nor scikit-learn when the card holds only plain values (as :func:`save_model` writes it):
-    the findings calibration (a card's ``extra``) costs no import of scikit-learn's estimator registry, which
-    ``import skops.io`` walks (about 0.5-0.7 CPU s and 480 modules in a fresh process). The same checks as
-    :func:`load_model` on the file (a skops zip, CRCs, every type in the schema allowed, our format and version,
-    the task); a card with anything else in it is read by :func:`load_model`.
-
-    Raises
-    ------
-    ModelError
-        As :func:`load_model`.
-    """
+def _checked_schema(path: Path | str) -> tuple[Path, Any]:
+    """The schema of a model file after the checks both loaders make: the file exists, is a skops zip whose members
+    pass their CRCs, and names only allowed types (:func:`_check_types`). :class:`ModelError` saying which and what
+    to do otherwise."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: model file not found; give the path of a .skops model or train one with "
@@ -313,6 +303,24 @@ def load_card(path: Path | str, *, task: str | None = None) -> ModelCard:
     types: set[str] = set()
     _walk_types(schema, types)
     _check_types(types, str(path))
+    return path, schema
+
+
+def load_card(path: Path | str, *, task: str | None = None) -> ModelCard:
+    """The card of a dicomnode model file, read from its schema without building the estimator.
+
+    Needs neither skops nor scikit-learn when the card holds only plain values (as :func:`save_model` writes it):
+    the findings calibration (a card's ``extra``) costs no import of scikit-learn's estimator registry, which
+    ``import skops.io`` walks (about 0.5-0.7 CPU s and 480 modules in a fresh process). The same checks as
+    :func:`load_model` on the file (a skops zip, CRCs, every type in the schema allowed, our format and version,
+    the task); a card with anything else in it is read by :func:`load_model`.
+
+    Raises
+    ------
+    ModelError
+        As :func:`load_model`.
+    """
+    path, schema = _checked_schema(path)
     top = schema.get("content") if isinstance(schema, dict) and schema.get("__loader__") == "DictNode" else None
     try:
         if not isinstance(top, dict) or _plain(top.get("format")) != FORMAT:
@@ -379,25 +387,7 @@ def load_model(path: Path | str, *, task: str | None = None) -> LoadedModel:
         dicomnode model, is of another format version, or is for another task. The message says which and what
         to do.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"{path}: model file not found; give the path of a .skops model or train one with "
-                         "`dicomnode train`")
-    try:
-        with zipfile.ZipFile(path) as zf:
-            if "schema.json" not in zf.namelist():
-                raise ModelError(f"{path}: a zip file but not a skops model (no schema.json); not a dicomnode model")
-            bad = zf.testzip()
-            if bad is not None:
-                raise ModelError(f"{path}: damaged (member {bad} fails its CRC); copy or train the model again")
-            types = _schema_types(zf)
-    except zipfile.BadZipFile as exc:
-        raise ModelError(f"{path}: not a dicomnode model file (not a skops zip: {exc}); pickles and other formats "
-                         "are refused because loading them can run code; the file may also be truncated. Use a "
-                         "model written by `dicomnode train` or scripts/train_default_models.py") from exc
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(f"{path}: cannot be read as a skops model ({type(exc).__name__}: {exc})") from exc
-    _check_types(types, str(path))
+    path, _ = _checked_schema(path)
     obj = _native(path)
     if obj is None:  # a type of its own: skops builds (and judges) it
         obj = _skops_load(path)
