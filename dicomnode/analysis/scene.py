@@ -188,6 +188,28 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     return ~outside[lab]
 
 
+def _bbox(mask: np.ndarray, *, margin: int = 0) -> tuple[slice, slice]:
+    """The bounding box of a non-empty 2-D mask, widened by ``margin`` pixels and clipped to the image."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    return (slice(max(int(rows[0]) - margin, 0), min(int(rows[-1]) + 1 + margin, mask.shape[0])),
+            slice(max(int(cols[0]) - margin, 0), min(int(cols[-1]) + 1 + margin, mask.shape[1])))
+
+
+def _convex_hull(mask: np.ndarray) -> np.ndarray:
+    """``skimage.morphology.convex_hull_image`` of a non-empty 2-D mask, computed on the mask's bounding box.
+
+    The hull of pixel corners lies inside that box, and the hull test of a pixel centre depends only on
+    differences of (half-)integer coordinates, which a shift by whole pixels leaves exact: the same pixels.
+    """
+    from skimage.morphology import convex_hull_image
+
+    box = _bbox(mask)
+    out = np.zeros(mask.shape, dtype=bool)
+    out[box] = convex_hull_image(mask[box])
+    return out
+
+
 def _body_parts(filled: np.ndarray, solid: np.ndarray, depth_px: float, min_px: float) -> tuple[np.ndarray, int]:
     """Label the body mask ``filled`` into its parts: trunk, arms lying against it, thighs that touch.
 
@@ -202,11 +224,19 @@ def _body_parts(filled: np.ndarray, solid: np.ndarray, depth_px: float, min_px: 
     from skimage.segmentation import watershed
 
     solid = solid & filled
-    dist = ndi.distance_transform_edt(solid)
-    markers, n = ndi.label(h_maxima(dist, depth_px) & solid) if solid.any() else (None, 0)
+    if not solid.any():
+        return ndi.label(filled)
+    # the distance map, its maxima and the basins are measured on the bounding box of ``solid`` plus one pixel of
+    # background: the same values as on the whole slice (every pixel outside is background, the nearest of it
+    # lies on that margin, and the background there neither raises a maximum nor joins two basins)
+    box = _bbox(solid, margin=1)
+    sub = solid[box]
+    dist = ndi.distance_transform_edt(sub)
+    markers, n = ndi.label(h_maxima(dist, depth_px) & sub)
     if n == 0:
         return ndi.label(filled)
-    parts = watershed(-dist, markers, mask=solid)
+    parts = np.zeros(filled.shape, dtype=np.int32)
+    parts[box] = watershed(-dist, markers, mask=sub)
     sizes = np.bincount(parts.ravel(), minlength=n + 1)[1:]
     big = np.flatnonzero(sizes >= min_px) + 1
     if big.size == 0:
@@ -352,9 +382,7 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
     # a field of view cut inside the body (a chest crop): dark regions that open onto the image border (lungs)
     # are not holes; inside the convex hull of the tissue they are still inside the body
     if (filled & border).sum() > 0.25 * border.sum():
-        from skimage.morphology import convex_hull_image
-
-        filled = filled | convex_hull_image(kept)
+        filled = filled | _convex_hull(kept)
     solid = block_mean(_fill_holes(full > body_thr).astype(np.float32), (fy, fx)) >= _SOLID
     lab, nlab = _body_parts(filled, solid, split_px, min_px)
     area_px = int(filled.sum())
@@ -388,9 +416,7 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
     }
     # solidity of the largest part: a phantom's cylinder is convex (1.0); a trunk with arms or a head with ears
     # and nose is a little less
-    from skimage.morphology import convex_hull_image
-
-    out["solidity"] = float(big.sum()) / max(int(convex_hull_image(big).sum()), 1)
+    out["solidity"] = float(big.sum()) / max(int(_convex_hull(big).sum()), 1)
     # largest connected dark region as a fraction of the body: a lung (or both), not scattered dark voxels
     # (CT: lung-like, -960 ... -400 HU in 4 mm block means; outside air, which a crop's hull can take in, is
     # below -960)
