@@ -196,6 +196,17 @@ def _bbox(mask: np.ndarray, *, margin: int = 0) -> tuple[slice, slice]:
             slice(max(int(cols[0]) - margin, 0), min(int(cols[-1]) + 1 + margin, mask.shape[1])))
 
 
+def _edt_in_box(mask: np.ndarray, sampling: tuple[float, float]) -> np.ndarray:
+    """``ndi.distance_transform_edt(mask, sampling=sampling)`` of a 2-D mask, computed on the bounding box of
+    ``mask`` plus one pixel of background: the nearest background of every pixel lies in that box (a background
+    pixel outside it, moved onto the box's margin, comes nearer along both axes), so the distances are the same."""
+    out = np.zeros(mask.shape, dtype=np.float64)
+    if mask.any():
+        box = _bbox(mask, margin=1)
+        out[box] = ndi.distance_transform_edt(mask[box], sampling=sampling)
+    return out
+
+
 def _convex_hull(mask: np.ndarray) -> np.ndarray:
     """``skimage.morphology.convex_hull_image`` of a non-empty 2-D mask, computed on the mask's bounding box.
 
@@ -395,7 +406,7 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
     n_edge = int(edge.sum()) + int((filled & border).sum())
     # the image border is not the body's outline when the field of view is cropped: measure depth from
     # the outline inside the image only (pad with tissue where the body touches the border)
-    depth = ndi.distance_transform_edt(np.pad(filled, 1, mode="edge"), sampling=(py, px))[1:-1, 1:-1]
+    depth = _edt_in_box(np.pad(filled, 1, mode="edge"), (py, px))[1:-1, 1:-1]
     dark = (sl < dark_thr) & filled
     bright = (sl > bright_thr) & filled
     ring = filled & (depth <= ring_mm)
