@@ -1742,7 +1742,8 @@ def _pet_snr_blobs(stack: np.ndarray, radii_mm: Sequence[float], foreground: np.
     Worsley et al. 1996): these are candidates, which the PET model (contrast to the surroundings, peak over the
     local noise) and the organ context then weigh, not findings. The default ratio is 3, where about 18 times as
     many chance peaks as at 4 are expected (the density ``(u^2 - 1) exp(-u^2 / 2)``): tens per series, each grown and
-    weighed (docs/models.md).
+    weighed (docs/models.md). The window's means are smooth fields, made on a 2x coarser grid
+    (:func:`_gaussian_window_coarse`: within 1 % of the full grid's).
 
     Returns
     -------
