@@ -1673,57 +1673,6 @@ PET_SNR_CANDIDATES = 80
 PET_SMALL_RADIUS_MM = 15.0
 
 
-#: Catmull-Rom cubic weights at a quarter cell from the nearer node: of the nodes one cell behind it, itself, one
-#: and two cells ahead (in the direction of the point)
-_CUBIC_QUARTER = (np.float32(-0.0703125), np.float32(0.8671875), np.float32(0.2265625), np.float32(-0.0234375))
-
-
-def _up2(c: np.ndarray, axis: int, n_out: int, out: np.ndarray | None = None) -> np.ndarray:
-    """Cubic (Catmull-Rom) interpolation by 2 along ``axis`` of a grid of 2-voxel block centres with 2 halo cells
-    per side: block ``k``'s centre lies at fine ``2 k + 0.5``, so its fine voxels ``2 k`` and ``2 k + 1`` lie a
-    quarter cell from it, towards block ``k - 1`` and ``k + 1``. The first ``n_out`` fine voxels (into ``out``
-    when given), halo dropped."""
-    c = np.moveaxis(c, axis, 0)
-    if out is None:
-        out = np.empty((n_out,) + c.shape[1:], dtype=np.float32)  # along the axis, then the others
-        res = np.moveaxis(out, 0, axis)
-    else:
-        res, out = out, np.moveaxis(out, axis, 0)
-    for half, step in ((out[0::2], -1), (out[1::2], 1)):
-        m = half.shape[0]
-        np.multiply(c[2:2 + m], _CUBIC_QUARTER[1], out=half)
-        tmp = np.empty_like(half)
-        for d, w in zip((-1, 1, 2), (_CUBIC_QUARTER[0], _CUBIC_QUARTER[2], _CUBIC_QUARTER[3])):
-            o = 2 + d * step
-            np.multiply(c[o:o + m], w, out=tmp)
-            half += tmp
-    return res
-
-
-def _gaussian_window_coarse(a: np.ndarray, sigma_vox: Sequence[float], out: np.ndarray | None = None) -> np.ndarray:
-    """``ndi.gaussian_filter(a, sigma_vox, mode="constant")`` for a wide window (sigma of several voxels), computed
-    on a 2x coarser grid: 2 x 2 x 2 block means (zeros past the edges, as ``mode="constant"`` reads them, and two
-    blocks of halo per side), the Gaussian of ``sqrt(sigma^2 - 1/4) / 2`` coarse voxels there (the block mean is a
-    box of variance 1/4 voxel^2), then cubic interpolation back (:func:`_up2`; x, y, then z into ``out``). An
-    eighth of the voxels and half the taps per axis: about a sixteenth of the filtering. The field is smooth on the
-    scale of the window, so this moves it by well under 1 % (measured: docs/models.md; tests). float32 (3-D)."""
-    shape = a.shape
-    c = np.zeros(tuple((n + 1) // 2 + 4 for n in shape), dtype=np.float32)
-    for i in range(2):
-        for j in range(2):
-            for k in range(2):
-                part = a[i::2, j::2, k::2]
-                c[tuple(slice(2, 2 + n) for n in part.shape)] += part
-    c *= np.float32(0.125)
-    sig_c = [math.sqrt(max(float(s) ** 2 - 0.25, 0.0)) / 2.0 for s in sigma_vox]
-    ndi.gaussian_filter(c, sig_c, mode="constant", output=c)
-    c = _up2(c, 2, shape[2])
-    c = _up2(c, 1, shape[1])
-    res = _up2(c, 0, shape[0], out=out)
-    # a cubic's undershoot next to a steep edge of a non-negative field (the body's outline) can dip below 0
-    return np.maximum(res, np.float32(0.0), out=res)
-
-
 def _pet_snr_blobs(stack: np.ndarray, radii_mm: Sequence[float], foreground: np.ndarray,
                    spacing_mm: Sequence[float], *, window_mm: float = PET_NOISE_WINDOW_MM,
                    min_snr: float = PET_MIN_SNR, max_candidates: int = PET_SNR_CANDIDATES
@@ -1742,8 +1691,7 @@ def _pet_snr_blobs(stack: np.ndarray, radii_mm: Sequence[float], foreground: np.
     Worsley et al. 1996): these are candidates, which the PET model (contrast to the surroundings, peak over the
     local noise) and the organ context then weigh, not findings. The default ratio is 3, where about 18 times as
     many chance peaks as at 4 are expected (the density ``(u^2 - 1) exp(-u^2 / 2)``): tens per series, each grown and
-    weighed (docs/models.md). The window's means are smooth fields, made on a 2x coarser grid
-    (:func:`_gaussian_window_coarse`: within 1 % of the full grid's).
+    weighed (docs/models.md).
 
     Returns
     -------
@@ -1759,7 +1707,8 @@ def _pet_snr_blobs(stack: np.ndarray, radii_mm: Sequence[float], foreground: np.
     sp = np.asarray(spacing_mm, dtype=float)
     radii = [float(r) for r in radii_mm]
     sig = [window_mm / s for s in sp]
-    den = _gaussian_window_coarse(foreground, sig)  # smooth on the window's scale: a 2x coarser grid suffices
+    den = foreground.astype(np.float32)
+    ndi.gaussian_filter(den, sig, mode="constant", output=den)  # in place: a 1-D pass reads a line, then writes it
     np.maximum(den, np.float32(1e-3), out=den)
     var = np.empty_like(den)
     noise_at: list[dict[int, float]] = []  # per scale, the noise SD where the ratio reaches min_snr (few voxels)
@@ -1767,7 +1716,7 @@ def _pet_snr_blobs(stack: np.ndarray, radii_mm: Sequence[float], foreground: np.
         np.minimum(stack[i], 0.0, out=var)
         var *= var
         var *= foreground
-        _gaussian_window_coarse(var, sig, out=var)
+        ndi.gaussian_filter(var, sig, mode="constant", output=var)
         var /= den
         var *= np.float32(2.0)
         np.sqrt(var, out=var)
