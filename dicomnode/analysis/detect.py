@@ -1284,6 +1284,8 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
     if liver_mask is not None and cranial in (1, -1):
         found = _physiology(found, img, foreground, liver_mask, liver, sp, int(cranial), mirror_axis, notes,
                             symmetric_factor)
+    elif percist_liver and hot_threshold is not None and cranial in (1, -1):
+        found = _heart_by_shape(found, img, foreground, sp, mirror_axis, notes, symmetric_factor)
     if calibration is not None:
         found = _calibrate_all(found, calibration, settings, notes)
     ok, rejected = _split(found, settings)
@@ -1592,6 +1594,79 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
     return out
 
 
+#: The heart without the liver as landmark (:func:`_heart_by_shape`): the myocardium with its cavity is 100-800 mL
+#: (a left ventricle of 150 g around 100-150 mL of blood, up to a dilated heart), lies in the trunk within 0.45
+#: half-widths of the midline (as :func:`_physiology`'s rule), and its cavity (the blood pool, SUV 1.5-2) is colder
+#: than its wall (SUV 3-15): the median of the region deeper than ``HEART_WALL_MM`` (a wall of 10 mm blurred by
+#: 6-7 mm FWHM) below this fraction of its 90th percentile.
+HEART_VOLUME_ML = (100.0, 800.0)
+HEART_WALL_MM = 8.0
+HEART_CAVITY_FRACTION = 0.6
+
+
+def _heart_by_shape(found: list[Finding], img: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[float],
+                    mirror_axis: int | None, notes: list[str], factor: float) -> list[Finding]:
+    """A PET in SUV without the liver in view (a chest PET, a liver the search could not tell): the heart by its
+    own shape, not by the liver's dome. A region is the heart when it is ``HEART_VOLUME_ML``, within 0.45
+    half-widths of the midline of the trunk (the body component at its centroid spans the midline: not a limb),
+    the body's width in view, and hollow (its cavity colder than its wall, ``HEART_CAVITY_FRACTION``): such a region
+    gets ``physiological`` = 1 and its probability times ``factor``. Otherwise a note says the heart could not be
+    told and why; nothing is vetoed for a missing landmark. A hollow lesion of the heart's size on the trunk's midline
+    (a necrotic mediastinal mass) is lowered with it (docs/models.md "petliver")."""
+    sp = np.asarray(spacing_mm, dtype=float)
+    if mirror_axis not in (1, 2):
+        notes.append("heart: no liver in view and no left-right axis: the heart could not be told")
+        return found
+    other = 3 - mirror_axis
+    edge = np.zeros(foreground.shape[1:], dtype=bool)
+    edge[0, :] = edge[-1, :] = edge[:, 0] = edge[:, -1] = True
+    out: list[Finding] = []
+    told = maybe = 0
+    why = "no hot region of the heart's size, hollow, on the trunk's midline"
+    for f in found:
+        k = int(round(f.centroid_zyx[0]))
+        sl = foreground[k]
+        site = False
+        if (HEART_VOLUME_ML[0] <= f.volume_ml <= HEART_VOLUME_ML[1] and f.features.get("polarity", 1.0) > 0
+                and sl.any()):
+            if np.count_nonzero(sl & edge) > 0.25 * np.count_nonzero(edge):
+                why = "the body's width is not in view (a crop: no midline)"
+            else:
+                prof = sl.any(axis=other - 1)
+                cols = np.flatnonzero(prof)
+                centre, half = 0.5 * (cols[0] + cols[-1]), max(0.5 * (cols[-1] - cols[0]), 1.0)
+                side = abs(f.centroid_zyx[mirror_axis] - centre) / half
+                lab, _ = ndi.label(sl)
+                yx = [int(round(c)) for c in f.centroid_zyx[1:]]
+                comp = lab == lab[tuple(yx)] if lab[tuple(yx)] > 0 else None
+                if comp is not None and side <= 0.45:
+                    ccols = np.flatnonzero(comp.any(axis=other - 1))
+                    trunk = ccols[0] <= centre <= ccols[-1]  # the component spans the midline: the trunk, no limb
+                    region = f.mask
+                    depth = ndi.distance_transform_edt(region, sampling=sp)
+                    vals = img[f.box][region]
+                    inner = img[f.box][depth > HEART_WALL_MM]
+                    hollow = inner.size > 0 and float(np.median(inner)) < HEART_CAVITY_FRACTION * float(
+                        np.percentile(vals, 90))
+                    site = trunk and hollow
+                    if trunk and not hollow:
+                        maybe += 1
+                        why = ("a hot region of the heart's size on the trunk's midline is not hollow (its cavity not "
+                               "resolved): heart or lesion, not told without the liver's dome")
+        feats = dict(f.features)
+        feats["physiological"] = 1.0 if site else 0.0
+        told += int(site)
+        out.append(Finding(f.label, f.mask, f.box, f.centroid_zyx, f.volume_ml, f.diameter_mm,
+                           f.probability * factor if site else f.probability, feats, f.centroid_mm))
+    if told:
+        notes.append(f"heart: no liver in view; {told} region(s) told as the heart by its own shape (100-800 mL, "
+                     f"hollow, on the trunk's midline), down-weighted x{factor:g}")
+    else:
+        notes.append(f"heart: no liver in view; the heart could not be told ({why}): a hot region in the chest may "
+                     "be the normal myocardium")
+    return out
+
+
 #: Organ context of a whole-body PET (:func:`_physiology`, docs/models.md "Organ context on PET"): the heart's lowest
 #: point lies at most this far (mm) above the liver's dome (it rests on the diaphragm) ...
 HEART_BASE_MM = 40.0
@@ -1789,7 +1864,7 @@ def _gap_mm(a: Finding, b: Finding, spacing_mm: Sequence[float]) -> float:
 
 def liver_reference(image: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[float], *,
                     window_mm: float = 10.0, suv_range: tuple[float, float] = (1.0, 4.0), max_cv: float = 0.2,
-                    min_volume_ml: float = 300.0) -> tuple[float, float, float] | None:
+                    min_volume_ml: float = 500.0) -> tuple[float, float, float] | None:
     """The liver as PERCIST's reference region on a PET in SUV: (mean SUV, SD, volume mL), or None when not in view.
 
     The liver is the largest region of homogeneous, moderate uptake: where the local mean (Gaussian window of
@@ -1810,26 +1885,91 @@ def liver_reference(image: np.ndarray, foreground: np.ndarray, spacing_mm: Seque
     return float(vals.mean()), float(vals.std()), float(vals.size) * float(np.prod(spacing_mm)) / 1000.0
 
 
+#: The liver on PET (:func:`_liver_organ`, docs/models.md "petliver"): a focal lesion inside it (hot or cold) breaks
+#: the homogeneous region around it out to its own radius plus the window's reach (2 window widths: 20 mm), so a
+#: 30 mL lesion (radius 19 mm) leaves a hole or notch of about 40 mm radius; pieces of the organ within this distance
+#: of its largest piece, at its level (within ``LIVER_PIECE_LEVEL``) and at least ``LIVER_PIECE_FRACTION`` of its
+#: size are the same organ, and the organ's extent (its pieces closed over this radius, holes filled) is what its
+#: volume is judged on.
+LIVER_LESION_REACH_MM = 40.0
+LIVER_PIECE_LEVEL = 0.25
+LIVER_PIECE_FRACTION = 0.1
+
+
 def _liver_mask(image: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[float], *, window_mm: float = 10.0,
                 suv_range: tuple[float, float] = (1.0, 4.0), max_cv: float = 0.2,
-                min_volume_ml: float = 300.0) -> np.ndarray | None:
-    """The region :func:`liver_reference` measures, as a mask (None when not in view)."""
+                min_volume_ml: float = 500.0) -> np.ndarray | None:
+    """The region :func:`liver_reference` measures, as a mask (None when not in view): the homogeneous voxels of
+    the liver (:func:`_liver_organ`), never a lesion's."""
+    organ = _liver_organ(image, foreground, spacing_mm, window_mm=window_mm, suv_range=suv_range, max_cv=max_cv,
+                         min_volume_ml=min_volume_ml)
+    return None if organ is None else organ[0]
+
+
+def _liver_organ(image: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[float], *, window_mm: float = 10.0,
+                 suv_range: tuple[float, float] = (1.0, 4.0), max_cv: float = 0.2, min_volume_ml: float = 500.0,
+                 reach_mm: float = LIVER_LESION_REACH_MM) -> tuple[np.ndarray, np.ndarray] | None:
+    """The liver on a PET in SUV: ``(core, extent)`` masks, or None when it is not in view.
+
+    ``core``: the homogeneous voxels (local mean over a Gaussian window of ``window_mm`` in ``suv_range``, local SD
+    below ``max_cv`` times it) of the largest such region and of the pieces of the same organ a focal lesion split
+    off it (within ``reach_mm``, mean level within ``LIVER_PIECE_LEVEL`` of the largest piece's, at least
+    ``LIVER_PIECE_FRACTION`` of its size). A lesion, hot or cold, and the window's reach around it are never in the
+    core: PERCIST's reference is normal liver. ``extent``: the core closed over ``reach_mm`` with its holes filled
+    (a lesion's hole and notch belong to the organ); the organ is in view when the extent is at least
+    ``min_volume_ml`` (an adult liver is 1.2-1.8 L; its homogeneous core on a clinical PET a third of that; the
+    spleen's core and the heart's blood pool are smaller). Both masks are on the image's grid.
+    """
     img = image.astype(np.float32, copy=False)
-    sig = [window_mm / s for s in spacing_mm]
+    sp = np.asarray(spacing_mm, dtype=float)
+    sig = [window_mm / s for s in sp]
     m = ndi.gaussian_filter(img, sig)
     v = ndi.gaussian_filter(img * img, sig)
     v -= m * m
     np.clip(v, 0, None, out=v)
-    hom = foreground & (m > suv_range[0]) & (m < suv_range[1]) & (v < (max_cv * m) ** 2)
+    warm = foreground & (m > suv_range[0]) & (m < suv_range[1])
+    hom = warm & (v < (max_cv * m) ** 2)
     del m, v
     lab, n = ndi.label(hom)
     if n == 0:
         return None
     sizes = np.bincount(lab.ravel())[1:]
     k = int(np.argmax(sizes)) + 1
-    if float(sizes[k - 1]) * float(np.prod(spacing_mm)) / 1000.0 < min_volume_ml:
+    vox_ml = float(np.prod(sp)) / 1000.0
+    # the organ's box: its largest piece grown by twice the reach (a split-off piece starts within one)
+    pad = [int(math.ceil(2.0 * reach_mm / s)) + 1 for s in sp]
+    objs = ndi.find_objects(lab)
+    box = tuple(slice(max(0, b.start - p), min(n_, b.stop + p)) for b, p, n_ in zip(objs[k - 1], pad, img.shape))
+    sub = lab[box]
+    main = sub == k
+    level = float(np.median(img[box][main]))
+    gap = ndi.distance_transform_edt(~main, sampling=sp)
+    core = main.copy()
+    for j in np.unique(sub[(gap <= reach_mm) & (sub > 0)]):
+        j = int(j)
+        if j == k or sizes[j - 1] < LIVER_PIECE_FRACTION * sizes[k - 1]:
+            continue
+        piece = sub == j
+        if np.count_nonzero(piece) < sizes[j - 1] or gap[piece].max() > 2.0 * reach_mm:
+            continue  # a piece the lesion split off lies wholly beside it (not a spine or a bowel loop running off)
+        if abs(float(np.median(img[box][piece])) / level - 1.0) <= LIVER_PIECE_LEVEL:
+            core |= piece
+    # the extent: closed over the reach (distance transforms: dilate, then erode), holes filled; the box is grown
+    # by the reach first so that the closing is not cut by it (a crop's edge is the field of view's: closed there)
+    grown = ndi.distance_transform_edt(~core, sampling=sp) <= reach_mm
+    extent = ndi.distance_transform_edt(grown, sampling=sp) > reach_mm
+    extent = ndi.binary_fill_holes(extent | core)
+    # the homogeneity test loses the organ's rim (the window's reach, two window widths, from its edge): the organ
+    # is its extent grown back by that reach over tissue at the organ's level of uptake
+    rim = ndi.distance_transform_edt(~extent, sampling=sp) <= 2.0 * window_mm
+    extent |= rim & warm[box]
+    if float(np.count_nonzero(extent)) * vox_ml < min_volume_ml:
         return None
-    return lab == k
+    out_core = np.zeros(img.shape, dtype=bool)
+    out_core[box] = core
+    out_extent = np.zeros(img.shape, dtype=bool)
+    out_extent[box] = extent
+    return out_core, out_extent
 
 
 def _region_features(img: np.ndarray, region: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[float],

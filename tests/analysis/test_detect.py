@@ -810,3 +810,62 @@ def test_wholebody_pet_20_ml_lesion_beside_an_organ_is_not_taken_for_it(wholebod
     context = next(n for n in notes if "organ context" in n)
     assert site in context, context
 
+
+
+def test_wholebody_pet_20_ml_liver_lesion_keeps_the_liver_its_reference_and_the_heart(wholebody_pet):
+    """A 20 mL lesion at 6 times the liver, inserted in the liver as the bench does (seed 29's draw): the liver is
+    still found (its homogeneous pieces, its extent judged with the lesion's hole filled), PERCIST's reference
+    lies off the lesion (every reference voxel more than a window's reach from it) at the liver's level, and the
+    chain reports the lesion and the sarcoma; the heart is told by the organ context, not reported."""
+    from dicomnode.analysis.detect import _liver_organ, liver_reference
+    from dicomnode.evaluation.insertion import insert_lesion, sample_positions, semi_axes_mm
+
+    vol, gtv, masks, depth = wholebody_pet
+    sp = vol.spacing_mm
+    rng = np.random.default_rng(29)
+    (pos,) = sample_positions(masks["liver"] & (depth >= semi_axes_mm(20.0)[0] + 5.0), sp, 1, rng)
+    img, les = insert_lesion(vol.array, sp, pos, volume_ml=20.0, contrast=6.0, rng=rng)
+    body = img > 0.1
+    ref0 = liver_reference(vol.array, body, sp)
+    organ = _liver_organ(img, body, sp)
+    assert organ is not None and ref0 is not None
+    core, extent = organ
+    lesion = np.zeros(img.shape, dtype=bool)
+    lesion[les.box] = les.mask
+    from scipy import ndimage as ndi
+
+    assert ndi.distance_transform_edt(~lesion, sampling=sp)[core].min() > 20.0  # the window's reach: off the lesion
+    assert 500 < np.count_nonzero(extent) * np.prod(sp) / 1000 < 2500  # an adult liver's volume
+    ref = liver_reference(img, body, sp)
+    assert ref is not None and ref[0] == pytest.approx(ref0[0], rel=0.05)
+    found, notes = _pet_chain(vol.with_array(img))
+    assert any(les.contains(c) for c, _ in found), [c for c, _ in found]
+    assert any(gtv[c] for c, _ in found)
+    assert not [c for c, _ in found if not gtv[c] and not les.contains(c)]  # the heart is not reported
+    context = next(n for n in notes if "organ context" in n)
+    assert "heart" in context, context
+
+
+def test_wholebody_pet_cropped_at_the_liver_or_above_it_behaves(wholebody_pet):
+    """A PET cut through the liver below its dome (the heart out of view): the liver is still the reference and
+    the sarcoma the only finding. A PET of the chest and head only (cut above the dome, no liver): the note says
+    the heart could not be told without the liver's dome and why, instead of a silent "no liver"."""
+    from dicomnode.analysis.detect import liver_reference
+
+    vol, gtv, _, _ = wholebody_pet
+    sp = vol.spacing_mm
+    zs = np.flatnonzero(liver_reference.__globals__["_liver_mask"](vol.array, vol.array > 0.1, sp).any(axis=(1, 2)))
+    dome = int(zs[-1])
+    import dataclasses
+
+    low = dataclasses.replace(vol, array=np.ascontiguousarray(vol.array[:dome - 3]))  # 10 mm below the dome
+    assert liver_reference(low.array, low.array > 0.1, sp) is not None
+    found, notes = _pet_chain(low)
+    assert found and all(gtv[c] for c, _ in found), [c for c, _ in found]
+    assert any("PERCIST: liver reference" in n for n in notes)
+    top = np.asarray(vol.origin_mm) + np.asarray(vol.direction, dtype=float) @ np.array([0.0, 0.0, (dome + 4) * sp[0]])
+    chest = dataclasses.replace(vol, array=np.ascontiguousarray(vol.array[dome + 4:]), origin_mm=tuple(top))
+    _, notes = _pet_chain(chest)
+    assert any("no liver in view" in n for n in notes)
+    heart = next(n for n in notes if n.split(": ", 1)[-1].startswith("heart:"))
+    assert "could not be told" in heart or "told as the heart" in heart, heart
