@@ -1886,7 +1886,7 @@ def liver_reference(image: np.ndarray, foreground: np.ndarray, spacing_mm: Seque
 
 
 #: The liver on PET (:func:`_liver_organ`, docs/models.md "petliver"): a focal lesion inside it (hot or cold) breaks
-#: the homogeneous region around it out to its own radius plus the window's reach (2 window widths: 20 mm), so a
+#: the homogeneous region around it out to its own radius plus the window's reach (about 2 window widths), so a
 #: 30 mL lesion (radius 19 mm) leaves a hole or notch of about 40 mm radius; pieces of the organ within this distance
 #: of its largest piece, at its level (within ``LIVER_PIECE_LEVEL``) and at least ``LIVER_PIECE_FRACTION`` of its
 #: size are the same organ, and the organ's extent (its pieces closed over this radius, holes filled) is what its
@@ -1923,8 +1923,13 @@ def _liver_organ(image: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence
     img = image.astype(np.float32, copy=False)
     sp = np.asarray(spacing_mm, dtype=float)
     sig = [window_mm / s for s in sp]
-    m = ndi.gaussian_filter(img, sig)
-    v = ndi.gaussian_filter(img * img, sig)
+    # uptake above the highest a liver shows counts as that level: a hot lesion (or organ) beside normal liver
+    # raises the local SD only as far as a step to that level does, not by its square (a 6x lesion at SUV 12)
+    capped = np.minimum(img, np.float32(suv_range[1]))
+    m = ndi.gaussian_filter(capped, sig)
+    capped *= capped
+    v = ndi.gaussian_filter(capped, sig)
+    del capped
     v -= m * m
     np.clip(v, 0, None, out=v)
     warm = foreground & (m > suv_range[0]) & (m < suv_range[1])

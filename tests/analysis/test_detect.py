@@ -834,10 +834,18 @@ def test_wholebody_pet_20_ml_liver_lesion_keeps_the_liver_its_reference_and_the_
     lesion[les.box] = les.mask
     from scipy import ndimage as ndi
 
-    assert ndi.distance_transform_edt(~lesion, sampling=sp)[core].min() > 20.0  # the window's reach: off the lesion
+    # off the lesion: farther than its partial-volume spill (2 FWHM of 6.5 mm)
+    assert ndi.distance_transform_edt(~lesion, sampling=sp)[core].min() > 13.0
     assert 500 < np.count_nonzero(extent) * np.prod(sp) / 1000 < 2500  # an adult liver's volume
     ref = liver_reference(img, body, sp)
     assert ref is not None and ref[0] == pytest.approx(ref0[0], rel=0.05)
+    # two 10 mL lesions at 6x in the liver, 50 mm apart or more: still the liver, the reference at its level
+    two = vol.array
+    for p in sample_positions(masks["liver"] & (depth >= semi_axes_mm(10.0)[0] + 5.0), sp, 2, rng,
+                              min_distance_mm=50.0):
+        two, _ = insert_lesion(two, sp, p, volume_ml=10.0, contrast=6.0, rng=rng)
+    ref2 = liver_reference(two, two > 0.1, sp)
+    assert ref2 is not None and ref2[0] == pytest.approx(ref0[0], rel=0.05)
     found, notes = _pet_chain(vol.with_array(img))
     assert any(les.contains(c) for c, _ in found), [c for c, _ in found]
     assert any(gtv[c] for c, _ in found)
