@@ -1868,9 +1868,11 @@ def liver_reference(image: np.ndarray, foreground: np.ndarray, spacing_mm: Seque
     """The liver as PERCIST's reference region on a PET in SUV: (mean SUV, SD, volume mL), or None when not in view.
 
     The liver is the largest region of homogeneous, moderate uptake: where the local mean (Gaussian window of
-    ``window_mm``) lies in ``suv_range`` and the local SD is below ``max_cv`` times it, at least ``min_volume_ml``
-    (brain and bladder are hotter, muscle and lung colder, the blood pool of the heart smaller). Its mean and SD are
-    those of the SUV over that region.
+    ``window_mm``) lies in ``suv_range`` and the local SD is below ``max_cv`` times it (brain and bladder are hotter,
+    muscle and lung colder, the blood pool of the heart and the spleen smaller), with the pieces a focal lesion split
+    off it; in view when the organ's extent (holes filled, rim grown back) is at least ``min_volume_ml``
+    (:func:`_liver_organ`). Its mean and SD are those of the SUV over the homogeneous voxels, which keep clear of
+    any lesion (hot or cold) by the window's reach.
 
     References
     ----------
