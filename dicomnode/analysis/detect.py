@@ -1082,7 +1082,9 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         volume's direction). With ``percist_liver``, the liver in view and the body's midline in view, it turns on
         the organ context of a whole-body PET (:func:`_physiology`): the heart above the liver's dome, the brain
         far above it, the bladder far below it on the midline, kidneys and mirror twins are physiological uptake
-        (feature ``physiological`` = 1, probability times ``symmetric_factor``). Default None (off).
+        (feature ``physiological`` = 1, probability times ``symmetric_factor``); with ``percist_liver`` and no liver
+        in view, the heart by its own shape or a note saying why it could not be told (:func:`_heart_by_shape`).
+        Default None (off).
     calibration : (float, float) or ScoreCalibration or None, optional
         Maps the final score (model and rules) to a probability: a :class:`ScoreCalibration` (fitted on scored
         candidates by :func:`dicomnode.findings_training.fit_findings`: Platt scaling plus a weight for the series'
