@@ -1149,10 +1149,12 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         zb = (img[bb] - med) / spread
         zb[~foreground[bb]] = 0.0
         return zb
-    liver_mask = None
+    liver_mask = liver_extent = None
     liver = None
     if percist_liver and hot_threshold is not None:
-        liver_mask = _liver_mask(img, foreground, sp)
+        organ = _liver_organ(img, foreground, sp)
+        if organ is not None:
+            liver_mask, liver_extent = organ
         if liver_mask is not None:
             liver = (float(img[liver_mask].mean()), float(img[liver_mask].std()),
                      float(np.count_nonzero(liver_mask)) * float(np.prod(sp)) / 1000.0)
@@ -1285,7 +1287,7 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
                           None if organs else symmetric_max, symmetric_factor, exclude_self=pet)
     if liver_mask is not None and cranial in (1, -1):
         found = _physiology(found, img, foreground, liver_mask, liver, sp, int(cranial), mirror_axis, notes,
-                            symmetric_factor)
+                            symmetric_factor, extent=liver_extent)
     elif percist_liver and hot_threshold is not None and cranial in (1, -1):
         found = _heart_by_shape(found, img, foreground, sp, mirror_axis, notes, symmetric_factor)
     if calibration is not None:
@@ -1463,7 +1465,8 @@ PHYSIOLOGICAL_SITES = ("brain", "heart", "kidney", "bladder", "paired")
 
 def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, liver: np.ndarray,
                 liver_ref: tuple[float, float, float], spacing_mm: Sequence[float], cranial: int,
-                mirror_axis: int | None, notes: list[str], factor: float) -> list[Finding]:
+                mirror_axis: int | None, notes: list[str], factor: float,
+                extent: np.ndarray | None = None) -> list[Finding]:
     """Tell physiological FDG uptake from lesions by organ context, with the liver as the landmark (a whole-body
     PET in SUV with the liver in view). Heights ``h`` run along the body's long axis, head up, in mm; the liver
     spans ``[L_lo, L_hi]``. A region is
@@ -1534,8 +1537,10 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
         elif mean <= l_mean:
             pass  # not hotter than the liver: no physiological hot spot (nor a PERCIST lesion)
         elif (l_hi - 40 <= h_c <= l_hi + 150 and l_hi - 80 <= h_lo <= l_hi + HEART_BASE_MM and f.volume_ml >= 30
-              and mid <= 0.45):
-            site = "heart"  # on the diaphragm: its lowest point near the liver's dome
+              and mid <= 0.45 and (extent is None or _liver_contact(f, extent, spacing_mm) < HEART_MAX_LIVER_CONTACT)):
+            # on the diaphragm: its lowest point near the liver's dome; not inside the liver (a lesion under the
+            # dome is wrapped in liver, the heart only rests on it)
+            site = "heart"
         elif h_c >= l_hi + 250 and (f.volume_ml >= 100 or (at_top and f.volume_ml >= 10)) and mid <= 0.3:
             site = "brain"
         elif h_c <= l_lo - 150 and mid <= 0.3 and mean >= 4.0 * l_mean:
@@ -1672,6 +1677,9 @@ def _heart_by_shape(found: list[Finding], img: np.ndarray, foreground: np.ndarra
 #: Organ context of a whole-body PET (:func:`_physiology`, docs/models.md "Organ context on PET"): the heart's lowest
 #: point lies at most this far (mm) above the liver's dome (it rests on the diaphragm) ...
 HEART_BASE_MM = 40.0
+#: ... and at most this fraction of its 8 mm shell lies in the liver's extent (:func:`_liver_organ`): the heart's
+#: inferior wall rests on the diaphragm over the liver, a lesion under the dome is wrapped in liver on most sides.
+HEART_MAX_LIVER_CONTACT = 0.5
 #: ... and a kidney's partner lies at the mirror position: off the midline by the same fraction of the body's
 #: half-width (within this) and at the same depth (within this, mm; both lie beside the spine, retroperitoneal).
 KIDNEY_MIRROR_SIDE = 0.2
