@@ -1473,7 +1473,8 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
 
     * the **heart** (myocardium) when it lies on the diaphragm above the liver's dome: centroid in
       ``[L_hi - 40, L_hi + 150]``, lowest point in ``[L_hi - 80, L_hi + HEART_BASE_MM]`` (it rests on the
-      diaphragm), at least 30 mL, near the midline;
+      diaphragm), at least 30 mL, near the midline, and not wrapped in liver (at most ``HEART_MAX_LIVER_CONTACT``
+      of its shell in the liver's ``extent``, when given: a lesion under the dome);
     * the **brain** when it is at least 250 mm above the liver's dome, at least 100 mL, on the midline;
     * the **bladder** when it lies at least 150 mm below the liver, on the midline, with a mean at least 4 times
       the liver's (urine: SUV 10-60 and more);
