@@ -32,6 +32,11 @@ per method and modality were tried and did worse held out (docs/models.md; the l
 tissue two with a tumour). Every probability is capped at :data:`CAP`: with about 20 true candidates no bin above
 0.9 can be shown calibrated, so the node never claims more.
 
+PET's map is fitted with true PET candidates of inserted lesions too (``fit_findings(..., inserted=...)``, the
+table of :mod:`dicomnode.evaluation.inserted`): slope and top weight from real and inserted candidates together with
+an intercept per stratum (inserting lesions changes the prevalence, not the discrimination), the intercept the real
+series', shifted to a prior of :data:`LESIONS_PER_SERIES` lesions per series (docs/models.md, branch petcal).
+
 Candidates are cached per series (:class:`CandidateCache`, keyed by the files, the profile and the analysis code), so
 a second run costs the fits only (milliseconds).
 """

@@ -153,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
             extra={"fill": model.fill, "lopo": {k: _brief(scored["logistic"][k]) for k in tissue_cases},
                    "reliability": figures["logistic"]["reliability"],
                    "calibration": {**calibration.as_dict(),
+                                   "inserted_table": {"file": Path(a.inserted).name if a.inserted else
+                                                      "findings_pet_inserted.json", "code": table.code,
+                                                      "whole_body": not a.no_whole_body,
+                                                      "sources": table.sources},
                                    "lopo": {k: _brief(v) for k, v in scored["calibrated"].items()},
                                    "reliability": figures["calibrated"]["reliability"]},
                    "coefficients": dict(zip(FEATURES, [round(float(c), 4) for c in lr.coef_[0]])),

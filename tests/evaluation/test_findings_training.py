@@ -165,13 +165,17 @@ def _pet_set(rng: np.random.Generator, n: int, patients: tuple[str, ...], interc
             for i in range(n)]
 
 
-def test_pet_map_takes_its_slope_from_inserted_candidates_and_its_intercept_from_the_real_ones():
+def test_pet_map_takes_its_slope_from_inserted_candidates_and_its_intercept_from_the_real_ones(monkeypatch):
     """Known answer: real and inserted PET candidates share the slope (0.5) of logit(score); the inserted series
     hold far more lesions (intercept -1 against the real -4). The fit recovers the slope and the REAL intercept;
-    a plain fit on both together over-states the probabilities on real series."""
+    a plain fit on both together over-states the probabilities on real series. The prior of
+    LESIONS_PER_SERIES then shifts the intercept by exactly log(prior / true candidates per real series)."""
     rng = np.random.default_rng(3)
     real = _pet_set(rng, 6000, ("p1", "p2", "p3"), -4.0, 0.5, False)
     ins = _pet_set(rng, 6000, ("p1", "p2", "p3"), -1.0, 0.5, True)
+    with_prior = ft.fit_findings(real, inserted=ins).for_modality("PT")
+    prior = ft.LESIONS_PER_SERIES["PT"]
+    monkeypatch.setattr(ft, "LESIONS_PER_SERIES", {})
     fit = ft.fit_findings(real, inserted=ins)
     pet = fit.for_modality("PT")
     assert pet.slope == pytest.approx(0.5, abs=0.05)
@@ -185,6 +189,9 @@ def test_pet_map_takes_its_slope_from_inserted_candidates_and_its_intercept_from
     assert pooled.intercept > pet.intercept + 1.0
     # the default map (CT, MR) never sees the inserted candidates
     assert fit.mapping == ft.fit_findings(real).mapping
+    per_series = sum(c.true for c in real) / 3
+    assert with_prior.slope == pet.slope and with_prior.top_weight == pet.top_weight
+    assert with_prior.intercept - pet.intercept == pytest.approx(math.log(prior / per_series))
 
 
 def test_a_fold_leaves_out_its_patients_inserted_candidates():
