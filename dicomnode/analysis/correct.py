@@ -69,11 +69,20 @@ def _structure(connectivity: int, slice_wise: bool) -> np.ndarray:
 def _label(mask: np.ndarray, structure: np.ndarray, work: "np.ndarray | list[np.ndarray] | None"
            ) -> tuple[np.ndarray, int]:
     """``ndi.label`` writing into ``work`` (a flat int32 buffer reused across calls) when it is large enough; a
-    one-element list holds a buffer that grows to the largest mask labelled (allocated at the first call's size)."""
+    one-element list holds a uint16 buffer that grows to the largest mask labelled (allocated at the first call's
+    size): half the memory of int32 labels. A mask of more than 65535 components (scipy refuses the narrower
+    type) is labelled again as int32, as without a buffer; the components and their numbers are the same either
+    way (scipy numbers them in scan order whatever the output type)."""
     if isinstance(work, list):
         if not work or work[0].size < mask.size:
-            work[:] = [np.empty(mask.size, dtype=np.int32)]
-        work = work[0]
+            work[:] = []  # the smaller buffer is let go before the larger one is made
+            work[:] = [np.empty(mask.size, dtype=np.uint16)]
+        labels = work[0][:mask.size].reshape(mask.shape)
+        try:
+            n = ndi.label(mask, structure=structure, output=labels)
+        except RuntimeError:  # "insufficient bit-depth in requested output type"
+            return ndi.label(mask, structure=structure)
+        return labels, int(n)
     if work is None or work.size < mask.size:
         return ndi.label(mask, structure=structure)
     labels = work[:mask.size].reshape(mask.shape)
@@ -430,7 +439,7 @@ def correct_labels(labels: LabelMap, spacing_mm: tuple[float, float, float], *, 
     not_found = list(labels.not_found)
     changed: dict[str, int] = {}
     min_voxels = min_volume_ml * 1000.0 / float(np.prod(_check_spacing(spacing_mm)))
-    # one int32 label buffer for all segments (allocating and page-faulting a fresh one per call costs more than
+    # one uint16 label buffer for all segments (allocating and page-faulting a fresh one per call costs more than
     # the labelling itself on large volumes), as large as the largest box labelled (not the whole grid); the body,
     # first, is usually the largest
     work: list[np.ndarray] = []

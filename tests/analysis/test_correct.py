@@ -238,3 +238,32 @@ def test_smooth_posteriors_in_place_gives_the_new_array_result(spacing):
         smooth_posteriors(quant, spacing, out=np.zeros(quant.shape, np.float32))
     with pytest.raises(ValueError, match="out may be"):
         smooth_posteriors(quant, spacing, out=quant[:])
+
+
+def test_correct_labels_uint16_buffer_equals_int32_labelling():
+    """correct_labels labels into one reused uint16 buffer (half the memory of int32 labels), falling back to int32
+    for a mask of more than 65535 components: the result is that of the public one-mask functions, which label as
+    int32 (kept as the reference), segment by segment, for masks of few and of very many components."""
+    rng = np.random.default_rng(11)
+    shape = (60, 100, 100)
+    body = np.zeros(shape, bool)
+    body[2:58, 5:95, 5:95] = True
+    body[rng.random(shape) < 0.02] = False     # scattered holes (filled, slice-wise) and dents
+    speckle = np.zeros(shape, bool)
+    speckle[::2, ::2, ::2] = True               # 75 000 single voxels: > 65535 components, the int32 fallback
+    speckle[10:20, 10:20, 10:20] = True         # ... and one large component, kept
+    blobs = np.zeros(shape, bool)
+    blobs[5:9, 10:14, 10:14] = True
+    blobs[20, 50, 50] = blobs[30, 70:72, 70] = True
+    lm = LabelMap((Segment(_info(1, "body"), body), Segment(_info(2, "adipose_tissue"), speckle),
+                   Segment(_info(3, "bone"), blobs)), ())
+    from scipy import ndimage as ndi
+    assert ndi.label(speckle, structure=ndi.generate_binary_structure(3, 1))[1] > 65535
+    out, changed = correct_labels(lm, SPACING, min_volume_ml=0.005)
+    for seg in lm.segments:
+        want = remove_small_components(seg.mask, SPACING, min_volume_ml=0.005)
+        if seg.info.label == "body":
+            want = fill_holes(want, slice_wise=True)
+        got = out.by_label(seg.info.label)
+        assert got is not None and np.array_equal(got.mask, want)
+        assert changed[seg.info.label] == int(np.count_nonzero(want != seg.mask)) > 0
