@@ -430,33 +430,61 @@ def correct_labels(labels: LabelMap, spacing_mm: tuple[float, float, float], *, 
         The corrected label map (segments left empty are dropped and listed in ``not_found``) and, per segment
         label, the number of voxels changed (removed + filled).
     """
+    return correct_segments(list(labels.segments), labels.not_found, spacing_mm, min_volume_ml=min_volume_ml,
+                            fill_holes=fill_holes, slice_wise=slice_wise, hole_filled_labels=hole_filled_labels,
+                            connectivity=connectivity)
+
+
+def correct_segments(segments: list[Segment | None], not_found: Collection[str],
+                     spacing_mm: tuple[float, float, float], *, min_volume_ml: float = 0.1,
+                     fill_holes: bool = True, slice_wise: bool = True,
+                     hole_filled_labels: Collection[str] = DEFAULT_HOLE_FILLED_LABELS,
+                     connectivity: int = 1) -> tuple[LabelMap, dict[str, int]]:
+    """:func:`correct_labels` over a list of segments handed over by the caller, with ``not_found`` the labels
+    already not found: each entry of ``segments`` is set to None as soon as it is corrected, so that where nothing
+    else holds a segment its mask before the correction is let go before the next segment's is made (not every
+    mask twice in memory at the end). The options are checked before any entry is touched.
+
+    Returns the same as :func:`correct_labels`."""
     if not min_volume_ml >= 0:
         raise ValueError(f"min_volume_ml must be >= 0 mL, got {min_volume_ml}")
     _structure(connectivity, slice_wise=False)
     fill = fill_holes
     filled_labels = set(hole_filled_labels)
-    segments: list[Segment] = []
-    not_found = list(labels.not_found)
+    out: list[Segment] = []
+    not_found = list(not_found)
     changed: dict[str, int] = {}
     min_voxels = min_volume_ml * 1000.0 / float(np.prod(_check_spacing(spacing_mm)))
     # one uint16 label buffer for all segments (allocating and page-faulting a fresh one per call costs more than
     # the labelling itself on large volumes), as large as the largest box labelled (not the whole grid); the body,
     # first, is usually the largest
     work: list[np.ndarray] = []
-    for seg in labels.segments:
+    for i in range(len(segments)):
+        seg = segments[i]
+        segments[i] = None
+        if seg is None:
+            raise ValueError(f"segments[{i}] is None: a list already handed to correct_segments")
         mask = seg.mask  # unchanged segments share their mask with the input (no copy)
         if min_volume_ml > 0:
             cleaned = _small_components(mask, min_voxels, connectivity, work)
             mask = mask if cleaned is None else cleaned
+            del cleaned
         if fill and seg.info.label in filled_labels:
             found = _holes(mask, slice_wise, work)
             if found is not None:
                 box, holes = found
                 mask = mask.copy() if mask is seg.mask else mask
                 mask[box] |= holes
-        changed[seg.info.label] = 0 if mask is seg.mask else int(np.count_nonzero(mask != seg.mask))
+            del found
+        changed[seg.info.label] = 0 if mask is seg.mask else _count_changed(mask, seg.mask)
         if mask.any():
-            segments.append(seg if mask is seg.mask else Segment(seg.info, mask))
+            out.append(seg if mask is seg.mask else Segment(seg.info, mask))
         elif seg.info.label not in not_found:
             not_found.append(seg.info.label)
-    return LabelMap(tuple(segments), tuple(not_found)), changed
+        del seg, mask
+    return LabelMap(tuple(out), tuple(not_found)), changed
+
+
+def _count_changed(a: np.ndarray, b: np.ndarray, slab: int = 16) -> int:
+    """``np.count_nonzero(a != b)`` a few slices at a time (no temporary of the masks' size)."""
+    return sum(int(np.count_nonzero(a[z:z + slab] != b[z:z + slab])) for z in range(0, a.shape[0], slab))

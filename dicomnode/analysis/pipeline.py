@@ -98,15 +98,20 @@ MeterFactory = Callable[[], Any]  # a context manager with .peak_rss_mb after ex
 
 def run_steps(ctx: Context, steps: list[str] | tuple[str, ...], params: Mapping[str, Mapping[str, Any]], *,
               meter: MeterFactory | None = None,
-              progress: Callable[[str], None] | None = None) -> list[StepRecord]:
+              progress: Callable[[str], None] | None = None,
+              between_steps: Callable[[], Any] | None = None) -> list[StepRecord]:
     """Run ``steps`` in order over ``ctx``; return one record per step.
 
     Before each step after the first, the intermediates that neither it nor a later step reads are released
-    (see the module's docstring); after the last step nothing more is released."""
+    (see the module's docstring); after the last step nothing more is released. ``between_steps`` (the job
+    process gives the freed memory back to the system with it) is called before each step, after that release
+    and before the step's meter starts."""
     records: list[StepRecord] = []
     for i, name in enumerate(steps):
         if i > 0:
             _release(ctx, steps[i:])
+        if between_steps is not None:
+            between_steps()
         fn = STEPS.get(name)  # registered by dicomnode.steps.registry()
         if fn is None:
             raise AnalysisError(f"unknown step {name!r}; known steps: {', '.join(sorted(STEPS))}")

@@ -267,3 +267,22 @@ def test_correct_labels_uint16_buffer_equals_int32_labelling():
         got = out.by_label(seg.info.label)
         assert got is not None and np.array_equal(got.mask, want)
         assert changed[seg.info.label] == int(np.count_nonzero(want != seg.mask)) > 0
+
+
+def test_correct_segments_lets_go_of_each_mask_and_equals_correct_labels():
+    """correct_segments (the correct step's way) empties the list it is handed, entry by entry, and gives what
+    correct_labels gives (which leaves its input alone); bad options are refused before any entry is touched."""
+    from dicomnode.analysis.correct import correct_segments
+
+    body, bone = _hand_made()
+    lm = LabelMap((Segment(_info(1, "body"), body), Segment(_info(2, "bone"), bone)), ("lung_left",))
+    want, want_changed = correct_labels(lm, SPACING, min_volume_ml=0.01)
+    segs = list(lm.segments)
+    with pytest.raises(ValueError):
+        correct_segments(segs, lm.not_found, SPACING, min_volume_ml=-1)
+    assert segs == list(lm.segments)
+    got, changed = correct_segments(segs, lm.not_found, SPACING, min_volume_ml=0.01)
+    assert segs == [None, None] and changed == want_changed
+    assert got.not_found == want.not_found
+    assert [s.info for s in got.segments] == [s.info for s in want.segments]
+    assert all(np.array_equal(a.mask, b.mask) for a, b in zip(got.segments, want.segments))

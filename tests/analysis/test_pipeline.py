@@ -58,6 +58,32 @@ def test_nothing_released_before_a_step_that_says_nothing_or_after_the_last(prob
     assert ctx.posteriors is not None and ctx.volume is not ctx.original
 
 
+def test_between_steps_runs_before_each_step_after_the_release(probes):
+    """The job's hook (it gives freed memory back to the system) runs before every step, once the intermediates
+    that step and the later ones do not read are gone, and before the step's meter starts."""
+    ctx = _ctx()
+    calls: list[tuple[int, bool, bool]] = []
+    metered: list[int] = []
+
+    class Meter:
+        peak_rss_mb = 0.0
+
+        def __enter__(self):
+            metered.append(len(calls))
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+    run_steps(ctx, ["t_producer", "t_reads_post", "t_reads_none"], {}, meter=Meter,
+              between_steps=lambda: calls.append((len(SEEN), ctx.posteriors is not None,
+                                                  ctx.volume is not ctx.original)))
+    # before t_producer: nothing made yet; before t_reads_post: the working image already let go, the posteriors
+    # not; before t_reads_none: both gone
+    assert calls == [(0, False, False), (0, True, False), (1, False, False)]
+    assert metered == [1, 2, 3]
+
+
 def test_reads_outside_the_tracked_fields_refused():
     with pytest.raises(ValueError, match="only"):
         step("t_bad", reads=("labels",))
