@@ -294,10 +294,8 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
     in_place = out is posteriors
     if out is not None and not in_place and np.may_share_memory(out, posteriors):
         raise ValueError("out may be posteriors itself or an array that does not overlap it, not a part of it")
-    valid = posteriors[0] > 0
-    for k in range(1, posteriors.shape[0]):
-        valid |= posteriors[k] > 0
-    labels = np.full(valid.shape, -1, dtype=np.int16)
+    grid = posteriors.shape[1:]
+    labels = np.full(grid, -1, dtype=np.int16)
     if out is None:
         smoothed = np.zeros(posteriors.shape, dtype=out_dtype)
     else:
@@ -310,12 +308,12 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
     radius = [int(4.0 * sigma_mm / s + 0.5) for s in sp]  # scipy's own reach: int(truncate * sigma + 0.5)
     if not volumetric:
         radius[0] = 0
-    box = _bbox(valid, pad=0)
+    box = _region_box(posteriors)
     if box is None:
         if in_place:
             smoothed[...] = 0
         return PosteriorSmoothing(labels, smoothed, 0)
-    box = tuple(slice(max(0, b.start - r), min(n, b.stop + r)) for b, r, n in zip(box, radius, valid.shape))
+    box = tuple(slice(max(0, b.start - r), min(n, b.stop + r)) for b, r, n in zip(box, radius, grid))
     # Slabs along z, each extended by ``halo`` slices inside the box: an error at a slab's cut edge travels one
     # kernel radius per iteration, so after all iterations the slab's own slices are exact.
     halo = int(iterations) * radius[0]
@@ -335,12 +333,12 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
             a, b = max(zb.start, lo - halo), min(zb.stop, hi + halo)
             ext = (slice(a, b), box[1], box[2])
             p0c = posteriors[(slice(None),) + ext].astype(np.float32)
+            validc = _region(posteriors, ext)  # read, as p0c, before the slab before is written (in place)
             if pending is not None:
                 smoothed[pending[0]] = pending[1]
                 pending = None
             if quantised:
                 p0c /= np.float32(POSTERIOR_SCALE)
-            validc = valid[ext]
             q = p0c.copy()
             for _ in range(int(iterations)):
                 # each class filtered in place (scipy's 1-D passes buffer their lines), classes in threads
@@ -372,6 +370,33 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
     if pending is not None:
         smoothed[pending[0]] = pending[1]
     return PosteriorSmoothing(labels, smoothed, changed)
+
+
+def _region(posteriors: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
+    """Where any class's posterior is > 0, over ``box`` of the grid."""
+    valid = posteriors[0][box] > 0
+    for k in range(1, posteriors.shape[0]):
+        valid |= posteriors[k][box] > 0
+    return valid
+
+
+def _region_box(posteriors: np.ndarray, slab: int = 16) -> tuple[slice, ...] | None:
+    """``_bbox(region, pad=0)`` of the voxels where any class's posterior is > 0, made ``slab`` slices at a time
+    (no mask of the grid's size)."""
+    nz, ny, nx = posteriors.shape[1:]
+    along = [np.zeros(nz, dtype=bool), np.zeros(ny, dtype=bool), np.zeros(nx, dtype=bool)]
+    for z0 in range(0, nz, slab):
+        v = _region(posteriors, (slice(z0, min(nz, z0 + slab)), slice(None), slice(None)))
+        along[0][z0:z0 + v.shape[0]] = v.any(axis=(1, 2))
+        along[1] |= v.any(axis=(0, 2))
+        along[2] |= v.any(axis=(0, 1))
+    slices = []
+    for a in along:
+        idx = np.flatnonzero(a)
+        if idx.size == 0:
+            return None
+        slices.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    return tuple(slices)
 
 
 def _gaussian_in_place(a: np.ndarray, sigmas: list[float]) -> None:

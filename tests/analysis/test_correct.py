@@ -286,3 +286,21 @@ def test_correct_segments_lets_go_of_each_mask_and_equals_correct_labels():
     assert got.not_found == want.not_found
     assert [s.info for s in got.segments] == [s.info for s in want.segments]
     assert all(np.array_equal(a.mask, b.mask) for a, b in zip(got.segments, want.segments))
+
+
+@pytest.mark.parametrize("nz", [1, 15, 16, 17, 40])
+def test_region_box_by_slabs_is_the_whole_masks_box(nz):
+    """smooth_posteriors finds the region's box a few slices at a time: the box of the whole-grid mask (any class
+    > 0, float64 values too small for float32 included), or None when the region is empty."""
+    from dicomnode.analysis.correct import _bbox, _region_box
+
+    rng = np.random.default_rng(nz)
+    post = np.zeros((3, nz, 12, 14))
+    assert _region_box(post) is None
+    post[1, rng.integers(nz), 3:5, 7] = 1e-300  # > 0, though 0 as float32
+    post[2, rng.integers(nz), 9, 2] = 0.5
+    post[0, -1, 0, 13] = 0.25
+    valid = (post > 0).any(axis=0)
+    assert _region_box(post) == _bbox(valid, pad=0)
+    q = (post * 255).astype(np.uint8)
+    assert _region_box(q) == _bbox((q > 0).any(axis=0), pad=0)
