@@ -71,6 +71,7 @@ __all__ = [
     "landmark_label",
     "breast_slices",
     "liver_slices",
+    "paired_limbs",
     "pet_landmarks",
     "profile_slabs",
     "scene_descriptors",
@@ -1163,6 +1164,41 @@ def _ct_veto(label: str, d: SceneDescriptors) -> bool:
     return False
 
 
+#: CT paired limbs (:func:`paired_limbs`): a limb holds at most this many long bones per part (a femur; tibia and
+#: fibula; radius and ulna), and the landmark is extremity evidence with this likelihood ratio on the calibrated
+#: odds. Chosen, not fitted, as :data:`_HEAD_LR` and :data:`_LIVER_LR`: p >= 0.5 only where the model already gives
+#: extremity >= 0.09.
+_LIMB_BONES_PER_PART = 2.0
+_LIMBS_LR = 10.0
+
+
+def paired_limbs(d: SceneDescriptors, *, is_ct: bool = True) -> bool:
+    """Whether a CT slab's sections are those of two or more limbs side by side (thighs, legs, feet, arms).
+
+    The section (median over the slab's slices) splits into two or more separate parts, is smaller than an adult
+    trunk's (:data:`_CT_TRUNK_MIN_CM2`, cropped or not), holds no lungs (largest lung-like region below
+    :data:`_LUNG_BLOB` of the body) and at most :data:`_LIMB_BONES_PER_PART` bone pieces per part. The argument is
+    anatomical, the converse of the two-parts veto of :func:`_ct_veto`: an axial section of the head, neck or trunk
+    is one piece (arms beside the trunk make the section larger than a trunk's, and bring the ribs or the pelvic ring
+    with them); below the perineum the thighs part, and a limb holds one or two long bones. Not used on MR, where
+    two breasts of a prone breast series are two small parts too.
+    """
+    v = d.values
+    n = float(v.get("n_components", 1.0))
+    return bool(is_ct and n >= 2 and v["area_cm2"] < _CT_TRUNK_MIN_CM2 and v.get("dark_blob", 0.0) < _LUNG_BLOB
+                and v.get("bone_pieces", 0.0) <= _LIMB_BONES_PER_PART * n)
+
+
+def _with_lr(row: np.ndarray, j: int, lr: float) -> np.ndarray:
+    """A calibrated posterior row with the odds of class ``j`` multiplied by ``lr`` (the rest rescaled)."""
+    odds = row[j] / max(1.0 - row[j], 1e-12) * lr
+    p = odds / (1.0 + odds)
+    rest = row.sum() - row[j]
+    out = row * ((1.0 - p) / rest if rest > 0 else 0.0)
+    out[j] = p
+    return out
+
+
 def _may_follow(upper: str, lower: str, gap_mm: float) -> bool:
     """Whether a stretch called ``lower`` may lie ``gap_mm`` below one called ``upper`` (head-to-feet order)."""
     a, b = BODY_ORDER.index(upper), BODY_ORDER.index(lower)
@@ -1175,7 +1211,7 @@ def _may_follow(upper: str, lower: str, gap_mm: float) -> bool:
 def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescriptors]], proba: np.ndarray,
               classes: tuple[str, ...], *, temperature: float = 1.0, min_probability: float = 0.5,
               min_area_cm2: float = 25.0, min_extent_mm: float = 20.0, min_slices: int = 8,
-              n_slices: int | None = None) -> SceneResult:
+              n_slices: int | None = None, diffusion_map: str | None = None) -> SceneResult:
     """Regions along the body from calibrated slab posteriors and landmark checks.
 
     Parameters
@@ -1198,6 +1234,13 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
         A series with fewer slices along the body (``n_slices``) is a localizer or too short to tell. Default 8.
     n_slices : int, optional
         Acquired slices of the series. Default: the profile's ``acquired_slices``.
+    diffusion_map : str, optional
+        Why the series is a diffusion image or map (an ADC map, a trace-weighted DWI), e.g. its ImageType, as the
+        step reads it from the header; None for a structural image. The slab model's relative-intensity
+        descriptors were learnt on structural MR (T1, T2, contrast), where fat is bright; in diffusion imaging fat
+        is suppressed and fluid is bright, so they mean something else. On such a series only the landmarks that
+        do not read intensities as tissue (the vertex of a head, the breast mound, the homogeneous liver) name a
+        slab; every other slab is ``unknown``, with a note.
 
     Returns
     -------
@@ -1221,6 +1264,7 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
     """
     classes = tuple(str(c) for c in classes)
     k = len(classes)
+    supported: set[int] = set()  # slabs named by a landmark, not by the slab model alone
     proba = np.asarray(proba, dtype=float).reshape(len(slabs), k) if slabs else np.zeros((0, k))
     notes: list[str] = []
     lungs: bool | None = None
@@ -1273,6 +1317,7 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
         for i, (_, _, d) in enumerate(slabs):
             v = d.values
             if in_head[i] and v["area_cm2"] <= _HEAD_MAX_CM2 and v.get("n_components", 1.0) < 1.5:
+                supported.add(i)
                 odds = cal[i, h] / max(1.0 - cal[i, h], 1e-12) * _HEAD_LR
                 rest = cal[i].sum() - cal[i, h]
                 p_head = odds / (1.0 + odds)
@@ -1294,12 +1339,24 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
                 p_abd = odds / (1.0 + odds)
                 cal[i] = cal[i] * ((1.0 - p_abd) / rest if rest > 0 else 0.0)
                 cal[i, j] = p_abd
+                supported.add(i)
                 n_liver += 1
         if n_liver:
             zl = zs[liver]
             notes.append(f"scene: MR liver landmark (a homogeneous organ right of the midline without a mirror "
                          f"partner) from z = {zl.min():.0f} to {zl.max():.0f} mm: abdomen evidence in {n_liver} "
                          "slab(s) without lungs")
+    # CT: two or more separate parts in a section smaller than a trunk's, with a limb's bones and no lungs: limbs
+    # side by side (likelihood ratio _LIMBS_LR for extremity on the calibrated odds)
+    if profile.is_ct and "extremity" in classes:
+        j = classes.index("extremity")
+        limbs = [i for i, (_, _, d) in enumerate(slabs) if paired_limbs(d)]
+        for i in limbs:
+            cal[i] = _with_lr(cal[i], j, _LIMBS_LR)
+            supported.add(i)
+        if limbs:
+            notes.append(f"scene: CT paired limbs (two or more separate parts smaller than a trunk, a limb's bones, no "
+                         f"lungs): extremity evidence in {len(limbs)} slab(s)")
     # PET: uptake landmarks (liver, its dome, the bladder) place the trunk's regions and the legs by adult anatomy
     marks = pet_landmarks(profile)
     forced: dict[int, str] = {}
@@ -1314,6 +1371,7 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
                 cal[i] = cal[i] * ((1.0 - _LANDMARK_P) / rest if rest > 0 else 0.0)
                 cal[i, j] = _LANDMARK_P
                 forced[i] = lab
+                supported.add(i)
     # MR: the breast (the anterior outline a broad mound along z, the field of view cutting the chest wall behind
     # it) lies on the chest: chest by anatomy, probability _BREAST_P
     breast = breast_slices(profile)
@@ -1329,15 +1387,23 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
                 cal[i] = cal[i] * ((1.0 - _BREAST_P) / rest if rest > 0 else 0.0)
                 cal[i, j] = _BREAST_P
                 forced[i] = "chest"
+                supported.add(i)
                 n_breast += 1
         if n_breast:
             zb_ = zs[breast]
             notes.append(f"scene: MR breast landmark (the anterior outline a mound along z, the chest wall cut "
                          f"behind it) from z = {zb_.min():.0f} to {zb_.max():.0f} mm: chest in {n_breast} slab(s)")
     labels: list[str] = []
+    if diffusion_map:
+        notes.append(f"scene: {diffusion_map}: a diffusion image, whose intensities the scene model does not read "
+                     "(fat suppressed, fluid bright); only landmarks that do not read intensities as tissue name a "
+                     f"region ({len(supported)} of {len(slabs)} slab(s))")
     for i, (_, _, d) in enumerate(slabs):
         if i in forced:
             labels.append(forced[i])
+            continue
+        if diffusion_map and i not in supported:
+            labels.append(UNKNOWN)
             continue
         j = int(np.argmax(cal[i]))
         lab = classes[j] if cal[i, j] >= min_probability else UNKNOWN

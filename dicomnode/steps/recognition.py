@@ -37,7 +37,7 @@ from dicomnode.analysis.scene import (MODEL_FEATURES, UNKNOWN, descriptor_vector
 from dicomnode.analysis.volume import Measurement
 from dicomnode.modelio import LoadedModel, ModelCard, load_card, load_model, resolve_model
 
-__all__ = ["header_body_part", "header_regions"]
+__all__ = ["diffusion_image", "header_body_part", "header_regions"]
 
 #: BodyPartExamined defined terms (PS3.16 Annex L, CID 4031 and common vendor values) -> region(s).
 _BODY_PART: dict[str, tuple[str, ...]] = {}
@@ -84,6 +84,28 @@ def header_regions(header: Mapping[str, str]) -> tuple[str, ...]:
         if any(rx.match(w) for w in words if w):
             found.append(region)
     return tuple(found)
+
+
+#: ImageType values (Siemens DIFFUSION, ADC, TRACEW; Philips and GE ADC, EADC, FA; Toshiba ADC) and description
+#: words that mark a diffusion-weighted image or a map computed from one.
+_DIFFUSION_IMAGE_TYPES = frozenset({"ADC", "EADC", "DADC", "DIFFUSION", "TRACEW", "TRACE", "FA", "DWI", "ISODWI"})
+_DIFFUSION_WORDS = re.compile(r"^(?:adc|eadc|dadc|dwi|dwibs|diffusion|diff|tracew|trace|apparent)$")
+
+
+def diffusion_image(header: Mapping[str, str]) -> str | None:
+    """Why an MR series is a diffusion image or map (ADC, trace-weighted DWI, FA), from its ImageType or
+    description, or None (also for other modalities)."""
+    if str(header.get("Modality", "MR") or "MR").upper() != "MR":
+        return None
+    for token in str(header.get("ImageType", "") or "").upper().split("\\"):
+        if token.strip() in _DIFFUSION_IMAGE_TYPES:
+            return f"ImageType {token.strip()}"
+    for key in ("SeriesDescription", "ProtocolName"):
+        words = re.split(r"[^a-z]+", str(header.get(key, "") or "").lower())
+        hit = next((w for w in words if w and _DIFFUSION_WORDS.match(w)), None)
+        if hit:
+            return f"{key} says {hit.upper()}"
+    return None
 
 
 def header_body_part(header: Mapping[str, str]) -> str | None:
@@ -149,7 +171,9 @@ def _scene_step(ctx: Context, params: Mapping[str, Any]) -> None:
         classes, P = posteriors(m.estimator, np.stack([descriptor_vector(d, names) for _, _, d in slabs]))
     else:
         classes, P = tuple(m.card.classes), np.zeros((0, len(m.card.classes)))
-    res = recognise(prof, slabs, P, classes, temperature=_temperature(extra, prof.is_ct))
+    dwi = diffusion_image({**ctx.header, "Modality": v.modality}) if v.modality.upper() == "MR" else None
+    res = recognise(prof, slabs, P, classes, temperature=_temperature(extra, prof.is_ct),
+                    diffusion_map=f"the header marks a diffusion image ({dwi})" if dwi else None)
     ctx.notes.extend(res.notes)
     regions = header_regions(ctx.header)
     agrees: bool | None
