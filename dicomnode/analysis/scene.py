@@ -70,6 +70,7 @@ __all__ = [
     "descriptor_vector",
     "landmark_label",
     "breast_slices",
+    "limb_bone",
     "liver_slices",
     "paired_limbs",
     "pet_landmarks",
@@ -301,7 +302,7 @@ def _thresholds(stack: np.ndarray, is_ct: bool) -> tuple[float, float, float, fl
 _NAMES = ("area_cm2", "n_components", "major_axis_mm", "minor_major_ratio", "edge_fraction", "fov_fill",
           "dark_fraction", "bright_fraction", "ring_dark", "ring_bright", "core_dark", "core_bright",
           "organ_fraction", "lateral_bright", "lateral_bright_blob", "solidity", "dark_blob", "bone_pieces")
-_CT_NAMES = ("air_lung_fraction", "fat_fraction", "soft_tissue_fraction", "bone_fraction")
+_CT_NAMES = ("air_lung_fraction", "fat_fraction", "soft_tissue_fraction", "bone_fraction", "limb_ring")
 _OTHER_NAMES = ("peak_rel", "uptake_blob_cm2", "right_organ", "right_organ_side", "right_organ_mirror", "front_mm",
                 "back_mm", "front_contact", "back_contact")
 
@@ -370,6 +371,61 @@ def _bone_pieces(full: np.ndarray, sy: float, sx: float, bone_thr: float) -> flo
         return 0.0
     sizes = np.bincount(lab.ravel())[1:] * (sy * fy * sx * fx / 100.0)
     return float(min((sizes >= _BONE_PIECE_MIN_CM2).sum(), _BONE_PIECES_CAP))
+
+
+#: A limb's long bone in an axial CT section (:func:`_limb_ring`): a ring of cortex around a medullary cavity, its
+#: outer equivalent diameter within _RING_DIAMETER_MM (adult humerus shaft ~20 mm, femur 25-35 mm, tibia 25-35 mm;
+#: a rib is smaller, a femoral or humeral head, a lumbar vertebral body and the pelvic bones larger or not rings),
+#: the cavity at least _RING_CAVITY of the filled section and _RING_CAVITY_MIN_CM2 (femoral canal 10-15 mm wide),
+#: the filled section convex (solidity >= _RING_SOLIDITY: a vertebra's arch and processes make it concave).
+_RING_DIAMETER_MM = (18.0, 40.0)
+_RING_CAVITY = 0.1
+_RING_CAVITY_MIN_CM2 = 0.3
+_RING_SOLIDITY = 0.85
+#: Bone pieces a limb's section holds at most (femur; tibia and fibula; radius and ulna).
+_LIMB_BONES_PER_PART = 2.0
+
+
+def _limb_ring(full: np.ndarray, sy: float, sx: float, bone_thr: float, largest: np.ndarray, f4: tuple[int, int]
+               ) -> float:
+    """1.0 when the largest body part of one full-resolution axial CT slice (``largest``: its mask on the 4 mm
+    grid, ``f4`` pixels per block) holds at most :data:`_LIMB_BONES_PER_PART` bone pieces and one of them is a long
+    bone's cortical ring around its medullary cavity (the limb-bone landmark); else 0.0. Bone pieces as in
+    :func:`_bone_pieces`, on ~2 mm block means."""
+    fy = min(max(1, int(round(_BONE_PIECE_MM / sy))), full.shape[0])
+    fx = min(max(1, int(round(_BONE_PIECE_MM / sx))), full.shape[1])
+    sl = block_mean(np.asarray(full, dtype=np.float32), (fy, fx))
+    body = _fill_holes(sl > _CT_BODY_HU)
+    lab, n = ndi.label((sl > bone_thr) & body)
+    if n == 0:
+        return 0.0
+    bcm2 = sy * fy * sx * fx / 100.0
+    sizes = np.bincount(lab.ravel())[1:] * bcm2
+    pieces = np.flatnonzero(sizes >= _BONE_PIECE_MIN_CM2) + 1
+    # the pieces whose centre lies in the largest part (on the 4 mm grid)
+    inside = []
+    for k, (cy, cx) in zip(pieces, ndi.center_of_mass(np.ones_like(lab), lab, pieces)):
+        iy = min(int(cy * fy / f4[0]), largest.shape[0] - 1)
+        ix = min(int(cx * fx / f4[1]), largest.shape[1] - 1)
+        if largest[iy, ix]:
+            inside.append(int(k))
+    if not inside or len(inside) > _LIMB_BONES_PER_PART:
+        return 0.0
+    objs = ndi.find_objects(lab)
+    for k in inside:
+        box = objs[k - 1]
+        piece = np.pad(lab[box] == k, 1)
+        filled = _fill_holes(piece)
+        area = float(filled.sum()) * bcm2
+        cavity = (float(filled.sum()) - float(piece.sum())) * bcm2
+        diameter_mm = 20.0 * np.sqrt(area / np.pi)
+        if not (_RING_DIAMETER_MM[0] <= diameter_mm <= _RING_DIAMETER_MM[1]):
+            continue
+        if cavity < max(_RING_CAVITY * area, _RING_CAVITY_MIN_CM2):
+            continue
+        if float(filled.sum()) / max(int(_convex_hull(filled).sum()), 1) >= _RING_SOLIDITY:
+            return 1.0
+    return 0.0
 
 
 def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float, px: float, fy: int, fx: int, *,
@@ -464,6 +520,7 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
         out["fat_fraction"] = (((sl >= _CT_FAT_HU[0]) & (sl < _CT_FAT_HU[1])) & filled).sum() / area_px
         out["soft_tissue_fraction"] = (((sl >= _CT_SOFT_HU[0]) & (sl < _CT_SOFT_HU[1])) & filled).sum() / area_px
         out["bone_fraction"] = bright.sum() / area_px
+        out["limb_ring"] = _limb_ring(full, py / fy, px / fx, bright_thr, big, (fy, fx))
     return out
 
 
@@ -1164,11 +1221,9 @@ def _ct_veto(label: str, d: SceneDescriptors) -> bool:
     return False
 
 
-#: CT paired limbs (:func:`paired_limbs`): a limb holds at most this many long bones per part (a femur; tibia and
-#: fibula; radius and ulna), and the landmark is extremity evidence with this likelihood ratio on the calibrated
-#: odds. Chosen, not fitted, as :data:`_HEAD_LR` and :data:`_LIVER_LR`: p >= 0.5 only where the model already gives
-#: extremity >= 0.09.
-_LIMB_BONES_PER_PART = 2.0
+#: CT limb landmarks (:func:`paired_limbs`, :func:`limb_bone`): extremity evidence with this likelihood ratio on
+#: the calibrated odds (once, when either or both hold). Chosen, not fitted, as :data:`_HEAD_LR` and
+#: :data:`_LIVER_LR`: p >= 0.5 only where the model already gives extremity >= 0.09.
 _LIMBS_LR = 10.0
 
 
@@ -1187,6 +1242,16 @@ def paired_limbs(d: SceneDescriptors, *, is_ct: bool = True) -> bool:
     n = float(v.get("n_components", 1.0))
     return bool(is_ct and n >= 2 and v["area_cm2"] < _CT_TRUNK_MIN_CM2 and v.get("dark_blob", 0.0) < _LUNG_BLOB
                 and v.get("bone_pieces", 0.0) <= _LIMB_BONES_PER_PART * n)
+
+
+def limb_bone(d: SceneDescriptors, *, is_ct: bool = True) -> bool:
+    """Whether a CT slab shows a limb's long bone: on most of its slices the largest body part holds at most two
+    bone pieces, one of them a cortical ring around a medullary cavity 18-40 mm across (:func:`_limb_ring`: a
+    femur, tibia or humerus shaft), and the slab holds no lungs. The trunk's largest part holds a vertebra with the
+    ribs or the pelvic ring (more pieces), its vertebral bodies are larger or ringed by their arch (concave), and a
+    rib is smaller; the head holds the skull."""
+    v = d.values
+    return bool(is_ct and v.get("limb_ring", 0.0) >= 0.5 and v.get("dark_blob", 0.0) < _LUNG_BLOB)
 
 
 def _with_lr(row: np.ndarray, j: int, lr: float) -> np.ndarray:
@@ -1350,13 +1415,14 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
     # side by side (likelihood ratio _LIMBS_LR for extremity on the calibrated odds)
     if profile.is_ct and "extremity" in classes:
         j = classes.index("extremity")
-        limbs = [i for i, (_, _, d) in enumerate(slabs) if paired_limbs(d)]
+        limbs = [i for i, (_, _, d) in enumerate(slabs) if paired_limbs(d) or limb_bone(d)]
         for i in limbs:
             cal[i] = _with_lr(cal[i], j, _LIMBS_LR)
             supported.add(i)
         if limbs:
-            notes.append(f"scene: CT paired limbs (two or more separate parts smaller than a trunk, a limb's bones, no "
-                         f"lungs): extremity evidence in {len(limbs)} slab(s)")
+            notes.append(f"scene: CT limbs (two or more separate parts smaller than a trunk with a limb's bones, or a "
+                         f"long bone's cortical ring in the largest part; no lungs): extremity evidence in "
+                         f"{len(limbs)} slab(s)")
     # PET: uptake landmarks (liver, its dome, the bladder) place the trunk's regions and the legs by adult anatomy
     marks = pet_landmarks(profile)
     forced: dict[int, str] = {}

@@ -11,8 +11,8 @@ import pydicom
 import pytest
 
 from dicomnode.analysis.pipeline import Context, run_steps
-from dicomnode.analysis.scene import (SceneDescriptors, SceneProfile, paired_limbs, profile_slabs, recognise,
-                                      scene_profile)
+from dicomnode.analysis.scene import (SceneDescriptors, SceneProfile, limb_bone, paired_limbs, profile_slabs,
+                                      recognise, scene_profile)
 from dicomnode.commands.train import load_volume
 from dicomnode.jobs.chain import _header_strings
 from dicomnode.steps import registry
@@ -44,6 +44,59 @@ def test_paired_limbs_found_on_the_thigh_cts_and_on_no_trunk_or_head_ct():
     for series in ("chest-ct/A0002_B40f", "head-ct/CT", "sts/STS_002/CT"):
         _, _, slabs = _slabs_of(series)
         assert not any(paired_limbs(d) for _, _, d in slabs), series
+
+
+def test_limb_bone_ring_found_on_the_femur_and_on_no_trunk_or_head_ct():
+    """STS_001's CT shows the femur's cortical ring around its marrow in the thigh (its lower four slabs); the
+    STS_003 crop holds no femur (the femora lie outside it), the STS_002 crop the iliac wing and sacrum; the chest
+    CT (vertebrae, ribs), its 20 cm crops and the head CT none."""
+    from dicomnode.scene_training import crop_fov
+
+    _, prof, slabs = _slabs_of("sts/STS_001/CT")
+    assert np.nansum(prof.per_slice["limb_ring"]) >= 8
+    assert [limb_bone(d) for _, _, d in slabs][-4:] == [True] * 4
+    for series in ("sts/STS_002/CT", "sts/STS_003/CT", "chest-ct/A0002_B40f", "head-ct/CT"):
+        v, prof, slabs = _slabs_of(series)
+        assert np.nansum(prof.per_slice["limb_ring"]) == 0 and not any(limb_bone(d) for _, _, d in slabs), series
+        if series.startswith("chest"):
+            for where in ((0.45, 0.3), (0.45, 0.7), (0.5, 0.5)):
+                c = crop_fov(v, 200.0, where)
+                cp = scene_profile(c.array, c.spacing_mm, direction=c.direction, origin_mm=c.origin_mm,
+                                   modality="CT", unit="HU")
+                assert np.nansum(cp.per_slice["limb_ring"]) == 0, where
+
+
+def _limb_slice(bone: str) -> np.ndarray:
+    """A 0.8 mm axial CT slice: a round limb of muscle (40 HU, 140 mm across) in air with one bone at its centre:
+    a femur's cortical ring (outer 28 mm, marrow 14 mm of fat), a solid disc of the same size, or a rib-sized ring."""
+    n, px = 256, 0.8
+    yy, xx = (np.mgrid[:n, :n] - n / 2) * px
+    r = np.hypot(yy, xx)
+    img = np.where(r < 70, 40.0, -1000.0)
+    outer, inner = {"femur": (14.0, 7.0), "disc": (14.0, 0.0), "rib": (6.0, 3.0)}[bone]
+    img[(r < outer) & (r >= inner)] = 1200.0
+    img[r < inner] = -60.0
+    return img.astype(np.float32)
+
+
+@pytest.mark.parametrize("bone, ring", [("femur", 1.0), ("disc", 0.0), ("rib", 0.0)])
+def test_limb_ring_is_a_cortical_ring_of_a_long_bone_size(bone, ring):
+    img = np.stack([_limb_slice(bone)] * 24)
+    prof = scene_profile(img, (10.0, 0.8, 0.8), modality="CT", unit="HU")
+    assert np.nanmedian(prof.per_slice["limb_ring"]) == ring
+
+
+def test_limb_ring_needs_few_bones_in_the_largest_part():
+    """The same femur ring among five more bone pieces (a trunk's vertebra and ribs) is no limb."""
+    img = _limb_slice("femur")
+    for k in range(5):
+        a = 2 * np.pi * k / 5
+        cy, cx = int(128 + 60 * np.sin(a)), int(128 + 60 * np.cos(a))
+        img[cy - 4:cy + 4, cx - 4:cx + 4] = 1200.0
+    prof = scene_profile(np.stack([img] * 24), (10.0, 0.8, 0.8), modality="CT", unit="HU")
+    assert np.nanmax(prof.per_slice["limb_ring"]) == 0.0
+    assert not limb_bone(SceneDescriptors({"limb_ring": 1.0, "dark_blob": 0.3}))  # lungs: a chest
+    assert not limb_bone(SceneDescriptors({"limb_ring": 1.0, "dark_blob": 0.0}), is_ct=False)
 
 
 def test_paired_limbs_needs_parts_a_limb_size_no_lungs_and_few_bones():
@@ -81,7 +134,7 @@ def test_paired_limbs_raise_extremity_on_ct_only_where_the_model_gives_some():
     res = recognise(prof, slabs, np.tile([0.5, 0.3, 0.2], (4, 1)), classes)
     assert res.label == "extremity" and res.probabilities["extremity"] == pytest.approx(0.3 * 10 / (1 + 0.3 * 9 + 0.0),
                                                                                            abs=0.02), res
-    assert any("paired limbs" in n for n in res.notes)
+    assert any("CT limbs" in n for n in res.notes)
     weak = recognise(prof, slabs, np.tile([0.6, 0.05, 0.35], (4, 1)), classes)
     assert weak.label == "unknown", weak  # abdomen vetoed (two parts), extremity 0.34: no region
 
