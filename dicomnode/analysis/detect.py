@@ -73,7 +73,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -1882,7 +1882,7 @@ def _hot_regions(img: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[f
 
 def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), foreground: np.ndarray | None = None,
            settings: DetectionSettings = DetectionSettings(), solid_range: tuple[float, float] | None = None,
-           bowel_possible: bool = True, **options) -> DetectionResult:
+           no_bowel_z_mm: Sequence[tuple[float, float]] = (), **options) -> DetectionResult:
     """Run a detector on a volume and give each finding its centroid in patient coordinates.
 
     Parameters
@@ -1907,10 +1907,11 @@ def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), for
         ``solid_lumpiness``, ``solid_mass`` = 1). On MR, a dark candidate whose mean lies below the range is a
         signal void (bowel gas, bone), no soft-tissue mass: probability x 0.1, feature ``signal_void`` = 1.
         Default: none (blob search only).
-    bowel_possible : bool, optional
-        On MR, whether the field of view can hold a bowel loop or the stomach (the detect step says False where the
-        scene is head or neck). Air inside the body is never a finding on MR (:func:`air_voids`); where bowel is
-        possible, a bright region under a gas cap is bowel content (:func:`gas_capped`). Default True.
+    no_bowel_z_mm : sequence of (float, float), optional
+        On MR, the stretches of patient z (LPS, mm, ``(low, high)``) that hold no bowel loop and no stomach (the
+        detect step gives the scene's head and neck regions; ``[(-inf, inf)]`` for a series that is all head).
+        Air inside the body is never a finding on MR (:func:`air_voids`); a bright region whose centroid lies outside
+        these stretches and under a gas cap is bowel content (:func:`gas_capped`). Default: none (bowel anywhere).
     **options
         Keywords of :func:`detect_lung` or :func:`detect_tissue`. ``calibration`` is applied here, last, to every
         candidate (the solid mass included), the top candidate being the highest-scoring one overall.
@@ -1938,7 +1939,7 @@ def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), for
         if solid_range is not None:  # ---- solid masses (extremity branch): the thickest solid lump in a limb
             res = _with_solid_mass(res, volume, fg, solid_range, settings)
         if volume.modality == "MR":  # ---- normal anatomy on MR: air in the body, gas-capped fluid in a lumen
-            res = _with_mr_normal_anatomy(res, volume, fg, settings, bowel_possible=bowel_possible)
+            res = _with_mr_normal_anatomy(res, volume, fg, settings, no_bowel_z_mm=no_bowel_z_mm)
     else:
         raise ValueError(f"method must be 'lung' or 'tissue_model', got {method!r}")
     if calibration is not None:
@@ -2045,18 +2046,28 @@ MR_NORMAL_FACTOR = 0.1
 
 
 def _with_mr_normal_anatomy(res: DetectionResult, volume: Volume, foreground: np.ndarray,
-                            settings: DetectionSettings, *, bowel_possible: bool = True) -> DetectionResult:
-    """``res`` with the MR candidates that are normal anatomy down-weighted (:func:`air_voids`, and where bowel is
-    possible :func:`gas_capped`), ranked and limited again."""
+                            settings: DetectionSettings, *,
+                            no_bowel_z_mm: Sequence[tuple[float, float]] = ()) -> DetectionResult:
+    """``res`` with the MR candidates that are normal anatomy down-weighted (:func:`air_voids`; and
+    :func:`gas_capped` on the candidates whose patient z lies outside ``no_bowel_z_mm``: in the head, air in front of
+    a bright region is a sinus, not a lumen's gas cap), ranked and limited again."""
     found = [*res.findings, *res.rejected]
     if not found or not foreground.any():
         return res
     notes = list(res.notes)
     reference = float(np.median(volume.array[foreground]))
-    air = (volume.array < AIR_FRACTION_MR * reference) & foreground
     found = air_voids(found, volume.array, volume.spacing_mm, reference, notes)
-    if bowel_possible:  # in the head, air in front of a bright region is a sinus, not a lumen's gas cap
-        found = gas_capped(found, air, volume.spacing_mm, _anterior_step(volume), notes)
+
+    def bowel_possible(f: Finding) -> bool:
+        z = float(volume.index_to_patient(np.asarray(f.centroid_zyx))[0][2])
+        return not any(min(a, b) <= z <= max(a, b) for a, b in no_bowel_z_mm)
+
+    lumen = [bowel_possible(f) for f in found]
+    if any(lumen):
+        air = (volume.array < AIR_FRACTION_MR * reference) & foreground
+        capped = iter(gas_capped([f for f, b in zip(found, lumen) if b], air, volume.spacing_mm,
+                                 _anterior_step(volume), notes))
+        found = [next(capped) if b else f for f, b in zip(found, lumen)]
     ok, rejected = _split(found, settings)
     return DetectionResult(ok, rejected, res.n_candidates, tuple(notes))
 
@@ -2075,6 +2086,23 @@ def _anterior_step(volume: Volume) -> tuple[int, int] | None:
 def _reweighted(f: Finding, factor: float, **features: float) -> Finding:
     return Finding(f.label, f.mask, f.box, f.centroid_zyx, f.volume_ml, f.diameter_mm, f.probability * factor,
                    {**f.features, **features}, f.centroid_mm)
+
+
+def _judged(found: Sequence[Finding], judge: Callable[[Finding], tuple[bool, dict[str, float]] | None],
+            factor: float) -> tuple[list[Finding], int]:
+    """Each candidate judged by a normal-anatomy rule: ``judge`` gives None (the rule does not apply: the candidate
+    is kept as it is) or (normal, features): the features are added, and a normal one's probability is multiplied
+    by ``factor``. Returns the candidates in their order and how many were normal."""
+    out, n = [], 0
+    for f in found:
+        verdict = judge(f)
+        if verdict is None:
+            out.append(f)
+            continue
+        normal, features = verdict
+        out.append(_reweighted(f, factor if normal else 1.0, **features))
+        n += normal
+    return out, n
 
 
 def air_voids(found: Sequence[Finding], image: np.ndarray, spacing_mm: Sequence[float], reference: float,
@@ -2118,20 +2146,18 @@ def air_voids(found: Sequence[Finding], image: np.ndarray, spacing_mm: Sequence[
     if not (0 < air_fraction < 1 and core_mm >= 0 and 0 <= factor <= 1):
         raise ValueError(f"air_fraction must be in (0, 1), core_mm >= 0 and factor in [0, 1], got {air_fraction}, "
                          f"{core_mm}, {factor}")
-    out, n = [], 0
-    for f in found:
+
+    def judge(f: Finding) -> tuple[bool, dict[str, float]] | None:
         if f.features.get("polarity") != -1.0 or f.features.get("signal_void") or not f.mask.any():
-            out.append(f)  # bright, or already down-weighted as a signal void in a limb (:func:`_signal_voids`)
-            continue
+            return None  # bright, or already down-weighted as a signal void in a limb (:func:`_signal_voids`)
         depth = ndi.distance_transform_edt(np.pad(f.mask, 1), sampling=spacing_mm)[1:-1, 1:-1, 1:-1]
         core = f.mask & (depth >= min(core_mm, float(depth[f.mask].max())))
         level = float(np.median(image[f.box][core])) / reference
         if level < air_fraction:
-            f = _reweighted(f, factor, air_void=1.0, core_to_reference=level)
-            n += 1
-        else:
-            f = _reweighted(f, 1.0, core_to_reference=level)
-        out.append(f)
+            return True, {"air_void": 1.0, "core_to_reference": level}
+        return False, {"core_to_reference": level}
+
+    out, n = _judged(found, judge, factor)
     if n and notes is not None:
         notes.append(f"{n} dark region(s) with the level of air in their core (< {air_fraction:g} x the body's "
                      f"median {reference:.4g}: sinuses, mastoid cells, airway, bowel gas or lung, no tissue) "
@@ -2187,11 +2213,10 @@ def gas_capped(found: Sequence[Finding], air: np.ndarray, spacing_mm: Sequence[f
         return list(found)
     ax, step = anterior
     n_steps = max(1, int(round(reach_mm / float(spacing_mm[ax]))))
-    out, n = [], 0
-    for f in found:
+
+    def judge(f: Finding) -> tuple[bool, dict[str, float]] | None:
         if f.features.get("polarity") != 1.0 or not f.mask.any():
-            out.append(f)
-            continue
+            return None
         full = np.pad(f.mask, [(1, 1) if a == ax else (0, 0) for a in range(3)])  # the box, one slab more each side
         ahead = np.zeros_like(full)  # ahead[i] = full[i + step]
         src = [slice(None)] * 3
@@ -2208,11 +2233,10 @@ def gas_capped(found: Sequence[Finding], air: np.ndarray, spacing_mm: Sequence[f
             capped[inside] |= air[tuple(j[inside].T)]
         frac = float(capped.mean())
         if frac >= min_fraction:
-            f = _reweighted(f, factor, gas_cap=frac, bowel_content=1.0)
-            n += 1
-        else:
-            f = _reweighted(f, 1.0, gas_cap=frac)
-        out.append(f)
+            return True, {"gas_cap": frac, "bowel_content": 1.0}
+        return False, {"gas_cap": frac}
+
+    out, n = _judged(found, judge, factor)
     if n and notes is not None:
         notes.append(f"{n} bright region(s) with gas within {reach_mm:g} mm in front of >= {min_fraction:.0%} of "
                      f"their anterior surface (fluid under its gas cap in a lumen: stomach or bowel content, no "

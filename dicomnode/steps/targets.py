@@ -143,6 +143,22 @@ def _limb_solid_range(ctx: Context, body: np.ndarray | None) -> tuple[float, flo
         return None
 
 
+#: scene labels of the body where no stomach or bowel lies (air in front of a bright region there is a sinus)
+NO_BOWEL = ("head", "neck")
+
+
+def _no_bowel_z_mm(ctx: Context) -> list[tuple[float, float]]:
+    """The stretches of patient z (LPS, mm) where the scene (run before detect) says head or neck: the bowel rules
+    do not apply to a candidate there. A series whose dominant label is head or neck and that has no region of the
+    trunk or a limb is head or neck throughout (its regions' bounds are slab centres: the edge slices count too)."""
+    scene = ctx.scene or {}
+    regions = scene.get("regions") or []
+    others = [r for r in regions if r.get("label") not in (*NO_BOWEL, "unknown")]
+    if scene.get("label") in NO_BOWEL and not others:
+        return [(-np.inf, np.inf)]
+    return [(float(min(r["z_mm"])), float(max(r["z_mm"]))) for r in regions if r.get("label") in NO_BOWEL]
+
+
 def _in_limb(ctx: Context, res: Any) -> Any:
     """A solid mass outside the scene's extremity regions (when the dominant label is another) is dropped."""
     scene = ctx.scene or {}
@@ -203,10 +219,8 @@ def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
         if model_name == CALIBRATED or _is_calibration_file(model_name):
             opts["calibration"] = _calibration(model_name, v.modality)
         limb = _limb_solid_range(ctx, None if body is None else body.mask)  # solid masses (extremity branch)
-        # no stomach or bowel where the scene says head or neck: a sinus in front of a bright region is no gas cap
-        bowel = (ctx.scene or {}).get("label") not in ("head", "neck")
         res = _detect.detect(v, method="tissue_model", foreground=None if body is None else body.mask,
-                             settings=settings, solid_range=limb, bowel_possible=bowel, **opts)
+                             settings=settings, solid_range=limb, no_bowel_z_mm=_no_bowel_z_mm(ctx), **opts)
         if limb is not None:
             res = _in_limb(ctx, res)
     ctx.notes.extend(f"detect.{method}: {n}" for n in res.notes)

@@ -127,7 +127,7 @@ def test_fluid_under_a_gas_cap_is_bowel_content_and_a_cyst_in_tissue_stays():
     zyx, body, img, fluid, cyst = _abdomen()
     vol = Volume(img, SP, modality="MR")
     res = detect(vol, method="tissue_model", foreground=body, settings=ALL)
-    off = detect(vol, method="tissue_model", foreground=body, settings=ALL, bowel_possible=False)
+    off = detect(vol, method="tissue_model", foreground=body, settings=ALL, no_bowel_z_mm=[(-np.inf, np.inf)])
     found, plain = [*res.findings, *res.rejected], [*off.findings, *off.rejected]
     s, s0 = _candidate_at(found, fluid, 10.0), _candidate_at(plain, fluid, 10.0)
     c, c0 = _candidate_at(found, cyst), _candidate_at(plain, cyst)
@@ -136,7 +136,7 @@ def test_fluid_under_a_gas_cap_is_bowel_content_and_a_cyst_in_tissue_stays():
     assert s.probability == pytest.approx(0.1 * s0.probability, rel=1e-6)
     assert c.features["gas_cap"] == 0.0 and "bowel_content" not in c.features
     assert c.probability == pytest.approx(c0.probability, rel=1e-6)
-    assert "gas_cap" not in s0.features  # bowel_possible=False (the head): the rule does not run
+    assert "gas_cap" not in s0.features  # all the series is head: the rule does not run
     assert any("gas cap" in n for n in res.notes)
 
 

@@ -111,6 +111,41 @@ def test_detect_step_down_weights_signal_voids_on_mr_in_a_limb():
         assert probs[name]["probability"] == pytest.approx(0.1 * probs["raw"]["probability"], rel=1e-3, abs=1e-4)
 
 
+@pytest.mark.parametrize("scene, capped", [
+    (None, True),
+    ({"label": "abdomen", "regions": [{"label": "abdomen", "z_mm": [0.0, 120.0], "probability": 0.8}]}, True),
+    ({"label": "head", "regions": [{"label": "head", "z_mm": [0.0, 116.0], "probability": 0.9}]}, False),
+    # a series from the neck down: the bowel rule is off at the level of the neck only, read at each candidate
+    ({"label": "abdomen", "regions": [{"label": "neck", "z_mm": [40.0, 116.0], "probability": 0.7},
+                                      {"label": "abdomen", "z_mm": [0.0, 40.0], "probability": 0.8}]}, False),
+    ({"label": "neck", "regions": [{"label": "neck", "z_mm": [90.0, 116.0], "probability": 0.7},
+                                   {"label": "abdomen", "z_mm": [0.0, 90.0], "probability": 0.6}]}, True),
+])
+def test_detect_step_reads_the_scene_region_at_each_candidate_for_the_bowel_rule(scene, capped):
+    """Fluid under a gas cap (the stomach of tests/analysis/test_mr_normal.py, centroid at z 60-66 mm) is bowel
+    content where the scene's region at its level is not head or neck, whatever the series' dominant label; a
+    series that is all head gets no bowel rule anywhere."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
+    from test_mr_normal import SP as MR_SP, _abdomen
+
+    registry()
+    _, body, img, fluid, _ = _abdomen()
+    v = Volume(img, MR_SP, (0.0, 0.0, 0.0), np.eye(3), "MR", "")
+    ctx = Context(volume=v, original=v)
+    ctx.scene = scene
+    run_steps(ctx, ["segment", "detect"], {"segment": {"method": "generic"},
+                                           "detect": {"method": "tissue_model", "probability_threshold": 0.0,
+                                                      "max_findings": 50, "min_diameter_mm": 4.0,
+                                                      "min_volume_ml": 0.03}})
+    z, y, x = fluid
+    at = [f for f in ctx.findings if (f["centroid_mm"][2] - z) ** 2 + (f["centroid_mm"][1] - y) ** 2
+          + (f["centroid_mm"][0] - x) ** 2 <= 10.0 ** 2]
+    assert at
+    feats = at[0]["detect_features"]
+    assert (feats.get("bowel_content") == 1.0) is capped
+    assert ("gas_cap" in feats) is capped
+
+
 def test_shipped_ct_and_mr_profiles_run_the_scene_before_detect():
     from dicomnode.config.node import load_default_profiles
 
