@@ -1461,9 +1461,9 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
                          f"behind it) from z = {zb_.min():.0f} to {zb_.max():.0f} mm: chest in {n_breast} slab(s)")
     labels: list[str] = []
     if diffusion_map:
-        notes.append(f"scene: {diffusion_map}: a diffusion image, whose intensities the scene model does not read "
-                     "(fat suppressed, fluid bright); only landmarks that do not read intensities as tissue name a "
-                     f"region ({len(supported)} of {len(slabs)} slab(s))")
+        notes.append(f"scene: a diffusion image or map ({diffusion_map}): the scene model does not read its "
+                     "intensities (fat suppressed, fluid bright); only landmarks that do not read intensities as "
+                     f"tissue name a region ({len(supported)} of {len(slabs)} slab(s))")
     for i, (_, _, d) in enumerate(slabs):
         if i in forced:
             labels.append(forced[i])

@@ -11,7 +11,9 @@
 mm); labels are ``head``, ``neck``, ``chest``, ``abdomen``, ``pelvis``, ``extremity`` or ``unknown``
 (:func:`dicomnode.analysis.scene.recognise`). ``label`` and ``probabilities`` are those of the dominant region
 (the longest labelled one); ``label`` is ``unknown`` for phantoms, localizers, fields of view too small to tell
-and whenever no stretch reaches p = 0.5 or the landmarks contradict the model. ``lungs_in_view`` is True/False on
+and whenever no stretch reaches p = 0.5 or the landmarks contradict the model; on an MR diffusion image or map
+(ImageType ADC, DIFFUSION, TRACEW...; or its description, :func:`diffusion_image`) only landmarks that do not read
+intensities as tissue name a slab. ``lungs_in_view`` is True/False on
 CT (lung-like air inside the body, crops included), None otherwise.
 ``header_body_part`` is read from BodyPartExamined, else from the series/study descriptions and protocol name,
 mapped to ``head``, ``neck``, ``chest``, ``abdomen``, ``pelvis``, ``extremity`` (None when they say nothing usable,
@@ -173,7 +175,7 @@ def _scene_step(ctx: Context, params: Mapping[str, Any]) -> None:
         classes, P = tuple(m.card.classes), np.zeros((0, len(m.card.classes)))
     dwi = diffusion_image({**ctx.header, "Modality": v.modality}) if v.modality.upper() == "MR" else None
     res = recognise(prof, slabs, P, classes, temperature=_temperature(extra, prof.is_ct),
-                    diffusion_map=f"the header marks a diffusion image ({dwi})" if dwi else None)
+                    diffusion_map=dwi)
     ctx.notes.extend(res.notes)
     regions = header_regions(ctx.header)
     agrees: bool | None

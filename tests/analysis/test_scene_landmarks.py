@@ -183,4 +183,4 @@ def test_abdomen_adc_through_the_step_is_unknown_with_a_note():
     ctx = Context(volume=v, original=v, header=header)
     run_steps(ctx, ["scene"], {"scene": {"model": "scene"}})
     assert ctx.scene["label"] == "unknown", ctx.scene
-    assert any("diffusion image (ImageType ADC)" in n for n in ctx.notes), ctx.notes
+    assert any("a diffusion image or map (ImageType ADC)" in n for n in ctx.notes), ctx.notes
