@@ -377,11 +377,15 @@ def _bone_pieces(full: np.ndarray, sy: float, sx: float, bone_thr: float) -> flo
 #: outer equivalent diameter within _RING_DIAMETER_MM (adult humerus shaft ~20 mm, femur 25-35 mm, tibia 25-35 mm;
 #: a rib is smaller, a femoral or humeral head, a lumbar vertebral body and the pelvic bones larger or not rings),
 #: the cavity at least _RING_CAVITY of the filled section and _RING_CAVITY_MIN_CM2 (femoral canal 10-15 mm wide),
-#: the filled section convex (solidity >= _RING_SOLIDITY: a vertebra's arch and processes make it concave).
+#: the filled section convex (solidity >= _RING_SOLIDITY: a vertebra's arch and processes make it concave) and
+#: the cavity at its centre (centroids at most _RING_CENTRED x the diameter apart: a shaft's cortex is 4-8 mm all
+#: round, an offset of about 2 mm or 0.07 x 28 mm; a vertebra ringed by its arch has its canal behind the body, about
+#: 0.3 x its diameter off centre).
 _RING_DIAMETER_MM = (18.0, 40.0)
 _RING_CAVITY = 0.1
 _RING_CAVITY_MIN_CM2 = 0.3
 _RING_SOLIDITY = 0.85
+_RING_CENTRED = 0.15
 #: Bone pieces a limb's section holds at most (femur; tibia and fibula; radius and ulna).
 _LIMB_BONES_PER_PART = 2.0
 
@@ -422,6 +426,10 @@ def _limb_ring(full: np.ndarray, sy: float, sx: float, bone_thr: float, largest:
         if not (_RING_DIAMETER_MM[0] <= diameter_mm <= _RING_DIAMETER_MM[1]):
             continue
         if cavity < max(_RING_CAVITY * area, _RING_CAVITY_MIN_CM2):
+            continue
+        cy, cx = ndi.center_of_mass(filled)
+        hy, hx = ndi.center_of_mass(filled & ~piece)
+        if np.hypot((cy - hy) * sy * fy, (cx - hx) * sx * fx) > _RING_CENTRED * diameter_mm:
             continue
         if float(filled.sum()) / max(int(_convex_hull(filled).sum()), 1) >= _RING_SOLIDITY:
             return 1.0

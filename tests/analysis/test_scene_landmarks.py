@@ -68,18 +68,20 @@ def test_limb_bone_ring_found_on_the_femur_and_on_no_trunk_or_head_ct():
 
 def _limb_slice(bone: str) -> np.ndarray:
     """A 0.8 mm axial CT slice: a round limb of muscle (40 HU, 140 mm across) in air with one bone at its centre:
-    a femur's cortical ring (outer 28 mm, marrow 14 mm of fat), a solid disc of the same size, or a rib-sized ring."""
+    a femur's cortical ring (outer 28 mm, marrow 14 mm of fat), a solid disc of the same size, a rib-sized ring, or
+    a disc with its hole 6 mm off centre (a vertebral body ringed by its arch round the canal behind it)."""
     n, px = 256, 0.8
     yy, xx = (np.mgrid[:n, :n] - n / 2) * px
     r = np.hypot(yy, xx)
     img = np.where(r < 70, 40.0, -1000.0)
-    outer, inner = {"femur": (14.0, 7.0), "disc": (14.0, 0.0), "rib": (6.0, 3.0)}[bone]
-    img[(r < outer) & (r >= inner)] = 1200.0
-    img[r < inner] = -60.0
+    outer, inner = {"femur": (14.0, 7.0), "disc": (14.0, 0.0), "rib": (6.0, 3.0), "vertebra": (14.0, 6.0)}[bone]
+    hole = np.hypot(yy - (6.0 if bone == "vertebra" else 0.0), xx) < inner
+    img[(r < outer) & ~hole] = 1200.0
+    img[hole] = -60.0
     return img.astype(np.float32)
 
 
-@pytest.mark.parametrize("bone, ring", [("femur", 1.0), ("disc", 0.0), ("rib", 0.0)])
+@pytest.mark.parametrize("bone, ring", [("femur", 1.0), ("disc", 0.0), ("rib", 0.0), ("vertebra", 0.0)])
 def test_limb_ring_is_a_cortical_ring_of_a_long_bone_size(bone, ring):
     img = np.stack([_limb_slice(bone)] * 24)
     prof = scene_profile(img, (10.0, 0.8, 0.8), modality="CT", unit="HU")
