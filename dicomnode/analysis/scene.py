@@ -27,6 +27,9 @@
 * *uptake* (PET and other non-CT, per slice only, not a model feature): the peak of the 3 x 3 local mean and the
   largest region of moderately raised signal (2-8 x the body's median: the liver on FDG PET), for
   :func:`pet_landmarks`;
+* *limb ring* (CT, per slice only, not a model feature): whether the largest body part holds at most two bone
+  pieces, one of them a long bone's cortical ring around its medullary cavity (a femur, tibia or humerus shaft),
+  for :func:`limb_bone`;
 * *liver* (MR and other non-CT, per slice only, not a model feature): the largest homogeneous organ region of the
   trunk, its side of the midline (right and left from the direction cosines) and how much of its mirror image is
   homogeneous too, for :func:`liver_slices` (:func:`_mr_landmarks`);
@@ -1326,7 +1329,9 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
     ``min_probability``, or when a landmark contradicts it (CT: lungs in a slab called head, pelvis or
     extremity; no lungs in one called chest; many separate bones in one called extremity); on PET, uptake
     landmarks (:func:`pet_landmarks`: the liver and its dome, the bladder) set the label of every slab by adult
-    anatomy (:func:`landmark_label`, probability ``_LANDMARK_P``); the vertex (:func:`vertex_z`) is head evidence
+    anatomy (:func:`landmark_label`, probability ``_LANDMARK_P``); on CT, limbs (:func:`paired_limbs`: two or more
+    separate parts smaller than a trunk; :func:`limb_bone`: a long bone's cortical ring) are extremity evidence
+    (likelihood ratio ``_LIMBS_LR``); on a diffusion image (``diffusion_map``) only landmarks name a slab; the vertex (:func:`vertex_z`) is head evidence
     within a head's length below it (likelihood ratio ``_HEAD_LR`` on the calibrated odds) and no slab without a
     vertex above it is a head; a lone slab whose neighbours say otherwise is ``unknown`` (every region is longer
     than one slab);
