@@ -2067,7 +2067,8 @@ def _with_mr_normal_anatomy(res: DetectionResult, volume: Volume, foreground: np
     if not found or not foreground.any():
         return res
     notes = list(res.notes)
-    reference = float(np.median(volume.array[foreground]))
+    # the body's median, partitioned in the one copy the mask makes (no second copy: same value)
+    reference = float(np.median(volume.array[foreground], overwrite_input=True))
     found = air_voids(found, volume.array, volume.spacing_mm, reference, notes)
 
     def bowel_possible(f: Finding) -> bool:
@@ -2076,7 +2077,8 @@ def _with_mr_normal_anatomy(res: DetectionResult, volume: Volume, foreground: np
 
     lumen = [bowel_possible(f) for f in found]
     if any(lumen):
-        air = (volume.array < AIR_FRACTION_MR * reference) & foreground
+        air = volume.array < AIR_FRACTION_MR * reference
+        air &= foreground
         capped = iter(gas_capped([f for f, b in zip(found, lumen) if b], air, volume.spacing_mm,
                                  _anterior_step(volume), notes))
         found = [next(capped) if b else f for f, b in zip(found, lumen)]
