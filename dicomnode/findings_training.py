@@ -32,6 +32,11 @@ per method and modality were tried and did worse held out (docs/models.md; the l
 tissue two with a tumour). Every probability is capped at :data:`CAP`: with about 20 true candidates no bin above
 0.9 can be shown calibrated, so the node never claims more.
 
+PET's map is fitted with true PET candidates of inserted lesions too (``fit_findings(..., inserted=...)``, the
+table of :mod:`dicomnode.evaluation.inserted`): slope and top weight from real and inserted candidates together with
+an intercept per stratum (inserting lesions changes the prevalence, not the discrimination), the intercept the real
+series', shifted to a prior of :data:`LESIONS_PER_SERIES` lesions per series (docs/models.md, branch petcal).
+
 Candidates are cached per series (:class:`CandidateCache`, keyed by the files, the profile and the analysis code), so
 a second run costs the fits only (milliseconds).
 """
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,7 +55,7 @@ import numpy as np
 
 from dicomnode.analysis.detect import ScoreCalibration
 
-__all__ = ["C", "CAP", "LOGIT_CLIP", "MODALITY_LOGIT_CLIP", "REPORTING", "TOP_MIN_SCORE", "Candidate", "CandidateCache", "FindingsCalibration", "apply",
+__all__ = ["C", "CAP", "LESIONS_PER_SERIES", "LOGIT_CLIP", "MODALITY_LOGIT_CLIP", "REPORTING", "TOP_MIN_SCORE", "Candidate", "CandidateCache", "FindingsCalibration", "apply",
            "collect_candidates", "fit_findings", "group_of", "key", "leave_one_patient_out", "read_calibration",
            "reliability", "score_series", "series_candidates"]
 
@@ -64,6 +70,13 @@ LOGIT_CLIP = 3.0
 #: saturates where physiological uptake does not, and metastatic disease is multifocal: no clip (the full range of
 #: a score clipped to 1e-9), so that a second saturated lesion can be reported too.
 MODALITY_LOGIT_CLIP = {"PT": 21.0}
+#: The prior number of lesions per series of these modalities, for the map fitted with inserted lesions: the real
+#: series' intercept is shifted by log(this / the true candidates per real training series) (a prior shift of the
+#: odds, as Saerens et al. 2002 adjust a classifier to new priors; the training series' own count is ~1.2 per
+#: series: sarcoma crops with their one tumour). A staging FDG PET shows the primary with its regional nodes and distant
+#: sites; PERCIST (and RECIST 1.1) measure up to 5 target lesions for that reason; 3 lies between the training
+#: cohort's 1 and the readers' 5 (docs/models.md, "branch petcal", how the figures move with it).
+LESIONS_PER_SERIES = {"PT": 3.0}
 #: The top candidate's weight applies only from this score on (the hand-set reporting threshold): on a series
 #: without a lesion the calibration then reports nothing the hand-set score would not.
 TOP_MIN_SCORE = 0.5
@@ -84,6 +97,8 @@ class Candidate:
     label: str = ""
     volume_ml: float = 0.0
     features: dict[str, float] = field(default_factory=dict)
+    #: from a series with lesions inserted (:mod:`dicomnode.evaluation.inserted`), not a real series
+    inserted: bool = False
 
 
 def group_of(method: str, modality: str) -> str:
@@ -101,6 +116,9 @@ class FindingsCalibration:
     patients: tuple[str, ...] = ()
     candidates: int = 0
     hits: int = 0
+    #: candidates of series with inserted lesions that the modality maps' slopes were fitted on, and how many true
+    inserted_candidates: int = 0
+    inserted_hits: int = 0
 
     def for_modality(self, modality: str) -> ScoreCalibration:
         """The map a series of this modality (DICOM Modality, e.g. "PT") uses."""
@@ -119,7 +137,8 @@ class FindingsCalibration:
                         "top_min_score; "
                         "by_modality: the map of that modality, else the default (dicomnode.findings_training)",
                 **one(self.mapping), "by_modality": {k: one(v) for k, v in sorted(self.by_modality.items())},
-                "training_patients": len(self.patients), "candidates": self.candidates, "hits": self.hits}
+                "training_patients": len(self.patients), "candidates": self.candidates, "hits": self.hits,
+                "inserted_candidates": self.inserted_candidates, "inserted_hits": self.inserted_hits}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "FindingsCalibration":
@@ -130,7 +149,8 @@ class FindingsCalibration:
                                     float(x.get("top_min_score", 0.0)))
         try:
             return cls(one(d), {str(k): one(v) for k, v in dict(d.get("by_modality") or {}).items()}, (),
-                       int(d.get("candidates", 0)), int(d.get("hits", 0)))
+                       int(d.get("candidates", 0)), int(d.get("hits", 0)), int(d.get("inserted_candidates", 0)),
+                       int(d.get("inserted_hits", 0)))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"not a findings calibration ({type(e).__name__}: {e}); write one with dicomnode "
                              "train --task findings") from None
@@ -178,12 +198,70 @@ def _fit_logistic(rows: Sequence[Candidate], clip: float) -> tuple[float, float,
     return float(res.x[0]), float(res.x[1]), float(res.x[2])
 
 
-def fit_findings(candidates: Sequence[Candidate], *, exclude: str | None = None) -> FindingsCalibration:
+def _fit_stratified(rows: Sequence[Candidate], strata: Sequence[int], clip: float,
+                    weights: Sequence[float] | None = None) -> tuple[float, float, float]:
+    """(slope, top_weight, intercept of stratum 0) of a logistic regression with one slope and top weight shared by
+    every stratum and an intercept per stratum (each stratum its own prevalence), each row weighted by ``weights``
+    (default 1), L2 penalty as :func:`_fit_logistic` (intercepts not penalised)."""
+    from scipy.optimize import minimize
+
+    q = np.clip(np.array([r.score for r in rows], dtype=float), 1e-9, 1 - 1e-9)
+    x = np.clip(np.log(q / (1 - q)), -clip, clip)
+    t = np.array([float(r.top and r.score >= TOP_MIN_SCORE) for r in rows])
+    y = np.array([float(r.true) for r in rows])
+    s = np.asarray(strata, dtype=int)
+    k = int(s.max()) + 1
+    onehot = np.eye(k)[s]
+    v = np.ones(len(rows)) if weights is None else np.asarray(weights, dtype=float)
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        z = w[0] * x + w[1] * t + w[2 + s]
+        g = v * (1.0 / (1.0 + np.exp(-z)) - y)
+        nll = float(np.sum(v * (np.logaddexp(0.0, z) - y * z)))
+        reg = (w[0] ** 2 + w[1] ** 2) / (2.0 * C)
+        grad = np.concatenate([[np.sum(g * x) + w[0] / C, np.sum(g * t) + w[1] / C], g @ onehot])
+        return nll + reg, grad
+
+    res = minimize(loss, np.concatenate([[0.5, 1.0], np.full(k, -2.0)]), jac=True, method="L-BFGS-B",
+                   bounds=[(0.0, None), (0.0, None)] + [(None, None)] * k)
+    return float(res.x[0]), float(res.x[1]), float(res.x[2])
+
+
+def _fit_intercept(rows: Sequence[Candidate], clip: float, slope: float, top_weight: float,
+                   expected_true: float | None = None) -> float:
+    """The intercept of the logistic map with ``slope`` and ``top_weight`` fixed such that the probabilities of
+    ``rows`` sum to ``expected_true`` (default: the number of true rows, the maximum-likelihood intercept)."""
+    from scipy.optimize import brentq
+
+    q = np.clip(np.array([r.score for r in rows], dtype=float), 1e-9, 1 - 1e-9)
+    z0 = slope * np.clip(np.log(q / (1 - q)), -clip, clip) + top_weight * np.array(
+        [float(r.top and r.score >= TOP_MIN_SCORE) for r in rows])
+    k = float(sum(r.true for r in rows)) if expected_true is None else float(expected_true)
+    k = min(max(k, 1e-6), len(rows) - 1e-6)
+
+    def excess(b: float) -> float:
+        return float(np.sum(1.0 / (1.0 + np.exp(-np.clip(z0 + b, -700, 700))))) - k
+
+    return float(brentq(excess, -200.0, 200.0))
+
+
+def fit_findings(candidates: Sequence[Candidate], *, exclude: str | None = None,
+                 inserted: Sequence[Candidate] = ()) -> FindingsCalibration:
     """Fit the calibration on ``candidates`` without those of patient ``exclude`` (one outer fold).
+
+    ``inserted``: candidates of series with inserted lesions (:mod:`dicomnode.evaluation.inserted`); those of
+    patient ``exclude`` are left out too. For each modality of :data:`MODALITY_LOGIT_CLIP` (PET) they hold true
+    candidates of, that modality's map is one logistic fit on that modality's real and inserted candidates together
+    with a shared slope and top weight (*discrimination*: many true candidates) and an intercept per stratum
+    (*prevalence*): one for the real series, one per series lesions were inserted into (inserting lesions raises the
+    share of true candidates, and by how much differs per series). The map keeps the real series' intercept, so
+    probabilities on real series are not over-stated (docs/models.md, "branch petcal"). When that modality's real
+    candidates hold no true one, every real candidate forms the real stratum.
 
     Raises :class:`ValueError` when the training candidates hold no true one (nothing to learn from).
     """
-    rows = [c for c in candidates if c.patient != exclude]
+    rows = [c for c in candidates if c.patient != exclude and not c.inserted]
+    extra = [c for c in (*inserted, *(c for c in candidates if c.inserted)) if c.patient != exclude]
     if not any(c.true for c in rows):
         raise ValueError("findings fit: no true candidate in the training data; give cases with lesion truth whose "
                          "lesions the detect step finds")
@@ -191,8 +269,38 @@ def fit_findings(candidates: Sequence[Candidate], *, exclude: str | None = None)
     for clip in {LOGIT_CLIP, *MODALITY_LOGIT_CLIP.values()}:
         slope, top_w, icpt = _fit_logistic(rows, clip)
         fits[clip] = ScoreCalibration(slope, icpt, top_w, CAP, clip, TOP_MIN_SCORE)
-    return FindingsCalibration(fits[LOGIT_CLIP], {m: fits[c] for m, c in MODALITY_LOGIT_CLIP.items()},
-                               tuple(sorted({c.patient for c in rows})), len(rows), sum(c.true for c in rows))
+    by_modality = {m: fits[c] for m, c in MODALITY_LOGIT_CLIP.items()}
+    used = used_hits = 0
+    for modality, clip in MODALITY_LOGIT_CLIP.items():
+        ext = [c for c in extra if _modality(c) == modality]
+        if not any(c.true for c in ext):
+            continue
+        real = [c for c in rows if _modality(c) == modality]
+        real = real if any(c.true for c in real) else rows
+        series = sorted({_source_of(c) for c in ext})
+        strata = [0] * len(real) + [1 + series.index(_source_of(c)) for c in ext]
+        runs = {src: len({c.case for c in ext if _source_of(c) == src}) for src in series}
+        # a series' own candidates come back in every run with lesions inserted into it: a false one counts once
+        # per series (1 / runs), a true one (a new lesion) once
+        weights = [1.0] * len(real) + [1.0 if c.true else 1.0 / runs[_source_of(c)] for c in ext]
+        slope, top_w, icpt = _fit_stratified(real + ext, strata, clip, weights)
+        if modality in LESIONS_PER_SERIES:  # the prior: that many lesions per series, not the training series'
+            per_series = sum(c.true for c in real) / len({c.case for c in real})
+            icpt += math.log(LESIONS_PER_SERIES[modality] / per_series)
+        by_modality[modality] = ScoreCalibration(slope, icpt, top_w, CAP, clip, TOP_MIN_SCORE)
+        used += len(ext)
+        used_hits += sum(c.true for c in ext)
+    return FindingsCalibration(fits[LOGIT_CLIP], by_modality, tuple(sorted({c.patient for c in rows})), len(rows),
+                               sum(c.true for c in rows), used, used_hits)
+
+
+def _modality(c: Candidate) -> str:
+    return c.group.split("/")[-1]
+
+
+def _source_of(c: Candidate) -> str:
+    """The series an inserted candidate comes from (its case without the run: ``inserted:SERIES:SEED``)."""
+    return c.case.rsplit(":", 1)[0] if c.case.count(":") >= 3 else c.case
 
 
 def apply(calibration: FindingsCalibration, candidates: Sequence[Candidate]) -> list[float]:
@@ -205,13 +313,14 @@ REPORTING = {"CT": (0.5, 10), "MR": (0.5, 3), "PT": (0.5, 6)}
 
 
 def leave_one_patient_out(candidates: Sequence[Candidate],
-                          fit: Callable[[Sequence[Candidate], str], Callable[[Candidate], float]] | None = None
-                          ) -> dict[str, float]:
-    """Each candidate's probability from a model fitted without its patient (by default :func:`fit_findings`;
-    ``fit(candidates, held_out_patient)`` gives another model's probability function). Keyed by :func:`key`."""
+                          fit: Callable[[Sequence[Candidate], str], Callable[[Candidate], float]] | None = None,
+                          *, inserted: Sequence[Candidate] = ()) -> dict[str, float]:
+    """Each candidate's probability from a model fitted without its patient (by default :func:`fit_findings`, with
+    the ``inserted`` candidates of the other patients; ``fit(candidates, held_out_patient)`` gives another model's
+    probability function). Keyed by :func:`key`."""
     if fit is None:
         def fit(rows: Sequence[Candidate], held: str) -> Callable[[Candidate], float]:
-            return fit_findings(rows, exclude=held).probability
+            return fit_findings(rows, exclude=held, inserted=inserted).probability
     out: dict[str, float] = {}
     for held in sorted({c.patient for c in candidates}):
         prob = fit(candidates, held)
@@ -270,7 +379,8 @@ class CandidateCache:
             for f in sorted(Path(pkg.__file__).parent.glob("*.py")):
                 h.update(f.read_bytes())
         import inspect
-        h.update(inspect.getsource(series_candidates).encode())  # not the fits: refitting needs no new candidates
+        for fn in (series_candidates, detect_context, context_candidates):
+            h.update(inspect.getsource(fn).encode())  # not the fits: refitting needs no new candidates
         self._code = h.hexdigest()[:16]
 
     def _key(self, source: Path, extra: str) -> str:
@@ -298,21 +408,14 @@ class CandidateCache:
         return out
 
 
-def series_candidates(case: Any, profile: Any, *, patient: str) -> list[Candidate]:
-    """Run ``profile`` up to ``detect`` on the case's series as the chain does (limits opened, hand-set score) and
-    score every candidate against the case's lesion truth."""
+def detect_context(volume: Any, header: Mapping[str, str], profile: Any) -> Any:
+    """Run ``profile`` up to ``detect`` on ``volume`` as the chain does, with the detect limits opened
+    (:data:`OPEN_LIMITS`) and the hand-set score: the chain's context, every candidate in ``ctx.findings``."""
     from dicomnode.analysis.pipeline import Context, run_steps
-    from dicomnode.evaluation.truth import load_lesions
-    from dicomnode.io.load import load_series
-    from dicomnode.jobs.chain import _header_strings
-    from dicomnode.net.scu import iter_dicom_files
     from dicomnode.steps import registry
 
     registry()
-    files = iter_dicom_files([case.series])
-    phase = profile.params.get("load", {}).get("phase", "first")
-    series = load_series([Path(f) for f in files], phase=1 if phase == "all" else phase)
-    ctx = Context(volume=series.volume, original=series.volume, header=_header_strings(series.headers[0]))
+    ctx = Context(volume=volume, original=volume, header=dict(header))
     steps = list(profile.steps[:profile.steps.index("detect") + 1])
     params = {k: dict(v) for k, v in profile.params.items()}
     detect = {**params.get("detect", {}), **OPEN_LIMITS}
@@ -320,23 +423,48 @@ def series_candidates(case: Any, profile: Any, *, patient: str) -> list[Candidat
     detect["model"] = "hand-set"
     params["detect"] = detect
     run_steps(ctx, steps, params)
-    lesions = load_lesions(case.lesions, series)
-    vol = series.volume
+    return ctx
+
+
+def context_candidates(ctx: Any, volume: Any, *, case: str, patient: str,
+                       is_true: Callable[[tuple[int, int, int]], bool], inserted: bool = False,
+                       skip: Callable[[tuple[int, int, int]], bool] | None = None) -> list[Candidate]:
+    """The scored candidates of a :func:`detect_context`: true when ``is_true(voxel of the centroid)``; those where
+    ``skip(voxel)`` holds are left out (but the top flag stays with the series' highest-scoring candidate)."""
     method = "lung" if any(str(n).startswith("detect.lung") for n in ctx.notes) else "tissue_model"
-    group = group_of(method, vol.modality)
+    group = group_of(method, volume.modality)
     out: list[Candidate] = []
     for i, f in enumerate(ctx.findings):  # most probable first: the first is the top candidate (detect._calibrate_all)
-        zyx = vol.patient_to_index(np.asarray(f["centroid_mm"], dtype=float)[None, :])[0]
+        zyx = volume.patient_to_index(np.asarray(f["centroid_mm"], dtype=float)[None, :])[0]
         idx = tuple(int(round(v)) for v in zyx)
-        inside = np.all(np.isfinite(zyx)) and all(0 <= i < n for i, n in zip(idx, vol.shape))
-        true = bool(inside and any(les.mask[idx] for les in lesions))
+        inside = bool(np.all(np.isfinite(zyx)) and all(0 <= j < n for j, n in zip(idx, volume.shape)))
+        if inside and skip is not None and skip(idx):
+            continue
+        true = bool(inside and is_true(idx))
         # the score at full precision (ctx.findings rounds to 4 places: 1.0 would stand for anything above 0.99995,
         # and PET's map reads the logit unclipped)
         score = next((m.value for m in ctx.measurements.get(f["segment_number"], []) if m.name == "probability"),
                      float(f["probability"]))
-        out.append(Candidate(case.id, patient, group, score, i == 0, true, str(f["label"]),
-                             float(f["volume_ml"]), dict(f.get("detect_features", {}))))
+        out.append(Candidate(case, patient, group, score, i == 0, true, str(f["label"]),
+                             float(f["volume_ml"]), dict(f.get("detect_features", {})), inserted))
     return out
+
+
+def series_candidates(case: Any, profile: Any, *, patient: str) -> list[Candidate]:
+    """Run ``profile`` up to ``detect`` on the case's series as the chain does (limits opened, hand-set score) and
+    score every candidate against the case's lesion truth."""
+    from dicomnode.evaluation.truth import load_lesions
+    from dicomnode.io.load import load_series
+    from dicomnode.jobs.chain import _header_strings
+    from dicomnode.net.scu import iter_dicom_files
+
+    files = iter_dicom_files([case.series])
+    phase = profile.params.get("load", {}).get("phase", "first")
+    series = load_series([Path(f) for f in files], phase=1 if phase == "all" else phase)
+    ctx = detect_context(series.volume, _header_strings(series.headers[0]), profile)
+    lesions = load_lesions(case.lesions, series)
+    return context_candidates(ctx, series.volume, case=case.id, patient=patient,
+                              is_true=lambda idx: any(bool(les.mask[idx]) for les in lesions))
 
 
 def collect_candidates(case_file: Any, config: Any = None, *, cache: CandidateCache | None = None,

@@ -2,7 +2,7 @@
 """Score the ``detect`` step's candidates against the truths and fit the findings models (docs/models.md).
 
     python scripts/evaluate_findings.py [--cases conf/evaluation/shared.toml] [--cache DIR] [--json out.json]
-                                        [--write-model]
+                                        [--write-model] [--inserted TABLE] [--no-whole-body]
 
 Candidates come from :func:`dicomnode.findings_training.collect_candidates`: every case of the case file with lesion
 truth runs its profile up to ``detect`` with the limits opened and the hand-set ranking score; a candidate is true
@@ -11,7 +11,10 @@ out (a patient's candidates by a model fitted without them), printed per series 
 report it (reported = p >= 0.5, at most the profile's number; top finding true; false findings; the probability of
 the first true candidate), with the reliability table of the reported findings:
 
-* ``calibrated``: :func:`dicomnode.findings_training.fit_findings` (the shipped profiles' ``model = "calibrated"``);
+* ``calibrated``: :func:`dicomnode.findings_training.fit_findings` (the shipped profiles' ``model = "calibrated"``),
+  its PET map's slope fitted with the table of inserted-lesion PET candidates too (:mod:`dicomnode.evaluation.inserted`,
+  each fold without its patient's; ``--no-whole-body``: without the insertions into the whole-body PET);
+* ``calibrated without inserted``: the same fit on the real candidates only (as before branch petcal);
 * ``hand-set``: the naive Bayes ranking score itself;
 * ``logistic`` (tissue method only): a standardised logistic regression on scale-free features
   (:data:`FEATURES`), ``model = "findings"``.
@@ -77,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", help="a folder to cache the scored candidates in (per series)")
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("--write-model", action="store_true", help="fit on all patients, write dicomnode/models/findings")
+    ap.add_argument("--inserted", default=None,
+                    help="the table of inserted-lesion PET candidates (default: the shipped "
+                         "dicomnode/models/findings_pet_inserted.json; regenerate with python3 -m "
+                         "dicomnode.evaluation.inserted)")
+    ap.add_argument("--no-whole-body", action="store_true",
+                    help="leave out the table's insertions into the whole-body PET (the bench's patient)")
     a = ap.parse_args(argv)
     warnings.filterwarnings("ignore", category=UserWarning)
     from dicomnode.evaluation.cases import load_cases
@@ -84,13 +93,24 @@ def main(argv: list[str] | None = None) -> int:
     case_file = load_cases(a.cases, data_root=a.data_root)
     cands = collect_candidates(case_file, cache=CandidateCache(a.cache) if a.cache else None, print_fn=print)
     tissue = [c for c in cands if c.group.startswith("tissue_model/")]
+    from dicomnode.evaluation.inserted import DEFAULT_TABLE, is_current, read_table
+
+    table = read_table(a.inserted or DEFAULT_TABLE)
+    if a.no_whole_body:
+        table = table.without_whole_body()
+    inserted = table.candidates
+    print(f"inserted-lesion PET candidates: {len(inserted)}, {sum(c.true for c in inserted)} true, from "
+          f"{len(table.sources or [])} series" + ("" if is_current(table) else
+                                                 " (made by other analysis code: regenerate the table)"))
 
     def logistic_fold(rows, held):
         model = fit_logistic([c for c in rows if c.patient != held and c.group.startswith("tissue_model/")])
         return lambda c: (with_rule(model.posterior(c.features), c.features) if c.group.startswith("tissue_model/")
                           else c.score)  # the lung method has the hand-set model only
 
-    probs = {"calibrated": leave_one_patient_out(cands), "hand-set": {key(c): c.score for c in cands},
+    probs = {"calibrated": leave_one_patient_out(cands, inserted=inserted),
+             "calibrated without inserted": leave_one_patient_out(cands),
+             "hand-set": {key(c): c.score for c in cands},
              "logistic": leave_one_patient_out(cands, logistic_fold)}
     scored = {name: score_series(cands, p) for name, p in probs.items()}
     print(f"{'case':18s} " + " | ".join(f"{n}: top true, false, p(first true)" for n in scored))
@@ -115,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         from dicomnode.modelio import MODELS_DIR, ModelCard, save_model
 
         model = fit_logistic(tissue)
-        calibration = fit_findings(cands)
+        calibration = fit_findings(cands, inserted=inserted)
         lr = model.estimator[-1]
         tissue_cases = sorted({c.case for c in tissue})
         card = ModelCard(
@@ -133,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
             extra={"fill": model.fill, "lopo": {k: _brief(scored["logistic"][k]) for k in tissue_cases},
                    "reliability": figures["logistic"]["reliability"],
                    "calibration": {**calibration.as_dict(),
+                                   "inserted_table": {"file": Path(a.inserted).name if a.inserted else
+                                                      "findings_pet_inserted.json", "code": table.code,
+                                                      "whole_body": not a.no_whole_body,
+                                                      "sources": table.sources},
                                    "lopo": {k: _brief(v) for k, v in scored["calibrated"].items()},
                                    "reliability": figures["calibrated"]["reliability"]},
                    "coefficients": dict(zip(FEATURES, [round(float(c), 4) for c in lr.coef_[0]])),

@@ -69,11 +69,20 @@ def _structure(connectivity: int, slice_wise: bool) -> np.ndarray:
 def _label(mask: np.ndarray, structure: np.ndarray, work: "np.ndarray | list[np.ndarray] | None"
            ) -> tuple[np.ndarray, int]:
     """``ndi.label`` writing into ``work`` (a flat int32 buffer reused across calls) when it is large enough; a
-    one-element list holds a buffer that grows to the largest mask labelled (allocated at the first call's size)."""
+    one-element list holds a uint16 buffer that grows to the largest mask labelled (allocated at the first call's
+    size): half the memory of int32 labels. A mask of more than 65535 components (scipy refuses the narrower
+    type) is labelled again as int32, as without a buffer; the components and their numbers are the same either
+    way (scipy numbers them in scan order whatever the output type)."""
     if isinstance(work, list):
         if not work or work[0].size < mask.size:
-            work[:] = [np.empty(mask.size, dtype=np.int32)]
-        work = work[0]
+            work[:] = []  # the smaller buffer is let go before the larger one is made
+            work[:] = [np.empty(mask.size, dtype=np.uint16)]
+        labels = work[0][:mask.size].reshape(mask.shape)
+        try:
+            n = ndi.label(mask, structure=structure, output=labels)
+        except RuntimeError:  # "insufficient bit-depth in requested output type"
+            return ndi.label(mask, structure=structure)
+        return labels, int(n)
     if work is None or work.size < mask.size:
         return ndi.label(mask, structure=structure)
     labels = work[:mask.size].reshape(mask.shape)
@@ -285,10 +294,8 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
     in_place = out is posteriors
     if out is not None and not in_place and np.may_share_memory(out, posteriors):
         raise ValueError("out may be posteriors itself or an array that does not overlap it, not a part of it")
-    valid = posteriors[0] > 0
-    for k in range(1, posteriors.shape[0]):
-        valid |= posteriors[k] > 0
-    labels = np.full(valid.shape, -1, dtype=np.int16)
+    grid = posteriors.shape[1:]
+    labels = np.full(grid, -1, dtype=np.int16)
     if out is None:
         smoothed = np.zeros(posteriors.shape, dtype=out_dtype)
     else:
@@ -301,12 +308,12 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
     radius = [int(4.0 * sigma_mm / s + 0.5) for s in sp]  # scipy's own reach: int(truncate * sigma + 0.5)
     if not volumetric:
         radius[0] = 0
-    box = _bbox(valid, pad=0)
+    box = _region_box(posteriors)
     if box is None:
         if in_place:
             smoothed[...] = 0
         return PosteriorSmoothing(labels, smoothed, 0)
-    box = tuple(slice(max(0, b.start - r), min(n, b.stop + r)) for b, r, n in zip(box, radius, valid.shape))
+    box = tuple(slice(max(0, b.start - r), min(n, b.stop + r)) for b, r, n in zip(box, radius, grid))
     # Slabs along z, each extended by ``halo`` slices inside the box: an error at a slab's cut edge travels one
     # kernel radius per iteration, so after all iterations the slab's own slices are exact.
     halo = int(iterations) * radius[0]
@@ -326,12 +333,12 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
             a, b = max(zb.start, lo - halo), min(zb.stop, hi + halo)
             ext = (slice(a, b), box[1], box[2])
             p0c = posteriors[(slice(None),) + ext].astype(np.float32)
+            validc = _region(posteriors, ext)  # read, as p0c, before the slab before is written (in place)
             if pending is not None:
                 smoothed[pending[0]] = pending[1]
                 pending = None
             if quantised:
                 p0c /= np.float32(POSTERIOR_SCALE)
-            validc = valid[ext]
             q = p0c.copy()
             for _ in range(int(iterations)):
                 # each class filtered in place (scipy's 1-D passes buffer their lines), classes in threads
@@ -363,6 +370,33 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
     if pending is not None:
         smoothed[pending[0]] = pending[1]
     return PosteriorSmoothing(labels, smoothed, changed)
+
+
+def _region(posteriors: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
+    """Where any class's posterior is > 0, over ``box`` of the grid."""
+    valid = posteriors[0][box] > 0
+    for k in range(1, posteriors.shape[0]):
+        valid |= posteriors[k][box] > 0
+    return valid
+
+
+def _region_box(posteriors: np.ndarray, slab: int = 16) -> tuple[slice, ...] | None:
+    """``_bbox(region, pad=0)`` of the voxels where any class's posterior is > 0, made ``slab`` slices at a time
+    (no mask of the grid's size)."""
+    nz, ny, nx = posteriors.shape[1:]
+    along = [np.zeros(nz, dtype=bool), np.zeros(ny, dtype=bool), np.zeros(nx, dtype=bool)]
+    for z0 in range(0, nz, slab):
+        v = _region(posteriors, (slice(z0, min(nz, z0 + slab)), slice(None), slice(None)))
+        along[0][z0:z0 + v.shape[0]] = v.any(axis=(1, 2))
+        along[1] |= v.any(axis=(0, 2))
+        along[2] |= v.any(axis=(0, 1))
+    slices = []
+    for a in along:
+        idx = np.flatnonzero(a)
+        if idx.size == 0:
+            return None
+        slices.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    return tuple(slices)
 
 
 def _gaussian_in_place(a: np.ndarray, sigmas: list[float]) -> None:
@@ -421,33 +455,61 @@ def correct_labels(labels: LabelMap, spacing_mm: tuple[float, float, float], *, 
         The corrected label map (segments left empty are dropped and listed in ``not_found``) and, per segment
         label, the number of voxels changed (removed + filled).
     """
+    return correct_segments(list(labels.segments), labels.not_found, spacing_mm, min_volume_ml=min_volume_ml,
+                            fill_holes=fill_holes, slice_wise=slice_wise, hole_filled_labels=hole_filled_labels,
+                            connectivity=connectivity)
+
+
+def correct_segments(segments: list[Segment | None], not_found: Collection[str],
+                     spacing_mm: tuple[float, float, float], *, min_volume_ml: float = 0.1,
+                     fill_holes: bool = True, slice_wise: bool = True,
+                     hole_filled_labels: Collection[str] = DEFAULT_HOLE_FILLED_LABELS,
+                     connectivity: int = 1) -> tuple[LabelMap, dict[str, int]]:
+    """:func:`correct_labels` over a list of segments handed over by the caller, with ``not_found`` the labels
+    already not found: each entry of ``segments`` is set to None as soon as it is corrected, so that where nothing
+    else holds a segment its mask before the correction is let go before the next segment's is made (not every
+    mask twice in memory at the end). The options are checked before any entry is touched.
+
+    Returns the same as :func:`correct_labels`."""
     if not min_volume_ml >= 0:
         raise ValueError(f"min_volume_ml must be >= 0 mL, got {min_volume_ml}")
     _structure(connectivity, slice_wise=False)
     fill = fill_holes
     filled_labels = set(hole_filled_labels)
-    segments: list[Segment] = []
-    not_found = list(labels.not_found)
+    out: list[Segment] = []
+    not_found = list(not_found)
     changed: dict[str, int] = {}
     min_voxels = min_volume_ml * 1000.0 / float(np.prod(_check_spacing(spacing_mm)))
-    # one int32 label buffer for all segments (allocating and page-faulting a fresh one per call costs more than
+    # one uint16 label buffer for all segments (allocating and page-faulting a fresh one per call costs more than
     # the labelling itself on large volumes), as large as the largest box labelled (not the whole grid); the body,
     # first, is usually the largest
     work: list[np.ndarray] = []
-    for seg in labels.segments:
+    for i in range(len(segments)):
+        seg = segments[i]
+        segments[i] = None
+        if seg is None:
+            raise ValueError(f"segments[{i}] is None: a list already handed to correct_segments")
         mask = seg.mask  # unchanged segments share their mask with the input (no copy)
         if min_volume_ml > 0:
             cleaned = _small_components(mask, min_voxels, connectivity, work)
             mask = mask if cleaned is None else cleaned
+            del cleaned
         if fill and seg.info.label in filled_labels:
             found = _holes(mask, slice_wise, work)
             if found is not None:
                 box, holes = found
                 mask = mask.copy() if mask is seg.mask else mask
                 mask[box] |= holes
-        changed[seg.info.label] = 0 if mask is seg.mask else int(np.count_nonzero(mask != seg.mask))
+            del found
+        changed[seg.info.label] = 0 if mask is seg.mask else _count_changed(mask, seg.mask)
         if mask.any():
-            segments.append(seg if mask is seg.mask else Segment(seg.info, mask))
+            out.append(seg if mask is seg.mask else Segment(seg.info, mask))
         elif seg.info.label not in not_found:
             not_found.append(seg.info.label)
-    return LabelMap(tuple(segments), tuple(not_found)), changed
+        del seg, mask
+    return LabelMap(tuple(out), tuple(not_found)), changed
+
+
+def _count_changed(a: np.ndarray, b: np.ndarray, slab: int = 16) -> int:
+    """``np.count_nonzero(a != b)`` a few slices at a time (no temporary of the masks' size)."""
+    return sum(int(np.count_nonzero(a[z:z + slab] != b[z:z + slab])) for z in range(0, a.shape[0], slab))

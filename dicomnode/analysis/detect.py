@@ -417,9 +417,8 @@ def _log_stack(image: np.ndarray, spacing_mm: Sequence[float],
     """The scale-normalised LoG response ``-sigma^2 * Laplacian`` (bright blobs positive) per radius: (R, Z, Y, X)."""
     radii, img, sp = _log_inputs(image, spacing_mm, radii_mm)
     stack = np.empty((len(radii),) + img.shape, dtype=np.float32)
-    smooth = np.empty(img.shape, dtype=np.float32)  # one work array for every radius: no page faults per pass
     for i, r in enumerate(radii):
-        _log_at(img, sp, r, out=stack[i], smooth=smooth)
+        _log_at(img, sp, r, out=stack[i])
     return stack, radii
 
 
@@ -435,34 +434,48 @@ def _log_inputs(image: np.ndarray, spacing_mm: Sequence[float],
 _LOG_SLAB = 8
 
 
-def _log_at(img: np.ndarray, sp: np.ndarray, r: float, *, out: np.ndarray, smooth: np.ndarray) -> np.ndarray:
-    """The scale-normalised LoG response at radius ``r`` into ``out`` (``smooth``: a work array of its shape).
+def _log_at(img: np.ndarray, sp: np.ndarray, r: float, *, out: np.ndarray) -> np.ndarray:
+    """The scale-normalised LoG response at radius ``r`` into ``out`` (float32, the image's shape; not ``img``).
 
-    The Gaussian, then the second differences along the three axes, summed slab by slab (:data:`_LOG_SLAB`
-    slices, through a buffer of that size, not a third array of the image's size): along z each slab is taken
-    with a neighbouring slice on each side, so every value is the whole array's :func:`_second_derivative`, with
-    the same operations in the same order (bit for bit)."""
+    The Gaussian goes into ``out`` itself; then the second differences along the three axes are summed slab by
+    slab (:data:`_LOG_SLAB` slices, in buffers of that size, not a work array of the image's size) and each slab's
+    sum overwrites the slab's Gaussian. Along z a slab is taken with a neighbouring slice on each side; the
+    Gaussian of the slices below the slab, already overwritten, is kept from the slab before (two slices). Every
+    value is the whole array's :func:`_second_derivative` of the whole Gaussian, with the same operations in the
+    same order (bit for bit)."""
     s_mm = r / _SQRT3
-    ndi.gaussian_filter(img, s_mm / sp, mode="nearest", output=smooth)
-    n = smooth.shape[0]
+    ndi.gaussian_filter(img, s_mm / sp, mode="nearest", output=out)  # the Gaussian, in place of the result
+    n = out.shape[0]
     scale = [np.float32(1.0 / sp[ax] ** 2) for ax in range(3)]
-    buf = np.empty((min(n, _LOG_SLAB) + 2,) + smooth.shape[1:], dtype=np.float32)
+    norm = np.float32(-(s_mm ** 2))
+    m = min(n, _LOG_SLAB)
+    src = np.empty((m + 3,) + out.shape[1:], dtype=np.float32)  # a slab's Gaussian with its neighbours along z
+    buf = np.empty((m + 3,) + out.shape[1:], dtype=np.float32)
+    acc = np.empty((m,) + out.shape[1:], dtype=np.float32)
+    below = np.empty((2,) + out.shape[1:], dtype=np.float32)  # the Gaussian of slices z0 - 2 and z0 - 1
     for z0 in range(0, n, _LOG_SLAB):
         z1 = min(n, z0 + _LOG_SLAB)
-        o = out[z0:z1]
-        o[...] = 0
         lo, hi = max(0, z0 - 1), min(n, z1 + 1)
         if hi - lo < 3 <= n:  # a last slab of one slice: three slices, so that the array's edge rule applies
             lo = max(0, hi - 3)
             hi = min(n, lo + 3)
-        t = _second_derivative(smooth[lo:hi], 0, out=buf[: hi - lo])[z0 - lo: z1 - lo]
+        s = src[: hi - lo]
+        for z in range(lo, z0):  # overwritten by the slab before: its Gaussian, kept
+            s[z - lo] = below[z - (z0 - 2)]
+        s[z0 - lo:] = out[z0:hi]
+        o = acc[: z1 - z0]
+        o[...] = 0
+        t = _second_derivative(s, 0, out=buf[: hi - lo])[z0 - lo: z1 - lo]
         t *= scale[0]
         o += t
         for ax in (1, 2):
-            t = _second_derivative(smooth[z0:z1], ax, out=buf[: z1 - z0])
+            t = _second_derivative(s[z0 - lo: z1 - lo], ax, out=buf[: z1 - z0])
             t *= scale[ax]
             o += t
-    out *= np.float32(-(s_mm ** 2))
+        o *= norm
+        if z1 < n:  # every slab but the last has at least two slices (_LOG_SLAB >= 2)
+            below[...] = s[z1 - 2 - lo: z1 - lo]
+        out[z0:z1] = o
     return out
 
 
@@ -472,7 +485,7 @@ def _log_peaks(image: np.ndarray, spacing_mm: Sequence[float], radii_mm: Sequenc
                ) -> tuple[dict[int, list[tuple[tuple[int, int, int], float, float]]], list[float], np.ndarray]:
     """:func:`_stack_peaks` of :func:`_log_stack` for each polarity (the same candidates, in the same order), with
     the LoG responses made scale by scale: three of them in memory at a time (a scale's peaks need its two
-    neighbours), not the whole stack, and one work array of the image's size (the Gaussian's output).
+    neighbours), not the whole stack, and no work array of the image's size (:func:`_log_at` works in place).
 
     The responses of the first ``keep`` scales are handed back as a (keep, Z, Y, X) stack, equal to the first
     ``keep`` planes of :func:`_log_stack` (they are made into it, not copied): a later search at the small scales
@@ -482,7 +495,6 @@ def _log_peaks(image: np.ndarray, spacing_mm: Sequence[float], radii_mm: Sequenc
     keep = max(0, min(int(keep), n))
     kept = np.empty((keep,) + img.shape, dtype=np.float32)
     ring = [np.empty(img.shape, dtype=np.float32) for _ in range(min(n - keep, 3))]
-    smooth = np.empty(img.shape, dtype=np.float32)  # the one work array of the image's size
     hits: dict[int, list[tuple[np.ndarray, int, np.ndarray]]] = {int(p): [] for p in polarities}
     have: dict[int, np.ndarray] = {}
 
@@ -493,7 +505,7 @@ def _log_peaks(image: np.ndarray, spacing_mm: Sequence[float], radii_mm: Sequenc
             else:
                 buf = ring[(i - keep) % len(ring)]
                 have.pop(next((k for k in have if have[k] is buf), -1), None)
-            have[i] = _log_at(img, sp, radii[i], out=buf, smooth=smooth)
+            have[i] = _log_at(img, sp, radii[i], out=buf)
         return have[i]
 
     for i in range(n):
@@ -2213,7 +2225,8 @@ def _with_mr_normal_anatomy(res: DetectionResult, volume: Volume, foreground: np
     if not found or not foreground.any():
         return res
     notes = list(res.notes)
-    reference = float(np.median(volume.array[foreground]))
+    # the body's median, partitioned in the one copy the mask makes (no second copy: same value)
+    reference = float(np.median(volume.array[foreground], overwrite_input=True))
     found = air_voids(found, volume.array, volume.spacing_mm, reference, notes)
 
     def bowel_possible(f: Finding) -> bool:
@@ -2222,7 +2235,8 @@ def _with_mr_normal_anatomy(res: DetectionResult, volume: Volume, foreground: np
 
     lumen = [bowel_possible(f) for f in found]
     if any(lumen):
-        air = (volume.array < AIR_FRACTION_MR * reference) & foreground
+        air = volume.array < AIR_FRACTION_MR * reference
+        air &= foreground
         capped = iter(gas_capped([f for f, b in zip(found, lumen) if b], air, volume.spacing_mm,
                                  _anterior_step(volume), notes))
         found = [next(capped) if b else f for f, b in zip(found, lumen)]

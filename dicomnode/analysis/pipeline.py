@@ -10,8 +10,10 @@ losing the others; a failing required step raises :class:`~dicomnode.errors.Anal
 A step says which of the context's large intermediates (:data:`RELEASABLE`: the denoised working image and the
 class posteriors, each as large as the series or larger) it reads (``@step(name, reads=...)``). Between steps the
 runner lets go of an intermediate that no later step of the run reads: ``posteriors`` becomes None and ``volume``
-the ``original`` again, so the later steps (features, scene...) run without them in memory. A step that does not
-say what it reads is taken to read them all, so nothing is released before it.
+the ``original`` again, so the later steps (features, scene...) run without them in memory. The posteriors leave
+their per-class mean and SD behind (``ctx.class_stats``, :func:`class_statistics`: all that ``detect`` reads of
+them), so detect runs without them too. A step that does not say what it reads is taken to read them all, so nothing
+is released before it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class Context:
     measurements: dict[int, list[Measurement]] = field(default_factory=dict)  # per segment number
     posteriors: np.ndarray | None = None  # (K, Z, Y, X) class posteriors, uint8 steps of 1/255 (POSTERIOR_SCALE)
     classes: tuple[str, ...] = ()
+    # mean and SD of each class's intensity, weighted by the posteriors (:func:`class_statistics`): kept when the
+    # runner releases the posteriors, for the steps that need only these (detect)
+    class_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
     feature_maps: dict[str, np.ndarray] = field(default_factory=dict)
     derived: dict[str, Volume] = field(default_factory=dict)   # synthesised series, by name
     findings: list[dict[str, Any]] = field(default_factory=list)
@@ -82,12 +87,31 @@ def step(name: str, *, reads: "Collection[str] | None" = None) -> Callable[[Step
     return register
 
 
+def class_statistics(image: np.ndarray, posteriors: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """Mean and SD of each intensity class of ``image``, weighted by its ``posteriors`` (K, Z, Y, X), on every 2nd
+    voxel per axis; classes with no weight are left out; None when none has any."""
+    img = image[::2, ::2, ::2]
+    means, sds = [], []
+    for k in range(posteriors.shape[0]):
+        w = posteriors[k, ::2, ::2, ::2]
+        s = float(w.sum())
+        if s <= 0:
+            continue
+        m = float((w * img).sum() / s)
+        means.append(m)
+        sds.append(float(np.sqrt(max((w * (img - m) ** 2).sum() / s, 1e-12))))
+    return (tuple(means), tuple(sds)) if means else None
+
+
 def _release(ctx: Context, later_steps: "Collection[str]") -> None:
-    """Drop the intermediates that none of ``later_steps`` reads (a step not registered reads everything)."""
+    """Drop the intermediates that none of ``later_steps`` reads (a step not registered reads everything). The
+    posteriors leave their class statistics behind (``ctx.class_stats``, of the working volume at that moment)."""
     needed: set[str] = set()
     for name in later_steps:
         needed |= STEP_READS.get(name, RELEASABLE)
     if "posteriors" not in needed:
+        if ctx.posteriors is not None and ctx.classes:
+            ctx.class_stats = class_statistics(ctx.volume.array, ctx.posteriors)
         ctx.posteriors = None
     if "volume" not in needed:
         ctx.volume = ctx.original
@@ -98,15 +122,20 @@ MeterFactory = Callable[[], Any]  # a context manager with .peak_rss_mb after ex
 
 def run_steps(ctx: Context, steps: list[str] | tuple[str, ...], params: Mapping[str, Mapping[str, Any]], *,
               meter: MeterFactory | None = None,
-              progress: Callable[[str], None] | None = None) -> list[StepRecord]:
+              progress: Callable[[str], None] | None = None,
+              between_steps: Callable[[], Any] | None = None) -> list[StepRecord]:
     """Run ``steps`` in order over ``ctx``; return one record per step.
 
     Before each step after the first, the intermediates that neither it nor a later step reads are released
-    (see the module's docstring); after the last step nothing more is released."""
+    (see the module's docstring); after the last step nothing more is released. ``between_steps`` (the job
+    process gives the freed memory back to the system with it) is called before each step, after that release
+    and before the step's meter starts."""
     records: list[StepRecord] = []
     for i, name in enumerate(steps):
         if i > 0:
             _release(ctx, steps[i:])
+        if between_steps is not None:
+            between_steps()
         fn = STEPS.get(name)  # registered by dicomnode.steps.registry()
         if fn is None:
             raise AnalysisError(f"unknown step {name!r}; known steps: {', '.join(sorted(STEPS))}")

@@ -27,6 +27,9 @@
 * *uptake* (PET and other non-CT, per slice only, not a model feature): the peak of the 3 x 3 local mean and the
   largest region of moderately raised signal (2-8 x the body's median: the liver on FDG PET), for
   :func:`pet_landmarks`;
+* *limb ring* (CT, per slice only, not a model feature): whether the largest body part holds at most two bone
+  pieces, one of them a long bone's cortical ring around its medullary cavity (a femur, tibia or humerus shaft),
+  for :func:`limb_bone`;
 * *liver* (MR and other non-CT, per slice only, not a model feature): the largest homogeneous organ region of the
   trunk, its side of the midline (right and left from the direction cosines) and how much of its mirror image is
   homogeneous too, for :func:`liver_slices` (:func:`_mr_landmarks`);
@@ -70,7 +73,9 @@ __all__ = [
     "descriptor_vector",
     "landmark_label",
     "breast_slices",
+    "limb_bone",
     "liver_slices",
+    "paired_limbs",
     "pet_landmarks",
     "profile_slabs",
     "scene_descriptors",
@@ -300,7 +305,7 @@ def _thresholds(stack: np.ndarray, is_ct: bool) -> tuple[float, float, float, fl
 _NAMES = ("area_cm2", "n_components", "major_axis_mm", "minor_major_ratio", "edge_fraction", "fov_fill",
           "dark_fraction", "bright_fraction", "ring_dark", "ring_bright", "core_dark", "core_bright",
           "organ_fraction", "lateral_bright", "lateral_bright_blob", "solidity", "dark_blob", "bone_pieces")
-_CT_NAMES = ("air_lung_fraction", "fat_fraction", "soft_tissue_fraction", "bone_fraction")
+_CT_NAMES = ("air_lung_fraction", "fat_fraction", "soft_tissue_fraction", "bone_fraction", "limb_ring")
 _OTHER_NAMES = ("peak_rel", "uptake_blob_cm2", "right_organ", "right_organ_side", "right_organ_mirror", "front_mm",
                 "back_mm", "front_contact", "back_contact")
 
@@ -369,6 +374,69 @@ def _bone_pieces(full: np.ndarray, sy: float, sx: float, bone_thr: float) -> flo
         return 0.0
     sizes = np.bincount(lab.ravel())[1:] * (sy * fy * sx * fx / 100.0)
     return float(min((sizes >= _BONE_PIECE_MIN_CM2).sum(), _BONE_PIECES_CAP))
+
+
+#: A limb's long bone in an axial CT section (:func:`_limb_ring`): a ring of cortex around a medullary cavity, its
+#: outer equivalent diameter within _RING_DIAMETER_MM (adult humerus shaft ~20 mm, femur 25-35 mm, tibia 25-35 mm;
+#: a rib is smaller, a femoral or humeral head, a lumbar vertebral body and the pelvic bones larger or not rings),
+#: the cavity at least _RING_CAVITY of the filled section and _RING_CAVITY_MIN_CM2 (femoral canal 10-15 mm wide),
+#: the filled section convex (solidity >= _RING_SOLIDITY: a vertebra's arch and processes make it concave) and
+#: the cavity at its centre (centroids at most _RING_CENTRED x the diameter apart: a shaft's cortex is 4-8 mm all
+#: round, an offset of about 2 mm or 0.07 x 28 mm; a vertebra ringed by its arch has its canal behind the body, about
+#: 0.3 x its diameter off centre).
+_RING_DIAMETER_MM = (18.0, 40.0)
+_RING_CAVITY = 0.1
+_RING_CAVITY_MIN_CM2 = 0.3
+_RING_SOLIDITY = 0.85
+_RING_CENTRED = 0.15
+#: Bone pieces a limb's section holds at most (femur; tibia and fibula; radius and ulna).
+_LIMB_BONES_PER_PART = 2.0
+
+
+def _limb_ring(full: np.ndarray, sy: float, sx: float, bone_thr: float, largest: np.ndarray, f4: tuple[int, int]
+               ) -> float:
+    """1.0 when the largest body part of one full-resolution axial CT slice (``largest``: its mask on the 4 mm
+    grid, ``f4`` pixels per block) holds at most :data:`_LIMB_BONES_PER_PART` bone pieces and one of them is a long
+    bone's cortical ring around its medullary cavity (the limb-bone landmark); else 0.0. Bone pieces as in
+    :func:`_bone_pieces`, on ~2 mm block means."""
+    fy = min(max(1, int(round(_BONE_PIECE_MM / sy))), full.shape[0])
+    fx = min(max(1, int(round(_BONE_PIECE_MM / sx))), full.shape[1])
+    sl = block_mean(np.asarray(full, dtype=np.float32), (fy, fx))
+    body = _fill_holes(sl > _CT_BODY_HU)
+    lab, n = ndi.label((sl > bone_thr) & body)
+    if n == 0:
+        return 0.0
+    bcm2 = sy * fy * sx * fx / 100.0
+    sizes = np.bincount(lab.ravel())[1:] * bcm2
+    pieces = np.flatnonzero(sizes >= _BONE_PIECE_MIN_CM2) + 1
+    # the pieces whose centre lies in the largest part (on the 4 mm grid)
+    inside = []
+    for k, (cy, cx) in zip(pieces, ndi.center_of_mass(np.ones_like(lab), lab, pieces)):
+        iy = min(int(cy * fy / f4[0]), largest.shape[0] - 1)
+        ix = min(int(cx * fx / f4[1]), largest.shape[1] - 1)
+        if largest[iy, ix]:
+            inside.append(int(k))
+    if not inside or len(inside) > _LIMB_BONES_PER_PART:
+        return 0.0
+    objs = ndi.find_objects(lab)
+    for k in inside:
+        box = objs[k - 1]
+        piece = np.pad(lab[box] == k, 1)
+        filled = _fill_holes(piece)
+        area = float(filled.sum()) * bcm2
+        cavity = (float(filled.sum()) - float(piece.sum())) * bcm2
+        diameter_mm = 20.0 * np.sqrt(area / np.pi)
+        if not (_RING_DIAMETER_MM[0] <= diameter_mm <= _RING_DIAMETER_MM[1]):
+            continue
+        if cavity < max(_RING_CAVITY * area, _RING_CAVITY_MIN_CM2):
+            continue
+        cy, cx = ndi.center_of_mass(filled)
+        hy, hx = ndi.center_of_mass(filled & ~piece)
+        if np.hypot((cy - hy) * sy * fy, (cx - hx) * sx * fx) > _RING_CENTRED * diameter_mm:
+            continue
+        if float(filled.sum()) / max(int(_convex_hull(filled).sum()), 1) >= _RING_SOLIDITY:
+            return 1.0
+    return 0.0
 
 
 def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float, px: float, fy: int, fx: int, *,
@@ -463,6 +531,7 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
         out["fat_fraction"] = (((sl >= _CT_FAT_HU[0]) & (sl < _CT_FAT_HU[1])) & filled).sum() / area_px
         out["soft_tissue_fraction"] = (((sl >= _CT_SOFT_HU[0]) & (sl < _CT_SOFT_HU[1])) & filled).sum() / area_px
         out["bone_fraction"] = bright.sum() / area_px
+        out["limb_ring"] = _limb_ring(full, py / fy, px / fx, bright_thr, big, (fy, fx))
     return out
 
 
@@ -1163,6 +1232,49 @@ def _ct_veto(label: str, d: SceneDescriptors) -> bool:
     return False
 
 
+#: CT limb landmarks (:func:`paired_limbs`, :func:`limb_bone`): extremity evidence with this likelihood ratio on
+#: the calibrated odds (once, when either or both hold). Chosen, not fitted, as :data:`_HEAD_LR` and
+#: :data:`_LIVER_LR`: p >= 0.5 only where the model already gives extremity >= 0.09.
+_LIMBS_LR = 10.0
+
+
+def paired_limbs(d: SceneDescriptors, *, is_ct: bool = True) -> bool:
+    """Whether a CT slab's sections are those of two or more limbs side by side (thighs, legs, feet, arms).
+
+    The section (median over the slab's slices) splits into two or more separate parts, is smaller than an adult
+    trunk's (:data:`_CT_TRUNK_MIN_CM2`, cropped or not), holds no lungs (largest lung-like region below
+    :data:`_LUNG_BLOB` of the body) and at most :data:`_LIMB_BONES_PER_PART` bone pieces per part. The argument is
+    anatomical, the converse of the two-parts veto of :func:`_ct_veto`: an axial section of the head, neck or trunk
+    is one piece (arms beside the trunk make the section larger than a trunk's, and bring the ribs or the pelvic ring
+    with them); below the perineum the thighs part, and a limb holds one or two long bones. Not used on MR, where
+    two breasts of a prone breast series are two small parts too.
+    """
+    v = d.values
+    n = float(v.get("n_components", 1.0))
+    return bool(is_ct and n >= 2 and v["area_cm2"] < _CT_TRUNK_MIN_CM2 and v.get("dark_blob", 0.0) < _LUNG_BLOB
+                and v.get("bone_pieces", 0.0) <= _LIMB_BONES_PER_PART * n)
+
+
+def limb_bone(d: SceneDescriptors, *, is_ct: bool = True) -> bool:
+    """Whether a CT slab shows a limb's long bone: on most of its slices the largest body part holds at most two
+    bone pieces, one of them a cortical ring around a medullary cavity 18-40 mm across (:func:`_limb_ring`: a
+    femur, tibia or humerus shaft), and the slab holds no lungs. The trunk's largest part holds a vertebra with the
+    ribs or the pelvic ring (more pieces), its vertebral bodies are larger or ringed by their arch (concave), and a
+    rib is smaller; the head holds the skull."""
+    v = d.values
+    return bool(is_ct and v.get("limb_ring", 0.0) >= 0.5 and v.get("dark_blob", 0.0) < _LUNG_BLOB)
+
+
+def _with_lr(row: np.ndarray, j: int, lr: float) -> np.ndarray:
+    """A calibrated posterior row with the odds of class ``j`` multiplied by ``lr`` (the rest rescaled)."""
+    odds = row[j] / max(1.0 - row[j], 1e-12) * lr
+    p = odds / (1.0 + odds)
+    rest = row.sum() - row[j]
+    out = row * ((1.0 - p) / rest if rest > 0 else 0.0)
+    out[j] = p
+    return out
+
+
 def _may_follow(upper: str, lower: str, gap_mm: float) -> bool:
     """Whether a stretch called ``lower`` may lie ``gap_mm`` below one called ``upper`` (head-to-feet order)."""
     a, b = BODY_ORDER.index(upper), BODY_ORDER.index(lower)
@@ -1175,7 +1287,7 @@ def _may_follow(upper: str, lower: str, gap_mm: float) -> bool:
 def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescriptors]], proba: np.ndarray,
               classes: tuple[str, ...], *, temperature: float = 1.0, min_probability: float = 0.5,
               min_area_cm2: float = 25.0, min_extent_mm: float = 20.0, min_slices: int = 8,
-              n_slices: int | None = None) -> SceneResult:
+              n_slices: int | None = None, diffusion_map: str | None = None) -> SceneResult:
     """Regions along the body from calibrated slab posteriors and landmark checks.
 
     Parameters
@@ -1198,6 +1310,13 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
         A series with fewer slices along the body (``n_slices``) is a localizer or too short to tell. Default 8.
     n_slices : int, optional
         Acquired slices of the series. Default: the profile's ``acquired_slices``.
+    diffusion_map : str, optional
+        Why the series is a diffusion image or map (an ADC map, a trace-weighted DWI), e.g. its ImageType, as the
+        step reads it from the header; None for a structural image. The slab model's relative-intensity
+        descriptors were learnt on structural MR (T1, T2, contrast), where fat is bright; in diffusion imaging fat
+        is suppressed and fluid is bright, so they mean something else. On such a series only the landmarks that
+        do not read intensities as tissue (the vertex of a head, the breast mound, the homogeneous liver) name a
+        slab; every other slab is ``unknown``, with a note.
 
     Returns
     -------
@@ -1210,7 +1329,9 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
     ``min_probability``, or when a landmark contradicts it (CT: lungs in a slab called head, pelvis or
     extremity; no lungs in one called chest; many separate bones in one called extremity); on PET, uptake
     landmarks (:func:`pet_landmarks`: the liver and its dome, the bladder) set the label of every slab by adult
-    anatomy (:func:`landmark_label`, probability ``_LANDMARK_P``); the vertex (:func:`vertex_z`) is head evidence
+    anatomy (:func:`landmark_label`, probability ``_LANDMARK_P``); on CT, limbs (:func:`paired_limbs`: two or more
+    separate parts smaller than a trunk; :func:`limb_bone`: a long bone's cortical ring) are extremity evidence
+    (likelihood ratio ``_LIMBS_LR``); on a diffusion image (``diffusion_map``) only landmarks name a slab; the vertex (:func:`vertex_z`) is head evidence
     within a head's length below it (likelihood ratio ``_HEAD_LR`` on the calibrated odds) and no slab without a
     vertex above it is a head; a lone slab whose neighbours say otherwise is ``unknown`` (every region is longer
     than one slab);
@@ -1221,6 +1342,7 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
     """
     classes = tuple(str(c) for c in classes)
     k = len(classes)
+    supported: set[int] = set()  # slabs named by a landmark, not by the slab model alone
     proba = np.asarray(proba, dtype=float).reshape(len(slabs), k) if slabs else np.zeros((0, k))
     notes: list[str] = []
     lungs: bool | None = None
@@ -1273,6 +1395,7 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
         for i, (_, _, d) in enumerate(slabs):
             v = d.values
             if in_head[i] and v["area_cm2"] <= _HEAD_MAX_CM2 and v.get("n_components", 1.0) < 1.5:
+                supported.add(i)
                 odds = cal[i, h] / max(1.0 - cal[i, h], 1e-12) * _HEAD_LR
                 rest = cal[i].sum() - cal[i, h]
                 p_head = odds / (1.0 + odds)
@@ -1294,12 +1417,25 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
                 p_abd = odds / (1.0 + odds)
                 cal[i] = cal[i] * ((1.0 - p_abd) / rest if rest > 0 else 0.0)
                 cal[i, j] = p_abd
+                supported.add(i)
                 n_liver += 1
         if n_liver:
             zl = zs[liver]
             notes.append(f"scene: MR liver landmark (a homogeneous organ right of the midline without a mirror "
                          f"partner) from z = {zl.min():.0f} to {zl.max():.0f} mm: abdomen evidence in {n_liver} "
                          "slab(s) without lungs")
+    # CT: two or more separate parts in a section smaller than a trunk's, with a limb's bones and no lungs: limbs
+    # side by side (likelihood ratio _LIMBS_LR for extremity on the calibrated odds)
+    if profile.is_ct and "extremity" in classes:
+        j = classes.index("extremity")
+        limbs = [i for i, (_, _, d) in enumerate(slabs) if paired_limbs(d) or limb_bone(d)]
+        for i in limbs:
+            cal[i] = _with_lr(cal[i], j, _LIMBS_LR)
+            supported.add(i)
+        if limbs:
+            notes.append(f"scene: CT limbs (two or more separate parts smaller than a trunk with a limb's bones, or a "
+                         f"long bone's cortical ring in the largest part; no lungs): extremity evidence in "
+                         f"{len(limbs)} slab(s)")
     # PET: uptake landmarks (liver, its dome, the bladder) place the trunk's regions and the legs by adult anatomy
     marks = pet_landmarks(profile)
     forced: dict[int, str] = {}
@@ -1314,6 +1450,7 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
                 cal[i] = cal[i] * ((1.0 - _LANDMARK_P) / rest if rest > 0 else 0.0)
                 cal[i, j] = _LANDMARK_P
                 forced[i] = lab
+                supported.add(i)
     # MR: the breast (the anterior outline a broad mound along z, the field of view cutting the chest wall behind
     # it) lies on the chest: chest by anatomy, probability _BREAST_P
     breast = breast_slices(profile)
@@ -1329,15 +1466,23 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
                 cal[i] = cal[i] * ((1.0 - _BREAST_P) / rest if rest > 0 else 0.0)
                 cal[i, j] = _BREAST_P
                 forced[i] = "chest"
+                supported.add(i)
                 n_breast += 1
         if n_breast:
             zb_ = zs[breast]
             notes.append(f"scene: MR breast landmark (the anterior outline a mound along z, the chest wall cut "
                          f"behind it) from z = {zb_.min():.0f} to {zb_.max():.0f} mm: chest in {n_breast} slab(s)")
     labels: list[str] = []
+    if diffusion_map:
+        notes.append(f"scene: a diffusion image or map ({diffusion_map}): the scene model does not read its "
+                     "intensities (fat suppressed, fluid bright); only landmarks that do not read intensities as "
+                     f"tissue name a region ({len(supported)} of {len(slabs)} slab(s))")
     for i, (_, _, d) in enumerate(slabs):
         if i in forced:
             labels.append(forced[i])
+            continue
+        if diffusion_map and i not in supported:
+            labels.append(UNKNOWN)
             continue
         j = int(np.argmax(cal[i]))
         lab = classes[j] if cal[i, j] >= min_probability else UNKNOWN

@@ -173,7 +173,18 @@ def _correct_step(ctx: Context, params: Mapping[str, Any]) -> None:
                 segs[i] = kind(info, classes == ctx.classes.index(info.label))
         ctx.labels = LabelMap(tuple(segs), not_found)
         del classes, segs  # the class index map: not held while cleaning
-    labels, changed = _correct.correct_labels(ctx.labels, sp, **p)
+    # the segments handed over one by one: each mask before correction is let go as soon as it is replaced (the
+    # context holds none of them meanwhile; the options are checked before any is touched)
+    segs = list(ctx.labels.segments)
+    not_found = ctx.labels.not_found
+    ctx.labels = LabelMap((), not_found)
+    try:
+        labels, changed = _correct.correct_segments(segs, not_found, sp, **p)
+    except Exception:
+        if all(s is not None for s in segs):  # refused before any was touched (bad options): the map as it was
+            ctx.labels = LabelMap(tuple(segs), not_found)  # type: ignore[arg-type]
+        raise
+    del segs
     # a segment emptied by the correction is dropped and listed as not found
     kept = tuple(s for s in labels.segments if s.mask.any())
     dropped = tuple(s.info.label for s in labels.segments if not s.mask.any())

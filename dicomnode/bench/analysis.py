@@ -12,7 +12,8 @@ Phantoms:
 
 Each profile runs in a fresh Python process (so that its peak RSS is its own; with ``--warm`` first once on a
 half-resolution phantom of its kind, so that modules are imported and models loaded, as in a job process of the node
-from its second series on), through the same pipeline runner the node uses: ``ct`` on the CT phantom, ``pet`` on
+from its second series on), with the job processes' allocation policy and the heap trimmed between steps
+(:mod:`dicomnode.jobs.workerproc`), through the same pipeline runner the node uses: ``ct`` on the CT phantom, ``pet`` on
 the PET phantom, ``mr`` and ``generic`` on the MR phantom. One JSON
 object is printed: the CPU model, and per profile the per-step wall time and peak RSS, the total, voxels per second
 and its ratio to the CT profile's (also per CPU second, which a machine shared with other work distorts less), the
@@ -307,9 +308,11 @@ def run_one(profile_name: str, phantom: str, shape: tuple[int, int, int], spacin
     from dicomnode.analysis.pipeline import Context, run_steps
     from dicomnode.analysis.volume import Volume
     from dicomnode.config import load_config
+    from dicomnode.jobs.workerproc import release_free_memory, tune_malloc
     from dicomnode.obs.memory import PeakRSS, rss_mb
     from dicomnode.steps import registry
 
+    tune_malloc()  # as a job process (jobs.chain.run_chain): its allocation policy, and the heap trimmed between steps
     cfg = load_config(config)
     registry()
     if profile_name not in cfg.profiles:
@@ -326,7 +329,8 @@ def run_one(profile_name: str, phantom: str, shape: tuple[int, int, int], spacin
         vol_w = Volume(img_w, small_sp, modality=modality, unit=unit)
         t0 = time.perf_counter()
         try:
-            run_steps(Context(volume=vol_w, original=vol_w), profile.steps, profile.params)
+            run_steps(Context(volume=vol_w, original=vol_w), profile.steps, profile.params,
+                      between_steps=release_free_memory)
         except Exception as e:  # noqa: BLE001 - the timed run below reports a real failure; this one is noted
             warmup_error = f"{type(e).__name__}: {e}"
         warmup_s = round(time.perf_counter() - t0, 3)
@@ -353,7 +357,7 @@ def run_one(profile_name: str, phantom: str, shape: tuple[int, int, int], spacin
 
     t0 = time.perf_counter()
     c0 = time.process_time()
-    records = run_steps(ctx, profile.steps, profile.params, meter=Meter)
+    records = run_steps(ctx, profile.steps, profile.params, meter=Meter, between_steps=release_free_memory)
     total = time.perf_counter() - t0
     total_cpu = time.process_time() - c0
     volume_mb = image.nbytes / 2**20

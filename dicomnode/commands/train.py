@@ -4,6 +4,7 @@
 
     dicomnode train --labels labels.csv --task scene --out scene.skops [--phantoms 20] [--seed 0]
     dicomnode train --task findings --cases CASES.toml --out findings.json [--data-root DIR] [--cache DIR]
+                    [--inserted TABLE]
 
 ``labels.csv`` has one row per series: ``folder,label[,patient]`` (a header row ``folder,label,patient`` is
 allowed; relative folders are taken from the CSV's own folder). ``folder`` is a folder of one DICOM series, or a
@@ -20,7 +21,9 @@ Tasks:
   case file of ``dicomnode evaluate``) instead of ``--labels``: the detect candidates of its cases with lesion truth
   are scored against it and the calibration of :mod:`dicomnode.findings_training` is fitted, its
   leave-one-patient-out figures printed, and written to ``--out NAME.json`` (a profile uses it with ``model =
-  "NAME.json"``).
+  "NAME.json"``). ``--inserted TABLE`` adds a table of inserted-lesion PET candidates
+  (:mod:`dicomnode.evaluation.inserted`; the shipped ``dicomnode/models/findings_pet_inserted.json`` or one made
+  from the site's own PETs) to the PET map's slope (its intercept stays fitted on the real candidates).
 * any other name: a per-series classifier on the whole-series scene descriptors plus body intensity percentiles
   (one sample per series), e.g. to tell two protocols apart.
 
@@ -280,10 +283,11 @@ def train_scene(rows: Sequence[LabelledSeries], out: Path | str, *, phantoms: in
 
 def train_findings(cases: Path | str, out: Path | str, *, data_root: Path | str | None = None,
                    config: Path | str | None = None, cache: Path | str | None = None,
-                   print_fn=print) -> dict:
+                   inserted: Path | str | None = None, print_fn=print) -> dict:
     """``--task findings``: fit the findings calibration (:mod:`dicomnode.findings_training`) on the detect candidates
     of a case file's lesion truths, print its leave-one-patient-out figures and write it to ``out`` (JSON; a
-    profile uses it with ``[detect] model = "OUT.json"``). Returns the figures."""
+    profile uses it with ``[detect] model = "OUT.json"``). ``inserted``: a table of inserted-lesion PET candidates
+    (:mod:`dicomnode.evaluation.inserted`) the PET map's slope is fitted with too. Returns the figures."""
     from dicomnode.config import load_config
     from dicomnode.evaluation.cases import load_cases
     from dicomnode.findings_training import (CandidateCache, collect_candidates, fit_findings, leave_one_patient_out,
@@ -296,12 +300,21 @@ def train_findings(cases: Path | str, out: Path | str, *, data_root: Path | str 
     cands = collect_candidates(case_file, load_config(config), cache=CandidateCache(cache) if cache else None,
                                print_fn=print_fn)
     patients = sorted({c.patient for c in cands})
+    extra = []
+    if inserted is not None:
+        from dicomnode.evaluation.inserted import read_table
+
+        try:
+            extra = read_table(inserted).candidates
+        except ValueError as e:
+            raise DicomnodeError(str(e)) from None
+        print_fn(f"inserted-lesion candidates: {len(extra)}, {sum(c.true for c in extra)} true")
     if not any(c.true for c in cands):
         raise DicomnodeError(f"{cases}: no detect candidate lies inside a lesion truth: nothing to fit; give cases "
                              "with lesion truth (rtstruct, seg or voc)")
     figures: dict = {"patients": len(patients), "candidates": len(cands), "true": sum(c.true for c in cands)}
     if len(patients) >= 2:
-        series = score_series(cands, leave_one_patient_out(cands))
+        series = score_series(cands, leave_one_patient_out(cands, inserted=extra))
         figures["lopo"] = {k: {kk: v for kk, v in s.items() if kk != "reported"} for k, s in series.items()}
         figures["reliability"] = reliability(series)
         print_fn(f"leave one patient out over {len(patients)} patients: top finding true in "
@@ -314,7 +327,7 @@ def train_findings(cases: Path | str, out: Path | str, *, data_root: Path | str 
                          f"true {o['successes']}/{o['trials']} (95 % CI {o['wilson95'][0]:.2f}-{o['wilson95'][1]:.2f})")
     else:
         print_fn("one patient only: no leave-one-patient-out figures")
-    fitted = fit_findings(cands)
+    fitted = fit_findings(cands, inserted=extra)
     out.write_text(json.dumps({**fitted.as_dict(), "case_file": str(Path(cases).name), **figures}, indent=1))
     print_fn(f"saved {out}")
     return figures
@@ -326,7 +339,8 @@ def _run(a: argparse.Namespace) -> int:
             if not a.cases:
                 raise DicomnodeError("--task findings needs --cases CASES.toml (the case file of "
                                      "`dicomnode evaluate`, with lesion truth)")
-            train_findings(a.cases, a.out, data_root=a.data_root, config=a.config, cache=a.cache)
+            train_findings(a.cases, a.out, data_root=a.data_root, config=a.config, cache=a.cache,
+                           inserted=a.inserted)
             return 0
         if not a.labels:
             raise DicomnodeError(f"--task {a.task} needs --labels LABELS.csv (rows folder,label[,patient])")
@@ -349,6 +363,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--data-root", help="findings task: the folder the case paths are relative to")
     p.add_argument("--config", help="findings task: node configuration whose profiles run (default: built-in)")
     p.add_argument("--cache", help="findings task: a folder caching the scored candidates per series")
+    p.add_argument("--inserted", help="findings task: a table of inserted-lesion PET candidates (e.g. the shipped "
+                                      "dicomnode/models/findings_pet_inserted.json) the PET map is fitted with too")
     p.add_argument("--phantoms", type=int, default=0,
                    help="scene task: synthetic slabs per region and modality added to training (never scored)")
     p.add_argument("--seed", type=int, default=0, help="seed of the phantoms")

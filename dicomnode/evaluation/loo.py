@@ -8,7 +8,8 @@ data and the patient's cases run with it; the other steps are the shipped ones. 
   case file's truths (:func:`dicomnode.scene_training.case_examples`) without the patient, temperatures included;
 * the findings calibration (``detect`` with ``model = "calibrated"``, the shipped profiles'): refitted by
   :func:`dicomnode.findings_training.fit_findings` (the code that fits the shipped one) on the scored detect
-  candidates of the case file's lesion truths (:func:`dicomnode.findings_training.collect_candidates`) without the
+  candidates of the case file's lesion truths (:func:`dicomnode.findings_training.collect_candidates`) and the
+  shipped table of inserted-lesion PET candidates (:mod:`dicomnode.evaluation.inserted`), both without the
   patient; the fold's calibration is written to ``DIR/models/findings-fold-<hash>.json`` and the case's ``detect``
   runs with ``model`` = that file;
 * the logistic findings model (``model = "findings"``) or a ``.skops`` path is *not* refitted: such cases say so in
@@ -87,9 +88,17 @@ def prepare_folds(case_file: CaseFile, cases: Sequence[Case], out_dir: Path,
 def _prepare_findings(case_file: CaseFile, cases: Sequence[Case], out_dir: Path, folds: FoldModels,
                       print_fn: Callable[[str], None] | None, config: NodeConfig | None) -> None:
     """One findings calibration per patient of ``cases``, fitted on the candidates of the other patients."""
+    from dicomnode.evaluation.inserted import DEFAULT_TABLE, is_current, read_table
     from dicomnode.findings_training import CandidateCache, collect_candidates, fit_findings
 
     candidates = collect_candidates(case_file, config, cache=CandidateCache(out_dir / "cache"), print_fn=print_fn)
+    table = read_table(DEFAULT_TABLE)
+    inserted = table.candidates
+    if print_fn:
+        print_fn(f"findings: {len(inserted)} inserted-lesion PET candidates ({sum(c.true for c in inserted)} true) "
+                 f"from {DEFAULT_TABLE.name}; each fold leaves its patient's out"
+                 + ("" if is_current(table) else " (the table was made by other analysis code: regenerate it with "
+                                                  "python3 -m dicomnode.evaluation.inserted)"))
     if not any(c.true for c in candidates):
         if print_fn:
             print_fn("findings: no true detect candidate in the case file's lesion truths: the calibration is not "
@@ -98,7 +107,7 @@ def _prepare_findings(case_file: CaseFile, cases: Sequence[Case], out_dir: Path,
     for patient in sorted({patient_of(c) for c in cases}):
         name = hashlib.sha256(patient.encode()).hexdigest()[:12]
         try:
-            fitted = fit_findings(candidates, exclude=patient)
+            fitted = fit_findings(candidates, exclude=patient, inserted=inserted)
         except ValueError as e:
             if print_fn:
                 print_fn(f"fold {name}: findings calibration not refitted ({e})")
@@ -106,7 +115,9 @@ def _prepare_findings(case_file: CaseFile, cases: Sequence[Case], out_dir: Path,
         folds.findings[patient] = fitted.save(out_dir / "models" / f"findings-fold-{name}.json")
         m, pet = fitted.mapping, fitted.for_modality("PT")
         folds.figures.setdefault(name, {})["findings"] = {"training_patients": len(fitted.patients),
-                                                          "candidates": fitted.candidates, "hits": fitted.hits}
+                                                          "candidates": fitted.candidates, "hits": fitted.hits,
+                                                          "inserted_candidates": fitted.inserted_candidates,
+                                                          "inserted_hits": fitted.inserted_hits}
         if print_fn:
             print_fn(f"fold {name}: findings calibration fitted on {len(fitted.patients)} other patients "
                      f"({fitted.candidates} candidates, {fitted.hits} true): slope {m.slope:.3g}, top weight "

@@ -29,7 +29,7 @@ from dicomnode.config import Profile
 from dicomnode.fsio import atomic_write
 from dicomnode.obs.memory import PeakRSS
 from dicomnode.jobs.spec import RESULTS_JSON, ChainSpec, JobOutcome, input_digest
-from dicomnode.jobs.workerproc import tune_malloc
+from dicomnode.jobs.workerproc import release_free_memory, tune_malloc
 
 log = logging.getLogger("dicomnode.chain")  # its name before jobs/ (log filters use it)
 
@@ -84,7 +84,8 @@ def run_chain(spec: ChainSpec, *, progress: Callable[[str], None] | None = None)
                                             profile=replace(spec.profile, params=params)), progress=progress))
         ctx.notes.append(f"load phase = \"all\": phase 1 here, phases 2...{series.n_phases} in "
                          f"{', '.join(f'phase_{k}/' for k in range(2, series.n_phases + 1))}")
-    records += run_steps(ctx, spec.profile.steps, spec.profile.params, meter=PeakRSS, progress=progress)
+    records += run_steps(ctx, spec.profile.steps, spec.profile.params, meter=PeakRSS, progress=progress,
+                         between_steps=release_free_memory)
 
     version = f"{profile_fingerprint(spec.profile)}.{input_digest([f[0] for f in series.frames])}"
     uids = ResultUids.for_series(spec.uid_root, series.series_uid, spec.profile.name, version)

@@ -11,7 +11,9 @@
 mm); labels are ``head``, ``neck``, ``chest``, ``abdomen``, ``pelvis``, ``extremity`` or ``unknown``
 (:func:`dicomnode.analysis.scene.recognise`). ``label`` and ``probabilities`` are those of the dominant region
 (the longest labelled one); ``label`` is ``unknown`` for phantoms, localizers, fields of view too small to tell
-and whenever no stretch reaches p = 0.5 or the landmarks contradict the model. ``lungs_in_view`` is True/False on
+and whenever no stretch reaches p = 0.5 or the landmarks contradict the model; on an MR diffusion image or map
+(ImageType ADC, DIFFUSION, TRACEW...; or its description, :func:`diffusion_image`) only landmarks that do not read
+intensities as tissue name a slab. ``lungs_in_view`` is True/False on
 CT (lung-like air inside the body, crops included), None otherwise.
 ``header_body_part`` is read from BodyPartExamined, else from the series/study descriptions and protocol name,
 mapped to ``head``, ``neck``, ``chest``, ``abdomen``, ``pelvis``, ``extremity`` (None when they say nothing usable,
@@ -37,7 +39,7 @@ from dicomnode.analysis.scene import (MODEL_FEATURES, UNKNOWN, descriptor_vector
 from dicomnode.analysis.volume import Measurement
 from dicomnode.modelio import LoadedModel, ModelCard, load_card, load_model, resolve_model
 
-__all__ = ["header_body_part", "header_regions"]
+__all__ = ["diffusion_image", "header_body_part", "header_regions"]
 
 #: BodyPartExamined defined terms (PS3.16 Annex L, CID 4031 and common vendor values) -> region(s).
 _BODY_PART: dict[str, tuple[str, ...]] = {}
@@ -84,6 +86,28 @@ def header_regions(header: Mapping[str, str]) -> tuple[str, ...]:
         if any(rx.match(w) for w in words if w):
             found.append(region)
     return tuple(found)
+
+
+#: ImageType values (Siemens DIFFUSION, ADC, TRACEW; Philips and GE ADC, EADC, FA; Toshiba ADC) and description
+#: words that mark a diffusion-weighted image or a map computed from one.
+_DIFFUSION_IMAGE_TYPES = frozenset({"ADC", "EADC", "DADC", "DIFFUSION", "TRACEW", "TRACE", "FA", "DWI", "ISODWI"})
+_DIFFUSION_WORDS = re.compile(r"^(?:adc|eadc|dadc|dwi|dwibs|diffusion|diff|tracew|trace|apparent)$")
+
+
+def diffusion_image(header: Mapping[str, str]) -> str | None:
+    """Why an MR series is a diffusion image or map (ADC, trace-weighted DWI, FA), from its ImageType or
+    description, or None (also for other modalities)."""
+    if str(header.get("Modality", "MR") or "MR").upper() != "MR":
+        return None
+    for token in str(header.get("ImageType", "") or "").upper().split("\\"):
+        if token.strip() in _DIFFUSION_IMAGE_TYPES:
+            return f"ImageType {token.strip()}"
+    for key in ("SeriesDescription", "ProtocolName"):
+        words = re.split(r"[^a-z]+", str(header.get(key, "") or "").lower())
+        hit = next((w for w in words if w and _DIFFUSION_WORDS.match(w)), None)
+        if hit:
+            return f"{key} says {hit.upper()}"
+    return None
 
 
 def header_body_part(header: Mapping[str, str]) -> str | None:
@@ -149,7 +173,9 @@ def _scene_step(ctx: Context, params: Mapping[str, Any]) -> None:
         classes, P = posteriors(m.estimator, np.stack([descriptor_vector(d, names) for _, _, d in slabs]))
     else:
         classes, P = tuple(m.card.classes), np.zeros((0, len(m.card.classes)))
-    res = recognise(prof, slabs, P, classes, temperature=_temperature(extra, prof.is_ct))
+    dwi = diffusion_image({**ctx.header, "Modality": v.modality}) if v.modality.upper() == "MR" else None
+    res = recognise(prof, slabs, P, classes, temperature=_temperature(extra, prof.is_ct),
+                    diffusion_map=dwi)
     ctx.notes.extend(res.notes)
     regions = header_regions(ctx.header)
     agrees: bool | None

@@ -21,7 +21,7 @@ import numpy as np
 
 from dicomnode.analysis import detect as _detect
 from dicomnode.analysis import synthesize as _synth
-from dicomnode.analysis.pipeline import Context, step
+from dicomnode.analysis.pipeline import Context, class_statistics, step
 from dicomnode.analysis.volume import CATEGORY_MORPHOLOGICALLY_ABNORMAL, Code, Measurement, SegmentInfo
 
 __all__ = ["FINDING_TYPES", "PROBABILITY", "DIAMETER"]
@@ -104,20 +104,12 @@ def _calibration(name: str = CALIBRATED, modality: str = "") -> _detect.ScoreCal
 
 
 def _class_model(ctx: Context) -> tuple[list[float], list[float]] | None:
-    """Mean and SD of each intensity class, weighted by the posteriors (every 2nd voxel per axis)."""
-    if ctx.posteriors is None or not ctx.classes:
+    """Mean and SD of each intensity class, weighted by the posteriors (every 2nd voxel per axis): from the
+    posteriors when the context still holds them, else the statistics the runner kept when it released them."""
+    if not ctx.classes:
         return None
-    img = ctx.volume.array[::2, ::2, ::2]
-    means, sds = [], []
-    for k in range(ctx.posteriors.shape[0]):
-        w = ctx.posteriors[k, ::2, ::2, ::2]
-        s = float(w.sum())
-        if s <= 0:
-            continue
-        m = float((w * img).sum() / s)
-        means.append(m)
-        sds.append(float(np.sqrt(max((w * (img - m) ** 2).sum() / s, 1e-12))))
-    return (means, sds) if means else None
+    stats = ctx.class_stats if ctx.posteriors is None else class_statistics(ctx.volume.array, ctx.posteriors)
+    return None if stats is None else (list(stats[0]), list(stats[1]))
 
 
 #: solid soft tissue on CT (muscle and a tumour of its density; not fat, fluid-free bone or air), HU
@@ -174,7 +166,7 @@ def _in_limb(ctx: Context, res: Any) -> Any:
                                    res.n_candidates, res.notes)
 
 
-@step("detect", reads=("volume", "posteriors"))
+@step("detect", reads=("volume",))  # the posteriors' class statistics only (ctx.class_stats)
 def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
     p = dict(params)
     method = str(p.pop("method", "auto"))

@@ -238,3 +238,69 @@ def test_smooth_posteriors_in_place_gives_the_new_array_result(spacing):
         smooth_posteriors(quant, spacing, out=np.zeros(quant.shape, np.float32))
     with pytest.raises(ValueError, match="out may be"):
         smooth_posteriors(quant, spacing, out=quant[:])
+
+
+def test_correct_labels_uint16_buffer_equals_int32_labelling():
+    """correct_labels labels into one reused uint16 buffer (half the memory of int32 labels), falling back to int32
+    for a mask of more than 65535 components: the result is that of the public one-mask functions, which label as
+    int32 (kept as the reference), segment by segment, for masks of few and of very many components."""
+    rng = np.random.default_rng(11)
+    shape = (60, 100, 100)
+    body = np.zeros(shape, bool)
+    body[2:58, 5:95, 5:95] = True
+    body[rng.random(shape) < 0.02] = False     # scattered holes (filled, slice-wise) and dents
+    speckle = np.zeros(shape, bool)
+    speckle[::2, ::2, ::2] = True               # 75 000 single voxels: > 65535 components, the int32 fallback
+    speckle[10:20, 10:20, 10:20] = True         # ... and one large component, kept
+    blobs = np.zeros(shape, bool)
+    blobs[5:9, 10:14, 10:14] = True
+    blobs[20, 50, 50] = blobs[30, 70:72, 70] = True
+    lm = LabelMap((Segment(_info(1, "body"), body), Segment(_info(2, "adipose_tissue"), speckle),
+                   Segment(_info(3, "bone"), blobs)), ())
+    from scipy import ndimage as ndi
+    assert ndi.label(speckle, structure=ndi.generate_binary_structure(3, 1))[1] > 65535
+    out, changed = correct_labels(lm, SPACING, min_volume_ml=0.005)
+    for seg in lm.segments:
+        want = remove_small_components(seg.mask, SPACING, min_volume_ml=0.005)
+        if seg.info.label == "body":
+            want = fill_holes(want, slice_wise=True)
+        got = out.by_label(seg.info.label)
+        assert got is not None and np.array_equal(got.mask, want)
+        assert changed[seg.info.label] == int(np.count_nonzero(want != seg.mask)) > 0
+
+
+def test_correct_segments_lets_go_of_each_mask_and_equals_correct_labels():
+    """correct_segments (the correct step's way) empties the list it is handed, entry by entry, and gives what
+    correct_labels gives (which leaves its input alone); bad options are refused before any entry is touched."""
+    from dicomnode.analysis.correct import correct_segments
+
+    body, bone = _hand_made()
+    lm = LabelMap((Segment(_info(1, "body"), body), Segment(_info(2, "bone"), bone)), ("lung_left",))
+    want, want_changed = correct_labels(lm, SPACING, min_volume_ml=0.01)
+    segs = list(lm.segments)
+    with pytest.raises(ValueError):
+        correct_segments(segs, lm.not_found, SPACING, min_volume_ml=-1)
+    assert segs == list(lm.segments)
+    got, changed = correct_segments(segs, lm.not_found, SPACING, min_volume_ml=0.01)
+    assert segs == [None, None] and changed == want_changed
+    assert got.not_found == want.not_found
+    assert [s.info for s in got.segments] == [s.info for s in want.segments]
+    assert all(np.array_equal(a.mask, b.mask) for a, b in zip(got.segments, want.segments))
+
+
+@pytest.mark.parametrize("nz", [1, 15, 16, 17, 40])
+def test_region_box_by_slabs_is_the_whole_masks_box(nz):
+    """smooth_posteriors finds the region's box a few slices at a time: the box of the whole-grid mask (any class
+    > 0, float64 values too small for float32 included), or None when the region is empty."""
+    from dicomnode.analysis.correct import _bbox, _region_box
+
+    rng = np.random.default_rng(nz)
+    post = np.zeros((3, nz, 12, 14))
+    assert _region_box(post) is None
+    post[1, rng.integers(nz), 3:5, 7] = 1e-300  # > 0, though 0 as float32
+    post[2, rng.integers(nz), 9, 2] = 0.5
+    post[0, -1, 0, 13] = 0.25
+    valid = (post > 0).any(axis=0)
+    assert _region_box(post) == _bbox(valid, pad=0)
+    q = (post * 255).astype(np.uint8)
+    assert _region_box(q) == _bbox((q > 0).any(axis=0), pad=0)

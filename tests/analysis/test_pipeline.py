@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dicomnode.analysis.pipeline import STEP_READS, STEPS, Context, run_steps, step
+from dicomnode.analysis.pipeline import STEP_READS, STEPS, Context, class_statistics, run_steps, step
 from dicomnode.analysis.volume import Volume
 from dicomnode.steps import registry
 
@@ -58,6 +58,32 @@ def test_nothing_released_before_a_step_that_says_nothing_or_after_the_last(prob
     assert ctx.posteriors is not None and ctx.volume is not ctx.original
 
 
+def test_between_steps_runs_before_each_step_after_the_release(probes):
+    """The job's hook (it gives freed memory back to the system) runs before every step, once the intermediates
+    that step and the later ones do not read are gone, and before the step's meter starts."""
+    ctx = _ctx()
+    calls: list[tuple[int, bool, bool]] = []
+    metered: list[int] = []
+
+    class Meter:
+        peak_rss_mb = 0.0
+
+        def __enter__(self):
+            metered.append(len(calls))
+            return self
+
+        def __exit__(self, *exc):
+            return None
+
+    run_steps(ctx, ["t_producer", "t_reads_post", "t_reads_none"], {}, meter=Meter,
+              between_steps=lambda: calls.append((len(SEEN), ctx.posteriors is not None,
+                                                  ctx.volume is not ctx.original)))
+    # before t_producer: nothing made yet; before t_reads_post: the working image already let go, the posteriors
+    # not; before t_reads_none: both gone
+    assert calls == [(0, False, False), (0, True, False), (1, False, False)]
+    assert metered == [1, 2, 3]
+
+
 def test_reads_outside_the_tracked_fields_refused():
     with pytest.raises(ValueError, match="only"):
         step("t_bad", reads=("labels",))
@@ -66,6 +92,33 @@ def test_reads_outside_the_tracked_fields_refused():
 def test_shipped_steps_declare_what_they_read():
     registry()
     assert STEP_READS["features"] == frozenset() and STEP_READS["scene"] == frozenset()
-    assert STEP_READS["detect"] == {"volume", "posteriors"} and STEP_READS["correct"] == {"volume", "posteriors"}
+    # detect reads only the posteriors' class statistics, which the runner keeps when it releases them
+    assert STEP_READS["detect"] == {"volume"} and STEP_READS["correct"] == {"volume", "posteriors"}
     assert set(STEP_READS) >= {"foreground", "enhance", "denoise", "segment", "correct", "features", "measure",
                                "scene", "classify", "match", "detect", "synthesize"}
+
+
+def test_released_posteriors_leave_their_class_statistics(probes):
+    """When the runner lets go of the posteriors it keeps the per-class mean and SD of the working image they weight
+    (what detect needs of them), computed as from the posteriors themselves."""
+    rng = np.random.default_rng(0)
+    img = rng.normal(100.0, 10.0, (8, 10, 12)).astype(np.float32)
+    v = Volume(img, (1.0, 1.0, 1.0), modality="MR", unit="")
+    post = np.stack([np.where(img > 100, 255, 0), np.where(img > 100, 0, 255)]).astype(np.uint8)
+
+    @step("t_post", reads=("volume", "posteriors"))
+    def _post(ctx: Context, params) -> None:
+        ctx.posteriors, ctx.classes = post, ("bright", "dark")
+
+    try:
+        ctx = Context(volume=v, original=v)
+        run_steps(ctx, ["t_post", "t_reads_none"], {})
+        assert ctx.posteriors is None
+        assert ctx.class_stats == class_statistics(img, post)
+        (m_bright, m_dark), (s_bright, s_dark) = ctx.class_stats
+        assert m_bright == pytest.approx(img[::2, ::2, ::2][img[::2, ::2, ::2] > 100].mean(), rel=1e-5)
+        assert m_dark < 100 < m_bright and 0 < s_bright < 10 and 0 < s_dark < 10
+        assert class_statistics(img, np.zeros_like(post)) is None
+    finally:
+        STEPS.pop("t_post", None)
+        STEP_READS.pop("t_post", None)

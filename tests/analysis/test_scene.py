@@ -37,8 +37,9 @@ BLANK = {"BodyPartExamined": "", "SeriesDescription": "", "StudyDescription": ""
 NIFTI = "abdomen-ct/abdomen_pelvis_nifti/example_ct.nii.gz"
 
 #: Cases whose dominant label is right when their patient is held out (measured; the others abstain, ``unknown``:
-#: the abdomen ADC map, the STS_002 pelvis PET and the STS_003 thigh CT, whose lower slabs look like abdomen to a
-#: model that learnt the STS_002 CT as pelvis; see docs/models.md). The abdomen T2 is right through the MR liver
+#: the abdomen ADC map, the STS_002 pelvis PET and the STS_003 thigh CT, whose lower two slabs are extremity through
+#: the CT paired-limbs landmark but whose upper part (the ischium, the rectum) is pelvis and the slab between abdomen
+#: to the model: 37 % of it named, under the 40 % needed; see docs/models.md). The abdomen T2 is right through the MR liver
 #: landmark, the breast MR through the MR breast landmark.
 RIGHT = {
     "chest-ct-b40f", "chest-ct-b70f", "abdomen-ct-j2k", NIFTI, "head-ct", "head-mr-t1", "enhanced-mr-siemens-head",

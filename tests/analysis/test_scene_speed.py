@@ -168,6 +168,8 @@ def _measure_slice_ref(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: f
         out["fat_fraction"] = (((sl >= _CT_FAT_HU[0]) & (sl < _CT_FAT_HU[1])) & filled).sum() / area_px
         out["soft_tissue_fraction"] = (((sl >= _CT_SOFT_HU[0]) & (sl < _CT_SOFT_HU[1])) & filled).sum() / area_px
         out["bone_fraction"] = bright.sum() / area_px
+        # added after the speed work (session scene4, the limb-bone landmark): the same call as scene.py makes
+        out["limb_ring"] = scene._limb_ring(full, py / fy, px / fx, bright_thr, big, (fy, fx))
     return out
 
 

@@ -151,3 +151,62 @@ def test_train_findings_on_a_real_case_writes_a_calibration_the_step_uses(tmp_pa
     bad = subprocess.run([sys.executable, "-m", "dicomnode", "train", "--task", "findings", "--out", "x.json"],
                          capture_output=True, text=True, cwd=REPO, timeout=300)
     assert bad.returncode == 1 and "--cases" in bad.stderr
+
+
+def _pet_set(rng: np.random.Generator, n: int, patients: tuple[str, ...], intercept: float, slope: float,
+             inserted: bool) -> list[ft.Candidate]:
+    """PET candidates whose truth follows a known logistic map of the unclipped logit of the score."""
+    x = rng.uniform(-8.0, 12.0, n)
+    p = 1.0 / (1.0 + np.exp(-(slope * x + intercept)))
+    y = rng.random(n) < p
+    score = 1.0 / (1.0 + np.exp(-x))
+    return [ft.Candidate(f"{patients[i % len(patients)]}-{'ins' if inserted else 'real'}", patients[i % len(patients)],
+                         "tissue_model/PT", float(score[i]), False, bool(y[i]), f"lesion_{i}", inserted=inserted)
+            for i in range(n)]
+
+
+def test_pet_map_takes_its_slope_from_inserted_candidates_and_its_intercept_from_the_real_ones(monkeypatch):
+    """Known answer: real and inserted PET candidates share the slope (0.5) of logit(score); the inserted series
+    hold far more lesions (intercept -1 against the real -4). The fit recovers the slope and the REAL intercept;
+    a plain fit on both together over-states the probabilities on real series. The prior of
+    LESIONS_PER_SERIES then shifts the intercept by exactly log(prior / true candidates per real series)."""
+    rng = np.random.default_rng(3)
+    real = _pet_set(rng, 6000, ("p1", "p2", "p3"), -4.0, 0.5, False)
+    ins = _pet_set(rng, 6000, ("p1", "p2", "p3"), -1.0, 0.5, True)
+    with_prior = ft.fit_findings(real, inserted=ins).for_modality("PT")
+    prior = ft.LESIONS_PER_SERIES["PT"]
+    monkeypatch.setattr(ft, "LESIONS_PER_SERIES", {})
+    fit = ft.fit_findings(real, inserted=ins)
+    pet = fit.for_modality("PT")
+    assert pet.slope == pytest.approx(0.5, abs=0.05)
+    assert pet.intercept == pytest.approx(-4.0, abs=0.3)
+    assert fit.inserted_candidates == len(ins) and fit.inserted_hits == sum(c.true for c in ins)
+    # on the real candidates the mean probability is the fraction true (prevalence kept); pooled it is not
+    probs = [pet.probability(c.score) for c in real]
+    assert abs(np.mean(probs) - np.mean([c.true for c in real])) < 0.01
+    pooled = ft.fit_findings(real + [ft.Candidate(c.case, c.patient, c.group, c.score, c.top, c.true, c.label)
+                                     for c in ins]).for_modality("PT")
+    assert pooled.intercept > pet.intercept + 1.0
+    # the default map (CT, MR) never sees the inserted candidates
+    assert fit.mapping == ft.fit_findings(real).mapping
+    per_series = sum(c.true for c in real) / 3
+    assert with_prior.slope == pet.slope and with_prior.top_weight == pet.top_weight
+    assert with_prior.intercept - pet.intercept == pytest.approx(math.log(prior / per_series))
+
+
+def test_a_fold_leaves_out_its_patients_inserted_candidates():
+    rng = np.random.default_rng(4)
+    real = _pet_set(rng, 900, ("p1", "p2", "p3"), -4.0, 0.5, False)
+    ins = _pet_set(rng, 900, ("p1", "p2", "p3"), -1.0, 0.5, True)
+    fold = ft.fit_findings(real, exclude="p2", inserted=ins)
+    assert fold.inserted_candidates == sum(c.patient != "p2" for c in ins)
+    assert "p2" not in fold.patients
+    flipped = [ft.Candidate(c.case, c.patient, c.group, c.score, c.top, not c.true if c.patient == "p2" else c.true,
+                            c.label, inserted=True) for c in ins]
+    assert ft.fit_findings(real, exclude="p2", inserted=flipped).by_modality == fold.by_modality
+    lopo = ft.leave_one_patient_out(real, inserted=ins)
+    lopo_flipped = ft.leave_one_patient_out(real, inserted=flipped)
+    assert all(lopo[ft.key(c)] == lopo_flipped[ft.key(c)] for c in real if c.patient == "p2")
+    # but a fold holding another patient out does use p2's inserted candidates
+    assert ft.fit_findings(real, exclude="p1", inserted=flipped).by_modality != \
+        ft.fit_findings(real, exclude="p1", inserted=ins).by_modality

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -58,3 +59,26 @@ def test_fold_profile_swaps_the_shipped_scene_model_and_names_what_stays_in_samp
     p, refitted, in_sample = fold_profile(prof, case, folds)
     assert refitted == [] and in_sample == ["scene (/site/scene.skops)", "findings (findings)"]
     assert patient_of(Case("d", Path("/data/t"))) == "/data/t"  # no patient: the series is its own
+
+
+def test_findings_folds_leave_out_the_held_out_patients_inserted_candidates(tmp_path, monkeypatch):
+    """Each fold's findings calibration is fitted with the shipped table of inserted-lesion PET candidates minus
+    those of the held-out patient (the table tags every candidate with the patient whose PET it came from)."""
+    from dicomnode import findings_training as ft
+    from dicomnode.evaluation import inserted as ins
+    from dicomnode.evaluation.cases import CaseFile
+    from dicomnode.evaluation.loo import _prepare_findings
+
+    table = ins.read_table()
+    real = [ft.Candidate(f"{p}-pet", p, "tissue_model/PT", s, top, t, f"lesion_{k}")
+            for p in ("STS_001", "STS_002", "STS_003")
+            for k, (s, top, t) in enumerate([(1 - 1e-9, True, True), (0.98, False, False), (0.2, False, False)])]
+    monkeypatch.setattr(ft, "collect_candidates", lambda *a, **k: real)
+    cases = [Case(f"{p}-pet", Path(f"/data/{p}"), patient=p) for p in ("STS_001", "STS_002", "STS_003")]
+    folds = FoldModels()
+    _prepare_findings(CaseFile(Path("x.toml"), Path("/data"), tuple(cases)), cases, tmp_path, folds, None, None)
+    for p in ("STS_001", "STS_002", "STS_003"):
+        fig = folds.figures[hashlib.sha256(p.encode()).hexdigest()[:12]]["findings"]
+        assert fig["inserted_candidates"] == sum(c.patient != p for c in table.candidates) > 0
+        assert fig["inserted_hits"] == sum(c.true and c.patient != p for c in table.candidates)
+        assert ft.read_calibration(folds.findings[p]).for_modality("PT").slope > 0

@@ -10,7 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from dicomnode.jobs.workerproc import MMAP_THRESHOLD_BYTES, tune_malloc
+from dicomnode.jobs.workerproc import MMAP_THRESHOLD_BYTES, release_free_memory, tune_malloc
 
 from helpers import wait_until
 
@@ -71,6 +71,33 @@ def test_dask_nanny_trim_setting_no_longer_applies_inside_a_job_process(tmp_path
                                       text=True, check=True).stdout) for mode in ("plain", "tuned")}
     assert freed["plain"] >= 7 * 2**20, freed  # unmapped on free
     assert freed["tuned"] < 2**20, freed  # kept by the heap
+
+
+def test_release_free_memory_returns_what_the_heap_kept() -> None:
+    """Under the job policy a freed 16 MB array below a live one stays in the heap (resident); release_free_memory
+    gives its pages back to the system, and the live array keeps its values."""
+    script = textwrap.dedent("""
+        import numpy as np
+        from dicomnode.jobs.workerproc import release_free_memory, tune_malloc
+        assert tune_malloc()
+        def rss():
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * 4096
+        a = np.ones(2 * 2**20)  # 16 MB from the heap, touched
+        live = np.full(2**17, 7.0)  # 1 MB after it, kept
+        before = rss()
+        del a
+        kept = before - rss()
+        released = release_free_memory()
+        print(kept, before - rss(), released, bool((live == 7.0).all()))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}).stdout.split()
+    kept, freed, released, intact = int(out[0]), int(out[1]), out[2], out[3]
+    assert kept < 2**20, out  # the heap kept the pages
+    assert freed >= 15 * 2**20 and released == "True", out  # ... until they were released
+    assert intact == "True"
+    assert release_free_memory() in (True, False)  # callable in this process too (nothing to release is fine)
 
 
 def test_pool_workers_end_when_the_node_is_killed(tmp_path) -> None:

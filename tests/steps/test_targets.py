@@ -146,6 +146,30 @@ def test_detect_step_reads_the_scene_region_at_each_candidate_for_the_bowel_rule
     assert ("gas_cap" in feats) is capped
 
 
+def test_detect_after_the_posteriors_are_released_finds_the_same():
+    """detect reads only the class statistics of the posteriors: run after the runner has released them (they are
+    kept in ctx.class_stats) it finds exactly what it finds with the posteriors still held (an unregistered step
+    after it reads everything, so nothing is released)."""
+    from dicomnode.analysis.pipeline import STEP_READS, STEPS
+
+    registry()
+    img, _ = tissue_phantom([((24, 40, 40), 10.0, 250.0), ((20, 70, 72), 14.0, 30.0)], seed=3)
+    v = Volume(img, TISSUE_SP, (5.0, 6.0, 7.0), np.eye(3), "MR", "")
+    params = {"segment": {"method": "generic"}, "detect": {"max_findings": 5, "probability_threshold": 0.0}}
+    released = Context(volume=v, original=v)
+    run_steps(released, ["segment", "correct", "detect"], params)
+    assert released.posteriors is None and released.class_stats is not None
+    STEPS["t_holds_all"] = lambda ctx, p: None  # registered without reads: reads everything
+    try:
+        held = Context(volume=v, original=v)
+        run_steps(held, ["segment", "correct", "detect", "t_holds_all"], params)
+    finally:
+        STEPS.pop("t_holds_all", None)
+        STEP_READS.pop("t_holds_all", None)
+    assert held.posteriors is not None and held.findings
+    assert released.findings == held.findings
+
+
 def test_shipped_ct_and_mr_profiles_run_the_scene_before_detect():
     from dicomnode.config.node import load_default_profiles
 

@@ -61,20 +61,39 @@ def mesh(morph_mask: np.ndarray, spacing_mm: tuple[float, float, float]) -> tupl
     return vertices.astype(np.float64), faces
 
 
+#: Faces per chunk of :func:`mesh_volume_area` (its (chunk, 3) float64 temporaries: 1.5 MiB each).
+_FACE_CHUNK = 1 << 16
+
+
 def mesh_volume_area(vertices: np.ndarray, faces: np.ndarray) -> tuple[float, float]:
-    """Volume (|sum of signed tetrahedra a.(b x c)/6|, mm^3) and area (sum of |ab x ac|/2, mm^2) of a closed mesh."""
+    """Volume (|sum of signed tetrahedra a.(b x c)/6|, mm^3) and area (sum of |ab x ac|/2, mm^2) of a closed mesh.
+
+    The per-face vectors are made :data:`_FACE_CHUNK` faces at a time into two (F, 3) arrays (the first corners and
+    ``b x c``) and one (F,) array of the area terms, each sum then taken over the whole array as before: the same
+    values, bit for bit, with two (F, 3) float64 arrays in memory instead of about five."""
     # Centre first: the volume does not depend on the origin for a closed mesh, and centring limits round-off.
     v = vertices - vertices.mean(axis=0)
-    a, b, c = v[faces[:, 0]], v[faces[:, 1]], v[faces[:, 2]]
-    volume = abs(float(np.einsum("ij,ij->", a, _cross(b, c)))) / 6.0
-    area = float(np.linalg.norm(_cross(b - a, c - a), axis=1).sum()) / 2.0
+    n = len(faces)
+    a = v[faces[:, 0]]
+    bc = np.empty((n, 3), dtype=v.dtype)
+    for s in range(0, n, _FACE_CHUNK):
+        f = faces[s:s + _FACE_CHUNK]
+        _cross(v[f[:, 1]], v[f[:, 2]], out=bc[s:s + _FACE_CHUNK])
+    volume = abs(float(np.einsum("ij,ij->", a, bc))) / 6.0
+    del bc
+    norms = np.empty(n, dtype=v.dtype)
+    for s in range(0, n, _FACE_CHUNK):
+        f, a_s = faces[s:s + _FACE_CHUNK], a[s:s + _FACE_CHUNK]
+        norms[s:s + _FACE_CHUNK] = np.linalg.norm(_cross(v[f[:, 1]] - a_s, v[f[:, 2]] - a_s), axis=1)
+    area = float(norms.sum()) / 2.0
     return volume, area
 
 
-def _cross(b: np.ndarray, c: np.ndarray) -> np.ndarray:
+def _cross(b: np.ndarray, c: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``np.cross(b, c)`` of (N, 3) arrays, component by component (the same products and differences, bit for
-    bit, in about half the time of numpy's general version)."""
-    out = np.empty(np.broadcast_shapes(b.shape, c.shape), dtype=np.result_type(b, c))
+    bit, in about half the time of numpy's general version); into ``out`` when given."""
+    if out is None:
+        out = np.empty(np.broadcast_shapes(b.shape, c.shape), dtype=np.result_type(b, c))
     for k, (i, j) in enumerate(((1, 2), (2, 0), (0, 1))):
         np.multiply(b[:, i], c[:, j], out=out[:, k])
         out[:, k] -= b[:, j] * c[:, i]
