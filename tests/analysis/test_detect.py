@@ -786,6 +786,40 @@ def test_wholebody_pet_inserted_1_ml_lesion_at_6x_found(wholebody_pet, region):
     assert any("signal-to-noise" in n for n in notes)
 
 
+def test_wholebody_pet_5_ml_lesion_found_at_a_small_scale_is_not_read_as_cut(wholebody_pet, monkeypatch):
+    """A 5 mL lung nodule (21 mm across) at 3 times its background, blurred to 6.5 mm FWHM: the blob search answers at
+    a scale below its size, and its region, whole above its own half level, touches that scale's growth limit (1.5 x
+    the blob radius). Grown once more to twice the reach (``PET_REGROW``) it closes: truncation 0, and it is reported
+    with the sarcoma, at most 1 false finding. Without the second growth (``PET_REGROW`` = 1) the same region reads
+    as a piece cut out of a larger structure (truncation > 0.3) and is not reported."""
+    from dicomnode.analysis import detect as det
+    from dicomnode.evaluation.insertion import insert_lesion, sample_positions, semi_axes_mm
+
+    vol, gtv, masks, depth = wholebody_pet
+    sp = vol.spacing_mm
+    rng = np.random.default_rng(7)
+    (pos,) = sample_positions(masks["lung"] & (depth >= semi_axes_mm(5.0)[0] + 5.0), sp, 1, rng)
+    img, les = insert_lesion(vol.array, sp, pos, volume_ml=5.0, contrast=3.0, rng=rng)
+    results = []
+    real = det.detect
+    monkeypatch.setattr(det, "detect", lambda *a, **k: results.append(real(*a, **k)) or results[-1])
+
+    def lesion_candidate():
+        res = results[-1]
+        return max((f for f in (*res.findings, *res.rejected) if les.contains(f.centroid_zyx)),
+                   key=lambda f: f.probability)
+
+    found, _ = _pet_chain(vol.with_array(img))
+    assert any(les.contains(c) for c, _ in found), (pos, [c for c, _ in found])
+    assert lesion_candidate().features["truncation"] == 0.0
+    assert any(gtv[c] for c, _ in found)
+    assert sum(1 for c, _ in found if not gtv[c] and not les.contains(c)) <= 1
+    monkeypatch.setattr(det, "PET_REGROW", 1.0)
+    found, _ = _pet_chain(vol.with_array(img))
+    assert not any(les.contains(c) for c, _ in found)
+    assert lesion_candidate().features["truncation"] > 0.3
+
+
 @pytest.mark.parametrize("site, pos", [
     # on the midline of the mediastinum, 105 mm above the liver's dome: grown to 30 mL, hotter than the liver, as
     # the heart's rule once asked (its lowest point 70 mm above the dome: the heart rests on the diaphragm)
