@@ -112,6 +112,55 @@ def _holes(mask: np.ndarray, slice_wise: bool, work: "np.ndarray | list[np.ndarr
     return box, ~touching[labels]
 
 
+def _filled(mask: np.ndarray, slice_wise: bool, work: "np.ndarray | list[np.ndarray] | None" = None, *,
+            copy: bool, slab_voxels: int = 1 << 20) -> np.ndarray:
+    """``mask`` with its holes filled: ``mask`` itself when it has none, else a copy (``copy``) or ``mask`` filled
+    in place.
+
+    Slice-wise holes are found a slab of whole slices (about ``slab_voxels`` voxels of the mask's box) at a time:
+    a slice's holes do not depend on the other slices, so the labels, the background and the holes are arrays of
+    a slab, not of the box (the same holes as :func:`_holes` over the whole box)."""
+    if not slice_wise:
+        found = _holes(mask, slice_wise, work)
+        if found is None:
+            return mask
+        box, holes = found
+        out = mask.copy() if copy else mask
+        out[box] |= holes
+        return out
+    box = _bbox(mask, pad=1)
+    if box is None:
+        return mask
+    per_slice = (box[1].stop - box[1].start) * (box[2].stop - box[2].start)
+    depth = max(1, int(slab_voxels) // max(per_slice, 1))
+    out = mask
+    for z0 in range(box[0].start, box[0].stop, depth):
+        sub = (slice(z0, min(box[0].stop, z0 + depth)), box[1], box[2])
+        found = _slab_holes(mask[sub], work)
+        if found is not None:
+            if out is mask and copy:
+                out = mask.copy()
+            out[sub] |= found
+        del found
+    return out
+
+
+def _slab_holes(crop: np.ndarray, work: "np.ndarray | list[np.ndarray] | None") -> np.ndarray | None:
+    """The slice-wise holes of ``crop`` (slices of a mask's box grown by 1 voxel in y and x), or None: what
+    :func:`_holes` finds in these slices of the box."""
+    labels, n = _label(~crop, _structure(1, slice_wise=True), work)
+    if n == 0:
+        return None
+    touching = np.zeros(n + 1, dtype=bool)
+    for axis in (1, 2):
+        touching[np.unique(np.take(labels, 0, axis=axis))] = True
+        touching[np.unique(np.take(labels, labels.shape[axis] - 1, axis=axis))] = True
+    touching[0] = True
+    if touching.all():
+        return None
+    return ~touching[labels]
+
+
 def fill_holes(mask: np.ndarray, *, slice_wise: bool = False) -> np.ndarray:
     """Fill the holes of a binary mask.
 
@@ -130,12 +179,8 @@ def fill_holes(mask: np.ndarray, *, slice_wise: bool = False) -> np.ndarray:
         A new mask, a superset of ``mask``.
     """
     _check_mask(mask)
-    out = mask.copy()
-    found = _holes(mask, slice_wise)
-    if found is not None:
-        box, holes = found
-        out[box] |= holes
-    return out
+    out = _filled(mask, slice_wise, copy=True)
+    return mask.copy() if out is mask else out
 
 
 def _component_sizes(labels: np.ndarray, n: int, chunk: int | None = None) -> np.ndarray:
@@ -155,8 +200,10 @@ def _component_sizes(labels: np.ndarray, n: int, chunk: int | None = None) -> np
 
 
 def _small_components(mask: np.ndarray, min_voxels: float, connectivity: int,
-                      work: "np.ndarray | list[np.ndarray] | None" = None) -> np.ndarray | None:
-    """A mask with the components below ``min_voxels`` removed, or None when there are none."""
+                      work: "np.ndarray | list[np.ndarray] | None" = None, *, in_place: bool = False
+                      ) -> tuple[np.ndarray, int] | None:
+    """(a mask with the components below ``min_voxels`` removed, the number of voxels removed), or None when there
+    are none. ``in_place``: the components are removed from ``mask`` itself (no copy of it), which is returned."""
     box = _bbox(mask, pad=0)
     if box is None or min_voxels <= 1:
         return None
@@ -165,7 +212,8 @@ def _small_components(mask: np.ndarray, min_voxels: float, connectivity: int,
     small = np.flatnonzero(sizes[1:] < min_voxels) + 1
     if small.size == 0:
         return None
-    out = mask.copy()
+    removed = int(sizes[small].sum())
+    out = mask if in_place else mask.copy()
     crop = out[box]
     if small.size <= 2000:  # few: clear each inside its own bounding box (no pass over the whole crop)
         objects = ndi.find_objects(labels)
@@ -176,7 +224,7 @@ def _small_components(mask: np.ndarray, min_voxels: float, connectivity: int,
         keep = sizes >= min_voxels
         keep[0] = False
         crop[...] = keep[labels]
-    return out
+    return out, removed
 
 
 def remove_small_components(mask: np.ndarray, spacing_mm: tuple[float, float, float], *, min_volume_ml: float,
@@ -205,7 +253,7 @@ def remove_small_components(mask: np.ndarray, spacing_mm: tuple[float, float, fl
     sp = _check_spacing(spacing_mm)
     _structure(connectivity, slice_wise=False)
     out = _small_components(mask, min_volume_ml * 1000.0 / (sp[0] * sp[1] * sp[2]), connectivity)
-    return mask.copy() if out is None else out
+    return mask.copy() if out is None else out[0]
 
 
 @dataclass(frozen=True, eq=False, slots=True)
@@ -226,6 +274,30 @@ class PosteriorSmoothing:
     labels: np.ndarray
     posteriors: np.ndarray
     voxels_changed: int
+
+
+def _check_smoothing(posteriors: np.ndarray, spacing_mm: tuple[float, float, float], *, sigma_mm: float,
+                     iterations: int, slab_voxels: int = 1_000_000, out: np.ndarray | None = None
+                     ) -> tuple[float, float, float]:
+    """The checks :func:`smooth_posteriors` makes before it touches anything (a caller that lets go of memory
+    before the call makes them first); returns the checked spacing."""
+    if not sigma_mm > 0:
+        raise ValueError(f"sigma_mm must be > 0 mm, got {sigma_mm}")
+    if int(iterations) != iterations or iterations < 0:
+        raise ValueError(f"iterations must be an integer >= 0, got {iterations}")
+    if not isinstance(posteriors, np.ndarray) or posteriors.ndim != 4:
+        raise ValueError(f"posteriors must be a (K, Z, Y, X) ndarray, got {getattr(posteriors, 'shape', None)}")
+    if int(slab_voxels) != slab_voxels or slab_voxels < 1:
+        raise ValueError(f"slab_voxels must be an integer >= 1, got {slab_voxels}")
+    sp = _check_spacing(spacing_mm)
+    out_dtype = np.uint8 if posteriors.dtype == np.uint8 else np.float32
+    if out is not None and (not isinstance(out, np.ndarray) or out.shape != posteriors.shape
+                            or out.dtype != out_dtype or not out.flags.writeable):
+        raise ValueError(f"out must be a writeable {np.dtype(out_dtype)} array of shape {posteriors.shape}, got "
+                         f"{getattr(out, 'dtype', type(out))} {getattr(out, 'shape', '')}")
+    if out is not None and out is not posteriors and np.may_share_memory(out, posteriors):
+        raise ValueError("out may be posteriors itself or an array that does not overlap it, not a part of it")
+    return sp
 
 
 def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, float], *, sigma_mm: float = 1.5,
@@ -276,24 +348,11 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
     .. [1] Y. Zhang, M. Brady, S. Smith, "Segmentation of brain MR images through a hidden Markov random field
        model and the expectation-maximization algorithm", IEEE TMI 20(1), 2001 (the mean-field idea).
     """
-    if not sigma_mm > 0:
-        raise ValueError(f"sigma_mm must be > 0 mm, got {sigma_mm}")
-    if int(iterations) != iterations or iterations < 0:
-        raise ValueError(f"iterations must be an integer >= 0, got {iterations}")
-    if not isinstance(posteriors, np.ndarray) or posteriors.ndim != 4:
-        raise ValueError(f"posteriors must be a (K, Z, Y, X) ndarray, got {getattr(posteriors, 'shape', None)}")
-    if int(slab_voxels) != slab_voxels or slab_voxels < 1:
-        raise ValueError(f"slab_voxels must be an integer >= 1, got {slab_voxels}")
-    sp = _check_spacing(spacing_mm)
+    sp = _check_smoothing(posteriors, spacing_mm, sigma_mm=sigma_mm, iterations=iterations,
+                          slab_voxels=slab_voxels, out=out)
     quantised = posteriors.dtype == np.uint8
     out_dtype = np.uint8 if quantised else np.float32
-    if out is not None and (not isinstance(out, np.ndarray) or out.shape != posteriors.shape
-                            or out.dtype != out_dtype or not out.flags.writeable):
-        raise ValueError(f"out must be a writeable {np.dtype(out_dtype)} array of shape {posteriors.shape}, got "
-                         f"{getattr(out, 'dtype', type(out))} {getattr(out, 'shape', '')}")
     in_place = out is posteriors
-    if out is not None and not in_place and np.may_share_memory(out, posteriors):
-        raise ValueError("out may be posteriors itself or an array that does not overlap it, not a part of it")
     grid = posteriors.shape[1:]
     labels = np.full(grid, -1, dtype=np.int16)
     if out is None:
@@ -464,11 +523,15 @@ def correct_segments(segments: list[Segment | None], not_found: Collection[str],
                      spacing_mm: tuple[float, float, float], *, min_volume_ml: float = 0.1,
                      fill_holes: bool = True, slice_wise: bool = True,
                      hole_filled_labels: Collection[str] = DEFAULT_HOLE_FILLED_LABELS,
-                     connectivity: int = 1) -> tuple[LabelMap, dict[str, int]]:
+                     connectivity: int = 1, owned: Collection[int] = ()) -> tuple[LabelMap, dict[str, int]]:
     """:func:`correct_labels` over a list of segments handed over by the caller, with ``not_found`` the labels
     already not found: each entry of ``segments`` is set to None as soon as it is corrected, so that where nothing
     else holds a segment its mask before the correction is let go before the next segment's is made (not every
     mask twice in memory at the end). The options are checked before any entry is touched.
+
+    ``owned``: indices of ``segments`` whose masks nothing else holds (not shared with another segment either):
+    those whose holes are not filled lose their small components in place, without a copy of the mask (the
+    number of voxels changed is then the number removed).
 
     Returns the same as :func:`correct_labels`."""
     if not min_volume_ml >= 0:
@@ -476,6 +539,7 @@ def correct_segments(segments: list[Segment | None], not_found: Collection[str],
     _structure(connectivity, slice_wise=False)
     fill = fill_holes
     filled_labels = set(hole_filled_labels)
+    owned = frozenset(owned)
     out: list[Segment] = []
     not_found = list(not_found)
     changed: dict[str, int] = {}
@@ -490,18 +554,21 @@ def correct_segments(segments: list[Segment | None], not_found: Collection[str],
         if seg is None:
             raise ValueError(f"segments[{i}] is None: a list already handed to correct_segments")
         mask = seg.mask  # unchanged segments share their mask with the input (no copy)
+        filled = fill and seg.info.label in filled_labels
+        # a mask of the caller's that is not hole-filled is cleaned in place: the voxels removed are the change
+        in_place = i in owned and not filled
+        removed = 0
         if min_volume_ml > 0:
-            cleaned = _small_components(mask, min_voxels, connectivity, work)
-            mask = mask if cleaned is None else cleaned
+            cleaned = _small_components(mask, min_voxels, connectivity, work, in_place=in_place)
+            if cleaned is not None:
+                mask, removed = cleaned
             del cleaned
-        if fill and seg.info.label in filled_labels:
-            found = _holes(mask, slice_wise, work)
-            if found is not None:
-                box, holes = found
-                mask = mask.copy() if mask is seg.mask else mask
-                mask[box] |= holes
-            del found
-        changed[seg.info.label] = 0 if mask is seg.mask else _count_changed(mask, seg.mask)
+        if filled:
+            mask = _filled(mask, slice_wise, work, copy=mask is seg.mask)
+        if in_place:
+            changed[seg.info.label] = removed
+        else:
+            changed[seg.info.label] = 0 if mask is seg.mask else _count_changed(mask, seg.mask)
         if mask.any():
             out.append(seg if mask is seg.mask else Segment(seg.info, mask))
         elif seg.info.label not in not_found:

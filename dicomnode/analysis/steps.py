@@ -156,30 +156,44 @@ def _correct_step(ctx: Context, params: Mapping[str, Any]) -> None:
         # in place: the posteriors before smoothing are read by nothing after this step (the context holds the
         # smoothed ones), so they are not kept beside them
         post = ctx.posteriors if ctx.posteriors.flags.writeable else None
-        sm = _correct.smooth_posteriors(ctx.posteriors, sp, sigma_mm=float(sigma), iterations=iterations, out=post)
+        _correct._check_smoothing(ctx.posteriors, sp, sigma_mm=float(sigma), iterations=iterations, out=post)
+        # the class masks are replaced whole by the smoothed classes: let go of them before smoothing (the class
+        # index map and the slabs' work arrays are then not held beside them); the map is rebuilt at the end
+        segs = list(ctx.labels.segments)
+        not_found = ctx.labels.not_found
+        is_class = [s.info.label in ctx.classes for s in segs]
+        infos = [(s.info, type(s)) for s in segs]
+        for i in range(len(segs)):
+            if is_class[i]:
+                segs[i] = None  # type: ignore[call-overload]
+        ctx.labels = LabelMap((), not_found)
+        try:
+            sm = _correct.smooth_posteriors(ctx.posteriors, sp, sigma_mm=float(sigma), iterations=iterations,
+                                            out=post)
+        except Exception:  # the masks before smoothing are gone: say so, keep the other segments
+            lost = tuple(info.label for (info, _), c in zip(infos, is_class) if c)
+            ctx.labels = LabelMap(tuple(s for s in segs if s is not None), not_found + lost)
+            ctx.notes.append(f"correct: posterior smoothing failed; class segments {', '.join(lost)} dropped")
+            raise
         ctx.corrections["posterior_smoothing"] = int(sm.voxels_changed)
         ctx.posteriors = sm.posteriors
         classes = sm.labels
         del sm, post
-        # each class's mask replaced in turn, its mask before smoothing let go before the next is made (the map
-        # is rebuilt at the end: only this list holds the old masks meanwhile)
-        segs = list(ctx.labels.segments)
-        not_found = ctx.labels.not_found
-        ctx.labels = LabelMap((), not_found)
-        for i in range(len(segs)):
-            info, kind = segs[i].info, type(segs[i])
-            if info.label in ctx.classes:
-                segs[i] = None  # type: ignore[call-overload]
+        for i, ((info, kind), c) in enumerate(zip(infos, is_class)):
+            if c:
                 segs[i] = kind(info, classes == ctx.classes.index(info.label))
         ctx.labels = LabelMap(tuple(segs), not_found)
         del classes, segs  # the class index map: not held while cleaning
+        owned = [i for i, c in enumerate(is_class) if c]  # the masks just made: nothing else holds them
+    else:
+        owned = []
     # the segments handed over one by one: each mask before correction is let go as soon as it is replaced (the
     # context holds none of them meanwhile; the options are checked before any is touched)
     segs = list(ctx.labels.segments)
     not_found = ctx.labels.not_found
     ctx.labels = LabelMap((), not_found)
     try:
-        labels, changed = _correct.correct_segments(segs, not_found, sp, **p)
+        labels, changed = _correct.correct_segments(segs, not_found, sp, owned=owned, **p)
     except Exception:
         if all(s is not None for s in segs):  # refused before any was touched (bad options): the map as it was
             ctx.labels = LabelMap(tuple(segs), not_found)  # type: ignore[arg-type]
