@@ -732,8 +732,8 @@ def _truncation(region: np.ndarray, dist: np.ndarray, grow_mm: float, spacing_mm
 
 
 #: PET candidates cut by their blob's growth limit (1.5 x the blob radius) are grown once more, to this multiple of
-#: that reach (:func:`detect_tissue`), above the same level: a 5 mL sphere (radius 10.6 mm, 13 mm with the blur) found at the 6-7 mm scale fits
-#: inside twice the reach; a larger structure stays cut.
+#: that reach (:func:`detect_tissue`), above the same level: a 5 mL sphere (radius 10.6 mm, 13 mm with the blur)
+#: found at the 6-7 mm scale fits inside twice the reach; a larger structure stays cut (docs/models.md, petsmall).
 PET_REGROW = 2.0
 
 
@@ -1250,7 +1250,8 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
             # PET: a focus blurred by the scanner's resolution (6-7 mm FWHM) answers the blob search at a scale below
             # its own size (a small scale wins on noise at the SNR search's radii), so the growth limit of that
             # scale cuts a whole lesion; grown once more to PET_REGROW x that reach, a lesion closes (its level
-            # falls off all round) where a piece of a larger structure stays cut: a region that closes replaces the cut one
+            # falls off all round) where a piece of a larger structure stays cut: a region that closes replaces
+            # the cut one
             wide_mm = PET_REGROW * grow_mm
             bb2 = _ball_box(center, wide_mm + 2.0 * max(sp), sp, image.shape)
             zz2, fg2, dist2 = z_of(bb2), foreground[bb2], _distance_mm(bb2, center, sp)
