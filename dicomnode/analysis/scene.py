@@ -360,19 +360,29 @@ _BONE_PIECE_MIN_CM2 = 0.2
 _BONE_PIECES_CAP = 20.0
 
 
-def _bone_pieces(full: np.ndarray, sy: float, sx: float, bone_thr: float) -> float:
-    """Separate pieces of bone (CT) inside the body of one full-resolution axial slice (pixel size ``sy`` x ``sx``
-    mm): the topology of the skeleton in view. A limb shows one or two long bones (a femur; tibia and fibula); a
-    trunk shows a vertebra with the arc of ribs around it (chest, upper abdomen) or the pelvic ring and femoral
-    heads, and does so in a field of view cut inside the body too. Measured on ~2 mm block means."""
+BoneLabels = tuple[np.ndarray, np.ndarray, tuple[int, int]]
+
+
+def _bone_labels(full: np.ndarray, sy: float, sx: float, bone_thr: float) -> BoneLabels:
+    """The pieces of bone (CT) inside the body of one full-resolution axial slice (pixel size ``sy`` x ``sx`` mm),
+    on ~2 mm block means: their labels, each label's area in cm2 (label 1 first) and the block size (fy, fx)."""
     fy = min(max(1, int(round(_BONE_PIECE_MM / sy))), full.shape[0])  # a slice narrower than one block: one block
     fx = min(max(1, int(round(_BONE_PIECE_MM / sx))), full.shape[1])
     sl = block_mean(np.asarray(full, dtype=np.float32), (fy, fx))
     body = _fill_holes(sl > _CT_BODY_HU)
     lab, n = ndi.label((sl > bone_thr) & body)
-    if n == 0:
-        return 0.0
-    sizes = np.bincount(lab.ravel())[1:] * (sy * fy * sx * fx / 100.0)
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:] * (sy * fy * sx * fx / 100.0)
+    return lab, sizes, (fy, fx)
+
+
+def _bone_pieces(full: np.ndarray, sy: float, sx: float, bone_thr: float, *,
+                 bones: BoneLabels | None = None) -> float:
+    """Separate pieces of bone (CT) inside the body of one full-resolution axial slice (pixel size ``sy`` x ``sx``
+    mm): the topology of the skeleton in view. A limb shows one or two long bones (a femur; tibia and fibula); a
+    trunk shows a vertebra with the arc of ribs around it (chest, upper abdomen) or the pelvic ring and femoral
+    heads, and does so in a field of view cut inside the body too. Measured on ~2 mm block means
+    (:func:`_bone_labels`; ``bones``: its result for this slice, when made already)."""
+    _, sizes, _ = _bone_labels(full, sy, sx, bone_thr) if bones is None else bones
     return float(min((sizes >= _BONE_PIECE_MIN_CM2).sum(), _BONE_PIECES_CAP))
 
 
@@ -393,21 +403,16 @@ _RING_CENTRED = 0.15
 _LIMB_BONES_PER_PART = 2.0
 
 
-def _limb_ring(full: np.ndarray, sy: float, sx: float, bone_thr: float, largest: np.ndarray, f4: tuple[int, int]
-               ) -> float:
+def _limb_ring(full: np.ndarray, sy: float, sx: float, bone_thr: float, largest: np.ndarray, f4: tuple[int, int],
+               *, bones: BoneLabels | None = None) -> float:
     """1.0 when the largest body part of one full-resolution axial CT slice (``largest``: its mask on the 4 mm
     grid, ``f4`` pixels per block) holds at most :data:`_LIMB_BONES_PER_PART` bone pieces and one of them is a long
     bone's cortical ring around its medullary cavity (the limb-bone landmark); else 0.0. Bone pieces as in
-    :func:`_bone_pieces`, on ~2 mm block means."""
-    fy = min(max(1, int(round(_BONE_PIECE_MM / sy))), full.shape[0])
-    fx = min(max(1, int(round(_BONE_PIECE_MM / sx))), full.shape[1])
-    sl = block_mean(np.asarray(full, dtype=np.float32), (fy, fx))
-    body = _fill_holes(sl > _CT_BODY_HU)
-    lab, n = ndi.label((sl > bone_thr) & body)
-    if n == 0:
+    :func:`_bone_pieces`, on ~2 mm block means (``bones``: :func:`_bone_labels` of this slice, when made already)."""
+    lab, sizes, (fy, fx) = _bone_labels(full, sy, sx, bone_thr) if bones is None else bones
+    if sizes.size == 0:
         return 0.0
     bcm2 = sy * fy * sx * fx / 100.0
-    sizes = np.bincount(lab.ravel())[1:] * bcm2
     pieces = np.flatnonzero(sizes >= _BONE_PIECE_MIN_CM2) + 1
     # the pieces whose centre lies in the largest part (on the 4 mm grid)
     inside = []
@@ -514,7 +519,8 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
     llab, nllab = ndi.label(lateral)
     out["lateral_bright"] = lateral.sum() / area_px
     out["lateral_bright_blob"] = (np.bincount(llab.ravel())[1:].max() if nllab else 0) / area_px
-    out["bone_pieces"] = _bone_pieces(full, py / fy, px / fx, bright_thr) if is_ct else 0.0
+    bones = _bone_labels(full, py / fy, px / fx, bright_thr) if is_ct else None  # read by two landmarks
+    out["bone_pieces"] = _bone_pieces(full, py / fy, px / fx, bright_thr, bones=bones) if is_ct else 0.0
     if not is_ct:
         # uptake landmarks (PET; any relative scale): the peak of the 3 x 3 local mean and the largest region of
         # moderately raised signal (2-8 x the body's median: the liver on FDG PET), relative to the body's median
@@ -531,7 +537,7 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
         out["fat_fraction"] = (((sl >= _CT_FAT_HU[0]) & (sl < _CT_FAT_HU[1])) & filled).sum() / area_px
         out["soft_tissue_fraction"] = (((sl >= _CT_SOFT_HU[0]) & (sl < _CT_SOFT_HU[1])) & filled).sum() / area_px
         out["bone_fraction"] = bright.sum() / area_px
-        out["limb_ring"] = _limb_ring(full, py / fy, px / fx, bright_thr, big, (fy, fx))
+        out["limb_ring"] = _limb_ring(full, py / fy, px / fx, bright_thr, big, (fy, fx), bones=bones)
     return out
 
 

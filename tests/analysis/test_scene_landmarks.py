@@ -113,14 +113,13 @@ def test_paired_limbs_needs_parts_a_limb_size_no_lungs_and_few_bones():
 
 
 def _flat_profile(n: int = 20) -> SceneProfile:
-    z = np.linspace(0.0, -190.0, n)
-    per = {k: np.full(n, 1.0) for k in ("area_cm2", "n_components", "solidity", "minor_major_ratio",
-                                         "edge_fraction")}
-    per["area_cm2"][:] = 600.0
-    per["minor_major_ratio"][:] = 0.7
-    per["solidity"][:] = 0.9
-    per["edge_fraction"][:] = 0.0
-    return SceneProfile(z, per, False, 10.0, n, "MR")
+    """A featureless MR trunk profile from z 0 to -190 mm (test_scene's :func:`_profile`)."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_scene import _profile
+
+    return _profile(np.linspace(0.0, -190.0, n))
 
 
 def test_paired_limbs_raise_extremity_on_ct_only_where_the_model_gives_some():
