@@ -1386,7 +1386,9 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
     landmarks (:func:`pet_landmarks`: the liver and its dome, the bladder) set the label of every slab by adult
     anatomy (:func:`landmark_label`, probability ``_LANDMARK_P``); on CT, limbs (:func:`paired_limbs`: two or more
     separate parts smaller than a trunk; :func:`limb_bone`: a long bone's cortical ring) are extremity evidence
-    (likelihood ratio ``_LIMBS_LR``); on a diffusion image (``diffusion_map``) only landmarks name a slab; the vertex (:func:`vertex_z`) is head evidence
+    (likelihood ratio ``_LIMBS_LR``), and just above two separate limbs (:func:`above_paired_limbs`) a slab can
+    only be pelvis or extremity (its posterior conditioned on the two; ``unknown`` when the model gives them less
+    than 1/K together); on a diffusion image (``diffusion_map``) only landmarks name a slab; the vertex (:func:`vertex_z`) is head evidence
     within a head's length below it (likelihood ratio ``_HEAD_LR`` on the calibrated odds) and no slab without a
     vertex above it is a head; a lone slab whose neighbours say otherwise is ``unknown`` (every region is longer
     than one slab);
