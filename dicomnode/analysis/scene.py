@@ -1496,7 +1496,10 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
                          f"{len(limbs)} slab(s)")
         # just above the thighs' parting only the pelvis or a limb can lie: the posteriors there are conditioned
         # on those two classes (a slab whose model gives them too little mass stays unknown)
+        # (not within a head's length below a vertex: there two or more parts are the head and the raised arms)
         pairs = np.array([paired_limbs(d) for _, _, d in slabs], dtype=bool)
+        if vz is not None:
+            pairs &= centres_ < vz - _HEAD_LENGTH_MM
         allowed = [classes.index(c) for c in _ABOVE_LIMBS if c in classes]
         near = [int(i) for i in np.flatnonzero(above_paired_limbs(centres_, pairs))]
         for i in near:

@@ -250,3 +250,21 @@ def test_sts003_thigh_ct_is_extremity_with_the_pelvic_outlet_above():
     labels = [r["label"] for r in ctx.scene["regions"]]
     assert "abdomen" not in labels and labels[-1] == "extremity", ctx.scene["regions"]
     assert any("can only be pelvis or extremity" in n for n in ctx.notes), ctx.notes
+
+
+def test_no_pelvis_or_limb_restriction_below_a_vertex():
+    """Within a head's length below a vertex, two or more separate parts are the head and the raised arms, not the
+    thighs: the slabs above them keep the model's head."""
+    z = np.linspace(0.0, -190.0, 20)
+    per = {"area_cm2": np.r_[np.nan, np.nan, 40.0, 100.0, np.full(16, 180.0)], "n_components": np.ones(20),
+           "solidity": np.full(20, 0.9), "minor_major_ratio": np.full(20, 0.8), "edge_fraction": np.zeros(20)}
+    prof = SceneProfile(z, per, True, 10.0, 20, "CT")
+    head = SceneDescriptors({"area_cm2": 180.0, "n_components": 1.0, "edge_fraction": 0.0, "dark_blob": 0.0,
+                             "bone_pieces": 1.0, "ring_bright": 0.5})
+    arms = SceneDescriptors({**head.values, "area_cm2": 260.0, "n_components": 3.0, "bone_pieces": 5.0})
+    assert paired_limbs(arms)
+    slabs = [(c - 30, c + 30, d) for c, d in zip(np.linspace(-50.0, -160.0, 4), (head, head, arms, arms))]
+    classes = ("extremity", "head", "pelvis")
+    res = recognise(prof, slabs, np.tile([0.2, 0.7, 0.1], (4, 1)), classes)
+    assert not any("can only be pelvis or extremity" in n for n in res.notes), res.notes
+    assert res.regions[0].label == "head", res.regions
