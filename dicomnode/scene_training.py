@@ -40,7 +40,7 @@ from dicomnode.analysis.scene import (BODY_ORDER, MODEL_FEATURES, UNKNOWN, Scene
 from dicomnode.analysis.volume import Volume
 
 __all__ = ["CROPS", "EXTRA_NIFTI", "FeatureCache", "FittedScene", "PHANTOMS", "REAL_WEIGHT", "SEED",
-           "SceneExample", "case_examples", "crop_fov", "example_from_volume", "fit_scene", "iliac_crest_z",
+           "SceneExample", "case_examples", "class_patients", "crop_fov", "example_from_volume", "fit_scene", "iliac_crest_z",
            "make_scene_estimator", "phantom_rows", "phantom_samples", "save_scene_model", "SLAB_MM", "STRIDE_MM"]
 
 #: Slab length and stride along z of the scene model's samples (mm).
@@ -286,6 +286,20 @@ def _proba(model, X: np.ndarray, classes: Sequence[str]) -> np.ndarray:
     return out
 
 
+def class_patients(X: np.ndarray, y: Sequence[str], g: Sequence[str]) -> dict[str, dict[str, int]]:
+    """How many patients showed each class in real slabs, per modality group of the model's descriptors: ``{"ct":
+    {label: n}, "other": {label: n}}`` (``other``: MR and PET, the model's second descriptor part). Phantoms do not
+    count. :func:`~dicomnode.analysis.scene.recognise` reads it as ``class_patients``."""
+    X = np.asarray(X).reshape(-1, len(MODEL_FEATURES))
+    is_ct = X[:, MODEL_FEATURES.index("is_ct")] == 1 if len(X) else np.zeros(0, dtype=bool)
+    out: dict[str, dict[str, int]] = {"ct": {}, "other": {}}
+    for group, sel in (("ct", is_ct), ("other", ~is_ct)):
+        pairs = {(str(lab), str(p)) for lab, p, s in zip(y, g, sel) if s}
+        for lab in sorted({lab for lab, _ in pairs}):
+            out[group][lab] = sum(1 for lab_, _ in pairs if lab_ == lab)
+    return out
+
+
 @dataclass
 class FittedScene:
     """A scene model of one fold: the estimator, its calibration temperatures and, without ``exclude``, the
@@ -301,10 +315,14 @@ class FittedScene:
     slab_accuracy: float | None = None
     slab_truth: list[str] = field(default_factory=list)
     slab_predicted: list[str] = field(default_factory=list)
+    #: :func:`class_patients` of the training slabs (None: fitted before the figures existed).
+    class_patients: dict[str, dict[str, int]] | None = None
 
 
-def _result_row(e: SceneExample, names: tuple[str, ...], P: np.ndarray, t: float) -> dict:
-    res = recognise(e.profile, e.slabs, P, names, temperature=t)
+def _result_row(e: SceneExample, names: tuple[str, ...], P: np.ndarray, t: float,
+                support: dict[str, dict[str, int]] | None = None) -> dict:
+    res = recognise(e.profile, e.slabs, P, names, temperature=t,
+                    class_patients=None if support is None else support["ct" if e.profile.is_ct else "other"])
     p = res.probabilities.get(res.label, 0.0)
     return {"series": e.key, "patient": e.patient, "truth": "/".join(sorted(e.truth)), "label": res.label,
             "p": round(p, 3), "temperature": round(t, 3), "right": res.label in e.truth,
@@ -329,8 +347,9 @@ def fit_scene(examples: Sequence[SceneExample], phantoms: tuple[np.ndarray, np.n
     patients = tuple(sorted(set(e.patient for e in train)))
     proba = np.full((len(y), len(classes)), np.nan)
     series_P: dict[int, np.ndarray] = {}
+    support = class_patients(X, y, g)
     if len(patients) < 2:  # nothing to hold out: no calibration, no figures
-        return FittedScene(_fit(X, y, Xp, yp), classes, 1.0, 1.0, patients, int(len(y)))
+        return FittedScene(_fit(X, y, Xp, yp), classes, 1.0, 1.0, patients, int(len(y)), class_patients=support)
     for q in patients:
         m = _fit(X[g != q], y[g != q], Xp, yp)
         rows = g == q
@@ -358,10 +377,11 @@ def fit_scene(examples: Sequence[SceneExample], phantoms: tuple[np.ndarray, np.n
     if exclude is None:  # the figures of the shipped model's card
         for i in sorted(series_P):
             e = train[i]
-            held.append(_result_row(e, classes, series_P[i], temps[0] if e.profile.is_ct else temps[1]))
+            held.append(_result_row(e, classes, series_P[i], temps[0] if e.profile.is_ct else temps[1],
+                                    class_patients(X[g != e.patient], y[g != e.patient], g[g != e.patient])))
     est = _fit(X, y, Xp, yp)
     return FittedScene(est, classes, temps[0], temps[1], patients, int(len(y)), held, acc,
-                       [str(c) for c in y], [str(c) for c in pred])
+                       [str(c) for c in y], [str(c) for c in pred], support)
 
 
 def save_scene_model(path: Path | str, fitted: FittedScene, *, training_data: str, extra: dict | None = None,
@@ -378,7 +398,9 @@ def save_scene_model(path: Path | str, fitted: FittedScene, *, training_data: st
         "none (fewer than 2 patients): calibration temperatures 1",
         extra={"temperature_ct": fitted.temperature_ct, "temperature_other": fitted.temperature_other,
                "slab_mm": SLAB_MM, "stride_mm": STRIDE_MM, "real_weight": REAL_WEIGHT,
-               "patients": list(fitted.patients), **(extra or {})},
+               "patients": list(fitted.patients),
+               **({"class_patients": fitted.class_patients} if fitted.class_patients is not None else {}),
+               **(extra or {})},
     )
     return save_model(path, fitted.estimator, card,
                       write_card_json=(extra is not None) if write_card_json is None else write_card_json)

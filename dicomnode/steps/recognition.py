@@ -156,6 +156,16 @@ def _temperature(card_extra: Mapping[str, Any], is_ct: bool) -> float:
     return float(t) if t and float(t) > 0 else 1.0
 
 
+def _class_patients(card_extra: Mapping[str, Any], is_ct: bool) -> dict[str, int] | None:
+    """Training patients per class of the model for CT or for other modalities (the card's ``class_patients``;
+    None when the card has none)."""
+    table = card_extra.get("class_patients")
+    if not isinstance(table, Mapping):
+        return None
+    group = table.get("ct" if is_ct else "other")
+    return {str(k): int(n) for k, n in group.items()} if isinstance(group, Mapping) else None
+
+
 @step("scene", reads=())
 def _scene_step(ctx: Context, params: Mapping[str, Any]) -> None:
     """Body regions along z from the image (slab model + landmarks), the dominant one compared with the header."""
@@ -174,8 +184,12 @@ def _scene_step(ctx: Context, params: Mapping[str, Any]) -> None:
     else:
         classes, P = tuple(m.card.classes), np.zeros((0, len(m.card.classes)))
     dwi = diffusion_image({**ctx.header, "Modality": v.modality}) if v.modality.upper() == "MR" else None
+    support = _class_patients(extra, prof.is_ct)
+    if support is None:
+        ctx.notes.append(f"scene: model {m.path.name} has no class_patients on its card (an older or a site's "
+                         "model): the guard against classes too few training patients showed is off")
     res = recognise(prof, slabs, P, classes, temperature=_temperature(extra, prof.is_ct),
-                    diffusion_map=dwi)
+                    diffusion_map=dwi, class_patients=support)
     ctx.notes.extend(res.notes)
     regions = header_regions(ctx.header)
     agrees: bool | None

@@ -72,3 +72,16 @@ def test_cropped_fields_of_view_are_never_called_confidently_wrong(tmp_path):
     assert not [r for r in rows if r.verdict == "wrong_confident"]
     s = pt.summarise(rows)
     assert s["original"]["right"] == 3
+
+
+@pytest.mark.slow
+def test_whole_body_pet_chest_alone_is_not_confidently_wrong_held_out(tmp_path):
+    """Issue 13, leave one patient out: the whole-body FDG PET (STS_001) cut to its chest (z -320 ... -160 mm), with
+    the scene model fitted without STS_001. That model's MR/PET training slabs show the pelvis in one patient only
+    (STS_002's PET crop) and no PET chest; it called the crop pelvis with p = 0.52. Now the slab model alone may
+    not name a class fewer than 2 training patients showed on MR/PET: unknown (or chest), never wrong."""
+    rows = pt.scene_under_perturbations(REPO / "conf" / "evaluation" / "shared.toml", out_dir=tmp_path,
+                                        only=("wholebody-pet",), perturbations=("crop_region",))
+    got = {r.perturbation: r for r in rows}
+    assert got["crop_chest"].verdict in ("right", "unknown"), got["crop_chest"]
+    assert not [r for r in rows if r.verdict == "wrong_confident"], rows
