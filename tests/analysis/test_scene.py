@@ -293,7 +293,9 @@ def test_chest_ct_through_the_step_and_header_agreement(folds, tmp_path):
     scene, _ = _scene(v, model)
     assert scene["label"] == "chest" and scene["header_body_part"] is None and scene["agrees_with_header"] is None
     assert sum(scene["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-    assert scene["regions"][0]["label"] == "chest"
+    # held out, no CT chest patient is in training: the slabs without lungs at the ends (the thoracic inlet, the
+    # upper abdomen) are chest for the slab model alone, a class only phantoms showed on CT: unknown there
+    assert [r["label"] for r in scene["regions"] if r["label"] != "unknown"] == ["chest"], scene["regions"]
     scene, notes = _scene(v, model, {"BodyPartExamined": "HEAD"})
     assert scene["agrees_with_header"] is False and any("header says head" in n for n in notes)
     scene, _ = _scene(v, model, {"SeriesDescription": "ThoraxRoutine 8.0.0 B40f"})
