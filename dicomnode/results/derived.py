@@ -200,6 +200,17 @@ def _mr_acquisition(ds: Dataset, source: Dataset) -> None:
         ds.pop("InversionTime", None)
 
 
+def _single_volume_series_type(ds: Dataset) -> None:
+    """A derived PET series is one volume (the loader keeps one time slice or gate of a dynamic or gated source):
+    its Series Type is the source's STATIC or WHOLE BODY, otherwise STATIC, with value 2 IMAGE. A DYNAMIC or GATED
+    type would require the time slices, R-R intervals, time slots, trigger and frame times of a multi-volume series
+    (PET Series and PET Image modules, Type 1C: dciodvfy refuses the object without them)."""
+    value = ds.get("SeriesType")
+    values = [str(v).strip().upper() for v in (value if isinstance(value, (list, MultiValue)) else [value or ""])]
+    ds.SeriesType = [values[0] if values[0] in ("STATIC", "WHOLE BODY") else "STATIC", "IMAGE"]
+    ds.pop("NumberOfTimeSlices", None)
+
+
 def _contributors(series: LoadedSeries, volume: Volume, thickness_mm: float) -> list[list[int]]:
     """Per output slice, the source z indices whose slice overlaps the output slice's slab."""
     src = series.volume
@@ -309,8 +320,7 @@ def build_derived_series(
             ds.PatientPosition = None  # Type 2C for CT and MR images (no Patient Orientation Code Sequence): empty
         if modality == "PT":
             ds.pop("PatientPosition", None)  # PET: PatientOrientationCodeSequence instead
-            if str(source.get("SeriesType", ["STATIC"])[0]).upper() != "DYNAMIC":
-                ds.pop("NumberOfTimeSlices", None)
+            _single_volume_series_type(ds)
         sop_uid = uids.instance_uid(kind, k + 1)
         ds.SOPClassUID = sop_class
         ds.SOPInstanceUID = sop_uid

@@ -209,3 +209,29 @@ def test_inversion_time_only_with_an_inversion_recovery_scanning_sequence(case, 
         assert scanning == ["GR"] and "InversionTime" not in back
     else:
         assert scanning == ["SE", "IR"] and "InversionTime" in back and back.InversionTime in ("", None)
+
+
+@pytest.mark.parametrize("series_type", [["GATED", "IMAGE"], ["DYNAMIC", "IMAGE"], ["WHOLE BODY", "IMAGE"],
+                                         ["STATIC", "REPROJECTION"]])
+def test_a_derived_pet_series_is_one_volume_whatever_the_source_series_type(series_type, tmp_path):
+    """A gated (or dynamic) PET source: the derived series holds one volume, so its Series Type is STATIC (WHOLE BODY
+    kept) and IMAGE; copying GATED made dciodvfy ask for R-R intervals, time slots, trigger and frame times."""
+    series = _load(STS / "PET")
+    headers = [h.copy() for h in series.headers]
+    for h in headers:
+        h.SeriesType = series_type
+        if series_type[0] == "GATED":
+            h.NumberOfRRIntervals, h.NumberOfTimeSlots, h.TriggerTime = 1, 8, "0"
+        if series_type[0] == "DYNAMIC":
+            h.NumberOfTimeSlices = 20
+    series = LoadedSeries(series.volume, tuple(headers), series.frames, series.study_uid, series.series_uid,
+                          series.modality, series.sop_class_uid)
+    ds = build_derived_series(series, series.volume, _uids(series), kind="working", description="working",
+                              series_number=9100)[0]
+    path = tmp_path / "0001.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    errors, out = dciodvfy(path)
+    assert errors == 0, out
+    back = pydicom.dcmread(path)
+    assert list(back.SeriesType) == ["WHOLE BODY" if series_type[0] == "WHOLE BODY" else "STATIC", "IMAGE"]
+    assert "NumberOfTimeSlices" not in back
