@@ -200,6 +200,16 @@ def _mr_acquisition(ds: Dataset, source: Dataset) -> None:
         ds.pop("InversionTime", None)
 
 
+def _orientation_letters(direction: np.ndarray) -> str:
+    """Patient Orientation (0020,0020) of one image axis (PS3.3 C.7.6.1.1.1): the letters of its patient
+    directions (L, P, H for +x, +y, +z in the patient coordinate system; R, A, F for minus), the largest
+    component first, components under 0.001 left out (an oblique axis has two or three letters)."""
+    letters = (("L", "R"), ("P", "A"), ("H", "F"))
+    order = sorted(range(3), key=lambda i: -abs(float(direction[i])))
+    out = "".join(letters[i][0 if direction[i] > 0 else 1] for i in order if abs(float(direction[i])) >= 1e-3)
+    return out or "L"
+
+
 def _single_volume_series_type(ds: Dataset) -> None:
     """A derived PET series is one volume (the loader keeps one time slice or gate of a dynamic or gated source):
     its Series Type is the source's STATIC or WHOLE BODY, otherwise STATIC, with value 2 IMAGE. A DYNAMIC or GATED
@@ -359,6 +369,8 @@ def build_derived_series(
         ds.ReferencedSeriesSequence = DicomSequence([ref_series])  # Common Instance Reference module
         if modality == "OT":
             ds.ConversionType = "WSD"  # SC Equipment: workstation
+            # General Image, Type 2C: required when the IOD has no Image Plane module (SC has none: ours is extra)
+            ds.PatientOrientation = [_orientation_letters(d[:, 0]), _orientation_letters(d[:, 1])]
         # geometry
         pos = volume.index_to_patient(np.array([[k, 0.0, 0.0]]))[0]
         ds.ImagePositionPatient = [_ds(round(v, 6)) for v in pos]

@@ -235,3 +235,29 @@ def test_a_derived_pet_series_is_one_volume_whatever_the_source_series_type(seri
     back = pydicom.dcmread(path)
     assert list(back.SeriesType) == ["WHOLE BODY" if series_type[0] == "WHOLE BODY" else "STATIC", "IMAGE"]
     assert "NumberOfTimeSlices" not in back
+
+
+@pytest.mark.parametrize("folder", [STS / "CT", SHARED_DATA / "head-ct" / "CT"], ids=["axial", "tilted"])
+def test_a_secondary_capture_derived_series_has_its_patient_orientation(folder, tmp_path):
+    """A source of another modality (here the images re-labelled OT / Secondary Capture, as a site's reformatting
+    workstation sends them) gives Secondary Capture images; their IOD has no Image Plane module, so Patient
+    Orientation (General Image, Type 2C) is required: dciodvfy refused the images without it."""
+    series = _images(folder)
+    series = LoadedSeries(series.volume, series.headers, series.frames, series.study_uid, series.series_uid,
+                          "OT", pydicom.uid.SecondaryCaptureImageStorage)
+    ds = build_derived_series(series, series.volume, _uids(series), kind="working", description="working",
+                              series_number=9100)[0]
+    path = tmp_path / "0001.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    errors, out = dciodvfy(path)
+    assert errors == 0, out
+    back = pydicom.dcmread(path)
+    assert back.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage and back.Modality == "OT"
+    rows, columns = list(back.PatientOrientation)
+    d = np.asarray(series.volume.direction, dtype=float)
+    # the letter of each axis' largest component comes first: L/R for +-x, P/A for +-y, H/F for +-z
+    for letters, axis in ((rows, d[:, 0]), (columns, d[:, 1])):
+        i = int(np.argmax(np.abs(axis)))
+        assert letters[0] == ("LR", "PA", "HF")[i][0 if axis[i] > 0 else 1], (letters, axis)
+    if folder.name == "CT" and folder.parent.name == "head-ct":
+        assert len(columns) == 2, columns  # the tilted column direction: two letters
