@@ -731,6 +731,46 @@ def _truncation(region: np.ndarray, dist: np.ndarray, grow_mm: float, spacing_mm
     return float(np.count_nonzero(boundary & (dist > grow_mm - max(spacing_mm)))) / n
 
 
+def _seed_in(center: Sequence[float], box: tuple[slice, ...]) -> list[int]:
+    """The voxel of ``center`` (voxel indices of the image, fractional) in ``box``'s own indices, clipped to it."""
+    return [min(max(int(round(c)) - b.start, 0), b.stop - b.start - 1) for c, b in zip(center, box)]
+
+
+def _grow_region(z: np.ndarray, foreground: np.ndarray, dist_mm: np.ndarray, seed: Sequence[int], *,
+                 reach_mm: float, level: float, polarity: int, spacing_mm: Sequence[float],
+                 max_seed_mm: float) -> tuple[np.ndarray, float] | None:
+    """The region a blob grows to: the connected part of the foreground beyond ``level`` (above it for
+    ``polarity`` 1, below for -1) within ``reach_mm`` of the blob's centre that holds ``seed`` (or lies within
+    ``max_seed_mm`` of it), its holes filled.
+
+    Parameters
+    ----------
+    z : (Z, Y, X) ndarray
+        Intensities (z-scores) of a box around the blob.
+    foreground : (Z, Y, X) bool ndarray
+        Where the region may grow, on the same box.
+    dist_mm : (Z, Y, X) ndarray
+        Distance of each voxel from the blob's centre, mm (:func:`_distance_mm`).
+    seed : sequence of 3 int
+        The centre's voxel in the box.
+    reach_mm, level, polarity, spacing_mm, max_seed_mm
+        Growth limit (mm), threshold (``z``'s unit), 1 (bright) or -1 (dark), voxel spacing (mm), how far the
+        region may lie from the seed (mm).
+
+    Returns
+    -------
+    (region, truncation) or None
+        The region (bool, the box's shape) and the fraction of its boundary on the growth limit
+        (:func:`_truncation`); None when no region lies within ``max_seed_mm`` of the seed.
+    """
+    cand = foreground & (dist_mm <= reach_mm) & ((z - level) * polarity > 0)
+    region = _component_at(cand, seed, spacing_mm, max_seed_mm=max_seed_mm)
+    if region is None:
+        return None
+    region = _fill_holes(region)
+    return region, _truncation(region, dist_mm, reach_mm, spacing_mm)
+
+
 #: PET candidates cut by their blob's growth limit (1.5 x the blob radius) are grown once more, to this multiple of
 #: that reach (:func:`detect_tissue`), above the same level: a 5 mL sphere (radius 10.6 mm, 13 mm with the blur)
 #: found at the 6-7 mm scale fits inside twice the reach; a larger structure stays cut (docs/models.md, petsmall).
@@ -1222,14 +1262,18 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
              + (f" (PET: on log2 SUV; {n_snr} of them by their signal-to-noise ratio >= {PET_MIN_SNR:g})"
                 if pet else "")]
 
+    def window(center: Sequence[float], radius_mm: float
+               ) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray, np.ndarray]:
+        """The box of a ball of ``radius_mm`` (plus two voxels) around ``center``: its z-scores, foreground and
+        distances from the centre (mm)."""
+        bb = _ball_box(center, radius_mm + 2.0 * max(sp), sp, image.shape)
+        return bb, z_of(bb), foreground[bb], _distance_mm(bb, center, sp)
+
     found: list[Finding] = []
     for (cz, cy, cx), r_mm, resp, pol, *snr in cands:
         center = [(c + 0.5) * k - 0.5 for c, k in zip((cz, cy, cx), f)]
         grow_mm = 1.5 * r_mm
-        bb = _ball_box(center, 2.0 * r_mm + 2.0 * max(sp), sp, image.shape)
-        zz = z_of(bb)
-        fg = foreground[bb]
-        dist = _distance_mm(bb, center, sp)
+        bb, zz, fg, dist = window(center, 2.0 * r_mm)  # the ring below reaches 2 x the radius, past grow_mm
         core = fg & (dist <= 0.5 * r_mm)
         ring = fg & (dist >= 1.3 * r_mm) & (dist <= 2.0 * r_mm)
         if not core.any() or not ring.any():
@@ -1239,13 +1283,11 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         if (core_level - ring_level) * pol <= 0:
             continue
         thr = 0.5 * (core_level + ring_level)
-        cand = fg & (dist <= grow_mm) & ((zz - thr) * pol > 0)
-        seed = [min(max(int(round(c)) - b.start, 0), n - 1) for c, b, n in zip(center, bb, cand.shape)]
-        region = _component_at(cand, seed, sp, max_seed_mm=0.5 * r_mm)
-        if region is None:
+        grown = _grow_region(zz, fg, dist, _seed_in(center, bb), reach_mm=grow_mm, level=thr, polarity=pol,
+                             spacing_mm=sp, max_seed_mm=0.5 * r_mm)
+        if grown is None:
             continue
-        region = _fill_holes(region)
-        trunc = _truncation(region, dist, grow_mm, sp)
+        region, trunc = grown
         if pet and trunc > 0:
             # PET: a focus blurred by the scanner's resolution (6-7 mm FWHM) answers the blob search at a scale below
             # its own size (a small scale wins on noise at the SNR search's radii), so the growth limit of that
@@ -1253,16 +1295,11 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
             # falls off all round) where a piece of a larger structure stays cut: a region that closes replaces
             # the cut one
             wide_mm = PET_REGROW * grow_mm
-            bb2 = _ball_box(center, wide_mm + 2.0 * max(sp), sp, image.shape)
-            zz2, fg2, dist2 = z_of(bb2), foreground[bb2], _distance_mm(bb2, center, sp)
-            seed2 = [min(max(int(round(c)) - b.start, 0), n - 1) for c, b, n in zip(center, bb2, zz2.shape)]
-            region2 = _component_at(fg2 & (dist2 <= wide_mm) & ((zz2 - thr) * pol > 0), seed2, sp,
-                                    max_seed_mm=0.5 * r_mm)
-            if region2 is not None:
-                region2 = _fill_holes(region2)
-                trunc2 = _truncation(region2, dist2, wide_mm, sp)
-                if trunc2 == 0.0:
-                    bb, zz, fg, region, trunc = bb2, zz2, fg2, region2, trunc2
+            bb2, zz2, fg2, dist2 = window(center, wide_mm)
+            grown2 = _grow_region(zz2, fg2, dist2, _seed_in(center, bb2), reach_mm=wide_mm, level=thr,
+                                  polarity=pol, spacing_mm=sp, max_seed_mm=0.5 * r_mm)
+            if grown2 is not None and grown2[1] == 0.0:
+                bb, zz, fg, (region, trunc) = bb2, zz2, fg2, grown2
         feats, shell = _region_features(img[bb], region, fg, sp, spread, class_means, class_sds)
         feats["truncation"] = trunc
         feats["enclosure"] = float(np.mean((zz[shell] - thr) * pol < 0)) if shell.any() else 0.0
