@@ -70,15 +70,18 @@ STEPS: dict[str, StepFn] = {}
 
 #: The large intermediates of a :class:`Context` that the runner releases once no later step reads them.
 RELEASABLE: frozenset[str] = frozenset({"volume", "posteriors"})
-#: Per registered step, which of :data:`RELEASABLE` it reads (all of them when the step did not say).
+#: What a step may say it reads: :data:`RELEASABLE`, and ``class_stats`` (the posteriors' per-class mean and SD,
+#: which the runner computes when it releases the posteriors only if a later step reads them).
+READABLE: frozenset[str] = RELEASABLE | {"class_stats"}
+#: Per registered step, which of :data:`READABLE` it reads (all of them when the step did not say).
 STEP_READS: dict[str, frozenset[str]] = {}
 
 
 def step(name: str, *, reads: "Collection[str] | None" = None) -> Callable[[StepFn], StepFn]:
-    """Register a step under ``name``; ``reads`` names the fields of :data:`RELEASABLE` it reads (default: all)."""
-    needed = RELEASABLE if reads is None else frozenset(reads)
-    if not needed <= RELEASABLE:
-        raise ValueError(f"step {name!r}: reads {sorted(needed - RELEASABLE)}: only {sorted(RELEASABLE)} are tracked")
+    """Register a step under ``name``; ``reads`` names the fields of :data:`READABLE` it reads (default: all)."""
+    needed = READABLE if reads is None else frozenset(reads)
+    if not needed <= READABLE:
+        raise ValueError(f"step {name!r}: reads {sorted(needed - READABLE)}: only {sorted(READABLE)} are tracked")
 
     def register(fn: StepFn) -> StepFn:
         STEPS[name] = fn
@@ -105,12 +108,13 @@ def class_statistics(image: np.ndarray, posteriors: np.ndarray) -> tuple[tuple[f
 
 def _release(ctx: Context, later_steps: "Collection[str]") -> None:
     """Drop the intermediates that none of ``later_steps`` reads (a step not registered reads everything). The
-    posteriors leave their class statistics behind (``ctx.class_stats``, of the working volume at that moment)."""
+    posteriors leave their class statistics behind (``ctx.class_stats``, of the working volume at that moment) when
+    a later step reads them."""
     needed: set[str] = set()
     for name in later_steps:
-        needed |= STEP_READS.get(name, RELEASABLE)
+        needed |= STEP_READS.get(name, READABLE)
     if "posteriors" not in needed:
-        if ctx.posteriors is not None and ctx.classes:
+        if ctx.posteriors is not None and ctx.classes and "class_stats" in needed:
             ctx.class_stats = class_statistics(ctx.volume.array, ctx.posteriors)
         ctx.posteriors = None
     if "volume" not in needed:

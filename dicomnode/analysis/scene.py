@@ -947,13 +947,25 @@ def fit_temperature(proba: np.ndarray, truth_index: np.ndarray, groups: np.ndarr
     return float(grid[int(np.argmin(nll))])
 
 
+#: A phantom's section may touch the image border on less than this fraction of its outline (clipped alike on all
+#: sides by a field of view a little smaller than the phantom); a crop inside a body is mostly border.
+_PHANTOM_MAX_EDGE = 1.0 / 3.0
+#: A section whose outline is at least this fraction image border shows less than 15 % of the body's own outline:
+#: the field of view, not the anatomy, sets its size and shape, and size-based labels (``extremity``, ``head``)
+#: need a landmark. The limb crops of ../shared/data/sts show 0.46-0.80; a 200 mm field inside an abdomen 0.83-0.96.
+_FILLED_EDGE = 0.85
+
+
 def phantom_evidence(profile: SceneProfile) -> str | None:
     """Why the object in view looks like a test phantom rather than a body, or None.
 
     A phantom holds a cylinder: on at least half of the slices with an object, and on at least 4 slices spanning
-    40 mm or more, the cross-section is one part, convex (solidity >= 0.95), round (minor/major >= 0.95), away
-    from the image border, and of the same area (within 3 % of their median). Heads are longer than wide
-    (minor/major 0.7-0.9) and change along z; a trunk is wider still; limbs taper; a crop touches the border.
+    40 mm or more, the cross-section is one part, convex (solidity >= 0.95), round (minor/major >= 0.95), touches
+    the image border on less than :data:`_PHANTOM_MAX_EDGE` of its outline, and has the same area (within 3 % of
+    their median). Heads are longer than wide (minor/major 0.7-0.9) and change along z; a trunk is wider still;
+    limbs taper; a crop inside the body is mostly border (a 200 mm field of view inside an abdomen: 0.83-0.96 of
+    the outline), while a phantom a little larger than a tight field of view is clipped on all four sides alike and
+    stays round (0.20-0.26 of its outline on the border for the 20 cm Philips phantom in a 200 mm field).
     """
     per = profile.per_slice
     has = np.isfinite(per["area_cm2"])
@@ -961,7 +973,7 @@ def phantom_evidence(profile: SceneProfile) -> str | None:
         return None
     area = per["area_cm2"]
     shape_ok = has & (np.nan_to_num(per["solidity"]) >= 0.95) & (np.nan_to_num(per["minor_major_ratio"]) >= 0.95) \
-        & (per["n_components"] == 1) & (np.nan_to_num(per["edge_fraction"], nan=1.0) < 0.05)
+        & (per["n_components"] == 1) & (np.nan_to_num(per["edge_fraction"], nan=1.0) < _PHANTOM_MAX_EDGE)
     if shape_ok.sum() < 4:
         return None
     med = float(np.median(area[shape_ok]))
@@ -1349,6 +1361,8 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
     classes = tuple(str(c) for c in classes)
     k = len(classes)
     supported: set[int] = set()  # slabs named by a landmark, not by the slab model alone
+    limb_support: set[int] = set()  # slabs with CT limb landmarks (paired limbs, a long bone's ring)
+    filled: list[str] = []  # size-based labels dropped where the field of view fills with body
     proba = np.asarray(proba, dtype=float).reshape(len(slabs), k) if slabs else np.zeros((0, k))
     notes: list[str] = []
     lungs: bool | None = None
@@ -1435,6 +1449,7 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
     if profile.is_ct and "extremity" in classes:
         j = classes.index("extremity")
         limbs = [i for i, (_, _, d) in enumerate(slabs) if paired_limbs(d) or limb_bone(d)]
+        limb_support.update(limbs)
         for i in limbs:
             cal[i] = _with_lr(cal[i], j, _LIMBS_LR)
             supported.add(i)
@@ -1497,7 +1512,15 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
             lab = UNKNOWN  # the model and the landmarks disagree
         if lab == "head" and (vz is None or centres_[i] < vz - _HEAD_LENGTH_MM):
             lab = UNKNOWN  # no vertex above: not a head (a thigh or a breast is as round and as large)
+        if lab in ("extremity", "head") and d.values.get("edge_fraction", 0.0) >= _FILLED_EDGE \
+                and not (lab == "extremity" and i in limb_support):
+            filled.append(lab)
+            lab = UNKNOWN  # the field of view fills with body: its size says nothing of the anatomy
         labels.append(lab)
+    if filled:
+        notes.append(f"scene: the field of view is filled with body in {len(filled)} slab(s) (at least "
+                     f"{100 * _FILLED_EDGE:.0f} % of the outline is the image border): {', '.join(sorted(set(filled)))}"
+                     " told by size only is not a label there; unknown")
     # every region is longer than one slab: a lone slab whose neighbours say otherwise is too weak to name one
     if len(labels) >= 3:
         lone = [i for i, lab in enumerate(labels) if lab != UNKNOWN

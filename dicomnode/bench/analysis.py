@@ -18,7 +18,9 @@ the PET phantom, ``mr`` and ``generic`` on the MR phantom. One JSON
 object is printed: the CPU model, and per profile the per-step wall time and peak RSS, the total, voxels per second
 and its ratio to the CT profile's (also per CPU second, which a machine shared with other work distorts less), the
 peak RSS as a multiple of the float32 volume (of the whole process, and of
-what the run added above the process before it), and the segment volumes.
+what the run added above the process before it), the process's RSS once the configuration and the step modules are
+imported (``rss_after_imports_mb``, before any phantom: a fixed cost that a job process pays too, and that counts
+in the whole-process figure), and the segment volumes.
 
 Targets (issue 13): every shipped profile >= 0.6x the CT profile's voxels per second in the same run; peak RSS <= 6x
 the float32 volume.
@@ -315,6 +317,7 @@ def run_one(profile_name: str, phantom: str, shape: tuple[int, int, int], spacin
     tune_malloc()  # as a job process (jobs.chain.run_chain): its allocation policy, and the heap trimmed between steps
     cfg = load_config(config)
     registry()
+    imports_mb = rss_mb()  # the process with the configuration and every step module imported, before any phantom
     if profile_name not in cfg.profiles:
         raise SystemExit(f"dicomnode bench analysis: --profile {profile_name!r}: no such profile; use one of "
                          f"{', '.join(sorted(cfg.profiles))}")
@@ -380,6 +383,8 @@ def run_one(profile_name: str, phantom: str, shape: tuple[int, int, int], spacin
         "total_cpu_seconds": round(total_cpu, 3),
         "voxels_per_second": round(voxels / total),
         "voxels_per_cpu_second": round(voxels / total_cpu),
+        "rss_after_imports_mb": round(imports_mb, 1),
+        "imports_over_volume": round(imports_mb / volume_mb, 2),
         "rss_before_mb": round(base_mb, 1),
         "peak_rss_mb": round(peak, 1),
         "float32_volume_mb": round(volume_mb, 1),

@@ -302,12 +302,17 @@ def train_findings(cases: Path | str, out: Path | str, *, data_root: Path | str 
     patients = sorted({c.patient for c in cands})
     extra = []
     if inserted is not None:
-        from dicomnode.evaluation.inserted import read_table
+        from dicomnode.evaluation.inserted import is_current, read_table
 
         try:
-            extra = read_table(inserted).candidates
+            table = read_table(inserted)
         except ValueError as e:
             raise DicomnodeError(str(e)) from None
+        if not is_current(table):
+            raise DicomnodeError(f"{inserted}: this table of inserted-lesion candidates was made by other analysis "
+                                 "code than this node's (its 'code' hash differs), so its candidates may not be the "
+                                 "node's; regenerate it with python3 -m dicomnode.evaluation.inserted")
+        extra = table.candidates
         print_fn(f"inserted-lesion candidates: {len(extra)}, {sum(c.true for c in extra)} true")
     if not any(c.true for c in cands):
         raise DicomnodeError(f"{cases}: no detect candidate lies inside a lesion truth: nothing to fit; give cases "

@@ -139,16 +139,22 @@ def _limb_solid_range(ctx: Context, body: np.ndarray | None) -> tuple[float, flo
 NO_BOWEL = ("head", "neck")
 
 
-def _no_bowel_z_mm(ctx: Context) -> list[tuple[float, float]]:
-    """The stretches of patient z (LPS, mm) where the scene (run before detect) says head or neck: the bowel rules
-    do not apply to a candidate there. A series whose dominant label is head or neck and that has no region of the
-    trunk or a limb is head or neck throughout (its regions' bounds are slab centres: the edge slices count too)."""
+def _stretches(ctx: Context, labels: tuple[str, ...]) -> list[tuple[float, float]]:
+    """The stretches of patient z (LPS, mm, low to high) where the scene (run before detect) says one of ``labels``.
+    A series whose dominant label is one of them and that has no other labelled region is that throughout (its
+    regions' bounds are slab centres: the edge slices count too): one stretch from -inf to inf."""
     scene = ctx.scene or {}
     regions = scene.get("regions") or []
-    others = [r for r in regions if r.get("label") not in (*NO_BOWEL, "unknown")]
-    if scene.get("label") in NO_BOWEL and not others:
+    others = [r for r in regions if r.get("label") not in (*labels, "unknown")]
+    if scene.get("label") in labels and not others:
         return [(-np.inf, np.inf)]
-    return [(float(min(r["z_mm"])), float(max(r["z_mm"]))) for r in regions if r.get("label") in NO_BOWEL]
+    return [(float(min(r["z_mm"])), float(max(r["z_mm"]))) for r in regions if r.get("label") in labels]
+
+
+def _no_bowel_z_mm(ctx: Context) -> list[tuple[float, float]]:
+    """The stretches of patient z where the scene says head or neck: the bowel rules do not apply to a candidate
+    there."""
+    return _stretches(ctx, NO_BOWEL)
 
 
 def _in_limb(ctx: Context, res: Any) -> Any:
@@ -156,17 +162,17 @@ def _in_limb(ctx: Context, res: Any) -> Any:
     scene = ctx.scene or {}
     if scene.get("label") == "extremity":
         return res
-    spans = [r["z_mm"] for r in scene.get("regions") or [] if r.get("label") == "extremity"]
+    spans = _stretches(ctx, ("extremity",))
 
     def keep(f: Any) -> bool:
         z = (f.centroid_mm or (0.0, 0.0, float("nan")))[2]
-        return not f.features.get("solid_mass") or any(min(a, b) <= z <= max(a, b) for a, b in spans)
+        return not f.features.get("solid_mass") or any(a <= z <= b for a, b in spans)
 
     return _detect.DetectionResult(tuple(f for f in res.findings if keep(f)), tuple(f for f in res.rejected if keep(f)),
                                    res.n_candidates, res.notes)
 
 
-@step("detect", reads=("volume",))  # the posteriors' class statistics only (ctx.class_stats)
+@step("detect", reads=("volume", "class_stats"))  # of the posteriors, their class statistics only
 def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
     p = dict(params)
     method = str(p.pop("method", "auto"))

@@ -93,14 +93,15 @@ def test_shipped_steps_declare_what_they_read():
     registry()
     assert STEP_READS["features"] == frozenset() and STEP_READS["scene"] == frozenset()
     # detect reads only the posteriors' class statistics, which the runner keeps when it releases them
-    assert STEP_READS["detect"] == {"volume"} and STEP_READS["correct"] == {"volume", "posteriors"}
+    assert STEP_READS["detect"] == {"volume", "class_stats"} and STEP_READS["correct"] == {"volume", "posteriors"}
     assert set(STEP_READS) >= {"foreground", "enhance", "denoise", "segment", "correct", "features", "measure",
                                "scene", "classify", "match", "detect", "synthesize"}
 
 
 def test_released_posteriors_leave_their_class_statistics(probes):
-    """When the runner lets go of the posteriors it keeps the per-class mean and SD of the working image they weight
-    (what detect needs of them), computed as from the posteriors themselves."""
+    """When the runner lets go of the posteriors before a step that reads their class statistics, it keeps the
+    per-class mean and SD of the working image they weight (what detect needs of them), computed as from the
+    posteriors themselves; when no later step reads them, it does not compute them."""
     rng = np.random.default_rng(0)
     img = rng.normal(100.0, 10.0, (8, 10, 12)).astype(np.float32)
     v = Volume(img, (1.0, 1.0, 1.0), modality="MR", unit="")
@@ -110,9 +111,16 @@ def test_released_posteriors_leave_their_class_statistics(probes):
     def _post(ctx: Context, params) -> None:
         ctx.posteriors, ctx.classes = post, ("bright", "dark")
 
+    @step("t_stats", reads=("class_stats",))
+    def _stats(ctx: Context, params) -> None:
+        pass
+
     try:
         ctx = Context(volume=v, original=v)
         run_steps(ctx, ["t_post", "t_reads_none"], {})
+        assert ctx.posteriors is None and ctx.class_stats is None  # no later step reads them
+        ctx = Context(volume=v, original=v)
+        run_steps(ctx, ["t_post", "t_reads_none", "t_stats"], {})
         assert ctx.posteriors is None
         assert ctx.class_stats == class_statistics(img, post)
         (m_bright, m_dark), (s_bright, s_dark) = ctx.class_stats
@@ -120,5 +128,6 @@ def test_released_posteriors_leave_their_class_statistics(probes):
         assert m_dark < 100 < m_bright and 0 < s_bright < 10 and 0 < s_dark < 10
         assert class_statistics(img, np.zeros_like(post)) is None
     finally:
-        STEPS.pop("t_post", None)
-        STEP_READS.pop("t_post", None)
+        for n in ("t_post", "t_stats"):
+            STEPS.pop(n, None)
+            STEP_READS.pop(n, None)

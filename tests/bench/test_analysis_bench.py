@@ -28,6 +28,10 @@ def test_bench_analysis_runs_every_shipped_profile_on_its_phantom(tmp_path) -> N
         assert r["voxels_per_second"] > 0 and r["total_seconds"] > 0 and r["total_cpu_seconds"] > 0
         assert [s["name"] for s in r["steps"]] == r["steps_in_profile"] and all(s["ok"] for s in r["steps"])
         assert r["peak_rss_mb"] >= r["rss_before_mb"] > 0
+        # the imports' fixed cost, measured before the phantom (which is then part of rss_before_mb)
+        assert 0 < r["rss_after_imports_mb"] <= r["peak_rss_mb"]
+        assert r["imports_over_volume"] == round(r["rss_after_imports_mb"] / r["float32_volume_mb"], 2) or \
+            r["float32_volume_mb"] < 1
         assert r["peak_rss_over_volume"] == round(r["peak_rss_mb"] / r["float32_volume_mb"], 2) or \
             r["float32_volume_mb"] < 1
         assert r["segments_ml"], r["profile"]

@@ -147,6 +147,24 @@ def test_train_findings_on_a_real_case_writes_a_calibration_the_step_uses(tmp_pa
     assert math.isclose(max(c.score for c in pet), pet[0].score)
     # scores at full precision, not results.json's 4 places (PET's map reads the logit near 1 unclipped)
     assert any(round(c.score, 4) != c.score for c in pet)
+    # --inserted: the shipped table of inserted-lesion PET candidates joins the PET map's fit (candidates from the
+    # cache); a table made by other analysis code is refused, naming the fix
+    from dicomnode.evaluation.inserted import DEFAULT_TABLE
+    out2 = tmp_path / "findings-inserted.json"
+    p = subprocess.run([sys.executable, "-m", "dicomnode", "train", "--task", "findings", "--cases", str(cases),
+                        "--out", str(out2), "--cache", str(tmp_path / "cache"), "--inserted", str(DEFAULT_TABLE)],
+                       capture_output=True, text=True, cwd=REPO, timeout=1800)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "inserted-lesion candidates: " in p.stdout
+    pet_map = ft.read_calibration(out2).for_modality("PT")
+    assert pet_map != ft.read_calibration(out).for_modality("PT")  # the inserted candidates moved the PET map
+    stale = json.loads(Path(DEFAULT_TABLE).read_text())
+    stale["code"] = "0" * 16
+    (tmp_path / "stale.json").write_text(json.dumps(stale))
+    p = subprocess.run([sys.executable, "-m", "dicomnode", "train", "--task", "findings", "--cases", str(cases),
+                        "--out", str(out2), "--cache", str(tmp_path / "cache"), "--inserted",
+                        str(tmp_path / "stale.json")], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert p.returncode == 1 and "stale.json" in p.stderr and "regenerate" in p.stderr
     # a bad --out and a missing --cases say what to do
     bad = subprocess.run([sys.executable, "-m", "dicomnode", "train", "--task", "findings", "--out", "x.json"],
                          capture_output=True, text=True, cwd=REPO, timeout=300)
