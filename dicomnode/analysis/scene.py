@@ -1283,6 +1283,55 @@ def limb_bone(d: SceneDescriptors, *, is_ct: bool = True) -> bool:
     return bool(is_ct and v.get("limb_ring", 0.0) >= 0.5 and v.get("dark_blob", 0.0) < _LUNG_BLOB)
 
 
+#: Above two limbs side by side (:func:`paired_limbs`: the thighs below the perineum), slab centres within this
+#: distance (mm) of a paired-limbs slab's centre can only be pelvis or extremity: 40 % (``_SKIP_SHARE``, the share
+#: :func:`_may_follow` lets two regions skip) of an adult pelvis' length, iliac crest to ischial tuberosities
+#: (``_TYPICAL_MM["pelvis"]``, 180 mm; the thighs part at or below the tuberosities, so the abdomen, which starts
+#: at the crest, lies at least that far above them).
+_ABOVE_LIMBS_MM = _SKIP_SHARE * _TYPICAL_MM["pelvis"]
+#: Classes a section within :data:`_ABOVE_LIMBS_MM` above the thighs' parting may show.
+_ABOVE_LIMBS = ("pelvis", "extremity")
+
+
+def above_paired_limbs(centres_mm: np.ndarray, limbs: np.ndarray) -> np.ndarray:
+    """Which slabs lie just above two limbs side by side, where only the pelvis or a limb can be.
+
+    Parameters
+    ----------
+    centres_mm : (N,) ndarray
+        Patient z of the slab centres (LPS: superior is larger), mm.
+    limbs : (N,) bool ndarray
+        Slabs that are :func:`paired_limbs`.
+
+    Returns
+    -------
+    (N,) bool ndarray
+        Slabs that are not paired limbs themselves and whose centre lies above a paired-limbs slab's centre by at
+        most :data:`_ABOVE_LIMBS_MM`. The argument is anatomical: the thighs part at the perineum, at or below the
+        ischial tuberosities, and the pelvis reaches from there about 180 mm up to the iliac crest, where the
+        abdomen begins; a section within 40 % of that length above the parting is the pelvic outlet, the buttocks
+        or the top of the thighs, never the abdomen, the chest, the neck or the head.
+    """
+    c = np.asarray(centres_mm, dtype=float)
+    lim = np.asarray(limbs, dtype=bool)
+    out = np.zeros(c.shape, dtype=bool)
+    for zl in c[lim]:
+        out |= (c > zl) & (c <= zl + _ABOVE_LIMBS_MM + 1e-6)
+    return out & ~lim
+
+
+def _restricted(row: np.ndarray, allowed: list[int]) -> np.ndarray | None:
+    """A calibrated posterior row conditioned on the class being one of ``allowed`` (the others set to 0), or None
+    when the model gives the allowed classes together less than one class's share under ignorance (1/K): the
+    model then sees something else altogether, and conditioning would only amplify its noise."""
+    mass = float(row[allowed].sum())
+    if mass < 1.0 / len(row) or mass <= 0:
+        return None
+    out = np.zeros_like(row)
+    out[allowed] = row[allowed] / mass
+    return out
+
+
 def _with_lr(row: np.ndarray, j: int, lr: float) -> np.ndarray:
     """A calibrated posterior row with the odds of class ``j`` multiplied by ``lr`` (the rest rescaled)."""
     odds = row[j] / max(1.0 - row[j], 1e-12) * lr
@@ -1349,7 +1398,9 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
     landmarks (:func:`pet_landmarks`: the liver and its dome, the bladder) set the label of every slab by adult
     anatomy (:func:`landmark_label`, probability ``_LANDMARK_P``); on CT, limbs (:func:`paired_limbs`: two or more
     separate parts smaller than a trunk; :func:`limb_bone`: a long bone's cortical ring) are extremity evidence
-    (likelihood ratio ``_LIMBS_LR``); on a diffusion image (``diffusion_map``) only landmarks name a slab; the vertex (:func:`vertex_z`) is head evidence
+    (likelihood ratio ``_LIMBS_LR``), and just above two separate limbs (:func:`above_paired_limbs`) a slab can
+    only be pelvis or extremity (its posterior conditioned on the two; ``unknown`` when the model gives them less
+    than 1/K together); on a diffusion image (``diffusion_map``) only landmarks name a slab; the vertex (:func:`vertex_z`) is head evidence
     within a head's length below it (likelihood ratio ``_HEAD_LR`` on the calibrated odds) and no slab without a
     vertex above it is a head; a lone slab whose neighbours say otherwise is ``unknown`` (every region is longer
     than one slab);
@@ -1361,6 +1412,7 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
     classes = tuple(str(c) for c in classes)
     k = len(classes)
     supported: set[int] = set()  # slabs named by a landmark, not by the slab model alone
+    nowhere: set[int] = set()  # slabs whose landmarks leave the model no class it believes in
     limb_support: set[int] = set()  # slabs with CT limb landmarks (paired limbs, a long bone's ring)
     filled: list[str] = []  # size-based labels dropped where the field of view fills with body
     proba = np.asarray(proba, dtype=float).reshape(len(slabs), k) if slabs else np.zeros((0, k))
@@ -1457,6 +1509,23 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
             notes.append(f"scene: CT limbs (two or more separate parts smaller than a trunk with a limb's bones, or a "
                          f"long bone's cortical ring in the largest part; no lungs): extremity evidence in "
                          f"{len(limbs)} slab(s)")
+        # just above the thighs' parting only the pelvis or a limb can lie: the posteriors there are conditioned
+        # on those two classes (a slab whose model gives them too little mass stays unknown)
+        # (not within a head's length below a vertex: there two or more parts are the head and the raised arms)
+        pairs = np.array([paired_limbs(d) for _, _, d in slabs], dtype=bool)
+        if vz is not None:
+            pairs &= centres_ < vz - _HEAD_LENGTH_MM
+        allowed = [classes.index(c) for c in _ABOVE_LIMBS if c in classes]
+        near = [int(i) for i in np.flatnonzero(above_paired_limbs(centres_, pairs))]
+        for i in near:
+            row = _restricted(cal[i], allowed)
+            if row is None:
+                nowhere.add(i)
+            else:
+                cal[i] = row
+        if near:
+            notes.append(f"scene: CT: {len(near)} slab(s) within {_ABOVE_LIMBS_MM:.0f} mm above two separate limbs "
+                         "can only be pelvis or extremity")
     # PET: uptake landmarks (liver, its dome, the bladder) place the trunk's regions and the legs by adult anatomy
     marks = pet_landmarks(profile)
     forced: dict[int, str] = {}
@@ -1502,7 +1571,7 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
         if i in forced:
             labels.append(forced[i])
             continue
-        if diffusion_map and i not in supported:
+        if (diffusion_map and i not in supported) or i in nowhere:
             labels.append(UNKNOWN)
             continue
         j = int(np.argmax(cal[i]))

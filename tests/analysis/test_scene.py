@@ -37,14 +37,13 @@ BLANK = {"BodyPartExamined": "", "SeriesDescription": "", "StudyDescription": ""
 NIFTI = "abdomen-ct/abdomen_pelvis_nifti/example_ct.nii.gz"
 
 #: Cases whose dominant label is right when their patient is held out (measured; the others abstain, ``unknown``:
-#: the abdomen ADC map, the STS_002 pelvis PET and the STS_003 thigh CT, whose lower two slabs are extremity through
-#: the CT paired-limbs landmark but whose upper part (the ischium, the rectum) is pelvis and the slab between abdomen
-#: to the model: 37 % of it named, under the 40 % needed; see docs/models.md). The abdomen T2 is right through the MR liver
-#: landmark, the breast MR through the MR breast landmark.
+#: the abdomen ADC map and the STS_002 pelvis PET; see docs/models.md). The abdomen T2 is right through the MR liver
+#: landmark, the breast MR through the MR breast landmark, the STS_003 thigh CT through the CT paired-limbs landmark
+#: and the rule that above the thighs only pelvis or extremity can lie (its upper part, the pelvic outlet, is pelvis).
 RIGHT = {
     "chest-ct-b40f", "chest-ct-b70f", "abdomen-ct-j2k", NIFTI, "head-ct", "head-mr-t1", "enhanced-mr-siemens-head",
-    "sts-001-ct", "sts-001-mr-t1", "sts-001-pet", "sts-002-ct", "sts-002-mr-t1", "sts-003-mr-t1", "sts-003-pet",
-    "wholebody-mr-t2", "abdomen-mr-t2", "breast-mr-dce",
+    "sts-001-ct", "sts-001-mr-t1", "sts-001-pet", "sts-002-ct", "sts-002-mr-t1", "sts-003-ct", "sts-003-mr-t1",
+    "sts-003-pet", "wholebody-mr-t2", "abdomen-mr-t2", "breast-mr-dce",
 }
 
 
@@ -117,6 +116,10 @@ def test_no_wrong_label_with_p_at_least_half_on_any_series(lopo_rows):
     for r in shared.values():
         assert r["label"] in (r["truth"].split("/") + ["unknown"]), r  # right, or an abstention
         labelled = [reg for reg in r["regions"] if reg[0] != "unknown"]
+        if r["series"] == "sts-003-ct":  # its upper 60-80 mm show the pelvic outlet (ischial tuberosity, coccyx,
+            # rectum: docs/models.md), above the thighs: pelvis may be named there, nowhere lower, nothing else
+            top = max(reg[1][1] for reg in r["regions"])
+            labelled = [reg for reg in labelled if not (reg[0] == "pelvis" and reg[1][0] >= top - 90)]
         assert all(reg[0] in r["truth"].split("/") or reg[2] < 0.5 for reg in labelled) or r["series"] in (
             "abdomen-mr-t2", NIFTI), r  # the T2 reaches the lung bases; the NIfTI is abdomen and pelvis
 
