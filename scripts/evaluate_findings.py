@@ -98,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     table = read_table(a.inserted or DEFAULT_TABLE)
     if a.no_whole_body:
         table = table.without_whole_body()
+    if a.write_model and not is_current(table):
+        raise SystemExit(f"{a.inserted or DEFAULT_TABLE}: the table of inserted-lesion candidates was made by other "
+                         "analysis code (its 'code' hash differs): --write-model would fit the shipped calibration to "
+                         "candidates the node no longer makes; regenerate it first with python3 -m "
+                         "dicomnode.evaluation.inserted")
     inserted = table.candidates
     print(f"inserted-lesion PET candidates: {len(inserted)}, {sum(c.true for c in inserted)} true, from "
           f"{len(table.sources or [])} series" + ("" if is_current(table) else

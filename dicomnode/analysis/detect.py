@@ -731,6 +731,131 @@ def _truncation(region: np.ndarray, dist: np.ndarray, grow_mm: float, spacing_mm
     return float(np.count_nonzero(boundary & (dist > grow_mm - max(spacing_mm)))) / n
 
 
+def _seed_in(center: Sequence[float], box: tuple[slice, ...]) -> list[int]:
+    """The voxel of ``center`` (voxel indices of the image, fractional) in ``box``'s own indices, clipped to it."""
+    return [min(max(int(round(c)) - b.start, 0), b.stop - b.start - 1) for c, b in zip(center, box)]
+
+
+def _grow_region(z: np.ndarray, foreground: np.ndarray, dist_mm: np.ndarray, seed: Sequence[int], *,
+                 reach_mm: float, level: float, polarity: int, spacing_mm: Sequence[float],
+                 max_seed_mm: float, min_dip: float | None = None) -> tuple[np.ndarray, float] | None:
+    """The region a blob grows to: the connected part of the foreground beyond ``level`` (above it for
+    ``polarity`` 1, below for -1) within ``reach_mm`` of the blob's centre that holds ``seed`` (or lies within
+    ``max_seed_mm`` of it), its holes filled.
+
+    Parameters
+    ----------
+    z : (Z, Y, X) ndarray
+        Intensities (z-scores) of a box around the blob.
+    foreground : (Z, Y, X) bool ndarray
+        Where the region may grow, on the same box.
+    dist_mm : (Z, Y, X) ndarray
+        Distance of each voxel from the blob's centre, mm (:func:`_distance_mm`).
+    seed : sequence of 3 int
+        The centre's voxel in the box.
+    reach_mm, level, polarity, spacing_mm, max_seed_mm
+        Growth limit (mm), threshold (``z``'s unit), 1 (bright) or -1 (dark), voxel spacing (mm), how far the
+        region may lie from the seed (mm).
+    min_dip : float, optional
+        When given, the region stops at a neighbour it rises towards again: it is cut to the seed's basin at
+        saddles this deep (``z``'s unit, :func:`_basin_at`) before its holes are filled. Default None (not cut).
+
+    Returns
+    -------
+    (region, truncation, closed) or None
+        The region (bool, the box's shape); the fraction of its boundary where it was cut, not closed by its own
+        fall-off: on the growth limit (:func:`_truncation`) or, with ``min_dip``, against the rest of the grown
+        region it was cut from (a lesion touches warmer bowel at a neck, a piece of an organ is cut along a wide
+        face); and whether no boundary voxel lies on the growth limit. None when no region lies within
+        ``max_seed_mm`` of the seed.
+    """
+    cand = foreground & (dist_mm <= reach_mm) & ((z - level) * polarity > 0)
+    region = _component_at(cand, seed, spacing_mm, max_seed_mm=max_seed_mm)
+    if region is None:
+        return None
+    if min_dip is None:
+        region = _fill_holes(region)
+        trunc = _truncation(region, dist_mm, reach_mm, spacing_mm)
+        return region, trunc, trunc == 0.0
+    basin = _fill_holes(_basin_at(z * polarity, region, seed, min_dip=min_dip))
+    boundary = basin & ~ndi.binary_erosion(basin)
+    n = int(np.count_nonzero(boundary))
+    on_limit = boundary & (dist_mm > reach_mm - max(spacing_mm))
+    cut = boundary & ndi.binary_dilation(region & ~basin)
+    trunc = float(np.count_nonzero(on_limit | cut)) / n if n else 0.0
+    return basin, trunc, not on_limit.any()
+
+
+#: PET region growing stops at a warmer neighbour (:func:`_basin_at`, :func:`detect_tissue`): a grown region is cut
+#: at every saddle that dips at least this fraction of the blob's own rise above its growth level (the level is half
+#: way from the ring around the blob to its core, so the rise is half the blob's contrast) below the lower of the
+#: two maxima it joins; and at least ``PET_SADDLE_MIN_Z`` within-tissue noise SDs (a dip of noise between two
+#: maxima of one lesion in the denoised image stays under 2 SD). Hand-set, argued in docs/models.md (petsens).
+PET_SADDLE_FRACTION = 0.5
+PET_SADDLE_MIN_Z = 2.0
+
+
+def _basin_at(z: np.ndarray, region: np.ndarray, seed: Sequence[int], *, min_dip: float) -> np.ndarray:
+    """The part of ``region`` that drains to the maximum at ``seed``: the region cut where the intensity rises
+    again towards another maximum, at saddles at least ``min_dip`` below the lower of the two maxima.
+
+    A watershed of ``-z`` inside ``region`` from its h-maxima of height ``min_dip`` (Soille 2003, ch. 6 and 9):
+    every maximum that stands ``min_dip`` above the highest saddle to a higher (or equal) maximum is a marker, and
+    each voxel goes to the marker it climbs to. A lesion beside warmer bowel or an organ that its growth level
+    joins to it is cut at the dip between them; noise maxima shallower than ``min_dip`` are not markers.
+
+    Parameters
+    ----------
+    z : (Z, Y, X) ndarray
+        Intensities of the box (bright structures high: multiply by the polarity first).
+    region : (Z, Y, X) bool ndarray
+        The grown region, one connected component (face connectivity).
+    seed : sequence of 3 int
+        The blob's centre in the box; when outside the region, the region's voxel nearest to it counts.
+    min_dip : float
+        Depth of a saddle that cuts, in ``z``'s unit; > 0.
+
+    Returns
+    -------
+    (Z, Y, X) bool ndarray
+        The seed's basin (connected, inside ``region``); ``region`` itself (a copy) when it holds one maximum
+        of that height.
+
+    Raises
+    ------
+    ValueError
+        When ``min_dip`` <= 0 or the shapes differ.
+
+    References
+    ----------
+    .. [1] P. Soille, "Morphological Image Analysis", 2nd ed., Springer 2003 (h-maxima, marker-controlled
+       watershed).
+    """
+    if not min_dip > 0:
+        raise ValueError(f"min_dip must be > 0, got {min_dip}")
+    region = np.asarray(region, dtype=bool)
+    if z.shape != region.shape:
+        raise ValueError(f"z {z.shape} and region {region.shape} must have one shape")
+    if not region.any():
+        return region.copy()
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    vals = z[region].astype(np.float64)
+    s = np.full(region.shape, float(vals.min()), dtype=np.float64)  # outside: the region's floor, no maximum
+    s[region] = vals
+    markers, n = ndi.label(h_maxima(s, float(min_dip)) & region)
+    if n <= 1:
+        return region.copy()
+    basins = watershed(-s, markers, mask=region)
+    at = tuple(int(v) for v in seed)
+    k = int(basins[at])
+    if k == 0:
+        _, idx = ndi.distance_transform_edt(basins == 0, return_indices=True)
+        k = int(basins[tuple(int(i[at]) for i in idx)])
+    return basins == k
+
+
 #: PET candidates cut by their blob's growth limit (1.5 x the blob radius) are grown once more, to this multiple of
 #: that reach (:func:`detect_tissue`), above the same level: a 5 mL sphere (radius 10.6 mm, 13 mm with the blur)
 #: found at the 6-7 mm scale fits inside twice the reach; a larger structure stays cut (docs/models.md, petsmall).
@@ -1222,14 +1347,18 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
              + (f" (PET: on log2 SUV; {n_snr} of them by their signal-to-noise ratio >= {PET_MIN_SNR:g})"
                 if pet else "")]
 
+    def window(center: Sequence[float], radius_mm: float
+               ) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray, np.ndarray]:
+        """The box of a ball of ``radius_mm`` (plus two voxels) around ``center``: its z-scores, foreground and
+        distances from the centre (mm)."""
+        bb = _ball_box(center, radius_mm + 2.0 * max(sp), sp, image.shape)
+        return bb, z_of(bb), foreground[bb], _distance_mm(bb, center, sp)
+
     found: list[Finding] = []
     for (cz, cy, cx), r_mm, resp, pol, *snr in cands:
         center = [(c + 0.5) * k - 0.5 for c, k in zip((cz, cy, cx), f)]
         grow_mm = 1.5 * r_mm
-        bb = _ball_box(center, 2.0 * r_mm + 2.0 * max(sp), sp, image.shape)
-        zz = z_of(bb)
-        fg = foreground[bb]
-        dist = _distance_mm(bb, center, sp)
+        bb, zz, fg, dist = window(center, 2.0 * r_mm)  # the ring below reaches 2 x the radius, past grow_mm
         core = fg & (dist <= 0.5 * r_mm)
         ring = fg & (dist >= 1.3 * r_mm) & (dist <= 2.0 * r_mm)
         if not core.any() or not ring.any():
@@ -1239,30 +1368,26 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         if (core_level - ring_level) * pol <= 0:
             continue
         thr = 0.5 * (core_level + ring_level)
-        cand = fg & (dist <= grow_mm) & ((zz - thr) * pol > 0)
-        seed = [min(max(int(round(c)) - b.start, 0), n - 1) for c, b, n in zip(center, bb, cand.shape)]
-        region = _component_at(cand, seed, sp, max_seed_mm=0.5 * r_mm)
-        if region is None:
+        # PET: the region stops at a warmer neighbour (bowel, an organ) that its level joins to it
+        dip = (max(PET_SADDLE_FRACTION * abs(core_level - thr), PET_SADDLE_MIN_Z) if pet and PET_SADDLE_FRACTION
+               else None)
+        grown = _grow_region(zz, fg, dist, _seed_in(center, bb), reach_mm=grow_mm, level=thr, polarity=pol,
+                             spacing_mm=sp, max_seed_mm=0.5 * r_mm, min_dip=dip)
+        if grown is None:
             continue
-        region = _fill_holes(region)
-        trunc = _truncation(region, dist, grow_mm, sp)
-        if pet and trunc > 0:
+        region, trunc, closed = grown
+        if pet and not closed:
             # PET: a focus blurred by the scanner's resolution (6-7 mm FWHM) answers the blob search at a scale below
             # its own size (a small scale wins on noise at the SNR search's radii), so the growth limit of that
             # scale cuts a whole lesion; grown once more to PET_REGROW x that reach, a lesion closes (its level
             # falls off all round) where a piece of a larger structure stays cut: a region that closes replaces
             # the cut one
             wide_mm = PET_REGROW * grow_mm
-            bb2 = _ball_box(center, wide_mm + 2.0 * max(sp), sp, image.shape)
-            zz2, fg2, dist2 = z_of(bb2), foreground[bb2], _distance_mm(bb2, center, sp)
-            seed2 = [min(max(int(round(c)) - b.start, 0), n - 1) for c, b, n in zip(center, bb2, zz2.shape)]
-            region2 = _component_at(fg2 & (dist2 <= wide_mm) & ((zz2 - thr) * pol > 0), seed2, sp,
-                                    max_seed_mm=0.5 * r_mm)
-            if region2 is not None:
-                region2 = _fill_holes(region2)
-                trunc2 = _truncation(region2, dist2, wide_mm, sp)
-                if trunc2 == 0.0:
-                    bb, zz, fg, region, trunc = bb2, zz2, fg2, region2, trunc2
+            bb2, zz2, fg2, dist2 = window(center, wide_mm)
+            grown2 = _grow_region(zz2, fg2, dist2, _seed_in(center, bb2), reach_mm=wide_mm, level=thr,
+                                  polarity=pol, spacing_mm=sp, max_seed_mm=0.5 * r_mm, min_dip=dip)
+            if grown2 is not None and grown2[2]:
+                bb, zz, fg, (region, trunc, closed) = bb2, zz2, fg2, grown2
         feats, shell = _region_features(img[bb], region, fg, sp, spread, class_means, class_sds)
         feats["truncation"] = trunc
         feats["enclosure"] = float(np.mean((zz[shell] - thr) * pol < 0)) if shell.any() else 0.0

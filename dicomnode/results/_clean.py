@@ -342,9 +342,11 @@ def _clean_sequence(ds: Dataset, elem: DataElement, path: tuple[str, ...], keywo
         sub = list(_clean_dataset(item, inner, tables))
         broken = [n for n in sub if n.action in ("emptied", "fixed")
                   and tables.types.get(tuple(n.keyword.split(".")), tables.default_type) in ("1", "1C")]
-        if missing or empty or broken:
+        unmet = None if missing or empty or broken else _macro_problem(keyword, item)
+        if missing or empty or broken or unmet:
             reasons.append(f"item without {', '.join(missing + empty)} (Type 1)" if missing or empty
-                           else f"item with an invalid Type 1 value ({broken[0].keyword.split('.')[-1]})")
+                           else f"item with an invalid Type 1 value ({broken[0].keyword.split('.')[-1]})" if broken
+                           else f"item {unmet}")
             continue
         kept.append(item)
         yield from sub
@@ -359,6 +361,47 @@ def _clean_sequence(ds: Dataset, elem: DataElement, path: tuple[str, ...], keywo
     else:
         elem.value = []
         yield HeaderNote(name, "emptied", f"no complete item: {reasons[0]}")
+
+
+#: Sequences whose items are an HL7v2 Hierarchic Designator macro (PS3.3 10.14): Local Namespace Entity ID or
+#: Universal Entity ID (Type 1C, at least one).
+_HIERARCHIC_DESIGNATORS = frozenset({
+    "IssuerOfAccessionNumberSequence", "IssuerOfAdmissionIDSequence", "IssuerOfServiceEpisodeIDSequence",
+    "OrderPlacerIdentifierSequence", "OrderFillerIdentifierSequence", "AssigningFacilitySequence",
+    "IssuerOfTheContainerIdentifierSequence", "IssuerOfTheSpecimenIdentifierSequence",
+})
+#: Sequences whose items are a Person Identification macro (PS3.3 10.1): Person Identification Code Sequence (Type
+#: 1) and Institution Name or Institution Code Sequence (Type 1C, one of them).
+_PERSON_IDENTIFICATIONS = frozenset({
+    "ReferringPhysicianIdentificationSequence", "ConsultingPhysicianIdentificationSequence",
+    "PhysiciansOfRecordIdentificationSequence", "PhysiciansReadingStudyIdentificationSequence",
+    "PerformingPhysicianIdentificationSequence", "OperatorIdentificationSequence",
+    "RequestingPhysicianIdentificationSequence", "HumanPerformerIdentificationSequence",
+})
+
+
+def _has(item: Dataset, keyword: str) -> bool:
+    return keyword in item and item[keyword].value not in (None, "", [])
+
+
+def _macro_problem(sequence: str, item: Dataset) -> str | None:
+    """What makes an item of ``sequence`` incomplete beyond its unconditional Type 1 attributes (those the IOD
+    tables give): an item with no (public) attribute at all, and the conditions of the macros sites fill in part (an
+    empty Issuer of Accession Number item; an Issuer with a Universal Entity ID and no type; a physician's
+    identification without code or institution). dciodvfy and Pixelmed refuse each; the item is left out."""
+    if not any(not e.tag.is_private for e in item):
+        return "empty (no attribute)"
+    if _has(item, "UniversalEntityID") and not _has(item, "UniversalEntityIDType"):
+        return "without UniversalEntityIDType (Type 1C: a Universal Entity ID needs its type)"
+    if sequence in _HIERARCHIC_DESIGNATORS and not (_has(item, "LocalNamespaceEntityID")
+                                                    or _has(item, "UniversalEntityID")):
+        return "without LocalNamespaceEntityID or UniversalEntityID (Type 1C: one of them)"
+    if sequence in _PERSON_IDENTIFICATIONS:
+        if not _has(item, "PersonIdentificationCodeSequence"):
+            return "without PersonIdentificationCodeSequence (Type 1)"
+        if not (_has(item, "InstitutionName") or _has(item, "InstitutionCodeSequence")):
+            return "without InstitutionName or InstitutionCodeSequence (Type 1C: one of them)"
+    return None
 
 
 def _case_only(elem: DataElement) -> bool:

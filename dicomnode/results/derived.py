@@ -28,6 +28,7 @@ import math
 from collections.abc import Mapping
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
     CTImageStorage,
@@ -135,6 +136,89 @@ def _rescale(values: np.ndarray, modality: str, unit: str) -> tuple[float, float
         return 1.0, lo_v
     slope = (hi_v - lo_v) / 65535.0
     return slope, lo_v + 32768.0 * slope
+
+
+def _functional_group_value(header: Dataset, sequence: str, keyword: str) -> object:
+    """``keyword`` of the first item of ``sequence`` in the shared functional groups of an enhanced multi-frame
+    header, else in its first frame's; None when neither has a value."""
+    for groups in ("SharedFunctionalGroupsSequence", "PerFrameFunctionalGroupsSequence"):
+        items = header.get(groups) or []
+        inner = (items[0].get(sequence) or []) if items else []
+        if inner and keyword in inner[0] and inner[0][keyword].value not in (None, "", []):
+            return inner[0][keyword].value
+    return None
+
+
+#: Enhanced MR Echo Pulse Sequence (0018,9008) -> classic Scanning Sequence (0018,0020) terms.
+_ECHO_PULSE_SCANNING = {"SPIN": ["SE"], "GRADIENT": ["GR"], "BOTH": ["SE", "GR"]}
+#: Classic MR Image attribute -> (functional group sequence, attribute) of an Enhanced MR source.
+_ENHANCED_MR_TIMING = {
+    "RepetitionTime": ("MRTimingAndRelatedParametersSequence", "RepetitionTime"),
+    "EchoTrainLength": ("MRTimingAndRelatedParametersSequence", "EchoTrainLength"),
+    "EchoTime": ("MREchoSequence", "EffectiveEchoTime"),
+    "InversionTime": ("MRModifierSequence", "InversionTimes"),
+}
+
+
+def _mr_acquisition(ds: Dataset, source: Dataset) -> None:
+    """Scanning Sequence and the timing of the MR Image module, with Inversion Time under its condition.
+
+    A classic source gives them at the top level (copied before). An Enhanced MR source has none there: Scanning
+    Sequence comes from its MR Pulse Sequence module (Echo Pulse Sequence, Echo Planar Pulse Sequence) and MR
+    Modifier functional group (Inversion Recovery), the times from its functional groups; "RM" (research mode) when nothing says. Inversion Time is Type
+    2C, present (empty when unknown) if and only if Scanning Sequence holds IR: dciodvfy refuses it otherwise."""
+    if "ScanningSequence" not in ds:
+        scanning = list(_ECHO_PULSE_SCANNING.get(str(source.get("EchoPulseSequence", "") or "").upper(), []))
+        inversion = (source.get("InversionRecovery", "")
+                     or _functional_group_value(source, "MRModifierSequence", "InversionRecovery"))
+        if scanning and str(inversion or "").upper() == "YES":
+            scanning.append("IR")
+        if scanning and str(source.get("EchoPlanarPulseSequence", "") or "").upper() == "YES":
+            scanning.append("EP")
+        ds.ScanningSequence = scanning or "RM"
+    for keyword, (sequence, inner) in _ENHANCED_MR_TIMING.items():
+        if keyword in ds and ds[keyword].value not in (None, ""):
+            continue
+        value = _functional_group_value(source, sequence, inner)
+        if isinstance(value, (list, tuple, MultiValue)):
+            value = value[0] if len(value) else None
+        if value is None:
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if not math.isfinite(number) or number < 0:
+            continue
+        setattr(ds, keyword, int(number) if keyword == "EchoTrainLength" else _ds(number))
+    value = ds.ScanningSequence
+    terms = {str(v).upper() for v in (value if isinstance(value, (list, MultiValue)) else [value])}
+    if "IR" in terms:
+        if "InversionTime" not in ds:
+            ds.InversionTime = None
+    else:
+        ds.pop("InversionTime", None)
+
+
+def _orientation_letters(direction: np.ndarray) -> str:
+    """Patient Orientation (0020,0020) of one image axis (PS3.3 C.7.6.1.1.1): the letters of its patient
+    directions (L, P, H for +x, +y, +z in the patient coordinate system; R, A, F for minus), the largest
+    component first, components under 0.001 left out (an oblique axis has two or three letters)."""
+    letters = (("L", "R"), ("P", "A"), ("H", "F"))
+    order = sorted(range(3), key=lambda i: -abs(float(direction[i])))
+    out = "".join(letters[i][0 if direction[i] > 0 else 1] for i in order if abs(float(direction[i])) >= 1e-3)
+    return out or "L"
+
+
+def _single_volume_series_type(ds: Dataset) -> None:
+    """A derived PET series is one volume (the loader keeps one time slice or gate of a dynamic or gated source):
+    its Series Type is the source's STATIC or WHOLE BODY, otherwise STATIC, with value 2 IMAGE. A DYNAMIC or GATED
+    type would require the time slices, R-R intervals, time slots, trigger and frame times of a multi-volume series
+    (PET Series and PET Image modules, Type 1C: dciodvfy refuses the object without them)."""
+    value = ds.get("SeriesType")
+    values = [str(v).strip().upper() for v in (value if isinstance(value, (list, MultiValue)) else [value or ""])]
+    ds.SeriesType = [values[0] if values[0] in ("STATIC", "WHOLE BODY") else "STATIC", "IMAGE"]
+    ds.pop("NumberOfTimeSlices", None)
 
 
 def _contributors(series: LoadedSeries, volume: Volume, thickness_mm: float) -> list[list[int]]:
@@ -246,8 +330,7 @@ def build_derived_series(
             ds.PatientPosition = None  # Type 2C for CT and MR images (no Patient Orientation Code Sequence): empty
         if modality == "PT":
             ds.pop("PatientPosition", None)  # PET: PatientOrientationCodeSequence instead
-            if str(source.get("SeriesType", ["STATIC"])[0]).upper() != "DYNAMIC":
-                ds.pop("NumberOfTimeSlices", None)
+            _single_volume_series_type(ds)
         sop_uid = uids.instance_uid(kind, k + 1)
         ds.SOPClassUID = sop_class
         ds.SOPInstanceUID = sop_uid
@@ -286,6 +369,8 @@ def build_derived_series(
         ds.ReferencedSeriesSequence = DicomSequence([ref_series])  # Common Instance Reference module
         if modality == "OT":
             ds.ConversionType = "WSD"  # SC Equipment: workstation
+            # General Image, Type 2C: required when the IOD has no Image Plane module (SC has none: ours is extra)
+            ds.PatientOrientation = [_orientation_letters(d[:, 0]), _orientation_letters(d[:, 1])]
         # geometry
         pos = volume.index_to_patient(np.array([[k, 0.0, 0.0]]))[0]
         ds.ImagePositionPatient = [_ds(round(v, 6)) for v in pos]
@@ -309,8 +394,7 @@ def build_derived_series(
             if "SeriesTime" not in ds and time_:
                 ds.SeriesTime = time_
         if modality == "MR":
-            if "ScanningSequence" not in ds:
-                ds.ScanningSequence = "RM"
+            _mr_acquisition(ds, source)
             if "SequenceVariant" not in ds:
                 ds.SequenceVariant = "NONE"
         # pixels

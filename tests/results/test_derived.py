@@ -17,6 +17,8 @@ from dicomnode.results.uids import ResultUids
 from helpers import SHARED_DATA, dciodvfy
 
 STS = SHARED_DATA / "sts" / "STS_001"
+PHILIPS_ENHANCED = SHARED_DATA / "enhanced-mr" / "philips_T1W_FFE_CS2_enhanced"
+SIEMENS_ENHANCED = SHARED_DATA / "enhanced-mr" / "siemens_xa30_T1_sag"
 
 
 def _load(folder: Path) -> LoadedSeries:
@@ -31,8 +33,9 @@ def _uids(series: LoadedSeries) -> ResultUids:
     STS / "CT", STS / "MR_T1", STS / "PET", SHARED_DATA / "head-mr" / "T1_sag",
     SHARED_DATA / "wholebody-pet-mr" / "PET", SHARED_DATA / "enhanced-mr" / "siemens_xa30_T1_sag",
     SHARED_DATA / "abdomen-mr" / "ADC", SHARED_DATA / "head-ct" / "CT", SHARED_DATA / "breast-mr" / "DCE_3DFGRE",
+    PHILIPS_ENHANCED,
 ], ids=["CT", "MR", "PET", "MR-sagittal", "PET-Bq-ml", "MR-enhanced-Siemens", "MR-ADC-Toshiba", "CT-tilted",
-        "MR-phases-GE"])
+        "MR-phases-GE", "MR-enhanced-Philips"])
 def test_derived_series_pass_dciodvfy(folder, tmp_path):
     series = load_series(sorted(p for p in folder.iterdir() if p.is_file() and is_dicom_file(p)))
     uids = _uids(series)
@@ -163,3 +166,98 @@ def test_a_source_without_patient_position_gives_it_empty(tmp_path):
     ds.save_as(path, enforce_file_format=True)
     errors, out = dciodvfy(path)
     assert errors == 0, out
+
+
+def _images(folder: Path) -> LoadedSeries:
+    return load_series(sorted(p for p in folder.iterdir() if p.is_file() and is_dicom_file(p)))
+
+
+@pytest.mark.parametrize("case", ["enhanced-gradient", "enhanced-inversion", "classic-gradient-with-TI",
+                                  "classic-inversion-without-TI"])
+def test_inversion_time_only_with_an_inversion_recovery_scanning_sequence(case, tmp_path):
+    """Inversion Time is Type 2C in the MR Image module (present if and only if Scanning Sequence holds IR); dciodvfy
+    refuses it otherwise. The Philips Enhanced MR (gradient echo, no inversion) has an Inversion Time of 0 at its top
+    level, as many classic gradient-echo series have too; an Enhanced MR gives its Scanning Sequence in other words
+    (Echo Pulse Sequence, Inversion Recovery) and its times in functional groups."""
+    if case.startswith("enhanced"):
+        series = _images(SIEMENS_ENHANCED if case == "enhanced-inversion" else PHILIPS_ENHANCED)
+    else:
+        series = _load(STS / "MR_T1")
+        headers = [h.copy() for h in series.headers]
+        for h in headers:
+            if case == "classic-gradient-with-TI":
+                h.ScanningSequence, h.InversionTime = "GR", "0"
+            else:
+                h.ScanningSequence = ["SE", "IR"]
+                h.pop("InversionTime", None)
+        series = LoadedSeries(series.volume, tuple(headers), series.frames, series.study_uid, series.series_uid,
+                              series.modality, series.sop_class_uid)
+    ds = build_derived_series(series, series.volume, _uids(series), kind="working", description="working",
+                              series_number=9100)[0]
+    path = tmp_path / "0001.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    errors, out = dciodvfy(path)
+    assert errors == 0, out
+    back = pydicom.dcmread(path)
+    scanning = list(back.ScanningSequence) if back["ScanningSequence"].VM > 1 else [back.ScanningSequence]
+    if case == "enhanced-gradient":
+        assert scanning == ["GR"] and "InversionTime" not in back
+        assert float(back.RepetitionTime) > 0 and float(back.EchoTime) > 0  # from the functional groups
+    elif case == "enhanced-inversion":
+        assert scanning == ["GR", "IR"] and float(back.InversionTime) > 0, (scanning, back.get("InversionTime"))
+    elif case == "classic-gradient-with-TI":
+        assert scanning == ["GR"] and "InversionTime" not in back
+    else:
+        assert scanning == ["SE", "IR"] and "InversionTime" in back and back.InversionTime in ("", None)
+
+
+@pytest.mark.parametrize("series_type", [["GATED", "IMAGE"], ["DYNAMIC", "IMAGE"], ["WHOLE BODY", "IMAGE"],
+                                         ["STATIC", "REPROJECTION"]])
+def test_a_derived_pet_series_is_one_volume_whatever_the_source_series_type(series_type, tmp_path):
+    """A gated (or dynamic) PET source: the derived series holds one volume, so its Series Type is STATIC (WHOLE BODY
+    kept) and IMAGE; copying GATED made dciodvfy ask for R-R intervals, time slots, trigger and frame times."""
+    series = _load(STS / "PET")
+    headers = [h.copy() for h in series.headers]
+    for h in headers:
+        h.SeriesType = series_type
+        if series_type[0] == "GATED":
+            h.NumberOfRRIntervals, h.NumberOfTimeSlots, h.TriggerTime = 1, 8, "0"
+        if series_type[0] == "DYNAMIC":
+            h.NumberOfTimeSlices = 20
+    series = LoadedSeries(series.volume, tuple(headers), series.frames, series.study_uid, series.series_uid,
+                          series.modality, series.sop_class_uid)
+    ds = build_derived_series(series, series.volume, _uids(series), kind="working", description="working",
+                              series_number=9100)[0]
+    path = tmp_path / "0001.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    errors, out = dciodvfy(path)
+    assert errors == 0, out
+    back = pydicom.dcmread(path)
+    assert list(back.SeriesType) == ["WHOLE BODY" if series_type[0] == "WHOLE BODY" else "STATIC", "IMAGE"]
+    assert "NumberOfTimeSlices" not in back
+
+
+@pytest.mark.parametrize("folder", [STS / "CT", SHARED_DATA / "head-ct" / "CT"], ids=["axial", "tilted"])
+def test_a_secondary_capture_derived_series_has_its_patient_orientation(folder, tmp_path):
+    """A source of another modality (here the images re-labelled OT / Secondary Capture, as a site's reformatting
+    workstation sends them) gives Secondary Capture images; their IOD has no Image Plane module, so Patient
+    Orientation (General Image, Type 2C) is required: dciodvfy refused the images without it."""
+    series = _images(folder)
+    series = LoadedSeries(series.volume, series.headers, series.frames, series.study_uid, series.series_uid,
+                          "OT", pydicom.uid.SecondaryCaptureImageStorage)
+    ds = build_derived_series(series, series.volume, _uids(series), kind="working", description="working",
+                              series_number=9100)[0]
+    path = tmp_path / "0001.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    errors, out = dciodvfy(path)
+    assert errors == 0, out
+    back = pydicom.dcmread(path)
+    assert back.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage and back.Modality == "OT"
+    rows, columns = list(back.PatientOrientation)
+    d = np.asarray(series.volume.direction, dtype=float)
+    # the letter of each axis' largest component comes first: L/R for +-x, P/A for +-y, H/F for +-z
+    for letters, axis in ((rows, d[:, 0]), (columns, d[:, 1])):
+        i = int(np.argmax(np.abs(axis)))
+        assert letters[0] == ("LR", "PA", "HF")[i][0 if axis[i] > 0 else 1], (letters, axis)
+    if folder.name == "CT" and folder.parent.name == "head-ct":
+        assert len(columns) == 2, columns  # the tilted column direction: two letters

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.dataset import Dataset
 
 from broken_headers import implicit_vr_philips_like, incomplete_references, paired_body_part, patient_age_stars
 from dicom_validators import assert_valid, dciodvfy, instance_validator
@@ -35,6 +36,39 @@ def _check_dciodvfy(paths: list[Path]) -> None:
     assert_valid([dciodvfy(p) for p in paths])
 
 
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
+def incomplete_macro_items(src: Path, out: Path) -> Path:
+    """Sequence items that sites fill in part, in the Patient and General Study modules highdicom copies into SEG and
+    SR: an empty Issuer of Accession Number item (an HL7v2 Hierarchic Designator needs a Local Namespace or Universal
+    Entity ID), an Issuer of Patient ID Qualifiers item with a Universal Entity ID and no type, an empty Other
+    Patient IDs item beside a complete one, a physician's identification without institution (Person Identification
+    macro) beside a complete referring physician's."""
+    out.mkdir(parents=True, exist_ok=True)
+    for path in sorted(p for p in src.iterdir() if p.is_file()):
+        ds = pydicom.dcmread(path)
+        ds.IssuerOfAccessionNumberSequence = [Dataset()]
+        qualifiers = Dataset()
+        qualifiers.UniversalEntityID = "1.2.826.0.1.3680043.10.1"
+        ds.IssuerOfPatientIDQualifiersSequence = [qualifiers]
+        other = Dataset()
+        other.PatientID, other.TypeOfPatientID = "OTHER-7", "TEXT"
+        ds.OtherPatientIDsSequence = [Dataset(), other]
+        partial = Dataset()
+        partial.PersonIdentificationCodeSequence = [_code("1234", "99LOCAL", "Physician 1234")]
+        ds.PhysiciansOfRecordIdentificationSequence = [partial]
+        complete = Dataset()
+        complete.PersonIdentificationCodeSequence = [_code("5678", "99LOCAL", "Physician 5678")]
+        complete.InstitutionName = "Hospital"
+        ds.ReferringPhysicianIdentificationSequence = [complete]
+        ds.save_as(out / path.name, enforce_file_format=True)
+    return out
+
+
 @pytest.fixture(scope="module")
 def broken(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
     """Each broken copy of the sts CT, processed with the CT profile (SEG, SR, feature SRs, MIP series)."""
@@ -44,6 +78,7 @@ def broken(tmp_path_factory) -> dict[str, tuple[Path, dict]]:
         "implicit": implicit_vr_philips_like(STS_CT, root / "implicit"),
         "lung": paired_body_part(STS_CT, root / "lung"),
         "lung_r": paired_body_part(STS_CT, root / "lung_r", laterality="R"),
+        "macros": incomplete_macro_items(STS_CT, root / "macros"),
     }
     return {k: (root / f"{k}.out", _process(src, root / f"{k}.out")) for k, src in made.items()}
 
@@ -102,6 +137,28 @@ def test_laterality_of_a_paired_body_part(broken) -> None:
     ds.BodyPartExamined = "CHEST"
     from dicomnode.results._common import series_laterality
     assert series_laterality(ds) is None
+
+
+def test_items_that_miss_a_macro_condition_are_left_out_and_complete_ones_kept(broken) -> None:
+    """dciodvfy and Pixelmed refused SEG and SR made from such a source ("Missing attribute Type 1C
+    LocalNamespaceEntityID / UniversalEntityID / UniversalEntityIDType", "Missing required sequence attribute
+    PersonIdentificationCodeSequence", "InstitutionName"); the tables of Type 1 attributes do not carry these
+    conditions."""
+    out, res = broken["macros"]
+    _check_dciodvfy(_outputs(out, res))
+    for name in ("seg.dcm", "sr.dcm"):
+        ds = pydicom.dcmread(out / name)
+        for keyword in ("IssuerOfAccessionNumberSequence", "IssuerOfPatientIDQualifiersSequence",
+                        "PhysiciansOfRecordIdentificationSequence"):
+            assert keyword not in ds, (name, keyword)
+        assert [i.PatientID for i in ds.OtherPatientIDsSequence] == ["OTHER-7"], name  # the empty item only
+        kept = ds.ReferringPhysicianIdentificationSequence[0]
+        assert kept.InstitutionName == "Hospital" and kept.PersonIdentificationCodeSequence[0].CodeValue == "5678"
+    notes = " | ".join(res["notes"])
+    for said in ("IssuerOfAccessionNumberSequence left out", "IssuerOfPatientIDQualifiersSequence left out",
+                 "OtherPatientIDsSequence items left out", "PhysiciansOfRecordIdentificationSequence left out"):
+        assert said in notes, (said, notes)
+    assert "OTHER-7" not in notes and "Hospital" not in notes
 
 
 def test_pixelmed_accepts_the_segs_of_the_broken_copies(broken) -> None:
