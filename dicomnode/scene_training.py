@@ -41,7 +41,8 @@ from dicomnode.analysis.volume import Volume
 
 __all__ = ["CROPS", "EXTRA_NIFTI", "FeatureCache", "FittedScene", "PHANTOMS", "REAL_WEIGHT", "SEED",
            "SceneExample", "case_examples", "class_patients", "crop_fov", "example_from_volume", "fit_scene",
-           "iliac_crest_z", "make_scene_estimator", "phantom_rows", "phantom_samples", "save_scene_model", "SLAB_MM", "STRIDE_MM"]
+           "iliac_crest_z", "make_scene_estimator", "phantom_rows", "phantom_samples", "save_scene_model", "SLAB_MM",
+           "STRIDE_MM"]
 
 #: Slab length and stride along z of the scene model's samples (mm).
 SLAB_MM = 60.0
