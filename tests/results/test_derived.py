@@ -172,6 +172,24 @@ def _images(folder: Path) -> LoadedSeries:
     return load_series(sorted(p for p in folder.iterdir() if p.is_file() and is_dicom_file(p)))
 
 
+def _with_headers(series: LoadedSeries, headers, modality: str | None = None,
+                  sop_class_uid: str | None = None) -> LoadedSeries:
+    """``series`` with other headers (a site's variant), optionally relabelled to another modality and SOP class."""
+    return LoadedSeries(series.volume, tuple(headers), series.frames, series.study_uid, series.series_uid,
+                        modality or series.modality, sop_class_uid or series.sop_class_uid)
+
+
+def _first_image_validated(series: LoadedSeries, tmp_path) -> pydicom.Dataset:
+    """The first image of the derived working series of ``series``, written, passed by dciodvfy and read back."""
+    ds = build_derived_series(series, series.volume, _uids(series), kind="working", description="working",
+                              series_number=9100)[0]
+    path = tmp_path / "0001.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    errors, out = dciodvfy(path)
+    assert errors == 0, out
+    return pydicom.dcmread(path)
+
+
 @pytest.mark.parametrize("case", ["enhanced-gradient", "enhanced-inversion", "classic-gradient-with-TI",
                                   "classic-inversion-without-TI"])
 def test_inversion_time_only_with_an_inversion_recovery_scanning_sequence(case, tmp_path):
@@ -190,15 +208,8 @@ def test_inversion_time_only_with_an_inversion_recovery_scanning_sequence(case, 
             else:
                 h.ScanningSequence = ["SE", "IR"]
                 h.pop("InversionTime", None)
-        series = LoadedSeries(series.volume, tuple(headers), series.frames, series.study_uid, series.series_uid,
-                              series.modality, series.sop_class_uid)
-    ds = build_derived_series(series, series.volume, _uids(series), kind="working", description="working",
-                              series_number=9100)[0]
-    path = tmp_path / "0001.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    errors, out = dciodvfy(path)
-    assert errors == 0, out
-    back = pydicom.dcmread(path)
+        series = _with_headers(series, headers)
+    back = _first_image_validated(series, tmp_path)
     scanning = list(back.ScanningSequence) if back["ScanningSequence"].VM > 1 else [back.ScanningSequence]
     if case == "enhanced-gradient":
         assert scanning == ["GR"] and "InversionTime" not in back
@@ -224,15 +235,8 @@ def test_a_derived_pet_series_is_one_volume_whatever_the_source_series_type(seri
             h.NumberOfRRIntervals, h.NumberOfTimeSlots, h.TriggerTime = 1, 8, "0"
         if series_type[0] == "DYNAMIC":
             h.NumberOfTimeSlices = 20
-    series = LoadedSeries(series.volume, tuple(headers), series.frames, series.study_uid, series.series_uid,
-                          series.modality, series.sop_class_uid)
-    ds = build_derived_series(series, series.volume, _uids(series), kind="working", description="working",
-                              series_number=9100)[0]
-    path = tmp_path / "0001.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    errors, out = dciodvfy(path)
-    assert errors == 0, out
-    back = pydicom.dcmread(path)
+    series = _with_headers(series, headers)
+    back = _first_image_validated(series, tmp_path)
     assert list(back.SeriesType) == ["WHOLE BODY" if series_type[0] == "WHOLE BODY" else "STATIC", "IMAGE"]
     assert "NumberOfTimeSlices" not in back
 
@@ -243,15 +247,8 @@ def test_a_secondary_capture_derived_series_has_its_patient_orientation(folder, 
     workstation sends them) gives Secondary Capture images; their IOD has no Image Plane module, so Patient
     Orientation (General Image, Type 2C) is required: dciodvfy refused the images without it."""
     series = _images(folder)
-    series = LoadedSeries(series.volume, series.headers, series.frames, series.study_uid, series.series_uid,
-                          "OT", pydicom.uid.SecondaryCaptureImageStorage)
-    ds = build_derived_series(series, series.volume, _uids(series), kind="working", description="working",
-                              series_number=9100)[0]
-    path = tmp_path / "0001.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    errors, out = dciodvfy(path)
-    assert errors == 0, out
-    back = pydicom.dcmread(path)
+    series = _with_headers(series, series.headers, "OT", pydicom.uid.SecondaryCaptureImageStorage)
+    back = _first_image_validated(series, tmp_path)
     assert back.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage and back.Modality == "OT"
     rows, columns = list(back.PatientOrientation)
     d = np.asarray(series.volume.direction, dtype=float)
