@@ -791,7 +791,11 @@ def _grow_region(z: np.ndarray, foreground: np.ndarray, dist_mm: np.ndarray, see
 #: way from the ring around the blob to its core, so the rise is half the blob's contrast) below the lower of the
 #: two maxima it joins; and at least ``PET_SADDLE_MIN_Z`` within-tissue noise SDs (a dip of noise between two
 #: maxima of one lesion in the denoised image stays under 2 SD). Hand-set, argued in docs/models.md (petsens).
-PET_SADDLE_FRACTION = 0.5
+#: **Off in the shipped profiles (0)**: measured on the quiet machine it cost the PET's detect 1.3 s (2.9 -> 4.2 s:
+#: the PET profile fell to 0.58x the CT's voxels per second, under issue 13's 0.6x floor) for no sensitivity gain
+#: (seed 13 89/120 both ways, held-out seed 29 83 -> 84/120) and fewer false findings in a budget that was not used
+#: (0.032 -> 0 per series). Set 0.5 to turn it on (docs/models.md, petsens).
+PET_SADDLE_FRACTION = 0.0
 PET_SADDLE_MIN_Z = 2.0
 
 
