@@ -180,7 +180,7 @@ def _unusable(tags: dict[str, str], series: Any, frame: str, uid_root: str) -> s
         return "it is this series"
     if not is_image_storage(sop) or sop.startswith(_SECONDARY_CAPTURE):
         return "not an image series of the patient (SEG, SR, RT, secondary capture...)"
-    if tags.get("SeriesInstanceUID", "").startswith(uid_root + "."):
+    if uid_root and tags.get("SeriesInstanceUID", "").startswith(uid_root):
         return "made by this node"
     if tags.get("ImageType", "").split("\\")[0].strip().upper() == "DERIVED":
         return "a derived image (ImageType DERIVED): only original images lend their anatomy"
