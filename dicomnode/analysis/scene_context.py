@@ -78,8 +78,13 @@ def _with_probability(label: str, p: float, base: Mapping[str, float]) -> dict[s
     """Class probabilities with ``label`` at ``p`` and the rest shared as ``base`` shares it (summing to 1)."""
     rest = {c: float(v) for c, v in base.items() if c != label}
     total = sum(rest.values())
-    return {c: float(p) if c == label else ((1.0 - p) * rest[c] / total if total > 0 else
-                                           (1.0 - p) / max(len(rest), 1)) for c in (*base, label) if c in rest or c == label}
+    out: dict[str, float] = {}
+    for c in dict.fromkeys((*base, label)):  # the base's order, the label in its place (or last)
+        if c == label:
+            out[c] = float(p)
+        else:
+            out[c] = (1.0 - p) * rest[c] / total if total > 0 else (1.0 - p) / max(len(rest), 1)
+    return out
 
 
 def merge_sibling_scene(own: SceneResult, sibling: SceneResult, *, source: str) -> tuple[SceneResult,
