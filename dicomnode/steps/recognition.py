@@ -4,7 +4,7 @@
 |---|---|---|
 | ``match`` | compares paired segments (``X_left`` / ``X_right``, e.g. the lungs): ``ctx.similarities`` + measurements of the first segment of each pair | ``pairs`` (list of [a, b] labels; default: every ``*_left``/``*_right`` pair present), ``n_bins`` (64) |
 | ``classify`` | a trained model's posteriors: ``ctx.classifications`` | ``model`` (path or shipped name, required), ``segment`` (label whose measurements are the features; default: scene descriptors when the model uses them, else the first segment that has every feature) |
-| ``scene`` | body regions along z with calibrated probabilities, and whether the header agrees: ``ctx.scene`` | ``model`` (default "scene", the shipped model) |
+| ``scene`` | body regions along z with calibrated probabilities, and whether the header agrees: ``ctx.scene``; stretches the image leaves unknown taken from the study's series on the same frame of reference (``ctx.siblings``) | ``model`` (default "scene", the shipped model) |
 
 ``ctx.scene`` is ``{"label", "probabilities", "regions", "lungs_in_view", "header_body_part", "agrees_with_header",
 "model"}``. ``regions`` lists ``{"label", "z_mm": [lo, hi], "probability"}`` from head to feet in patient z (LPS,
@@ -20,6 +20,13 @@ mapped to ``head``, ``neck``, ``chest``, ``abdomen``, ``pelvis``, ``extremity`` 
 e.g. PARTIALBODY); a header naming two regions (ABDOMENPELVIS) agrees with either. ``agrees_with_header`` is None
 when the header says nothing usable, when the image gives ``unknown``, or when the header names a region the model
 cannot recognise (it has no ``neck`` class).
+
+**The study's anatomy.** When the image leaves a stretch ``unknown`` and the chain offers other series of the same
+study on the same frame of reference (``ctx.siblings``: CT first, then MR, then the rest), the step loads the first,
+recognises it with the same model and fills the unknown stretches with its named regions
+(:func:`dicomnode.analysis.scene_context.merge_sibling_scene`: own regions win, the sibling's probabilities kept);
+then the next, while a stretch is still unknown. A borrowed region has ``source`` (the sibling's modality, series
+number and description) in ``regions``; the notes say what was borrowed, from which series, and what it cost.
 """
 
 from __future__ import annotations
