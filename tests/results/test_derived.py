@@ -258,3 +258,45 @@ def test_a_secondary_capture_derived_series_has_its_patient_orientation(folder, 
         assert letters[0] == ("LR", "PA", "HF")[i][0 if axis[i] > 0 else 1], (letters, axis)
     if folder.name == "CT" and folder.parent.name == "head-ct":
         assert len(columns) == 2, columns  # the tilted column direction: two letters
+
+
+@pytest.mark.parametrize("folder, expected", [
+    (STS / "MR_T1", ["SE"]),  # Siemens via MIM: SE
+    (SHARED_DATA / "head-mr" / "T1_sag", ["GR"]),  # Siemens: GR
+    (SHARED_DATA / "abdomen-mr" / "T2_ax", ["SE"]),  # Toshiba: SE
+], ids=["SE-Siemens", "GR-Siemens", "SE-Toshiba"])
+def test_a_classic_mr_keeps_its_valid_scanning_sequence(folder, expected, tmp_path):
+    """The real shared MRs write valid terms (grep: SE, GR, RM): they are copied as they are, never replaced by RM."""
+    back = _first_image_validated(_images(folder), tmp_path)
+    scanning = list(back.ScanningSequence) if back["ScanningSequence"].VM > 1 else [back.ScanningSequence]
+    assert scanning == expected
+
+
+@pytest.mark.parametrize("written, expected", [
+    ("GRE", ["GR"]),  # issue 13: a vendor's "GRE" came out as RM
+    (["SE", "GRE"], ["SE", "GR"]),
+    (["GRE", "IR"], ["GR", "IR"]),
+    (["TSE"], ["SE"]),
+    (["EPI", "SE"], ["EP", "SE"]),
+    (["GRE", "XYZ"], ["GR"]),  # an unknown term is dropped, with a note
+    (["XYZ"], ["RM"]),  # nothing known left: research mode, the term that claims no physics
+], ids=["GRE", "SE-GRE", "GRE-IR", "TSE", "EPI-SE", "GRE-unknown", "unknown"])
+def test_vendor_spellings_of_the_scanning_sequence_become_its_defined_terms(written, expected, tmp_path):
+    """A copy of the real sts MR with Scanning Sequence written as other writers spell it: the derived MR carries the
+    defined terms (SE, IR, GR, EP, RM), passes dciodvfy, and results.json's notes name the attribute, not the value."""
+    from dicomnode.results._common import source_notes
+
+    series = _load(STS / "MR_T1")
+    headers = [h.copy() for h in series.headers]
+    for h in headers:
+        h.ScanningSequence = written
+        if "IR" in expected:
+            h.InversionTime = "400"
+    series = _with_headers(series, headers)
+    back = _first_image_validated(series, tmp_path)
+    scanning = list(back.ScanningSequence) if back["ScanningSequence"].VM > 1 else [back.ScanningSequence]
+    assert scanning == expected
+    notes = [n for n in source_notes(series) if "ScanningSequence" in n]
+    assert len(notes) == 1 and "enumerated values of ScanningSequence" in notes[0], notes
+    assert ("unknown values dropped" in notes[0]) == ("XYZ" in written), notes
+    assert "GRE" not in notes[0] and "XYZ" not in notes[0]  # the rule, never the value
