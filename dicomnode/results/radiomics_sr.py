@@ -41,7 +41,8 @@ from dicomnode.analysis.radiomics import RadiomicsSettings, feature_unit, image_
 from dicomnode.errors import ResultError
 from dicomnode.io.load import LoadedSeries
 from dicomnode.io.roi import Region, RegionKind
-from dicomnode.results._common import MANUFACTURER, SOFTWARE_VERSION, fit_character_set, lo, source_datasets
+from dicomnode.results._common import (MANUFACTURER, SOFTWARE_VERSION, fit_character_set, lo, source_datasets,
+                                       warnings_without_phi)
 from dicomnode.results.sr import (
     PRIVATE_SCHEME,
     add_observer_context,
@@ -180,19 +181,20 @@ def build_radiomics_sr(
             imaging_measurements=groups,
             title=codes.cid7021.ImagingMeasurementReport,
         )
-        sr = hd.sr.Comprehensive3DSR(
-            evidence=[*source_datasets(series), *evidence.values()],
-            content=report,
-            series_instance_uid=uids.sr_series_uid,
-            series_number=series_number,
-            sop_instance_uid=uids.sr_instance_uid,
-            instance_number=instance_number,
-            manufacturer=MANUFACTURER,
-            is_complete=True,
-            coding_schemes=[CodingSchemeIdentificationItem(
-                designator=PRIVATE_SCHEME, name="dicomnode measurement names",
-                responsible_organization="dicomnode project")],
-        )
+        with warnings_without_phi(series.headers[0], series_uid=series.series_uid, what="radiomics SR"):
+            sr = hd.sr.Comprehensive3DSR(
+                evidence=[*source_datasets(series), *evidence.values()],
+                content=report,
+                series_instance_uid=uids.sr_series_uid,
+                series_number=series_number,
+                sop_instance_uid=uids.sr_instance_uid,
+                instance_number=instance_number,
+                manufacturer=MANUFACTURER,
+                is_complete=True,
+                coding_schemes=[CodingSchemeIdentificationItem(
+                    designator=PRIVATE_SCHEME, name="dicomnode measurement names",
+                    responsible_organization="dicomnode project")],
+            )
     except ResultError:
         raise
     except (ValueError, TypeError, AttributeError, KeyError) as exc:

@@ -300,3 +300,34 @@ def test_vendor_spellings_of_the_scanning_sequence_become_its_defined_terms(writ
     assert len(notes) == 1 and "enumerated values of ScanningSequence" in notes[0], notes
     assert ("unknown values dropped" in notes[0]) == ("XYZ" in written), notes
     assert "GRE" not in notes[0] and "XYZ" not in notes[0]  # the rule, never the value
+
+
+@pytest.fixture(scope="module")
+def legacy_ct(tmp_path_factory) -> Path:
+    from enhanced_ct import legacy_enhanced_ct
+
+    return legacy_enhanced_ct(STS / "CT", tmp_path_factory.mktemp("legacy-ct") / "ct.dcm")
+
+
+@pytest.mark.parametrize("where", ["legacy", "shared", "per-frame", "none"])
+def test_a_derived_ct_of_an_enhanced_ct_has_its_kvp_and_kernel(where, legacy_ct, tmp_path):
+    """Issue 13, 1: a derived CT made from an Enhanced CT had KVP and Convolution Kernel empty. They come from the
+    CT X-Ray Details / CT Reconstruction / CT Acquisition Details macros (shared or per frame) or a Legacy Converted
+    image's Unassigned Converted Attributes (highdicom.legacy's conversion of the real sts CT: KVP 140, kernel SOFT),
+    and stay empty (KVP, Type 2) or absent (the kernel, Type 3) only when the source has none anywhere."""
+    from enhanced_ct import enhanced_ct
+
+    classic = pydicom.dcmread(next(iter(sorted((STS / "CT").glob("*.dcm")))), stop_before_pixels=True)
+    path = legacy_ct if where == "legacy" else enhanced_ct(legacy_ct, tmp_path / "src" / "ct.dcm", where=where)
+    series = load_series([path])
+    assert series.is_multiframe and series.modality == "CT"
+    back = _first_image_validated(series, tmp_path)
+    assert back.SOPClassUID == pydicom.uid.CTImageStorage
+    if where == "none":
+        assert "KVP" in back and back.KVP in ("", None)
+        assert "ConvolutionKernel" not in back and "ReconstructionDiameter" not in back
+    else:
+        assert float(back.KVP) == float(classic.KVP) == 140.0
+        assert back.ConvolutionKernel == classic.ConvolutionKernel == "SOFT"
+        assert float(back.ReconstructionDiameter) == float(classic.ReconstructionDiameter)
+        assert float(back.DataCollectionDiameter) == float(classic.DataCollectionDiameter)
