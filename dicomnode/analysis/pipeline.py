@@ -59,6 +59,9 @@ class Context:
     # other image series of the same study and frame of reference, CT first, loaded only when a step asks (the scene
     # step, for the stretches its own image leaves unknown: dicomnode.analysis.scene_context)
     siblings: "tuple[StudySibling, ...]" = ()
+    # digests of the other series the results depend on (a sibling the scene borrowed regions from): the result
+    # UIDs include them, so a re-run with another sibling makes new objects instead of reusing the UIDs
+    inputs: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,11 +40,13 @@ def modality_rank(modality: str) -> int:
 @dataclass(frozen=True, slots=True)
 class SiblingImage:
     """A sibling series, loaded: its volume, its plain header strings and how notes name it (``source``: modality,
-    series number and description; never a name, an ID or a UID)."""
+    series number and description; never a name, an ID or a UID). ``digest``: a digest of its instances, so that
+    results that borrow from it change their UIDs when it changes (:attr:`dicomnode.analysis.pipeline.Context.inputs`)."""
 
     volume: Volume
     header: Mapping[str, str]
     source: str
+    digest: str = ""
 
 
 @dataclass(frozen=True, slots=True)

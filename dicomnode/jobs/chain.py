@@ -77,6 +77,8 @@ def run_chain(spec: ChainSpec, *, progress: Callable[[str], None] | None = None)
                          between_steps=release_free_memory)
 
     version = f"{profile_fingerprint(spec.profile)}.{input_digest([f[0] for f in series.frames])}"
+    if ctx.inputs:  # regions borrowed from a sibling series: its instances are inputs too
+        version += f".{input_digest(ctx.inputs)}"
     uids = ResultUids.for_series(spec.uid_root, series.series_uid, spec.profile.name, version)
     files: list[str] = []
     sops: list[str] = []
@@ -211,7 +213,8 @@ def study_siblings(context: Sequence[ContextSeries], series: Any, *, uid_root: s
                 return SiblingSkipped(source, "refused by the loader: not one volume (a localizer)")
             except DicomnodeError as e:
                 return SiblingSkipped(source, f"it cannot be loaded ({type(e).__name__})")
-            return SiblingImage(loaded.volume, header_strings(loaded.headers[0]), source)
+            return SiblingImage(loaded.volume, header_strings(loaded.headers[0]), source,
+                                digest=input_digest([f[0] for f in loaded.frames]))
         return load
 
     return tuple(StudySibling(c.modality, loader(c)) for c in context if c.files)

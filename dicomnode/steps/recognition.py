@@ -217,6 +217,8 @@ def _with_siblings(ctx: Context, res: SceneResult, m: LoadedModel) -> tuple[Scen
                          f"{time.perf_counter() - t0:.1f} s; its own scene: {sres.label}"
                          + (f" (p = {sres.probabilities.get(sres.label, 0.0):.2f})" if sres.label != UNKNOWN else ""))
         merged, pieces = merge_sibling_scene(res, sres, source=got.source)
+        if pieces:
+            ctx.inputs.append(got.digest)  # the results now depend on the sibling's instances
         ctx.notes.extend(merged.notes[len(res.notes):])
         borrowed += [{"label": p.label, "z_mm": [round(p.z_mm[0], 1), round(p.z_mm[1], 1)],
                       "probability": round(p.probability, 6), "source": got.source} for p in pieces]

@@ -122,3 +122,26 @@ def test_the_pet_job_spec_carries_its_studys_ct_on_the_same_frame(tmp_path, same
     # from the CT: the MR, then the PET (complete now); on another frame: nothing
     assert node.db.study_context(ct_uid) == ([("MR", mr_uid), ("PT", pet_uid)] if same_frame else [])
     node.db.close()
+
+
+def test_results_that_borrow_from_a_sibling_get_uids_of_their_own(tmp_path):
+    """Result UIDs are derived from the inputs: the PET's evaluations SR made with its CT's regions is another
+    object than the one made from the PET alone (a PACS never holds two contents under one UID), and the same
+    inputs make the same UIDs again."""
+    from dicomnode.config import load_config
+
+    profile = load_config(None).profiles["pet"]
+    pet, ct = _files(STS2 / "PET"), _files(STS2 / "CT")
+
+    def sops(name, context=()):
+        out = run_chain(ChainSpec(files=pet, profile=profile, out_dir=str(tmp_path / name), uid_root="2.25.",
+                                  context=tuple(context)))
+        res = json.loads(Path(out.results_json).read_text())
+        return res["scene"]["label"], set(out.sop_instance_uids)
+
+    label_alone, alone = sops("alone")
+    label_ct, with_ct = sops("with-ct", [ContextSeries("CT", ct)])
+    label_again, again = sops("again", [ContextSeries("CT", ct)])
+    assert (label_alone, label_ct, label_again) == ("unknown", "pelvis", "pelvis")
+    assert alone and with_ct and not alone & with_ct
+    assert again == with_ct
