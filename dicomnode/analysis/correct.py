@@ -277,7 +277,7 @@ class PosteriorSmoothing:
 
 
 def _check_smoothing(posteriors: np.ndarray, spacing_mm: tuple[float, float, float], *, sigma_mm: float,
-                     iterations: int, slab_voxels: int = 1_000_000, out: np.ndarray | None = None
+                     iterations: int, slab_voxels: int = 500_000, out: np.ndarray | None = None
                      ) -> tuple[float, float, float]:
     """The checks :func:`smooth_posteriors` makes before it touches anything (a caller that lets go of memory
     before the call makes them first); returns the checked spacing."""
@@ -330,7 +330,7 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
         The work runs on slabs of whole slices of about this many voxels per class (memory bound), each extended
         by ``iterations`` times the kernel's radius along z where it is filtered in 3-D, so the result is the whole
         grid's; a slab is at least that extension deep (the halo costs at most twice the slab's own work). Default
-        1 000 000 (the temporaries of a slab are about 10 float32 copies of it: 40 MB).
+        500 000 (the temporaries of a slab are about 10 float32 copies of it: 20 MB).
     out : ndarray, optional
         Where to write the smoothed posteriors: an array of the input's shape, uint8 for uint8 input, else float32;
         it may be ``posteriors`` itself (each slab's result is written once the next slab has read its input, so

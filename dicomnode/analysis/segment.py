@@ -669,7 +669,7 @@ def segment_generic(image: np.ndarray, spacing_mm: tuple[float, float, float], *
         As in :func:`segment_ct`. Default 0.25.
     chunk_voxels : int, optional
         Posteriors are computed for slabs of whole slices of about this many voxels (memory bound). Default
-        1 000 000.
+        250 000.
 
     Returns
     -------
