@@ -262,7 +262,7 @@ class PosteriorSmoothing:
 
     Attributes
     ----------
-    labels : (Z, Y, X) ndarray of int16
+    labels : (Z, Y, X) ndarray of int8 (int16 past 127 classes)
         Class index (0 .. K-1) of the largest smoothed posterior; -1 where all input posteriors are 0 (outside the
         segmented region).
     posteriors : (K, Z, Y, X) ndarray of float32, or uint8 for uint8 input
@@ -277,7 +277,7 @@ class PosteriorSmoothing:
 
 
 def _check_smoothing(posteriors: np.ndarray, spacing_mm: tuple[float, float, float], *, sigma_mm: float,
-                     iterations: int, slab_voxels: int = 1_000_000, out: np.ndarray | None = None
+                     iterations: int, slab_voxels: int = 500_000, out: np.ndarray | None = None
                      ) -> tuple[float, float, float]:
     """The checks :func:`smooth_posteriors` makes before it touches anything (a caller that lets go of memory
     before the call makes them first); returns the checked spacing."""
@@ -302,7 +302,7 @@ def _check_smoothing(posteriors: np.ndarray, spacing_mm: tuple[float, float, flo
 
 def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, float], *, sigma_mm: float = 1.5,
                       iterations: int = 3, max_anisotropy: float = 2.5,
-                      slab_voxels: int = 1_000_000, out: np.ndarray | None = None) -> PosteriorSmoothing:
+                      slab_voxels: int = 500_000, out: np.ndarray | None = None) -> PosteriorSmoothing:
     """Iterated neighbourhood smoothing of class posteriors (a mean-field, MRF-like prior).
 
     Each iteration multiplies the voxel's own (input) posterior by the Gaussian-weighted mean of the current
@@ -330,7 +330,7 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
         The work runs on slabs of whole slices of about this many voxels per class (memory bound), each extended
         by ``iterations`` times the kernel's radius along z where it is filtered in 3-D, so the result is the whole
         grid's; a slab is at least that extension deep (the halo costs at most twice the slab's own work). Default
-        1 000 000 (the temporaries of a slab are about 10 float32 copies of it: 40 MB).
+        500 000 (the temporaries of a slab are about 10 float32 copies of it: 20 MB).
     out : ndarray, optional
         Where to write the smoothed posteriors: an array of the input's shape, uint8 for uint8 input, else float32;
         it may be ``posteriors`` itself (each slab's result is written once the next slab has read its input, so
@@ -354,7 +354,7 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
     out_dtype = np.uint8 if quantised else np.float32
     in_place = out is posteriors
     grid = posteriors.shape[1:]
-    labels = np.full(grid, -1, dtype=np.int16)
+    labels = np.full(grid, -1, dtype=np.int8 if posteriors.shape[0] <= 127 else np.int16)
     if out is None:
         smoothed = np.zeros(posteriors.shape, dtype=out_dtype)
     else:
@@ -471,12 +471,12 @@ def _class_sum(p: np.ndarray) -> np.ndarray:
 
 
 def _argmax_classes(p: np.ndarray) -> np.ndarray:
-    """``np.argmax(p, axis=0)`` as int16 for a few classes (first maximum on ties), without an int64 temporary.
+    """``np.argmax(p, axis=0)`` as int8 (int16 past 127 classes) for a few classes (first maximum on ties), without an int64 temporary.
 
     A class-by-class pass over contiguous volumes is several times faster than numpy's strided reduction over the
     leading axis.
     """
-    out = np.zeros(p.shape[1:], dtype=np.int16)
+    out = np.zeros(p.shape[1:], dtype=np.int8 if p.shape[0] <= 127 else np.int16)
     best = p[0].copy()
     for k in range(1, p.shape[0]):
         better = p[k] > best
@@ -553,24 +553,28 @@ def correct_segments(segments: list[Segment | None], not_found: Collection[str],
         segments[i] = None
         if seg is None:
             raise ValueError(f"segments[{i}] is None: a list already handed to correct_segments")
-        mask = seg.mask  # unchanged segments share their mask with the input (no copy)
+        # on the segment's crop (its bounding box: everything outside is background, connected to the grid's
+        # border, so the components and holes inside are those of the whole grid); unchanged segments share their
+        # crop with the input (no copy)
+        mask = seg.crop
         filled = fill and seg.info.label in filled_labels
         # a mask of the caller's that is not hole-filled is cleaned in place: the voxels removed are the change
         in_place = i in owned and not filled
         removed = 0
-        if min_volume_ml > 0:
+        if min_volume_ml > 0 and mask.size:
             cleaned = _small_components(mask, min_voxels, connectivity, work, in_place=in_place)
             if cleaned is not None:
                 mask, removed = cleaned
             del cleaned
-        if filled:
-            mask = _filled(mask, slice_wise, work, copy=mask is seg.mask)
+        if filled and mask.size:
+            mask = _filled(mask, slice_wise, work, copy=mask is seg.crop)
         if in_place:
             changed[seg.info.label] = removed
         else:
-            changed[seg.info.label] = 0 if mask is seg.mask else _count_changed(mask, seg.mask)
+            changed[seg.info.label] = 0 if mask is seg.crop else _count_changed(mask, seg.crop)
         if mask.any():
-            out.append(seg if mask is seg.mask else Segment(seg.info, mask))
+            out.append(seg if mask is seg.crop and not removed else
+                       Segment(seg.info, mask, box=seg.box, shape=seg.shape))
         elif seg.info.label not in not_found:
             not_found.append(seg.info.label)
         del seg, mask

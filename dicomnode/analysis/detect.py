@@ -481,7 +481,7 @@ def _log_at(img: np.ndarray, sp: np.ndarray, r: float, *, out: np.ndarray) -> np
 
 def _log_peaks(image: np.ndarray, spacing_mm: Sequence[float], radii_mm: Sequence[float], *,
                polarities: Sequence[int], min_response: float, allowed: np.ndarray | None, max_candidates: int,
-               in_view: bool, keep: int = 0
+               in_view: bool, keep: int = 0, overwrite: bool = False
                ) -> tuple[dict[int, list[tuple[tuple[int, int, int], float, float]]], list[float], np.ndarray]:
     """:func:`_stack_peaks` of :func:`_log_stack` for each polarity (the same candidates, in the same order), with
     the LoG responses made scale by scale: three of them in memory at a time (a scale's peaks need its two
@@ -489,12 +489,15 @@ def _log_peaks(image: np.ndarray, spacing_mm: Sequence[float], radii_mm: Sequenc
 
     The responses of the first ``keep`` scales are handed back as a (keep, Z, Y, X) stack, equal to the first
     ``keep`` planes of :func:`_log_stack` (they are made into it, not copied): a later search at the small scales
-    (:func:`_pet_snr_blobs`) need not make them again. Returns (peaks per polarity, radii, that stack)."""
+    (:func:`_pet_snr_blobs`) need not make them again. ``overwrite``: the caller lets go of ``image`` (float32),
+    whose memory then takes the last scale's response (made after every other scale's: one work array of the
+    image's size less; the same values). Returns (peaks per polarity, radii, that stack)."""
     radii, img, sp = _log_inputs(image, spacing_mm, radii_mm)
     n = len(radii)
     keep = max(0, min(int(keep), n))
+    last = n - 1 if overwrite and img is image and n - 1 >= keep else None  # the scale made in the image itself
     kept = np.empty((keep,) + img.shape, dtype=np.float32)
-    ring = [np.empty(img.shape, dtype=np.float32) for _ in range(min(n - keep, 3))]
+    ring = [np.empty(img.shape, dtype=np.float32) for _ in range(min(n - keep - (last is not None), 3))]
     hits: dict[int, list[tuple[np.ndarray, int, np.ndarray]]] = {int(p): [] for p in polarities}
     have: dict[int, np.ndarray] = {}
 
@@ -502,6 +505,8 @@ def _log_peaks(image: np.ndarray, spacing_mm: Sequence[float], radii_mm: Sequenc
         if i not in have:
             if i < keep:
                 buf = kept[i]
+            elif i == last:  # the last to be made: the image is read by no later scale
+                buf = img
             else:
                 buf = ring[(i - keep) % len(ring)]
                 have.pop(next((k for k in have if have[k] is buf), -1), None)
@@ -1330,7 +1335,8 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
     # PET: the small scales' responses are kept for the signal-to-noise search below (radii increase: the first k)
     k_small = max(1, sum(r <= PET_SMALL_RADIUS_MM for r in radii)) if pet else 0
     peaks, radii, small = _log_peaks(z_c, csp, radii, polarities=pols, min_response=min_resp, allowed=fg_c,
-                                     max_candidates=n_cand, in_view=True, keep=k_small)
+                                     max_candidates=n_cand, in_view=True, keep=k_small, overwrite=True)
+    del z_c  # its memory held the last scale's response: nothing reads it below
     for pol in pols:
         cands += [(c, r, resp, pol) for c, r, resp in peaks[pol]]
     del peaks

@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from dicomnode.analysis.codes import segment_codes
-from dicomnode.analysis.correct import POSTERIOR_SCALE, _component_sizes, fill_holes
+from dicomnode.analysis.correct import POSTERIOR_SCALE, _component_sizes, _label, fill_holes
 from dicomnode.analysis.denoise import _check_image, _check_spacing
 from dicomnode.analysis.volume import LabelMap, Segment, SegmentInfo
 
@@ -103,7 +103,7 @@ def _keep_large_components(mask: np.ndarray, *, min_fraction: float, min_voxels:
     box = _bbox(mask)
     if box is None:
         return out
-    labels, n = ndi.label(mask[box], structure=_FACES_3D)
+    labels, n = _label(mask[box], _FACES_3D, [])  # uint16 (int32 past 65535 components): the same components
     sizes = _component_sizes(labels, n)
     sizes[0] = 0
     keep = (sizes >= min_fraction * sizes.max()) & (sizes >= min_voxels)
@@ -609,18 +609,41 @@ def _log_otsu_threshold(image: np.ndarray, max_samples: int = 2_000_000) -> floa
     step = max(1, image.size // max_samples)
     sample = image.ravel()[::step].astype(np.float64)
     lo = float(sample.min())
-    p2, p98 = np.percentile(sample, [2, 98])
+    # the percentiles partition the sample in place (no copy of it; Otsu's histogram does not depend on the order)
+    p2, p98 = np.percentile(sample, [2, 98], overwrite_input=True)
     eps = max(1e-3 * float(p98 - p2), 1e-12)
-    log_sample = np.log(sample - lo + eps)
+    # log(sample - lo + eps) in place: the same values, without temporaries of the sample's size (a job's heap
+    # keeps what a step frees until the step ends: these were 35 MB of a whole-body PET segment step's peak)
+    log_sample = sample
+    log_sample -= lo
+    log_sample += eps
+    np.log(log_sample, out=log_sample)
     if np.ptp(log_sample) == 0:
         return float("inf")
-    return float(np.exp(threshold_otsu(log_sample)) - eps + lo)
+    # the histogram skimage's threshold_otsu makes of a float image (256 bins over its range; bin centres as its
+    # exposure.histogram), made here without its two copies of the sample
+    counts, edges = np.histogram(log_sample, bins=256, range=(log_sample.min(), log_sample.max()))
+    centres = (edges[:-1] + edges[1:]) / 2.0
+    return float(np.exp(threshold_otsu(hist=(counts, centres))) - eps + lo)
+
+
+def _draw_distinct(rng: np.random.Generator, n: int, size: int) -> np.ndarray:
+    """``size`` distinct integers of ``range(n)`` in random order (uniform without replacement, ``size < n``): drawn
+    with replacement in rounds, each value kept at its first draw. Memory of a few times ``size``, not of ``n``."""
+    out = np.empty(0, dtype=np.int64)
+    while out.size < size:
+        more = rng.integers(0, n, size=size - out.size + (size - out.size) // 8 + 16, dtype=np.int64)
+        both = np.concatenate([out, more])
+        _, first = np.unique(both, return_index=True)
+        first.sort()  # first draws, in the order drawn (the earlier rounds' values first, all of them distinct)
+        out = both[first]
+    return out[:size]
 
 
 def segment_generic(image: np.ndarray, spacing_mm: tuple[float, float, float], *, rng: np.random.Generator,
                     n_classes: int = 3, foreground_threshold: float | None = None,
                     min_part_fraction: float = 0.1, max_samples: int = 50_000,
-                    fov_inside_body_fraction: float = 0.25, chunk_voxels: int = 1_000_000) -> SegmentationResult:
+                    fov_inside_body_fraction: float = 0.25, chunk_voxels: int = 250_000) -> SegmentationResult:
     """Segment the foreground and intensity classes of an MR, PET or other volume.
 
     Parameters
@@ -646,7 +669,7 @@ def segment_generic(image: np.ndarray, spacing_mm: tuple[float, float, float], *
         As in :func:`segment_ct`. Default 0.25.
     chunk_voxels : int, optional
         Posteriors are computed for slabs of whole slices of about this many voxels (memory bound). Default
-        1 000 000.
+        250 000.
 
     Returns
     -------
@@ -692,7 +715,15 @@ def segment_generic(image: np.ndarray, spacing_mm: tuple[float, float, float], *
     want = min(int(max_samples), n_fg)
     frac = n_fg / fg.size
     draw = int(min(fg.size, np.ceil(want / frac * 1.3) + 100))
-    flat_idx = rng.choice(fg.size, size=draw, replace=False) if draw < fg.size else np.arange(fg.size)
+    if draw >= fg.size:
+        flat_idx = np.arange(fg.size)
+    elif draw > max(10_000, fg.size // 50):
+        # numpy's choice without replacement would shuffle an int64 index of the whole grid here (127 MB for a
+        # whole-body PET, the segment step's peak): draw with replacement instead and keep each index's first
+        # draw, in the order drawn (a uniform sample without replacement: the same distribution, another sample)
+        flat_idx = _draw_distinct(rng, fg.size, draw)
+    else:  # Floyd's algorithm inside numpy: memory of the sample's size
+        flat_idx = rng.choice(fg.size, size=draw, replace=False)
     flat_idx = flat_idx[fg.ravel()[flat_idx]][:want]
     sample = img.ravel()[flat_idx].astype(np.float64)[:, None]
     k_eff = int(min(n_classes, np.unique(sample).size))
@@ -717,8 +748,10 @@ def segment_generic(image: np.ndarray, spacing_mm: tuple[float, float, float], *
     # posteriors go straight into their quantised full-size array (0 outside the foreground) and each voxel's
     # class into its mask; no (K, n_foreground) float array, no int64 index or argmax over the whole foreground.
     posteriors = np.zeros((int(n_classes),) + img.shape, dtype=np.uint8)
-    masks = [np.zeros(img.shape, dtype=bool) for _ in range(k_eff)]
     zb, yb, xb = _bbox(fg)  # type: ignore[misc]
+    # each class's mask over the foreground's bounding box only (the segment stores it cropped): no whole-grid mask
+    fg_box = (zb, yb, xb)
+    masks = [np.zeros(tuple(b.stop - b.start for b in fg_box), dtype=bool) for _ in range(k_eff)]
     per_slice = (yb.stop - yb.start) * (xb.stop - xb.start)
     slab = max(1, int(chunk_voxels) // per_slice)
     scale = np.float32(POSTERIOR_SCALE)
@@ -758,12 +791,13 @@ def segment_generic(image: np.ndarray, spacing_mm: tuple[float, float, float], *
         for k in range(k_eff):
             # to the nearest step: p * 255 + 0.5, truncated; 0 outside the foreground
             np.copyto(posteriors[(k,) + box], logp[k], casting="unsafe", where=inside)
-            np.logical_and(winner == k, inside, out=masks[k][box])
+            np.logical_and(winner == k, inside, out=masks[k][z0 - zb.start:z0 - zb.start + inside.shape[0]])
     segments = [Segment(_info(1, "body", "segment.foreground"), fg)]
     not_found: list[str] = []
     for k, name in enumerate(classes):
         if k < k_eff and masks[k].any():
-            segments.append(Segment(_info(len(segments) + 1, name, "segment.gaussian_mixture"), masks[k]))
+            segments.append(Segment(_info(len(segments) + 1, name, "segment.gaussian_mixture"), masks[k], box=fg_box,
+                                    shape=img.shape))
         else:
             not_found.append(name)
     return SegmentationResult(LabelMap(tuple(segments), tuple(not_found)), posteriors, classes, tuple(notes))

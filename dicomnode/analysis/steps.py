@@ -30,7 +30,7 @@ from dicomnode.analysis.codes import ENTIRE_BODY
 from dicomnode.analysis.measure import basic_measurements
 from dicomnode.analysis.pipeline import Context, step
 from dicomnode.analysis.region_features import RegionFeatureSettings, region_features
-from dicomnode.analysis.volume import CATEGORY_ANATOMICAL_STRUCTURE, LabelMap, SegmentInfo
+from dicomnode.analysis.volume import CATEGORY_ANATOMICAL_STRUCTURE, LabelMap, Segment, SegmentInfo
 
 
 def _check_keys(name: str, params: Mapping[str, Any], allowed: set[str]) -> None:
@@ -137,7 +137,7 @@ def _segment_step(ctx: Context, params: Mapping[str, Any]) -> None:
     labels = ctx.labels
     for s in res.labels.segments:
         info = SegmentInfo(base + s.info.number, s.info.label, s.info.category, s.info.type, s.info.algorithm)
-        labels = labels.add(info, s.mask)
+        labels = LabelMap(labels.segments + (Segment(info, s.crop, box=s.box, shape=s.shape),), labels.not_found)
     ctx.labels = LabelMap(labels.segments, ctx.labels.not_found + tuple(res.labels.not_found))
     ctx.posteriors = res.posteriors
     ctx.classes = tuple(res.classes)
@@ -200,8 +200,8 @@ def _correct_step(ctx: Context, params: Mapping[str, Any]) -> None:
         raise
     del segs
     # a segment emptied by the correction is dropped and listed as not found
-    kept = tuple(s for s in labels.segments if s.mask.any())
-    dropped = tuple(s.info.label for s in labels.segments if not s.mask.any())
+    kept = tuple(s for s in labels.segments if s.any())
+    dropped = tuple(s.info.label for s in labels.segments if not s.any())
     ctx.labels = LabelMap(kept, labels.not_found + dropped)
     for k, n in changed.items():
         ctx.corrections[k] = ctx.corrections.get(k, 0) + int(n)

@@ -76,7 +76,7 @@ def test_smooth_posteriors_flips_a_weak_isolated_voxel_and_counts_it():
     res = smooth_posteriors(post, (1.0, 1.0, 1.0), sigma_mm=1.0, iterations=2)
     assert res.voxels_changed == 1
     assert res.labels[2, 4, 4] == 0 and res.labels[2, 1, 1] == 1 and res.labels[0, 0, 0] == -1
-    assert res.labels.dtype == np.int16 and res.posteriors.dtype == np.float32
+    assert res.labels.dtype == np.int8 and res.posteriors.dtype == np.float32
     np.testing.assert_allclose(res.posteriors.sum(axis=0)[post.sum(axis=0) > 0], 1, atol=1e-5)
     assert smooth_posteriors(post, (1.0, 1.0, 1.0), iterations=0).voxels_changed == 0
 
@@ -129,7 +129,7 @@ def test_smooth_posteriors_equals_the_whole_grid_formula(spacing, region):
     np.testing.assert_array_equal(res.labels, labels)
     before = np.where(post.sum(axis=0) > 0, np.argmax(post, axis=0), -1)
     assert res.voxels_changed == np.count_nonzero(before != labels) > 0
-    assert res.labels.dtype == np.int16 and res.posteriors.shape == post.shape
+    assert res.labels.dtype == np.int8 and res.posteriors.shape == post.shape
 
 
 @pytest.mark.parametrize("spacing", [(2.0, 1.0, 1.0), (5.0, 1.0, 1.0)])
@@ -206,7 +206,7 @@ def test_generic_segmentation_and_smoothing_memory_is_bounded():
         added = tracemalloc.get_traced_memory()[1] - before
     finally:
         tracemalloc.stop()
-    assert sm.posteriors.dtype == np.uint8 and sm.labels.dtype == np.int16
+    assert sm.posteriors.dtype == np.uint8 and sm.labels.dtype == np.int8
     float32_posteriors = 3 * img.nbytes
     assert added < float32_posteriors, added / img.nbytes
 

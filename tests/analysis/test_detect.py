@@ -180,11 +180,14 @@ def test_blob_candidates_scale_follows_radius():
     assert cd == (32, 32, 32)
 
 
-@pytest.mark.parametrize("n_radii,keep", [(1, 0), (1, 1), (2, 1), (4, 2), (5, 0), (5, 2), (5, 5)])
-def test_scale_by_scale_log_peaks_are_the_whole_stacks(n_radii, keep):
+@pytest.mark.parametrize("overwrite", [False, True])
+@pytest.mark.parametrize("n_radii,keep", [(1, 0), (1, 1), (2, 1), (3, 2), (4, 2), (5, 0), (5, 2), (5, 5)])
+def test_scale_by_scale_log_peaks_are_the_whole_stacks(n_radii, keep, overwrite):
     """detect_tissue's search keeps three LoG scales in memory: the same candidates, in the same order, as the peaks
     of the whole stack, for both polarities (noise has many ties of rank and near-equal responses); the first
-    ``keep`` scales it hands back (for the PET's small-focus search) are the stack's, bit for bit."""
+    ``keep`` scales it hands back (for the PET's small-focus search) are the stack's, bit for bit. With
+    ``overwrite`` (detect_tissue's way) the image's own memory takes the last scale (one work array less): the same
+    candidates, and the image then holds that scale's response when it was not kept."""
     from scipy import ndimage as ndi
 
     from dicomnode.analysis.detect import _log_peaks, _log_stack, _stack_peaks
@@ -195,8 +198,10 @@ def test_scale_by_scale_log_peaks_are_the_whole_stacks(n_radii, keep):
     allowed = rng.random(img.shape) < 0.9
     radii = [4.0 * 1.5 ** k for k in range(n_radii)]
     stack, r = _log_stack(img, sp, radii)
-    got, r2, kept = _log_peaks(img, sp, radii, polarities=(1, -1), min_response=0.0, allowed=allowed,
-                               max_candidates=40, in_view=True, keep=keep)
+    work = img.copy()
+    got, r2, kept = _log_peaks(work, sp, radii, polarities=(1, -1), min_response=0.0, allowed=allowed,
+                               max_candidates=40, in_view=True, keep=keep, overwrite=overwrite)
+    assert np.array_equal(work, stack[-1] if overwrite and keep < n_radii else img)
     assert r2 == r
     assert kept.shape == (keep,) + img.shape and kept.dtype == np.float32
     assert np.array_equal(kept, stack[:keep])

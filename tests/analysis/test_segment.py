@@ -172,3 +172,20 @@ def test_generic_empty_image_is_a_result():
 def test_generic_needs_a_generator():
     with pytest.raises(ValueError, match="Generator"):
         segment_generic(np.zeros((4, 16, 16), np.float32), (1.0, 1.0, 1.0), rng=0)
+
+
+def test_the_mixture_sample_of_a_sparse_foreground_needs_no_index_of_the_grid():
+    """segment_generic draws its mixture sample of a sparse foreground (a whole-body PET: 9 % of the grid) with
+    replacement, keeping each index's first draw: distinct indices, uniform over the grid (each eighth of the grid
+    holds about an eighth of them), in random order, and the same for the same seed."""
+    from dicomnode.analysis.segment import _draw_distinct
+
+    n, size = 2_000_000, 150_000
+    a = _draw_distinct(np.random.default_rng(4), n, size)
+    assert a.shape == (size,) and a.dtype == np.int64 and np.unique(a).size == size
+    assert a.min() >= 0 and a.max() < n
+    counts = np.bincount(a * 8 // n, minlength=8)
+    assert np.all(np.abs(counts - size / 8) < 5 * np.sqrt(size / 8))
+    assert not np.all(np.diff(a) > 0)  # not sorted: a prefix is a random subset too
+    assert np.array_equal(a, _draw_distinct(np.random.default_rng(4), n, size))
+    assert np.unique(_draw_distinct(np.random.default_rng(1), 1000, 999)).size == 999  # nearly all: more rounds

@@ -1,0 +1,53 @@
+"""Segment storage (dicomnode.analysis.volume): a segment keeps its mask cropped to its bounding box."""
+
+import numpy as np
+import pytest
+
+from dicomnode.analysis.volume import CATEGORY_TISSUE, LabelMap, Segment, SegmentInfo, mask_box
+
+INFO = SegmentInfo(1, "body", CATEGORY_TISSUE, CATEGORY_TISSUE)
+
+
+def test_a_whole_grid_mask_is_stored_cropped_and_given_back_whole():
+    rng = np.random.default_rng(0)
+    full = np.zeros((30, 40, 50), dtype=bool)
+    full[5:12, 10:31, 7:9] = rng.random((7, 21, 2)) < 0.5
+    full[5, 10, 7] = full[11, 30, 8] = True  # the box's corners are in the mask
+    seg = Segment(INFO, full)
+    assert seg.shape == (30, 40, 50)
+    assert seg.box == (slice(5, 12), slice(10, 31), slice(7, 9)) == mask_box(full)
+    assert seg.crop.shape == (7, 21, 2) and seg.crop.base is None  # a copy of the box, not a view of the caller's
+    got = seg.mask
+    assert got.dtype == np.bool_ and np.array_equal(got, full)
+    assert seg.count() == int(full.sum()) and seg.any()
+    got[0, 0, 0] = True  # a new array on each access: writing to it does not change the segment
+    assert not seg.mask[0, 0, 0] and seg.mask is not seg.mask
+
+
+def test_a_crop_is_kept_as_given_and_a_view_is_copied():
+    crop = np.ones((2, 3, 4), dtype=bool)
+    seg = Segment(INFO, crop, box=(slice(1, 3), slice(0, 3), slice(5, 9)), shape=(4, 3, 10))
+    assert seg.crop is crop and seg.mask.sum() == 24 and seg.mask[1:3, :, 5:9].all()
+    big = np.ones((4, 3, 10), dtype=bool)
+    seg = Segment(INFO, big[1:3, :, 5:9], box=(slice(1, 3), slice(0, 3), slice(5, 9)), shape=(4, 3, 10))
+    assert seg.crop.base is None  # a view would keep the larger array alive
+    with pytest.raises(ValueError, match="does not fill the box"):
+        Segment(INFO, crop, box=(slice(0, 3), slice(0, 3), slice(5, 9)), shape=(4, 3, 10))
+    with pytest.raises(ValueError, match="box and shape together"):
+        Segment(INFO, crop, box=(slice(1, 3), slice(0, 3), slice(5, 9)))
+    with pytest.raises(ValueError, match="3-D bool"):
+        Segment(INFO, np.zeros((2, 3, 4), dtype=np.uint8))
+
+
+def test_an_empty_mask_is_an_empty_segment_on_its_grid():
+    seg = Segment(INFO, np.zeros((3, 4, 5), dtype=bool))
+    assert not seg.any() and seg.count() == 0 and seg.shape == (3, 4, 5)
+    assert seg.mask.shape == (3, 4, 5) and not seg.mask.any()
+
+
+def test_a_label_map_checks_the_grids_of_cropped_segments():
+    a = Segment(INFO, np.ones((3, 4, 5), dtype=bool))
+    b = Segment(SegmentInfo(2, "lung_left", CATEGORY_TISSUE, CATEGORY_TISSUE),
+                np.ones((1, 1, 1), dtype=bool), box=(slice(0, 1),) * 3, shape=(3, 4, 6))
+    with pytest.raises(ValueError, match="share one grid"):
+        LabelMap((a, b))
