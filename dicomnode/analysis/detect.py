@@ -1606,9 +1606,11 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
             # the axial ends of the field of view: the sensitivity of the last bed position falls off, noise rises,
             # and organs are cut (the top of the brain, raised arms)
             site = "field-of-view end"
-        elif h_c >= l_hi + 200 and mid <= 0.1 and f.features.get("peak", mean) > l_mean:
+        elif (h_c >= l_hi + 200 and f.features.get("peak", mean) > l_mean
+              and abs(_own_side(f, foreground, mirror_axis, centre, half)) <= 0.1):
             # on the midline of the head and neck: tongue, Waldeyer's ring (the tonsils merge across it), larynx.
-            # Nodes lie beside the airway and the vessels, not on the midline
+            # Nodes lie beside the airway and the vessels, not on the midline (of the neck itself: raised arms
+            # beside the head widen the body's slice threefold)
             site = "head-neck midline"
         elif mean <= l_mean:
             pass  # not hotter than the liver: no physiological hot spot (nor a PERCIST lesion)
@@ -1675,6 +1677,20 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
                  + (", ".join(f"{n} {k}" for k, n in sorted(sites.items())) if sites else "no")
                  + f" physiological uptake region(s) down-weighted x{factor:g}")
     return out
+
+
+def _own_side(f: Finding, foreground: np.ndarray, mirror_axis: int, centre: np.ndarray, half: np.ndarray) -> float:
+    """Signed offset of a region's centroid from the centre of the body part that holds it in its slice (the
+    foreground's connected piece there: the neck, not the arms raised beside the head), in that part's half-widths
+    along ``mirror_axis``; from the whole slice's ``centre`` and ``half`` when the centroid lies in no piece."""
+    kc = min(max(int(round(f.centroid_zyx[0])), 0), foreground.shape[0] - 1)
+    at = tuple(min(max(int(round(c)), 0), n - 1) for c, n in zip(f.centroid_zyx[1:], foreground.shape[1:]))
+    lab, _ = ndi.label(foreground[kc])
+    if lab[at] == 0:
+        return float((f.centroid_zyx[mirror_axis] - centre[kc]) / half[kc])
+    cols = np.flatnonzero((lab == lab[at]).any(axis=2 - mirror_axis))  # along the left-right axis of the slice
+    mid, hw = 0.5 * (cols[0] + cols[-1]), max(0.5 * (cols[-1] - cols[0]), 1.0)
+    return float((f.centroid_zyx[mirror_axis] - mid) / hw)
 
 
 #: The heart without the liver as landmark (:func:`_heart_by_shape`): the myocardium with its cavity is 100-800 mL
