@@ -133,6 +133,9 @@ def region_masks(suv: np.ndarray, spacing_mm, cranial: int,
 #: merged into a larger region, or never a candidate
 BREAKDOWN_MIN_PROBABILITY = 0.001
 BREAKDOWN_MAX = 60
+#: ``--breakdown`` also scores the runs at these reporting thresholds (lesions found, false findings per series): what
+#: a lower ``detect.probability_threshold`` would buy and cost on the same candidates
+SWEEP_THRESHOLDS = (0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1)
 
 
 def _run_chain(volume, profile, steps, breakdown: bool = False):
@@ -189,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     dz = float(np.asarray(vol.direction, dtype=float)[2][2])
     cranial = 1 if dz > 0 else -1
     masks, depth = region_masks(vol.array, sp, cranial, gtv)
+
+    def in_gtv_at(c) -> bool:
+        idx = tuple(min(max(int(round(x)), 0), n - 1) for x, n in zip(c, vol.shape))
+        return bool(gtv is not None and gtv[idx])
 
     def in_gtv(f) -> bool:
         if gtv is None:
@@ -297,6 +304,15 @@ def main(argv: list[str] | None = None) -> int:
                 if not hit and not (gtv is not None and gtv[idx]):
                     false += 1
             runs.append({"seed": seed, "inserted": len(placed), "reported": len(rep), "false": false})
+            if a.breakdown:  # the same candidates at lower thresholds
+                sweep = {}
+                for t in SWEEP_THRESHOLDS:
+                    at = [(c, f) for c, f, _ in cands if f["probability"] >= t][:limit]
+                    n_found = sum(any(les.contains(c) for c, _ in at) for *_, les in placed)
+                    n_false = sum(1 for c, _ in at if not any(les.contains(c) for *_, les in placed)
+                                  and not in_gtv_at(c))
+                    sweep[str(t)] = [n_found, n_false]
+                runs[-1]["sweep"] = sweep
             if not a.quiet:
                 print(f"run {len(runs)}: {[(r, s, c) for r, s, c, _ in placed]} -> "
                       f"{sum(1 for x in lesions[-len(placed):] if x['found'])}/{len(placed)} found, {false} false",
@@ -340,7 +356,12 @@ def main(argv: list[str] | None = None) -> int:
         "region_x_volume": cross("region", "volume_ml"), "region_x_contrast": cross("region", "contrast"),
         "chain_seconds_mean": round(float(np.mean(seconds)), 2),
         **({"missed_by_stage": {k: sum(1 for x in lesions if not x["found"] and x["stage"] == k)
-                                for k in ("below_threshold", "beyond_max_findings", "merged", "no_candidate")}}
+                                for k in ("below_threshold", "beyond_max_findings", "merged", "no_candidate")},
+            "threshold_sweep": {str(t): {"found": sum(r["sweep"][str(t)][0] for r in runs),
+                                         "false_per_run_mean": round(float(np.mean([r["sweep"][str(t)][1]
+                                                                                    for r in runs])), 3),
+                                         "false_per_run_max": max(r["sweep"][str(t)][1] for r in runs)}
+                                for t in SWEEP_THRESHOLDS} if runs else {}}
            if a.breakdown else {}),
         "lesions": lesions,
     }

@@ -51,3 +51,8 @@ def test_pet_lesions_breakdown_says_which_stage_lost_each_lesion(tmp_path) -> No
     assert big and all(x["found"] for x in big)
     missed = report["missed_by_stage"]
     assert sum(missed.values()) == report["lesions_inserted"] - report["lesions_found"]
+    # the threshold sweep at the profile's own threshold is the bench's figures; lower thresholds report more
+    sweep = report["threshold_sweep"]
+    assert sweep["0.5"]["found"] == report["lesions_found"]
+    assert sweep["0.5"]["false_per_run_mean"] == report["false_per_run_mean"]
+    assert sweep["0.1"]["found"] >= sweep["0.3"]["found"] >= sweep["0.5"]["found"]
