@@ -1607,10 +1607,11 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
             # and organs are cut (the top of the brain, raised arms)
             site = "field-of-view end"
         elif (h_c >= l_hi + 200 and f.features.get("peak", mean) > l_mean
-              and abs(_own_side(f, foreground, mirror_axis, centre, half)) <= 0.1):
+              and abs(f.centroid_zyx[mirror_axis] - centre[int(round(kc))]) * sp[mirror_axis]
+              <= HEAD_NECK_MIDLINE_MM):
             # on the midline of the head and neck: tongue, Waldeyer's ring (the tonsils merge across it), larynx.
-            # Nodes lie beside the airway and the vessels, not on the midline (of the neck itself: raised arms
-            # beside the head widen the body's slice threefold)
+            # Nodes lie beside the airway and the vessels, not on the midline (in mm: raised arms beside the head
+            # make the body's slice three times as wide as the neck)
             site = "head-neck midline"
         elif mean <= l_mean:
             pass  # not hotter than the liver: no physiological hot spot (nor a PERCIST lesion)
@@ -1677,20 +1678,6 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
                  + (", ".join(f"{n} {k}" for k, n in sorted(sites.items())) if sites else "no")
                  + f" physiological uptake region(s) down-weighted x{factor:g}")
     return out
-
-
-def _own_side(f: Finding, foreground: np.ndarray, mirror_axis: int, centre: np.ndarray, half: np.ndarray) -> float:
-    """Signed offset of a region's centroid from the centre of the body part that holds it in its slice (the
-    foreground's connected piece there: the neck, not the arms raised beside the head), in that part's half-widths
-    along ``mirror_axis``; from the whole slice's ``centre`` and ``half`` when the centroid lies in no piece."""
-    kc = min(max(int(round(f.centroid_zyx[0])), 0), foreground.shape[0] - 1)
-    at = tuple(min(max(int(round(c)), 0), n - 1) for c, n in zip(f.centroid_zyx[1:], foreground.shape[1:]))
-    lab, _ = ndi.label(foreground[kc])
-    if lab[at] == 0:
-        return float((f.centroid_zyx[mirror_axis] - centre[kc]) / half[kc])
-    cols = np.flatnonzero((lab == lab[at]).any(axis=2 - mirror_axis))  # along the left-right axis of the slice
-    mid, hw = 0.5 * (cols[0] + cols[-1]), max(0.5 * (cols[-1] - cols[0]), 1.0)
-    return float((f.centroid_zyx[mirror_axis] - mid) / hw)
 
 
 #: The heart without the liver as landmark (:func:`_heart_by_shape`): the myocardium with its cavity is 100-800 mL
@@ -1780,6 +1767,13 @@ KIDNEY_MIRROR_DEPTH_MM = 30.0
 #: Foci whose centre lies within this distance (mm) of either axial end of a whole-body PET's field of view are
 #: not reported (:func:`_physiology`).
 FOV_EDGE_MM = 20.0
+
+#: The head-neck midline rule of :func:`_physiology`: a focus whose centroid lies within this distance (mm) of the
+#: body's mid-sagittal plane is midline uptake (tongue, palate, pharynx, larynx: organs 35-50 mm wide, their uptake
+#: centred on the midline); cervical nodes of levels II-V lie along the jugular vein, 25-40 mm from it. In mm, not
+#: in body half-widths: arms raised beside the head make the body's slice three times as wide as the neck (branch
+#: petsens2; before, 0.1 half-widths: 25 mm with the arms up, 7 mm without).
+HEAD_NECK_MIDLINE_MM = 15.0
 
 #: PET search (whole-body, liver in view): blob candidates kept (a whole-body FDG PET shows dozens of hot spots
 #: before the first lesion: brain, tonsils, glands, heart, kidneys, ureters, bowel, bladder) and their smallest
