@@ -455,13 +455,13 @@ def series_candidates(case: Any, profile: Any, *, patient: str) -> list[Candidat
     score every candidate against the case's lesion truth."""
     from dicomnode.evaluation.truth import load_lesions
     from dicomnode.io.load import load_series
-    from dicomnode.jobs.chain import _header_strings
+    from dicomnode.io.headers import header_strings
     from dicomnode.net.scu import iter_dicom_files
 
     files = iter_dicom_files([case.series])
     phase = profile.params.get("load", {}).get("phase", "first")
     series = load_series([Path(f) for f in files], phase=1 if phase == "all" else phase)
-    ctx = detect_context(series.volume, _header_strings(series.headers[0]), profile)
+    ctx = detect_context(series.volume, header_strings(series.headers[0]), profile)
     lesions = load_lesions(case.lesions, series)
     return context_candidates(ctx, series.volume, case=case.id, patient=patient,
                               is_true=lambda idx: any(bool(les.mask[idx]) for les in lesions))

@@ -1260,6 +1260,9 @@ def _ct_veto(label: str, d: SceneDescriptors) -> bool:
     return False
 
 
+#: What can bear on a slab in :func:`recognise`: the vertex, the MR liver, CT limbs (paired limbs or a long bone's
+#: ring), the thighs' parting below (only narrows the classes to pelvis/extremity), PET uptake, the MR breast.
+_EVIDENCE = ("vertex", "mr_liver", "ct_limbs", "above_limbs", "pet_uptake", "mr_breast")
 #: CT limb landmarks (:func:`paired_limbs`, :func:`limb_bone`): extremity evidence with this likelihood ratio on
 #: the calibrated odds (once, when either or both hold). Chosen, not fitted, as :data:`_HEAD_LR` and
 #: :data:`_LIVER_LR`: p >= 0.5 only where the model already gives extremity >= 0.09.
@@ -1434,9 +1437,9 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
     """
     classes = tuple(str(c) for c in classes)
     k = len(classes)
-    supported: set[int] = set()  # slabs named by a landmark, not by the slab model alone
+    # per slab, the landmarks that bear on it (:data:`_EVIDENCE`); a slab with none is named by the slab model alone
+    evidence: dict[int, set[str]] = {}
     nowhere: set[int] = set()  # slabs whose landmarks leave the model no class it believes in
-    limb_support: set[int] = set()  # slabs with CT limb landmarks (paired limbs, a long bone's ring)
     filled: list[str] = []  # size-based labels dropped where the field of view fills with body
     proba = np.asarray(proba, dtype=float).reshape(len(slabs), k) if slabs else np.zeros((0, k))
     notes: list[str] = []
@@ -1490,7 +1493,7 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
         for i, (_, _, d) in enumerate(slabs):
             v = d.values
             if in_head[i] and v["area_cm2"] <= _HEAD_MAX_CM2 and v.get("n_components", 1.0) < 1.5:
-                supported.add(i)
+                evidence.setdefault(i, set()).add("vertex")
                 odds = cal[i, h] / max(1.0 - cal[i, h], 1e-12) * _HEAD_LR
                 rest = cal[i].sum() - cal[i, h]
                 p_head = odds / (1.0 + odds)
@@ -1512,7 +1515,7 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
                 p_abd = odds / (1.0 + odds)
                 cal[i] = cal[i] * ((1.0 - p_abd) / rest if rest > 0 else 0.0)
                 cal[i, j] = p_abd
-                supported.add(i)
+                evidence.setdefault(i, set()).add("mr_liver")
                 n_liver += 1
         if n_liver:
             zl = zs[liver]
@@ -1524,10 +1527,9 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
     if profile.is_ct and "extremity" in classes:
         j = classes.index("extremity")
         limbs = [i for i, (_, _, d) in enumerate(slabs) if paired_limbs(d) or limb_bone(d)]
-        limb_support.update(limbs)
         for i in limbs:
             cal[i] = _with_lr(cal[i], j, _LIMBS_LR)
-            supported.add(i)
+            evidence.setdefault(i, set()).add("ct_limbs")
         if limbs:
             notes.append(f"scene: CT limbs (two or more separate parts smaller than a trunk with a limb's bones, or a "
                          f"long bone's cortical ring in the largest part; no lungs): extremity evidence in "
@@ -1541,6 +1543,7 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
         allowed = [classes.index(c) for c in _ABOVE_LIMBS if c in classes]
         near = [int(i) for i in np.flatnonzero(above_paired_limbs(centres_, pairs))]
         for i in near:
+            evidence.setdefault(i, set()).add("above_limbs")
             row = _restricted(cal[i], allowed)
             if row is None:
                 nowhere.add(i)
@@ -1563,7 +1566,7 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
                 cal[i] = cal[i] * ((1.0 - _LANDMARK_P) / rest if rest > 0 else 0.0)
                 cal[i, j] = _LANDMARK_P
                 forced[i] = lab
-                supported.add(i)
+                evidence.setdefault(i, set()).add("pet_uptake")
     # MR: the breast (the anterior outline a broad mound along z, the field of view cutting the chest wall behind
     # it) lies on the chest: chest by anatomy, probability _BREAST_P
     breast = breast_slices(profile)
@@ -1579,7 +1582,7 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
                 cal[i] = cal[i] * ((1.0 - _BREAST_P) / rest if rest > 0 else 0.0)
                 cal[i, j] = _BREAST_P
                 forced[i] = "chest"
-                supported.add(i)
+                evidence.setdefault(i, set()).add("mr_breast")
                 n_breast += 1
         if n_breast:
             zb_ = zs[breast]
@@ -1589,7 +1592,8 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
     thin: list[str] = []  # labels the slab model alone gave with too few training patients behind them
     if min_patients is None:
         min_patients = MIN_CLASS_PATIENTS["ct" if profile.is_ct else "other"]
-    landmark_near = set(near) if profile.is_ct and "extremity" in classes else set()
+    # named by a landmark (not the slab model alone); "above_limbs" only narrows the classes a slab may take
+    supported = {i for i, e in evidence.items() if e - {"above_limbs"}}
     if diffusion_map:
         notes.append(f"scene: a diffusion image or map ({diffusion_map}): the scene model does not read its "
                      "intensities (fat suppressed, fluid bright); only landmarks that do not read intensities as "
@@ -1609,11 +1613,11 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
         if lab == "head" and (vz is None or centres_[i] < vz - _HEAD_LENGTH_MM):
             lab = UNKNOWN  # no vertex above: not a head (a thigh or a breast is as round and as large)
         if lab in ("extremity", "head") and d.values.get("edge_fraction", 0.0) >= _FILLED_EDGE \
-                and not (lab == "extremity" and i in limb_support):
+                and not (lab == "extremity" and "ct_limbs" in evidence.get(i, ())):
             filled.append(lab)
             lab = UNKNOWN  # the field of view fills with body: its size says nothing of the anatomy
         lung_chest = profile.is_ct and lab == "chest" and d.values.get("dark_blob", 0.0) >= _LUNG_BLOB
-        if (class_patients is not None and lab != UNKNOWN and i not in supported and i not in landmark_near
+        if (class_patients is not None and lab != UNKNOWN and i not in evidence
                 and not lung_chest and int(class_patients.get(lab, 0)) < min_patients):
             thin.append(lab)
             lab = UNKNOWN  # one patient's slabs do not show how the region varies between patients

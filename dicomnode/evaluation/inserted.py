@@ -139,7 +139,7 @@ def inserted_candidates(source: Source, profile: Any, *,
     from dicomnode.findings_training import context_candidates, detect_context
     from dicomnode.io.load import load_series
     from dicomnode.io.roi import read_region
-    from dicomnode.jobs.chain import _header_strings
+    from dicomnode.io.headers import header_strings
     from dicomnode.net.scu import iter_dicom_files
 
     series = load_series([Path(f) for f in iter_dicom_files([source.series])])
@@ -151,7 +151,7 @@ def inserted_candidates(source: Source, profile: Any, *,
            if source.rtstruct is not None and source.rtstruct.is_file() else None)
     cranial = 1 if float(np.asarray(vol.direction, dtype=float)[2][2]) > 0 else -1
     masks, depth = _allowed(vol.array, sp, gtv, source.whole_body, cranial)
-    header = _header_strings(series.headers[0])
+    header = header_strings(series.headers[0])
     rng = np.random.default_rng(source.seed)
     case = f"inserted:{source.series.parent.name}/{source.series.name}:{source.seed}"
     out: list[Candidate] = []

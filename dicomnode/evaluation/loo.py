@@ -30,7 +30,7 @@ from pathlib import Path
 from dicomnode.config import NodeConfig, Profile
 from dicomnode.evaluation.cases import Case, CaseFile
 
-__all__ = ["FoldModels", "fold_profile", "prepare_folds"]
+__all__ = ["FoldModels", "fold_name", "fold_profile", "patient_of", "prepare_folds", "scene_folds"]
 
 #: Model names of the ``scene`` step that mean the shipped model (refitted per fold).
 _SHIPPED_SCENE = ("scene",)
@@ -57,30 +57,45 @@ def patient_of(case: Case) -> str:
     return case.patient or str(case.series)
 
 
-def prepare_folds(case_file: CaseFile, cases: Sequence[Case], out_dir: Path,
-                  print_fn: Callable[[str], None] | None = None, *, config: NodeConfig | None = None) -> FoldModels:
-    """Fit the scene model and the findings calibration once per patient of ``cases``, without that patient; write
-    them under DIR/models/. ``config`` chooses each case's profile (default: the built-in configuration)."""
+def fold_name(patient: str) -> str:
+    """A fold's name in file names and reports: a hash of the patient (never the patient's id)."""
+    return hashlib.sha256(patient.encode()).hexdigest()[:12]
+
+
+def scene_folds(case_file: CaseFile, patients: Sequence[str], out_dir: Path,
+                print_fn: Callable[[str], None] | None = None) -> tuple[dict[str, Path], dict[str, dict]]:
+    """The scene model fitted once per patient in ``patients`` without that patient (the shipped model's code,
+    :func:`dicomnode.scene_training.fit_scene`, on the case file's scene examples), written to
+    ``out_dir/models/scene-fold-<hash>.skops``. Returns patient -> model file and fold name -> figures."""
     from dicomnode.scene_training import FeatureCache, case_examples, fit_scene, phantom_rows, save_scene_model
 
     cache = FeatureCache(out_dir / "cache")
     examples = case_examples(case_file, cache=cache, print_fn=print_fn)
     phantoms = phantom_rows(cache=cache)
-    folds = FoldModels()
-    for patient in sorted({patient_of(c) for c in cases}):
+    models: dict[str, Path] = {}
+    figures: dict[str, dict] = {}
+    for patient in sorted(set(patients)):
         fitted = fit_scene(examples, phantoms, exclude=patient)
-        name = hashlib.sha256(patient.encode()).hexdigest()[:12]  # no patient id in a file name
-        path = save_scene_model(out_dir / "models" / f"scene-fold-{name}.skops", fitted,
-                                training_data=f"{len(fitted.patients)} patients of {case_file.path.name} "
-                                              "without the held-out one")
-        folds.scene[patient] = path
-        folds.figures[name] = {"training_patients": len(fitted.patients), "training_slabs": fitted.n_slabs,
-                               "temperature_ct": round(fitted.temperature_ct, 3),
-                               "temperature_other": round(fitted.temperature_other, 3)}
+        name = fold_name(patient)
+        models[patient] = save_scene_model(out_dir / "models" / f"scene-fold-{name}.skops", fitted,
+                                           training_data=f"{len(fitted.patients)} patients of {case_file.path.name} "
+                                                         "without the held-out one")
+        figures[name] = {"training_patients": len(fitted.patients), "training_slabs": fitted.n_slabs,
+                         "temperature_ct": round(fitted.temperature_ct, 3),
+                         "temperature_other": round(fitted.temperature_other, 3)}
         if print_fn:
             print_fn(f"fold {name}: scene model fitted on {len(fitted.patients)} other patients "
                      f"({fitted.n_slabs} slabs), temperatures CT {fitted.temperature_ct:.2f}, "
                      f"other {fitted.temperature_other:.2f}")
+    return models, figures
+
+
+def prepare_folds(case_file: CaseFile, cases: Sequence[Case], out_dir: Path,
+                  print_fn: Callable[[str], None] | None = None, *, config: NodeConfig | None = None) -> FoldModels:
+    """Fit the scene model and the findings calibration once per patient of ``cases``, without that patient; write
+    them under DIR/models/. ``config`` chooses each case's profile (default: the built-in configuration)."""
+    folds = FoldModels()
+    folds.scene, folds.figures = scene_folds(case_file, [patient_of(c) for c in cases], out_dir, print_fn)
     _prepare_findings(case_file, cases, out_dir, folds, print_fn, config)
     return folds
 
@@ -105,7 +120,7 @@ def _prepare_findings(case_file: CaseFile, cases: Sequence[Case], out_dir: Path,
                      "refitted (cases using it run in-sample)")
         return
     for patient in sorted({patient_of(c) for c in cases}):
-        name = hashlib.sha256(patient.encode()).hexdigest()[:12]
+        name = fold_name(patient)
         try:
             fitted = fit_findings(candidates, exclude=patient, inserted=inserted)
         except ValueError as e:

@@ -171,10 +171,10 @@ def scene_under_perturbations(case_file_path: Path | str, *, out_dir: Path, in_s
     from dicomnode.analysis.pipeline import Context, run_steps
     from dicomnode.config import load_config
     from dicomnode.evaluation.cases import load_cases
-    from dicomnode.evaluation.loo import patient_of
+    from dicomnode.evaluation.loo import patient_of, scene_folds
     from dicomnode.evaluation.cases import case_profile
     from dicomnode.io.load import load_series
-    from dicomnode.jobs.chain import _header_strings
+    from dicomnode.io.headers import header_strings
     from dicomnode.net.scu import iter_dicom_files
     from dicomnode.steps import registry
 
@@ -183,17 +183,9 @@ def scene_under_perturbations(case_file_path: Path | str, *, out_dir: Path, in_s
     case_file = load_cases(case_file_path)
     cases = [c for c in case_file.cases if (c.scene or c.regions) and not c.expect_refusal
              and (not only or c.id in only)]
-    models: dict[str, str] = {}
+    models: dict[str, Path] = {}
     if not in_sample:
-        from dicomnode.scene_training import FeatureCache, case_examples, fit_scene, phantom_rows, save_scene_model
-
-        cache = FeatureCache(out_dir / "cache")
-        examples = case_examples(case_file, cache=cache)
-        phantoms = phantom_rows(cache=cache)
-        for i, patient in enumerate(sorted({patient_of(c) for c in cases})):
-            fitted = fit_scene(examples, phantoms, exclude=patient)
-            models[patient] = str(save_scene_model(out_dir / "models" / f"scene-fold-{i}.skops", fitted,
-                                                   training_data="shared cases without the held-out patient"))
+        models, _ = scene_folds(case_file, [patient_of(c) for c in cases], out_dir)
     rows: list[PerturbedScene] = []
     for case in cases:
         files = iter_dicom_files([case.series])
@@ -202,10 +194,10 @@ def scene_under_perturbations(case_file_path: Path | str, *, out_dir: Path, in_s
             continue
         phase = profile.params.get("load", {}).get("phase", "first")
         series = load_series(files, phase=1 if phase == "all" else phase)
-        header = _header_strings(series.headers[0])
+        header = header_strings(series.headers[0])
         params = dict(profile.params.get("scene", {}))
         if models:
-            params["model"] = models[patient_of(case)]
+            params["model"] = str(models[patient_of(case)])
         trials: list[tuple[str, str, Volume | None]] = []
         if case.scene:
             trials += [(name, case.scene, perturb(series.volume, name)) for name in perturbations]

@@ -22,6 +22,23 @@ class HeaderReadError(ValueError):
     """A stored file's header cannot be read for routing (it broke a bound); the series is routed without it."""
 
 
+#: The header values the analysis chain reads (scene, diffusion guard, SUV notes): never logged.
+ANALYSIS_KEYWORDS = ("BodyPartExamined", "SeriesDescription", "StudyDescription", "ProtocolName", "Modality",
+                     "Units", "ImageType")
+
+
+def header_strings(ds: pydicom.Dataset) -> dict[str, str]:
+    """The :data:`ANALYSIS_KEYWORDS` of a loaded dataset as keyword -> string (ImageType joined with backslashes, as
+    DICOM writes it); absent keywords are left out. The chain, ``evaluate`` and the training code pass this to the
+    analysis as its ``header``."""
+    out = {}
+    for kw in ANALYSIS_KEYWORDS:
+        v = ds.get(kw, None)
+        if v is not None:
+            out[kw] = "\\".join(str(x) for x in v) if kw == "ImageType" else str(v)
+    return out
+
+
 def read_tags(path: Path | str) -> dict[str, str]:
     """Top-level, non-sequence, non-binary elements of a stored file's header as keyword -> string.
 

@@ -27,30 +27,18 @@ from typing import Any, Callable, Sequence
 from dicomnode.analysis.pipeline import Context, StepRecord, run_steps
 from dicomnode.config import Profile
 from dicomnode.fsio import atomic_write
+from dicomnode.io.headers import header_strings
 from dicomnode.obs.memory import PeakRSS
 from dicomnode.jobs.spec import RESULTS_JSON, ChainSpec, JobOutcome, input_digest
 from dicomnode.jobs.workerproc import release_free_memory, tune_malloc
 
 log = logging.getLogger("dicomnode.chain")  # its name before jobs/ (log filters use it)
 
-HEADER_KEYWORDS = ("BodyPartExamined", "SeriesDescription", "StudyDescription", "ProtocolName", "Modality",
-                   "Units", "ImageType")
-
-
 def profile_fingerprint(profile: Profile) -> str:
     """The profile's declared version plus a digest of its steps and parameters."""
     blob = json.dumps({"steps": profile.steps, "params": profile.params, "outputs": profile.outputs},
                       sort_keys=True, default=str)
     return f"{profile.version}.{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
-
-
-def _header_strings(ds: Any) -> dict[str, str]:
-    out = {}
-    for kw in HEADER_KEYWORDS:
-        v = ds.get(kw, None)
-        if v is not None:
-            out[kw] = "\\".join(str(x) for x in v) if kw == "ImageType" else str(v)
-    return out
 
 
 def run_chain(spec: ChainSpec, *, progress: Callable[[str], None] | None = None) -> JobOutcome:
@@ -73,7 +61,7 @@ def run_chain(spec: ChainSpec, *, progress: Callable[[str], None] | None = None)
     with PeakRSS() as m:
         series = load_series([Path(f) for f in spec.files], phase=1 if phase == "all" else phase)
     records.append(StepRecord("load", round(time.perf_counter() - t0, 4), round(m.peak_rss_mb, 1)))
-    header = _header_strings(series.headers[0])
+    header = header_strings(series.headers[0])
     ctx = Context(volume=series.volume, original=series.volume, header=header)
     ctx.notes.extend(series.notes)  # what the loader did: SUV conversion and its inputs, phase chosen, ...
     others: list[JobOutcome] = []

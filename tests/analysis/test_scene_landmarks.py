@@ -14,7 +14,7 @@ from dicomnode.analysis.pipeline import Context, run_steps
 from dicomnode.analysis.scene import (SceneDescriptors, SceneProfile, limb_bone, paired_limbs, profile_slabs,
                                       recognise, scene_profile)
 from dicomnode.commands.train import load_volume
-from dicomnode.jobs.chain import _header_strings
+from dicomnode.io.headers import header_strings
 from dicomnode.steps import registry
 from dicomnode.steps.recognition import diffusion_image
 from helpers import SHARED_DATA
@@ -143,8 +143,8 @@ def test_paired_limbs_raise_extremity_on_ct_only_where_the_model_gives_some():
 def test_diffusion_image_read_from_the_header():
     adc = next(p for p in sorted((SHARED_DATA / "abdomen-mr" / "ADC").rglob("*")) if p.is_file())
     t2 = next(p for p in sorted((SHARED_DATA / "abdomen-mr" / "T2_ax").rglob("*")) if p.is_file())
-    assert diffusion_image(_header_strings(pydicom.dcmread(adc, stop_before_pixels=True))) == "ImageType ADC"
-    assert diffusion_image(_header_strings(pydicom.dcmread(t2, stop_before_pixels=True))) is None
+    assert diffusion_image(header_strings(pydicom.dcmread(adc, stop_before_pixels=True))) == "ImageType ADC"
+    assert diffusion_image(header_strings(pydicom.dcmread(t2, stop_before_pixels=True))) is None
     assert diffusion_image({"Modality": "MR", "ImageType": "ORIGINAL\\PRIMARY\\DIFFUSION\\TRACEW"}) \
         == "ImageType DIFFUSION"
     assert diffusion_image({"Modality": "MR", "SeriesDescription": "ep2d_diff_b50_800"}) is not None
@@ -179,7 +179,7 @@ def test_abdomen_adc_through_the_step_is_unknown_with_a_note():
     folder = SHARED_DATA / "abdomen-mr" / "ADC"
     v = load_volume(folder)
     first = next(p for p in sorted(Path(folder).rglob("*")) if p.is_file())
-    header = _header_strings(pydicom.dcmread(first, stop_before_pixels=True))
+    header = header_strings(pydicom.dcmread(first, stop_before_pixels=True))
     registry()
     ctx = Context(volume=v, original=v, header=header)
     run_steps(ctx, ["scene"], {"scene": {"model": "scene"}})

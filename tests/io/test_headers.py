@@ -28,3 +28,18 @@ def test_routing_tags_are_decoded_in_the_files_character_set(which: str, tmp_pat
     for keyword in ("PatientName", "StudyDescription", "SeriesDescription", "InstitutionName"):
         assert tags[keyword] == texts[keyword], keyword
     assert tags["Modality"] == "CT"
+
+
+def test_header_strings_keeps_analysis_keywords_only_and_joins_image_type():
+    from pydicom.dataset import Dataset
+
+    from dicomnode.io.headers import ANALYSIS_KEYWORDS, header_strings
+
+    ds = Dataset()
+    ds.Modality = "MR"
+    ds.ImageType = ["DERIVED", "SECONDARY", "ADC"]
+    ds.SeriesDescription = "ADC map"
+    ds.PatientName = "Doe^Jane"  # never passed on
+    out = header_strings(ds)
+    assert out == {"Modality": "MR", "ImageType": "DERIVED\\SECONDARY\\ADC", "SeriesDescription": "ADC map"}
+    assert set(out) <= set(ANALYSIS_KEYWORDS)
