@@ -4,7 +4,7 @@ whole-body PET (``dicomnode.evaluation.insertion``).
     dicomnode bench pet_lesions [--series ../shared/data/wholebody-pet-mr/PET] [--rtstruct FILE --roi GTV_Mass]
                                 (defaults: the shared whole-body PET beside the clone and its GTV_Mass)
                                 [--sizes-ml 1 2 5 10 20] [--contrasts 2 3 4 6] [--per-run 4] [--seed 13]
-                                [--profile pet] [--json OUT]
+                                [--profile pet] [--breakdown] [--json OUT]
 
 Each run inserts ``--per-run`` lesions (spheres and ellipsoids, partial-volume blurred to 6.5 mm FWHM, Poisson-like
 noise matching the local texture) at positions drawn in anatomical regions, then runs the profile's chain up to
@@ -29,7 +29,9 @@ centre line, so raised arms are left out):
 
 Everywhere, the whole lesion lies inside the trunk (5 mm inside its outline), positions keep 25 mm from physiological hot uptake (smoothed SUV > 2.8: brain, heart, kidneys, bladder,
 glands), from the drawn tumour and from each other (40 mm). Figures: sensitivity per region, size and contrast with
-Wilson intervals, false findings per run, and the series without insertion.
+Wilson intervals, false findings per run, and the series without insertion. ``--breakdown`` keeps every scored
+candidate and says which stage lost each missed lesion (below the threshold, merged, never a candidate), with the
+runs scored at lower thresholds too (``threshold_sweep``).
 """
 
 from __future__ import annotations
