@@ -401,6 +401,9 @@ def cmd_process(a: argparse.Namespace) -> int:
               f"{', '.join(sorted(cfg.profiles))}", file=sys.stderr)
         return 2
     profile = cfg.profiles[profile_name]
+    context = _process_context(src, files[0], a.context or [], quiet=a.quiet)
+    if context is None:
+        return 2
     out_existed = Path(a.out).exists()
     bar = tqdm(total=len(profile.steps) + 1, desc="process", unit="step", file=sys.stderr, disable=a.quiet)
 
@@ -410,7 +413,7 @@ def cmd_process(a: argparse.Namespace) -> int:
 
     try:
         outcome = run_chain(ChainSpec(files=tuple(map(str, files)), profile=profile, out_dir=a.out,
-                                      uid_root=cfg.node.uid_root), progress=progress)
+                                      uid_root=cfg.node.uid_root, context=context), progress=progress)
     except DicomnodeError as e:
         bar.close()
         if not out_existed:
@@ -422,6 +425,28 @@ def cmd_process(a: argparse.Namespace) -> int:
     print(f"{outcome.series_uid}: {len(outcome.files)} result file(s) and results.json in {a.out} "
           f"({outcome.seconds:.1f} s)")
     return 0
+
+
+def _process_context(src: Path, first: Path, folders: Sequence[str], *, quiet: bool) -> tuple | None:
+    """``--context`` folders that hold an image series of the same study and frame of reference as ``src`` (CT
+    first; at most MAX_CONTEXT_SERIES); None (exit 2) when one is not a folder. A folder of another study or frame is
+    not used, and said so."""
+    from dicomnode.evaluation.context import context_series
+    from dicomnode.jobs.spec import MAX_CONTEXT_SERIES
+    from dicomnode.analysis.scene_context import modality_rank
+
+    found = []
+    for f in folders:
+        if not Path(f).is_dir():
+            print(f"dicomnode process: --context {f}: not a folder; give the folder of another series of the same "
+                  "study (e.g. the CT of a PET/CT)", file=sys.stderr)
+            return None
+        got = context_series(src, first, [Path(f)])
+        if not got and not quiet:
+            print(f"--context {f}: no image series of the same study and frame of reference as {src}: not used",
+                  file=sys.stderr)
+        found += got
+    return tuple(sorted(found, key=lambda c: modality_rank(c.modality))[:MAX_CONTEXT_SERIES])
 
 
 def _sop_class_names(files: Sequence[Path], limit: int = 50) -> str:
@@ -544,6 +569,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dir", metavar="DIR", help="a folder with the DICOM files of one series")
     s.add_argument("--profile", help="profile name; default: the one for the series' modality")
     s.add_argument("--out", required=True, metavar="OUT", help="output folder (SEG, SR, results.json)")
+    s.add_argument("--context", action="append", metavar="DIR",
+                   help="a folder with another series of the same study on the same frame of reference (e.g. the "
+                        "CT of a PET/CT, the T2 of an ADC map); the scene reads it only where the series' own image "
+                        "leaves a stretch unknown; repeatable")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_process)
 

@@ -42,6 +42,7 @@ from dicomnode.store.db import Database, InstanceRecord, SeriesRow, SeriesState
 from dicomnode.store.series import SeriesRoute
 from dicomnode.store.retention import RetentionReport, run_retention
 from dicomnode.store.spool import Spool, StoredInstance
+from dicomnode.uids import is_valid_uid
 
 log = logging.getLogger(__name__)
 
@@ -490,8 +491,9 @@ class Node:
         """Route a new series once (from its first file) and keep the decision with it in the index."""
         try:
             cfg = self.config
-            decision, route_ = self._route(cfg, path, sop_class)
-            self.db.set_series_routing(uid, route_.rule, quiet_seconds(cfg, decision), route_.to_json())
+            decision, route_, frame = self._route(cfg, path, sop_class)
+            self.db.set_series_routing(uid, route_.rule, quiet_seconds(cfg, decision), route_.to_json(),
+                                       frame_of_reference_uid=frame)
         except Exception:  # noqa: BLE001 - the monitor routes it at completion instead
             log.exception("routing a new series failed; it is routed at completion", extra={"series_uid": uid})
         finally:
@@ -506,14 +508,17 @@ class Node:
             log.warning("header unreadable for routing; routing on the SOP class alone: %s", e)
             return {}
 
-    def _route(self, cfg: NodeConfig, path: str, sop_class_uid: str) -> tuple[RouteDecision, SeriesRoute]:
-        """Route a series once, from the header of its first file: the decision, and what completing it does."""
+    def _route(self, cfg: NodeConfig, path: str, sop_class_uid: str
+               ) -> tuple[RouteDecision, SeriesRoute, str | None]:
+        """Route a series once, from the header of its first file: the decision, what completing it does, and its
+        FrameOfReferenceUID (None when absent or not a valid UID: the series then lends and borrows no anatomy)."""
         tags = self._read_tags(path)
         sop_class = tags.get("SOPClassUID", sop_class_uid)
         region = is_region_storage(sop_class)
         decision = route(cfg, tags, is_image=is_image_storage(sop_class), is_region=region)
         images = referenced_series_uid(path) if decision.radiomics is not None else None
-        return decision, series_route(decision, image_series_uid=images)
+        frame = tags.get("FrameOfReferenceUID", "").rstrip("\x00 ")
+        return decision, series_route(decision, image_series_uid=images), frame if is_valid_uid(frame) else None
 
     def _reroute_open_series(self) -> None:
         """Route every open series again (after a reload: the new rules apply to series not complete yet)."""
@@ -549,7 +554,7 @@ class Node:
                 paths = self.db.instance_paths(s.series_uid)
                 if not paths:
                     continue
-                route_ = self._route(self.config, paths[0], s.sop_class_uid)[1]
+                route_ = self._route(self.config, paths[0], s.sop_class_uid)[1]  # (its frame is not kept)
             done = series.complete(self.db, s, route_, trigger, now)
             if done.job_id is not None and route_.job is not None:
                 job = route_.job

@@ -6,7 +6,9 @@ Each run gives a :class:`Report` with the error and warning lines of the tool. T
 
 Pixelmed's validators are XSLT programs run by Java. ``DicomSRValidator`` compiles a 6 MB stylesheet (about 20 s of
 CPU) and its heap grows with the number of content items (a 300-measurement SR needs more than 2 GB), so
-the tests keep the number of SR validations small (it takes one file per run). The
+the tests keep the number of SR validations small; its command line takes one file per run, so
+:func:`sr_validators` runs several in one JVM through a small driver of ours (tests/pixelmed/BatchSRValidator.java,
+compiled with ``javac`` from ``default-jdk-headless``), the stylesheets compiled once. The
 XPath limits of the JDK (``jdk.xml.xpath*Limit``) stop it on large documents; they are lifted, as Pixelmed's own
 scripts do. ``DicomInstanceValidator`` of Debian's 20220618 release knows the IODs of the enhanced images, the raw data
 and the Segmentation only; for others (CT, MR, PET Image, SR) it says "IOD (SOP Class) unrecognized", reported here
@@ -22,12 +24,14 @@ identities on every file).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +41,7 @@ from pydicom.charset import python_encoding
 from pydicom.multival import MultiValue
 
 __all__ = ["Report", "assert_outputs_valid", "assert_same_identities", "assert_valid", "dciodvfy", "instance_validator",
-           "pixelmed_classpath", "process", "source_header", "sr_validator"]
+           "pixelmed_classpath", "process", "source_header", "sr_validator", "sr_validators"]
 
 #: Heap of the SR validator's JVM: an 80-measurement SR needs about 1.2 GB of live heap; 3 GB leaves room.
 SR_VALIDATOR_HEAP = os.environ.get("DICOMNODE_TEST_SR_HEAP", "3g")
@@ -88,8 +92,9 @@ def pixelmed_classpath() -> str:
     return str(jar)
 
 
-def _java(main: str, args: Sequence[str], *, heap: str, timeout_s: float) -> str:
-    cmd = ["java", f"-Xmx{heap}", *_JAVA_XML_LIMITS, *_JAVA_UTF8, "-cp", pixelmed_classpath(), main, *args]
+def _java(main: str, args: Sequence[str], *, heap: str, timeout_s: float, classpath: str | None = None) -> str:
+    cmd = ["java", f"-Xmx{heap}", *_JAVA_XML_LIMITS, *_JAVA_UTF8, "-cp", classpath or pixelmed_classpath(), main,
+           *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=timeout_s)
     out = proc.stdout + proc.stderr
     assert "OutOfMemoryError" not in out, f"{main} ran out of heap ({heap}) on {args}: the object is too large"
@@ -106,12 +111,66 @@ def instance_validator(path: Path | str, *, heap: str = "1g") -> Report:
 
 
 def sr_validator(path: Path | str, *, heap: str = SR_VALIDATOR_HEAP) -> Report:
-    """Pixelmed's ``DicomSRValidator`` (SR IOD and templates) on one file (it takes one file per run)."""
-    out = _java("com.pixelmed.validate.DicomSRValidator", [str(path)], heap=heap, timeout_s=1800)
+    """Pixelmed's ``DicomSRValidator`` (SR IOD and templates) on one file."""
+    return sr_validators([path], heap=heap)[0]
+
+
+def _sr_report(path: Path | str, out: str) -> Report:
     assert _SR_DONE in out, f"DicomSRValidator did not finish on {path}:\n{out[-3000:]}"
     errors, declared = _declared_characters(path, _lines(out, "Error"))
     return Report("DicomSRValidator", Path(path), errors, _lines(out, "Warning") + declared,
                   "Found Root Template" in out, out)
+
+
+#: Our driver that runs DicomSRValidator on several files in one JVM (tests/pixelmed/BatchSRValidator.java).
+_BATCH_SOURCE = Path(__file__).resolve().parent / "pixelmed" / "BatchSRValidator.java"
+_BATCH_BEGIN, _BATCH_END = "=== dicomnode SR batch: begin ", "=== dicomnode SR batch: end "
+
+
+def _batch_classpath() -> str | None:
+    """The compiled batch driver's directory (compiled once per source and Pixelmed jar, shared by the xdist
+    workers through an atomic rename), or None without ``javac`` (then one JVM per file, as Pixelmed's own command
+    line)."""
+    javac = shutil.which("javac")
+    if javac is None:
+        return None
+    jar = pixelmed_classpath()
+    key = hashlib.sha256(_BATCH_SOURCE.read_bytes() + jar.encode() + str(Path(jar).stat().st_mtime).encode())
+    target = Path(tempfile.gettempdir()) / f"dicomnode-srbatch-{key.hexdigest()[:16]}"
+    if not (target / "BatchSRValidator.class").is_file():
+        work = Path(tempfile.mkdtemp(prefix="dicomnode-srbatch-build-"))
+        proc = subprocess.run([javac, "-d", str(work), "-cp", jar, str(_BATCH_SOURCE)], capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, f"javac failed on {_BATCH_SOURCE}:\n{proc.stderr[-3000:]}"
+        try:
+            work.rename(target)
+        except OSError:  # another worker was first: its copy is the same
+            shutil.rmtree(work, ignore_errors=True)
+    return str(target)
+
+
+def sr_validators(paths: Sequence[Path | str], *, heap: str = SR_VALIDATOR_HEAP) -> list[Report]:
+    """Pixelmed's ``DicomSRValidator`` on each of ``paths``, all in one JVM when ``javac`` is there.
+
+    Its command line takes one file per run and compiles its template stylesheets (about 20 s of CPU) each time;
+    our driver (tests/pixelmed/BatchSRValidator.java) makes one validator and calls its ``validate(filename)``, what
+    the command line calls with its default options, on each file: the same report per file (checked by
+    tests/results/test_validators.py), the stylesheets compiled once. The heap must hold the largest report."""
+    paths = list(paths)
+    classpath = _batch_classpath()
+    if classpath is None:
+        return [_sr_report(p, _java("com.pixelmed.validate.DicomSRValidator", [str(p)], heap=heap, timeout_s=1800))
+                for p in paths]
+    out = _java("BatchSRValidator", [str(p) for p in paths], heap=heap, timeout_s=1800 * len(paths),
+                classpath=f"{classpath}{os.pathsep}{pixelmed_classpath()}")
+    reports = []
+    for p in paths:
+        begin, end = out.find(_BATCH_BEGIN + str(p) + "\n"), out.find(_BATCH_END + str(p) + "\n")
+        assert 0 <= begin < end, f"BatchSRValidator gave no report for {p}:\n{out[-3000:]}"
+        part = out[begin + len(_BATCH_BEGIN) + len(str(p)) + 1:end]
+        assert "Exception: " not in part, f"DicomSRValidator failed on {p}:\n{part[-3000:]}"
+        reports.append(_sr_report(p, part))
+    return reports
 
 
 _ILLEGAL = re.compile(r"Illegal character\(s\) '(.+?)' in value of (?:LO|SH|PN|ST|LT|UT|UC) VR")

@@ -189,3 +189,19 @@ def test_every_series_folder_runs_through_process(folder, tmp_path):
     assert p.returncode == 0, p.stderr
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["series_instance_uid"] and res["steps"]
+
+
+def test_process_context_gives_the_pet_its_cts_anatomy_and_refuses_a_missing_folder(tmp_path):
+    p = _process(STS / "STS_002" / "PET", tmp_path / "pet", "--context", str(STS / "STS_002" / "CT"),
+                 "--context", str(STS / "STS_003" / "CT"))          # another patient's study: not used, said so
+    assert p.returncode == 0, p.stderr
+    res = json.loads((tmp_path / "pet" / "results.json").read_text())
+    assert res["scene"]["label"] == "pelvis", res["notes"]
+    assert any(r.get("source", "").startswith("CT series 3") for r in res["scene"]["regions"])
+    p = subprocess.run([sys.executable, "-m", "dicomnode", "process", str(STS / "STS_002" / "PET"), "--out",
+                        str(tmp_path / "again"), "--context", str(STS / "STS_003" / "CT")],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0 and "no image series of the same study and frame of reference" in p.stderr
+    p = _process(STS / "STS_002" / "PET", tmp_path / "x", "--context", str(tmp_path / "nowhere"))
+    assert p.returncode == 2 and "--context" in p.stderr and "not a folder" in p.stderr
+    assert not (tmp_path / "x").exists()

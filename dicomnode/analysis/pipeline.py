@@ -22,12 +22,15 @@ import time
 import traceback as tb
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Collection, Mapping
 
 import numpy as np
 
 from dicomnode.analysis.volume import LabelMap, Measurement, Volume
 from dicomnode.errors import AnalysisError
+
+if TYPE_CHECKING:
+    from dicomnode.analysis.scene_context import StudySibling
 
 
 @dataclass
@@ -53,6 +56,12 @@ class Context:
     corrections: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    # other image series of the same study and frame of reference, CT first, loaded only when a step asks (the scene
+    # step, for the stretches its own image leaves unknown: dicomnode.analysis.scene_context)
+    siblings: "tuple[StudySibling, ...]" = ()
+    # digests of the other series the results depend on (a sibling the scene borrowed regions from): the result
+    # UIDs include them, so a re-run with another sibling makes new objects instead of reusing the UIDs
+    inputs: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,9 @@
     regions = [{ label = "chest", z_mm = [80, 312] }]   # optional: expected regions along the patient z axis (LPS)
     lesions = [{ rtstruct = "sts/STS_001/CT_rtstruct/RS.dcm", rois = ["GTV_Mass"] }]
     expect_refusal = false               # optional: true when the right answer is refusing the series
+    context = ["sts/STS_001/CT"]         # optional: the study's other series folders the scene may read where the
+                                         #   series' own image leaves a stretch unknown (same study and frame of
+                                         #   reference); default: found among the folders next to `series`; [] none
 
 Lesion truth, one table per source:
 
@@ -91,6 +94,7 @@ class Case:
     regions: tuple[ExpectedRegion, ...] = ()
     lesions: tuple[LesionSource, ...] = ()
     expect_refusal: bool = False
+    context: tuple[Path, ...] | None = None   # None: the sibling folders of ``series`` (dicomnode.evaluation.context)
 
     @property
     def expects_chest(self) -> bool:
@@ -104,7 +108,7 @@ class CaseFile:
     cases: tuple[Case, ...]
 
 
-_CASE_KEYS = {"id", "series", "patient", "profile", "scene", "regions", "lesions", "expect_refusal"}
+_CASE_KEYS = {"id", "series", "patient", "profile", "scene", "regions", "lesions", "expect_refusal", "context"}
 
 
 def load_cases(path: Path | str, *, data_root: Path | str | None = None) -> CaseFile:
@@ -219,10 +223,18 @@ def _case(where: str, raw: Any, root: Path, problems: list[tuple[str, object, st
     refusal = raw.get("expect_refusal", False)
     if not isinstance(refusal, bool):
         problems.append((f"{where}.expect_refusal", refusal, "give true or false"))
+    context: tuple[Path, ...] | None = None
+    if "context" in raw:
+        folders = raw["context"]
+        if not isinstance(folders, list) or not all(isinstance(f, str) and (root / f).is_dir() for f in folders):
+            problems.append((f"{where}.context", folders, f"give a list of series folders under {root} (the same "
+                                                          "study's other series), or [] for none"))
+        else:
+            context = tuple(root / f for f in folders)
     if len(problems) > n0:
         return None
     return Case(cid, series_path, raw.get("patient", ""), raw.get("profile"), scene, tuple(regions),
-                tuple(lesions), refusal)
+                tuple(lesions), refusal, context)
 
 
 def _lesion_source(w: str, t: Any, root: Path, problems: list[tuple[str, object, str]]) -> LesionSource | None:

@@ -157,8 +157,10 @@ def evaluate_case(case: Case, config: NodeConfig, out_dir: Path, *, data_root: P
                 res.notes.append(f"leave one patient out: not refitted (in-sample): {', '.join(res.models_in_sample)}")
         res.reporting_threshold = float(profile.params.get("detect", {}).get("probability_threshold",
                                                                                DEFAULT_THRESHOLD))
+        from dicomnode.evaluation.context import context_series
+        context = context_series(case.series, Path(files[0]), case.context) if "scene" in profile.steps else ()
         outcome = run_chain(JobSpec(files=tuple(map(str, files)), profile=profile, out_dir=str(work),
-                                    uid_root=config.node.uid_root))
+                                    uid_root=config.node.uid_root, context=context))
     except DicomnodeError as e:
         res.status, res.message = "refused", str(e).splitlines()[0][:300]
         res.seconds = round(time.perf_counter() - t0, 2)

@@ -29,7 +29,7 @@ from dicomnode.config import Profile
 from dicomnode.fsio import atomic_write
 from dicomnode.io.headers import header_strings
 from dicomnode.obs.memory import PeakRSS
-from dicomnode.jobs.spec import RESULTS_JSON, ChainSpec, JobOutcome, input_digest
+from dicomnode.jobs.spec import RESULTS_JSON, ChainSpec, ContextSeries, JobOutcome, input_digest
 from dicomnode.jobs.workerproc import release_free_memory, tune_malloc
 
 log = logging.getLogger("dicomnode.chain")  # its name before jobs/ (log filters use it)
@@ -62,7 +62,8 @@ def run_chain(spec: ChainSpec, *, progress: Callable[[str], None] | None = None)
         series = load_series([Path(f) for f in spec.files], phase=1 if phase == "all" else phase)
     records.append(StepRecord("load", round(time.perf_counter() - t0, 4), round(m.peak_rss_mb, 1)))
     header = header_strings(series.headers[0])
-    ctx = Context(volume=series.volume, original=series.volume, header=header)
+    ctx = Context(volume=series.volume, original=series.volume, header=header,
+                  siblings=study_siblings(spec.context, series, uid_root=spec.uid_root))
     ctx.notes.extend(series.notes)  # what the loader did: SUV conversion and its inputs, phase chosen, ...
     others: list[JobOutcome] = []
     if phase == "all" and series.n_phases > 1:  # each further phase: its own results in phase_N/, its own UIDs
@@ -76,6 +77,8 @@ def run_chain(spec: ChainSpec, *, progress: Callable[[str], None] | None = None)
                          between_steps=release_free_memory)
 
     version = f"{profile_fingerprint(spec.profile)}.{input_digest([f[0] for f in series.frames])}"
+    if ctx.inputs:  # regions borrowed from a sibling series: its instances are inputs too
+        version += f".{input_digest(ctx.inputs)}"
     uids = ResultUids.for_series(spec.uid_root, series.series_uid, spec.profile.name, version)
     files: list[str] = []
     sops: list[str] = []
@@ -145,6 +148,76 @@ def run_chain(spec: ChainSpec, *, progress: Callable[[str], None] | None = None)
                                   "profile": spec.profile.name, "seconds": round(seconds, 3),
                                   "segments": len(ctx.labels.segments)})
     return JobOutcome(series.series_uid, tuple(files), tuple(sops), str(rj), seconds)
+
+
+#: Secondary Capture image storage classes (single- and multi-frame): pictures, not the patient's anatomy in place.
+_SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def _source(tags: dict[str, str], modality: str) -> str:
+    """How notes name a series: modality, series number and description (no name, ID or UID)."""
+    number = tags.get("SeriesNumber", "").strip()
+    desc = " ".join(tags.get("SeriesDescription", "").split())[:48]
+    return f"{tags.get('Modality', modality) or modality or 'an image'} series{f' {number}' if number else ''}" + \
+        (f" ({desc})" if desc else "")
+
+
+def _unusable(tags: dict[str, str], series: Any, frame: str, uid_root: str) -> str | None:
+    """Why a series cannot lend its anatomy to ``series`` (None when it can)."""
+    from dicomnode.io.headers import is_image_storage
+    sop = tags.get("SOPClassUID", "")
+    if tags.get("SeriesInstanceUID", "") == series.series_uid:
+        return "it is this series"
+    if not is_image_storage(sop) or sop.startswith(_SECONDARY_CAPTURE):
+        return "not an image series of the patient (SEG, SR, RT, secondary capture...)"
+    if uid_root and tags.get("SeriesInstanceUID", "").startswith(uid_root):
+        return "made by this node"
+    if tags.get("ImageType", "").split("\\")[0].strip().upper() == "DERIVED":
+        return "a derived image (ImageType DERIVED): only original images lend their anatomy"
+    if tags.get("StudyInstanceUID", "") != series.study_uid:
+        return "another study"
+    if tags.get("FrameOfReferenceUID", "") != frame:
+        return "another frame of reference (its z is not this series' z)"
+    return None
+
+
+def study_siblings(context: Sequence[ContextSeries], series: Any, *, uid_root: str) -> tuple[Any, ...]:
+    """The study's other series on the frame of reference of ``series`` (a ``LoadedSeries``), each loaded only when
+    the scene step asks (:class:`dicomnode.analysis.scene_context.StudySibling`): the header of its first file is
+    checked first (same study and frame of reference, an original image series not made by this node), then it
+    is loaded with :func:`dicomnode.io.load.load_series` (a localizer is refused there, as everywhere)."""
+    if not context:
+        return ()
+    from dicomnode.analysis.scene_context import SiblingImage, SiblingSkipped, StudySibling
+    from dicomnode.errors import DicomnodeError, SeriesRefusedError
+    from dicomnode.io.headers import HeaderReadError, read_tags
+    from dicomnode.io.load import load_series
+
+    frame = str(series.headers[0].get("FrameOfReferenceUID", "") or "")
+
+    def loader(c: ContextSeries):
+        def load() -> SiblingImage | SiblingSkipped:
+            try:
+                tags = read_tags(c.files[0])  # bounded: top-level values only, no pixels
+            except (HeaderReadError, OSError):
+                return SiblingSkipped(f"{c.modality or 'an image'} series", "its header cannot be read")
+            source = _source(tags, c.modality)
+            if not frame:
+                return SiblingSkipped(source, "this series has no FrameOfReferenceUID: z cannot be compared")
+            why = _unusable(tags, series, frame, uid_root)
+            if why:
+                return SiblingSkipped(source, why)
+            try:
+                loaded = load_series([Path(f) for f in c.files])
+            except SeriesRefusedError:
+                return SiblingSkipped(source, "refused by the loader: not one volume (a localizer)")
+            except DicomnodeError as e:
+                return SiblingSkipped(source, f"it cannot be loaded ({type(e).__name__})")
+            return SiblingImage(loaded.volume, header_strings(loaded.headers[0]), source,
+                                digest=input_digest([f[0] for f in loaded.frames]))
+        return load
+
+    return tuple(StudySibling(c.modality, loader(c)) for c in context if c.files)
 
 
 def _json(o: Any) -> Any:

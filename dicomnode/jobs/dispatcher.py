@@ -158,15 +158,16 @@ class Dispatcher:
 
     def _submit(self, job: JobRow, cfg: NodeConfig) -> None:
         out_dir = str(results_dir(cfg.node.data_dir, job.series_uid, job.id))
+        source = JobSource(cfg, self.db.instance_paths, self.db.study_context)  # files and study context, now
         try:
             spec = queued(job.kind, job.params).spec(series_uid=job.series_uid, depends_on=job.depends_on,
-                                                     rule=job.rule, source=JobSource(cfg, self.db.instance_paths),
-                                                     out_dir=out_dir, job_id=job.id)
+                                                     rule=job.rule, source=source, out_dir=out_dir, job_id=job.id)
         except JobSetupError as e:
             self._record_failure(job, cfg, str(e), "", final=True)
             return
         log.info("job started", extra={"job_id": job.id, "series_uid": job.series_uid, "profile": job.label,
-                                       "attempt": job.attempts, "instances": len(spec.files)})
+                                       "attempt": job.attempts, "instances": len(spec.files),
+                                       "context_series": len(getattr(spec, "context", ()))})
         try:
             fut = self.executor.submit(spec)
         except RequeueJob as e:

@@ -540,7 +540,12 @@ class DaskExecutor:
             opts: dict[str, Any] = {"key": key, "pure": False, "resources": self.resources or None}
             if self.transfer == "bytes":
                 payload = tuple(Path(f).read_bytes() for f in spec.files)
-                dfut = client.submit(remote.run_job_bytes, replace(spec, files=()), payload, series_uid,
+                shipped = replace(spec, files=())
+                if getattr(spec, "context", ()):  # the study's other series are not shipped: no anatomy borrowed
+                    shipped = replace(shipped, context=())
+                    log.info("study context not shipped with transfer = bytes", extra={
+                        "job_id": spec.job_id, "series_uid": series_uid, "context_series": len(spec.context)})
+                dfut = client.submit(remote.run_job_bytes, shipped, payload, series_uid,
                                      remote.side_files(spec), **opts)
             else:
                 dfut = client.submit(remote.run_job, spec, series_uid, **opts)

@@ -41,9 +41,24 @@ class JobSetupError(DicomnodeError):
     """
 
 
+#: At most this many other series of a study are offered to a chain job as its anatomy (:class:`ContextSeries`).
+MAX_CONTEXT_SERIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ContextSeries:
+    """Another image series of the job's study on the same frame of reference (its files and modality): the
+    anatomy the ``scene`` step reads where the series' own image leaves a stretch unknown. Loaded only then, and
+    checked when it is read (same study and frame of reference, an original image series, not a localizer)."""
+
+    modality: str
+    files: tuple[str, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class ChainSpec:
-    """What a worker needs to run the analysis chain: the series' files, the profile, where to write."""
+    """What a worker needs to run the analysis chain: the series' files, the profile, where to write; ``context``:
+    the study's other series on the same frame of reference (CT first, at most :data:`MAX_CONTEXT_SERIES`)."""
 
     kind: ClassVar[JobKind] = JobKind.CHAIN
     files: tuple[str, ...]
@@ -51,6 +66,7 @@ class ChainSpec:
     out_dir: str
     uid_root: str
     job_id: int | None = None
+    context: tuple[ContextSeries, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +101,9 @@ class JobSource:
 
     config: NodeConfig
     series_files: Callable[[str], Sequence[str]]   # series UID -> paths of its stored instances
+    # series UID -> the study's other complete image series on its frame of reference: (modality, series UID), the
+    # preferred anatomy first (None: no study context, e.g. a source without an index)
+    study_context: Callable[[str], Sequence[tuple[str, str]]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +135,14 @@ class ChainJob:
             profile = source.config.profiles[self.profile]
         except KeyError:
             raise JobSetupError(f"profile {self.profile!r} is not in the config any more") from None
+        context: tuple[ContextSeries, ...] = ()
+        if source.study_context is not None and "scene" in profile.steps:
+            siblings = [(m, uid) for m, uid in source.study_context(series_uid) if uid != series_uid]
+            context = tuple(ContextSeries(m, tuple(source.series_files(uid)))
+                            for m, uid in siblings[:MAX_CONTEXT_SERIES])
         return ChainSpec(files=tuple(source.series_files(series_uid)), profile=profile, out_dir=out_dir,
-                         uid_root=source.config.node.uid_root, job_id=job_id)
+                         uid_root=source.config.node.uid_root, job_id=job_id,
+                         context=tuple(c for c in context if c.files))
 
 
 @dataclass(frozen=True, slots=True)

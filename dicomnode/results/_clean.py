@@ -482,8 +482,20 @@ _ENUMERATED: dict[str, tuple[frozenset[str], ...]] = {
     "CountsSource": (frozenset({"EMISSION", "TRANSMISSION"}),),
     "SeriesType": (frozenset({"STATIC", "DYNAMIC", "GATED", "WHOLE BODY"}), frozenset({"IMAGE", "REPROJECTION"})),
 }
+#: MR Scanning Sequence (0018,0020) as some writers spell it (vendor sequence names, words for the terms), and the
+#: term it means (PS3.3 C.8.3.1: SE, IR, GR, EP, RM). A name that says nothing about the echo type (e.g. FLAIR, which
+#: may be a spin or a gradient echo) is not listed: it is dropped with the unknown ones.
+_SCANNING_SEQUENCE_SPELLINGS: dict[str, str] = {
+    **dict.fromkeys(("GRE", "GRADIENT", "GRADIENT ECHO", "GRADIENT_ECHO", "FFE", "TFE", "FGRE", "SPGR", "FLASH",
+                     "FISP", "GRASS"), "GR"),
+    **dict.fromkeys(("SPIN", "SPIN ECHO", "SPIN_ECHO", "SPINECHO", "TSE", "FSE"), "SE"),
+    **dict.fromkeys(("INVERSION", "INVERSION RECOVERY", "INVERSION_RECOVERY"), "IR"),
+    **dict.fromkeys(("EPI", "ECHO PLANAR", "ECHO_PLANAR", "ECHOPLANAR"), "EP"),
+    **dict.fromkeys(("RESEARCH", "RESEARCH MODE", "RESEARCH_MODE"), "RM"),
+}
 #: What some sites write for an enumerated value, and the value it means.
-_SYNONYMS: dict[str, dict[str, str]] = {"PatientSex": {"MALE": "M", "FEMALE": "F", "OTHER": "O"}}
+_SYNONYMS: dict[str, dict[str, str]] = {"PatientSex": {"MALE": "M", "FEMALE": "F", "OTHER": "O"},
+                                        "ScanningSequence": _SCANNING_SEQUENCE_SPELLINGS}
 
 
 def _allowed(keyword: str, position: int) -> frozenset[str]:
@@ -494,9 +506,15 @@ def _allowed(keyword: str, position: int) -> frozenset[str]:
 def _enumerated_problem(keyword: str, values: list[object]) -> str | None:
     if keyword not in _ENUMERATED:
         return None
-    if any(str(v).strip() not in _allowed(keyword, i) for i, v in enumerate(values)):
-        return f"not one of the enumerated values of {keyword}"
-    return None
+    wrong = [str(v).strip() for i, v in enumerate(values) if str(v).strip() not in _allowed(keyword, i)]
+    if not wrong:
+        return None
+    synonyms = _SYNONYMS.get(keyword, {})
+    if all(w.upper() in synonyms or w.upper() in _allowed(keyword, 0) for w in wrong):
+        return f"not one of the enumerated values of {keyword} (another spelling of one: mapped to it)"
+    if synonyms:
+        return f"not one of the enumerated values of {keyword} (other spellings mapped; unknown values dropped)"
+    return f"not one of the enumerated values of {keyword}"
 
 
 def _fix_enumerated(keyword: str, values: list[object]) -> list[object]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 
 import highdicom as hd
@@ -13,6 +17,8 @@ from pydicom.valuerep import format_number_as_ds
 from dicomnode.analysis.volume import Code
 from dicomnode.io.load import LoadedSeries
 from dicomnode.results._clean import clean_header, clean_header_with_notes
+
+log = logging.getLogger(__name__)
 
 MANUFACTURER = "dicomnode"
 MODEL_NAME = "dicomnode"
@@ -252,3 +258,72 @@ def series_laterality(source: Dataset) -> str | None:
     if not body_part or body_part in PAIRED_BODY_PARTS:
         return ""
     return None
+
+
+#: Source attributes whose values identify the patient: a library warning that quotes one is not passed on.
+_IDENTIFYING = ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "OtherPatientIDs",
+                "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName", "PatientAddress",
+                "PatientTelephoneNumbers", "ReferringPhysicianName", "StudyID")
+#: highdicom's warning about a Patient's Name of one component (highdicom.valuerep.check_person_name, called by
+#: every highdicom SOP class for the Patient's Name it copies): it quotes the name.
+PERSON_NAME_WARNING = "is unlikely to represent the intended person name"
+
+
+def _identifying_texts(source: Dataset) -> set[str]:
+    out = set()
+    for keyword in _IDENTIFYING:
+        value = source.get(keyword)
+        values = value if isinstance(value, (MultiValue, list, tuple)) else [value]
+        for v in values:
+            text = str(v or "").strip()
+            if len(text) >= 3:  # a 1-2 character ID would match any text; it identifies no one alone
+                out.add(text)
+                out.update(part for part in text.replace("=", "^").split("^") if len(part) >= 3)
+    return out
+
+
+@contextmanager
+def warnings_without_phi(source: Dataset, *, series_uid: str, what: str) -> Iterator[None]:
+    """Build a result with highdicom and pass on no library warning that quotes the patient's identity.
+
+    highdicom warns with the Patient's Name quoted when it has one component (``The string "STS_001" is unlikely to
+    represent the intended person name``, raised at our call of its SOP class) - a valid PN that we copy as the
+    source wrote it (section 3.1 of docs/conformance.md), so the input is not "fixed". Inside the block every warning
+    is caught; afterwards each one whose text holds an identifying value of ``source`` (Patient's Name, ID, birth
+    date, accession number...) or is highdicom's person name warning becomes one PHI-free log line (the series UID
+    and what was built); every other warning is raised again, once, as it came, for the caller's filters.
+
+    Parameters
+    ----------
+    source : pydicom.Dataset
+        The source header the result copies its patient from.
+    series_uid : str
+        The source's Series Instance UID, for the log line.
+    what : str
+        What is built ("SEG", "SR", ...), for the log line.
+
+    Notes
+    -----
+    :func:`warnings.catch_warnings` changes process-wide state: a warning raised by another thread during the block
+    is caught here too (and passed on or logged by the same rule). The node builds results in job processes.
+    """
+    phi = _identifying_texts(source)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # nothing raised inside highdicom (an "error" filter applies on re-raising)
+        yield
+    seen: set[tuple[object, ...]] = set()
+    withheld = 0
+    for w in caught:
+        text = str(w.message)
+        if PERSON_NAME_WARNING in text or any(v in text for v in phi):
+            withheld += 1
+            continue
+        key = (w.category, text, w.filename, w.lineno)
+        if key not in seen:
+            seen.add(key)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+    if withheld:
+        log.info("library warnings quoting patient data withheld",
+                 extra={"series_uid": series_uid, "result": what, "warnings": withheld,
+                        "reason": "the source's Patient's Name has one component (valid PN, copied as written) "
+                                  "or another identifying value was quoted"})

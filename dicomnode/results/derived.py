@@ -27,6 +27,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 import numpy as np
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
@@ -42,7 +44,7 @@ from pydicom.valuerep import format_number_as_ds
 from dicomnode.analysis.volume import Code, Volume
 from dicomnode.errors import ResultError
 from dicomnode.io.load import LoadedSeries
-from dicomnode.results._clean import clean_header
+from dicomnode.results._clean import clean_header, fix_element
 from dicomnode.results._common import (
     DEVICE_SERIAL_NUMBER,
     MANUFACTURER,
@@ -147,6 +149,55 @@ def _functional_group_value(header: Dataset, sequence: str, keyword: str) -> obj
         if inner and keyword in inner[0] and inner[0][keyword].value not in (None, "", []):
             return inner[0][keyword].value
     return None
+
+
+#: Classic CT Image attribute -> (functional group macro, attribute) of an Enhanced CT source (PS3.3 C.8.15.3:
+#: CT X-Ray Details, CT Reconstruction, CT Acquisition Details macros).
+_ENHANCED_CT_ACQUISITION = {
+    "KVP": ("CTXRayDetailsSequence", "KVP"),
+    "ConvolutionKernel": ("CTReconstructionSequence", "ConvolutionKernel"),
+    "ReconstructionDiameter": ("CTReconstructionSequence", "ReconstructionDiameter"),
+    "DataCollectionDiameter": ("CTAcquisitionDetailsSequence", "DataCollectionDiameter"),
+    "GantryDetectorTilt": ("CTAcquisitionDetailsSequence", "GantryDetectorTilt"),
+}
+#: Where a Legacy Converted Enhanced image (PS3.3 C.7.6.16.2.30) keeps the classic attributes no macro takes.
+_UNASSIGNED = ("UnassignedSharedConvertedAttributesSequence", "UnassignedPerFrameConvertedAttributesSequence")
+
+
+def _valid_copy(keyword: str, value: object) -> DataElement | None:
+    """``value`` as an element of ``keyword``, checked and fixed as the top-level header is
+    (:func:`dicomnode.results._clean.fix_element`: the functional groups are not cleaned); None when nothing valid is
+    left."""
+    try:
+        elem = DataElement(tag_for_keyword(keyword), dictionary_VR(tag_for_keyword(keyword)), value)
+        fix_element(elem)
+    except (TypeError, ValueError, KeyError):
+        return None
+    return None if elem.value in (None, "", []) else elem
+
+
+def _multiframe_acquisition(ds: Dataset, source: Dataset, modality: str) -> None:
+    """The modality's acquisition attributes an Enhanced multi-frame source keeps in its functional groups.
+
+    A classic source gives KVP, Convolution Kernel... at the top level (copied before). An Enhanced CT gives them in
+    the CT X-Ray Details, CT Reconstruction and CT Acquisition Details macros of the shared functional groups or of
+    each frame (the first frame's then: a derived image stands for a slab of frames); a Legacy Converted Enhanced
+    CT, MR or PET (highdicom.legacy, a PACS's conversion) in its Unassigned Shared / Per-Frame Converted
+    Attributes. Each value is checked against its VR and VM; KVP and Acquisition Number stay empty (Type 2) only
+    when the source has none anywhere."""
+    if "SharedFunctionalGroupsSequence" not in source and "PerFrameFunctionalGroupsSequence" not in source:
+        return
+    wanted = [kw for kw in _MODALITY_COPY.get(modality, ()) if ds.get(kw) in (None, "", [])]
+    for keyword in wanted:
+        value = None
+        if modality == "CT" and keyword in _ENHANCED_CT_ACQUISITION:
+            value = _functional_group_value(source, *_ENHANCED_CT_ACQUISITION[keyword])
+        for sequence in _UNASSIGNED:
+            if value is None:
+                value = _functional_group_value(source, sequence, keyword)
+        elem = _valid_copy(keyword, value) if value is not None and not keyword.endswith("Sequence") else None
+        if elem is not None:
+            ds[keyword] = elem
 
 
 #: Enhanced MR Echo Pulse Sequence (0018,9008) -> classic Scanning Sequence (0018,0020) terms.
@@ -317,6 +368,7 @@ def build_derived_series(
         for kw in _PATIENT_STUDY + _MODALITY_COPY.get(modality, ()):
             if kw in source and source[kw].value not in (None, ""):
                 ds[kw] = source[kw]
+        _multiframe_acquisition(ds, source, modality)
         for kw in _MODALITY_TYPE2.get(modality, ()):
             if kw not in ds:
                 setattr(ds, kw, [] if kw.endswith("Sequence") else None)

@@ -6,11 +6,15 @@ reference to the region and one numeric measurement per finite feature value.
 
 * A region from a **SEG** is referenced as "Referenced Segment" (SEG SOP instance + segment number) with the source
   series ("Source series for segmentation").
-* A region from an **RTSTRUCT** is referenced as "Region In Space" (DCM 130488), a COMPOSITE reference to the RT
-  Structure Set instance, which TID 1411 allows for regions defined by another object; the group's tracking
-  identifier is the ROI name and its ROI number is in the tracking UID's key. highdicom reads such groups back
-  (``reference_type`` is "Region In Space") but cannot build them, so the group is built with a segment reference
-  that is then swapped for the COMPOSITE item.
+* A region from an **RTSTRUCT** is given by its contours as a "Volume Surface" (TID 1411 row 10: SCOORD3D
+  POLYGONs in the structure set's frame of reference, with the source series), the RT Structure Set listed as
+  evidence; the group's tracking identifier is the ROI name and its ROI number is in the tracking UID's key. Why not
+  the newer "Region In Space" (DCM 130488, a COMPOSITE reference to the RTSTRUCT): Pixelmed's DicomSRValidator
+  (2022) does not know that row and finds no region reference at all (three "Missing conditional content item"
+  errors); the rows are exclusive, so one of them only. An ROI without two closed planar contours (points, open
+  contours, one slice), which a Volume Surface cannot hold, keeps "Region In Space" with its "Referenced Region of
+  Interest Identifier" (the ROI Number); highdicom cannot build that row, so such a group is built with a segment
+  reference that is then swapped for the COMPOSITE item.
 
 Every feature is a measurement named in our private scheme ``99DCMNODE`` (:func:`feature_code`): the code value is a
 stable hash of ``"<family>: <feature> (<aggregation>)"`` (:func:`~dicomnode.results.sr.private_code_value`), the
@@ -31,7 +35,7 @@ from collections.abc import Sequence
 import highdicom as hd
 import numpy as np
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
-from highdicom.sr import CodedConcept, CompositeContentItem, RelationshipTypeValues
+from highdicom.sr import CodedConcept, CompositeContentItem, RelationshipTypeValues, TextContentItem
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import RTStructureSetStorage, SegmentationStorage
@@ -41,7 +45,8 @@ from dicomnode.analysis.radiomics import RadiomicsSettings, feature_unit, image_
 from dicomnode.errors import ResultError
 from dicomnode.io.load import LoadedSeries
 from dicomnode.io.roi import Region, RegionKind
-from dicomnode.results._common import MANUFACTURER, SOFTWARE_VERSION, fit_character_set, lo, source_datasets
+from dicomnode.results._common import (MANUFACTURER, SOFTWARE_VERSION, fit_character_set, lo, source_datasets,
+                                       warnings_without_phi)
 from dicomnode.results.sr import (
     PRIVATE_SCHEME,
     add_observer_context,
@@ -51,11 +56,13 @@ from dicomnode.results.sr import (
 )
 from dicomnode.results.uids import ResultUids
 
-__all__ = ["REGION_IN_SPACE", "build_radiomics_sr", "feature_code", "feature_name", "filter_method",
+__all__ = ["REFERENCED_ROI_IDENTIFIER", "REGION_IN_SPACE", "build_radiomics_sr", "feature_code", "feature_name", "filter_method",
            "image_unit_ucum"]
 
 #: TID 1411 row "Region In Space": a COMPOSITE reference to an object that defines the region (an RT Structure Set).
 REGION_IN_SPACE = CodedConcept("130488", "DCM", "Region in Space")
+#: TID 1411 row 12c, under "Region In Space": which region of the referenced object (the RTSTRUCT's ROI Number).
+REFERENCED_ROI_IDENTIFIER = CodedConcept("130489", "DCM", "Referenced Region of Interest Identifier")
 _PROCEDURES = {
     "CT": CodedConcept("25045-6", "LN", "CT unspecified body region"),
     "MR": CodedConcept("25056-3", "LN", "MRI unspecified body region"),
@@ -160,16 +167,20 @@ def build_radiomics_sr(
                 for f in values if np.isfinite(f.value)
             ]
             key = f"radiomics.{region.kind}.{ds.SOPInstanceUID}.{region.number}"
+            is_rtstruct = region.kind == RegionKind.RTSTRUCT or sop_class == RTStructureSetStorage
+            surface = _volume_surface(ds, int(region.number), series, source_series) if is_rtstruct else None
+            reference = ({"referenced_volume_surface": surface} if surface is not None else
+                         {"referenced_segment": hd.sr.ReferencedSegment(
+                             sop_class_uid=SegmentationStorage, sop_instance_uid=str(ds.SOPInstanceUID),
+                             segment_number=int(region.number), source_series=source_series)})
             group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(uid=uids.tracking_uid(key), identifier=lo(region.label)),
-                referenced_segment=hd.sr.ReferencedSegment(
-                    sop_class_uid=SegmentationStorage, sop_instance_uid=str(ds.SOPInstanceUID),
-                    segment_number=int(region.number), source_series=source_series),
                 algorithm_id=algo,
                 measurements=measurements or None,
+                **reference,
             )
-            if region.kind == RegionKind.RTSTRUCT or sop_class == RTStructureSetStorage:
-                _reference_rtstruct(group, ds)
+            if is_rtstruct and surface is None:
+                _reference_rtstruct(group, ds, int(region.number))
             groups.append(group)
         context = device_observer_context(uids)
         for group in groups:
@@ -180,19 +191,20 @@ def build_radiomics_sr(
             imaging_measurements=groups,
             title=codes.cid7021.ImagingMeasurementReport,
         )
-        sr = hd.sr.Comprehensive3DSR(
-            evidence=[*source_datasets(series), *evidence.values()],
-            content=report,
-            series_instance_uid=uids.sr_series_uid,
-            series_number=series_number,
-            sop_instance_uid=uids.sr_instance_uid,
-            instance_number=instance_number,
-            manufacturer=MANUFACTURER,
-            is_complete=True,
-            coding_schemes=[CodingSchemeIdentificationItem(
-                designator=PRIVATE_SCHEME, name="dicomnode measurement names",
-                responsible_organization="dicomnode project")],
-        )
+        with warnings_without_phi(series.headers[0], series_uid=series.series_uid, what="radiomics SR"):
+            sr = hd.sr.Comprehensive3DSR(
+                evidence=[*source_datasets(series), *evidence.values()],
+                content=report,
+                series_instance_uid=uids.sr_series_uid,
+                series_number=series_number,
+                sop_instance_uid=uids.sr_instance_uid,
+                instance_number=instance_number,
+                manufacturer=MANUFACTURER,
+                is_complete=True,
+                coding_schemes=[CodingSchemeIdentificationItem(
+                    designator=PRIVATE_SCHEME, name="dicomnode measurement names",
+                    responsible_organization="dicomnode project")],
+            )
     except ResultError:
         raise
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
@@ -204,8 +216,39 @@ def build_radiomics_sr(
     return sr
 
 
-def _reference_rtstruct(group: hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations, ds: Dataset) -> None:
-    """Swap the group's segment reference (and its source series item) for "Region In Space" -> the RTSTRUCT."""
+def _volume_surface(ds: Dataset, roi_number: int, series: LoadedSeries,
+                    source_series: hd.sr.SourceSeriesForSegmentation) -> hd.sr.VolumeSurface | None:
+    """The ROI's closed planar contours as a TID 1411 "Volume Surface" (SCOORD3D POLYGONs in the patient
+    coordinates of the structure set's frame of reference, each closed by repeating its first point); None when
+    the ROI has fewer than two such contours (a POLYGON surface needs two or more)."""
+    contours = next((item.get("ContourSequence") or [] for item in ds.get("ROIContourSequence") or []
+                     if int(item.get("ReferencedROINumber", -1)) == roi_number), [])
+    polygons = []
+    for contour in contours:
+        if str(contour.get("ContourGeometricType", "")).upper() != "CLOSED_PLANAR":
+            continue
+        points = np.asarray([float(v) for v in contour.get("ContourData") or []], dtype=np.float64)
+        if points.size < 9 or points.size % 3 or not np.all(np.isfinite(points)):
+            continue
+        points = points.reshape(-1, 3)
+        if not np.array_equal(points[0], points[-1]):
+            points = np.vstack([points, points[:1]])
+        polygons.append(points)
+    if len(polygons) < 2:
+        return None
+    roi = next((item for item in ds.get("StructureSetROISequence") or []
+                if int(item.get("ROINumber", -1)) == roi_number), None)
+    frame_of_reference = str((roi.get("ReferencedFrameOfReferenceUID") if roi is not None else None)
+                             or series.headers[0].get("FrameOfReferenceUID", ""))
+    return hd.sr.VolumeSurface(graphic_type=hd.sr.GraphicTypeValues3D.POLYGON, graphic_data=polygons,
+                               frame_of_reference_uid=frame_of_reference, source_series=source_series)
+
+
+def _reference_rtstruct(group: hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations, ds: Dataset,
+                        roi_number: int) -> None:
+    """Swap the group's segment reference (and its source series item) for "Region In Space" -> the RTSTRUCT, with
+    the ROI Number as its "Referenced Region of Interest Identifier" (TID 1411 rows 12b, 12c): for an ROI without two
+    closed planar contours (points, open contours, a single slice), which a Volume Surface cannot hold."""
     items = group[0].ContentSequence
     segment = codes.DCM.ReferencedSegment
     source = codes.DCM.SourceSeriesForSegmentation
@@ -216,6 +259,8 @@ def _reference_rtstruct(group: hd.sr.VolumetricROIMeasurementsAndQualitativeEval
         referenced_sop_instance_uid=str(ds.SOPInstanceUID),
         relationship_type=RelationshipTypeValues.CONTAINS,
     )
+    composite.ContentSequence = [TextContentItem(name=REFERENCED_ROI_IDENTIFIER, value=str(roi_number),
+                                                 relationship_type=RelationshipTypeValues.HAS_PROPERTIES)]
     kept = [item for item in items if item.name not in (segment, source)]
     kept.insert(position, composite)
     group[0].ContentSequence = kept

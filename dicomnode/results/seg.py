@@ -38,6 +38,7 @@ from dicomnode.results._common import (
     frame_anatomy,
     lo,
     source_datasets,
+    warnings_without_phi,
 )
 from dicomnode.results.uids import ResultUids
 
@@ -255,24 +256,25 @@ def build_seg(
 
     seg_class = _segmentation_class(overlap)
     try:
-        seg = seg_class(
-            source_images=source_datasets(series),
-            pixel_array=pixel_array,
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=descriptions,
-            series_instance_uid=uids.seg_series_uid,
-            series_number=series_number,
-            sop_instance_uid=uids.seg_instance_uid,
-            instance_number=instance_number,
-            manufacturer=MANUFACTURER,
-            manufacturer_model_name=MODEL_NAME,
-            software_versions=lo(software_version),
-            device_serial_number=DEVICE_SERIAL_NUMBER,
-            content_description=lo(f"dicomnode {uids.profile} {uids.profile_version}"),
-            content_creator_name=content_creator,
-            content_label="DICOMNODE",
-            omit_empty_frames=True,
-        )
+        with warnings_without_phi(series.headers[0], series_uid=series.series_uid, what="SEG"):
+            seg = seg_class(
+                source_images=source_datasets(series),
+                pixel_array=pixel_array,
+                segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+                segment_descriptions=descriptions,
+                series_instance_uid=uids.seg_series_uid,
+                series_number=series_number,
+                sop_instance_uid=uids.seg_instance_uid,
+                instance_number=instance_number,
+                manufacturer=MANUFACTURER,
+                manufacturer_model_name=MODEL_NAME,
+                software_versions=lo(software_version),
+                device_serial_number=DEVICE_SERIAL_NUMBER,
+                content_description=lo(f"dicomnode {uids.profile} {uids.profile_version}"),
+                content_creator_name=content_creator,
+                content_label="DICOMNODE",
+                omit_empty_frames=True,
+            )
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise ResultError(
             f"series {series.series_uid}: highdicom refused to build the SEG: {type(exc).__name__}: {exc}"

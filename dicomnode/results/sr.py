@@ -42,7 +42,7 @@ from dicomnode.analysis.volume import Code, LabelMap, Measurement
 from dicomnode.errors import ResultError
 from dicomnode.io.load import LoadedSeries
 from dicomnode.results._common import (MANUFACTURER, MODEL_NAME, SOFTWARE_VERSION, coded, fit_character_set, lo,
-                                       source_datasets)
+                                       source_datasets, warnings_without_phi)
 from dicomnode.results.uids import ResultUids
 
 __all__ = [
@@ -418,17 +418,18 @@ def _report_sr(series: LoadedSeries, evidence: Sequence[Dataset], groups: Sequen
             imaging_measurements=groups,
             title=codes.cid7021.ImagingMeasurementReport,
         )
-        sr = hd.sr.Comprehensive3DSR(
-            evidence=list(evidence),
-            content=report,
-            series_instance_uid=uids.series_uid(kind),
-            series_number=series_number,
-            sop_instance_uid=uids.instance_uid(kind, instance_number),
-            instance_number=instance_number,
-            manufacturer=MANUFACTURER,
-            is_complete=True,
-            coding_schemes=[CodingSchemeIdentificationItem(**_PRIVATE_SCHEME_ITEM)] if private_used else None,
-        )
+        with warnings_without_phi(series.headers[0], series_uid=series.series_uid, what="SR"):
+            sr = hd.sr.Comprehensive3DSR(
+                evidence=list(evidence),
+                content=report,
+                series_instance_uid=uids.series_uid(kind),
+                series_number=series_number,
+                sop_instance_uid=uids.instance_uid(kind, instance_number),
+                instance_number=instance_number,
+                manufacturer=MANUFACTURER,
+                is_complete=True,
+                coding_schemes=[CodingSchemeIdentificationItem(**_PRIVATE_SCHEME_ITEM)] if private_used else None,
+            )
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise ResultError(
             f"series {series.series_uid}: highdicom refused to build the SR: {type(exc).__name__}: {exc}"

@@ -4,7 +4,7 @@
 |---|---|---|
 | ``match`` | compares paired segments (``X_left`` / ``X_right``, e.g. the lungs): ``ctx.similarities`` + measurements of the first segment of each pair | ``pairs`` (list of [a, b] labels; default: every ``*_left``/``*_right`` pair present), ``n_bins`` (64) |
 | ``classify`` | a trained model's posteriors: ``ctx.classifications`` | ``model`` (path or shipped name, required), ``segment`` (label whose measurements are the features; default: scene descriptors when the model uses them, else the first segment that has every feature) |
-| ``scene`` | body regions along z with calibrated probabilities, and whether the header agrees: ``ctx.scene`` | ``model`` (default "scene", the shipped model) |
+| ``scene`` | body regions along z with calibrated probabilities, and whether the header agrees: ``ctx.scene``; stretches the image leaves unknown taken from the study's series on the same frame of reference (``ctx.siblings``) | ``model`` (default "scene", the shipped model) |
 
 ``ctx.scene`` is ``{"label", "probabilities", "regions", "lungs_in_view", "header_body_part", "agrees_with_header",
 "model"}``. ``regions`` lists ``{"label", "z_mm": [lo, hi], "probability"}`` from head to feet in patient z (LPS,
@@ -20,11 +20,19 @@ mapped to ``head``, ``neck``, ``chest``, ``abdomen``, ``pelvis``, ``extremity`` 
 e.g. PARTIALBODY); a header naming two regions (ABDOMENPELVIS) agrees with either. ``agrees_with_header`` is None
 when the header says nothing usable, when the image gives ``unknown``, or when the header names a region the model
 cannot recognise (it has no ``neck`` class).
+
+**The study's anatomy.** When the image leaves a stretch ``unknown`` and the chain offers other series of the same
+study on the same frame of reference (``ctx.siblings``: CT first, then MR, then the rest), the step loads the first,
+recognises it with the same model and fills the unknown stretches with its named regions
+(:func:`dicomnode.analysis.scene_context.merge_sibling_scene`: own regions win, the sibling's probabilities kept);
+then the next, while a stretch is still unknown. A borrowed region has ``source`` (the sibling's modality, series
+number and description) in ``regions``; the notes say what was borrowed, from which series, and what it cost.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from functools import lru_cache
 from typing import Any, Mapping
 
@@ -34,9 +42,10 @@ from dicomnode.analysis.classify import classify as _classify
 from dicomnode.analysis.classify import feature_vector, posteriors
 from dicomnode.analysis.match import compare_paired
 from dicomnode.analysis.pipeline import Context, step
-from dicomnode.analysis.scene import (MODEL_FEATURES, UNKNOWN, descriptor_vector, profile_slabs, recognise,
-                                      scene_descriptors, scene_profile)
-from dicomnode.analysis.volume import Measurement
+from dicomnode.analysis.scene import (MODEL_FEATURES, UNKNOWN, SceneRegion, SceneResult, descriptor_vector,
+                                      profile_slabs, recognise, scene_descriptors, scene_profile)
+from dicomnode.analysis.scene_context import SiblingSkipped, merge_sibling_scene, modality_rank
+from dicomnode.analysis.volume import Measurement, Volume
 from dicomnode.modelio import LoadedModel, ModelCard, load_card, load_model, resolve_model
 
 __all__ = ["diffusion_image", "header_body_part", "header_regions"]
@@ -166,15 +175,12 @@ def _class_patients(card_extra: Mapping[str, Any], is_ct: bool) -> dict[str, int
     return {str(k): int(n) for k, n in group.items()} if isinstance(group, Mapping) else None
 
 
-@step("scene", reads=())
-def _scene_step(ctx: Context, params: Mapping[str, Any]) -> None:
-    """Body regions along z from the image (slab model + landmarks), the dominant one compared with the header."""
-    _check_keys("scene", params, {"model"})
-    m = _model(str(params.get("model", "scene")), "scene")
-    v = ctx.original
+def _recognise_volume(v: Volume, header: Mapping[str, str], m: LoadedModel) -> tuple[SceneResult, tuple[str, ...],
+                                                                                   list[str]]:
+    """The scene of one volume with model ``m``: its result, the model's classes and the profile's notes."""
     prof = scene_profile(v.array, v.spacing_mm, direction=v.direction, origin_mm=v.origin_mm, modality=v.modality,
                          unit=v.unit)
-    ctx.notes.extend(prof.notes)
+    notes = list(prof.notes)
     extra = m.card.extra or {}
     slabs = profile_slabs(prof, slab_mm=float(extra.get("slab_mm", 60.0)),
                           stride_mm=float(extra.get("stride_mm", 30.0)))
@@ -183,14 +189,55 @@ def _scene_step(ctx: Context, params: Mapping[str, Any]) -> None:
         classes, P = posteriors(m.estimator, np.stack([descriptor_vector(d, names) for _, _, d in slabs]))
     else:
         classes, P = tuple(m.card.classes), np.zeros((0, len(m.card.classes)))
-    dwi = diffusion_image({**ctx.header, "Modality": v.modality}) if v.modality.upper() == "MR" else None
+    dwi = diffusion_image({**header, "Modality": v.modality}) if v.modality.upper() == "MR" else None
     support = _class_patients(extra, prof.is_ct)
     if support is None:
-        ctx.notes.append(f"scene: model {m.path.name} has no class_patients on its card (an older or a site's "
-                         "model): the guard against classes too few training patients showed is off")
+        notes.append(f"scene: model {m.path.name} has no class_patients on its card (an older or a site's "
+                     "model): the guard against classes too few training patients showed is off")
     res = recognise(prof, slabs, P, classes, temperature=_temperature(extra, prof.is_ct),
                     diffusion_map=dwi, class_patients=support)
+    return res, tuple(classes), notes
+
+
+def _with_siblings(ctx: Context, res: SceneResult, m: LoadedModel) -> tuple[SceneResult, list[dict[str, Any]]]:
+    """Fill what the series' own scene leaves unknown from its study's other series on the same frame of reference
+    (CT first), each loaded and recognised with the same model only while a stretch is still unknown."""
+    borrowed: list[dict[str, Any]] = []
+    for sib in sorted(ctx.siblings, key=lambda s: modality_rank(s.modality)):
+        if all(r.label != UNKNOWN for r in res.regions):
+            break
+        t0 = time.perf_counter()
+        got = sib.load()
+        if isinstance(got, SiblingSkipped):
+            ctx.notes.append(f"scene: {got.source} not used as the study's anatomy: {got.reason}")
+            continue
+        sres, _, _ = _recognise_volume(got.volume, got.header, m)
+        ctx.notes.append(f"scene: this series leaves part of its extent unknown: {got.source} (same study and frame "
+                         f"of reference) loaded and recognised with the same model in "
+                         f"{time.perf_counter() - t0:.1f} s; its own scene: {sres.label}"
+                         + (f" (p = {sres.probabilities.get(sres.label, 0.0):.2f})" if sres.label != UNKNOWN else ""))
+        merged, pieces = merge_sibling_scene(res, sres, source=got.source)
+        if pieces:
+            ctx.inputs.append(got.digest)  # the results now depend on the sibling's instances
+        ctx.notes.extend(merged.notes[len(res.notes):])
+        borrowed += [{"label": p.label, "z_mm": [round(p.z_mm[0], 1), round(p.z_mm[1], 1)],
+                      "probability": round(p.probability, 6), "source": got.source} for p in pieces]
+        res = merged
+    return res, borrowed
+
+
+@step("scene", reads=())
+def _scene_step(ctx: Context, params: Mapping[str, Any]) -> None:
+    """Body regions along z from the image (slab model + landmarks), the dominant one compared with the header;
+    stretches the image leaves unknown are taken from a series of the same study and frame of reference."""
+    _check_keys("scene", params, {"model"})
+    m = _model(str(params.get("model", "scene")), "scene")
+    res, classes, notes = _recognise_volume(ctx.original, ctx.header, m)
+    ctx.notes.extend(notes)
     ctx.notes.extend(res.notes)
+    borrowed: list[dict[str, Any]] = []
+    if ctx.siblings:
+        res, borrowed = _with_siblings(ctx, res, m)
     regions = header_regions(ctx.header)
     agrees: bool | None
     if not regions:
@@ -209,13 +256,23 @@ def _scene_step(ctx: Context, params: Mapping[str, Any]) -> None:
     ctx.scene = {
         "label": res.label,
         "probabilities": {k: round(p, 6) for k, p in res.probabilities.items()},
-        "regions": [{"label": r.label, "z_mm": [round(r.z_mm[0], 1), round(r.z_mm[1], 1)],
-                     "probability": round(r.probability, 6)} for r in res.regions],
+        "regions": [_region_entry(r, borrowed) for r in res.regions],
         "lungs_in_view": res.lungs_in_view,
         "header_body_part": regions[0] if regions else None,
         "agrees_with_header": agrees,
         "model": m.path.name,
     }
+
+
+def _region_entry(r: SceneRegion, borrowed: list[dict[str, Any]]) -> dict[str, Any]:
+    """A region of ``results.json``; a borrowed one says where from (``source``: modality, series number and
+    description of the sibling series)."""
+    entry: dict[str, Any] = {"label": r.label, "z_mm": [round(r.z_mm[0], 1), round(r.z_mm[1], 1)],
+                             "probability": round(r.probability, 6)}
+    src = next((b["source"] for b in borrowed if b["label"] == r.label and b["z_mm"] == entry["z_mm"]), None)
+    if src is not None:
+        entry["source"] = src
+    return entry
 
 
 @step("classify", reads=())

@@ -20,7 +20,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-SCHEMA_VERSION = 2  # 2: jobs.kind + jobs.params (JSON) + jobs.label instead of jobs.profile; series.route
+SCHEMA_VERSION = 3  # 2: jobs.kind + jobs.params (JSON) + jobs.label instead of jobs.profile; series.route
+#                     3: series.frame_of_reference_uid (a study's series on one frame of reference: the scene's anatomy)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -54,9 +55,11 @@ CREATE TABLE IF NOT EXISTS series (
     quiet_seconds REAL,
     calling_ae TEXT NOT NULL DEFAULT '',
     note TEXT NOT NULL DEFAULT '',
-    route TEXT
+    route TEXT,
+    frame_of_reference_uid TEXT
 );
 CREATE INDEX IF NOT EXISTS series_state ON series(state);
+CREATE INDEX IF NOT EXISTS series_study ON series(study_uid);
 CREATE INDEX IF NOT EXISTS series_last ON series(last_received_at);
 CREATE TABLE IF NOT EXISTS jobs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -156,6 +159,12 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, not_before);
 """
 
 
+#: Schema 3 keeps each series' FrameOfReferenceUID (read with its routing header; NULL for series routed before).
+_MIGRATE_2_TO_3 = """
+ALTER TABLE series ADD COLUMN frame_of_reference_uid TEXT;
+"""
+
+
 class SchemaError(RuntimeError):
     """The index was written by a newer dicomnode (its schema version is higher than this one knows).
 
@@ -217,6 +226,7 @@ class SeriesRow:
     calling_ae: str
     note: str
     route: str | None = None        # the routing decision (JSON), made once when the series opened
+    frame_of_reference_uid: str | None = None  # from the routing header (None: none, or routed before schema 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,12 +362,17 @@ class Database:
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute("CREATE TEMP TABLE v1_parameter_of_kind (kind TEXT PRIMARY KEY, key TEXT NOT NULL)")
-            conn.executemany("INSERT INTO v1_parameter_of_kind VALUES (?, ?)", _V1_PARAMETER_OF_KIND.items())
-            for statement in _MIGRATE_1_TO_2.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute("DROP TABLE temp.v1_parameter_of_kind")
+            if version < 2:
+                conn.execute("CREATE TEMP TABLE v1_parameter_of_kind (kind TEXT PRIMARY KEY, key TEXT NOT NULL)")
+                conn.executemany("INSERT INTO v1_parameter_of_kind VALUES (?, ?)", _V1_PARAMETER_OF_KIND.items())
+                for statement in _MIGRATE_1_TO_2.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("DROP TABLE temp.v1_parameter_of_kind")
+            if version < 3:
+                for statement in _MIGRATE_2_TO_3.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
             conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             conn.execute("COMMIT")
@@ -480,11 +495,28 @@ class Database:
         return cur.rowcount
 
     def set_series_routing(self, series_uid: str, rule: str | None, quiet_seconds: float | None,
-                           route: str | None = None) -> None:
-        """Keep the routing decision with the series: its rule, quiet period and (JSON) what completion does."""
+                           route: str | None = None, *, frame_of_reference_uid: str | None = None) -> None:
+        """Keep the routing decision with the series: its rule, quiet period and (JSON) what completion does; and
+        the FrameOfReferenceUID its routing header gave (kept when a later routing gives none)."""
         with self.immediate() as tx:
-            tx.execute("UPDATE series SET rule = ?, quiet_seconds = ?, route = ? WHERE series_uid = ?",
-                       (rule, quiet_seconds, route, series_uid))
+            tx.execute("UPDATE series SET rule = ?, quiet_seconds = ?, route = ?,"
+                       " frame_of_reference_uid = COALESCE(?, frame_of_reference_uid) WHERE series_uid = ?",
+                       (rule, quiet_seconds, route, frame_of_reference_uid, series_uid))
+
+    def study_context(self, series_uid: str, *, limit: int = 8) -> list[tuple[str, str]]:
+        """The other series of a series' study on its frame of reference, as (modality, series UID): complete (or
+        complete without a rule) and holding instances, not secondary captures; CT first, then MR, then the rest,
+        larger series first. Empty when the series has no frame of reference in the index. Made-by-this-node and
+        non-image series are ``ignored`` and never listed."""
+        rows = self._all(
+            "SELECT o.modality, o.series_uid FROM series s JOIN series o ON o.study_uid = s.study_uid"
+            " AND o.frame_of_reference_uid = s.frame_of_reference_uid AND o.series_uid != s.series_uid"
+            " WHERE s.series_uid = ? AND s.frame_of_reference_uid IS NOT NULL AND s.frame_of_reference_uid != ''"
+            " AND o.state IN (?, ?) AND o.instance_count > 0 AND o.sop_class_uid NOT LIKE '1.2.840.10008.5.1.4.1.1.7%'"
+            " ORDER BY CASE o.modality WHEN 'CT' THEN 0 WHEN 'MR' THEN 1 ELSE 2 END, o.instance_count DESC,"
+            " o.series_uid LIMIT ?",
+            (series_uid, SeriesState.COMPLETE.value, SeriesState.UNROUTED.value, limit))
+        return [(str(r["modality"]), str(r["series_uid"])) for r in rows]
 
     def known_instance_paths(self) -> set[str]:
         return {r["path"] for r in self._all("SELECT path FROM instances")}

@@ -64,3 +64,29 @@ def test_missing_and_broken_files(tmp_path):
     (tmp_path / "e.toml").write_text("data_root = '.'\n")
     with pytest.raises(CaseFileError, match="add at least one"):
         load_cases(tmp_path / "e.toml")
+
+
+def test_a_case_names_its_study_context_or_none(tmp_path):
+    f = tmp_path / "ctx.toml"
+    f.write_text(f'''data_root = "{SHARED_DATA}"
+[[cases]]
+id = "pet"
+series = "sts/STS_002/PET"
+context = ["sts/STS_002/CT"]
+[[cases]]
+id = "none"
+series = "sts/STS_002/PET"
+context = []
+[[cases]]
+id = "found"
+series = "sts/STS_002/PET"
+''')
+    pet, none, found = load_cases(f).cases
+    assert pet.context == (SHARED_DATA / "sts" / "STS_002" / "CT",)
+    assert none.context == () and found.context is None        # None: the folders next to the series
+    f.write_text(f'data_root = "{SHARED_DATA}"\n[[cases]]\nid = "a"\nseries = "sts/STS_002/PET"\n'
+                 'context = "sts/STS_002/CT"\n[[cases]]\nid = "b"\nseries = "sts/STS_002/PET"\ncontext = ["no/such"]\n')
+    with pytest.raises(CaseFileError) as e:
+        load_cases(f)
+    assert "cases[0].context" in str(e.value) and "cases[1].context" in str(e.value)
+    assert "or [] for none" in str(e.value)

@@ -24,8 +24,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(3000)]
 
 #: summary key -> least number of successes (Proportion) or bound, as measured (docs/evaluation.md)
 FLOORS = {
-    "scene_correct": 18,  # 16, 17: + breast MR (breast landmark), + STS_002 CT (pelvis), - STS_003 CT (unknown);
-    #                       18: + STS_003 CT (above the thighs only pelvis or extremity, branch scene5)
+    "scene_correct": 20,  # 16, 17: + breast MR (breast landmark), + STS_002 CT (pelvis), - STS_003 CT (unknown);
+    #                       18: + STS_003 CT (above the thighs only pelvis or extremity, branch scene5);
+    #                       20: + STS_002 PET (pelvis from its CT), + abdomen ADC (abdomen from its T2): the study's
+    #                       anatomy on the same frame of reference (branch studyctx)
     "lesions_found": 12,
     "top_finding_true": 12,
     "series_with_a_true_finding": 12,
@@ -124,3 +126,14 @@ def test_pet_lesions_first_with_at_most_two_false_findings(shared):
     for c in pets:
         assert c["lesions_found"] == c["lesions_total"] and c["first_true_rank"] == 1, c["id"]
         assert c["false_findings"] <= 2, (c["id"], c["false_findings"])
+
+
+def test_series_the_image_alone_cannot_name_take_their_studys_anatomy(shared):
+    """The STS_002 PET crop and the abdomen ADC map (docs/models.md: no landmark in their own image) are right held
+    out through their study's CT and T2 on the same frame of reference; no case is confidently wrong by it."""
+    out, doc = shared
+    for cid, sibling in (("sts-002-pet", "CT series 3"), ("abdomen-mr-adc", "MR series 901")):
+        c = next(c for c in doc["cases"] if c["id"] == cid)
+        assert c["scene_correct"], (cid, c["scene_label"])
+        results = json.loads((out / "cases" / cid / "results.json").read_text())
+        assert any(str(r.get("source", "")).startswith(sibling) for r in results["scene"]["regions"]), cid

@@ -258,3 +258,76 @@ def test_a_secondary_capture_derived_series_has_its_patient_orientation(folder, 
         assert letters[0] == ("LR", "PA", "HF")[i][0 if axis[i] > 0 else 1], (letters, axis)
     if folder.name == "CT" and folder.parent.name == "head-ct":
         assert len(columns) == 2, columns  # the tilted column direction: two letters
+
+
+@pytest.mark.parametrize("folder, expected", [
+    (STS / "MR_T1", ["SE"]),  # Siemens via MIM: SE
+    (SHARED_DATA / "head-mr" / "T1_sag", ["GR"]),  # Siemens: GR
+    (SHARED_DATA / "abdomen-mr" / "T2_ax", ["SE"]),  # Toshiba: SE
+], ids=["SE-Siemens", "GR-Siemens", "SE-Toshiba"])
+def test_a_classic_mr_keeps_its_valid_scanning_sequence(folder, expected, tmp_path):
+    """The real shared MRs write valid terms (grep: SE, GR, RM): they are copied as they are, never replaced by RM."""
+    back = _first_image_validated(_images(folder), tmp_path)
+    scanning = list(back.ScanningSequence) if back["ScanningSequence"].VM > 1 else [back.ScanningSequence]
+    assert scanning == expected
+
+
+@pytest.mark.parametrize("written, expected", [
+    ("GRE", ["GR"]),  # issue 13: a vendor's "GRE" came out as RM
+    (["SE", "GRE"], ["SE", "GR"]),
+    (["GRE", "IR"], ["GR", "IR"]),
+    (["TSE"], ["SE"]),
+    (["EPI", "SE"], ["EP", "SE"]),
+    (["GRE", "XYZ"], ["GR"]),  # an unknown term is dropped, with a note
+    (["XYZ"], ["RM"]),  # nothing known left: research mode, the term that claims no physics
+], ids=["GRE", "SE-GRE", "GRE-IR", "TSE", "EPI-SE", "GRE-unknown", "unknown"])
+def test_vendor_spellings_of_the_scanning_sequence_become_its_defined_terms(written, expected, tmp_path):
+    """A copy of the real sts MR with Scanning Sequence written as other writers spell it: the derived MR carries the
+    defined terms (SE, IR, GR, EP, RM), passes dciodvfy, and results.json's notes name the attribute, not the value."""
+    from dicomnode.results._common import source_notes
+
+    series = _load(STS / "MR_T1")
+    headers = [h.copy() for h in series.headers]
+    for h in headers:
+        h.ScanningSequence = written
+        if "IR" in expected:
+            h.InversionTime = "400"
+    series = _with_headers(series, headers)
+    back = _first_image_validated(series, tmp_path)
+    scanning = list(back.ScanningSequence) if back["ScanningSequence"].VM > 1 else [back.ScanningSequence]
+    assert scanning == expected
+    notes = [n for n in source_notes(series) if "ScanningSequence" in n]
+    assert len(notes) == 1 and "enumerated values of ScanningSequence" in notes[0], notes
+    assert ("unknown values dropped" in notes[0]) == ("XYZ" in written), notes
+    assert "GRE" not in notes[0] and "XYZ" not in notes[0]  # the rule, never the value
+
+
+@pytest.fixture(scope="module")
+def legacy_ct(tmp_path_factory) -> Path:
+    from enhanced_ct import legacy_enhanced_ct
+
+    return legacy_enhanced_ct(STS / "CT", tmp_path_factory.mktemp("legacy-ct") / "ct.dcm")
+
+
+@pytest.mark.parametrize("where", ["legacy", "shared", "per-frame", "none"])
+def test_a_derived_ct_of_an_enhanced_ct_has_its_kvp_and_kernel(where, legacy_ct, tmp_path):
+    """Issue 13, 1: a derived CT made from an Enhanced CT had KVP and Convolution Kernel empty. They come from the
+    CT X-Ray Details / CT Reconstruction / CT Acquisition Details macros (shared or per frame) or a Legacy Converted
+    image's Unassigned Converted Attributes (highdicom.legacy's conversion of the real sts CT: KVP 140, kernel SOFT),
+    and stay empty (KVP, Type 2) or absent (the kernel, Type 3) only when the source has none anywhere."""
+    from enhanced_ct import enhanced_ct
+
+    classic = pydicom.dcmread(next(iter(sorted((STS / "CT").glob("*.dcm")))), stop_before_pixels=True)
+    path = legacy_ct if where == "legacy" else enhanced_ct(legacy_ct, tmp_path / "src" / "ct.dcm", where=where)
+    series = load_series([path])
+    assert series.is_multiframe and series.modality == "CT"
+    back = _first_image_validated(series, tmp_path)
+    assert back.SOPClassUID == pydicom.uid.CTImageStorage
+    if where == "none":
+        assert "KVP" in back and back.KVP in ("", None)
+        assert "ConvolutionKernel" not in back and "ReconstructionDiameter" not in back
+    else:
+        assert float(back.KVP) == float(classic.KVP) == 140.0
+        assert back.ConvolutionKernel == classic.ConvolutionKernel == "SOFT"
+        assert float(back.ReconstructionDiameter) == float(classic.ReconstructionDiameter)
+        assert float(back.DataCollectionDiameter) == float(classic.DataCollectionDiameter)

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import highdicom as hd
 import numpy as np
+import pydicom
 import pytest
+from pydicom.sr.codedict import codes
 from pydicom.uid import RTStructureSetStorage, SegmentationStorage
 
 from dicomnode.analysis.volume import CATEGORY_MORPHOLOGICALLY_ABNORMAL, Code, LabelMap, SegmentInfo
@@ -44,12 +46,19 @@ def test_cli_sr_has_the_cli_numbers_and_is_valid(tmp_path: Path) -> None:
     groups = groups_by_label(back)
     assert list(groups) == ["GTV_Mass_CT"]
     group = groups["GTV_Mass_CT"]
-    assert group.reference_type == REGION_IN_SPACE
-    rs = next(i for i in group[0].ContentSequence if i.name == REGION_IN_SPACE)
-    assert rs.referenced_sop_class_uid == RTStructureSetStorage
-    assert rs.referenced_sop_instance_uid == str(read_region(CASE / "CT_rtstruct" / "RS.dcm",
-                                                             load_series(sorted((CASE / "CT").glob("*.dcm"))),
-                                                             name="GTV_Mass").sop_instance_uid)
+    # the ROI's contours as a Volume Surface (TID 1411 row 10): what Pixelmed's SR validator knows, unlike
+    # "Region In Space" (tests/results/test_validators.py runs it)
+    rs = pydicom.dcmread(CASE / "CT_rtstruct" / "RS.dcm")
+    roi_number = next(int(r.ROINumber) for r in rs.StructureSetROISequence if r.ROIName.startswith("GTV_Mass"))
+    contours = [c for item in rs.ROIContourSequence if int(item.ReferencedROINumber) == roi_number
+                for c in item.ContourSequence if c.ContourGeometricType == "CLOSED_PLANAR"]
+    assert group.reference_type == codes.DCM.VolumeSurface
+    surfaces = [i for i in group[0].ContentSequence if i.name == codes.DCM.VolumeSurface]
+    assert len(surfaces) == len(contours) >= 2
+    first = np.asarray(surfaces[0].GraphicData, dtype=float).reshape(-1, 3)
+    assert np.allclose(first[:-1], np.asarray(contours[0].ContourData, dtype=float).reshape(-1, 3), atol=1e-3)
+    assert np.array_equal(first[0], first[-1])  # closed
+    assert not [i for i in group[0].ContentSequence if i.name == REGION_IN_SPACE]  # the rows are exclusive
     by_code = {m.name.value: m for m in group.get_measurements()}
     assert all(m.name.scheme_designator == PRIVATE_SCHEME for m in by_code.values())
     assert len(by_code) == len(rows)  # all finite: every row is a measurement
@@ -148,3 +157,37 @@ def _walk(item):
     for child in getattr(item, "ContentSequence", []):
         yield child
         yield from _walk(child)
+
+
+def test_an_roi_of_one_contour_is_referenced_as_region_in_space(tmp_path: Path) -> None:
+    """A Volume Surface needs two or more polygons: an ROI drawn on one slice keeps the "Region In Space" reference
+    to the RTSTRUCT with its ROI Number as "Referenced Region of Interest Identifier" (TID 1411 rows 12b, 12c)."""
+    from dicomnode.analysis.radiomics import extract_features
+    from dicomnode.results.radiomics_sr import REFERENCED_ROI_IDENTIFIER
+
+    series = load_series(sorted((CASE / "CT").glob("*.dcm")))
+    rs = pydicom.dcmread(CASE / "CT_rtstruct" / "RS.dcm")
+    roi_number = next(int(r.ROINumber) for r in rs.StructureSetROISequence if r.ROIName.startswith("GTV_Mass"))
+    item = next(i for i in rs.ROIContourSequence if int(i.ReferencedROINumber) == roi_number)
+    middle = len(item.ContourSequence) // 2
+    item.ContourSequence = [item.ContourSequence[middle]]
+    one = tmp_path / "rs_one_slice.dcm"
+    rs.save_as(one)
+    region = read_region(one, series, name="GTV_Mass")
+    settings = resolve_settings("ibsi-config-C")
+    feats = [f for f in extract_features(series.volume.array, region.mask, series.volume.spacing_mm, settings)
+             if f.family == "intensity statistics"]
+    sr = build_radiomics_sr(series, [region], [feats], ResultUids.for_series(None, series.series_uid, "r", "1"),
+                            settings=settings)
+    path = tmp_path / "sr.dcm"
+    sr.save_as(path, enforce_file_format=True)
+    n_errors, out = dciodvfy(path)
+    assert n_errors == 0, out
+    group = groups_by_label(hd.sr.srread(path))["GTV_Mass_CT"]
+    assert group.reference_type == REGION_IN_SPACE
+    composite = next(i for i in group[0].ContentSequence if i.name == REGION_IN_SPACE)
+    assert composite.referenced_sop_class_uid == RTStructureSetStorage
+    assert composite.referenced_sop_instance_uid == str(rs.SOPInstanceUID)
+    identifier = composite.ContentSequence[0]
+    assert identifier.ConceptNameCodeSequence[0].CodeValue == REFERENCED_ROI_IDENTIFIER.value
+    assert identifier.TextValue == str(roi_number)
