@@ -309,7 +309,7 @@ def apply(calibration: FindingsCalibration, candidates: Sequence[Candidate]) -> 
 
 
 #: The reporting threshold and most findings per series of the shipped profiles, by modality (conf/profiles).
-REPORTING = {"CT": (0.5, 10), "MR": (0.5, 3), "PT": (0.5, 6)}
+REPORTING = {"CT": (0.5, 10), "MR": (0.5, 3), "PT": (0.4, 6)}
 
 
 def leave_one_patient_out(candidates: Sequence[Candidate],

@@ -743,7 +743,7 @@ def _seed_in(center: Sequence[float], box: tuple[slice, ...]) -> list[int]:
 
 def _grow_region(z: np.ndarray, foreground: np.ndarray, dist_mm: np.ndarray, seed: Sequence[int], *,
                  reach_mm: float, level: float, polarity: int, spacing_mm: Sequence[float],
-                 max_seed_mm: float, min_dip: float | None = None) -> tuple[np.ndarray, float] | None:
+                 max_seed_mm: float) -> tuple[np.ndarray, float, bool] | None:
     """The region a blob grows to: the connected part of the foreground beyond ``level`` (above it for
     ``polarity`` 1, below for -1) within ``reach_mm`` of the blob's centre that holds ``seed`` (or lies within
     ``max_seed_mm`` of it), its holes filled.
@@ -761,108 +761,21 @@ def _grow_region(z: np.ndarray, foreground: np.ndarray, dist_mm: np.ndarray, see
     reach_mm, level, polarity, spacing_mm, max_seed_mm
         Growth limit (mm), threshold (``z``'s unit), 1 (bright) or -1 (dark), voxel spacing (mm), how far the
         region may lie from the seed (mm).
-    min_dip : float, optional
-        When given, the region stops at a neighbour it rises towards again: it is cut to the seed's basin at
-        saddles this deep (``z``'s unit, :func:`_basin_at`) before its holes are filled. Default None (not cut).
 
     Returns
     -------
     (region, truncation, closed) or None
-        The region (bool, the box's shape); the fraction of its boundary where it was cut, not closed by its own
-        fall-off: on the growth limit (:func:`_truncation`) or, with ``min_dip``, against the rest of the grown
-        region it was cut from (a lesion touches warmer bowel at a neck, a piece of an organ is cut along a wide
-        face); and whether no boundary voxel lies on the growth limit. None when no region lies within
-        ``max_seed_mm`` of the seed.
+        The region (bool, the box's shape); the fraction of its boundary on the growth limit
+        (:func:`_truncation`), where it was cut, not closed by its own fall-off; and whether none of it is. None
+        when no region lies within ``max_seed_mm`` of the seed.
     """
     cand = foreground & (dist_mm <= reach_mm) & ((z - level) * polarity > 0)
     region = _component_at(cand, seed, spacing_mm, max_seed_mm=max_seed_mm)
     if region is None:
         return None
-    if min_dip is None:
-        region = _fill_holes(region)
-        trunc = _truncation(region, dist_mm, reach_mm, spacing_mm)
-        return region, trunc, trunc == 0.0
-    basin = _fill_holes(_basin_at(z * polarity, region, seed, min_dip=min_dip))
-    boundary = basin & ~ndi.binary_erosion(basin)
-    n = int(np.count_nonzero(boundary))
-    on_limit = boundary & (dist_mm > reach_mm - max(spacing_mm))
-    cut = boundary & ndi.binary_dilation(region & ~basin)
-    trunc = float(np.count_nonzero(on_limit | cut)) / n if n else 0.0
-    return basin, trunc, not on_limit.any()
-
-
-#: PET region growing stops at a warmer neighbour (:func:`_basin_at`, :func:`detect_tissue`): a grown region is cut
-#: at every saddle that dips at least this fraction of the blob's own rise above its growth level (the level is half
-#: way from the ring around the blob to its core, so the rise is half the blob's contrast) below the lower of the
-#: two maxima it joins; and at least ``PET_SADDLE_MIN_Z`` within-tissue noise SDs (a dip of noise between two
-#: maxima of one lesion in the denoised image stays under 2 SD). Hand-set, argued in docs/models.md (petsens).
-#: **Off in the shipped profiles (0)**: measured on the quiet machine it cost the PET's detect 1.3 s (2.9 -> 4.2 s:
-#: the PET profile fell to 0.58x the CT's voxels per second, under issue 13's 0.6x floor) for no sensitivity gain
-#: (seed 13 89/120 both ways, held-out seed 29 83 -> 84/120) and fewer false findings in a budget that was not used
-#: (0.032 -> 0 per series). Set 0.5 to turn it on (docs/models.md, petsens).
-PET_SADDLE_FRACTION = 0.0
-PET_SADDLE_MIN_Z = 2.0
-
-
-def _basin_at(z: np.ndarray, region: np.ndarray, seed: Sequence[int], *, min_dip: float) -> np.ndarray:
-    """The part of ``region`` that drains to the maximum at ``seed``: the region cut where the intensity rises
-    again towards another maximum, at saddles at least ``min_dip`` below the lower of the two maxima.
-
-    A watershed of ``-z`` inside ``region`` from its h-maxima of height ``min_dip`` (Soille 2003, ch. 6 and 9):
-    every maximum that stands ``min_dip`` above the highest saddle to a higher (or equal) maximum is a marker, and
-    each voxel goes to the marker it climbs to. A lesion beside warmer bowel or an organ that its growth level
-    joins to it is cut at the dip between them; noise maxima shallower than ``min_dip`` are not markers.
-
-    Parameters
-    ----------
-    z : (Z, Y, X) ndarray
-        Intensities of the box (bright structures high: multiply by the polarity first).
-    region : (Z, Y, X) bool ndarray
-        The grown region, one connected component (face connectivity).
-    seed : sequence of 3 int
-        The blob's centre in the box; when outside the region, the region's voxel nearest to it counts.
-    min_dip : float
-        Depth of a saddle that cuts, in ``z``'s unit; > 0.
-
-    Returns
-    -------
-    (Z, Y, X) bool ndarray
-        The seed's basin (connected, inside ``region``); ``region`` itself (a copy) when it holds one maximum
-        of that height.
-
-    Raises
-    ------
-    ValueError
-        When ``min_dip`` <= 0 or the shapes differ.
-
-    References
-    ----------
-    .. [1] P. Soille, "Morphological Image Analysis", 2nd ed., Springer 2003 (h-maxima, marker-controlled
-       watershed).
-    """
-    if not min_dip > 0:
-        raise ValueError(f"min_dip must be > 0, got {min_dip}")
-    region = np.asarray(region, dtype=bool)
-    if z.shape != region.shape:
-        raise ValueError(f"z {z.shape} and region {region.shape} must have one shape")
-    if not region.any():
-        return region.copy()
-    from skimage.morphology import h_maxima
-    from skimage.segmentation import watershed
-
-    vals = z[region].astype(np.float64)
-    s = np.full(region.shape, float(vals.min()), dtype=np.float64)  # outside: the region's floor, no maximum
-    s[region] = vals
-    markers, n = ndi.label(h_maxima(s, float(min_dip)) & region)
-    if n <= 1:
-        return region.copy()
-    basins = watershed(-s, markers, mask=region)
-    at = tuple(int(v) for v in seed)
-    k = int(basins[at])
-    if k == 0:
-        _, idx = ndi.distance_transform_edt(basins == 0, return_indices=True)
-        k = int(basins[tuple(int(i[at]) for i in idx)])
-    return basins == k
+    region = _fill_holes(region)
+    trunc = _truncation(region, dist_mm, reach_mm, spacing_mm)
+    return region, trunc, trunc == 0.0
 
 
 #: PET candidates cut by their blob's growth limit (1.5 x the blob radius) are grown once more, to this multiple of
@@ -1378,11 +1291,8 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         if (core_level - ring_level) * pol <= 0:
             continue
         thr = 0.5 * (core_level + ring_level)
-        # PET: the region stops at a warmer neighbour (bowel, an organ) that its level joins to it
-        dip = (max(PET_SADDLE_FRACTION * abs(core_level - thr), PET_SADDLE_MIN_Z) if pet and PET_SADDLE_FRACTION
-               else None)
         grown = _grow_region(zz, fg, dist, _seed_in(center, bb), reach_mm=grow_mm, level=thr, polarity=pol,
-                             spacing_mm=sp, max_seed_mm=0.5 * r_mm, min_dip=dip)
+                             spacing_mm=sp, max_seed_mm=0.5 * r_mm)
         if grown is None:
             continue
         region, trunc, closed = grown
@@ -1395,7 +1305,7 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
             wide_mm = PET_REGROW * grow_mm
             bb2, zz2, fg2, dist2 = window(center, wide_mm)
             grown2 = _grow_region(zz2, fg2, dist2, _seed_in(center, bb2), reach_mm=wide_mm, level=thr,
-                                  polarity=pol, spacing_mm=sp, max_seed_mm=0.5 * r_mm, min_dip=dip)
+                                  polarity=pol, spacing_mm=sp, max_seed_mm=0.5 * r_mm)
             if grown2 is not None and grown2[2]:
                 bb, zz, fg, (region, trunc, closed) = bb2, zz2, fg2, grown2
         feats, shell = _region_features(img[bb], region, fg, sp, spread, class_means, class_sds)
@@ -1702,9 +1612,12 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
             # the axial ends of the field of view: the sensitivity of the last bed position falls off, noise rises,
             # and organs are cut (the top of the brain, raised arms)
             site = "field-of-view end"
-        elif h_c >= l_hi + 200 and mid <= 0.1 and f.features.get("peak", mean) > l_mean:
+        elif (h_c >= l_hi + 200 and f.features.get("peak", mean) > l_mean
+              and abs(f.centroid_zyx[mirror_axis] - centre[int(round(kc))]) * sp[mirror_axis]
+              <= HEAD_NECK_MIDLINE_MM):
             # on the midline of the head and neck: tongue, Waldeyer's ring (the tonsils merge across it), larynx.
-            # Nodes lie beside the airway and the vessels, not on the midline
+            # Nodes lie beside the airway and the vessels, not on the midline (in mm: raised arms beside the head
+            # make the body's slice three times as wide as the neck)
             site = "head-neck midline"
         elif mean <= l_mean:
             pass  # not hotter than the liver: no physiological hot spot (nor a PERCIST lesion)
@@ -1860,6 +1773,13 @@ KIDNEY_MIRROR_DEPTH_MM = 30.0
 #: Foci whose centre lies within this distance (mm) of either axial end of a whole-body PET's field of view are
 #: not reported (:func:`_physiology`).
 FOV_EDGE_MM = 20.0
+
+#: The head-neck midline rule of :func:`_physiology`: a focus whose centroid lies within this distance (mm) of the
+#: body's mid-sagittal plane is midline uptake (tongue, palate, pharynx, larynx: organs 35-50 mm wide, their uptake
+#: centred on the midline); cervical nodes of levels II-V lie along the jugular vein, 25-40 mm from it. In mm, not
+#: in body half-widths: arms raised beside the head make the body's slice three times as wide as the neck (branch
+#: petsens2; before, 0.1 half-widths: 25 mm with the arms up, 7 mm without).
+HEAD_NECK_MIDLINE_MM = 15.0
 
 #: PET search (whole-body, liver in view): blob candidates kept (a whole-body FDG PET shows dozens of hot spots
 #: before the first lesion: brain, tonsils, glands, heart, kidneys, ureters, bowel, bladder) and their smallest

@@ -4,7 +4,7 @@ whole-body PET (``dicomnode.evaluation.insertion``).
     dicomnode bench pet_lesions [--series ../shared/data/wholebody-pet-mr/PET] [--rtstruct FILE --roi GTV_Mass]
                                 (defaults: the shared whole-body PET beside the clone and its GTV_Mass)
                                 [--sizes-ml 1 2 5 10 20] [--contrasts 2 3 4 6] [--per-run 4] [--seed 13]
-                                [--profile pet] [--json OUT]
+                                [--profile pet] [--breakdown] [--json OUT]
 
 Each run inserts ``--per-run`` lesions (spheres and ellipsoids, partial-volume blurred to 6.5 mm FWHM, Poisson-like
 noise matching the local texture) at positions drawn in anatomical regions, then runs the profile's chain up to
@@ -29,7 +29,9 @@ centre line, so raised arms are left out):
 
 Everywhere, the whole lesion lies inside the trunk (5 mm inside its outline), positions keep 25 mm from physiological hot uptake (smoothed SUV > 2.8: brain, heart, kidneys, bladder,
 glands), from the drawn tumour and from each other (40 mm). Figures: sensitivity per region, size and contrast with
-Wilson intervals, false findings per run, and the series without insertion.
+Wilson intervals, false findings per run, and the series without insertion. ``--breakdown`` keeps every scored
+candidate and says which stage lost each missed lesion (below the threshold, merged, never a candidate), with the
+runs scored at lower thresholds too (``threshold_sweep``).
 """
 
 from __future__ import annotations
@@ -128,14 +130,28 @@ def region_masks(suv: np.ndarray, spacing_mm, cranial: int,
     return {k: v & far & trunk for k, v in out.items()}, inside_mm
 
 
-def _run_chain(volume, profile, steps):
+#: ``--breakdown``: every candidate the detect step scores down to this probability is kept (at most
+#: BREAKDOWN_MAX of them, most probable first), so that a miss can be told apart: below the reporting threshold,
+#: merged into a larger region, or never a candidate
+BREAKDOWN_MIN_PROBABILITY = 0.001
+BREAKDOWN_MAX = 60
+#: ``--breakdown`` also scores the runs at these reporting thresholds (lesions found, false findings per series): what
+#: a lower ``detect.probability_threshold`` would buy and cost on the same candidates
+SWEEP_THRESHOLDS = (0.5, 0.45, 0.4, 0.35, 0.3, 0.25, 0.2, 0.15, 0.1)
+
+
+def _run_chain(volume, profile, steps, breakdown: bool = False):
     from dicomnode.analysis.pipeline import Context, run_steps
 
     ctx = Context(volume=volume, original=volume, header={})
     params = {k: dict(v) for k, v in profile.params.items()}
+    det = params.get("detect", {})
+    thr = float(det.get("probability_threshold", 0.5))
+    limit = int(det.get("max_findings", 10))
+    if breakdown:  # the limits change only which candidates become findings (detect._split), not their scores
+        params["detect"] = {**det, "probability_threshold": BREAKDOWN_MIN_PROBABILITY, "max_findings": BREAKDOWN_MAX}
     run_steps(ctx, steps, params)
-    thr = float(params.get("detect", {}).get("probability_threshold", 0.5))
-    return ctx, thr
+    return ctx, thr, limit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fwhm-mm", type=float, default=6.5)
     ap.add_argument("--profile", default="pet")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="say for each lesion which stage lost it: 'below_threshold' (a candidate centred in it, "
+                         "scored below the reporting threshold), 'merged' (inside a candidate centred elsewhere) or "
+                         "'no_candidate'; and its depth in the trunk and distance from hot physiological uptake")
     ap.add_argument("-q", "--quiet", action="store_true")
     a = ap.parse_args(argv)
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -175,25 +195,61 @@ def main(argv: list[str] | None = None) -> int:
     cranial = 1 if dz > 0 else -1
     masks, depth = region_masks(vol.array, sp, cranial, gtv)
 
+    def in_gtv_at(c) -> bool:
+        idx = tuple(min(max(int(round(x)), 0), n - 1) for x, n in zip(c, vol.shape))
+        return bool(gtv is not None and gtv[idx])
+
     def in_gtv(f) -> bool:
         if gtv is None:
             return False
         idx = tuple(min(max(int(round(c)), 0), n - 1) for c, n in zip(f.centroid_zyx, gtv.shape))
         return bool(gtv[idx])
 
-    def reported(ctx, thr):
+    def scored(ctx):
+        """Every finding of the chain: (centroid, finding dict, mask), most probable first."""
         out = []
         for f in ctx.findings:
-            if f["probability"] < thr:
-                continue
             m = ctx.labels.by_label(f["label"]).mask
-            out.append((tuple(np.argwhere(m).mean(axis=0)), f))
+            out.append((tuple(np.argwhere(m).mean(axis=0)), f, m))
+        return out
+
+    def reported(ctx, thr, limit):
+        # the findings a job reports: at or above the threshold, at most max_findings (the chain's own order)
+        return [(c, f) for c, f, _ in scored(ctx) if f["probability"] >= thr][:limit]
+
+    if a.breakdown:
+        hot_mm = ndi.distance_transform_edt(~(ndi.gaussian_filter(vol.array.astype(np.float32), 1.0) > 2.8),
+                                            sampling=sp)
+
+    def stage(les, cands, thr, limit) -> dict:
+        """Which stage lost (or found) an inserted lesion, from every scored candidate (``--breakdown``)."""
+        ci = tuple(min(max(int(round(x)), 0), n - 1) for x, n in zip(les.center_zyx, vol.shape))
+        rank = [i for i, (c, _, _) in enumerate(cands) if les.contains(c)]
+        above = [i for i, (_, f, _) in enumerate(cands) if f["probability"] >= thr]
+        out = {"depth_mm": round(float(depth[ci]), 1), "hot_uptake_mm": round(float(hot_mm[ci]), 1)}
+        if rank:
+            f = cands[rank[0]][1]
+            keep = ("ranking_score", "log10_peak_cnr", "log2_peak_to_percist", "physiological", "truncation",
+                    "blob_snr", "symmetric")
+            out.update(best_candidate_probability=f["probability"], best_candidate_volume_ml=f["volume_ml"],
+                       best_candidate_features={k: v for k, v in f["detect_features"].items() if k in keep})
+            if f["probability"] >= thr:
+                out["stage"] = "found" if rank[0] in above[:limit] else "beyond_max_findings"
+            else:
+                out["stage"] = "below_threshold"
+            return out
+        merged = [f for _, f, m in cands if m[ci]]
+        if merged:
+            out.update(stage="merged", into_volume_ml=merged[0]["volume_ml"],
+                       into_probability=merged[0]["probability"])
+        else:
+            out["stage"] = "no_candidate"
         return out
 
     # the series as it is
     t0 = time.perf_counter()
-    ctx, thr = _run_chain(vol, profile, steps)
-    base = reported(ctx, thr)
+    ctx, thr, limit = _run_chain(vol, profile, steps, a.breakdown)
+    base = reported(ctx, thr, limit)
     base_false = 0
     for c, _ in base:
         idx = tuple(min(max(int(round(x)), 0), n - 1) for x, n in zip(c, vol.shape))
@@ -230,9 +286,10 @@ def main(argv: list[str] | None = None) -> int:
                                          ratios=ratios, fwhm_mm=a.fwhm_mm)
                 placed.append((region, size, contrast, les))
             t0 = time.perf_counter()
-            ctx, thr = _run_chain(vol.with_array(img), profile, steps)
+            ctx, thr, limit = _run_chain(vol.with_array(img), profile, steps, a.breakdown)
             seconds.append(time.perf_counter() - t0)
-            rep = reported(ctx, thr)
+            rep = reported(ctx, thr, limit)
+            cands = scored(ctx) if a.breakdown else []
             hit_any = [False] * len(rep)
             for region, size, contrast, les in placed:
                 hits = [i for i, (c, _) in enumerate(rep) if les.contains(c)]
@@ -241,13 +298,23 @@ def main(argv: list[str] | None = None) -> int:
                 best = max((rep[i][1]["probability"] for i in hits), default=None)
                 lesions.append({"region": region, "volume_ml": size, "contrast": contrast, "seed": seed,
                                 "center_zyx": [int(x) for x in les.center_zyx], "background_suv": round(les.background, 3),
-                                "found": bool(hits), "probability": best})
+                                "found": bool(hits), "probability": best,
+                                **(stage(les, cands, thr, limit) if a.breakdown else {})})
             false = 0
             for (c, f), hit in zip(rep, hit_any):
                 idx = tuple(min(max(int(round(x)), 0), n - 1) for x, n in zip(c, vol.shape))
                 if not hit and not (gtv is not None and gtv[idx]):
                     false += 1
             runs.append({"seed": seed, "inserted": len(placed), "reported": len(rep), "false": false})
+            if a.breakdown:  # the same candidates at lower thresholds
+                sweep = {}
+                for t in SWEEP_THRESHOLDS:
+                    at = [(c, f) for c, f, _ in cands if f["probability"] >= t][:limit]
+                    n_found = sum(any(les.contains(c) for c, _ in at) for *_, les in placed)
+                    n_false = sum(1 for c, _ in at if not any(les.contains(c) for *_, les in placed)
+                                  and not in_gtv_at(c))
+                    sweep[str(t)] = [n_found, n_false]
+                runs[-1]["sweep"] = sweep
             if not a.quiet:
                 print(f"run {len(runs)}: {[(r, s, c) for r, s, c, _ in placed]} -> "
                       f"{sum(1 for x in lesions[-len(placed):] if x['found'])}/{len(placed)} found, {false} false",
@@ -290,6 +357,14 @@ def main(argv: list[str] | None = None) -> int:
         "by_region": table("region"), "by_volume_ml": table("volume_ml"), "by_contrast": table("contrast"),
         "region_x_volume": cross("region", "volume_ml"), "region_x_contrast": cross("region", "contrast"),
         "chain_seconds_mean": round(float(np.mean(seconds)), 2),
+        **({"missed_by_stage": {k: sum(1 for x in lesions if not x["found"] and x["stage"] == k)
+                                for k in ("below_threshold", "beyond_max_findings", "merged", "no_candidate")},
+            "threshold_sweep": {str(t): {"found": sum(r["sweep"][str(t)][0] for r in runs),
+                                         "false_per_run_mean": round(float(np.mean([r["sweep"][str(t)][1]
+                                                                                    for r in runs])), 3),
+                                         "false_per_run_max": max(r["sweep"][str(t)][1] for r in runs)}
+                                for t in SWEEP_THRESHOLDS} if runs else {}}
+           if a.breakdown else {}),
         "lesions": lesions,
     }
     text = json.dumps(result, indent=1)

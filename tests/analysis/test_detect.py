@@ -737,6 +737,37 @@ def test_wholebody_pet_inserted_neck_nodes_found(wholebody_pet):
     assert len(false) <= 2, false
 
 
+def test_wholebody_pet_neck_node_beside_the_airway_is_not_the_head_neck_midline(wholebody_pet):
+    """The head-neck midline rule measures a focus's offset from the midline in mm: this PET's arms are raised
+    beside the head, and the body's slice there is three times as wide as the neck (a 10 mL node 20-25 mm beside the
+    airway lies within 0.1 of the whole slice's half-width, where the rule, in half-widths, vetoed it; petsens2)."""
+    from scipy import ndimage as ndi
+
+    from dicomnode.evaluation.insertion import insert_lesion, sample_positions, semi_axes_mm
+
+    vol, gtv, masks, depth = wholebody_pet
+    sp = vol.spacing_mm
+    body = ndi.gaussian_filter(vol.array.astype(np.float32), 1.0) > 0.1
+    allowed = masks["neck"] & (depth >= semi_axes_mm(10.0)[0] + 5.0)
+    # 20 mm and more beside the midline, and still within 0.1 half-widths of the whole (arms') slice
+    zz, yy, xx = np.nonzero(allowed)
+    keep = np.zeros(zz.size, dtype=bool)
+    for i, (z, x) in enumerate(zip(zz, xx)):
+        whole = np.flatnonzero(body[z].any(axis=0))
+        off = abs(x - 0.5 * (whole[0] + whole[-1]))
+        keep[i] = ndi.label(body[z])[1] >= 3 and off <= 0.1 * 0.5 * (whole[-1] - whole[0]) and off * sp[2] >= 20.0
+    assert keep.any()
+    allowed[:] = False
+    allowed[zz[keep], yy[keep], xx[keep]] = True
+    (pos,) = sample_positions(allowed, sp, 1, np.random.default_rng(1), min_distance_mm=30.0)
+    img, les = insert_lesion(vol.array.astype(np.float32, copy=True), sp, pos, volume_ml=10.0, contrast=4.0,
+                             rng=np.random.default_rng(2))
+    found, _ = _pet_chain(vol.with_array(img))
+    node = [f for c, f in found if les.contains(c)]
+    assert node and node[0]["detect_features"]["physiological"] == 0.0, [f["detect_features"] for _, f in found]
+    assert any(gtv[c] for c, _ in found)
+
+
 def test_pet_snr_blobs_weigh_a_focus_against_its_own_surroundings_noise():
     """Two tissues in log2 SUV: a quiet one (noise SD 0.05) and a noisy one (SD 0.25, a cold lung's relative noise
     is several times the liver's). A faint blob (0.4 log2 units: 1.3 x its surroundings) in the quiet tissue

@@ -228,3 +228,15 @@ def test_a_fold_leaves_out_its_patients_inserted_candidates():
     # but a fold holding another patient out does use p2's inserted candidates
     assert ft.fit_findings(real, exclude="p1", inserted=flipped).by_modality != \
         ft.fit_findings(real, exclude="p1", inserted=ins).by_modality
+
+
+def test_reporting_rule_is_the_shipped_profiles():
+    """The fits score series as the node reports them: each modality's threshold and most findings are its shipped
+    profile's (the PET profile reports from 0.4 since petsens2: docs/models.md)."""
+    from dicomnode.config import load_default_profiles
+
+    profiles = load_default_profiles()
+    for modality, name in (("CT", "ct"), ("MR", "mr"), ("PT", "pet")):
+        detect = profiles[name].params["detect"]
+        assert ft.REPORTING[modality] == (float(detect["probability_threshold"]), int(detect["max_findings"]))
+    assert ft.REPORTING["PT"][0] == 0.4
