@@ -146,3 +146,21 @@ class UserNode:
             self.proc.wait(30)
         except subprocess.TimeoutExpired:
             pass
+
+
+def stored_instance(src: Path, folder: Path):
+    """A shared DICOM file copied into ``folder`` as the receive side stores it, and its StoredInstance (what the
+    node indexes)."""
+    import pydicom
+
+    from dicomnode.store.spool import StoredInstance
+
+    ds = pydicom.dcmread(src, stop_before_pixels=True)
+    path = folder / f"{ds.SOPInstanceUID}.dcm"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src, path)
+    return StoredInstance(path=path, sop_instance_uid=str(ds.SOPInstanceUID), sop_class_uid=str(ds.SOPClassUID),
+                          study_uid=str(ds.StudyInstanceUID), series_uid=str(ds.SeriesInstanceUID),
+                          modality=str(ds.Modality), transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
+                          size_bytes=path.stat().st_size, calling_ae="PACS", peer_host="127.0.0.1",
+                          received_at=time.time(), duplicate=False)

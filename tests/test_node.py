@@ -4,30 +4,16 @@ reload routes the series that are still open again under the new rules."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
-import pydicom
 
-from helpers import STS_CT
+from helpers import STS_CT, stored_instance
 from dicomnode.config import parse_config
 from dicomnode.jobs.kinds import queued
 from dicomnode.jobs.spec import ChainJob
 from dicomnode.node import Node
 from dicomnode.store.spool import StoredInstance
-
-
-def _stored(src: Path, folder: Path) -> StoredInstance:
-    ds = pydicom.dcmread(src, stop_before_pixels=True)
-    path = folder / f"{ds.SOPInstanceUID}.dcm"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(src, path)
-    return StoredInstance(path=path, sop_instance_uid=str(ds.SOPInstanceUID), sop_class_uid=str(ds.SOPClassUID),
-                          study_uid=str(ds.StudyInstanceUID), series_uid=str(ds.SeriesInstanceUID),
-                          modality=str(ds.Modality), transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
-                          size_bytes=path.stat().st_size, calling_ae="PACS", peer_host="127.0.0.1",
-                          received_at=time.time(), duplicate=False)
 
 
 def _config(tmp_path: Path, profile: str):
@@ -42,7 +28,7 @@ def _open_and_route(node: Node, stored: StoredInstance) -> None:
 
 def test_completion_uses_the_decision_made_when_the_series_opened(tmp_path):
     node = Node(_config(tmp_path, "generic"))
-    first = _stored(next(p for p in sorted(STS_CT.iterdir()) if p.is_file()), tmp_path / "in")
+    first = stored_instance(next(p for p in sorted(STS_CT.iterdir()) if p.is_file()), tmp_path / "in")
     _open_and_route(node, first)
     s = node.db.get_series(first.series_uid)
     assert s.rule == "ct" and json.loads(s.route)["job"]["params"] == {"profile": "generic"}
@@ -55,7 +41,7 @@ def test_completion_uses_the_decision_made_when_the_series_opened(tmp_path):
 
 def test_a_reload_routes_the_open_series_again(tmp_path):
     node = Node(_config(tmp_path, "generic"))
-    first = _stored(next(p for p in sorted(STS_CT.iterdir()) if p.is_file()), tmp_path / "in")
+    first = stored_instance(next(p for p in sorted(STS_CT.iterdir()) if p.is_file()), tmp_path / "in")
     _open_and_route(node, first)
     node.replace_config(_config(tmp_path, "ct"))
     node.route_series(*node._route_queue.get_nowait())
@@ -67,11 +53,11 @@ def test_a_reload_routes_the_open_series_again(tmp_path):
 def test_a_series_reopened_by_a_late_instance_is_routed_again(tmp_path):
     node = Node(_config(tmp_path, "generic"))
     files = [p for p in sorted(STS_CT.iterdir()) if p.is_file()][:2]
-    _open_and_route(node, _stored(files[0], tmp_path / "in"))
+    _open_and_route(node, stored_instance(files[0], tmp_path / "in"))
     assert len(node.complete_due(time.time() + 60)) == 1
     node.replace_config(_config(tmp_path, "ct"))  # nothing open: nothing to route again now
     assert node._route_queue.empty()
-    _open_and_route(node, _stored(files[1], tmp_path / "in"))  # a late instance reopens it: the new rules decide
+    _open_and_route(node, stored_instance(files[1], tmp_path / "in"))  # a late instance reopens it: the new rules decide
     (job_id,) = node.complete_due(time.time() + 60)
     assert node.db.get_job(job_id).params == {"profile": "ct"}
     node.db.close()

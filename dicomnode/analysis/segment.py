@@ -31,7 +31,7 @@ from scipy import ndimage as ndi
 from dicomnode.analysis.codes import segment_codes
 from dicomnode.analysis.correct import POSTERIOR_SCALE, _component_sizes, _label, fill_holes
 from dicomnode.analysis.denoise import _check_image, _check_spacing
-from dicomnode.analysis.volume import LabelMap, Segment, SegmentInfo
+from dicomnode.analysis.volume import LabelMap, Segment, SegmentInfo, mask_box
 
 __all__ = ["FOV_INSIDE_BODY_NOTE", "POSTERIOR_SCALE", "SegmentationResult", "segment_ct", "segment_generic"]
 
@@ -100,7 +100,7 @@ def _keep_large_components(mask: np.ndarray, *, min_fraction: float, min_voxels:
     Labelled inside the mask's bounding box (air around a body costs nothing); one kept component is selected by a
     comparison, not a per-voxel table look-up (several times faster on large volumes)."""
     out = np.zeros(mask.shape, dtype=bool)
-    box = _bbox(mask)
+    box = mask_box(mask)
     if box is None:
         return out
     labels, n = _label(mask[box], _FACES_3D, [])  # uint16 (int32 past 65535 components): the same components
@@ -114,17 +114,6 @@ def _keep_large_components(mask: np.ndarray, *, min_fraction: float, min_voxels:
     elif kept.size:
         out[box] = keep[labels]
     return out
-
-
-def _bbox(mask: np.ndarray) -> tuple[slice, slice, slice] | None:
-    """The bounding box of a 3-D mask's True voxels, or None when it has none."""
-    zs = np.flatnonzero(mask.any(axis=(1, 2)))
-    if zs.size == 0:
-        return None
-    sub = mask[zs[0]:zs[-1] + 1]
-    ys = np.flatnonzero(sub.any(axis=(0, 2)))
-    xs = np.flatnonzero(sub.any(axis=(0, 1)))
-    return slice(int(zs[0]), int(zs[-1]) + 1), slice(int(ys[0]), int(ys[-1]) + 1), slice(int(xs[0]), int(xs[-1]) + 1)
 
 
 def _open_in_plane(mask: np.ndarray) -> np.ndarray:
@@ -748,7 +737,7 @@ def segment_generic(image: np.ndarray, spacing_mm: tuple[float, float, float], *
     # posteriors go straight into their quantised full-size array (0 outside the foreground) and each voxel's
     # class into its mask; no (K, n_foreground) float array, no int64 index or argmax over the whole foreground.
     posteriors = np.zeros((int(n_classes),) + img.shape, dtype=np.uint8)
-    zb, yb, xb = _bbox(fg)  # type: ignore[misc]
+    zb, yb, xb = mask_box(fg)  # type: ignore[misc]
     # each class's mask over the foreground's bounding box only (the segment stores it cropped): no whole-grid mask
     fg_box = (zb, yb, xb)
     masks = [np.zeros(tuple(b.stop - b.start for b in fg_box), dtype=bool) for _ in range(k_eff)]

@@ -5,21 +5,19 @@ frame of reference; the CT alone is unchanged; a series of another frame of refe
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 import pydicom
 import pytest
 
-from helpers import SHARED_DATA
+from helpers import SHARED_DATA, stored_instance
 from dicomnode.config import parse_config
 from dicomnode.jobs.chain import run_chain
 from dicomnode.jobs.kinds import queued
 from dicomnode.jobs.spec import ChainSpec, ContextSeries, JobSource
 from dicomnode.node import Node
 from dicomnode.store.db import SeriesState
-from dicomnode.store.spool import StoredInstance
 
 STS2 = SHARED_DATA / "sts" / "STS_002"
 SCENE_ONLY = parse_config({"profiles": {"scene-only": {"steps": ["scene"], "outputs": []}}}).profiles["scene-only"]
@@ -76,20 +74,8 @@ def test_a_series_of_another_frame_of_reference_or_a_derived_one_lends_nothing(t
     assert "another frame of reference" in notes and "derived image" in notes
 
 
-def _stored(src: Path, folder: Path) -> StoredInstance:
-    ds = pydicom.dcmread(src, stop_before_pixels=True)
-    path = folder / f"{ds.SOPInstanceUID}.dcm"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(src, path)
-    return StoredInstance(path=path, sop_instance_uid=str(ds.SOPInstanceUID), sop_class_uid=str(ds.SOPClassUID),
-                          study_uid=str(ds.StudyInstanceUID), series_uid=str(ds.SeriesInstanceUID),
-                          modality=str(ds.Modality), transfer_syntax=str(ds.file_meta.TransferSyntaxUID),
-                          size_bytes=path.stat().st_size, calling_ae="PACS", peer_host="127.0.0.1",
-                          received_at=time.time(), duplicate=False)
-
-
 def _receive(node: Node, folder: Path, spool: Path) -> str:
-    stored = [_stored(p, spool) for p in sorted(folder.iterdir()) if p.is_file()]
+    stored = [stored_instance(p, spool) for p in sorted(folder.iterdir()) if p.is_file()]
     node._index(stored)
     node.route_series(*node._route_queue.get_nowait())
     return stored[0].series_uid
