@@ -872,11 +872,16 @@ class SceneRegion:
         Lowest and highest patient z (LPS, mm) of the stretch.
     probability : float
         Calibrated probability of ``label``; for ``unknown``, one minus the best class's probability.
+    source : str
+        Empty for the series' own region; for a region borrowed from a series of the same study and frame of
+        reference (:func:`dicomnode.analysis.scene_context.merge_sibling_scene`), how notes name that series
+        (modality, series number and description; never a name, an ID or a UID).
     """
 
     label: str
     z_mm: tuple[float, float]
     probability: float
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,7 +113,7 @@ def merge_sibling_scene(own: SceneResult, sibling: SceneResult, *, source: str) 
         probability is the label, its probabilities those of the series (own region) or of the sibling (borrowed),
         with the region's probability for the label. ``own`` itself when nothing is borrowed.
     borrowed : tuple of SceneRegion
-        The pieces taken from the sibling (empty when none).
+        The pieces taken from the sibling (empty when none), each with ``source`` set, as they are in ``merged``.
     """
     named_sib = [r for r in sibling.regions if r.label != UNKNOWN]
     if not own.regions or not named_sib or all(r.label != UNKNOWN for r in own.regions):
@@ -124,7 +124,7 @@ def merge_sibling_scene(own: SceneResult, sibling: SceneResult, *, source: str) 
         for s in named_sib:
             lo, hi = max(gap.z_mm[0], s.z_mm[0]), min(gap.z_mm[1], s.z_mm[1])
             if hi - lo >= _MIN_PIECE_MM:
-                pieces.append(SceneRegion(s.label, (float(lo), float(hi)), float(s.probability)))
+                pieces.append(SceneRegion(s.label, (float(lo), float(hi)), float(s.probability), source))
     notes: list[str] = []
     kept: list[SceneRegion] = []
     for piece in sorted(pieces, key=lambda r: -_length(r) * r.probability):  # the weightiest first

@@ -44,7 +44,7 @@ from dicomnode.analysis.match import compare_paired
 from dicomnode.analysis.pipeline import Context, step
 from dicomnode.analysis.scene import (MODEL_FEATURES, UNKNOWN, SceneRegion, SceneResult, descriptor_vector,
                                       profile_slabs, recognise, scene_descriptors, scene_profile)
-from dicomnode.analysis.scene_context import SiblingSkipped, merge_sibling_scene, modality_rank
+from dicomnode.analysis.scene_context import SiblingSkipped, merge_sibling_scene
 from dicomnode.analysis.volume import Measurement, Volume
 from dicomnode.modelio import LoadedModel, ModelCard, load_card, load_model, resolve_model
 
@@ -199,11 +199,11 @@ def _recognise_volume(v: Volume, header: Mapping[str, str], m: LoadedModel) -> t
     return res, tuple(classes), notes
 
 
-def _with_siblings(ctx: Context, res: SceneResult, m: LoadedModel) -> tuple[SceneResult, list[dict[str, Any]]]:
-    """Fill what the series' own scene leaves unknown from its study's other series on the same frame of reference
-    (CT first), each loaded and recognised with the same model only while a stretch is still unknown."""
-    borrowed: list[dict[str, Any]] = []
-    for sib in sorted(ctx.siblings, key=lambda s: modality_rank(s.modality)):
+def _with_siblings(ctx: Context, res: SceneResult, m: LoadedModel) -> SceneResult:
+    """Fill what the series' own scene leaves unknown from its study's other series on the same frame of reference,
+    in the order the job gives them (CT first), each loaded and recognised with the same model only while a stretch
+    is still unknown."""
+    for sib in ctx.siblings:
         if all(r.label != UNKNOWN for r in res.regions):
             break
         t0 = time.perf_counter()
@@ -220,10 +220,8 @@ def _with_siblings(ctx: Context, res: SceneResult, m: LoadedModel) -> tuple[Scen
         if pieces:
             ctx.inputs.append(got.digest)  # the results now depend on the sibling's instances
         ctx.notes.extend(merged.notes[len(res.notes):])
-        borrowed += [{"label": p.label, "z_mm": [round(p.z_mm[0], 1), round(p.z_mm[1], 1)],
-                      "probability": round(p.probability, 6), "source": got.source} for p in pieces]
         res = merged
-    return res, borrowed
+    return res
 
 
 @step("scene", reads=())
@@ -235,9 +233,8 @@ def _scene_step(ctx: Context, params: Mapping[str, Any]) -> None:
     res, classes, notes = _recognise_volume(ctx.original, ctx.header, m)
     ctx.notes.extend(notes)
     ctx.notes.extend(res.notes)
-    borrowed: list[dict[str, Any]] = []
     if ctx.siblings:
-        res, borrowed = _with_siblings(ctx, res, m)
+        res = _with_siblings(ctx, res, m)
     regions = header_regions(ctx.header)
     agrees: bool | None
     if not regions:
@@ -256,7 +253,7 @@ def _scene_step(ctx: Context, params: Mapping[str, Any]) -> None:
     ctx.scene = {
         "label": res.label,
         "probabilities": {k: round(p, 6) for k, p in res.probabilities.items()},
-        "regions": [_region_entry(r, borrowed) for r in res.regions],
+        "regions": [_region_entry(r) for r in res.regions],
         "lungs_in_view": res.lungs_in_view,
         "header_body_part": regions[0] if regions else None,
         "agrees_with_header": agrees,
@@ -264,14 +261,13 @@ def _scene_step(ctx: Context, params: Mapping[str, Any]) -> None:
     }
 
 
-def _region_entry(r: SceneRegion, borrowed: list[dict[str, Any]]) -> dict[str, Any]:
+def _region_entry(r: SceneRegion) -> dict[str, Any]:
     """A region of ``results.json``; a borrowed one says where from (``source``: modality, series number and
     description of the sibling series)."""
     entry: dict[str, Any] = {"label": r.label, "z_mm": [round(r.z_mm[0], 1), round(r.z_mm[1], 1)],
                              "probability": round(r.probability, 6)}
-    src = next((b["source"] for b in borrowed if b["label"] == r.label and b["z_mm"] == entry["z_mm"]), None)
-    if src is not None:
-        entry["source"] = src
+    if r.source:
+        entry["source"] = r.source
     return entry
 
 

@@ -507,7 +507,9 @@ class Database:
         """The other series of a series' study on its frame of reference, as (modality, series UID): complete (or
         complete without a rule) and holding instances, not secondary captures; CT first, then MR, then the rest,
         larger series first. Empty when the series has no frame of reference in the index. Made-by-this-node and
-        non-image series are ``ignored`` and never listed."""
+        non-image series are ``ignored`` and never listed. The order is
+        :func:`dicomnode.analysis.scene_context.modality_rank`'s, written in SQL so that ``limit`` keeps the best
+        (the store does not import the analysis); tests/store checks the two agree."""
         rows = self._all(
             "SELECT o.modality, o.series_uid FROM series s JOIN series o ON o.study_uid = s.study_uid"
             " AND o.frame_of_reference_uid = s.frame_of_reference_uid AND o.series_uid != s.series_uid"

@@ -35,7 +35,8 @@ def test_an_unknown_series_takes_the_siblings_region_over_the_stretch_they_share
     assert merged.label == "pelvis"
     assert merged.probabilities["pelvis"] == pytest.approx(0.55)     # the sibling's, not more
     assert sum(merged.probabilities.values()) == pytest.approx(1.0)
-    assert borrowed == (SceneRegion("pelvis", (-551.0, -474.0), 0.55),)
+    assert borrowed == (SceneRegion("pelvis", (-551.0, -474.0), 0.55, "CT series 3"),)
+    assert [r.source for r in merged.regions] == ["CT series 3", ""]   # the borrowed one says where from
     # the series' extent is kept: unknown where neither says, head to feet
     assert [(r.label, r.z_mm) for r in merged.regions] == [("pelvis", (-551.0, -474.0)),
                                                           (UNKNOWN, (-630.0, -551.0))]
@@ -49,7 +50,8 @@ def test_own_named_regions_win_over_the_siblings():
     merged, borrowed = merge_sibling_scene(own, sib, source="CT series 2")
     assert [(r.label, r.z_mm, r.probability) for r in merged.regions] == [
         ("pelvis", (0.0, 100.0), 0.9), ("extremity", (-200.0, 0.0), 0.7)]
-    assert borrowed == (SceneRegion("pelvis", (0.0, 100.0), 0.9),)
+    assert borrowed == (SceneRegion("pelvis", (0.0, 100.0), 0.9, "CT series 2"),)
+    assert [r.source for r in merged.regions] == ["CT series 2", ""]   # own regions have none
     assert merged.label == "extremity"                                 # 200 mm x 0.7 outweighs 100 mm x 0.9
     assert merged.probabilities == own.probabilities                   # the own dominant region's
 

@@ -181,3 +181,20 @@ def test_expired_running_jobs_are_the_lease_sweeps_candidates(tmp_path):
     assert job.id == jid and job.worker == "w" and job.attempts == 1
     assert db.fail_job(jid, 161, error="lease expired", traceback="", retry_at=None) is JobState.FAILED
     assert db.expired_running_jobs(1000) == []
+
+
+def test_study_context_orders_siblings_as_the_scene_step_prefers_them(tmp_path):
+    # the SQL ranks modalities itself (for its LIMIT); it must agree with scene_context.modality_rank
+    from dicomnode.analysis.scene_context import modality_rank
+    db = Database(tmp_path / "i.sqlite")
+    kinds = {"9.1": ("PT", 5), "9.2": ("OT", 9), "9.3": ("MR", 2), "9.4": ("CT", 1), "9.5": ("MR", 7), "9.6": ("CT", 3)}
+    for uid, (modality, n) in kinds.items():
+        db.add_instances([InstanceRecord(f"{uid}.{i}", uid, "1.2", "1.2.840.10008.5.1.4.1.1.2", modality,
+                                         "1.2.840.10008.1.2.1", f"/x/{uid}/{i}.dcm", 10, "SCU", "127.0.0.1", 1.0)
+                          for i in range(n)])
+        db.set_series_routing(uid, "r", 30.0, None, frame_of_reference_uid="1.2.99")
+        db.complete_series(uid, SeriesState.UNROUTED, 100.0, expected_last=1.0)
+    got = db.study_context("9.1")
+    assert [m for m, _ in got] == sorted((m for m, _ in got), key=modality_rank)
+    assert got == [("CT", "9.6"), ("CT", "9.4"), ("MR", "9.5"), ("MR", "9.3"), ("OT", "9.2")]  # larger series first
+    assert db.study_context("9.1", limit=2) == [("CT", "9.6"), ("CT", "9.4")]   # the limit keeps the preferred
