@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -282,6 +283,10 @@ def _identifying_texts(source: Dataset) -> set[str]:
     return out
 
 
+#: Serialises :func:`warnings_without_phi` across threads (re-entrant: a block may nest in the same thread).
+_WARNINGS_LOCK = threading.RLock()
+
+
 @contextmanager
 def warnings_without_phi(source: Dataset, *, series_uid: str, what: str) -> Iterator[None]:
     """Build a result with highdicom and pass on no library warning that quotes the patient's identity.
@@ -304,11 +309,15 @@ def warnings_without_phi(source: Dataset, *, series_uid: str, what: str) -> Iter
 
     Notes
     -----
-    :func:`warnings.catch_warnings` changes process-wide state: a warning raised by another thread during the block
-    is caught here too (and passed on or logged by the same rule). The node builds results in job processes.
+    :func:`warnings.catch_warnings` changes process-wide state (the filters and ``showwarning``) and restores it on
+    leaving. Two threads inside such blocks at once (a threaded Dask worker running two jobs) would restore each
+    other's state out of order and leave ``showwarning`` appending to a finished block's list: every later warning
+    of the process lost. So the block holds a process-wide lock (:data:`_WARNINGS_LOCK`): result building in one
+    process is one at a time. A warning another thread raises during the block is caught here too and passed on
+    or logged by the same rule.
     """
     phi = _identifying_texts(source)
-    with warnings.catch_warnings(record=True) as caught:
+    with _WARNINGS_LOCK, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # nothing raised inside highdicom (an "error" filter applies on re-raising)
         yield
     seen: set[tuple[object, ...]] = set()

@@ -104,3 +104,37 @@ def test_other_warnings_are_passed_on_once():
                           UserWarning)
             warnings.warn(f"value {patient_id} is too long", UserWarning)
     assert [str(w.message) for w in records] == ["a value of some VR is odd"]
+
+
+def test_threads_building_results_at_once_leave_the_warning_machinery_as_it_was():
+    # a threaded Dask worker may build two jobs' results at once: catch_warnings in two threads would restore each
+    # other's state out of order; the lock keeps the process's showwarning and filters as they were
+    import threading
+    import time
+
+    from pydicom.dataset import Dataset
+
+    from dicomnode.results._common import warnings_without_phi
+
+    src = Dataset()
+    src.PatientName, src.PatientID = "STS_009", "STS_009"
+    before = (warnings.showwarning, list(warnings.filters))
+    inside: list[int] = []
+    overlap: list[bool] = []
+
+    def build(k: int) -> None:
+        for _ in range(5):
+            with warnings_without_phi(src, series_uid="1.2.3", what="SR"):
+                inside.append(k)
+                overlap.append(len(inside) > 1)
+                time.sleep(0.002)
+                warnings.warn("The string \"STS_009\" is unlikely to represent the intended person name", UserWarning)
+                inside.remove(k)
+
+    threads = [threading.Thread(target=build, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not any(overlap)                                     # one block at a time in the process
+    assert (warnings.showwarning, list(warnings.filters)) == before
