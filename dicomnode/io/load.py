@@ -12,8 +12,8 @@ conventions. What real series need and what the loader does about it, each said 
 * small slice-spacing irregularities: one regular grid; mixed spacing (two slice thicknesses): resampled onto a
   regular grid, and :func:`on_source_slices` maps label maps back onto the source slices for the SEG;
 * PixelPaddingValue: no data (CT: -2048 HU, below air; otherwise the lowest real value), never tissue;
-* PET in Bq/ml: SUVbw (:mod:`dicomnode.io.suv`), or Bq/ml with the reason; PET in other units (CNTS, PCNT): kept, and
-  said to be no SUV.
+* PET in Bq/ml: SUVbw (:mod:`dicomnode.io.suv`), or Bq/ml with the reason; Philips' counts (CNTS) with its private
+  scale factors: SUVbw too; PET in other units (CNTS without them, PCNT): kept, and said to be no SUV.
 
 Anything that cannot become one volume raises :class:`~dicomnode.errors.SeriesLoadError` (a multi-plane localizer:
 :class:`~dicomnode.errors.SeriesRefusedError`) whose message names the file, the DICOM attribute and what to do.
@@ -40,7 +40,7 @@ from pydicom.uid import UID
 from dicomnode.analysis.volume import LabelMap, Segment, Volume
 from dicomnode.errors import SeriesLoadError, SeriesRefusedError
 from dicomnode.io.headers import is_image_storage
-from dicomnode.io.suv import SuvConversion, suvbw_conversion
+from dicomnode.io.suv import SuvConversion, counts_conversion, suvbw_conversion
 
 __all__ = ["LoadedSeries", "PhaseChoice", "group_series", "load_series", "on_source_slices", "read_header"]
 
@@ -278,8 +278,9 @@ def load_series(paths: Sequence[Path], *, phase: PhaseChoice = "first") -> Loade
 
     unit = _unit(first, modality)
     suv = None
-    if modality == "PT" and unit == "Bq/mL":
-        suv = suvbw_conversion([datasets[f.file_index] for f in frames])
+    if modality == "PT" and unit in ("Bq/mL", "{counts}"):
+        slices = [datasets[f.file_index] for f in frames]
+        suv = suvbw_conversion(slices) if unit == "Bq/mL" else counts_conversion(slices)
         notes.append(suv.note)
         if suv.factors is not None:
             array *= np.asarray(suv.factors, dtype=np.float32)[:, None, None]
@@ -287,7 +288,8 @@ def load_series(paths: Sequence[Path], *, phase: PhaseChoice = "first") -> Loade
     elif modality == "PT" and unit != "SUV":
         units = str(first.get("Units", "") or "").strip().upper()
         notes.append(f"PET values left in {units or 'unknown units (Units (0054,1001) missing)'}, not SUV: only BQML "
-                     "(with weight, dose and times) or GML give SUV; SUV thresholds do not apply to this series")
+                     "(with weight, dose and times), Philips' CNTS (with its scale factors) or GML give SUV; SUV "
+                     "thresholds do not apply to this series")
 
     frame_refs = [(str(datasets[f.file_index].SOPInstanceUID), f.frame_number) for f in frames]
     source_z, source_frames = None, None

@@ -24,6 +24,7 @@ uptake values (SUVs) in clinical practice and assessing response to therapy. Sem
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from datetime import datetime, timedelta
 
 from pydicom.dataset import Dataset
 
-__all__ = ["SuvConversion", "suvbw_conversion"]
+__all__ = ["PHILIPS_PET_CREATOR", "SuvConversion", "counts_conversion", "suvbw_conversion"]
 
 #: Injection to decay-reference time must lie in (0, this] hours; outside it the dates/times are not believable.
 _MAX_UPTAKE_HOURS = 24.0
@@ -136,7 +137,7 @@ def _refuse(reason: str, decay: str = "") -> SuvConversion:
     )
 
 
-def suvbw_conversion(slices: Sequence[Dataset]) -> SuvConversion:
+def suvbw_conversion(slices: Sequence[Dataset], *, in_bqml: bool = False) -> SuvConversion:
     """Work out the Bq/ml -> SUVbw factor of every slice of a PET series in BQML.
 
     Parameters
@@ -145,6 +146,9 @@ def suvbw_conversion(slices: Sequence[Dataset]) -> SuvConversion:
         One header per z index, in volume order (a multi-frame image: the same dataset for every frame). The first
         gives weight, dose, half-life, injection time and DecayCorrection; each gives its own AcquisitionDate/Time
         when DecayCorrection is NONE.
+    in_bqml : bool
+        The caller has made the values Bq/ml whatever Units says (:func:`counts_conversion`); default: Units must be
+        BQML.
 
     Returns
     -------
@@ -156,7 +160,7 @@ def suvbw_conversion(slices: Sequence[Dataset]) -> SuvConversion:
         return _refuse("no slices")
     first = slices[0]
     units = str(first.get("Units", "") or "").strip().upper()
-    if units != "BQML":
+    if units != "BQML" and not in_bqml:
         return _refuse(f"Units (0054,1001) is {units or 'missing'!r}, not BQML")
     decay = str(first.get("DecayCorrection", "") or "").strip().upper()
     if decay not in ("START", "ADMIN", "NONE"):
@@ -250,3 +254,79 @@ def suvbw_conversion(slices: Sequence[Dataset]) -> SuvConversion:
             f"the frame), t per slice from injection ({injection_from}) to its AcquisitionTime (first "
             f"{(first_uptake or 0) / 60:.1f} min); {inputs}; factors {min(factors):.6g}...{max(factors):.6g}")
     return SuvConversion(tuple(factors), note, weight_kg, dose_bq, half_life_s, first_uptake, decay)
+
+
+#: The private creator of Philips PET's scale factors: (7053,xx00) SUV Scale Factor (counts -> SUVbw) and (7053,xx09)
+#: Activity Concentration Scale Factor (counts -> Bq/ml), per slice (pydicom's private dictionary; QIBA's
+#: vendor-neutral SUV pseudo-code reads the same two).
+PHILIPS_PET_CREATOR = "Philips PET Private Group"
+_PHILIPS_SUV, _PHILIPS_BQML = 0x00, 0x09
+
+
+def _private_factor(ds: Dataset, offset: int) -> float | None:
+    """A positive DS of the Philips PET private block at ``offset``, or None (no block, no element, not a number)."""
+    try:
+        elem = ds.private_block(0x7053, PHILIPS_PET_CREATOR)[offset]
+    except (KeyError, ValueError):
+        return None
+    value = elem.value
+    if isinstance(value, bytes):  # stored as UN: the DS text
+        value = value.decode("ascii", "replace").strip(" \x00")
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) and out > 0 else None
+
+
+def _philips_factors(slices: Sequence[Dataset], offset: int) -> tuple[float, ...] | None:
+    """The private factor of every slice, or None when any slice lacks it (a partial set is not a calibration)."""
+    out = [_private_factor(ds, offset) for ds in slices]
+    return None if any(v is None for v in out) else tuple(float(v) for v in out)  # type: ignore[arg-type]
+
+
+def counts_conversion(slices: Sequence[Dataset]) -> SuvConversion:
+    """Work out the counts -> SUVbw factor of every slice of a PET series in CNTS (Philips), or why not.
+
+    Philips PET systems may store counts (Units CNTS) with two private factors per slice (:data:`PHILIPS_PET_CREATOR`):
+    the Activity Concentration Scale Factor (7053,1009) turns the rescaled values into Bq/ml, the SUV Scale Factor
+    (7053,1000) into SUVbw. The first is preferred: the Bq/ml are then turned into SUVbw by
+    :func:`suvbw_conversion` from the same header inputs as a series in BQML, so both vendors' SUVs follow one
+    formula. When that is not possible (an input is missing) and the vendor's SUV factor is there, it is used, and
+    the note says so. Other series in CNTS give no factor and a note naming the missing attributes.
+
+    Parameters
+    ----------
+    slices : sequence of pydicom.Dataset
+        One header per z index, in volume order.
+
+    Returns
+    -------
+    SuvConversion
+        As :func:`suvbw_conversion`: ``factors`` multiply the rescaled stored values.
+    """
+    if not slices:
+        return _refuse("no slices")
+    decay = str(slices[0].get("DecayCorrection", "") or "").strip().upper()
+    bqml = _philips_factors(slices, _PHILIPS_BQML)
+    via = None
+    if bqml is not None:
+        via = suvbw_conversion(slices, in_bqml=True)
+        if via.factors is not None:
+            factors = tuple(a * f for a, f in zip(bqml, via.factors))
+            return dataclasses.replace(via, factors=factors, note=(
+                f"PET in counts (Units CNTS) made Bq/ml by Philips' Activity Concentration Scale Factor (7053,1009), "
+                f"{min(bqml):.6g}...{max(bqml):.6g}; then {via.note.removeprefix('PET ')}"))
+    suv = _philips_factors(slices, _PHILIPS_SUV)
+    if suv is not None:
+        why = f" ({via.reason}, so not from the header's weight and dose)" if via is not None else ""
+        return SuvConversion(suv, f"PET in counts (Units CNTS) converted to SUVbw (g/ml) by Philips' SUV Scale Factor "
+                                  f"(7053,1000), {min(suv):.6g}...{max(suv):.6g}{why}", decay_correction=decay)
+    if via is not None:  # Bq/ml possible, SUV not: the reason is the header's
+        return SuvConversion(None, f"PET values left in counts (Units CNTS; Bq/ml by Philips' (7053,1009) not applied "
+                                   f"alone): {via.reason}; SUV thresholds do not apply to this series",
+                             decay_correction=decay, reason=via.reason)
+    reason = ("Units (0054,1001) is CNTS and no slice-wise Philips scale factor (7053,1009) or (7053,1000) under "
+              f"private creator {PHILIPS_PET_CREATOR!r}: counts have no SUV; export the series in BQML at the scanner")
+    return SuvConversion(None, f"PET values left in counts: {reason}; SUV thresholds do not apply to this series",
+                         decay_correction=decay, reason=reason)

@@ -301,7 +301,7 @@ def test_not_dicom_is_named(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("units", "decay", "expected"), [
-    ("CNTS", "NONE", "PET values left in CNTS, not SUV"),
+    ("CNTS", "NONE", "Units (0054,1001) is CNTS and no slice-wise Philips scale factor (7053,1009)"),
     (None, "START", "PET values left in unknown units (Units (0054,1001) missing), not SUV"),
     ("BQML", None, "DecayCorrection (0054,1102) is 'missing'"),
 ])

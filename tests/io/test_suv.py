@@ -155,3 +155,52 @@ def test_a_series_without_weight_loads_in_bq_per_ml(tmp_path: Path) -> None:
     ds = pydicom.dcmread(out[0])
     z = [uid for uid, _ in series.frames].index(str(ds.SOPInstanceUID))
     assert np.allclose(series.volume.array[z], ds.pixel_array * float(ds.RescaleSlope), rtol=1e-5)
+
+
+def _philips_counts(tmp_path: Path, *, bqml: float | None, suv: float | None, keep_weight: bool = True) -> list[Path]:
+    """Ten real whole-body PET slices as a Philips system stores counts: Units CNTS, the rescale slope divided by 4
+    (counts = Bq/ml / 4) and the private scale factors per slice (7053,1009) Bq/ml, (7053,1000) SUVbw."""
+    from dicomnode.io.suv import PHILIPS_PET_CREATOR
+    out = []
+    for f in _files(WB_PET)[100:110]:
+        ds = pydicom.dcmread(f)
+        ds.Units, ds.Manufacturer = "CNTS", "Philips Medical Systems"
+        ds.RescaleSlope = f"{float(ds.RescaleSlope) / 4:.10g}"
+        block = ds.private_block(0x7053, PHILIPS_PET_CREATOR, create=True)
+        if bqml is not None:
+            block.add_new(0x09, "DS", f"{bqml:.10g}")
+        if suv is not None:
+            block.add_new(0x00, "DS", f"{suv:.10g}")
+        if not keep_weight:
+            del ds.PatientWeight
+        ds.save_as(tmp_path / f.name)
+        out.append(tmp_path / f.name)
+    return out
+
+
+def test_philips_counts_become_the_same_suv_as_the_series_in_bqml(tmp_path: Path) -> None:
+    reference = load_series(_files(WB_PET)[100:110])
+    assert reference.volume.unit == "SUV"
+    counts = load_series(_philips_counts(tmp_path, bqml=4.0, suv=None))
+    assert counts.volume.unit == "SUV" and counts.suv is not None and counts.suv.ok
+    np.testing.assert_allclose(counts.volume.array, reference.volume.array, rtol=1e-5, atol=1e-6)
+    note = next(n for n in counts.notes if "CNTS" in n)
+    assert "(7053,1009)" in note and "weight" in note and "factor" in note
+    assert counts.suv.weight_kg == reference.suv.weight_kg and counts.suv.dose_bq == reference.suv.dose_bq
+
+
+def test_philips_suv_factor_is_used_when_the_header_cannot_give_suv(tmp_path: Path) -> None:
+    reference = load_series(_files(WB_PET)[100:110])
+    vendor = 4.0 * reference.suv.factors[0]                     # what the scanner would write: counts -> SUVbw
+    counts = load_series(_philips_counts(tmp_path, bqml=4.0, suv=vendor, keep_weight=False))
+    assert counts.volume.unit == "SUV"
+    np.testing.assert_allclose(counts.volume.array, reference.volume.array, rtol=1e-5, atol=1e-6)
+    note = next(n for n in counts.notes if "CNTS" in n)
+    assert "(7053,1000)" in note and "PatientWeight" in note  # the vendor's factor, and why not our own
+
+
+def test_counts_without_scale_factors_stay_counts_with_a_note_naming_the_fix(tmp_path: Path) -> None:
+    counts = load_series(_philips_counts(tmp_path, bqml=None, suv=None))
+    assert counts.volume.unit == "{counts}" and counts.suv is not None and not counts.suv.ok
+    note = next(n for n in counts.notes if "counts" in n)
+    assert "(7053,1009)" in note and "BQML" in note
