@@ -145,7 +145,8 @@ def test_japanese_iso2022_names_and_odd_values(made) -> None:
 def test_pet_in_counts_is_kept_in_counts_and_said(made) -> None:
     folder, out, res, files = made
     notes = " | ".join(res["notes"])
-    assert "PET values left in CNTS, not SUV" in notes and "SUV thresholds do not apply" in notes, res["notes"]
+    assert "PET values left in counts: Units (0054,1001) is CNTS" in notes, res["notes"]
+    assert "SUV thresholds do not apply" in notes, res["notes"]
     assert "BodyPartExamined fixed" in notes, res["notes"]  # "thigh": THIGH
     seg = _read(out / "seg.dcm")
     anatomy = seg.SharedFunctionalGroupsSequence[0].FrameAnatomySequence[0]
