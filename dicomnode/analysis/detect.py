@@ -1036,11 +1036,34 @@ def _body_box(foreground: np.ndarray, spacing_mm: Sequence[float], margin_mm: fl
     idx = [np.flatnonzero(foreground.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
     if any(i.size == 0 for i in idx):
         return None
-    box = tuple(slice(max(0, int(i[0]) - int(math.ceil(margin_mm / s))) // k * k,
-                      min(n, int(i[-1]) + 1 + int(math.ceil(margin_mm / s))))
-                for i, s, n, k in zip(idx, spacing_mm, foreground.shape, align))
-    kept = float(np.prod([b.stop - b.start for b in box])) / float(foreground.size)
+    tight = tuple(slice(int(i[0]), int(i[-1]) + 1) for i in idx)
+    return _grown_box(tight, foreground.shape, spacing_mm, margin_mm, align, min_saving)
+
+
+def _grown_box(tight: tuple[slice, ...], shape: Sequence[int], spacing_mm: Sequence[float], margin_mm: float,
+               align: Sequence[int] = (1, 1, 1), min_saving: float = 0.2) -> tuple[slice, slice, slice] | None:
+    """:func:`_body_box` of a foreground whose bounding box is ``tight`` on a grid of ``shape``."""
+    box = tuple(slice(max(0, int(t.start) - int(math.ceil(margin_mm / s))) // k * k,
+                      min(n, int(t.stop) + int(math.ceil(margin_mm / s))))
+                for t, s, n, k in zip(tight, spacing_mm, shape, align))
+    kept = float(np.prod([b.stop - b.start for b in box])) / float(np.prod(shape))
     return box if kept < 1.0 - min_saving else None  # type: ignore[return-value]
+
+
+def tissue_search_box(foreground_box: Sequence[slice], shape: Sequence[int], spacing_mm: Sequence[float], *,
+                      max_radius_mm: float = 45.0, coarse_mm: float = 4.0,
+                      work_mm: float | None = 2.0) -> tuple[slice, slice, slice] | None:
+    """The box of the grid that :func:`detect_tissue` searches for a foreground whose bounding box is
+    ``foreground_box`` (the foreground's box grown by the largest blob's reach), or None when it searches the
+    whole grid. A caller that holds the foreground cropped to its box (a :class:`~dicomnode.analysis.volume.Segment`)
+    may hand :func:`detect_tissue` that box of the image and of the foreground instead of the whole grid: the same
+    search (it crops to the same box itself), without a whole-grid mask; findings are then on the box."""
+    sp = _check_spacing(spacing_mm)
+    w = _factors(sp, work_mm) if work_mm is not None else (1, 1, 1)
+    f_c = _factors(tuple(s * k for s, k in zip(sp, w)), coarse_mm)
+    return _grown_box(tuple(foreground_box), tuple(shape), sp,
+                      max_radius_mm + 2.0 * max(coarse_mm, work_mm or 0.0, *sp),
+                      align=tuple(a * b for a, b in zip(w, f_c)))
 
 
 def _shifted(f: Finding, box: tuple[slice, ...]) -> Finding:
@@ -1231,7 +1254,7 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
     csp = tuple(s * k for s, k in zip(sp, f))
     if pet:
         search = _pet_search_image(img, foreground, med)
-        z_c = block_mean(search, f)
+        z_c = search if f == (1, 1, 1) else block_mean(search, f)  # (block_mean copies, also at factors 1)
         del search
         n_cand, min_resp = max(max_candidates, PET_CANDIDATES), PET_MIN_RESPONSE
     else:

@@ -62,6 +62,10 @@ class Context:
     # digests of the other series the results depend on (a sibling the scene borrowed regions from): the result
     # UIDs include them, so a re-run with another sibling makes new objects instead of reusing the UIDs
     inputs: list[str] = field(default_factory=list)
+    # what the steps after the running one read of :data:`READABLE` (set by :func:`run_steps` before each step): a
+    # step that is the last reader of the working image may let go of it as soon as it has taken what it needs
+    # (the detect step on a PET keeps the body's box only). Outside the runner: everything, so nothing is let go.
+    later_reads: frozenset[str] = field(default_factory=lambda: READABLE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,13 +119,19 @@ def class_statistics(image: np.ndarray, posteriors: np.ndarray) -> tuple[tuple[f
     return (tuple(means), tuple(sds)) if means else None
 
 
+def _reads(steps: "Collection[str]") -> frozenset[str]:
+    """What ``steps`` read of :data:`READABLE` (a step not registered reads everything)."""
+    needed: set[str] = set()
+    for name in steps:
+        needed |= STEP_READS.get(name, READABLE)
+    return frozenset(needed)
+
+
 def _release(ctx: Context, later_steps: "Collection[str]") -> None:
     """Drop the intermediates that none of ``later_steps`` reads (a step not registered reads everything). The
     posteriors leave their class statistics behind (``ctx.class_stats``, of the working volume at that moment) when
     a later step reads them."""
-    needed: set[str] = set()
-    for name in later_steps:
-        needed |= STEP_READS.get(name, READABLE)
+    needed = _reads(later_steps)
     if "posteriors" not in needed:
         if ctx.posteriors is not None and ctx.classes and "class_stats" in needed:
             ctx.class_stats = class_statistics(ctx.volume.array, ctx.posteriors)
@@ -142,7 +152,7 @@ def run_steps(ctx: Context, steps: list[str] | tuple[str, ...], params: Mapping[
     Before each step after the first, the intermediates that neither it nor a later step reads are released
     (see the module's docstring); after the last step nothing more is released. ``between_steps`` (the job
     process gives the freed memory back to the system with it) is called before each step, after that release
-    and before the step's meter starts."""
+    and before the step's meter starts. While a step runs, ``ctx.later_reads`` says what the steps after it read."""
     records: list[StepRecord] = []
     for i, name in enumerate(steps):
         if i > 0:
@@ -153,6 +163,7 @@ def run_steps(ctx: Context, steps: list[str] | tuple[str, ...], params: Mapping[
         if fn is None:
             raise AnalysisError(f"unknown step {name!r}; known steps: {', '.join(sorted(STEPS))}")
         p = dict(params.get(name, {}))
+        ctx.later_reads = _reads(steps[i + 1:])
         optional = bool(p.pop("optional", False))
         if progress is not None:
             progress(name)
@@ -168,6 +179,8 @@ def run_steps(ctx: Context, steps: list[str] | tuple[str, ...], params: Mapping[
                     raise AnalysisError(f"step {name!r} failed: {err}") from e
                 ctx.notes.append(f"optional step {name} failed: {err}")
                 ctx.notes.append(tb.format_exc(limit=3))
+            finally:
+                ctx.later_reads = READABLE
         seconds = time.perf_counter() - t0
         peak = float(getattr(m, "peak_rss_mb", 0.0) or 0.0)
         records.append(StepRecord(name, round(seconds, 4), round(peak, 1), ok=not err, optional=optional, error=err))

@@ -20,7 +20,8 @@ and its ratio to the CT profile's (also per CPU second, which a machine shared w
 peak RSS as a multiple of the float32 volume (of the whole process, and of
 what the run added above the process before it), the process's RSS once the configuration and the step modules are
 imported (``rss_after_imports_mb``, before any phantom: a fixed cost that a job process pays too, and that counts
-in the whole-process figure), and the segment volumes.
+in the whole-process figure; the libraries a step alone needs, such as scikit-learn for the segment and scene
+steps, are imported when that step first runs and count in its peak from then on), and the segment volumes.
 
 Targets (issue 13): every shipped profile >= 0.6x the CT profile's voxels per second in the same run; peak RSS <= 6x
 the float32 volume.

@@ -34,19 +34,20 @@ from __future__ import annotations
 import re
 import time
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from dicomnode.analysis.classify import classify as _classify
-from dicomnode.analysis.classify import feature_vector, posteriors
-from dicomnode.analysis.match import compare_paired
 from dicomnode.analysis.pipeline import Context, step
-from dicomnode.analysis.scene import (MODEL_FEATURES, UNKNOWN, SceneRegion, SceneResult, descriptor_vector,
-                                      profile_slabs, recognise, scene_descriptors, scene_profile)
-from dicomnode.analysis.scene_context import SiblingSkipped, merge_sibling_scene
 from dicomnode.analysis.volume import Measurement, Volume
 from dicomnode.modelio import LoadedModel, ModelCard, load_card, load_model, resolve_model
+
+if TYPE_CHECKING:
+    from dicomnode.analysis.scene import SceneRegion, SceneResult
+
+# The steps' analysis modules (the scene model's, scikit-learn through classify, scipy.signal through match: 9 MB of
+# a job process) are imported where a step runs, not with the registry: a profile whose scene step runs last (PET)
+# does not hold them through its earlier, larger steps (``dicomnode bench analysis``, peak RSS).
 
 __all__ = ["diffusion_image", "header_body_part", "header_regions"]
 
@@ -153,6 +154,8 @@ def _check_keys(name: str, params: Mapping[str, Any], allowed: set[str]) -> None
 
 
 def _scene_vector(ctx: Context, names: tuple[str, ...]):
+    from dicomnode.analysis.scene import descriptor_vector, scene_descriptors
+
     v = ctx.original
     desc = scene_descriptors(v.array, v.spacing_mm, direction=v.direction, modality=v.modality, unit=v.unit)
     ctx.notes.extend(desc.notes)
@@ -178,6 +181,9 @@ def _class_patients(card_extra: Mapping[str, Any], is_ct: bool) -> dict[str, int
 def _recognise_volume(v: Volume, header: Mapping[str, str], m: LoadedModel) -> tuple[SceneResult, tuple[str, ...],
                                                                                    list[str]]:
     """The scene of one volume with model ``m``: its result, the model's classes and the profile's notes."""
+    from dicomnode.analysis.classify import posteriors
+    from dicomnode.analysis.scene import descriptor_vector, profile_slabs, recognise, scene_profile
+
     prof = scene_profile(v.array, v.spacing_mm, direction=v.direction, origin_mm=v.origin_mm, modality=v.modality,
                          unit=v.unit)
     notes = list(prof.notes)
@@ -203,6 +209,9 @@ def _with_siblings(ctx: Context, res: SceneResult, m: LoadedModel) -> SceneResul
     """Fill what the series' own scene leaves unknown from its study's other series on the same frame of reference,
     in the order the job gives them (CT first), each loaded and recognised with the same model only while a stretch
     is still unknown."""
+    from dicomnode.analysis.scene import UNKNOWN
+    from dicomnode.analysis.scene_context import SiblingSkipped, merge_sibling_scene
+
     for sib in ctx.siblings:
         if all(r.label != UNKNOWN for r in res.regions):
             break
@@ -228,6 +237,8 @@ def _with_siblings(ctx: Context, res: SceneResult, m: LoadedModel) -> SceneResul
 def _scene_step(ctx: Context, params: Mapping[str, Any]) -> None:
     """Body regions along z from the image (slab model + landmarks), the dominant one compared with the header;
     stretches the image leaves unknown are taken from a series of the same study and frame of reference."""
+    from dicomnode.analysis.scene import UNKNOWN
+
     _check_keys("scene", params, {"model"})
     m = _model(str(params.get("model", "scene")), "scene")
     res, classes, notes = _recognise_volume(ctx.original, ctx.header, m)
@@ -274,6 +285,10 @@ def _region_entry(r: SceneRegion) -> dict[str, Any]:
 @step("classify", reads=())
 def _classify_step(ctx: Context, params: Mapping[str, Any]) -> None:
     """Posteriors of a trained model (``dicomnode train``) for this series or one of its segments."""
+    from dicomnode.analysis.classify import classify as _classify
+    from dicomnode.analysis.classify import feature_vector
+    from dicomnode.analysis.scene import MODEL_FEATURES
+
     _check_keys("classify", params, {"model", "segment"})
     if "model" not in params:
         raise ValueError("step classify: parameter 'model' (a .skops path or a shipped model name) is required")
@@ -314,6 +329,8 @@ def _default_pairs(labels: list[str]) -> list[tuple[str, str]]:
 @step("match", reads=())
 def _match_step(ctx: Context, params: Mapping[str, Any]) -> None:
     """Compare paired segments: mirrored shape overlap, histogram and intensity NCC, volume ratio."""
+    from dicomnode.analysis.match import compare_paired
+
     _check_keys("match", params, {"pairs", "n_bins"})
     present = [s.info.label for s in ctx.labels.segments]
     pairs = [tuple(p) for p in params["pairs"]] if "pairs" in params else _default_pairs(present)

@@ -22,7 +22,8 @@ import numpy as np
 from dicomnode.analysis import detect as _detect
 from dicomnode.analysis import synthesize as _synth
 from dicomnode.analysis.pipeline import Context, class_statistics, step
-from dicomnode.analysis.volume import CATEGORY_MORPHOLOGICALLY_ABNORMAL, Code, Measurement, SegmentInfo
+from dicomnode.analysis.volume import (CATEGORY_MORPHOLOGICALLY_ABNORMAL, Box, Code, Measurement, Segment, SegmentInfo,
+                                      Volume, mask_box)
 
 __all__ = ["FINDING_TYPES", "PROBABILITY", "DIAMETER"]
 
@@ -172,6 +173,53 @@ def _in_limb(ctx: Context, res: Any) -> Any:
                                    res.n_candidates, res.notes)
 
 
+def _pet_search_box(v: Volume, body: Segment | None, opts: Mapping[str, Any]) -> Box | None:
+    """On a PET in SUV with a body segment: the box of the grid the tissue search works on
+    (:func:`~dicomnode.analysis.detect.tissue_search_box`), or None (no body, an empty one, or the whole grid)."""
+    if v.unit != "SUV" or body is None:
+        return None
+    tight = mask_box(body.crop)
+    if tight is None:
+        return None
+    tight = tuple(slice(t.start + b.start, t.stop + b.start) for t, b in zip(tight, body.box))
+    keys = ("max_radius_mm", "coarse_mm", "work_mm")
+    return _detect.tissue_search_box(tight, v.shape, v.spacing_mm, **{k: opts[k] for k in keys if k in opts})
+
+
+def _detect_in_box(ctx: Context, box: Box, body: Segment, settings: Any, opts: Mapping[str, Any]) -> Any:
+    """The tissue search of a PET on ``box`` of its grid, the same search as on the whole grid (which crops to that
+    box itself: :func:`~dicomnode.analysis.detect.tissue_search_box`), with the findings placed on the grid: the
+    body's mask is made on the box only (not the grid), and when no later step reads the working image
+    (``ctx.later_reads``) the step keeps its box and lets go of the rest (on a whole-body PET the box is about
+    0.4 of the grid: 36 MB of 61 less while the search runs; ``dicomnode bench analysis``)."""
+    v = ctx.volume
+    geometry = Volume(np.zeros((1, 1, 1), dtype=np.float32), v.spacing_mm, v.origin_mm, v.direction, v.modality,
+                      v.unit)
+    array = v.array[box]
+    if "volume" not in ctx.later_reads and ctx.volume is not ctx.original:
+        array = array.copy()
+        ctx.volume = ctx.original  # as the runner does after this step: the working image's other voxels go now
+    sub = Volume(array, v.spacing_mm, v.origin_mm, v.direction, v.modality, v.unit)  # indices are the box's
+    del v, array
+    fg = np.zeros(sub.shape, dtype=bool)
+    inner = tuple(slice(max(b.start, c.start), min(b.stop, c.stop)) for b, c in zip(body.box, box))
+    fg[tuple(slice(i.start - c.start, i.stop - c.start) for i, c in zip(inner, box))] = \
+        body.crop[tuple(slice(i.start - b.start, i.stop - b.start) for i, b in zip(inner, body.box))]
+    res = _detect.detect(sub, method="tissue_model", foreground=fg, settings=settings, **opts)
+    del sub, fg
+
+    def placed(fs: Any) -> tuple:
+        out = []
+        for f in fs:
+            f = _detect._shifted(f, box)
+            xyz = geometry.index_to_patient(np.asarray(f.centroid_zyx))[0]
+            out.append(_detect.Finding(f.label, f.mask, f.box, f.centroid_zyx, f.volume_ml, f.diameter_mm,
+                                       f.probability, f.features, (float(xyz[0]), float(xyz[1]), float(xyz[2]))))
+        return tuple(out)
+
+    return _detect.DetectionResult(placed(res.findings), placed(res.rejected), res.n_candidates, res.notes)
+
+
 @step("detect", reads=("volume", "class_stats"))  # of the posteriors, their class statistics only
 def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
     p = dict(params)
@@ -181,6 +229,7 @@ def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
     limits = {k: p.pop(k) for k in list(p) if k in _LIMITS}
     model_name = str(p.get("model", "hand-set"))
     v = ctx.volume
+    shape = v.shape
     lungs = [s.mask for s in ctx.labels.segments if s.info.label in ("lung_left", "lung_right")]
     if method == "auto":
         method = "lung" if (v.modality == "CT" and v.unit == "HU" and lungs) else "tissue_model"
@@ -216,9 +265,15 @@ def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
         opts["model"], how = _tissue_model(model_name)
         if model_name == CALIBRATED or _is_calibration_file(model_name):
             opts["calibration"] = _calibration(model_name, v.modality)
-        limb = _limb_solid_range(ctx, None if body is None else body.mask)  # solid masses (extremity branch)
-        res = _detect.detect(v, method="tissue_model", foreground=None if body is None else body.mask,
-                             settings=settings, solid_range=limb, no_bowel_z_mm=_no_bowel_z_mm(ctx), **opts)
+        # solid masses (extremity branch; never on PET, which needs no whole-grid body mask for it)
+        limb = _limb_solid_range(ctx, None if body is None or v.unit == "SUV" else body.mask)
+        box = _pet_search_box(v, body, opts) if limb is None else None
+        if box is not None:
+            del v  # the step holds no reference to the working image: _detect_in_box may let go of it
+            res = _detect_in_box(ctx, box, body, settings, opts)  # type: ignore[arg-type]
+        else:
+            res = _detect.detect(v, method="tissue_model", foreground=None if body is None else body.mask,
+                                 settings=settings, solid_range=limb, no_bowel_z_mm=_no_bowel_z_mm(ctx), **opts)
         if limb is not None:
             res = _in_limb(ctx, res)
     ctx.notes.extend(f"detect.{method}: {n}" for n in res.notes)
@@ -233,7 +288,7 @@ def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
         number = labels.next_number()
         info = SegmentInfo(number, label, CATEGORY_MORPHOLOGICALLY_ABNORMAL, FINDING_TYPES[f.label],
                            f"detect.{method}")
-        labels = labels.add(info, f.full_mask(v.shape))
+        labels = labels.add(info, f.full_mask(shape))
         ctx.measurements.setdefault(number, []).extend([
             Measurement("probability", float(f.probability), "1", PROBABILITY, how),
             Measurement("diameter_mm", float(f.diameter_mm), "mm", DIAMETER, "largest 3-D diameter"),

@@ -950,3 +950,24 @@ def test_wholebody_pet_cropped_at_the_liver_or_above_it_behaves(wholebody_pet):
     assert any("no liver in view" in n for n in notes)
     heart = next(n for n in notes if n.split(": ", 1)[-1].startswith("heart:"))
     assert "could not be told" in heart or "told as the heart" in heart, heart
+
+
+@pytest.mark.parametrize("sp", [(3.27, 4.07, 4.07), (1.5, 0.8, 0.8), (5.0, 2.0, 2.0)])
+def test_tissue_search_box_is_the_box_detect_tissue_searches(sp):
+    """From the foreground's bounding box alone (a segment's crop), the box detect_tissue crops the grid to itself:
+    grown by the largest blob's reach, aligned to its work and search blocks, None when it would save little."""
+    from dicomnode.analysis.detect import _body_box, _factors, tissue_search_box
+    from dicomnode.analysis.volume import mask_box
+
+    rng = np.random.default_rng(4)
+    for shape, lo, hi in (((120, 200, 210), (0, 70, 40), (120, 130, 170)), ((60, 90, 90), (5, 3, 60), (40, 50, 89)),
+                          ((40, 50, 60), (0, 0, 0), (40, 50, 60))):
+        fg = np.zeros(shape, dtype=bool)
+        fg[tuple(slice(a, b) for a, b in zip(lo, hi))] = rng.random(tuple(b - a for a, b in zip(lo, hi))) > 0.3
+        for max_radius_mm, coarse_mm, work_mm in ((45.0, 4.0, 2.0), (30.0, 4.0, 2.0), (20.0, 3.0, None)):
+            w = _factors(sp, work_mm) if work_mm is not None else (1, 1, 1)
+            f_c = _factors(tuple(s * k for s, k in zip(sp, w)), coarse_mm)
+            ref = _body_box(fg, sp, max_radius_mm + 2.0 * max(coarse_mm, work_mm or 0.0, *sp),
+                            align=tuple(a * b for a, b in zip(w, f_c)))
+            assert tissue_search_box(mask_box(fg), shape, sp, max_radius_mm=max_radius_mm, coarse_mm=coarse_mm,
+                                     work_mm=work_mm) == ref

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dicomnode.analysis.pipeline import STEP_READS, STEPS, Context, class_statistics, run_steps, step
+from dicomnode.analysis.pipeline import READABLE, STEP_READS, STEPS, Context, class_statistics, run_steps, step
 from dicomnode.analysis.volume import Volume
 from dicomnode.steps import registry
 
@@ -131,3 +131,23 @@ def test_released_posteriors_leave_their_class_statistics(probes):
         for n in ("t_post", "t_stats"):
             STEPS.pop(n, None)
             STEP_READS.pop(n, None)
+
+
+def test_a_step_is_told_what_the_later_steps_read(probes):
+    """While a step runs, ``ctx.later_reads`` is what the steps after it read (the last reader of the working image
+    may let go of it); outside a run, everything (nothing may be let go)."""
+    seen = []
+
+    @step("t_later", reads=("volume",))
+    def _later(ctx: Context, params) -> None:
+        seen.append(ctx.later_reads)
+
+    try:
+        ctx = _ctx()
+        assert ctx.later_reads == READABLE
+        run_steps(ctx, ["t_later", "t_reads_post", "t_later", "t_reads_none", "t_later"], {})
+        assert seen == [frozenset({"posteriors", "volume"}), frozenset({"volume"}), frozenset()]
+        assert ctx.later_reads == READABLE
+    finally:
+        STEPS.pop("t_later", None)
+        STEP_READS.pop("t_later", None)

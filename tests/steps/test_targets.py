@@ -307,3 +307,46 @@ def test_calibrated_model_keeps_the_hand_set_ranking_and_maps_it_with_the_card_c
                   {"segment": {"method": "generic"}, "detect": {"model": str(tmp_path / "bad.json")}})
     probs = [c["probability"] for c in out["calibrated"]]
     assert probs == sorted(probs, reverse=True)  # the ranking is the hand-set one
+
+
+def _pet_context(last: bool):
+    """The bench's whole-body PET phantom at half its resolution, through segment and correct."""
+    from dicomnode.bench.analysis import make_pet_phantom
+    from dicomnode.config import load_default_profiles
+
+    registry()
+    shape, sp = (275, 85, 85), (6.54, 8.14, 8.14)
+    img = make_pet_phantom(shape, sp, rng=np.random.default_rng(0))
+    v = Volume(img, sp, (-300.0, -250.0, -900.0), np.eye(3), "PT", "SUV")
+    prof = load_default_profiles()["pet"]
+    params = {k: dict(p) for k, p in prof.params.items()}
+    params["detect"].update(probability_threshold=0.0, max_findings=20)
+    ctx = Context(volume=v, original=v)
+    run_steps(ctx, ["denoise", "segment", "correct"], params)
+    if not last:  # a later step reads the working image: the detect step must leave it whole
+        ctx.later_reads = frozenset({"volume"})
+    else:
+        ctx.later_reads = frozenset()
+    return ctx, params["detect"]
+
+
+@pytest.mark.parametrize("last", [True, False])
+def test_detect_step_on_pet_searches_the_body_box_and_finds_what_the_whole_grid_finds(monkeypatch, last):
+    """On a PET the detect step hands the tissue search the body's box of the image (no whole-grid body mask; the
+    rest of the working image let go when no later step reads it): the same findings, features and probabilities,
+    placed on the grid, as the search over the whole grid (which crops to that box itself)."""
+    from dicomnode.analysis.pipeline import STEPS
+    from dicomnode.steps import targets
+
+    ctx, params = _pet_context(last)
+    working = ctx.volume
+    assert working is not ctx.original
+    STEPS["detect"](ctx, dict(params))
+    assert (ctx.volume is ctx.original) if last else (ctx.volume is working)
+    assert ctx.findings
+    ref, _ = _pet_context(last)
+    monkeypatch.setattr(targets, "_pet_search_box", lambda *a: None)  # as before: the whole grid, a whole mask
+    STEPS["detect"](ref, dict(params))
+    assert ref.findings == ctx.findings
+    for f in ctx.findings:
+        assert np.array_equal(ctx.labels.by_label(f["label"]).mask, ref.labels.by_label(f["label"]).mask)
