@@ -356,7 +356,9 @@ def segment_ct(image: np.ndarray, spacing_mm: tuple[float, float, float], *, dir
     direction : (3, 3) ndarray, optional
         Columns: patient-space (LPS) unit vectors of increasing x, y and z index (``Volume.direction``). Decides
         which lung is the patient's left (larger patient x). Default: identity (standard axial, column index
-        increasing towards the patient's left).
+        increasing towards the patient's left). The lungs are told apart at the body's mid-sagittal plane, or, in a
+        field of view inside the body (whose centre is the crop's, not the patient's), where they come apart on
+        their own (:func:`_split_lungs`); one lung in view is not cut.
     body_threshold_hu : float, optional
         Body = tissue above this, in HU. Default -500.
     lung_threshold_hu : float, optional
