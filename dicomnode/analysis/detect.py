@@ -1087,6 +1087,28 @@ def _upsample(f: Finding, w: tuple[int, int, int], shape: Sequence[int]) -> Find
                    f.features, f.centroid_mm)
 
 
+def _crop_inside_padding(image: np.ndarray, foreground: np.ndarray, no_data_below: float,
+                         fraction: float = 0.25, max_slices: int = 16) -> str:
+    """A note when the field of view is a crop inside the body whose edge is padding (values below
+    ``no_data_below``, e.g. a circular reconstruction padded with -3024 HU): the foreground meets the edge of the
+    data (the image's edge and the padding's, a band 3 pixels wide) on more than ``fraction`` of it, on up to
+    ``max_slices`` slices evenly spaced; else "" (no padding, or a body seen whole inside it)."""
+    step = max(1, image.shape[0] // max_slices)
+    valid = image[::step] >= no_data_below
+    if valid.all():
+        return ""
+    # the edge as a band of 3 pixels: a smoothed working image blurs the padding's edge over a pixel or two,
+    # which are neither padding nor foreground
+    inner = ndi.binary_erosion(valid, structure=np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]]], dtype=bool),
+                               iterations=3, border_value=0)
+    edge = valid & ~inner
+    n_edge = int(np.count_nonzero(edge))
+    if not n_edge or np.count_nonzero(foreground[::step] & edge) <= fraction * n_edge:
+        return ""
+    return (f"field of view inside the body (the foreground meets the edge of the data, padding below "
+            f"{no_data_below:g} included, on more than {fraction:.0%} of it): no body midline in view")
+
+
 def _robust_scale(values: np.ndarray) -> tuple[float, float]:
     q1, med, q3 = np.percentile(values, [25, 50, 75])
     spread = float(q3 - q1) / 1.349
@@ -1105,7 +1127,8 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
                   hot_threshold: float | None = None, mirror_axis: int | None = 2,
                   symmetric_max: float | None = 0.3, symmetric_factor: float = 0.1, percist_liver: bool = False,
                   model: NaiveBayes | FittedModel = TISSUE_MODEL, cranial: int | None = None,
-                  calibration: "tuple[float, float] | ScoreCalibration | None" = None) -> DetectionResult:
+                  calibration: "tuple[float, float] | ScoreCalibration | None" = None,
+                  no_data_below: float | None = None) -> DetectionResult:
     """Focal regions that depart from their surroundings and from the tissue model, in any modality.
 
     Parameters
@@ -1179,6 +1202,12 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         top candidate, capped), or Platt scaling ``(slope, intercept)``: ``p = 1 / (1 + exp(-(slope * logit(score)
         + intercept)))``. Monotone in the score, so the ranking stays; the score is kept as the feature
         ``ranking_score``. Default None (the score is the probability).
+    no_data_below : float, optional
+        Values below this are no data (the padding outside a CT's circular reconstruction field of view, which the
+        header need not name; :func:`detect` gives -1500 for a CT in HU, as ``segment_ct``). The edge of the data
+        counts as the edge of the field of view: a foreground that meets it on more than a quarter of it is a crop
+        with no body midline in view, and the mirror features are left out (``mirror_axis`` None), as for a crop
+        cut by the image's own edge. Default None (the image's edge only).
 
     Returns
     -------
@@ -1200,6 +1229,11 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         raise ValueError(f"symmetric_factor must be in [0, 1], got {symmetric_factor}")
     if not foreground.any():
         return DetectionResult((), (), 0, ("empty foreground: nothing to search",))
+    padded_crop = ""
+    if no_data_below is not None and mirror_axis is not None:
+        padded_crop = _crop_inside_padding(image, foreground, no_data_below)
+        if padded_crop:
+            mirror_axis = None
     kw = dict(settings=settings, class_means=class_means, class_sds=class_sds, polarity=polarity, window=window,
               max_radius_mm=max_radius_mm, coarse_mm=coarse_mm, min_response=min_response, z_clip=z_clip,
               max_candidates=max_candidates, hot_threshold=hot_threshold, mirror_axis=mirror_axis,
@@ -1214,12 +1248,14 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         # the foreground, so a crop edge that is not the field of view's is farther than any blob's ball.
         res = detect_tissue(image[box], sp, foreground[box], work_mm=work_mm, **kw)  # type: ignore[arg-type]
         return DetectionResult(tuple(_shifted(f, box) for f in res.findings),
-                               tuple(_shifted(f, box) for f in res.rejected), res.n_candidates, res.notes)
+                               tuple(_shifted(f, box) for f in res.rejected), res.n_candidates,
+                               (padded_crop,) * bool(padded_crop) + res.notes)
     if w != (1, 1, 1):
         sp_w = tuple(s * k for s, k in zip(sp, w))
         res = detect_tissue(block_mean(image, w), sp_w, block_centres(foreground, w), work_mm=None,
                             **kw)  # type: ignore[arg-type]
-        notes = res.notes + (f"regions grown on a {sp_w[0]:.2g} x {sp_w[1]:.2g} x {sp_w[2]:.2g} mm grid",)
+        notes = (padded_crop,) * bool(padded_crop) + res.notes + (
+            f"regions grown on a {sp_w[0]:.2g} x {sp_w[1]:.2g} x {sp_w[2]:.2g} mm grid",)
         return DetectionResult(tuple(_upsample(f, w, image.shape) for f in res.findings),
                                tuple(_upsample(f, w, image.shape) for f in res.rejected), res.n_candidates, notes)
     if window is not None:
@@ -1288,7 +1324,7 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
                 seen.add(c)
                 n_snr += 1
         del small
-    notes = [f"tissue search: median {med:.4g}, within-tissue spread {spread:.4g}; {len(cands)} blob candidate(s) on a "
+    notes = [padded_crop] * bool(padded_crop) + [f"tissue search: median {med:.4g}, within-tissue spread {spread:.4g}; {len(cands)} blob candidate(s) on a "
              f"{csp[0]:.2g} x {csp[1]:.2g} x {csp[2]:.2g} mm grid, radii {radii[0]:.3g}..{radii[-1]:.3g} mm"
              + (f" (PET: on log2 SUV; {n_snr} of them by their signal-to-noise ratio >= {PET_MIN_SNR:g})"
                 if pet else "")]
@@ -2197,6 +2233,8 @@ def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), for
         # the index axis along the patient's left-right direction, when one is (nearly) aligned with it
         lateral = np.abs(np.asarray(volume.direction, dtype=float)[0])
         options["mirror_axis"] = 2 - int(np.argmax(lateral)) if lateral.max() > 0.9 else None
+    if method == "tissue_model" and volume.modality == "CT" and volume.unit == "HU":
+        options.setdefault("no_data_below", -1500.0)  # padding outside a circular field of view (segment_ct's)
     if method == "tissue_model" and "cranial" not in options:
         # +1 when the slice index runs towards the head (patient +z, LPS), -1 towards the feet, None when oblique
         dz = float(np.asarray(volume.direction, dtype=float)[2][2])

@@ -210,9 +210,11 @@ def _edge_lungs(coarse: np.ndarray, open_air: np.ndarray, spacing_mm: tuple[floa
     return out
 
 
-def _lung_sides(lungs: np.ndarray, plane_left: np.ndarray) -> np.ndarray:
+def _lung_sides(lungs: np.ndarray, plane_left: np.ndarray, *, whole: bool = False) -> np.ndarray:
     """Which lung voxels are the patient's left: a 3-D component that lies at least 90 % on one side of the
-    mid-sagittal plane goes to that side whole (an off-centre crop, the anterior junction); else by the plane."""
+    mid-sagittal plane goes to that side whole (an off-centre crop, the anterior junction); else by the plane.
+    ``whole``: every component goes whole to the side where most of it lies (the plane is only a guess: a field of
+    view inside the body, where a plane through a lung would cut it in two)."""
     out = lungs & plane_left
     labels, n = ndi.label(lungs, structure=_FACES_3D)
     if n == 0:
@@ -222,8 +224,8 @@ def _lung_sides(lungs: np.ndarray, plane_left: np.ndarray) -> np.ndarray:
     left /= np.maximum(np.bincount(lab, minlength=n + 1)[1:], 1)
     del lab
     side = np.full(n + 1, -1, dtype=np.int8)
-    side[1:][left >= 0.9] = 1
-    side[1:][left <= 0.1] = 0
+    side[1:][left >= (0.5 if whole else 0.9)] = 1
+    side[1:][left < 0.5 if whole else left <= 0.1] = 0
     per_voxel = side[labels]
     out[per_voxel == 1] = True
     out[per_voxel == 0] = False
@@ -275,6 +277,45 @@ def _lung_envelope(lung: np.ndarray, spacing_mm: tuple[float, float, float], clo
     return out
 
 
+def _split_lungs(lungs: np.ndarray, lateral: np.ndarray, spacing_mm: tuple[float, float, float], voxel_ml: float,
+                 min_volume_ml: float, max_erosion_mm: float = 20.0) -> tuple[np.ndarray, float] | None:
+    """The patient's left lung and the mid-sagittal plane's lateral coordinate, from the lungs themselves: for a
+    field of view inside the body, where the body's centre is only the crop's.
+
+    The lung air is eroded in plane (its outline, not the image's edge, is the boundary) by 0, 1, 2... in-plane
+    voxels, up to ``max_erosion_mm``, until two cores remain apart (the lungs joined at the anterior junction, the
+    carina or by a sharp kernel's noise come apart, as in Hu et al. 2001); every lung voxel goes to the nearer
+    core. Accepted when each side holds at least ``min_volume_ml``; the left is the side of larger lateral
+    coordinate (``lateral``: patient x, + = left), the plane half-way between the sides' centroids. None when the
+    lungs do not come apart into two such sides (one lung in view)."""
+    if not lungs.any():
+        return None
+    lat = np.broadcast_to(lateral, lungs.shape)
+    depth = ndi.distance_transform_edt(lungs, sampling=(1e4 * max(spacing_mm), spacing_mm[1], spacing_mm[2]))
+    step = max(spacing_mm[1], spacing_mm[2])
+    for k in range(int(max_erosion_mm // step) + 1):
+        cores, n = ndi.label(depth > k * step, structure=_FACES_3D)
+        if n < 2:
+            if n == 0:
+                return None
+            continue
+        big = np.argsort(np.bincount(cores.ravel(), minlength=n + 1)[1:])[::-1][:2] + 1
+        seeds = np.zeros(lungs.shape, dtype=np.int8)
+        seeds[cores == big[0]] = 1
+        seeds[cores == big[1]] = 2
+        nearest = ndi.distance_transform_edt(seeds == 0, sampling=spacing_mm, return_distances=False,
+                                             return_indices=True)
+        side = seeds[tuple(nearest)]
+        del nearest
+        side[~lungs] = 0
+        a, b = side == 1, side == 2
+        if min(np.count_nonzero(a), np.count_nonzero(b)) * voxel_ml < min_volume_ml:
+            continue
+        ca, cb = float(lat[a].mean()), float(lat[b].mean())
+        return (a if ca > cb else b), 0.5 * (ca + cb)
+    return None
+
+
 def _coarse_factors(spacing_mm: tuple[float, float, float], coarse_mm: float) -> tuple[int, int, int]:
     return tuple(max(1, int(coarse_mm / s)) for s in spacing_mm)  # type: ignore[return-value]
 
@@ -315,7 +356,9 @@ def segment_ct(image: np.ndarray, spacing_mm: tuple[float, float, float], *, dir
     direction : (3, 3) ndarray, optional
         Columns: patient-space (LPS) unit vectors of increasing x, y and z index (``Volume.direction``). Decides
         which lung is the patient's left (larger patient x). Default: identity (standard axial, column index
-        increasing towards the patient's left).
+        increasing towards the patient's left). The lungs are told apart at the body's mid-sagittal plane, or, in a
+        field of view inside the body (whose centre is the crop's, not the patient's), where they come apart on
+        their own (:func:`_split_lungs`); one lung in view is not cut.
     body_threshold_hu : float, optional
         Body = tissue above this, in HU. Default -500.
     lung_threshold_hu : float, optional
@@ -474,6 +517,11 @@ def segment_ct(image: np.ndarray, spacing_mm: tuple[float, float, float], *, dir
             dropped = int(np.count_nonzero((sizes * cvox_ml >= min_lung_volume_ml)[1:] & ~ok[1:]))
             if dropped:
                 notes.append(f"{dropped} large air region(s) inside the body without lung density (gas) left out")
+            split = None
+            if inside_fov:  # the body's centre is the crop's: the plane lies between the lungs in view, if two are
+                split = _split_lungs(lungs, tz + ty + tx, csp, cvox_ml, min_lung_volume_ml)
+                if split is not None:
+                    midline = split[1]
             # trachea and main bronchi: small blobs on the mid-sagittal plane, slice by slice
             blobs, nb = ndi.label(lungs, structure=_CROSS_2D)
             if nb:
@@ -484,7 +532,10 @@ def segment_ct(image: np.ndarray, spacing_mm: tuple[float, float, float], *, dir
                 trachea[1:] = (area < trachea_max_area_mm2) & (np.abs(lateral) < trachea_midline_mm)
                 lungs &= ~trachea[blobs]
                 del blobs
-            side_left = _lung_sides(lungs, (tz + ty + tx) > midline)
+            # a crop: the sides the lungs came apart into; one lung in view stays whole (no plane through it)
+            side_left = (lungs & split[0]) if split is not None else _lung_sides(lungs, (tz + ty + tx) > midline,
+                                                                                 whole=inside_fov)
+            del split
             lung_left_c = lungs & side_left
             lung_right_c = lungs & ~side_left
             del side_left

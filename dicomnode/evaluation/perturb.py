@@ -42,7 +42,8 @@ import numpy as np
 
 from dicomnode.analysis.volume import Volume
 
-__all__ = ["PERTURBATIONS", "PerturbedScene", "perturb", "scene_under_perturbations", "summarise"]
+__all__ = ["PERTURBATIONS", "PerturbedScene", "fov_box", "perturb", "perturb_mask", "scene_under_perturbations",
+           "summarise"]
 
 #: Perturbation names, in report order ("original" is the series as stored).
 PERTURBATIONS = ("original", "feet_first", "flip_rows", "fov_200", "thick_slices", "noise", "pad_circle", "mr_scale",
@@ -69,9 +70,31 @@ def _shift(v: Volume, iz: float, iy: float, ix: float) -> tuple[float, float, fl
     return float(p[0]), float(p[1]), float(p[2])
 
 
-def perturb(v: Volume, name: str, *, seed: int = 0) -> Volume | None:
+def fov_box(v: Volume, centre_yx: tuple[float, float] | None = None) -> tuple[int, int, int, int] | None:
+    """The rows and columns ``fov_200`` keeps, ``(y0, x0, ny, nx)``: a :data:`FOV_MM` square centred on
+    ``centre_yx`` (row, column indices; default the centre of the body seen along z), shifted to lie inside the
+    image. None when the field is already <= 1.2 x :data:`FOV_MM` or no body is seen."""
+    a = v.array
+    _, sy, sx = v.spacing_mm
+    ny, nx = int(round(FOV_MM / sy)), int(round(FOV_MM / sx))
+    if a.shape[1] * sy <= FOV_MM * 1.2 or a.shape[2] * sx <= FOV_MM * 1.2:
+        return None
+    if centre_yx is None:
+        body = _body(v).any(axis=0)
+        if not body.any():
+            return None
+        cy, cx = (int(round(float(c.mean()))) for c in np.nonzero(body))
+    else:
+        cy, cx = (int(round(float(c))) for c in centre_yx)
+    y0 = min(max(cy - ny // 2, 0), a.shape[1] - ny)
+    x0 = min(max(cx - nx // 2, 0), a.shape[2] - nx)
+    return y0, x0, ny, nx
+
+
+def perturb(v: Volume, name: str, *, seed: int = 0, centre_yx: tuple[float, float] | None = None) -> Volume | None:
     """``v`` perturbed by ``name`` (:data:`PERTURBATIONS`), its anatomy at the same patient coordinates; None when the
-    perturbation does not apply to this volume (e.g. ``fov_200`` on a field already that small)."""
+    perturbation does not apply to this volume (e.g. ``fov_200`` on a field already that small). ``centre_yx``
+    centres ``fov_200`` on these (row, column) indices instead of the body (:func:`fov_box`)."""
     a = v.array
     if name == "original":
         return v
@@ -90,16 +113,10 @@ def perturb(v: Volume, name: str, *, seed: int = 0) -> Volume | None:
     if name == "mr_scale":
         return replace(v, array=(a * 4.0).astype(a.dtype)) if v.modality == "MR" else None
     if name == "fov_200":
-        _, sy, sx = v.spacing_mm
-        ny, nx = int(round(FOV_MM / sy)), int(round(FOV_MM / sx))
-        if a.shape[1] * sy <= FOV_MM * 1.2 or a.shape[2] * sx <= FOV_MM * 1.2:
+        box = fov_box(v, centre_yx)
+        if box is None:
             return None
-        body = _body(v).any(axis=0)
-        if not body.any():
-            return None
-        cy, cx = (int(round(float(c.mean()))) for c in np.nonzero(body))
-        y0 = min(max(cy - ny // 2, 0), a.shape[1] - ny)
-        x0 = min(max(cx - nx // 2, 0), a.shape[2] - nx)
+        y0, x0, ny, nx = box
         return replace(v, array=np.ascontiguousarray(a[:, y0:y0 + ny, x0:x0 + nx]), origin_mm=_shift(v, 0, y0, x0))
     if name == "thick_slices":
         k = a.shape[0] // 2
@@ -130,6 +147,36 @@ def perturb(v: Volume, name: str, *, seed: int = 0) -> Volume | None:
         out[:, outside] = -3024.0
         return replace(v, array=out)
     raise ValueError(f"perturbation {name!r} is unknown; choose one of {', '.join(PERTURBATIONS)}")
+
+
+def perturb_mask(mask: np.ndarray, v: Volume, name: str, *,
+                 centre_yx: tuple[float, float] | None = None) -> np.ndarray | None:
+    """A boolean mask on the grid of ``v`` through the same array operation as :func:`perturb` applies to ``v``
+    (the values' perturbations, ``noise``, ``pad_circle`` and ``mr_scale``, leave it as it is); None where
+    :func:`perturb` gives None. ``thick_slices``: a voxel of a pair of slices is in when either is."""
+    m = np.asarray(mask, dtype=bool)
+    if m.shape != v.shape:
+        raise ValueError(f"mask shape {m.shape} is not the volume's {v.shape}")
+    if name in ("original", "noise"):
+        return m
+    if name == "pad_circle":
+        return m if v.modality == "CT" else None
+    if name == "mr_scale":
+        return m if v.modality == "MR" else None
+    if name == "feet_first":
+        return np.ascontiguousarray(m[::-1])
+    if name == "flip_rows":
+        return np.ascontiguousarray(m[:, ::-1])
+    if name == "fov_200":
+        box = fov_box(v, centre_yx)
+        if box is None:
+            return None
+        y0, x0, ny, nx = box
+        return np.ascontiguousarray(m[:, y0:y0 + ny, x0:x0 + nx])
+    if name == "thick_slices":
+        k = m.shape[0] // 2
+        return None if k < 8 else (m[0:2 * k:2] | m[1:2 * k:2])
+    raise ValueError(f"perturbation {name!r} has no mask transform; choose one of {', '.join(PERTURBATIONS[:-1])}")
 
 
 def crop_z(v: Volume, z_low_mm: float, z_high_mm: float) -> Volume | None:

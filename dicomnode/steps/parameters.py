@@ -136,6 +136,7 @@ _DETECT_TISSUE = {
     "symmetric_factor": _n(0, 1, "0.1"), "percist_liver": _B,
     "cranial": Param("choice", choices=(1, -1)),  # type: ignore[arg-type]
     "calibration": Param("two_numbers", example="[1.0, 0.0] (Platt slope, intercept)"),
+    "no_data_below": _n(example="-1500"),
 }
 
 #: step -> method -> {key: Param}; the method ``None`` holds a step without methods. ``method`` itself is in

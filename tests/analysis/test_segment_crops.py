@@ -188,3 +188,30 @@ def test_no_lungs_in_view_is_said_only_when_no_lung_density_air_is_in_view(chest
     res = segment_ct(crop, volume.spacing_mm, direction=volume.direction)
     assert "no lungs in view" in res.notes
     assert set(res.labels.not_found) >= {"lung_left", "lung_right"}
+
+
+def test_a_crop_centred_on_the_tumour_keeps_each_lung_whole_and_the_heart_out(chest):
+    """A targeted reconstruction centres its 20 cm field on the tumour (in the right lung, against the hilum): the
+    body fills the crop, so its centre is the tumour's, not the patient's midline. A mid-sagittal plane there cut the
+    right lung in two and joined its medial half to the left lung cut by the edge; that lung's field then spanned
+    the heart and the spine, and the lung search found a 'mass' in the mediastinum. The lungs now come apart on
+    their own (Hu et al. 2001): the right lung holds the boxes, the heart between the lungs is no lung."""
+    volume, boxes = chest
+    n = int(round(CROP_MM / volume.spacing_mm[1]))
+    ks = sorted(boxes)
+    cy = int(np.mean([0.5 * (boxes[k][2] + boxes[k][3]) for k in ks]))
+    cx = int(np.mean([0.5 * (boxes[k][0] + boxes[k][1]) for k in ks]))
+    origin = (cy - n // 2, cx - n // 2)
+    crop = volume.array[:, origin[0]:origin[0] + n, origin[1]:origin[1] + n].copy()
+    res = segment_ct(crop, volume.spacing_mm, direction=volume.direction)
+    left, right = _lungs(res)
+    assert FOV_INSIDE_BODY_NOTE in res.notes
+    assert np.nonzero(right)[2].mean() < np.nonzero(left)[2].mean()
+    _check_intrapulmonary_boxes(right, boxes, origin)
+    # the left lung is the sliver the crop's right edge cuts: none of it in the crop's left half (the right lung)
+    assert not left[:, :, : n // 2].any()
+    # the heart: in the lowest boxed slice, the tissue between the lungs in front of the boxes is no lung
+    k = min(boxes)
+    x0, x1, y0, y1 = boxes[k]
+    heart = (left | right)[k, max(0, y0 - origin[0] - 60):y0 - origin[0], x1 - origin[1] + 20:x1 - origin[1] + 60]
+    assert heart.mean() < 0.05
