@@ -719,7 +719,7 @@ def segment_generic(image: np.ndarray, spacing_mm: tuple[float, float, float], *
     if k_eff < n_classes:
         notes.append(f"only {k_eff} distinct intensities in the foreground: {n_classes - k_eff} class(es) empty")
     # scikit-learn's GaussianMixture's model (k-means init, EM to tol 1e-3) in numpy: importing sklearn.mixture
-    # cost a fresh process 78 MB it never gave back; one draw of ``rng`` seeds it, as it seeded sklearn's
+    # cost a fresh job process 56 MB it never gave back; one draw of ``rng`` seeds it, as it seeded sklearn's
     fit_means, fit_sds, fit_weights = fit_mixture_1d(sample[:, 0], k_eff,
                                                      rng=np.random.default_rng(int(rng.integers(2**31 - 1))),
                                                      reg_covar=1e-6 * float(np.var(sample) + 1e-12))
