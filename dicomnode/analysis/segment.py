@@ -733,7 +733,7 @@ def segment_generic(image: np.ndarray, spacing_mm: tuple[float, float, float], *
         raise ValueError(f"foreground_threshold must be finite, got {foreground_threshold}")
     _check_image(image)
     _check_spacing(spacing_mm)
-    from sklearn.mixture import GaussianMixture
+    from dicomnode.analysis.mixture import fit_mixture_1d
 
     img = image if image.dtype == np.float32 else image.astype(np.float32)
     classes = tuple(f"tissue_class_{k + 1}" for k in range(int(n_classes)))
@@ -769,14 +769,15 @@ def segment_generic(image: np.ndarray, spacing_mm: tuple[float, float, float], *
     k_eff = int(min(n_classes, np.unique(sample).size))
     if k_eff < n_classes:
         notes.append(f"only {k_eff} distinct intensities in the foreground: {n_classes - k_eff} class(es) empty")
-    gmm = GaussianMixture(n_components=k_eff, covariance_type="diag",  # 1-D: diag = full, cheaper
-                          random_state=int(rng.integers(2**31 - 1)),
-                          reg_covar=1e-6 * float(np.var(sample) + 1e-12))
-    gmm.fit(sample)
-    order = np.argsort(gmm.means_[:, 0])
-    means = gmm.means_[order, 0]
-    sds = np.sqrt(gmm.covariances_[order, 0])
-    log_w = np.log(gmm.weights_[order])
+    # scikit-learn's GaussianMixture's model (k-means init, EM to tol 1e-3) in numpy: importing sklearn.mixture
+    # cost a fresh job process 56 MB it never gave back; one draw of ``rng`` seeds it, as it seeded sklearn's
+    fit_means, fit_sds, fit_weights = fit_mixture_1d(sample[:, 0], k_eff,
+                                                     rng=np.random.default_rng(int(rng.integers(2**31 - 1))),
+                                                     reg_covar=1e-6 * float(np.var(sample) + 1e-12))
+    order = np.argsort(fit_means)
+    means = fit_means[order]
+    sds = fit_sds[order]
+    log_w = np.log(fit_weights[order])
     notes.append("classes (mean, SD): " + ", ".join(f"{classes[k]} {means[k]:.4g} +/- {sds[k]:.3g}"
                                                    for k in range(k_eff)))
 
