@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from dicomnode.analysis.pipeline import Context, StepRecord, run_steps
+from dicomnode.analysis.volume import LabelMap, Segment
 from dicomnode.config import Profile
 from dicomnode.fsio import atomic_write
 from dicomnode.io.headers import header_strings
@@ -75,6 +76,7 @@ def run_chain(spec: ChainSpec, *, progress: Callable[[str], None] | None = None)
                          f"{', '.join(f'phase_{k}/' for k in range(2, series.n_phases + 1))}")
     records += run_steps(ctx, spec.profile.steps, spec.profile.params, meter=PeakRSS, progress=progress,
                          between_steps=release_free_memory)
+    contiguous_segments(ctx)
 
     version = f"{profile_fingerprint(spec.profile)}.{input_digest([f[0] for f in series.frames])}"
     if ctx.inputs:  # regions borrowed from a sibling series: its instances are inputs too
@@ -268,3 +270,20 @@ def build_results_json(*, series_uid: str, modality: str, profile: Profile, ctx:
         "outputs": [os.path.relpath(f, out_dir) if out_dir else Path(f).name for f in files],
         "job_id": job_id,
     }
+
+
+def contiguous_segments(ctx: Context) -> None:
+    """Number the segments 1, 2, ..., N in their order, in place: a step that drops a segment left empty (the correct
+    step, a tissue class no voxel is most probable in) leaves a gap, and a BINARY SEG needs 1..N (highdicom's rule).
+    The label map, the measurements (keyed by number) and the findings' ``segment_number`` change together, so the
+    SEG, the SR and results.json keep naming the same segment."""
+    numbers = sorted(s.info.number for s in ctx.labels.segments)
+    new_of = {n: i + 1 for i, n in enumerate(numbers)}
+    if all(k == v for k, v in new_of.items()):
+        return
+    ctx.labels = LabelMap(tuple(Segment(replace(s.info, number=new_of[s.info.number]), s.crop, box=s.box,
+                                        shape=s.shape) for s in ctx.labels.segments), ctx.labels.not_found)
+    ctx.measurements = {new_of[k]: v for k, v in ctx.measurements.items() if k in new_of}
+    for f in ctx.findings:
+        if f.get("segment_number") in new_of:
+            f["segment_number"] = new_of[f["segment_number"]]
