@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+import pytest
+
 from dicomnode.analysis.threads import thread_budget
 
 
@@ -38,3 +41,29 @@ def test_moran_fft_stays_on_one_thread_in_a_one_core_worker(monkeypatch) -> None
     process_cpu, thread_cpu = time.process_time() - t_cpu, time.thread_time() - t_thread
     assert threading.active_count() == before_threads
     assert process_cpu - thread_cpu < 0.1 * thread_cpu + 0.02, (process_cpu, thread_cpu)
+
+
+@pytest.mark.parametrize("mode", ["constant", "nearest", "reflect"])
+@pytest.mark.parametrize("workers", [2, 3])
+def test_threaded_gaussian_is_scipys_bit_for_bit(mode, workers):
+    """Each 1-D pass split into blocks along another axis: every value as scipy's one call gives, in place, into a
+    given array or a dtype, with an axis left unfiltered (sigma 0)."""
+    import scipy.ndimage as ndi
+
+    from dicomnode.analysis.threads import gaussian_filter
+
+    rng = np.random.default_rng(7)
+    img = rng.normal(size=(37, 130, 251)).astype(np.float32)  # > MIN_PARALLEL_VOXELS, odd sizes
+    for sigma in ((2.0, 3.5, 1.2), (0.0, 4.0, 4.0), 2.5):
+        want = ndi.gaussian_filter(img, sigma, mode=mode, output=np.float32, truncate=3.0)
+        got = gaussian_filter(img, sigma, mode=mode, output=np.float32, truncate=3.0, workers=workers)
+        assert got.dtype == np.float32 and np.array_equal(got, want)
+        into = np.empty_like(img)
+        assert gaussian_filter(img, sigma, mode=mode, output=into, truncate=3.0, workers=workers) is into
+        assert np.array_equal(into, want)
+        inplace = img.copy()
+        gaussian_filter(inplace, sigma, mode=mode, output=inplace, truncate=3.0, workers=workers)
+        assert np.array_equal(inplace, want)
+    as64 = gaussian_filter(img, 2.0, mode=mode, output=np.float64, workers=workers)
+    assert as64.dtype == np.float64 and np.array_equal(as64, ndi.gaussian_filter(img, 2.0, mode=mode,
+                                                                                 output=np.float64))
