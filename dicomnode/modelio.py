@@ -12,8 +12,9 @@ loading it never unpickles code) holding one dict::
   the schema before anything is built; skops's own check then runs with only our own types added to its defaults);
 * a skops file that does not hold our dict, or one of another ``format_version``.
 
-A model of the shipped kinds (:data:`NATIVE_TYPES`: a scaler and a logistic regression in a pipeline) is built from
-its schema here, as skops builds it, without importing skops; any other is loaded by skops. :func:`load_card` reads
+A model of the shipped kinds (:data:`NATIVE_TYPES`: a scaler and a logistic regression in a pipeline) is read from
+its schema here, without importing skops or scikit-learn, as a :class:`LinearModel` (numpy; the same probabilities
+bit for bit); any other is loaded by skops. :func:`load_card` reads
 the card alone. Neither ever unpickles anything.
 
 The card (:class:`ModelCard`) says what the model does and how well: task, classes, feature names, training data,
@@ -39,6 +40,7 @@ __all__ = [
     "MODELS_DIR",
     "TRUSTED_MODULE_PREFIXES",
     "TRUSTED_TYPES",
+    "LinearModel",
     "LoadedModel",
     "ModelCard",
     "load_card",
@@ -209,9 +211,10 @@ class _NotPlain(Exception):
     """A schema node :func:`_plain` does not read: the file is read by skops after all."""
 
 
-#: The estimator types :func:`load_model` builds itself from a model's schema (the shipped models' types), without
-#: importing skops (whose import walks scikit-learn's whole estimator registry: ~0.5-0.7 CPU s, ~480 modules and
-#: 20 MB in a fresh process). A model holding any other type is read by skops, as before.
+#: The estimator types :func:`load_model` reads itself from a model's schema (the shipped models' types), as a
+#: :class:`LinearModel`, without importing skops (whose import walks scikit-learn's whole estimator registry:
+#: ~0.5-0.7 CPU s, ~480 modules and 20 MB in a fresh process) or scikit-learn (~1 CPU s with scipy.stats, 56 MB).
+#: A model holding any other type, or these in another arrangement, is read by skops, as before.
 NATIVE_TYPES: frozenset[str] = frozenset({
     "sklearn.pipeline.Pipeline",
     "sklearn.preprocessing._data.StandardScaler",
@@ -224,8 +227,9 @@ _NUMPY_SCALARS = frozenset({"float64", "float32", "int64", "int32", "bool_"})
 def _plain(node: Any, zf: "zipfile.ZipFile | None" = None) -> Any:
     """The value of a skops schema node, built as skops builds it, for the few kinds of node a dicomnode model
     holds: JSON values (``json.loads`` of the content), dicts with str keys, lists, tuples, and with ``zf`` (the
-    model's zip) numpy arrays (``np.load`` without pickles) and objects of :data:`NATIVE_TYPES` (``__new__``, then
-    ``__setstate__`` of their attributes, as skops's ``ObjectNode``). :class:`_NotPlain` for anything else."""
+    model's zip) numpy arrays (``np.load`` without pickles) and objects of :data:`NATIVE_TYPES` (as a
+    :class:`_Fitted` record of their attributes, which :func:`_linear` turns into a :class:`LinearModel`).
+    :class:`_NotPlain` for anything else."""
     if not isinstance(node, dict):
         raise _NotPlain
     loader, content = node.get("__loader__"), node.get("content")
@@ -261,21 +265,118 @@ def _plain(node: Any, zf: "zipfile.ZipFile | None" = None) -> Any:
             return getattr(np, name)(arr)
         raise _NotPlain
     if loader == "ObjectNode" and f"{module}.{name}" in NATIVE_TYPES:
-        import importlib
-
-        cls = getattr(importlib.import_module(str(module)), str(name))
-        obj = cls.__new__(cls)
-        if content is None:
-            return obj
-        attrs = _plain(content, zf)
+        attrs = _plain(content, zf) if content is not None else {}
         if not isinstance(attrs, dict):
             raise _NotPlain
-        if hasattr(obj, "__setstate__"):
-            obj.__setstate__(attrs)
-        else:
-            obj.__dict__.update(attrs)
-        return obj
+        return _Fitted(f"{module}.{name}", attrs)
     raise _NotPlain
+
+
+class _Fitted:
+    """A fitted estimator of :data:`NATIVE_TYPES` as read from a schema: its type and attributes."""
+
+    __slots__ = ("kind", "attrs")
+
+    def __init__(self, kind: str, attrs: dict[str, Any]) -> None:
+        self.kind, self.attrs = kind, attrs
+
+
+def _holds_fitted(obj: Any) -> bool:
+    if isinstance(obj, _Fitted):
+        return True
+    if isinstance(obj, dict):
+        return any(_holds_fitted(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return any(_holds_fitted(v) for v in obj)
+    return False
+
+
+class LinearModel:
+    """A fitted scikit-learn ``Pipeline(StandardScaler, LogisticRegression)`` (or a lone ``LogisticRegression``)
+    evaluated in numpy: the shipped models' kind, loaded without importing scikit-learn (about 1 CPU s and 56 MB in a
+    fresh job process, with scipy.stats). The same operations in the same order as scikit-learn 1.9
+    (``transform``: ``X -= mean_; X /= scale_``; ``decision_function``: ``X @ coef_.T + intercept_``;
+    ``predict_proba``: the logistic of the decision for two classes, its softmax for more), so the same
+    probabilities bit for bit (tests/test_modelio.py)."""
+
+    __slots__ = ("classes_", "mean_", "scale_", "coef_", "intercept_", "n_features_in_")
+
+    def __init__(self, classes: Any, coef: Any, intercept: Any, *, mean: Any = None, scale: Any = None) -> None:
+        import numpy as np
+
+        self.classes_ = np.asarray(classes)
+        self.coef_ = np.asarray(coef, dtype=float)
+        self.intercept_ = np.asarray(intercept, dtype=float)
+        self.mean_ = None if mean is None else np.asarray(mean, dtype=float)
+        self.scale_ = None if scale is None else np.asarray(scale, dtype=float)
+        self.n_features_in_ = int(self.coef_.shape[-1])
+        if self.coef_.ndim != 2 or len(self.classes_) < 2 or (
+                self.coef_.shape[0] != (1 if len(self.classes_) == 2 else len(self.classes_))):
+            raise ValueError(f"a logistic regression of {len(self.classes_)} classes with coefficients of shape "
+                             f"{self.coef_.shape}")
+
+    def decision_function(self, X: Any) -> Any:
+        import numpy as np
+
+        X = np.array(X, dtype=float, ndmin=2)  # a copy, as scikit-learn's check_array in transform
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"X has {X.shape[1]} features, the model expects {self.n_features_in_}")
+        if self.mean_ is not None:
+            X -= self.mean_
+        if self.scale_ is not None:
+            X /= self.scale_
+        scores = X @ self.coef_.T + self.intercept_
+        return scores.reshape(-1) if scores.shape[1] == 1 else scores
+
+    def predict_proba(self, X: Any) -> Any:
+        import numpy as np
+        from scipy.special import expit
+
+        d = self.decision_function(X)
+        if d.ndim == 1:
+            expit(d, out=d)
+            return np.stack([1 - d, d], axis=1)
+        d -= d.max(axis=1).reshape((-1, 1))
+        np.exp(d, out=d)
+        d /= d.sum(axis=1).reshape((-1, 1))
+        return d
+
+    def predict(self, X: Any) -> Any:
+        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+
+
+_SCALER = "sklearn.preprocessing._data.StandardScaler"
+_LOGISTIC = "sklearn.linear_model._logistic.LogisticRegression"
+
+
+def _linear(est: Any) -> LinearModel:
+    """The :class:`LinearModel` of a schema's ``Pipeline(StandardScaler, LogisticRegression)`` or lone
+    ``LogisticRegression``; :class:`_NotPlain` for any other shape (skops then builds it)."""
+    scaler, logit = None, est
+    if isinstance(est, _Fitted) and est.kind == "sklearn.pipeline.Pipeline":
+        steps = est.attrs.get("steps")
+        if not (isinstance(steps, list) and len(steps) == 2 and all(isinstance(t, tuple) and len(t) == 2
+                                                                    for t in steps)):
+            raise _NotPlain
+        scaler, logit = steps[0][1], steps[1][1]
+        if not (isinstance(scaler, _Fitted) and scaler.kind == _SCALER):
+            raise _NotPlain
+    if not (isinstance(logit, _Fitted) and logit.kind == _LOGISTIC):
+        raise _NotPlain
+    a = logit.attrs
+    if any(k not in a for k in ("classes_", "coef_", "intercept_")):
+        raise _NotPlain  # not fitted
+    if a.get("multi_class") == "ovr":
+        raise _NotPlain  # one-vs-rest probabilities (older scikit-learn): skops builds it
+    mean = scale = None
+    if scaler is not None:
+        sa = scaler.attrs
+        mean = sa.get("mean_") if sa.get("with_mean", True) else None
+        scale = sa.get("scale_") if sa.get("with_std", True) else None
+    try:
+        return LinearModel(a["classes_"], a["coef_"], a["intercept_"], mean=mean, scale=scale)
+    except ValueError as exc:
+        raise _NotPlain from exc
 
 
 def _checked_schema(path: Path | str) -> tuple[Path, Any]:
@@ -346,7 +447,12 @@ def _native(path: Path) -> Any:
     of :data:`NATIVE_TYPES`); None otherwise. Called after the file's checks (zip, CRCs, allowed types)."""
     try:
         with zipfile.ZipFile(path) as zf:
-            return _plain(json.loads(zf.read("schema.json")), zf)
+            obj = _plain(json.loads(zf.read("schema.json")), zf)
+        if isinstance(obj, dict) and "estimator" in obj:
+            obj["estimator"] = _linear(obj["estimator"])
+        if _holds_fitted(obj):
+            raise _NotPlain  # a native type somewhere else than as the estimator: skops builds it
+        return obj
     except _NotPlain:
         return None
     except Exception as exc:  # noqa: BLE001 - a damaged member or attribute: said as skops's failures are

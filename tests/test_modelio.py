@@ -105,9 +105,9 @@ def test_shipped_models_built_without_skops_are_skops_own(name):
     assert load_model(path, task=name).card == ModelCard.from_dict(theirs["card"])
     code = (f"import sys; from dicomnode.modelio import load_model, resolve_model; "
             f"m = load_model(resolve_model({name!r}), task={name!r}); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'skops'))")
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('skops', 'sklearn')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert out.strip() == "[]"  # neither skops nor scikit-learn: a LinearModel in numpy
 
 
 def test_card_alone_is_the_models_card_and_needs_no_skops(tmp_path):
@@ -130,3 +130,40 @@ def test_card_alone_is_the_models_card_and_needs_no_skops(tmp_path):
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('skops', 'sklearn', 'dask')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("shape", ["pipeline", "lone", "no-mean"])
+@pytest.mark.parametrize("n_classes", [2, 4])
+def test_linear_models_read_without_sklearn_give_sklearns_probabilities(tmp_path, shape, n_classes):
+    """Scaler + logistic regression (two classes: the logistic; more: the softmax), a lone logistic regression, a
+    scaler without centring: read as a LinearModel, the same probabilities and labels bit for bit as scikit-learn's
+    own estimator; another arrangement of the same types is left to skops."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from dicomnode.modelio import LinearModel
+
+    rng = np.random.default_rng(n_classes)
+    X = rng.normal(size=(120, 5)) * [1, 10, 0.1, 3, 50] + [0, 100, -2, 5, 1000]
+    y = np.array([f"c{i}" for i in rng.integers(0, n_classes, 120)])
+    X[:, 0] += (y == "c1") * 2.0
+    if shape == "lone":  # no scaler: features of one scale, for lbfgs to converge
+        X = (X - X.mean(axis=0)) / X.std(axis=0)
+    est = {"pipeline": Pipeline([("scale", StandardScaler()), ("logit", LogisticRegression(max_iter=2000))]),
+           "lone": LogisticRegression(max_iter=5000),
+           "no-mean": Pipeline([("scale", StandardScaler(with_mean=False)),
+                                ("logit", LogisticRegression(max_iter=2000))])}[shape].fit(X, y)
+    card = ModelCard("demo", tuple(str(c) for c in est.classes_), tuple(f"f{i}" for i in range(5)), "synthetic")
+    m = load_model(save_model(tmp_path / "m.skops", est, card))
+    assert isinstance(m.estimator, LinearModel)
+    Xt = rng.normal(size=(300, 5)) * 20
+    assert np.array_equal(m.estimator.predict_proba(Xt), est.predict_proba(Xt))
+    assert np.array_equal(m.estimator.predict(Xt), est.predict(Xt))
+    assert list(m.estimator.classes_) == list(est.classes_)
+    with pytest.raises(ValueError, match="features"):
+        m.estimator.predict_proba(Xt[:, :4])
+    if shape == "pipeline":  # two scalers: not the shipped arrangement, built by skops (the same answers)
+        odd = Pipeline([("a", StandardScaler()), ("b", StandardScaler()), ("logit", LogisticRegression())]).fit(X, y)
+        loaded = load_model(save_model(tmp_path / "o.skops", odd, card)).estimator
+        assert isinstance(loaded, Pipeline) and np.array_equal(loaded.predict_proba(Xt), odd.predict_proba(Xt))

@@ -15,6 +15,11 @@ Three ways to get class posteriors from a feature vector ``x``:
 very unlikely vectors do not underflow to 0/0). :func:`feature_vector` builds ``x`` from named values (measurements,
 descriptors) in the order a model expects. Everything here is pure: models are passed in, never read from files
 (:mod:`dicomnode.modelio` does that).
+
+:class:`GaussianMixtureBayes` lives in :mod:`dicomnode.analysis._gmm_bayes` and is imported from here on first use
+(``from dicomnode.analysis.classify import GaussianMixtureBayes`` works as ever; its models name this module): the
+rest of this module needs no scikit-learn, whose import costs a job process about 1 CPU s and 56 MB (the scene step
+reads its posteriors through :func:`posteriors`).
 """
 
 from __future__ import annotations
@@ -23,9 +28,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import logsumexp
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.mixture import GaussianMixture
+
+from dicomnode.analysis.bayes import bayes_posteriors
 
 __all__ = [
     "ClassPosterior",
@@ -45,40 +49,6 @@ class ClassPosterior:
 
     label: str
     probabilities: dict[str, float]
-
-
-def bayes_posteriors(log_likelihood: np.ndarray, priors: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Posteriors from class-conditional log-likelihoods and priors, by Bayes' rule.
-
-    Parameters
-    ----------
-    log_likelihood : (N, K) ndarray
-        ``log P(x_n | c_k)`` for N samples and K classes (any constant shared by a row cancels).
-    priors : (K,) array_like
-        ``P(c_k)``, >= 0, summing to 1 (within 1e-6).
-
-    Returns
-    -------
-    (N, K) ndarray of float64
-        ``P(c_k | x_n)``; each row sums to 1.
-
-    Raises
-    ------
-    ValueError
-        When the shapes disagree, a prior is negative, the priors do not sum to 1, or a row's log-likelihoods
-        are all -inf or NaN (no class can explain the sample).
-    """
-    ll = np.atleast_2d(np.asarray(log_likelihood, dtype=float))
-    p = np.asarray(priors, dtype=float)
-    if ll.ndim != 2 or p.ndim != 1 or ll.shape[1] != p.shape[0]:
-        raise ValueError(f"log_likelihood must be (N, K) and priors (K,), got {ll.shape} and {p.shape}")
-    if (p < 0).any() or abs(p.sum() - 1.0) > 1e-6:
-        raise ValueError(f"priors must be >= 0 and sum to 1, got {p.tolist()}")
-    with np.errstate(divide="ignore"):
-        joint = ll + np.log(p)[None, :]
-    if np.isnan(joint).any() or np.isneginf(joint).all(axis=1).any():
-        raise ValueError("a sample has no finite class log-likelihood: no class explains it")
-    return np.exp(joint - logsumexp(joint, axis=1, keepdims=True))
 
 
 def gaussian_naive_bayes_posteriors(x: np.ndarray, means: np.ndarray, variances: np.ndarray,
@@ -108,72 +78,6 @@ def gaussian_naive_bayes_posteriors(x: np.ndarray, means: np.ndarray, variances:
         raise ValueError("variances must be > 0")
     ll = -0.5 * (np.log(2 * np.pi * var)[None] + (x[:, None, :] - mu[None]) ** 2 / var[None]).sum(axis=2)
     return bayes_posteriors(ll, priors)
-
-
-class GaussianMixtureBayes(ClassifierMixin, BaseEstimator):
-    """Bayes classifier whose class-conditional densities are Gaussian mixtures.
-
-    Parameters
-    ----------
-    n_components : int, optional
-        Mixture components per class (fewer when a class has fewer samples). Default 3.
-    covariance_type : {"diag", "full", "spherical", "tied"}, optional
-        As in :class:`sklearn.mixture.GaussianMixture`. Default "diag".
-    reg_covar : float, optional
-        Added to the covariances' diagonals (in the units of the features: standardise them first). A larger
-        value gives broader class densities and softer posteriors. Default 0.05.
-    priors : sequence of float, optional
-        Class priors in the order of ``classes_``; default: uniform (a site's case mix is not our training mix).
-    random_state : int, optional
-        Seed of the mixtures' initialisation. Default 0.
-
-    Attributes
-    ----------
-    classes_ : (K,) ndarray
-    priors_ : (K,) ndarray
-    mixtures_ : list of GaussianMixture
-    """
-
-    def __init__(self, n_components: int = 3, covariance_type: str = "diag", reg_covar: float = 0.05,
-                 priors: Sequence[float] | None = None, random_state: int = 0) -> None:
-        self.n_components = n_components
-        self.covariance_type = covariance_type
-        self.reg_covar = reg_covar
-        self.priors = priors
-        self.random_state = random_state
-
-    def fit(self, X: np.ndarray, y: np.ndarray) -> "GaussianMixtureBayes":
-        X = np.asarray(X, dtype=float)
-        y = np.asarray(y)
-        if X.ndim != 2 or len(X) != len(y):
-            raise ValueError(f"X must be (N, D) with one label per row, got {X.shape} and {len(y)} labels")
-        if self.n_components < 1:
-            raise ValueError(f"n_components must be >= 1, got {self.n_components}")
-        self.classes_ = np.unique(y)
-        self.mixtures_ = []
-        for c in self.classes_:
-            Xc = X[y == c]
-            gm = GaussianMixture(n_components=max(1, min(self.n_components, len(Xc) // 2)),
-                                 covariance_type=self.covariance_type, reg_covar=self.reg_covar,
-                                 random_state=self.random_state, n_init=2)
-            self.mixtures_.append(gm.fit(Xc))
-        k = len(self.classes_)
-        self.priors_ = np.full(k, 1.0 / k) if self.priors is None else np.asarray(self.priors, dtype=float)
-        if self.priors_.shape != (k,):
-            raise ValueError(f"priors must give {k} values (one per class {self.classes_.tolist()})")
-        self.n_features_in_ = X.shape[1]
-        return self
-
-    def class_log_likelihood(self, X: np.ndarray) -> np.ndarray:
-        """``log P(x | c)`` for each row of ``X`` and each class, (N, K)."""
-        X = np.asarray(X, dtype=float)
-        return np.stack([gm.score_samples(X) for gm in self.mixtures_], axis=1)
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return bayes_posteriors(self.class_log_likelihood(X), self.priors_)
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
 
 
 def posteriors(model: object, X: np.ndarray) -> tuple[tuple[str, ...], np.ndarray]:
@@ -269,3 +173,11 @@ def grouped_cross_validation(make_estimator, X: np.ndarray, y: np.ndarray, group
         proba[test] = full
         pred[test] = classes[np.argmax(full, axis=1)]
     return pred, proba
+
+
+def __getattr__(name: str) -> object:
+    if name == "GaussianMixtureBayes":  # scikit-learn is imported by the class's module, on first use only
+        from dicomnode.analysis._gmm_bayes import GaussianMixtureBayes
+
+        return GaussianMixtureBayes
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
