@@ -80,6 +80,7 @@ from scipy import ndimage as ndi
 
 from dicomnode.analysis.blocks import block_centres, block_mean
 from dicomnode.analysis.denoise import _check_image, _check_spacing
+from dicomnode.analysis.threads import gaussian_filter as _gaussian
 from dicomnode.analysis.volume import Volume
 
 __all__ = [
@@ -444,7 +445,7 @@ def _log_at(img: np.ndarray, sp: np.ndarray, r: float, *, out: np.ndarray) -> np
     value is the whole array's :func:`_second_derivative` of the whole Gaussian, with the same operations in the
     same order (bit for bit)."""
     s_mm = r / _SQRT3
-    ndi.gaussian_filter(img, s_mm / sp, mode="nearest", output=out)  # the Gaussian, in place of the result
+    _gaussian(img, s_mm / sp, mode="nearest", output=out)  # the Gaussian, in place of the result (threaded)
     n = out.shape[0]
     scale = [np.float32(1.0 / sp[ax] ** 2) for ax in range(3)]
     norm = np.float32(-(s_mm ** 2))
@@ -1909,6 +1910,37 @@ PET_SNR_CANDIDATES = 80
 PET_SMALL_RADIUS_MM = 15.0
 
 
+def _upsample_linear(coarse: np.ndarray, factors: Sequence[int], *, out: np.ndarray) -> np.ndarray:
+    """``coarse`` (the :func:`~dicomnode.analysis.blocks.block_mean` grid of ``factors``) read back at every voxel of
+    ``out`` (float32) by linear interpolation between block centres, axis by axis; nearest beyond the outer
+    centres."""
+    a = coarse
+    for ax, k in enumerate(factors):
+        n, m = out.shape[ax], a.shape[ax]
+        if k == 1 and n == m:
+            continue
+        pos = np.clip((np.arange(n, dtype=np.float64) - (k - 1) / 2.0) / k, 0.0, m - 1)
+        i0 = np.floor(pos).astype(np.intp)
+        i1 = np.minimum(i0 + 1, m - 1)
+        w = (pos - i0).astype(np.float32)
+        shape = [1] * a.ndim
+        shape[ax] = n
+        w = w.reshape(shape)
+        lo = np.take(a, i0, axis=ax)
+        hi = np.take(a, i1, axis=ax)
+        if ax == len(factors) - 1 or all(kk == 1 for kk in factors[ax + 1:]):
+            np.subtract(hi, lo, out=hi)
+            hi *= w
+            np.add(lo, hi, out=out)
+            return out
+        hi -= lo
+        hi *= w
+        lo += hi
+        a = lo
+    out[...] = a
+    return out
+
+
 def _pet_snr_blobs(stack: np.ndarray, radii_mm: Sequence[float], foreground: np.ndarray,
                    spacing_mm: Sequence[float], *, window_mm: float = PET_NOISE_WINDOW_MM,
                    min_snr: float = PET_MIN_SNR, max_candidates: int = PET_SNR_CANDIDATES
@@ -1942,20 +1974,25 @@ def _pet_snr_blobs(stack: np.ndarray, radii_mm: Sequence[float], foreground: np.
     """
     sp = np.asarray(spacing_mm, dtype=float)
     radii = [float(r) for r in radii_mm]
-    sig = [window_mm / s for s in sp]
-    den = foreground.astype(np.float32)
-    ndi.gaussian_filter(den, sig, mode="constant", output=den)  # in place: a 1-D pass reads a line, then writes it
+    # the window is wide (30 mm) and smooth: it is made on a grid of blocks about a third of its width and read back
+    # at every voxel by linear interpolation (within 1 % of the full-grid window; a tenth of the time)
+    f = tuple(max(1, int(window_mm / 3.0 / s)) for s in sp)
+    sig = [window_mm / (s * k) for s, k in zip(sp, f)]
+    den = block_mean(foreground, f, partial="zeros")  # the far blocks' missing voxels: outside, as mode constant
+    ndi.gaussian_filter(den, sig, mode="constant", output=den)
     np.maximum(den, np.float32(1e-3), out=den)
-    var = np.empty_like(den)
+    var = np.empty(stack.shape[1:], dtype=np.float32)
     noise_at: list[dict[int, float]] = []  # per scale, the noise SD where the ratio reaches min_snr (few voxels)
     for i in range(stack.shape[0]):
         np.minimum(stack[i], 0.0, out=var)
         var *= var
         var *= foreground
-        ndi.gaussian_filter(var, sig, mode="constant", output=var)
-        var /= den
-        var *= np.float32(2.0)
-        np.sqrt(var, out=var)
+        coarse = block_mean(var, f, partial="zeros")
+        ndi.gaussian_filter(coarse, sig, mode="constant", output=coarse)
+        coarse /= den
+        coarse *= np.float32(2.0)
+        np.sqrt(coarse, out=coarse)
+        _upsample_linear(coarse, f, out=var)
         # a floor: a flat, noiseless stretch (a phantom, an air gap) does not make every ripple a candidate
         np.maximum(var, np.float32(0.02), out=var)
         stack[i] /= var
@@ -2089,9 +2126,9 @@ def _liver_organ(image: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence
     # uptake above the highest a liver shows counts as that level: a hot lesion (or organ) beside normal liver
     # raises the local SD only as far as a step to that level does, not by its square (a 6x lesion at SUV 12)
     capped = np.minimum(img, np.float32(suv_range[1]))
-    m = ndi.gaussian_filter(capped, sig)
+    m = _gaussian(capped, sig, mode="reflect")
     capped *= capped
-    v = ndi.gaussian_filter(capped, sig)
+    v = _gaussian(capped, sig, mode="reflect", output=capped)
     del capped
     v -= m * m
     np.clip(v, 0, None, out=v)

@@ -971,3 +971,50 @@ def test_tissue_search_box_is_the_box_detect_tissue_searches(sp):
                             align=tuple(a * b for a, b in zip(w, f_c)))
             assert tissue_search_box(mask_box(fg), shape, sp, max_radius_mm=max_radius_mm, coarse_mm=coarse_mm,
                                      work_mm=work_mm) == ref
+
+
+def test_linear_upsampling_of_a_block_grid():
+    """Block means of a field linear along each axis are read back exactly between the block centres (and at
+    them), nearest beyond the outer centres: the PET noise window's grid."""
+    from dicomnode.analysis.blocks import block_mean
+    from dicomnode.analysis.detect import _upsample_linear
+
+    z, y, x = np.meshgrid(np.arange(23), np.arange(17), np.arange(14), indexing="ij")
+    field = (0.5 * z + 2.0 * y - 1.0 * x + 3.0).astype(np.float32)
+    f = (3, 2, 2)
+    out = np.empty(field.shape, dtype=np.float32)
+    _upsample_linear(block_mean(field, f), f, out=out)
+    inner = (slice(1, 20), slice(1, 15), slice(1, 13))  # between the outer block centres (z 1-19, y/x 0.5-...)
+    assert np.allclose(out[inner], field[inner], atol=1e-4)
+    # nearest beyond them: z 0 and 20-22 (a grid of 7 blocks leaves two slices over) take the outer centres' values
+    assert np.allclose(out[0, 1:15, 1:13], field[1, 1:15, 1:13], atol=1e-4)
+    assert np.allclose(out[22, 1:15, 1:13], field[19, 1:15, 1:13], atol=1e-4)
+    assert np.allclose(out[1:20, 1:15, 13], (field[1:20, 1:15, 12] + field[1:20, 1:15, 13]) / 2, atol=1e-4)
+    same = np.empty_like(out)
+    assert np.array_equal(_upsample_linear(field, (1, 1, 1), out=same), field)
+
+
+def test_pet_noise_window_on_blocks_is_the_full_grid_window_within_2_percent():
+    """The 30 mm noise window of the PET SNR search, made on blocks a third of its width and interpolated, against
+    the window made at every voxel, on the bench's whole-body phantom: within 2 % at the 99th percentile where a
+    response could reach the ratio (the window's own sampling error, some 50 independent samples of the response,
+    is about 10 %)."""
+    import scipy.ndimage as ndi
+
+    from dicomnode.analysis import detect as D
+    from dicomnode.bench.analysis import make_pet_phantom
+
+    sp = np.array((3.27, 4.07, 4.07))
+    img = make_pet_phantom((550, 170, 170), tuple(sp), rng=np.random.default_rng(0))
+    fg = img > 0.3
+    resp = (-25 * ndi.gaussian_laplace(np.log2(np.maximum(img, 0.05)), 5.0 / sp)).astype(np.float32)
+    sig = [D.PET_NOISE_WINDOW_MM / s for s in sp]
+    den = np.maximum(ndi.gaussian_filter(fg.astype(np.float32), sig, mode="constant"), 1e-3)
+    full = np.maximum(np.sqrt(2 * ndi.gaussian_filter(np.minimum(resp, 0) ** 2 * fg, sig, mode="constant") / den),
+                      0.02)
+    stack = resp[None].copy()
+    D._pet_snr_blobs(stack, [5.0], fg, sp, min_snr=1e9)  # divides the stack by its noise in place
+    noise = resp / np.where(stack[0] == 0, 1, stack[0])
+    m = fg & (resp > 3 * 0.02)
+    rel = np.abs(noise[m] - full[m]) / full[m]
+    assert np.percentile(rel, 99) < 0.02 and np.median(rel) < 0.005
