@@ -1913,31 +1913,31 @@ PET_SMALL_RADIUS_MM = 15.0
 def _upsample_linear(coarse: np.ndarray, factors: Sequence[int], *, out: np.ndarray) -> np.ndarray:
     """``coarse`` (the :func:`~dicomnode.analysis.blocks.block_mean` grid of ``factors``) read back at every voxel of
     ``out`` (float32) by linear interpolation between block centres, axis by axis; nearest beyond the outer
-    centres."""
-    a = coarse
-    for ax, k in enumerate(factors):
-        n, m = out.shape[ax], a.shape[ax]
-        if k == 1 and n == m:
-            continue
+    centres. Made slab by slab along the first axis (work arrays of a slab's size, not of ``out``'s)."""
+
+    def weights(ax: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n, m, k = out.shape[ax], coarse.shape[ax], int(factors[ax])
         pos = np.clip((np.arange(n, dtype=np.float64) - (k - 1) / 2.0) / k, 0.0, m - 1)
         i0 = np.floor(pos).astype(np.intp)
-        i1 = np.minimum(i0 + 1, m - 1)
-        w = (pos - i0).astype(np.float32)
+        return i0, np.minimum(i0 + 1, m - 1), (pos - i0).astype(np.float32)
+
+    def along(a: np.ndarray, ax: int, i0: np.ndarray, i1: np.ndarray, w: np.ndarray,
+              into: np.ndarray | None = None) -> np.ndarray:
         shape = [1] * a.ndim
-        shape[ax] = n
-        w = w.reshape(shape)
-        lo = np.take(a, i0, axis=ax)
-        hi = np.take(a, i1, axis=ax)
-        if ax == len(factors) - 1 or all(kk == 1 for kk in factors[ax + 1:]):
-            np.subtract(hi, lo, out=hi)
-            hi *= w
-            np.add(lo, hi, out=out)
-            return out
+        shape[ax] = len(w)
+        lo, hi = np.take(a, i0, axis=ax), np.take(a, i1, axis=ax)
         hi -= lo
-        hi *= w
-        lo += hi
-        a = lo
-    out[...] = a
+        hi *= w.reshape(shape)
+        return np.add(lo, hi, out=into)
+
+    w0, w1, w2 = weights(0), weights(1), weights(2)
+    n = out.shape[0]
+    for z0 in range(0, n, 16):
+        z1 = min(n, z0 + 16)
+        i0, i1, w = (x[z0:z1] for x in w0)
+        slab = along(coarse, 0, i0, i1, w)
+        slab = along(slab, 1, *w1)
+        along(slab, 2, *w2, into=out[z0:z1])
     return out
 
 
