@@ -435,35 +435,69 @@ def _log_inputs(image: np.ndarray, spacing_mm: Sequence[float],
 _LOG_SLAB = 8
 
 
-def _log_at(img: np.ndarray, sp: np.ndarray, r: float, *, out: np.ndarray) -> np.ndarray:
+def _log_at(img: np.ndarray, sp: np.ndarray, r: float, *, out: np.ndarray, workers: int | None = None) -> np.ndarray:
     """The scale-normalised LoG response at radius ``r`` into ``out`` (float32, the image's shape; not ``img``).
 
-    The Gaussian goes into ``out`` itself; then the second differences along the three axes are summed slab by
-    slab (:data:`_LOG_SLAB` slices, in buffers of that size, not a work array of the image's size) and each slab's
-    sum overwrites the slab's Gaussian. Along z a slab is taken with a neighbouring slice on each side; the
-    Gaussian of the slices below the slab, already overwritten, is kept from the slab before (two slices). Every
-    value is the whole array's :func:`_second_derivative` of the whole Gaussian, with the same operations in the
-    same order (bit for bit)."""
+    The Gaussian goes into ``out`` itself (threaded: :func:`dicomnode.analysis.threads.gaussian_filter`); then the
+    second differences along the three axes are summed slab by slab (:data:`_LOG_SLAB` slices, in buffers of that
+    size, not a work array of the image's size) and each slab's sum overwrites the slab's Gaussian. Along z a slab
+    is taken with a neighbouring slice on each side; the Gaussian of the slices below the slab, already overwritten,
+    is kept from the slab before (two slices). The slabs are shared among up to ``workers`` threads (default: the
+    thread budget) in runs of whole slabs; the Gaussian of the slices around where one run meets the next is kept
+    before any is overwritten. Every value is the whole array's :func:`_second_derivative` of the whole Gaussian,
+    with the same operations in the same order (bit for bit)."""
+    from dicomnode.analysis.threads import thread_budget
+
     s_mm = r / _SQRT3
-    _gaussian(img, s_mm / sp, mode="nearest", output=out)  # the Gaussian, in place of the result (threaded)
+    _gaussian(img, s_mm / sp, mode="nearest", output=out)  # the Gaussian, in place of the result
     n = out.shape[0]
+    n_slabs = -(-n // _LOG_SLAB)
+    parts = max(1, min(workers or thread_budget(), n_slabs // 4))
+    cuts = [round(i * n_slabs / parts) * _LOG_SLAB for i in range(parts)] + [n]
+    # the Gaussian of slices c - 2, c - 1 and c at each inner cut c: read by the runs on both sides of it
+    kept = {c: out[c - 2:c + 1].copy() for c in cuts[1:-1]}
     scale = [np.float32(1.0 / sp[ax] ** 2) for ax in range(3)]
     norm = np.float32(-(s_mm ** 2))
+    if parts == 1:
+        _log_slabs(out, 0, n, scale, norm, below=None, above=None)
+        return out
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(parts) as pool:
+        list(pool.map(lambda i: _log_slabs(out, cuts[i], cuts[i + 1], scale, norm,
+                                           below=kept[cuts[i]][:2] if i > 0 else None,
+                                           above=kept[cuts[i + 1]][2] if i < parts - 1 else None),
+                      range(parts)))
+    return out
+
+
+def _log_slabs(out: np.ndarray, a: int, b: int, scale: list, norm: np.float32, *, below: np.ndarray | None,
+               above: np.ndarray | None) -> None:
+    """:func:`_log_at`'s second differences for slices ``a`` to ``b`` (``a`` a multiple of :data:`_LOG_SLAB`) of the
+    Gaussian in ``out``, written over it. ``below``: the Gaussian of slices a - 2 and a - 1 (when a > 0), ``above``:
+    of slice b (when b < n), kept before another run overwrote them."""
+    n = out.shape[0]
     m = min(n, _LOG_SLAB)
     src = np.empty((m + 3,) + out.shape[1:], dtype=np.float32)  # a slab's Gaussian with its neighbours along z
     buf = np.empty((m + 3,) + out.shape[1:], dtype=np.float32)
     acc = np.empty((m,) + out.shape[1:], dtype=np.float32)
-    below = np.empty((2,) + out.shape[1:], dtype=np.float32)  # the Gaussian of slices z0 - 2 and z0 - 1
-    for z0 in range(0, n, _LOG_SLAB):
-        z1 = min(n, z0 + _LOG_SLAB)
+    carry = np.empty((2,) + out.shape[1:], dtype=np.float32)  # the Gaussian of slices z0 - 2 and z0 - 1
+    if below is not None:
+        carry[...] = below
+    for z0 in range(a, b, _LOG_SLAB):
+        z1 = min(b, z0 + _LOG_SLAB)
         lo, hi = max(0, z0 - 1), min(n, z1 + 1)
         if hi - lo < 3 <= n:  # a last slab of one slice: three slices, so that the array's edge rule applies
             lo = max(0, hi - 3)
             hi = min(n, lo + 3)
         s = src[: hi - lo]
-        for z in range(lo, z0):  # overwritten by the slab before: its Gaussian, kept
-            s[z - lo] = below[z - (z0 - 2)]
-        s[z0 - lo:] = out[z0:hi]
+        for z in range(lo, z0):  # overwritten by the slab before (or another run): its Gaussian, kept
+            s[z - lo] = carry[z - (z0 - 2)]
+        if hi > b:  # slice b: the next run's, perhaps overwritten by it already: its Gaussian, kept
+            s[z0 - lo: hi - lo - 1] = out[z0:b]
+            s[hi - lo - 1] = above
+        else:
+            s[z0 - lo:] = out[z0:hi]
         o = acc[: z1 - z0]
         o[...] = 0
         t = _second_derivative(s, 0, out=buf[: hi - lo])[z0 - lo: z1 - lo]
@@ -474,10 +508,9 @@ def _log_at(img: np.ndarray, sp: np.ndarray, r: float, *, out: np.ndarray) -> np
             t *= scale[ax]
             o += t
         o *= norm
-        if z1 < n:  # every slab but the last has at least two slices (_LOG_SLAB >= 2)
-            below[...] = s[z1 - 2 - lo: z1 - lo]
+        if z1 < b:  # every slab but a run's last has at least two slices (_LOG_SLAB >= 2)
+            carry[...] = s[z1 - 2 - lo: z1 - lo]
         out[z0:z1] = o
-    return out
 
 
 def _log_peaks(image: np.ndarray, spacing_mm: Sequence[float], radii_mm: Sequence[float], *,

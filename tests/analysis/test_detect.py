@@ -211,10 +211,12 @@ def test_scale_by_scale_log_peaks_are_the_whole_stacks(n_radii, keep, overwrite)
         assert len(want) > 5 and got[pol] == want
 
 
-@pytest.mark.parametrize("nz", [1, 2, 3, 8, 9, 10, 16, 17, 18, 25])
-def test_log_at_by_slabs_is_the_whole_arrays_bit_for_bit(nz):
-    """_log_at sums the second differences slab by slab (8 slices, a neighbour slice each side along z): every value
-    is the whole-array computation's, bit for bit, for any number of slices (edges, a last slab of one slice)."""
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("nz", [1, 2, 3, 8, 9, 10, 16, 17, 18, 25, 64, 65, 72, 97, 130])
+def test_log_at_by_slabs_is_the_whole_arrays_bit_for_bit(nz, workers):
+    """_log_at sums the second differences slab by slab (8 slices, a neighbour slice each side along z), in runs of
+    slabs shared among threads: every value is the whole-array computation's, bit for bit, for any number of
+    slices (edges, a last slab of one slice, runs meeting)."""
     from scipy import ndimage as ndi
 
     from dicomnode.analysis.detect import _SQRT3, _log_at, _second_derivative
@@ -231,7 +233,7 @@ def test_log_at_by_slabs_is_the_whole_arrays_bit_for_bit(nz):
             t *= np.float32(1.0 / sp[ax] ** 2)
             want += t
         want *= np.float32(-(s_mm ** 2))
-        got = _log_at(img, sp, r, out=np.full_like(img, np.nan))
+        got = _log_at(img, sp, r, out=np.full_like(img, np.nan), workers=workers)
         assert got.tobytes() == want.tobytes()
 
 
