@@ -72,7 +72,7 @@ References
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -1105,8 +1105,7 @@ def _shifted(f: Finding, box: tuple[slice, ...]) -> Finding:
     off = [b.start for b in box]
     fbox = tuple(slice(b.start + o, b.stop + o) for b, o in zip(f.box, off))
     c = tuple(float(c + o) for c, o in zip(f.centroid_zyx, off))
-    return Finding(f.label, f.mask, fbox, c, f.volume_ml, f.diameter_mm, f.probability,  # type: ignore[arg-type]
-                   f.features, f.centroid_mm)
+    return replace(f, box=fbox, centroid_zyx=c)
 
 
 def _upsample(f: Finding, w: tuple[int, int, int], shape: Sequence[int]) -> Finding:
@@ -1117,8 +1116,7 @@ def _upsample(f: Finding, w: tuple[int, int, int], shape: Sequence[int]) -> Find
     box = tuple(slice(b.start * k, min(b.stop * k, n)) for b, k, n in zip(f.box, w, shape))
     mask = np.ascontiguousarray(mask[tuple(slice(0, b.stop - b.start) for b in box)])
     c = tuple(float((c + 0.5) * k - 0.5) for c, k in zip(f.centroid_zyx, w))
-    return Finding(f.label, mask, box, c, f.volume_ml, f.diameter_mm, f.probability,  # type: ignore[arg-type]
-                   f.features, f.centroid_mm)
+    return replace(f, mask=mask, box=box, centroid_zyx=c)
 
 
 def _crop_inside_padding(image: np.ndarray, foreground: np.ndarray, no_data_below: float,
@@ -1534,8 +1532,7 @@ def _with_context(found: list[Finding], img: np.ndarray, foreground: np.ndarray,
         if symmetric_max is not None and feats.get("mirror_uptake", 0.0) > symmetric_max:
             feats["symmetric"] = 1.0
             p *= symmetric_factor
-        out.append(Finding(f.label, f.mask, f.box, f.centroid_zyx, f.volume_ml, f.diameter_mm, p, feats,
-                           f.centroid_mm))
+        out.append(replace(f, probability=p, features=feats))
     n_sym = sum(1 for f in out if f.features.get("symmetric"))
     if n_sym:
         notes.append(f"{n_sym} symmetric or paired region(s) (mirror_uptake > {symmetric_max:g}: normal anatomy "
@@ -1599,8 +1596,7 @@ def _calibrated(f: Finding, calibration: ScoreCalibration, top: bool = False) ->
     feats = dict(f.features)
     feats["ranking_score"] = f.probability
     feats["top_candidate"] = float(top)
-    return Finding(f.label, f.mask, f.box, f.centroid_zyx, f.volume_ml, f.diameter_mm,
-                   calibration.probability(f.probability, top), feats, f.centroid_mm)
+    return replace(f, probability=calibration.probability(f.probability, top), features=feats)
 
 
 def _calibrate_all(found: list[Finding], calibration: "tuple[float, float] | ScoreCalibration",
@@ -1771,8 +1767,7 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
         p = f.probability * factor if site else f.probability
         if site:
             sites[site] = sites.get(site, 0) + 1
-        out.append(Finding(f.label, f.mask, f.box, f.centroid_zyx, f.volume_ml, f.diameter_mm, p, feats,
-                           f.centroid_mm))
+        out.append(replace(f, probability=p, features=feats))
     notes.append(f"organ context (liver from {l_lo:.0f} to {l_hi:.0f} mm along the body, head up): "
                  + (", ".join(f"{n} {k}" for k, n in sorted(sites.items())) if sites else "no")
                  + f" physiological uptake region(s) down-weighted x{factor:g}")
@@ -1841,8 +1836,7 @@ def _heart_by_shape(found: list[Finding], img: np.ndarray, foreground: np.ndarra
         feats = dict(f.features)
         feats["physiological"] = 1.0 if site else 0.0
         told += int(site)
-        out.append(Finding(f.label, f.mask, f.box, f.centroid_zyx, f.volume_ml, f.diameter_mm,
-                           f.probability * factor if site else f.probability, feats, f.centroid_mm))
+        out.append(replace(f, probability=f.probability * factor if site else f.probability, features=feats))
     if told:
         notes.append(f"heart: no liver in view; {told} region(s) told as the heart by its own shape (100-800 mL, "
                      f"hollow, on the trunk's midline), down-weighted x{factor:g}")
@@ -2331,8 +2325,7 @@ def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), for
         out = []
         for f in fs:
             xyz = volume.index_to_patient(np.asarray(f.centroid_zyx))[0]
-            out.append(Finding(f.label, f.mask, f.box, f.centroid_zyx, f.volume_ml, f.diameter_mm, f.probability,
-                               f.features, (float(xyz[0]), float(xyz[1]), float(xyz[2]))))
+            out.append(replace(f, centroid_mm=(float(xyz[0]), float(xyz[1]), float(xyz[2]))))
         return tuple(out)
 
     return DetectionResult(place(res.findings), place(res.rejected), res.n_candidates, res.notes)
@@ -2391,8 +2384,7 @@ def _signal_voids(found: list[Finding], void_level: float, notes: list[str], fac
     for f in found:
         if f.features.get("polarity") == -1.0 and f.features.get("mean", np.inf) < void_level:
             feats = {**f.features, "signal_void": 1.0}
-            f = Finding(f.label, f.mask, f.box, f.centroid_zyx, f.volume_ml, f.diameter_mm, f.probability * factor,
-                        feats, f.centroid_mm)
+            f = replace(f, probability=f.probability * factor, features=feats)
             n += 1
         out.append(f)
     if n:
@@ -2466,8 +2458,7 @@ def _anterior_step(volume: Volume) -> tuple[int, int] | None:
 
 
 def _reweighted(f: Finding, factor: float, **features: float) -> Finding:
-    return Finding(f.label, f.mask, f.box, f.centroid_zyx, f.volume_ml, f.diameter_mm, f.probability * factor,
-                   {**f.features, **features}, f.centroid_mm)
+    return replace(f, probability=f.probability * factor, features={**f.features, **features})
 
 
 def _judged(found: Sequence[Finding], judge: Callable[[Finding], tuple[bool, dict[str, float]] | None],

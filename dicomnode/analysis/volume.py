@@ -193,6 +193,16 @@ class Segment:
         out[self.box] = self.crop
         return out
 
+    def in_box(self, box: Box) -> np.ndarray:
+        """The mask on ``box`` of the grid (slices with start and stop): a new bool array of the box's shape, True
+        where the segment is (what of the box lies outside the segment's own box is False)."""
+        out = np.zeros(tuple(b.stop - b.start for b in box), dtype=bool)
+        inner = tuple(slice(max(b.start, c.start), min(b.stop, c.stop)) for b, c in zip(self.box, box))
+        if all(i.start < i.stop for i in inner):
+            out[tuple(slice(i.start - c.start, i.stop - c.start) for i, c in zip(inner, box))] = \
+                self.crop[tuple(slice(i.start - b.start, i.stop - b.start) for i, b in zip(inner, self.box))]
+        return out
+
     def any(self) -> bool:
         """Whether the segment has any voxel."""
         return bool(self.crop.any())

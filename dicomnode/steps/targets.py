@@ -15,6 +15,7 @@ SEG segment and the SR tracking identifier).
 from __future__ import annotations
 
 import inspect
+from dataclasses import replace
 from typing import Any, Mapping
 
 import numpy as np
@@ -201,10 +202,7 @@ def _detect_in_box(ctx: Context, box: Box, body: Segment, settings: Any, opts: M
         ctx.volume = ctx.original  # as the runner does after this step: the working image's other voxels go now
     sub = Volume(array, v.spacing_mm, v.origin_mm, v.direction, v.modality, v.unit)  # indices are the box's
     del v, array
-    fg = np.zeros(sub.shape, dtype=bool)
-    inner = tuple(slice(max(b.start, c.start), min(b.stop, c.stop)) for b, c in zip(body.box, box))
-    fg[tuple(slice(i.start - c.start, i.stop - c.start) for i, c in zip(inner, box))] = \
-        body.crop[tuple(slice(i.start - b.start, i.stop - b.start) for i, b in zip(inner, body.box))]
+    fg = body.in_box(box)
     res = _detect.detect(sub, method="tissue_model", foreground=fg, settings=settings, **opts)
     del sub, fg
 
@@ -213,8 +211,7 @@ def _detect_in_box(ctx: Context, box: Box, body: Segment, settings: Any, opts: M
         for f in fs:
             f = _detect._shifted(f, box)
             xyz = geometry.index_to_patient(np.asarray(f.centroid_zyx))[0]
-            out.append(_detect.Finding(f.label, f.mask, f.box, f.centroid_zyx, f.volume_ml, f.diameter_mm,
-                                       f.probability, f.features, (float(xyz[0]), float(xyz[1]), float(xyz[2]))))
+            out.append(replace(f, centroid_mm=(float(xyz[0]), float(xyz[1]), float(xyz[2]))))
         return tuple(out)
 
     return _detect.DetectionResult(placed(res.findings), placed(res.rejected), res.n_candidates, res.notes)

@@ -51,3 +51,16 @@ def test_a_label_map_checks_the_grids_of_cropped_segments():
                 np.ones((1, 1, 1), dtype=bool), box=(slice(0, 1),) * 3, shape=(3, 4, 6))
     with pytest.raises(ValueError, match="share one grid"):
         LabelMap((a, b))
+
+
+def test_a_segments_mask_on_a_box_of_the_grid():
+    """in_box: the whole-grid mask cut to any box: overlapping the segment's box, holding it, inside it, apart."""
+    rng = np.random.default_rng(3)
+    mask = np.zeros((20, 30, 25), dtype=bool)
+    mask[4:12, 10:22, 5:15] = rng.random((8, 12, 10)) > 0.4
+    seg = Segment(INFO, mask)
+    for box in ((slice(0, 8), slice(15, 30), slice(0, 10)), (slice(0, 20), slice(0, 30), slice(0, 25)),
+                (slice(6, 9), slice(12, 14), slice(7, 13)), (slice(15, 20), slice(0, 5), slice(20, 25))):
+        got = seg.in_box(box)
+        assert got.shape == tuple(b.stop - b.start for b in box)
+        assert np.array_equal(got, mask[box])
