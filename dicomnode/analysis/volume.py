@@ -18,7 +18,7 @@ Conventions
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -238,6 +238,15 @@ class LabelMap:
 
     def next_number(self) -> int:
         return max((s.info.number for s in self.segments), default=0) + 1
+
+    def renumbered(self) -> "tuple[LabelMap, dict[int, int]]":
+        """The same segments numbered 1, 2, ..., N in the order of their numbers (a BINARY SEG needs 1..N), and the
+        map from each old number to its new one (for what is keyed by number: measurements, findings)."""
+        new_of = {n: i + 1 for i, n in enumerate(sorted(s.info.number for s in self.segments))}
+        if all(k == v for k, v in new_of.items()):
+            return self, new_of
+        return LabelMap(tuple(Segment(replace(s.info, number=new_of[s.info.number]), s.crop, box=s.box,
+                                      shape=s.shape) for s in self.segments), self.not_found), new_of
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from dicomnode.analysis.pipeline import Context, StepRecord, run_steps
-from dicomnode.analysis.volume import LabelMap, Segment
 from dicomnode.config import Profile
 from dicomnode.fsio import atomic_write
 from dicomnode.io.headers import header_strings
@@ -277,12 +276,10 @@ def contiguous_segments(ctx: Context) -> None:
     step, a tissue class no voxel is most probable in) leaves a gap, and a BINARY SEG needs 1..N (highdicom's rule).
     The label map, the measurements (keyed by number) and the findings' ``segment_number`` change together, so the
     SEG, the SR and results.json keep naming the same segment."""
-    numbers = sorted(s.info.number for s in ctx.labels.segments)
-    new_of = {n: i + 1 for i, n in enumerate(numbers)}
-    if all(k == v for k, v in new_of.items()):
+    labels, new_of = ctx.labels.renumbered()
+    if labels is ctx.labels:
         return
-    ctx.labels = LabelMap(tuple(Segment(replace(s.info, number=new_of[s.info.number]), s.crop, box=s.box,
-                                        shape=s.shape) for s in ctx.labels.segments), ctx.labels.not_found)
+    ctx.labels = labels
     ctx.measurements = {new_of[k]: v for k, v in ctx.measurements.items() if k in new_of}
     for f in ctx.findings:
         if f.get("segment_number") in new_of:

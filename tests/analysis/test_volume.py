@@ -64,3 +64,16 @@ def test_a_segments_mask_on_a_box_of_the_grid():
         got = seg.in_box(box)
         assert got.shape == tuple(b.stop - b.start for b in box)
         assert np.array_equal(got, mask[box])
+
+
+def test_renumbered_closes_the_gaps_and_says_which_became_which():
+    a = np.zeros((4, 5, 6), dtype=bool)
+    a[1, 1, 1] = True
+    segs = tuple(Segment(SegmentInfo(n, f"s{n}", CATEGORY_TISSUE, CATEGORY_TISSUE), a) for n in (4, 1, 2))
+    lm = LabelMap(segs, ("lungs",))
+    got, new_of = lm.renumbered()
+    assert new_of == {1: 1, 2: 2, 4: 3}
+    assert [s.info.number for s in got.segments] == [3, 1, 2] and [s.info.label for s in got.segments] == ["s4", "s1", "s2"]
+    assert got.not_found == ("lungs",) and got.segments[0].crop is segs[0].crop
+    same, ident = got.renumbered()
+    assert same is got and ident == {1: 1, 2: 2, 3: 3}
