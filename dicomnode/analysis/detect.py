@@ -604,14 +604,42 @@ _PEAK_SLAB = 8
 
 def _scale_peaks(cur: np.ndarray, below: np.ndarray, above: np.ndarray, i: int, r: float, sp: np.ndarray, *,
                  polarity: int, min_response: float, allowed: np.ndarray | None,
-                 in_view: bool) -> tuple[np.ndarray, int, np.ndarray] | None:
+                 in_view: bool, workers: int | None = None) -> tuple[np.ndarray, int, np.ndarray] | None:
     """The peaks of scale ``i`` (response ``cur``, its neighbouring scales ``below`` and ``above``, edges: the
     scale itself): (indices, i, signed responses), or None.
 
     A peak equals the maximum of ``polarity`` x the responses over its 3 x 3 x 3 x 3 neighbourhood (edges: nearest)
     and exceeds ``min_response``. Made slab by slab (:data:`_PEAK_SLAB` slices and one neighbouring slice on each
     side, in buffers of that size, not work arrays of the response's size): a maximum is exact in any order, so
-    the peaks are those of the whole array (tested against a 4-D maximum filter)."""
+    the peaks are those of the whole array (tested against a 4-D maximum filter). The slabs are shared among up to
+    ``workers`` threads (default: the thread budget) in runs of whole slabs (each reads, none writes the responses);
+    the peaks come in the order of one run over all slabs."""
+    from dicomnode.analysis.threads import thread_budget
+
+    nz = cur.shape[0]
+    n_slabs = -(-nz // _PEAK_SLAB)
+    parts = max(1, min(workers or thread_budget(), n_slabs // 4))
+    cuts = [round(k * n_slabs / parts) * _PEAK_SLAB for k in range(parts)] + [nz]
+    args = (cur, below, above, r, sp, polarity, min_response, allowed, in_view)
+    if parts == 1:
+        runs = [_peak_run(0, nz, *args)]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(parts) as pool:
+            runs = list(pool.map(lambda k: _peak_run(cuts[k], cuts[k + 1], *args), range(parts)))
+    found_idx = [x for idx, _ in runs for x in idx]
+    found_val = [x for _, val in runs for x in val]
+    if not found_idx:
+        return None
+    return np.concatenate(found_idx), i, np.concatenate(found_val)
+
+
+def _peak_run(a: int, b: int, cur: np.ndarray, below: np.ndarray, above: np.ndarray, r: float, sp: np.ndarray,
+              polarity: int, min_response: float, allowed: np.ndarray | None, in_view: bool
+              ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """:func:`_scale_peaks` on slices ``a`` to ``b`` (``a`` a multiple of :data:`_PEAK_SLAB`): the peaks' indices
+    (on the whole array) and signed responses, slab by slab."""
     nz = cur.shape[0]
     sign = np.float32(polarity)
     margins = [int(math.ceil(r / s - 0.5)) if in_view else 0 for s in sp]
@@ -620,8 +648,8 @@ def _scale_peaks(cur: np.ndarray, below: np.ndarray, above: np.ndarray, i: int, 
     sig = None if polarity == 1 else np.empty(shape, dtype=np.float32)
     found_idx: list[np.ndarray] = []
     found_val: list[np.ndarray] = []
-    for z0 in range(0, nz, _PEAK_SLAB):
-        z1 = min(nz, z0 + _PEAK_SLAB)
+    for z0 in range(a, b, _PEAK_SLAB):
+        z1 = min(b, z0 + _PEAK_SLAB)
         lo, hi = max(0, z0 - 1), min(nz, z1 + 1)
         m, t = mx[: hi - lo], tmp[: hi - lo]
         if sig is None:  # bright blobs: the responses as they are, no signed copy
@@ -663,9 +691,7 @@ def _scale_peaks(cur: np.ndarray, below: np.ndarray, above: np.ndarray, i: int, 
             found_val.append(signed[tuple(idx.T)])
             idx[:, 0] += z0
             found_idx.append(idx)
-    if not found_idx:
-        return None
-    return np.concatenate(found_idx), i, np.concatenate(found_val)
+    return found_idx, found_val
 
 
 def _ranked(hits: list[tuple[np.ndarray, int, np.ndarray]], radii: list[float],

@@ -1020,3 +1020,22 @@ def test_pet_noise_window_on_blocks_is_the_full_grid_window_within_2_percent():
     m = fg & (resp > 3 * 0.02)
     rel = np.abs(noise[m] - full[m]) / full[m]
     assert np.percentile(rel, 99) < 0.02 and np.median(rel) < 0.005
+
+
+@pytest.mark.parametrize("nz", [64, 97, 130])
+@pytest.mark.parametrize("polarity", [1, -1])
+def test_scale_peaks_in_threaded_runs_are_the_single_runs(nz, polarity):
+    """The peak search shared among 2 or 3 threads in runs of slabs: the same peaks, values and order as one run."""
+    from dicomnode.analysis.detect import _scale_peaks
+
+    rng = np.random.default_rng(nz)
+    st = np.round(rng.standard_normal((3, nz, 21, 19)), 1).astype(np.float32)  # ties across run edges too
+    allowed = rng.random((nz, 21, 19)) > 0.1
+    sp = np.array([3.0, 4.0, 4.0])
+    one = _scale_peaks(st[1], st[0], st[2], 1, 6.0, sp, polarity=polarity, min_response=0.5, allowed=allowed,
+                       in_view=True, workers=1)
+    assert one is not None and len(one[0]) > 50
+    for w in (2, 3):
+        got = _scale_peaks(st[1], st[0], st[2], 1, 6.0, sp, polarity=polarity, min_response=0.5, allowed=allowed,
+                           in_view=True, workers=w)
+        assert got[1] == 1 and np.array_equal(got[0], one[0]) and np.array_equal(got[2], one[2])
