@@ -361,19 +361,49 @@ _BONE_PIECE_MIN_CM2 = 0.2
 _BONE_PIECES_CAP = 20.0
 
 
-BoneLabels = tuple[np.ndarray, np.ndarray, tuple[int, int]]
+BoneLabels = tuple[np.ndarray, np.ndarray, tuple[int, int], tuple[int, int]]
 
 
-def _bone_labels(full: np.ndarray, sy: float, sx: float, bone_thr: float) -> BoneLabels:
+def _bone_labels(full: np.ndarray, sy: float, sx: float, bone_thr: float, *,
+                 body_box: tuple[slice, slice] | None = None) -> BoneLabels:
     """The pieces of bone (CT) inside the body of one full-resolution axial slice (pixel size ``sy`` x ``sx`` mm),
-    on ~2 mm block means: their labels, each label's area in cm2 (label 1 first) and the block size (fy, fx)."""
+    on ~2 mm block means: their labels, each label's area in cm2 (label 1 first), the block size (fy, fx) and the
+    block (row, column) of the labels' first pixel.
+
+    The labels cover the blocks that meet ``body_box`` (the bounding box of ``full > -500 HU``, computed here when
+    not given; nothing when it is empty) and one block more each way: every other block holds only pixels at or
+    below -500 HU, so its mean is too (float sums of such values round to such values), it is outside the body and
+    its background joins that of the margin; the labels (numbered in raster order, which a crop keeps) and their
+    sizes are those of the whole slice."""
     fy = min(max(1, int(round(_BONE_PIECE_MM / sy))), full.shape[0])  # a slice narrower than one block: one block
     fx = min(max(1, int(round(_BONE_PIECE_MM / sx))), full.shape[1])
-    sl = block_mean(np.asarray(full, dtype=np.float32), (fy, fx))
+    ny, nx = full.shape[0] // fy, full.shape[1] // fx
+    if body_box is None:
+        above = full > _CT_BODY_HU
+        body_box = _bbox(above) if above.any() else (slice(0, 0), slice(0, 0))
+    rows, cols = body_box
+    if rows.stop <= rows.start or cols.stop <= cols.start:
+        return np.zeros((0, 0), dtype=np.int32), np.zeros(0), (fy, fx), (0, 0)
+    b0, b1 = max(rows.start // fy - 1, 0), min(-(-rows.stop // fy) + 1, ny)
+    c0, c1 = max(cols.start // fx - 1, 0), min(-(-cols.stop // fx) + 1, nx)
+    sl = block_mean(np.asarray(full[b0 * fy:b1 * fy, c0 * fx:c1 * fx], dtype=np.float32), (fy, fx))
     body = _fill_holes(sl > _CT_BODY_HU)
     lab, n = ndi.label((sl > bone_thr) & body)
     sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:] * (sy * fy * sx * fx / 100.0)
-    return lab, sizes, (fy, fx)
+    return lab, sizes, (fy, fx), (b0, c0)
+
+
+def _label_centres(lab: np.ndarray, index: np.ndarray, offset: tuple[int, int]) -> list[tuple[float, float]]:
+    """``ndi.center_of_mass(np.ones_like(lab), lab, index)`` of a label image whose pixel (0, 0) is pixel
+    ``offset`` of a larger image, in that image's coordinates: the same sums, in the same (raster) order, of the
+    same row and column numbers, so the same floats."""
+    flat = lab.ravel()
+    count = np.bincount(flat, weights=np.ones(flat.size))
+    rows = np.broadcast_to(np.arange(offset[0], offset[0] + lab.shape[0], dtype=float)[:, None], lab.shape)
+    cols = np.broadcast_to(np.arange(offset[1], offset[1] + lab.shape[1], dtype=float)[None, :], lab.shape)
+    cy = np.bincount(flat, weights=rows.ravel())[index] / count[index]
+    cx = np.bincount(flat, weights=cols.ravel())[index] / count[index]
+    return list(zip(cy.tolist(), cx.tolist()))
 
 
 def _bone_pieces(full: np.ndarray, sy: float, sx: float, bone_thr: float, *,
@@ -383,7 +413,7 @@ def _bone_pieces(full: np.ndarray, sy: float, sx: float, bone_thr: float, *,
     trunk shows a vertebra with the arc of ribs around it (chest, upper abdomen) or the pelvic ring and femoral
     heads, and does so in a field of view cut inside the body too. Measured on ~2 mm block means
     (:func:`_bone_labels`; ``bones``: its result for this slice, when made already)."""
-    _, sizes, _ = _bone_labels(full, sy, sx, bone_thr) if bones is None else bones
+    sizes = (_bone_labels(full, sy, sx, bone_thr) if bones is None else bones)[1]
     return float(min((sizes >= _BONE_PIECE_MIN_CM2).sum(), _BONE_PIECES_CAP))
 
 
@@ -410,14 +440,14 @@ def _limb_ring(full: np.ndarray, sy: float, sx: float, bone_thr: float, largest:
     grid, ``f4`` pixels per block) holds at most :data:`_LIMB_BONES_PER_PART` bone pieces and one of them is a long
     bone's cortical ring around its medullary cavity (the limb-bone landmark); else 0.0. Bone pieces as in
     :func:`_bone_pieces`, on ~2 mm block means (``bones``: :func:`_bone_labels` of this slice, when made already)."""
-    lab, sizes, (fy, fx) = _bone_labels(full, sy, sx, bone_thr) if bones is None else bones
+    lab, sizes, (fy, fx), origin = _bone_labels(full, sy, sx, bone_thr) if bones is None else bones
     if sizes.size == 0:
         return 0.0
     bcm2 = sy * fy * sx * fx / 100.0
     pieces = np.flatnonzero(sizes >= _BONE_PIECE_MIN_CM2) + 1
     # the pieces whose centre lies in the largest part (on the 4 mm grid)
     inside = []
-    for k, (cy, cx) in zip(pieces, ndi.center_of_mass(np.ones_like(lab), lab, pieces)):
+    for k, (cy, cx) in zip(pieces, _label_centres(lab, pieces, origin)):
         iy = min(int(cy * fy / f4[0]), largest.shape[0] - 1)
         ix = min(int(cx * fx / f4[1]), largest.shape[1] - 1)
         if largest[iy, ix]:
@@ -448,11 +478,26 @@ def _limb_ring(full: np.ndarray, sy: float, sx: float, bone_thr: float, largest:
 def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float, px: float, fy: int, fx: int, *,
                    min_px: float, split_px: float, ring_mm: float, core_mm: float,
                    signs: tuple[int, int] = (1, 1)) -> dict[str, float] | None:
-    """Descriptors of one block-averaged axial slice ``sl`` (``full``: the same slice at full resolution)."""
+    """Descriptors of one block-averaged axial slice ``sl`` (``full``: the same slice at full resolution).
+
+    The masks are made on the bounding box of the tissue above the body threshold plus one pixel of background
+    (``box``): the body, its parts, outline, depth and tissue classes lie inside it, and every morphological step
+    (opening, hole filling, labelling, erosion, distance) gives there what it gives on the whole slice (outside the
+    box all is background, joined to the image border). Coordinates that enter a float sum (the largest part's
+    centre and axes) are those of the whole slice, and the 3 x 3 local mean and deviation are filtered from the
+    slice's first row and column (a running sum), so every descriptor is the same float as on the whole slice.
+    """
     body_thr, dark_thr, bright_thr, organ_lo, organ_hi, organ_std = thr
     st = ndi.generate_binary_structure(2, 1)
     pix_cm2 = py * px / 100.0
-    body = ndi.binary_opening(sl > body_thr, structure=st)
+    above = sl > body_thr
+    if not above.any():
+        return None
+    H, W = sl.shape
+    box = _bbox(above, margin=1)
+    (r0, r1), (c0, c1) = (box[0].start, box[0].stop), (box[1].start, box[1].stop)
+    sb = sl[box]
+    body = ndi.binary_opening(above[box], structure=st)
     lab, nlab = ndi.label(body)
     if nlab == 0:
         return None
@@ -461,19 +506,35 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
     if keep.size == 0:
         return None
     kept = np.isin(lab, keep)
-    filled = ndi.binary_fill_holes(kept)
+    filled = _fill_holes(kept)
+    # the image border, where it crosses the box
     border = np.zeros_like(filled)
-    border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
+    border[0, :] |= r0 == 0
+    border[-1, :] |= r1 == H
+    border[:, 0] |= c0 == 0
+    border[:, -1] |= c1 == W
+    n_border = H * W - max(H - 2, 0) * max(W - 2, 0)
     # a field of view cut inside the body (a chest crop): dark regions that open onto the image border (lungs)
     # are not holes; inside the convex hull of the tissue they are still inside the body
-    if (filled & border).sum() > 0.25 * border.sum():
+    if (filled & border).sum() > 0.25 * n_border:
         filled = filled | _convex_hull(kept)
-    solid = block_mean(_fill_holes(full > body_thr).astype(np.float32), (fy, fx)) >= _SOLID
+    # solid blocks: hole filling of the full-resolution tissue on its own bounding box (plus one pixel), block
+    # means over the box's blocks only
+    tissue = full > body_thr
+    tissue_box = _bbox(tissue, margin=1) if tissue.any() else None
+    if tissue_box is None:
+        solid = np.zeros(filled.shape, dtype=bool)
+    else:
+        tissue_filled = np.zeros(tissue.shape, dtype=bool)
+        tissue_filled[tissue_box] = _fill_holes(tissue[tissue_box])
+        solid = block_mean(tissue_filled[r0 * fy:r1 * fy, c0 * fx:c1 * fx].astype(np.float32), (fy, fx)) >= _SOLID
     lab, nlab = _body_parts(filled, solid, split_px, min_px)
     area_px = int(filled.sum())
     sizes = np.bincount(lab.ravel())[1:]
     big = lab == (int(np.argmax(sizes)) + 1)
     yy, xx = np.nonzero(big)
+    yy += r0
+    xx += c0
     cov = np.cov(np.stack([yy * py, xx * px])) if yy.size > 2 else np.zeros((2, 2))
     ev = np.sort(np.clip(np.linalg.eigvalsh(cov), 0, None))
     edge = filled & ~ndi.binary_erosion(filled, structure=st, border_value=1)
@@ -481,8 +542,8 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
     # the image border is not the body's outline when the field of view is cropped: measure depth from
     # the outline inside the image only (pad with tissue where the body touches the border)
     depth = _edt_in_box(np.pad(filled, 1, mode="edge"), (py, px))[1:-1, 1:-1]
-    dark = (sl < dark_thr) & filled
-    bright = (sl > bright_thr) & filled
+    dark = (sb < dark_thr) & filled
+    bright = (sb > bright_thr) & filled
     ring = filled & (depth <= ring_mm)
     core = filled & (depth > core_mm)
     out = {
@@ -491,7 +552,7 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
         "major_axis_mm": 4.0 * float(np.sqrt(ev[1])),
         "minor_major_ratio": float(np.sqrt(ev[0] / ev[1])) if ev[1] > 0 else 1.0,
         "edge_fraction": float((filled & border).sum()) / max(n_edge, 1),
-        "fov_fill": area_px / filled.size,
+        "fov_fill": area_px / (H * W),
         "dark_fraction": dark.sum() / area_px,
         "bright_fraction": bright.sum() / area_px,
         "ring_dark": (dark & ring).sum() / max(int(ring.sum()), 1),
@@ -505,24 +566,38 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
     # largest connected dark region as a fraction of the body: a lung (or both), not scattered dark voxels
     # (CT: lung-like, -960 ... -400 HU in 4 mm block means; outside air, which a crop's hull can take in, is
     # below -960)
-    dlab, ndl = ndi.label(dark & (sl > _CT_AIR_HU) if is_ct else dark)
+    dlab, ndl = ndi.label(dark & (sb > _CT_AIR_HU) if is_ct else dark)
     out["dark_blob"] = (np.bincount(dlab.ravel())[1:].max() if ndl else 0) / area_px
     # organ: the largest homogeneous mid-intensity region (liver, spleen; thigh muscles), eroded once so
     # that thin bridges between neighbouring structures do not join them
-    mean3 = ndi.uniform_filter(sl, 3)
-    std3 = np.sqrt(np.clip(ndi.uniform_filter(sl * sl, 3) - mean3 * mean3, 0, None))
-    organ = ndi.binary_erosion(filled & (mean3 > organ_lo) & (mean3 < organ_hi) & (std3 < organ_std), structure=st)
+    # (scipy's 3-tap mean is a running sum along each line from its start: on the slice up to the box's end it
+    # gives the whole slice's floats except in the last row and column, the box's margin, where no body lies)
+    head = sl[:r1, :c1]
+    mean3 = ndi.uniform_filter(head, 3)
+    std3 = np.sqrt(np.clip(ndi.uniform_filter(head * head, 3) - mean3 * mean3, 0, None))[r0:, c0:]
+    mean3 = mean3[r0:, c0:]
+    homogeneous = filled & (mean3 > organ_lo) & (mean3 < organ_hi) & (std3 < organ_std)
+    organ = ndi.binary_erosion(homogeneous, structure=st)
     olab, nolab = ndi.label(organ)
     out["organ_fraction"] = (np.bincount(olab.ravel())[1:].max() if nolab else 0) / area_px
     # lateral bright tissue (CT: bone away from the spine: iliac wings, femoral heads, ribs, scapulae)
     half_width = max((xx.max() - xx.min()) / 2.0, 1.0)
-    lateral = bright & big & (np.abs(np.arange(sl.shape[1])[None, :] - xx.mean()) > _LATERAL * half_width)
+    lateral = bright & big & (np.abs(np.arange(c0, c1)[None, :] - xx.mean()) > _LATERAL * half_width)
     llab, nllab = ndi.label(lateral)
     out["lateral_bright"] = lateral.sum() / area_px
     out["lateral_bright_blob"] = (np.bincount(llab.ravel())[1:].max() if nllab else 0) / area_px
-    bones = _bone_labels(full, py / fy, px / fx, bright_thr) if is_ct else None  # read by two landmarks
-    out["bone_pieces"] = _bone_pieces(full, py / fy, px / fx, bright_thr, bones=bones) if is_ct else 0.0
-    if not is_ct:
+
+    def whole(mask: np.ndarray) -> np.ndarray:  # a mask of the box on the whole slice
+        w = np.zeros((H, W), dtype=bool)
+        w[box] = mask
+        return w
+
+    if is_ct:
+        bones = _bone_labels(full, py / fy, px / fx, bright_thr, body_box=_bbox(tissue) if tissue.any()
+                             else (slice(0, 0), slice(0, 0)))  # read by two landmarks (CT: body_thr is -500 HU)
+        out["bone_pieces"] = _bone_pieces(full, py / fy, px / fx, bright_thr, bones=bones)
+    else:
+        out["bone_pieces"] = 0.0
         # uptake landmarks (PET; any relative scale): the peak of the 3 x 3 local mean and the largest region of
         # moderately raised signal (2-8 x the body's median: the liver on FDG PET), relative to the body's median
         ref = bright_thr / _REL_BRIGHT
@@ -530,15 +605,14 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
         out["peak_rel"] = float(mean3[filled].max() / ref) if ref > 0 and filled.any() else 0.0
         ulab, nu = ndi.label(inside & (mean3 > _UPTAKE_REL[0] * ref) & (mean3 < _UPTAKE_REL[1] * ref))
         out["uptake_blob_cm2"] = float(np.bincount(ulab.ravel())[1:].max() * pix_cm2) if nu else 0.0
-        homogeneous = filled & (mean3 > organ_lo) & (mean3 < organ_hi) & (std3 < organ_std)
-        out.update(_mr_landmarks(big, organ, homogeneous, py, px, signs))
-        out.update(_front_outline(filled, py, signs))
+        out.update(_mr_landmarks(whole(big), whole(organ), whole(homogeneous), py, px, signs))
+        out.update(_front_outline(whole(filled), py, signs))
     if is_ct:
         out["air_lung_fraction"] = dark.sum() / area_px
-        out["fat_fraction"] = (((sl >= _CT_FAT_HU[0]) & (sl < _CT_FAT_HU[1])) & filled).sum() / area_px
-        out["soft_tissue_fraction"] = (((sl >= _CT_SOFT_HU[0]) & (sl < _CT_SOFT_HU[1])) & filled).sum() / area_px
+        out["fat_fraction"] = (((sb >= _CT_FAT_HU[0]) & (sb < _CT_FAT_HU[1])) & filled).sum() / area_px
+        out["soft_tissue_fraction"] = (((sb >= _CT_SOFT_HU[0]) & (sb < _CT_SOFT_HU[1])) & filled).sum() / area_px
         out["bone_fraction"] = bright.sum() / area_px
-        out["limb_ring"] = _limb_ring(full, py / fy, px / fx, bright_thr, big, (fy, fx), bones=bones)
+        out["limb_ring"] = _limb_ring(full, py / fy, px / fx, bright_thr, whole(big), (fy, fx), bones=bones)
     return out
 
 
