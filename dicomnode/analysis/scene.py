@@ -227,6 +227,48 @@ def _convex_hull(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def _hull_size(mask: np.ndarray) -> int:
+    """The number of pixels of :func:`_convex_hull` of a non-empty 2-D mask, without drawing it.
+
+    scikit-image's hull is the closed polygon around the midpoints of the pixels' edges, and a pixel belongs to
+    it when its centre lies inside or on the outline. The hull of those midpoints is that of the midpoints of each
+    row's first and last pixel (the pixels between lie on the segments joining them). In doubled coordinates every
+    point is an integer, so the outline's crossing of each row of pixel centres, and the first and last centre on
+    or inside it, are found in exact integer arithmetic: the same pixels.
+    """
+    from scipy.spatial import ConvexHull, QhullError
+
+    rows = np.flatnonzero(mask.any(axis=1))
+    sub = mask[rows]
+    first = np.argmax(sub, axis=1).astype(np.int64)
+    last = mask.shape[1] - 1 - np.argmax(sub[:, ::-1], axis=1).astype(np.int64)
+    r2, f2, l2 = 2 * rows.astype(np.int64), 2 * first, 2 * last
+    y = np.concatenate([r2, r2 - 1, r2 + 1, r2, r2 - 1, r2 + 1])
+    x = np.concatenate([f2 - 1, f2, f2, l2 + 1, l2, l2])
+    span = 2 * mask.shape[1] + 4
+    key = np.unique(y * span + (x + 2))  # each point once (repeated points can trouble Qhull)
+    pts = np.stack([key // span, key % span - 2], axis=1)
+    try:
+        v = pts[ConvexHull(pts.astype(np.float64)).vertices]
+    except QhullError:
+        return int(_convex_hull(mask).sum())
+    y0, x0 = v[:, 0], v[:, 1]
+    y1, x1 = np.roll(y0, -1), np.roll(x0, -1)
+    yc = 2 * np.arange(rows[0], rows[-1] + 1, dtype=np.int64)[:, None]  # the rows of pixel centres
+    dy = y1 - y0
+    sloped = (np.minimum(y0, y1) <= yc) & (yc <= np.maximum(y0, y1)) & (dy != 0)
+    sign = np.where(dy < 0, -1, 1)
+    den = np.where(dy != 0, dy * sign, 1)
+    num = (x0 * dy + (yc - y0) * (x1 - x0)) * sign  # the outline crosses the row at x = num / den
+    flat = (dy == 0) & (y0 == yc)  # an edge along the row: its two ends
+    far = np.int64(1) << 40
+    lo = np.minimum(np.where(sloped, -((-num) // (2 * den)), far).min(axis=1),
+                    np.where(flat, -((-np.minimum(x0, x1)) // 2), far).min(axis=1))
+    hi = np.maximum(np.where(sloped, num // (2 * den), -far).max(axis=1),
+                    np.where(flat, np.maximum(x0, x1) // 2, -far).max(axis=1))
+    return int(np.clip(hi - lo + 1, 0, None).sum())
+
+
 def _body_parts(filled: np.ndarray, solid: np.ndarray, depth_px: float, min_px: float) -> tuple[np.ndarray, int]:
     """Label the body mask ``filled`` into its parts: trunk, arms lying against it, thighs that touch.
 
@@ -396,13 +438,13 @@ def _bone_labels(full: np.ndarray, sy: float, sx: float, bone_thr: float, *,
 def _label_centres(lab: np.ndarray, index: np.ndarray, offset: tuple[int, int]) -> list[tuple[float, float]]:
     """``ndi.center_of_mass(np.ones_like(lab), lab, index)`` of a label image whose pixel (0, 0) is pixel
     ``offset`` of a larger image, in that image's coordinates: the same sums, in the same (raster) order, of the
-    same row and column numbers, so the same floats."""
+    same row and column numbers, so the same floats (background pixels, which add to label 0 only, are skipped)."""
     flat = lab.ravel()
-    count = np.bincount(flat, weights=np.ones(flat.size))
-    rows = np.broadcast_to(np.arange(offset[0], offset[0] + lab.shape[0], dtype=float)[:, None], lab.shape)
-    cols = np.broadcast_to(np.arange(offset[1], offset[1] + lab.shape[1], dtype=float)[None, :], lab.shape)
-    cy = np.bincount(flat, weights=rows.ravel())[index] / count[index]
-    cx = np.bincount(flat, weights=cols.ravel())[index] / count[index]
+    at = np.flatnonzero(flat)
+    labels = flat[at]
+    count = np.bincount(labels, weights=np.ones(at.size))
+    cy = np.bincount(labels, weights=(at // lab.shape[1] + offset[0]).astype(np.float64))[index] / count[index]
+    cx = np.bincount(labels, weights=(at % lab.shape[1] + offset[1]).astype(np.float64))[index] / count[index]
     return list(zip(cy.tolist(), cx.tolist()))
 
 
@@ -470,7 +512,7 @@ def _limb_ring(full: np.ndarray, sy: float, sx: float, bone_thr: float, largest:
         hy, hx = ndi.center_of_mass(filled & ~piece)
         if np.hypot((cy - hy) * sy * fy, (cx - hx) * sx * fx) > _RING_CENTRED * diameter_mm:
             continue
-        if float(filled.sum()) / max(int(_convex_hull(filled).sum()), 1) >= _RING_SOLIDITY:
+        if float(filled.sum()) / max(_hull_size(filled), 1) >= _RING_SOLIDITY:
             return 1.0
     return 0.0
 
@@ -562,7 +604,7 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
     }
     # solidity of the largest part: a phantom's cylinder is convex (1.0); a trunk with arms or a head with ears
     # and nose is a little less
-    out["solidity"] = float(big.sum()) / max(int(_convex_hull(big).sum()), 1)
+    out["solidity"] = float(big.sum()) / max(_hull_size(big), 1)
     # largest connected dark region as a fraction of the body: a lung (or both), not scattered dark voxels
     # (CT: lung-like, -960 ... -400 HU in 4 mm block means; outside air, which a crop's hull can take in, is
     # below -960)
