@@ -295,7 +295,11 @@ def _body_parts(filled: np.ndarray, solid: np.ndarray, depth_px: float, min_px: 
     if n == 0:
         return ndi.label(filled)
     parts = np.zeros(filled.shape, dtype=np.int32)
-    parts[box] = watershed(-dist, markers, mask=sub)
+    if n == 1:  # one marker: the watershed floods the face-connected piece of ``sub`` that holds it, and only that
+        pieces, _ = ndi.label(sub)
+        parts[box] = pieces == pieces[markers == 1][0]
+    else:
+        parts[box] = watershed(-dist, markers, mask=sub)
     sizes = np.bincount(parts.ravel(), minlength=n + 1)[1:]
     big = np.flatnonzero(sizes >= min_px) + 1
     if big.size == 0:
@@ -303,8 +307,11 @@ def _body_parts(filled: np.ndarray, solid: np.ndarray, depth_px: float, min_px: 
     relabel = np.zeros(n + 1, dtype=np.int32)
     relabel[big] = np.arange(1, big.size + 1)
     core = relabel[parts]
-    _, (iy, ix) = ndi.distance_transform_edt(core == 0, return_indices=True)
-    out = np.where(filled, core[iy, ix], 0)
+    if big.size == 1:  # the nearest part of every pixel is the one part
+        out = filled.astype(np.int32)
+    else:
+        _, (iy, ix) = ndi.distance_transform_edt(core == 0, return_indices=True)
+        out = np.where(filled, core[iy, ix], 0)
     mlab, _ = ndi.label(filled)
     has_core = np.zeros(int(mlab.max()) + 1, dtype=bool)
     has_core[np.unique(mlab[core > 0])] = True
@@ -547,7 +554,9 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
     keep = np.flatnonzero(sizes >= min_px) + 1
     if keep.size == 0:
         return None
-    kept = np.isin(lab, keep)
+    wanted = np.zeros(nlab + 1, dtype=bool)
+    wanted[keep] = True
+    kept = wanted[lab]
     filled = _fill_holes(kept)
     # the image border, where it crosses the box
     border = np.zeros_like(filled)

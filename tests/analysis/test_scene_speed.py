@@ -431,3 +431,24 @@ def test_bone_labels_on_the_body_box_match_the_whole_slice():
             assert np.array_equal(whole, lab_ref)
         else:
             assert not lab_ref.any()
+
+
+def test_body_parts_match_reference_on_random_bodies():
+    """Random bodies: one part (a single marker: its piece is taken without a watershed; one part left: every pixel
+    takes it), several parts, parts too small to keep, pieces of the body holding no part: the reference's labels."""
+    rng = np.random.default_rng(9)
+    yy, xx = np.mgrid[:80, :110]
+    seen = set()
+    for i in range(160):
+        filled = np.zeros(yy.shape, bool)
+        for _ in range(1 + i % 4):
+            cy, cx = rng.uniform(0, 80), rng.uniform(0, 110)
+            filled |= ((yy - cy) / rng.uniform(3, 30)) ** 2 + ((xx - cx) / rng.uniform(3, 40)) ** 2 <= 1
+        solid = filled & (rng.random(filled.shape) > rng.uniform(0, 0.08))
+        solid = ndi.binary_opening(solid) if i % 2 else solid
+        depth, min_px = rng.uniform(1.5, 4.0), rng.uniform(5, 120)
+        new, n_new = scene._body_parts(filled, solid, depth, min_px)
+        ref, n_ref = _body_parts_ref(filled, solid, depth, min_px)
+        assert n_new == n_ref and new.dtype == ref.dtype and np.array_equal(new, ref), i
+        seen.add(min(n_ref, 3))
+    assert seen >= {1, 2, 3}
