@@ -571,14 +571,19 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
         filled = filled | _convex_hull(kept)
     # solid blocks: hole filling of the full-resolution tissue on its own bounding box (plus one pixel), block
     # means over the box's blocks only
-    tissue = full > body_thr
-    tissue_box = _bbox(tissue, margin=1) if tissue.any() else None
-    if tissue_box is None:
-        solid = np.zeros(filled.shape, dtype=bool)
+    if (fy, fx) == (1, 1) and full.dtype == sl.dtype:  # one pixel per block (a PET): the tissue is ``above``
+        tissue = above
+        solid = _fill_holes(above[box])
     else:
-        tissue_filled = np.zeros(tissue.shape, dtype=bool)
-        tissue_filled[tissue_box] = _fill_holes(tissue[tissue_box])
-        solid = block_mean(tissue_filled[r0 * fy:r1 * fy, c0 * fx:c1 * fx].astype(np.float32), (fy, fx)) >= _SOLID
+        tissue = full > body_thr
+        if not tissue.any():
+            solid = np.zeros(filled.shape, dtype=bool)
+        else:
+            tissue_box = _bbox(tissue, margin=1)
+            tissue_filled = np.zeros(tissue.shape, dtype=bool)
+            tissue_filled[tissue_box] = _fill_holes(tissue[tissue_box])
+            solid = block_mean(tissue_filled[r0 * fy:r1 * fy, c0 * fx:c1 * fx].astype(np.float32), (fy, fx)) \
+                >= _SOLID
     lab, nlab = _body_parts(filled, solid, split_px, min_px)
     area_px = int(filled.sum())
     sizes = np.bincount(lab.ravel())[1:]
