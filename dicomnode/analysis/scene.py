@@ -824,6 +824,12 @@ def _summarise(per: dict[str, np.ndarray], sel: np.ndarray, is_ct: bool, extent_
         notes.append("scene: no body found in any slice; descriptors are 0")
         for k in sub:
             values[k] = 0.0
+    elif all(v.dtype == np.float64 for v in sub.values()):
+        # one median per row of the stacked series: numpy's median along an axis takes the same order statistics
+        # and averages the middle two the same way (NaN where a series has one), so the same floats as one by one
+        med = np.median(np.stack([v[has] for v in sub.values()]), axis=1)
+        for k, m in zip(sub, med):
+            values[k] = float(m)
     else:
         for k, arr in sub.items():
             values[k] = float(np.median(arr[has]))
