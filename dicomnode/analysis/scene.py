@@ -419,11 +419,11 @@ def _bone_labels(full: np.ndarray, sy: float, sx: float, bone_thr: float, *,
     on ~2 mm block means: their labels, each label's area in cm2 (label 1 first), the block size (fy, fx) and the
     block (row, column) of the labels' first pixel.
 
-    The labels cover the blocks that meet ``body_box`` (the bounding box of ``full > -500 HU``, computed here when
-    not given; nothing when it is empty) and one block more each way: every other block holds only pixels at or
-    below -500 HU, so its mean is too (float sums of such values round to such values), it is outside the body and
-    its background joins that of the margin; the labels (numbered in raster order, which a crop keeps) and their
-    sizes are those of the whole slice."""
+    The labels cover the blocks that meet ``body_box`` (the bounding box of ``full > -500 HU`` or any box holding
+    it, computed here when not given; nothing when it is empty) and one block more each way: every other block
+    holds only pixels at or below -500 HU, so its mean is too (float sums of such values round to such values), it
+    is outside the body and its background joins that of the margin; the labels (numbered in raster order, which a
+    crop keeps) and their sizes are those of the whole slice."""
     fy = min(max(1, int(round(_BONE_PIECE_MM / sy))), full.shape[0])  # a slice narrower than one block: one block
     fx = min(max(1, int(round(_BONE_PIECE_MM / sx))), full.shape[1])
     ny, nx = full.shape[0] // fy, full.shape[1] // fx
@@ -572,14 +572,14 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
     # solid blocks: hole filling of the full-resolution tissue on its own bounding box (plus one pixel), block
     # means over the box's blocks only
     if (fy, fx) == (1, 1) and full.dtype == sl.dtype:  # one pixel per block (a PET): the tissue is ``above``
-        tissue = above
+        tissue_box: tuple[slice, slice] | None = box
         solid = _fill_holes(above[box])
     else:
         tissue = full > body_thr
-        if not tissue.any():
+        tissue_box = _bbox(tissue, margin=1) if tissue.any() else None
+        if tissue_box is None:
             solid = np.zeros(filled.shape, dtype=bool)
         else:
-            tissue_box = _bbox(tissue, margin=1)
             tissue_filled = np.zeros(tissue.shape, dtype=bool)
             tissue_filled[tissue_box] = _fill_holes(tissue[tissue_box])
             solid = block_mean(tissue_filled[r0 * fy:r1 * fy, c0 * fx:c1 * fx].astype(np.float32), (fy, fx)) \
@@ -649,8 +649,9 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
         return w
 
     if is_ct:
-        bones = _bone_labels(full, py / fy, px / fx, bright_thr, body_box=_bbox(tissue) if tissue.any()
-                             else (slice(0, 0), slice(0, 0)))  # read by two landmarks (CT: body_thr is -500 HU)
+        # read by two landmarks; CT's body threshold is the bone labels' -500 HU, so the tissue's box serves
+        bones = _bone_labels(full, py / fy, px / fx, bright_thr,
+                             body_box=(slice(0, 0), slice(0, 0)) if tissue_box is None else tissue_box)
         out["bone_pieces"] = _bone_pieces(full, py / fy, px / fx, bright_thr, bones=bones)
     else:
         out["bone_pieces"] = 0.0
