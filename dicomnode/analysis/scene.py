@@ -227,6 +227,48 @@ def _convex_hull(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def _hull_size(mask: np.ndarray) -> int:
+    """The number of pixels of :func:`_convex_hull` of a non-empty 2-D mask, without drawing it.
+
+    scikit-image's hull is the closed polygon around the midpoints of the pixels' edges, and a pixel belongs to
+    it when its centre lies inside or on the outline. The hull of those midpoints is that of the midpoints of each
+    row's first and last pixel (the pixels between lie on the segments joining them). In doubled coordinates every
+    point is an integer, so the outline's crossing of each row of pixel centres, and the first and last centre on
+    or inside it, are found in exact integer arithmetic: the same pixels.
+    """
+    from scipy.spatial import ConvexHull, QhullError
+
+    rows = np.flatnonzero(mask.any(axis=1))
+    sub = mask[rows]
+    first = np.argmax(sub, axis=1).astype(np.int64)
+    last = mask.shape[1] - 1 - np.argmax(sub[:, ::-1], axis=1).astype(np.int64)
+    r2, f2, l2 = 2 * rows.astype(np.int64), 2 * first, 2 * last
+    y = np.concatenate([r2, r2 - 1, r2 + 1, r2, r2 - 1, r2 + 1])
+    x = np.concatenate([f2 - 1, f2, f2, l2 + 1, l2, l2])
+    span = 2 * mask.shape[1] + 4
+    key = np.unique(y * span + (x + 2))  # each point once (repeated points can trouble Qhull)
+    pts = np.stack([key // span, key % span - 2], axis=1)
+    try:
+        v = pts[ConvexHull(pts.astype(np.float64)).vertices]
+    except QhullError:
+        return int(_convex_hull(mask).sum())
+    y0, x0 = v[:, 0], v[:, 1]
+    y1, x1 = np.roll(y0, -1), np.roll(x0, -1)
+    yc = 2 * np.arange(rows[0], rows[-1] + 1, dtype=np.int64)[:, None]  # the rows of pixel centres
+    dy = y1 - y0
+    sloped = (np.minimum(y0, y1) <= yc) & (yc <= np.maximum(y0, y1)) & (dy != 0)
+    sign = np.where(dy < 0, -1, 1)
+    den = np.where(dy != 0, dy * sign, 1)
+    num = (x0 * dy + (yc - y0) * (x1 - x0)) * sign  # the outline crosses the row at x = num / den
+    flat = (dy == 0) & (y0 == yc)  # an edge along the row: its two ends
+    far = np.int64(1) << 40
+    lo = np.minimum(np.where(sloped, -((-num) // (2 * den)), far).min(axis=1),
+                    np.where(flat, -((-np.minimum(x0, x1)) // 2), far).min(axis=1))
+    hi = np.maximum(np.where(sloped, num // (2 * den), -far).max(axis=1),
+                    np.where(flat, np.maximum(x0, x1) // 2, -far).max(axis=1))
+    return int(np.clip(hi - lo + 1, 0, None).sum())
+
+
 def _body_parts(filled: np.ndarray, solid: np.ndarray, depth_px: float, min_px: float) -> tuple[np.ndarray, int]:
     """Label the body mask ``filled`` into its parts: trunk, arms lying against it, thighs that touch.
 
@@ -253,7 +295,11 @@ def _body_parts(filled: np.ndarray, solid: np.ndarray, depth_px: float, min_px: 
     if n == 0:
         return ndi.label(filled)
     parts = np.zeros(filled.shape, dtype=np.int32)
-    parts[box] = watershed(-dist, markers, mask=sub)
+    if n == 1:  # one marker: the watershed floods the face-connected piece of ``sub`` that holds it, and only that
+        pieces, _ = ndi.label(sub)
+        parts[box] = pieces == pieces[markers == 1][0]
+    else:
+        parts[box] = watershed(-dist, markers, mask=sub)
     sizes = np.bincount(parts.ravel(), minlength=n + 1)[1:]
     big = np.flatnonzero(sizes >= min_px) + 1
     if big.size == 0:
@@ -261,8 +307,11 @@ def _body_parts(filled: np.ndarray, solid: np.ndarray, depth_px: float, min_px: 
     relabel = np.zeros(n + 1, dtype=np.int32)
     relabel[big] = np.arange(1, big.size + 1)
     core = relabel[parts]
-    _, (iy, ix) = ndi.distance_transform_edt(core == 0, return_indices=True)
-    out = np.where(filled, core[iy, ix], 0)
+    if big.size == 1:  # the nearest part of every pixel is the one part
+        out = filled.astype(np.int32)
+    else:
+        _, (iy, ix) = ndi.distance_transform_edt(core == 0, return_indices=True)
+        out = np.where(filled, core[iy, ix], 0)
     mlab, _ = ndi.label(filled)
     has_core = np.zeros(int(mlab.max()) + 1, dtype=bool)
     has_core[np.unique(mlab[core > 0])] = True
@@ -361,19 +410,49 @@ _BONE_PIECE_MIN_CM2 = 0.2
 _BONE_PIECES_CAP = 20.0
 
 
-BoneLabels = tuple[np.ndarray, np.ndarray, tuple[int, int]]
+BoneLabels = tuple[np.ndarray, np.ndarray, tuple[int, int], tuple[int, int]]
 
 
-def _bone_labels(full: np.ndarray, sy: float, sx: float, bone_thr: float) -> BoneLabels:
+def _bone_labels(full: np.ndarray, sy: float, sx: float, bone_thr: float, *,
+                 body_box: tuple[slice, slice] | None = None) -> BoneLabels:
     """The pieces of bone (CT) inside the body of one full-resolution axial slice (pixel size ``sy`` x ``sx`` mm),
-    on ~2 mm block means: their labels, each label's area in cm2 (label 1 first) and the block size (fy, fx)."""
+    on ~2 mm block means: their labels, each label's area in cm2 (label 1 first), the block size (fy, fx) and the
+    block (row, column) of the labels' first pixel.
+
+    The labels cover the blocks that meet ``body_box`` (the bounding box of ``full > -500 HU`` or any box holding
+    it, computed here when not given; nothing when it is empty) and one block more each way: every other block
+    holds only pixels at or below -500 HU, so its mean is too (float sums of such values round to such values), it
+    is outside the body and its background joins that of the margin; the labels (numbered in raster order, which a
+    crop keeps) and their sizes are those of the whole slice."""
     fy = min(max(1, int(round(_BONE_PIECE_MM / sy))), full.shape[0])  # a slice narrower than one block: one block
     fx = min(max(1, int(round(_BONE_PIECE_MM / sx))), full.shape[1])
-    sl = block_mean(np.asarray(full, dtype=np.float32), (fy, fx))
+    ny, nx = full.shape[0] // fy, full.shape[1] // fx
+    if body_box is None:
+        above = full > _CT_BODY_HU
+        body_box = _bbox(above) if above.any() else (slice(0, 0), slice(0, 0))
+    rows, cols = body_box
+    if rows.stop <= rows.start or cols.stop <= cols.start:
+        return np.zeros((0, 0), dtype=np.int32), np.zeros(0), (fy, fx), (0, 0)
+    b0, b1 = max(rows.start // fy - 1, 0), min(-(-rows.stop // fy) + 1, ny)
+    c0, c1 = max(cols.start // fx - 1, 0), min(-(-cols.stop // fx) + 1, nx)
+    sl = block_mean(np.asarray(full[b0 * fy:b1 * fy, c0 * fx:c1 * fx], dtype=np.float32), (fy, fx))
     body = _fill_holes(sl > _CT_BODY_HU)
     lab, n = ndi.label((sl > bone_thr) & body)
     sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:] * (sy * fy * sx * fx / 100.0)
-    return lab, sizes, (fy, fx)
+    return lab, sizes, (fy, fx), (b0, c0)
+
+
+def _label_centres(lab: np.ndarray, index: np.ndarray, offset: tuple[int, int]) -> list[tuple[float, float]]:
+    """``ndi.center_of_mass(np.ones_like(lab), lab, index)`` of a label image whose pixel (0, 0) is pixel
+    ``offset`` of a larger image, in that image's coordinates: the same sums, in the same (raster) order, of the
+    same row and column numbers, so the same floats (background pixels, which add to label 0 only, are skipped)."""
+    flat = lab.ravel()
+    at = np.flatnonzero(flat)
+    labels = flat[at]
+    count = np.bincount(labels, weights=np.ones(at.size))
+    cy = np.bincount(labels, weights=(at // lab.shape[1] + offset[0]).astype(np.float64))[index] / count[index]
+    cx = np.bincount(labels, weights=(at % lab.shape[1] + offset[1]).astype(np.float64))[index] / count[index]
+    return list(zip(cy.tolist(), cx.tolist()))
 
 
 def _bone_pieces(full: np.ndarray, sy: float, sx: float, bone_thr: float, *,
@@ -383,7 +462,7 @@ def _bone_pieces(full: np.ndarray, sy: float, sx: float, bone_thr: float, *,
     trunk shows a vertebra with the arc of ribs around it (chest, upper abdomen) or the pelvic ring and femoral
     heads, and does so in a field of view cut inside the body too. Measured on ~2 mm block means
     (:func:`_bone_labels`; ``bones``: its result for this slice, when made already)."""
-    _, sizes, _ = _bone_labels(full, sy, sx, bone_thr) if bones is None else bones
+    sizes = (_bone_labels(full, sy, sx, bone_thr) if bones is None else bones)[1]
     return float(min((sizes >= _BONE_PIECE_MIN_CM2).sum(), _BONE_PIECES_CAP))
 
 
@@ -410,14 +489,14 @@ def _limb_ring(full: np.ndarray, sy: float, sx: float, bone_thr: float, largest:
     grid, ``f4`` pixels per block) holds at most :data:`_LIMB_BONES_PER_PART` bone pieces and one of them is a long
     bone's cortical ring around its medullary cavity (the limb-bone landmark); else 0.0. Bone pieces as in
     :func:`_bone_pieces`, on ~2 mm block means (``bones``: :func:`_bone_labels` of this slice, when made already)."""
-    lab, sizes, (fy, fx) = _bone_labels(full, sy, sx, bone_thr) if bones is None else bones
+    lab, sizes, (fy, fx), origin = _bone_labels(full, sy, sx, bone_thr) if bones is None else bones
     if sizes.size == 0:
         return 0.0
     bcm2 = sy * fy * sx * fx / 100.0
     pieces = np.flatnonzero(sizes >= _BONE_PIECE_MIN_CM2) + 1
     # the pieces whose centre lies in the largest part (on the 4 mm grid)
     inside = []
-    for k, (cy, cx) in zip(pieces, ndi.center_of_mass(np.ones_like(lab), lab, pieces)):
+    for k, (cy, cx) in zip(pieces, _label_centres(lab, pieces, origin)):
         iy = min(int(cy * fy / f4[0]), largest.shape[0] - 1)
         ix = min(int(cx * fx / f4[1]), largest.shape[1] - 1)
         if largest[iy, ix]:
@@ -440,7 +519,7 @@ def _limb_ring(full: np.ndarray, sy: float, sx: float, bone_thr: float, largest:
         hy, hx = ndi.center_of_mass(filled & ~piece)
         if np.hypot((cy - hy) * sy * fy, (cx - hx) * sx * fx) > _RING_CENTRED * diameter_mm:
             continue
-        if float(filled.sum()) / max(int(_convex_hull(filled).sum()), 1) >= _RING_SOLIDITY:
+        if float(filled.sum()) / max(_hull_size(filled), 1) >= _RING_SOLIDITY:
             return 1.0
     return 0.0
 
@@ -448,11 +527,26 @@ def _limb_ring(full: np.ndarray, sy: float, sx: float, bone_thr: float, largest:
 def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float, px: float, fy: int, fx: int, *,
                    min_px: float, split_px: float, ring_mm: float, core_mm: float,
                    signs: tuple[int, int] = (1, 1)) -> dict[str, float] | None:
-    """Descriptors of one block-averaged axial slice ``sl`` (``full``: the same slice at full resolution)."""
+    """Descriptors of one block-averaged axial slice ``sl`` (``full``: the same slice at full resolution).
+
+    The masks are made on the bounding box of the tissue above the body threshold plus one pixel of background
+    (``box``): the body, its parts, outline, depth and tissue classes lie inside it, and every morphological step
+    (opening, hole filling, labelling, erosion, distance) gives there what it gives on the whole slice (outside the
+    box all is background, joined to the image border). Coordinates that enter a float sum (the largest part's
+    centre and axes) are those of the whole slice, and the 3 x 3 local mean and deviation are filtered from the
+    slice's first row and column (a running sum), so every descriptor is the same float as on the whole slice.
+    """
     body_thr, dark_thr, bright_thr, organ_lo, organ_hi, organ_std = thr
     st = ndi.generate_binary_structure(2, 1)
     pix_cm2 = py * px / 100.0
-    body = ndi.binary_opening(sl > body_thr, structure=st)
+    above = sl > body_thr
+    if not above.any():
+        return None
+    H, W = sl.shape
+    box = _bbox(above, margin=1)
+    (r0, r1), (c0, c1) = (box[0].start, box[0].stop), (box[1].start, box[1].stop)
+    sb = sl[box]
+    body = ndi.binary_opening(above[box], structure=st)
     lab, nlab = ndi.label(body)
     if nlab == 0:
         return None
@@ -460,20 +554,43 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
     keep = np.flatnonzero(sizes >= min_px) + 1
     if keep.size == 0:
         return None
-    kept = np.isin(lab, keep)
-    filled = ndi.binary_fill_holes(kept)
+    wanted = np.zeros(nlab + 1, dtype=bool)
+    wanted[keep] = True
+    kept = wanted[lab]
+    filled = _fill_holes(kept)
+    # the image border, where it crosses the box
     border = np.zeros_like(filled)
-    border[0, :] = border[-1, :] = border[:, 0] = border[:, -1] = True
+    border[0, :] |= r0 == 0
+    border[-1, :] |= r1 == H
+    border[:, 0] |= c0 == 0
+    border[:, -1] |= c1 == W
+    n_border = H * W - max(H - 2, 0) * max(W - 2, 0)
     # a field of view cut inside the body (a chest crop): dark regions that open onto the image border (lungs)
     # are not holes; inside the convex hull of the tissue they are still inside the body
-    if (filled & border).sum() > 0.25 * border.sum():
+    if (filled & border).sum() > 0.25 * n_border:
         filled = filled | _convex_hull(kept)
-    solid = block_mean(_fill_holes(full > body_thr).astype(np.float32), (fy, fx)) >= _SOLID
+    # solid blocks: hole filling of the full-resolution tissue on its own bounding box (plus one pixel), block
+    # means over the box's blocks only
+    if (fy, fx) == (1, 1) and full.dtype == sl.dtype:  # one pixel per block (a PET): the tissue is ``above``
+        tissue_box: tuple[slice, slice] | None = box
+        solid = _fill_holes(above[box])
+    else:
+        tissue = full > body_thr
+        tissue_box = _bbox(tissue, margin=1) if tissue.any() else None
+        if tissue_box is None:
+            solid = np.zeros(filled.shape, dtype=bool)
+        else:
+            tissue_filled = np.zeros(tissue.shape, dtype=bool)
+            tissue_filled[tissue_box] = _fill_holes(tissue[tissue_box])
+            solid = block_mean(tissue_filled[r0 * fy:r1 * fy, c0 * fx:c1 * fx].astype(np.float32), (fy, fx)) \
+                >= _SOLID
     lab, nlab = _body_parts(filled, solid, split_px, min_px)
     area_px = int(filled.sum())
     sizes = np.bincount(lab.ravel())[1:]
     big = lab == (int(np.argmax(sizes)) + 1)
     yy, xx = np.nonzero(big)
+    yy += r0
+    xx += c0
     cov = np.cov(np.stack([yy * py, xx * px])) if yy.size > 2 else np.zeros((2, 2))
     ev = np.sort(np.clip(np.linalg.eigvalsh(cov), 0, None))
     edge = filled & ~ndi.binary_erosion(filled, structure=st, border_value=1)
@@ -481,8 +598,8 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
     # the image border is not the body's outline when the field of view is cropped: measure depth from
     # the outline inside the image only (pad with tissue where the body touches the border)
     depth = _edt_in_box(np.pad(filled, 1, mode="edge"), (py, px))[1:-1, 1:-1]
-    dark = (sl < dark_thr) & filled
-    bright = (sl > bright_thr) & filled
+    dark = (sb < dark_thr) & filled
+    bright = (sb > bright_thr) & filled
     ring = filled & (depth <= ring_mm)
     core = filled & (depth > core_mm)
     out = {
@@ -491,7 +608,7 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
         "major_axis_mm": 4.0 * float(np.sqrt(ev[1])),
         "minor_major_ratio": float(np.sqrt(ev[0] / ev[1])) if ev[1] > 0 else 1.0,
         "edge_fraction": float((filled & border).sum()) / max(n_edge, 1),
-        "fov_fill": area_px / filled.size,
+        "fov_fill": area_px / (H * W),
         "dark_fraction": dark.sum() / area_px,
         "bright_fraction": bright.sum() / area_px,
         "ring_dark": (dark & ring).sum() / max(int(ring.sum()), 1),
@@ -501,28 +618,43 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
     }
     # solidity of the largest part: a phantom's cylinder is convex (1.0); a trunk with arms or a head with ears
     # and nose is a little less
-    out["solidity"] = float(big.sum()) / max(int(_convex_hull(big).sum()), 1)
+    out["solidity"] = float(big.sum()) / max(_hull_size(big), 1)
     # largest connected dark region as a fraction of the body: a lung (or both), not scattered dark voxels
     # (CT: lung-like, -960 ... -400 HU in 4 mm block means; outside air, which a crop's hull can take in, is
     # below -960)
-    dlab, ndl = ndi.label(dark & (sl > _CT_AIR_HU) if is_ct else dark)
+    dlab, ndl = ndi.label(dark & (sb > _CT_AIR_HU) if is_ct else dark)
     out["dark_blob"] = (np.bincount(dlab.ravel())[1:].max() if ndl else 0) / area_px
     # organ: the largest homogeneous mid-intensity region (liver, spleen; thigh muscles), eroded once so
     # that thin bridges between neighbouring structures do not join them
-    mean3 = ndi.uniform_filter(sl, 3)
-    std3 = np.sqrt(np.clip(ndi.uniform_filter(sl * sl, 3) - mean3 * mean3, 0, None))
-    organ = ndi.binary_erosion(filled & (mean3 > organ_lo) & (mean3 < organ_hi) & (std3 < organ_std), structure=st)
+    # (scipy's 3-tap mean is a running sum along each line from its start: on the slice up to the box's end it
+    # gives the whole slice's floats except in the last row and column, the box's margin, where no body lies)
+    head = sl[:r1, :c1]
+    mean3 = ndi.uniform_filter(head, 3)
+    std3 = np.sqrt(np.clip(ndi.uniform_filter(head * head, 3) - mean3 * mean3, 0, None))[r0:, c0:]
+    mean3 = mean3[r0:, c0:]
+    homogeneous = filled & (mean3 > organ_lo) & (mean3 < organ_hi) & (std3 < organ_std)
+    organ = ndi.binary_erosion(homogeneous, structure=st)
     olab, nolab = ndi.label(organ)
     out["organ_fraction"] = (np.bincount(olab.ravel())[1:].max() if nolab else 0) / area_px
     # lateral bright tissue (CT: bone away from the spine: iliac wings, femoral heads, ribs, scapulae)
     half_width = max((xx.max() - xx.min()) / 2.0, 1.0)
-    lateral = bright & big & (np.abs(np.arange(sl.shape[1])[None, :] - xx.mean()) > _LATERAL * half_width)
+    lateral = bright & big & (np.abs(np.arange(c0, c1)[None, :] - xx.mean()) > _LATERAL * half_width)
     llab, nllab = ndi.label(lateral)
     out["lateral_bright"] = lateral.sum() / area_px
     out["lateral_bright_blob"] = (np.bincount(llab.ravel())[1:].max() if nllab else 0) / area_px
-    bones = _bone_labels(full, py / fy, px / fx, bright_thr) if is_ct else None  # read by two landmarks
-    out["bone_pieces"] = _bone_pieces(full, py / fy, px / fx, bright_thr, bones=bones) if is_ct else 0.0
-    if not is_ct:
+
+    def whole(mask: np.ndarray) -> np.ndarray:  # a mask of the box on the whole slice
+        w = np.zeros((H, W), dtype=bool)
+        w[box] = mask
+        return w
+
+    if is_ct:
+        # read by two landmarks; CT's body threshold is the bone labels' -500 HU, so the tissue's box serves
+        bones = _bone_labels(full, py / fy, px / fx, bright_thr,
+                             body_box=(slice(0, 0), slice(0, 0)) if tissue_box is None else tissue_box)
+        out["bone_pieces"] = _bone_pieces(full, py / fy, px / fx, bright_thr, bones=bones)
+    else:
+        out["bone_pieces"] = 0.0
         # uptake landmarks (PET; any relative scale): the peak of the 3 x 3 local mean and the largest region of
         # moderately raised signal (2-8 x the body's median: the liver on FDG PET), relative to the body's median
         ref = bright_thr / _REL_BRIGHT
@@ -530,15 +662,14 @@ def _measure_slice(sl: np.ndarray, full: np.ndarray, thr, is_ct: bool, py: float
         out["peak_rel"] = float(mean3[filled].max() / ref) if ref > 0 and filled.any() else 0.0
         ulab, nu = ndi.label(inside & (mean3 > _UPTAKE_REL[0] * ref) & (mean3 < _UPTAKE_REL[1] * ref))
         out["uptake_blob_cm2"] = float(np.bincount(ulab.ravel())[1:].max() * pix_cm2) if nu else 0.0
-        homogeneous = filled & (mean3 > organ_lo) & (mean3 < organ_hi) & (std3 < organ_std)
-        out.update(_mr_landmarks(big, organ, homogeneous, py, px, signs))
-        out.update(_front_outline(filled, py, signs))
+        out.update(_mr_landmarks(whole(big), whole(organ), whole(homogeneous), py, px, signs))
+        out.update(_front_outline(whole(filled), py, signs))
     if is_ct:
         out["air_lung_fraction"] = dark.sum() / area_px
-        out["fat_fraction"] = (((sl >= _CT_FAT_HU[0]) & (sl < _CT_FAT_HU[1])) & filled).sum() / area_px
-        out["soft_tissue_fraction"] = (((sl >= _CT_SOFT_HU[0]) & (sl < _CT_SOFT_HU[1])) & filled).sum() / area_px
+        out["fat_fraction"] = (((sb >= _CT_FAT_HU[0]) & (sb < _CT_FAT_HU[1])) & filled).sum() / area_px
+        out["soft_tissue_fraction"] = (((sb >= _CT_SOFT_HU[0]) & (sb < _CT_SOFT_HU[1])) & filled).sum() / area_px
         out["bone_fraction"] = bright.sum() / area_px
-        out["limb_ring"] = _limb_ring(full, py / fy, px / fx, bright_thr, big, (fy, fx), bones=bones)
+        out["limb_ring"] = _limb_ring(full, py / fy, px / fx, bright_thr, whole(big), (fy, fx), bones=bones)
     return out
 
 
@@ -694,6 +825,12 @@ def _summarise(per: dict[str, np.ndarray], sel: np.ndarray, is_ct: bool, extent_
         notes.append("scene: no body found in any slice; descriptors are 0")
         for k in sub:
             values[k] = 0.0
+    elif all(v.dtype == np.float64 for v in sub.values()):
+        # one median per row of the stacked series: numpy's median along an axis takes the same order statistics
+        # and averages the middle two the same way (NaN where a series has one), so the same floats as one by one
+        med = np.median(np.stack([v[has] for v in sub.values()]), axis=1)
+        for k, m in zip(sub, med):
+            values[k] = float(m)
     else:
         for k, arr in sub.items():
             values[k] = float(np.median(arr[has]))
