@@ -9,6 +9,7 @@ of the object, not of the volume.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -302,7 +303,8 @@ def _check_smoothing(posteriors: np.ndarray, spacing_mm: tuple[float, float, flo
 
 def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, float], *, sigma_mm: float = 1.5,
                       iterations: int = 3, max_anisotropy: float = 2.5,
-                      slab_voxels: int = 500_000, out: np.ndarray | None = None) -> PosteriorSmoothing:
+                      slab_voxels: int = 500_000, out: np.ndarray | None = None,
+                      workers: int | None = None) -> PosteriorSmoothing:
     """Iterated neighbourhood smoothing of class posteriors (a mean-field, MRF-like prior).
 
     Each iteration multiplies the voxel's own (input) posterior by the Gaussian-weighted mean of the current
@@ -336,6 +338,9 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
         it may be ``posteriors`` itself (each slab's result is written once the next slab has read its input, so
         the result is the same as into a new array, without a second posteriors array in memory). Default: a new
         array.
+    workers : int, optional
+        Slabs smoothed at once, in threads. Default :func:`~dicomnode.analysis.threads.thread_budget`. The result
+        does not depend on it (each slab is computed alone, the same way).
 
     Returns
     -------
@@ -381,54 +386,84 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
     # at least the halo deep: the halo's work is then at most the slab's own, and (in place) a slab's lower halo
     # lies in the slab before it, whose result is written only after this slab has read its input
     slab = max(1, int(slab_voxels) // max(per_slice, 1), halo)
-    changed = 0
-    pending: tuple[tuple[slice, ...], np.ndarray] | None = None  # the previous slab's result, not yet written
     sigmas = [sigma_mm / s for s in sp]  # as denoise.gaussian: the kernel truncated at 4 sigma, borders reflected
     if not volumetric:
         sigmas[0] = 0.0
-    with ThreadPoolExecutor(max(1, min(thread_budget(), posteriors.shape[0]))) as pool:
+    # The slabs are independent: each reads its own extended input and yields its own slices, so they run in
+    # threads (numpy and scipy.ndimage release the GIL), their results written in slab order. A slab's result is
+    # written only once the next slab has read its input (in place, a slab's lower halo lies in the slab before
+    # it); at most ``workers`` slabs are in flight beside the one being read (each about 20 MB at the default
+    # slab size).
+    workers = max(1, int(workers) if workers is not None else thread_budget())
+    changed = 0
+    in_flight: deque = deque()
+
+    def write(result: tuple[tuple[slice, ...], np.ndarray, np.ndarray, int]) -> int:
+        inner, after, q_out, n_changed = result
+        labels[inner] = after
+        smoothed[(slice(None),) + inner] = q_out
+        return n_changed
+
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
+    try:
         for lo in range(zb.start, zb.stop, slab):
             hi = min(zb.stop, lo + slab)
             a, b = max(zb.start, lo - halo), min(zb.stop, hi + halo)
             ext = (slice(a, b), box[1], box[2])
             p0c = posteriors[(slice(None),) + ext].astype(np.float32)
             validc = _region(posteriors, ext)  # read, as p0c, before the slab before is written (in place)
-            if pending is not None:
-                smoothed[pending[0]] = pending[1]
-                pending = None
-            if quantised:
-                p0c /= np.float32(POSTERIOR_SCALE)
-            q = p0c.copy()
-            for _ in range(int(iterations)):
-                # each class filtered in place (scipy's 1-D passes buffer their lines), classes in threads
-                list(pool.map(_gaussian_in_place, q, [sigmas] * q.shape[0]))
-                q *= p0c
-                total = _class_sum(q)
-                np.divide(q, total, out=q, where=total > 0)
-                # Where a voxel's own evidence and its neighbourhood disagree completely, keep its own posterior.
-                lost = validc & ~(total > 0)
-                if lost.any():
-                    q[:, lost] = p0c[:, lost]
-                del total, lost
-            own = slice(lo - a, lo - a + (hi - lo))
-            q = q[:, own]
-            validc = validc[own]
-            before = _argmax_classes(p0c[:, own])
-            del p0c
-            after = _argmax_classes(q)
-            changed += int(np.count_nonzero((before != after) & validc))
-            after[~validc] = -1
-            inner = (slice(lo, hi), box[1], box[2])
-            labels[inner] = after
-            if quantised:
-                q *= np.float32(POSTERIOR_SCALE)
-                q += np.float32(0.5)
-            # to the output's type as the assignment into it would (uint8: p * 255 + 0.5, truncated)
-            pending = ((slice(None),) + inner, q.astype(out_dtype))
-            del q
-    if pending is not None:
-        smoothed[pending[0]] = pending[1]
+            args = (p0c, validc, slice(lo - a, lo - a + (hi - lo)), (slice(lo, hi), box[1], box[2]), sigmas,
+                    int(iterations), quantised, out_dtype)
+            del p0c, validc
+            if pool is None:
+                changed += write(_smooth_slab(*args))
+                continue
+            in_flight.append(pool.submit(_smooth_slab, *args))
+            del args
+            while len(in_flight) > workers:  # every slab in flight was read before this one: its result may go
+                changed += write(in_flight.popleft().result())
+        while in_flight:
+            changed += write(in_flight.popleft().result())
+    finally:
+        for f in in_flight:
+            f.cancel()
+        if pool is not None:
+            pool.shutdown(wait=True)
     return PosteriorSmoothing(labels, smoothed, changed)
+
+
+def _smooth_slab(p0c: np.ndarray, validc: np.ndarray, own: slice, inner: tuple[slice, ...], sigmas: list[float],
+                 iterations: int, quantised: bool, out_dtype: type
+                 ) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray, int]:
+    """One slab of :func:`smooth_posteriors`: ``p0c`` the float32 posteriors of its extended box (uint8 steps not
+    yet scaled), ``validc`` the region there, ``own`` its own slices within them, ``inner`` those slices' box on the
+    grid. Returns (inner, labels there, smoothed posteriors there in the output's type, voxels changed)."""
+    if quantised:
+        p0c /= np.float32(POSTERIOR_SCALE)
+    q = p0c.copy()
+    for _ in range(iterations):
+        for k in range(q.shape[0]):  # each class filtered in place (scipy's 1-D passes buffer their lines)
+            _gaussian_in_place(q[k], sigmas)
+        q *= p0c
+        total = _class_sum(q)
+        np.divide(q, total, out=q, where=total > 0)
+        # Where a voxel's own evidence and its neighbourhood disagree completely, keep its own posterior.
+        lost = validc & ~(total > 0)
+        if lost.any():
+            q[:, lost] = p0c[:, lost]
+        del total, lost
+    q = q[:, own]
+    validc = validc[own]
+    before = _argmax_classes(p0c[:, own])
+    del p0c
+    after = _argmax_classes(q)
+    changed = int(np.count_nonzero((before != after) & validc))
+    after[~validc] = -1
+    if quantised:
+        q *= np.float32(POSTERIOR_SCALE)
+        q += np.float32(0.5)
+    # to the output's type as the assignment into it would (uint8: p * 255 + 0.5, truncated)
+    return inner, after, q.astype(out_dtype), changed
 
 
 def _region(posteriors: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
