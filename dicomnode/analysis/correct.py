@@ -10,6 +10,7 @@ of the object, not of the volume.
 from __future__ import annotations
 
 from collections import deque
+from queue import SimpleQueue
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -558,7 +559,8 @@ def correct_segments(segments: list[Segment | None], not_found: Collection[str],
                      spacing_mm: tuple[float, float, float], *, min_volume_ml: float = 0.1,
                      fill_holes: bool = True, slice_wise: bool = True,
                      hole_filled_labels: Collection[str] = DEFAULT_HOLE_FILLED_LABELS,
-                     connectivity: int = 1, owned: Collection[int] = ()) -> tuple[LabelMap, dict[str, int]]:
+                     connectivity: int = 1, owned: Collection[int] = (),
+                     workers: int | None = None) -> tuple[LabelMap, dict[str, int]]:
     """:func:`correct_labels` over a list of segments handed over by the caller, with ``not_found`` the labels
     already not found: each entry of ``segments`` is set to None as soon as it is corrected, so that where nothing
     else holds a segment its mask before the correction is let go before the next segment's is made (not every
@@ -567,6 +569,9 @@ def correct_segments(segments: list[Segment | None], not_found: Collection[str],
     ``owned``: indices of ``segments`` whose masks nothing else holds (not shared with another segment either):
     those whose holes are not filled lose their small components in place, without a copy of the mask (the
     number of voxels changed is then the number removed).
+
+    ``workers``: segments corrected at once, in threads (default :func:`~dicomnode.analysis.threads.thread_budget`);
+    the result does not depend on it. Every entry is checked before any is touched.
 
     Returns the same as :func:`correct_labels`."""
     if not min_volume_ml >= 0:
@@ -579,41 +584,78 @@ def correct_segments(segments: list[Segment | None], not_found: Collection[str],
     not_found = list(not_found)
     changed: dict[str, int] = {}
     min_voxels = min_volume_ml * 1000.0 / float(np.prod(_check_spacing(spacing_mm)))
-    # one uint16 label buffer for all segments (allocating and page-faulting a fresh one per call costs more than
-    # the labelling itself on large volumes), as large as the largest box labelled (not the whole grid); the body,
-    # first, is usually the largest
-    work: list[np.ndarray] = []
     for i in range(len(segments)):
-        seg = segments[i]
-        segments[i] = None
-        if seg is None:
+        if segments[i] is None:
             raise ValueError(f"segments[{i}] is None: a list already handed to correct_segments")
-        # on the segment's crop (its bounding box: everything outside is background, connected to the grid's
-        # border, so the components and holes inside are those of the whole grid); unchanged segments share their
-        # crop with the input (no copy)
-        mask = seg.crop
-        filled = fill and seg.info.label in filled_labels
-        # a mask of the caller's that is not hole-filled is cleaned in place: the voxels removed are the change
-        in_place = i in owned and not filled
-        removed = 0
-        if min_volume_ml > 0 and mask.size:
-            cleaned = _small_components(mask, min_voxels, connectivity, work, in_place=in_place)
-            if cleaned is not None:
-                mask, removed = cleaned
-            del cleaned
-        if filled and mask.size:
-            mask = _filled(mask, slice_wise, work, copy=mask is seg.crop)
-        if in_place:
-            changed[seg.info.label] = removed
-        else:
-            changed[seg.info.label] = 0 if mask is seg.crop else _count_changed(mask, seg.crop)
-        if mask.any():
-            out.append(seg if mask is seg.crop and not removed else
-                       Segment(seg.info, mask, box=seg.box, shape=seg.shape))
-        elif seg.info.label not in not_found:
-            not_found.append(seg.info.label)
-        del seg, mask
+    # Segments are independent: with a thread budget above one they are corrected in threads (scipy's labelling
+    # releases the GIL), each thread with its own label buffer, and the results are gathered in segment order.
+    workers = max(1, int(workers) if workers is not None else thread_budget())
+    workers = min(workers, len(segments))
+    # one uint16 label buffer per thread, reused for its segments (allocating and page-faulting a fresh one per
+    # call costs more than the labelling itself on large volumes), as large as the largest box it labelled (not
+    # the whole grid)
+    buffers: SimpleQueue = SimpleQueue()
+    for _ in range(max(workers, 1)):
+        buffers.put([])
+
+    def one(seg: Segment, i: int) -> tuple[int, Segment | None]:
+        work = buffers.get()
+        try:
+            filled = fill and seg.info.label in filled_labels
+            # a mask of the caller's that is not hole-filled is cleaned in place: the voxels removed are the change
+            return _correct_one(seg, min_voxels if min_volume_ml > 0 else None, connectivity,
+                                slice_wise if filled else None, in_place=i in owned and not filled, work=work)
+        finally:
+            buffers.put(work)
+
+    results: list = []
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            for i in range(len(segments)):
+                seg, segments[i] = segments[i], None
+                results.append((seg.info.label, pool.submit(one, seg, i)))  # type: ignore[arg-type]
+                del seg
+            results = [(label, f.result()) for label, f in results]
+    else:
+        for i in range(len(segments)):
+            seg, segments[i] = segments[i], None
+            results.append((seg.info.label, one(seg, i)))  # type: ignore[arg-type]
+            del seg
+    for label, (n_changed, kept) in results:
+        changed[label] = n_changed
+        if kept is not None:
+            out.append(kept)
+        elif label not in not_found:
+            not_found.append(label)
+    del results
     return LabelMap(tuple(out), tuple(not_found)), changed
+
+
+def _correct_one(seg: Segment, min_voxels: float | None, connectivity: int, fill_slice_wise: bool | None, *,
+                 in_place: bool, work: list[np.ndarray]) -> tuple[int, Segment | None]:
+    """One segment of :func:`correct_segments`: (voxels changed, the corrected segment or None when emptied).
+
+    ``min_voxels`` None: no size filter; ``fill_slice_wise`` None: no hole filling, else how. Works on the segment's
+    crop (its bounding box: everything outside is background, connected to the grid's border, so the components
+    and holes inside are those of the whole grid); an unchanged segment is returned itself (its crop shared with
+    the input, no copy)."""
+    mask = seg.crop
+    removed = 0
+    if min_voxels is not None and mask.size:
+        cleaned = _small_components(mask, min_voxels, connectivity, work, in_place=in_place)
+        if cleaned is not None:
+            mask, removed = cleaned
+        del cleaned
+    if fill_slice_wise is not None and mask.size:
+        mask = _filled(mask, fill_slice_wise, work, copy=mask is seg.crop)
+    if in_place:
+        n_changed = removed
+    else:
+        n_changed = 0 if mask is seg.crop else _count_changed(mask, seg.crop)
+    if not mask.any():
+        return n_changed, None
+    return n_changed, (seg if mask is seg.crop and not removed else
+                       Segment(seg.info, mask, box=seg.box, shape=seg.shape))
 
 
 def _count_changed(a: np.ndarray, b: np.ndarray, slab: int = 16) -> int:
