@@ -20,6 +20,7 @@ use :mod:`dicomnode.analysis.radiomics` (``dicomnode radiomics``) instead.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -32,7 +33,11 @@ from dicomnode.analysis.features.intensity import local_intensity_features, stat
 from dicomnode.analysis.features.morphology import morphology_features
 from dicomnode.analysis.features.processing import roi_bounding_box
 from dicomnode.analysis.measure import measurements_of_values
+from dicomnode.analysis.threads import thread_budget
 from dicomnode.analysis.volume import Measurement
+
+#: Segments of at least this many voxels have their morphology computed in a thread beside the intensity families.
+_THREADED_MIN_VOXELS = 100_000
 
 FAMILIES = ("morphology", "intensity statistics", "intensity histogram", "intensity-volume histogram",
             "local intensity", "texture")
@@ -158,8 +163,8 @@ def _block_downsample(mask: np.ndarray, spacing_mm: tuple[float, float, float],
 
 
 def region_features(image: np.ndarray, mask: np.ndarray, spacing_mm: tuple[float, float, float], *,
-                    unit: str = "", settings: RegionFeatureSettings = RegionFeatureSettings()
-                    ) -> tuple[list[Measurement], list[str]]:
+                    unit: str = "", settings: RegionFeatureSettings = RegionFeatureSettings(),
+                    workers: int | None = None) -> tuple[list[Measurement], list[str]]:
     """Measurements of one segment and notes on how they were made.
 
     Parameters
@@ -174,6 +179,10 @@ def region_features(image: np.ndarray, mask: np.ndarray, spacing_mm: tuple[float
         "HU", "SUV" or "" (arbitrary).
     settings : RegionFeatureSettings
         Which families, discretisation and size limits.
+    workers : int, optional
+        Above 1, a segment of at least 100 000 voxels has its morphology computed in a second thread beside the
+        intensity families. Default :func:`~dicomnode.analysis.threads.thread_budget`. The values do not depend
+        on it.
 
     Returns
     -------
@@ -199,6 +208,46 @@ def region_features(image: np.ndarray, mask: np.ndarray, spacing_mm: tuple[float
     ucum = _ucum(unit)
     fams = set(settings.families)
     feats: list[FeatureValue] = []
+
+    def morphology_part() -> tuple[list[FeatureValue], list[str]]:
+        box = _grown(tight, 1, mask.shape)
+        if n > settings.morphology_max_voxels:
+            small, sp = _block_downsample(mask, spacing_mm, settings.morphology_max_voxels, box=box)
+            return morphology_features(small, sp), [
+                f"morphology on a {sp[0]:.2g}x{sp[1]:.2g}x{sp[2]:.2g} mm block-averaged grid "
+                f"({n} voxels > morphology_max_voxels); intensity-weighted morphology left out"]
+        if n > settings.moran_max_voxels:
+            return morphology_features(mask[box], spacing_mm), [
+                f"centre of mass shift, integrated intensity, Moran's I and Geary's C left out "
+                f"({n} voxels > moran_max_voxels)"]
+        return morphology_features(mask[box], spacing_mm, image=image[box]), []
+
+    # The morphology (mask only) runs in a thread beside the intensity families (values only) when the thread
+    # budget allows and the segment is large enough to pay for it; its features and notes keep their place.
+    morph: Any = None
+    pool = None
+    if "morphology" in fams:
+        workers = thread_budget() if workers is None else int(workers)
+        if workers > 1 and n >= _THREADED_MIN_VOXELS:
+            pool = ThreadPoolExecutor(1)
+            morph = pool.submit(morphology_part)
+        else:
+            morph = morphology_part
+    try:
+        return _region_features_rest(image, mask, spacing_mm, tight, values, meas, notes, feats, fams, settings,
+                                     unit, ucum, morph)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+def _region_features_rest(image: np.ndarray, mask: np.ndarray, spacing_mm: tuple[float, float, float],
+                          tight: tuple[slice, ...], values: np.ndarray, meas: list[Measurement], notes: list[str],
+                          feats: list[FeatureValue], fams: set[str], settings: RegionFeatureSettings, unit: str,
+                          ucum: str, morph: Any) -> tuple[list[Measurement], list[str]]:
+    """The families of :func:`region_features` after its set-up, in their order; ``morph`` the morphology (a
+    future, or a function to call), or None."""
+    n = int(values.size)
     if "intensity statistics" in fams:
         feats += statistics_features(values)
     constant = bool(values.min() == values.max())
@@ -222,19 +271,10 @@ def region_features(image: np.ndarray, mask: np.ndarray, spacing_mm: tuple[float
         n_levels = int(levels_roi.max())
         if "intensity histogram" in fams:
             feats += histogram_features(levels_roi, n_levels)
-    if "morphology" in fams:
-        box = _grown(tight, 1, mask.shape)
-        if n > settings.morphology_max_voxels:
-            small, sp = _block_downsample(mask, spacing_mm, settings.morphology_max_voxels, box=box)
-            feats += morphology_features(small, sp)
-            notes.append(f"morphology on a {sp[0]:.2g}x{sp[1]:.2g}x{sp[2]:.2g} mm block-averaged grid "
-                         f"({n} voxels > morphology_max_voxels); intensity-weighted morphology left out")
-        elif n > settings.moran_max_voxels:
-            feats += morphology_features(mask[box], spacing_mm)
-            notes.append(f"centre of mass shift, integrated intensity, Moran's I and Geary's C left out "
-                         f"({n} voxels > moran_max_voxels)")
-        else:
-            feats += morphology_features(mask[box], spacing_mm, image=image[box])
+    if morph is not None:
+        m_feats, m_notes = morph.result() if isinstance(morph, Future) else morph()
+        feats += m_feats
+        notes += m_notes
     if "local intensity" in fams:
         if n <= settings.local_max_voxels:
             margin = tuple(int(np.ceil(6.3 / s)) + 1 for s in spacing_mm)
