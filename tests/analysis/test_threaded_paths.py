@@ -6,6 +6,7 @@ Each case runs the ``mr`` profile's denoise and segment steps, then compares:
 * ``smooth_posteriors`` in slabs with 1 and 2 threads (new array and in place) with the mean-field iteration done
   over the whole grid at once (scipy's Gaussian per class, no box, no slabs);
 * ``correct_segments`` with 1 and 2 threads with the public per-mask functions on whole-grid masks;
+* ``segment_generic``'s posterior slabs with a thread budget of 1 and 2;
 * ``region_features`` with 1 and 2 threads with the computation as it was before the bounding-box and threaded
   paths (values gathered from the whole grid, boxes from the whole mask, block averaging by float32 means).
 """
@@ -214,3 +215,20 @@ def test_block_downsample_counts_match_float_means(segmented):
             got, sp = rf._block_downsample(mask, ctx.volume.spacing_mm, max_voxels)
             want, sp_want = _block_downsample_float_mean(mask, ctx.volume.spacing_mm, max_voxels)
             assert sp == sp_want and np.array_equal(got, want)
+
+
+def test_segment_generic_same_with_one_and_two_threads(segmented, monkeypatch):
+    from dicomnode.analysis.segment import segment_generic
+
+    ctx, params = segmented
+    vol = ctx.volume  # denoised, as the segment step saw it
+    results = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv("DICOMNODE_THREADS", threads)
+        results.append(segment_generic(vol.array, vol.spacing_mm, rng=np.random.default_rng(7),
+                                       n_classes=int(params["segment"]["n_classes"])))
+    a, b = results
+    assert np.array_equal(a.posteriors, b.posteriors) and a.notes == b.notes
+    assert a.labels.not_found == b.labels.not_found and len(a.labels.segments) == len(b.labels.segments)
+    for x, y in zip(a.labels.segments, b.labels.segments):
+        assert x.info == y.info and x.box == y.box and np.array_equal(x.crop, y.crop)
