@@ -232,3 +232,68 @@ def test_segment_generic_same_with_one_and_two_threads(segmented, monkeypatch):
     assert a.labels.not_found == b.labels.not_found and len(a.labels.segments) == len(b.labels.segments)
     for x, y in zip(a.labels.segments, b.labels.segments):
         assert x.info == y.info and x.box == y.box and np.array_equal(x.crop, y.crop)
+
+
+def _float_moments_one_chunk_after_another(x):
+    """``intensity._float_moments`` as it was: the chunks' sums made and added one chunk after the other."""
+    from dicomnode.analysis.features import intensity as it
+
+    n = x.size
+    lo, hi, (p10, p25, median, p75, p90) = it._order_statistics(x, [10, 25, 50, 75, 90])
+    dt = x.dtype
+    r_lo, r_hi = it._at_least(dt, p10), it._at_most(dt, p90)
+    s1 = s2 = s3 = s4 = smed = rsum = 0.0
+    rcount = 0
+    d = np.empty(min(n, it._CHUNK), dtype=np.float64)
+    w = np.empty_like(d)
+    for i in range(0, n, it._CHUNK):
+        c = x[i:i + it._CHUNK]
+        dv, wv = d[:c.size], w[:c.size]
+        np.subtract(c, median, out=dv, dtype=np.float64)
+        s1 += float(dv.sum())
+        smed += float(np.abs(dv, out=wv).sum())
+        np.multiply(dv, dv, out=wv)
+        s2 += float(wv.sum())
+        s3 += float(np.dot(wv, dv))
+        s4 += float(np.dot(wv, wv))
+        r = c[(c >= r_lo) & (c <= r_hi)]
+        rsum += float(np.add.reduce(r, dtype=np.float64))
+        rcount += r.size
+    a = s1 / n
+    mean = median + a
+    m2, m3, m4 = s2 / n, s3 / n, s4 / n
+    var = max(m2 - a * a, 0.0)
+    mu3 = m3 - 3.0 * a * m2 + 2.0 * a**3
+    mu4 = m4 - 4.0 * a * m3 + 6.0 * a * a * m2 - 3.0 * a**4
+    energy = s2 + 2.0 * median * s1 + n * median * median
+    rmean = rsum / rcount
+    below_mean = below_rmean = 0.0
+    t_mean, t_rmean = it._at_least(dt, mean), it._at_least(dt, rmean)
+    for i in range(0, n, it._CHUNK):
+        c = x[i:i + it._CHUNK]
+        v = c[c < t_mean]
+        below_mean += float(v.size * mean - np.add.reduce(v, dtype=np.float64))
+        v = c[(c >= r_lo) & (c < t_rmean)]
+        below_rmean += float(v.size * rmean - np.add.reduce(v, dtype=np.float64))
+    sabs = 2.0 * below_mean + (s1 - n * a)
+    rabs = 2.0 * below_rmean + (rsum - rcount * rmean)
+    skew, kurt = (mu3 / var**1.5, mu4 / var**2 - 3.0) if var > 0 else (0.0, 0.0)
+    return (mean, var, skew, kurt, p10, p25, median, p75, p90, lo, hi, rabs / rcount, sabs / n, smed / n, energy)
+
+
+def test_float_moments_chunks_in_threads_match_one_after_another(segmented):
+    from dicomnode.analysis.features import intensity as it
+
+    ctx, _ = segmented
+    image = ctx.original.array
+    sizes = []
+    for seg in ctx.labels.segments:
+        x = image[seg.mask]
+        if x.size < 1000:
+            continue
+        sizes.append(x.size)
+        want = _float_moments_one_chunk_after_another(x)
+        for workers in (1, 2, 3):
+            assert it._float_moments(x, workers=workers) == want, (seg.info.label, workers)
+    # several chunks: the threads had work to share (the phantom's body spans two)
+    assert max(sizes) > it._CHUNK or ctx.original.shape != (64, 192, 192)
