@@ -10,10 +10,10 @@ of the object, not of the volume.
 from __future__ import annotations
 
 from collections import deque
-from queue import SimpleQueue
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from queue import SimpleQueue
 
 import numpy as np
 from scipy import ndimage as ndi
