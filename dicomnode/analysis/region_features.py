@@ -226,16 +226,17 @@ def region_features(image: np.ndarray, mask: np.ndarray, spacing_mm: tuple[float
     # budget allows and the segment is large enough to pay for it; its features and notes keep their place.
     morph: Any = None
     pool = None
+    workers = max(1, thread_budget() if workers is None else int(workers))
     if "morphology" in fams:
-        workers = thread_budget() if workers is None else int(workers)
         if workers > 1 and n >= _THREADED_MIN_VOXELS:
             pool = ThreadPoolExecutor(1)
             morph = pool.submit(morphology_part)
+            workers -= 1  # the intensity families share what is left of the budget
         else:
             morph = morphology_part
     try:
         return _region_features_rest(image, mask, spacing_mm, tight, values, meas, notes, feats, fams, settings,
-                                     unit, ucum, morph)
+                                     unit, ucum, morph, workers)
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
@@ -244,12 +245,12 @@ def region_features(image: np.ndarray, mask: np.ndarray, spacing_mm: tuple[float
 def _region_features_rest(image: np.ndarray, mask: np.ndarray, spacing_mm: tuple[float, float, float],
                           tight: tuple[slice, ...], values: np.ndarray, meas: list[Measurement], notes: list[str],
                           feats: list[FeatureValue], fams: set[str], settings: RegionFeatureSettings, unit: str,
-                          ucum: str, morph: Any) -> tuple[list[Measurement], list[str]]:
+                          ucum: str, morph: Any, workers: int) -> tuple[list[Measurement], list[str]]:
     """The families of :func:`region_features` after its set-up, in their order; ``morph`` the morphology (a
-    future, or a function to call), or None."""
+    future, or a function to call), or None; ``workers`` the threads the intensity statistics may use."""
     n = int(values.size)
     if "intensity statistics" in fams:
-        feats += statistics_features(values)
+        feats += statistics_features(values, workers=workers)
     constant = bool(values.min() == values.max())
     if "intensity-volume histogram" in fams and constant:
         notes.append("intensity-volume histogram left out: the segment's intensities are all equal")

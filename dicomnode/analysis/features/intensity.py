@@ -32,13 +32,16 @@ _STAT = "intensity statistics"
 _LOCAL = "local intensity"
 
 
-def statistics_features(values: np.ndarray) -> list[FeatureValue]:
+def statistics_features(values: np.ndarray, *, workers: int | None = None) -> list[FeatureValue]:
     """The 18 IBSI intensity-based statistical features.
 
     Parameters
     ----------
     values : (N,) ndarray
         Intensities of the N voxels of the ROI intensity mask, in the image's unit (HU for CT; never rescaled).
+    workers : int, optional
+        Threads over the chunks of a large non-integer ROI (default
+        :func:`~dicomnode.analysis.threads.thread_budget`); the values do not depend on it.
 
     Returns
     -------
@@ -55,7 +58,7 @@ def statistics_features(values: np.ndarray) -> list[FeatureValue]:
         If `values` is empty or holds NaN/inf.
     """
     x = _check_values(values)
-    shared = _moments_and_quantiles(x)
+    shared = _moments_and_quantiles(x, workers=workers)
     energy = dict(shared)[_ENERGY]
     return [FeatureValue(_STAT, name, "", value) for name, value in shared if name != _ENERGY] + [
         FeatureValue(_STAT, "energy", "", energy),
@@ -298,7 +301,7 @@ def _float_moments(x: np.ndarray, workers: int | None = None) -> tuple[float, ..
     return (mean, var, skew, kurt, p10, p25, median, p75, p90, lo, hi, rabs / rcount, sabs / n, smed / n, energy)
 
 
-def _moments_and_quantiles(x: np.ndarray) -> list[tuple[str, float]]:
+def _moments_and_quantiles(x: np.ndarray, *, workers: int | None = None) -> list[tuple[str, float]]:
     """Features shared by intensity statistics and the intensity histogram, in the manual's order (no mode).
 
     Integer-valued data (HU, discretised grey levels) are reduced to a histogram first, on which every value is
@@ -327,7 +330,7 @@ def _moments_and_quantiles(x: np.ndarray) -> list[tuple[str, float]]:
         medad = float(np.dot(np.abs(vals - median), counts) / n)
         energy = float(np.dot(vals * vals, counts))
     else:
-        mean, var, skew, kurt, p10, p25, median, p75, p90, lo, hi, rmad, mad, medad, energy = _float_moments(x)
+        mean, var, skew, kurt, p10, p25, median, p75, p90, lo, hi, rmad, mad, medad, energy = _float_moments(x, workers)
     return [
         ("mean", mean),
         ("variance", var),
