@@ -570,8 +570,11 @@ def correct_segments(segments: list[Segment | None], not_found: Collection[str],
     those whose holes are not filled lose their small components in place, without a copy of the mask (the
     number of voxels changed is then the number removed).
 
-    ``workers``: segments corrected at once, in threads (default :func:`~dicomnode.analysis.threads.thread_budget`);
-    the result does not depend on it. Every entry is checked before any is touched.
+    ``workers``: segments corrected at once, in threads (scipy's labelling releases the GIL), each thread with its
+    own label buffer; the result does not depend on it. Default 1: two segments at once hold two segments' working
+    sets, and the masks made in a thread's own heap arena keep its pages (the MR bench's correct step peaked 84 MB
+    higher, and 34 MB more stayed after the heap was trimmed, for 0.3 s less wall time with a free core). Every
+    entry is checked before any is touched.
 
     Returns the same as :func:`correct_labels`."""
     if not min_volume_ml >= 0:
@@ -587,9 +590,9 @@ def correct_segments(segments: list[Segment | None], not_found: Collection[str],
     for i in range(len(segments)):
         if segments[i] is None:
             raise ValueError(f"segments[{i}] is None: a list already handed to correct_segments")
-    # Segments are independent: with a thread budget above one they are corrected in threads (scipy's labelling
-    # releases the GIL), each thread with its own label buffer, and the results are gathered in segment order.
-    workers = max(1, int(workers) if workers is not None else thread_budget())
+    # Segments are independent: with ``workers`` above one they are corrected in threads, each with its own label
+    # buffer, and the results are gathered in segment order.
+    workers = max(1, int(workers) if workers is not None else 1)
     workers = min(workers, len(segments))
     # one uint16 label buffer per thread, reused for its segments (allocating and page-faulting a fresh one per
     # call costs more than the labelling itself on large volumes), as large as the largest box it labelled (not
