@@ -9,9 +9,11 @@ of the object, not of the volume.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from queue import SimpleQueue
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -302,7 +304,8 @@ def _check_smoothing(posteriors: np.ndarray, spacing_mm: tuple[float, float, flo
 
 def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, float], *, sigma_mm: float = 1.5,
                       iterations: int = 3, max_anisotropy: float = 2.5,
-                      slab_voxels: int = 500_000, out: np.ndarray | None = None) -> PosteriorSmoothing:
+                      slab_voxels: int = 500_000, out: np.ndarray | None = None,
+                      workers: int | None = None) -> PosteriorSmoothing:
     """Iterated neighbourhood smoothing of class posteriors (a mean-field, MRF-like prior).
 
     Each iteration multiplies the voxel's own (input) posterior by the Gaussian-weighted mean of the current
@@ -336,6 +339,9 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
         it may be ``posteriors`` itself (each slab's result is written once the next slab has read its input, so
         the result is the same as into a new array, without a second posteriors array in memory). Default: a new
         array.
+    workers : int, optional
+        Slabs smoothed at once, in threads. Default :func:`~dicomnode.analysis.threads.thread_budget`. The result
+        does not depend on it (each slab is computed alone, the same way).
 
     Returns
     -------
@@ -381,54 +387,84 @@ def smooth_posteriors(posteriors: np.ndarray, spacing_mm: tuple[float, float, fl
     # at least the halo deep: the halo's work is then at most the slab's own, and (in place) a slab's lower halo
     # lies in the slab before it, whose result is written only after this slab has read its input
     slab = max(1, int(slab_voxels) // max(per_slice, 1), halo)
-    changed = 0
-    pending: tuple[tuple[slice, ...], np.ndarray] | None = None  # the previous slab's result, not yet written
     sigmas = [sigma_mm / s for s in sp]  # as denoise.gaussian: the kernel truncated at 4 sigma, borders reflected
     if not volumetric:
         sigmas[0] = 0.0
-    with ThreadPoolExecutor(max(1, min(thread_budget(), posteriors.shape[0]))) as pool:
+    # The slabs are independent: each reads its own extended input and yields its own slices, so they run in
+    # threads (numpy and scipy.ndimage release the GIL), their results written in slab order. A slab's result is
+    # written only once the next slab has read its input (in place, a slab's lower halo lies in the slab before
+    # it); at most ``workers`` slabs are in flight beside the one being read (each about 20 MB at the default
+    # slab size).
+    workers = max(1, int(workers) if workers is not None else thread_budget())
+    changed = 0
+    in_flight: deque = deque()
+
+    def write(result: tuple[tuple[slice, ...], np.ndarray, np.ndarray, int]) -> int:
+        inner, after, q_out, n_changed = result
+        labels[inner] = after
+        smoothed[(slice(None),) + inner] = q_out
+        return n_changed
+
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
+    try:
         for lo in range(zb.start, zb.stop, slab):
             hi = min(zb.stop, lo + slab)
             a, b = max(zb.start, lo - halo), min(zb.stop, hi + halo)
             ext = (slice(a, b), box[1], box[2])
             p0c = posteriors[(slice(None),) + ext].astype(np.float32)
             validc = _region(posteriors, ext)  # read, as p0c, before the slab before is written (in place)
-            if pending is not None:
-                smoothed[pending[0]] = pending[1]
-                pending = None
-            if quantised:
-                p0c /= np.float32(POSTERIOR_SCALE)
-            q = p0c.copy()
-            for _ in range(int(iterations)):
-                # each class filtered in place (scipy's 1-D passes buffer their lines), classes in threads
-                list(pool.map(_gaussian_in_place, q, [sigmas] * q.shape[0]))
-                q *= p0c
-                total = _class_sum(q)
-                np.divide(q, total, out=q, where=total > 0)
-                # Where a voxel's own evidence and its neighbourhood disagree completely, keep its own posterior.
-                lost = validc & ~(total > 0)
-                if lost.any():
-                    q[:, lost] = p0c[:, lost]
-                del total, lost
-            own = slice(lo - a, lo - a + (hi - lo))
-            q = q[:, own]
-            validc = validc[own]
-            before = _argmax_classes(p0c[:, own])
-            del p0c
-            after = _argmax_classes(q)
-            changed += int(np.count_nonzero((before != after) & validc))
-            after[~validc] = -1
-            inner = (slice(lo, hi), box[1], box[2])
-            labels[inner] = after
-            if quantised:
-                q *= np.float32(POSTERIOR_SCALE)
-                q += np.float32(0.5)
-            # to the output's type as the assignment into it would (uint8: p * 255 + 0.5, truncated)
-            pending = ((slice(None),) + inner, q.astype(out_dtype))
-            del q
-    if pending is not None:
-        smoothed[pending[0]] = pending[1]
+            args = (p0c, validc, slice(lo - a, lo - a + (hi - lo)), (slice(lo, hi), box[1], box[2]), sigmas,
+                    int(iterations), quantised, out_dtype)
+            del p0c, validc
+            if pool is None:
+                changed += write(_smooth_slab(*args))
+                continue
+            in_flight.append(pool.submit(_smooth_slab, *args))
+            del args
+            while len(in_flight) > workers:  # every slab in flight was read before this one: its result may go
+                changed += write(in_flight.popleft().result())
+        while in_flight:
+            changed += write(in_flight.popleft().result())
+    finally:
+        for f in in_flight:
+            f.cancel()
+        if pool is not None:
+            pool.shutdown(wait=True)
     return PosteriorSmoothing(labels, smoothed, changed)
+
+
+def _smooth_slab(p0c: np.ndarray, validc: np.ndarray, own: slice, inner: tuple[slice, ...], sigmas: list[float],
+                 iterations: int, quantised: bool, out_dtype: type
+                 ) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray, int]:
+    """One slab of :func:`smooth_posteriors`: ``p0c`` the float32 posteriors of its extended box (uint8 steps not
+    yet scaled), ``validc`` the region there, ``own`` its own slices within them, ``inner`` those slices' box on the
+    grid. Returns (inner, labels there, smoothed posteriors there in the output's type, voxels changed)."""
+    if quantised:
+        p0c /= np.float32(POSTERIOR_SCALE)
+    q = p0c.copy()
+    for _ in range(iterations):
+        for k in range(q.shape[0]):  # each class filtered in place (scipy's 1-D passes buffer their lines)
+            _gaussian_in_place(q[k], sigmas)
+        q *= p0c
+        total = _class_sum(q)
+        np.divide(q, total, out=q, where=total > 0)
+        # Where a voxel's own evidence and its neighbourhood disagree completely, keep its own posterior.
+        lost = validc & ~(total > 0)
+        if lost.any():
+            q[:, lost] = p0c[:, lost]
+        del total, lost
+    q = q[:, own]
+    validc = validc[own]
+    before = _argmax_classes(p0c[:, own])
+    del p0c
+    after = _argmax_classes(q)
+    changed = int(np.count_nonzero((before != after) & validc))
+    after[~validc] = -1
+    if quantised:
+        q *= np.float32(POSTERIOR_SCALE)
+        q += np.float32(0.5)
+    # to the output's type as the assignment into it would (uint8: p * 255 + 0.5, truncated)
+    return inner, after, q.astype(out_dtype), changed
 
 
 def _region(posteriors: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
@@ -523,7 +559,8 @@ def correct_segments(segments: list[Segment | None], not_found: Collection[str],
                      spacing_mm: tuple[float, float, float], *, min_volume_ml: float = 0.1,
                      fill_holes: bool = True, slice_wise: bool = True,
                      hole_filled_labels: Collection[str] = DEFAULT_HOLE_FILLED_LABELS,
-                     connectivity: int = 1, owned: Collection[int] = ()) -> tuple[LabelMap, dict[str, int]]:
+                     connectivity: int = 1, owned: Collection[int] = (),
+                     workers: int | None = None) -> tuple[LabelMap, dict[str, int]]:
     """:func:`correct_labels` over a list of segments handed over by the caller, with ``not_found`` the labels
     already not found: each entry of ``segments`` is set to None as soon as it is corrected, so that where nothing
     else holds a segment its mask before the correction is let go before the next segment's is made (not every
@@ -532,6 +569,12 @@ def correct_segments(segments: list[Segment | None], not_found: Collection[str],
     ``owned``: indices of ``segments`` whose masks nothing else holds (not shared with another segment either):
     those whose holes are not filled lose their small components in place, without a copy of the mask (the
     number of voxels changed is then the number removed).
+
+    ``workers``: segments corrected at once, in threads (scipy's labelling releases the GIL), each thread with its
+    own label buffer; the result does not depend on it. Default 1: two segments at once hold two segments' working
+    sets, and the masks made in a thread's own heap arena keep its pages (the MR bench's correct step peaked 84 MB
+    higher, and 34 MB more stayed after the heap was trimmed, for 0.3 s less wall time with a free core). Every
+    entry is checked before any is touched.
 
     Returns the same as :func:`correct_labels`."""
     if not min_volume_ml >= 0:
@@ -544,41 +587,78 @@ def correct_segments(segments: list[Segment | None], not_found: Collection[str],
     not_found = list(not_found)
     changed: dict[str, int] = {}
     min_voxels = min_volume_ml * 1000.0 / float(np.prod(_check_spacing(spacing_mm)))
-    # one uint16 label buffer for all segments (allocating and page-faulting a fresh one per call costs more than
-    # the labelling itself on large volumes), as large as the largest box labelled (not the whole grid); the body,
-    # first, is usually the largest
-    work: list[np.ndarray] = []
     for i in range(len(segments)):
-        seg = segments[i]
-        segments[i] = None
-        if seg is None:
+        if segments[i] is None:
             raise ValueError(f"segments[{i}] is None: a list already handed to correct_segments")
-        # on the segment's crop (its bounding box: everything outside is background, connected to the grid's
-        # border, so the components and holes inside are those of the whole grid); unchanged segments share their
-        # crop with the input (no copy)
-        mask = seg.crop
-        filled = fill and seg.info.label in filled_labels
-        # a mask of the caller's that is not hole-filled is cleaned in place: the voxels removed are the change
-        in_place = i in owned and not filled
-        removed = 0
-        if min_volume_ml > 0 and mask.size:
-            cleaned = _small_components(mask, min_voxels, connectivity, work, in_place=in_place)
-            if cleaned is not None:
-                mask, removed = cleaned
-            del cleaned
-        if filled and mask.size:
-            mask = _filled(mask, slice_wise, work, copy=mask is seg.crop)
-        if in_place:
-            changed[seg.info.label] = removed
-        else:
-            changed[seg.info.label] = 0 if mask is seg.crop else _count_changed(mask, seg.crop)
-        if mask.any():
-            out.append(seg if mask is seg.crop and not removed else
-                       Segment(seg.info, mask, box=seg.box, shape=seg.shape))
-        elif seg.info.label not in not_found:
-            not_found.append(seg.info.label)
-        del seg, mask
+    # Segments are independent: with ``workers`` above one they are corrected in threads, each with its own label
+    # buffer, and the results are gathered in segment order.
+    workers = max(1, int(workers) if workers is not None else 1)
+    workers = min(workers, len(segments))
+    # one uint16 label buffer per thread, reused for its segments (allocating and page-faulting a fresh one per
+    # call costs more than the labelling itself on large volumes), as large as the largest box it labelled (not
+    # the whole grid)
+    buffers: SimpleQueue = SimpleQueue()
+    for _ in range(max(workers, 1)):
+        buffers.put([])
+
+    def one(seg: Segment, i: int) -> tuple[int, Segment | None]:
+        work = buffers.get()
+        try:
+            filled = fill and seg.info.label in filled_labels
+            # a mask of the caller's that is not hole-filled is cleaned in place: the voxels removed are the change
+            return _correct_one(seg, min_voxels if min_volume_ml > 0 else None, connectivity,
+                                slice_wise if filled else None, in_place=i in owned and not filled, work=work)
+        finally:
+            buffers.put(work)
+
+    results: list = []
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            for i in range(len(segments)):
+                seg, segments[i] = segments[i], None
+                results.append((seg.info.label, pool.submit(one, seg, i)))  # type: ignore[arg-type]
+                del seg
+            results = [(label, f.result()) for label, f in results]
+    else:
+        for i in range(len(segments)):
+            seg, segments[i] = segments[i], None
+            results.append((seg.info.label, one(seg, i)))  # type: ignore[arg-type]
+            del seg
+    for label, (n_changed, kept) in results:
+        changed[label] = n_changed
+        if kept is not None:
+            out.append(kept)
+        elif label not in not_found:
+            not_found.append(label)
+    del results
     return LabelMap(tuple(out), tuple(not_found)), changed
+
+
+def _correct_one(seg: Segment, min_voxels: float | None, connectivity: int, fill_slice_wise: bool | None, *,
+                 in_place: bool, work: list[np.ndarray]) -> tuple[int, Segment | None]:
+    """One segment of :func:`correct_segments`: (voxels changed, the corrected segment or None when emptied).
+
+    ``min_voxels`` None: no size filter; ``fill_slice_wise`` None: no hole filling, else how. Works on the segment's
+    crop (its bounding box: everything outside is background, connected to the grid's border, so the components
+    and holes inside are those of the whole grid); an unchanged segment is returned itself (its crop shared with
+    the input, no copy)."""
+    mask = seg.crop
+    removed = 0
+    if min_voxels is not None and mask.size:
+        cleaned = _small_components(mask, min_voxels, connectivity, work, in_place=in_place)
+        if cleaned is not None:
+            mask, removed = cleaned
+        del cleaned
+    if fill_slice_wise is not None and mask.size:
+        mask = _filled(mask, fill_slice_wise, work, copy=mask is seg.crop)
+    if in_place:
+        n_changed = removed
+    else:
+        n_changed = 0 if mask is seg.crop else _count_changed(mask, seg.crop)
+    if not mask.any():
+        return n_changed, None
+    return n_changed, (seg if mask is seg.crop and not removed else
+                       Segment(seg.info, mask, box=seg.box, shape=seg.shape))
 
 
 def _count_changed(a: np.ndarray, b: np.ndarray, slab: int = 16) -> int:

@@ -20,6 +20,7 @@ use :mod:`dicomnode.analysis.radiomics` (``dicomnode radiomics``) instead.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -32,7 +33,11 @@ from dicomnode.analysis.features.intensity import local_intensity_features, stat
 from dicomnode.analysis.features.morphology import morphology_features
 from dicomnode.analysis.features.processing import roi_bounding_box
 from dicomnode.analysis.measure import measurements_of_values
+from dicomnode.analysis.threads import thread_budget
 from dicomnode.analysis.volume import Measurement
+
+#: Segments of at least this many voxels have their morphology computed in a thread beside the intensity families.
+_THREADED_MIN_VOXELS = 100_000
 
 FAMILIES = ("morphology", "intensity statistics", "intensity histogram", "intensity-volume histogram",
             "local intensity", "texture")
@@ -117,10 +122,24 @@ def _name(fv: FeatureValue) -> str:
     return f"{fv.family}/{fv.feature}" + (f"/{fv.aggregation}" if fv.aggregation else "")
 
 
+def _grown(tight: tuple[slice, ...], margin: int | tuple[int, ...], shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """``roi_bounding_box(mask, margin_voxels=margin)`` from the mask's tight box ``tight`` (margin 0) and the grid's
+    ``shape``: the same slices, without another pass over the mask."""
+    margins = np.broadcast_to(np.asarray(margin, dtype=int), (len(shape),))
+    return tuple(slice(max(b.start - int(m), 0), min(b.stop + int(m), n)) for b, m, n in zip(tight, margins, shape))
+
+
 def _block_downsample(mask: np.ndarray, spacing_mm: tuple[float, float, float],
-                      max_voxels: int) -> tuple[np.ndarray, tuple[float, float, float]]:
-    """Average ``mask`` over integer blocks (threshold 0.5) until it has at most ``max_voxels`` set voxels."""
-    box = roi_bounding_box(mask, margin_voxels=1)
+                      max_voxels: int, *, box: tuple[slice, ...] | None = None
+                      ) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Average ``mask`` over integer blocks (threshold 0.5) until it has at most ``max_voxels`` set voxels.
+
+    ``box``: ``roi_bounding_box(mask, margin_voxels=1)`` when the caller has it. A block is set when at least half
+    of its voxels are: its count of set voxels ``c`` of ``P`` satisfies ``2 c >= P``, counted in integers (the same
+    blocks as the float32 block mean >= 0.5: the mean of a block is ``c / P`` rounded to float32, which is >= 0.5
+    exactly when ``c / P`` is, for blocks of fewer than 2**24 voxels), one strided add per voxel of a block."""
+    if box is None:
+        box = roi_bounding_box(mask, margin_voxels=1)
     m = mask[box]
     n = int(np.count_nonzero(m))
     target = min(spacing_mm) * 1.25
@@ -134,14 +153,18 @@ def _block_downsample(mask: np.ndarray, spacing_mm: tuple[float, float, float],
     pad = [(0, (-m.shape[i]) % factors[i]) for i in range(3)]
     mp = np.pad(m, pad)
     z, y, x = (mp.shape[i] // factors[i] for i in range(3))
-    blocks = mp.reshape(z, factors[0], y, factors[1], x, factors[2])
-    frac = blocks.mean(axis=(1, 3, 5), dtype=np.float32)
-    return frac >= 0.5, tuple(spacing_mm[i] * factors[i] for i in range(3))  # type: ignore[return-value]
+    size = int(np.prod(factors))
+    counts = np.zeros((z, y, x), dtype=np.uint8 if size < 256 else np.uint16 if size < 65536 else np.uint32)
+    for i in range(factors[0]):
+        for j in range(factors[1]):
+            for k in range(factors[2]):
+                counts += mp[i::factors[0], j::factors[1], k::factors[2]]
+    return counts >= (size + 1) // 2, tuple(spacing_mm[i] * factors[i] for i in range(3))  # type: ignore[return-value]
 
 
 def region_features(image: np.ndarray, mask: np.ndarray, spacing_mm: tuple[float, float, float], *,
-                    unit: str = "", settings: RegionFeatureSettings = RegionFeatureSettings()
-                    ) -> tuple[list[Measurement], list[str]]:
+                    unit: str = "", settings: RegionFeatureSettings = RegionFeatureSettings(),
+                    workers: int | None = None) -> tuple[list[Measurement], list[str]]:
     """Measurements of one segment and notes on how they were made.
 
     Parameters
@@ -156,6 +179,10 @@ def region_features(image: np.ndarray, mask: np.ndarray, spacing_mm: tuple[float
         "HU", "SUV" or "" (arbitrary).
     settings : RegionFeatureSettings
         Which families, discretisation and size limits.
+    workers : int, optional
+        Above 1, a segment of at least 100 000 voxels has its morphology computed in a second thread beside the
+        intensity families. Default :func:`~dicomnode.analysis.threads.thread_budget`. The values do not depend
+        on it.
 
     Returns
     -------
@@ -166,17 +193,64 @@ def region_features(image: np.ndarray, mask: np.ndarray, spacing_mm: tuple[float
     """
     if image.shape != mask.shape:
         raise ValueError(f"image shape {image.shape} and mask shape {mask.shape} differ")
-    values = image[mask]  # in the image's dtype: the feature functions avoid float64 copies of large ROIs
+    # Everything below reads the mask's bounding box only: the values inside it in scan order are the whole grid's
+    # (``image[mask]``), and every box grown by a margin is the one roi_bounding_box(mask, margin) gives
+    tight = roi_bounding_box(mask) if mask.any() else None
+    if tight is None:
+        values = image[mask]
+    else:
+        values = image[tight][mask[tight]]  # in the image's dtype: no float64 copies of large ROIs
     meas = measurements_of_values(values, spacing_mm, unit=unit)
     notes: list[str] = []
     n = int(values.size)
-    if n == 0:
+    if n == 0 or tight is None:
         return meas, ["empty segment: no features"]
     ucum = _ucum(unit)
     fams = set(settings.families)
     feats: list[FeatureValue] = []
+
+    def morphology_part() -> tuple[list[FeatureValue], list[str]]:
+        box = _grown(tight, 1, mask.shape)
+        if n > settings.morphology_max_voxels:
+            small, sp = _block_downsample(mask, spacing_mm, settings.morphology_max_voxels, box=box)
+            return morphology_features(small, sp), [
+                f"morphology on a {sp[0]:.2g}x{sp[1]:.2g}x{sp[2]:.2g} mm block-averaged grid "
+                f"({n} voxels > morphology_max_voxels); intensity-weighted morphology left out"]
+        if n > settings.moran_max_voxels:
+            return morphology_features(mask[box], spacing_mm), [
+                f"centre of mass shift, integrated intensity, Moran's I and Geary's C left out "
+                f"({n} voxels > moran_max_voxels)"]
+        return morphology_features(mask[box], spacing_mm, image=image[box]), []
+
+    # The morphology (mask only) runs in a thread beside the intensity families (values only) when the thread
+    # budget allows and the segment is large enough to pay for it; its features and notes keep their place.
+    morph: Any = None
+    pool = None
+    workers = max(1, thread_budget() if workers is None else int(workers))
+    if "morphology" in fams:
+        if workers > 1 and n >= _THREADED_MIN_VOXELS:
+            pool = ThreadPoolExecutor(1)
+            morph = pool.submit(morphology_part)
+            workers -= 1  # the intensity families share what is left of the budget
+        else:
+            morph = morphology_part
+    try:
+        return _region_features_rest(image, mask, spacing_mm, tight, values, meas, notes, feats, fams, settings,
+                                     unit, ucum, morph, workers)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
+def _region_features_rest(image: np.ndarray, mask: np.ndarray, spacing_mm: tuple[float, float, float],
+                          tight: tuple[slice, ...], values: np.ndarray, meas: list[Measurement], notes: list[str],
+                          feats: list[FeatureValue], fams: set[str], settings: RegionFeatureSettings, unit: str,
+                          ucum: str, morph: Any, workers: int) -> tuple[list[Measurement], list[str]]:
+    """The families of :func:`region_features` after its set-up, in their order; ``morph`` the morphology (a
+    future, or a function to call), or None; ``workers`` the threads the intensity statistics may use."""
+    n = int(values.size)
     if "intensity statistics" in fams:
-        feats += statistics_features(values)
+        feats += statistics_features(values, workers=workers)
     constant = bool(values.min() == values.max())
     if "intensity-volume histogram" in fams and constant:
         notes.append("intensity-volume histogram left out: the segment's intensities are all equal")
@@ -198,30 +272,20 @@ def region_features(image: np.ndarray, mask: np.ndarray, spacing_mm: tuple[float
         n_levels = int(levels_roi.max())
         if "intensity histogram" in fams:
             feats += histogram_features(levels_roi, n_levels)
-    if "morphology" in fams:
-        if n > settings.morphology_max_voxels:
-            small, sp = _block_downsample(mask, spacing_mm, settings.morphology_max_voxels)
-            feats += morphology_features(small, sp)
-            notes.append(f"morphology on a {sp[0]:.2g}x{sp[1]:.2g}x{sp[2]:.2g} mm block-averaged grid "
-                         f"({n} voxels > morphology_max_voxels); intensity-weighted morphology left out")
-        elif n > settings.moran_max_voxels:
-            box = roi_bounding_box(mask, margin_voxels=1)
-            feats += morphology_features(mask[box], spacing_mm)
-            notes.append(f"centre of mass shift, integrated intensity, Moran's I and Geary's C left out "
-                         f"({n} voxels > moran_max_voxels)")
-        else:
-            box = roi_bounding_box(mask, margin_voxels=1)
-            feats += morphology_features(mask[box], spacing_mm, image=image[box])
+    if morph is not None:
+        m_feats, m_notes = morph.result() if isinstance(morph, Future) else morph()
+        feats += m_feats
+        notes += m_notes
     if "local intensity" in fams:
         if n <= settings.local_max_voxels:
             margin = tuple(int(np.ceil(6.3 / s)) + 1 for s in spacing_mm)
-            box = roi_bounding_box(mask, margin_voxels=margin)
+            box = _grown(tight, margin, mask.shape)
             feats += local_intensity_features(image[box], mask[box], spacing_mm)
         else:
             notes.append(f"local intensity left out ({n} voxels > local_max_voxels)")
     if "texture" in fams and levels_roi is not None:
         from dicomnode.analysis.features.texture import texture_features
-        box = roi_bounding_box(mask, margin_voxels=1)
+        box = _grown(tight, 1, mask.shape)
         m = mask[box]
         lv = np.zeros(m.shape, dtype=np.int32)
         lv[m] = levels_roi

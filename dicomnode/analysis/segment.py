@@ -23,6 +23,7 @@ then the tissue in view, a note says so, and what is not there (lungs in a thigh
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,7 @@ from scipy import ndimage as ndi
 from dicomnode.analysis.codes import segment_codes
 from dicomnode.analysis.correct import POSTERIOR_SCALE, _component_sizes, _label, fill_holes
 from dicomnode.analysis.denoise import _check_image, _check_spacing
+from dicomnode.analysis.threads import thread_budget
 from dicomnode.analysis.volume import LabelMap, Segment, SegmentInfo, mask_box
 
 __all__ = ["FOV_INSIDE_BODY_NOTE", "POSTERIOR_SCALE", "SegmentationResult", "segment_ct", "segment_generic"]
@@ -796,7 +798,9 @@ def segment_generic(image: np.ndarray, spacing_mm: tuple[float, float, float], *
     per_slice = (yb.stop - yb.start) * (xb.stop - xb.start)
     slab = max(1, int(chunk_voxels) // per_slice)
     scale = np.float32(POSTERIOR_SCALE)
-    for z0 in range(zb.start, zb.stop, slab):
+
+    def posterior_slab(z0: int) -> None:
+        """The posteriors and classes of the slab of whole slices from ``z0``."""
         box = (slice(z0, min(zb.stop, z0 + slab)), yb, xb)
         inside = fg[box]
         x = img[box]
@@ -833,6 +837,17 @@ def segment_generic(image: np.ndarray, spacing_mm: tuple[float, float, float], *
             # to the nearest step: p * 255 + 0.5, truncated; 0 outside the foreground
             np.copyto(posteriors[(k,) + box], logp[k], casting="unsafe", where=inside)
             np.logical_and(winner == k, inside, out=masks[k][z0 - zb.start:z0 - zb.start + inside.shape[0]])
+
+    # the slabs write disjoint parts of the posteriors and masks: in threads (numpy releases the GIL), the same
+    # values as one after the other
+    starts = range(zb.start, zb.stop, slab)
+    workers = min(thread_budget(), len(starts))
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(posterior_slab, starts))
+    else:
+        for z0 in starts:
+            posterior_slab(z0)
     segments = [Segment(_info(1, "body", "segment.foreground"), fg)]
     not_found: list[str] = []
     for k, name in enumerate(classes):

@@ -12,6 +12,8 @@ IBSI reference manual (theibsi/ibsi-doc ``docs/03_Image_features.rst``), section
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -30,13 +32,16 @@ _STAT = "intensity statistics"
 _LOCAL = "local intensity"
 
 
-def statistics_features(values: np.ndarray) -> list[FeatureValue]:
+def statistics_features(values: np.ndarray, *, workers: int | None = None) -> list[FeatureValue]:
     """The 18 IBSI intensity-based statistical features.
 
     Parameters
     ----------
     values : (N,) ndarray
         Intensities of the N voxels of the ROI intensity mask, in the image's unit (HU for CT; never rescaled).
+    workers : int, optional
+        Threads over the chunks of a large non-integer ROI (default
+        :func:`~dicomnode.analysis.threads.thread_budget`); the values do not depend on it.
 
     Returns
     -------
@@ -53,7 +58,7 @@ def statistics_features(values: np.ndarray) -> list[FeatureValue]:
         If `values` is empty or holds NaN/inf.
     """
     x = _check_values(values)
-    shared = _moments_and_quantiles(x)
+    shared = _moments_and_quantiles(x, workers=workers)
     energy = dict(shared)[_ENERGY]
     return [FeatureValue(_STAT, name, "", value) for name, value in shared if name != _ENERGY] + [
         FeatureValue(_STAT, "energy", "", energy),
@@ -202,7 +207,7 @@ def _at_most(dtype: np.dtype, t: float) -> Any:
     return v
 
 
-def _float_moments(x: np.ndarray) -> tuple[float, ...]:
+def _float_moments(x: np.ndarray, workers: int | None = None) -> tuple[float, ...]:
     """The shared features of non-integer data, in chunks of :data:`_CHUNK` values converted to float64.
 
     One pass gathers the power sums of the deviations from the median (known first, from the order statistics) and
@@ -213,6 +218,9 @@ def _float_moments(x: np.ndarray) -> tuple[float, ...]:
     run in the values' own float type against thresholds rounded to it in the safe direction, so every set holds
     the values the float64 comparison selects. Same definitions as the whole-array formulas; relative differences
     from them are ~1e-12 (summation order).
+
+    ``workers``: threads over the chunks (default :func:`~dicomnode.analysis.threads.thread_budget`); each chunk's
+    sums are the same whichever thread makes them and are added in chunk order, so the result does not depend on it.
     """
     n = x.size
     lo, hi, (p10, p25, median, p75, p90) = _order_statistics(x, [10, 25, 50, 75, 90])
@@ -220,40 +228,69 @@ def _float_moments(x: np.ndarray) -> tuple[float, ...]:
         x = x.astype(np.float64)  # float16 and the like: compared and summed in float64
     dt = x.dtype
     r_lo, r_hi = _at_least(dt, p10), _at_most(dt, p90)
-    s1 = s2 = s3 = s4 = smed = rsum = 0.0
-    rcount = 0
-    d = np.empty(min(n, _CHUNK), dtype=np.float64)
-    w = np.empty_like(d)
-    for i in range(0, n, _CHUNK):
+    starts = range(0, n, _CHUNK)
+    # The chunks' sums are made in threads when there are several chunks and threads to spare (numpy's array
+    # passes and the BLAS dot products release the GIL), then added in chunk order: the same float64 additions as
+    # one chunk after the other.
+    workers = min(thread_budget() if workers is None else int(workers), len(starts))
+    local = threading.local()
+
+    def first(i: int) -> tuple[float, float, float, float, float, float, int]:
         c = x[i:i + _CHUNK]
         m = c.size
-        dv, wv = d[:m], w[:m]
+        if getattr(local, "d", None) is None:
+            local.d = np.empty(min(n, _CHUNK), dtype=np.float64)
+            local.w = np.empty_like(local.d)
+        dv, wv = local.d[:m], local.w[:m]
         np.subtract(c, median, out=dv, dtype=np.float64)  # c - median in float64
-        s1 += float(dv.sum())
-        smed += float(np.abs(dv, out=wv).sum())
+        c1 = float(dv.sum())
+        cmed = float(np.abs(dv, out=wv).sum())
         np.multiply(dv, dv, out=wv)
-        s2 += float(wv.sum())
-        s3 += float(np.dot(wv, dv))
-        s4 += float(np.dot(wv, wv))
+        c2 = float(wv.sum())
+        c3 = float(np.dot(wv, dv))
+        c4 = float(np.dot(wv, wv))
         r = c[(c >= r_lo) & (c <= r_hi)]
-        rsum += float(np.add.reduce(r, dtype=np.float64))
-        rcount += r.size
-    a = s1 / n                                    # mean - median
-    mean = median + a
-    m2, m3, m4 = s2 / n, s3 / n, s4 / n
-    var = max(m2 - a * a, 0.0)
-    mu3 = m3 - 3.0 * a * m2 + 2.0 * a**3
-    mu4 = m4 - 4.0 * a * m3 + 6.0 * a * a * m2 - 3.0 * a**4
-    energy = s2 + 2.0 * median * s1 + n * median * median   # sum of c^2 = sum of (median + d)^2
-    rmean = rsum / rcount
-    below_mean = below_rmean = 0.0                # sum (t - v) over the values below each centre t
-    t_mean, t_rmean = _at_least(dt, mean), _at_least(dt, rmean)
-    for i in range(0, n, _CHUNK):
-        c = x[i:i + _CHUNK]
-        v = c[c < t_mean]
-        below_mean += float(v.size * mean - np.add.reduce(v, dtype=np.float64))
-        v = c[(c >= r_lo) & (c < t_rmean)]
-        below_rmean += float(v.size * rmean - np.add.reduce(v, dtype=np.float64))
+        return c1, cmed, c2, c3, c4, float(np.add.reduce(r, dtype=np.float64)), r.size
+
+    pool = ThreadPoolExecutor(workers) if workers > 1 else None
+    try:
+        parts = list(pool.map(first, starts)) if pool is not None else [first(i) for i in starts]
+        s1 = s2 = s3 = s4 = smed = rsum = 0.0
+        rcount = 0
+        for c1, cmed, c2, c3, c4, crsum, crcount in parts:
+            s1 += c1
+            smed += cmed
+            s2 += c2
+            s3 += c3
+            s4 += c4
+            rsum += crsum
+            rcount += crcount
+        del parts
+        local = None
+        a = s1 / n                                    # mean - median
+        mean = median + a
+        m2, m3, m4 = s2 / n, s3 / n, s4 / n
+        var = max(m2 - a * a, 0.0)
+        mu3 = m3 - 3.0 * a * m2 + 2.0 * a**3
+        mu4 = m4 - 4.0 * a * m3 + 6.0 * a * a * m2 - 3.0 * a**4
+        energy = s2 + 2.0 * median * s1 + n * median * median   # sum of c^2 = sum of (median + d)^2
+        rmean = rsum / rcount
+        t_mean, t_rmean = _at_least(dt, mean), _at_least(dt, rmean)
+
+        def second(i: int) -> tuple[float, float]:
+            c = x[i:i + _CHUNK]
+            v = c[c < t_mean]
+            below = float(v.size * mean - np.add.reduce(v, dtype=np.float64))
+            v = c[(c >= r_lo) & (c < t_rmean)]
+            return below, float(v.size * rmean - np.add.reduce(v, dtype=np.float64))
+
+        below_mean = below_rmean = 0.0                # sum (t - v) over the values below each centre t
+        for b_mean, b_rmean in (pool.map(second, starts) if pool is not None else map(second, starts)):
+            below_mean += b_mean
+            below_rmean += b_rmean
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
     sabs = 2.0 * below_mean + (s1 - n * a)
     rabs = 2.0 * below_rmean + (rsum - rcount * rmean)
     if var > 0:
@@ -264,7 +301,7 @@ def _float_moments(x: np.ndarray) -> tuple[float, ...]:
     return (mean, var, skew, kurt, p10, p25, median, p75, p90, lo, hi, rabs / rcount, sabs / n, smed / n, energy)
 
 
-def _moments_and_quantiles(x: np.ndarray) -> list[tuple[str, float]]:
+def _moments_and_quantiles(x: np.ndarray, *, workers: int | None = None) -> list[tuple[str, float]]:
     """Features shared by intensity statistics and the intensity histogram, in the manual's order (no mode).
 
     Integer-valued data (HU, discretised grey levels) are reduced to a histogram first, on which every value is
@@ -293,7 +330,7 @@ def _moments_and_quantiles(x: np.ndarray) -> list[tuple[str, float]]:
         medad = float(np.dot(np.abs(vals - median), counts) / n)
         energy = float(np.dot(vals * vals, counts))
     else:
-        mean, var, skew, kurt, p10, p25, median, p75, p90, lo, hi, rmad, mad, medad, energy = _float_moments(x)
+        mean, var, skew, kurt, p10, p25, median, p75, p90, lo, hi, rmad, mad, medad, energy = _float_moments(x, workers)
     return [
         ("mean", mean),
         ("variance", var),
