@@ -40,7 +40,10 @@ def test_moran_fft_stays_on_one_thread_in_a_one_core_worker(monkeypatch) -> None
     moran_geary(x, mask, (2.5, 0.9, 0.8))
     process_cpu, thread_cpu = time.process_time() - t_cpu, time.thread_time() - t_thread
     assert threading.active_count() == before_threads
-    assert process_cpu - thread_cpu < 0.1 * thread_cpu + 0.02, (process_cpu, thread_cpu)
+    # FFTs split over two threads would give the other threads about as much CPU as this one (ratio ~1); a test
+    # process also has threads of its own (pytest-xdist's channel, BLAS) that take a few tens of ms on a busy
+    # machine (0.04 s against 0.14 s once in CI): the bound sits between the two
+    assert process_cpu - thread_cpu < 0.5 * thread_cpu + 0.02, (process_cpu, thread_cpu)
 
 
 @pytest.mark.parametrize("mode", ["constant", "nearest", "reflect"])
