@@ -1039,3 +1039,16 @@ def test_scale_peaks_in_threaded_runs_are_the_single_runs(nz, polarity):
         got = _scale_peaks(st[1], st[0], st[2], 1, 6.0, sp, polarity=polarity, min_response=0.5, allowed=allowed,
                            in_view=True, workers=w)
         assert got[1] == 1 and np.array_equal(got[0], one[0]) and np.array_equal(got[2], one[2])
+
+
+def test_wholebody_pet_findings_do_not_depend_on_the_thread_budget(wholebody_pet, monkeypatch):
+    """The PET chain up to detect with one thread and with two (threaded Gaussians, LoG slabs, peak search, the
+    candidates grown in threads, the threaded segment and correct steps): the same findings, every feature equal."""
+    vol = wholebody_pet[0]
+    runs = []
+    for budget in ("1", "2"):
+        monkeypatch.setenv("DICOMNODE_THREADS", budget)
+        found, notes = _pet_chain(vol)
+        runs.append(([(c, sorted(f.items(), key=lambda kv: kv[0])) for c, f in found],
+                     [n for n in notes if "seconds" not in n]))
+    assert runs[0][0] and runs[0] == runs[1]

@@ -297,3 +297,24 @@ def test_float_moments_chunks_in_threads_match_one_after_another(segmented):
             assert it._float_moments(x, workers=workers) == want, (seg.info.label, workers)
     # several chunks: the threads had work to share (the phantom's body spans two)
     assert max(sizes) > it._CHUNK or ctx.original.shape != (64, 192, 192)
+
+
+@pytest.mark.parametrize("case", ["thigh_t2", "phantom"])
+def test_mr_findings_and_features_do_not_depend_on_the_thread_budget(case, monkeypatch):
+    """The whole mr profile with one thread and with two (the candidates grown in threads where their windows are
+    small enough, the segments' features side by side): the same findings and measurements, every value equal."""
+    from dicomnode.config import load_config
+    from dicomnode.steps import registry
+
+    registry()
+    prof = load_config(None).profiles["mr"]
+    vol = _volume(case)
+    runs = []
+    for budget in ("1", "2"):
+        monkeypatch.setenv("DICOMNODE_THREADS", budget)
+        ctx = Context(volume=vol, original=vol)
+        run_steps(ctx, list(prof.steps), {k: dict(v) for k, v in prof.params.items()})
+        runs.append(([sorted(f.items(), key=lambda kv: kv[0]) for f in ctx.findings],
+                     {k: [(m.name, m.value) for m in v] for k, v in ctx.measurements.items()},
+                     [n for n in ctx.notes if "seconds" not in n]))
+    assert runs[0][1] and runs[0] == runs[1]
