@@ -446,28 +446,20 @@ def _log_at(img: np.ndarray, sp: np.ndarray, r: float, *, out: np.ndarray, worke
     thread budget) in runs of whole slabs; the Gaussian of the slices around where one run meets the next is kept
     before any is overwritten. Every value is the whole array's :func:`_second_derivative` of the whole Gaussian,
     with the same operations in the same order (bit for bit)."""
-    from dicomnode.analysis.threads import thread_budget
+    from dicomnode.analysis.threads import slab_runs, thread_map
 
     s_mm = r / _SQRT3
     _gaussian(img, s_mm / sp, mode="nearest", output=out)  # the Gaussian, in place of the result
     n = out.shape[0]
-    n_slabs = -(-n // _LOG_SLAB)
-    parts = max(1, min(workers or thread_budget(), n_slabs // 4))
-    cuts = [round(i * n_slabs / parts) * _LOG_SLAB for i in range(parts)] + [n]
+    cuts = slab_runs(n, _LOG_SLAB, workers)
+    parts = len(cuts) - 1
     # the Gaussian of slices c - 2, c - 1 and c at each inner cut c: read by the runs on both sides of it
     kept = {c: out[c - 2:c + 1].copy() for c in cuts[1:-1]}
     scale = [np.float32(1.0 / sp[ax] ** 2) for ax in range(3)]
     norm = np.float32(-(s_mm ** 2))
-    if parts == 1:
-        _log_slabs(out, 0, n, scale, norm, below=None, above=None)
-        return out
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(parts) as pool:
-        list(pool.map(lambda i: _log_slabs(out, cuts[i], cuts[i + 1], scale, norm,
-                                           below=kept[cuts[i]][:2] if i > 0 else None,
-                                           above=kept[cuts[i + 1]][2] if i < parts - 1 else None),
-                      range(parts)))
+    thread_map(lambda i: _log_slabs(out, cuts[i], cuts[i + 1], scale, norm,
+                                    below=kept[cuts[i]][:2] if i > 0 else None,
+                                    above=kept[cuts[i + 1]][2] if i < parts - 1 else None), range(parts), parts)
     return out
 
 
@@ -614,20 +606,11 @@ def _scale_peaks(cur: np.ndarray, below: np.ndarray, above: np.ndarray, i: int, 
     the peaks are those of the whole array (tested against a 4-D maximum filter). The slabs are shared among up to
     ``workers`` threads (default: the thread budget) in runs of whole slabs (each reads, none writes the responses);
     the peaks come in the order of one run over all slabs."""
-    from dicomnode.analysis.threads import thread_budget
+    from dicomnode.analysis.threads import slab_runs, thread_map
 
-    nz = cur.shape[0]
-    n_slabs = -(-nz // _PEAK_SLAB)
-    parts = max(1, min(workers or thread_budget(), n_slabs // 4))
-    cuts = [round(k * n_slabs / parts) * _PEAK_SLAB for k in range(parts)] + [nz]
+    cuts = slab_runs(cur.shape[0], _PEAK_SLAB, workers)
     args = (cur, below, above, r, sp, polarity, min_response, allowed, in_view)
-    if parts == 1:
-        runs = [_peak_run(0, nz, *args)]
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(parts) as pool:
-            runs = list(pool.map(lambda k: _peak_run(cuts[k], cuts[k + 1], *args), range(parts)))
+    runs = thread_map(lambda k: _peak_run(cuts[k], cuts[k + 1], *args), range(len(cuts) - 1), len(cuts) - 1)
     found_idx = [x for idx, _ in runs for x in idx]
     found_val = [x for _, val in runs for x in val]
     if not found_idx:
@@ -1445,20 +1428,12 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
     # the candidates are independent of each other (numpy and scipy.ndimage release the GIL on their boxes); the
     # findings keep the candidates' order, whatever thread made them. Only where every candidate's work arrays are
     # bounded (a window of the largest blob, with its regrowth, of at most CANDIDATE_THREAD_VOXELS)
-    from dicomnode.analysis.threads import thread_budget
+    from dicomnode.analysis.threads import thread_budget, thread_map
 
     half = max(PET_REGROW * 1.5, 2.0) * max((r for _, r, *_ in cands), default=0.0)  # the widest window's reach
     window_voxels = float(np.prod([2.0 * half / s + 5.0 for s in sp]))
     workers = min(thread_budget(), max(1, len(cands) // 16)) if window_voxels <= CANDIDATE_THREAD_VOXELS else 1
-    if workers > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(workers) as pool:
-            made = list(pool.map(candidate, cands))
-    else:
-        made = [candidate(c) for c in cands]
-    found: list[Finding] = [f for f in made if f is not None]
-    del made
+    found: list[Finding] = [f for f in thread_map(candidate, cands, workers) if f is not None]
     n_hot = 0
     if percist_liver and hot_threshold is not None:
         if liver is None:

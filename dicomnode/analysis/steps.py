@@ -31,6 +31,7 @@ from dicomnode.analysis.measure import basic_measurements
 from dicomnode.analysis.pipeline import Context, step
 from dicomnode.analysis.region_features import RegionFeatureSettings, region_features
 from dicomnode.analysis.threads import thread_budget as _thread_budget
+from dicomnode.analysis.threads import thread_map
 from dicomnode.analysis.volume import CATEGORY_ANATOMICAL_STRUCTURE, LabelMap, Segment, SegmentInfo
 
 
@@ -214,20 +215,14 @@ def _features_step(ctx: Context, params: Mapping[str, Any]) -> None:
     img = ctx.original
     segs = list(ctx.labels.segments)
     budget = _thread_budget()
-    if budget > 1 and len(segs) > 1:
-        # the segments measured side by side, one thread each (numpy, scipy and the FFTs release the GIL), the
-        # largest first; their measurements and notes are kept in the segments' order
-        from concurrent.futures import ThreadPoolExecutor
-
-        order = sorted(range(len(segs)), key=lambda i: -segs[i].count())
-        with ThreadPoolExecutor(min(budget, len(segs))) as pool:
-            futures = {i: pool.submit(lambda s: region_features(img.array, s.mask, img.spacing_mm, unit=img.unit,
-                                                                 settings=settings, workers=1), segs[i])
-                       for i in order}
-            made = [futures[i].result() for i in range(len(segs))]
-    else:
-        made = [region_features(img.array, s.mask, img.spacing_mm, unit=img.unit, settings=settings) for s in segs]
-    for seg, (meas, notes) in zip(segs, made):
+    # with a budget of several threads the segments are measured side by side, one thread each (numpy, scipy and
+    # the FFTs release the GIL), the largest first; their measurements and notes stay in the segments' order
+    order = sorted(range(len(segs)), key=lambda i: -segs[i].count())
+    inner = 1 if budget > 1 and len(segs) > 1 else None
+    made = dict(zip(order, thread_map(lambda i: region_features(img.array, segs[i].mask, img.spacing_mm,
+                                                                  unit=img.unit, settings=settings, workers=inner),
+                                          order, budget)))
+    for seg, (meas, notes) in zip(segs, (made[i] for i in range(len(segs)))):
         ctx.measurements.setdefault(seg.info.number, []).extend(meas)
         ctx.notes.extend(f"{seg.info.label}: {n}" for n in notes)
 

@@ -9,12 +9,16 @@ single-core workers fight over both cores.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["MIN_PARALLEL_VOXELS", "gaussian_filter", "thread_budget"]
+__all__ = ["MIN_PARALLEL_VOXELS", "gaussian_filter", "slab_runs", "thread_budget", "thread_map"]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 def thread_budget(cap: int = 8) -> int:
@@ -74,3 +78,22 @@ def gaussian_filter(image: np.ndarray, sigma: float | Sequence[float], *, mode: 
             list(pool.map(run, range(len(edges) - 1)))
             src = out
     return out
+
+
+def slab_runs(n: int, slab: int, workers: int | None = None, *, min_slabs: int = 4) -> list[int]:
+    """Where ``n`` slices, taken ``slab`` at a time, are cut into runs of whole slabs for up to ``workers`` threads
+    (default :func:`thread_budget`), each run at least ``min_slabs`` slabs: ``[0, c1, ..., n]`` (``[0, n]``: one run)."""
+    n_slabs = -(-n // slab)
+    parts = max(1, min(workers or thread_budget(), n_slabs // min_slabs))
+    return [round(i * n_slabs / parts) * slab for i in range(parts)] + [n]
+
+
+def thread_map(fn: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:
+    """``[fn(x) for x in items]``, made in up to ``workers`` threads (in this thread when ``workers`` < 2), in the
+    items' order."""
+    if workers < 2 or len(items) < 2:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(workers, len(items))) as pool:
+        return list(pool.map(fn, items))

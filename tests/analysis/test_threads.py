@@ -70,3 +70,16 @@ def test_threaded_gaussian_is_scipys_bit_for_bit(mode, workers):
     as64 = gaussian_filter(img, 2.0, mode=mode, output=np.float64, workers=workers)
     assert as64.dtype == np.float64 and np.array_equal(as64, ndi.gaussian_filter(img, 2.0, mode=mode,
                                                                                  output=np.float64))
+
+
+def test_slab_runs_and_thread_map():
+    """Runs of whole slabs, at least four slabs each, one per thread at most; a map in threads keeps the order."""
+    from dicomnode.analysis.threads import slab_runs, thread_map
+
+    assert slab_runs(25, 8, 2) == [0, 25]  # 4 slabs: one run
+    assert slab_runs(64, 8, 2) == [0, 32, 64]
+    assert slab_runs(97, 8, 3) == [0, 32, 72, 97]  # 13 slabs: 4, 5, 4
+    assert slab_runs(130, 8, 1) == [0, 130]
+    assert all(c % 8 == 0 for c in slab_runs(1000, 8, 7)[:-1])
+    assert thread_map(lambda x: x * x, range(50), 3) == [x * x for x in range(50)]
+    assert thread_map(lambda x: x + 1, [1], 4) == [2]
