@@ -34,7 +34,7 @@ from dicomnode.analysis.features.morphology import morphology_features
 from dicomnode.analysis.features.processing import roi_bounding_box
 from dicomnode.analysis.measure import measurements_of_values
 from dicomnode.analysis.threads import thread_budget
-from dicomnode.analysis.volume import Measurement
+from dicomnode.analysis.volume import Measurement, Segment, mask_box
 
 #: Segments of at least this many voxels have their morphology computed in a thread beside the intensity families.
 _THREADED_MIN_VOXELS = 100_000
@@ -160,6 +160,37 @@ def _block_downsample(mask: np.ndarray, spacing_mm: tuple[float, float, float],
             for k in range(factors[2]):
                 counts += mp[i::factors[0], j::factors[1], k::factors[2]]
     return counts >= (size + 1) // 2, tuple(spacing_mm[i] * factors[i] for i in range(3))  # type: ignore[return-value]
+
+
+def feature_margin_voxels(spacing_mm: tuple[float, float, float]) -> tuple[int, int, int]:
+    """The widest margin, in voxels per axis, that :func:`region_features` reads around a segment's bounding box:
+    the local intensity sphere's (``ceil(6.3 mm / spacing) + 1``), at least the one voxel of the morphology and
+    texture boxes."""
+    return tuple(max(1, int(np.ceil(6.3 / s)) + 1) for s in spacing_mm)  # type: ignore[return-value]
+
+
+def segment_features(image: np.ndarray, segment: Segment, spacing_mm: tuple[float, float, float], *,
+                     unit: str = "", settings: RegionFeatureSettings = RegionFeatureSettings(),
+                     workers: int | None = None) -> tuple[list[Measurement], list[str]]:
+    """``region_features(image, segment.mask, ...)``, bit for bit, without the segment's whole-grid mask.
+
+    :func:`region_features` reads the image and the mask only on the segment's bounding box grown by at most
+    :func:`feature_margin_voxels` (clipped to the grid), and every value it makes is the same on any part of the
+    grid that holds that grown box (the values in scan order, the boxes grown from the tight box and clipped to
+    the part where the grid ends, coordinates relative to the boxes). So the segment is measured on that part
+    only: the image's view of it and the segment's mask there (:meth:`Segment.in_box`), a small segment costing its
+    box instead of passes over the whole grid."""
+    shape = tuple(int(n) for n in image.shape)
+    if tuple(segment.shape) != shape:
+        raise ValueError(f"image shape {shape} and segment grid {tuple(segment.shape)} differ")
+    inner = mask_box(segment.crop)
+    if inner is None:  # an empty segment: no voxel, whatever the part
+        part: tuple[slice, ...] = tuple(slice(0, 0) for _ in shape)
+    else:
+        tight = tuple(slice(b.start + i.start, b.start + i.stop) for b, i in zip(segment.box, inner))
+        part = _grown(tight, feature_margin_voxels(spacing_mm), shape)
+    return region_features(image[part], segment.in_box(part), spacing_mm, unit=unit, settings=settings,
+                           workers=workers)
 
 
 def region_features(image: np.ndarray, mask: np.ndarray, spacing_mm: tuple[float, float, float], *,

@@ -64,6 +64,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from dicomnode.analysis.blocks import block_mean
+from dicomnode.analysis.threads import thread_budget, thread_map
 
 __all__ = [
     "MIN_CLASS_PATIENTS",
@@ -805,10 +806,16 @@ def scene_profile(image: np.ndarray, spacing_mm: tuple[float, float, float], *,
     thr = _thresholds(np.stack(slices), is_ct)
     names = _NAMES + (_CT_NAMES if is_ct else _OTHER_NAMES)
     per = {k: np.full(len(slices), np.nan) for k in names}
-    for i, sl in enumerate(slices):
-        m = _measure_slice(sl, np.asarray(ax[ks[i]]), thr, is_ct, py, px, fy, fx,
-                           min_px=min_component_cm2 / (py * px / 100.0), split_px=split_mm / max(py, px),
-                           ring_mm=ring_mm, core_mm=core_mm, signs=_axial_signs(d))
+    signs = _axial_signs(d)
+
+    def measure(i: int) -> dict[str, float] | None:
+        return _measure_slice(slices[i], np.asarray(ax[ks[i]]), thr, is_ct, py, px, fy, fx,
+                              min_px=min_component_cm2 / (py * px / 100.0), split_px=split_mm / max(py, px),
+                              ring_mm=ring_mm, core_mm=core_mm, signs=signs)
+
+    # each slice is measured on its own (numpy, scipy and scikit-image release the GIL in their loops): the slices
+    # are shared among the thread budget's threads, their descriptors stored in slice order, the same floats
+    for i, m in enumerate(thread_map(measure, range(len(slices)), thread_budget())):
         if m is not None:
             for k, val in m.items():
                 per[k][i] = val

@@ -29,7 +29,7 @@ from dicomnode.analysis import segment as _segment
 from dicomnode.analysis.codes import ENTIRE_BODY
 from dicomnode.analysis.measure import basic_measurements
 from dicomnode.analysis.pipeline import Context, step
-from dicomnode.analysis.region_features import RegionFeatureSettings, region_features
+from dicomnode.analysis.region_features import RegionFeatureSettings, segment_features
 from dicomnode.analysis.threads import thread_budget as _thread_budget
 from dicomnode.analysis.threads import thread_map
 from dicomnode.analysis.volume import CATEGORY_ANATOMICAL_STRUCTURE, LabelMap, Segment, SegmentInfo
@@ -219,8 +219,9 @@ def _features_step(ctx: Context, params: Mapping[str, Any]) -> None:
     # the FFTs release the GIL), the largest first; their measurements and notes stay in the segments' order
     order = sorted(range(len(segs)), key=lambda i: -segs[i].count())
     inner = 1 if budget > 1 and len(segs) > 1 else None
-    made = dict(zip(order, thread_map(lambda i: region_features(img.array, segs[i].mask, img.spacing_mm,
-                                                                  unit=img.unit, settings=settings, workers=inner),
+    # each segment measured on its box (plus the margin the features read), not through a whole-grid mask
+    made = dict(zip(order, thread_map(lambda i: segment_features(img.array, segs[i], img.spacing_mm,
+                                                                   unit=img.unit, settings=settings, workers=inner),
                                           order, budget)))
     for seg, (meas, notes) in zip(segs, (made[i] for i in range(len(segs)))):
         ctx.measurements.setdefault(seg.info.number, []).extend(meas)

@@ -56,14 +56,21 @@ def histogram_features(levels: np.ndarray, n_levels: int) -> list[FeatureValue]:
     if not np.issubdtype(x.dtype, np.integer):
         raise ValueError(f"levels must be integer grey levels, got dtype {x.dtype}")
     x = x.ravel()
-    if x.min() < 1 or x.max() > n_levels:
-        raise ValueError(f"levels must lie in 1..{n_levels}, got {x.min()}..{x.max()}")
+    x_min, x_max = x.min(), x.max()
+    if x_min < 1 or x_max > n_levels:
+        raise ValueError(f"levels must lie in 1..{n_levels}, got {x_min}..{x_max}")
     counts = np.zeros(n_levels + 1, dtype=np.int64)
     for i in range(0, x.size, 1 << 20):  # chunked: bincount would copy all levels to intp at once
         counts += np.bincount(x[i:i + (1 << 20)], minlength=n_levels + 1)
+    # the shared features' histogram (``_integer_histogram``: the levels present, ascending, and their counts, for
+    # more than 100 000 levels over a range of at most 2 000 000) is this one's non-empty bins: not counted again
+    hist = None
+    if x.size > 100_000 and float(x_max) - float(x_min) <= 2_000_000:
+        present = np.flatnonzero(counts)
+        hist = (present.astype(np.float64), counts[present].astype(np.float64))
     counts = counts[1:].astype(np.float64)
     p = counts / x.size
-    shared = dict(_moments_and_quantiles(x))
+    shared = dict(_moments_and_quantiles(x, histogram=hist))
     nonzero = p[p > 0]
     if n_levels > 1:
         grad = np.gradient(counts)  # central differences inside, one-sided (n2 - n1, nN - nN-1) at the ends

@@ -301,13 +301,21 @@ def _float_moments(x: np.ndarray, workers: int | None = None) -> tuple[float, ..
     return (mean, var, skew, kurt, p10, p25, median, p75, p90, lo, hi, rabs / rcount, sabs / n, smed / n, energy)
 
 
-def _moments_and_quantiles(x: np.ndarray, *, workers: int | None = None) -> list[tuple[str, float]]:
+_COUNT = object()  # :func:`_moments_and_quantiles`: count the histogram of the values itself
+
+
+def _moments_and_quantiles(x: np.ndarray, *, workers: int | None = None,
+                           histogram: Any = _COUNT) -> list[tuple[str, float]]:
     """Features shared by intensity statistics and the intensity histogram, in the manual's order (no mode).
 
     Integer-valued data (HU, discretised grey levels) are reduced to a histogram first, on which every value is
-    computed exactly in O(N + range) instead of several passes and a partition over all N values.
+    computed exactly in O(N + range) instead of several passes and a partition over all N values. ``histogram``:
+    what ``_integer_histogram(x) if x.size > 100_000 else None`` gives, when the caller has already counted it.
     """
-    hist = _integer_histogram(x) if x.size > 100_000 else None
+    if histogram is _COUNT:
+        hist = _integer_histogram(x) if x.size > 100_000 else None
+    else:
+        hist = histogram
     if hist is not None:
         vals, counts = hist
         n = counts.sum()

@@ -205,9 +205,9 @@ def minimum_bounding_box(points: np.ndarray, *, max_directions: int = 64) -> tup
     best = (math.inf, math.inf)
     for n in candidates:
         n = n / np.linalg.norm(n)
-        u = np.cross(n, [1.0, 0.0, 0.0] if abs(n[0]) < 0.9 else [0.0, 1.0, 0.0])
+        u = _cross3(n, (1.0, 0.0, 0.0) if abs(n[0]) < 0.9 else (0.0, 1.0, 0.0))
         u /= np.linalg.norm(u)
-        w = np.cross(n, u)
+        w = _cross3(n, u)
         height = float(np.ptp(hv @ n))
         uv = np.column_stack([hv @ u, hv @ w])
         width, depth = _min_area_rectangle(uv)
@@ -217,6 +217,15 @@ def minimum_bounding_box(points: np.ndarray, *, max_directions: int = 64) -> tup
     return best
 
 
+def _cross3(a: np.ndarray, b: "np.ndarray | tuple[float, float, float]") -> np.ndarray:
+    """``np.cross(a, b)`` of two 3-vectors (float64), bit for bit: numpy forms each component as one product minus
+    another, each rounded to float64, as Python's float arithmetic does; without numpy's general set-up (moved axes,
+    broadcasting), which cost more than the products for one pair of vectors."""
+    a0, a1, a2 = (float(x) for x in a)
+    b0, b1, b2 = (float(x) for x in b)
+    return np.array([a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0])
+
+
 def _min_area_rectangle(points2d: np.ndarray) -> tuple[float, float]:
     """Side lengths of the minimum-area enclosing rectangle of 2-D points (rotating callipers over hull edges)."""
     try:
@@ -224,7 +233,7 @@ def _min_area_rectangle(points2d: np.ndarray) -> tuple[float, float]:
     except Exception:  # degenerate (collinear) projection: a flat box
         return float(np.ptp(points2d[:, 0])), float(np.ptp(points2d[:, 1]))
     h = points2d[hull.vertices]
-    edges = np.roll(h, -1, axis=0) - h
+    edges = np.concatenate((h[1:], h[:1])) - h  # np.roll(h, -1, axis=0) - h
     edges = edges / np.linalg.norm(edges, axis=1, keepdims=True)
     normals = np.column_stack([-edges[:, 1], edges[:, 0]])
     along = h @ edges.T  # (hull points, edge directions)
