@@ -410,3 +410,32 @@ def test_scene_profile_in_threads_equals_the_old_slice_loop(case, monkeypatch):
         for k in old.per_slice:
             a, b = new.per_slice[k], old.per_slice[k]
             assert a.tobytes() == b.tobytes(), f"{case}, {threads} threads: {k}"
+
+
+@pytest.mark.parametrize("case", ["pet", "mr"])
+def test_order_statistics_on_bit_patterns_equal_the_equal_width_bins(case, monkeypatch):
+    """The intensity statistics of a real PET and MR's values above 0 (float32, and as float64), their order
+    statistics found in bins of the bit patterns, equal those found in equal-width bins of the value (the code
+    before, still taken by other values) bit for bit; each rank's value is np.partition's of the whole array."""
+    from dicomnode.analysis.features import intensity
+
+    vol = _volume(case)
+    flat = vol.array.ravel()
+    positive = flat[flat > np.percentile(flat, 30)]
+    assert positive.size > intensity._SELECT_MIN and positive.min() > 0
+    for x in (positive, positive.astype(np.float64), positive[: intensity._SELECT_MIN + 1000]):
+        assert intensity._bits_binning(x, x.min(), x.max()) is not None
+        new = intensity.statistics_features(x, workers=1)
+        n = x.size
+        ranks = sorted({int(math.floor(q / 100.0 * (n - 1))) + d for q in (10, 25, 50, 75, 90) for d in (0, 1)})
+        picked = intensity._select_ranks(x, ranks, x.min(), x.max())
+        whole = np.partition(x, ranks)
+        assert all(picked[r] == whole[r] for r in ranks)
+        with monkeypatch.context() as m:
+            m.setattr(intensity, "_bits_binning", lambda *a: None)
+            old = intensity.statistics_features(x, workers=1)
+            assert intensity._select_ranks(x, ranks, x.min(), x.max()) == picked
+        assert [(f.feature, float(f.value).hex()) for f in new] == [(f.feature, float(f.value).hex()) for f in old]
+    # values with 0 or below keep the equal-width bins (+0 and -0 are equal values of different bits)
+    assert intensity._bits_binning(np.array([0.0, 1.0]), 0.0, 1.0) is None
+    assert intensity._bits_binning(np.array([-1.0, 1.0], np.float32), np.float32(-1), np.float32(1)) is None

@@ -162,21 +162,59 @@ def _bin_of(c: np.ndarray, lo: float, scale: float) -> np.ndarray:
     return b.astype(np.int32)
 
 
+def _bits_binning(x: np.ndarray, lo: Any, hi: Any) -> Any:
+    """For float32 or float64 values all above 0 (``lo``, ``hi``: their minimum and maximum), the function giving
+    the bin (0 .. _SELECT_BINS - 1) of a chunk of them from their bit patterns: ``(bits - bits(lo)) >> shift``, with
+    the smallest shift that maps ``hi`` below _SELECT_BINS. The bit pattern of a positive float grows with its
+    value, so the bin is monotone non-decreasing in the value. None for other values."""
+    if x.dtype == np.float32:
+        utype: Any = np.uint32
+    elif x.dtype == np.float64:
+        utype = np.uint64
+    else:
+        return None
+    if not lo > 0:
+        return None
+    base = int(np.asarray(lo, dtype=x.dtype).view(utype))
+    top = int(np.asarray(hi, dtype=x.dtype).view(utype))
+    shift = 0
+    while (top - base) >> shift >= _SELECT_BINS:
+        shift += 1
+    ubase = utype(base)
+
+    def bits_bin_of(c: np.ndarray) -> np.ndarray:
+        k = np.subtract(c.view(utype), ubase)
+        np.right_shift(k, shift, out=k)
+        return k if utype is np.uint32 else k.view(np.int64)  # bincount takes no uint64
+
+    return bits_bin_of
+
+
 def _select_ranks(x: np.ndarray, ranks: list[int], lo: float, hi: float) -> dict[int, Any]:
     """The values of rank ``ranks`` (0-based, in ascending order) of ``x``, exactly as ``np.partition`` gives them.
 
-    One counting pass into equal-width bins (chunked: no full-size temporaries), then the values of the bins that
-    hold a wanted rank, partitioned at those ranks (shifted by the count of the bins below)."""
-    scale = _SELECT_BINS / (float(hi) - float(lo))
+    One counting pass into bins (chunked: no full-size temporaries), then the values of the bins that
+    hold a wanted rank, partitioned at those ranks (shifted by the count of the bins below).
+
+    Any bin of a value that is monotone in it finds the same values: the partition returns the value of each rank,
+    and where equal values are the same float (no +0 beside -0) that value is one float whichever bins the values
+    were counted in. Floats all above 0 (PET, MR) are binned on their bit patterns, which grow with the value
+    (:func:`_bits_binning`: an integer subtraction and shift, not a float64 copy, scaling and conversion);
+    other values on equal-width bins of the float range."""
+    bin_of = _bits_binning(x, lo, hi)
+    if bin_of is None:
+        scale = _SELECT_BINS / (float(hi) - float(lo))
+
+        def bin_of(c: np.ndarray) -> np.ndarray:
+            return _bin_of(c, float(lo), scale)
     counts = np.zeros(_SELECT_BINS, dtype=np.int64)
     for i in range(0, x.size, _CHUNK):
-        counts += np.bincount(_bin_of(x[i:i + _CHUNK], float(lo), scale), minlength=_SELECT_BINS)
+        counts += np.bincount(bin_of(x[i:i + _CHUNK]), minlength=_SELECT_BINS)
     upper = np.cumsum(counts)            # ranks below upper[b] lie in bins 0..b
     bins = np.searchsorted(upper, np.asarray(ranks), side="right")
     wanted = np.zeros(_SELECT_BINS, dtype=bool)
     wanted[bins] = True
-    picked = np.concatenate([c[wanted[_bin_of(c, float(lo), scale)]]
-                             for c in (x[i:i + _CHUNK] for i in range(0, x.size, _CHUNK))])
+    picked = np.concatenate([c[wanted[bin_of(c)]] for c in (x[i:i + _CHUNK] for i in range(0, x.size, _CHUNK))])
     below = upper - counts               # how many values lie in lower bins
     offset = {}                          # rank -> position in ``picked`` (bins concatenated in ascending order)
     start = 0
