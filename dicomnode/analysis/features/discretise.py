@@ -60,9 +60,18 @@ def discretise_fixed_bin_size(values: np.ndarray, *, bin_size: float, lower: flo
     x = np.asarray(values)
     out = np.empty(x.shape, dtype=np.int32)
     flat_in, flat_out = x.reshape(-1), out.reshape(-1)
-    for i in range(0, flat_in.size, _CHUNK):  # float64 arithmetic, chunked: no full-size temporaries
-        c = flat_in[i:i + _CHUNK].astype(np.float64)
-        flat_out[i:i + _CHUNK] = np.floor((c - lower) / bin_size) + 1
+    # float64 arithmetic, chunked: no full-size temporaries; each step in place in one float64 buffer (the same
+    # operations as ``np.floor((c - lower) / bin_size) + 1`` on the chunk, each rounded alike, without a new
+    # temporary per operation)
+    buf = np.empty(min(flat_in.size, _CHUNK), dtype=np.float64)
+    for i in range(0, flat_in.size, _CHUNK):
+        c = buf[:flat_in[i:i + _CHUNK].size]
+        c[...] = flat_in[i:i + _CHUNK]
+        c -= lower
+        c /= bin_size
+        np.floor(c, out=c)
+        c += 1
+        flat_out[i:i + _CHUNK] = c
     return out
 
 
@@ -120,9 +129,17 @@ def discretise_fixed_bin_number(values: np.ndarray, *, n_bins: int) -> np.ndarra
         return np.ones(x.shape, dtype=np.int32)
     levels = np.empty(x.shape, dtype=np.int32)
     flat_in, flat_out = x.reshape(-1), levels.reshape(-1)
-    for i in range(0, flat_in.size, _CHUNK):
-        c = flat_in[i:i + _CHUNK].astype(np.float64)
-        flat_out[i:i + _CHUNK] = np.floor(n_bins * (c - lo) / (hi - lo)) + 1
+    span = hi - lo
+    buf = np.empty(min(flat_in.size, _CHUNK), dtype=np.float64)
+    for i in range(0, flat_in.size, _CHUNK):  # ``np.floor(n_bins * (c - lo) / span) + 1``, in place (as above)
+        c = buf[:flat_in[i:i + _CHUNK].size]
+        c[...] = flat_in[i:i + _CHUNK]
+        c -= lo
+        c *= n_bins
+        c /= span
+        np.floor(c, out=c)
+        c += 1
+        flat_out[i:i + _CHUNK] = c
     np.minimum(levels, n_bins, out=levels)
     return levels
 
