@@ -596,6 +596,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from dicomnode.obs.logs import capture_warnings
     capture_warnings()  # library warnings quote patient data: scrubbed, once each, through logging
+    from dicomnode.analysis.threads import pin_blas_threads
+    pin_blas_threads()  # every command's analysis with one BLAS thread, as the node's jobs (the same values)
     parser = build_parser()
     if argv[:1] == ["bench"]:
         if len(argv) == 1 or argv[1] in ("-h", "--help"):

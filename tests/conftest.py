@@ -6,6 +6,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import json  # noqa: E402
 
+from dicomnode.analysis.threads import pin_blas_threads  # noqa: E402
+
+pin_blas_threads()  # as every node process and command: one BLAS thread, so a test sees the values a job makes
+
 import pytest  # noqa: E402
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, Mapping
 
 import numpy as np
 
+from dicomnode.analysis.threads import pin_blas_threads
 from dicomnode.analysis.volume import LabelMap, Measurement, Volume
 from dicomnode.errors import AnalysisError
 
@@ -153,6 +154,7 @@ def run_steps(ctx: Context, steps: list[str] | tuple[str, ...], params: Mapping[
     (see the module's docstring); after the last step nothing more is released. ``between_steps`` (the job
     process gives the freed memory back to the system with it) is called before each step, after that release
     and before the step's meter starts. While a step runs, ``ctx.later_reads`` says what the steps after it read."""
+    pin_blas_threads()  # the steps' threads are their own; the same values on any machine (threads.pin_blas_threads)
     records: list[StepRecord] = []
     for i, name in enumerate(steps):
         if i > 0:

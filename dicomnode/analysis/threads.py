@@ -15,7 +15,7 @@ from typing import TypeVar
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["MIN_PARALLEL_VOXELS", "gaussian_filter", "slab_runs", "thread_budget", "thread_map"]
+__all__ = ["MIN_PARALLEL_VOXELS", "gaussian_filter", "pin_blas_threads", "slab_runs", "thread_budget", "thread_map"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -28,6 +28,36 @@ def thread_budget(cap: int = 8) -> int:
         if value.isdigit() and int(value) > 0:
             return int(value)
     return max(1, min(os.cpu_count() or 1, cap))
+
+
+#: the environment variables the BLAS libraries read when they are loaded (a library loaded later, such as the
+#: OpenBLAS of scipy.linalg beside numpy's own, takes its thread count from them)
+_BLAS_ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+_blas_pinned = False
+
+
+def pin_blas_threads() -> bool:
+    """One thread for the BLAS libraries of this process, from now on (once per process; True when done).
+
+    The analysis runs its own threads (:func:`thread_budget`); a BLAS's threads beside them only oversubscribe the
+    cores (OpenBLAS's idle threads spin: 0.2-0.7 CPU s of a features step) and make a dot product's sum depend on
+    the machine: numpy's OpenBLAS splits a long vector over as many threads as there are cores, so a standard
+    deviation or a Geary's C differed in its last bits between a 2-core pool worker, an 8-core host and a Dask
+    worker started with ``OMP_NUM_THREADS=1``. Pinned, the same series gives the same values on any of them.
+    The job processes, ``dicomnode`` commands and the analysis runner call it; the libraries already loaded are
+    set through threadpoolctl, those loaded later through their environment variables."""
+    global _blas_pinned
+    if _blas_pinned:
+        return True
+    for name in _BLAS_ENV:
+        os.environ[name] = "1"
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a dependency of the package (and of scikit-learn)
+        return False
+    threadpool_limits(limits=1, user_api="blas")
+    _blas_pinned = True
+    return True
 
 
 #: Below this many voxels a filter runs in one call (threads cost more than they give).

@@ -309,6 +309,7 @@ def run_one(profile_name: str, phantom: str, shape: tuple[int, int, int], spacin
     ``warmup_seconds``), so that the timed run sees what a
     job process of the node sees from its second series on: modules imported, models loaded and cached."""
     from dicomnode.analysis.pipeline import Context, run_steps
+    from dicomnode.analysis.threads import pin_blas_threads
     from dicomnode.analysis.volume import Volume
     from dicomnode.config import load_config
     from dicomnode.jobs.workerproc import release_free_memory, tune_malloc
@@ -316,6 +317,7 @@ def run_one(profile_name: str, phantom: str, shape: tuple[int, int, int], spacin
     from dicomnode.steps import registry
 
     tune_malloc()  # as a job process (jobs.chain.run_chain): its allocation policy, and the heap trimmed between steps
+    pin_blas_threads()  # as a job process: one BLAS thread
     cfg = load_config(config)
     registry()
     imports_mb = rss_mb()  # the process with the configuration and every step module imported, before any phantom

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from dicomnode.analysis.pipeline import Context, StepRecord, run_steps
+from dicomnode.analysis.threads import pin_blas_threads
 from dicomnode.config import Profile
 from dicomnode.fsio import atomic_write
 from dicomnode.io.headers import header_strings
@@ -44,6 +45,7 @@ def profile_fingerprint(profile: Profile) -> str:
 def run_chain(spec: ChainSpec, *, progress: Callable[[str], None] | None = None) -> JobOutcome:
     """Load the series, run the profile, build and write the results. Raises a DicomnodeError on bad input."""
     tune_malloc()  # the same allocation policy in a pool worker, a Dask worker and `dicomnode process`
+    pin_blas_threads()  # one BLAS thread: the same values in every executor and on any machine
     from dicomnode.io.load import load_series, on_source_slices
     from dicomnode.results.seg import build_seg
     from dicomnode.results._common import source_notes

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from dicomnode.analysis.threads import pin_blas_threads
 from dicomnode.jobs.chain import run_chain
 from dicomnode.jobs.radiomics import run_radiomics
 from dicomnode.jobs.spec import ChainJob, JobKind, JobOutcome, JobSpec, QueuedJob, RadiomicsJob, new_job
@@ -34,6 +35,7 @@ KINDS: dict[JobKind, Kind] = {
 def run(spec: JobSpec) -> JobOutcome:
     """Run a job of any kind (what executors submit). Raises a DicomnodeError on bad input."""
     tune_malloc()  # the same allocation policy in a pool worker, a Dask worker and `dicomnode process`
+    pin_blas_threads()  # one BLAS thread: the same values in every executor and on any machine
     return KINDS[spec.kind].run(spec)
 
 

@@ -83,3 +83,40 @@ def test_slab_runs_and_thread_map():
     assert all(c % 8 == 0 for c in slab_runs(1000, 8, 7)[:-1])
     assert thread_map(lambda x: x * x, range(50), 3) == [x * x for x in range(50)]
     assert thread_map(lambda x: x + 1, [1], 4) == [2]
+
+
+_BLAS_PROBE = r"""
+import json, sys
+import numpy as np
+if sys.argv[1] == "pin":
+    from dicomnode.analysis.threads import pin_blas_threads
+    assert pin_blas_threads()
+import scipy.linalg  # loads scipy's own OpenBLAS after the pin
+from threadpoolctl import threadpool_info
+x = np.random.default_rng(7).standard_normal(3_000_001)
+print(json.dumps({"dot": float(np.dot(x, x)).hex(), "sd": float(x.std()).hex(),
+                  "threads": [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]}))
+"""
+
+
+def test_pinned_blas_gives_a_one_thread_process_s_values():
+    """pin_blas_threads: every BLAS of the process (numpy's, and scipy's loaded after the pin) on one thread, and a
+    long dot product and SD bit for bit as in a process started with one BLAS thread (a Dask worker started with
+    OMP_NUM_THREADS=1), whatever the machine's cores."""
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")}
+
+    def probe(mode: str, extra: dict) -> dict:
+        out = subprocess.run([sys.executable, "-c", _BLAS_PROBE, mode], env={**env, **extra}, capture_output=True,
+                             text=True, timeout=120, check=True).stdout
+        return json.loads(out)
+
+    pinned = probe("pin", {})
+    single = probe("plain", {"OPENBLAS_NUM_THREADS": "1"})
+    assert pinned["threads"] and all(n == 1 for n in pinned["threads"]), pinned
+    assert len(pinned["threads"]) == len(single["threads"])
+    assert (pinned["dot"], pinned["sd"]) == (single["dot"], single["sd"])
