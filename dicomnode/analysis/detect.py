@@ -716,6 +716,21 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     return ~outside[lab]
 
 
+def _fill_holes_boxed(mask: np.ndarray) -> np.ndarray:
+    """:func:`_fill_holes` of a mask much smaller than its grid (a whole-grid organ mask): the same voxels, filled on
+    its bounding box grown by one voxel (clipped to the grid). A hole lies inside the bounding box; a background
+    voxel there that reaches the grid's faces does so through the box's outer layer (all background, one connected
+    shell), or lies on a face the box shares with the grid."""
+    mask = np.asarray(mask, dtype=bool)
+    idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax))) for ax in range(mask.ndim)]
+    if any(i.size == 0 for i in idx):
+        return mask.copy()
+    box = tuple(slice(max(0, int(i[0]) - 1), min(n, int(i[-1]) + 2)) for i, n in zip(idx, mask.shape))
+    out = mask.copy()
+    out[box] = _fill_holes(mask[box])
+    return out
+
+
 def max_diameter_mm(mask: np.ndarray, spacing_mm: Sequence[float]) -> float:
     """Largest distance between two voxel centres of ``mask`` plus one voxel (mean spacing), mm; 0 when empty."""
     pts = np.argwhere(mask)
@@ -1713,7 +1728,7 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
     sites: dict[str, int] = {}
     n_slices = img.shape[0]
     # the liver with its holes filled: a hot lesion inside it leaves a hole (the homogeneity test fails around it)
-    liver_filled = ndi.binary_fill_holes(liver)
+    liver_filled = _fill_holes_boxed(liver)  # (ndi.binary_fill_holes' voxels, on the liver's box)
     site_of: list[str | None] = []
     for i, f in enumerate(found):
         h_c, h_lo, h_hi, side = info[i]
