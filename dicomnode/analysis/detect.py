@@ -1477,15 +1477,23 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         # PERCIST's measurable disease: SUVpeak (the hottest 1 mL sphere) above 1.5 x liver mean + 2 SD. Without
         # the liver there is no reference: a fixed level ranks a hot urethra above a sarcoma (STS_001's crop)
         percist = 1.5 * liver[0] + 2.0 * liver[1]
-        for f in found:
+
+        def measured(f: Finding) -> None:
+            """SUVpeak and the PERCIST features of one finding (in its own features, in place); on PET, its local
+            background too. Each finding's own boxes: made in threads."""
             if f.features.get("mean", 0.0) > 0:
                 peak = _suv_peak(img, f, sp)
                 f.features["peak"] = peak  # type: ignore[index]
                 f.features["log2_peak_to_percist"] = math.log2(max(peak, 1e-3) / percist)  # type: ignore[index]
                 f.features["log2_to_liver"] = math.log2(f.features["mean"] / liver[0])  # type: ignore[index]
                 f.features["above_percist"] = float(peak > percist)  # type: ignore[index]
+                if pet:
+                    _pet_background([f], img, foreground, sp)
+
+        # the findings' boxes are bounded by the candidates' windows and the hot regions (numpy and scipy.ndimage
+        # release the GIL on them); the features do not depend on the order
+        thread_map(measured, found, thread_budget() if len(found) >= 8 else 1)
         if pet:
-            _pet_background(found, img, foreground, sp)
             model = PET_MODEL
             # overlapping candidates (a blob and the hot region around it and a neighbouring organ): the one the
             # PET model favours stays, not the largest: a node beside the heart or a tonsil is not swallowed
