@@ -2057,9 +2057,12 @@ def _pet_snr_blobs(stack: np.ndarray, radii_mm: Sequence[float], foreground: np.
     den = block_mean(foreground, f, partial="zeros")  # the far blocks' missing voxels: outside, as mode constant
     ndi.gaussian_filter(den, sig, mode="constant", output=den)
     np.maximum(den, np.float32(1e-3), out=den)
-    var = np.empty(stack.shape[1:], dtype=np.float32)
-    noise_at: list[dict[int, float]] = []  # per scale, the noise SD where the ratio reaches min_snr (few voxels)
-    for i in range(stack.shape[0]):
+    from dicomnode.analysis.threads import thread_budget, thread_map
+
+    def noise_ratio(i: int) -> dict[int, float]:
+        """Scale ``i`` of the stack divided by its local noise, in place; the noise SD where the ratio reaches
+        ``min_snr`` (few voxels). The scales are independent: made in threads, a work array each."""
+        var = np.empty(stack.shape[1:], dtype=np.float32)
         np.minimum(stack[i], 0.0, out=var)
         var *= var
         var *= foreground
@@ -2073,8 +2076,11 @@ def _pet_snr_blobs(stack: np.ndarray, radii_mm: Sequence[float], foreground: np.
         np.maximum(var, np.float32(0.02), out=var)
         stack[i] /= var
         idx = np.flatnonzero(stack[i] >= min_snr)
-        noise_at.append(dict(zip(idx.tolist(), var.ravel()[idx].tolist())))
-    del den, var
+        return dict(zip(idx.tolist(), var.ravel()[idx].tolist()))
+
+    # per scale, the noise SD where the ratio reaches min_snr
+    noise_at = thread_map(noise_ratio, range(stack.shape[0]), min(thread_budget(), stack.shape[0]))
+    del den
     peaks = _stack_peaks(stack, radii, sp, polarity=1, min_response=min_snr, allowed=foreground,
                          max_candidates=max_candidates, in_view=True)
     shape = stack.shape[1:]
