@@ -1461,15 +1461,23 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
             # only ever lowers the fixed level: above it, a heterogeneous tumour (a necrotic sarcoma) falls apart
             hot_threshold = min(percist, hot_threshold)
     if hot_threshold is not None:
-        for region, bb in _hot_regions(img, foreground, sp, hot_threshold, settings):
-            n_hot += 1
+        level = hot_threshold
+
+        def hot_candidate(item: tuple[np.ndarray, tuple[slice, ...]]) -> Finding:
+            """One hot region with its features (its own box: the regions are measured in threads)."""
+            region, bb = item
             feats, shell = _region_features(img[bb], region, foreground[bb], sp, spread, class_means, class_sds)
             feats["truncation"] = 0.0  # the whole connected region, not a piece cut out by a growth limit
-            feats["enclosure"] = float(np.mean(img[bb][shell] < hot_threshold)) if shell.any() else 0.0
+            feats["enclosure"] = float(np.mean(img[bb][shell] < level)) if shell.any() else 0.0
             feats["polarity"] = 1.0
             feats["blob_radius_mm"] = feats["equivalent_diameter_mm"] / 2.0
             feats["blob_response"] = feats["cnr"]
-            found.append(_finding("lesion", region, bb, feats, model))
+            return _finding("lesion", region, bb, feats, model)
+
+        hot = _hot_regions(img, foreground, sp, hot_threshold, settings, workers=thread_budget())
+        n_hot = len(hot)
+        found += thread_map(hot_candidate, hot, thread_budget() if n_hot >= 4 else 1)
+        del hot
         notes.append(f"hot regions above {hot_threshold:g}: {n_hot} candidate(s)")
     if not pet:
         found = _resolve_overlaps(found)
@@ -2280,9 +2288,11 @@ def _region_features(img: np.ndarray, region: np.ndarray, foreground: np.ndarray
 
 
 def _hot_regions(img: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[float], threshold: float,
-                 settings: DetectionSettings, max_regions: int = 20) -> list[tuple[np.ndarray, tuple[slice, ...]]]:
+                 settings: DetectionSettings, max_regions: int = 20,
+                 workers: int = 1) -> list[tuple[np.ndarray, tuple[slice, ...]]]:
     """Connected regions of ``img > threshold`` in the foreground, holes filled (slice by slice, then in 3-D), as
-    (mask on its bounding box, bounding box); at least ``settings.min_volume_ml``, the largest first."""
+    (mask on its bounding box, bounding box); at least ``settings.min_volume_ml``, the largest first. The regions'
+    holes are filled in up to ``workers`` threads (each on its own box)."""
     hot = (img > threshold) & foreground
     lab, n = ndi.label(hot)
     if n == 0:
@@ -2290,18 +2300,21 @@ def _hot_regions(img: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[f
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
     sizes = np.bincount(lab.ravel())[1:]
     order = [int(k) + 1 for k in np.argsort(-sizes) if sizes[k] * voxel_ml >= settings.min_volume_ml]
-    out = []
     # room around each region for its surround shell (the width used by detect_tissue)
     margin = int(math.ceil(max(3.0, 1.5 * max(spacing_mm)) / min(spacing_mm))) + 1
     boxes = ndi.find_objects(lab)
-    for k in order[:max_regions]:
+
+    def filled(k: int) -> tuple[np.ndarray, tuple[slice, ...]]:
         pad = tuple(slice(max(0, b.start - margin), min(b.stop + margin, dim))
                     for b, dim in zip(boxes[k - 1], img.shape))
         region = lab[pad] == k
         for z in range(region.shape[0]):
             region[z] = _fill_holes(region[z])
-        out.append((_fill_holes(region), pad))
-    return out
+        return _fill_holes(region), pad
+
+    from dicomnode.analysis.threads import thread_map
+
+    return thread_map(filled, order[:max_regions], workers)
 
 
 # ------------------------------------------------------------------------------------------------ entry point
