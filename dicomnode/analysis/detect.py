@@ -745,8 +745,25 @@ def max_diameter_mm(mask: np.ndarray, spacing_mm: Sequence[float]) -> float:
             xyz = xyz[ConvexHull(xyz).vertices]
         except Exception:  # noqa: BLE001 - flat or degenerate point sets: all points, subsampled
             xyz = xyz[:: max(1, len(xyz) // 2000)]
-    d2 = ((xyz[:, None, :] - xyz[None, :, :]) ** 2).sum(-1)
-    return float(math.sqrt(float(d2.max()))) + extra
+    return float(math.sqrt(_max_d2(xyz))) + extra
+
+
+def _max_d2(xyz: np.ndarray) -> float:
+    """``((xyz[:, None, :] - xyz[None, :, :]) ** 2).sum(-1).max()``, the same float, without the (N, N, 3) array: the
+    squared distances of every pair by scipy's ``pdist`` (half the pairs, no temporaries), then, of the pairs within
+    a relative 1e-9 of its largest (the sums of three squares differ at most in their rounding), the expression
+    itself."""
+    if len(xyz) < 2:
+        return float(((xyz[:, None, :] - xyz[None, :, :]) ** 2).sum(-1).max())
+    from scipy.spatial.distance import pdist
+
+    d2 = pdist(xyz, "sqeuclidean")
+    near = np.flatnonzero(d2 >= d2.max() * (1.0 - 1e-9))
+    n = len(xyz)
+    # the condensed index k of pair (i, j), i < j: k = n i - i (i + 1) / 2 + j - i - 1
+    i = (n - 2 - np.floor(np.sqrt(-8.0 * near + 4.0 * n * (n - 1) - 7.0) / 2.0 - 0.5)).astype(np.intp)
+    j = (near + i + 1 - n * (n - 1) // 2 + (n - i) * ((n - i) - 1) // 2).astype(np.intp)
+    return float(((xyz[i] - xyz[j]) ** 2).sum(-1).max())
 
 
 def _shape_features(mask: np.ndarray, spacing_mm: Sequence[float]) -> dict[str, float]:
@@ -831,8 +848,15 @@ def _grow_region(z: np.ndarray, foreground: np.ndarray, dist_mm: np.ndarray, see
     region = _component_at(cand, seed, spacing_mm, max_seed_mm=max_seed_mm)
     if region is None:
         return None
-    region = _fill_holes(region)
-    trunc = _truncation(region, dist_mm, reach_mm, spacing_mm)
+    # holes filled and the boundary found on the region's bounding box grown by a voxel (clipped to the box): the
+    # same voxels as on the box (a hole lies inside the bounding box; the erosion's border is the box's where the
+    # bounding box meets it, and the empty layer around it elsewhere)
+    idx = [np.flatnonzero(region.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
+    bb = tuple(slice(max(0, int(i[0]) - 1), min(n, int(i[-1]) + 2)) for i, n in zip(idx, region.shape))
+    tight = _fill_holes(region[bb])
+    trunc = _truncation(tight, dist_mm[bb], reach_mm, spacing_mm)
+    region[...] = False
+    region[bb] = tight
     return region, trunc, trunc == 0.0
 
 
@@ -847,9 +871,31 @@ CANDIDATE_THREAD_VOXELS = 1 << 23
 PET_REGROW = 2.0
 
 
+def _near(mask: np.ndarray, spacing_mm: Sequence[float], dist_mm: float) -> np.ndarray:
+    """``ndi.distance_transform_edt(~mask, sampling=spacing_mm) <= dist_mm`` (the mask grown by ``dist_mm``), the same
+    voxels, the distances measured on the mask's bounding box grown by the distance and a voxel (clipped to the
+    array): every voxel of the mask, the distance's only features, is in it, so each distance there is the whole
+    array's (scipy's feature transform works line by line over the same features), and beyond it every voxel is
+    farther."""
+    mask = np.asarray(mask, dtype=bool)
+    idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax))) for ax in range(mask.ndim)]
+    if any(i.size == 0 for i in idx):
+        return ndi.distance_transform_edt(~mask, sampling=spacing_mm) <= dist_mm
+    box = tuple(slice(max(0, int(i[0]) - m), min(n, int(i[-1]) + 1 + m))
+                for i, n, m in zip(idx, mask.shape, (int(math.ceil(dist_mm / s)) + 1 for s in spacing_mm)))
+    out = np.zeros(mask.shape, dtype=bool)
+    out[box] = ndi.distance_transform_edt(~mask[box], sampling=spacing_mm) <= dist_mm
+    return out
+
+
 def _shell(region: np.ndarray, spacing_mm: Sequence[float], width_mm: float) -> np.ndarray:
-    d = ndi.distance_transform_edt(~region, sampling=spacing_mm)
-    return (d > 0) & (d <= width_mm)
+    """The voxels outside ``region`` within ``width_mm`` of it (``0 < distance <= width_mm``)."""
+    if not region.any():  # no features: scipy's distances of an empty region, as they are
+        d = ndi.distance_transform_edt(~region, sampling=spacing_mm)
+        return (d > 0) & (d <= width_mm)
+    near = _near(region, spacing_mm, width_mm)
+    near &= ~region
+    return near
 
 
 def _resolve_overlaps(found: list[Finding]) -> list[Finding]:
