@@ -888,6 +888,21 @@ def _near(mask: np.ndarray, spacing_mm: Sequence[float], dist_mm: float) -> np.n
     return out
 
 
+def _eroded(mask: np.ndarray, spacing_mm: Sequence[float], dist_mm: float) -> np.ndarray:
+    """``ndi.distance_transform_edt(mask, sampling=spacing_mm) > dist_mm`` (the voxels farther than ``dist_mm`` from
+    the outside of the mask), the same voxels, measured on the mask's bounding box grown by a voxel (clipped to the
+    array): the empty layer around it holds, for every voxel of the mask, a nearest outside voxel as near as any
+    beyond it (the nearer on every axis), and the array's edge is the box's where they meet."""
+    mask = np.asarray(mask, dtype=bool)
+    idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax))) for ax in range(mask.ndim)]
+    out = np.zeros(mask.shape, dtype=bool)
+    if any(i.size == 0 for i in idx):
+        return out
+    box = tuple(slice(max(0, int(i[0]) - 1), min(n, int(i[-1]) + 2)) for i, n in zip(idx, mask.shape))
+    out[box] = ndi.distance_transform_edt(mask[box], sampling=spacing_mm) > dist_mm
+    return out
+
+
 def _shell(region: np.ndarray, spacing_mm: Sequence[float], width_mm: float) -> np.ndarray:
     """The voxels outside ``region`` within ``width_mm`` of it (``0 < distance <= width_mm``)."""
     if not region.any():  # no features: scipy's distances of an empty region, as they are
@@ -2297,12 +2312,14 @@ def _liver_organ(image: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence
             core |= piece
     # the extent: closed over the reach (distance transforms: dilate, then erode), holes filled; the box is grown
     # by the reach first so that the closing is not cut by it (a crop's edge is the field of view's: closed there)
-    grown = ndi.distance_transform_edt(~core, sampling=sp) <= reach_mm
-    extent = ndi.distance_transform_edt(grown, sampling=sp) > reach_mm
-    extent = ndi.binary_fill_holes(extent | core)
+    # (_near, _eroded, _fill_holes_boxed: the voxels of the distance transforms and ndi.binary_fill_holes on the
+    # box, each made on its mask's own bounding box)
+    grown = _near(core, sp, reach_mm)
+    extent = _eroded(grown, sp, reach_mm)
+    extent = _fill_holes_boxed(extent | core)
     # the homogeneity test loses the organ's rim (the window's reach, two window widths, from its edge): the organ
     # is its extent grown back by that reach over tissue at the organ's level of uptake
-    rim = ndi.distance_transform_edt(~extent, sampling=sp) <= 2.0 * window_mm
+    rim = _near(extent, sp, 2.0 * window_mm)
     extent |= rim & warm[box]
     if float(np.count_nonzero(extent)) * vox_ml < min_volume_ml:
         return None
