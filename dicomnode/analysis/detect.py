@@ -1402,8 +1402,9 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         if organ is not None:
             liver_mask, liver_extent = organ
         if liver_mask is not None:
-            liver = (float(img[liver_mask].mean()), float(img[liver_mask].std()),
-                     float(np.count_nonzero(liver_mask)) * float(np.prod(sp)) / 1000.0)
+            vals = img[liver_mask]  # (once, not per statistic)
+            liver = (float(vals.mean()), float(vals.std()), float(vals.size) * float(np.prod(sp)) / 1000.0)
+            del vals
     # a PET in SUV with the liver in view (whole-body FDG): the search runs on log2 SUV, so that a focus twice its
     # surroundings responds alike in the lung (SUV 0.4), in muscle (0.7) and in the liver (2); the within-tissue
     # spread of a mostly cold body says nothing of a warm organ's texture
@@ -1421,7 +1422,10 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         del z
         np.clip(z_c, -z_clip, z_clip, out=z_c)  # clipped for the search: one extreme structure does not dominate
         n_cand, min_resp = max_candidates, min_response
-    fg_c = block_centres(foreground, f) & (block_mean(foreground, f) > 0.99)
+    if f == (1, 1, 1):  # every block one voxel: its centre and its mean (1 or 0) are the voxel's
+        fg_c = foreground.copy()
+    else:
+        fg_c = block_centres(foreground, f) & (block_mean(foreground, f) > 0.99)
     radii = _radii(max(settings.min_diameter_mm / 2.0, 2.0 * max(csp)), max_radius_mm)
     pols = {"both": (1, -1), "bright": (1,), "dark": (-1,)}[polarity]
     cands = []
