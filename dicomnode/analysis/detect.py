@@ -2310,7 +2310,7 @@ def _liver_organ(image: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence
     lab, n = ndi.label(hom)
     if n == 0:
         return None
-    sizes = np.bincount(lab.ravel())[1:]
+    sizes = np.bincount(lab[hom], minlength=n + 1)[1:]  # (the labelled voxels only: the same counts)
     k = int(np.argmax(sizes)) + 1
     vox_ml = float(np.prod(sp)) / 1000.0
     # the organ's box: its largest piece grown by twice the reach (a split-off piece starts within one)
@@ -2382,7 +2382,7 @@ def _hot_regions(img: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[f
     if n == 0:
         return []
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
-    sizes = np.bincount(lab.ravel())[1:]
+    sizes = np.bincount(lab[hot], minlength=n + 1)[1:]  # (the labelled voxels only: the same counts)
     order = [int(k) + 1 for k in np.argsort(-sizes) if sizes[k] * voxel_ml >= settings.min_volume_ml]
     # room around each region for its surround shell (the width used by detect_tissue)
     margin = int(math.ceil(max(3.0, 1.5 * max(spacing_mm)) / min(spacing_mm))) + 1
