@@ -2040,11 +2040,37 @@ def _resolve_overlaps_ranked(found: list[Finding], keys: Sequence[float]) -> lis
 def _pet_search_image(img: np.ndarray, foreground: np.ndarray, med: float) -> np.ndarray:
     """log2 of SUV over the foreground's median, floored at a quarter of it (air, lung edges), 0 outside."""
     floor = np.float32(max(0.25 * med, 1e-3))
-    out = np.maximum(img, floor)
-    out /= np.float32(med if med > 0 else 1.0)
-    np.log2(out, out=out)
-    out[~foreground] = 0.0
+    out = np.empty(img.shape, dtype=np.result_type(img, floor))
+
+    def part(a: int, b: int) -> None:  # elementwise: the same values in slabs, made in threads
+        o = out[a:b]
+        np.maximum(img[a:b], floor, out=o)
+        o /= np.float32(med if med > 0 else 1.0)
+        np.log2(o, out=o)
+        o[~foreground[a:b]] = 0.0
+
+    _slabwise(part, img.shape[0])
     return out
+
+
+#: Slices per slab of :func:`_slabwise` (a slab's temporaries stay small: a thread's freed arrays stay in its
+#: malloc arena).
+_ELEMENTWISE_SLAB = 16
+
+
+def _slabwise(fn: Callable[[int, int], None], n: int, workers: int | None = None) -> None:
+    """``fn(a, b)`` over slices ``[a, b)`` of ``n``, in slabs of :data:`_ELEMENTWISE_SLAB`, shared among up to
+    ``workers`` threads (default: the thread budget) in runs of whole slabs: for elementwise work on a whole image
+    (the same values in any order)."""
+    from dicomnode.analysis.threads import slab_runs, thread_map
+
+    cuts = slab_runs(n, _ELEMENTWISE_SLAB, workers)
+
+    def run(k: int) -> None:
+        for z0 in range(cuts[k], cuts[k + 1], _ELEMENTWISE_SLAB):
+            fn(z0, min(cuts[k + 1], z0 + _ELEMENTWISE_SLAB))
+
+    thread_map(run, range(len(cuts) - 1), len(cuts) - 1)
 
 
 #: PET small-focus search (:func:`_pet_snr_blobs`): the Gaussian window (mm) over which the noise of the blob filter's
@@ -2302,10 +2328,20 @@ def _liver_organ(image: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence
     capped *= capped
     v = _gaussian(capped, sig, mode="reflect", output=capped)
     del capped
-    v -= m * m
-    np.clip(v, 0, None, out=v)
-    warm = foreground & (m > suv_range[0]) & (m < suv_range[1])
-    hom = warm & (v < (max_cv * m) ** 2)
+    warm = np.empty(img.shape, dtype=bool)
+    hom = np.empty(img.shape, dtype=bool)
+
+    def level_and_spread(a: int, b: int) -> None:
+        """The local variance, the warm and the homogeneous voxels of slices ``a`` to ``b`` (elementwise: the same
+        values in slabs, made in threads)."""
+        ms, vs = m[a:b], v[a:b]
+        vs -= ms * ms
+        np.clip(vs, 0, None, out=vs)
+        w = foreground[a:b] & (ms > suv_range[0]) & (ms < suv_range[1])
+        warm[a:b] = w
+        hom[a:b] = w & (vs < (max_cv * ms) ** 2)
+
+    _slabwise(level_and_spread, img.shape[0])
     del m, v
     lab, n = ndi.label(hom)
     if n == 0:

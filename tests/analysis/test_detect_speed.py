@@ -4,7 +4,8 @@ The oracles below are the functions of ``detect.py`` as they were before they we
 (renamed ``old_...``; ``old_hot_regions`` takes the new ``workers`` keyword and ignores it): the largest diameter
 from the full (N, N, 3) array of squared distances, regions grown, holes filled and bounded on the whole window,
 shells and the liver's closing from distance transforms of the whole box, the liver's holes filled by scipy, the
-small scales' noise one after the other, the hot regions filled one after the other. The new code measures on the
+small scales' noise one after the other, the hot regions filled one after the other, the liver's local spread and the
+PET search image over the whole image at once. The new code measures on the
 masks' bounding boxes and spreads independent work over the thread budget. On real PETs (the whole-body FDG PET and
 STS_001's thigh PET, run through the shipped PET profile up to its detect step), every candidate, with its mask,
 features and probability, must come out bit for bit the same, and so must the pieces on real masks.
@@ -258,8 +259,20 @@ def old_hot_regions(img: np.ndarray, foreground: np.ndarray, spacing_mm: Sequenc
     return out
 
 
+
+def old_pet_search_image(img: np.ndarray, foreground: np.ndarray, med: float) -> np.ndarray:
+    """log2 of SUV over the foreground's median, floored at a quarter of it (air, lung edges), 0 outside."""
+    floor = np.float32(max(0.25 * med, 1e-3))
+    out = np.maximum(img, floor)
+    out /= np.float32(med if med > 0 else 1.0)
+    np.log2(out, out=out)
+    out[~foreground] = 0.0
+    return out
+
+
 OLD = {"max_diameter_mm": old_max_diameter_mm, "_grow_region": old_grow_region, "_shell": old_shell,
-       "_liver_organ": old_liver_organ, "_pet_snr_blobs": old_pet_snr_blobs, "_hot_regions": old_hot_regions}
+       "_liver_organ": old_liver_organ, "_pet_snr_blobs": old_pet_snr_blobs, "_hot_regions": old_hot_regions,
+       "_pet_search_image": old_pet_search_image}
 
 
 # ------------------------------------------------------------------------------------------------------ inputs
@@ -391,3 +404,13 @@ def test_mask_helpers_on_masks_that_touch_the_array_edge():
         if m.any():
             assert np.array_equal(_near(m, sp, d_mm), ndi.distance_transform_edt(~m, sampling=sp) <= d_mm)
             assert detect.max_diameter_mm(m, sp) == old_max_diameter_mm(m, sp)
+
+
+def test_pet_search_image_is_the_old_code(pet_inputs):
+    """log2 SUV over the median, made in slabs in threads: the same floats on a real PET (and an odd slice count)."""
+    _, (args, _) = pet_inputs
+    image, foreground = args[0].astype(np.float32), args[2]
+    med = float(np.median(image[foreground]))
+    for z in (image.shape[0], image.shape[0] - 7):
+        assert np.array_equal(detect._pet_search_image(image[:z], foreground[:z], med),
+                              old_pet_search_image(image[:z], foreground[:z], med))
