@@ -731,12 +731,49 @@ def _fill_holes_boxed(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def _row_ends(mask: np.ndarray) -> np.ndarray:
+    """The voxels of a 3-D ``mask`` that are the first or the last of the mask along each axis through them: every
+    extreme point of the voxel centres' convex hull is (a voxel with mask voxels on both sides of it along a line
+    is the midpoint of two of them), so the farthest pair of voxels is among them."""
+    keep = mask.copy()
+    for ax in range(3):
+        n = mask.shape[ax]
+        if n <= 2:
+            continue
+        ends = np.zeros_like(mask)
+        np.put_along_axis(ends, np.expand_dims(mask.argmax(axis=ax), ax), True, axis=ax)
+        np.put_along_axis(ends, np.expand_dims(n - 1 - np.flip(mask, ax).argmax(axis=ax), ax), True, axis=ax)
+        keep &= ends
+    return keep
+
+
+def _spans_3d(pts: np.ndarray) -> bool:
+    """Whether integer points span 3-D space (not all on one plane or line), in exact integer arithmetic."""
+    d = pts.astype(np.int64) - pts[0].astype(np.int64)
+    nz = np.flatnonzero(np.any(d != 0, axis=1))
+    if nz.size == 0:
+        return False
+    cr = np.cross(d, d[nz[0]])
+    k = np.flatnonzero(np.any(cr != 0, axis=1))
+    return bool(k.size) and bool(np.any(d @ cr[k[0]] != 0))
+
+
 def max_diameter_mm(mask: np.ndarray, spacing_mm: Sequence[float]) -> float:
-    """Largest distance between two voxel centres of ``mask`` plus one voxel (mean spacing), mm; 0 when empty."""
+    """Largest distance between two voxel centres of ``mask`` plus one voxel (mean spacing), mm; 0 when empty.
+
+    A 3-D mask whose voxels span space: over the voxels at the ends of their rows along all three axes
+    (:func:`_row_ends`, a superset of the convex hull's vertices), the same float as over the hull's vertices.
+    Otherwise (flat or few voxels, other dimensions): over the convex hull's vertices, or all voxels (subsampled)
+    where there is no hull."""
+    mask = np.asarray(mask)
+    sp = np.asarray(spacing_mm, dtype=float)
+    if mask.ndim == 3 and mask.size and sp.shape == (3,):
+        ends = np.argwhere(_row_ends(mask.astype(bool, copy=False)))
+        if len(ends) > 4 and _spans_3d(ends):
+            return float(math.sqrt(_max_d2(ends * sp))) + float(np.mean(sp))
     pts = np.argwhere(mask)
     if len(pts) == 0:
         return 0.0
-    sp = np.asarray(spacing_mm, dtype=float)
     extra = float(np.mean(sp))
     xyz = pts * sp
     if len(xyz) > 4:

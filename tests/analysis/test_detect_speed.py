@@ -414,3 +414,27 @@ def test_pet_search_image_is_the_old_code(pet_inputs):
     for z in (image.shape[0], image.shape[0] - 7):
         assert np.array_equal(detect._pet_search_image(image[:z], foreground[:z], med),
                               old_pet_search_image(image[:z], foreground[:z], med))
+
+
+def test_max_diameter_on_flat_scattered_and_oblique_masks():
+    """Voxels on one oblique plane or line (no 3-D hull: the old code's fallback, taken as it was), scattered
+    voxels, single slices and a few voxels: the same floats as the old code."""
+    rng = np.random.default_rng(7)
+    for i in range(200):
+        shape = tuple(int(n) for n in rng.integers(1, 24, 3))
+        sp = tuple(float(s) for s in rng.choice([0.8, 1.0, 2.0, 3.27, 4.07], 3))
+        zz, yy, xx = np.indices(shape)
+        kind = i % 5
+        if kind == 0:
+            m = (zz + yy + xx == int(rng.integers(0, sum(shape)))) & (rng.random(shape) > 0.3)  # an oblique plane
+        elif kind == 1:
+            m = (zz == yy) & (yy == xx) & (rng.random(shape) > 0.3)  # an oblique line
+        elif kind == 2:
+            m = rng.random(shape) > 0.97  # scattered
+        elif kind == 3:
+            m = np.zeros(shape, dtype=bool)
+            m[int(rng.integers(0, shape[0]))] = rng.random(shape[1:]) > 0.4  # one slice
+        else:
+            m = np.zeros(shape, dtype=bool)
+            m[tuple(rng.integers(0, n, 4) for n in shape)] = True  # a few voxels
+        assert detect.max_diameter_mm(m, sp) == old_max_diameter_mm(m, sp), (i, kind, int(m.sum()))
