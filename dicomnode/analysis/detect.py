@@ -1550,7 +1550,23 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
     half = max(PET_REGROW * 1.5, 2.0) * max((r for _, r, *_ in cands), default=0.0)  # the widest window's reach
     window_voxels = float(np.prod([2.0 * half / s + 5.0 for s in sp]))
     workers = min(thread_budget(), max(1, len(cands) // 16)) if window_voxels <= CANDIDATE_THREAD_VOXELS else 1
-    found: list[Finding] = [f for f in thread_map(candidate, cands, workers) if f is not None]
+    hot = None
+    if hot_threshold is not None and workers > 1:
+        # the hot regions (below: PERCIST's level where the liver is in view) labelled in this thread while the
+        # candidates grow in theirs (whose many small array operations leave a core idle part of the time)
+        from concurrent.futures import ThreadPoolExecutor
+
+        level = hot_threshold
+        if percist_liver and liver is not None:
+            level = min(1.5 * liver[0] + 2.0 * liver[1], hot_threshold)
+        with ThreadPoolExecutor(1) as pool:
+            grown_all = pool.submit(thread_map, candidate, cands, workers)
+            hot = _hot_regions(img, foreground, sp, level, settings)
+            made = grown_all.result()
+    else:
+        made = thread_map(candidate, cands, workers)
+    found: list[Finding] = [f for f in made if f is not None]
+    del made
     n_hot = 0
     if percist_liver and hot_threshold is not None:
         if liver is None:
@@ -1576,7 +1592,8 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
             feats["blob_response"] = feats["cnr"]
             return _finding("lesion", region, bb, feats, model)
 
-        hot = _hot_regions(img, foreground, sp, hot_threshold, settings, workers=thread_budget())
+        if hot is None:
+            hot = _hot_regions(img, foreground, sp, hot_threshold, settings, workers=thread_budget())
         n_hot = len(hot)
         found += thread_map(hot_candidate, hot, thread_budget() if n_hot >= 4 else 1)
         del hot
