@@ -669,8 +669,11 @@ def _peak_run(a: int, b: int, cur: np.ndarray, below: np.ndarray, above: np.ndar
                 peaks[tuple(sl)] = False
                 sl[ax] = slice(max(0, cur.shape[ax] - margins[ax]), None)
                 peaks[tuple(sl)] = False
-        idx = np.argwhere(peaks)
-        if idx.size:
+        flat = np.flatnonzero(peaks)  # (np.argwhere's indices, in its order: ten times faster on a few peaks)
+        if flat.size:
+            idx = np.empty((flat.size, 3), dtype=np.intp)
+            for ax, ix in enumerate(np.unravel_index(flat, peaks.shape)):
+                idx[:, ax] = ix
             found_val.append(signed[tuple(idx.T)])
             idx[:, 0] += z0
             found_idx.append(idx)
