@@ -669,8 +669,11 @@ def _peak_run(a: int, b: int, cur: np.ndarray, below: np.ndarray, above: np.ndar
                 peaks[tuple(sl)] = False
                 sl[ax] = slice(max(0, cur.shape[ax] - margins[ax]), None)
                 peaks[tuple(sl)] = False
-        idx = np.argwhere(peaks)
-        if idx.size:
+        flat = np.flatnonzero(peaks)  # (np.argwhere's indices, in its order: ten times faster on a few peaks)
+        if flat.size:
+            idx = np.empty((flat.size, 3), dtype=np.intp)
+            for ax, ix in enumerate(np.unravel_index(flat, peaks.shape)):
+                idx[:, ax] = ix
             found_val.append(signed[tuple(idx.T)])
             idx[:, 0] += z0
             found_idx.append(idx)
@@ -716,12 +719,64 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     return ~outside[lab]
 
 
+def _fill_holes_boxed(mask: np.ndarray) -> np.ndarray:
+    """:func:`_fill_holes` of a mask much smaller than its grid (a whole-grid organ mask): the same voxels, filled on
+    its bounding box grown by one voxel (clipped to the grid). A hole lies inside the bounding box; a background
+    voxel there that reaches the grid's faces does so through the box's outer layer (all background, one connected
+    shell), or lies on a face the box shares with the grid."""
+    mask = np.asarray(mask, dtype=bool)
+    idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax))) for ax in range(mask.ndim)]
+    if any(i.size == 0 for i in idx):
+        return mask.copy()
+    box = tuple(slice(max(0, int(i[0]) - 1), min(n, int(i[-1]) + 2)) for i, n in zip(idx, mask.shape))
+    out = mask.copy()
+    out[box] = _fill_holes(mask[box])
+    return out
+
+
+def _row_ends(mask: np.ndarray) -> np.ndarray:
+    """The voxels of a 3-D ``mask`` that are the first or the last of the mask along each axis through them: every
+    extreme point of the voxel centres' convex hull is (a voxel with mask voxels on both sides of it along a line
+    is the midpoint of two of them), so the farthest pair of voxels is among them."""
+    keep = mask.copy()
+    for ax in range(3):
+        n = mask.shape[ax]
+        if n <= 2:
+            continue
+        ends = np.zeros_like(mask)
+        np.put_along_axis(ends, np.expand_dims(mask.argmax(axis=ax), ax), True, axis=ax)
+        np.put_along_axis(ends, np.expand_dims(n - 1 - np.flip(mask, ax).argmax(axis=ax), ax), True, axis=ax)
+        keep &= ends
+    return keep
+
+
+def _spans_3d(pts: np.ndarray) -> bool:
+    """Whether integer points span 3-D space (not all on one plane or line), in exact integer arithmetic."""
+    d = pts.astype(np.int64) - pts[0].astype(np.int64)
+    nz = np.flatnonzero(np.any(d != 0, axis=1))
+    if nz.size == 0:
+        return False
+    cr = np.cross(d, d[nz[0]])
+    k = np.flatnonzero(np.any(cr != 0, axis=1))
+    return bool(k.size) and bool(np.any(d @ cr[k[0]] != 0))
+
+
 def max_diameter_mm(mask: np.ndarray, spacing_mm: Sequence[float]) -> float:
-    """Largest distance between two voxel centres of ``mask`` plus one voxel (mean spacing), mm; 0 when empty."""
+    """Largest distance between two voxel centres of ``mask`` plus one voxel (mean spacing), mm; 0 when empty.
+
+    A 3-D mask whose voxels span space: over the voxels at the ends of their rows along all three axes
+    (:func:`_row_ends`, a superset of the convex hull's vertices), the same float as over the hull's vertices.
+    Otherwise (flat or few voxels, other dimensions): over the convex hull's vertices, or all voxels (subsampled)
+    where there is no hull."""
+    mask = np.asarray(mask)
+    sp = np.asarray(spacing_mm, dtype=float)
+    if mask.ndim == 3 and mask.size and sp.shape == (3,):
+        ends = np.argwhere(_row_ends(mask.astype(bool, copy=False)))
+        if len(ends) > 4 and _spans_3d(ends):
+            return float(math.sqrt(_max_d2(ends * sp))) + float(np.mean(sp))
     pts = np.argwhere(mask)
     if len(pts) == 0:
         return 0.0
-    sp = np.asarray(spacing_mm, dtype=float)
     extra = float(np.mean(sp))
     xyz = pts * sp
     if len(xyz) > 4:
@@ -730,8 +785,25 @@ def max_diameter_mm(mask: np.ndarray, spacing_mm: Sequence[float]) -> float:
             xyz = xyz[ConvexHull(xyz).vertices]
         except Exception:  # noqa: BLE001 - flat or degenerate point sets: all points, subsampled
             xyz = xyz[:: max(1, len(xyz) // 2000)]
-    d2 = ((xyz[:, None, :] - xyz[None, :, :]) ** 2).sum(-1)
-    return float(math.sqrt(float(d2.max()))) + extra
+    return float(math.sqrt(_max_d2(xyz))) + extra
+
+
+def _max_d2(xyz: np.ndarray) -> float:
+    """``((xyz[:, None, :] - xyz[None, :, :]) ** 2).sum(-1).max()``, the same float, without the (N, N, 3) array: the
+    squared distances of every pair by scipy's ``pdist`` (half the pairs, no temporaries), then, of the pairs within
+    a relative 1e-9 of its largest (the sums of three squares differ at most in their rounding), the expression
+    itself."""
+    if len(xyz) < 2:
+        return float(((xyz[:, None, :] - xyz[None, :, :]) ** 2).sum(-1).max())
+    from scipy.spatial.distance import pdist
+
+    d2 = pdist(xyz, "sqeuclidean")
+    near = np.flatnonzero(d2 >= d2.max() * (1.0 - 1e-9))
+    n = len(xyz)
+    # the condensed index k of pair (i, j), i < j: k = n i - i (i + 1) / 2 + j - i - 1
+    i = (n - 2 - np.floor(np.sqrt(-8.0 * near + 4.0 * n * (n - 1) - 7.0) / 2.0 - 0.5)).astype(np.intp)
+    j = (near + i + 1 - n * (n - 1) // 2 + (n - i) * ((n - i) - 1) // 2).astype(np.intp)
+    return float(((xyz[i] - xyz[j]) ** 2).sum(-1).max())
 
 
 def _shape_features(mask: np.ndarray, spacing_mm: Sequence[float]) -> dict[str, float]:
@@ -816,8 +888,15 @@ def _grow_region(z: np.ndarray, foreground: np.ndarray, dist_mm: np.ndarray, see
     region = _component_at(cand, seed, spacing_mm, max_seed_mm=max_seed_mm)
     if region is None:
         return None
-    region = _fill_holes(region)
-    trunc = _truncation(region, dist_mm, reach_mm, spacing_mm)
+    # holes filled and the boundary found on the region's bounding box grown by a voxel (clipped to the box): the
+    # same voxels as on the box (a hole lies inside the bounding box; the erosion's border is the box's where the
+    # bounding box meets it, and the empty layer around it elsewhere)
+    idx = [np.flatnonzero(region.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
+    bb = tuple(slice(max(0, int(i[0]) - 1), min(n, int(i[-1]) + 2)) for i, n in zip(idx, region.shape))
+    tight = _fill_holes(region[bb])
+    trunc = _truncation(tight, dist_mm[bb], reach_mm, spacing_mm)
+    region[...] = False
+    region[bb] = tight
     return region, trunc, trunc == 0.0
 
 
@@ -832,9 +911,46 @@ CANDIDATE_THREAD_VOXELS = 1 << 23
 PET_REGROW = 2.0
 
 
+def _near(mask: np.ndarray, spacing_mm: Sequence[float], dist_mm: float) -> np.ndarray:
+    """``ndi.distance_transform_edt(~mask, sampling=spacing_mm) <= dist_mm`` (the mask grown by ``dist_mm``), the same
+    voxels, the distances measured on the mask's bounding box grown by the distance and a voxel (clipped to the
+    array): every voxel of the mask, the distance's only features, is in it, so each distance there is the whole
+    array's (scipy's feature transform works line by line over the same features), and beyond it every voxel is
+    farther."""
+    mask = np.asarray(mask, dtype=bool)
+    idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax))) for ax in range(mask.ndim)]
+    if any(i.size == 0 for i in idx):
+        return ndi.distance_transform_edt(~mask, sampling=spacing_mm) <= dist_mm
+    box = tuple(slice(max(0, int(i[0]) - m), min(n, int(i[-1]) + 1 + m))
+                for i, n, m in zip(idx, mask.shape, (int(math.ceil(dist_mm / s)) + 1 for s in spacing_mm)))
+    out = np.zeros(mask.shape, dtype=bool)
+    out[box] = ndi.distance_transform_edt(~mask[box], sampling=spacing_mm) <= dist_mm
+    return out
+
+
+def _eroded(mask: np.ndarray, spacing_mm: Sequence[float], dist_mm: float) -> np.ndarray:
+    """``ndi.distance_transform_edt(mask, sampling=spacing_mm) > dist_mm`` (the voxels farther than ``dist_mm`` from
+    the outside of the mask), the same voxels, measured on the mask's bounding box grown by a voxel (clipped to the
+    array): the empty layer around it holds, for every voxel of the mask, a nearest outside voxel as near as any
+    beyond it (the nearer on every axis), and the array's edge is the box's where they meet."""
+    mask = np.asarray(mask, dtype=bool)
+    idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax))) for ax in range(mask.ndim)]
+    out = np.zeros(mask.shape, dtype=bool)
+    if any(i.size == 0 for i in idx):
+        return out
+    box = tuple(slice(max(0, int(i[0]) - 1), min(n, int(i[-1]) + 2)) for i, n in zip(idx, mask.shape))
+    out[box] = ndi.distance_transform_edt(mask[box], sampling=spacing_mm) > dist_mm
+    return out
+
+
 def _shell(region: np.ndarray, spacing_mm: Sequence[float], width_mm: float) -> np.ndarray:
-    d = ndi.distance_transform_edt(~region, sampling=spacing_mm)
-    return (d > 0) & (d <= width_mm)
+    """The voxels outside ``region`` within ``width_mm`` of it (``0 < distance <= width_mm``)."""
+    if not region.any():  # no features: scipy's distances of an empty region, as they are
+        d = ndi.distance_transform_edt(~region, sampling=spacing_mm)
+        return (d > 0) & (d <= width_mm)
+    near = _near(region, spacing_mm, width_mm)
+    near &= ~region
+    return near
 
 
 def _resolve_overlaps(found: list[Finding]) -> list[Finding]:
@@ -1326,8 +1442,9 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         if organ is not None:
             liver_mask, liver_extent = organ
         if liver_mask is not None:
-            liver = (float(img[liver_mask].mean()), float(img[liver_mask].std()),
-                     float(np.count_nonzero(liver_mask)) * float(np.prod(sp)) / 1000.0)
+            vals = img[liver_mask]  # (once, not per statistic)
+            liver = (float(vals.mean()), float(vals.std()), float(vals.size) * float(np.prod(sp)) / 1000.0)
+            del vals
     # a PET in SUV with the liver in view (whole-body FDG): the search runs on log2 SUV, so that a focus twice its
     # surroundings responds alike in the lung (SUV 0.4), in muscle (0.7) and in the liver (2); the within-tissue
     # spread of a mostly cold body says nothing of a warm organ's texture
@@ -1345,7 +1462,10 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         del z
         np.clip(z_c, -z_clip, z_clip, out=z_c)  # clipped for the search: one extreme structure does not dominate
         n_cand, min_resp = max_candidates, min_response
-    fg_c = block_centres(foreground, f) & (block_mean(foreground, f) > 0.99)
+    if f == (1, 1, 1):  # every block one voxel: its centre and its mean (1 or 0) are the voxel's
+        fg_c = foreground.copy()
+    else:
+        fg_c = block_centres(foreground, f) & (block_mean(foreground, f) > 0.99)
     radii = _radii(max(settings.min_diameter_mm / 2.0, 2.0 * max(csp)), max_radius_mm)
     pols = {"both": (1, -1), "bright": (1,), "dark": (-1,)}[polarity]
     cands = []
@@ -1433,7 +1553,23 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
     half = max(PET_REGROW * 1.5, 2.0) * max((r for _, r, *_ in cands), default=0.0)  # the widest window's reach
     window_voxels = float(np.prod([2.0 * half / s + 5.0 for s in sp]))
     workers = min(thread_budget(), max(1, len(cands) // 16)) if window_voxels <= CANDIDATE_THREAD_VOXELS else 1
-    found: list[Finding] = [f for f in thread_map(candidate, cands, workers) if f is not None]
+    hot = None
+    if hot_threshold is not None and workers > 1:
+        # the hot regions (below: PERCIST's level where the liver is in view) labelled in this thread while the
+        # candidates grow in theirs (whose many small array operations leave a core idle part of the time)
+        from concurrent.futures import ThreadPoolExecutor
+
+        level = hot_threshold
+        if percist_liver and liver is not None:
+            level = min(1.5 * liver[0] + 2.0 * liver[1], hot_threshold)
+        with ThreadPoolExecutor(1) as pool:
+            grown_all = pool.submit(thread_map, candidate, cands, workers)
+            hot = _hot_regions(img, foreground, sp, level, settings)
+            made = grown_all.result()
+    else:
+        made = thread_map(candidate, cands, workers)
+    found: list[Finding] = [f for f in made if f is not None]
+    del made
     n_hot = 0
     if percist_liver and hot_threshold is not None:
         if liver is None:
@@ -1446,15 +1582,24 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
             # only ever lowers the fixed level: above it, a heterogeneous tumour (a necrotic sarcoma) falls apart
             hot_threshold = min(percist, hot_threshold)
     if hot_threshold is not None:
-        for region, bb in _hot_regions(img, foreground, sp, hot_threshold, settings):
-            n_hot += 1
+        level = hot_threshold
+
+        def hot_candidate(item: tuple[np.ndarray, tuple[slice, ...]]) -> Finding:
+            """One hot region with its features (its own box: the regions are measured in threads)."""
+            region, bb = item
             feats, shell = _region_features(img[bb], region, foreground[bb], sp, spread, class_means, class_sds)
             feats["truncation"] = 0.0  # the whole connected region, not a piece cut out by a growth limit
-            feats["enclosure"] = float(np.mean(img[bb][shell] < hot_threshold)) if shell.any() else 0.0
+            feats["enclosure"] = float(np.mean(img[bb][shell] < level)) if shell.any() else 0.0
             feats["polarity"] = 1.0
             feats["blob_radius_mm"] = feats["equivalent_diameter_mm"] / 2.0
             feats["blob_response"] = feats["cnr"]
-            found.append(_finding("lesion", region, bb, feats, model))
+            return _finding("lesion", region, bb, feats, model)
+
+        if hot is None:
+            hot = _hot_regions(img, foreground, sp, hot_threshold, settings, workers=thread_budget())
+        n_hot = len(hot)
+        found += thread_map(hot_candidate, hot, thread_budget() if n_hot >= 4 else 1)
+        del hot
         notes.append(f"hot regions above {hot_threshold:g}: {n_hot} candidate(s)")
     if not pet:
         found = _resolve_overlaps(found)
@@ -1462,15 +1607,23 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
         # PERCIST's measurable disease: SUVpeak (the hottest 1 mL sphere) above 1.5 x liver mean + 2 SD. Without
         # the liver there is no reference: a fixed level ranks a hot urethra above a sarcoma (STS_001's crop)
         percist = 1.5 * liver[0] + 2.0 * liver[1]
-        for f in found:
+
+        def measured(f: Finding) -> None:
+            """SUVpeak and the PERCIST features of one finding (in its own features, in place); on PET, its local
+            background too. Each finding's own boxes: made in threads."""
             if f.features.get("mean", 0.0) > 0:
                 peak = _suv_peak(img, f, sp)
                 f.features["peak"] = peak  # type: ignore[index]
                 f.features["log2_peak_to_percist"] = math.log2(max(peak, 1e-3) / percist)  # type: ignore[index]
                 f.features["log2_to_liver"] = math.log2(f.features["mean"] / liver[0])  # type: ignore[index]
                 f.features["above_percist"] = float(peak > percist)  # type: ignore[index]
+                if pet:
+                    _pet_background([f], img, foreground, sp)
+
+        # the findings' boxes are bounded by the candidates' windows and the hot regions (numpy and scipy.ndimage
+        # release the GIL on them); the features do not depend on the order
+        thread_map(measured, found, thread_budget() if len(found) >= 8 else 1)
         if pet:
-            _pet_background(found, img, foreground, sp)
             model = PET_MODEL
             # overlapping candidates (a blob and the hot region around it and a neighbouring organ): the one the
             # PET model favours stays, not the largest: a node beside the heart or a tonsil is not swallowed
@@ -1713,7 +1866,7 @@ def _physiology(found: list[Finding], img: np.ndarray, foreground: np.ndarray, l
     sites: dict[str, int] = {}
     n_slices = img.shape[0]
     # the liver with its holes filled: a hot lesion inside it leaves a hole (the homogeneity test fails around it)
-    liver_filled = ndi.binary_fill_holes(liver)
+    liver_filled = _fill_holes_boxed(liver)  # (ndi.binary_fill_holes' voxels, on the liver's box)
     site_of: list[str | None] = []
     for i, f in enumerate(found):
         h_c, h_lo, h_hi, side = info[i]
@@ -1944,11 +2097,37 @@ def _resolve_overlaps_ranked(found: list[Finding], keys: Sequence[float]) -> lis
 def _pet_search_image(img: np.ndarray, foreground: np.ndarray, med: float) -> np.ndarray:
     """log2 of SUV over the foreground's median, floored at a quarter of it (air, lung edges), 0 outside."""
     floor = np.float32(max(0.25 * med, 1e-3))
-    out = np.maximum(img, floor)
-    out /= np.float32(med if med > 0 else 1.0)
-    np.log2(out, out=out)
-    out[~foreground] = 0.0
+    out = np.empty(img.shape, dtype=np.result_type(img, floor))
+
+    def part(a: int, b: int) -> None:  # elementwise: the same values in slabs, made in threads
+        o = out[a:b]
+        np.maximum(img[a:b], floor, out=o)
+        o /= np.float32(med if med > 0 else 1.0)
+        np.log2(o, out=o)
+        o[~foreground[a:b]] = 0.0
+
+    _slabwise(part, img.shape[0])
     return out
+
+
+#: Slices per slab of :func:`_slabwise` (a slab's temporaries stay small: a thread's freed arrays stay in its
+#: malloc arena).
+_ELEMENTWISE_SLAB = 16
+
+
+def _slabwise(fn: Callable[[int, int], None], n: int, workers: int | None = None) -> None:
+    """``fn(a, b)`` over slices ``[a, b)`` of ``n``, in slabs of :data:`_ELEMENTWISE_SLAB`, shared among up to
+    ``workers`` threads (default: the thread budget) in runs of whole slabs: for elementwise work on a whole image
+    (the same values in any order)."""
+    from dicomnode.analysis.threads import slab_runs, thread_map
+
+    cuts = slab_runs(n, _ELEMENTWISE_SLAB, workers)
+
+    def run(k: int) -> None:
+        for z0 in range(cuts[k], cuts[k + 1], _ELEMENTWISE_SLAB):
+            fn(z0, min(cuts[k + 1], z0 + _ELEMENTWISE_SLAB))
+
+    thread_map(run, range(len(cuts) - 1), len(cuts) - 1)
 
 
 #: PET small-focus search (:func:`_pet_snr_blobs`): the Gaussian window (mm) over which the noise of the blob filter's
@@ -2034,9 +2213,27 @@ def _pet_snr_blobs(stack: np.ndarray, radii_mm: Sequence[float], foreground: np.
     den = block_mean(foreground, f, partial="zeros")  # the far blocks' missing voxels: outside, as mode constant
     ndi.gaussian_filter(den, sig, mode="constant", output=den)
     np.maximum(den, np.float32(1e-3), out=den)
-    var = np.empty(stack.shape[1:], dtype=np.float32)
-    noise_at: list[dict[int, float]] = []  # per scale, the noise SD where the ratio reaches min_snr (few voxels)
-    for i in range(stack.shape[0]):
+    import queue
+
+    from dicomnode.analysis.threads import thread_budget, thread_map
+
+    workers = min(thread_budget(), stack.shape[0])
+    # a work array per thread, made here: an array a thread allocates stays in that thread's malloc arena once freed
+    # (RSS the rest of the step cannot reuse; 60 MB more at the detect step's peak on the bench PET)
+    free: queue.SimpleQueue[np.ndarray] = queue.SimpleQueue()
+    for _ in range(workers):
+        free.put(np.empty(stack.shape[1:], dtype=np.float32))
+
+    def noise_ratio(i: int) -> dict[int, float]:
+        """Scale ``i`` of the stack divided by its local noise, in place; the noise SD where the ratio reaches
+        ``min_snr`` (few voxels). The scales are independent: made in threads, each on a free work array."""
+        var = free.get()
+        try:
+            return scale_ratio(i, var)
+        finally:
+            free.put(var)
+
+    def scale_ratio(i: int, var: np.ndarray) -> dict[int, float]:
         np.minimum(stack[i], 0.0, out=var)
         var *= var
         var *= foreground
@@ -2050,8 +2247,13 @@ def _pet_snr_blobs(stack: np.ndarray, radii_mm: Sequence[float], foreground: np.
         np.maximum(var, np.float32(0.02), out=var)
         stack[i] /= var
         idx = np.flatnonzero(stack[i] >= min_snr)
-        noise_at.append(dict(zip(idx.tolist(), var.ravel()[idx].tolist())))
-    del den, var
+        return dict(zip(idx.tolist(), var.ravel()[idx].tolist()))
+
+    # per scale, the noise SD where the ratio reaches min_snr
+    noise_at = thread_map(noise_ratio, range(stack.shape[0]), workers)
+    while not free.empty():  # the work arrays go before the peak search (the closures hold the queue)
+        free.get()
+    del den
     peaks = _stack_peaks(stack, radii, sp, polarity=1, min_response=min_snr, allowed=foreground,
                          max_candidates=max_candidates, in_view=True)
     shape = stack.shape[1:]
@@ -2183,15 +2385,25 @@ def _liver_organ(image: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence
     capped *= capped
     v = _gaussian(capped, sig, mode="reflect", output=capped)
     del capped
-    v -= m * m
-    np.clip(v, 0, None, out=v)
-    warm = foreground & (m > suv_range[0]) & (m < suv_range[1])
-    hom = warm & (v < (max_cv * m) ** 2)
+    warm = np.empty(img.shape, dtype=bool)
+    hom = np.empty(img.shape, dtype=bool)
+
+    def level_and_spread(a: int, b: int) -> None:
+        """The local variance, the warm and the homogeneous voxels of slices ``a`` to ``b`` (elementwise: the same
+        values in slabs, made in threads)."""
+        ms, vs = m[a:b], v[a:b]
+        vs -= ms * ms
+        np.clip(vs, 0, None, out=vs)
+        w = foreground[a:b] & (ms > suv_range[0]) & (ms < suv_range[1])
+        warm[a:b] = w
+        hom[a:b] = w & (vs < (max_cv * ms) ** 2)
+
+    _slabwise(level_and_spread, img.shape[0])
     del m, v
     lab, n = ndi.label(hom)
     if n == 0:
         return None
-    sizes = np.bincount(lab.ravel())[1:]
+    sizes = np.bincount(lab[hom], minlength=n + 1)[1:]  # (the labelled voxels only: the same counts)
     k = int(np.argmax(sizes)) + 1
     vox_ml = float(np.prod(sp)) / 1000.0
     # the organ's box: its largest piece grown by twice the reach (a split-off piece starts within one)
@@ -2214,12 +2426,14 @@ def _liver_organ(image: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence
             core |= piece
     # the extent: closed over the reach (distance transforms: dilate, then erode), holes filled; the box is grown
     # by the reach first so that the closing is not cut by it (a crop's edge is the field of view's: closed there)
-    grown = ndi.distance_transform_edt(~core, sampling=sp) <= reach_mm
-    extent = ndi.distance_transform_edt(grown, sampling=sp) > reach_mm
-    extent = ndi.binary_fill_holes(extent | core)
+    # (_near, _eroded, _fill_holes_boxed: the voxels of the distance transforms and ndi.binary_fill_holes on the
+    # box, each made on its mask's own bounding box)
+    grown = _near(core, sp, reach_mm)
+    extent = _eroded(grown, sp, reach_mm)
+    extent = _fill_holes_boxed(extent | core)
     # the homogeneity test loses the organ's rim (the window's reach, two window widths, from its edge): the organ
     # is its extent grown back by that reach over tissue at the organ's level of uptake
-    rim = ndi.distance_transform_edt(~extent, sampling=sp) <= 2.0 * window_mm
+    rim = _near(extent, sp, 2.0 * window_mm)
     extent |= rim & warm[box]
     if float(np.count_nonzero(extent)) * vox_ml < min_volume_ml:
         return None
@@ -2251,28 +2465,33 @@ def _region_features(img: np.ndarray, region: np.ndarray, foreground: np.ndarray
 
 
 def _hot_regions(img: np.ndarray, foreground: np.ndarray, spacing_mm: Sequence[float], threshold: float,
-                 settings: DetectionSettings, max_regions: int = 20) -> list[tuple[np.ndarray, tuple[slice, ...]]]:
+                 settings: DetectionSettings, max_regions: int = 20,
+                 workers: int = 1) -> list[tuple[np.ndarray, tuple[slice, ...]]]:
     """Connected regions of ``img > threshold`` in the foreground, holes filled (slice by slice, then in 3-D), as
-    (mask on its bounding box, bounding box); at least ``settings.min_volume_ml``, the largest first."""
+    (mask on its bounding box, bounding box); at least ``settings.min_volume_ml``, the largest first. The regions'
+    holes are filled in up to ``workers`` threads (each on its own box)."""
     hot = (img > threshold) & foreground
     lab, n = ndi.label(hot)
     if n == 0:
         return []
     voxel_ml = float(np.prod(spacing_mm)) / 1000.0
-    sizes = np.bincount(lab.ravel())[1:]
+    sizes = np.bincount(lab[hot], minlength=n + 1)[1:]  # (the labelled voxels only: the same counts)
     order = [int(k) + 1 for k in np.argsort(-sizes) if sizes[k] * voxel_ml >= settings.min_volume_ml]
-    out = []
     # room around each region for its surround shell (the width used by detect_tissue)
     margin = int(math.ceil(max(3.0, 1.5 * max(spacing_mm)) / min(spacing_mm))) + 1
     boxes = ndi.find_objects(lab)
-    for k in order[:max_regions]:
+
+    def filled(k: int) -> tuple[np.ndarray, tuple[slice, ...]]:
         pad = tuple(slice(max(0, b.start - margin), min(b.stop + margin, dim))
                     for b, dim in zip(boxes[k - 1], img.shape))
         region = lab[pad] == k
         for z in range(region.shape[0]):
             region[z] = _fill_holes(region[z])
-        out.append((_fill_holes(region), pad))
-    return out
+        return _fill_holes(region), pad
+
+    from dicomnode.analysis.threads import thread_map
+
+    return thread_map(filled, order[:max_regions], workers)
 
 
 # ------------------------------------------------------------------------------------------------ entry point
