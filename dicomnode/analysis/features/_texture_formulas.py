@@ -144,6 +144,8 @@ def glcm_formulas(mat: np.ndarray, i: np.ndarray, j: np.ndarray, count: np.ndarr
             "information correlation 2": np.sqrt(np.maximum(1.0 - np.exp(-2.0 * (2 * hx - hxy)), 0.0)),
         }
     empty = total == 0
+    # np.bincount of no cells is int64 even with float weights (a one-voxel or an empty region): NaN needs floats
+    out = {name: np.asarray(v, dtype=np.float64) for name, v in out.items()}
     for v in out.values():
         v[empty] = np.nan
         v[~np.isfinite(v)] = np.nan
@@ -202,7 +204,7 @@ def zone_formulas(counts: np.ndarray, n_voxels: np.ndarray, *, family: str,
         )
         if family == "NGLDM":
             values = values + (np.sum(p * p, axis=(1, 2)),)
-    out = dict(zip(names, values, strict=True))
+    out = {name: np.asarray(v, dtype=np.float64) for name, v in zip(names, values, strict=True)}  # NaN needs floats
     empty = ns == 0
     for v in out.values():
         v[empty] = np.nan
@@ -249,6 +251,7 @@ def ngtdm_formulas(s: np.ndarray, n: np.ndarray, *, level_values: np.ndarray) ->
             "complexity": cplx.sum(axis=(1, 2)) / nvc,
             "strength": strength_num / sum_s,
         }
+    out = {name: np.asarray(v, dtype=np.float64) for name, v in out.items()}  # NaN needs floats
     for v in out.values():
         v[nvc == 0] = np.nan
         v[~np.isfinite(v)] = np.nan

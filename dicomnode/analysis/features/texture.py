@@ -375,6 +375,9 @@ def _neighbourhood_family(family: str, roi: _Roi | None, aggs: Sequence[str], n_
             s_i = np.bincount(key, weights=diff, minlength=n_keys * n_levels).reshape(n_keys, n_levels)
             n_i = np.bincount(key, minlength=n_keys * n_levels).reshape(n_keys, n_levels)
             present = n_i.sum(axis=0) > 0  # NGTDM sums run over the levels present only
+            if not present.any():  # no voxel has a neighbour in the mask (one voxel): the NGTDM is empty
+                out += _nan_rows(family, (agg,))
+                continue
             out += _emit(family, agg, _batched(ngtdm_formulas, s_i[:, present], n_i[:, present],
                                                level_values=np.flatnonzero(present) + 1))
         else:

@@ -288,3 +288,26 @@ def test_arrays_are_checked():
         texture_features(SLICE, FULL[:, :2], 3)
     with pytest.raises(ValueError, match="n_levels"):
         texture_features(SLICE, FULL, 0)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 1, 1)])
+@pytest.mark.parametrize("aggs", [("3D",), ("2D", "2.5D", "3D")])
+def test_a_region_too_small_for_a_matrix_gives_nan_not_an_error(shape, aggs):
+    """One voxel (no pair, no neighbour, no zone beside another) or a column of one voxel per slice in 2D: the
+    texture matrices are empty and their features undefined (NaN), as IBSI leaves them; they raised before
+    (np.bincount of no cells is int64; the NGTDM of no neighbours divided by zero)."""
+    from dicomnode.analysis.region_features import RegionFeatureSettings, region_features
+
+    img = np.random.default_rng(3).normal(100.0, 10.0, (6, 6, 6)).astype(np.float32)
+    mask = np.zeros(img.shape, dtype=bool)
+    mask[2:2 + shape[0], 3:3 + shape[1], 3:3 + shape[2]] = True
+    settings = RegionFeatureSettings.from_params({"families": ["texture"], "bin_width": 5,
+                                                  "texture_aggregations": list(aggs)})
+    meas, _ = region_features(img, mask, (1.0, 1.0, 1.0), unit="HU", settings=settings)
+    empty = aggs if shape == (1, 1, 1) else tuple(a for a in aggs if a != "3D")  # no neighbour (in its slice)
+    ngtdm = {m.name.split("/")[2]: m.value for m in meas if m.name.startswith("NGTDM/coarseness/")}
+    assert len(ngtdm) == len(aggs)
+    assert all(np.isnan(v) for a, v in ngtdm.items() if a.split(",")[0] in empty)
+    if shape == (1, 1, 1):
+        glcm = [m.value for m in meas if m.name.startswith("GLCM/contrast/")]
+        assert glcm and all(np.isnan(v) for v in glcm)  # no pair of voxels
