@@ -438,3 +438,14 @@ def test_max_diameter_on_flat_scattered_and_oblique_masks():
             m = np.zeros(shape, dtype=bool)
             m[tuple(rng.integers(0, n, 4) for n in shape)] = True  # a few voxels
         assert detect.max_diameter_mm(m, sp) == old_max_diameter_mm(m, sp), (i, kind, int(m.sum()))
+
+
+def test_max_diameter_of_a_large_region_takes_the_hull_of_its_row_ends():
+    """A region with more row ends than detect._MAX_PAIRWISE_POINTS (a solid mass on the full grid): the hull of its
+    row ends first, not every pair of them (N^2 / 2 distances); the same float as the old code."""
+    zz, yy, xx = np.ogrid[-42:43, -42:43, -42:43]
+    m = ((zz + 0.3 * yy) ** 2 / 1.3 + yy ** 2 + 0.8 * (xx - 0.2 * zz) ** 2) <= 40 ** 2  # an oblique ellipsoid
+    ends = int(detect._row_ends(m).sum())
+    assert ends > detect._MAX_PAIRWISE_POINTS
+    for sp in ((1.5, 0.77, 0.77), (3.27, 4.07, 4.07)):
+        assert detect.max_diameter_mm(m, sp) == old_max_diameter_mm(m, sp)
