@@ -312,7 +312,7 @@ def _float_moments(x: np.ndarray, workers: int | None = None) -> tuple[float, ..
         mu3 = m3 - 3.0 * a * m2 + 2.0 * a**3
         mu4 = m4 - 4.0 * a * m3 + 6.0 * a * a * m2 - 3.0 * a**4
         energy = s2 + 2.0 * median * s1 + n * median * median   # sum of c^2 = sum of (median + d)^2
-        rmean = rsum / rcount
+        rmean = rsum / rcount if rcount else float("nan")  # no value in [P10, P90] (two values): undefined
         t_mean, t_rmean = _at_least(dt, mean), _at_least(dt, rmean)
 
         def second(i: int) -> tuple[float, float]:
@@ -336,7 +336,8 @@ def _float_moments(x: np.ndarray, workers: int | None = None) -> tuple[float, ..
         kurt = mu4 / var**2 - 3.0
     else:
         skew = kurt = 0.0
-    return (mean, var, skew, kurt, p10, p25, median, p75, p90, lo, hi, rabs / rcount, sabs / n, smed / n, energy)
+    rmad = rabs / rcount if rcount else float("nan")
+    return (mean, var, skew, kurt, p10, p25, median, p75, p90, lo, hi, rmad, sabs / n, smed / n, energy)
 
 
 _COUNT = object()  # :func:`_moments_and_quantiles`: count the histogram of the values itself
@@ -370,8 +371,11 @@ def _moments_and_quantiles(x: np.ndarray, *, workers: int | None = None,
         lo, hi = float(vals[0]), float(vals[-1])
         sel = (vals >= p10) & (vals <= p90)
         rv, rc = vals[sel], counts[sel]
-        rmean = float(np.dot(rv, rc) / rc.sum())
-        rmad = float(np.dot(np.abs(rv - rmean), rc) / rc.sum())
+        if rc.sum() > 0:
+            rmean = float(np.dot(rv, rc) / rc.sum())
+            rmad = float(np.dot(np.abs(rv - rmean), rc) / rc.sum())
+        else:  # no value in [P10, P90] (two values far apart): the robust mean absolute deviation is undefined
+            rmad = float("nan")
         mad = float(np.dot(np.abs(dev), counts) / n)
         medad = float(np.dot(np.abs(vals - median), counts) / n)
         energy = float(np.dot(vals * vals, counts))

@@ -193,3 +193,23 @@ def test_float_statistics_with_ties_and_float32_thresholds_equal_whole_array_for
     assert float(lo(np.dtype(np.float32), t)) >= t > float(np.nextafter(lo(np.dtype(np.float32), t), np.float32(0)))
     assert float(hi(np.dtype(np.float32), t)) <= t < float(np.nextafter(hi(np.dtype(np.float32), t), np.float32(1)))
     assert lo(np.dtype(np.float64), t) == hi(np.dtype(np.float64), t) == t
+
+
+@pytest.mark.parametrize("family, bin_width", [("intensity statistics", 25.0), ("intensity histogram", 25.0),
+                                               ("intensity histogram", None)])
+def test_two_voxels_far_apart_give_an_undefined_robust_mad_not_an_error(family, bin_width):
+    """Two values: the 10th and 90th percentiles lie strictly between them, so no value is in [P10, P90] and the
+    robust mean absolute deviation is undefined (NaN); it divided by zero before (ZeroDivisionError)."""
+    from dicomnode.analysis.region_features import RegionFeatureSettings, region_features
+
+    img = np.zeros((4, 4, 4), dtype=np.float32)
+    img[1, 1, 2] = 100.0
+    mask = np.zeros(img.shape, dtype=bool)
+    mask[1, 1, 1:3] = True
+    settings = RegionFeatureSettings.from_params({"families": [family], "bin_width": bin_width, "n_bins": 8})
+    meas, _ = region_features(img, mask, (1.0, 1.0, 1.0), unit="HU", settings=settings)
+    values = {m.name.split("/")[-1]: m.value for m in meas}
+    rmad = [v for k, v in values.items() if k.startswith("robust mean absolute deviation")]
+    assert rmad and all(np.isnan(v) for v in rmad)
+    mad = [v for k, v in values.items() if k == "mean absolute deviation"]
+    assert mad and all(v > 0 for v in mad)  # the other statistics are still made
