@@ -455,7 +455,8 @@ def segment_ct(image: np.ndarray, spacing_mm: tuple[float, float, float], *, dir
 
     img = image if image.dtype == np.float32 else image.astype(np.float32)
     notes: list[str] = []
-    fz, fy, fx = factors = _coarse_factors(sp, coarse_mm)
+    # at most the image's own size along each axis (a tiny series still has a coarse grid of one voxel or more)
+    fz, fy, fx = factors = tuple(min(f, n) for f, n in zip(_coarse_factors(sp, coarse_mm), img.shape))
     coarse = np.ascontiguousarray(img[fz // 2::fz, fy // 2::fy, fx // 2::fx])
     csp = (sp[0] * fz, sp[1] * fy, sp[2] * fx)
     cvox_ml = csp[0] * csp[1] * csp[2] / 1000.0

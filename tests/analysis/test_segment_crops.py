@@ -215,3 +215,14 @@ def test_a_crop_centred_on_the_tumour_keeps_each_lung_whole_and_the_heart_out(ch
     x0, x1, y0, y1 = boxes[k]
     heart = (left | right)[k, max(0, y0 - origin[0] - 60):y0 - origin[0], x1 - origin[1] + 20:x1 - origin[1] + 60]
     assert heart.mean() < 0.05
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1), (2, 1, 5), (1, 1, 40), (3, 2, 2)])
+def test_a_ct_smaller_than_the_coarse_grid_is_segmented(shape):
+    """A CT with fewer pixels along an axis than the coarse grid's factor (a one-row or one-pixel series) gets a
+    coarse grid of at least one voxel: its body is found, nothing raises (an IndexError before)."""
+    from dicomnode.analysis.segment import segment_ct
+
+    res = segment_ct(np.full(shape, 40.0, dtype=np.float32), (3.0, 1.0, 1.0))
+    body = next(s for s in res.labels.segments if s.info.label == "body")
+    assert body.count() == int(np.prod(shape))

@@ -396,8 +396,12 @@ def morphology_features(
     if sub_image is not None:
         weights = sub_image[imask]
         com_geom = centres.mean(axis=0)
-        com_gl = (np.argwhere(imask) * np.asarray(spacing)).T @ weights / weights.sum()
-        out.append(("centre of mass shift", float(np.linalg.norm(com_geom - com_gl))))
+        total = weights.sum()
+        if total != 0:
+            com_gl = (np.argwhere(imask) * np.asarray(spacing)).T @ weights / total
+            out.append(("centre of mass shift", float(np.linalg.norm(com_geom - com_gl))))
+        else:  # intensities summing to 0 (all 0, or +- balanced): no intensity-weighted centre (IBSI: undefined)
+            out.append(("centre of mass shift", float("nan")))
     out += [
         ("maximum 3D diameter", diameter),
         ("major axis length", major),

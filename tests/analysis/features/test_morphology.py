@@ -216,3 +216,16 @@ def test_mesh_volume_area_in_chunks_is_the_whole_arrays_bit_for_bit(monkeypatch,
     want = _mesh_volume_area_reference(v, f)
     assert got[0] == want[0] and got[1] == want[1]
     assert got[0] > 0 and got[1] > 0
+
+
+def test_centre_of_mass_shift_of_intensities_summing_to_zero_is_undefined() -> None:
+    """All-zero intensities (a zero-filled series, a PET without uptake in the region) have no intensity-weighted
+    centre: NaN, without numpy's divide warning in the node's log."""
+    import warnings
+
+    m = _ball(4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        g = _features(m, (1.0, 1.0, 1.0), image=np.zeros(m.shape, dtype=np.float32))
+    assert math.isnan(g["centre of mass shift"])
+    assert g["volume (mesh)"] > 0
