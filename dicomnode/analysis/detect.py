@@ -81,7 +81,7 @@ from scipy import ndimage as ndi
 from dicomnode.analysis.blocks import block_centres, block_mean
 from dicomnode.analysis.denoise import _check_image, _check_spacing
 from dicomnode.analysis.threads import gaussian_filter as _gaussian
-from dicomnode.analysis.volume import Volume
+from dicomnode.analysis.volume import Volume, grow_box, mask_box
 
 __all__ = [
     "DetectionResult",
@@ -719,16 +719,22 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     return ~outside[lab]
 
 
+def _grown_mask_box(mask: np.ndarray, margin: "int | tuple[int, ...]") -> tuple[slice, ...] | None:
+    """The bounding box of a 3-D mask grown by ``margin`` voxels (one or one per axis), clipped to the grid; None
+    when the mask is empty."""
+    box = mask_box(mask)
+    return None if box is None else grow_box(box, margin, mask.shape)
+
+
 def _fill_holes_boxed(mask: np.ndarray) -> np.ndarray:
     """:func:`_fill_holes` of a mask much smaller than its grid (a whole-grid organ mask): the same voxels, filled on
     its bounding box grown by one voxel (clipped to the grid). A hole lies inside the bounding box; a background
     voxel there that reaches the grid's faces does so through the box's outer layer (all background, one connected
     shell), or lies on a face the box shares with the grid."""
     mask = np.asarray(mask, dtype=bool)
-    idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax))) for ax in range(mask.ndim)]
-    if any(i.size == 0 for i in idx):
+    box = _grown_mask_box(mask, 1)
+    if box is None:
         return mask.copy()
-    box = tuple(slice(max(0, int(i[0]) - 1), min(n, int(i[-1]) + 2)) for i, n in zip(idx, mask.shape))
     out = mask.copy()
     out[box] = _fill_holes(mask[box])
     return out
@@ -902,8 +908,7 @@ def _grow_region(z: np.ndarray, foreground: np.ndarray, dist_mm: np.ndarray, see
     # holes filled and the boundary found on the region's bounding box grown by a voxel (clipped to the box): the
     # same voxels as on the box (a hole lies inside the bounding box; the erosion's border is the box's where the
     # bounding box meets it, and the empty layer around it elsewhere)
-    idx = [np.flatnonzero(region.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
-    bb = tuple(slice(max(0, int(i[0]) - 1), min(n, int(i[-1]) + 2)) for i, n in zip(idx, region.shape))
+    bb = _grown_mask_box(region, 1)
     tight = _fill_holes(region[bb])
     trunc = _truncation(tight, dist_mm[bb], reach_mm, spacing_mm)
     region[...] = False
@@ -929,11 +934,9 @@ def _near(mask: np.ndarray, spacing_mm: Sequence[float], dist_mm: float) -> np.n
     array's (scipy's feature transform works line by line over the same features), and beyond it every voxel is
     farther."""
     mask = np.asarray(mask, dtype=bool)
-    idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax))) for ax in range(mask.ndim)]
-    if any(i.size == 0 for i in idx):
+    box = _grown_mask_box(mask, tuple(int(math.ceil(dist_mm / s)) + 1 for s in spacing_mm))
+    if box is None:
         return ndi.distance_transform_edt(~mask, sampling=spacing_mm) <= dist_mm
-    box = tuple(slice(max(0, int(i[0]) - m), min(n, int(i[-1]) + 1 + m))
-                for i, n, m in zip(idx, mask.shape, (int(math.ceil(dist_mm / s)) + 1 for s in spacing_mm)))
     out = np.zeros(mask.shape, dtype=bool)
     out[box] = ndi.distance_transform_edt(~mask[box], sampling=spacing_mm) <= dist_mm
     return out
@@ -945,11 +948,10 @@ def _eroded(mask: np.ndarray, spacing_mm: Sequence[float], dist_mm: float) -> np
     array): the empty layer around it holds, for every voxel of the mask, a nearest outside voxel as near as any
     beyond it (the nearer on every axis), and the array's edge is the box's where they meet."""
     mask = np.asarray(mask, dtype=bool)
-    idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax))) for ax in range(mask.ndim)]
     out = np.zeros(mask.shape, dtype=bool)
-    if any(i.size == 0 for i in idx):
+    box = _grown_mask_box(mask, 1)
+    if box is None:
         return out
-    box = tuple(slice(max(0, int(i[0]) - 1), min(n, int(i[-1]) + 2)) for i, n in zip(idx, mask.shape))
     out[box] = ndi.distance_transform_edt(mask[box], sampling=spacing_mm) > dist_mm
     return out
 
@@ -1564,24 +1566,6 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
     half = max(PET_REGROW * 1.5, 2.0) * max((r for _, r, *_ in cands), default=0.0)  # the widest window's reach
     window_voxels = float(np.prod([2.0 * half / s + 5.0 for s in sp]))
     workers = min(thread_budget(), max(1, len(cands) // 16)) if window_voxels <= CANDIDATE_THREAD_VOXELS else 1
-    hot = None
-    if hot_threshold is not None and workers > 1:
-        # the hot regions (below: PERCIST's level where the liver is in view) labelled in this thread while the
-        # candidates grow in theirs (whose many small array operations leave a core idle part of the time)
-        from concurrent.futures import ThreadPoolExecutor
-
-        level = hot_threshold
-        if percist_liver and liver is not None:
-            level = min(1.5 * liver[0] + 2.0 * liver[1], hot_threshold)
-        with ThreadPoolExecutor(1) as pool:
-            grown_all = pool.submit(thread_map, candidate, cands, workers)
-            hot = _hot_regions(img, foreground, sp, level, settings)
-            made = grown_all.result()
-    else:
-        made = thread_map(candidate, cands, workers)
-    found: list[Finding] = [f for f in made if f is not None]
-    del made
-    n_hot = 0
     if percist_liver and hot_threshold is not None:
         if liver is None:
             notes.append(f"PERCIST: no liver in view; hot regions above the fixed {hot_threshold:g}")
@@ -1592,8 +1576,23 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
                          f"{min(percist, hot_threshold):.3g}")
             # only ever lowers the fixed level: above it, a heterogeneous tumour (a necrotic sarcoma) falls apart
             hot_threshold = min(percist, hot_threshold)
+    hot = None
+    if hot_threshold is not None and workers > 1:
+        # the hot regions labelled in this thread while the candidates grow in theirs (whose many small array
+        # operations leave a core idle part of the time)
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as pool:
+            grown_all = pool.submit(thread_map, candidate, cands, workers)
+            hot = _hot_regions(img, foreground, sp, hot_threshold, settings)
+            made = grown_all.result()
+    else:
+        made = thread_map(candidate, cands, workers)
+    found: list[Finding] = [f for f in made if f is not None]
+    del made
+    n_hot = 0
     if hot_threshold is not None:
-        level = hot_threshold
+        level: float = hot_threshold  # (narrowed for the closure)
 
         def hot_candidate(item: tuple[np.ndarray, tuple[slice, ...]]) -> Finding:
             """One hot region with its features (its own box: the regions are measured in threads)."""

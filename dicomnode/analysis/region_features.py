@@ -34,7 +34,7 @@ from dicomnode.analysis.features.morphology import morphology_features
 from dicomnode.analysis.features.processing import roi_bounding_box
 from dicomnode.analysis.measure import measurements_of_values
 from dicomnode.analysis.threads import thread_budget
-from dicomnode.analysis.volume import Measurement, Segment, mask_box
+from dicomnode.analysis.volume import Measurement, Segment, grow_box, mask_box
 
 #: Segments of at least this many voxels have their morphology computed in a thread beside the intensity families.
 _THREADED_MIN_VOXELS = 100_000
@@ -122,13 +122,6 @@ def _name(fv: FeatureValue) -> str:
     return f"{fv.family}/{fv.feature}" + (f"/{fv.aggregation}" if fv.aggregation else "")
 
 
-def _grown(tight: tuple[slice, ...], margin: int | tuple[int, ...], shape: tuple[int, ...]) -> tuple[slice, ...]:
-    """``roi_bounding_box(mask, margin_voxels=margin)`` from the mask's tight box ``tight`` (margin 0) and the grid's
-    ``shape``: the same slices, without another pass over the mask."""
-    margins = np.broadcast_to(np.asarray(margin, dtype=int), (len(shape),))
-    return tuple(slice(max(b.start - int(m), 0), min(b.stop + int(m), n)) for b, m, n in zip(tight, margins, shape))
-
-
 def _block_downsample(mask: np.ndarray, spacing_mm: tuple[float, float, float],
                       max_voxels: int, *, box: tuple[slice, ...] | None = None
                       ) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -188,7 +181,7 @@ def segment_features(image: np.ndarray, segment: Segment, spacing_mm: tuple[floa
         part: tuple[slice, ...] = tuple(slice(0, 0) for _ in shape)
     else:
         tight = tuple(slice(b.start + i.start, b.start + i.stop) for b, i in zip(segment.box, inner))
-        part = _grown(tight, feature_margin_voxels(spacing_mm), shape)
+        part = grow_box(tight, feature_margin_voxels(spacing_mm), shape)
     return region_features(image[part], segment.in_box(part), spacing_mm, unit=unit, settings=settings,
                            workers=workers)
 
@@ -241,7 +234,7 @@ def region_features(image: np.ndarray, mask: np.ndarray, spacing_mm: tuple[float
     feats: list[FeatureValue] = []
 
     def morphology_part() -> tuple[list[FeatureValue], list[str]]:
-        box = _grown(tight, 1, mask.shape)
+        box = grow_box(tight, 1, mask.shape)
         if n > settings.morphology_max_voxels:
             small, sp = _block_downsample(mask, spacing_mm, settings.morphology_max_voxels, box=box)
             return morphology_features(small, sp), [
@@ -310,13 +303,13 @@ def _region_features_rest(image: np.ndarray, mask: np.ndarray, spacing_mm: tuple
     if "local intensity" in fams:
         if n <= settings.local_max_voxels:
             margin = tuple(int(np.ceil(6.3 / s)) + 1 for s in spacing_mm)
-            box = _grown(tight, margin, mask.shape)
+            box = grow_box(tight, margin, mask.shape)
             feats += local_intensity_features(image[box], mask[box], spacing_mm)
         else:
             notes.append(f"local intensity left out ({n} voxels > local_max_voxels)")
     if "texture" in fams and levels_roi is not None:
         from dicomnode.analysis.features.texture import texture_features
-        box = _grown(tight, 1, mask.shape)
+        box = grow_box(tight, 1, mask.shape)
         m = mask[box]
         lv = np.zeros(m.shape, dtype=np.int32)
         lv[m] = levels_roi

@@ -143,6 +143,13 @@ def mask_box(mask: np.ndarray) -> Box | None:
     return slice(int(zs[0]), int(zs[-1]) + 1), slice(int(ys[0]), int(ys[-1]) + 1), slice(int(xs[0]), int(xs[-1]) + 1)
 
 
+def grow_box(box: tuple[slice, ...], margin: "int | tuple[int, ...]", shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """``box`` grown by ``margin`` voxels (one number, or one per axis) on each side, clipped to a grid of
+    ``shape``."""
+    margins = np.broadcast_to(np.asarray(margin, dtype=int), (len(shape),))
+    return tuple(slice(max(b.start - int(m), 0), min(b.stop + int(m), n)) for b, m, n in zip(box, margins, shape))
+
+
 @dataclass(frozen=True, eq=False, slots=True, init=False)
 class Segment:
     """A named binary mask on a volume's grid. Segments of a label map may overlap (lungs lie inside the body).
