@@ -15,7 +15,7 @@ from dicomnode.analysis.features.discretise import (
     discretise_fixed_bin_size,
     fixed_bin_size_centres,
 )
-from dicomnode.analysis.features.intensity import _moments_and_quantiles
+from dicomnode.analysis.features.intensity import _moments_and_quantiles, _uses_histogram
 
 __all__ = ["histogram_features", "ivh_curve", "ivh_features"]
 
@@ -62,10 +62,10 @@ def histogram_features(levels: np.ndarray, n_levels: int) -> list[FeatureValue]:
     counts = np.zeros(n_levels + 1, dtype=np.int64)
     for i in range(0, x.size, 1 << 20):  # chunked: bincount would copy all levels to intp at once
         counts += np.bincount(x[i:i + (1 << 20)], minlength=n_levels + 1)
-    # the shared features' histogram (``_integer_histogram``: the levels present, ascending, and their counts, for
-    # more than 100 000 levels over a range of at most 2 000 000) is this one's non-empty bins: not counted again
+    # the shared features' histogram (``_integer_histogram``: the levels present, ascending, and their counts, where
+    # ``_uses_histogram`` says it is used) is this one's non-empty bins: not counted again
     hist = None
-    if x.size > 100_000 and float(x_max) - float(x_min) <= 2_000_000:
+    if _uses_histogram(x.size, float(x_max) - float(x_min)):
         present = np.flatnonzero(counts)
         hist = (present.astype(np.float64), counts[present].astype(np.float64))
     counts = counts[1:].astype(np.float64)

@@ -96,10 +96,22 @@ def _weighted_quantiles(vals: np.ndarray, counts: np.ndarray, qs: list[float]) -
     return out
 
 
+#: :func:`_moments_and_quantiles` works on a histogram of integer values for more than this many values ...
+_HISTOGRAM_MIN_VALUES = 100_000
+#: ... spanning at most this range (:func:`_integer_histogram`)
+_HISTOGRAM_MAX_RANGE = 2_000_000
+
+
+def _uses_histogram(n_values: int, value_range: float) -> bool:
+    """Whether :func:`_moments_and_quantiles` reduces ``n_values`` integer values spanning ``value_range`` to their
+    histogram (the rule of its own counting, for a caller that has counted them already)."""
+    return n_values > _HISTOGRAM_MIN_VALUES and value_range <= _HISTOGRAM_MAX_RANGE
+
+
 def _integer_histogram(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(sorted unique values, counts) when ``x`` holds integers over a modest range, else None."""
     lo, hi = float(x.min()), float(x.max())
-    if hi - lo > 2_000_000:
+    if hi - lo > _HISTOGRAM_MAX_RANGE:
         return None
     if not np.issubdtype(x.dtype, np.integer):
         # chunked, so that checking a large ROI costs no full-size temporaries
@@ -349,10 +361,10 @@ def _moments_and_quantiles(x: np.ndarray, *, workers: int | None = None,
 
     Integer-valued data (HU, discretised grey levels) are reduced to a histogram first, on which every value is
     computed exactly in O(N + range) instead of several passes and a partition over all N values. ``histogram``:
-    what ``_integer_histogram(x) if x.size > 100_000 else None`` gives, when the caller has already counted it.
+    what ``_integer_histogram(x) if x.size > _HISTOGRAM_MIN_VALUES else None`` gives, when the caller has already counted it.
     """
     if histogram is _COUNT:
-        hist = _integer_histogram(x) if x.size > 100_000 else None
+        hist = _integer_histogram(x) if x.size > _HISTOGRAM_MIN_VALUES else None
     else:
         hist = histogram
     if hist is not None:
