@@ -868,6 +868,17 @@ def _truncation(region: np.ndarray, dist: np.ndarray, grow_mm: float, spacing_mm
     return float(np.count_nonzero(boundary & (dist > grow_mm - max(spacing_mm)))) / n
 
 
+def _cut_fraction(region: np.ndarray, beyond: np.ndarray) -> float:
+    """Fraction of the region's boundary voxels (those with a face neighbour outside it, or on the array's edge) that
+    have a face neighbour in ``beyond`` (where it would have grown on but for a growth limit): 0 for a region closed by
+    its own fall-off, large for a piece cut out of a bigger structure."""
+    boundary = region & ~ndi.binary_erosion(region)
+    n = int(np.count_nonzero(boundary))
+    if n == 0:
+        return 0.0
+    return float(np.count_nonzero(boundary & ndi.binary_dilation(beyond))) / n
+
+
 def _seed_in(center: Sequence[float], box: tuple[slice, ...]) -> list[int]:
     """The voxel of ``center`` (voxel indices of the image, fractional) in ``box``'s own indices, clipped to it."""
     return [min(max(int(round(c)) - b.start, 0), b.stop - b.start - 1) for c, b in zip(center, box)]
@@ -875,7 +886,7 @@ def _seed_in(center: Sequence[float], box: tuple[slice, ...]) -> list[int]:
 
 def _grow_region(z: np.ndarray, foreground: np.ndarray, dist_mm: np.ndarray, seed: Sequence[int], *,
                  reach_mm: float, level: float, polarity: int, spacing_mm: Sequence[float],
-                 max_seed_mm: float) -> tuple[np.ndarray, float, bool] | None:
+                 max_seed_mm: float, band_cut: bool = False) -> tuple[np.ndarray, float, bool] | None:
     """The region a blob grows to: the connected part of the foreground beyond ``level`` (above it for
     ``polarity`` 1, below for -1) within ``reach_mm`` of the blob's centre that holds ``seed`` (or lies within
     ``max_seed_mm`` of it), its holes filled.
@@ -893,12 +904,16 @@ def _grow_region(z: np.ndarray, foreground: np.ndarray, dist_mm: np.ndarray, see
     reach_mm, level, polarity, spacing_mm, max_seed_mm
         Growth limit (mm), threshold (``z``'s unit), 1 (bright) or -1 (dark), voxel spacing (mm), how far the
         region may lie from the seed (mm).
+    band_cut : bool, optional
+        Count as cut the boundary voxels within the largest spacing of the limit (:func:`_truncation`), the definition
+        the hand-set PET model's truncation likelihoods and the PET calibration were set on (PET in SUV), instead of
+        those the limit stopped (:func:`_cut_fraction`). Default False.
 
     Returns
     -------
     (region, truncation, closed) or None
         The region (bool, the box's shape); the fraction of its boundary on the growth limit
-        (:func:`_truncation`), where it was cut, not closed by its own fall-off; and whether none of it is. None
+        (:func:`_cut_fraction`), where it was cut, not closed by its own fall-off; and whether none of it is. None
         when no region lies within ``max_seed_mm`` of the seed.
     """
     cand = foreground & (dist_mm <= reach_mm) & ((z - level) * polarity > 0)
@@ -910,7 +925,14 @@ def _grow_region(z: np.ndarray, foreground: np.ndarray, dist_mm: np.ndarray, see
     # bounding box meets it, and the empty layer around it elsewhere)
     bb = _grown_mask_box(region, 1)
     tight = _fill_holes(region[bb])
-    trunc = _truncation(tight, dist_mm[bb], reach_mm, spacing_mm)
+    # cut where the limit stopped it: the region's growth would have gone on into a face neighbour that passes the
+    # level in the foreground but lies beyond the reach (not a band of the largest spacing inside the limit, which
+    # on thick slices counted a blob's in-plane fall-off as cut)
+    if band_cut:
+        trunc = _truncation(tight, dist_mm[bb], reach_mm, spacing_mm)
+    else:
+        beyond = foreground[bb] & (dist_mm[bb] > reach_mm) & ((z[bb] - level) * polarity > 0)
+        trunc = _cut_fraction(tight, beyond)
     region[...] = False
     region[bb] = tight
     return region, trunc, trunc == 0.0
@@ -1532,7 +1554,8 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
             return None
         thr = 0.5 * (core_level + ring_level)
         grown = _grow_region(zz, fg, dist, _seed_in(center, bb), reach_mm=grow_mm, level=thr, polarity=pol,
-                             spacing_mm=sp, max_seed_mm=0.5 * r_mm)
+                             spacing_mm=sp, max_seed_mm=0.5 * r_mm,
+                             band_cut=percist_liver)  # (PET in SUV: the PET model's and calibration's definition)
         if grown is None:
             return None
         region, trunc, closed = grown
@@ -1545,7 +1568,7 @@ def detect_tissue(image: np.ndarray, spacing_mm: Sequence[float], foreground: np
             wide_mm = PET_REGROW * grow_mm
             bb2, zz2, fg2, dist2 = window(center, wide_mm)
             grown2 = _grow_region(zz2, fg2, dist2, _seed_in(center, bb2), reach_mm=wide_mm, level=thr,
-                                  polarity=pol, spacing_mm=sp, max_seed_mm=0.5 * r_mm)
+                                  polarity=pol, spacing_mm=sp, max_seed_mm=0.5 * r_mm, band_cut=True)
             if grown2 is not None and grown2[2]:
                 bb, zz, fg, (region, trunc, closed) = bb2, zz2, fg2, grown2
         feats, shell = _region_features(img[bb], region, fg, sp, spread, class_means, class_sds)

@@ -25,7 +25,7 @@ from dicomnode.analysis import detect
 from dicomnode.analysis.blocks import block_mean
 from dicomnode.analysis.detect import (LIVER_LESION_REACH_MM, LIVER_PIECE_FRACTION, LIVER_PIECE_LEVEL,
                                        PET_MIN_SNR, PET_NOISE_WINDOW_MM, PET_SNR_CANDIDATES, DetectionSettings, _component_at, _eroded, _fill_holes, _fill_holes_boxed,
-                                       _near, _stack_peaks, _truncation, _upsample_linear)
+                                       _near, _stack_peaks, _cut_fraction, _truncation, _upsample_linear)
 from dicomnode.analysis.threads import gaussian_filter as _gaussian
 from helpers import SHARED_DATA
 
@@ -58,7 +58,7 @@ def old_max_diameter_mm(mask: np.ndarray, spacing_mm: Sequence[float]) -> float:
 
 def old_grow_region(z: np.ndarray, foreground: np.ndarray, dist_mm: np.ndarray, seed: Sequence[int], *,
                  reach_mm: float, level: float, polarity: int, spacing_mm: Sequence[float],
-                 max_seed_mm: float) -> tuple[np.ndarray, float, bool] | None:
+                 max_seed_mm: float, band_cut: bool = False) -> tuple[np.ndarray, float, bool] | None:
     """The region a blob grows to: the connected part of the foreground beyond ``level`` (above it for
     ``polarity`` 1, below for -1) within ``reach_mm`` of the blob's centre that holds ``seed`` (or lies within
     ``max_seed_mm`` of it), its holes filled.
@@ -89,7 +89,10 @@ def old_grow_region(z: np.ndarray, foreground: np.ndarray, dist_mm: np.ndarray, 
     if region is None:
         return None
     region = _fill_holes(region)
-    trunc = _truncation(region, dist_mm, reach_mm, spacing_mm)
+    if band_cut:  # the band of the largest spacing (the PET model's definition)
+        trunc = _truncation(region, dist_mm, reach_mm, spacing_mm)
+    else:  # where the limit stopped the growth (the cut's definition of 2026-12-07)
+        trunc = _cut_fraction(region, foreground & (dist_mm > reach_mm) & ((z - level) * polarity > 0))
     return region, trunc, trunc == 0.0
 
 
