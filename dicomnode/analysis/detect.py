@@ -58,6 +58,7 @@ Features of a region (mm, mL or the image's unit):
 * search: ``blob_radius_mm``, ``blob_response``, ``polarity`` (tissue method: 1 bright, -1 dark);
 * MR normal anatomy (:func:`air_voids`, :func:`gas_capped`; x 0.1 when set): ``core_to_reference``, ``air_void``
   (air inside the body: a sinus, bowel gas), ``gas_cap``, ``bowel_content`` (fluid under a lumen's gas cap);
+* CT air (:func:`ct_air_voids`; x 0.1 when set): ``core_hu``, ``air_void`` (a dark core below any fat's density);
 * PET with the liver in view: ``peak`` (SUVpeak, 1 mL sphere), ``log2_peak_to_percist``, ``log2_to_liver``,
   ``above_percist`` (PERCIST's measurable disease), ``physiological`` (organ context, 0/1); ``blob_snr`` on a
   candidate of the small-focus search (its blob response over the local noise of the filter output).
@@ -95,6 +96,7 @@ __all__ = [
     "NaiveBayes",
     "air_voids",
     "blob_candidates",
+    "ct_air_voids",
     "gas_capped",
     "liver_reference",
     "ScoreCalibration",
@@ -2592,6 +2594,11 @@ def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), for
             res = _with_solid_mass(res, volume, fg, solid_range, settings)
         if volume.modality == "MR":  # ---- normal anatomy on MR: air in the body, gas-capped fluid in a lumen
             res = _with_mr_normal_anatomy(res, volume, fg, settings, no_bowel_z_mm=no_bowel_z_mm)
+        elif volume.modality == "CT" and volume.unit == "HU" and (res.findings or res.rejected):  # ---- air on CT
+            notes = list(res.notes)
+            ok, rejected = _split(ct_air_voids([*res.findings, *res.rejected], volume.array, volume.spacing_mm,
+                                               notes), settings)
+            res = DetectionResult(ok, rejected, res.n_candidates, tuple(notes))
     else:
         raise ValueError(f"method must be 'lung' or 'tissue_model', got {method!r}")
     if calibration is not None:
@@ -2693,6 +2700,8 @@ GAS_CAP_REACH_MM = 10.0
 GAS_CAP_MIN = 0.2
 #: the probability factor for normal anatomy (like the symmetry and signal-void rules)
 MR_NORMAL_FACTOR = 0.1
+#: CT: a core below this is air mixed with its wall (fat, the lowest tissue, lies at -190 to -30 HU), not tissue
+CT_AIR_BELOW_HU = -250.0
 
 
 def _with_mr_normal_anatomy(res: DetectionResult, volume: Volume, foreground: np.ndarray,
@@ -2798,21 +2807,75 @@ def air_voids(found: Sequence[Finding], image: np.ndarray, spacing_mm: Sequence[
         raise ValueError(f"air_fraction must be in (0, 1), core_mm >= 0 and factor in [0, 1], got {air_fraction}, "
                          f"{core_mm}, {factor}")
 
-    def judge(f: Finding) -> tuple[bool, dict[str, float]] | None:
-        if f.features.get("polarity") != -1.0 or f.features.get("signal_void") or not f.mask.any():
-            return None  # bright, or already down-weighted as a signal void in a limb (:func:`_signal_voids`)
-        depth = ndi.distance_transform_edt(np.pad(f.mask, 1), sampling=spacing_mm)[1:-1, 1:-1, 1:-1]
-        core = f.mask & (depth >= min(core_mm, float(depth[f.mask].max())))
-        level = float(np.median(image[f.box][core])) / reference
-        if level < air_fraction:
-            return True, {"air_void": 1.0, "core_to_reference": level}
-        return False, {"core_to_reference": level}
-
-    out, n = _judged(found, judge, factor)
+    # (a region already down-weighted as a signal void in a limb, :func:`_signal_voids`, is not counted twice)
+    out, n = _air_in_core(found, image, spacing_mm, core_mm, factor, below=air_fraction, scale=reference,
+                          key="core_to_reference", skip="signal_void")
     if n and notes is not None:
         notes.append(f"{n} dark region(s) with the level of air in their core (< {air_fraction:g} x the body's "
                      f"median {reference:.4g}: sinuses, mastoid cells, airway, bowel gas or lung, no tissue) "
                      f"down-weighted x{factor:g}")
+    return out
+
+
+def _core_median(f: Finding, image: np.ndarray, spacing_mm: Sequence[float], core_mm: float) -> float:
+    """The median of ``image`` over ``f``'s core: the part of it at least ``core_mm`` inside its rim (the deepest
+    voxels when none is that deep), clear of the partial volume its rim shares with the wall."""
+    depth = ndi.distance_transform_edt(np.pad(f.mask, 1), sampling=spacing_mm)[1:-1, 1:-1, 1:-1]
+    core = f.mask & (depth >= min(core_mm, float(depth[f.mask].max())))
+    return float(np.median(image[f.box][core]))
+
+
+def _air_in_core(found: Sequence[Finding], image: np.ndarray, spacing_mm: Sequence[float], core_mm: float,
+                 factor: float, *, below: float, key: str, scale: float = 1.0, skip: str | None = None
+                 ) -> tuple[list[Finding], int]:
+    """The dark candidates (``polarity`` -1, without feature ``skip``) whose core level (:func:`_core_median` over
+    ``scale``) lies below ``below`` down-weighted by ``factor`` with ``air_void`` = 1; every dark one gets its level
+    as feature ``key``. The candidates and how many were air."""
+    def judge(f: Finding) -> tuple[bool, dict[str, float]] | None:
+        if f.features.get("polarity") != -1.0 or (skip and f.features.get(skip)) or not f.mask.any():
+            return None
+        level = _core_median(f, image, spacing_mm, core_mm) / scale
+        return (True, {"air_void": 1.0, key: level}) if level < below else (False, {key: level})
+
+    return _judged(found, judge, factor)
+
+
+def ct_air_voids(found: Sequence[Finding], image_hu: np.ndarray, spacing_mm: Sequence[float],
+                 notes: list[str] | None = None, *, air_below_hu: float = CT_AIR_BELOW_HU,
+                 core_mm: float = AIR_CORE_MM, factor: float = MR_NORMAL_FACTOR) -> list[Finding]:
+    """On CT in HU: a dark candidate whose core lies below every tissue's density holds air, and is no lesion.
+
+    Fat, the lowest-density tissue, lies between -190 and -30 HU; a soft-tissue or fatty lesion never lies lower.
+    A core below ``air_below_hu`` is air mixed with its wall by partial volume: paranasal sinuses, mastoid cells,
+    the airway, bowel gas. (Lung lesions are the lung method's.) Read in the core as :func:`air_voids` does on MR.
+
+    Parameters
+    ----------
+    found : sequence of Finding
+        Candidates (``polarity`` -1 for a dark blob).
+    image_hu : (Z, Y, X) ndarray
+        The volume the candidates were found on, in HU (not clipped to the search's window).
+    spacing_mm : sequence of 3 float
+        Voxel spacing along (z, y, x), in mm.
+    notes : list of str, optional
+        A line is appended saying how many regions held air.
+    air_below_hu : float, optional
+        Air lies below this level. Default :data:`CT_AIR_BELOW_HU` (-250).
+    core_mm, factor : float, optional
+        Depth of the core (mm, default 3) and the probability factor for air (default 0.1).
+
+    Returns
+    -------
+    list of Finding
+        The candidates, air down-weighted with features ``air_void`` = 1 and ``core_hu`` on every dark candidate.
+    """
+    if not (core_mm >= 0 and 0 <= factor <= 1):
+        raise ValueError(f"core_mm must be >= 0 and factor in [0, 1], got {core_mm}, {factor}")
+
+    out, n = _air_in_core(found, image_hu, spacing_mm, core_mm, factor, below=air_below_hu, key="core_hu")
+    if n and notes is not None:
+        notes.append(f"{n} dark region(s) with air in their core (median below {air_below_hu:g} HU, lower than any "
+                     f"fat: sinuses, mastoid cells, airway or bowel gas, no tissue) down-weighted x{factor:g}")
     return out
 
 

@@ -1043,6 +1043,9 @@ class SceneResult:
     lungs_in_view : bool or None
         CT only: whether a slab holds lungs (None on other modalities: no fixed threshold tells air).
     notes : tuple of str
+    body_in_view : bool
+        False when what is in view is no body: nothing found, or a test phantom (:func:`phantom_evidence`). A
+        localizer, a field of view too small to tell or a body no region is recognised in stay True.
     """
 
     label: str
@@ -1050,6 +1053,7 @@ class SceneResult:
     regions: tuple[SceneRegion, ...]
     lungs_in_view: bool | None
     notes: tuple[str, ...] = ()
+    body_in_view: bool = True
 
 
 def calibrate(proba: np.ndarray, temperature: float) -> np.ndarray:
@@ -1602,20 +1606,20 @@ def recognise(profile: SceneProfile, slabs: list[tuple[float, float, SceneDescri
     z_lo = float(zs.min() - profile.slice_mm / 2) if zs.size else 0.0
     z_hi = float(zs.max() + profile.slice_mm / 2) if zs.size else 0.0
 
-    def abstain(reason: str, p_mean: np.ndarray | None = None) -> SceneResult:
+    def abstain(reason: str, p_mean: np.ndarray | None = None, body: bool = True) -> SceneResult:
         notes.append(f"scene: unknown: {reason}")
         probs = {c: (float(p_mean[i]) if p_mean is not None else 1.0 / max(k, 1)) for i, c in enumerate(classes)}
         best = max(probs.values(), default=0.0)
         return SceneResult(UNKNOWN, probs, (SceneRegion(UNKNOWN, (z_lo, z_hi), round(1.0 - best, 6)),),
-                           lungs, tuple(notes))
+                           lungs, tuple(notes), body_in_view=body)
 
     if not has.any() or not slabs:
-        return abstain("no body found")
+        return abstain("no body found", body=False)
     n_slices = profile.acquired_slices if n_slices is None else int(n_slices)
     cal = calibrate(proba, temperature)
     why = phantom_evidence(profile)
     if why:
-        return abstain(why, cal.mean(axis=0))
+        return abstain(why, cal.mean(axis=0), body=False)
     area = float(np.median(per["area_cm2"][has]))
     zb = zs[has]
     extent = float(zb.max() - zb.min()) + profile.slice_mm

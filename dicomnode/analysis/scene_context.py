@@ -134,7 +134,8 @@ def merge_sibling_scene(own: SceneResult, sibling: SceneResult, *, source: str) 
             notes.append(f"scene: {source} says {piece.label} at z {piece.z_mm[0]:.0f} ... {piece.z_mm[1]:.0f} mm, out "
                          "of head-to-feet order with this series' regions: left unknown")
     if not kept:
-        return (SceneResult(own.label, own.probabilities, own.regions, own.lungs_in_view, own.notes + tuple(notes)),
+        return (SceneResult(own.label, own.probabilities, own.regions, own.lungs_in_view, own.notes + tuple(notes),
+                            body_in_view=own.body_in_view),
                 ()) if notes else (own, ())
     # the series' extent: unknown where neither says (what is left of each own unknown stretch)
     regions: list[SceneRegion] = list(fixed) + kept
@@ -157,7 +158,8 @@ def merge_sibling_scene(own: SceneResult, sibling: SceneResult, *, source: str) 
         notes.append(f"scene: {source} names {borrowed_mm:.0f} mm of this series' unknown stretches, but the "
                      f"recognised regions cover only {100 * covered:.0f} % of the series (at least "
                      f"{100 * MIN_COVERED:.0f} % needed): not borrowed")
-        return SceneResult(own.label, own.probabilities, own.regions, own.lungs_in_view, own.notes + tuple(notes)), ()
+        return SceneResult(own.label, own.probabilities, own.regions, own.lungs_in_view, own.notes + tuple(notes),
+                           body_in_view=own.body_in_view), ()
     dom = max(labelled, key=lambda r: _length(r) * r.probability)
     if dom in kept:
         probs = _with_probability(dom.label, dom.probability, sibling.probabilities)
@@ -169,4 +171,5 @@ def merge_sibling_scene(own: SceneResult, sibling: SceneResult, *, source: str) 
     notes.append(f"scene: {', '.join(labels)} borrowed from {source} (same study and frame of reference; its own "
                  f"scene: {sibling.label}) over {borrowed_mm:.0f} mm this series left unknown; a borrowed region keeps "
                  "the sibling's probability")
-    return SceneResult(dom.label, probs, tuple(regions), own.lungs_in_view, own.notes + tuple(notes)), tuple(kept)
+    return SceneResult(dom.label, probs, tuple(regions), own.lungs_in_view, own.notes + tuple(notes),
+                       body_in_view=own.body_in_view), tuple(kept)

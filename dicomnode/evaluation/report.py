@@ -47,6 +47,8 @@ def markdown(doc: dict[str, Any]) -> str:
               f"| series with a true finding (any rank) | {_p(s['series_with_a_true_finding'])} |",
               f"| false findings at the reporting threshold | {s['false_findings_total']} "
               f"({_v(s['false_findings_per_series'])} per series with truth) |",
+              f"| series without lesion truth that report a finding (its status unknown) | "
+              f"{_p(s['series_without_truth_reporting'])}, {s['findings_reported_without_truth']} finding(s) |",
               f"| Dice of the best finding (mean over {s['dice_cases']} contoured series) | "
               f"{_v(s['dice_best_mean'], '{:.2f}')} |",
               f"| lungs found (CT, truth says chest) | {_p(s['lungs_found'])} |",

@@ -308,6 +308,9 @@ def summarise(results: Sequence[CaseResult]) -> dict[str, Any]:
     refusals = [r for r in results if r.expect_refusal]
     dices = [r.dice_best for r in with_truth if r.dice_best is not None]
     all_findings = [f for r in with_truth for f in r.findings]
+    # series that ran and hold no lesion truth: what they report is of unknown status (none is known to be a lesion;
+    # a phantom's is known not to be), counted apart from the false findings
+    without = [r for r in results if not r.has_lesion_truth and not r.expect_refusal and r.status == "ok"]
     return {
         "cases": len(results),
         "status": {s: sum(r.status == s for r in results) for s in ("ok", "refused", "error")},
@@ -323,6 +326,9 @@ def summarise(results: Sequence[CaseResult]) -> dict[str, Any]:
         "false_findings_total": sum(r.false_findings or 0 for r in with_truth),
         "false_findings_per_series": round(sum(r.false_findings or 0 for r in with_truth) / len(with_truth), 3)
         if with_truth else None,
+        "series_without_truth_reporting": Proportion(sum(r.findings_reported > 0 for r in without),
+                                                     len(without)).as_dict(),
+        "findings_reported_without_truth": sum(r.findings_reported for r in without),
         "dice_best_mean": round(float(np.mean(dices)), 4) if dices else None,
         "dice_cases": len(dices),
         "lungs_found": Proportion(sum(bool(r.lungs_found) for r in lungs), len(lungs)).as_dict(),

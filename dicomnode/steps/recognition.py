@@ -266,6 +266,7 @@ def _scene_step(ctx: Context, params: Mapping[str, Any]) -> None:
         "probabilities": {k: round(p, 6) for k, p in res.probabilities.items()},
         "regions": [_region_entry(r) for r in res.regions],
         "lungs_in_view": res.lungs_in_view,
+        "body_in_view": res.body_in_view,
         "header_body_part": regions[0] if regions else None,
         "agrees_with_header": agrees,
         "model": m.path.name,

@@ -80,6 +80,23 @@ def _calibrated_how(name: str) -> str:
     return f"naive Bayes ranking, calibrated on scored candidates ({where})"
 
 
+def _without_top_if_no_body(ctx: Context, calibration: _detect.ScoreCalibration) -> _detect.ScoreCalibration:
+    """``calibration`` without its top-of-series term where the scene, run before detect, found no body in view (a
+    test phantom, or nothing: ``body_in_view`` false), with a note saying so.
+
+    The term lifts a series' highest-scoring candidate because, in the series the calibration was fitted on, each
+    showing a tumour in a patient's body, that candidate was most often the tumour. A phantom holds no tumour: its
+    candidates keep the probability of their score alone (its most lesion-like insert is not a lesion at p 0.9). A
+    body the scene cannot place (a crop, a localizer, no region recognised) keeps the term."""
+    scene = ctx.scene or {}
+    if scene.get("body_in_view", True) or calibration.top_weight == 0:
+        return calibration
+    ctx.notes.append(f"detect: the scene found no body in view, so the calibration's top-of-series term (weight "
+                     f"{calibration.top_weight:.3g}, fitted on series that each show a tumour in a body) is left out: "
+                     f"each candidate has the probability of its ranking score alone")
+    return replace(calibration, top_weight=0.0)
+
+
 def _calibration(name: str = CALIBRATED, modality: str = "") -> _detect.ScoreCalibration:
     """The map of the hand-set ranking score to a probability: for "calibrated", the shipped findings model's card
     (``extra.calibration``, fitted by :func:`dicomnode.findings_training.fit_findings`; an older card's
@@ -236,7 +253,8 @@ def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
         opts = _options(_detect.detect_lung, p)
         how = "naive Bayes posterior (hand-set)"
         if model_name == CALIBRATED or _is_calibration_file(model_name):
-            opts["calibration"], how = _calibration(model_name, v.modality), _calibrated_how(model_name)
+            opts["calibration"], how = _without_top_if_no_body(ctx, _calibration(model_name, v.modality)), \
+                _calibrated_how(model_name)
         elif model_name != "hand-set":
             raise ValueError(f"step detect: the lung method's model is \"hand-set\" or \"calibrated\" (or a "
                              f"calibration .json file), got {model_name!r}; other models are the tissue method's")
@@ -261,7 +279,7 @@ def _detect_step(ctx: Context, params: Mapping[str, Any]) -> None:
             opts["class_means"], opts["class_sds"] = model
         opts["model"], how = _tissue_model(model_name)
         if model_name == CALIBRATED or _is_calibration_file(model_name):
-            opts["calibration"] = _calibration(model_name, v.modality)
+            opts["calibration"] = _without_top_if_no_body(ctx, _calibration(model_name, v.modality))
         # solid masses (extremity branch; never on PET, which needs no whole-grid body mask for it)
         limb = _limb_solid_range(ctx, None if body is None or v.unit == "SUV" else body.mask)
         box = _pet_search_box(v, body, opts) if limb is None else None

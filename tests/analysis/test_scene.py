@@ -381,6 +381,7 @@ def test_phantoms_and_localizer_give_unknown(folds, tmp_path):
     scene, notes = _scene(philips, model, {"BodyPartExamined": "BRAIN"})
     assert scene["label"] == "unknown" and [r["label"] for r in scene["regions"]] == ["unknown"]
     assert any("phantom" in n for n in notes) and scene["agrees_with_header"] is None
+    assert scene["body_in_view"] is False  # a phantom is no body (its candidates get no top-of-series term)
     files = sorted((SHARED_DATA / "mr-localizer/LOC").iterdir())
     with pytest.raises(Exception, match="ImageOrientationPatient"):
         load_series(files)  # three orientations: refused upstream
@@ -398,6 +399,7 @@ def test_small_field_of_view_gives_unknown(folds, tmp_path):
                   modality="CT", unit="HU")  # 4 x 4 cm inside the thigh
     scene, notes = _scene(tiny, _lopo_model(folds, "STS_001", tmp_path))
     assert scene["label"] == "unknown" and any("too small" in n for n in notes)
+    assert scene["body_in_view"] is True  # a body the scene cannot place: still a body
 
 
 def _profile(z, **cols):

@@ -83,6 +83,20 @@ def test_shared_evaluation_meets_its_floors(shared):
     assert s["regions_agreement_mean"] is not None and s["regions_agreement_mean"] >= MIN_REGIONS_AGREEMENT
 
 
+def test_series_known_to_hold_no_lesion_report_none(shared):
+    """The phantoms (an MR phantom's inserts, as enhanced and as classic frames) hold no lesion, and the head CT's
+    most lesion-like regions are air (a sinus, mastoid cells): none reports a finding. The series without truth are
+    counted apart in the summary (their findings' status is unknown)."""
+    cases = {c["id"]: c for c in shared[1]["cases"]}
+    for case_id in ("phantom-mr-philips-enhanced", "phantom-mr-philips-classic", "head-ct"):
+        assert cases[case_id]["status"] == "ok" and cases[case_id]["findings_reported"] == 0, case_id
+    s = shared[1]["summary"]
+    without = [c for c in shared[1]["cases"] if not c["lesions_total"] and c["status"] == "ok"]
+    assert s["series_without_truth_reporting"]["trials"] == len(without) >= 8
+    assert s["series_without_truth_reporting"]["successes"] == sum(c["findings_reported"] > 0 for c in without)
+    assert s["findings_reported_without_truth"] == sum(c["findings_reported"] for c in without)
+
+
 def test_finding_probabilities_are_calibrated_held_out(shared):
     """The reliability table of every reported finding (each case scored with the findings calibration fitted without
     its patient): no bin's mean probability above its observed fraction's 95 % interval, and never p >= 0.99 on a

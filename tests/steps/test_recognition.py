@@ -82,9 +82,10 @@ def test_scene_step_regions_on_a_real_chest_ct_with_the_shipped_model():
     ctx = Context(volume=v, original=v, header={"BodyPartExamined": "CHEST"})
     run_steps(ctx, ["scene"], {})
     s = ctx.scene
-    assert set(s) == {"label", "probabilities", "regions", "lungs_in_view", "header_body_part",
+    assert set(s) == {"label", "probabilities", "regions", "lungs_in_view", "body_in_view", "header_body_part",
                       "agrees_with_header", "model"}
     assert s["label"] == "chest" and s["agrees_with_header"] is True and s["lungs_in_view"] is True
+    assert s["body_in_view"] is True
     z_top = v.origin_mm[2] + (v.shape[0] - 1) * v.spacing_mm[0]
     assert s["regions"][0]["z_mm"][1] == pytest.approx(z_top + v.spacing_mm[0] / 2)
     assert all(set(r) == {"label", "z_mm", "probability"} for r in s["regions"])

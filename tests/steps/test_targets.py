@@ -350,3 +350,60 @@ def test_detect_step_on_pet_searches_the_body_box_and_finds_what_the_whole_grid_
     assert ref.findings == ctx.findings
     for f in ctx.findings:
         assert np.array_equal(ctx.labels.by_label(f["label"]).mask, ref.labels.by_label(f["label"]).mask)
+
+
+def _shipped_profile_on(name: str, folder: Path):
+    """A shipped profile with its detect limits opened (threshold 0, 10 findings), its reporting threshold, and the
+    series in ``folder``."""
+    from dicomnode.config import load_default_profiles
+    from dicomnode.io.load import load_series
+    from dicomnode.net.scu import iter_dicom_files
+
+    registry()
+    prof = load_default_profiles()[name]
+    params = {k: dict(p) for k, p in prof.params.items()}
+    threshold = params["detect"]["probability_threshold"]
+    params["detect"].update(probability_threshold=0.0, max_findings=10)
+    return prof, params, threshold, load_series(iter_dicom_files([folder]))
+
+
+def test_a_phantom_gets_no_confident_finding():
+    """The Philips MR phantom (../shared/data/enhanced-mr): the MR profile's scene says ``unknown`` and no body in
+    view (a test phantom), so detect leaves out the calibration's top-of-series term (fitted on series that each show
+    a tumour in a body) and says so: no candidate reaches the reporting threshold. With the scene saying a body is in
+    view the same top candidate gets the term (p 0.9 before this rule: a phantom's insert reported as a lesion)."""
+    phantom = SHARED_DATA / "enhanced-mr" / "philips_T1W_FFE_CS2_enhanced"
+    prof, params, threshold, series = _shipped_profile_on("mr", phantom)
+    steps = list(prof.steps[:prof.steps.index("detect")])
+    ctx = Context(volume=series.volume, original=series.volume)
+    run_steps(ctx, steps, params)
+    assert ctx.scene["label"] == "unknown" and ctx.scene["body_in_view"] is False
+    scene = dict(ctx.scene)
+    run_steps(ctx, ["detect"], params)
+    assert ctx.findings and max(f["probability"] for f in ctx.findings) < threshold
+    assert any("no body in view" in n and "top-of-series term" in n for n in ctx.notes)
+    top = ctx.findings[0]
+    assert top["detect_features"]["top_candidate"] == 1.0
+    placed = Context(volume=series.volume, original=series.volume)
+    run_steps(placed, steps, params)
+    placed.scene = {**scene, "body_in_view": True}  # (a body the scene cannot place keeps the term)
+    run_steps(placed, ["detect"], params)
+    assert placed.findings[0]["centroid_mm"] == top["centroid_mm"]
+    assert placed.findings[0]["probability"] > threshold > top["probability"]
+
+
+def test_air_in_a_head_ct_is_no_finding():
+    """The tilted GE head CT (../shared/data/head-ct): its most lesion-like candidate was a 2.7 mL dark region whose
+    core lies at about -340 HU (air in the mastoid or a sinus, below any fat), reported at p 0.9. On CT in HU a dark
+    core below -250 HU is air (``ct_air_voids``): down-weighted x0.1, with ``core_hu`` and ``air_void`` in its
+    features and a note; nothing reaches the reporting threshold."""
+    prof, params, threshold, series = _shipped_profile_on("ct", SHARED_DATA / "head-ct" / "CT")
+    ctx = Context(volume=series.volume, original=series.volume)
+    run_steps(ctx, list(prof.steps[:prof.steps.index("detect") + 1]), params)
+    assert ctx.findings and max(f["probability"] for f in ctx.findings) < threshold
+    air = [f for f in ctx.findings if f["detect_features"].get("air_void") == 1.0]
+    assert air and all(f["detect_features"]["core_hu"] < -250.0 for f in air)
+    assert any(f["volume_ml"] == pytest.approx(2.69, abs=0.05) for f in air)
+    dark = [f for f in ctx.findings if f["detect_features"].get("polarity") == -1.0]
+    assert all("core_hu" in f["detect_features"] for f in dark)
+    assert any("air in their core" in n for n in ctx.notes)
