@@ -927,12 +927,10 @@ def _grow_region(z: np.ndarray, foreground: np.ndarray, dist_mm: np.ndarray, see
     # bounding box meets it, and the empty layer around it elsewhere)
     bb = _grown_mask_box(region, 1)
     tight = _fill_holes(region[bb])
-    # cut where the limit stopped it: the region's growth would have gone on into a face neighbour that passes the
-    # level in the foreground but lies beyond the reach (not a band of the largest spacing inside the limit, which
-    # on thick slices counted a blob's in-plane fall-off as cut)
-    if band_cut:
+    if band_cut:  # the PET model's definition: a band of the largest spacing inside the limit
         trunc = _truncation(tight, dist_mm[bb], reach_mm, spacing_mm)
-    else:
+    else:  # cut where the limit stopped it: growth would have gone on into a face neighbour that passes the level in
+        # the foreground but lies beyond the reach (the band counted a blob's in-plane fall-off on thick slices)
         beyond = foreground[bb] & (dist_mm[bb] > reach_mm) & ((z[bb] - level) * polarity > 0)
         trunc = _cut_fraction(tight, beyond)
     region[...] = False
@@ -2594,11 +2592,8 @@ def detect(volume: Volume, *, method: str, lungs: Sequence[np.ndarray] = (), for
             res = _with_solid_mass(res, volume, fg, solid_range, settings)
         if volume.modality == "MR":  # ---- normal anatomy on MR: air in the body, gas-capped fluid in a lumen
             res = _with_mr_normal_anatomy(res, volume, fg, settings, no_bowel_z_mm=no_bowel_z_mm)
-        elif volume.modality == "CT" and volume.unit == "HU" and (res.findings or res.rejected):  # ---- air on CT
-            notes = list(res.notes)
-            ok, rejected = _split(ct_air_voids([*res.findings, *res.rejected], volume.array, volume.spacing_mm,
-                                               notes), settings)
-            res = DetectionResult(ok, rejected, res.n_candidates, tuple(notes))
+        elif volume.modality == "CT" and volume.unit == "HU":  # ---- air on CT: a dark core below any fat
+            res = _with_ct_air(res, volume, settings)
     else:
         raise ValueError(f"method must be 'lung' or 'tissue_model', got {method!r}")
     if calibration is not None:
@@ -2730,6 +2725,16 @@ def _with_mr_normal_anatomy(res: DetectionResult, volume: Volume, foreground: np
                                  _anterior_step(volume), notes))
         found = [next(capped) if b else f for f, b in zip(found, lumen)]
     ok, rejected = _split(found, settings)
+    return DetectionResult(ok, rejected, res.n_candidates, tuple(notes))
+
+
+def _with_ct_air(res: DetectionResult, volume: Volume, settings: DetectionSettings) -> DetectionResult:
+    """``res`` with the CT candidates that hold air down-weighted (:func:`ct_air_voids`), ranked and limited again."""
+    found = [*res.findings, *res.rejected]
+    if not found:
+        return res
+    notes = list(res.notes)
+    ok, rejected = _split(ct_air_voids(found, volume.array, volume.spacing_mm, notes), settings)
     return DetectionResult(ok, rejected, res.n_candidates, tuple(notes))
 
 

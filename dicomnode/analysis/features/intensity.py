@@ -361,7 +361,8 @@ def _moments_and_quantiles(x: np.ndarray, *, workers: int | None = None,
 
     Integer-valued data (HU, discretised grey levels) are reduced to a histogram first, on which every value is
     computed exactly in O(N + range) instead of several passes and a partition over all N values. ``histogram``:
-    what ``_integer_histogram(x) if x.size > _HISTOGRAM_MIN_VALUES else None`` gives, when the caller has already counted it.
+    what ``_integer_histogram(x) if x.size > _HISTOGRAM_MIN_VALUES else None`` gives, when the caller has already
+    counted it.
     """
     if histogram is _COUNT:
         hist = _integer_histogram(x) if x.size > _HISTOGRAM_MIN_VALUES else None
